@@ -1,0 +1,106 @@
+"""``deployments/<chainId>.json``: where every component finds the contracts."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .types import Address
+
+CONTRACT_NAMES = ("OPG", "CreditEscrow", "NodeStaking", "RewardDistributor")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DIR = PROJECT_ROOT / "deployments"
+
+
+class DeployedContract(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    address: Address
+    block: int = Field(ge=0)
+
+
+class Params(BaseModel):
+    """Protocol parameters set at deployment (owner-adjustable within the contracts' bounds)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    thaw_period: int = 86_400
+    dispute_window: int = 3 * 86_400
+    unbonding_period: int = 3 * 86_400
+    min_inference_stake: int = 1_000 * 10**18
+    min_verifier_stake: int = 1_000 * 10**18
+    protocol_fee_bps: int = 500
+    verifier_fee_bps: int = 500
+    max_emission_per_fee_bps: int = 500
+    equivocation_slash_bps: int = 5_000
+    fraud_slash_bps: int = 2_000
+    challenger_reward_bps: int = 2_000
+    fraud_quorum: int = 2
+    epoch_length: int = 86_400
+    emission_per_epoch: int = 100_000 * 10**18
+
+    @classmethod
+    def devnet(cls) -> Params:
+        """Short periods for a local chain: everything happens within minutes."""
+        return cls(
+            thaw_period=60,
+            dispute_window=300,
+            unbonding_period=300,
+            min_inference_stake=100 * 10**18,
+            min_verifier_stake=100 * 10**18,
+            epoch_length=120,
+            emission_per_epoch=1_000 * 10**18,
+        )
+
+
+class Deployment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    chainId: int
+    contracts: dict[str, DeployedContract]
+    params: Params
+
+    def address(self, name: str) -> str:
+        try:
+            return self.contracts[name].address
+        except KeyError:
+            raise KeyError(f"deployment for chain {self.chainId} has no contract {name!r}") from None
+
+    @property
+    def start_block(self) -> int:
+        return min(c.block for c in self.contracts.values())
+
+
+def deployment_path(chain_id: int, directory: Path | None = None) -> Path:
+    directory = directory or Path(os.environ.get("OPG_DEPLOYMENTS_DIR", DEFAULT_DIR))
+    return Path(directory) / f"{chain_id}.json"
+
+
+def load_deployment(chain_id: int | None = None, path: str | Path | None = None) -> Deployment:
+    """Load a deployment by chain id (from the deployments directory) or by explicit file path."""
+    if path is None:
+        if chain_id is None:
+            raise ValueError("give a chain id or a deployment file path")
+        path = deployment_path(chain_id)
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no deployment file at {path}: run `ape run deploy` first")
+    deployment = Deployment.model_validate_json(path.read_text())
+    missing = [n for n in CONTRACT_NAMES if n not in deployment.contracts]
+    if missing:
+        raise ValueError(f"deployment file {path} lacks {', '.join(missing)}")
+    if chain_id is not None and deployment.chainId != chain_id:
+        raise ValueError(f"deployment file {path} is for chain {deployment.chainId}, not {chain_id}")
+    return deployment
+
+
+def save_deployment(deployment: Deployment, directory: Path | None = None) -> Path:
+    path = deployment_path(deployment.chainId, directory)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(deployment.model_dump(), indent=2) + "\n")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,284 @@
+"""The protocol's signed messages: Voucher, Receipt, Verdict, and the Claim built from a Voucher.
+
+This is the one EIP-712 implementation of the project. Hashing and signing go through eth-account's
+``encode_typed_data`` (an implementation independent of the contracts), and the tests check that every digest
+agrees byte for byte with the deployed contracts' own ``*_digest`` views.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from eth_account import Account
+from eth_account.messages import SignableMessage, encode_typed_data
+from eth_keys import keys
+from eth_utils import keccak
+from pydantic import BaseModel, ConfigDict
+
+from .types import Address, Bytes32, Signature, Uint64, Uint256, b32
+
+ESCROW_DOMAIN_NAME = "OPG Credit Escrow"
+STAKING_DOMAIN_NAME = "OPG Node Staking"
+DOMAIN_VERSION = "1"
+SECP256K1_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
+
+_DOMAIN_TYPE = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+]
+
+
+class Domain(BaseModel):
+    """An EIP-712 domain: the verifying contract of one deployment on one chain."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    version: str = DOMAIN_VERSION
+    chain_id: int
+    verifying_contract: Address
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "chainId": self.chain_id,
+            "verifyingContract": self.verifying_contract,
+        }
+
+    @classmethod
+    def escrow(cls, chain_id: int, address: str) -> Domain:
+        return cls(name=ESCROW_DOMAIN_NAME, chain_id=chain_id, verifying_contract=address)
+
+    @classmethod
+    def staking(cls, chain_id: int, address: str) -> Domain:
+        return cls(name=STAKING_DOMAIN_NAME, chain_id=chain_id, verifying_contract=address)
+
+
+class InvalidSignature(ValueError):
+    """A signature that is malformed, malleable, or not the expected signer's."""
+
+
+def recover_signer(digest: bytes, signature: str | bytes) -> str:
+    """Recover the ECDSA signer of an EIP-712 digest; refuse non-canonical signatures like the contracts do."""
+    sig = bytes.fromhex(signature[2:]) if isinstance(signature, str) else bytes(signature)
+    if len(sig) != 65:
+        raise InvalidSignature("signature must be 65 bytes r || s || v")
+    r, s, v = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big"), sig[64]
+    if v not in (27, 28):
+        raise InvalidSignature("signature v must be 27 or 28")
+    if s > SECP256K1_HALF_N:
+        raise InvalidSignature("signature s is in the upper half order (malleable)")
+    try:
+        public_key = keys.Signature(vrs=(v - 27, r, s)).recover_public_key_from_msg_hash(digest)
+    except Exception as exc:  # eth-keys raises several types for garbage input
+        raise InvalidSignature(f"signature does not recover: {exc}") from exc
+    return public_key.to_checksum_address()
+
+
+class TypedMessage(BaseModel):
+    """Base of the EIP-712 messages: subclasses give the type name, fields and domain kind."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
+
+    PRIMARY_TYPE: ClassVar[str]
+    FIELDS: ClassVar[list[tuple[str, str, str]]]  # (EIP-712 name, solidity type, attribute)
+
+    def _message(self) -> dict[str, Any]:
+        values = {}
+        for eip_name, sol_type, attr in self.FIELDS:
+            value = getattr(self, attr)
+            values[eip_name] = b32(value) if sol_type == "bytes32" else value
+        return values
+
+    def typed_data(self, domain: Domain) -> dict[str, Any]:
+        """The full EIP-712 document, as a wallet's ``eth_signTypedData_v4`` takes it."""
+        return {
+            "types": {
+                "EIP712Domain": _DOMAIN_TYPE,
+                self.PRIMARY_TYPE: [{"name": n, "type": t} for n, t, _ in self.FIELDS],
+            },
+            "primaryType": self.PRIMARY_TYPE,
+            "domain": domain.as_dict(),
+            "message": self._message(),
+        }
+
+    def signable(self, domain: Domain) -> SignableMessage:
+        return encode_typed_data(full_message=self.typed_data(domain))
+
+    def struct_hash(self) -> bytes:
+        """``hashStruct(message)``: independent of the domain."""
+        type_string = f"{self.PRIMARY_TYPE}(" + ",".join(f"{t} {n}" for n, t, _ in self.FIELDS) + ")"
+        from eth_abi import encode
+
+        types = ["bytes32"] + [t for _, t, _ in self.FIELDS]
+        values = [keccak(text=type_string)] + list(self._message().values())
+        return keccak(encode(types, values))
+
+    def digest(self, domain: Domain) -> bytes:
+        """The 32-byte EIP-712 digest that is signed."""
+        msg = self.signable(domain)
+        return keccak(b"\x19" + msg.version + msg.header + msg.body)
+
+    def sign_with(self, private_key: str | bytes, domain: Domain) -> str:
+        """Sign with a raw key; returns the 65-byte ``r || s || v`` signature as 0x-hex."""
+        signed = Account.sign_message(self.signable(domain), private_key)
+        return "0x" + bytes(signed.signature).hex()
+
+    def signer_of(self, signature: str, domain: Domain) -> str:
+        return recover_signer(self.digest(domain), signature)
+
+
+class Voucher(TypedMessage):
+    """A payer's cumulative spending cap on its channel with one node."""
+
+    PRIMARY_TYPE: ClassVar[str] = "Voucher"
+    FIELDS: ClassVar[list[tuple[str, str, str]]] = [
+        ("payer", "address", "payer"),
+        ("node", "address", "node"),
+        ("maxCumulative", "uint256", "max_cumulative"),
+    ]
+
+    payer: Address
+    node: Address
+    max_cumulative: Uint256
+
+
+class SignedVoucher(Voucher):
+    signature: Signature
+
+    @property
+    def voucher(self) -> Voucher:
+        return Voucher(payer=self.payer, node=self.node, max_cumulative=self.max_cumulative)
+
+
+class Receipt(TypedMessage):
+    """A node's signed statement that it served one request, with the charge and the channel's new total."""
+
+    PRIMARY_TYPE: ClassVar[str] = "Receipt"
+    FIELDS: ClassVar[list[tuple[str, str, str]]] = [
+        ("requestId", "bytes32", "request_id"),
+        ("payer", "address", "payer"),
+        ("node", "address", "node"),
+        ("modelId", "bytes32", "model_id"),
+        ("inputHash", "bytes32", "input_hash"),
+        ("outputHash", "bytes32", "output_hash"),
+        ("amount", "uint256", "amount"),
+        ("cumulative", "uint256", "cumulative"),
+        ("timestamp", "uint64", "timestamp"),
+    ]
+
+    request_id: Bytes32
+    payer: Address
+    node: Address
+    model_id: Bytes32
+    input_hash: Bytes32
+    output_hash: Bytes32
+    amount: Uint256
+    cumulative: Uint256
+    timestamp: Uint64
+
+    def as_tuple(self) -> tuple:
+        """The contract's ``Receipt`` struct argument."""
+        return (
+            b32(self.request_id),
+            self.payer,
+            self.node,
+            b32(self.model_id),
+            b32(self.input_hash),
+            b32(self.output_hash),
+            self.amount,
+            self.cumulative,
+            self.timestamp,
+        )
+
+
+class SignedReceipt(Receipt):
+    signature: Signature
+
+    @property
+    def receipt(self) -> Receipt:
+        return Receipt(**self.model_dump(exclude={"signature"}))
+
+
+class Verdict(TypedMessage):
+    """A verifier's judgement of a receipt (by its EIP-712 struct hash)."""
+
+    PRIMARY_TYPE: ClassVar[str] = "Verdict"
+    FIELDS: ClassVar[list[tuple[str, str, str]]] = [
+        ("receiptHash", "bytes32", "receipt_hash"),
+        ("valid", "bool", "valid"),
+    ]
+
+    receipt_hash: Bytes32
+    valid: bool
+
+
+class SignedVerdict(Verdict):
+    verifier: Address
+    signature: Signature
+
+
+class Claim(BaseModel):
+    """One entry of ``CreditEscrow.settle_batch``: the newest voucher of a channel and the total to be paid."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    payer: Address
+    node: Address
+    max_cumulative: Uint256
+    signature: Signature
+    total: Uint256
+
+    def as_tuple(self) -> tuple:
+        return (self.payer, self.node, self.max_cumulative, bytes.fromhex(self.signature[2:]), self.total)
+
+
+def merkle_root(leaves: list[bytes]) -> bytes:
+    """Merkle root over 32-byte leaves with sorted pairs (OpenZeppelin/snekmate ``merkle_proof_verification``).
+
+    The leaves are receipt digests, sorted first so the root does not depend on arrival order; an odd node is
+    carried up unchanged. An empty list has the zero root.
+    """
+    if not leaves:
+        return b"\x00" * 32
+    level = sorted(leaves)
+    while len(level) > 1:
+        nxt = []
+        for i in range(0, len(level) - 1, 2):
+            a, b = sorted((level[i], level[i + 1]))
+            nxt.append(keccak(a + b))
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+def merkle_proof(leaves: list[bytes], leaf: bytes) -> list[bytes]:
+    """The proof of ``leaf`` against ``merkle_root(leaves)``."""
+    level = sorted(leaves)
+    index = level.index(leaf)
+    proof: list[bytes] = []
+    while len(level) > 1:
+        sibling = index ^ 1
+        if sibling < len(level):
+            proof.append(level[sibling])
+        nxt = []
+        for i in range(0, len(level) - 1, 2):
+            a, b = sorted((level[i], level[i + 1]))
+            nxt.append(keccak(a + b))
+        if len(level) % 2:
+            nxt.append(level[-1])
+        index //= 2
+        level = nxt
+    return proof
+
+
+def verify_merkle_proof(root: bytes, leaf: bytes, proof: list[bytes]) -> bool:
+    node = leaf
+    for sibling in proof:
+        a, b = sorted((node, sibling))
+        node = keccak(a + b)
+    return node == root

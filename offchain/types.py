@@ -1,0 +1,54 @@
+"""Validated primitive types shared by every pydantic model of the SDK."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from eth_utils import is_hex, to_checksum_address
+from pydantic import AfterValidator, BeforeValidator, Field
+
+UINT256_MAX = 2**256 - 1
+UINT64_MAX = 2**64 - 1
+
+
+def _address(value: object) -> str:
+    if isinstance(value, bytes) and len(value) == 20:
+        value = "0x" + value.hex()
+    if not isinstance(value, str) or not value.startswith("0x") or len(value) != 42 or not is_hex(value):
+        raise ValueError("must be a 0x-prefixed 20-byte hex address")
+    return to_checksum_address(value)
+
+
+def _hex_bytes(length: int | None):
+    def check(value: object) -> str:
+        if isinstance(value, (bytes, bytearray)):
+            value = "0x" + bytes(value).hex()
+        if not isinstance(value, str) or not value.startswith("0x") or not is_hex(value) or len(value) % 2:
+            raise ValueError("must be 0x-prefixed hex bytes")
+        if length is not None and len(value) != 2 + 2 * length:
+            raise ValueError(f"must be exactly {length} bytes")
+        return value.lower()
+
+    return check
+
+
+def _int_from_str(value: object) -> object:
+    # JSON clients often send big integers as decimal strings; accept both.
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    return value
+
+
+Address = Annotated[str, AfterValidator(_address)]
+Bytes32 = Annotated[str, AfterValidator(_hex_bytes(32))]
+HexBytes = Annotated[str, AfterValidator(_hex_bytes(None))]
+Signature = Annotated[str, AfterValidator(_hex_bytes(65))]
+Uint256 = Annotated[int, BeforeValidator(_int_from_str), Field(ge=0, le=UINT256_MAX)]
+Uint64 = Annotated[int, BeforeValidator(_int_from_str), Field(ge=0, le=UINT64_MAX)]
+
+
+def b32(value: str) -> bytes:
+    """A Bytes32 hex string as raw bytes."""
+    return bytes.fromhex(value[2:])

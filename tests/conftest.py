@@ -1,0 +1,142 @@
+"""Shared ape fixtures: a freshly deployed system on the test chain (anvil via ape-foundry) and funded actors.
+
+Ape takes a chain snapshot around every test, so each test starts from the state these fixtures build.
+"""
+
+from __future__ import annotations
+
+import pytest
+from eth_account import Account
+
+from offchain.ape_deploy import deploy_system
+from offchain.deployments import Params
+from offchain.messages import Domain
+
+OPG = 10**18
+TEST_PARAMS = Params(
+    thaw_period=3_600,
+    dispute_window=86_400,
+    unbonding_period=2 * 86_400,
+    min_inference_stake=1_000 * OPG,
+    min_verifier_stake=500 * OPG,
+    protocol_fee_bps=500,
+    verifier_fee_bps=1_000,
+    max_emission_per_fee_bps=400,
+    equivocation_slash_bps=5_000,
+    fraud_slash_bps=2_000,
+    challenger_reward_bps=2_000,
+    fraud_quorum=2,
+    epoch_length=3_600,
+    emission_per_epoch=10_000 * OPG,
+)
+
+
+@pytest.fixture(scope="session")
+def params() -> Params:
+    return TEST_PARAMS
+
+
+@pytest.fixture(scope="session")
+def deployer(accounts):
+    return accounts[0]
+
+
+@pytest.fixture(scope="session")
+def treasury(accounts):
+    return accounts[1]
+
+
+@pytest.fixture(scope="session")
+def system(deployer, treasury, params, project):
+    return deploy_system(deployer, treasury=treasury.address, params=params, project=project)
+
+
+@pytest.fixture(scope="session")
+def opg(system):
+    return system.opg
+
+
+@pytest.fixture(scope="session")
+def escrow(system):
+    return system.escrow
+
+
+@pytest.fixture(scope="session")
+def staking(system):
+    return system.staking
+
+
+@pytest.fixture(scope="session")
+def distributor(system):
+    return system.distributor
+
+
+@pytest.fixture(scope="session")
+def chain_id(chain) -> int:
+    return chain.chain_id
+
+
+@pytest.fixture(scope="session")
+def escrow_domain(chain_id, escrow) -> Domain:
+    return Domain.escrow(chain_id, escrow.address)
+
+
+@pytest.fixture(scope="session")
+def staking_domain(chain_id, staking) -> Domain:
+    return Domain.staking(chain_id, staking.address)
+
+
+class Actor:
+    """A fresh eth-account key pair with an ape account able to send transactions for it."""
+
+    def __init__(self, key: str, ape_account):
+        self.key = key
+        self.account = ape_account
+        self.address = ape_account.address
+
+    def __repr__(self) -> str:
+        return f"Actor({self.address})"
+
+
+@pytest.fixture(scope="session")
+def make_actor(accounts, opg, treasury):
+    """Create an actor with a known private key (signatures are made with eth-account), ETH for gas, and OPG."""
+
+    def make(opg_amount: int = 100_000 * OPG) -> Actor:
+        ape_account = accounts.generate_test_account()
+        key = ape_account.private_key
+        accounts[0].transfer(ape_account, 10**19)
+        if opg_amount:
+            opg.transfer(ape_account, opg_amount, sender=treasury)
+        return Actor(key, ape_account)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def payer(make_actor):
+    return make_actor()
+
+
+@pytest.fixture(scope="session")
+def node(make_actor, opg, staking, params):
+    actor = make_actor()
+    opg.approve(staking, params.min_inference_stake * 2, sender=actor.account)
+    staking.register(1, params.min_inference_stake * 2, "http://node.invalid", sender=actor.account)
+    return actor
+
+
+@pytest.fixture(scope="session")
+def verifiers(make_actor, opg, staking, params):
+    """Three registered verifiers, sorted by address (fraud proofs need ascending order)."""
+    out = []
+    for stake in (params.min_verifier_stake, params.min_verifier_stake * 2, params.min_verifier_stake * 3):
+        actor = make_actor()
+        opg.approve(staking, stake, sender=actor.account)
+        staking.register(2, stake, "http://verifier.invalid", sender=actor.account)
+        out.append(actor)
+    return sorted(out, key=lambda a: int(a.address, 16))
+
+
+def random_key() -> str:
+    return Account.create().key.hex()
