@@ -1,0 +1,70 @@
+"""``ape run deploy``: deploy and wire OPG, RewardDistributor, NodeStaking and CreditEscrow.
+
+Writes ``deployments/<chainId>.json``, the file every daemon, script, console and test reads.
+
+Local anvil (devnet parameters, anvil's public development account 0 as deployer and treasury):
+    ape run deploy --network ethereum:local:foundry
+Any other ape network, with an imported ape account (``ape accounts import NAME``):
+    OPG_DEPLOYER=NAME OPG_TREASURY=0x... ape run deploy --network ethereum:sepolia:node
+Parameters default to the production values of ``offchain.deployments.Params``; override them with a JSON file
+through ``OPG_PARAMS=path/to/params.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+from ape import accounts, chain, networks, project
+from ape.cli import ConnectedProviderCommand, network_option
+
+from offchain.ape_deploy import deploy_system
+from offchain.deployments import Params, save_deployment
+
+DEVNET_CHAIN_ID = 31337
+
+
+def fail(message: str) -> None:
+    click.echo(f"deploy: {message}", err=True)
+    sys.exit(1)
+
+
+def load_params(is_devnet: bool) -> Params:
+    path = os.environ.get("OPG_PARAMS")
+    if path:
+        try:
+            return Params.model_validate(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as exc:
+            fail(f"cannot read parameters from {path}: {exc}")
+    return Params.devnet() if is_devnet else Params()
+
+
+def pick_deployer(is_devnet: bool):
+    alias = os.environ.get("OPG_DEPLOYER")
+    if alias:
+        try:
+            return accounts.load(alias)
+        except Exception as exc:
+            fail(f"cannot load ape account {alias!r}: {exc}")
+    if not is_devnet:
+        fail("set OPG_DEPLOYER to an ape account alias to deploy on a non-local network")
+    return accounts.test_accounts[0]
+
+
+@click.command(cls=ConnectedProviderCommand)
+@network_option()
+def cli(network):
+    """Deploy the OPG settlement contracts and write deployments/<chainId>.json."""
+    is_devnet = chain.chain_id == DEVNET_CHAIN_ID
+    deployer = pick_deployer(is_devnet)
+    treasury = os.environ.get("OPG_TREASURY") or deployer.address
+    params = load_params(is_devnet)
+    click.echo(f"Deploying on chain {chain.chain_id} ({networks.provider.network.name}) from {deployer.address}")
+    system = deploy_system(deployer, treasury=treasury, params=params, project=project)
+    path = save_deployment(system.deployment)
+    for name, contract in system.deployment.contracts.items():
+        click.echo(f"  {name:<18} {contract.address}  (block {contract.block})")
+    click.echo(f"Wrote {path}")
