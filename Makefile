@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $(STAMP)
 
 $(ANVIL): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm install --no-audit --no-fund --loglevel=error
 	@test -x $(ANVIL) && touch $(ANVIL)
 
 test: install
