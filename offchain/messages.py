@@ -7,6 +7,7 @@ agrees byte for byte with the deployed contracts' own ``*_digest`` views.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from eth_account import Account
@@ -55,6 +56,38 @@ class Domain(BaseModel):
     @classmethod
     def staking(cls, chain_id: int, address: str) -> Domain:
         return cls(name=STAKING_DOMAIN_NAME, chain_id=chain_id, verifying_contract=address)
+
+
+@lru_cache(maxsize=256)
+def domain_separator(domain: Domain) -> bytes:
+    """EIP-712 ``hashStruct(EIP712Domain)`` of a domain (cached: domains are frozen)."""
+    type_hash = keccak(text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
+    return keccak(
+        type_hash
+        + keccak(text=domain.name)
+        + keccak(text=domain.version)
+        + domain.chain_id.to_bytes(32, "big")
+        + bytes(12)
+        + bytes.fromhex(domain.verifying_contract[2:])
+    )
+
+
+@lru_cache(maxsize=64)
+def _type_hash(primary_type: str, fields: tuple[tuple[str, str, str], ...]) -> bytes:
+    return keccak(text=f"{primary_type}(" + ",".join(f"{t} {n}" for n, t, _ in fields) + ")")
+
+
+def _static_word(sol_type: str, value: Any) -> bytes:
+    """One static ABI word (address, bool, bytes32, uintN) as ``abi.encode`` lays it out."""
+    if sol_type == "address":
+        return bytes(12) + bytes.fromhex(value[2:])
+    if sol_type == "bytes32":
+        return b32(value)
+    if sol_type == "bool":
+        return int(bool(value)).to_bytes(32, "big")
+    if sol_type.startswith("uint"):
+        return int(value).to_bytes(32, "big")
+    raise TypeError(f"no static encoding for {sol_type}")
 
 
 class InvalidSignature(ValueError):
@@ -109,18 +142,26 @@ class TypedMessage(BaseModel):
         return encode_typed_data(full_message=self.typed_data(domain))
 
     def struct_hash(self) -> bytes:
-        """``hashStruct(message)``: independent of the domain."""
-        type_string = f"{self.PRIMARY_TYPE}(" + ",".join(f"{t} {n}" for n, t, _ in self.FIELDS) + ")"
-        from eth_abi import encode
+        """``hashStruct(message)``: independent of the domain.
 
-        types = ["bytes32"] + [t for _, t, _ in self.FIELDS]
-        values = [keccak(text=type_string)] + list(self._message().values())
-        return keccak(encode(types, values))
+        Every field of the protocol's messages is a static ABI type, so the encoding is one 32-byte word per field
+        (``_static_word``); this is what the contracts' ``abi_encode`` produces, without eth-abi's overhead.
+        """
+        words = [_type_hash(self.PRIMARY_TYPE, tuple(self.FIELDS))]
+        words += [_static_word(t, getattr(self, attr)) for _, t, attr in self.FIELDS]
+        return keccak(b"".join(words))
 
     def digest(self, domain: Domain) -> bytes:
         """The 32-byte EIP-712 digest that is signed."""
         msg = self.signable(domain)
         return keccak(b"\x19" + msg.version + msg.header + msg.body)
+
+    def fast_digest(self, domain: Domain) -> bytes:
+        """``digest`` computed as ``keccak(0x1901 || domainSeparator || structHash)`` (hot paths, e.g. the relayer).
+
+        Equal to ``digest`` byte for byte (tests check both against the contracts); about ten times faster.
+        """
+        return keccak(b"\x19\x01" + domain_separator(domain) + self.struct_hash())
 
     def sign_with(self, private_key: str | bytes, domain: Domain) -> str:
         """Sign with a raw key; returns the 65-byte ``r || s || v`` signature as 0x-hex."""

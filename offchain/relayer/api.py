@@ -1,0 +1,455 @@
+"""The relayer's HTTP API (FastAPI; OpenAPI at ``/openapi.json``, interactive docs at ``/docs``).
+
+x402 facilitator endpoints: ``GET /supported``, ``POST /verify``, ``POST /settle``. Relayer endpoints: receipts,
+channels, batches, verdicts, slashes, health and Prometheus metrics. Refused input answers 4xx with
+``{"error": code, "field": dotted.path, "reason": text}``; a ``/verify`` or x402 ``/settle`` request that is well
+formed but not payable answers 200 with ``isValid: false`` / ``success: false`` and a reason, as x402 clients expect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import pydantic_core
+import requests
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from x402.schemas import SettleRequest, SupportedKind, SupportedResponse, VerifyRequest
+
+from .. import __version__
+from ..chain import ROLE_VERIFIER
+from ..messages import InvalidSignature, recover_signer
+from .errors import ApiError, field_path, from_validation_error
+from .metrics import CONTENT_TYPE
+from .models import (
+    SCHEME_CREDIT, SCHEME_EXACT, BatchView, BulkItemResult, BulkSettle, BulkSettleAnswer, ChannelView, ClaimView,
+    ErrorBody, Health, ReceiptView, SettleAnswer, SettleItem, SlashView, VerdictAnswer, VerdictIn,
+)
+from .store import Store, ValidReceipt
+
+if TYPE_CHECKING:
+    from .service import Relayer
+
+log = logging.getLogger("opg.relayer.api")
+
+ERRORS = {
+    400: {"model": ErrorBody, "description": "refused input: the field and the reason"},
+    413: {"model": ErrorBody, "description": "body too large"},
+}
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware refusing request bodies over ``limit`` bytes (declared or streamed)."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                response = JSONResponse(status_code=413, content=self._body(), headers={"connection": "close"})
+                await response(scope, receive, send)
+                return
+        received = 0
+
+        async def limited() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise BodyTooLarge()
+            return message
+
+        await self.app(scope, limited, send)
+
+    def _body(self) -> dict:
+        return {"error": "body_too_large", "field": None, "reason": f"request body exceeds {self.limit} bytes"}
+
+
+def _settle_doc() -> dict:
+    """OpenAPI of POST /settle, whose body is parsed by hand (bulk items are validated one by one)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"oneOf": [
+                {"$ref": "#/components/schemas/SettleItem"},
+                {"$ref": "#/components/schemas/BulkSettle"},
+                {"$ref": "#/components/schemas/SettleRequest"},
+            ]}}},
+        },
+        "responses": {
+            "200": {"description": "stored (single: SettleAnswer; bulk: BulkSettleAnswer; x402: SettleResponse)",
+                    "content": {"application/json": {"schema": {"oneOf": [
+                        {"$ref": "#/components/schemas/SettleAnswer"},
+                        {"$ref": "#/components/schemas/BulkSettleAnswer"},
+                        {"$ref": "#/components/schemas/SettleResponse"},
+                    ]}}}},
+            "409": {"description": "equivocation: the node signed another receipt for this requestId",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}},
+        },
+    }
+
+
+def _dump(model: Any) -> dict:
+    return model.model_dump(mode="json", by_alias=True)
+
+
+def _x402_dump(model: Any) -> dict:
+    data = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if "isValid" in data:
+        data.setdefault("invalidReason", None)
+    if "success" in data and not data["success"]:
+        data.setdefault("errorReason", None)
+    return data
+
+
+def create_app(relayer: Relayer) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        relayer.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(relayer.stop)
+
+    app = FastAPI(
+        title="OPG settlement relayer",
+        version=__version__,
+        description=__doc__,
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimit, limit=relayer.settings.max_body_bytes)
+    credit, metrics, store, ledger = relayer.credit, relayer.metrics, relayer.store, relayer.ledger
+
+    # Errors ------------------------------------------------------------------------------------------------------
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status, content=exc.body())
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        loc = [p for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        if first.get("type") == "json_invalid":
+            return JSONResponse(status_code=400, content={"error": "invalid_json", "field": None,
+                                                          "reason": f"malformed JSON: {first.get('msg')}"})
+        error = {"missing": "missing_field", "extra_forbidden": "unknown_field"}.get(first.get("type"), "invalid_field")
+        return JSONResponse(status_code=400, content={"error": error, "field": field_path(loc),
+                                                      "reason": first.get("msg", "invalid")})
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(_request: Request, _exc: BodyTooLarge) -> JSONResponse:
+        return JSONResponse(status_code=413, content={"error": "body_too_large", "field": None,
+                                                      "reason": f"request body exceeds {relayer.settings.max_body_bytes} bytes"})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(status_code=exc.status_code, content={"error": code, "field": None,
+                                                                  "reason": str(exc.detail)})
+
+    @app.exception_handler(requests.exceptions.RequestException)
+    async def _chain_down(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"error": "chain_unavailable", "field": None,
+                                                      "reason": f"the chain RPC did not answer: {exc.__class__.__name__}"})
+
+    # x402 facilitator --------------------------------------------------------------------------------------------
+    @app.get("/supported", response_model=SupportedResponse, response_model_by_alias=True,
+             response_model_exclude_none=True, tags=["x402"])
+    async def supported() -> Any:
+        """The x402 kinds this relayer verifies and settles."""
+        return SupportedResponse(
+            kinds=[
+                SupportedKind(x402_version=2, scheme=SCHEME_EXACT, network=relayer.network),
+                SupportedKind(x402_version=2, scheme=SCHEME_CREDIT, network=relayer.network, extra={
+                    "escrow": relayer.escrow_address, "staking": relayer.staking_address,
+                    "asset": relayer.opg_address,
+                }),
+            ],
+            signers={"eip155:*": [relayer.address]},
+        )
+
+    @app.post("/verify", tags=["x402"], responses=ERRORS)
+    async def verify(body: VerifyRequest) -> Any:
+        """x402 verify: ``{isValid, invalidReason, payer}`` (200 even when invalid, as x402 clients expect)."""
+        scheme = body.payment_requirements.scheme
+        if scheme == SCHEME_CREDIT:
+            answer = await asyncio.to_thread(credit.verify, body)
+        elif scheme == SCHEME_EXACT:
+            answer = await asyncio.to_thread(relayer.exact.verify, body)
+        else:
+            raise ApiError(400, "unsupported_scheme", "paymentRequirements.scheme",
+                           f"this relayer handles {SCHEME_EXACT} and {SCHEME_CREDIT}")
+        return JSONResponse(_x402_dump(answer))
+
+    @app.post("/settle", tags=["x402"], openapi_extra=_settle_doc())
+    async def settle(request: Request) -> Any:
+        """Store a node's signed receipt(s) for batch settlement (opg-credit), or settle an exact payment now.
+
+        Bodies: ``{receipt, voucher}``; ``{receipts: [{receipt, voucher}, ...]}`` (bulk, per-item results); or an
+        x402 settle request ``{x402Version, paymentPayload, paymentRequirements}`` (exact, or opg-credit with the
+        receipt in ``paymentPayload.payload.receipt``). A receipt is acknowledged only once committed to disk."""
+        started = time.perf_counter()
+        raw = await request.body()
+        try:
+            data = pydantic_core.from_json(raw)
+        except ValueError as exc:
+            raise ApiError(400, "invalid_json", None, f"malformed JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "invalid_request", None, "the body must be a JSON object")
+        if "paymentPayload" in data or "x402Version" in data:
+            return await _settle_x402(data, started)
+        if "receipts" in data:
+            return await _settle_bulk(data, started)
+        if "receipt" in data or "voucher" in data:
+            return await _settle_one(data, started)
+        raise ApiError(400, "missing_field", "receipt",
+                       "give {receipt, voucher}, {receipts: [...]} or an x402 settle request")
+
+    async def _store(valid: list[ValidReceipt]) -> list:
+        outcomes = await store.accept(valid) if valid else []
+        for o in outcomes:
+            if o.duplicate:
+                metrics.receipts_duplicate.inc()
+            elif o.conflicts_with:
+                metrics.receipts_refused.inc(1, "equivocation")
+            else:
+                metrics.receipts_accepted.inc()
+        return outcomes
+
+    async def _settle_one(data: dict, started: float) -> Any:
+        [answer] = await credit.validate([(0, "", data)])
+        if isinstance(answer, ApiError):
+            metrics.receipts_refused.inc(1, answer.error)
+            raise answer
+        [outcome] = await _store([answer])
+        metrics.ack_latency.observe(time.perf_counter() - started)
+        if outcome.conflicts_with:
+            raise ApiError(409, "equivocation", "receipt.requestId", outcome.reason or "equivocation")
+        return JSONResponse(_dump(SettleAnswer(id=outcome.id, status=outcome.status, batch_id=outcome.batch_id,
+                                               reason=outcome.reason, duplicate=outcome.duplicate)))
+
+    async def _settle_bulk(data: dict, started: float) -> Any:
+        unknown = sorted(set(data) - {"receipts", "network"})
+        if unknown:
+            raise ApiError(400, "unknown_field", unknown[0], "unknown field")
+        items = data["receipts"]
+        if not isinstance(items, list):
+            raise ApiError(400, "invalid_field", "receipts", "must be a list of {receipt, voucher}")
+        if not items:
+            raise ApiError(400, "invalid_field", "receipts", "must not be empty")
+        if len(items) > relayer.settings.max_bulk:
+            raise ApiError(413, "too_many_receipts", "receipts",
+                           f"at most {relayer.settings.max_bulk} receipts per request, got {len(items)}")
+        network = data.get("network")
+        if network is not None and network != relayer.network:
+            raise ApiError(400, "wrong_network", "network", f"this relayer settles on {relayer.network}")
+        answers = await credit.validate([(i, f"receipts[{i}].", item) for i, item in enumerate(items)])
+        valid = [a for a in answers if isinstance(a, ValidReceipt)]
+        outcomes = iter(await _store(valid))
+        results, accepted = [], 0
+        for i, answer in enumerate(answers):
+            if isinstance(answer, ApiError):
+                metrics.receipts_refused.inc(1, answer.error)
+                results.append(BulkItemResult(index=i, error=answer.error, field=answer.field, reason=answer.reason))
+                continue
+            o = next(outcomes)
+            if o.conflicts_with:
+                results.append(BulkItemResult(index=i, id=o.id, status=o.status, error="equivocation",
+                                              field=f"receipts[{i}].receipt.requestId", reason=o.reason))
+                continue
+            accepted += 1
+            results.append(BulkItemResult(index=i, id=o.id, status=o.status, batch_id=o.batch_id, reason=o.reason,
+                                          duplicate=o.duplicate))
+        metrics.ack_latency.observe(time.perf_counter() - started)
+        answer = BulkSettleAnswer(accepted=accepted, refused=len(items) - accepted, results=results)
+        return JSONResponse(answer.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+    async def _settle_x402(data: dict, started: float) -> Any:
+        try:
+            req = SettleRequest.model_validate(data)
+        except ValidationError as exc:
+            raise from_validation_error(exc) from None
+        scheme = req.payment_requirements.scheme
+        if scheme == SCHEME_EXACT:
+            answer = await asyncio.to_thread(relayer.exact.settle, req)
+            return JSONResponse(_x402_dump(answer))
+        if scheme != SCHEME_CREDIT:
+            raise ApiError(400, "unsupported_scheme", "paymentRequirements.scheme",
+                           f"this relayer handles {SCHEME_EXACT} and {SCHEME_CREDIT}")
+        reqs = req.payment_requirements
+        if reqs.network != relayer.network:
+            raise ApiError(400, "wrong_network", "paymentRequirements.network",
+                           f"this relayer settles on {relayer.network}")
+        extra = reqs.extra or {}
+        for key, expected in (("escrow", relayer.escrow_address), ("staking", relayer.staking_address)):
+            if extra.get(key) is not None and str(extra[key]).lower() != expected.lower():
+                raise ApiError(400, "wrong_domain", f"paymentRequirements.extra.{key}",
+                               f"not this deployment's {expected}")
+        payload = req.payment_payload.payload
+        if not isinstance(payload, dict) or "receipt" not in payload:
+            raise ApiError(400, "missing_field", "paymentPayload.payload.receipt",
+                           "opg-credit settlement needs the node's signed receipt")
+        voucher = payload.get("voucher")
+        item = {"receipt": payload["receipt"],
+                "voucher": {**voucher, "signature": payload.get("signature")} if isinstance(voucher, dict) else voucher}
+        [answer] = await credit.validate([(0, "paymentPayload.payload.", item)])
+        if isinstance(answer, ApiError):
+            metrics.receipts_refused.inc(1, answer.error)
+            raise answer
+        [outcome] = await _store([answer])
+        metrics.ack_latency.observe(time.perf_counter() - started)
+        if outcome.conflicts_with:
+            raise ApiError(409, "equivocation", "paymentPayload.payload.receipt.requestId", outcome.reason or "")
+        return JSONResponse({"success": True, "transaction": "", "network": relayer.network,
+                             "payer": answer.receipt.payer, "errorReason": None, "id": outcome.id,
+                             "status": outcome.status, "batchId": outcome.batch_id})
+
+    # Receipts, channels, batches ---------------------------------------------------------------------------------
+    @app.get("/receipts/{receipt_id}", response_model=ReceiptView, responses={404: {"model": ErrorBody}},
+             tags=["relayer"])
+    async def receipt(receipt_id: str = Path(pattern=r"^0x[0-9a-fA-F]{64}$")) -> Any:
+        """A receipt by id (its EIP-712 digest): pending, settled or rejected, with its batch and transaction."""
+        row = store.receipt(receipt_id)
+        if row is None:
+            raise ApiError(404, "not_found", "id", "no such receipt")
+        return ReceiptView(
+            id=row["id"], status=row["status"], reason=row["reason"], batch_id=row["batch_id"],
+            tx=row["batch_tx"],
+            batch_status=row["batch_status"], request_id=row["request_id"], payer=row["payer"], node=row["node"],
+            amount=row["amount"], cumulative=row["cumulative"], timestamp=row["timestamp"],
+            receipt_hash=row["struct_hash"], accepted_at=row["accepted_at"], settled_at=row["settled_at"],
+        )
+
+    @app.get("/channels/{payer}/{node}", response_model=ChannelView, responses=ERRORS, tags=["relayer"])
+    async def channel(payer: str = Path(pattern=r"^0x[0-9a-fA-F]{40}$"),
+                      node: str = Path(pattern=r"^0x[0-9a-fA-F]{40}$")) -> Any:
+        """A (payer, node) channel: charged, settled on-chain, best voucher, pending receipts."""
+        from eth_utils import to_checksum_address
+
+        payer, node = to_checksum_address(payer), to_checksum_address(node)
+        chain = relayer.thread_chain()
+        spent = await asyncio.to_thread(lambda: relayer.retry(lambda: chain.escrow.functions.spent(payer, node).call()))
+        ch = ledger.get(payer, node)
+        pending = store.receipts_of_channel(payer, node, "pending", limit=100)
+        return ChannelView(
+            payer=payer, node=node, charged=str(ch.charged if ch else 0), settled=str(spent),
+            settled_known=str(ch.settled if ch else 0), voucher_cap=str(ch.cap if ch else 0),
+            pending_receipts=ch.pending if ch else 0,
+            pending=[{"id": p["id"], "amount": p["amount"], "cumulative": p["cumulative"], "batchId": p["batch_id"]}
+                     for p in pending],
+        )
+
+    def _batch_view(row: dict, full: bool) -> BatchView:
+        import json
+
+        claims = json.loads(row["claims"])
+        return BatchView(
+            id=row["id"], status=row["status"], receipts_root=row["receipts_root"], receipt_count=row["receipt_count"],
+            claims=[ClaimView(max_cumulative=c["maxCumulative"], **{k: v for k, v in c.items() if k != "maxCumulative"})
+                    for c in claims] if full else None,
+            claim_count=len(claims), tx_hash=row["tx_hash"], nonce=row["nonce"], block_number=row["block_number"],
+            gas_used=row["gas_used"], gas_price=row["gas_price"], settled_amount=row["settled_amount"],
+            attempts=row["attempts"], error=row["error"], created_at=row["created_at"], sent_at=row["sent_at"],
+            confirmed_at=row["confirmed_at"],
+            transactions=[t["tx_hash"] for t in store.transactions("batch", str(row["id"]))] if full else None,
+        )
+
+    @app.get("/batches", response_model=list[BatchView], response_model_exclude_none=True, tags=["relayer"])
+    async def batches(status: str | None = Query(None, pattern="^(built|sent|confirmed|failed|skipped)$"),
+                      limit: int = Query(50, ge=1, le=1000), before: int | None = Query(None, ge=1)) -> Any:
+        """Batches, newest first."""
+        return [_batch_view(b, full=False) for b in store.batches(status, limit, before)]
+
+    @app.get("/batches/{batch_id}", response_model=BatchView, responses={404: {"model": ErrorBody}},
+             tags=["relayer"])
+    async def batch(batch_id: int = Path(ge=1)) -> Any:
+        """One batch: Merkle root, transaction(s), status, gas used, and its claims with their outcomes."""
+        row = store.batch(batch_id)
+        if row is None:
+            raise ApiError(404, "not_found", "id", "no such batch")
+        return _batch_view(row, full=True)
+
+    # Verdicts and slashes ----------------------------------------------------------------------------------------
+    @app.post("/verdicts", response_model=VerdictAnswer, responses=ERRORS, tags=["slashing"])
+    async def verdicts(body: VerdictIn) -> Any:
+        """A verifier's signed Verdict. Fraud verdicts are collected until ``fraud_quorum`` distinct active verifiers
+        agree, then the relayer submits ``slash_fraud``; valid=true verdicts on a receipt proven fraudulent lead to
+        ``slash_lazy_verifier``."""
+        digest = body.fast_digest(relayer.staking_domain)
+        try:
+            signer = recover_signer(digest, body.signature)
+        except InvalidSignature as exc:
+            raise ApiError(400, "invalid_signature", "signature", str(exc)) from None
+        if signer != body.verifier:
+            raise ApiError(400, "invalid_signature", "signature",
+                           "not the verifier's signature over this deployment's NodeStaking domain")
+        chain = relayer.thread_chain()
+        active = await asyncio.to_thread(lambda: relayer.retry(
+            lambda: chain.staking.functions.is_active_as(body.verifier, ROLE_VERIFIER).call()))
+        if not active:
+            raise ApiError(400, "verifier_not_active", "verifier", f"{body.verifier} is not an active verifier")
+        stored = await asyncio.wrap_future(store.submit(Store.job_verdict, body.receipt_hash, body.verifier,
+                                                        body.valid, body.signature, time.time()))
+        if stored:
+            metrics.verdicts.inc(1, str(body.valid).lower())
+        quorum = await asyncio.to_thread(relayer.slasher.fraud_quorum)
+        return VerdictAnswer(
+            receipt_hash=body.receipt_hash, verifier=body.verifier, valid=body.valid, stored=stored,
+            receipt_known=store.receipt_by_struct_hash(body.receipt_hash) is not None,
+            invalid_verdicts=len(store.verdicts(body.receipt_hash, valid=False)), fraud_quorum=quorum,
+        )
+
+    @app.get("/slashes", response_model=list[SlashView], tags=["slashing"])
+    async def slashes(status: str | None = Query(None, pattern="^(queued|sent|confirmed|skipped|failed)$"),
+                      limit: int = Query(100, ge=1, le=1000)) -> Any:
+        """Slashing submissions (equivocation, fraud, lazy_verifier), newest first."""
+        return [SlashView(**{k: v for k, v in s.items() if k not in ("args", "attempts")})
+                for s in store.slashes(status, limit)]
+
+    # Operations --------------------------------------------------------------------------------------------------
+    @app.get("/healthz", response_model=Health, tags=["operations"])
+    async def healthz() -> Any:
+        """Chain reachable, store usable, last block, pending receipts (503 when not ok)."""
+        health = await asyncio.to_thread(relayer.health)
+        return JSONResponse(_dump(health), status_code=200 if health.ok else 503)
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
+    async def prometheus() -> Response:
+        """Prometheus text format."""
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        from fastapi.openapi.utils import get_openapi
+        from x402.schemas import SettleResponse
+
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (SettleItem, BulkSettle, SettleRequest, SettleAnswer, BulkSettleAnswer, SettleResponse,
+                      ErrorBody):
+            model_schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+            for name, sub in model_schema.pop("$defs", {}).items():
+                components.setdefault(name, sub)
+            components.setdefault(model.__name__, model_schema)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

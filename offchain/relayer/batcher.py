@@ -1,0 +1,228 @@
+"""Turning pending receipts into ``CreditEscrow.settle_batch`` transactions, and following them to confirmation.
+
+States of a batch: ``built`` (recorded with its claims) -> ``sent`` (transaction hash and nonce recorded before the
+broadcast) -> ``confirmed`` (mined ``confirmations`` deep; receipts settled or rejected per claim outcome) or
+``failed`` (the transaction reverted: its receipts go back to the queue and are batched again). A batch whose every
+claim the simulation skips ends ``skipped``. One batch is in flight at a time; it carries every pending receipt of
+up to ``max_claims`` channels, so the claims (one per channel) grow with the number of channels, not of receipts.
+
+After a restart, a ``built`` batch is simulated again and sent; a ``sent`` batch is looked up by each transaction
+hash it was sent with: mined -> confirmed as usual; still pending -> waited for (fees raised after
+``resend_after``); unknown -> simulated again and sent again. ``settle_batch`` pays each channel up to an absolute
+total and skips claims already paid, so sending a batch twice never pays twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from web3.logs import DISCARD
+
+from ..messages import merkle_root
+from .store import ClaimResult, Store
+from .txsender import BroadcastError, is_revert, revert_message
+
+if TYPE_CHECKING:
+    from .service import Relayer
+
+log = logging.getLogger("opg.relayer.batcher")
+
+SETTLED, STALE = 0, 1
+UNKNOWN_GRACE = 3.0  # seconds a transaction this process broadcast may stay unknown to the node
+
+
+def claim_tuple(c: dict) -> tuple:
+    return (c["payer"], c["node"], int(c["maxCumulative"]), bytes.fromhex(c["signature"][2:]), int(c["total"]))
+
+
+def root_of(ids: list[str]) -> bytes:
+    return merkle_root([bytes.fromhex(i[2:]) for i in ids])
+
+
+class SimulationReverted(Exception):
+    pass
+
+
+class Batcher:
+    def __init__(self, relayer: Relayer):
+        self.r = relayer
+        self.store = relayer.store
+        self.settings = relayer.settings
+        self.sender = relayer.sender
+        self.chain = relayer.sender_chain
+        self.escrow = self.chain.escrow
+
+    # The worker's entry point ----------------------------------------------------------------------------------
+    def tick(self) -> None:
+        batch = self.store.inflight_batch()
+        if batch is not None:
+            self._advance(batch)
+            return
+        count, oldest = self.store.unbatched_summary()
+        if count and (count >= self.settings.batch_size or time.time() - oldest >= self.settings.batch_age):
+            self._build()
+
+    # Building --------------------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        rows = self.store.unbatched(self.settings.max_batch_receipts)
+        by_channel: dict[tuple[str, str], list] = {}
+        for row in rows:
+            key = (row["payer"], row["node"])
+            if key not in by_channel:
+                if len(by_channel) >= self.settings.max_claims:
+                    continue
+                by_channel[key] = []
+            by_channel[key].append(row)
+        claims = []
+        for (payer, node), channel_rows in by_channel.items():
+            ch = self.r.ledger.get(payer, node)
+            claims.append({
+                "payer": payer, "node": node, "maxCumulative": str(ch.cap), "signature": ch.voucher_signature,
+                "total": str(max(int(r["cumulative"]) for r in channel_rows)), "receipts": len(channel_rows),
+            })
+        claims.sort(key=lambda c: (c["node"].lower(), c["payer"].lower()))
+        ids = {k: [r["id"] for r in v] for k, v in by_channel.items()}
+        go, skipped = self._simulate(claims, ids)  # a revert (never expected) is retried by the worker with backoff
+        go_ids = {(c["payer"], c["node"]): ids[(c["payer"], c["node"])] for c in go}
+        skipped_ids = {(s.payer, s.node): ids[(s.payer, s.node)] for s in skipped}
+        root = root_of([i for v in go_ids.values() for i in v])
+        batch_id = self.store.call(Store.job_build_batch, self.r.ledger, go, "0x" + root.hex(), go_ids, skipped,
+                                   skipped_ids, time.time())
+        self._count_skipped(skipped, skipped_ids)
+        if batch_id is None:
+            return
+        self.r.metrics.batches.inc(1, "built")
+        log.info("built batch %d: %d claims, %d receipts", batch_id, len(go), sum(len(v) for v in go_ids.values()))
+        self._send(batch_id, go, root)
+
+    def _count_skipped(self, skipped: list[ClaimResult], ids: dict | None, per_claim: dict | None = None) -> None:
+        for s in skipped:
+            n = len(ids[(s.payer, s.node)]) if ids else (per_claim or {}).get((s.payer, s.node), 0)
+            self.r.metrics.receipts_resolved.inc(n, "settled" if s.outcome == STALE else "rejected")
+
+    def _simulate(self, claims: list[dict], ids: dict) -> tuple[list[dict], list[ClaimResult]]:
+        """eth_call settle_batch; split the claims into those that pay and those the contract would skip."""
+        if not claims:
+            return [], []
+        root = root_of([i for v in ids.values() for i in v])
+        fn = self.escrow.functions.settle_batch([claim_tuple(c) for c in claims], root)
+        try:
+            outcomes = self.sender.retry(lambda: fn.call({"from": self.sender.address}))
+        except Exception as exc:
+            if is_revert(exc):
+                raise SimulationReverted(revert_message(exc)) from exc
+            raise
+        go, skipped = [], []
+        for claim, outcome in zip(claims, outcomes):
+            if outcome == SETTLED:
+                go.append(claim)
+                continue
+            spent = None
+            if outcome == STALE:
+                spent = self.sender.retry(lambda: self.escrow.functions.spent(claim["payer"], claim["node"]).call())
+            skipped.append(ClaimResult(claim["payer"], claim["node"], outcome, int(claim["total"]), spent))
+            log.info("claim %s -> %s skipped at simulation (outcome %d)", claim["payer"], claim["node"], outcome)
+        return go, skipped
+
+    def _send(self, batch_id: int, claims: list[dict], root: bytes, nonce: int | None = None, bump: int = 0) -> None:
+        fn = self.escrow.functions.settle_batch([claim_tuple(c) for c in claims], root)
+        try:
+            self.sender.send(fn, "batch", str(batch_id), nonce=nonce, bump=bump)
+        except BroadcastError as exc:
+            log.warning("batch %d: %s (will reconcile)", batch_id, exc)
+            return
+        self.r.metrics.batches.inc(1, "sent")
+
+    # Following a batch in flight -------------------------------------------------------------------------------
+    def _advance(self, batch: dict) -> None:
+        if batch["status"] == "built":
+            self._resimulate_and_send(batch)
+            return
+        txs = self.store.transactions("batch", str(batch["id"]))
+        for tx in reversed(txs):
+            receipt = self.sender.receipt(tx["tx_hash"])
+            if receipt is not None:
+                self._mined(batch, tx["tx_hash"], receipt)
+                return
+        latest = txs[-1] if txs else None
+        if latest is not None and self.sender.known(latest["tx_hash"]):
+            if time.time() - latest["sent_at"] > self.settings.resend_after:
+                log.warning("batch %d: %s pending for %.0fs; replacing it with higher fees", batch["id"],
+                            latest["tx_hash"], time.time() - latest["sent_at"])
+                claims = json.loads(batch["claims"])
+                self._send(batch["id"], claims, bytes.fromhex(batch["receipts_root"][2:]), nonce=latest["nonce"],
+                           bump=len(txs))
+            return
+        if (latest is not None and latest["tx_hash"] in self.sender.broadcast_this_run
+                and time.time() - latest["sent_at"] < UNKNOWN_GRACE):
+            return
+        log.warning("batch %d: transaction %s unknown to the node; simulating again and re-sending", batch["id"],
+                    latest["tx_hash"] if latest else None)
+        self._resimulate_and_send(batch)
+
+    def _resimulate_and_send(self, batch: dict) -> None:
+        batch_id = batch["id"]
+        ids: dict[tuple[str, str], list[str]] = {}
+        for rid, payer, node in self.store.batch_receipt_ids(batch_id):
+            ids.setdefault((payer, node), []).append(rid)
+        claims = [c for c in json.loads(batch["claims"]) if (c["payer"], c["node"]) in ids]
+        go, skipped = self._simulate(claims, ids)
+        go_ids = {(c["payer"], c["node"]): ids[(c["payer"], c["node"])] for c in go}
+        root = root_of([i for v in go_ids.values() for i in v])
+        counts = {k: len(v) for k, v in ids.items()}
+        self.store.call(Store.job_rebuild_batch, self.r.ledger, batch_id, go, "0x" + root.hex(), skipped, time.time())
+        self._count_skipped(skipped, None, counts)
+        if not go:
+            self.r.metrics.batches.inc(1, "skipped")
+            log.info("batch %d: nothing left to settle", batch_id)
+            return
+        self._send(batch_id, go, root)
+
+    def _mined(self, batch: dict, tx_hash: str, receipt: Any) -> None:
+        batch_id = batch["id"]
+        if receipt["status"] != 1:
+            log.warning("batch %d: %s reverted; its receipts go back to the queue", batch_id, tx_hash)
+            self.store.call(Store.job_batch_failed, self.r.ledger, batch_id, f"transaction {tx_hash} reverted",
+                            time.time())
+            self.r.metrics.batches.inc(1, "failed")
+            return
+        depth = self.sender.block_number() - receipt["blockNumber"] + 1
+        if depth < self.settings.confirmations:
+            return
+        settled = {(e["args"]["payer"], e["args"]["node"]): e["args"]
+                   for e in self.escrow.events.ClaimSettled().process_receipt(receipt, errors=DISCARD)}
+        skipped = {(e["args"]["payer"], e["args"]["node"]): e["args"]
+                   for e in self.escrow.events.ClaimSkipped().process_receipt(receipt, errors=DISCARD)}
+        batch_events = self.escrow.events.BatchSettled().process_receipt(receipt, errors=DISCARD)
+        amount = batch_events[0]["args"]["amount"] if batch_events else 0
+        results: list[ClaimResult] = []
+        counts: dict[tuple[str, str], int] = {}
+        for _rid, payer, node in self.store.batch_receipt_ids(batch_id):
+            counts[(payer, node)] = counts.get((payer, node), 0) + 1
+        for c in json.loads(batch["claims"]):
+            key = (c["payer"], c["node"])
+            if key in settled:
+                results.append(ClaimResult(c["payer"], c["node"], SETTLED, int(settled[key]["total"])))
+            else:
+                reason = int(skipped[key]["reason"]) if key in skipped else STALE
+                spent = None
+                if reason == STALE:
+                    spent = self.sender.retry(lambda: self.escrow.functions.spent(c["payer"], c["node"]).call())
+                results.append(ClaimResult(c["payer"], c["node"], reason, int(c["total"]), spent))
+        gas_price = int(receipt.get("effectiveGasPrice", 0))
+        latencies = self.store.call(Store.job_batch_confirmed, self.r.ledger, batch_id, tx_hash,
+                                    receipt["blockNumber"], receipt["gasUsed"], gas_price, results, amount,
+                                    time.time())
+        m = self.r.metrics
+        m.batches.inc(1, "confirmed")
+        m.gas_used.inc(receipt["gasUsed"], "batch")
+        m.fees_wei.inc(receipt["gasUsed"] * gas_price, "batch")
+        m.settle_latency.observe_many(latencies)
+        for res in results:
+            n = counts.get((res.payer, res.node), 0)
+            m.receipts_resolved.inc(n, "settled" if res.outcome in (SETTLED, STALE) else "rejected")
+        log.info("batch %d confirmed in block %d (%s): %d claims, gas %d", batch_id, receipt["blockNumber"],
+                 tx_hash, len(results), receipt["gasUsed"])

@@ -1,0 +1,101 @@
+"""``opg relayer``: run the settlement relayer.
+
+  opg relayer run --rpc-url URL --deployment deployments/31337.json --store var/relayer.sqlite3 \\
+      --batch-size 100 --batch-age 5 --confirmations 1 --host 127.0.0.1 --port 8402 \\
+      (--keystore relayer.json [--password-file FILE] | --dev-account N) [--config relayer.toml]
+
+Settings come from flags, then OPG_RELAYER_* environment variables, then the config file (TOML or JSON), then
+defaults. The keystore password is read from OPG_RELAYER_PASSWORD or --password-file, never from a flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .config import ConfigError, RelayerSettings, load_settings
+
+SKIP_FLAGS = {"password"}  # secrets: environment or file only
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="opg relayer", description="OPG settlement relayer")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run the relayer daemon",
+                         description="Run the relayer: x402 facilitator, batch settlement, slashing.")
+    run.add_argument("--config", type=Path, default=None,
+                     help="TOML or JSON settings file (also OPG_RELAYER_CONFIG)")
+    for name, info in RelayerSettings.model_fields.items():
+        if name in SKIP_FLAGS:
+            continue
+        flag = "--" + name.replace("_", "-")
+        help_ = (info.description or "") + f" [env {'OPG_RELAYER_' + name.upper()}]"
+        if info.annotation is bool:
+            run.add_argument(flag, dest=name, action="store_const", const=True, default=None, help=help_)
+        else:
+            run.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=help_)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command != "run":
+        parser.print_help()
+        return 0 if args.command is None else 2
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config") and v is not None}
+    config = args.config or (Path(os.environ["OPG_RELAYER_CONFIG"]) if os.environ.get("OPG_RELAYER_CONFIG") else None)
+    try:
+        settings = load_settings(flags, config)
+    except ConfigError as exc:
+        print(f"opg relayer: error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("web3", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        relayer = _build(settings)
+    except ConfigError as exc:
+        print(f"opg relayer: error: {exc}", file=sys.stderr)
+        return 2
+    return _serve(relayer)
+
+
+def _build(settings: RelayerSettings):
+    import requests
+
+    from .service import Relayer
+    from .store import StoreMismatch
+
+    try:
+        return Relayer(settings)
+    except (ConfigError, StoreMismatch) as exc:
+        raise ConfigError(str(exc)) from None
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise ConfigError(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)) from None
+    except requests.exceptions.RequestException as exc:
+        raise ConfigError(f"cannot reach the chain at {settings.rpc_url}: {exc.__class__.__name__}") from None
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise ConfigError(f"cannot start: {first}") from None
+
+
+def _serve(relayer) -> int:
+    import uvicorn
+
+    from .api import create_app
+
+    settings = relayer.settings
+    app = create_app(relayer)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                            access_log=settings.log_level == "debug", loop="uvloop", http="httptools",
+                            timeout_keep_alive=30, backlog=4096)
+    server = uvicorn.Server(config)
+    print(f"opg relayer: {relayer.address} on chain {relayer.chain_id}, listening on "
+          f"http://{settings.host}:{settings.port}", file=sys.stderr, flush=True)
+    server.run()
+    return 0

@@ -1,0 +1,259 @@
+"""The ``opg-credit`` scheme: verifying a payer's voucher before a request, validating a node's receipts after.
+
+Stateless checks (shapes, signatures, amounts) run locally; what only the chain knows (session signers and ERC-1271
+wallets behind a voucher, whether a node is active, balances) is read with ``eth_call`` and cached where that is
+safe (a node's active status briefly, a voucher signature the escrow accepted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from x402.schemas import VerifyRequest, VerifyResponse
+
+from ..chain import ROLE_INFERENCE
+from ..messages import InvalidSignature, SignedVoucher, recover_signer
+from .errors import ApiError, from_validation_error
+from .models import SCHEME_CREDIT, CreditPayload, SettleItem
+from .store import ValidReceipt
+
+if TYPE_CHECKING:
+    from .service import Relayer
+
+# invalidReason values of POST /verify for opg-credit
+UNSUPPORTED_SCHEME = "unsupported_scheme"
+UNSUPPORTED_VERSION = "unsupported_x402_version"
+NETWORK_MISMATCH = "network_mismatch"
+ASSET_MISMATCH = "asset_mismatch"
+ESCROW_MISMATCH = "escrow_mismatch"
+RECIPIENT_MISMATCH = "recipient_mismatch"
+INVALID_SIGNATURE = "invalid_signature"
+NODE_NOT_ACTIVE = "node_not_active"
+CAP_EXCEEDED = "cap_exceeded"
+INSUFFICIENT_BALANCE = "insufficient_balance"
+INVALID_AMOUNT = "invalid_amount"
+
+NODE_ACTIVE_TTL = 10.0
+NODE_INACTIVE_TTL = 1.0
+
+
+class _LRU(OrderedDict):
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def put(self, key: Any, value: Any) -> None:
+        self[key] = value
+        if len(self) > self.size:
+            self.popitem(last=False)
+
+
+@dataclass
+class _Checked:
+    """A receipt item past its local checks, with what is still to be asked of the chain."""
+
+    index: int
+    prefix: str
+    valid: ValidReceipt
+    voucher_digest: bytes
+    voucher_ok: bool
+
+
+class CreditScheme:
+    def __init__(self, relayer: Relayer):
+        self.r = relayer
+        self.network = relayer.network
+        self.escrow_domain = relayer.escrow_domain
+        self.staking_domain = relayer.staking_domain
+        self._vouchers_ok: _LRU = _LRU(200_000)
+        self._nodes: dict[str, tuple[bool, float]] = {}
+
+    # Chain reads (blocking; called from worker threads) -------------------------------------------------------
+    def node_active(self, node: str) -> bool:
+        cached = self._nodes.get(node)
+        now = time.monotonic()
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        chain = self.r.thread_chain()
+        active = bool(self.r.retry(lambda: chain.staking.functions.is_active_as(node, ROLE_INFERENCE).call()))
+        self._nodes[node] = (active, now + (NODE_ACTIVE_TTL if active else NODE_INACTIVE_TTL))
+        return active
+
+    def forget_node(self, node: str) -> None:
+        self._nodes.pop(node, None)
+
+    def voucher_valid_onchain(self, v: SignedVoucher) -> bool:
+        chain = self.r.thread_chain()
+        return bool(self.r.retry(lambda: chain.escrow.functions.is_valid_voucher(
+            v.payer, v.node, v.max_cumulative, bytes.fromhex(v.signature[2:])).call()))
+
+    # POST /verify ----------------------------------------------------------------------------------------------
+    def verify(self, req: VerifyRequest) -> VerifyResponse:
+        """Blocking: run in a worker thread."""
+        try:
+            payload = CreditPayload.model_validate(req.payment_payload.payload)
+        except ValidationError as exc:
+            raise from_validation_error(exc, "paymentPayload.payload") from None
+        voucher = payload.voucher
+        reqs = req.payment_requirements
+        payer = voucher.payer
+
+        def invalid(reason: str, message: str) -> VerifyResponse:
+            self.r.metrics.verify.inc(1, SCHEME_CREDIT, reason)
+            return VerifyResponse(is_valid=False, invalid_reason=reason, invalid_message=message, payer=payer)
+
+        if req.x402_version != 2 or req.payment_payload.x402_version != 2:
+            return invalid(UNSUPPORTED_VERSION, "only x402Version 2 is supported")
+        if reqs.scheme != SCHEME_CREDIT or req.payment_payload.accepted.scheme != SCHEME_CREDIT:
+            return invalid(UNSUPPORTED_SCHEME, f"scheme must be {SCHEME_CREDIT}")
+        if reqs.network != self.network or req.payment_payload.accepted.network != reqs.network:
+            return invalid(NETWORK_MISMATCH, f"this relayer settles on {self.network}")
+        if reqs.asset.lower() != self.r.opg_address.lower():
+            return invalid(ASSET_MISMATCH, f"asset must be OPG {self.r.opg_address}")
+        extra = reqs.extra or {}
+        for key, expected in (("escrow", self.r.escrow_address), ("staking", self.r.staking_address)):
+            if extra.get(key) is not None and str(extra[key]).lower() != expected.lower():
+                return invalid(ESCROW_MISMATCH, f"extra.{key} is not this deployment's {expected}")
+        if str(reqs.pay_to).lower() != voucher.node.lower():
+            return invalid(RECIPIENT_MISMATCH, "voucher.node must be paymentRequirements.payTo")
+        try:
+            price = int(reqs.amount)
+            if price < 0:
+                raise ValueError
+        except ValueError:
+            raise ApiError(400, "invalid_field", "paymentRequirements.amount",
+                           "must be a non-negative integer (decimal string)") from None
+        digest = voucher.fast_digest(self.escrow_domain)
+        try:
+            signer = recover_signer(digest, payload.signature)
+        except InvalidSignature as exc:
+            signer = None
+            if "malleable" in str(exc) or "v must be" in str(exc):
+                return invalid(INVALID_SIGNATURE, str(exc))
+        if not self.node_active(voucher.node):
+            return invalid(NODE_NOT_ACTIVE, f"node {voucher.node} is not an active inference node")
+        signed = SignedVoucher(payer=payer, node=voucher.node, max_cumulative=voucher.max_cumulative,
+                               signature=payload.signature)
+        if signer != payer and not self.voucher_valid_onchain(signed):
+            return invalid(INVALID_SIGNATURE, "escrow.is_valid_voucher refuses the signature (not the payer, an "
+                           "unexpired session signer, or the payer's ERC-1271 wallet)")
+        chain = self.r.thread_chain()
+        spent = self.r.retry(lambda: chain.escrow.functions.spent(payer, voucher.node).call())
+        channel = self.r.ledger.get(payer, voucher.node)
+        charged = max(channel.charged if channel else 0, spent)
+        if voucher.max_cumulative < charged + price:
+            return invalid(CAP_EXCEEDED, f"maxCumulative {voucher.max_cumulative} < charged {charged} + price {price}")
+        balance = self.r.retry(lambda: chain.escrow.functions.balance_of(payer).call())
+        outstanding = self.r.ledger.outstanding(payer)
+        if balance < outstanding + price:
+            return invalid(INSUFFICIENT_BALANCE,
+                           f"escrow balance {balance} < outstanding {outstanding} + price {price}")
+        self.r.metrics.verify.inc(1, SCHEME_CREDIT, "valid")
+        return VerifyResponse(is_valid=True, payer=payer, extra={
+            "charged": str(charged), "outstanding": str(outstanding), "balance": str(balance),
+            "maxCumulative": str(voucher.max_cumulative),
+        })
+
+    # POST /settle: receipts ------------------------------------------------------------------------------------
+    def check_local(self, raw: Any, index: int, prefix: str, now: float) -> _Checked | ApiError:
+        """Every check that needs no chain read. ``prefix`` names the item in error fields."""
+        try:
+            item = SettleItem.model_validate(raw)
+        except ValidationError as exc:
+            return from_validation_error(exc, prefix.rstrip("."))
+        if item.network is not None and item.network != self.network:
+            return ApiError(400, "wrong_network", f"{prefix}network", f"this relayer settles on {self.network}")
+        r, v = item.receipt, item.voucher
+        if r.payer != v.payer:
+            return ApiError(400, "payer_mismatch", f"{prefix}receipt.payer", "must equal voucher.payer")
+        if r.node != v.node:
+            return ApiError(400, "node_mismatch", f"{prefix}receipt.node", "must equal voucher.node")
+        if r.amount == 0:
+            return ApiError(400, "invalid_amount", f"{prefix}receipt.amount", "must be greater than 0")
+        if r.amount > r.cumulative:
+            return ApiError(400, "invalid_amount", f"{prefix}receipt.amount", "must not exceed receipt.cumulative")
+        if r.cumulative > v.max_cumulative:
+            return ApiError(400, "cap_exceeded", f"{prefix}receipt.cumulative",
+                            f"cumulative {r.cumulative} exceeds the voucher's maxCumulative {v.max_cumulative}")
+        if r.timestamp > now + self.r.settings.clock_skew:
+            return ApiError(400, "invalid_timestamp", f"{prefix}receipt.timestamp", "is in the future")
+        if r.timestamp + self.r.dispute_window < now:
+            return ApiError(400, "invalid_timestamp", f"{prefix}receipt.timestamp",
+                            f"is older than the dispute window ({self.r.dispute_window} s): no longer disputable")
+        digest = r.fast_digest(self.staking_domain)
+        try:
+            signer = recover_signer(digest, r.signature)
+        except InvalidSignature as exc:
+            return ApiError(400, "invalid_signature", f"{prefix}receipt.signature", str(exc))
+        if signer != r.node:
+            return ApiError(400, "invalid_signature", f"{prefix}receipt.signature",
+                            f"not the node's signature over this deployment's NodeStaking domain (chainId "
+                            f"{self.staking_domain.chain_id}, {self.staking_domain.verifying_contract}): signed for "
+                            f"another chain or contract, or by another key")
+        vdigest = v.fast_digest(self.escrow_domain)
+        key = (vdigest, v.signature)
+        voucher_ok = key in self._vouchers_ok
+        if not voucher_ok:
+            try:
+                vsigner = recover_signer(vdigest, v.signature)
+            except InvalidSignature as exc:
+                return ApiError(400, "invalid_signature", f"{prefix}voucher.signature", str(exc))
+            if vsigner == v.payer:
+                voucher_ok = True
+                self._vouchers_ok.put(key, True)
+        valid = ValidReceipt(id="0x" + digest.hex(), struct_hash="0x" + r.struct_hash().hex(), receipt=r, voucher=v)
+        return _Checked(index, prefix, valid, vdigest, voucher_ok)
+
+    def check_chain(self, checked: list[_Checked]) -> dict[int, ApiError]:
+        """Blocking: node activity and non-EOA voucher signatures for the items that need them."""
+        errors: dict[int, ApiError] = {}
+        for c in checked:
+            r, v = c.valid.receipt, c.valid.voucher
+            if not self.node_active(r.node):
+                errors[c.index] = ApiError(400, "node_not_active", f"{c.prefix}receipt.node",
+                                           f"{r.node} is not an active inference node")
+                continue
+            if not c.voucher_ok:
+                key = (c.voucher_digest, v.signature)
+                if key in self._vouchers_ok:
+                    continue
+                if self.voucher_valid_onchain(v):
+                    self._vouchers_ok.put(key, True)
+                else:
+                    errors[c.index] = ApiError(
+                        400, "invalid_signature", f"{c.prefix}voucher.signature",
+                        "escrow.is_valid_voucher refuses it (not the payer, an unexpired session signer, or the "
+                        "payer's ERC-1271 wallet; or signed for another chain or escrow)")
+        return errors
+
+    def needs_chain(self, checked: list[_Checked]) -> bool:
+        now = time.monotonic()
+        for c in checked:
+            if not c.voucher_ok:
+                return True
+            cached = self._nodes.get(c.valid.receipt.node)
+            if cached is None or cached[1] <= now or not cached[0]:
+                return True
+        return False
+
+    async def validate(self, raws: list[tuple[int, str, Any]]) -> list[ValidReceipt | ApiError]:
+        """Validate items ``(index, field prefix, raw json)``; one answer per item, in order."""
+        now = time.time()
+        answers: list[ValidReceipt | ApiError] = []
+        checked: list[_Checked] = []
+        for index, prefix, raw in raws:
+            res = self.check_local(raw, index, prefix, now)
+            answers.append(res if isinstance(res, ApiError) else res.valid)
+            if not isinstance(res, ApiError):
+                checked.append(res)
+        if checked and self.needs_chain(checked):
+            errors = await asyncio.to_thread(self.check_chain, checked)
+            for pos, (index, _p, _raw) in enumerate(raws):
+                if index in errors:
+                    answers[pos] = errors[index]
+        return answers

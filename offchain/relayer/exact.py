@@ -1,0 +1,265 @@
+"""The x402 ``exact`` scheme on OPG: EIP-3009 ``transferWithAuthorization``, one on-chain payment per request.
+
+Verification follows x402's EVM exact facilitator (its payload types, EIP-712 hashing and reason codes are reused)
+with the relayer's own chain access, so that the relayer's one nonce sequence and write-ahead records cover these
+transfers too. An authorisation is settled at most once: ``(payer, nonce)`` keys its record, and a repeated
+``/settle`` answers with the transaction already sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from eth_abi import encode as abi_encode
+from eth_utils import keccak
+from pydantic import Field, ValidationError
+from web3.logs import DISCARD
+from x402.mechanisms.evm import constants as x402c
+from x402.mechanisms.evm.eip712 import hash_eip3009_authorization
+from x402.mechanisms.evm.exact.eip3009_utils import parse_eip3009_transfer_error
+from x402.mechanisms.evm.types import ExactEIP3009Authorization
+from x402.schemas import SettleRequest, SettleResponse, VerifyRequest, VerifyResponse
+
+from ..messages import InvalidSignature, recover_signer
+from ..types import Address, Bytes32, HexBytes, Uint256
+from .errors import ApiError, from_validation_error
+from .models import SCHEME_EXACT, ApiModel
+from .store import Store
+from .txsender import BroadcastError, is_revert, revert_message
+
+if TYPE_CHECKING:
+    from .service import Relayer
+
+log = logging.getLogger("opg.relayer.exact")
+
+ASSET_MISMATCH = "asset_mismatch"
+ERC1271_MAGIC = bytes.fromhex("1626ba7e")
+IS_VALID_SIGNATURE_ABI = [{
+    "type": "function", "name": "isValidSignature", "stateMutability": "view",
+    "inputs": [{"name": "hash", "type": "bytes32"}, {"name": "signature", "type": "bytes"}],
+    "outputs": [{"name": "", "type": "bytes4"}],
+}]
+TRANSFER_BYTES_SELECTOR = keccak(
+    text="transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,bytes)")[:4]
+
+
+class Eip3009Authorization(ApiModel):
+    from_: Address = Field(alias="from")
+    to: Address
+    value: Uint256
+    valid_after: Uint256
+    valid_before: Uint256
+    nonce: Bytes32
+
+
+class ExactPayload(ApiModel):
+    """``paymentPayload.payload`` of the exact scheme (EIP-3009 authorisation and its signature)."""
+
+    authorization: Eip3009Authorization
+    signature: HexBytes
+
+
+class RawCall:
+    """A prepared call with the interface TxSender expects of a contract function."""
+
+    def __init__(self, w3: Any, to: str, data: bytes):
+        self.w3, self.to, self.data = w3, to, data
+
+    def estimate_gas(self, tx: dict) -> int:
+        return self.w3.eth.estimate_gas({**tx, "to": self.to, "data": self.data})
+
+    def call(self, tx: dict) -> bytes:
+        return self.w3.eth.call({**tx, "to": self.to, "data": self.data})
+
+    def build_transaction(self, tx: dict) -> dict:
+        return {**tx, "to": self.to, "data": self.data, "value": 0}
+
+
+class ExactScheme:
+    def __init__(self, relayer: Relayer):
+        self.r = relayer
+        self.network = relayer.network
+        self.token = relayer.opg_address
+        self.token_name, self.token_version = relayer.opg_domain
+
+    # Parsing ---------------------------------------------------------------------------------------------------
+    def _payload(self, req: VerifyRequest | SettleRequest) -> ExactPayload:
+        try:
+            return ExactPayload.model_validate(req.payment_payload.payload)
+        except ValidationError as exc:
+            raise from_validation_error(exc, "paymentPayload.payload") from None
+
+    def _call(self, payload: ExactPayload, w3: Any, contract: Any) -> Any:
+        a = payload.authorization
+        sig = bytes.fromhex(payload.signature[2:])
+        nonce = bytes.fromhex(a.nonce[2:])
+        if len(sig) == 65:
+            v = sig[64] + 27 if sig[64] < 27 else sig[64]
+            return contract.functions.transferWithAuthorization(
+                a.from_, a.to, a.value, a.valid_after, a.valid_before, nonce, v, sig[:32], sig[32:64])
+        data = TRANSFER_BYTES_SELECTOR + abi_encode(
+            ["address", "address", "uint256", "uint256", "uint256", "bytes32", "bytes"],
+            [a.from_, a.to, a.value, a.valid_after, a.valid_before, nonce, sig])
+        return RawCall(w3, contract.address, data)
+
+    # POST /verify ----------------------------------------------------------------------------------------------
+    def verify(self, req: VerifyRequest) -> VerifyResponse:
+        """Blocking: run in a worker thread."""
+        payload = self._payload(req)
+        a = payload.authorization
+        reqs = req.payment_requirements
+        payer = a.from_
+
+        def invalid(reason: str, message: str) -> VerifyResponse:
+            self.r.metrics.verify.inc(1, SCHEME_EXACT, reason)
+            return VerifyResponse(is_valid=False, invalid_reason=reason, invalid_message=message, payer=payer)
+
+        if reqs.scheme != SCHEME_EXACT or req.payment_payload.accepted.scheme != SCHEME_EXACT:
+            return invalid(x402c.ERR_UNSUPPORTED_SCHEME, "scheme must be exact")
+        if reqs.network != self.network or req.payment_payload.accepted.network != reqs.network:
+            return invalid(x402c.ERR_NETWORK_MISMATCH, f"this relayer settles on {self.network}")
+        if reqs.asset.lower() != self.token.lower():
+            return invalid(ASSET_MISMATCH, f"asset must be OPG {self.token}")
+        extra = reqs.extra or {}
+        if "name" not in extra or "version" not in extra:
+            return invalid(x402c.ERR_MISSING_EIP712_DOMAIN, "paymentRequirements.extra needs the token's name and version")
+        if extra["name"] != self.token_name:
+            return invalid(x402c.ERR_TOKEN_NAME_MISMATCH, f"OPG's EIP-712 name is {self.token_name!r}")
+        if str(extra["version"]) != self.token_version:
+            return invalid(x402c.ERR_TOKEN_VERSION_MISMATCH, f"OPG's EIP-712 version is {self.token_version!r}")
+        if a.to.lower() != str(reqs.pay_to).lower():
+            return invalid(x402c.ERR_RECIPIENT_MISMATCH, "authorization.to must be paymentRequirements.payTo")
+        try:
+            if a.value != int(reqs.amount):
+                return invalid(x402c.ERR_AUTHORIZATION_VALUE_MISMATCH, "authorization.value must equal amount")
+        except ValueError:
+            raise ApiError(400, "invalid_field", "paymentRequirements.amount", "must be an integer") from None
+        now = int(time.time())
+        if a.valid_before < now + 6:
+            return invalid(x402c.ERR_VALID_BEFORE_EXPIRED, "authorization expires (validBefore) too soon or is expired")
+        if a.valid_after > now:
+            return invalid(x402c.ERR_VALID_AFTER_FUTURE, "authorization is not valid yet (validAfter)")
+        chain = self.r.thread_chain()
+        digest = hash_eip3009_authorization(
+            ExactEIP3009Authorization(from_address=a.from_, to=a.to, value=str(a.value), valid_after=str(a.valid_after),
+                                      valid_before=str(a.valid_before), nonce=a.nonce),
+            self.r.chain_id, self.token, self.token_name, self.token_version)
+        sig = bytes.fromhex(payload.signature[2:])
+        code = self.r.retry(lambda: chain.w3.eth.get_code(payer))
+        if len(code) > 0:
+            wallet = chain.w3.eth.contract(address=payer, abi=IS_VALID_SIGNATURE_ABI)
+            try:
+                magic = self.r.retry(lambda: wallet.functions.isValidSignature(digest, sig).call())
+            except Exception:
+                magic = b""
+            if bytes(magic)[:4] != ERC1271_MAGIC:
+                return invalid(x402c.ERR_INVALID_SIGNATURE, "the payer wallet's isValidSignature refuses it")
+        else:
+            try:
+                signer = recover_signer(digest, sig)
+            except InvalidSignature as exc:
+                return invalid(x402c.ERR_INVALID_SIGNATURE, str(exc))
+            if signer != payer:
+                return invalid(x402c.ERR_INVALID_SIGNATURE,
+                               "not signed by authorization.from over OPG's EIP-712 domain on this chain")
+        nonce = bytes.fromhex(a.nonce[2:])
+        if self.r.retry(lambda: chain.opg.functions.authorizationState(payer, nonce).call()):
+            return invalid(x402c.ERR_NONCE_ALREADY_USED, "the authorization nonce is already used or canceled")
+        balance = self.r.retry(lambda: chain.opg.functions.balanceOf(payer).call())
+        if balance < a.value:
+            return invalid(x402c.ERR_INSUFFICIENT_BALANCE, f"OPG balance {balance} < value {a.value}")
+        try:
+            self.r.retry(lambda: self._call(payload, chain.w3, chain.opg).call({"from": self.r.address}))
+        except Exception as exc:
+            if not is_revert(exc):
+                raise
+            return invalid(parse_eip3009_transfer_error(exc) if parse_eip3009_transfer_error(exc) != x402c.ERR_TRANSACTION_FAILED
+                           else x402c.ERR_TRANSACTION_SIMULATION_FAILED, revert_message(exc))
+        self.r.metrics.verify.inc(1, SCHEME_EXACT, "valid")
+        return VerifyResponse(is_valid=True, payer=payer)
+
+    # POST /settle ----------------------------------------------------------------------------------------------
+    def settle(self, req: SettleRequest) -> SettleResponse:
+        """Blocking: run in a worker thread. Sends transferWithAuthorization and waits for it (exact_timeout)."""
+        payload = self._payload(req)
+        a = payload.authorization
+        key = f"{a.from_}:{a.nonce}"
+        existing = self.r.store.exact_payment(key)
+        if existing and existing["status"] in ("sent", "confirmed") and existing["tx_hash"]:
+            return self._await(key, existing["tx_hash"], a.from_, a.value)
+        verdict = self.verify(VerifyRequest(x402_version=req.x402_version, payment_payload=req.payment_payload,
+                                            payment_requirements=req.payment_requirements))
+        if not verdict.is_valid:
+            self.r.metrics.exact.inc(1, "invalid")
+            return SettleResponse(success=False, error_reason=verdict.invalid_reason,
+                                  error_message=verdict.invalid_message, payer=a.from_, transaction="",
+                                  network=self.network)
+        claimed = self.r.store.call(Store.job_exact_new, key, a.from_, a.to, a.value,
+                                    json.loads(payload.model_dump_json(by_alias=True)), time.time())
+        if claimed is not None:  # another request is settling the same authorisation
+            if claimed.get("tx_hash"):
+                return self._await(key, claimed["tx_hash"], a.from_, a.value)
+            return SettleResponse(success=False, error_reason=x402c.ERR_SETTLEMENT_PENDING, payer=a.from_,
+                                  transaction="", network=self.network)
+        chain = self.r.sender_chain
+        try:
+            tx_hash, _ = self.r.sender.send(self._call(payload, chain.w3, chain.opg), "exact", key)
+        except BroadcastError as exc:
+            self.r.store.call(Store.job_exact_update, key, "failed", None, str(exc)[:500], time.time())
+            self.r.metrics.exact.inc(1, "failed")
+            return SettleResponse(success=False, error_reason=x402c.ERR_TRANSACTION_FAILED, error_message=str(exc),
+                                  payer=a.from_, transaction="", network=self.network)
+        except Exception as exc:
+            self.r.store.call(Store.job_exact_update, key, "failed", None, str(exc)[:500], time.time())
+            self.r.metrics.exact.inc(1, "failed")
+            reason = parse_eip3009_transfer_error(exc) if is_revert(exc) else x402c.ERR_TRANSACTION_FAILED
+            return SettleResponse(success=False, error_reason=reason, error_message=revert_message(exc),
+                                  payer=a.from_, transaction="", network=self.network)
+        return self._await(key, tx_hash, a.from_, a.value)
+
+    def _await(self, key: str, tx_hash: str, payer: str, value: int) -> SettleResponse:
+        receipt = self.r.sender.wait(tx_hash, self.r.settings.exact_timeout)
+        if receipt is None:
+            return SettleResponse(success=False, error_reason=x402c.ERR_SETTLEMENT_PENDING, payer=payer,
+                                  transaction=tx_hash, network=self.network)
+        return self._finish(key, tx_hash, receipt, payer, value)
+
+    def _finish(self, key: str, tx_hash: str, receipt: Any, payer: str, value: int) -> SettleResponse:
+        ok = receipt["status"] == 1 and self._transfer_logged(receipt, payer, value)
+        status = "confirmed" if ok else "failed"
+        existing = self.r.store.exact_payment(key)
+        if existing is None or existing["status"] != status:
+            self.r.store.call(Store.job_exact_update, key, status, receipt["blockNumber"],
+                              None if ok else "transaction reverted", time.time())
+            self.r.metrics.exact.inc(1, status)
+            self.r.metrics.gas_used.inc(receipt["gasUsed"], "exact")
+            self.r.metrics.fees_wei.inc(receipt["gasUsed"] * receipt.get("effectiveGasPrice", 0), "exact")
+        if not ok:
+            return SettleResponse(success=False, error_reason=x402c.ERR_TRANSACTION_FAILED, payer=payer,
+                                  transaction=tx_hash, network=self.network)
+        return SettleResponse(success=True, payer=payer, transaction=tx_hash, network=self.network, amount=str(value))
+
+    def _transfer_logged(self, receipt: Any, payer: str, value: int) -> bool:
+        events = self.r.sender_chain.opg.events.AuthorizationUsed().process_receipt(receipt, errors=DISCARD)
+        transfers = self.r.sender_chain.opg.events.Transfer().process_receipt(receipt, errors=DISCARD)
+        return bool(events) and any(t["args"]["value"] == value for t in transfers)
+
+    # Restart ---------------------------------------------------------------------------------------------------
+    def reconcile(self, older_than: float = 0.0) -> None:
+        """Settle the fate of exact payments left in flight (by a crash, or a client that stopped waiting)."""
+        now = time.time()
+        for row in self.r.store.exact_in_flight():
+            if row["updated_at"] > now - older_than:
+                continue
+            key, tx_hash = row["id"], row["tx_hash"]
+            if row["status"] == "new" or not tx_hash:
+                self.r.store.call(Store.job_exact_update, key, "failed", None, "not sent before a restart", now)
+                continue
+            receipt = self.r.sender.receipt(tx_hash)
+            if receipt is not None:
+                self._finish(key, tx_hash, receipt, row["payer"], int(row["value"]))
+            elif not self.r.sender.known(tx_hash) and tx_hash not in self.r.sender.broadcast_this_run:
+                self.r.store.call(Store.job_exact_update, key, "failed", None, "transaction lost before a restart", now)

@@ -1,0 +1,201 @@
+"""Pydantic models of the relayer's HTTP API (requests and answers).
+
+Signed messages are the SDK's own models (``offchain.messages``) accepting their EIP-712 field names in camelCase
+(``requestId``, ``maxCumulative``) as well as the SDK's snake_case serialisation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from ..messages import SignedReceipt, SignedVerdict, SignedVoucher, Voucher
+from ..types import Address, Signature
+
+SCHEME_CREDIT = "opg-credit"
+SCHEME_EXACT = "exact"
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=to_camel,
+                              serialize_by_alias=True)
+
+
+class ReceiptIn(SignedReceipt):
+    """A node's signed Receipt (NodeStaking EIP-712 domain)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+
+
+class VoucherIn(SignedVoucher):
+    """A payer's signed Voucher (CreditEscrow EIP-712 domain)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+
+
+class VoucherFields(Voucher):
+    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+
+
+class VerdictIn(SignedVerdict):
+    """A verifier's signed Verdict on a receipt's struct hash (NodeStaking EIP-712 domain)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
+
+
+# POST /settle (opg-credit) ---------------------------------------------------------------------------------------
+class SettleItem(ApiModel):
+    """One receipt and the voucher it relies on."""
+
+    receipt: ReceiptIn
+    voucher: VoucherIn
+    network: str | None = Field(None, description="optional CAIP-2 network the node signed for, e.g. eip155:31337")
+
+
+class BulkSettle(ApiModel):
+    receipts: list[SettleItem] = Field(description="up to max_bulk (default 1,000) items")
+    network: str | None = None
+
+
+class CreditPayload(ApiModel):
+    """``paymentPayload.payload`` of the opg-credit scheme."""
+
+    voucher: VoucherFields
+    signature: Signature
+    receipt: ReceiptIn | None = Field(None, description="the node's signed receipt (POST /settle only)")
+
+
+class SettleAnswer(ApiModel):
+    id: str = Field(description="the receipt id: its EIP-712 digest")
+    status: Literal["pending", "settled", "rejected"]
+    batch_id: int | None = None
+    reason: str | None = None
+    duplicate: bool = False
+
+
+class ItemError(ApiModel):
+    error: str
+    field: str | None
+    reason: str
+
+
+class BulkItemResult(ApiModel):
+    index: int
+    id: str | None = None
+    status: str | None = None
+    batch_id: int | None = None
+    reason: str | None = None
+    duplicate: bool | None = None
+    error: str | None = None
+    field: str | None = None
+
+
+class BulkSettleAnswer(ApiModel):
+    accepted: int = Field(description="items stored now or before (duplicates)")
+    refused: int
+    results: list[BulkItemResult]
+
+
+class ErrorBody(BaseModel):
+    error: str
+    field: str | None
+    reason: str
+
+
+# Reads -----------------------------------------------------------------------------------------------------------
+class ReceiptView(ApiModel):
+    id: str
+    status: str
+    reason: str | None
+    batch_id: int | None
+    tx: str | None
+    batch_status: str | None
+    request_id: str
+    payer: str
+    node: str
+    amount: str
+    cumulative: str
+    timestamp: int
+    receipt_hash: str
+    accepted_at: float
+    settled_at: float | None
+
+
+class ChannelView(ApiModel):
+    payer: Address
+    node: Address
+    charged: str = Field(description="highest cumulative of an accepted receipt")
+    settled: str = Field(description="paid on-chain (escrow.spent, read now)")
+    settled_known: str = Field(description="paid on-chain as the relayer recorded it")
+    voucher_cap: str = Field(description="the best voucher's maxCumulative")
+    pending_receipts: int
+    pending: list[dict[str, Any]]
+
+
+class ClaimView(ApiModel):
+    payer: str
+    node: str
+    max_cumulative: str
+    signature: str
+    total: str
+    receipts: int
+    outcome: int | None = None
+
+
+class BatchView(ApiModel):
+    id: int
+    status: str
+    receipts_root: str
+    receipt_count: int
+    claims: list[ClaimView] | None = None
+    claim_count: int
+    tx_hash: str | None
+    nonce: int | None
+    block_number: int | None
+    gas_used: int | None
+    gas_price: str | None
+    settled_amount: str | None
+    attempts: int
+    error: str | None
+    created_at: float
+    sent_at: float | None
+    confirmed_at: float | None
+    transactions: list[str] | None = None
+
+
+class SlashView(ApiModel):
+    id: int
+    kind: str
+    evidence: str
+    subject: str
+    status: str
+    tx_hash: str | None
+    amount: str | None
+    error: str | None
+    created_at: float
+    updated_at: float
+
+
+class VerdictAnswer(ApiModel):
+    receipt_hash: str
+    verifier: str
+    valid: bool
+    stored: bool = Field(description="false if the same verdict was already stored")
+    receipt_known: bool
+    invalid_verdicts: int
+    fraud_quorum: int
+
+
+class Health(ApiModel):
+    ok: bool
+    chain_ok: bool
+    store_ok: bool
+    chain_id: int
+    last_block: int | None
+    pending_receipts: int
+    inflight_batch: int | None
+    relayer: str
+    worker_alive: bool
+    last_error: str | None
