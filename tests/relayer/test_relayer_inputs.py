@@ -1,0 +1,183 @@
+"""Bad input to /settle (and the other write endpoints) answers 4xx naming the field and the reason, and leaves
+everything accepted before untouched."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import OPG, ChannelSim, item, new_key, rand32
+from test_relayer_verify import malleate
+
+from offchain.messages import Domain
+
+
+@pytest.fixture(scope="module")
+def setup(relayer, devnet):
+    node, payer = devnet.new_node(), devnet.new_payer(50 * OPG)
+    ch = ChannelSim(devnet, payer, node, price_cap=5 * OPG)
+    good = ch.next(OPG)
+    res = relayer.post("/settle", good)
+    assert res.status_code == 200
+    return ch, res.json()["id"]
+
+
+def bad(ch: ChannelSim, case: str) -> tuple[object, int, str, str | None, str]:
+    """(body, status, error, field, a word of the reason) for one class of bad input."""
+    d = ch.d
+    voucher = ch.voucher(ch.cumulative + 5 * OPG)
+    receipt = ch.receipt(OPG)
+    good = item(receipt, voucher)
+    if case == "malformed_json":
+        return b'{"receipt": {', 400, "invalid_json", None, "malformed"
+    if case == "not_an_object":
+        return b"[1, 2]", 400, "invalid_request", None, "object"
+    if case == "wrong_type":
+        good["receipt"]["amount"] = "lots"
+        return good, 400, "invalid_field", "receipt.amount", "integer"
+    if case == "negative":
+        good["receipt"]["cumulative"] = -5
+        return good, 400, "invalid_field", "receipt.cumulative", "greater than or equal"
+    if case == "missing_field":
+        del good["receipt"]["signature"]
+        return good, 400, "missing_field", "receipt.signature", "required"
+    if case == "unknown_field":
+        good["receipt"]["tip"] = 1
+        return good, 400, "unknown_field", "receipt.tip", "unknown"
+    if case == "bad_address":
+        good["voucher"]["payer"] = "0x1234"
+        return good, 400, "invalid_field", "voucher.payer", "address"
+    if case == "short_signature":
+        good["receipt"]["signature"] = "0x" + "ab" * 64
+        return good, 400, "invalid_field", "receipt.signature", "65 bytes"
+    if case == "bad_signature":
+        good = item(ch.receipt(OPG, key=new_key().key), voucher)
+        return good, 400, "invalid_signature", "receipt.signature", "not the node's signature"
+    if case == "malleable_signature":
+        good["receipt"]["signature"] = malleate(good["receipt"]["signature"])
+        return good, 400, "invalid_signature", "receipt.signature", "malleable"
+    if case == "bad_v":
+        sig = bytes.fromhex(good["receipt"]["signature"][2:])
+        good["receipt"]["signature"] = "0x" + (sig[:64] + bytes([5])).hex()
+        return good, 400, "invalid_signature", "receipt.signature", "v must be"
+    if case == "wrong_chain_id":
+        other = Domain.staking(1, d.staking.address)
+        return item(ch.receipt(OPG, domain=other), voucher), 400, "invalid_signature", "receipt.signature", "chainId"
+    if case == "wrong_contract_domain":
+        other = Domain.staking(d.chain_id, d.escrow.address)
+        return item(ch.receipt(OPG, domain=other), voucher), 400, "invalid_signature", "receipt.signature", "NodeStaking"
+    if case == "wrong_network_field":
+        good["network"] = "eip155:1"
+        return good, 400, "wrong_network", "network", "eip155:"
+    if case == "voucher_bad_signature":
+        good = item(receipt, ch.voucher(ch.cumulative + 5 * OPG, key=new_key().key))
+        return good, 400, "invalid_signature", "voucher.signature", "is_valid_voucher"
+    if case == "voucher_other_escrow":
+        other = Domain.escrow(d.chain_id, d.staking.address)
+        good = item(receipt, ch.voucher(ch.cumulative + 5 * OPG, domain=other))
+        return good, 400, "invalid_signature", "voucher.signature", "another chain or escrow"
+    if case == "unknown_node":
+        stranger = new_key()
+        sim = ChannelSim(d, ch.payer, stranger)
+        return item(sim.receipt(OPG), sim.voucher(5 * OPG)), 400, "node_not_active", "receipt.node", "not an active"
+    if case == "cap_exceeded":
+        return item(ch.receipt(OPG, cumulative=voucher.max_cumulative + 1), voucher), 400, "cap_exceeded", \
+            "receipt.cumulative", "exceeds"
+    if case == "zero_amount":
+        return item(ch.receipt(0, cumulative=ch.cumulative), voucher), 400, "invalid_amount", "receipt.amount", "greater"
+    if case == "amount_over_cumulative":
+        return item(ch.receipt(3 * OPG, cumulative=2 * OPG), voucher), 400, "invalid_amount", "receipt.amount", \
+            "cumulative"
+    if case == "future_timestamp":
+        return item(ch.receipt(OPG, timestamp=d.now() + 3600), voucher), 400, "invalid_timestamp", \
+            "receipt.timestamp", "future"
+    if case == "ancient_timestamp":
+        return item(ch.receipt(OPG, timestamp=d.now() - d.params.dispute_window - 60), voucher), 400, \
+            "invalid_timestamp", "receipt.timestamp", "dispute window"
+    if case == "payer_mismatch":
+        other = ChannelSim(d, new_key(), ch.node).voucher(5 * OPG, key=ch.payer.key)
+        return item(receipt, other), 400, "payer_mismatch", "receipt.payer", "voucher.payer"
+    if case == "oversized_body":
+        return b'{"receipts": [' + b" " * (2 * 1024 * 1024 + 10) + b"]}", 413, "body_too_large", None, "exceeds"
+    if case == "too_many_receipts":
+        return {"receipts": [good] * 1001}, 413, "too_many_receipts", "receipts", "at most 1000"
+    if case == "bulk_not_a_list":
+        return {"receipts": {"a": 1}}, 400, "invalid_field", "receipts", "list"
+    if case == "empty_body_object":
+        return {}, 400, "missing_field", "receipt", "receipt"
+    raise AssertionError(case)
+
+
+CASES = [
+    "malformed_json", "not_an_object", "wrong_type", "negative", "missing_field", "unknown_field", "bad_address",
+    "short_signature", "bad_signature", "malleable_signature", "bad_v", "wrong_chain_id", "wrong_contract_domain",
+    "wrong_network_field", "voucher_bad_signature", "voucher_other_escrow", "unknown_node", "cap_exceeded",
+    "zero_amount", "amount_over_cumulative", "future_timestamp", "ancient_timestamp", "payer_mismatch",
+    "oversized_body", "too_many_receipts", "bulk_not_a_list", "empty_body_object",
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_settle_input_is_refused_with_field_and_reason(relayer, setup, case):
+    ch, _good_id = setup
+    body, status, error, field, word = bad(ch, case)
+    if isinstance(body, bytes):
+        res = relayer.client.post("/settle", content=body, headers={"content-type": "application/json"})
+    else:
+        res = relayer.post("/settle", body)
+    assert res.status_code == status, res.text
+    answer = res.json()
+    assert set(answer) == {"error", "field", "reason"}
+    assert answer["error"] == error and answer["field"] == field, answer
+    assert word.lower() in answer["reason"].lower(), answer
+
+
+def test_bulk_reports_per_item_and_keeps_the_good_ones(relayer, setup):
+    ch, _ = setup
+    goods = [ch.next(OPG // 10) for _ in range(2)]
+    body, *_ = bad(ch, "bad_signature")
+    broken, *_ = bad(ch, "wrong_type")
+    res = relayer.post("/settle", {"receipts": [goods[0], body, broken, goods[1]]})
+    assert res.status_code == 200, res.text
+    answer = res.json()
+    assert answer["accepted"] == 2 and answer["refused"] == 2
+    r = answer["results"]
+    assert r[0]["status"] == "pending" and r[3]["status"] == "pending"
+    assert r[1]["error"] == "invalid_signature" and r[1]["field"] == "receipts[1].receipt.signature"
+    assert r[2]["error"] == "invalid_field" and r[2]["field"] == "receipts[2].receipt.amount"
+    relayer.wait_receipts([r[0]["id"], r[3]["id"]])
+
+
+def test_previously_accepted_receipts_are_unaffected(relayer, setup, devnet):
+    ch, good_id = setup
+    [view] = relayer.wait_receipts([good_id])
+    assert view["status"] == "settled"
+    channel = relayer.get(f"/channels/{ch.payer.address}/{ch.node.address}").json()
+    assert channel["charged"] == str(ch.cumulative) == channel["settled"]
+    assert devnet.spent(ch.payer, ch.node) == ch.cumulative
+    assert relayer.get("/healthz").json()["ok"] is True
+
+
+def test_other_endpoints_refuse_bad_input(relayer, devnet, setup):
+    ch, _ = setup
+    assert relayer.get("/receipts/0x1234").status_code == 400
+    res = relayer.get("/receipts/" + rand32())
+    assert res.status_code == 404 and res.json()["error"] == "not_found"
+    assert relayer.get("/batches/999999").status_code == 404
+    res = relayer.get("/batches", params={"status": "bogus"})
+    assert res.status_code == 400 and res.json()["field"] == "status"
+    res = relayer.get("/channels/0x12/0x34")
+    assert res.status_code == 400 and res.json()["field"] == "payer"
+    verifier = new_key()
+    res = relayer.post("/verdicts", {"receiptHash": rand32(), "valid": False, "verifier": verifier.address,
+                                     "signature": "0x" + "00" * 65})
+    assert res.status_code == 400 and res.json()["field"] == "signature"
+    res = relayer.post("/verdicts", {"receiptHash": "0x12", "valid": False, "verifier": verifier.address,
+                                     "signature": "0x" + "00" * 65})
+    assert res.status_code == 400 and res.json()["field"] == "receiptHash"
+    from offchain.messages import Verdict
+
+    v = Verdict(receipt_hash=rand32(), valid=False)
+    sig = v.sign_with(verifier.key, devnet.staking_domain)
+    res = relayer.post("/verdicts", {"receiptHash": v.receipt_hash, "valid": False, "verifier": verifier.address,
+                                     "signature": sig})
+    assert res.status_code == 400 and res.json()["error"] == "verifier_not_active"
+    assert relayer.get("/nope").status_code == 404
