@@ -10,6 +10,7 @@ from typing import Callable, TypeVar
 from web3 import Web3
 
 from ..chain import Chain
+from ..deployments import load_deployment
 from .batcher import Batcher
 from .config import RelayerSettings
 from .credit import CreditScheme
@@ -32,11 +33,12 @@ class Relayer:
 
     def __init__(self, settings: RelayerSettings):
         self.settings = settings
-        self.sender_chain = Chain.connect(settings.rpc_url, settings.deployment, timeout=15)
-        self.deployment = self.sender_chain.deployment
-        self.chain_id = self.sender_chain.chain_id
+        w3 = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 15}))
+        self.chain_id = int(w3.eth.chain_id)
+        self.account = load_account(settings, self.chain_id)  # before anything else: refuse a dev key early
+        self.deployment = load_deployment(chain_id=self.chain_id, path=settings.deployment)
+        self.sender_chain = Chain(w3=w3, deployment=self.deployment)
         self.network = f"eip155:{self.chain_id}"
-        self.account = load_account(settings, self.chain_id)
         self.address = self.account.address
         self.opg_address = self.deployment.address("OPG")
         self.escrow_address = self.deployment.address("CreditEscrow")
