@@ -305,8 +305,10 @@ def credit_fees(nodes: DynArray[address, MAX_NODES], amounts: DynArray[uint256, 
     if verifier_total > 0 and total_stake > 0:
         increment: uint256 = verifier_total * PRECISION // total_stake
         self.reward_per_stake += increment
-        # What the floor keeps back is dust: the treasury's.
-        protocol_total += verifier_total - increment * total_stake // PRECISION
+        # The pool keeps `increment * total_stake / 1e18` rounded up: verifiers
+        # earn `stake * sum(increments) / 1e18` rounded down once, which can
+        # exceed the sum of per-credit floors. What is left is dust: the treasury's.
+        protocol_total += verifier_total - (increment * total_stake + PRECISION - 1) // PRECISION
     else:
         protocol_total += verifier_total
     self.claimable[self.treasury] += protocol_total
