@@ -475,7 +475,11 @@ def slash_fraud(receipt: Receipt, signature: Bytes[65], verdicts: DynArray[Signe
     self.fraud_proven_at[receipt_hash] = max(convert(receipt.timestamp, uint256), 1)
     amount: uint256 = self._slash(receipt.node, self.fraud_slash_bps)
     refund: uint256 = 0
-    if staticcall self.escrow.spent(receipt.payer, receipt.node) >= receipt.cumulative:
+    # Settled means the channel paid at least this receipt's total; a receipt
+    # whose amount exceeds its own total is malformed and refunds nothing.
+    if receipt.amount <= receipt.cumulative and staticcall self.escrow.spent(
+        receipt.payer, receipt.node
+    ) >= receipt.cumulative:
         refund = min(receipt.amount, amount)
     share: uint256 = (amount - refund) * self.challenger_reward_bps // BPS // count
     burned: uint256 = amount - refund - share * count
@@ -523,6 +527,18 @@ def slash_lazy_verifier(receipt_hash: bytes32, verifier: address, signature: Byt
     self._pay(msg.sender, reward)
     self._burn(burned)
     return amount
+
+
+@external
+def sync_verifier(account: address):
+    """
+    @dev Reports `account`'s current active stake to the distributor,
+         e.g. after the owner raised the verifiers' minimum stake.
+    @notice Anyone may call it; it only re-reads this contract's state.
+    @param account A registered verifier.
+    """
+    assert self.nodes[account].role == ROLE_VERIFIER, "NodeStaking: not a verifier"
+    self._sync_verifier(account)
 
 
 @external

@@ -997,3 +997,22 @@ def test_transfer_ownership_is_two_step(distributor, deployer, make_actor):
     distributor.set_emission_per_epoch(1, sender=new_owner.account)
     with ape.reverts(NOT_OWNER):
         distributor.set_emission_per_epoch(2, sender=deployer)
+
+
+def test_sync_verifier_stops_a_verifier_under_raised_minimum_from_earning(
+    opg, escrow, escrow_domain, staking, distributor, deployer, node, payer, verifiers, make_actor
+):
+    small = min(verifiers, key=lambda a: staking.nodes(a.address).stake)
+    stake = staking.nodes(small.address).stake
+    staking.set_min_stake(VERIFIER, stake + 2 * OPG, sender=deployer)
+    anyone = make_actor(0)
+    staking.sync_verifier(small.address, sender=anyone.account)
+    assert distributor.verifier_stake(small.address) == 0
+    earned = distributor.claimable_of(small.address)
+    pay(opg, escrow, escrow_domain, payer, node.address, 600 * OPG)
+    assert distributor.claimable_of(small.address) == earned
+
+
+def test_sync_verifier_of_a_non_verifier_reverts(staking, node, deployer):
+    with ape.reverts("NodeStaking: not a verifier"):
+        staking.sync_verifier(node.address, sender=deployer)

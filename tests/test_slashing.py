@@ -1238,3 +1238,19 @@ def test_staking_balance_matches_stakes_after_every_kind_of_slash(
     )
     accounts = [node.address] + [v.address for v in verifiers]
     assert opg.balanceOf(staking) == sum(total_stake(staking, a) for a in accounts)
+
+
+def test_fraud_receipt_whose_amount_exceeds_its_cumulative_refunds_nothing(
+    opg, staking, node, payer, verifiers, challenger, chain, staking_domain
+):
+    # A malformed receipt (amount > cumulative, here cumulative 0) is "settled" by any channel; it must not refund.
+    receipt = make_receipt(node, payer, chain, amount=5 * OPG, cumulative=0)
+    payer_before = opg.balanceOf(payer.address)
+    tx = staking.slash_fraud(
+        receipt.as_tuple(),
+        sig(receipt, node.key, staking_domain),
+        verdicts(receipt, verifiers[:2], staking_domain),
+        sender=challenger.account,
+    )
+    assert tx.decode_logs(staking.Slashed)[0].refund == 0
+    assert opg.balanceOf(payer.address) == payer_before

@@ -1,12 +1,23 @@
+"""The deployed system is wired as the deployment record says, and the SDK's digests match the contracts'."""
+
 from offchain.messages import Voucher
 
 
-def test_deployment_wires_contracts(system, opg, escrow, staking, distributor, treasury):
-    assert opg.totalSupply() == 10**27
-    assert opg.balanceOf(treasury) == 10**27
+def test_deployment_wires_contracts(system, escrow, staking, distributor, opg):
     assert escrow.staking() == staking.address
+    assert escrow.distributor() == distributor.address
     assert distributor.escrow() == escrow.address
+    assert distributor.staking() == staking.address
     assert staking.escrow() == escrow.address
+    assert system.deployment.address("OPG") == opg.address
+
+
+def test_genesis_mints_the_whole_supply_to_the_treasury(project, deployer, accounts):
+    treasury = accounts[5]
+    token = project.OPG.deploy(treasury, sender=deployer)
+    assert token.totalSupply() == 10**27
+    assert token.balanceOf(treasury) == 10**27
+    assert token.balanceOf(deployer) == 0
 
 
 def test_voucher_digest_matches_contract(escrow, escrow_domain, payer, node):
