@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_keys import keys
-from eth_utils import keccak
+from eth_utils import keccak, to_checksum_address
 from pydantic import BaseModel, ConfigDict
 
 from .types import Address, Bytes32, Signature, Uint64, Uint256, b32
@@ -22,6 +22,12 @@ ESCROW_DOMAIN_NAME = "OPG Credit Escrow"
 STAKING_DOMAIN_NAME = "OPG Node Staking"
 DOMAIN_VERSION = "1"
 SECP256K1_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+try:  # optional: a faster path to the same secp256k1 recovery
+    import coincurve as _coincurve
+except ImportError:  # pragma: no cover - depends on the environment
+    _coincurve = None
 
 _DOMAIN_TYPE = [
     {"name": "name", "type": "string"},
@@ -105,10 +111,22 @@ def recover_signer(digest: bytes, signature: str | bytes) -> str:
     if s > SECP256K1_HALF_N:
         raise InvalidSignature("signature s is in the upper half order (malleable)")
     try:
-        public_key = keys.Signature(vrs=(v - 27, r, s)).recover_public_key_from_msg_hash(digest)
-    except Exception as exc:  # eth-keys raises several types for garbage input
+        if _coincurve is not None:  # the same libsecp256k1 eth-keys uses when coincurve is installed, minus overhead
+            if not 0 < r < SECP256K1_N or s == 0:
+                raise ValueError("r or s out of range")
+            public = _coincurve.PublicKey.from_signature_and_message(
+                sig[:64] + bytes([v - 27]), digest, hasher=None
+            ).format(compressed=False)[1:]
+        else:
+            public = keys.Signature(vrs=(v - 27, r, s)).recover_public_key_from_msg_hash(digest).to_bytes()
+    except Exception as exc:  # both libraries raise several types for garbage input
         raise InvalidSignature(f"signature does not recover: {exc}") from exc
-    return public_key.to_checksum_address()
+    return _address_of(keccak(public)[12:])
+
+
+@lru_cache(maxsize=65_536)
+def _address_of(raw: bytes) -> str:
+    return to_checksum_address(raw)
 
 
 class TypedMessage(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Annotated
 
 from eth_utils import is_hex, to_checksum_address
@@ -14,7 +15,15 @@ UINT64_MAX = 2**64 - 1
 def _address(value: object) -> str:
     if isinstance(value, bytes) and len(value) == 20:
         value = "0x" + value.hex()
-    if not isinstance(value, str) or not value.startswith("0x") or len(value) != 42 or not is_hex(value):
+    if not isinstance(value, str):
+        raise ValueError("must be a 0x-prefixed 20-byte hex address")
+    return _checksummed(value)
+
+
+@lru_cache(maxsize=65_536)
+def _checksummed(value: str) -> str:
+    """Validate and checksum an address string (cached: hot paths see the same few addresses again and again)."""
+    if not value.startswith("0x") or len(value) != 42 or not is_hex(value):
         raise ValueError("must be a 0x-prefixed 20-byte hex address")
     return to_checksum_address(value)
 

@@ -49,10 +49,12 @@ class BodyTooLarge(Exception):
     pass
 
 
-class BodyLimit:
-    """ASGI middleware refusing request bodies over ``limit`` bytes (declared or streamed)."""
+class FastLane:
+    """The outermost ASGI layer: it refuses bodies over ``limit`` bytes (declared or streamed) on every route, and
+    serves ``POST /settle`` itself, without the framework's per-request machinery, because that is the receipt hot
+    path. The FastAPI route of the same path documents it (OpenAPI) and shares the handler."""
 
-    def __init__(self, app: Any, limit: int):
+    def __init__(self, app: FastAPI, limit: int):
         self.app, self.limit = app, limit
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -61,9 +63,24 @@ class BodyLimit:
             return
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                response = JSONResponse(status_code=413, content=self._body(), headers={"connection": "close"})
-                await response(scope, receive, send)
+                await self._send(send, 413, self._too_large(), close=True)
                 return
+        if scope["method"] == "POST" and scope["path"] == "/settle":
+            try:
+                body = await self._read(receive)
+                status, payload = await self.app.state.handle_settle(body)
+            except BodyTooLarge:
+                status, payload = 413, self._too_large()
+            except ApiError as exc:
+                status, payload = exc.status, exc.body()
+            except requests.exceptions.RequestException as exc:
+                status, payload = 503, {"error": "chain_unavailable", "field": None,
+                                        "reason": f"the chain RPC did not answer: {exc.__class__.__name__}"}
+            except Exception:
+                log.exception("POST /settle failed")
+                status, payload = 500, {"error": "internal_error", "field": None, "reason": "see the relayer log"}
+            await self._send(send, status, payload)
+            return
         received = 0
 
         async def limited() -> dict:
@@ -77,7 +94,30 @@ class BodyLimit:
 
         await self.app(scope, limited, send)
 
-    def _body(self) -> dict:
+    async def _read(self, receive: Any) -> bytes:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise BodyTooLarge() if size > self.limit else ApiError(400, "invalid_request", None, "client left")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                raise BodyTooLarge()
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    @staticmethod
+    async def _send(send: Any, status: int, payload: dict, close: bool = False) -> None:
+        body = pydantic_core.to_json(payload)
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if close:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _too_large(self) -> dict:
         return {"error": "body_too_large", "field": None, "reason": f"request body exceeds {self.limit} bytes"}
 
 
@@ -133,7 +173,6 @@ def create_app(relayer: Relayer) -> FastAPI:
         description=__doc__,
         lifespan=lifespan,
     )
-    app.add_middleware(BodyLimit, limit=relayer.settings.max_body_bytes)
     credit, metrics, store, ledger = relayer.credit, relayer.metrics, relayer.store, relayer.ledger
 
     # Errors ------------------------------------------------------------------------------------------------------
@@ -197,15 +236,8 @@ def create_app(relayer: Relayer) -> FastAPI:
                            f"this relayer handles {SCHEME_EXACT} and {SCHEME_CREDIT}")
         return JSONResponse(_x402_dump(answer))
 
-    @app.post("/settle", tags=["x402"], openapi_extra=_settle_doc())
-    async def settle(request: Request) -> Any:
-        """Store a node's signed receipt(s) for batch settlement (opg-credit), or settle an exact payment now.
-
-        Bodies: ``{receipt, voucher}``; ``{receipts: [{receipt, voucher}, ...]}`` (bulk, per-item results); or an
-        x402 settle request ``{x402Version, paymentPayload, paymentRequirements}`` (exact, or opg-credit with the
-        receipt in ``paymentPayload.payload.receipt``). A receipt is acknowledged only once committed to disk."""
+    async def handle_settle(raw: bytes) -> tuple[int, dict]:
         started = time.perf_counter()
-        raw = await request.body()
         try:
             data = pydantic_core.from_json(raw)
         except ValueError as exc:
@@ -215,11 +247,24 @@ def create_app(relayer: Relayer) -> FastAPI:
         if "paymentPayload" in data or "x402Version" in data:
             return await _settle_x402(data, started)
         if "receipts" in data:
-            return await _settle_bulk(data, started)
+            return await _settle_bulk(data, raw, started)
         if "receipt" in data or "voucher" in data:
             return await _settle_one(data, started)
         raise ApiError(400, "missing_field", "receipt",
                        "give {receipt, voucher}, {receipts: [...]} or an x402 settle request")
+
+    app.state.handle_settle = handle_settle
+
+    @app.post("/settle", tags=["x402"], openapi_extra=_settle_doc())
+    async def settle(request: Request) -> Any:
+        """Store a node's signed receipt(s) for batch settlement (opg-credit), or settle an exact payment now.
+
+        Bodies: ``{receipt, voucher}``; ``{receipts: [{receipt, voucher}, ...]}`` (bulk, per-item results); or an
+        x402 settle request ``{x402Version, paymentPayload, paymentRequirements}`` (exact, or opg-credit with the
+        receipt in ``paymentPayload.payload.receipt``). A receipt is acknowledged only once committed to disk.
+        (Served by the ASGI fast lane in front of the app; this route documents it and serves in-process tests.)"""
+        status, payload = await handle_settle(await request.body())
+        return JSONResponse(payload, status_code=status)
 
     async def _store(valid: list[ValidReceipt]) -> list:
         outcomes = await store.accept(valid) if valid else []
@@ -232,7 +277,7 @@ def create_app(relayer: Relayer) -> FastAPI:
                 metrics.receipts_accepted.inc()
         return outcomes
 
-    async def _settle_one(data: dict, started: float) -> Any:
+    async def _settle_one(data: dict, started: float) -> tuple[int, dict]:
         [answer] = await credit.validate([(0, "", data)])
         if isinstance(answer, ApiError):
             metrics.receipts_refused.inc(1, answer.error)
@@ -241,10 +286,10 @@ def create_app(relayer: Relayer) -> FastAPI:
         metrics.ack_latency.observe(time.perf_counter() - started)
         if outcome.conflicts_with:
             raise ApiError(409, "equivocation", "receipt.requestId", outcome.reason or "equivocation")
-        return JSONResponse(_dump(SettleAnswer(id=outcome.id, status=outcome.status, batch_id=outcome.batch_id,
-                                               reason=outcome.reason, duplicate=outcome.duplicate)))
+        return 200, _dump(SettleAnswer(id=outcome.id, status=outcome.status, batch_id=outcome.batch_id,
+                                       reason=outcome.reason, duplicate=outcome.duplicate))
 
-    async def _settle_bulk(data: dict, started: float) -> Any:
+    async def _settle_bulk(data: dict, raw_body: bytes, started: float) -> tuple[int, dict]:
         unknown = sorted(set(data) - {"receipts", "network"})
         if unknown:
             raise ApiError(400, "unknown_field", unknown[0], "unknown field")
@@ -259,7 +304,7 @@ def create_app(relayer: Relayer) -> FastAPI:
         network = data.get("network")
         if network is not None and network != relayer.network:
             raise ApiError(400, "wrong_network", "network", f"this relayer settles on {relayer.network}")
-        answers = await credit.validate([(i, f"receipts[{i}].", item) for i, item in enumerate(items)])
+        answers = await credit.validate_bulk(raw_body, len(items))
         valid = [a for a in answers if isinstance(a, ValidReceipt)]
         outcomes = iter(await _store(valid))
         results, accepted = [], 0
@@ -278,9 +323,9 @@ def create_app(relayer: Relayer) -> FastAPI:
                                           duplicate=o.duplicate))
         metrics.ack_latency.observe(time.perf_counter() - started)
         answer = BulkSettleAnswer(accepted=accepted, refused=len(items) - accepted, results=results)
-        return JSONResponse(answer.model_dump(mode="json", by_alias=True, exclude_none=True))
+        return 200, answer.model_dump(mode="json", by_alias=True, exclude_none=True)
 
-    async def _settle_x402(data: dict, started: float) -> Any:
+    async def _settle_x402(data: dict, started: float) -> tuple[int, dict]:
         try:
             req = SettleRequest.model_validate(data)
         except ValidationError as exc:
@@ -288,7 +333,7 @@ def create_app(relayer: Relayer) -> FastAPI:
         scheme = req.payment_requirements.scheme
         if scheme == SCHEME_EXACT:
             answer = await asyncio.to_thread(relayer.exact.settle, req)
-            return JSONResponse(_x402_dump(answer))
+            return 200, _x402_dump(answer)
         if scheme != SCHEME_CREDIT:
             raise ApiError(400, "unsupported_scheme", "paymentRequirements.scheme",
                            f"this relayer handles {SCHEME_EXACT} and {SCHEME_CREDIT}")
@@ -316,9 +361,8 @@ def create_app(relayer: Relayer) -> FastAPI:
         metrics.ack_latency.observe(time.perf_counter() - started)
         if outcome.conflicts_with:
             raise ApiError(409, "equivocation", "paymentPayload.payload.receipt.requestId", outcome.reason or "")
-        return JSONResponse({"success": True, "transaction": "", "network": relayer.network,
-                             "payer": answer.receipt.payer, "errorReason": None, "id": outcome.id,
-                             "status": outcome.status, "batchId": outcome.batch_id})
+        return 200, {"success": True, "transaction": "", "network": relayer.network, "payer": answer.receipt.payer,
+                     "errorReason": None, "id": outcome.id, "status": outcome.status, "batchId": outcome.batch_id}
 
     # Receipts, channels, batches ---------------------------------------------------------------------------------
     @app.get("/receipts/{receipt_id}", response_model=ReceiptView, responses={404: {"model": ErrorBody}},
@@ -453,3 +497,8 @@ def create_app(relayer: Relayer) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def create_asgi(relayer: Relayer) -> FastLane:
+    """The application uvicorn serves: the FastAPI app behind its fast lane."""
+    return FastLane(create_app(relayer), relayer.settings.max_body_bytes)

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, RelayerSettings, load_settings
+from .keccak import use_fast_keccak
 
 SKIP_FLAGS = {"password"}  # secrets: environment or file only
 
@@ -41,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    use_fast_keccak()
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command != "run":
@@ -87,10 +89,10 @@ def _build(settings: RelayerSettings):
 def _serve(relayer) -> int:
     import uvicorn
 
-    from .api import create_app
+    from .api import create_asgi
 
     settings = relayer.settings
-    app = create_app(relayer)
+    app = create_asgi(relayer)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                             access_log=settings.log_level == "debug", loop="uvloop", http="httptools",
                             timeout_keep_alive=30, backlog=4096)

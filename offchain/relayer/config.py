@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,9 @@ class RelayerSettings(BaseSettings):
     max_claims: int = Field(256, ge=1, le=256, description="most claims (channels) in one settle_batch")
     max_batch_receipts: int = Field(50_000, ge=1, description="most receipts one batch covers")
     poll_interval: float = Field(0.2, gt=0, le=60, description="chain worker tick (s)")
+    validation_workers: int = Field(
+        default_factory=lambda: min(4, os.cpu_count() or 1), ge=0, le=64,
+        description="processes checking large bulk submissions (0: all in the HTTP process)")
     # HTTP
     host: str = Field("127.0.0.1", description="listen address")
     port: int = Field(8402, ge=0, le=65_535, description="listen port")

@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from x402.schemas import VerifyRequest, VerifyResponse
 
 from ..chain import ROLE_INFERENCE
+import pydantic_core
+
 from ..messages import InvalidSignature, SignedVoucher, recover_signer
 from .errors import ApiError, from_validation_error
-from .models import SCHEME_CREDIT, CreditPayload, SettleItem
+from .models import SCHEME_CREDIT, CreditPayload
+from .receipts import CheckContext, Checked, check_bulk, check_item, unpack
 from .store import ValidReceipt
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ CAP_EXCEEDED = "cap_exceeded"
 INSUFFICIENT_BALANCE = "insufficient_balance"
 INVALID_AMOUNT = "invalid_amount"
 
+POOL_MIN_ITEMS = 16  # bulk submissions this large are checked in the worker processes
 NODE_ACTIVE_TTL = 10.0
 NODE_INACTIVE_TTL = 1.0
 
@@ -53,23 +56,14 @@ class _LRU(OrderedDict):
             self.popitem(last=False)
 
 
-@dataclass
-class _Checked:
-    """A receipt item past its local checks, with what is still to be asked of the chain."""
-
-    index: int
-    prefix: str
-    valid: ValidReceipt
-    voucher_digest: bytes
-    voucher_ok: bool
-
-
 class CreditScheme:
     def __init__(self, relayer: Relayer):
         self.r = relayer
         self.network = relayer.network
         self.escrow_domain = relayer.escrow_domain
         self.staking_domain = relayer.staking_domain
+        self.ctx = CheckContext(self.network, self.escrow_domain, self.staking_domain, relayer.settings.clock_skew,
+                                relayer.dispute_window)
         self._vouchers_ok: _LRU = _LRU(200_000)
         self._nodes: dict[str, tuple[bool, float]] = {}
 
@@ -160,56 +154,14 @@ class CreditScheme:
         })
 
     # POST /settle: receipts ------------------------------------------------------------------------------------
-    def check_local(self, raw: Any, index: int, prefix: str, now: float) -> _Checked | ApiError:
-        """Every check that needs no chain read. ``prefix`` names the item in error fields."""
-        try:
-            item = SettleItem.model_validate(raw)
-        except ValidationError as exc:
-            return from_validation_error(exc, prefix.rstrip("."))
-        if item.network is not None and item.network != self.network:
-            return ApiError(400, "wrong_network", f"{prefix}network", f"this relayer settles on {self.network}")
-        r, v = item.receipt, item.voucher
-        if r.payer != v.payer:
-            return ApiError(400, "payer_mismatch", f"{prefix}receipt.payer", "must equal voucher.payer")
-        if r.node != v.node:
-            return ApiError(400, "node_mismatch", f"{prefix}receipt.node", "must equal voucher.node")
-        if r.amount == 0:
-            return ApiError(400, "invalid_amount", f"{prefix}receipt.amount", "must be greater than 0")
-        if r.amount > r.cumulative:
-            return ApiError(400, "invalid_amount", f"{prefix}receipt.amount", "must not exceed receipt.cumulative")
-        if r.cumulative > v.max_cumulative:
-            return ApiError(400, "cap_exceeded", f"{prefix}receipt.cumulative",
-                            f"cumulative {r.cumulative} exceeds the voucher's maxCumulative {v.max_cumulative}")
-        if r.timestamp > now + self.r.settings.clock_skew:
-            return ApiError(400, "invalid_timestamp", f"{prefix}receipt.timestamp", "is in the future")
-        if r.timestamp + self.r.dispute_window < now:
-            return ApiError(400, "invalid_timestamp", f"{prefix}receipt.timestamp",
-                            f"is older than the dispute window ({self.r.dispute_window} s): no longer disputable")
-        digest = r.fast_digest(self.staking_domain)
-        try:
-            signer = recover_signer(digest, r.signature)
-        except InvalidSignature as exc:
-            return ApiError(400, "invalid_signature", f"{prefix}receipt.signature", str(exc))
-        if signer != r.node:
-            return ApiError(400, "invalid_signature", f"{prefix}receipt.signature",
-                            f"not the node's signature over this deployment's NodeStaking domain (chainId "
-                            f"{self.staking_domain.chain_id}, {self.staking_domain.verifying_contract}): signed for "
-                            f"another chain or contract, or by another key")
-        vdigest = v.fast_digest(self.escrow_domain)
-        key = (vdigest, v.signature)
-        voucher_ok = key in self._vouchers_ok
-        if not voucher_ok:
-            try:
-                vsigner = recover_signer(vdigest, v.signature)
-            except InvalidSignature as exc:
-                return ApiError(400, "invalid_signature", f"{prefix}voucher.signature", str(exc))
-            if vsigner == v.payer:
-                voucher_ok = True
-                self._vouchers_ok.put(key, True)
-        valid = ValidReceipt(id="0x" + digest.hex(), struct_hash="0x" + r.struct_hash().hex(), receipt=r, voucher=v)
-        return _Checked(index, prefix, valid, vdigest, voucher_ok)
+    def check_local(self, raw: Any, index: int, prefix: str, now: float) -> Checked | ApiError:
+        """Every check that needs no chain read (see receipts.check_item)."""
+        res = check_item(raw, index, prefix, self.ctx, now, self._vouchers_ok)
+        if isinstance(res, Checked) and res.voucher_ok:
+            self._vouchers_ok.put((res.voucher_digest, res.valid.voucher.signature), True)
+        return res
 
-    def check_chain(self, checked: list[_Checked]) -> dict[int, ApiError]:
+    def check_chain(self, checked: list[Checked]) -> dict[int, ApiError]:
         """Blocking: node activity and non-EOA voucher signatures for the items that need them."""
         errors: dict[int, ApiError] = {}
         for c in checked:
@@ -231,7 +183,7 @@ class CreditScheme:
                         "payer's ERC-1271 wallet; or signed for another chain or escrow)")
         return errors
 
-    def needs_chain(self, checked: list[_Checked]) -> bool:
+    def needs_chain(self, checked: list[Checked]) -> bool:
         now = time.monotonic()
         for c in checked:
             if not c.voucher_ok:
@@ -241,19 +193,35 @@ class CreditScheme:
                 return True
         return False
 
-    async def validate(self, raws: list[tuple[int, str, Any]]) -> list[ValidReceipt | ApiError]:
-        """Validate items ``(index, field prefix, raw json)``; one answer per item, in order."""
-        now = time.time()
-        answers: list[ValidReceipt | ApiError] = []
-        checked: list[_Checked] = []
-        for index, prefix, raw in raws:
-            res = self.check_local(raw, index, prefix, now)
-            answers.append(res if isinstance(res, ApiError) else res.valid)
-            if not isinstance(res, ApiError):
-                checked.append(res)
+    async def _finish(self, answers: list, checked: list[Checked]) -> list[ValidReceipt | ApiError]:
+        """Replace each Checked by its ValidReceipt, or by the error the chain checks found."""
+        errors: dict[int, ApiError] = {}
         if checked and self.needs_chain(checked):
             errors = await asyncio.to_thread(self.check_chain, checked)
-            for pos, (index, _p, _raw) in enumerate(raws):
-                if index in errors:
-                    answers[pos] = errors[index]
-        return answers
+        return [errors.get(a.index, a.valid) if isinstance(a, Checked) else a for a in answers]
+
+    async def validate(self, raws: list[tuple[int, str, Any]]) -> list[ValidReceipt | ApiError]:
+        """Validate items ``(index, field prefix, raw json)`` here; one answer per item, in order."""
+        now = time.time()
+        answers = [self.check_local(raw, index, prefix, now) for index, prefix, raw in raws]
+        return await self._finish(answers, [a for a in answers if isinstance(a, Checked)])
+
+    async def validate_bulk(self, body: bytes, count: int) -> list[ValidReceipt | ApiError]:
+        """Validate the items of a bulk body, in the worker processes when there are enough of them."""
+        pool = self.r.validation_pool
+        if pool is None or count < POOL_MIN_ITEMS:
+            items = pydantic_core.from_json(body)["receipts"]
+            return await self.validate([(i, f"receipts[{i}].", item) for i, item in enumerate(items)])
+        loop = asyncio.get_running_loop()
+        packed = await loop.run_in_executor(pool, check_bulk, body, time.time())
+        answers = [unpack(i, a) for i, a in enumerate(packed)]
+        checked = []
+        for a in answers:
+            if isinstance(a, Checked):
+                key = (a.voucher_digest, a.valid.voucher.signature)
+                if not a.voucher_ok and key in self._vouchers_ok:
+                    a.voucher_ok = True
+                elif a.voucher_ok:
+                    self._vouchers_ok.put(key, True)
+                checked.append(a)
+        return await self._finish(answers, checked)

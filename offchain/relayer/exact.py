@@ -28,7 +28,7 @@ from ..types import Address, Bytes32, HexBytes, Uint256
 from .errors import ApiError, from_validation_error
 from .models import SCHEME_EXACT, ApiModel
 from .store import Store
-from .txsender import BroadcastError, is_revert, revert_message
+from .txsender import BroadcastError, PreparedCall, is_revert, revert_message
 
 if TYPE_CHECKING:
     from .service import Relayer
@@ -62,22 +62,6 @@ class ExactPayload(ApiModel):
     signature: HexBytes
 
 
-class RawCall:
-    """A prepared call with the interface TxSender expects of a contract function."""
-
-    def __init__(self, w3: Any, to: str, data: bytes):
-        self.w3, self.to, self.data = w3, to, data
-
-    def estimate_gas(self, tx: dict) -> int:
-        return self.w3.eth.estimate_gas({**tx, "to": self.to, "data": self.data})
-
-    def call(self, tx: dict) -> bytes:
-        return self.w3.eth.call({**tx, "to": self.to, "data": self.data})
-
-    def build_transaction(self, tx: dict) -> dict:
-        return {**tx, "to": self.to, "data": self.data, "value": 0}
-
-
 class ExactScheme:
     def __init__(self, relayer: Relayer):
         self.r = relayer
@@ -103,7 +87,7 @@ class ExactScheme:
         data = TRANSFER_BYTES_SELECTOR + abi_encode(
             ["address", "address", "uint256", "uint256", "uint256", "bytes32", "bytes"],
             [a.from_, a.to, a.value, a.valid_after, a.valid_before, nonce, sig])
-        return RawCall(w3, contract.address, data)
+        return PreparedCall(w3, contract.address, data)
 
     # POST /verify ----------------------------------------------------------------------------------------------
     def verify(self, req: VerifyRequest) -> VerifyResponse:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, TypeVar
 
 from web3 import Web3
@@ -18,6 +21,7 @@ from .exact import ExactScheme
 from .ledger import Ledger
 from .metrics import Metrics
 from .models import Health
+from .receipts import init_worker, warm_up
 from .signer import load_account
 from .slasher import Slasher
 from .store import Store
@@ -62,6 +66,7 @@ class Relayer:
         self.exact = ExactScheme(self)
         self.batcher = Batcher(self)
         self.slasher = Slasher(self)
+        self.validation_pool: ProcessPoolExecutor | None = None
         self._local = threading.local()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -104,6 +109,12 @@ class Relayer:
 
     # Worker ------------------------------------------------------------------------------------------------------
     def start(self) -> None:
+        if self.settings.validation_workers and self.validation_pool is None:
+            self.validation_pool = ProcessPoolExecutor(
+                max_workers=self.settings.validation_workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=init_worker, initargs=(self.credit.ctx, os.getpid()))
+            for _ in range(self.settings.validation_workers):  # start them now, without waiting for them
+                self.validation_pool.submit(warm_up)
         if self._worker is None:
             self._worker = threading.Thread(target=self._work, name="chain-worker", daemon=True)
             self._worker.start()
@@ -112,6 +123,8 @@ class Relayer:
         self._stop.set()
         if self._worker is not None:
             self._worker.join(timeout=30)
+        if self.validation_pool is not None:
+            self.validation_pool.shutdown(wait=True, cancel_futures=True)
         self.store.close()
 
     def _work(self) -> None:

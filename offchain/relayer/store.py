@@ -29,7 +29,7 @@ from .ledger import Ledger
 
 log = logging.getLogger("opg.relayer.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS receipts (
@@ -53,11 +53,33 @@ CREATE TABLE IF NOT EXISTS receipts (
     accepted_at REAL NOT NULL,
     settled_at REAL
 );
-CREATE INDEX IF NOT EXISTS receipts_request ON receipts(node, request_id);
+CREATE UNIQUE INDEX IF NOT EXISTS receipts_request ON receipts(node, request_id);
 CREATE INDEX IF NOT EXISTS receipts_struct ON receipts(struct_hash);
 CREATE INDEX IF NOT EXISTS receipts_unbatched ON receipts(accepted_at) WHERE status = 'pending' AND batch_id IS NULL;
 CREATE INDEX IF NOT EXISTS receipts_batch ON receipts(batch_id);
 CREATE INDEX IF NOT EXISTS receipts_channel ON receipts(payer, node, status);
+CREATE TABLE IF NOT EXISTS conflicting_receipts (  -- a second receipt of a node for a requestId: evidence
+    id TEXT PRIMARY KEY,
+    conflicts_with TEXT NOT NULL,
+    struct_hash TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    payer TEXT NOT NULL,
+    node TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    input_hash TEXT NOT NULL,
+    output_hash TEXT NOT NULL,
+    amount TEXT NOT NULL,
+    cumulative TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    signature TEXT NOT NULL,
+    voucher_cap TEXT NOT NULL,
+    voucher_signature TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    batch_id INTEGER,
+    accepted_at REAL NOT NULL,
+    settled_at REAL
+);
 CREATE TABLE IF NOT EXISTS channels (
     payer TEXT NOT NULL,
     node TEXT NOT NULL,
@@ -132,6 +154,11 @@ CREATE TABLE IF NOT EXISTS exact_payments (
 """
 
 _STOP = object()
+_INSERT_RECEIPT = (
+    "INSERT INTO receipts (id, struct_hash, request_id, payer, node, model_id, input_hash, output_hash, amount,"
+    " cumulative, timestamp, signature, voucher_cap, voucher_signature, accepted_at, status)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?, 'pending') ON CONFLICT DO NOTHING"
+)
 
 
 class StoreMismatch(Exception):
@@ -179,6 +206,7 @@ class _Job:
 def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA cache_size = -65536")  # 64 MiB
     if readonly:
         conn.execute("PRAGMA query_only = 1")
     conn.row_factory = sqlite3.Row
@@ -305,40 +333,45 @@ class Store:
 
     # Jobs: receipts ------------------------------------------------------------------------------------------
     @staticmethod
+    def _conflict(conn: sqlite3.Connection, item: ValidReceipt, values: tuple, now: float) -> AcceptOutcome:
+        """The receipt collides with a stored one: the same receipt (same answer), or the node's other receipt
+        for this requestId (equivocation: kept as evidence and queued for slashing)."""
+        for table in ("receipts", "conflicting_receipts"):
+            row = conn.execute(f"SELECT status, reason, batch_id FROM {table} WHERE id = ?", (item.id,)).fetchone()
+            if row is not None:
+                return AcceptOutcome(item.id, row[0], row[1], row[2], duplicate=True,
+                                     conflicts_with=None)
+        r = item.receipt
+        other = conn.execute(
+            "SELECT id FROM receipts WHERE node = ? AND request_id = ?", (r.node, r.request_id)
+        ).fetchone()[0]
+        reason = f"equivocation: the node signed receipt {other} for this requestId"
+        conn.execute(
+            "INSERT INTO conflicting_receipts (id, struct_hash, request_id, payer, node, model_id, input_hash,"
+            " output_hash, amount, cumulative, timestamp, signature, voucher_cap, voucher_signature, accepted_at,"
+            " conflicts_with, status, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?, 'rejected', ?)",
+            values + (other, reason),
+        )
+        conn.execute(
+            "INSERT OR IGNORE INTO slashes (kind, evidence, subject, args, status, created_at, updated_at)"
+            " VALUES ('equivocation', ?, ?, ?, 'queued', ?, ?)",
+            (f"equivocation:{r.node}:{r.request_id}", r.node, json.dumps({"a": other, "b": item.id}), now, now),
+        )
+        return AcceptOutcome(item.id, "rejected", reason, conflicts_with=other)
+
+    @staticmethod
     def job_accept(conn: sqlite3.Connection, ledger: Ledger, items: list[ValidReceipt], now: float) -> list[AcceptOutcome]:
         """Store new receipts (pending), answer duplicates as before, reject and record equivocations."""
         out: list[AcceptOutcome] = []
         touched: dict[tuple[str, str], list] = {}  # channel -> [charged, cap, signature, new pending]
         for item in items:
             r, v = item.receipt, item.voucher
-            row = conn.execute("SELECT status, reason, batch_id FROM receipts WHERE id = ?", (item.id,)).fetchone()
-            if row is not None:
-                out.append(AcceptOutcome(item.id, row[0], row[1], row[2], duplicate=True))
-                continue
-            other = conn.execute(
-                "SELECT id FROM receipts WHERE node = ? AND request_id = ? LIMIT 1", (r.node, r.request_id)
-            ).fetchone()
-            status, reason = "pending", None
-            if other is not None:
-                status, reason = "rejected", f"equivocation: the node signed receipt {other[0]} for this requestId"
-            conn.execute(
-                "INSERT INTO receipts (id, struct_hash, request_id, payer, node, model_id, input_hash, output_hash,"
-                " amount, cumulative, timestamp, signature, voucher_cap, voucher_signature, status, reason,"
-                " accepted_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    item.id, item.struct_hash, r.request_id, r.payer, r.node, r.model_id, r.input_hash,
-                    r.output_hash, str(r.amount), str(r.cumulative), r.timestamp, r.signature,
-                    str(v.max_cumulative), v.signature, status, reason, now,
-                ),
+            values = (
+                item.id, item.struct_hash, r.request_id, r.payer, r.node, r.model_id, r.input_hash, r.output_hash,
+                str(r.amount), str(r.cumulative), r.timestamp, r.signature, str(v.max_cumulative), v.signature, now,
             )
-            if other is not None:
-                evidence = f"equivocation:{r.node}:{r.request_id}"
-                conn.execute(
-                    "INSERT OR IGNORE INTO slashes (kind, evidence, subject, args, status, created_at, updated_at)"
-                    " VALUES ('equivocation', ?, ?, ?, 'queued', ?, ?)",
-                    (evidence, r.node, json.dumps({"a": other[0], "b": item.id}), now, now),
-                )
-                out.append(AcceptOutcome(item.id, status, reason, conflicts_with=other[0]))
+            if conn.execute(_INSERT_RECEIPT, values).rowcount == 0:  # rare: already stored, or equivocation
+                out.append(Store._conflict(conn, item, values, now))
                 continue
             key = (r.payer, r.node)
             t = touched.get(key)
@@ -377,22 +410,26 @@ class Store:
     ) -> list[float]:
         """Mark the receipts of claims that are done: settled (paid now or already paid) or rejected.
 
-        Returns the acceptance times of the receipts settled by this batch (for the latency metric)."""
+        ``receipt_ids`` gives each claim's receipts; without it they are the batch's pending receipts. Returns how
+        long the receipts settled by this batch waited since acceptance (for the latency metric)."""
         from ..chain import SKIP_REASONS
 
+        if not results:
+            return []
+        accepted_at: dict[str, float] = {}
+        if receipt_ids is None:
+            receipt_ids = {}
+            for rid, payer, node, at in conn.execute(
+                "SELECT id, payer, node, accepted_at FROM receipts WHERE batch_id = ? AND status = 'pending'",
+                (batch_id,),
+            ):
+                receipt_ids.setdefault((payer, node), []).append(rid)
+                accepted_at[rid] = at
         latencies: list[float] = []
+        updates: list[tuple] = []
         for res in results:
             key = (res.payer, res.node)
-            if receipt_ids is not None:
-                ids = receipt_ids.get(key, [])
-            else:
-                ids = [
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT id FROM receipts WHERE batch_id = ? AND payer = ? AND node = ? AND status = 'pending'",
-                        (batch_id, res.payer, res.node),
-                    )
-                ]
+            ids = receipt_ids.get(key, [])
             if not ids:
                 continue
             if res.outcome in (0, 1):
@@ -401,17 +438,9 @@ class Store:
                 status, reason = "rejected", SKIP_REASONS.get(res.outcome, f"skipped ({res.outcome})")
             bid = batch_id if res.outcome == 0 else None
             if res.outcome == 0:
-                latencies += [
-                    now - r[0]
-                    for r in conn.execute(
-                        f"SELECT accepted_at FROM receipts WHERE id IN ({','.join('?' * len(ids))})", ids
-                    )
-                ] if len(ids) < 30_000 else []
-            conn.executemany(
-                "UPDATE receipts SET status = ?, reason = ?, batch_id = coalesce(?, batch_id), settled_at = ?"
-                " WHERE id = ? AND status = 'pending'",
-                [(status, reason, bid, now if status == "settled" else None, i) for i in ids],
-            )
+                latencies += [now - accepted_at[i] for i in ids if i in accepted_at]
+            settled_at = now if status == "settled" else None
+            updates += [(status, reason, bid, settled_at, i) for i in ids]
             ch = ledger.channel(res.payer, res.node)
             settled = ch.settled
             if res.outcome == 0:
@@ -424,6 +453,11 @@ class Store:
             ch.settled = settled
             ch.pending -= len(ids)
             ledger.pending -= len(ids)
+        conn.executemany(
+            "UPDATE receipts SET status = ?, reason = ?, batch_id = coalesce(?, batch_id), settled_at = ?"
+            " WHERE id = ? AND status = 'pending'",
+            updates,
+        )
         return latencies
 
     @classmethod
@@ -591,11 +625,17 @@ class Store:
 
     # Reads ---------------------------------------------------------------------------------------------------
     def receipt(self, receipt_id: str) -> dict | None:
+        """A stored receipt (accepted, or kept as equivocation evidence) with its batch's transaction."""
         row = self.reader().execute(
             "SELECT r.*, b.tx_hash AS batch_tx, b.status AS batch_status FROM receipts r"
             " LEFT JOIN batches b ON b.id = r.batch_id WHERE r.id = ?",
             (receipt_id.lower(),),
         ).fetchone()
+        if row is None:
+            row = self.reader().execute(
+                "SELECT *, NULL AS batch_tx, NULL AS batch_status FROM conflicting_receipts WHERE id = ?",
+                (receipt_id.lower(),),
+            ).fetchone()
         return dict(row) if row else None
 
     def receipt_by_struct_hash(self, struct_hash: str) -> dict | None:

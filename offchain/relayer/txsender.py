@@ -67,6 +67,22 @@ def with_retries(fn: Callable[[], T], retries: int, metrics: Metrics | None = No
             attempt += 1
 
 
+class PreparedCall:
+    """Calldata for one contract, with the interface TxSender expects of a web3 contract function."""
+
+    def __init__(self, w3: Any, to: str, data: bytes):
+        self.w3, self.to, self.data = w3, to, data
+
+    def estimate_gas(self, tx: dict) -> int:
+        return self.w3.eth.estimate_gas({**tx, "to": self.to, "data": self.data})
+
+    def call(self, tx: dict) -> bytes:
+        return self.w3.eth.call({**tx, "to": self.to, "data": self.data})
+
+    def build_transaction(self, tx: dict) -> dict:
+        return {**tx, "to": self.to, "data": self.data, "value": 0}
+
+
 class TxSender:
     """The relayer account's transactions, from any thread (one lock orders nonces)."""
 

@@ -1,0 +1,145 @@
+"""Checking submitted receipts without the chain: shape, amounts, timestamp, the node's signature and the voucher's.
+
+These are pure functions of a ``CheckContext`` so that large bulk submissions can be checked in worker processes
+(``check_bulk``), in parallel with the HTTP thread; what needs the chain (is the node active, is a non-EOA voucher
+signature accepted by the escrow) is left to the caller.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Container
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic_core
+from pydantic import ValidationError
+
+from ..messages import Domain, InvalidSignature, SignedReceipt, SignedVoucher, recover_signer
+from .errors import ApiError, from_validation_error
+from .models import SettleItem
+from .store import ValidReceipt
+
+RECEIPT_FIELDS = tuple(SignedReceipt.model_fields)
+VOUCHER_FIELDS = tuple(SignedVoucher.model_fields)
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    network: str
+    escrow_domain: Domain
+    staking_domain: Domain
+    clock_skew: int
+    dispute_window: int
+
+
+@dataclass
+class Checked:
+    """A receipt item past its local checks, with what is still to be asked of the chain."""
+
+    index: int
+    prefix: str
+    valid: ValidReceipt
+    voucher_digest: bytes
+    voucher_ok: bool  # signed by the payer itself (or known good); otherwise ask escrow.is_valid_voucher
+
+
+def check_item(raw: Any, index: int, prefix: str, ctx: CheckContext, now: float,
+               known_vouchers: Container | None = None) -> Checked | ApiError:
+    """Every check of one ``{receipt, voucher}`` item that needs no chain read; ``prefix`` names it in errors."""
+    try:
+        item = SettleItem.model_validate(raw)
+    except ValidationError as exc:
+        return from_validation_error(exc, prefix.rstrip("."))
+    if item.network is not None and item.network != ctx.network:
+        return ApiError(400, "wrong_network", f"{prefix}network", f"this relayer settles on {ctx.network}")
+    r, v = item.receipt, item.voucher
+    if r.payer != v.payer:
+        return ApiError(400, "payer_mismatch", f"{prefix}receipt.payer", "must equal voucher.payer")
+    if r.node != v.node:
+        return ApiError(400, "node_mismatch", f"{prefix}receipt.node", "must equal voucher.node")
+    if r.amount == 0:
+        return ApiError(400, "invalid_amount", f"{prefix}receipt.amount", "must be greater than 0")
+    if r.amount > r.cumulative:
+        return ApiError(400, "invalid_amount", f"{prefix}receipt.amount", "must not exceed receipt.cumulative")
+    if r.cumulative > v.max_cumulative:
+        return ApiError(400, "cap_exceeded", f"{prefix}receipt.cumulative",
+                        f"cumulative {r.cumulative} exceeds the voucher's maxCumulative {v.max_cumulative}")
+    if r.timestamp > now + ctx.clock_skew:
+        return ApiError(400, "invalid_timestamp", f"{prefix}receipt.timestamp", "is in the future")
+    if r.timestamp + ctx.dispute_window < now:
+        return ApiError(400, "invalid_timestamp", f"{prefix}receipt.timestamp",
+                        f"is older than the dispute window ({ctx.dispute_window} s): no longer disputable")
+    struct_hash = r.struct_hash()
+    digest = r.fast_digest(ctx.staking_domain)
+    try:
+        signer = recover_signer(digest, r.signature)
+    except InvalidSignature as exc:
+        return ApiError(400, "invalid_signature", f"{prefix}receipt.signature", str(exc))
+    if signer != r.node:
+        return ApiError(400, "invalid_signature", f"{prefix}receipt.signature",
+                        f"not the node's signature over this deployment's NodeStaking domain (chainId "
+                        f"{ctx.staking_domain.chain_id}, {ctx.staking_domain.verifying_contract}): signed for "
+                        f"another chain or contract, or by another key")
+    vdigest = v.fast_digest(ctx.escrow_domain)
+    voucher_ok = known_vouchers is not None and (vdigest, v.signature) in known_vouchers
+    if not voucher_ok:
+        try:
+            voucher_ok = recover_signer(vdigest, v.signature) == v.payer
+        except InvalidSignature as exc:
+            return ApiError(400, "invalid_signature", f"{prefix}voucher.signature", str(exc))
+    valid = ValidReceipt(id="0x" + digest.hex(), struct_hash="0x" + struct_hash.hex(), receipt=r, voucher=v)
+    return Checked(index, prefix, valid, vdigest, voucher_ok)
+
+
+# Worker processes ------------------------------------------------------------------------------------------------
+_context: CheckContext | None = None
+
+
+def init_worker(ctx: CheckContext, parent: int) -> None:
+    global _context
+    from .keccak import use_fast_keccak
+
+    use_fast_keccak()
+    _context = ctx
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker outlives a relayer killed with SIGKILL otherwise (its queue never reports EOF)."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
+def warm_up() -> bool:
+    return _context is not None
+
+
+def check_bulk(body: bytes, now: float) -> list[tuple]:
+    """Check every item of a bulk body (``{"receipts": [...]}``) in a worker; compact picklable answers."""
+    assert _context is not None, "init_worker was not run"
+    items = pydantic_core.from_json(body)["receipts"]
+    out: list[tuple] = []
+    for i, raw in enumerate(items):
+        res = check_item(raw, i, f"receipts[{i}].", _context, now)
+        if isinstance(res, ApiError):
+            out.append((False, res.status, res.error, res.field, res.reason))
+        else:
+            r, v = res.valid.receipt, res.valid.voucher
+            out.append((True, res.valid.id, res.valid.struct_hash, tuple(getattr(r, f) for f in RECEIPT_FIELDS),
+                        tuple(getattr(v, f) for f in VOUCHER_FIELDS), res.voucher_digest, res.voucher_ok))
+    return out
+
+
+def unpack(index: int, answer: tuple) -> Checked | ApiError:
+    """The main process's view of one ``check_bulk`` answer."""
+    if not answer[0]:
+        return ApiError(*answer[1:])
+    _ok, rid, struct_hash, rvalues, vvalues, vdigest, voucher_ok = answer
+    receipt = SignedReceipt.model_construct(**dict(zip(RECEIPT_FIELDS, rvalues)))
+    voucher = SignedVoucher.model_construct(**dict(zip(VOUCHER_FIELDS, vvalues)))
+    return Checked(index, f"receipts[{index}].", ValidReceipt(rid, struct_hash, receipt, voucher), vdigest,
+                   voucher_ok)
