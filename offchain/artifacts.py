@@ -11,7 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from .deployments import PROJECT_ROOT
@@ -44,7 +44,7 @@ def _source_hash() -> str:
     return digest.hexdigest()[:16]
 
 
-@lru_cache(maxsize=None)
+@cache
 def compiled(name: str) -> dict:
     """``{"abi": [...], "bytecode": "0x..."}`` for a contract, compiling it if the cache is stale."""
     if name not in SOURCES:
@@ -67,7 +67,7 @@ def compiled(name: str) -> dict:
     return artifact
 
 
-@lru_cache(maxsize=None)
+@cache
 def abi(name: str) -> list:
     """The committed ABI of a protocol contract (no compiler needed)."""
     path = ABI_DIR / f"{name}.json"
