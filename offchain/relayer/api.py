@@ -390,7 +390,7 @@ def create_app(relayer: Relayer) -> FastAPI:
         chain = relayer.thread_chain()
         spent = await asyncio.to_thread(lambda: relayer.retry(lambda: chain.escrow.functions.spent(payer, node).call()))
         ch = ledger.get(payer, node)
-        pending = store.receipts_of_channel(payer, node, "pending", limit=100)
+        pending = store.pending_of_channel(payer, node, limit=100)
         return ChannelView(
             payer=payer, node=node, charged=str(ch.charged if ch else 0), settled=str(spent),
             settled_known=str(ch.settled if ch else 0), voucher_cap=str(ch.cap if ch else 0),

@@ -56,8 +56,8 @@ CREATE TABLE IF NOT EXISTS receipts (
 CREATE UNIQUE INDEX IF NOT EXISTS receipts_request ON receipts(node, request_id);
 CREATE INDEX IF NOT EXISTS receipts_struct ON receipts(struct_hash);
 CREATE INDEX IF NOT EXISTS receipts_unbatched ON receipts(accepted_at) WHERE status = 'pending' AND batch_id IS NULL;
-CREATE INDEX IF NOT EXISTS receipts_batch ON receipts(batch_id);
-CREATE INDEX IF NOT EXISTS receipts_channel ON receipts(payer, node, status);
+CREATE INDEX IF NOT EXISTS receipts_batch ON receipts(batch_id) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS receipts_channel ON receipts(payer, node) WHERE status = 'pending';
 CREATE TABLE IF NOT EXISTS conflicting_receipts (  -- a second receipt of a node for a requestId: evidence
     id TEXT PRIMARY KEY,
     conflicts_with TEXT NOT NULL,
@@ -644,11 +644,11 @@ class Store:
         ).fetchone()
         return dict(row) if row else None
 
-    def receipts_of_channel(self, payer: str, node: str, status: str, limit: int = 100) -> list[dict]:
+    def pending_of_channel(self, payer: str, node: str, limit: int = 100) -> list[dict]:
         rows = self.reader().execute(
             "SELECT id, cumulative, amount, batch_id, accepted_at FROM receipts"
-            " WHERE payer = ? AND node = ? AND status = ? ORDER BY accepted_at LIMIT ?",
-            (payer, node, status, limit),
+            " WHERE payer = ? AND node = ? AND status = 'pending' ORDER BY accepted_at LIMIT ?",
+            (payer, node, limit),
         )
         return [dict(r) for r in rows]
 
