@@ -20,10 +20,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from eth_abi import decode as abi_decode
-from eth_abi import encode as abi_encode
 from eth_utils import event_abi_to_log_topic, function_abi_to_4byte_selector
 
 from ..artifacts import abi
+from ..messages import _address_of as address_of
 from ..messages import merkle_root
 from .store import ClaimResult, Store
 from .txsender import BroadcastError, PreparedCall, is_revert, is_transient, revert_message
@@ -53,32 +53,56 @@ TOPIC_SKIPPED = event_abi_to_log_topic(_abi_item("event", "ClaimSkipped"))
 TOPIC_BATCH = event_abi_to_log_topic(_abi_item("event", "BatchSettled"))
 
 
+def settle_calldata(claims: list[dict], root: bytes) -> bytes:
+    """ABI encoding of ``settle_batch(claims, root)``, laid out by hand (the tests check it against eth-abi).
+
+    Each Claim ``(address, address, uint256, bytes, uint256)`` is a dynamic tuple: five head words (the bytes field
+    as an offset, 160), then the signature's length and its bytes padded to a word boundary."""
+    out = [SETTLE_SELECTOR, (64).to_bytes(32, "big"), root, len(claims).to_bytes(32, "big")]
+    tails, offset = [], 32 * len(claims)
+    for c in claims:
+        sig = bytes.fromhex(c["signature"][2:])
+        padded = sig + bytes(-len(sig) % 32)
+        tail = b"".join((
+            bytes(12), bytes.fromhex(c["payer"][2:]), bytes(12), bytes.fromhex(c["node"][2:]),
+            int(c["maxCumulative"]).to_bytes(32, "big"), (160).to_bytes(32, "big"), int(c["total"]).to_bytes(32, "big"),
+            len(sig).to_bytes(32, "big"), padded,
+        ))
+        out.append(offset.to_bytes(32, "big"))
+        tails.append(tail)
+        offset += len(tail)
+    return b"".join(out + tails)
+
+
 def settle_call(w3: object, escrow: str, claims: list[dict], root: bytes) -> PreparedCall:
-    data = SETTLE_SELECTOR + abi_encode(SETTLE_TYPES, [[claim_tuple(c) for c in claims], root])
-    return PreparedCall(w3, escrow, data)
+    return PreparedCall(w3, escrow, settle_calldata(claims, root))
 
 
 def _topic_address(topic: bytes) -> str:
-    from eth_utils import to_checksum_address
+    return address_of(bytes(topic)[12:])
 
-    return to_checksum_address(bytes(topic)[12:])
+
+def _word(data: bytes, index: int) -> int:
+    return int.from_bytes(data[32 * index:32 * index + 32], "big")
 
 
 def decode_batch_logs(receipt: dict, escrow: str) -> tuple[dict, dict, int]:
-    """(settled {(payer, node): (amount, total)}, skipped {(payer, node): (total, reason)}, batch amount)."""
+    """(settled {(payer, node): (amount, total)}, skipped {(payer, node): (total, reason)}, batch amount).
+
+    The events' layouts are fixed (indexed payer and node; uint words in data), so they are read directly."""
     settled, skipped, amount = {}, {}, 0
+    escrow = escrow.lower()
     for log_ in receipt["logs"]:
-        if log_["address"].lower() != escrow.lower() or not log_["topics"]:
+        if log_["address"].lower() != escrow or not log_["topics"]:
             continue
-        topic, data = bytes(log_["topics"][0]), bytes(log_["data"])
+        topics, data = log_["topics"], bytes(log_["data"])
+        topic = bytes(topics[0])
         if topic == TOPIC_SETTLED:
-            key = (_topic_address(log_["topics"][1]), _topic_address(log_["topics"][2]))
-            settled[key] = abi_decode(["uint256", "uint256"], data)
+            settled[(_topic_address(topics[1]), _topic_address(topics[2]))] = (_word(data, 0), _word(data, 1))
         elif topic == TOPIC_SKIPPED:
-            key = (_topic_address(log_["topics"][1]), _topic_address(log_["topics"][2]))
-            skipped[key] = abi_decode(["uint256", "uint8"], data)
+            skipped[(_topic_address(topics[1]), _topic_address(topics[2]))] = (_word(data, 0), _word(data, 1))
         elif topic == TOPIC_BATCH:
-            amount += abi_decode(["uint256", "uint256", "uint256"], data)[2]
+            amount += _word(data, 2)
     return settled, skipped, amount
 
 
@@ -134,10 +158,12 @@ class Batcher:
             })
         claims.sort(key=lambda c: (c["node"].lower(), c["payer"].lower()))
         ids = {k: [r["id"] for r in v] for k, v in by_channel.items()}
-        go, skipped, gas = self._simulate(claims, ids)  # a revert (never expected) is retried by the worker
+        root = root_of([i for v in ids.values() for i in v])
+        go, skipped, gas = self._simulate(claims, root)  # a revert (never expected) is retried by the worker
         go_ids = {(c["payer"], c["node"]): ids[(c["payer"], c["node"])] for c in go}
         skipped_ids = {(s.payer, s.node): ids[(s.payer, s.node)] for s in skipped}
-        root = root_of([i for v in go_ids.values() for i in v])
+        if skipped:
+            root = root_of([i for v in go_ids.values() for i in v])
         batch_id = self.store.call(Store.job_build_batch, self.r.ledger, go, "0x" + root.hex(), go_ids, skipped,
                                    skipped_ids, time.time())
         self._count_skipped(skipped, skipped_ids)
@@ -152,7 +178,7 @@ class Batcher:
             n = len(ids[(s.payer, s.node)]) if ids else (per_claim or {}).get((s.payer, s.node), 0)
             self.r.metrics.receipts_resolved.inc(n, "settled" if s.outcome == STALE else "rejected")
 
-    def _simulate(self, claims: list[dict], ids: dict) -> tuple[list[dict], list[ClaimResult], int | None]:
+    def _simulate(self, claims: list[dict], root: bytes) -> tuple[list[dict], list[ClaimResult], int | None]:
         """eth_call settle_batch; split the claims into those that pay and those the contract would skip.
 
         The call runs under the static gas bound of the claims; when that succeeds and every claim pays, the bound
@@ -160,7 +186,6 @@ class Batcher:
         of a dozen executions of the whole batch)."""
         if not claims:
             return [], [], None
-        root = root_of([i for v in ids.values() for i in v])
         call = settle_call(self.chain.w3, self.escrow.address, claims, root)
         bound = self._gas_bound(claims)
         try:
@@ -227,7 +252,7 @@ class Batcher:
             return
         txs = self.store.transactions("batch", str(batch["id"]))
         for tx in reversed(txs):
-            receipt = self.sender.receipt(tx["tx_hash"])
+            receipt = self.sender.raw_receipt(tx["tx_hash"])
             if receipt is not None:
                 self._mined(batch, tx["tx_hash"], receipt)
                 return
@@ -253,9 +278,11 @@ class Batcher:
         for rid, payer, node in self.store.batch_receipt_ids(batch_id):
             ids.setdefault((payer, node), []).append(rid)
         claims = [c for c in json.loads(batch["claims"]) if (c["payer"], c["node"]) in ids]
-        go, skipped, gas = self._simulate(claims, ids)
+        root = root_of([i for v in ids.values() for i in v])
+        go, skipped, gas = self._simulate(claims, root)
         go_ids = {(c["payer"], c["node"]): ids[(c["payer"], c["node"])] for c in go}
-        root = root_of([i for v in go_ids.values() for i in v])
+        if skipped:
+            root = root_of([i for v in go_ids.values() for i in v])
         counts = {k: len(v) for k, v in ids.items()}
         self.store.call(Store.job_rebuild_batch, self.r.ledger, batch_id, go, "0x" + root.hex(), skipped, time.time())
         self._count_skipped(skipped, None, counts)
@@ -278,10 +305,9 @@ class Batcher:
             return
         settled, skipped, amount = decode_batch_logs(receipt, self.escrow.address)
         results: list[ClaimResult] = []
-        counts: dict[tuple[str, str], int] = {}
-        for _rid, payer, node in self.store.batch_receipt_ids(batch_id):
-            counts[(payer, node)] = counts.get((payer, node), 0) + 1
-        for c in json.loads(batch["claims"]):
+        claims = json.loads(batch["claims"])
+        counts = {(c["payer"], c["node"]): int(c.get("receipts", 0)) for c in claims}
+        for c in claims:
             key = (c["payer"], c["node"])
             if key in settled:
                 results.append(ClaimResult(c["payer"], c["node"], SETTLED, int(settled[key][1])))

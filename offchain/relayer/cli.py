@@ -89,6 +89,10 @@ def _build(settings: RelayerSettings):
 def _serve(relayer) -> int:
     import uvicorn
 
+    # The HTTP thread shares the GIL with the store writer and the chain worker; a shorter switch interval (default
+    # 5 ms) keeps a busy background thread from holding acknowledgements back for whole milliseconds.
+    sys.setswitchinterval(0.0005)
+
     from .api import create_asgi
 
     settings = relayer.settings

@@ -140,6 +140,15 @@ class Metrics:
             "POST /settle (opg-credit) handling time, body read to answer.",
             (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
+        self.commit_work = Histogram(
+            "opg_relayer_store_commit_work_seconds", "Time a group commit spends running its jobs (SQL).",
+            (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
+        self.commit_sync = Histogram(
+            "opg_relayer_store_commit_sync_seconds", "Time a group commit spends in COMMIT (WAL write and fsync).",
+            (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
+        self.commit_jobs = Histogram(
+            "opg_relayer_store_commit_jobs", "Jobs (submissions, batch updates) per group commit.",
+            (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024))
         self.gauges: list[Gauge] = []
 
     def gauge(self, name: str, help_: str, read: Callable[[], dict[tuple[str, ...], float]],
@@ -151,7 +160,8 @@ class Metrics:
         for metric in (
             self.receipts_accepted, self.receipts_duplicate, self.receipts_refused, self.receipts_resolved,
             self.batches, self.gas_used, self.fees_wei, self.slashes, self.verdicts, self.verify, self.exact,
-            self.rpc_errors, self.settle_latency, self.ack_latency, *self.gauges,
+            self.rpc_errors, self.settle_latency, self.ack_latency, self.commit_work, self.commit_sync,
+            self.commit_jobs, *self.gauges,
         ):
             lines += metric.render()
         return "\n".join(lines) + "\n"

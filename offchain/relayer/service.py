@@ -60,6 +60,7 @@ class Relayer:
         self.metrics = Metrics()
         self.ledger = Ledger()
         self.store = Store(settings.store, self.ledger)
+        self.store.on_commit = self._observe_commit
         self.store.open(self.chain_id, self.escrow_address, self.staking_address)
         self.sender = TxSender(self.sender_chain.w3, self.account, self.store, settings, self.metrics, self.chain_id)
         self.credit = CreditScheme(self)
@@ -77,6 +78,11 @@ class Relayer:
                            lambda: {(k,): v for k, v in self.store.batch_counts().items()}, ("status",))
         self.metrics.gauge("opg_relayer_store_commits", "SQLite group commits so far.",
                            lambda: {(): self.store.commits})
+
+    def _observe_commit(self, work: float, sync: float, jobs: int) -> None:
+        self.metrics.commit_work.observe(work)
+        self.metrics.commit_sync.observe(sync)
+        self.metrics.commit_jobs.observe(jobs)
 
     # Shared helpers ----------------------------------------------------------------------------------------------
     def thread_chain(self) -> Chain:

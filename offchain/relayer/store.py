@@ -225,6 +225,7 @@ class Store:
         self._writer: threading.Thread | None = None
         self.commits = 0
         self.jobs_committed = 0
+        self.on_commit: Callable[[float, float, int], None] | None = None  # (work s, fsync s, jobs)
 
     # Lifecycle -----------------------------------------------------------------------------------------------
     def open(self, chain_id: int, escrow: str, staking: str) -> None:
@@ -294,6 +295,7 @@ class Store:
                     break
                 jobs.append(nxt)
             results: list[tuple[bool, Any]] = []
+            started = time.perf_counter()
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 for job in jobs:
@@ -305,12 +307,15 @@ class Store:
                         conn.execute("ROLLBACK TO job")
                         conn.execute("RELEASE job")
                         results.append((False, exc))
+                work = time.perf_counter()
                 conn.execute("COMMIT")
             except Exception:
                 log.critical("store commit failed; exiting so that nothing unacknowledged is promised", exc_info=True)
                 os._exit(70)
             self.commits += 1
             self.jobs_committed += len(jobs)
+            if self.on_commit is not None:
+                self.on_commit(work - started, time.perf_counter() - work, len(jobs))
             for job, (ok, value) in zip(jobs, results):
                 if ok:
                     job.future.set_result(value)

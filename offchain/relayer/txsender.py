@@ -176,6 +176,25 @@ class TxSender:
         except TransactionNotFound:
             return None
 
+    def raw_receipt(self, tx_hash: str) -> dict | None:
+        """The transaction receipt without web3's result formatting (costly for a batch's hundreds of logs):
+        status, blockNumber, gasUsed, effectiveGasPrice as ints; logs with address, topics and data as bytes."""
+        answer = self.retry(lambda: self.w3.provider.make_request("eth_getTransactionReceipt", [tx_hash]))
+        if "error" in answer:
+            raise RuntimeError(f"eth_getTransactionReceipt {tx_hash}: {answer['error']}")
+        raw = answer.get("result")
+        if raw is None:
+            return None
+        return {
+            "transactionHash": tx_hash,
+            "status": int(raw["status"], 16),
+            "blockNumber": int(raw["blockNumber"], 16),
+            "gasUsed": int(raw["gasUsed"], 16),
+            "effectiveGasPrice": int(raw.get("effectiveGasPrice") or "0x0", 16),
+            "logs": [{"address": log_["address"], "topics": [bytes.fromhex(t[2:]) for t in log_["topics"]],
+                      "data": bytes.fromhex(log_["data"][2:])} for log_ in raw.get("logs", [])],
+        }
+
     def known(self, tx_hash: str) -> bool:
         """Whether the node knows the transaction (pending or mined)."""
         try:
