@@ -29,8 +29,22 @@ from ..messages import InvalidSignature, recover_signer
 from .errors import ApiError, field_path, from_validation_error
 from .metrics import CONTENT_TYPE
 from .models import (
-    SCHEME_CREDIT, SCHEME_EXACT, BatchView, BulkItemResult, BulkSettle, BulkSettleAnswer, ChannelView, ClaimView,
-    ErrorBody, Health, ReceiptView, SettleAnswer, SettleItem, SlashView, VerdictAnswer, VerdictIn,
+    SCHEME_CREDIT,
+    SCHEME_EXACT,
+    BatchView,
+    BulkItemResult,
+    BulkSettle,
+    BulkSettleAnswer,
+    ChannelView,
+    ClaimView,
+    ErrorBody,
+    Health,
+    ReceiptView,
+    SettleAnswer,
+    SettleItem,
+    SlashView,
+    VerdictAnswer,
+    VerdictIn,
 )
 from .store import Store, ValidReceipt
 

@@ -202,13 +202,14 @@ class Batcher:
                 raise
         [outcomes] = abi_decode(["uint8[]"], bytes(raw))
         go, skipped = [], []
-        for claim, outcome in zip(claims, outcomes):
+        for claim, outcome in zip(claims, outcomes, strict=True):
             if outcome == SETTLED:
                 go.append(claim)
                 continue
             spent = None
             if outcome == STALE:
-                spent = self.sender.retry(lambda: self.escrow.functions.spent(claim["payer"], claim["node"]).call())
+                spent = self.sender.retry(
+                    lambda c=claim: self.escrow.functions.spent(c["payer"], c["node"]).call())
             skipped.append(ClaimResult(claim["payer"], claim["node"], outcome, int(claim["total"]), spent))
             log.info("claim %s -> %s skipped at simulation (outcome %d)", claim["payer"], claim["node"], outcome)
         return go, skipped, bound if len(go) == len(claims) else None
@@ -315,7 +316,7 @@ class Batcher:
                 reason = int(skipped[key][1]) if key in skipped else STALE
                 spent = None
                 if reason == STALE:
-                    spent = self.sender.retry(lambda: self.escrow.functions.spent(c["payer"], c["node"]).call())
+                    spent = self.sender.retry(lambda c=c: self.escrow.functions.spent(c["payer"], c["node"]).call())
                 results.append(ClaimResult(c["payer"], c["node"], reason, int(c["total"]), spent))
         gas_price = int(receipt.get("effectiveGasPrice", 0))
         latencies = self.store.call(Store.job_batch_confirmed, self.r.ledger, batch_id, tx_hash,

@@ -11,6 +11,7 @@ defaults. The keystore password is read from OPG_RELAYER_PASSWORD or --password-
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -92,6 +93,11 @@ def _serve(relayer) -> int:
     # The HTTP thread shares the GIL with the store writer and the chain worker; a shorter switch interval (default
     # 5 ms) keeps a busy background thread from holding acknowledgements back for whole milliseconds.
     sys.setswitchinterval(0.0005)
+    # Start-up objects (modules, ABIs, caches) are never garbage, and the cyclic collector's full passes over a large
+    # heap are the longest pauses an acknowledgement can hit: freeze what exists and collect young objects less often.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
     from .api import create_asgi
 

@@ -12,12 +12,11 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+import pydantic_core
 from pydantic import ValidationError
 from x402.schemas import VerifyRequest, VerifyResponse
 
 from ..chain import ROLE_INFERENCE
-import pydantic_core
-
 from ..messages import InvalidSignature, SignedVoucher, recover_signer
 from .errors import ApiError, from_validation_error
 from .models import SCHEME_CREDIT, CreditPayload
@@ -64,7 +63,7 @@ class CreditScheme:
         self.staking_domain = relayer.staking_domain
         self.ctx = CheckContext(self.network, self.escrow_domain, self.staking_domain, relayer.settings.clock_skew,
                                 relayer.dispute_window)
-        self._vouchers_ok: _LRU = _LRU(200_000)
+        self._vouchers_ok: _LRU = _LRU(50_000)
         self._nodes: dict[str, tuple[bool, float]] = {}
 
     # Chain reads (blocking; called from worker threads) -------------------------------------------------------

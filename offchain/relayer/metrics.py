@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import bisect
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def _labels(names: tuple[str, ...], values: tuple[str, ...], extra: str = "") -> str:
-    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values)]
+    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
     if extra:
         parts.append(extra)
     return "{" + ",".join(parts) + "}" if parts else ""
@@ -98,7 +98,7 @@ class Histogram:
     def render(self) -> list[str]:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
         running = 0
-        for bound, count in zip(self.buckets + (float("inf"),), self._counts):
+        for bound, count in zip(self.buckets + (float("inf"),), self._counts, strict=True):
             running += count
             lines.append(f'{self.name}_bucket{{le="{_num(bound)}"}} {running}')
         lines.append(f"{self.name}_sum {_num(self._sum)}")

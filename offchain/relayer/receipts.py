@@ -139,7 +139,7 @@ def unpack(index: int, answer: tuple) -> Checked | ApiError:
     if not answer[0]:
         return ApiError(*answer[1:])
     _ok, rid, struct_hash, rvalues, vvalues, vdigest, voucher_ok = answer
-    receipt = SignedReceipt.model_construct(**dict(zip(RECEIPT_FIELDS, rvalues)))
-    voucher = SignedVoucher.model_construct(**dict(zip(VOUCHER_FIELDS, vvalues)))
+    receipt = SignedReceipt.model_construct(**dict(zip(RECEIPT_FIELDS, rvalues, strict=True)))
+    voucher = SignedVoucher.model_construct(**dict(zip(VOUCHER_FIELDS, vvalues, strict=True)))
     return Checked(index, f"receipts[{index}].", ValidReceipt(rid, struct_hash, receipt, voucher), vdigest,
                    voucher_ok)

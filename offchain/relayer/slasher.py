@@ -88,7 +88,7 @@ class Slasher:
         verdicts = []
         for v in self.store.verdicts(receipt_hash, valid=False):
             active = self.sender.retry(
-                lambda: self.staking.functions.is_active_as(v["verifier"], ROLE_VERIFIER).call())
+                lambda v=v: self.staking.functions.is_active_as(v["verifier"], ROLE_VERIFIER).call())
             if active:
                 verdicts.append({"verifier": v["verifier"], "signature": v["signature"]})
         if len(verdicts) < self.fraud_quorum():

@@ -20,9 +20,10 @@ import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..messages import SignedReceipt, SignedVoucher
 from .ledger import Ledger
@@ -316,7 +317,7 @@ class Store:
             self.jobs_committed += len(jobs)
             if self.on_commit is not None:
                 self.on_commit(work - started, time.perf_counter() - work, len(jobs))
-            for job, (ok, value) in zip(jobs, results):
+            for job, (ok, value) in zip(jobs, results, strict=True):
                 if ok:
                     job.future.set_result(value)
                 else:

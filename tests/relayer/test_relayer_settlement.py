@@ -175,3 +175,19 @@ def test_x402_shaped_credit_settle(relayer, devnet):
     relayer.wait_receipts([answer["id"]])
     assert devnet.spent(payer, node) == OPG
     wait_until(lambda: relayer.get("/healthz").json()["pendingReceipts"] == 0, what="no pending receipts")
+
+
+def test_receipt_ids_are_the_contract_digests(relayer, devnet):
+    """The relayer's receipt id is NodeStaking.receipt_digest; receiptHash is receipt_hash (what verdicts sign)."""
+    node, payer = devnet.new_node(), devnet.new_payer()
+    ch = ChannelSim(devnet, payer, node)
+    voucher = ch.voucher(5 * OPG)
+    receipt = ch.receipt(OPG, cumulative=OPG)
+    answer = relayer.post("/settle", item(receipt, voucher)).json()
+    r = receipt.receipt
+    assert answer["id"] == "0x" + bytes(devnet.staking.functions.receipt_digest(r.as_tuple()).call()).hex()
+    view = relayer.receipt_status(answer["id"])
+    assert view["receiptHash"] == "0x" + bytes(devnet.staking.functions.receipt_hash(r.as_tuple()).call()).hex()
+    assert bytes(devnet.escrow.functions.voucher_digest(payer.address, node.address, 5 * OPG).call()) == \
+        voucher.voucher.fast_digest(devnet.escrow_domain)
+    relayer.wait_receipts([answer["id"]])

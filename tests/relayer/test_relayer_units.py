@@ -1,0 +1,124 @@
+"""Unit checks of the relayer's fast paths against the reference implementations (no chain, no process)."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+from eth_abi import encode
+from eth_account import Account
+from eth_keys import keys
+
+from offchain.messages import (
+    SECP256K1_HALF_N,
+    Domain,
+    InvalidSignature,
+    Receipt,
+    Verdict,
+    Voucher,
+    recover_signer,
+)
+from offchain.relayer.batcher import SETTLE_SELECTOR, SETTLE_TYPES, claim_tuple, decode_batch_logs, settle_calldata
+from offchain.relayer.ledger import Ledger
+from offchain.relayer.metrics import Metrics
+
+
+def random_claims(n: int) -> list[dict]:
+    return [{"payer": Account.create().address, "node": Account.create().address,
+             "maxCumulative": str(secrets.randbits(250)), "signature": "0x" + secrets.token_hex(65),
+             "total": str(secrets.randbits(120))} for _ in range(n)]
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 256])
+def test_settle_calldata_matches_eth_abi(n):
+    claims, root = random_claims(n), secrets.token_bytes(32)
+    expected = SETTLE_SELECTOR + encode(SETTLE_TYPES, [[claim_tuple(c) for c in claims], root])
+    assert settle_calldata(claims, root) == expected
+
+
+def test_fast_digest_equals_eth_account_digest():
+    d1 = Domain.staking(31337, Account.create().address)
+    d2 = Domain.escrow(8453, Account.create().address)
+    acct = Account.create()
+    messages = [
+        Receipt(request_id="0x" + secrets.token_hex(32), payer=acct.address, node=Account.create().address,
+                model_id="0x" + secrets.token_hex(32), input_hash="0x" + secrets.token_hex(32),
+                output_hash="0x" + secrets.token_hex(32), amount=2**200, cumulative=2**256 - 1, timestamp=2**64 - 1),
+        Voucher(payer=acct.address, node=Account.create().address, max_cumulative=12345),
+        Verdict(receipt_hash="0x" + secrets.token_hex(32), valid=True),
+        Verdict(receipt_hash="0x" + secrets.token_hex(32), valid=False),
+    ]
+    for m in messages:
+        for d in (d1, d2):
+            assert m.fast_digest(d) == m.digest(d)
+            assert recover_signer(m.fast_digest(d), m.sign_with(acct.key, d)) == acct.address
+
+
+def test_recovery_agrees_with_eth_keys_and_refuses_malleable():
+    digest = secrets.token_bytes(32)
+    for _ in range(300):
+        r, s = secrets.randbits(256), secrets.randbits(255)
+        for v in (27, 28):
+            sig = r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([v])
+            try:
+                ours = recover_signer(digest, sig)
+            except InvalidSignature:
+                ours = None
+            if s > SECP256K1_HALF_N:
+                assert ours is None
+                continue
+            try:
+                ref = keys.Signature(vrs=(v - 27, r, s)).recover_public_key_from_msg_hash(digest).to_checksum_address()
+            except Exception:
+                ref = None
+            assert ours == ref
+
+
+def test_decode_batch_logs_reads_the_escrow_events_only():
+    from offchain.relayer.batcher import TOPIC_BATCH, TOPIC_SETTLED, TOPIC_SKIPPED
+
+    escrow, other = Account.create().address, Account.create().address
+    payer, node = Account.create().address, Account.create().address
+
+    def topic(addr: str) -> bytes:
+        return bytes(12) + bytes.fromhex(addr[2:])
+
+    def words(*values: int) -> bytes:
+        return b"".join(v.to_bytes(32, "big") for v in values)
+
+    logs = [
+        {"address": escrow, "topics": [TOPIC_SETTLED, topic(payer), topic(node)], "data": words(5, 9)},
+        {"address": escrow, "topics": [TOPIC_SKIPPED, topic(node), topic(payer)], "data": words(7, 4)},
+        {"address": other, "topics": [TOPIC_SETTLED, topic(node), topic(node)], "data": words(1, 1)},
+        {"address": escrow.lower(), "topics": [TOPIC_BATCH, bytes(32), topic(other)], "data": words(2, 1, 5)},
+    ]
+    settled, skipped, amount = decode_batch_logs({"logs": logs}, escrow)
+    assert settled == {(payer, node): (5, 9)}
+    assert skipped == {(node, payer): (7, 4)}
+    assert amount == 5
+
+
+def test_ledger_outstanding_counts_unsettled_charges_of_every_channel():
+    ledger = Ledger()
+    a = ledger.channel("0xP", "0xA")
+    b = ledger.channel("0xP", "0xB")
+    a.charged, a.settled = 10, 4
+    b.charged, b.settled = 3, 3
+    ledger.channel("0xQ", "0xA").charged = 100
+    assert ledger.outstanding("0xP") == 6
+    assert ledger.outstanding("0xnobody") == 0
+
+
+def test_metrics_text_format():
+    m = Metrics()
+    m.receipts_accepted.inc(3)
+    m.receipts_refused.inc(1, "invalid_signature")
+    m.settle_latency.observe_many([0.1, 3.0, 1000.0])
+    m.gauge("opg_relayer_pending_receipts", "pending", lambda: {(): 7})
+    text = m.render()
+    assert "opg_relayer_receipts_accepted_total 3\n" in text
+    assert 'opg_relayer_receipts_refused_total{error="invalid_signature"} 1\n' in text
+    assert 'opg_relayer_settle_latency_seconds_bucket{le="0.25"} 1\n' in text
+    assert 'opg_relayer_settle_latency_seconds_bucket{le="+Inf"} 3\n' in text
+    assert "opg_relayer_settle_latency_seconds_count 3\n" in text
+    assert "# TYPE opg_relayer_pending_receipts gauge\nopg_relayer_pending_receipts 7\n" in text
