@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -175,6 +176,9 @@ def _x402_dump(model: Any) -> dict:
 def create_app(relayer: Relayer) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        # Blocking chain reads and exact settlements (which wait for their transaction) run in threads: room for
+        # many at once, so a few slow ones never hold the others back.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=64, thread_name_prefix="io"))
         relayer.start()
         try:
             yield
@@ -401,8 +405,8 @@ def create_app(relayer: Relayer) -> FastAPI:
         from eth_utils import to_checksum_address
 
         payer, node = to_checksum_address(payer), to_checksum_address(node)
-        chain = relayer.thread_chain()
-        spent = await asyncio.to_thread(lambda: relayer.retry(lambda: chain.escrow.functions.spent(payer, node).call()))
+        spent = await asyncio.to_thread(lambda: relayer.retry(
+            lambda: relayer.thread_chain().escrow.functions.spent(payer, node).call()))
         ch = ledger.get(payer, node)
         pending = store.pending_of_channel(payer, node, limit=100)
         return ChannelView(
@@ -457,9 +461,8 @@ def create_app(relayer: Relayer) -> FastAPI:
         if signer != body.verifier:
             raise ApiError(400, "invalid_signature", "signature",
                            "not the verifier's signature over this deployment's NodeStaking domain")
-        chain = relayer.thread_chain()
         active = await asyncio.to_thread(lambda: relayer.retry(
-            lambda: chain.staking.functions.is_active_as(body.verifier, ROLE_VERIFIER).call()))
+            lambda: relayer.thread_chain().staking.functions.is_active_as(body.verifier, ROLE_VERIFIER).call()))
         if not active:
             raise ApiError(400, "verifier_not_active", "verifier", f"{body.verifier} is not an active verifier")
         stored = await asyncio.wrap_future(store.submit(Store.job_verdict, body.receipt_hash, body.verifier,

@@ -67,10 +67,11 @@ class CreditScheme:
         self._nodes: dict[str, tuple[bool, float]] = {}
 
     # Chain reads (blocking; called from worker threads) -------------------------------------------------------
-    def node_active(self, node: str) -> bool:
+    def node_active(self, node: str, fresh: bool = False) -> bool:
+        """staking.is_active_as(node, INFERENCE), cached briefly unless ``fresh``."""
         cached = self._nodes.get(node)
         now = time.monotonic()
-        if cached is not None and cached[1] > now:
+        if not fresh and cached is not None and cached[1] > now:
             return cached[0]
         chain = self.r.thread_chain()
         active = bool(self.r.retry(lambda: chain.staking.functions.is_active_as(node, ROLE_INFERENCE).call()))
@@ -128,7 +129,7 @@ class CreditScheme:
             signer = None
             if "malleable" in str(exc) or "v must be" in str(exc):
                 return invalid(INVALID_SIGNATURE, str(exc))
-        if not self.node_active(voucher.node):
+        if not self.node_active(voucher.node, fresh=True):
             return invalid(NODE_NOT_ACTIVE, f"node {voucher.node} is not an active inference node")
         signed = SignedVoucher(payer=payer, node=voucher.node, max_cumulative=voucher.max_cumulative,
                                signature=payload.signature)
