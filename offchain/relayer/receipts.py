@@ -96,6 +96,8 @@ def check_item(raw: Any, index: int, prefix: str, ctx: CheckContext, now: float,
 
 # Worker processes ------------------------------------------------------------------------------------------------
 _context: CheckContext | None = None
+_known_vouchers: dict[tuple[bytes, str], bool] = {}  # voucher signatures this worker found to be the payer's
+_KNOWN_MAX = 50_000
 
 
 def init_worker(ctx: CheckContext, parent: int) -> None:
@@ -124,7 +126,11 @@ def check_bulk(body: bytes, now: float) -> list[tuple]:
     items = pydantic_core.from_json(body)["receipts"]
     out: list[tuple] = []
     for i, raw in enumerate(items):
-        res = check_item(raw, i, f"receipts[{i}].", _context, now)
+        res = check_item(raw, i, f"receipts[{i}].", _context, now, _known_vouchers)
+        if isinstance(res, Checked) and res.voucher_ok:
+            if len(_known_vouchers) >= _KNOWN_MAX:
+                _known_vouchers.clear()
+            _known_vouchers[(res.voucher_digest, res.valid.voucher.signature)] = True
         if isinstance(res, ApiError):
             out.append((False, res.status, res.error, res.field, res.reason))
         else:
