@@ -1,0 +1,390 @@
+"""Gas benchmark on a real anvil node: batch settlement versus one x402 "exact" payment.
+
+Starts its own anvil (``node_modules/.bin/anvil`` on a free port, stopped at the end), compiles the contracts with
+the pinned vyper (``offchain.artifacts``: ``vyper -p . -f abi,bytecode``), deploys them with web3.py
+(``offchain.devchain.deploy_web3``, the same wiring as ``ape run deploy``) and measures the ``gasUsed`` of mined
+transactions:
+
+* ``CreditEscrow.settle_batch`` with 1, 10 and 100 claims, on NEW channels (never settled: ``spent == 0``) and on
+  EXISTING channels (settled once before, so ``spent != 0``), for 100 distinct payers paying one node, and for the
+  variant 10 payers x 10 nodes (claims ordered by node, so fees are forwarded once per node);
+* one ``OPG.transferWithAuthorization`` (EIP-3009, what an x402 "exact" payment executes), with the (v, r, s) and
+  the bytes-signature overloads, to a payee that already holds OPG and to a fresh one.
+
+Every measurement starts from the same chain state (``evm_snapshot`` / ``evm_revert``). Then it traces a 1-claim and
+a 10-claim batch (``debug_traceTransaction``) and splits the gas of one more claim into calldata, storage, the
+ECRECOVER precompile, hashing, logs and the rest, so that a missed target can be explained.
+
+    .venv/bin/python bench/gas.py          # prints a table, writes bench/results/gas.json
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from eth_account import Account  # noqa: E402
+from eth_account.messages import encode_typed_data  # noqa: E402
+from eth_utils import keccak  # noqa: E402
+from web3 import Web3  # noqa: E402
+
+from offchain.artifacts import _source_hash  # noqa: E402
+from offchain.deployments import Params  # noqa: E402
+from offchain.devchain import Anvil, anvil_binary, anvil_key, deploy_web3, send, transact  # noqa: E402
+from offchain.messages import Domain, Voucher  # noqa: E402
+
+OPG = 10**18
+RESULTS = ROOT / "bench" / "results" / "gas.json"
+TARGETS = {"marginal_gas_per_claim": 15_000, "gas_per_request": 300}
+EXACT_PAYMENT_REFERENCE = (65_000, 82_000)  # the issue's figure for one x402 "exact" payment
+REQUESTS_PER_CLAIM = 100  # a voucher covers this many requests in the gas-per-request figure
+SIZES = (1, 10, 100)
+PRICE = 10**15  # 0.001 OPG per request
+
+
+def key_of(label: str) -> str:
+    """A deterministic benchmark key (never a real account)."""
+    return "0x" + keccak(text=f"opg-gas-bench:{label}").hex()
+
+
+class Bench:
+    def __init__(self, w3: Web3):
+        self.w3 = w3
+        self.deployer = anvil_key(0)
+        self.relayer = anvil_key(1)
+        # Production parameters: a one-day epoch, so that no run crosses an epoch boundary (a new epoch's first
+        # batch writes fresh distributor slots, which would blur the comparison).
+        self.system = deploy_web3(w3, self.deployer, params=Params())
+        self.opg, self.escrow = self.system.opg, self.system.escrow
+        self.domain = Domain.escrow(w3.eth.chain_id, self.escrow.address)
+        self.payers = [key_of(f"payer-{i}") for i in range(100)]
+        self.nodes = [key_of(f"node-{i}") for i in range(10)]
+        self.verifier = key_of("verifier")
+        self.warmup_payer = key_of("warmup-payer")
+        self._sig_cache: dict[tuple, bytes] = {}
+
+    # ---- set-up ------------------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        params = self.system.deployment.params
+        staking = self.system.staking
+        for key, role in [(k, 1) for k in self.nodes] + [(self.verifier, 2)]:
+            address = Account.from_key(key).address
+            stake = params.min_inference_stake if role == 1 else params.min_verifier_stake
+            send(self.w3, self.deployer, {"to": address, "value": 10**18})
+            transact(self.w3, self.deployer, self.opg.functions.transfer(address, stake + 1_000 * OPG))
+            transact(self.w3, key, self.opg.functions.approve(staking.address, stake))
+            transact(self.w3, key, staking.functions.register(role, stake, "http://bench.invalid"))
+        transact(self.w3, self.deployer, self.opg.functions.approve(self.escrow.address, 2**256 - 1))
+        for key in [*self.payers, self.warmup_payer]:
+            payer = Account.from_key(key).address
+            transact(self.w3, self.deployer, self.escrow.functions.deposit_for(payer, 1_000 * OPG))
+        # Steady state: the distributor has already credited every node, the treasury and the verifier pool in
+        # this epoch, so that "new channels" measures new channels, not the protocol's first batch ever.
+        self.settle([self.claim(self.warmup_payer, node, PRICE) for node in self.nodes])
+
+    # ---- helpers -----------------------------------------------------------------------------------------
+
+    def snapshot(self) -> str:
+        return self.w3.provider.make_request("evm_snapshot", [])["result"]
+
+    def revert(self, snapshot_id: str) -> None:
+        assert self.w3.provider.make_request("evm_revert", [snapshot_id])["result"] is True
+
+    def claim(self, payer_key: str, node_key: str, total: int) -> tuple:
+        payer, node = Account.from_key(payer_key).address, Account.from_key(node_key).address
+        cache_key = (payer_key, node_key, total)
+        if cache_key not in self._sig_cache:
+            voucher = Voucher(payer=payer, node=node, max_cumulative=total)
+            self._sig_cache[cache_key] = bytes.fromhex(voucher.sign_with(payer_key, self.domain)[2:])
+        return (payer, node, total, self._sig_cache[cache_key], total)
+
+    def settle(self, claims: list[tuple]) -> dict:
+        # A realistic (non-zero) Merkle root, deterministic so that runs compare byte for byte.
+        root = keccak(text=f"receipts-root-{len(claims)}")
+        receipt = transact(self.w3, self.relayer, self.escrow.functions.settle_batch(claims, root))
+        outcomes = self.escrow.functions.settle_batch(claims, bytes(32)).call(
+            block_identifier=receipt["blockNumber"] - 1
+        )
+        assert all(o == 0 for o in outcomes), f"a claim was skipped: {outcomes}"
+        return receipt
+
+    def channels(self, layout: str) -> list[tuple[str, str]]:
+        """100 (payer, node) channels, ordered by node."""
+        if layout == "100x1":
+            return [(p, self.nodes[0]) for p in self.payers]
+        return [(self.payers[i], self.nodes[j]) for j in range(10) for i in range(10)]
+
+    # ---- measurements ------------------------------------------------------------------------------------
+
+    def measure_layout(self, layout: str) -> dict:
+        chans = self.channels(layout)
+        result: dict = {"new": {}, "existing": {}}
+        base = self.snapshot()
+        for n in SIZES:
+            snap = self.snapshot()
+            result["new"][str(n)] = self.settle([self.claim(p, k, 100 * PRICE) for p, k in chans[:n]])["gasUsed"]
+            self.revert(snap)
+        # Existing channels: every channel settled once before.
+        self.settle([self.claim(p, k, 100 * PRICE) for p, k in chans])
+        for n in SIZES:
+            snap = self.snapshot()
+            result["existing"][str(n)] = self.settle([self.claim(p, k, 200 * PRICE) for p, k in chans[:n]])["gasUsed"]
+            self.revert(snap)
+        self.revert(base)
+        return result
+
+    def exact_payments(self) -> dict:
+        """One EIP-3009 transferWithAuthorization, as an x402 facilitator submits it."""
+        payer_key = key_of("exact-payer")
+        payer = Account.from_key(payer_key).address
+        merchant = Account.from_key(self.nodes[0]).address  # holds OPG already
+        fresh = Account.from_key(key_of("fresh-merchant")).address  # holds nothing yet
+        base = self.snapshot()
+        transact(self.w3, self.deployer, self.opg.functions.transfer(payer, 1_000 * OPG))
+        out = {}
+        for label, to, overload in (
+            ("vrs_to_funded_payee", merchant, "vrs"),
+            ("bytes_to_funded_payee", merchant, "bytes"),
+            ("vrs_to_fresh_payee", fresh, "vrs"),
+        ):
+            snap = self.snapshot()
+            nonce = keccak(text=f"exact-{label}")  # random-looking, deterministic
+            valid_before = 4_102_444_800  # 2100-01-01: fixed, so that the calldata (and the gas) is reproducible
+            signature = self.sign_3009(payer_key, payer, to, PRICE, 0, valid_before, nonce)
+            if overload == "vrs":
+                fn = self.opg.functions.transferWithAuthorization(
+                    payer, to, PRICE, 0, valid_before, nonce, signature[64], signature[:32], signature[32:64]
+                )
+                receipt = transact(self.w3, self.relayer, fn)
+            else:
+                # `transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,bytes)`, routed by
+                # OPG's __default__ (Vyper cannot overload by type).
+                from eth_abi import encode
+
+                data = bytes.fromhex("cf092995") + encode(
+                    ["address", "address", "uint256", "uint256", "uint256", "bytes32", "bytes"],
+                    [payer, to, PRICE, 0, valid_before, nonce, signature],
+                )
+                receipt = send(self.w3, self.relayer, {"to": self.opg.address, "data": "0x" + data.hex()})
+            assert self.opg.functions.authorizationState(payer, nonce).call()
+            out[label] = receipt["gasUsed"]
+            self.revert(snap)
+        self.revert(base)
+        return out
+
+    def sign_3009(self, key: str, owner: str, to: str, value: int, after: int, before: int, nonce: bytes) -> bytes:
+        typed = {
+            "types": {
+                "EIP712Domain": [
+                    {"name": "name", "type": "string"},
+                    {"name": "version", "type": "string"},
+                    {"name": "chainId", "type": "uint256"},
+                    {"name": "verifyingContract", "type": "address"},
+                ],
+                "TransferWithAuthorization": [
+                    {"name": "from", "type": "address"},
+                    {"name": "to", "type": "address"},
+                    {"name": "value", "type": "uint256"},
+                    {"name": "validAfter", "type": "uint256"},
+                    {"name": "validBefore", "type": "uint256"},
+                    {"name": "nonce", "type": "bytes32"},
+                ],
+            },
+            "primaryType": "TransferWithAuthorization",
+            "domain": {
+                "name": "OpenGradient",
+                "version": "1",
+                "chainId": self.w3.eth.chain_id,
+                "verifyingContract": self.opg.address,
+            },
+            "message": {
+                "from": owner,
+                "to": to,
+                "value": value,
+                "validAfter": after,
+                "validBefore": before,
+                "nonce": nonce,
+            },
+        }
+        return bytes(Account.sign_message(encode_typed_data(full_message=typed), key).signature)
+
+    # ---- where the gas of one more claim goes --------------------------------------------------------------
+
+    def breakdown(self, existing: bool) -> dict:
+        """Per-claim gas by category: (trace of a 10-claim batch - trace of a 1-claim batch) / 9."""
+        chans = self.channels("100x1")
+        base = self.snapshot()
+        total = 100 * PRICE
+        if existing:
+            self.settle([self.claim(p, k, total) for p, k in chans])
+            total = 200 * PRICE
+        profiles = {}
+        for n in (1, 10):
+            snap = self.snapshot()
+            claims = [self.claim(p, k, total) for p, k in chans[:n]]
+            receipt = self.settle(claims)
+            tx = self.w3.eth.get_transaction(receipt["transactionHash"])
+            profiles[n] = {"gasUsed": receipt["gasUsed"], **self.profile(receipt["transactionHash"], tx["input"])}
+            self.revert(snap)
+        self.revert(base)
+        per_claim = {k: round((profiles[10][k] - profiles[1][k]) / 9, 1) for k in profiles[1]}
+        return {"per_claim": per_claim, "batch_1": profiles[1], "batch_10": profiles[10]}
+
+    def profile(self, tx_hash, data: bytes) -> dict:
+        data = bytes(data)
+        zeros = data.count(0)
+        nonzero = len(data) - zeros
+        out: dict = defaultdict(int)
+        out["calldata_bytes"] = len(data)
+        out["calldata_gas"] = 4 * zeros + 16 * nonzero
+        out["calldata_floor_gas"] = 10 * (zeros + 4 * nonzero)  # EIP-7623 (Prague) floor, for reference
+        trace = self.w3.provider.make_request(
+            "debug_traceTransaction",
+            [
+                tx_hash.hex() if isinstance(tx_hash, bytes) else tx_hash,
+                {"disableStack": True, "disableStorage": True, "enableMemory": False},
+            ],
+        )["result"]
+        logs = trace["structLogs"]
+        # Cost of a step = gas before it - gas before the next step in the same frame (so a CALL includes its
+        # callee, and a precompile call its precompile); the last step of a frame uses the reported gasCost.
+        for i, step in enumerate(logs):
+            cost = None
+            for nxt in logs[i + 1 :]:
+                if nxt["depth"] == step["depth"]:
+                    cost = step["gas"] - nxt["gas"]
+                    break
+                if nxt["depth"] < step["depth"]:
+                    break
+            if cost is None:
+                cost = step.get("gasCost", 0)
+            if step["depth"] != 1:
+                continue  # counted inclusively in the escrow frame's CALL / STATICCALL
+            out[self.category(step["op"])] += cost
+        return dict(out)
+
+    @staticmethod
+    def category(op: str) -> str:
+        if op == "SSTORE":
+            return "sstore"
+        if op == "SLOAD":
+            return "sload"
+        if op.startswith("LOG"):
+            return "logs"
+        if op in ("KECCAK256", "SHA3"):
+            return "keccak"
+        if op in ("STATICCALL", "CALL", "DELEGATECALL"):
+            return "calls (ecrecover, staking, token, distributor)"
+        if op in ("CALLDATACOPY", "CALLDATALOAD", "MCOPY", "MLOAD", "MSTORE", "MSTORE8", "MSIZE"):
+            return "memory and calldata copies"
+        return "other opcodes"
+
+
+def table(rows: list[tuple], headers: tuple) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=True)]
+    line = lambda r: "  ".join(str(x).rjust(w) for x, w in zip(r, widths, strict=True))  # noqa: E731
+    return "\n".join([line(headers), line(tuple("-" * w for w in widths)), *(line(r) for r in rows)])
+
+
+def main() -> int:
+    started = time.monotonic()
+    anvil_version = subprocess.run([anvil_binary(), "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    with Anvil(extra=["--gas-limit", "60000000", "--hardfork", "prague", "--steps-tracing"]) as anvil:
+        w3 = Web3(Web3.HTTPProvider(anvil.url, request_kwargs={"timeout": 120}))
+        bench = Bench(w3)
+        bench.setup()
+        layouts = {
+            "100_payers_x_1_node": bench.measure_layout("100x1"),
+            "10_payers_x_10_nodes": bench.measure_layout("10x10"),
+        }
+        exact = bench.exact_payments()
+        breakdown = {"existing": bench.breakdown(existing=True), "new": bench.breakdown(existing=False)}
+        hardfork = w3.provider.make_request("anvil_nodeInfo", []).get("result", {}).get("hardFork")
+
+    main_layout = layouts["100_payers_x_1_node"]
+
+    def marginal(kind: str, layout=main_layout) -> float:
+        return round((layout[kind]["100"] - layout[kind]["1"]) / 99, 1)
+
+    results = {
+        "marginal_gas_per_claim": marginal("existing"),
+        "gas_per_request": round(main_layout["existing"]["100"] / (100 * REQUESTS_PER_CLAIM), 1),
+        "exact_payment_gas": exact["vrs_to_funded_payee"],
+        "definitions": {
+            "marginal_gas_per_claim": "(gas(100 claims) - gas(1 claim)) / 99, existing channels, 100 distinct payers",
+            "gas_per_request": f"gas(100 claims, existing channels) / (100 x {REQUESTS_PER_CLAIM} requests)",
+            "exact_payment_gas": "OPG.transferWithAuthorization (v, r, s) to a payee that already holds OPG",
+        },
+        "marginal_gas_per_claim_new_channels": marginal("new"),
+        "gas_per_request_new_channels": round(main_layout["new"]["100"] / (100 * REQUESTS_PER_CLAIM), 1),
+        "marginal_gas_per_claim_10x10_existing": marginal("existing", layouts["10_payers_x_10_nodes"]),
+        "marginal_gas_per_claim_10x10_new": marginal("new", layouts["10_payers_x_10_nodes"]),
+        "settle_batch_gas": layouts,
+        "exact_payment_variants": exact,
+        "exact_payment_reference_from_issue": list(EXACT_PAYMENT_REFERENCE),
+        "per_claim_breakdown": {k: v["per_claim"] for k, v in breakdown.items()},
+        "traces": breakdown,
+        "targets": TARGETS,
+        "environment": {
+            "anvil": anvil_version,
+            "hardfork": hardfork,
+            "contracts_source_hash": _source_hash(),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "runtime_s": None,
+        },
+    }
+    results["targets_met"] = {
+        "marginal_gas_per_claim": results["marginal_gas_per_claim"] <= TARGETS["marginal_gas_per_claim"],
+        "gas_per_request": results["gas_per_request"] <= TARGETS["gas_per_request"],
+    }
+    results["environment"]["runtime_s"] = round(time.monotonic() - started, 1)
+
+    rows = []
+    for name, layout in layouts.items():
+        for kind in ("new", "existing"):
+            for n in SIZES:
+                gas = layout[kind][str(n)]
+                rows.append((name, kind, n, f"{gas:,}", f"{gas / n:,.0f}", f"{gas / (n * REQUESTS_PER_CLAIM):,.1f}"))
+    print("settle_batch (gasUsed of the mined transaction)")
+    print(
+        table(rows, ("layout", "channels", "claims", "gas", "gas/claim", f"gas/request ({REQUESTS_PER_CLAIM}/claim)"))
+    )
+    print()
+    print("x402 exact payment (OPG.transferWithAuthorization)")
+    print(table([(k, f"{v:,}") for k, v in exact.items()], ("variant", "gas")))
+    print()
+    for kind in ("existing", "new"):
+        print(f"one more claim on {kind} channels, by category (10-claim minus 1-claim trace, / 9)")
+        per = breakdown[kind]["per_claim"]
+        rows = [(k, f"{v:,.0f}") for k, v in per.items() if k not in ("calldata_floor_gas", "gasUsed")]
+        rows.append(("gasUsed (measured)", f"{per['gasUsed']:,.0f}"))
+        print(table(rows, ("category", "gas")))
+        print()
+    ok = results["targets_met"]
+    print(
+        f"marginal_gas_per_claim = {results['marginal_gas_per_claim']:,.0f} (target <= 15,000: "
+        f"{'met' if ok['marginal_gas_per_claim'] else 'NOT met'}); new channels {results['marginal_gas_per_claim_new_channels']:,.0f}"
+    )
+    print(
+        f"gas_per_request = {results['gas_per_request']:,.1f} (target <= 300: "
+        f"{'met' if ok['gas_per_request'] else 'NOT met'}); exact payment = {results['exact_payment_gas']:,} "
+        f"({results['exact_payment_gas'] / results['gas_per_request']:,.0f}x a batched request)"
+    )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {RESULTS.relative_to(ROOT)} in {results['environment']['runtime_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
