@@ -12,6 +12,7 @@ still in the database while nothing unacknowledged was promised.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import logging
@@ -404,8 +405,7 @@ class Store:
         return out
 
     async def accept(self, items: list[ValidReceipt]) -> list[AcceptOutcome]:
-        import asyncio
-
+        """Store receipts (job_accept) and wait, without blocking the event loop, for the commit."""
         return await asyncio.wrap_future(self.submit(self.job_accept, self.ledger, items, time.time()))
 
     # Jobs: batches -------------------------------------------------------------------------------------------
