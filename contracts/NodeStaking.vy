@@ -185,6 +185,10 @@ fraud_quorum: public(uint256)
 evidence_used: public(HashMap[bytes32, bool])
 
 
+# @dev What fraud refunds paid back to a payer on its channel with a node.
+refunded: public(HashMap[address, HashMap[address, uint256]])
+
+
 # @dev Receipt struct hashes proven fraudulent, with the receipt's timestamp.
 fraud_proven_at: public(HashMap[bytes32, uint256])
 
@@ -449,7 +453,8 @@ def slash_fraud(receipt: Receipt, signature: Bytes[65], verdicts: DynArray[Signe
     @dev Slashes a node whose receipt at least `fraud_quorum`
          distinct active verifiers judged invalid. The payer is
          refunded `receipt.amount` out of the slash if the receipt
-         was settled, the verifiers share the challenger reward,
+         was settled (never more in total than the channel paid),
+         the verifiers share the challenger reward,
          the rest is burned, the node is jailed.
     @param receipt The fraudulent receipt.
     @param signature The node's signature of `receipt`.
@@ -477,10 +482,14 @@ def slash_fraud(receipt: Receipt, signature: Bytes[65], verdicts: DynArray[Signe
     refund: uint256 = 0
     # Settled means the channel paid at least this receipt's total; a receipt
     # whose amount exceeds its own total is malformed and refunds nothing.
-    if receipt.amount <= receipt.cumulative and staticcall self.escrow.spent(
-        receipt.payer, receipt.node
-    ) >= receipt.cumulative:
-        refund = min(receipt.amount, amount)
+    # Refunds on a channel never exceed what it paid, however many fraudulent
+    # receipts a node signed for it (else a colluding payer could take the
+    # slashed stake instead of it being burned).
+    if receipt.amount <= receipt.cumulative:
+        paid: uint256 = staticcall self.escrow.spent(receipt.payer, receipt.node)
+        if paid >= receipt.cumulative:
+            refund = min(min(receipt.amount, amount), paid - self.refunded[receipt.payer][receipt.node])
+            self.refunded[receipt.payer][receipt.node] += refund
     share: uint256 = (amount - refund) * self.challenger_reward_bps // BPS // count
     burned: uint256 = amount - refund - share * count
     log Slashed(

@@ -1254,3 +1254,25 @@ def test_fraud_receipt_whose_amount_exceeds_its_cumulative_refunds_nothing(
     )
     assert tx.decode_logs(staking.Slashed)[0].refund == 0
     assert opg.balanceOf(payer.address) == payer_before
+
+
+def test_fraud_refunds_on_one_channel_never_exceed_what_it_paid(
+    opg, escrow, escrow_domain, staking, node, payer, verifiers, challenger, chain, staking_domain
+):
+    # The channel paid 10 OPG; a node signing two fraudulent 10-OPG receipts cannot route 20 OPG of its slashed
+    # stake to the payer: the second refund is capped at what is left (0), the rest is burned.
+    settle(opg, escrow, escrow_domain, payer, node.address, 10 * OPG, deposit=100 * OPG)
+    payer_before = opg.balanceOf(payer.address)
+    refunds = []
+    for request in ("req-a", "req-b"):
+        receipt = make_receipt(node, payer, chain, request=request, amount=10 * OPG)
+        tx = staking.slash_fraud(
+            receipt.as_tuple(),
+            sig(receipt, node.key, staking_domain),
+            verdicts(receipt, verifiers[:2], staking_domain),
+            sender=challenger.account,
+        )
+        refunds.append(tx.decode_logs(staking.Slashed)[0].refund)
+    assert refunds == [10 * OPG, 0]
+    assert staking.refunded(payer.address, node.address) == 10 * OPG
+    assert opg.balanceOf(payer.address) == payer_before + 10 * OPG

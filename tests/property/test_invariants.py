@@ -361,6 +361,7 @@ class Model:
     burned: int = 0
     credits: dict[str, int] = field(default_factory=dict)
     spent: dict[tuple[str, str], int] = field(default_factory=dict)
+    refunded: dict[tuple[str, str], int] = field(default_factory=dict)
     max_signed: dict[tuple[str, str], int] = field(default_factory=dict)
     latest: dict[tuple[str, str], tuple[int, bytes]] = field(default_factory=dict)  # newest payer voucher
     withdrawal: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -987,8 +988,11 @@ class ProtocolMachine(RuleBasedStateMachine):
         amount_slashed = model_slash(m, node_address, PARAMS.fraud_slash_bps)
         refund = 0
         # Refund only for a well-formed receipt (amount <= cumulative) that the channel has paid.
-        if receipt.amount <= receipt.cumulative <= m.spent.get((receipt.payer, node_address), 0):
-            refund = min(receipt.amount, amount_slashed)
+        channel = (receipt.payer, node_address)
+        paid = m.spent.get(channel, 0)
+        if receipt.amount <= receipt.cumulative <= paid:
+            refund = min(receipt.amount, amount_slashed, paid - m.refunded.get(channel, 0))
+            m.refunded[channel] = m.refunded.get(channel, 0) + refund
         count = len(verdicts)
         share = (amount_slashed - refund) * PARAMS.challenger_reward_bps // BPS // count
         burned = amount_slashed - refund - share * count
@@ -1362,12 +1366,6 @@ def test_verifier_pool_rounding_keeps_distributor_solvent(boa_system):
                 dist.claim(sender=a.address)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="NodeStaking.slash_fraud refunds each fraudulent receipt's `amount` if spent >= its cumulative, without "
-    "tracking what the channel already got back: several receipts with the same cumulative refund more than the "
-    "payer ever paid (slashed stake goes to a colluding 'payer' instead of being burned).",
-)
 def test_fraud_refunds_never_exceed_what_the_channel_paid(boa_system):
     s, stk = boa_system, boa_system.staking
     payer, node = PAYERS[0], NODES[0]
