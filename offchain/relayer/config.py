@@ -46,6 +46,8 @@ class RelayerSettings(BaseSettings):
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="largest request body")
     max_bulk: int = Field(1_000, ge=1, le=10_000, description="most receipts in one bulk /settle")
     clock_skew: int = Field(120, ge=0, description="how far in the future a receipt timestamp may be (s)")
+    max_receipt_age: int = Field(
+        600, ge=1, description="how old a receipt may be when handed over (s; capped at the dispute window)")
     # Signer
     keystore: Path | None = Field(None, description="eth-account / ape keystore JSON of the relayer key")
     password: SecretStr | None = Field(None, description="keystore password (use the environment, not a flag)")

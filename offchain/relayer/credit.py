@@ -62,7 +62,7 @@ class CreditScheme:
         self.escrow_domain = relayer.escrow_domain
         self.staking_domain = relayer.staking_domain
         self.ctx = CheckContext(self.network, self.escrow_domain, self.staking_domain, relayer.settings.clock_skew,
-                                relayer.dispute_window)
+                                min(relayer.settings.max_receipt_age, relayer.dispute_window))
         self._vouchers_ok: _LRU = _LRU(50_000)
         self._nodes: dict[str, tuple[bool, float]] = {}
 

@@ -32,7 +32,7 @@ class CheckContext:
     escrow_domain: Domain
     staking_domain: Domain
     clock_skew: int
-    dispute_window: int
+    max_age: int  # min(max_receipt_age, dispute_window): older receipts are refused
 
 
 @dataclass
@@ -69,9 +69,9 @@ def check_item(raw: Any, index: int, prefix: str, ctx: CheckContext, now: float,
                         f"cumulative {r.cumulative} exceeds the voucher's maxCumulative {v.max_cumulative}")
     if r.timestamp > now + ctx.clock_skew:
         return ApiError(400, "invalid_timestamp", f"{prefix}receipt.timestamp", "is in the future")
-    if r.timestamp + ctx.dispute_window < now:
+    if r.timestamp + ctx.max_age < now:
         return ApiError(400, "invalid_timestamp", f"{prefix}receipt.timestamp",
-                        f"is older than the dispute window ({ctx.dispute_window} s): no longer disputable")
+                        f"is more than {ctx.max_age} s old: a backdated receipt would escape its dispute window")
     struct_hash = r.struct_hash()
     digest = r.fast_digest(ctx.staking_domain)
     try:
