@@ -33,7 +33,7 @@ demo: install
 
 lint: install
 	ruff check offchain scripts tests bench
-	mamushi --check contracts
+	mamushi --check -l 120 contracts
 
 bench: install
 	ape compile

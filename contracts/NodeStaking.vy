@@ -24,24 +24,21 @@
         EIP-712 messages of the domain "OPG Node Staking" "1".
 """
 
-
 from ethereum.ercs import IERC20
 
-
 from snekmate.auth import ownable
+
 initializes: ownable
 
-
 from snekmate.auth import ownable_2step
+
 initializes: ownable_2step[ownable := ownable]
 
-
 from snekmate.utils import eip712_domain_separator as eip712
+
 initializes: eip712
 
-
 from .modules import signatures
-
 
 exports: (
     ownable.owner,
@@ -441,7 +438,9 @@ def slash_equivocation(a: Receipt, signature_a: Bytes[65], b: Receipt, signature
     amount: uint256 = self._slash(a.node, self.equivocation_slash_bps)
     reward: uint256 = amount * self.challenger_reward_bps // BPS
     burned: uint256 = amount - reward
-    log Slashed(node=a.node, evidence=evidence, kind=KIND_EQUIVOCATION, amount=amount, refund=0, reward=reward, burned=burned)
+    log Slashed(
+        node=a.node, evidence=evidence, kind=KIND_EQUIVOCATION, amount=amount, refund=0, reward=reward, burned=burned
+    )
     self._pay(msg.sender, reward)
     self._burn(burned)
     return amount
@@ -471,7 +470,9 @@ def slash_fraud(receipt: Receipt, signature: Bytes[65], verdicts: DynArray[Signe
     digest: bytes32 = self._verdict_digest(receipt_hash, False)
     previous: address = empty(address)
     for verdict: SignedVerdict in verdicts:
-        assert convert(verdict.verifier, uint160) > convert(previous, uint160), "NodeStaking: verifiers not strictly ascending"
+        assert convert(verdict.verifier, uint160) > convert(
+            previous, uint160
+        ), "NodeStaking: verifiers not strictly ascending"
         previous = verdict.verifier
         assert self._is_active_as(verdict.verifier, ROLE_VERIFIER), "NodeStaking: verifier not active"
         assert signatures._is_valid_signature_now(
@@ -532,7 +533,9 @@ def slash_lazy_verifier(receipt_hash: bytes32, verifier: address, signature: Byt
     amount: uint256 = self._slash(verifier, self.fraud_slash_bps)
     reward: uint256 = amount * self.challenger_reward_bps // BPS
     burned: uint256 = amount - reward
-    log Slashed(node=verifier, evidence=evidence, kind=KIND_LAZY_VERIFIER, amount=amount, refund=0, reward=reward, burned=burned)
+    log Slashed(
+        node=verifier, evidence=evidence, kind=KIND_LAZY_VERIFIER, amount=amount, refund=0, reward=reward, burned=burned
+    )
     self._pay(msg.sender, reward)
     self._burn(burned)
     return amount

@@ -20,17 +20,15 @@
         protocol's favour; rounding dust stays in this contract.
 """
 
-
 from ethereum.ercs import IERC20
 
-
 from snekmate.auth import ownable
+
 initializes: ownable
 
-
 from snekmate.auth import ownable_2step
-initializes: ownable_2step[ownable := ownable]
 
+initializes: ownable_2step[ownable := ownable]
 
 exports: (
     ownable.owner,

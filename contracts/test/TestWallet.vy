@@ -11,7 +11,6 @@
         that change their mind.
 """
 
-
 from snekmate.utils import ecdsa
 
 
