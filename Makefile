@@ -25,7 +25,7 @@ $(ANVIL): package.json package-lock.json
 	@test -x $(ANVIL) && touch $(ANVIL)
 
 test: install
-	ape compile
+	ape compile --force
 	ape test --network ethereum:local:foundry
 
 demo: install
@@ -36,7 +36,7 @@ lint: install
 	mamushi --check -l 120 contracts
 
 bench: install
-	ape compile
+	ape compile --force
 	$(PY) bench/gas.py
 	$(PY) bench/relayer.py
 

@@ -20,24 +20,21 @@
         ERC-1271 wallets may be payers.
 """
 
-
 from ethereum.ercs import IERC20
 
-
 from snekmate.auth import ownable
+
 initializes: ownable
 
-
 from snekmate.auth import ownable_2step
+
 initializes: ownable_2step[ownable := ownable]
 
-
 from snekmate.utils import eip712_domain_separator as eip712
+
 initializes: eip712
 
-
 from .modules import signatures
-
 
 exports: (
     ownable.owner,
@@ -110,9 +107,7 @@ SKIP_INSUFFICIENT_BALANCE: public(constant(uint8)) = 4
 
 
 # @dev EIP-712 type hash of `Voucher`.
-VOUCHER_TYPEHASH: public(constant(bytes32)) = keccak256(
-    "Voucher(address payer,address node,uint256 maxCumulative)"
-)
+VOUCHER_TYPEHASH: public(constant(bytes32)) = keccak256("Voucher(address payer,address node,uint256 maxCumulative)")
 
 
 # @dev The OPG token.

@@ -17,26 +17,25 @@
         stock x402 "exact" client able to pay in OPG.
 """
 
-
 from ethereum.ercs import IERC20
+
 implements: IERC20
 
-
 from ethereum.ercs import IERC20Detailed
+
 implements: IERC20Detailed
 
-
 from snekmate.auth import ownable
+
 initializes: ownable
 
-
 from snekmate.tokens import erc20
+
 initializes: erc20[ownable := ownable]
 
-
 from .modules import eip3009
-initializes: eip3009[erc20 := erc20]
 
+initializes: eip3009[erc20 := erc20]
 
 exports: (
     erc20.totalSupply,

@@ -19,10 +19,9 @@
         EIP-712 domain is the one of the host `erc20`.
 """
 
-
 from snekmate.tokens import erc20
-uses: erc20
 
+uses: erc20
 
 from . import signatures
 
