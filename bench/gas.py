@@ -32,14 +32,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from eth_account import Account  # noqa: E402
-from eth_account.messages import encode_typed_data  # noqa: E402
 from eth_utils import keccak  # noqa: E402
 from web3 import Web3  # noqa: E402
 
 from offchain.artifacts import _source_hash  # noqa: E402
 from offchain.deployments import Params  # noqa: E402
 from offchain.devchain import Anvil, anvil_binary, anvil_key, deploy_web3, send, transact  # noqa: E402
-from offchain.messages import Domain, Voucher  # noqa: E402
+from offchain.messages import Domain, TransferWithAuthorization, Voucher  # noqa: E402
 
 OPG = 10**18
 RESULTS = ROOT / "bench" / "results" / "gas.json"
@@ -182,40 +181,10 @@ class Bench:
         return out
 
     def sign_3009(self, key: str, owner: str, to: str, value: int, after: int, before: int, nonce: bytes) -> bytes:
-        typed = {
-            "types": {
-                "EIP712Domain": [
-                    {"name": "name", "type": "string"},
-                    {"name": "version", "type": "string"},
-                    {"name": "chainId", "type": "uint256"},
-                    {"name": "verifyingContract", "type": "address"},
-                ],
-                "TransferWithAuthorization": [
-                    {"name": "from", "type": "address"},
-                    {"name": "to", "type": "address"},
-                    {"name": "value", "type": "uint256"},
-                    {"name": "validAfter", "type": "uint256"},
-                    {"name": "validBefore", "type": "uint256"},
-                    {"name": "nonce", "type": "bytes32"},
-                ],
-            },
-            "primaryType": "TransferWithAuthorization",
-            "domain": {
-                "name": "OpenGradient",
-                "version": "1",
-                "chainId": self.w3.eth.chain_id,
-                "verifyingContract": self.opg.address,
-            },
-            "message": {
-                "from": owner,
-                "to": to,
-                "value": value,
-                "validAfter": after,
-                "validBefore": before,
-                "nonce": nonce,
-            },
-        }
-        return bytes(Account.sign_message(encode_typed_data(full_message=typed), key).signature)
+        auth = TransferWithAuthorization(
+            owner=owner, to=to, value=value, valid_after=after, valid_before=before, nonce=nonce
+        )
+        return bytes.fromhex(auth.sign_with(key, Domain.token(self.w3.eth.chain_id, self.opg.address))[2:])
 
     # ---- where the gas of one more claim goes --------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from .types import Address, Bytes32, Signature, Uint64, Uint256, b32
 
 ESCROW_DOMAIN_NAME = "OPG Credit Escrow"
 STAKING_DOMAIN_NAME = "OPG Node Staking"
+TOKEN_DOMAIN_NAME = "OpenGradient"
 DOMAIN_VERSION = "1"
 SECP256K1_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -58,6 +59,11 @@ class Domain(BaseModel):
     @classmethod
     def escrow(cls, chain_id: int, address: str) -> Domain:
         return cls(name=ESCROW_DOMAIN_NAME, chain_id=chain_id, verifying_contract=address)
+
+    @classmethod
+    def token(cls, chain_id: int, address: str) -> Domain:
+        """The OPG token's own domain (EIP-2612 permit, EIP-3009 authorisations)."""
+        return cls(name=TOKEN_DOMAIN_NAME, chain_id=chain_id, verifying_contract=address)
 
     @classmethod
     def staking(cls, chain_id: int, address: str) -> Domain:
@@ -278,6 +284,42 @@ class Verdict(TypedMessage):
 class SignedVerdict(Verdict):
     verifier: Address
     signature: Signature
+
+
+class TransferWithAuthorization(TypedMessage):
+    """EIP-3009 ``TransferWithAuthorization`` on OPG (what an x402 "exact" payment signs); anyone may submit it."""
+
+    PRIMARY_TYPE: ClassVar[str] = "TransferWithAuthorization"
+    FIELDS: ClassVar[list[tuple[str, str, str]]] = [
+        ("from", "address", "owner"),
+        ("to", "address", "to"),
+        ("value", "uint256", "value"),
+        ("validAfter", "uint256", "valid_after"),
+        ("validBefore", "uint256", "valid_before"),
+        ("nonce", "bytes32", "nonce"),
+    ]
+
+    owner: Address
+    to: Address
+    value: Uint256
+    valid_after: Uint256
+    valid_before: Uint256
+    nonce: Bytes32
+
+    def args(self) -> tuple:
+        """The authorisation's arguments, before the signature, as the token functions take them."""
+        return (self.owner, self.to, self.value, self.valid_after, self.valid_before, b32(self.nonce))
+
+    def sign_vrs(self, private_key: str | bytes, domain: Domain) -> tuple[int, bytes, bytes]:
+        """Sign and split into ``(v, r, s)`` for the v/r/s overloads."""
+        sig = bytes.fromhex(self.sign_with(private_key, domain)[2:])
+        return sig[64], sig[:32], sig[32:64]
+
+
+class ReceiveWithAuthorization(TransferWithAuthorization):
+    """EIP-3009 ``ReceiveWithAuthorization``: only the payee may submit it (e.g. the escrow's gasless deposit)."""
+
+    PRIMARY_TYPE: ClassVar[str] = "ReceiveWithAuthorization"
 
 
 class Claim(BaseModel):

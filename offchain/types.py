@@ -50,10 +50,17 @@ def _int_from_str(value: object) -> object:
     return value
 
 
-Address = Annotated[str, AfterValidator(_address)]
-Bytes32 = Annotated[str, AfterValidator(_hex_bytes(32))]
-HexBytes = Annotated[str, AfterValidator(_hex_bytes(None))]
-Signature = Annotated[str, AfterValidator(_hex_bytes(65))]
+def _bytes_to_hex(value: object) -> object:
+    # Raw bytes (a nonce from os.urandom, a signature from eth-account) are accepted and kept as 0x-hex.
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    return value
+
+
+Address = Annotated[str, BeforeValidator(_bytes_to_hex), AfterValidator(_address)]
+Bytes32 = Annotated[str, BeforeValidator(_bytes_to_hex), AfterValidator(_hex_bytes(32))]
+HexBytes = Annotated[str, BeforeValidator(_bytes_to_hex), AfterValidator(_hex_bytes(None))]
+Signature = Annotated[str, BeforeValidator(_bytes_to_hex), AfterValidator(_hex_bytes(65))]
 Uint256 = Annotated[int, BeforeValidator(_int_from_str), Field(ge=0, le=UINT256_MAX)]
 Uint64 = Annotated[int, BeforeValidator(_int_from_str), Field(ge=0, le=UINT64_MAX)]
 

@@ -13,7 +13,7 @@ import pytest
 from eth_account import Account
 from eth_utils import keccak
 
-from offchain.messages import Claim, Domain, Voucher, merkle_root
+from offchain.messages import Claim, Domain, ReceiveWithAuthorization, Voucher, merkle_root
 
 OPG = 10**18
 DEPOSIT = 1_000 * OPG
@@ -23,24 +23,6 @@ BPS = 10_000
 
 SETTLED, SKIP_STALE, SKIP_NODE_NOT_ACTIVE, SKIP_BAD_SIGNATURE, SKIP_INSUFFICIENT_BALANCE = range(5)
 ROOT = merkle_root([keccak(text=f"receipt-{i}") for i in range(3)])
-
-_AUTH_TYPES = {
-    "EIP712Domain": [
-        {"name": "name", "type": "string"},
-        {"name": "version", "type": "string"},
-        {"name": "chainId", "type": "uint256"},
-        {"name": "verifyingContract", "type": "address"},
-    ],
-    "ReceiveWithAuthorization": [
-        {"name": "from", "type": "address"},
-        {"name": "to", "type": "address"},
-        {"name": "value", "type": "uint256"},
-        {"name": "validAfter", "type": "uint256"},
-        {"name": "validBefore", "type": "uint256"},
-        {"name": "nonce", "type": "bytes32"},
-    ],
-}
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Helpers
@@ -80,21 +62,10 @@ def high_s_twin(signature: str) -> str:
 
 
 def sign_receive_authorization(key, chain_id, token, owner, to, value, valid_after, valid_before, nonce):
-    message = {
-        "types": _AUTH_TYPES,
-        "primaryType": "ReceiveWithAuthorization",
-        "domain": {"name": "OpenGradient", "version": "1", "chainId": chain_id, "verifyingContract": token},
-        "message": {
-            "from": owner,
-            "to": to,
-            "value": value,
-            "validAfter": valid_after,
-            "validBefore": valid_before,
-            "nonce": nonce,
-        },
-    }
-    signed = Account.sign_typed_data(key, full_message=message)
-    return signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big")
+    auth = ReceiveWithAuthorization(
+        owner=owner, to=to, value=value, valid_after=valid_after, valid_before=valid_before, nonce=nonce
+    )
+    return auth.sign_vrs(key, Domain.token(chain_id, token))
 
 
 def fee_split(gross: int, params) -> tuple[int, int, int]:

@@ -9,7 +9,7 @@ import pytest
 from eth_account import Account
 from eth_utils import keccak
 
-from offchain.messages import Claim, Voucher, merkle_root
+from offchain.messages import Claim, Domain, ReceiveWithAuthorization, Voucher, merkle_root
 
 OPG = 10**18
 DEPOSIT = 500 * OPG
@@ -154,50 +154,13 @@ def test_wallet_gasless_deposit_with_authorization(wallet, escrow, opg, owner, r
     opg.transfer(wallet, 50 * OPG, sender=owner.account)
     nonce = os.urandom(32)
     valid_before = chain.pending_timestamp + 600
-    typed = {
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
-            "ReceiveWithAuthorization": [
-                {"name": "from", "type": "address"},
-                {"name": "to", "type": "address"},
-                {"name": "value", "type": "uint256"},
-                {"name": "validAfter", "type": "uint256"},
-                {"name": "validBefore", "type": "uint256"},
-                {"name": "nonce", "type": "bytes32"},
-            ],
-        },
-        "primaryType": "ReceiveWithAuthorization",
-        "domain": {
-            "name": "OpenGradient",
-            "version": "1",
-            "chainId": chain_id,
-            "verifyingContract": opg.address,
-        },
-        "message": {
-            "from": wallet.address,
-            "to": escrow.address,
-            "value": 50 * OPG,
-            "validAfter": 0,
-            "validBefore": valid_before,
-            "nonce": nonce,
-        },
-    }
-    signed = Account.sign_typed_data(owner.key, full_message=typed)
+    auth = ReceiveWithAuthorization(
+        owner=wallet.address, to=escrow.address, value=50 * OPG, valid_after=0, valid_before=valid_before, nonce=nonce
+    )
+    # The wallet's owner signs; the token asks the wallet (ERC-1271) whether that signature is its own.
+    v, r, s = auth.sign_vrs(owner.key, Domain.token(chain_id, opg.address))
     escrow.deposit_with_authorization(
-        wallet.address,
-        50 * OPG,
-        0,
-        valid_before,
-        nonce,
-        signed.v,
-        signed.r.to_bytes(32, "big"),
-        signed.s.to_bytes(32, "big"),
-        sender=relayer.account,
+        wallet.address, 50 * OPG, 0, valid_before, nonce, v, r, s, sender=relayer.account
     )
     assert escrow.balance_of(wallet.address) == 50 * OPG
     assert opg.balanceOf(wallet.address) == 0

@@ -64,7 +64,7 @@ from hypothesis.stateful import (  # noqa: E402
 )
 
 from offchain.deployments import Params  # noqa: E402
-from offchain.messages import Domain, Receipt, Verdict, Voucher  # noqa: E402
+from offchain.messages import Domain, Receipt, ReceiveWithAuthorization, Verdict, Voucher  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACTS = ROOT / "contracts"
@@ -1159,42 +1159,11 @@ def _signed_by(payer: Actor, node: Actor, mx: int, sig: bytes, system: System) -
 def _sign_3009(
     payer: Actor, system: System, to: str, value: int, valid_after: int, valid_before: int, nonce: bytes
 ) -> bytes:
-    typed = {
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
-            "ReceiveWithAuthorization": [
-                {"name": "from", "type": "address"},
-                {"name": "to", "type": "address"},
-                {"name": "value", "type": "uint256"},
-                {"name": "validAfter", "type": "uint256"},
-                {"name": "validBefore", "type": "uint256"},
-                {"name": "nonce", "type": "bytes32"},
-            ],
-        },
-        "primaryType": "ReceiveWithAuthorization",
-        "domain": {
-            "name": "OpenGradient",
-            "version": "1",
-            "chainId": system.opg_domain_chain,
-            "verifyingContract": str(system.opg.address),
-        },
-        "message": {
-            "from": payer.address,
-            "to": to,
-            "value": value,
-            "validAfter": valid_after,
-            "validBefore": valid_before,
-            "nonce": nonce,
-        },
-    }
-    from eth_account.messages import encode_typed_data
-
-    signed = Account.sign_message(encode_typed_data(full_message=typed), payer.key)
+    auth = ReceiveWithAuthorization(
+        owner=payer.address, to=to, value=value, valid_after=valid_after, valid_before=valid_before, nonce=nonce
+    )
+    domain = Domain.token(system.opg_domain_chain, str(system.opg.address))
+    signed = Account.sign_message(auth.signable(domain), payer.key)
     return _prime(signed, payer)
 
 

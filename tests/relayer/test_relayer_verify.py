@@ -7,11 +7,9 @@ import time
 
 import pytest
 from conftest import OPG, ChannelSim, new_key
-from eth_account import Account
-from eth_account.messages import encode_typed_data
 
 from offchain.devchain import transact
-from offchain.messages import SECP256K1_HALF_N
+from offchain.messages import SECP256K1_HALF_N, Domain, TransferWithAuthorization
 
 N = 2 * SECP256K1_HALF_N + 1  # secp256k1 group order
 
@@ -141,23 +139,11 @@ def authorization(devnet, payer, to, value, valid_after=None, valid_before=None,
             "validAfter": now - 60 if valid_after is None else valid_after,
             "validBefore": now + 600 if valid_before is None else valid_before,
             "nonce": nonce or "0x" + secrets.token_hex(32)}
-    typed = {
-        "types": {
-            "EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
-                             {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"}],
-            "TransferWithAuthorization": [
-                {"name": "from", "type": "address"}, {"name": "to", "type": "address"},
-                {"name": "value", "type": "uint256"}, {"name": "validAfter", "type": "uint256"},
-                {"name": "validBefore", "type": "uint256"}, {"name": "nonce", "type": "bytes32"}],
-        },
-        "primaryType": "TransferWithAuthorization",
-        "domain": {"name": "OpenGradient", "version": "1", "chainId": chain_id or devnet.chain_id,
-                   "verifyingContract": devnet.opg.address},
-        "message": auth,
-    }
-    signed = Account.sign_message(encode_typed_data(full_message=typed), key or payer.key)
+    model = TransferWithAuthorization(owner=auth["from"], to=to, value=value, valid_after=auth["validAfter"],
+                                      valid_before=auth["validBefore"], nonce=auth["nonce"])
+    signature = model.sign_with(key or payer.key, Domain.token(chain_id or devnet.chain_id, devnet.opg.address))
     payload = {"authorization": {k: str(v) if isinstance(v, int) else v for k, v in auth.items()},
-               "signature": "0x" + bytes(signed.signature).hex()}
+               "signature": signature}
     return payload
 
 
