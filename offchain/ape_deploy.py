@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .deployments import DeployedContract, Deployment, Params
+from .deployments import DeployedContract, Deployment, Params, constructor_args
 
 
 @dataclass
@@ -31,31 +31,19 @@ def deploy_system(deployer, treasury: str | None = None, params: Params | None =
 
     params = params or Params()
     treasury = treasury or deployer.address
-    opg = project.OPG.deploy(treasury, sender=deployer)
+    opg = project.OPG.deploy(*constructor_args("OPG", params, treasury=treasury), sender=deployer)
     distributor = project.RewardDistributor.deploy(
-        opg,
-        treasury,
-        params.protocol_fee_bps,
-        params.verifier_fee_bps,
-        params.max_emission_per_fee_bps,
-        params.epoch_length,
-        params.emission_per_epoch,
-        sender=deployer,
+        *constructor_args("RewardDistributor", params, opg=opg.address, treasury=treasury), sender=deployer
     )
     staking = project.NodeStaking.deploy(
-        opg,
-        distributor,
-        params.min_inference_stake,
-        params.min_verifier_stake,
-        params.dispute_window,
-        params.unbonding_period,
-        params.equivocation_slash_bps,
-        params.fraud_slash_bps,
-        params.challenger_reward_bps,
-        params.fraud_quorum,
+        *constructor_args("NodeStaking", params, opg=opg.address, distributor=distributor.address), sender=deployer
+    )
+    escrow = project.CreditEscrow.deploy(
+        *constructor_args(
+            "CreditEscrow", params, opg=opg.address, staking=staking.address, distributor=distributor.address
+        ),
         sender=deployer,
     )
-    escrow = project.CreditEscrow.deploy(opg, staking, distributor, params.thaw_period, sender=deployer)
     distributor.connect(escrow, staking, sender=deployer)
     staking.connect(escrow, sender=deployer)
 

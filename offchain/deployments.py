@@ -104,3 +104,40 @@ def save_deployment(deployment: Deployment, directory: Path | None = None) -> Pa
     tmp.write_text(json.dumps(deployment.model_dump(), indent=2) + "\n")
     tmp.replace(path)
     return path
+
+
+def constructor_args(name: str, params: Params, **addresses: str) -> tuple:
+    """Constructor arguments of each contract, in one place for the ape and the web3 deployers.
+
+    ``addresses`` names the contracts and accounts a constructor needs: ``treasury`` (OPG, RewardDistributor),
+    ``opg``, ``distributor``, ``staking``.
+    """
+    p = params
+    if name == "OPG":
+        return (addresses["treasury"],)
+    if name == "RewardDistributor":
+        return (
+            addresses["opg"],
+            addresses["treasury"],
+            p.protocol_fee_bps,
+            p.verifier_fee_bps,
+            p.max_emission_per_fee_bps,
+            p.epoch_length,
+            p.emission_per_epoch,
+        )
+    if name == "NodeStaking":
+        return (
+            addresses["opg"],
+            addresses["distributor"],
+            p.min_inference_stake,
+            p.min_verifier_stake,
+            p.dispute_window,
+            p.unbonding_period,
+            p.equivocation_slash_bps,
+            p.fraud_slash_bps,
+            p.challenger_reward_bps,
+            p.fraud_quorum,
+        )
+    if name == "CreditEscrow":
+        return (addresses["opg"], addresses["staking"], addresses["distributor"], p.thaw_period)
+    raise KeyError(f"unknown contract {name!r}")

@@ -18,7 +18,7 @@ from eth_account import Account
 from web3 import Web3
 
 from .artifacts import compiled
-from .deployments import PROJECT_ROOT, DeployedContract, Deployment, Params
+from .deployments import PROJECT_ROOT, DeployedContract, Deployment, Params, constructor_args
 
 # Anvil's public development mnemonic: devnet only, never for a real chain.
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
@@ -137,36 +137,26 @@ def deploy_web3(w3: Web3, deployer_key: str, treasury: str | None = None, params
     """Deploy and wire the four contracts exactly as ``offchain.ape_deploy.deploy_system`` does."""
     params = params or Params.devnet()
     treasury = treasury or Account.from_key(deployer_key).address
-    opg, b_opg = deploy_contract(w3, deployer_key, "OPG", treasury)
+    opg, b_opg = deploy_contract(w3, deployer_key, "OPG", *constructor_args("OPG", params, treasury=treasury))
     distributor, b_dist = deploy_contract(
         w3,
         deployer_key,
         "RewardDistributor",
-        opg.address,
-        treasury,
-        params.protocol_fee_bps,
-        params.verifier_fee_bps,
-        params.max_emission_per_fee_bps,
-        params.epoch_length,
-        params.emission_per_epoch,
+        *constructor_args("RewardDistributor", params, opg=opg.address, treasury=treasury),
     )
     staking, b_stk = deploy_contract(
         w3,
         deployer_key,
         "NodeStaking",
-        opg.address,
-        distributor.address,
-        params.min_inference_stake,
-        params.min_verifier_stake,
-        params.dispute_window,
-        params.unbonding_period,
-        params.equivocation_slash_bps,
-        params.fraud_slash_bps,
-        params.challenger_reward_bps,
-        params.fraud_quorum,
+        *constructor_args("NodeStaking", params, opg=opg.address, distributor=distributor.address),
     )
     escrow, b_esc = deploy_contract(
-        w3, deployer_key, "CreditEscrow", opg.address, staking.address, distributor.address, params.thaw_period
+        w3,
+        deployer_key,
+        "CreditEscrow",
+        *constructor_args(
+            "CreditEscrow", params, opg=opg.address, staking=staking.address, distributor=distributor.address
+        ),
     )
     transact(w3, deployer_key, distributor.functions.connect(escrow.address, staking.address))
     transact(w3, deployer_key, staking.functions.connect(escrow.address))

@@ -63,7 +63,7 @@ from hypothesis.stateful import (  # noqa: E402
     run_state_machine_as_test,
 )
 
-from offchain.deployments import Params  # noqa: E402
+from offchain.deployments import Params, constructor_args  # noqa: E402
 from offchain.messages import Domain, Receipt, ReceiveWithAuthorization, Verdict, Voucher  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -263,29 +263,18 @@ def _load(name: str):
 def deploy() -> System:
     p = PARAMS
     with boa.env.prank(DEPLOYER.address):
-        opg = _load("OPG").deploy(TREASURY.address)
+        opg = _load("OPG").deploy(*constructor_args("OPG", p, treasury=TREASURY.address))
         distributor = _load("RewardDistributor").deploy(
-            opg.address,
-            TREASURY.address,
-            p.protocol_fee_bps,
-            p.verifier_fee_bps,
-            p.max_emission_per_fee_bps,
-            p.epoch_length,
-            p.emission_per_epoch,
+            *constructor_args("RewardDistributor", p, opg=opg.address, treasury=TREASURY.address)
         )
         staking = _load("NodeStaking").deploy(
-            opg.address,
-            distributor.address,
-            p.min_inference_stake,
-            p.min_verifier_stake,
-            p.dispute_window,
-            p.unbonding_period,
-            p.equivocation_slash_bps,
-            p.fraud_slash_bps,
-            p.challenger_reward_bps,
-            p.fraud_quorum,
+            *constructor_args("NodeStaking", p, opg=opg.address, distributor=distributor.address)
         )
-        escrow = _load("CreditEscrow").deploy(opg.address, staking.address, distributor.address, p.thaw_period)
+        escrow = _load("CreditEscrow").deploy(
+            *constructor_args(
+                "CreditEscrow", p, opg=opg.address, staking=staking.address, distributor=distributor.address
+            )
+        )
         distributor.connect(escrow.address, staking.address)
         staking.connect(escrow.address)
     for address, amount in INITIAL_WALLET.items():
