@@ -6,13 +6,11 @@ process can own a chain without ape's test isolation (relayer end-to-end tests, 
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from eth_account import Account
 from web3 import Web3
@@ -171,10 +169,3 @@ def deploy_web3(w3: Web3, deployer_key: str, treasury: str | None = None, params
         params=params,
     )
     return Web3System(w3=w3, opg=opg, escrow=escrow, staking=staking, distributor=distributor, deployment=deployment)
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in {"1", "true", "yes"}
-
-
-__all__ = ["Anvil", "deploy_web3", "anvil_key", "send", "transact", "free_port", "Path"]

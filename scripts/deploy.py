@@ -23,8 +23,7 @@ from ape.cli import ConnectedProviderCommand, network_option
 
 from offchain.ape_deploy import deploy_system
 from offchain.deployments import Params, save_deployment
-
-DEVNET_CHAIN_ID = 31337
+from offchain.devchain import DEVNET_CHAIN_ID
 
 
 def fail(message: str) -> None:

@@ -6,7 +6,6 @@ Ape takes a chain snapshot around every test, so each test starts from the state
 from __future__ import annotations
 
 import pytest
-from eth_account import Account
 
 from offchain.ape_deploy import deploy_system
 from offchain.deployments import Params
@@ -136,7 +135,3 @@ def verifiers(make_actor, opg, staking, params):
         staking.register(2, stake, "http://verifier.invalid", sender=actor.account)
         out.append(actor)
     return sorted(out, key=lambda a: int(a.address, 16))
-
-
-def random_key() -> str:
-    return Account.create().key.hex()

@@ -13,7 +13,6 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "OPG_RELAYER_"
-DEV_CHAIN_ID = 31337
 
 
 class ConfigError(Exception):

@@ -8,8 +8,8 @@ import json
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from ..devchain import anvil_key
-from .config import DEV_CHAIN_ID, ConfigError, RelayerSettings
+from ..devchain import DEVNET_CHAIN_ID, anvil_key
+from .config import ConfigError, RelayerSettings
 
 
 def load_account(settings: RelayerSettings, chain_id: int) -> LocalAccount:
@@ -17,10 +17,10 @@ def load_account(settings: RelayerSettings, chain_id: int) -> LocalAccount:
     if settings.keystore is not None and settings.dev_account is not None:
         raise ConfigError("give either --keystore or --dev-account, not both")
     if settings.dev_account is not None:
-        if chain_id != DEV_CHAIN_ID:
+        if chain_id != DEVNET_CHAIN_ID:
             raise ConfigError(
                 f"--dev-account uses anvil's public development keys and is refused on chain {chain_id} "
-                f"(only {DEV_CHAIN_ID}); use --keystore"
+                f"(only {DEVNET_CHAIN_ID}); use --keystore"
             )
         return Account.from_key(anvil_key(settings.dev_account))
     if settings.keystore is None:
