@@ -52,6 +52,13 @@ def sig(message, key, domain) -> bytes:
     return bytes.fromhex(message.sign_with(key, domain)[2:])
 
 
+def prove_fraud(staking, receipt, node, voters, challenger, domain):
+    """Submit `slash_fraud` for `receipt` (signed by `node`) with `Verdict(valid=false)` from `voters`."""
+    return staking.slash_fraud(
+        receipt.as_tuple(), sig(receipt, node.key, domain), verdicts(receipt, voters, domain), sender=challenger.account
+    )
+
+
 def verdict_sig(receipt: Receipt, valid: bool, verifier, domain) -> bytes:
     return sig(Verdict(receipt_hash="0x" + receipt.struct_hash().hex(), valid=valid), verifier.key, domain)
 
@@ -579,12 +586,7 @@ def test_fraud_on_unsettled_receipt_refunds_nothing(
 ):
     receipt = make_receipt(node, payer, chain, amount=10 * OPG)
     payer_before = opg.balanceOf(payer.address)
-    tx = staking.slash_fraud(
-        receipt.as_tuple(),
-        sig(receipt, node.key, staking_domain),
-        verdicts(receipt, verifiers[:2], staking_domain),
-        sender=challenger.account,
-    )
+    tx = prove_fraud(staking, receipt, node, verifiers[:2], challenger, staking_domain)
     amount = tx.return_value
     share, burned = fraud_split(amount, 0, 2, params.challenger_reward_bps)
     ev = tx.decode_logs(staking.Slashed)[0]
@@ -599,12 +601,7 @@ def test_fraud_refund_needs_the_receipts_cumulative_settled(
     settle(opg, escrow, escrow_domain, payer, node.address, 10 * OPG, deposit=100 * OPG)
     receipt = make_receipt(node, payer, chain, amount=5 * OPG, cumulative=15 * OPG)
     payer_before = opg.balanceOf(payer.address)
-    tx = staking.slash_fraud(
-        receipt.as_tuple(),
-        sig(receipt, node.key, staking_domain),
-        verdicts(receipt, verifiers[:2], staking_domain),
-        sender=challenger.account,
-    )
+    tx = prove_fraud(staking, receipt, node, verifiers[:2], challenger, staking_domain)
     assert tx.decode_logs(staking.Slashed)[0].refund == 0
     assert opg.balanceOf(payer.address) == payer_before
 
@@ -616,12 +613,7 @@ def test_fraud_refund_of_an_earlier_receipt_once_later_ones_settled(
     settle(opg, escrow, escrow_domain, payer, node.address, 10 * OPG, deposit=100 * OPG)
     receipt = make_receipt(node, payer, chain, amount=3 * OPG, cumulative=4 * OPG)
     payer_before = opg.balanceOf(payer.address)
-    tx = staking.slash_fraud(
-        receipt.as_tuple(),
-        sig(receipt, node.key, staking_domain),
-        verdicts(receipt, verifiers[:2], staking_domain),
-        sender=challenger.account,
-    )
+    tx = prove_fraud(staking, receipt, node, verifiers[:2], challenger, staking_domain)
     assert tx.decode_logs(staking.Slashed)[0].refund == 3 * OPG
     assert opg.balanceOf(payer.address) == payer_before + 3 * OPG
 
@@ -645,12 +637,7 @@ def test_fraud_refund_never_exceeds_the_slash(
     receipt = make_receipt(small, payer, chain, amount=500 * OPG)
     payer_before = opg.balanceOf(payer.address)
     supply = opg.totalSupply()
-    tx = staking.slash_fraud(
-        receipt.as_tuple(),
-        sig(receipt, small.key, staking_domain),
-        verdicts(receipt, verifiers[:2], staking_domain),
-        sender=challenger.account,
-    )
+    tx = prove_fraud(staking, receipt, small, verifiers[:2], challenger, staking_domain)
     ev = tx.decode_logs(staking.Slashed)[0]
     assert ev.amount == 200 * OPG
     assert (ev.refund, ev.reward, ev.burned) == (200 * OPG, 0, 0)
@@ -749,12 +736,7 @@ def test_fraud_with_jailed_verifier_reverts(
     receipt, rs = settled_receipt
     # Jail verifiers[2] as a lazy verifier of another proven receipt.
     other = make_receipt(node, payer, chain, request="req-other", amount=OPG)
-    staking.slash_fraud(
-        other.as_tuple(),
-        sig(other, node.key, staking_domain),
-        verdicts(other, verifiers[:2], staking_domain),
-        sender=challenger.account,
-    )
+    prove_fraud(staking, other, node, verifiers[:2], challenger, staking_domain)
     staking.slash_lazy_verifier(
         other.struct_hash(),
         verifiers[2].address,
@@ -849,12 +831,7 @@ def test_fraud_with_receipt_not_signed_by_its_node_reverts(
 ):
     receipt, _ = settled_receipt
     with ape.reverts("NodeStaking: invalid receipt signature"):
-        staking.slash_fraud(
-            receipt.as_tuple(),
-            sig(receipt, payer.key, staking_domain),
-            verdicts(receipt, verifiers[:2], staking_domain),
-            sender=challenger.account,
-        )
+        prove_fraud(staking, receipt, payer, verifiers[:2], challenger, staking_domain)
 
 
 def test_fraud_evidence_replayed_on_another_deployment_reverts(
@@ -930,20 +907,10 @@ def test_fraud_on_fully_slashed_node_has_nothing_to_slash(
     staking.set_slashing(params.equivocation_slash_bps, 10_000, params.challenger_reward_bps, sender=deployer)
     first = make_receipt(node, payer, chain, request="req-1")
     second = make_receipt(node, payer, chain, request="req-2")
-    tx = staking.slash_fraud(
-        first.as_tuple(),
-        sig(first, node.key, staking_domain),
-        verdicts(first, verifiers[:2], staking_domain),
-        sender=challenger.account,
-    )
+    tx = prove_fraud(staking, first, node, verifiers[:2], challenger, staking_domain)
     assert tx.return_value == 2_000 * OPG
     with ape.reverts("NodeStaking: nothing to slash"):
-        staking.slash_fraud(
-            second.as_tuple(),
-            sig(second, node.key, staking_domain),
-            verdicts(second, verifiers[:2], staking_domain),
-            sender=challenger.account,
-        )
+        prove_fraud(staking, second, node, verifiers[:2], challenger, staking_domain)
 
 
 def test_fraud_slashes_unbonding_stake(
@@ -1006,12 +973,7 @@ def test_jailed_node_is_released_by_topping_up_to_min_stake(
     fresh = make_actor()
     register(opg, staking, fresh, INFERENCE, params.min_inference_stake)
     receipt = make_receipt(fresh, payer, chain)
-    staking.slash_fraud(
-        receipt.as_tuple(),
-        sig(receipt, fresh.key, staking_domain),
-        verdicts(receipt, verifiers[:2], staking_domain),
-        sender=challenger.account,
-    )
+    prove_fraud(staking, receipt, fresh, verifiers[:2], challenger, staking_domain)
     missing = params.min_inference_stake - staking.nodes(fresh.address).stake
     assert missing == 200 * OPG
     opg.approve(staking, missing, sender=fresh.account)
@@ -1246,12 +1208,7 @@ def test_fraud_receipt_whose_amount_exceeds_its_cumulative_refunds_nothing(
     # A malformed receipt (amount > cumulative, here cumulative 0) is "settled" by any channel; it must not refund.
     receipt = make_receipt(node, payer, chain, amount=5 * OPG, cumulative=0)
     payer_before = opg.balanceOf(payer.address)
-    tx = staking.slash_fraud(
-        receipt.as_tuple(),
-        sig(receipt, node.key, staking_domain),
-        verdicts(receipt, verifiers[:2], staking_domain),
-        sender=challenger.account,
-    )
+    tx = prove_fraud(staking, receipt, node, verifiers[:2], challenger, staking_domain)
     assert tx.decode_logs(staking.Slashed)[0].refund == 0
     assert opg.balanceOf(payer.address) == payer_before
 
@@ -1266,12 +1223,7 @@ def test_fraud_refunds_on_one_channel_never_exceed_what_it_paid(
     refunds = []
     for request in ("req-a", "req-b"):
         receipt = make_receipt(node, payer, chain, request=request, amount=10 * OPG)
-        tx = staking.slash_fraud(
-            receipt.as_tuple(),
-            sig(receipt, node.key, staking_domain),
-            verdicts(receipt, verifiers[:2], staking_domain),
-            sender=challenger.account,
-        )
+        tx = prove_fraud(staking, receipt, node, verifiers[:2], challenger, staking_domain)
         refunds.append(tx.decode_logs(staking.Slashed)[0].refund)
     assert refunds == [10 * OPG, 0]
     assert staking.refunded(payer.address, node.address) == 10 * OPG
