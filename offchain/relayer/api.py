@@ -295,15 +295,20 @@ def create_app(relayer: Relayer) -> FastAPI:
                 metrics.receipts_accepted.inc()
         return outcomes
 
-    async def _settle_one(data: dict, started: float) -> tuple[int, dict]:
-        [answer] = await credit.validate([(0, "", data)])
+    async def _accept_one(prefix: str, item: Any, started: float) -> tuple[ValidReceipt, Any]:
+        """Validate and durably store one receipt item; an equivocating one is stored as evidence, answered 409."""
+        [answer] = await credit.validate([(0, prefix, item)])
         if isinstance(answer, ApiError):
             metrics.receipts_refused.inc(1, answer.error)
             raise answer
         [outcome] = await _store([answer])
         metrics.ack_latency.observe(time.perf_counter() - started)
         if outcome.conflicts_with:
-            raise ApiError(409, "equivocation", "receipt.requestId", outcome.reason or "equivocation")
+            raise ApiError(409, "equivocation", f"{prefix}receipt.requestId", outcome.reason or "equivocation")
+        return answer, outcome
+
+    async def _settle_one(data: dict, started: float) -> tuple[int, dict]:
+        _answer, outcome = await _accept_one("", data, started)
         return 200, _dump(SettleAnswer(id=outcome.id, status=outcome.status, batch_id=outcome.batch_id,
                                        reason=outcome.reason, duplicate=outcome.duplicate))
 
@@ -371,14 +376,7 @@ def create_app(relayer: Relayer) -> FastAPI:
         voucher = payload.get("voucher")
         item = {"receipt": payload["receipt"],
                 "voucher": {**voucher, "signature": payload.get("signature")} if isinstance(voucher, dict) else voucher}
-        [answer] = await credit.validate([(0, "paymentPayload.payload.", item)])
-        if isinstance(answer, ApiError):
-            metrics.receipts_refused.inc(1, answer.error)
-            raise answer
-        [outcome] = await _store([answer])
-        metrics.ack_latency.observe(time.perf_counter() - started)
-        if outcome.conflicts_with:
-            raise ApiError(409, "equivocation", "paymentPayload.payload.receipt.requestId", outcome.reason or "")
+        answer, outcome = await _accept_one("paymentPayload.payload.", item, started)
         return 200, {"success": True, "transaction": "", "network": relayer.network, "payer": answer.receipt.payer,
                      "errorReason": None, "id": outcome.id, "status": outcome.status, "batchId": outcome.batch_id}
 
