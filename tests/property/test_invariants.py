@@ -62,8 +62,9 @@ from hypothesis.stateful import (  # noqa: E402
     rule,
     run_state_machine_as_test,
 )
+from opg_test_params import TEST_PARAMS  # noqa: E402
 
-from offchain.deployments import Params, constructor_args  # noqa: E402
+from offchain.deployments import constructor_args  # noqa: E402
 from offchain.messages import Domain, Receipt, ReceiveWithAuthorization, Verdict, Voucher  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,22 +82,7 @@ SETTLED, SKIP_STALE, SKIP_NODE_NOT_ACTIVE, SKIP_BAD_SIGNATURE, SKIP_INSUFFICIENT
 EXAMPLES = int(os.environ.get("OPG_PROPERTY_EXAMPLES", "200"))
 STEPS = int(os.environ.get("OPG_PROPERTY_STEPS", "50"))
 
-PARAMS = Params(
-    thaw_period=3_600,
-    dispute_window=86_400,
-    unbonding_period=2 * 86_400,
-    min_inference_stake=1_000 * OPG,
-    min_verifier_stake=500 * OPG,
-    protocol_fee_bps=500,
-    verifier_fee_bps=1_000,
-    max_emission_per_fee_bps=400,
-    equivocation_slash_bps=5_000,
-    fraud_slash_bps=2_000,
-    challenger_reward_bps=2_000,
-    fraud_quorum=2,
-    epoch_length=3_600,
-    emission_per_epoch=10_000 * OPG,
-)
+PARAMS = TEST_PARAMS
 MIN_STAKE = {ROLE_INFERENCE: PARAMS.min_inference_stake, ROLE_VERIFIER: PARAMS.min_verifier_stake}
 
 

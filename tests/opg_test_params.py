@@ -1,0 +1,22 @@
+"""Protocol parameters shared by the ape tests and the property test (round numbers, non-trivial fee split)."""
+
+from offchain.deployments import Params
+
+OPG = 10**18
+
+TEST_PARAMS = Params(
+    thaw_period=3_600,
+    dispute_window=86_400,
+    unbonding_period=2 * 86_400,
+    min_inference_stake=1_000 * OPG,
+    min_verifier_stake=500 * OPG,
+    protocol_fee_bps=500,
+    verifier_fee_bps=1_000,
+    max_emission_per_fee_bps=400,
+    equivocation_slash_bps=5_000,
+    fraud_slash_bps=2_000,
+    challenger_reward_bps=2_000,
+    fraud_quorum=2,
+    epoch_length=3_600,
+    emission_per_epoch=10_000 * OPG,
+)
