@@ -13,11 +13,18 @@
         the channel already paid; stale claims and broke payers are
         skipped, never partially paid, so one bad claim never blocks
         a batch. Fees go to the RewardDistributor in one transfer per
-        batch. Withdrawals thaw first, and settlement may still draw
-        on thawing credits, so a payer cannot thaw away from vouchers
-        it signed. Payers may delegate signing to session signers;
-        revoking one takes effect only after the thaw period.
-        ERC-1271 wallets may be payers.
+        batch, and one packed `BatchSettled` log per batch records who
+        paid what. Voucher signatures are ECDSA only (the payer's key
+        or a session key's), compact (EIP-2098), and count whether or
+        not the payer's address has code: no payer can repudiate a
+        voucher after being served. Session keys carry an expiry and
+        an allowance; settlement charges a session-signed claim to the
+        key's allowance. Increases apply at once, decreases only
+        through revocation, one thaw period later. Withdrawals thaw
+        first and a ready request expires one thaw period after it
+        became ready, so no standing instant exit exists; settlement
+        may draw on thawing credits. NodeStaking voids the unsettled
+        charges a fraud proof covers, so fraudulent work is never paid.
 """
 
 from ethereum.ercs import IERC20
@@ -36,6 +43,10 @@ initializes: eip712
 
 from .modules import signatures
 
+from .modules import timelock
+
+initializes: timelock
+
 exports: (
     ownable.owner,
     ownable_2step.pending_owner,
@@ -43,6 +54,9 @@ exports: (
     ownable_2step.accept_ownership,
     ownable_2step.renounce_ownership,
     eip712.eip712Domain,
+    timelock.delay,
+    timelock.queued_eta,
+    timelock.GRACE_PERIOD,
 )
 
 
@@ -63,19 +77,21 @@ interface IOPG:
 
 
 interface INodeStaking:
-    def is_active_as(account: address, role: uint8) -> bool: view
+    def is_payable(node: address) -> bool: view
 
 
 interface IRewardDistributor:
     def credit_fees(nodes: DynArray[address, MAX_CLAIMS], amounts: DynArray[uint256, MAX_CLAIMS]): nonpayable
 
 
-# @dev One voucher-backed claim of a batch.
+# @dev One voucher-backed claim of a batch; the voucher signature is
+# EIP-2098 compact (`r`, `vs` = s | (v - 27) << 255).
 struct Claim:
     payer: address
     node: address
     max_cumulative: uint256
-    signature: Bytes[65]
+    r: bytes32
+    vs: bytes32
     total: uint256
 
 
@@ -94,16 +110,29 @@ MIN_THAW_PERIOD: public(constant(uint256)) = 60
 MAX_THAW_PERIOD: public(constant(uint256)) = 30 * 86_400
 
 
-# @dev NodeStaking's inference role.
-ROLE_INFERENCE: constant(uint8) = 1
+# @dev How much longer than the longest period the governance delay must be.
+DELAY_MARGIN: public(constant(uint256)) = 86_400
 
 
 # @dev Claim outcomes (`settle_batch` return values, `ClaimSkipped.reason`).
 SETTLED: public(constant(uint8)) = 0
 SKIP_STALE: public(constant(uint8)) = 1
-SKIP_NODE_NOT_ACTIVE: public(constant(uint8)) = 2
+SKIP_NODE_NOT_PAYABLE: public(constant(uint8)) = 2
 SKIP_BAD_SIGNATURE: public(constant(uint8)) = 3
 SKIP_INSUFFICIENT_BALANCE: public(constant(uint8)) = 4
+SKIP_ALLOWANCE_EXCEEDED: public(constant(uint8)) = 5
+
+
+# @dev Low 192 bits of a packed slot (amounts); the high 64 bits hold a time.
+_LOW_MASK: constant(uint256) = 2**192 - 1
+
+
+# @dev Low 96 bits: the amount half of a `BatchSettled.settled` word.
+_AMOUNT_BITS: constant(uint256) = 96
+
+
+# @dev Low 255 bits of an EIP-2098 `vs`.
+_S_MASK: constant(uint256) = 2**255 - 1
 
 
 # @dev EIP-712 type hash of `Voucher`.
@@ -114,7 +143,7 @@ VOUCHER_TYPEHASH: public(constant(bytes32)) = keccak256("Voucher(address payer,a
 token: public(immutable(IOPG))
 
 
-# @dev The NodeStaking, asked whether a claim's node is an active inference node.
+# @dev The NodeStaking: asked whether a claim's node may be paid, and the only caller of `void_charges`.
 staking: public(immutable(INodeStaking))
 
 
@@ -126,19 +155,30 @@ distributor: public(immutable(IRewardDistributor))
 balance_of: public(HashMap[address, uint256])
 
 
-# @dev What a (payer, node) channel has paid in total, ever.
-spent: public(HashMap[address, HashMap[address, uint256]])
+# @dev A channel packed in one slot: what it has paid in total, ever
+# (low 192 bits, `spent`), and when it last settled (high 64 bits, `settled_at`).
+_channel: HashMap[address, HashMap[address, uint256]]
+
+
+# @dev Charges of a channel that a fraud proof voided (never paid, never refundable).
+voided: public(HashMap[address, HashMap[address, uint256]])
+
+
+# @dev When a node was last paid by any channel (NodeStaking keeps its stake a dispute window longer).
+node_settled_at: public(HashMap[address, uint256])
 
 
 # @dev A payer's pending withdrawal.
 withdrawal_of: public(HashMap[address, Withdrawal])
 
 
-# @dev Until when a payer's session signer may sign vouchers.
-signer_expiry: public(HashMap[address, HashMap[address, uint256]])
+# @dev A payer's session key packed in one slot: remaining allowance
+# (low 192 bits) and the time (exclusive) until which it signs (high 64 bits).
+_signer: HashMap[address, HashMap[address, uint256]]
 
 
-# @dev How long credits thaw before withdrawal, and revoked signers linger.
+# @dev How long credits thaw before withdrawal, a ready request stays
+# ready, and revoked session keys linger.
 thaw_period: public(uint256)
 
 
@@ -153,6 +193,7 @@ event WithdrawalRequested:
     payer: indexed(address)
     amount: uint256
     ready_at: uint256
+    expires_at: uint256
 
 
 event WithdrawalCanceled:
@@ -168,13 +209,7 @@ event SignerAuthorized:
     payer: indexed(address)
     signer: indexed(address)
     expiry: uint256
-
-
-event ClaimSettled:
-    payer: indexed(address)
-    node: indexed(address)
-    amount: uint256
-    total: uint256
+    allowance: uint256
 
 
 event ClaimSkipped:
@@ -187,9 +222,16 @@ event ClaimSkipped:
 event BatchSettled:
     receipts_root: indexed(bytes32)
     submitter: indexed(address)
-    claims: uint256
-    settled: uint256
     amount: uint256
+    settled: DynArray[uint256, MAX_CLAIMS]
+    runs: DynArray[uint256, MAX_CLAIMS]
+
+
+event ChargesVoided:
+    payer: indexed(address)
+    node: indexed(address)
+    amount: uint256
+    spent: uint256
 
 
 event ThawPeriodUpdated:
@@ -197,14 +239,22 @@ event ThawPeriodUpdated:
 
 
 @deploy
-def __init__(token_: IOPG, staking_: INodeStaking, distributor_: IRewardDistributor, thaw_period_: uint256):
+def __init__(
+    token_: IOPG,
+    staking_: INodeStaking,
+    distributor_: IRewardDistributor,
+    thaw_period_: uint256,
+    delay_: uint256,
+):
     """
-    @dev Sets the token, the staking and distributor contracts and
-         the thaw period; the deployer becomes the owner.
+    @dev Sets the token, the staking and distributor contracts, the
+         thaw period and the governance delay; the deployer becomes
+         the owner.
     @param token_ The OPG token.
     @param staking_ The NodeStaking.
     @param distributor_ The RewardDistributor.
     @param thaw_period_ The thaw period (60 s..30 days).
+    @param delay_ The governance delay (>= thaw period + 1 day).
     """
     assert token_.address != empty(address), "CreditEscrow: token is the zero address"
     assert staking_.address != empty(address), "CreditEscrow: staking is the zero address"
@@ -212,10 +262,12 @@ def __init__(token_: IOPG, staking_: INodeStaking, distributor_: IRewardDistribu
     ownable.__init__()
     ownable_2step.__init__()
     eip712.__init__("OPG Credit Escrow", "1")
+    timelock.__init__()
     token = token_
     staking = staking_
     distributor = distributor_
     self._set_thaw_period(thaw_period_)
+    timelock._set_delay(delay_, thaw_period_ + DELAY_MARGIN)
 
 
 @external
@@ -273,15 +325,18 @@ def deposit_with_authorization(
 def request_withdrawal(amount: uint256):
     """
     @dev Starts thawing `amount` of the caller's credits; replaces
-         any pending request and restarts the thaw. Settlement may
-         still draw on thawing credits.
+         any pending request and restarts the thaw. The request is
+         ready after the thaw period and expires one thaw period
+         after that. Settlement may still draw on thawing credits,
+         and nodes stop serving against them (`available_of`).
     @param amount The amount, at most the caller's credits.
     """
     assert amount > 0, "CreditEscrow: zero amount"
     assert amount <= self.balance_of[msg.sender], "CreditEscrow: amount exceeds balance"
-    ready_at: uint256 = block.timestamp + self.thaw_period
+    thaw: uint256 = self.thaw_period
+    ready_at: uint256 = block.timestamp + thaw
     self.withdrawal_of[msg.sender] = Withdrawal(amount=amount, ready_at=ready_at)
-    log WithdrawalRequested(payer=msg.sender, amount=amount, ready_at=ready_at)
+    log WithdrawalRequested(payer=msg.sender, amount=amount, ready_at=ready_at, expires_at=ready_at + thaw)
 
 
 @external
@@ -297,12 +352,14 @@ def cancel_withdrawal():
 @external
 def withdraw() -> uint256:
     """
-    @dev Pays the caller `min(requested, credits)` once thawed.
+    @dev Pays the caller `min(requested, credits)` once thawed and
+         before the request expires.
     @return uint256 The amount paid.
     """
     request: Withdrawal = self.withdrawal_of[msg.sender]
     assert request.amount > 0, "CreditEscrow: no pending withdrawal"
     assert block.timestamp >= request.ready_at, "CreditEscrow: still thawing"
+    assert block.timestamp < request.ready_at + self.thaw_period, "CreditEscrow: withdrawal request expired"
     amount: uint256 = min(request.amount, self.balance_of[msg.sender])
     self.withdrawal_of[msg.sender] = empty(Withdrawal)
     self.balance_of[msg.sender] -= amount
@@ -313,49 +370,60 @@ def withdraw() -> uint256:
 
 
 @external
-def authorize_signer(signer: address, expiry: uint256):
+def authorize_signer(signer: address, expiry: uint256, allowance: uint256):
     """
-    @dev Lets `signer` sign vouchers for the caller until `expiry`.
-    @notice Extending takes effect at once; shortening (revoking)
-            only after the thaw period, so vouchers already handed
-            to nodes stay good for as long as credits could not
-            have been withdrawn anyway.
-    @param signer The session key.
-    @param expiry The last second (exclusive) it may sign.
+    @dev Lets the session key `signer` sign vouchers for the caller
+         until `expiry`, for at most `allowance` more in total.
+    @notice For a key still in force this may only extend the expiry
+            and raise the remaining allowance (a decrease would let a
+            payer repudiate vouchers a node already served): reduce a
+            key with `revoke_signer`. The expiry must be at least one
+            thaw period away, so its vouchers can be settled.
+    @param signer The session key (an ECDSA key, not the payer).
+    @param expiry The time (exclusive) until which it may sign.
+    @param allowance Its remaining allowance after this call.
     """
     assert signer != empty(address), "CreditEscrow: signer is the zero address"
     assert signer != msg.sender, "CreditEscrow: signer is the payer"
-    assert expiry > block.timestamp, "CreditEscrow: expiry in the past"
-    current: uint256 = self.signer_expiry[msg.sender][signer]
-    effective: uint256 = expiry
-    if expiry < current:
-        effective = max(expiry, min(current, block.timestamp + self.thaw_period))
-    self.signer_expiry[msg.sender][signer] = effective
-    log SignerAuthorized(payer=msg.sender, signer=signer, expiry=effective)
+    assert expiry >= block.timestamp + self.thaw_period, "CreditEscrow: expiry sooner than the thaw period"
+    assert expiry < 2**64 and allowance <= _LOW_MASK, "CreditEscrow: expiry or allowance too large"
+    current: uint256 = self._signer[msg.sender][signer]
+    if current >> 192 > block.timestamp:
+        assert expiry >= current >> 192, "CreditEscrow: expiry decrease needs revocation"
+        assert allowance >= current & _LOW_MASK, "CreditEscrow: allowance decrease needs revocation"
+    self._signer[msg.sender][signer] = expiry << 192 | allowance
+    log SignerAuthorized(payer=msg.sender, signer=signer, expiry=expiry, allowance=allowance)
 
 
 @external
 def revoke_signer(signer: address):
     """
-    @dev Revokes `signer`, effective after the thaw period.
+    @dev Revokes `signer`, effective one thaw period from now (or at
+         its expiry if sooner); its allowance stays until then.
     @param signer The session key.
     """
-    current: uint256 = self.signer_expiry[msg.sender][signer]
-    assert current > block.timestamp, "CreditEscrow: signer not authorized"
-    effective: uint256 = min(current, block.timestamp + self.thaw_period)
-    self.signer_expiry[msg.sender][signer] = effective
-    log SignerAuthorized(payer=msg.sender, signer=signer, expiry=effective)
+    current: uint256 = self._signer[msg.sender][signer]
+    expiry: uint256 = current >> 192
+    assert expiry > block.timestamp, "CreditEscrow: signer not authorized"
+    effective: uint256 = min(expiry, block.timestamp + self.thaw_period)
+    allowance: uint256 = current & _LOW_MASK
+    self._signer[msg.sender][signer] = effective << 192 | allowance
+    log SignerAuthorized(payer=msg.sender, signer=signer, expiry=effective, allowance=allowance)
 
 
 @external
 def settle_batch(claims: DynArray[Claim, MAX_CLAIMS], receipts_root: bytes32) -> DynArray[uint8, MAX_CLAIMS]:
     """
-    @dev Settles voucher claims. For each claim with a valid
-         voucher signature and an active inference node, the channel
-         pays `total - spent` if the payer's credits cover it; stale
-         claims, bad signatures, inactive nodes and broke payers are
-         skipped with a `ClaimSkipped` reason, never partially paid.
-         Claims ordered by node forward fees once per node.
+    @dev Settles voucher claims. For each claim with a valid voucher
+         signature and a payable node (registered for inference, not
+         jailed), the channel pays `total - spent` if the payer's
+         credits (and, for a session key, its allowance) cover it;
+         stale claims, bad signatures, unpayable nodes and broke
+         payers are skipped with a `ClaimSkipped` reason, never
+         partially paid. Claims ordered by node forward fees once
+         per node. One `BatchSettled` log, only if something settled,
+         packs each settled claim as `payer << 96 | amount` and each
+         node run as `node << 96 | settled claims in the run`.
     @notice Anyone may call it (relayer or node); funds only ever go
             from the voucher's payer to the voucher's node.
     @param claims The claims, `total <= max_cumulative` each.
@@ -366,45 +434,178 @@ def settle_batch(claims: DynArray[Claim, MAX_CLAIMS], receipts_root: bytes32) ->
     outcomes: DynArray[uint8, MAX_CLAIMS] = []
     nodes: DynArray[address, MAX_CLAIMS] = []
     amounts: DynArray[uint256, MAX_CLAIMS] = []
+    settled: DynArray[uint256, MAX_CLAIMS] = []
+    runs: DynArray[uint256, MAX_CLAIMS] = []
     current_node: address = empty(address)
-    node_active: bool = False
+    node_payable: bool = False
     node_amount: uint256 = 0
+    run_count: uint256 = 0
     batch_amount: uint256 = 0
-    settled: uint256 = 0
-    for claim: Claim in claims:
+    count: uint256 = len(claims)
+    for i: uint256 in range(count, bound=MAX_CLAIMS):
+        claim: Claim = claims[i]
         assert claim.total <= claim.max_cumulative, "CreditEscrow: total exceeds voucher"
         if claim.node != current_node:
-            if node_amount > 0:
-                nodes.append(current_node)
-                amounts.append(node_amount)
-                node_amount = 0
             current_node = claim.node
-            node_active = staticcall staking.is_active_as(current_node, ROLE_INFERENCE)
+            node_payable = staticcall staking.is_payable(current_node)
         outcome: uint8 = SETTLED
         delta: uint256 = 0
-        outcome, delta = self._settle(claim, node_active)
+        outcome, delta = self._settle(claim, node_payable)
         outcomes.append(outcome)
         if outcome == SETTLED:
             node_amount += delta
-            batch_amount += delta
-            settled += 1
-    if node_amount > 0:
-        nodes.append(current_node)
-        amounts.append(node_amount)
-    log BatchSettled(
-        receipts_root=receipts_root, submitter=msg.sender, claims=len(claims), settled=settled, amount=batch_amount
-    )
-    if batch_amount > 0:
+            run_count += 1
+            settled.append(convert(claim.payer, uint256) << _AMOUNT_BITS | delta)
+        if run_count > 0 and (i + 1 == count or claims[i + 1].node != current_node):
+            nodes.append(current_node)
+            amounts.append(node_amount)
+            runs.append(convert(current_node, uint256) << _AMOUNT_BITS | run_count)
+            self.node_settled_at[current_node] = block.timestamp
+            batch_amount += node_amount
+            node_amount = 0
+            run_count = 0
+    if len(settled) > 0:
+        log BatchSettled(
+            receipts_root=receipts_root, submitter=msg.sender, amount=batch_amount, settled=settled, runs=runs
+        )
         assert extcall token.transfer(distributor.address, batch_amount, default_return_value=True)
         extcall distributor.credit_fees(nodes, amounts)
     return outcomes
 
 
 @external
+def void_charges(payer: address, node: address, cumulative: uint256) -> (uint256, uint256):
+    """
+    @dev Voids a channel's charges up to `cumulative` after a fraud
+         proof: `spent` becomes `max(spent, cumulative)` so no voucher
+         can pay that work any more, and the increase is recorded in
+         `voided`.
+    @notice Only the NodeStaking.
+    @param payer The payer.
+    @param node The node proven fraudulent.
+    @param cumulative The fraudulent receipt's cumulative charge.
+    @return (uint256, uint256) `spent` and `voided` before the call.
+    """
+    assert msg.sender == staking.address, "CreditEscrow: caller is not the staking"
+    packed: uint256 = self._channel[payer][node]
+    spent_before: uint256 = packed & _LOW_MASK
+    voided_before: uint256 = self.voided[payer][node]
+    if cumulative > spent_before:
+        new_spent: uint256 = min(cumulative, _LOW_MASK)
+        self._channel[payer][node] = (packed >> 192) << 192 | new_spent
+        self.voided[payer][node] = voided_before + new_spent - spent_before
+        log ChargesVoided(payer=payer, node=node, amount=new_spent - spent_before, spent=new_spent)
+    return spent_before, voided_before
+
+
+@external
+def queue_change(call: Bytes[164]) -> bytes32:
+    """
+    @dev Queues a parameter change: the calldata of `set_thaw_period`
+         or `set_delay`, executable by anyone once due.
+    @notice Only the owner.
+    @param call The setter's calldata.
+    @return bytes32 The change's id.
+    """
+    ownable._check_owner()
+    return timelock._queue(call)
+
+
+@external
+def cancel_change(id: bytes32):
+    """
+    @dev Cancels a queued parameter change.
+    @notice Only the owner.
+    @param id The change's id (keccak256 of its calldata).
+    """
+    ownable._check_owner()
+    timelock._cancel(id)
+
+
+@external
+def set_thaw_period(thaw_period_: uint256):
+    """
+    @dev Sets the thaw period for requests and revocations made
+         afterwards.
+    @notice Anyone, once the owner's queued change is due. Bounds:
+            60 s..30 days, and at most the delay minus one day.
+    @param thaw_period_ The thaw period.
+    """
+    timelock._execute(concat(method_id("set_thaw_period(uint256)"), abi_encode(thaw_period_)))
+    assert thaw_period_ + DELAY_MARGIN <= timelock.delay, "CreditEscrow: thaw period above the delay"
+    self._set_thaw_period(thaw_period_)
+
+
+@external
+def set_delay(delay_: uint256):
+    """
+    @dev Sets the governance delay.
+    @notice Anyone, once the owner's queued change is due. Bounds:
+            at least the thaw period + 1 day, at most 90 days.
+    @param delay_ The delay.
+    """
+    timelock._execute(concat(method_id("set_delay(uint256)"), abi_encode(delay_)))
+    timelock._set_delay(delay_, self.thaw_period + DELAY_MARGIN)
+
+
+@external
+@view
+def spent(payer: address, node: address) -> uint256:
+    """
+    @dev What a channel has paid in total, ever (voided charges included).
+    @param payer The payer.
+    @param node The node.
+    @return uint256 The channel's total.
+    """
+    return self._channel[payer][node] & _LOW_MASK
+
+
+@external
+@view
+def settled_at(payer: address, node: address) -> uint256:
+    """
+    @dev When a channel last settled (0 if never).
+    @param payer The payer.
+    @param node The node.
+    @return uint256 The timestamp.
+    """
+    return self._channel[payer][node] >> 192
+
+
+@external
+@view
+def signer_of(payer: address, signer: address) -> (uint256, uint256):
+    """
+    @dev A session key's expiry and remaining allowance.
+    @param payer The payer.
+    @param signer The session key.
+    @return (uint256, uint256) The expiry (exclusive) and the allowance.
+    """
+    packed: uint256 = self._signer[payer][signer]
+    return packed >> 192, packed & _LOW_MASK
+
+
+@external
+@view
+def available_of(payer: address) -> uint256:
+    """
+    @dev Credits a node may serve new requests against: the balance
+         less a pending or ready, unexpired withdrawal request.
+    @param payer The payer.
+    @return uint256 The available credits.
+    """
+    balance: uint256 = self.balance_of[payer]
+    request: Withdrawal = self.withdrawal_of[payer]
+    if request.amount > 0 and block.timestamp < request.ready_at + self.thaw_period:
+        return balance - min(balance, request.amount)
+    return balance
+
+
+@external
 @view
 def voucher_digest(payer: address, node: address, max_cumulative: uint256) -> bytes32:
     """
-    @dev The EIP-712 digest a payer (or its session signer) signs.
+    @dev The EIP-712 digest a payer (or its session key) signs.
     @param payer The payer.
     @param node The node.
     @param max_cumulative The channel's cap.
@@ -415,54 +616,60 @@ def voucher_digest(payer: address, node: address, max_cumulative: uint256) -> by
 
 @external
 @view
-def is_valid_voucher(payer: address, node: address, max_cumulative: uint256, signature: Bytes[65]) -> bool:
+def voucher_signer(payer: address, node: address, max_cumulative: uint256, r: bytes32, vs: bytes32) -> address:
     """
-    @dev Whether a voucher signature would be accepted now.
+    @dev Who would be charged for a voucher now: the payer for its
+         own signature, the session key for an unexpired key's
+         signature, the zero address if neither.
     @param payer The payer.
     @param node The node.
     @param max_cumulative The channel's cap.
-    @param signature The payer's, its session signer's or its wallet's signature.
-    @return bool Validity now.
+    @param r The compact signature's `r`.
+    @param vs The compact signature's `vs`.
+    @return address The payer, the session key, or the zero address.
     """
-    return self._is_valid_voucher(payer, self._voucher_digest(payer, node, max_cumulative), signature)
-
-
-@external
-def set_thaw_period(thaw_period_: uint256):
-    """
-    @dev Sets the thaw period for withdrawals requested afterwards.
-    @notice Only the owner. Bounds: 60 s..30 days.
-    @param thaw_period_ The thaw period.
-    """
-    ownable._check_owner()
-    self._set_thaw_period(thaw_period_)
+    signer: address = self._recover(self._voucher_digest(payer, node, max_cumulative), r, vs)
+    if signer == payer or (signer != empty(address) and self._signer[payer][signer] >> 192 > block.timestamp):
+        return signer
+    return empty(address)
 
 
 @internal
-def _settle(claim: Claim, node_active: bool) -> (uint8, uint256):
+def _settle(claim: Claim, node_payable: bool) -> (uint8, uint256):
     """
     @dev Settles one claim or says why it is skipped.
     @return (uint8, uint256) The outcome and the amount paid.
     """
-    previous: uint256 = self.spent[claim.payer][claim.node]
+    packed: uint256 = self._channel[claim.payer][claim.node]
+    previous: uint256 = packed & _LOW_MASK
     reason: uint8 = SETTLED
     if claim.total <= previous:
         reason = SKIP_STALE
-    elif not node_active:
-        reason = SKIP_NODE_NOT_ACTIVE
-    elif not self._is_valid_voucher(
-        claim.payer, self._voucher_digest(claim.payer, claim.node, claim.max_cumulative), claim.signature
-    ):
-        reason = SKIP_BAD_SIGNATURE
+    elif not node_payable:
+        reason = SKIP_NODE_NOT_PAYABLE
     else:
+        signer: address = self._recover(
+            self._voucher_digest(claim.payer, claim.node, claim.max_cumulative), claim.r, claim.vs
+        )
         delta: uint256 = claim.total - previous
         balance: uint256 = self.balance_of[claim.payer]
-        if balance < delta:
-            reason = SKIP_INSUFFICIENT_BALANCE
-        else:
+        key: uint256 = 0
+        if signer != claim.payer:
+            if signer != empty(address):
+                key = self._signer[claim.payer][signer]
+            if key >> 192 <= block.timestamp:
+                reason = SKIP_BAD_SIGNATURE
+        if reason == SETTLED:
+            if balance < delta:
+                reason = SKIP_INSUFFICIENT_BALANCE
+            elif key != 0:
+                if key & _LOW_MASK < delta:
+                    reason = SKIP_ALLOWANCE_EXCEEDED
+                else:
+                    self._signer[claim.payer][signer] = key - delta
+        if reason == SETTLED:
             self.balance_of[claim.payer] = balance - delta
-            self.spent[claim.payer][claim.node] = claim.total
-            log ClaimSettled(payer=claim.payer, node=claim.node, amount=delta, total=claim.total)
+            self._channel[claim.payer][claim.node] = block.timestamp << 192 | claim.total
             return SETTLED, delta
     log ClaimSkipped(payer=claim.payer, node=claim.node, total=claim.total, reason=reason)
     return reason, 0
@@ -490,19 +697,14 @@ def _voucher_digest(payer: address, node: address, max_cumulative: uint256) -> b
 
 
 @internal
-@view
-def _is_valid_voucher(payer: address, digest: bytes32, signature: Bytes[65]) -> bool:
+@pure
+def _recover(digest: bytes32, r: bytes32, vs: bytes32) -> address:
     """
-    @dev The payer's own ECDSA key, an unexpired session signer, or
-         (for a contract payer) ERC-1271.
+    @dev The ECDSA signer of an EIP-2098 compact signature (low-s
+         only), or the zero address.
     """
-    signer: address = signatures._try_recover(digest, signature)
-    if signer != empty(address):
-        if signer == payer or self.signer_expiry[payer][signer] > block.timestamp:
-            return True
-    if payer.is_contract:
-        return signatures._is_valid_erc1271(payer, digest, signature)
-    return False
+    word: uint256 = convert(vs, uint256)
+    return signatures._try_recover_vrs(digest, 27 + (word >> 255), convert(r, uint256), word & _S_MASK)
 
 
 @internal

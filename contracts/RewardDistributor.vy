@@ -7,16 +7,22 @@
 @license GNU Affero General Public License v3.0 only
 @notice Receives the fees the CreditEscrow settles and splits each
         node's gross: the protocol fee (rounded up) to the treasury,
-        the verifier fee to the verifier pool (reward-per-stake
-        accumulator over active verifier stake, reported by
-        NodeStaking), the rest to the node, claimable at once.
+        the verifier fee to the epoch's verifier pool, the rest to the
+        node, claimable at once. An epoch's pool is shared by the
+        verifiers live in it, pro rata to their NodeStaking snapshot
+        weight (warm stake recorded by a heartbeat in the epoch
+        before), so stake that joins just before a large batch earns
+        nothing of it.
         Emissions funded by anyone (the treasury) are allocated per
         epoch to inference nodes pro rata to the gross fees they
         settled in it, capped at `gross * max_emission_per_fee_bps`
         with `max_emission_per_fee_bps <= protocol_fee_bps`, so
         paying oneself through one's own node never earns more
         than it costs. What an epoch does not allocate stays in the
-        reserve for later epochs. Every division rounds in the
+        reserve for later epochs. Epochs are finalised in order and an
+        epoch can only use funding that arrived by its end, so the
+        allocation never depends on who calls first. Parameters change
+        only through a timelock. Every division rounds in the
         protocol's favour; rounding dust stays in this contract.
 """
 
@@ -30,7 +36,14 @@ from snekmate.auth import ownable_2step
 
 initializes: ownable_2step[ownable := ownable]
 
+from .modules import timelock
+
+initializes: timelock
+
 exports: (
+    timelock.delay,
+    timelock.queued_eta,
+    timelock.GRACE_PERIOD,
     ownable.owner,
     ownable_2step.pending_owner,
     ownable_2step.transfer_ownership,
@@ -56,8 +69,8 @@ MIN_EPOCH_LENGTH: public(constant(uint256)) = 60
 MAX_EPOCH_LENGTH: public(constant(uint256)) = 90 * 86_400
 
 
-# @dev Fixed-point scale of `reward_per_stake`.
-PRECISION: constant(uint256) = 10**18
+# @dev How much longer than an epoch the governance delay must be at least.
+DELAY_MARGIN: public(constant(uint256)) = 86_400
 
 
 # @dev The most nodes one `credit_fees` call carries (= the escrow's batch size).
@@ -72,8 +85,8 @@ token: public(immutable(IERC20))
 escrow: public(address)
 
 
-# @dev The NodeStaking, the only caller of `on_verifier_stake_change`.
-staking: public(address)
+# @dev The NodeStaking, whose heartbeat snapshots weigh the verifier pools.
+staking: public(INodeStaking)
 
 
 # @dev Receives the protocol fee, rounding dust of the verifier pool,
@@ -113,6 +126,18 @@ current_epoch_end: public(uint256)
 emission_reserve: public(uint256)
 
 
+# @dev Emission funded during an epoch (usable from that epoch's finalisation on).
+epoch_funding: public(HashMap[uint256, uint256])
+
+
+# @dev The next epoch to finalise (epochs finalise in order).
+next_epoch_to_finalize: public(uint256)
+
+
+# @dev Funded emission that finalised epochs could use (funding of epochs <= the last finalised one, less allocations).
+_finalized_reserve: uint256
+
+
 # @dev Gross fees settled in an epoch.
 epoch_fees: public(HashMap[uint256, uint256])
 
@@ -137,20 +162,12 @@ emission_collected: public(HashMap[uint256, HashMap[address, bool]])
 claimable: public(HashMap[address, uint256])
 
 
-# @dev A verifier's active stake as last reported by NodeStaking.
-verifier_stake: public(HashMap[address, uint256])
+# @dev Verifier fees credited in an epoch (its verifier pool).
+epoch_verifier_fees: public(HashMap[uint256, uint256])
 
 
-# @dev The sum of `verifier_stake`.
-total_verifier_stake: public(uint256)
-
-
-# @dev Verifier fees per unit of stake ever paid, scaled by 1e18.
-reward_per_stake: public(uint256)
-
-
-# @dev `reward_per_stake` when a verifier was last checkpointed.
-reward_per_stake_paid: public(HashMap[address, uint256])
+# @dev Whether a verifier's share of an epoch's pool was collected.
+verifier_collected: public(HashMap[uint256, HashMap[address, bool]])
 
 
 event Connected:
@@ -167,10 +184,10 @@ event FeesCredited:
     verifier_fee: uint256
 
 
-event VerifierStakeUpdated:
+event VerifierRewardCollected:
     verifier: indexed(address)
-    stake: uint256
-    total_stake: uint256
+    epoch: indexed(uint256)
+    amount: uint256
 
 
 event EmissionFunded:
@@ -214,6 +231,11 @@ event EmissionPerEpochUpdated:
     emission_per_epoch: uint256
 
 
+interface INodeStaking:
+    def weight_in(epoch: uint256, verifier: address) -> uint256: view
+    def total_weight_in(epoch: uint256) -> uint256: view
+
+
 @deploy
 def __init__(
     token_: IERC20,
@@ -223,6 +245,7 @@ def __init__(
     max_emission_per_fee_bps_: uint256,
     epoch_length_: uint256,
     emission_per_epoch_: uint256,
+    delay_: uint256,
 ):
     """
     @dev Sets the token, the treasury and the fee parameters; the
@@ -234,20 +257,23 @@ def __init__(
     @param max_emission_per_fee_bps_ Emission cap, <= protocol fee.
     @param epoch_length_ Epoch length in seconds.
     @param emission_per_epoch_ Emission allocated per epoch at most.
+    @param delay_ The governance delay (>= epoch length + 1 day).
     """
     assert token_.address != empty(address), "RewardDistributor: token is the zero address"
     ownable.__init__()
     ownable_2step.__init__()
+    timelock.__init__()
     token = token_
     self._set_treasury(treasury_)
     self._set_fees(protocol_fee_bps_, verifier_fee_bps_, max_emission_per_fee_bps_)
     self._set_epoch_length(epoch_length_)
     self._set_emission_per_epoch(emission_per_epoch_)
     self.current_epoch_end = block.timestamp + epoch_length_
+    timelock._set_delay(delay_, epoch_length_ + DELAY_MARGIN)
 
 
 @external
-def connect(escrow_: address, staking_: address):
+def connect(escrow_: address, staking_: INodeStaking):
     """
     @dev Wires the CreditEscrow and NodeStaking, once.
     @notice Only the owner, only once.
@@ -256,10 +282,10 @@ def connect(escrow_: address, staking_: address):
     """
     ownable._check_owner()
     assert self.escrow == empty(address), "RewardDistributor: already connected"
-    assert escrow_ != empty(address) and staking_ != empty(address), "RewardDistributor: zero address"
+    assert escrow_ != empty(address) and staking_.address != empty(address), "RewardDistributor: zero address"
     self.escrow = escrow_
     self.staking = staking_
-    log Connected(escrow=escrow_, staking=staking_)
+    log Connected(escrow=escrow_, staking=staking_.address)
 
 
 @external
@@ -299,34 +325,13 @@ def credit_fees(nodes: DynArray[address, MAX_NODES], amounts: DynArray[uint256, 
             verifier_fee=verifier_fee,
         )
     self.epoch_fees[epoch] += gross_total
-    total_stake: uint256 = self.total_verifier_stake
-    if verifier_total > 0 and total_stake > 0:
-        increment: uint256 = verifier_total * PRECISION // total_stake
-        self.reward_per_stake += increment
-        # The pool keeps `increment * total_stake / 1e18` rounded up: verifiers
-        # earn `stake * sum(increments) / 1e18` rounded down once, which can
-        # exceed the sum of per-credit floors. What is left is dust: the treasury's.
-        protocol_total += verifier_total - (increment * total_stake + PRECISION - 1) // PRECISION
-    else:
-        protocol_total += verifier_total
+    # The pool of this epoch is shared by its live verifiers; with none, the treasury takes it.
+    if verifier_total > 0:
+        if staticcall self.staking.total_weight_in(epoch) > 0:
+            self.epoch_verifier_fees[epoch] += verifier_total
+        else:
+            protocol_total += verifier_total
     self.claimable[self.treasury] += protocol_total
-
-
-@external
-def on_verifier_stake_change(verifier: address, stake: uint256):
-    """
-    @dev Records a verifier's new active stake after checkpointing
-         what it earned at the old one.
-    @notice Only the NodeStaking.
-    @param verifier The verifier.
-    @param stake Its active, unjailed stake (0 when not active).
-    """
-    assert msg.sender == self.staking, "RewardDistributor: caller is not the staking"
-    self._checkpoint(verifier)
-    total: uint256 = self.total_verifier_stake - self.verifier_stake[verifier] + stake
-    self.verifier_stake[verifier] = stake
-    self.total_verifier_stake = total
-    log VerifierStakeUpdated(verifier=verifier, stake=stake, total_stake=total)
 
 
 @external
@@ -338,6 +343,7 @@ def fund_emissions(amount: uint256):
     """
     assert amount > 0, "RewardDistributor: zero amount"
     self.emission_reserve += amount
+    self.epoch_funding[self._roll_epoch()] += amount
     log EmissionFunded(funder=msg.sender, amount=amount, reserve=self.emission_reserve)
     assert extcall token.transferFrom(msg.sender, self, amount, default_return_value=True)
 
@@ -373,13 +379,32 @@ def collect_emission(node: address, epoch: uint256):
 
 
 @external
+def collect_verifier_reward(verifier: address, epoch: uint256):
+    """
+    @dev Moves `verifier`'s share of an ended epoch's verifier pool to
+         its claimable balance: `pool * weight / total weight` of the
+         epoch's NodeStaking snapshot (rounded down).
+    @notice Anyone may call it for any verifier; it pays the verifier.
+    @param verifier The verifier.
+    @param epoch An ended epoch.
+    """
+    assert epoch < self._roll_epoch(), "RewardDistributor: epoch not ended"
+    assert not self.verifier_collected[epoch][verifier], "RewardDistributor: reward already collected"
+    weight: uint256 = staticcall self.staking.weight_in(epoch, verifier)
+    assert weight > 0, "RewardDistributor: no weight in epoch"
+    share: uint256 = self.epoch_verifier_fees[epoch] * weight // staticcall self.staking.total_weight_in(epoch)
+    self.verifier_collected[epoch][verifier] = True
+    self.claimable[verifier] += share
+    log VerifierRewardCollected(verifier=verifier, epoch=epoch, amount=share)
+
+
+@external
 def claim() -> uint256:
     """
     @dev Pays the caller everything it can claim: node shares,
          verifier rewards, emissions, treasury fees.
     @return uint256 The amount paid.
     """
-    self._checkpoint(msg.sender)
     amount: uint256 = self.claimable[msg.sender]
     assert amount > 0, "RewardDistributor: nothing to claim"
     self.claimable[msg.sender] = 0
@@ -394,9 +419,9 @@ def claimable_of(account: address) -> uint256:
     """
     @dev What `claim` would pay `account` now.
     @param account The account.
-    @return uint256 The claimable amount including pending verifier rewards.
+    @return uint256 The claimable amount (collected verifier rewards and emissions included).
     """
-    return self.claimable[account] + self._pending(account)
+    return self.claimable[account]
 
 
 @external
@@ -414,16 +439,57 @@ def epoch_now() -> uint256:
 
 
 @external
+def queue_change(call: Bytes[164]) -> bytes32:
+    """
+    @dev Queues a parameter change: the calldata of one of the
+         setters below, executable by anyone once due.
+    @notice Only the owner.
+    @param call The setter's calldata.
+    @return bytes32 The change's id.
+    """
+    ownable._check_owner()
+    return timelock._queue(call)
+
+
+@external
+def cancel_change(id: bytes32):
+    """
+    @dev Cancels a queued parameter change.
+    @notice Only the owner.
+    @param id The change's id (keccak256 of its calldata).
+    """
+    ownable._check_owner()
+    timelock._cancel(id)
+
+
+@external
+def set_delay(delay_: uint256):
+    """
+    @dev Sets the governance delay.
+    @notice Anyone, once the owner's queued change is due. Bounds: at
+            least the epoch length + 1 day, at most 90 days.
+    @param delay_ The delay.
+    """
+    timelock._execute(concat(method_id("set_delay(uint256)"), abi_encode(delay_)))
+    timelock._set_delay(delay_, self.epoch_length + DELAY_MARGIN)
+
+
+@external
 def set_fees(protocol_fee_bps_: uint256, verifier_fee_bps_: uint256, max_emission_per_fee_bps_: uint256):
     """
     @dev Sets the fee split and the emission cap.
-    @notice Only the owner. Bounds: protocol <= 2,000, verifier <= 2,000,
-            emission cap <= protocol fee.
+    @notice Anyone, once the owner's queued change is due. Bounds:
+            protocol <= 2,000, verifier <= 2,000, emission cap <= protocol fee.
     @param protocol_fee_bps_ The protocol fee.
     @param verifier_fee_bps_ The verifier fee.
     @param max_emission_per_fee_bps_ The emission cap per fee.
     """
-    ownable._check_owner()
+    timelock._execute(
+        concat(
+            method_id("set_fees(uint256,uint256,uint256)"),
+            abi_encode(protocol_fee_bps_, verifier_fee_bps_, max_emission_per_fee_bps_),
+        )
+    )
     self._set_fees(protocol_fee_bps_, verifier_fee_bps_, max_emission_per_fee_bps_)
 
 
@@ -431,10 +497,10 @@ def set_fees(protocol_fee_bps_: uint256, verifier_fee_bps_: uint256, max_emissio
 def set_treasury(treasury_: address):
     """
     @dev Sets the treasury; what the old one earned stays its own.
-    @notice Only the owner.
+    @notice Anyone, once the owner's queued change is due.
     @param treasury_ The new treasury.
     """
-    ownable._check_owner()
+    timelock._execute(concat(method_id("set_treasury(address)"), abi_encode(treasury_)))
     self._set_treasury(treasury_)
 
 
@@ -442,10 +508,12 @@ def set_treasury(treasury_: address):
 def set_epoch_length(epoch_length_: uint256):
     """
     @dev Sets the length of epochs starting after the current one.
-    @notice Only the owner. Bounds: 60 s to 90 days.
+    @notice Anyone, once the owner's queued change is due. Bounds:
+            60 s to 90 days, at most the delay minus one day.
     @param epoch_length_ The new length in seconds.
     """
-    ownable._check_owner()
+    timelock._execute(concat(method_id("set_epoch_length(uint256)"), abi_encode(epoch_length_)))
+    assert epoch_length_ + DELAY_MARGIN <= timelock.delay, "RewardDistributor: epoch length above the delay"
     self._roll_epoch()
     self._set_epoch_length(epoch_length_)
 
@@ -454,10 +522,11 @@ def set_epoch_length(epoch_length_: uint256):
 def set_emission_per_epoch(emission_per_epoch_: uint256):
     """
     @dev Sets the emission allocated per epoch at most.
-    @notice Only the owner. Applies to epochs finalised afterwards.
+    @notice Anyone, once the owner's queued change is due. Applies to
+            epochs finalised afterwards.
     @param emission_per_epoch_ The amount per epoch.
     """
-    ownable._check_owner()
+    timelock._execute(concat(method_id("set_emission_per_epoch(uint256)"), abi_encode(emission_per_epoch_)))
     self._set_emission_per_epoch(emission_per_epoch_)
 
 
@@ -530,36 +599,28 @@ def _roll_epoch() -> uint256:
 @internal
 def _finalize_epoch(epoch: uint256):
     """
-    @dev Allocates an ended epoch's emission once.
+    @dev Allocates the emission of every unfinalised epoch up to
+         `epoch`, in order; each may use the funding that arrived by
+         its end and was not allocated to an earlier epoch.
     """
     if self.epoch_finalized[epoch]:
         return
     assert epoch < self._roll_epoch(), "RewardDistributor: epoch not ended"
-    fees: uint256 = self.epoch_fees[epoch]
-    emission: uint256 = min(
-        min(self.emission_per_epoch, self.emission_reserve), fees * self.max_emission_per_fee_bps // BPS
-    )
-    self.epoch_finalized[epoch] = True
-    self.epoch_emission[epoch] = emission
-    self.emission_reserve -= emission
-    log EpochFinalized(epoch=epoch, fees=fees, emission=emission)
-
-
-@internal
-@view
-def _pending(verifier: address) -> uint256:
-    """
-    @dev Verifier rewards earned since the last checkpoint (rounded down).
-    """
-    return self.verifier_stake[verifier] * (self.reward_per_stake - self.reward_per_stake_paid[verifier]) // PRECISION
-
-
-@internal
-def _checkpoint(verifier: address):
-    """
-    @dev Moves pending verifier rewards into `claimable`.
-    """
-    pending: uint256 = self._pending(verifier)
-    if pending > 0:
-        self.claimable[verifier] += pending
-    self.reward_per_stake_paid[verifier] = self.reward_per_stake
+    start: uint256 = self.next_epoch_to_finalize
+    assert epoch < start + 64, "RewardDistributor: finalize earlier epochs first"
+    available: uint256 = self._finalized_reserve
+    allocated: uint256 = 0
+    for e: uint256 in range(start, start + 64, bound=64):
+        if e > epoch:
+            break
+        available += self.epoch_funding[e]
+        fees: uint256 = self.epoch_fees[e]
+        emission: uint256 = min(min(self.emission_per_epoch, available), fees * self.max_emission_per_fee_bps // BPS)
+        available -= emission
+        allocated += emission
+        self.epoch_finalized[e] = True
+        self.epoch_emission[e] = emission
+        log EpochFinalized(epoch=e, fees=fees, emission=emission)
+    self._finalized_reserve = available
+    self.emission_reserve -= allocated
+    self.next_epoch_to_finalize = epoch + 1

@@ -29,7 +29,7 @@ class Params(BaseModel):
 
     thaw_period: int = 86_400
     dispute_window: int = 3 * 86_400
-    unbonding_period: int = 3 * 86_400
+    unbonding_period: int = 6 * 86_400
     min_inference_stake: int = 1_000 * 10**18
     min_verifier_stake: int = 1_000 * 10**18
     protocol_fee_bps: int = 500
@@ -38,9 +38,19 @@ class Params(BaseModel):
     equivocation_slash_bps: int = 5_000
     fraud_slash_bps: int = 2_000
     challenger_reward_bps: int = 2_000
-    fraud_quorum: int = 2
+    fraud_multiplier: int = 10
+    fraud_quorum_bps: int = 6_667
+    warmup: int = 3 * 86_400
     epoch_length: int = 86_400
     emission_per_epoch: int = 100_000 * 10**18
+    # Governance delay of every contract: at least the longest period a participant relies on (thaw, unbonding,
+    # warm-up, epoch) plus one day; None derives exactly that.
+    governance_delay: int | None = None
+
+    @property
+    def delay(self) -> int:
+        floor = max(self.thaw_period, self.unbonding_period, self.warmup, self.epoch_length) + 86_400
+        return self.governance_delay if self.governance_delay is not None else floor
 
     @classmethod
     def devnet(cls) -> Params:
@@ -48,7 +58,8 @@ class Params(BaseModel):
         return cls(
             thaw_period=60,
             dispute_window=300,
-            unbonding_period=300,
+            unbonding_period=600,
+            warmup=300,
             min_inference_stake=100 * 10**18,
             min_verifier_stake=100 * 10**18,
             epoch_length=120,
@@ -124,6 +135,7 @@ def constructor_args(name: str, params: Params, **addresses: str) -> tuple:
             p.max_emission_per_fee_bps,
             p.epoch_length,
             p.emission_per_epoch,
+            p.delay,
         )
     if name == "NodeStaking":
         return (
@@ -133,11 +145,14 @@ def constructor_args(name: str, params: Params, **addresses: str) -> tuple:
             p.min_verifier_stake,
             p.dispute_window,
             p.unbonding_period,
+            p.warmup,
             p.equivocation_slash_bps,
             p.fraud_slash_bps,
             p.challenger_reward_bps,
-            p.fraud_quorum,
+            p.fraud_multiplier,
+            p.fraud_quorum_bps,
+            p.delay,
         )
     if name == "CreditEscrow":
-        return (addresses["opg"], addresses["staking"], addresses["distributor"], p.thaw_period)
+        return (addresses["opg"], addresses["staking"], addresses["distributor"], p.thaw_period, p.delay)
     raise KeyError(f"unknown contract {name!r}")

@@ -322,6 +322,26 @@ class ReceiveWithAuthorization(TransferWithAuthorization):
     PRIMARY_TYPE: ClassVar[str] = "ReceiveWithAuthorization"
 
 
+class Registration(TypedMessage):
+    """An account's proof, at ``NodeStaking.register``, that it holds the ECDSA key its evidence is checked against."""
+
+    PRIMARY_TYPE: ClassVar[str] = "Registration"
+    FIELDS: ClassVar[list[tuple[str, str, str]]] = [("account", "address", "account")]
+
+    account: Address
+
+
+def compact_signature(signature: str | bytes) -> tuple[bytes, bytes]:
+    """EIP-2098 ``(r, vs)`` of a canonical 65-byte ``r || s || v`` signature (what ``settle_batch`` takes)."""
+    sig = bytes.fromhex(signature[2:]) if isinstance(signature, str) else bytes(signature)
+    if len(sig) != 65 or sig[64] not in (27, 28):
+        raise InvalidSignature("signature must be 65 bytes r || s || v with v in {27, 28}")
+    s = int.from_bytes(sig[32:64], "big")
+    if s > SECP256K1_HALF_N:
+        raise InvalidSignature("signature s is in the upper half order (malleable)")
+    return sig[:32], (s | ((sig[64] - 27) << 255)).to_bytes(32, "big")
+
+
 class Claim(BaseModel):
     """One entry of ``CreditEscrow.settle_batch``: the newest voucher of a channel and the total to be paid."""
 
@@ -334,7 +354,9 @@ class Claim(BaseModel):
     total: Uint256
 
     def as_tuple(self) -> tuple:
-        return (self.payer, self.node, self.max_cumulative, bytes.fromhex(self.signature[2:]), self.total)
+        """The contract's ``Claim`` struct: the voucher signature in EIP-2098 compact form ``(r, vs)``."""
+        r, vs = compact_signature(self.signature)
+        return (self.payer, self.node, self.max_cumulative, r, vs, self.total)
 
 
 def merkle_root(leaves: list[bytes]) -> bytes:

@@ -10,7 +10,7 @@ from opg_test_params import OPG, TEST_PARAMS  # noqa: F401 (OPG re-exported to t
 
 from offchain.ape_deploy import deploy_system
 from offchain.deployments import Params
-from offchain.messages import Domain
+from offchain.messages import Domain, Registration
 
 
 @pytest.fixture(scope="session")
@@ -101,20 +101,51 @@ def payer(make_actor):
 
 
 @pytest.fixture(scope="session")
-def node(make_actor, opg, staking, params):
+def register(opg, staking, staking_domain):
+    """Register an actor in a role with a stake: approve, sign ``Registration(account)``, call ``register``."""
+
+    def do(actor: Actor, role: int, stake: int, endpoint: str = "http://node.invalid"):
+        opg.approve(staking, stake, sender=actor.account)
+        signature = Registration(account=actor.address).sign_with(actor.key, staking_domain)
+        return staking.register(role, stake, endpoint, bytes.fromhex(signature[2:]), sender=actor.account)
+
+    return do
+
+
+@pytest.fixture(scope="session")
+def make_live(chain, staking, distributor, params):
+    """Make registered verifiers live: wait out the warm-up, heartbeat, and move into the next epoch.
+
+    After it, each verifier's vote weight (and share of the epoch's verifier pool) is its stake.
+    """
+
+    def do(actors: list) -> None:
+        chain.pending_timestamp += params.warmup
+        chain.mine()
+        for actor in actors:
+            staking.heartbeat(sender=actor.account)
+        epoch = distributor.epoch_now()
+        while distributor.epoch_now() == epoch:
+            chain.pending_timestamp += params.epoch_length
+            chain.mine()
+
+    return do
+
+
+@pytest.fixture(scope="session")
+def node(make_actor, register, params):
     actor = make_actor()
-    opg.approve(staking, params.min_inference_stake * 2, sender=actor.account)
-    staking.register(1, params.min_inference_stake * 2, "http://node.invalid", sender=actor.account)
+    register(actor, 1, params.min_inference_stake * 2)
     return actor
 
 
 @pytest.fixture(scope="session")
-def verifiers(make_actor, opg, staking, params):
-    """Three registered verifiers, sorted by address (fraud proofs need ascending order)."""
+def verifiers(make_actor, register, make_live, params):
+    """Three registered, live verifiers with weights 1:2:3, sorted by address (proofs need ascending order)."""
     out = []
     for stake in (params.min_verifier_stake, params.min_verifier_stake * 2, params.min_verifier_stake * 3):
         actor = make_actor()
-        opg.approve(staking, stake, sender=actor.account)
-        staking.register(2, stake, "http://verifier.invalid", sender=actor.account)
+        register(actor, 2, stake, "http://verifier.invalid")
         out.append(actor)
+    make_live(out)
     return sorted(out, key=lambda a: int(a.address, 16))

@@ -16,7 +16,9 @@ TEST_PARAMS = Params(
     equivocation_slash_bps=5_000,
     fraud_slash_bps=2_000,
     challenger_reward_bps=2_000,
-    fraud_quorum=2,
+    fraud_multiplier=10,
+    fraud_quorum_bps=6_667,
+    warmup=86_400,
     epoch_length=3_600,
     emission_per_epoch=10_000 * OPG,
 )
