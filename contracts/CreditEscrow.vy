@@ -531,7 +531,7 @@ def set_thaw_period(thaw_period_: uint256):
             60 s..30 days, and at most the delay minus one day.
     @param thaw_period_ The thaw period.
     """
-    timelock._execute(concat(method_id("set_thaw_period(uint256)"), abi_encode(thaw_period_)))
+    timelock._execute(keccak256(slice(msg.data, 0, 36)))
     assert thaw_period_ + DELAY_MARGIN <= timelock.delay, "CreditEscrow: thaw period above the delay"
     self._set_thaw_period(thaw_period_)
 
@@ -544,7 +544,7 @@ def set_delay(delay_: uint256):
             at least the thaw period + 1 day, at most 90 days.
     @param delay_ The delay.
     """
-    timelock._execute(concat(method_id("set_delay(uint256)"), abi_encode(delay_)))
+    timelock._execute(keccak256(slice(msg.data, 0, 36)))
     timelock._set_delay(delay_, self.thaw_period + DELAY_MARGIN)
 
 

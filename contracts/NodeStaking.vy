@@ -1,5 +1,6 @@
 # pragma version ~=0.4.3
 # pragma nonreentrancy on
+# pragma optimize codesize
 # SPDX-License-Identifier: AGPL-3.0-only
 """
 @title OPG node staking and slashing
@@ -442,8 +443,8 @@ def __init__(
     @param fraud_quorum_bps_ Verifier weight needed (5,000..10,000 bps).
     @param delay_ Governance delay (>= unbonding period, warmup + 1 day).
     """
-    assert token_.address != empty(address), "NodeStaking: token is the zero address"
-    assert distributor_.address != empty(address), "NodeStaking: distributor is the zero address"
+    assert token_.address != empty(address), "NodeStaking: zero address"
+    assert distributor_.address != empty(address), "NodeStaking: zero address"
     ownable.__init__()
     ownable_2step.__init__()
     eip712.__init__("OPG Node Staking", "1")
@@ -467,7 +468,7 @@ def connect(escrow_: ICreditEscrow):
     """
     ownable._check_owner()
     assert self.escrow.address == empty(address), "NodeStaking: already connected"
-    assert escrow_.address != empty(address), "NodeStaking: escrow is the zero address"
+    assert escrow_.address != empty(address), "NodeStaking: zero address"
     self.escrow = escrow_
     log Connected(escrow=escrow_.address)
 
@@ -491,7 +492,7 @@ def register(role: uint8, stake: uint256, endpoint_: String[MAX_ENDPOINT_LENGTH]
     assert len(endpoint_) > 0, "NodeStaking: empty endpoint"
     assert (
         signatures._try_recover(self._registration_digest(msg.sender), signature) == msg.sender
-    ), "NodeStaking: invalid registration signature"
+    ), "NodeStaking: invalid registration"
     self.nodes[msg.sender] = Node(
         role=role,
         jailed=False,
@@ -587,7 +588,7 @@ def withdraw_unbonded() -> uint256:
     assert block.timestamp >= node.unbond_ready_at, "NodeStaking: still unbonding"
     if node.role == ROLE_INFERENCE:
         last: uint256 = staticcall self.escrow.node_settled_at(msg.sender)
-        assert block.timestamp >= last + self.dispute_window, "NodeStaking: settlements still disputable"
+        assert block.timestamp >= last + self.dispute_window, "NodeStaking: still disputable"
     amount: uint256 = node.unbonding
     self.nodes[msg.sender].unbonding = 0
     log UnbondedWithdrawn(node=msg.sender, amount=amount)
@@ -604,7 +605,7 @@ def heartbeat() -> uint256:
          updates the weight.
     @return uint256 The weight recorded.
     """
-    assert self._is_active_as(msg.sender, ROLE_VERIFIER), "NodeStaking: caller is not an active verifier"
+    assert self._is_active_as(msg.sender, ROLE_VERIFIER), "NodeStaking: not an active verifier"
     node: Node = self._mature(self.nodes[msg.sender])
     self.nodes[msg.sender] = node
     epoch: uint256 = (staticcall distributor.epoch_now()) + 1
@@ -619,57 +620,43 @@ def heartbeat() -> uint256:
 @external
 def flag(receipt: Receipt, signature: Bytes[65]):
     """
-    @dev An active verifier accuses a receipt in public, so every
-         verifier re-executes it and no relayer can bury the
-         accusation. The flag counts as the flagger's `valid=false`
-         vote: it is slashed as a false accuser if the quorum proves
-         the receipt valid.
+    @dev Accuses a receipt in public, so every verifier re-executes it
+         and no relayer can bury the accusation.
+         - An active verifier's flag counts as its `valid=false` vote:
+           it is slashed as a false accuser if the quorum proves the
+           receipt valid.
+         - The receipt's payer disputes it, posting a bond equal to the
+           receipt's amount: returned if fraud is proven, paid to the
+           node if the quorum proves the receipt valid, reclaimable
+           after two dispute windows otherwise (approve it first).
     @param receipt The receipt.
     @param signature The node's signature of `receipt`.
     """
-    assert self._is_active_as(msg.sender, ROLE_VERIFIER), "NodeStaking: caller is not an active verifier"
     receipt_hash: bytes32 = self._check_evidence(receipt, signature)
-    assert not self.flagged_by[receipt_hash][msg.sender], "NodeStaking: already flagged"
-    self.flagged_by[receipt_hash][msg.sender] = True
-    log Flagged(
-        receipt_hash=receipt_hash,
-        node=receipt.node,
-        flagger=msg.sender,
-        request_id=receipt.request_id,
-        payer=receipt.payer,
-        bond=0,
-    )
-
-
-@external
-def dispute(receipt: Receipt, signature: Bytes[65]):
-    """
-    @dev The payer disputes an answer it got, posting a bond equal to
-         the receipt's amount: returned with the refund if fraud is
-         proven, paid to the node if the quorum proves the receipt
-         valid, reclaimable after two dispute windows otherwise.
-    @notice The caller must have approved the bond.
-    @param receipt The receipt, whose payer is the caller.
-    @param signature The node's signature of `receipt`.
-    """
-    assert receipt.payer == msg.sender, "NodeStaking: caller is not the payer"
-    assert receipt.amount > 0, "NodeStaking: nothing to dispute"
-    receipt_hash: bytes32 = self._check_evidence(receipt, signature)
-    assert self.disputes[receipt_hash].bond == 0, "NodeStaking: already disputed"
     assert (
         self.fraud_proven_at[receipt_hash] == 0 and self.valid_proven_at[receipt_hash] == 0
-    ), "NodeStaking: receipt already judged"
-    self.disputes[receipt_hash] = Dispute(payer=msg.sender, bond=receipt.amount, opened_at=block.timestamp)
-    self.bonds_held += receipt.amount
+    ), "NodeStaking: already judged"
+    bond: uint256 = 0
+    if msg.sender == receipt.payer:
+        bond = receipt.amount
+        assert bond > 0, "NodeStaking: zero amount"
+        assert self.disputes[receipt_hash].bond == 0, "NodeStaking: already disputed"
+        self.disputes[receipt_hash] = Dispute(payer=msg.sender, bond=bond, opened_at=block.timestamp)
+        self.bonds_held += bond
+    else:
+        assert self._is_active_as(msg.sender, ROLE_VERIFIER), "NodeStaking: not an active verifier"
+        assert not self.flagged_by[receipt_hash][msg.sender], "NodeStaking: already flagged"
+        self.flagged_by[receipt_hash][msg.sender] = True
     log Flagged(
         receipt_hash=receipt_hash,
         node=receipt.node,
         flagger=msg.sender,
         request_id=receipt.request_id,
         payer=receipt.payer,
-        bond=receipt.amount,
+        bond=bond,
     )
-    assert extcall token.transferFrom(msg.sender, self, receipt.amount, default_return_value=True)
+    if bond > 0:
+        assert extcall token.transferFrom(msg.sender, self, bond, default_return_value=True)
 
 
 @external
@@ -697,7 +684,7 @@ def slash_equivocation(a: Receipt, signature_a: Bytes[65], b: Receipt, signature
     @param signature_b The node's signature of `b`.
     @return uint256 The amount slashed.
     """
-    assert a.node == b.node, "NodeStaking: receipts of different nodes"
+    assert a.node == b.node, "NodeStaking: different nodes"
     assert a.request_id == b.request_id, "NodeStaking: different request ids"
     hash_a: bytes32 = self._check_evidence(a, signature_a)
     hash_b: bytes32 = self._check_evidence(b, signature_b)
@@ -742,7 +729,7 @@ def slash_fraud(receipt: Receipt, signature: Bytes[65], verdicts: DynArray[Signe
     """
     receipt_hash: bytes32 = self._check_evidence(receipt, signature)
     assert self.fraud_proven_at[receipt_hash] == 0, "NodeStaking: evidence already used"
-    assert self.valid_proven_at[receipt_hash] == 0, "NodeStaking: receipt proven valid"
+    assert self.valid_proven_at[receipt_hash] == 0, "NodeStaking: proven valid"
     assert self.nodes[receipt.node].role == ROLE_INFERENCE, "NodeStaking: not an inference node"
     weights: DynArray[uint256, MAX_VERDICTS] = []
     weight: uint256 = 0
@@ -809,7 +796,7 @@ def prove_valid(receipt: Receipt, signature: Bytes[65], verdicts: DynArray[Signe
     """
     receipt_hash: bytes32 = self._check_evidence(receipt, signature)
     assert self.valid_proven_at[receipt_hash] == 0, "NodeStaking: evidence already used"
-    assert self.fraud_proven_at[receipt_hash] == 0, "NodeStaking: receipt proven fraudulent"
+    assert self.fraud_proven_at[receipt_hash] == 0, "NodeStaking: proven fraudulent"
     weights: DynArray[uint256, MAX_VERDICTS] = []
     weight: uint256 = 0
     total_weight: uint256 = 0
@@ -841,43 +828,38 @@ def slash_double_vote(
 
 
 @external
-def slash_lazy_verifier(receipt_hash: bytes32, verifier: address, signature: Bytes[65]) -> uint256:
+def slash_verifier(receipt_hash: bytes32, verifier: address, signature: Bytes[65]) -> uint256:
     """
-    @dev Slashes a verifier that signed `Verdict(valid=true)` for a
-         receipt proven fraudulent, within a dispute window of the
-         proof and at most once per verifier per window.
-    @param receipt_hash The fraudulent receipt's struct hash.
+    @dev Slashes a verifier whose verdict contradicts a proven outcome:
+         `Verdict(valid=true)` on a receipt proven fraudulent (lazy), or
+         `Verdict(valid=false)` (or an on-chain flag, with an empty
+         signature) on a receipt the quorum proved valid (false
+         accuser). Within a dispute window of the proof, at most once
+         per verifier per window; anyone submits and earns the
+         challenger reward.
+    @param receipt_hash The receipt's struct hash.
     @param verifier The verifier.
-    @param signature Its `Verdict(receipt_hash, valid=true)` signature.
+    @param signature Its contrary verdict's signature, or empty for a flag.
     @return uint256 The amount slashed.
     """
+    assert self.nodes[verifier].role == ROLE_VERIFIER, "NodeStaking: not a verifier"
     proven_at: uint256 = self.fraud_proven_at[receipt_hash]
-    assert proven_at != 0, "NodeStaking: receipt not proven fraudulent"
-    assert self.nodes[verifier].role == ROLE_VERIFIER, "NodeStaking: not a verifier"
-    self._check_verdict(receipt_hash, True, verifier, signature)
-    return self._slash_verifier(verifier, receipt_hash, proven_at, KIND_LAZY_VERIFIER)
-
-
-@external
-def slash_false_accuser(receipt_hash: bytes32, verifier: address, signature: Bytes[65]) -> uint256:
-    """
-    @dev Slashes a verifier that signed `Verdict(valid=false)` for (or
-         flagged) a receipt the quorum proved valid, within a dispute
-         window of the proof and at most once per verifier per window.
-    @param receipt_hash The valid receipt's struct hash.
-    @param verifier The verifier.
-    @param signature Its `Verdict(receipt_hash, valid=false)` signature,
-           or empty if it flagged the receipt on-chain.
-    @return uint256 The amount slashed.
-    """
-    proven_at: uint256 = self.valid_proven_at[receipt_hash]
-    assert proven_at != 0, "NodeStaking: receipt not proven valid"
-    assert self.nodes[verifier].role == ROLE_VERIFIER, "NodeStaking: not a verifier"
-    if len(signature) == 0:
-        assert self.flagged_by[receipt_hash][verifier], "NodeStaking: verifier did not flag the receipt"
+    kind: uint8 = KIND_LAZY_VERIFIER
+    if proven_at == 0:
+        proven_at = self.valid_proven_at[receipt_hash]
+        assert proven_at != 0, "NodeStaking: receipt not judged"
+        kind = KIND_FALSE_ACCUSER
+    if len(signature) == 0 and kind == KIND_FALSE_ACCUSER:
+        assert self.flagged_by[receipt_hash][verifier], "NodeStaking: no flag"
     else:
-        self._check_verdict(receipt_hash, False, verifier, signature)
-    return self._slash_verifier(verifier, receipt_hash, proven_at, KIND_FALSE_ACCUSER)
+        self._check_verdict(receipt_hash, kind == KIND_LAZY_VERIFIER, verifier, signature)
+    window: uint256 = self.dispute_window
+    assert block.timestamp <= proven_at + window, "NodeStaking: evidence too old"
+    last: uint256 = self.last_verifier_slash[verifier]
+    assert last == 0 or block.timestamp >= last + window, "NodeStaking: slashed this window"
+    self.last_verifier_slash[verifier] = block.timestamp
+    evidence: bytes32 = keccak256(abi_encode(kind, receipt_hash, verifier))
+    return self._slash_trustless(verifier, evidence, kind, self.fraud_slash_bps)
 
 
 @external
@@ -914,7 +896,7 @@ def set_min_stake(role: uint8, amount: uint256):
     @param role ROLE_INFERENCE or ROLE_VERIFIER.
     @param amount The minimum stake.
     """
-    timelock._execute(concat(method_id("set_min_stake(uint8,uint256)"), abi_encode(role, amount)))
+    timelock._execute(keccak256(slice(msg.data, 0, 68)))
     self._set_min_stake(role, amount)
 
 
@@ -930,13 +912,9 @@ def set_periods(dispute_window_: uint256, unbonding_period_: uint256, warmup_: u
     @param unbonding_period_ The unbonding period.
     @param warmup_ The warm-up.
     """
-    timelock._execute(
-        concat(
-            method_id("set_periods(uint256,uint256,uint256)"), abi_encode(dispute_window_, unbonding_period_, warmup_)
-        )
-    )
+    timelock._execute(keccak256(slice(msg.data, 0, 100)))
     self._set_periods(dispute_window_, unbonding_period_, warmup_)
-    assert timelock.delay >= self._delay_floor(), "NodeStaking: periods above the delay"
+    assert timelock.delay >= self._delay_floor(), "NodeStaking: periods above delay"
 
 
 @external
@@ -945,33 +923,22 @@ def set_slashing(
     fraud_slash_bps_: uint256,
     challenger_reward_bps_: uint256,
     fraud_multiplier_: uint256,
+    fraud_quorum_bps_: uint256,
 ):
     """
-    @dev Sets the slash sizes, the challenger reward and the fraud multiplier.
+    @dev Sets the slash sizes, the challenger reward, the fraud
+         multiplier and the quorum.
     @notice Anyone, once the owner's queued change is due. Bounds:
-            slashes 1..10,000 bps, reward <= 5,000 bps, multiplier 1..100.
+            slashes 1..10,000 bps, reward <= 5,000 bps, multiplier 1..100,
+            quorum 5,000..10,000 bps.
     @param equivocation_slash_bps_ The equivocation / invalid receipt slash.
     @param fraud_slash_bps_ The per-offence fraud and verifier slash.
     @param challenger_reward_bps_ The challenger reward.
     @param fraud_multiplier_ The penalty per proven receipt, times its amount.
+    @param fraud_quorum_bps_ The verifier weight share that proves fraud or validity.
     """
-    timelock._execute(
-        concat(
-            method_id("set_slashing(uint256,uint256,uint256,uint256)"),
-            abi_encode(equivocation_slash_bps_, fraud_slash_bps_, challenger_reward_bps_, fraud_multiplier_),
-        )
-    )
+    timelock._execute(keccak256(slice(msg.data, 0, 164)))
     self._set_slashing(equivocation_slash_bps_, fraud_slash_bps_, challenger_reward_bps_, fraud_multiplier_)
-
-
-@external
-def set_fraud_quorum_bps(fraud_quorum_bps_: uint256):
-    """
-    @dev Sets the verifier weight share that proves fraud or validity.
-    @notice Anyone, once the owner's queued change is due. Bounds: 5,000..10,000.
-    @param fraud_quorum_bps_ The quorum.
-    """
-    timelock._execute(concat(method_id("set_fraud_quorum_bps(uint256)"), abi_encode(fraud_quorum_bps_)))
     self._set_fraud_quorum_bps(fraud_quorum_bps_)
 
 
@@ -983,20 +950,8 @@ def set_delay(delay_: uint256):
             least the unbonding period and the warm-up + 1 day.
     @param delay_ The delay.
     """
-    timelock._execute(concat(method_id("set_delay(uint256)"), abi_encode(delay_)))
+    timelock._execute(keccak256(slice(msg.data, 0, 36)))
     timelock._set_delay(delay_, self._delay_floor())
-
-
-@external
-@view
-def is_active(account: address) -> bool:
-    """
-    @dev True for a registered, unjailed account whose active stake
-         meets its role's minimum (may take new work or vote).
-    @param account The account.
-    @return bool Whether it is active.
-    """
-    return self._is_active_as(account, self.nodes[account].role)
 
 
 @external
@@ -1038,28 +993,6 @@ def vote_weight(verifier: address) -> uint256:
 
 @external
 @view
-def total_vote_weight() -> uint256:
-    """
-    @dev The live verifier weight that proofs submitted now are measured against.
-    @return uint256 The total weight.
-    """
-    return self.total_weight_in[staticcall distributor.epoch_now()]
-
-
-@external
-@view
-def warm_stake(account: address) -> uint256:
-    """
-    @dev An account's active stake older than the warm-up.
-    @param account The account.
-    @return uint256 Its warm stake.
-    """
-    node: Node = self._mature(self.nodes[account])
-    return node.stake - node.fresh
-
-
-@external
-@view
 def receipt_hash(receipt: Receipt) -> bytes32:
     """
     @dev The EIP-712 struct hash of a Receipt (what Verdicts sign).
@@ -1067,40 +1000,6 @@ def receipt_hash(receipt: Receipt) -> bytes32:
     @return bytes32 Its struct hash.
     """
     return self._receipt_hash(receipt)
-
-
-@external
-@view
-def receipt_digest(receipt: Receipt) -> bytes32:
-    """
-    @dev The EIP-712 digest a node signs for `receipt`.
-    @param receipt The receipt.
-    @return bytes32 The digest.
-    """
-    return eip712._hash_typed_data_v4(self._receipt_hash(receipt))
-
-
-@external
-@view
-def verdict_digest(receipt_hash: bytes32, valid: bool) -> bytes32:
-    """
-    @dev The EIP-712 digest a verifier signs.
-    @param receipt_hash The receipt's struct hash.
-    @param valid The verdict.
-    @return bytes32 The digest.
-    """
-    return self._verdict_digest(receipt_hash, valid)
-
-
-@external
-@view
-def registration_digest(account: address) -> bytes32:
-    """
-    @dev The EIP-712 digest an account signs to register.
-    @param account The account.
-    @return bytes32 The digest.
-    """
-    return self._registration_digest(account)
 
 
 @internal
@@ -1133,21 +1032,6 @@ def _slash_trustless(account: address, evidence: bytes32, kind: uint8, bps: uint
 
 
 @internal
-def _slash_verifier(verifier: address, receipt_hash: bytes32, proven_at: uint256, kind: uint8) -> uint256:
-    """
-    @dev A lazy or false-accuser slash: within a window of the proof,
-         once per verifier per window.
-    """
-    window: uint256 = self.dispute_window
-    assert block.timestamp <= proven_at + window, "NodeStaking: evidence too old"
-    last: uint256 = self.last_verifier_slash[verifier]
-    assert last == 0 or block.timestamp >= last + window, "NodeStaking: verifier already slashed in this window"
-    self.last_verifier_slash[verifier] = block.timestamp
-    evidence: bytes32 = keccak256(abi_encode(kind, receipt_hash, verifier))
-    return self._slash_trustless(verifier, evidence, kind, self.fraud_slash_bps)
-
-
-@internal
 def _tally(
     receipt_hash: bytes32, valid: bool, verdicts: DynArray[SignedVerdict, MAX_VERDICTS]
 ) -> (DynArray[uint256, MAX_VERDICTS], uint256, uint256):
@@ -1159,7 +1043,7 @@ def _tally(
     """
     epoch: uint256 = staticcall distributor.epoch_now()
     total: uint256 = self.total_weight_in[epoch]
-    assert total > 0, "NodeStaking: no live verifier weight"
+    assert total > 0, "NodeStaking: no live weight"
     digest: bytes32 = self._verdict_digest(receipt_hash, valid)
     weights: DynArray[uint256, MAX_VERDICTS] = []
     weight: uint256 = 0
@@ -1167,11 +1051,11 @@ def _tally(
     for verdict: SignedVerdict in verdicts:
         assert convert(verdict.verifier, uint160) > convert(
             previous, uint160
-        ), "NodeStaking: verifiers not strictly ascending"
+        ), "NodeStaking: verifiers not ascending"
         previous = verdict.verifier
         assert (
             signatures._try_recover(digest, verdict.signature) == verdict.verifier
-        ), "NodeStaking: invalid verdict signature"
+        ), "NodeStaking: invalid verdict"
         w: uint256 = self._vote_weight(verdict.verifier, epoch)
         weights.append(w)
         weight += w
@@ -1204,7 +1088,7 @@ def _check_evidence(receipt: Receipt, signature: Bytes[65]) -> bytes32:
     receipt_hash: bytes32 = self._receipt_hash(receipt)
     assert (
         signatures._try_recover(eip712._hash_typed_data_v4(receipt_hash), signature) == receipt.node
-    ), "NodeStaking: invalid receipt signature"
+    ), "NodeStaking: invalid receipt"
     start: uint256 = max(
         convert(receipt.timestamp, uint256), staticcall self.escrow.settled_at(receipt.payer, receipt.node)
     )
@@ -1220,7 +1104,7 @@ def _check_verdict(receipt_hash: bytes32, valid: bool, verifier: address, signat
     """
     assert (
         signatures._try_recover(self._verdict_digest(receipt_hash, valid), signature) == verifier
-    ), "NodeStaking: invalid verdict signature"
+    ), "NodeStaking: invalid verdict"
 
 
 @internal
@@ -1368,8 +1252,8 @@ def _set_slashing(
     """
     assert (
         equivocation_slash_bps_ > 0 and equivocation_slash_bps_ <= BPS
-    ), "NodeStaking: equivocation slash out of bounds"
-    assert fraud_slash_bps_ > 0 and fraud_slash_bps_ <= BPS, "NodeStaking: fraud slash out of bounds"
+    ), "NodeStaking: slash out of bounds"
+    assert fraud_slash_bps_ > 0 and fraud_slash_bps_ <= BPS, "NodeStaking: slash out of bounds"
     assert challenger_reward_bps_ <= MAX_CHALLENGER_REWARD_BPS, "NodeStaking: challenger reward out of bounds"
     assert (
         fraud_multiplier_ >= 1 and fraud_multiplier_ <= MAX_FRAUD_MULTIPLIER

@@ -470,7 +470,7 @@ def set_delay(delay_: uint256):
             least the epoch length + 1 day, at most 90 days.
     @param delay_ The delay.
     """
-    timelock._execute(concat(method_id("set_delay(uint256)"), abi_encode(delay_)))
+    timelock._execute(keccak256(slice(msg.data, 0, 36)))
     timelock._set_delay(delay_, self.epoch_length + DELAY_MARGIN)
 
 
@@ -484,12 +484,7 @@ def set_fees(protocol_fee_bps_: uint256, verifier_fee_bps_: uint256, max_emissio
     @param verifier_fee_bps_ The verifier fee.
     @param max_emission_per_fee_bps_ The emission cap per fee.
     """
-    timelock._execute(
-        concat(
-            method_id("set_fees(uint256,uint256,uint256)"),
-            abi_encode(protocol_fee_bps_, verifier_fee_bps_, max_emission_per_fee_bps_),
-        )
-    )
+    timelock._execute(keccak256(slice(msg.data, 0, 100)))
     self._set_fees(protocol_fee_bps_, verifier_fee_bps_, max_emission_per_fee_bps_)
 
 
@@ -500,7 +495,7 @@ def set_treasury(treasury_: address):
     @notice Anyone, once the owner's queued change is due.
     @param treasury_ The new treasury.
     """
-    timelock._execute(concat(method_id("set_treasury(address)"), abi_encode(treasury_)))
+    timelock._execute(keccak256(slice(msg.data, 0, 36)))
     self._set_treasury(treasury_)
 
 
@@ -512,7 +507,7 @@ def set_epoch_length(epoch_length_: uint256):
             60 s to 90 days, at most the delay minus one day.
     @param epoch_length_ The new length in seconds.
     """
-    timelock._execute(concat(method_id("set_epoch_length(uint256)"), abi_encode(epoch_length_)))
+    timelock._execute(keccak256(slice(msg.data, 0, 36)))
     assert epoch_length_ + DELAY_MARGIN <= timelock.delay, "RewardDistributor: epoch length above the delay"
     self._roll_epoch()
     self._set_epoch_length(epoch_length_)
@@ -526,7 +521,7 @@ def set_emission_per_epoch(emission_per_epoch_: uint256):
             epochs finalised afterwards.
     @param emission_per_epoch_ The amount per epoch.
     """
-    timelock._execute(concat(method_id("set_emission_per_epoch(uint256)"), abi_encode(emission_per_epoch_)))
+    timelock._execute(keccak256(slice(msg.data, 0, 36)))
     self._set_emission_per_epoch(emission_per_epoch_)
 
 

@@ -91,13 +91,13 @@ def _cancel(id: bytes32):
 
 
 @internal
-def _execute(call: Bytes[MAX_CALL_LENGTH]):
+def _execute(id: bytes32):
     """
-    @dev Consumes the queued change whose calldata is `call`; reverts
+    @dev Consumes the queued change `id` (keccak256 of the setter's
+         calldata, which the setter hashes from `msg.data`); reverts
          unless it is queued, due and not lapsed.
-    @param call The calldata of the setter call being executed.
+    @param id The change's id.
     """
-    id: bytes32 = keccak256(call)
     eta: uint256 = self.queued_eta[id]
     assert eta != 0, "timelock: change not queued"
     assert block.timestamp >= eta, "timelock: change not due"
