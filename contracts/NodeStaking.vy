@@ -129,20 +129,20 @@ struct Dispute:
 
 
 # @dev Roles.
-ROLE_NONE: public(constant(uint8)) = 0
+ROLE_NONE: constant(uint8) = 0
 ROLE_INFERENCE: public(constant(uint8)) = 1
 ROLE_VERIFIER: public(constant(uint8)) = 2
 
 
 # @dev The basis-point denominator.
-BPS: public(constant(uint256)) = 10_000
+BPS: constant(uint256) = 10_000
 
 
 # @dev Hard bounds of the periods.
-MIN_DISPUTE_WINDOW: public(constant(uint256)) = 60
-MAX_DISPUTE_WINDOW: public(constant(uint256)) = 30 * 86_400
-MAX_UNBONDING_PERIOD: public(constant(uint256)) = 60 * 86_400
-MAX_WARMUP: public(constant(uint256)) = 30 * 86_400
+MIN_DISPUTE_WINDOW: constant(uint256) = 60
+MAX_DISPUTE_WINDOW: constant(uint256) = 30 * 86_400
+MAX_UNBONDING_PERIOD: constant(uint256) = 60 * 86_400
+MAX_WARMUP: constant(uint256) = 30 * 86_400
 
 
 # @dev Hard upper bound of `min_stake` (1% of the supply).
@@ -150,15 +150,15 @@ MAX_MIN_STAKE: public(constant(uint256)) = 10_000_000 * 10**18
 
 
 # @dev Hard upper bound of `challenger_reward_bps`.
-MAX_CHALLENGER_REWARD_BPS: public(constant(uint256)) = 5_000
+MAX_CHALLENGER_REWARD_BPS: constant(uint256) = 5_000
 
 
 # @dev Hard bounds of `fraud_quorum_bps` (never a simple minority).
-MIN_FRAUD_QUORUM_BPS: public(constant(uint256)) = 5_000
+MIN_FRAUD_QUORUM_BPS: constant(uint256) = 5_000
 
 
 # @dev Hard upper bound of `fraud_multiplier`.
-MAX_FRAUD_MULTIPLIER: public(constant(uint256)) = 100
+MAX_FRAUD_MULTIPLIER: constant(uint256) = 100
 
 
 # @dev How far after the block a receipt may be dated before it is itself slashable.
@@ -166,11 +166,11 @@ MAX_FUTURE: public(constant(uint256)) = 300
 
 
 # @dev How much longer than the longest period the governance delay must be.
-DELAY_MARGIN: public(constant(uint256)) = 86_400
+DELAY_MARGIN: constant(uint256) = 86_400
 
 
 # @dev The most verdicts one proof carries.
-MAX_VERDICTS: public(constant(uint256)) = 32
+MAX_VERDICTS: constant(uint256) = 32
 
 
 # @dev The longest endpoint URL.
@@ -192,12 +192,12 @@ REGISTRATION_TYPEHASH: public(constant(bytes32)) = keccak256("Registration(addre
 
 
 # @dev `Slashed.kind` values.
-KIND_EQUIVOCATION: public(constant(uint8)) = 1
-KIND_FRAUD: public(constant(uint8)) = 2
-KIND_LAZY_VERIFIER: public(constant(uint8)) = 3
-KIND_INVALID_RECEIPT: public(constant(uint8)) = 4
-KIND_DOUBLE_VOTE: public(constant(uint8)) = 5
-KIND_FALSE_ACCUSER: public(constant(uint8)) = 6
+KIND_EQUIVOCATION: constant(uint8) = 1
+KIND_FRAUD: constant(uint8) = 2
+KIND_LAZY_VERIFIER: constant(uint8) = 3
+KIND_INVALID_RECEIPT: constant(uint8) = 4
+KIND_DOUBLE_VOTE: constant(uint8) = 5
+KIND_FALSE_ACCUSER: constant(uint8) = 6
 
 
 # @dev The OPG token.
@@ -605,9 +605,11 @@ def heartbeat() -> uint256:
          updates the weight.
     @return uint256 The weight recorded.
     """
-    assert self._is_active_as(msg.sender, ROLE_VERIFIER), "NodeStaking: not an active verifier"
     node: Node = self._mature(self.nodes[msg.sender])
-    self.nodes[msg.sender] = node
+    assert (
+        node.role == ROLE_VERIFIER and not node.jailed and node.stake >= self.min_stake[ROLE_VERIFIER]
+    ), "NodeStaking: not an active verifier"
+    self.nodes[msg.sender].fresh = node.fresh
     epoch: uint256 = (staticcall distributor.epoch_now()) + 1
     weight: uint256 = node.stake - node.fresh
     total: uint256 = self.total_weight_in[epoch] + weight - self.weight_in[epoch][msg.sender]
@@ -1229,10 +1231,10 @@ def _set_periods(dispute_window_: uint256, unbonding_period_: uint256, warmup_: 
     """
     assert (
         dispute_window_ >= MIN_DISPUTE_WINDOW and dispute_window_ <= MAX_DISPUTE_WINDOW
-    ), "NodeStaking: dispute window out of bounds"
+    ), "NodeStaking: window out of bounds"
     assert (
         unbonding_period_ >= 2 * dispute_window_ and unbonding_period_ <= MAX_UNBONDING_PERIOD
-    ), "NodeStaking: unbonding period out of bounds"
+    ), "NodeStaking: unbonding out of bounds"
     assert warmup_ >= dispute_window_ and warmup_ <= MAX_WARMUP, "NodeStaking: warmup out of bounds"
     self.dispute_window = dispute_window_
     self.unbonding_period = unbonding_period_
@@ -1254,10 +1256,10 @@ def _set_slashing(
         equivocation_slash_bps_ > 0 and equivocation_slash_bps_ <= BPS
     ), "NodeStaking: slash out of bounds"
     assert fraud_slash_bps_ > 0 and fraud_slash_bps_ <= BPS, "NodeStaking: slash out of bounds"
-    assert challenger_reward_bps_ <= MAX_CHALLENGER_REWARD_BPS, "NodeStaking: challenger reward out of bounds"
+    assert challenger_reward_bps_ <= MAX_CHALLENGER_REWARD_BPS, "NodeStaking: reward out of bounds"
     assert (
         fraud_multiplier_ >= 1 and fraud_multiplier_ <= MAX_FRAUD_MULTIPLIER
-    ), "NodeStaking: fraud multiplier out of bounds"
+    ), "NodeStaking: multiplier out of bounds"
     self.equivocation_slash_bps = equivocation_slash_bps_
     self.fraud_slash_bps = fraud_slash_bps_
     self.challenger_reward_bps = challenger_reward_bps_
