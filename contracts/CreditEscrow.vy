@@ -654,9 +654,10 @@ def _settle(claim: Claim, node_payable: bool) -> (uint8, uint256):
         delta: uint256 = claim.total - previous
         balance: uint256 = self.balance_of[claim.payer]
         key: uint256 = 0
-        if signer != claim.payer:
-            if signer != empty(address):
-                key = self._signer[claim.payer][signer]
+        if signer == empty(address):
+            reason = SKIP_BAD_SIGNATURE
+        elif signer != claim.payer:
+            key = self._signer[claim.payer][signer]
             if key >> 192 <= block.timestamp:
                 reason = SKIP_BAD_SIGNATURE
         if reason == SETTLED:
