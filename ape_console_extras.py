@@ -4,14 +4,17 @@ The deployed contracts come bound to readable names (``opg``, ``escrow``, ``stak
 ``deployments/<chainId>.json``, with a few helpers:
 
     fund(account, opg_amount)          send OPG (and 1 ETH on the devnet) from the treasury to an account
-    credits(payer)                     a payer's credits, pending withdrawal, and spent per known node
-    node_info(node)                    role, stake, unbonding, jail and endpoint of a node or verifier
+    credits(payer)                     a payer's credits (available too), pending withdrawal, and spent per known node
+    node_info(node)                    role, stake, warm stake, vote weight, unbonding, jail and endpoint of an account
     deposit(account, opg_amount)       approve and deposit credits for ``account``
 """
 
 from __future__ import annotations
 
+from eth_utils import to_checksum_address
+
 OPG_UNIT = 10**18
+LOW_96 = 2**96 - 1
 
 
 def ape_init_extras(chain, project, accounts, networks):
@@ -53,29 +56,53 @@ def ape_init_extras(chain, project, accounts, networks):
         escrow.deposit(amount, sender=account)
         return credits(account)
 
+    def paid_nodes(address: str) -> set[str]:
+        """The nodes ``address`` paid, from the packed ``BatchSettled`` logs (settled[i] = payer << 96 | delta in
+        claim order; runs[j] = node << 96 | the number of settled claims of that node's run)."""
+        payer_word = int(address, 16)
+        nodes = set()
+        for log in escrow.BatchSettled.range(deployment.start_block, chain.blocks.head.number + 1):
+            settled = iter(log.settled)
+            for run in log.runs:
+                node = to_checksum_address((run >> 96).to_bytes(20, "big"))
+                for _ in range(run & LOW_96):
+                    if next(settled) >> 96 == payer_word:
+                        nodes.add(node)
+        return nodes
+
     def credits(payer):
-        """The payer's credits, its pending withdrawal, and what it has paid each node that settled with it."""
+        """The payer's credits (and what a withdrawal does not hold), its pending withdrawal, and what it has
+        paid each node that settled with it."""
         address = getattr(payer, "address", payer)
         pending = escrow.withdrawal_of(address)
-        nodes = set()
-        for log in escrow.ClaimSettled.range(deployment.start_block, chain.blocks.head.number + 1, search_topics={"payer": address}):
-            nodes.add(log.node)
+        thaw = escrow.thaw_period()
         return {
             "credits_opg": escrow.balance_of(address) / OPG_UNIT,
+            "available_opg": escrow.available_of(address) / OPG_UNIT,
             "withdrawal_pending_opg": pending.amount / OPG_UNIT,
             "withdrawal_ready_at": pending.ready_at,
-            "spent_opg": {node: escrow.spent(address, node) / OPG_UNIT for node in sorted(nodes)},
+            "withdrawal_expires_at": pending.ready_at + thaw if pending.amount else 0,
+            "spent_opg": {node: escrow.spent(address, node) / OPG_UNIT for node in sorted(paid_nodes(address))},
         }
 
     def node_info(node):
-        """Role, stake, unbonding, jail and endpoint of a registered account."""
+        """Role, stake, warm stake, vote weight, unbonding, jail and endpoint of a registered account."""
         address = getattr(node, "address", node)
         n = staking.nodes(address)
+        role = {0: "none", 1: "inference", 2: "verifier"}[n.role]
+        # Fresh stake turns warm once older than the warm-up (NodeStaking._mature).
+        now = chain.blocks.head.timestamp
+        fresh = 0 if n.fresh == 0 or now >= n.fresh_since + staking.warmup() else n.fresh
         return {
-            "role": {0: "none", 1: "inference", 2: "verifier"}[n.role],
-            "active": staking.is_active(address),
+            "role": role,
+            "active": staking.is_active_as(address, n.role) if n.role else False,
+            "payable": staking.is_payable(address),
             "jailed": n.jailed,
+            "jailed_at": n.jailed_at,
+            "restore_stake_opg": n.restore_stake / OPG_UNIT,
             "stake_opg": n.stake / OPG_UNIT,
+            "warm_stake_opg": (n.stake - fresh) / OPG_UNIT,
+            "vote_weight_opg": staking.vote_weight(address) / OPG_UNIT,
             "unbonding_opg": n.unbonding / OPG_UNIT,
             "unbond_ready_at": n.unbond_ready_at,
             "endpoint": staking.endpoint(address),

@@ -89,8 +89,8 @@ escrow: public(address)
 staking: public(INodeStaking)
 
 
-# @dev Receives the protocol fee, rounding dust of the verifier pool,
-# and the verifier fee while no verifier is staked.
+# @dev Receives the protocol fee, and the verifier fee of an epoch
+# without live verifier weight.
 treasury: public(address)
 
 
@@ -158,7 +158,7 @@ epoch_finalized: public(HashMap[uint256, bool])
 emission_collected: public(HashMap[uint256, HashMap[address, bool]])
 
 
-# @dev Node shares, treasury fees, emissions and checkpointed verifier rewards.
+# @dev Node shares, treasury fees, emissions and collected verifier rewards.
 claimable: public(HashMap[address, uint256])
 
 

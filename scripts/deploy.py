@@ -7,7 +7,10 @@ Local anvil (devnet parameters, anvil's public development account 0 as deployer
 Any other ape network, with an imported ape account (``ape accounts import NAME``):
     OPG_DEPLOYER=NAME OPG_TREASURY=0x... ape run deploy --network ethereum:sepolia:node
 Parameters default to the production values of ``offchain.deployments.Params``; override them with a JSON file
-through ``OPG_PARAMS=path/to/params.json``.
+through ``OPG_PARAMS=path/to/params.json``. Every contract gets the same governance delay, ``Params.delay``: at least
+the longest of the thaw period, the unbonding period, the warm-up and the epoch, plus one day (a parameter change
+queued now cannot take effect before anyone relying on the old value can leave); a smaller ``governance_delay`` is
+refused before anything is deployed.
 """
 
 from __future__ import annotations
@@ -41,6 +44,19 @@ def load_params(is_devnet: bool) -> Params:
     return Params.devnet() if is_devnet else Params()
 
 
+def delay_floor(params: Params) -> int:
+    """The least governance delay the contracts accept for these periods."""
+    return max(params.thaw_period, params.unbonding_period, params.warmup, params.epoch_length) + 86_400
+
+
+def check_params(params: Params) -> None:
+    if params.delay < delay_floor(params):
+        fail(
+            f"governance delay {params.delay} s is below max(thaw, unbonding, warmup, epoch) + 1 day"
+            f" = {delay_floor(params)} s"
+        )
+
+
 def pick_deployer(is_devnet: bool):
     alias = os.environ.get("OPG_DEPLOYER")
     if alias:
@@ -61,9 +77,11 @@ def cli(network):
     deployer = pick_deployer(is_devnet)
     treasury = os.environ.get("OPG_TREASURY") or deployer.address
     params = load_params(is_devnet)
+    check_params(params)
     click.echo(f"Deploying on chain {chain.chain_id} ({networks.provider.network.name}) from {deployer.address}")
     system = deploy_system(deployer, treasury=treasury, params=params, project=project)
     path = save_deployment(system.deployment)
     for name, contract in system.deployment.contracts.items():
         click.echo(f"  {name:<18} {contract.address}  (block {contract.block})")
+    click.echo(f"Governance delay {params.delay} s on every contract (parameter changes go through queue_change)")
     click.echo(f"Wrote {path}")

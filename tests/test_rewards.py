@@ -1,26 +1,35 @@
-"""RewardDistributor: the fee split of settled vouchers, the verifier pool, claims, emissions, wash trading,
-owner-only parameters.
+"""RewardDistributor v2: the fee split of settled vouchers, per-epoch verifier pools weighed by NodeStaking's
+heartbeat snapshots, claims, emissions finalised in order, wash trading, and timelocked governance.
 
 Fees reach the distributor the real way: a payer deposits, signs a Voucher with eth-account, and the claim is
-settled through ``CreditEscrow.settle_batch``.
+settled (EIP-2098 compact signature) through ``CreditEscrow.settle_batch``. Tests named ``test_attack_*`` perform
+an attack and show it fails; the honest path sits next to each.
 """
 
 from __future__ import annotations
 
 import ape
 import pytest
+from eth_abi import encode
 from eth_utils import keccak
 
-from offchain.messages import Claim, Receipt, Verdict, Voucher
+from offchain.messages import Claim, Verdict, Voucher
 
 OPG = 10**18
 BPS = 10_000
-PRECISION = 10**18
+DAY = 86_400
 INFERENCE = 1
 VERIFIER = 2
 ZERO_ADDRESS = "0x" + "00" * 20
 ZERO_ROOT = b"\x00" * 32
 NOT_OWNER = "ownable: caller is not the owner"
+SETTER_TYPES = {
+    "set_fees": ["uint256", "uint256", "uint256"],
+    "set_treasury": ["address"],
+    "set_epoch_length": ["uint256"],
+    "set_emission_per_epoch": ["uint256"],
+    "set_delay": ["uint256"],
+}
 
 
 # ---------------------------------------------------------------- helpers
@@ -43,9 +52,7 @@ def pay(opg, escrow, escrow_domain, payer, node_address, amount, deposit=True):
         opg.approve(escrow, amount, sender=payer.account)
         escrow.deposit(amount, sender=payer.account)
     total = escrow.spent(payer.address, node_address) + amount
-    return escrow.settle_batch(
-        [claim_for(payer, node_address, total, escrow_domain)], ZERO_ROOT, sender=payer.account
-    )
+    return escrow.settle_batch([claim_for(payer, node_address, total, escrow_domain)], ZERO_ROOT, sender=payer.account)
 
 
 def credited(tx, distributor) -> list:
@@ -59,9 +66,7 @@ def epoch_of(tx, distributor) -> int:
 
 
 def epoch_end(distributor, epoch: int) -> int:
-    return (
-        distributor.current_epoch_end() + (epoch - distributor.current_epoch()) * distributor.epoch_length()
-    )
+    return distributor.current_epoch_end() + (epoch - distributor.current_epoch()) * distributor.epoch_length()
 
 
 def end_epoch(chain, distributor, epoch: int):
@@ -79,9 +84,52 @@ def split(gross: int, protocol_bps: int = 500, verifier_bps: int = 1_000) -> tup
     return protocol, verifier, gross - protocol - verifier
 
 
-def register(opg, staking, actor, role, stake):
-    opg.approve(staking, stake, sender=actor.account)
-    staking.register(role, stake, "http://n.invalid", sender=actor.account)
+def calldata(name: str, *args) -> bytes:
+    """A setter's calldata: what ``queue_change`` takes and the setter call must repeat."""
+    types = SETTER_TYPES[name]
+    return keccak(text=f"{name}({','.join(types)})")[:4] + encode(types, list(args))
+
+
+def queue(distributor, owner, name: str, *args) -> int:
+    """Queue ``name(*args)``; returns the time it becomes due."""
+    distributor.queue_change(calldata(name, *args), sender=owner)
+    eta = distributor.queued_eta(keccak(calldata(name, *args)))
+    assert eta > 0
+    return eta
+
+
+def catch_up(distributor, sender):
+    """Finalise every ended epoch (at most 64 per call), as a keeper would after a long pause."""
+    last = distributor.epoch_now() - 1
+    while distributor.next_epoch_to_finalize() <= last:
+        distributor.finalize_epoch(min(last, distributor.next_epoch_to_finalize() + 63), sender=sender)
+
+
+def govern(distributor, owner, chain, name: str, *args, executor=None):
+    """Queue ``name(*args)``, wait out the delay, execute it (by ``executor``, default the owner), and finalise
+    the (empty) epochs the wait skipped."""
+    eta = queue(distributor, owner, name, *args)
+    chain.pending_timestamp = eta
+    tx = getattr(distributor, name)(*args, sender=executor or owner)
+    catch_up(distributor, owner)
+    return tx
+
+
+def collect(distributor, verifier, epoch: int) -> int:
+    """Collect ``verifier``'s share of ``epoch``'s pool; returns the amount."""
+    tx = distributor.collect_verifier_reward(verifier.address, epoch, sender=verifier.account)
+    [event] = tx.decode_logs(distributor.VerifierRewardCollected)
+    assert (event.verifier, event.epoch) == (verifier.address, epoch)
+    return event.amount
+
+
+def heartbeat_into_next_epoch(chain, staking, distributor, actors) -> int:
+    """Heartbeat ``actors`` now and move into the next epoch; returns that epoch (where they weigh)."""
+    for actor in actors:
+        staking.heartbeat(sender=actor.account)
+    epoch = distributor.epoch_now()
+    end_epoch(chain, distributor, epoch)
+    return epoch + 1
 
 
 @pytest.fixture
@@ -94,63 +142,61 @@ def funded(opg, distributor, treasury):
 
 
 @pytest.fixture
-def no_verifiers(staking, distributor, verifiers):
-    """No active verifier stake: the session's verifiers (if any test created them) unbond everything."""
-    for v in verifiers:
-        staking.request_unbond(staking.nodes(v.address).stake, sender=v.account)
-    assert distributor.total_verifier_stake() == 0
+def no_live_weight(chain, staking, distributor):
+    """Move on to an epoch in which no verifier heartbeat recorded any weight."""
+    for _ in range(3):
+        if staking.total_weight_in(distributor.epoch_now()) == 0:
+            return distributor.epoch_now()
+        end_epoch(chain, distributor, distributor.epoch_now())
+    raise AssertionError("live verifier weight in every epoch")
 
 
 @pytest.fixture
-def node2(make_actor, opg, staking, params):
+def node2(make_actor, register, params):
     actor = make_actor()
-    register(opg, staking, actor, INFERENCE, params.min_inference_stake)
+    register(actor, INFERENCE, params.min_inference_stake)
     return actor
+
+
+@pytest.fixture
+def weights(staking, distributor, verifiers) -> dict:
+    """The session verifiers' weights in the current epoch (500, 1,000 and 1,500 OPG)."""
+    epoch = distributor.epoch_now()
+    out = {v.address: staking.weight_in(epoch, v.address) for v in verifiers}
+    assert sorted(out.values()) == [500 * OPG, 1_000 * OPG, 1_500 * OPG]
+    assert staking.total_weight_in(epoch) == 3_000 * OPG
+    return out
 
 
 # ---------------------------------------------------------------- fee split
 
 
 def test_settlement_splits_gross_exactly(
-    opg, escrow, escrow_domain, distributor, treasury, node, payer, verifiers
+    opg, escrow, escrow_domain, distributor, treasury, node, payer, verifiers, weights
 ):
     gross = 123_456_789
     protocol, verifier_fee, node_share = split(gross)
     assert (protocol, verifier_fee, node_share) == (6_172_840, 12_345_678, 104_938_271)
-    total_stake = distributor.total_verifier_stake()
-    assert total_stake == 3_000 * OPG
-    increment = verifier_fee * PRECISION // total_stake
-    dust = verifier_fee - (increment * total_stake + PRECISION - 1) // PRECISION
-    assert (increment, dust) == (4_115, 678)
     held = opg.balanceOf(distributor)
     treasury_before = distributor.claimable(treasury)
-    rps = distributor.reward_per_stake()
+    epoch = distributor.epoch_now()
 
     tx = pay(opg, escrow, escrow_domain, payer, node.address, gross)
 
-    events = credited(tx, distributor)
-    assert len(events) == 1
-    ev = events[0]
+    [ev] = credited(tx, distributor)
     assert ev.node == node.address
-    assert ev.epoch == distributor.current_epoch()
-    assert (ev.gross, ev.protocol_fee, ev.verifier_fee, ev.node_share) == (
-        gross,
-        protocol,
-        verifier_fee,
-        node_share,
-    )
+    assert ev.epoch == epoch == distributor.current_epoch()
+    assert (ev.gross, ev.protocol_fee, ev.verifier_fee, ev.node_share) == (gross, protocol, verifier_fee, node_share)
     assert opg.balanceOf(distributor) == held + gross
     assert distributor.claimable(node.address) == node_share
     assert distributor.claimable_of(node.address) == node_share
-    assert distributor.claimable(treasury) == treasury_before + protocol + dust
-    assert distributor.reward_per_stake() == rps + increment
-    assert distributor.epoch_fees(ev.epoch) == gross
-    assert distributor.node_epoch_fees(ev.epoch, node.address) == gross
+    assert distributor.claimable(treasury) == treasury_before + protocol
+    assert distributor.epoch_verifier_fees(epoch) == verifier_fee
+    assert distributor.epoch_fees(epoch) == gross
+    assert distributor.node_epoch_fees(epoch, node.address) == gross
 
 
-def test_protocol_fee_rounds_up_and_verifier_fee_down(
-    opg, escrow, escrow_domain, distributor, treasury, node, payer
-):
+def test_protocol_fee_rounds_up_and_verifier_fee_down(opg, escrow, escrow_domain, distributor, node, payer):
     tx = pay(opg, escrow, escrow_domain, payer, node.address, 19)  # 0.95 wei protocol, 1.9 wei verifier
     ev = credited(tx, distributor)[0]
     assert (ev.protocol_fee, ev.verifier_fee, ev.node_share) == (1, 1, 17)
@@ -159,17 +205,19 @@ def test_protocol_fee_rounds_up_and_verifier_fee_down(
     assert (ev.protocol_fee, ev.verifier_fee, ev.node_share) == (1, 0, 0)
 
 
-def test_fee_split_follows_updated_fees(opg, escrow, escrow_domain, distributor, deployer, node, payer):
-    distributor.set_fees(2_000, 2_000, 0, sender=deployer)
+def test_fee_split_follows_fees_set_through_the_queue(
+    opg, escrow, escrow_domain, distributor, deployer, node, payer, chain
+):
+    govern(distributor, deployer, chain, "set_fees", 2_000, 2_000, 0)
     tx = pay(opg, escrow, escrow_domain, payer, node.address, 1_000 * OPG)
     ev = credited(tx, distributor)[0]
     assert (ev.protocol_fee, ev.verifier_fee, ev.node_share) == (200 * OPG, 200 * OPG, 600 * OPG)
 
 
 def test_zero_fees_pay_the_node_everything(
-    opg, escrow, escrow_domain, distributor, deployer, treasury, node, payer
+    opg, escrow, escrow_domain, distributor, deployer, treasury, node, payer, chain
 ):
-    distributor.set_fees(0, 0, 0, sender=deployer)
+    govern(distributor, deployer, chain, "set_fees", 0, 0, 0)
     before = distributor.claimable(treasury)
     pay(opg, escrow, escrow_domain, payer, node.address, 77 * OPG)
     assert distributor.claimable(node.address) == 77 * OPG
@@ -202,29 +250,41 @@ def test_claim_with_nothing_earned_reverts(distributor, make_actor):
         distributor.claim(sender=stranger.account)
 
 
-def test_treasury_claims_protocol_fees(
-    opg, escrow, escrow_domain, distributor, treasury, node, payer, no_verifiers
-):
+def test_treasury_claims_protocol_fees(opg, escrow, escrow_domain, distributor, treasury, node, payer, verifiers):
     before = distributor.claimable(treasury)
     pay(opg, escrow, escrow_domain, payer, node.address, 1_000 * OPG)
-    protocol, verifier_fee, _ = split(1_000 * OPG)
-    # No verifier is staked in this test: the verifier fee is the treasury's too.
-    assert distributor.claimable(treasury) == before + protocol + verifier_fee
+    protocol = split(1_000 * OPG)[0]
+    assert distributor.claimable(treasury) == before + protocol
     balance = opg.balanceOf(treasury)
     tx = distributor.claim(sender=treasury)
-    assert tx.return_value == before + protocol + verifier_fee
-    assert opg.balanceOf(treasury) == balance + before + protocol + verifier_fee
+    assert tx.return_value == before + protocol
+    assert opg.balanceOf(treasury) == balance + before + protocol
     assert distributor.claimable(treasury) == 0
 
 
-def test_without_verifiers_the_verifier_fee_goes_to_the_treasury(
-    opg, escrow, escrow_domain, distributor, treasury, node, payer, no_verifiers
+def test_verifier_fees_of_an_epoch_with_live_weight_go_to_its_pool(
+    opg, escrow, escrow_domain, distributor, treasury, node, payer, verifiers, weights
 ):
-    rps = distributor.reward_per_stake()
+    epoch = distributor.epoch_now()
     before = distributor.claimable(treasury)
     pay(opg, escrow, escrow_domain, payer, node.address, 1_000 * OPG)
+    assert distributor.epoch_verifier_fees(epoch) == 100 * OPG
+    assert distributor.claimable(treasury) == before + 50 * OPG
+
+
+def test_attack_verifier_fees_of_an_epoch_without_live_verifier_weight_go_to_the_treasury(
+    opg, escrow, escrow_domain, distributor, treasury, node, payer, no_live_weight, chain
+):
+    # Nobody heartbeat into this epoch: a pool nobody can collect would strand the fee.
+    epoch = no_live_weight
+    before = distributor.claimable(treasury)
+    tx = pay(opg, escrow, escrow_domain, payer, node.address, 1_000 * OPG)
+    assert epoch_of(tx, distributor) == epoch
+    assert distributor.epoch_verifier_fees(epoch) == 0
     assert distributor.claimable(treasury) == before + 50 * OPG + 100 * OPG
-    assert distributor.reward_per_stake() == rps
+    end_epoch(chain, distributor, epoch)
+    with ape.reverts("RewardDistributor: no weight in epoch"):
+        distributor.collect_verifier_reward(node.address, epoch, sender=node.account)
 
 
 def test_batch_credits_each_run_of_claims_per_node(
@@ -253,230 +313,197 @@ def test_credit_fees_only_by_the_escrow(distributor, node):
         distributor.credit_fees([node.address], [1], sender=node.account)
 
 
-def test_on_verifier_stake_change_only_by_the_staking(distributor, node):
-    with ape.reverts("RewardDistributor: caller is not the staking"):
-        distributor.on_verifier_stake_change(node.address, 10**30, sender=node.account)
-
-
 # ---------------------------------------------------------------- verifier pool
 
 
-def test_verifier_pool_is_split_pro_rata_to_stake(
-    opg, escrow, escrow_domain, staking, distributor, node, payer, verifiers
+def test_verifier_pool_is_split_pro_rata_to_snapshot_weight(
+    opg, escrow, escrow_domain, distributor, node, payer, verifiers, weights, chain
 ):
-    stakes = {v.address: staking.nodes(v.address).stake for v in verifiers}
-    assert sorted(stakes.values()) == [500 * OPG, 1_000 * OPG, 1_500 * OPG]  # 1x, 2x, 3x
-    pay(opg, escrow, escrow_domain, payer, node.address, 600 * OPG)  # verifier fee 60 OPG
+    tx = pay(opg, escrow, escrow_domain, payer, node.address, 600 * OPG)  # verifier fee 60 OPG
+    epoch = epoch_of(tx, distributor)
+    end_epoch(chain, distributor, epoch)
     for v in verifiers:
-        sixths = stakes[v.address] // (500 * OPG)
+        sixths = weights[v.address] // (500 * OPG)
+        assert collect(distributor, v, epoch) == 10 * OPG * sixths
+        assert distributor.verifier_collected(epoch, v.address)
         assert distributor.claimable_of(v.address) == 10 * OPG * sixths
     for v in verifiers:
         balance = opg.balanceOf(v.address)
         tx = distributor.claim(sender=v.account)
-        assert tx.return_value == 10 * OPG * (stakes[v.address] // (500 * OPG))
+        assert tx.return_value == 10 * OPG * (weights[v.address] // (500 * OPG))
         assert opg.balanceOf(v.address) == balance + tx.return_value
-        assert distributor.claimable_of(v.address) == 0
 
 
-def test_verifier_pool_rounding_dust_goes_to_the_treasury(
-    opg, escrow, escrow_domain, staking, distributor, treasury, node, payer, verifiers
+def test_anyone_may_collect_a_verifiers_reward_for_it(
+    opg, escrow, escrow_domain, distributor, node, payer, verifiers, weights, chain
 ):
-    gross = 1_000_003
-    protocol, verifier_fee, _ = split(gross)
-    total = distributor.total_verifier_stake()
-    increment = verifier_fee * PRECISION // total
-    before = distributor.claimable(treasury)
-    pay(opg, escrow, escrow_domain, payer, node.address, gross)
-    earned = []
-    for v in verifiers:
-        stake = staking.nodes(v.address).stake
-        got = distributor.claimable_of(v.address)
-        assert got == stake * increment // PRECISION
-        # Below the exact share by at most one wei per OPG staked (the 1e18 fixed point) plus one.
-        exact = verifier_fee * stake // total
-        assert exact - stake // PRECISION - 1 <= got <= exact
-        earned.append(got)
-    dust = distributor.claimable(treasury) - before - protocol
-    assert dust == verifier_fee - (increment * total + PRECISION - 1) // PRECISION
-    assert sum(earned) + dust == verifier_fee  # nothing created, nothing lost (stakes are whole OPG here)
-
-
-def test_claimable_of_includes_pending_verifier_rewards(
-    opg, escrow, escrow_domain, staking, distributor, node, payer, verifiers
-):
-    pay(opg, escrow, escrow_domain, payer, node.address, 600 * OPG)
+    tx = pay(opg, escrow, escrow_domain, payer, node.address, 600 * OPG)
+    epoch = epoch_of(tx, distributor)
+    end_epoch(chain, distributor, epoch)
     v = verifiers[0]
-    assert distributor.claimable(v.address) == 0  # not checkpointed yet
-    pending = distributor.claimable_of(v.address)
-    assert pending > 0
-    # A stake change checkpoints the pending reward into `claimable`.
-    opg.approve(staking, OPG, sender=v.account)
-    staking.add_stake(OPG, sender=v.account)
-    assert distributor.claimable(v.address) == pending
-    assert distributor.claimable_of(v.address) == pending
+    distributor.collect_verifier_reward(v.address, epoch, sender=payer.account)
+    assert distributor.claimable(v.address) == 60 * OPG * weights[v.address] // (3_000 * OPG)
+    assert distributor.claimable(payer.address) == 0
 
 
-def test_verifier_joining_later_does_not_earn_past_fees(
-    opg, escrow, escrow_domain, staking, distributor, make_actor, node, payer, verifiers, params
-):
-    pay(opg, escrow, escrow_domain, payer, node.address, 600 * OPG)
-    late = make_actor()
-    register(opg, staking, late, VERIFIER, 3_000 * OPG)  # doubles the pool's stake
-    assert distributor.claimable_of(late.address) == 0
-    with ape.reverts("RewardDistributor: nothing to claim"):
-        distributor.claim(sender=late.account)
-    early = {v.address: distributor.claimable_of(v.address) for v in verifiers}
-    pay(opg, escrow, escrow_domain, payer, node.address, 600 * OPG)  # 60 OPG over 6,000 OPG of stake
-    assert distributor.claimable_of(late.address) == 30 * OPG
-    for v in verifiers:
-        assert distributor.claimable_of(v.address) == early[v.address] + 30 * OPG * staking.nodes(
-            v.address
-        ).stake // (3_000 * OPG)
-
-
-def test_verifier_unbonding_below_minimum_stops_earning_but_keeps_earned(
-    opg, escrow, escrow_domain, staking, distributor, node, payer, verifiers, params
-):
-    pay(opg, escrow, escrow_domain, payer, node.address, 600 * OPG)
-    v = verifiers[0]
-    earned = distributor.claimable_of(v.address)
-    staking.request_unbond(staking.nodes(v.address).stake, sender=v.account)
-    assert distributor.verifier_stake(v.address) == 0
-    assert distributor.claimable(v.address) == earned  # checkpointed
-    pay(opg, escrow, escrow_domain, payer, node.address, 600 * OPG)
-    assert distributor.claimable_of(v.address) == earned
-    assert distributor.claim(sender=v.account).return_value == earned
-
-
-def test_slashed_and_jailed_verifier_stops_earning(
-    opg,
-    escrow,
-    escrow_domain,
-    staking,
-    staking_domain,
-    distributor,
-    make_actor,
-    node,
-    payer,
-    verifiers,
-    chain,
-):
-    pay(opg, escrow, escrow_domain, payer, node.address, 600 * OPG)
-    # verifiers[0] and [1] prove a receipt fraudulent; verifiers[2] had approved it and is slashed as lazy.
-    receipt = Receipt(
-        request_id="0x" + keccak(text="req").hex(),
-        payer=payer.address,
-        node=node.address,
-        model_id="0x" + keccak(text="model").hex(),
-        input_hash="0x" + keccak(text="in").hex(),
-        output_hash="0x" + keccak(text="out").hex(),
-        amount=OPG,
-        cumulative=OPG,
-        timestamp=chain.pending_timestamp,
-    )
-    rh = "0x" + receipt.struct_hash().hex()
-    quorum = sorted(verifiers[:2], key=lambda a: int(a.address, 16))
-    staking.slash_fraud(
-        receipt.as_tuple(),
-        bytes.fromhex(receipt.sign_with(node.key, staking_domain)[2:]),
-        [
-            (
-                v.address,
-                bytes.fromhex(Verdict(receipt_hash=rh, valid=False).sign_with(v.key, staking_domain)[2:]),
-            )
-            for v in quorum
-        ],
-        sender=payer.account,
-    )
-    lazy = verifiers[2]
-    earned = distributor.claimable_of(lazy.address)
-    staking.slash_lazy_verifier(
-        receipt.struct_hash(),
-        lazy.address,
-        bytes.fromhex(Verdict(receipt_hash=rh, valid=True).sign_with(lazy.key, staking_domain)[2:]),
-        sender=payer.account,
-    )
-    assert staking.nodes(lazy.address).jailed
-    assert distributor.verifier_stake(lazy.address) == 0
-    assert distributor.total_verifier_stake() == sum(staking.nodes(v.address).stake for v in quorum)
-    # Settle through another node (the fraudulent one is jailed): the lazy verifier earns nothing more.
-    other = make_actor()
-    register(opg, staking, other, INFERENCE, 1_000 * OPG)
-    pay(opg, escrow, escrow_domain, payer, other.address, 600 * OPG)
-    assert distributor.claimable_of(lazy.address) == earned
-    # Topping its stake back up releases it and it earns again.
-    opg.approve(staking, 1_000 * OPG, sender=lazy.account)
-    staking.add_stake(1_000 * OPG, sender=lazy.account)
-    assert distributor.verifier_stake(lazy.address) == staking.nodes(lazy.address).stake
-    pay(opg, escrow, escrow_domain, payer, other.address, 600 * OPG)
-    assert distributor.claimable_of(lazy.address) > earned
-
-
-def test_verifier_under_raised_minimum_earns_until_its_next_stake_event(
-    opg, escrow, escrow_domain, staking, distributor, deployer, node, payer, verifiers
-):
-    # docs/protocol.md deviation 10: the pool stake is resynced at the verifier's own stake events only.
-    small = min(verifiers, key=lambda a: staking.nodes(a.address).stake)
-    stake = staking.nodes(small.address).stake
-    staking.set_min_stake(VERIFIER, stake + 2 * OPG, sender=deployer)
-    assert not staking.is_active(small.address)
-    assert distributor.verifier_stake(small.address) == stake  # still counted
-    before = distributor.claimable_of(small.address)
-    pay(opg, escrow, escrow_domain, payer, node.address, 600 * OPG)
-    assert distributor.claimable_of(small.address) > before
-    # Its next stake event (a top-up still below the new minimum) reports it inactive: it stops earning.
-    opg.approve(staking, OPG, sender=small.account)
-    staking.add_stake(OPG, sender=small.account)
-    assert distributor.verifier_stake(small.address) == 0
-    earned = distributor.claimable_of(small.address)
-    pay(opg, escrow, escrow_domain, payer, node.address, 600 * OPG)
-    assert distributor.claimable_of(small.address) == earned
-
-
-def test_verifier_pool_never_owes_more_than_it_received(
-    opg, escrow, escrow_domain, staking, distributor, treasury, make_actor, node, payer, no_verifiers
-):
-    # A stake that is not a whole number of OPG: each credit's pool share `increment * stake / 1e18` has a
-    # fractional part (500.5 wei here). The verifier earns floor(stake * sum(increments) / 1e18) over several
-    # credits, so each credit must reserve the rounded-up share, never the rounded-down one.
-    verifier = make_actor()
-    register(opg, staking, verifier, VERIFIER, 500 * OPG + OPG // 2)
-    held = opg.balanceOf(distributor)
-    owed_before = distributor.claimable(treasury) + distributor.claimable_of(node.address)
-    for _ in range(2):
-        tx = pay(opg, escrow, escrow_domain, payer, node.address, 6_000)  # verifier fee 600 wei
-        assert credited(tx, distributor)[0].verifier_fee == 600
-    assert distributor.reward_per_stake() == 2
-    assert distributor.claimable_of(verifier.address) == 1_001
-    owed = distributor.claimable(treasury) + distributor.claimable_of(node.address) + 1_001
-    assert opg.balanceOf(distributor) - held >= owed - owed_before
-    # Everybody can actually be paid.
-    for account in (node.account, treasury, verifier.account):
-        distributor.claim(sender=account)
-    assert opg.balanceOf(verifier.address) == 100_000 * OPG - (500 * OPG + OPG // 2) + 1_001
-
-
-def test_all_verifiers_inactive_sends_verifier_fee_to_treasury(
-    opg, escrow, escrow_domain, staking, distributor, treasury, node, payer, verifiers
-):
-    for v in verifiers:
-        staking.request_unbond(staking.nodes(v.address).stake, sender=v.account)
-    assert distributor.total_verifier_stake() == 0
-    before = distributor.claimable(treasury)
-    pay(opg, escrow, escrow_domain, payer, node.address, 1_000 * OPG)
-    assert distributor.claimable(treasury) == before + 150 * OPG
-
-
-def test_verifier_claims_pool_rewards_and_fraud_bounties_separately(
+def test_collect_verifier_reward_before_the_epoch_ends_reverts(
     opg, escrow, escrow_domain, distributor, node, payer, verifiers
 ):
-    # Pool rewards come from the distributor; fraud bounties are paid directly by NodeStaking (see test_slashing).
-    pay(opg, escrow, escrow_domain, payer, node.address, 600 * OPG)
+    tx = pay(opg, escrow, escrow_domain, payer, node.address, 600 * OPG)
+    with ape.reverts("RewardDistributor: epoch not ended"):
+        distributor.collect_verifier_reward(verifiers[0].address, epoch_of(tx, distributor), sender=payer.account)
+
+
+def test_collect_verifier_reward_twice_reverts(opg, escrow, escrow_domain, distributor, node, payer, verifiers, chain):
+    tx = pay(opg, escrow, escrow_domain, payer, node.address, 600 * OPG)
+    epoch = epoch_of(tx, distributor)
+    end_epoch(chain, distributor, epoch)
+    collect(distributor, verifiers[0], epoch)
+    with ape.reverts("RewardDistributor: reward already collected"):
+        distributor.collect_verifier_reward(verifiers[0].address, epoch, sender=payer.account)
+
+
+def test_verifier_pool_shares_round_down_and_never_exceed_the_pool(
+    opg, escrow, escrow_domain, distributor, node, payer, verifiers, weights, chain
+):
+    gross = 1_000_003
+    verifier_fee = split(gross)[1]
+    assert verifier_fee == 100_000
+    tx = pay(opg, escrow, escrow_domain, payer, node.address, gross)
+    epoch = epoch_of(tx, distributor)
+    end_epoch(chain, distributor, epoch)
+    shares = {v.address: collect(distributor, v, epoch) for v in verifiers}
+    for v in verifiers:
+        assert shares[v.address] == verifier_fee * weights[v.address] // (3_000 * OPG)
+    assert sorted(shares.values()) == [16_666, 33_333, 50_000]
+    assert sum(shares.values()) == verifier_fee - 1  # one wei of dust stays in the distributor
+
+
+def test_attack_verifier_stake_joining_just_before_a_large_batch_earns_none_of_its_fees(
+    opg, escrow, escrow_domain, staking, distributor, register, make_actor, node, payer, verifiers, weights, chain
+):
+    # A whale registers 30x the live verifier stake and heartbeats in the epoch of a large batch.
+    epoch = distributor.epoch_now()
+    whale = make_actor(100_000 * OPG)
+    register(whale, VERIFIER, 90_000 * OPG, "http://whale.invalid")
+    assert staking.heartbeat(sender=whale.account).return_value == 0  # fresh stake is not warm: weight 0
+    assert staking.weight_in(epoch, whale.address) == 0
+    tx = pay(opg, escrow, escrow_domain, payer, node.address, 60_000 * OPG)  # verifier fee 6,000 OPG
+    assert epoch_of(tx, distributor) == epoch
+    end_epoch(chain, distributor, epoch)
+    with ape.reverts("RewardDistributor: no weight in epoch"):
+        distributor.collect_verifier_reward(whale.address, epoch, sender=whale.account)
+    # The epoch's pool went to the snapshot weights only: the honest verifiers take all of it.
+    assert sum(collect(distributor, v, epoch) for v in verifiers) == 6_000 * OPG
+    # Its heartbeat recorded nothing for the next epoch either: the next batch's pool is not its.
+    assert staking.weight_in(epoch + 1, whale.address) == 0
+    tx = pay(opg, escrow, escrow_domain, payer, node.address, 6_000 * OPG)
+    end_epoch(chain, distributor, epoch_of(tx, distributor))
+    with ape.reverts("RewardDistributor: no weight in epoch"):
+        distributor.collect_verifier_reward(whale.address, epoch_of(tx, distributor), sender=whale.account)
+
+
+def test_verifier_stake_earns_once_warm_and_heartbeating(
+    opg, escrow, escrow_domain, staking, distributor, register, make_actor, make_live, node, payer, chain, params
+):
+    # The honest path of the whale: after the warm-up and a heartbeat it earns pro rata from the next epoch.
+    newcomer = make_actor()
+    register(newcomer, VERIFIER, 2_000 * OPG)
+    make_live([newcomer])
+    epoch = distributor.epoch_now()
+    assert staking.weight_in(epoch, newcomer.address) == 2_000 * OPG
+    tx = pay(opg, escrow, escrow_domain, payer, node.address, 600 * OPG)
+    assert epoch_of(tx, distributor) == epoch
+    end_epoch(chain, distributor, epoch)
+    share = 60 * OPG * 2_000 * OPG // staking.total_weight_in(epoch)
+    assert collect(distributor, newcomer, epoch) == share > 0
+
+
+def test_attack_verifier_that_stops_heartbeating_earns_nothing_of_later_pools(
+    opg, escrow, escrow_domain, staking, distributor, node, payer, verifiers, weights, chain
+):
+    # Only verifiers[0] and [1] stay live (heartbeat into the next epoch); verifiers[2] goes idle.
+    live, idle = verifiers[:2], verifiers[2]
+    epoch = heartbeat_into_next_epoch(chain, staking, distributor, live)
+    assert staking.weight_in(epoch, idle.address) == 0
+    total = staking.total_weight_in(epoch)
+    assert total == sum(weights[v.address] for v in live)
+    tx = pay(opg, escrow, escrow_domain, payer, node.address, 600 * OPG)
+    assert epoch_of(tx, distributor) == epoch
+    end_epoch(chain, distributor, epoch)
+    with ape.reverts("RewardDistributor: no weight in epoch"):
+        distributor.collect_verifier_reward(idle.address, epoch, sender=idle.account)
+    # The live verifiers share the whole pool by weight.
+    got = {v.address: collect(distributor, v, epoch) for v in live}
+    for v in live:
+        assert got[v.address] == 60 * OPG * weights[v.address] // total
+    assert 60 * OPG - len(live) < sum(got.values()) <= 60 * OPG
+
+
+def test_attack_jailed_verifier_cannot_heartbeat_and_earns_nothing_of_the_next_pool(
+    opg, escrow, escrow_domain, staking, staking_domain, distributor, node, payer, verifiers, weights, chain
+):
+    # verifiers[0] signs both verdicts on one receipt: anyone slashes and jails it; it can no longer go live.
+    cheat, honest = verifiers[0], verifiers[1:]
+    receipt_hash = "0x" + keccak(text="double vote").hex()
+    signatures = [
+        bytes.fromhex(Verdict(receipt_hash=receipt_hash, valid=valid).sign_with(cheat.key, staking_domain)[2:])
+        for valid in (True, False)
+    ]
+    staking.slash_double_vote(receipt_hash, cheat.address, *signatures, sender=payer.account)
+    assert staking.nodes(cheat.address).jailed
+    with ape.reverts("NodeStaking: not an active verifier"):
+        staking.heartbeat(sender=cheat.account)
+    epoch = heartbeat_into_next_epoch(chain, staking, distributor, honest)
+    assert staking.weight_in(epoch, cheat.address) == 0
+    tx = pay(opg, escrow, escrow_domain, payer, node.address, 600 * OPG)
+    assert epoch_of(tx, distributor) == epoch
+    end_epoch(chain, distributor, epoch)
+    with ape.reverts("RewardDistributor: no weight in epoch"):
+        distributor.collect_verifier_reward(cheat.address, epoch, sender=cheat.account)
+    assert sum(collect(distributor, v, epoch) for v in honest) == 60 * OPG
+
+
+def test_attack_account_without_weight_cannot_collect_a_verifier_reward(
+    opg, escrow, escrow_domain, distributor, register, make_actor, node, payer, verifiers, chain, params
+):
+    # Neither a registered verifier that never heartbeat, nor an inference node, nor a stranger has a share.
+    silent = make_actor()
+    register(silent, VERIFIER, params.min_verifier_stake)
+    stranger = make_actor(0)
+    tx = pay(opg, escrow, escrow_domain, payer, node.address, 600 * OPG)
+    epoch = epoch_of(tx, distributor)
+    end_epoch(chain, distributor, epoch)
+    for account in (silent, node, stranger):
+        with ape.reverts("RewardDistributor: no weight in epoch"):
+            distributor.collect_verifier_reward(account.address, epoch, sender=account.account)
+    assert collect(distributor, verifiers[0], epoch) > 0  # the live verifiers still collect
+
+
+def test_verifier_collects_each_epochs_pool_separately(
+    opg, escrow, escrow_domain, staking, distributor, node, payer, verifiers, weights, chain
+):
     v = verifiers[1]
-    first = distributor.claim(sender=v.account).return_value
-    pay(opg, escrow, escrow_domain, payer, node.address, 600 * OPG)
-    second = distributor.claim(sender=v.account).return_value
-    assert first == second > 0
+    first = epoch_of(pay(opg, escrow, escrow_domain, payer, node.address, 600 * OPG), distributor)
+    second = heartbeat_into_next_epoch(chain, staking, distributor, verifiers)
+    assert epoch_of(pay(opg, escrow, escrow_domain, payer, node.address, 1_200 * OPG), distributor) == second
+    end_epoch(chain, distributor, second)
+    share = weights[v.address] * OPG // (3_000 * OPG)  # per OPG of verifier fee
+    assert collect(distributor, v, second) == 120 * share
+    assert collect(distributor, v, first) == 60 * share
+    assert distributor.claim(sender=v.account).return_value == 180 * share
+
+
+def test_verifier_unbonding_after_an_epoch_keeps_its_collected_reward(
+    opg, escrow, escrow_domain, staking, distributor, node, payer, verifiers, weights, chain
+):
+    v = verifiers[0]
+    tx = pay(opg, escrow, escrow_domain, payer, node.address, 600 * OPG)
+    epoch = epoch_of(tx, distributor)
+    end_epoch(chain, distributor, epoch)
+    earned = collect(distributor, v, epoch)
+    staking.request_unbond(staking.nodes(v.address).stake, sender=v.account)
+    assert distributor.claim(sender=v.account).return_value == earned
 
 
 # ---------------------------------------------------------------- emissions
@@ -523,16 +550,14 @@ def test_epoch_now_advances_with_time(distributor, chain):
     assert distributor.epoch_now() == epoch + 4
 
 
-def test_finalize_epoch_caps_emission_by_fees(
-    opg, escrow, escrow_domain, distributor, node, payer, funded, chain
-):
+def test_finalize_epoch_caps_emission_by_fees(opg, escrow, escrow_domain, distributor, node, payer, funded, chain):
     tx = pay(opg, escrow, escrow_domain, payer, node.address, 1_000 * OPG)
     epoch = epoch_of(tx, distributor)
     end_epoch(chain, distributor, epoch)
     tx = distributor.finalize_epoch(epoch, sender=payer.account)
-    events = tx.decode_logs(distributor.EpochFinalized)
-    assert len(events) == 1
-    assert (events[0].epoch, events[0].fees, events[0].emission) == (epoch, 1_000 * OPG, 40 * OPG)
+    events = tx.decode_logs(distributor.EpochFinalized)  # earlier, empty epochs are finalised on the way
+    assert (events[-1].epoch, events[-1].fees, events[-1].emission) == (epoch, 1_000 * OPG, 40 * OPG)
+    assert all(e.emission == 0 for e in events[:-1])
     assert distributor.epoch_finalized(epoch)
     assert distributor.epoch_emission(epoch) == 40 * OPG
     assert distributor.emission_reserve() == funded - 40 * OPG
@@ -541,7 +566,7 @@ def test_finalize_epoch_caps_emission_by_fees(
 def test_finalize_epoch_caps_emission_by_emission_per_epoch(
     opg, escrow, escrow_domain, distributor, deployer, node, payer, funded, chain
 ):
-    distributor.set_emission_per_epoch(7 * OPG, sender=deployer)
+    govern(distributor, deployer, chain, "set_emission_per_epoch", 7 * OPG)
     tx = pay(opg, escrow, escrow_domain, payer, node.address, 1_000 * OPG)
     epoch = epoch_of(tx, distributor)
     end_epoch(chain, distributor, epoch)
@@ -549,9 +574,7 @@ def test_finalize_epoch_caps_emission_by_emission_per_epoch(
     assert distributor.epoch_emission(epoch) == 7 * OPG
 
 
-def test_finalize_epoch_caps_emission_by_reserve(
-    opg, escrow, escrow_domain, distributor, treasury, node, payer, chain
-):
+def test_finalize_epoch_caps_emission_by_reserve(opg, escrow, escrow_domain, distributor, treasury, node, payer, chain):
     opg.approve(distributor, 3 * OPG, sender=treasury)
     distributor.fund_emissions(3 * OPG, sender=treasury)
     tx = pay(opg, escrow, escrow_domain, payer, node.address, 1_000 * OPG)
@@ -581,16 +604,14 @@ def test_epoch_without_fees_allocates_nothing(distributor, payer, funded, chain)
     assert distributor.emission_reserve() == funded
 
 
-def test_collect_emission_pays_the_node_its_share(
-    opg, escrow, escrow_domain, distributor, node, payer, funded, chain
-):
+def test_collect_emission_pays_the_node_its_share(opg, escrow, escrow_domain, distributor, node, payer, funded, chain):
     tx = pay(opg, escrow, escrow_domain, payer, node.address, 1_000 * OPG)
     epoch = epoch_of(tx, distributor)
     node_share = distributor.claimable(node.address)
     end_epoch(chain, distributor, epoch)
     # Anyone may collect for the node (here the payer); it finalises the epoch on the way.
     tx = distributor.collect_emission(node.address, epoch, sender=payer.account)
-    assert len(tx.decode_logs(distributor.EpochFinalized)) == 1
+    assert tx.decode_logs(distributor.EpochFinalized)[-1].epoch == epoch
     events = tx.decode_logs(distributor.EmissionCollected)
     assert len(events) == 1
     assert (events[0].node, events[0].epoch, events[0].amount) == (node.address, epoch, 40 * OPG)
@@ -599,9 +620,7 @@ def test_collect_emission_pays_the_node_its_share(
     assert distributor.claim(sender=node.account).return_value == node_share + 40 * OPG
 
 
-def test_collect_emission_before_epoch_end_reverts(
-    opg, escrow, escrow_domain, distributor, node, payer, funded
-):
+def test_collect_emission_before_epoch_end_reverts(opg, escrow, escrow_domain, distributor, node, payer, funded):
     tx = pay(opg, escrow, escrow_domain, payer, node.address, 1_000 * OPG)
     with ape.reverts("RewardDistributor: epoch not ended"):
         distributor.collect_emission(node.address, epoch_of(tx, distributor), sender=node.account)
@@ -633,7 +652,7 @@ def test_collect_emission_without_fees_in_epoch_reverts(
 def test_emission_is_pro_rata_to_gross_across_nodes(
     opg, escrow, escrow_domain, distributor, deployer, node, node2, payer, funded, chain
 ):
-    distributor.set_emission_per_epoch(10 * OPG, sender=deployer)  # below the fee cap (4% of 400 = 16 OPG)
+    govern(distributor, deployer, chain, "set_emission_per_epoch", 10 * OPG)  # below the fee cap (4% of 400 = 16 OPG)
     tx1 = pay(opg, escrow, escrow_domain, payer, node.address, 300 * OPG)
     tx2 = pay(opg, escrow, escrow_domain, payer, node2.address, 100 * OPG)
     epoch = epoch_of(tx1, distributor)
@@ -653,7 +672,7 @@ def test_emission_is_pro_rata_to_gross_across_nodes(
 def test_emission_shares_round_down(
     opg, escrow, escrow_domain, distributor, deployer, node, node2, payer, funded, chain
 ):
-    distributor.set_emission_per_epoch(10, sender=deployer)  # 10 wei over gross 2:1
+    govern(distributor, deployer, chain, "set_emission_per_epoch", 10)  # 10 wei over gross 2:1
     tx = pay(opg, escrow, escrow_domain, payer, node.address, 2 * OPG)
     pay(opg, escrow, escrow_domain, payer, node2.address, 1 * OPG)
     epoch = epoch_of(tx, distributor)
@@ -700,6 +719,79 @@ def test_epoch_without_fees_leaves_the_reserve_for_later(
     assert distributor.emission_reserve() == funded - 40 * OPG
 
 
+def test_attack_finalizing_before_the_treasury_funds_changes_no_allocation(
+    opg, escrow, escrow_domain, distributor, treasury, node, payer, chain
+):
+    # Epoch c has fees but no funding by its end; the treasury funds 100 OPG during c + 1. A griefer finalising
+    # c just before the funding lands, the treasury funding first, or nobody finalising until c + 1 has ended:
+    # every order allocates the same to c and to c + 1 (an epoch uses only funding that arrived by its end).
+    assert distributor.emission_reserve() == 0
+    c = epoch_of(pay(opg, escrow, escrow_domain, payer, node.address, 1_000 * OPG), distributor)
+    end_epoch(chain, distributor, c)
+    opg.approve(distributor, 100 * OPG, sender=treasury)
+
+    def fund():
+        distributor.fund_emissions(100 * OPG, sender=treasury)
+
+    def finalize_c():
+        distributor.finalize_epoch(c, sender=payer.account)
+
+    def then_c_plus_1():
+        assert epoch_of(pay(opg, escrow, escrow_domain, payer, node.address, 1_000 * OPG), distributor) == c + 1
+        end_epoch(chain, distributor, c + 1)
+        distributor.collect_emission(node.address, c + 1, sender=node.account)  # finalises c first if needed
+        return distributor.epoch_emission(c), distributor.epoch_emission(c + 1), distributor.emission_reserve()
+
+    results = {}
+    for name, steps in {
+        "griefer finalizes first": [finalize_c, fund],
+        "treasury funds first": [fund, finalize_c],
+        "nobody finalizes c early": [fund],
+    }.items():
+        snapshot = chain.snapshot()
+        for step in steps:
+            step()
+        results[name] = then_c_plus_1()
+        chain.restore(snapshot)
+    assert set(results.values()) == {(0, 40 * OPG, 60 * OPG)}
+
+
+def test_emission_funded_before_an_epoch_ends_is_allocated_to_it_whoever_finalizes(
+    opg, escrow, escrow_domain, distributor, treasury, node, payer, chain
+):
+    c = epoch_of(pay(opg, escrow, escrow_domain, payer, node.address, 1_000 * OPG), distributor)
+    opg.approve(distributor, 100 * OPG, sender=treasury)
+    distributor.fund_emissions(100 * OPG, sender=treasury)
+    assert distributor.epoch_funding(c) == 100 * OPG
+    end_epoch(chain, distributor, c)
+    distributor.finalize_epoch(c, sender=payer.account)  # a stranger finalises
+    assert distributor.epoch_emission(c) == 40 * OPG
+    assert distributor.emission_reserve() == 60 * OPG
+
+
+def test_finalize_epoch_after_an_unfinalized_earlier_epoch_finalizes_both_in_order(
+    opg, escrow, escrow_domain, distributor, node, payer, funded, chain
+):
+    c = epoch_of(pay(opg, escrow, escrow_domain, payer, node.address, 1_000 * OPG), distributor)
+    end_epoch(chain, distributor, c)
+    pay(opg, escrow, escrow_domain, payer, node.address, 500 * OPG)
+    end_epoch(chain, distributor, c + 1)
+    tx = distributor.finalize_epoch(c + 1, sender=payer.account)
+    events = tx.decode_logs(distributor.EpochFinalized)
+    assert [(e.epoch, e.emission) for e in events][-2:] == [(c, 40 * OPG), (c + 1, 20 * OPG)]
+    assert distributor.next_epoch_to_finalize() == c + 2
+
+
+def test_finalize_more_than_64_epochs_ahead_reverts(distributor, payer, chain):
+    start = distributor.next_epoch_to_finalize()
+    chain.mine(timestamp=epoch_end(distributor, start + 64))
+    with ape.reverts("RewardDistributor: finalize earlier epochs first"):
+        distributor.finalize_epoch(start + 64, sender=payer.account)
+    distributor.finalize_epoch(start + 63, sender=payer.account)
+    distributor.finalize_epoch(start + 64, sender=payer.account)
+    assert distributor.epoch_finalized(start + 64)
+
+
 def test_distributor_holds_everything_it_owes(
     opg, escrow, escrow_domain, distributor, treasury, node, node2, payer, verifiers, funded, chain
 ):
@@ -708,20 +800,25 @@ def test_distributor_holds_everything_it_owes(
     epoch = epoch_of(tx, distributor)
     end_epoch(chain, distributor, epoch)
     distributor.collect_emission(node.address, epoch, sender=node.account)  # node2 has not collected yet
-    uncollected = (
+    collect(distributor, verifiers[0], epoch)  # the other verifiers have not collected yet
+    uncollected_emission = (
         distributor.epoch_emission(epoch)
         * distributor.node_epoch_fees(epoch, node2.address)
-        // (distributor.epoch_fees(epoch))
+        // distributor.epoch_fees(epoch)
     )
+    pool = distributor.epoch_verifier_fees(epoch)
     owed = sum(
         distributor.claimable_of(a)
         for a in [treasury.address, node.address, node2.address] + [v.address for v in verifiers]
     )
-    assert opg.balanceOf(distributor) >= owed + distributor.emission_reserve() + uncollected
+    assert opg.balanceOf(distributor) >= owed + distributor.emission_reserve() + uncollected_emission + pool - (
+        distributor.claimable_of(verifiers[0].address)
+    )
+    for v in verifiers[1:]:
+        collect(distributor, v, epoch)
+    distributor.collect_emission(node2.address, epoch, sender=node2.account)
     for account in [node.account, node2.account, treasury] + [v.account for v in verifiers]:
         distributor.claim(sender=account)
-    distributor.collect_emission(node2.address, epoch, sender=node2.account)
-    distributor.claim(sender=node2.account)
     assert opg.balanceOf(distributor) >= distributor.emission_reserve()
 
 
@@ -732,20 +829,27 @@ def wealth(opg, actors) -> int:
     return sum(opg.balanceOf(a.address) for a in actors)
 
 
-def wash_trade(opg, escrow, escrow_domain, staking, distributor, chain, payer, node, verifier, gross, params):
-    """The party's payer pays its own node ``gross``, collects the epoch's emission, claims everything and
-    leaves (unbonds and withdraws every stake). Returns the emission it collected."""
-    register(opg, staking, node, INFERENCE, params.min_inference_stake)
+def wash_trade(opg, escrow, escrow_domain, staking, distributor, register, make_live, chain, party, gross, params):
+    """The party's payer pays its own node ``gross``, collects the epoch's emission (and, with its own verifier,
+    the epoch's whole verifier pool), claims everything and leaves (unbonds and withdraws every stake). Returns
+    the emission it collected."""
+    payer, node, verifier = party
+    register(node, INFERENCE, params.min_inference_stake)
     if verifier is not None:
-        register(opg, staking, verifier, VERIFIER, params.min_verifier_stake * 4)
+        register(verifier, VERIFIER, params.min_verifier_stake * 4)
+        make_live([verifier])
+        epoch = distributor.epoch_now()
+        assert staking.total_weight_in(epoch) == staking.weight_in(epoch, verifier.address) > 0  # it alone is live
     tx = pay(opg, escrow, escrow_domain, payer, node.address, gross)
     epoch = epoch_of(tx, distributor)
     end_epoch(chain, distributor, epoch)
+    catch_up(distributor, node.account)
     collected = distributor.collect_emission(node.address, epoch, sender=node.account)
     emission = collected.decode_logs(distributor.EmissionCollected)[0].amount
     distributor.claim(sender=node.account)
     leavers = [node]
     if verifier is not None:
+        assert collect(distributor, verifier, epoch) == split(gross, *fee_bps(distributor))[1]
         distributor.claim(sender=verifier.account)
         leavers.append(verifier)
     for actor in leavers:
@@ -757,17 +861,21 @@ def wash_trade(opg, escrow, escrow_domain, staking, distributor, chain, payer, n
     return emission
 
 
+def fee_bps(distributor) -> tuple[int, int]:
+    return distributor.protocol_fee_bps(), distributor.verifier_fee_bps()
+
+
 def test_wash_trading_loses_opg(
-    opg, escrow, escrow_domain, staking, distributor, make_actor, funded, chain, params
+    opg, escrow, escrow_domain, staking, distributor, register, make_live, make_actor, funded, chain, params
 ):
-    payer, node = make_actor(), make_actor()
-    start = wealth(opg, [payer, node])
+    party = (make_actor(), make_actor(), None)
+    start = wealth(opg, party[:2])
     gross = 10_000 * OPG
     emission = wash_trade(
-        opg, escrow, escrow_domain, staking, distributor, chain, payer, node, None, gross, params
+        opg, escrow, escrow_domain, staking, distributor, register, make_live, chain, party, gross, params
     )
     assert emission == gross * params.max_emission_per_fee_bps // BPS  # it got the whole epoch's emission
-    end = wealth(opg, [payer, node])
+    end = wealth(opg, party[:2])
     assert end < start
     # It lost the protocol fee and the verifier fee and got back only the capped emission.
     protocol, verifier_fee, _ = split(gross)
@@ -775,52 +883,47 @@ def test_wash_trading_loses_opg(
 
 
 def test_wash_trading_with_own_verifier_stake_still_loses_opg(
-    opg, escrow, escrow_domain, staking, distributor, make_actor, funded, chain, params, no_verifiers
+    opg, escrow, escrow_domain, staking, distributor, register, make_live, make_actor, funded, chain, params
 ):
-    # The party is the only verifier: the whole verifier pool comes back to it.
-    payer, node, verifier = make_actor(), make_actor(), make_actor()
-    start = wealth(opg, [payer, node, verifier])
+    # The party's verifier is the only live one: the epoch's whole verifier pool comes back to it.
+    party = (make_actor(), make_actor(), make_actor())
+    start = wealth(opg, party)
     gross = 10_000 * OPG
     emission = wash_trade(
-        opg, escrow, escrow_domain, staking, distributor, chain, payer, node, verifier, gross, params
+        opg, escrow, escrow_domain, staking, distributor, register, make_live, chain, party, gross, params
     )
     assert emission == gross * params.max_emission_per_fee_bps // BPS
-    end = wealth(opg, [payer, node, verifier])
-    assert end < start
+    end = wealth(opg, party)
     protocol = split(gross)[0]
-    assert start - end >= protocol - emission > 0
+    assert start - end == protocol - emission > 0
 
 
 def test_wash_trading_with_emission_cap_at_protocol_fee_never_profits(
-    opg,
-    escrow,
-    escrow_domain,
-    staking,
-    distributor,
-    deployer,
-    make_actor,
-    funded,
-    chain,
-    params,
-    no_verifiers,
+    opg, escrow, escrow_domain, staking, distributor, deployer, register, make_live, make_actor, funded, chain, params
 ):
-    distributor.set_fees(
-        params.protocol_fee_bps, params.verifier_fee_bps, params.protocol_fee_bps, sender=deployer
+    govern(
+        distributor,
+        deployer,
+        chain,
+        "set_fees",
+        params.protocol_fee_bps,
+        params.verifier_fee_bps,
+        params.protocol_fee_bps,
     )
-    payer, node, verifier = make_actor(), make_actor(), make_actor()
-    start = wealth(opg, [payer, node, verifier])
+    party = (make_actor(), make_actor(), make_actor())
+    start = wealth(opg, party)
     gross = 10_000 * OPG + 7  # not a multiple of the basis-point grid: rounding must favour the protocol
     emission = wash_trade(
-        opg, escrow, escrow_domain, staking, distributor, chain, payer, node, verifier, gross, params
+        opg, escrow, escrow_domain, staking, distributor, register, make_live, chain, party, gross, params
     )
     assert emission > 0
-    assert wealth(opg, [payer, node, verifier]) < start
+    assert wealth(opg, party) < start
 
 
-# ---------------------------------------------------------------- owner-only parameters
+# ---------------------------------------------------------------- parameters and governance
 
 
-def test_deployed_parameters_match_params(distributor, opg, escrow, staking, treasury, params):
+def test_deployed_parameters_match_params(distributor, opg, escrow, staking, treasury, deployer, params):
     assert distributor.token() == opg.address
     assert distributor.escrow() == escrow.address
     assert distributor.staking() == staking.address
@@ -830,78 +933,161 @@ def test_deployed_parameters_match_params(distributor, opg, escrow, staking, tre
     assert distributor.max_emission_per_fee_bps() == params.max_emission_per_fee_bps
     assert distributor.epoch_length() == params.epoch_length
     assert distributor.emission_per_epoch() == params.emission_per_epoch
+    assert distributor.delay() == params.delay
+    assert distributor.owner() == deployer.address
 
 
-def test_set_fees_by_owner_emits(distributor, deployer):
-    tx = distributor.set_fees(2_000, 2_000, 2_000, sender=deployer)
-    events = tx.decode_logs(distributor.FeesUpdated)
-    assert len(events) == 1
-    assert (events[0].protocol_fee_bps, events[0].verifier_fee_bps, events[0].max_emission_per_fee_bps) == (
+def test_attack_owner_cannot_change_fees_without_queueing(distributor, deployer):
+    with ape.reverts("timelock: change not queued"):
+        distributor.set_fees(2_000, 2_000, 0, sender=deployer)
+
+
+def test_attack_fee_change_queued_now_cannot_apply_to_settlements_within_the_delay(
+    opg, escrow, escrow_domain, distributor, deployer, node, payer, chain
+):
+    # Payers sign vouchers against today's fees; a raise queued now reaches none of the settlements before it is due.
+    eta = queue(distributor, deployer, "set_fees", 2_000, 2_000, 0)
+    opg.approve(escrow, 1_000 * OPG, sender=payer.account)
+    escrow.deposit(1_000 * OPG, sender=payer.account)
+    chain.pending_timestamp = eta - 1
+    with ape.reverts("timelock: change not due"):
+        distributor.set_fees(2_000, 2_000, 0, sender=payer.account)
+    chain.pending_timestamp = eta - 1
+    tx = pay(opg, escrow, escrow_domain, payer, node.address, 1_000 * OPG, deposit=False)
+    assert chain.blocks[tx.block_number].timestamp == eta - 1
+    ev = credited(tx, distributor)[0]
+    assert (ev.protocol_fee, ev.verifier_fee) == (50 * OPG, 100 * OPG)
+    # Once due, anyone executes it, and only then does it apply.
+    chain.pending_timestamp = eta
+    tx = distributor.set_fees(2_000, 2_000, 0, sender=payer.account)
+    assert len(tx.decode_logs(distributor.FeesUpdated)) == 1
+    tx = pay(opg, escrow, escrow_domain, payer, node.address, 1_000 * OPG)
+    ev = credited(tx, distributor)[0]
+    assert (ev.protocol_fee, ev.verifier_fee) == (200 * OPG, 200 * OPG)
+
+
+def test_queued_fee_change_records_eta_after_the_delay(distributor, deployer, params, chain):
+    tx = distributor.queue_change(calldata("set_fees", 2_000, 2_000, 0), sender=deployer)
+    timestamp = chain.blocks[tx.block_number].timestamp
+    assert distributor.queued_eta(keccak(calldata("set_fees", 2_000, 2_000, 0))) == timestamp + params.delay
+    assert tx.return_value == keccak(calldata("set_fees", 2_000, 2_000, 0))
+
+
+def test_attack_due_fee_change_lapses_after_a_day(distributor, deployer, chain):
+    # A due change that nobody executed is not a standing option for the owner: it lapses.
+    eta = queue(distributor, deployer, "set_fees", 2_000, 2_000, 0)
+    chain.pending_timestamp = eta + DAY
+    with ape.reverts("timelock: change lapsed"):
+        distributor.set_fees(2_000, 2_000, 0, sender=deployer)
+
+
+def test_due_fee_change_executes_on_the_last_second_of_its_grace_day(distributor, deployer, chain):
+    eta = queue(distributor, deployer, "set_fees", 2_000, 2_000, 0)
+    chain.pending_timestamp = eta + DAY - 1
+    distributor.set_fees(2_000, 2_000, 0, sender=deployer)
+    assert distributor.protocol_fee_bps() == 2_000
+
+
+def test_due_fee_change_executes_only_with_the_queued_arguments(distributor, deployer, chain):
+    eta = queue(distributor, deployer, "set_fees", 2_000, 2_000, 0)
+    chain.pending_timestamp = eta
+    with ape.reverts("timelock: change not queued"):
+        distributor.set_fees(2_000, 2_000, 1, sender=deployer)
+    distributor.set_fees(2_000, 2_000, 0, sender=deployer)
+    with ape.reverts("timelock: change not queued"):  # consumed
+        distributor.set_fees(2_000, 2_000, 0, sender=deployer)
+
+
+def test_attack_non_owner_cannot_queue_a_change(distributor, node):
+    for name, args in [("set_fees", (2_000, 2_000, 0)), ("set_treasury", (node.address,)), ("set_delay", (90 * DAY,))]:
+        with ape.reverts(NOT_OWNER):
+            distributor.queue_change(calldata(name, *args), sender=node.account)
+
+
+def test_attack_non_owner_cannot_cancel_a_change(distributor, deployer, node):
+    queue(distributor, deployer, "set_fees", 2_000, 2_000, 0)
+    with ape.reverts(NOT_OWNER):
+        distributor.cancel_change(keccak(calldata("set_fees", 2_000, 2_000, 0)), sender=node.account)
+
+
+def test_owner_cancels_a_queued_change(distributor, deployer, chain):
+    eta = queue(distributor, deployer, "set_fees", 2_000, 2_000, 0)
+    distributor.cancel_change(keccak(calldata("set_fees", 2_000, 2_000, 0)), sender=deployer)
+    chain.pending_timestamp = eta
+    with ape.reverts("timelock: change not queued"):
+        distributor.set_fees(2_000, 2_000, 0, sender=deployer)
+    with ape.reverts("timelock: change not queued"):
+        distributor.cancel_change(keccak(calldata("set_fees", 2_000, 2_000, 0)), sender=deployer)
+
+
+def test_queue_the_same_change_twice_reverts(distributor, deployer):
+    queue(distributor, deployer, "set_fees", 2_000, 2_000, 0)
+    with ape.reverts("timelock: change already queued"):
+        distributor.queue_change(calldata("set_fees", 2_000, 2_000, 0), sender=deployer)
+
+
+def test_set_fees_through_the_queue_emits(distributor, deployer, chain):
+    tx = govern(distributor, deployer, chain, "set_fees", 2_000, 2_000, 2_000)
+    [event] = tx.decode_logs(distributor.FeesUpdated)
+    assert (event.protocol_fee_bps, event.verifier_fee_bps, event.max_emission_per_fee_bps) == (2_000, 2_000, 2_000)
+    assert (distributor.protocol_fee_bps(), distributor.verifier_fee_bps(), distributor.max_emission_per_fee_bps()) == (
         2_000,
         2_000,
         2_000,
     )
-    assert distributor.protocol_fee_bps() == 2_000
-    assert distributor.verifier_fee_bps() == 2_000
-    assert distributor.max_emission_per_fee_bps() == 2_000
 
 
-def test_set_fees_protocol_fee_above_bound_reverts(distributor, deployer):
-    with ape.reverts("RewardDistributor: protocol fee out of bounds"):
-        distributor.set_fees(2_001, 0, 0, sender=deployer)
+@pytest.mark.parametrize(
+    "fees, error",
+    [
+        ((2_001, 0, 0), "RewardDistributor: protocol fee out of bounds"),
+        ((500, 2_001, 0), "RewardDistributor: verifier fee out of bounds"),
+        ((500, 1_000, 501), "RewardDistributor: emission cap above protocol fee"),
+    ],
+)
+def test_set_fees_out_of_bounds_reverts_when_due(distributor, deployer, chain, fees, error):
+    eta = queue(distributor, deployer, "set_fees", *fees)
+    chain.pending_timestamp = eta
+    with ape.reverts(error):
+        distributor.set_fees(*fees, sender=deployer)
 
 
-def test_set_fees_verifier_fee_above_bound_reverts(distributor, deployer):
-    with ape.reverts("RewardDistributor: verifier fee out of bounds"):
-        distributor.set_fees(500, 2_001, 0, sender=deployer)
+def test_attack_owner_cannot_set_treasury_without_queueing(distributor, deployer, node):
+    with ape.reverts("timelock: change not queued"):
+        distributor.set_treasury(node.address, sender=deployer)
 
 
-def test_set_fees_emission_cap_above_protocol_fee_reverts(distributor, deployer):
-    with ape.reverts("RewardDistributor: emission cap above protocol fee"):
-        distributor.set_fees(500, 1_000, 501, sender=deployer)
-
-
-def test_set_fees_by_non_owner_reverts(distributor, node):
-    with ape.reverts(NOT_OWNER):
-        distributor.set_fees(500, 1_000, 400, sender=node.account)
-
-
-def test_set_treasury_by_owner_emits_and_redirects_later_fees(
-    opg, escrow, escrow_domain, distributor, deployer, treasury, make_actor, node, payer, no_verifiers
+def test_set_treasury_through_the_queue_redirects_later_fees(
+    opg, escrow, escrow_domain, distributor, deployer, treasury, make_actor, node, payer, chain
 ):
     pay(opg, escrow, escrow_domain, payer, node.address, 1_000 * OPG)
     old_earned = distributor.claimable(treasury)
     new = make_actor(0)
-    tx = distributor.set_treasury(new.address, sender=deployer)
-    events = tx.decode_logs(distributor.TreasuryUpdated)
-    assert len(events) == 1 and events[0].treasury == new.address
+    tx = govern(distributor, deployer, chain, "set_treasury", new.address)
+    [event] = tx.decode_logs(distributor.TreasuryUpdated)
+    assert event.treasury == new.address
     assert distributor.treasury() == new.address
-    pay(opg, escrow, escrow_domain, payer, node.address, 1_000 * OPG)
+    pay(opg, escrow, escrow_domain, payer, node.address, 1_000 * OPG)  # no live weight after the delay
     assert distributor.claimable(treasury) == old_earned  # what the old treasury earned stays its own
-    assert distributor.claimable(new.address) == 150 * OPG  # protocol + verifier fee (no verifier staked)
+    assert distributor.claimable(new.address) == 150 * OPG  # protocol + verifier fee
     assert distributor.claim(sender=treasury).return_value == old_earned
 
 
-def test_set_treasury_zero_address_reverts(distributor, deployer):
+def test_set_treasury_zero_address_reverts_when_due(distributor, deployer, chain):
+    eta = queue(distributor, deployer, "set_treasury", ZERO_ADDRESS)
+    chain.pending_timestamp = eta
     with ape.reverts("RewardDistributor: treasury is the zero address"):
         distributor.set_treasury(ZERO_ADDRESS, sender=deployer)
 
 
-def test_set_treasury_by_non_owner_reverts(distributor, node):
-    with ape.reverts(NOT_OWNER):
-        distributor.set_treasury(node.address, sender=node.account)
-
-
-def test_set_epoch_length_by_owner_emits_and_applies_after_current_epoch(distributor, deployer, chain):
-    end = distributor.current_epoch_end()
-    tx = distributor.set_epoch_length(7_200, sender=deployer)
-    events = tx.decode_logs(distributor.EpochLengthUpdated)
-    assert len(events) == 1 and events[0].epoch_length == 7_200
+def test_set_epoch_length_through_the_queue_applies_after_the_current_epoch(distributor, deployer, chain):
+    tx = govern(distributor, deployer, chain, "set_epoch_length", 7_200)
+    [event] = tx.decode_logs(distributor.EpochLengthUpdated)
+    assert event.epoch_length == 7_200
     assert distributor.epoch_length() == 7_200
     # The call rolled the epoch counter first: the current epoch keeps its old (3,600 s) length.
     epoch = distributor.current_epoch()
     current_end = distributor.current_epoch_end()
-    assert (current_end - end) % 3_600 == 0
     assert current_end - 3_600 <= chain.blocks[tx.block_number].timestamp < current_end
     chain.mine(timestamp=current_end)
     assert distributor.epoch_now() == epoch + 1
@@ -911,35 +1097,49 @@ def test_set_epoch_length_by_owner_emits_and_applies_after_current_epoch(distrib
     assert distributor.epoch_now() == epoch + 2
 
 
-def test_set_epoch_length_accepts_the_bounds(distributor, deployer):
-    distributor.set_epoch_length(60, sender=deployer)
-    assert distributor.epoch_length() == 60
-    distributor.set_epoch_length(90 * 86_400, sender=deployer)
-    assert distributor.epoch_length() == 90 * 86_400
-
-
-@pytest.mark.parametrize("length", [0, 59, 90 * 86_400 + 1])
-def test_set_epoch_length_out_of_bounds_reverts(distributor, deployer, length):
+@pytest.mark.parametrize("length", [0, 59])
+def test_set_epoch_length_out_of_bounds_reverts_when_due(distributor, deployer, chain, length):
+    eta = queue(distributor, deployer, "set_epoch_length", length)
+    chain.pending_timestamp = eta
     with ape.reverts("RewardDistributor: epoch length out of bounds"):
         distributor.set_epoch_length(length, sender=deployer)
 
 
-def test_set_epoch_length_by_non_owner_reverts(distributor, node):
-    with ape.reverts(NOT_OWNER):
-        distributor.set_epoch_length(7_200, sender=node.account)
+def test_attack_epoch_length_above_the_delay_minus_one_day_reverts(distributor, deployer, chain, params):
+    # An epoch longer than the delay would let a pool or an emission rule change under an epoch already running.
+    length = params.delay - DAY + 1
+    eta = queue(distributor, deployer, "set_epoch_length", length)
+    chain.pending_timestamp = eta
+    with ape.reverts("RewardDistributor: epoch length above the delay"):
+        distributor.set_epoch_length(length, sender=deployer)
 
 
-def test_set_emission_per_epoch_by_owner_emits(distributor, deployer):
-    tx = distributor.set_emission_per_epoch(123 * OPG, sender=deployer)
-    events = tx.decode_logs(distributor.EmissionPerEpochUpdated)
-    assert len(events) == 1 and events[0].emission_per_epoch == 123 * OPG
+def test_attack_delay_cannot_be_set_below_epoch_length_plus_one_day(distributor, deployer, chain, params):
+    eta = queue(distributor, deployer, "set_delay", params.epoch_length + DAY - 1)
+    chain.pending_timestamp = eta
+    with ape.reverts("timelock: delay below the floor"):
+        distributor.set_delay(params.epoch_length + DAY - 1, sender=deployer)
+
+
+def test_delay_set_through_the_queue_applies_to_later_changes(distributor, deployer, chain, params):
+    govern(distributor, deployer, chain, "set_delay", 10 * DAY)
+    assert distributor.delay() == 10 * DAY
+    tx = distributor.queue_change(calldata("set_fees", 0, 0, 0), sender=deployer)
+    timestamp = chain.blocks[tx.block_number].timestamp
+    assert distributor.queued_eta(keccak(calldata("set_fees", 0, 0, 0))) == timestamp + 10 * DAY
+
+
+def test_set_emission_per_epoch_through_the_queue_emits(distributor, deployer, chain):
+    tx = govern(distributor, deployer, chain, "set_emission_per_epoch", 123 * OPG)
+    [event] = tx.decode_logs(distributor.EmissionPerEpochUpdated)
+    assert event.emission_per_epoch == 123 * OPG
     assert distributor.emission_per_epoch() == 123 * OPG
 
 
 def test_set_emission_per_epoch_zero_turns_emissions_off(
     opg, escrow, escrow_domain, distributor, deployer, node, payer, funded, chain
 ):
-    distributor.set_emission_per_epoch(0, sender=deployer)
+    govern(distributor, deployer, chain, "set_emission_per_epoch", 0)
     tx = pay(opg, escrow, escrow_domain, payer, node.address, 1_000 * OPG)
     epoch = epoch_of(tx, distributor)
     end_epoch(chain, distributor, epoch)
@@ -948,9 +1148,11 @@ def test_set_emission_per_epoch_zero_turns_emissions_off(
     assert distributor.emission_reserve() == funded
 
 
-def test_set_emission_per_epoch_by_non_owner_reverts(distributor, node):
-    with ape.reverts(NOT_OWNER):
-        distributor.set_emission_per_epoch(1, sender=node.account)
+def test_attack_owner_cannot_set_emission_or_epoch_length_without_queueing(distributor, deployer):
+    with ape.reverts("timelock: change not queued"):
+        distributor.set_emission_per_epoch(1, sender=deployer)
+    with ape.reverts("timelock: change not queued"):
+        distributor.set_epoch_length(7_200, sender=deployer)
 
 
 def test_connect_only_once(distributor, deployer, escrow, staking):
@@ -963,26 +1165,36 @@ def test_connect_by_non_owner_reverts(distributor, node, escrow, staking):
         distributor.connect(escrow, staking, sender=node.account)
 
 
-def test_connect_fresh_deployment_rejects_zero_addresses(project, opg, deployer, treasury, escrow, staking):
-    fresh = project.RewardDistributor.deploy(opg, treasury, 500, 1_000, 400, 3_600, OPG, sender=deployer)
+def test_connect_fresh_deployment_rejects_zero_addresses(project, opg, deployer, treasury, escrow, staking, params):
+    fresh = project.RewardDistributor.deploy(opg, treasury, 500, 1_000, 400, 3_600, OPG, params.delay, sender=deployer)
     with ape.reverts("RewardDistributor: zero address"):
         fresh.connect(ZERO_ADDRESS, staking, sender=deployer)
     with ape.reverts("RewardDistributor: zero address"):
         fresh.connect(escrow, ZERO_ADDRESS, sender=deployer)
     tx = fresh.connect(escrow, staking, sender=deployer)
-    events = tx.decode_logs(fresh.Connected)
-    assert len(events) == 1 and (events[0].escrow, events[0].staking) == (escrow.address, staking.address)
+    [event] = tx.decode_logs(fresh.Connected)
+    assert (event.escrow, event.staking) == (escrow.address, staking.address)
     with ape.reverts("RewardDistributor: already connected"):
         fresh.connect(escrow, staking, sender=deployer)
 
 
-def test_constructor_enforces_parameter_bounds(project, opg, deployer, treasury):
+def test_constructor_enforces_parameter_bounds(project, opg, deployer, treasury, params):
+    delay = params.delay
     with ape.reverts("RewardDistributor: emission cap above protocol fee"):
-        project.RewardDistributor.deploy(opg, treasury, 500, 1_000, 501, 3_600, OPG, sender=deployer)
+        project.RewardDistributor.deploy(opg, treasury, 500, 1_000, 501, 3_600, OPG, delay, sender=deployer)
     with ape.reverts("RewardDistributor: treasury is the zero address"):
-        project.RewardDistributor.deploy(opg, ZERO_ADDRESS, 500, 1_000, 400, 3_600, OPG, sender=deployer)
+        project.RewardDistributor.deploy(opg, ZERO_ADDRESS, 500, 1_000, 400, 3_600, OPG, delay, sender=deployer)
     with ape.reverts("RewardDistributor: epoch length out of bounds"):
-        project.RewardDistributor.deploy(opg, treasury, 500, 1_000, 400, 59, OPG, sender=deployer)
+        project.RewardDistributor.deploy(opg, treasury, 500, 1_000, 400, 59, OPG, delay, sender=deployer)
+    with ape.reverts("RewardDistributor: token is the zero address"):
+        project.RewardDistributor.deploy(ZERO_ADDRESS, treasury, 500, 1_000, 400, 3_600, OPG, delay, sender=deployer)
+
+
+def test_constructor_delay_below_epoch_length_plus_one_day_reverts(project, opg, deployer, treasury):
+    with ape.reverts("timelock: delay below the floor"):
+        project.RewardDistributor.deploy(opg, treasury, 500, 1_000, 400, 3_600, OPG, 3_600 + DAY - 1, sender=deployer)
+    fresh = project.RewardDistributor.deploy(opg, treasury, 500, 1_000, 400, 3_600, OPG, 3_600 + DAY, sender=deployer)
+    assert fresh.delay() == 3_600 + DAY
 
 
 def test_transfer_ownership_is_two_step(distributor, deployer, make_actor):
@@ -994,25 +1206,6 @@ def test_transfer_ownership_is_two_step(distributor, deployer, make_actor):
         distributor.accept_ownership(sender=deployer)
     distributor.accept_ownership(sender=new_owner.account)
     assert distributor.owner() == new_owner.address
-    distributor.set_emission_per_epoch(1, sender=new_owner.account)
+    distributor.queue_change(calldata("set_emission_per_epoch", 1), sender=new_owner.account)
     with ape.reverts(NOT_OWNER):
-        distributor.set_emission_per_epoch(2, sender=deployer)
-
-
-def test_sync_verifier_stops_a_verifier_under_raised_minimum_from_earning(
-    opg, escrow, escrow_domain, staking, distributor, deployer, node, payer, verifiers, make_actor
-):
-    small = min(verifiers, key=lambda a: staking.nodes(a.address).stake)
-    stake = staking.nodes(small.address).stake
-    staking.set_min_stake(VERIFIER, stake + 2 * OPG, sender=deployer)
-    anyone = make_actor(0)
-    staking.sync_verifier(small.address, sender=anyone.account)
-    assert distributor.verifier_stake(small.address) == 0
-    earned = distributor.claimable_of(small.address)
-    pay(opg, escrow, escrow_domain, payer, node.address, 600 * OPG)
-    assert distributor.claimable_of(small.address) == earned
-
-
-def test_sync_verifier_of_a_non_verifier_reverts(staking, node, deployer):
-    with ape.reverts("NodeStaking: not a verifier"):
-        staking.sync_verifier(node.address, sender=deployer)
+        distributor.queue_change(calldata("set_emission_per_epoch", 2), sender=deployer)
