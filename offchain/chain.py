@@ -17,9 +17,10 @@ ROLE_VERIFIER = 2
 SKIP_REASONS = {
     0: "settled",
     1: "stale: the channel already paid this total",
-    2: "node not active (unregistered, jailed or under minimum stake)",
-    3: "bad voucher signature",
+    2: "node not payable (unregistered or jailed)",
+    3: "bad voucher signature (not the payer's, or an expired session key's)",
     4: "payer balance too low",
+    5: "session key allowance exceeded",
 }
 
 
@@ -77,6 +78,12 @@ class Chain:
 
     def is_active_inference(self, node: str) -> bool:
         return self.staking.functions.is_active_as(node, ROLE_INFERENCE).call()
+
+    def is_payable(self, node: str) -> bool:
+        return self.staking.functions.is_payable(node).call()
+
+    def available_of(self, payer: str) -> int:
+        return self.escrow.functions.available_of(payer).call()
 
     def is_active_verifier(self, verifier: str) -> bool:
         return self.staking.functions.is_active_as(verifier, ROLE_VERIFIER).call()

@@ -26,7 +26,7 @@ from eth_account import Account  # noqa: E402
 
 from offchain.chain import Chain  # noqa: E402
 from offchain.devchain import anvil_key, transact  # noqa: E402
-from offchain.messages import Receipt, Voucher  # noqa: E402
+from offchain.messages import Receipt, Registration, Voucher  # noqa: E402
 
 OPG = 10**18
 PRICE_PER_TOKEN = 10**15  # 0.001 OPG per output token
@@ -91,7 +91,8 @@ def main() -> int:
         address = Account.from_key(key).address
         transact(w3, treasury, chain.opg.functions.transfer(address, stake))
         transact(w3, key, chain.opg.functions.approve(chain.staking.address, stake))
-        transact(w3, key, chain.staking.functions.register(role, stake, endpoint))
+        proof = Registration(account=address).sign_with(key, chain.staking_domain)  # proves it holds the key
+        transact(w3, key, chain.staking.functions.register(role, stake, endpoint, bytes.fromhex(proof[2:])))
         print(f"   {['', 'inference', 'verifier'][role]:<9} {address} staked {fmt(stake)}")
 
     print("== the user buys 10 OPG of credits")
@@ -152,7 +153,7 @@ def run_chat(chain, relayer_url, node, user, node_addr, user_addr, keep_running)
         if result.get("error"):
             print(f"   relayer refused the receipt: {result['field']}: {result['reason']}")
             return 1
-        left = chain.balance_of(user_addr) - (charged - chain.spent(user_addr, node_addr))
+        left = chain.available_of(user_addr) - (charged - chain.spent(user_addr, node_addr))
         rows.append((i, question, answer, cost, result["id"]))
         print(f"   Q{i}: {question}\n       {answer}\n       this answer cost {fmt(cost)} · "
               f"{fmt(left)} credits left · {result['status']}")

@@ -448,9 +448,10 @@ def create_app(relayer: Relayer) -> FastAPI:
     # Verdicts and slashes ----------------------------------------------------------------------------------------
     @app.post("/verdicts", response_model=VerdictAnswer, responses=ERRORS, tags=["slashing"])
     async def verdicts(body: VerdictIn) -> Any:
-        """A verifier's signed Verdict. Fraud verdicts are collected until ``fraud_quorum`` distinct active verifiers
-        agree, then the relayer submits ``slash_fraud``; valid=true verdicts on a receipt proven fraudulent lead to
-        ``slash_lazy_verifier``."""
+        """A verifier's signed Verdict. Verdicts are collected until their signers' vote weight reaches
+        ``fraud_quorum_bps`` of the live verifier weight; then the relayer submits ``slash_fraud`` (valid=false) and
+        slashes the lazy verifiers, or ``prove_valid`` (valid=true) and slashes the false accusers. A verifier that
+        signed both ways is slashed for a double vote."""
         digest = body.fast_digest(relayer.staking_domain)
         try:
             signer = recover_signer(digest, body.signature)
@@ -467,17 +468,18 @@ def create_app(relayer: Relayer) -> FastAPI:
                                                         body.valid, body.signature, time.time()))
         if stored:
             metrics.verdicts.inc(1, str(body.valid).lower())
-        quorum = await asyncio.to_thread(relayer.slasher.fraud_quorum)
+        quorum = await asyncio.to_thread(relayer.slasher.fraud_quorum_bps)
         return VerdictAnswer(
             receipt_hash=body.receipt_hash, verifier=body.verifier, valid=body.valid, stored=stored,
             receipt_known=store.receipt_by_struct_hash(body.receipt_hash) is not None,
-            invalid_verdicts=len(store.verdicts(body.receipt_hash, valid=False)), fraud_quorum=quorum,
+            invalid_verdicts=len(store.verdicts(body.receipt_hash, valid=False)), fraud_quorum_bps=quorum,
         )
 
     @app.get("/slashes", response_model=list[SlashView], tags=["slashing"])
     async def slashes(status: str | None = Query(None, pattern="^(queued|sent|confirmed|skipped|failed)$"),
                       limit: int = Query(100, ge=1, le=1000)) -> Any:
-        """Slashing submissions (equivocation, fraud, lazy_verifier), newest first."""
+        """Slashing submissions (equivocation, fraud, lazy_verifier, prove_valid, false_accuser, double_vote), newest
+        first."""
         return [SlashView(**{k: v for k, v in s.items() if k not in ("args", "attempts")})
                 for s in store.slashes(status, limit)]
 

@@ -24,7 +24,7 @@ from eth_utils import event_abi_to_log_topic, function_abi_to_4byte_selector
 
 from ..artifacts import abi
 from ..messages import _address_of as address_of
-from ..messages import merkle_root
+from ..messages import compact_signature, merkle_root
 from .store import ClaimResult, Store
 from .txsender import BroadcastError, PreparedCall, is_revert, is_transient, revert_message
 
@@ -44,34 +44,32 @@ def _abi_item(kind: str, name: str) -> dict:
     return next(x for x in abi("CreditEscrow") if x["type"] == kind and x["name"] == name)
 
 
-# settle_batch is encoded with eth-abi directly: web3's generic argument normalisation costs ~10x more CPU for a
-# 256-claim batch, CPU taken from the HTTP thread under the GIL.
+# settle_batch is encoded by hand: web3's generic argument normalisation costs ~10x more CPU for a 256-claim batch,
+# CPU taken from the HTTP thread under the GIL.
 SETTLE_SELECTOR = function_abi_to_4byte_selector(_abi_item("function", "settle_batch"))
-SETTLE_TYPES = ["(address,address,uint256,bytes,uint256)[]", "bytes32"]
-TOPIC_SETTLED = event_abi_to_log_topic(_abi_item("event", "ClaimSettled"))
+SETTLE_TYPES = ["(address,address,uint256,bytes32,bytes32,uint256)[]", "bytes32"]
 TOPIC_SKIPPED = event_abi_to_log_topic(_abi_item("event", "ClaimSkipped"))
 TOPIC_BATCH = event_abi_to_log_topic(_abi_item("event", "BatchSettled"))
+TOPIC_WITHDRAWAL = event_abi_to_log_topic(_abi_item("event", "WithdrawalRequested"))
+SCAN_INTERVAL = 1.0  # s between scans for withdrawal requests and expiring session keys
+SESSION_FLUSH_MARGIN = 120  # settle a session key's channels once it expires sooner than this (s)
+WITHDRAWAL_LOOKBACK = 10_000  # blocks scanned for withdrawal requests at start
+AMOUNT_BITS = 96
+AMOUNT_MASK = (1 << AMOUNT_BITS) - 1
 
 
 def settle_calldata(claims: list[dict], root: bytes) -> bytes:
     """ABI encoding of ``settle_batch(claims, root)``, laid out by hand (the tests check it against eth-abi).
 
-    Each Claim ``(address, address, uint256, bytes, uint256)`` is a dynamic tuple: five head words (the bytes field
-    as an offset, 160), then the signature's length and its bytes padded to a word boundary."""
+    Each Claim ``(address payer, address node, uint256 max_cumulative, bytes32 r, bytes32 vs, uint256 total)`` is a
+    static tuple (the voucher signature in EIP-2098 compact form), so the array is its length and six words per
+    claim, inline."""
     out = [SETTLE_SELECTOR, (64).to_bytes(32, "big"), root, len(claims).to_bytes(32, "big")]
-    tails, offset = [], 32 * len(claims)
     for c in claims:
-        sig = bytes.fromhex(c["signature"][2:])
-        padded = sig + bytes(-len(sig) % 32)
-        tail = b"".join((
-            bytes(12), bytes.fromhex(c["payer"][2:]), bytes(12), bytes.fromhex(c["node"][2:]),
-            int(c["maxCumulative"]).to_bytes(32, "big"), (160).to_bytes(32, "big"), int(c["total"]).to_bytes(32, "big"),
-            len(sig).to_bytes(32, "big"), padded,
-        ))
-        out.append(offset.to_bytes(32, "big"))
-        tails.append(tail)
-        offset += len(tail)
-    return b"".join(out + tails)
+        r, vs = compact_signature(c["signature"])
+        out += [bytes(12), bytes.fromhex(c["payer"][2:]), bytes(12), bytes.fromhex(c["node"][2:]),
+                int(c["maxCumulative"]).to_bytes(32, "big"), r, vs, int(c["total"]).to_bytes(32, "big")]
+    return b"".join(out)
 
 
 def settle_call(w3: object, escrow: str, claims: list[dict], root: bytes) -> PreparedCall:
@@ -86,28 +84,67 @@ def _word(data: bytes, index: int) -> int:
     return int.from_bytes(data[32 * index:32 * index + 32], "big")
 
 
-def decode_batch_logs(receipt: dict, escrow: str) -> tuple[dict, dict, int]:
-    """(settled {(payer, node): (amount, total)}, skipped {(payer, node): (total, reason)}, batch amount).
+def _uint_array(data: bytes, head: int) -> list[int]:
+    """The uint256[] whose offset is the ``head``-th word of ``data``."""
+    start = _word(data, head) // 32
+    return [_word(data, start + 1 + i) for i in range(_word(data, start))]
 
-    The events' layouts are fixed (indexed payer and node; uint words in data), so they are read directly."""
-    settled, skipped, amount = {}, {}, 0
+
+def decode_batch_logs(receipt: dict, escrow: str) -> tuple[dict, dict, int]:
+    """(settled {(payer, node): delta}, skipped {(payer, node): (total, reason)}, batch amount).
+
+    ``BatchSettled`` packs each settled claim as ``payer << 96 | delta`` (in claim order) and each node run as
+    ``node << 96 | settled claims in the run``; the runs give each settled claim its node. A channel settled by two
+    claims of one batch (payer-signed, then session-signed) sums its deltas. ``ClaimSkipped`` has indexed payer and
+    node and (total, reason) in data."""
+    settled: dict[tuple[str, str], int] = {}
+    skipped, amount = {}, 0
     escrow = escrow.lower()
     for log_ in receipt["logs"]:
         if log_["address"].lower() != escrow or not log_["topics"]:
             continue
         topics, data = log_["topics"], bytes(log_["data"])
         topic = bytes(topics[0])
-        if topic == TOPIC_SETTLED:
-            settled[(_topic_address(topics[1]), _topic_address(topics[2]))] = (_word(data, 0), _word(data, 1))
-        elif topic == TOPIC_SKIPPED:
+        if topic == TOPIC_SKIPPED:
             skipped[(_topic_address(topics[1]), _topic_address(topics[2]))] = (_word(data, 0), _word(data, 1))
         elif topic == TOPIC_BATCH:
-            amount += _word(data, 2)
+            amount += _word(data, 0)
+            packed, runs = _uint_array(data, 1), _uint_array(data, 2)
+            i = 0
+            for run in runs:
+                node = address_of((run >> AMOUNT_BITS).to_bytes(20, "big"))
+                for _ in range(run & AMOUNT_MASK):
+                    word = packed[i]
+                    i += 1
+                    key = (address_of((word >> AMOUNT_BITS).to_bytes(20, "big")), node)
+                    settled[key] = settled.get(key, 0) + (word & AMOUNT_MASK)
     return settled, skipped, amount
 
 
 def claim_tuple(c: dict) -> tuple:
-    return (c["payer"], c["node"], int(c["maxCumulative"]), bytes.fromhex(c["signature"][2:]), int(c["total"]))
+    r, vs = compact_signature(c["signature"])
+    return (c["payer"], c["node"], int(c["maxCumulative"]), r, vs, int(c["total"]))
+
+
+def channel_claims(ch: Any, rows: list) -> list[dict]:
+    """The claims settling a channel's pending receipts: one with the channel's best voucher, preceded, when that
+    voucher is a session key's and a payer-signed voucher covers part of the unsettled range, by a claim under the
+    payer's own voucher, so the session key's allowance is charged only for what the payer's voucher does not
+    cover (settle_batch settles both in order)."""
+    total = max(int(r["cumulative"]) for r in rows)
+    out = []
+    if ch.signer and ch.payer_signature and ch.payer_cap > ch.settled:
+        payer_total = min(ch.payer_cap, total)
+        payer_rows = sum(1 for r in rows if int(r["cumulative"]) <= payer_total)
+        out.append({"payer": ch.payer, "node": ch.node, "maxCumulative": str(ch.payer_cap),
+                    "signature": ch.payer_signature, "total": str(payer_total), "receipts": payer_rows})
+        if payer_total >= total:
+            return out
+        out.append({"payer": ch.payer, "node": ch.node, "maxCumulative": str(ch.cap),
+                    "signature": ch.voucher_signature, "total": str(total), "receipts": len(rows) - payer_rows})
+        return out
+    return [{"payer": ch.payer, "node": ch.node, "maxCumulative": str(ch.cap), "signature": ch.voucher_signature,
+             "total": str(total), "receipts": len(rows)}]
 
 
 def root_of(ids: list[str]) -> bytes:
@@ -127,6 +164,10 @@ class Batcher:
         self.chain = relayer.sender_chain
         self.escrow = self.chain.escrow
         self._block_gas: tuple[int, float] | None = None
+        self._urgent: set[str] = set()
+        self._next_scan = 0.0
+        self._log_block: int | None = None
+        self._key_expiry: dict[tuple[str, str], tuple[int, float]] = {}
 
     # The worker's entry point ----------------------------------------------------------------------------------
     def tick(self) -> None:
@@ -135,12 +176,70 @@ class Batcher:
             self._advance(batch)
             return
         count, oldest = self.store.unbatched_summary()
-        if count and (count >= self.settings.batch_size or time.time() - oldest >= self.settings.batch_age):
-            self._build()
+        if not count:
+            return
+        urgent = self._urgent_payers()
+        if urgent or count >= self.settings.batch_size or time.time() - oldest >= self.settings.batch_age:
+            self._build(urgent)
+
+    # Settling early ----------------------------------------------------------------------------------------------
+    def _urgent_payers(self) -> set[str]:
+        """Payers whose pending receipts must be settled now, whatever the batch size and age:
+
+        - a payer that requested a withdrawal (``WithdrawalRequested``): its credits leave the escrow after the thaw,
+          so its channels are settled at once;
+        - a payer whose channel's best voucher is a session key's that expires within ``SESSION_FLUSH_MARGIN``
+          (the escrow refuses an expired key's vouchers)."""
+        now = time.monotonic()
+        if now < self._next_scan:
+            if self._urgent:
+                self._urgent &= self._pending_payers()
+            return set(self._urgent)
+        self._next_scan = now + SCAN_INTERVAL
+        self._poll_withdrawals()
+        chain_now = None
+        for ch in list(self.r.ledger.channels.values()):
+            if not (ch.signer and ch.pending):
+                continue
+            key = (ch.payer, ch.signer)
+            expiry = self._key_expiry.get(key)
+            if expiry is None or expiry[1] < now:
+                exp = int(self.sender.retry(lambda p=ch.payer, k=ch.signer:
+                                            self.escrow.functions.signer_of(p, k).call())[0])
+                expiry = self._key_expiry[key] = (exp, now + 30)
+            if chain_now is None:
+                chain_now = max(int(time.time()), int(self.sender.retry(
+                    lambda: self.chain.w3.eth.get_block("latest"))["timestamp"]))
+            if expiry[0] - chain_now < SESSION_FLUSH_MARGIN:
+                if ch.payer not in self._urgent:
+                    log.info("session key %s of %s expires in %d s: settling its channels now", ch.signer, ch.payer,
+                             expiry[0] - chain_now)
+                self._urgent.add(ch.payer)
+        self._urgent &= self._pending_payers()
+        return set(self._urgent)
+
+    def _pending_payers(self) -> set[str]:
+        return {ch.payer for ch in list(self.r.ledger.channels.values()) if ch.pending}
+
+    def _poll_withdrawals(self) -> None:
+        latest = int(self.sender.block_number())
+        if self._log_block is None:
+            self._log_block = max(self.chain.deployment.start_block, latest - WITHDRAWAL_LOOKBACK)
+        if latest < self._log_block:
+            return
+        logs = self.sender.retry(lambda: self.chain.w3.eth.get_logs({
+            "address": self.escrow.address, "topics": [TOPIC_WITHDRAWAL],
+            "fromBlock": self._log_block, "toBlock": latest}))
+        self._log_block = latest + 1
+        for entry in logs:
+            payer = _topic_address(entry["topics"][1])
+            if payer in self.r.ledger.by_payer:
+                log.info("payer %s requested a withdrawal: settling its channels now", payer)
+                self._urgent.add(payer)
 
     # Building --------------------------------------------------------------------------------------------------
-    def _build(self) -> None:
-        rows = self.store.unbatched(self.settings.max_batch_receipts)
+    def _build(self, urgent: set[str] | None = None) -> None:
+        rows = self.store.unbatched(self.settings.max_batch_receipts, first=sorted(urgent or ()))
         by_channel: dict[tuple[str, str], list] = {}
         for row in rows:
             key = (row["payer"], row["node"])
@@ -151,11 +250,7 @@ class Batcher:
             by_channel[key].append(row)
         claims = []
         for (payer, node), channel_rows in by_channel.items():
-            ch = self.r.ledger.get(payer, node)
-            claims.append({
-                "payer": payer, "node": node, "maxCumulative": str(ch.cap), "signature": ch.voucher_signature,
-                "total": str(max(int(r["cumulative"]) for r in channel_rows)), "receipts": len(channel_rows),
-            })
+            claims += channel_claims(self.r.ledger.get(payer, node), channel_rows)
         claims.sort(key=lambda c: (c["node"].lower(), c["payer"].lower()))
         ids = {k: [r["id"] for r in v] for k, v in by_channel.items()}
         root = root_of([i for v in ids.values() for i in v])
@@ -201,17 +296,23 @@ class Batcher:
                     raise SimulationReverted(revert_message(exc2)) from exc2
                 raise
         [outcomes] = abi_decode(["uint8[]"], bytes(raw))
-        go, skipped = [], []
+        # A channel may have two claims (payer-signed, then session-signed): it goes ahead if either pays; it is
+        # skipped, for its last claim's reason, if none does.
+        by_channel: dict[tuple[str, str], list[tuple[dict, int]]] = {}
         for claim, outcome in zip(claims, outcomes, strict=True):
-            if outcome == SETTLED:
-                go.append(claim)
+            by_channel.setdefault((claim["payer"], claim["node"]), []).append((claim, outcome))
+        go, skipped = [], []
+        for (payer, node), entries in by_channel.items():
+            paying = [c for c, o in entries if o == SETTLED]
+            if paying:
+                go += paying
                 continue
+            claim, outcome = entries[-1]
             spent = None
             if outcome == STALE:
-                spent = self.sender.retry(
-                    lambda c=claim: self.escrow.functions.spent(c["payer"], c["node"]).call())
-            skipped.append(ClaimResult(claim["payer"], claim["node"], outcome, int(claim["total"]), spent))
-            log.info("claim %s -> %s skipped at simulation (outcome %d)", claim["payer"], claim["node"], outcome)
+                spent = self.sender.retry(lambda p=payer, n=node: self.escrow.functions.spent(p, n).call())
+            skipped.append(ClaimResult(payer, node, outcome, int(claim["total"]), spent))
+            log.info("claim %s -> %s skipped at simulation (outcome %d)", payer, node, outcome)
         return go, skipped, bound if len(go) == len(claims) else None
 
     def _gas_bound(self, claims: list[dict]) -> int:
@@ -307,17 +408,24 @@ class Batcher:
         settled, skipped, amount = decode_batch_logs(receipt, self.escrow.address)
         results: list[ClaimResult] = []
         claims = json.loads(batch["claims"])
-        counts = {(c["payer"], c["node"]): int(c.get("receipts", 0)) for c in claims}
+        counts: dict[tuple[str, str], int] = {}
         for c in claims:
-            key = (c["payer"], c["node"])
+            counts[(c["payer"], c["node"])] = counts.get((c["payer"], c["node"]), 0) + int(c.get("receipts", 0))
+        channels: dict[tuple[str, str], list[dict]] = {}
+        for c in claims:
+            channels.setdefault((c["payer"], c["node"]), []).append(c)
+        for key, channel_claims_ in channels.items():
+            payer, node = key
             if key in settled:
-                results.append(ClaimResult(c["payer"], c["node"], SETTLED, int(settled[key][1])))
+                skipped_total = skipped[key][0] if key in skipped else None
+                total = max(int(c["total"]) for c in channel_claims_ if int(c["total"]) != skipped_total)
+                results.append(ClaimResult(payer, node, SETTLED, total))
             else:
                 reason = int(skipped[key][1]) if key in skipped else STALE
                 spent = None
                 if reason == STALE:
-                    spent = self.sender.retry(lambda c=c: self.escrow.functions.spent(c["payer"], c["node"]).call())
-                results.append(ClaimResult(c["payer"], c["node"], reason, int(c["total"]), spent))
+                    spent = self.sender.retry(lambda p=payer, n=node: self.escrow.functions.spent(p, n).call())
+                results.append(ClaimResult(payer, node, reason, int(channel_claims_[-1]["total"]), spent))
         gas_price = int(receipt.get("effectiveGasPrice", 0))
         latencies = self.store.call(Store.job_batch_confirmed, self.r.ledger, batch_id, tx_hash,
                                     receipt["blockNumber"], receipt["gasUsed"], gas_price, results, amount,

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from x402.schemas import VerifyRequest, VerifyResponse
 
 from ..chain import ROLE_INFERENCE
-from ..messages import InvalidSignature, SignedVoucher, recover_signer
+from ..messages import InvalidSignature, recover_signer
 from .errors import ApiError, from_validation_error
 from .models import SCHEME_CREDIT, CreditPayload
 from .receipts import CheckContext, Checked, check_bulk, check_item, unpack
@@ -38,6 +38,11 @@ NODE_NOT_ACTIVE = "node_not_active"
 CAP_EXCEEDED = "cap_exceeded"
 INSUFFICIENT_BALANCE = "insufficient_balance"
 INVALID_AMOUNT = "invalid_amount"
+SESSION_EXPIRING = "session_key_expiring"
+ALLOWANCE_EXCEEDED = "allowance_exceeded"
+SESSION_CACHE_TTL = 5.0
+MAX_FUTURE = 300
+SESSION_SETTLE_MARGIN = 60  # a session key's receipts are accepted while it has this long left (s)
 
 POOL_MIN_ITEMS = 16  # bulk submissions this large are checked in the worker processes
 NODE_ACTIVE_TTL = 10.0
@@ -61,30 +66,72 @@ class CreditScheme:
         self.network = relayer.network
         self.escrow_domain = relayer.escrow_domain
         self.staking_domain = relayer.staking_domain
-        self.ctx = CheckContext(self.network, self.escrow_domain, self.staking_domain, relayer.settings.clock_skew,
+        # A receipt more than MAX_FUTURE (300 s, NodeStaking.MAX_FUTURE) ahead is slashable as invalid: never accepted.
+        self.ctx = CheckContext(self.network, self.escrow_domain, self.staking_domain,
+                                min(relayer.settings.clock_skew, MAX_FUTURE),
                                 min(relayer.settings.max_receipt_age, relayer.dispute_window))
-        self._vouchers_ok: _LRU = _LRU(50_000)
-        self._nodes: dict[str, tuple[bool, float]] = {}
+        self._vouchers_ok: _LRU = _LRU(50_000)  # (digest, signature) of vouchers signed by their payer
+        self._session_ok: _LRU = _LRU(50_000)  # (digest, signature) -> accepted until (monotonic), session keys
+        self._thaw: tuple[int, float] | None = None
+        self._nodes: dict[str, tuple[bool, float]] = {}  # is_active_as(node, INFERENCE)
+        self._payable: dict[str, tuple[bool, float]] = {}  # is_payable(node)
 
     # Chain reads (blocking; called from worker threads) -------------------------------------------------------
     def node_active(self, node: str, fresh: bool = False) -> bool:
-        """staking.is_active_as(node, INFERENCE), cached briefly unless ``fresh``."""
-        cached = self._nodes.get(node)
+        """staking.is_active_as(node, INFERENCE) (eligible for new service: registered, not jailed, minimum stake),
+        cached briefly unless ``fresh``."""
+        return self._node_flag(self._nodes, node, fresh,
+                               lambda chain: chain.staking.functions.is_active_as(node, ROLE_INFERENCE).call())
+
+    def node_payable(self, node: str, fresh: bool = False) -> bool:
+        """staking.is_payable(node) (settlement pays it: registered inference node, not jailed; the minimum stake
+        does not gate pay for work done), cached briefly unless ``fresh``."""
+        return self._node_flag(self._payable, node, fresh, lambda chain: chain.staking.functions.is_payable(node).call())
+
+    def _node_flag(self, cache: dict, node: str, fresh: bool, read: Any) -> bool:
+        cached = cache.get(node)
         now = time.monotonic()
         if not fresh and cached is not None and cached[1] > now:
             return cached[0]
         chain = self.r.thread_chain()
-        active = bool(self.r.retry(lambda: chain.staking.functions.is_active_as(node, ROLE_INFERENCE).call()))
-        self._nodes[node] = (active, now + (NODE_ACTIVE_TTL if active else NODE_INACTIVE_TTL))
-        return active
+        value = bool(self.r.retry(lambda: read(chain)))
+        cache[node] = (value, now + (NODE_ACTIVE_TTL if value else NODE_INACTIVE_TTL))
+        return value
 
     def forget_node(self, node: str) -> None:
         self._nodes.pop(node, None)
+        self._payable.pop(node, None)
 
-    def voucher_valid_onchain(self, v: SignedVoucher) -> bool:
+    def thaw_period(self) -> int:
+        now = time.monotonic()
+        if self._thaw is None or self._thaw[1] <= now:
+            chain = self.r.thread_chain()
+            self._thaw = (int(self.r.retry(lambda: chain.escrow.functions.thaw_period().call())), now + 30)
+        return self._thaw[0]
+
+    def chain_now(self) -> int:
+        """The latest block's timestamp (what the escrow compares a session key's expiry with), or the clock's."""
         chain = self.r.thread_chain()
-        return bool(self.r.retry(lambda: chain.escrow.functions.is_valid_voucher(
-            v.payer, v.node, v.max_cumulative, bytes.fromhex(v.signature[2:])).call()))
+        block = self.r.retry(lambda: chain.w3.eth.get_block("latest"))
+        return max(int(block["timestamp"]), int(time.time()))
+
+    def session_key(self, payer: str, key: str) -> tuple[int, int]:
+        """escrow.signer_of(payer, key): (expiry, remaining allowance)."""
+        chain = self.r.thread_chain()
+        expiry, allowance = self.r.retry(lambda: chain.escrow.functions.signer_of(payer, key).call())
+        return int(expiry), int(allowance)
+
+    def session_refusal(self, payer: str, key: str, margin: int) -> str | None:
+        """Why a voucher signed by ``key`` (not the payer) is refused, or None: the key must be a session key of the
+        payer whose expiry is at least ``margin`` seconds away (so the relayer can settle its vouchers in time)."""
+        expiry, _allowance = self.session_key(payer, key)
+        now = self.chain_now()
+        if expiry <= now:
+            return (f"signed by {key}, which is neither the payer nor one of its session keys in force "
+                    "(or signed for another chain or escrow)")
+        if expiry < now + margin:
+            return f"session key {key} expires in {expiry - now} s, sooner than the {margin} s this relayer requires"
+        return None
 
     # POST /verify ----------------------------------------------------------------------------------------------
     def verify(self, req: VerifyRequest) -> VerifyResponse:
@@ -126,27 +173,45 @@ class CreditScheme:
         try:
             signer = recover_signer(digest, payload.signature)
         except InvalidSignature as exc:
-            signer = None
-            if "malleable" in str(exc) or "v must be" in str(exc):
-                return invalid(INVALID_SIGNATURE, str(exc))
+            return invalid(INVALID_SIGNATURE, str(exc))
         if not self.node_active(voucher.node, fresh=True):
             return invalid(NODE_NOT_ACTIVE, f"node {voucher.node} is not an active inference node")
-        signed = SignedVoucher(payer=payer, node=voucher.node, max_cumulative=voucher.max_cumulative,
-                               signature=payload.signature)
-        if signer != payer and not self.voucher_valid_onchain(signed):
-            return invalid(INVALID_SIGNATURE, "escrow.is_valid_voucher refuses the signature (not the payer, an "
-                           "unexpired session signer, or the payer's ERC-1271 wallet)")
+        node = voucher.node
+        allowance = None
+        if signer != payer:
+            # A session key: in force for at least a thaw period more (its vouchers must be settled before it
+            # expires, and a revocation takes a thaw period), and with allowance for every channel it signed.
+            expiry, allowance = self.session_key(payer, signer)
+            now = self.chain_now()
+            if expiry <= now:
+                return invalid(INVALID_SIGNATURE, f"signed by {signer}: neither the payer nor a session key of it "
+                               "in force (or signed for another chain or escrow)")
+            thaw = self.thaw_period()
+            if expiry < now + thaw:
+                return invalid(SESSION_EXPIRING, f"session key {signer} expires in {expiry - now} s, sooner than "
+                               f"the thaw period ({thaw} s)")
         chain = self.r.thread_chain()
-        spent = self.r.retry(lambda: chain.escrow.functions.spent(payer, voucher.node).call())
-        channel = self.r.ledger.get(payer, voucher.node)
+        spent = self.r.retry(lambda: chain.escrow.functions.spent(payer, node).call())
+        channel = self.r.ledger.get(payer, node)
         charged = max(channel.charged if channel else 0, spent)
         if voucher.max_cumulative < charged + price:
             return invalid(CAP_EXCEEDED, f"maxCumulative {voucher.max_cumulative} < charged {charged} + price {price}")
-        balance = self.r.retry(lambda: chain.escrow.functions.balance_of(payer).call())
+        # Credits for a new request: what the payer can still use (withdrawal requests excluded) less what its other
+        # accepted vouchers still let nodes charge; this channel needs its new cap less what it has paid.
+        available = int(self.r.retry(lambda: chain.escrow.functions.available_of(payer).call()))
+        reserved = self.r.ledger.reserved(payer, exclude_node=node)
+        need = max(voucher.max_cumulative, channel.cap if channel else 0) - spent
+        if available < reserved + need:
+            return invalid(INSUFFICIENT_BALANCE, f"available credits {available} < reserved {reserved} by other "
+                           f"channels + {need} this voucher allows (maxCumulative - spent)")
+        if allowance is not None:
+            key_reserved = self.r.ledger.key_reserved(payer, signer, exclude_node=node)
+            key_need = voucher.max_cumulative - max(spent, channel.payer_cap if channel else 0)
+            if allowance < key_reserved + key_need:
+                return invalid(ALLOWANCE_EXCEEDED, f"session key allowance {allowance} < reserved {key_reserved} by "
+                               f"its other channels + {key_need} this voucher allows")
         outstanding = self.r.ledger.outstanding(payer)
-        if balance < outstanding + price:
-            return invalid(INSUFFICIENT_BALANCE,
-                           f"escrow balance {balance} < outstanding {outstanding} + price {price}")
+        balance = available
         self.r.metrics.verify.inc(1, SCHEME_CREDIT, "valid")
         return VerifyResponse(is_valid=True, payer=payer, extra={
             "charged": str(charged), "outstanding": str(outstanding), "balance": str(balance),
@@ -162,33 +227,35 @@ class CreditScheme:
         return res
 
     def check_chain(self, checked: list[Checked]) -> dict[int, ApiError]:
-        """Blocking: node activity and non-EOA voucher signatures for the items that need them."""
+        """Blocking: can settlement pay the node, and is a session key in force, for the items that need it."""
         errors: dict[int, ApiError] = {}
         for c in checked:
             r, v = c.valid.receipt, c.valid.voucher
-            if not self.node_active(r.node):
+            if not self.node_payable(r.node):
                 errors[c.index] = ApiError(400, "node_not_active", f"{c.prefix}receipt.node",
-                                           f"{r.node} is not an active inference node")
+                                           f"{r.node} is not an active inference node settlement can pay "
+                                           "(unregistered or jailed)")
                 continue
             if not c.voucher_ok:
                 key = (c.voucher_digest, v.signature)
-                if key in self._vouchers_ok:
+                until = self._session_ok.get(key)
+                if until is not None and until > time.monotonic():
                     continue
-                if self.voucher_valid_onchain(v):
-                    self._vouchers_ok.put(key, True)
+                refusal = self.session_refusal(v.payer, c.voucher_signer, SESSION_SETTLE_MARGIN)
+                if refusal is None:
+                    self._session_ok.put(key, time.monotonic() + SESSION_CACHE_TTL)
                 else:
-                    errors[c.index] = ApiError(
-                        400, "invalid_signature", f"{c.prefix}voucher.signature",
-                        "escrow.is_valid_voucher refuses it (not the payer, an unexpired session signer, or the "
-                        "payer's ERC-1271 wallet; or signed for another chain or escrow)")
+                    errors[c.index] = ApiError(400, "invalid_signature", f"{c.prefix}voucher.signature", refusal)
         return errors
 
     def needs_chain(self, checked: list[Checked]) -> bool:
         now = time.monotonic()
         for c in checked:
             if not c.voucher_ok:
-                return True
-            cached = self._nodes.get(c.valid.receipt.node)
+                until = self._session_ok.get((c.voucher_digest, c.valid.voucher.signature))
+                if until is None or until <= now:
+                    return True
+            cached = self._payable.get(c.valid.receipt.node)
             if cached is None or cached[1] <= now or not cached[0]:
                 return True
         return False

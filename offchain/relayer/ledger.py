@@ -17,6 +17,9 @@ class Channel:
     charged: int = 0  # highest cumulative of an accepted receipt
     cap: int = 0  # best voucher: the highest maxCumulative seen
     voucher_signature: str = ""
+    signer: str = ""  # who signed the best voucher: the payer or a session key ("" = the payer)
+    payer_cap: int = 0  # best voucher signed by the payer itself (settled first when the best is session-signed)
+    payer_signature: str = ""
     settled: int = 0  # what the channel has been paid on-chain, as far as the relayer knows
     pending: int = 0  # receipts accepted and neither settled nor rejected yet
 
@@ -45,6 +48,25 @@ class Ledger:
     def outstanding(self, payer: str) -> int:
         """Accepted-but-unsettled charges across all the payer's channels."""
         return sum(self.channels[(payer, node)].outstanding for node in list(self.by_payer.get(payer, ())))
+
+    def reserved(self, payer: str, exclude_node: str | None = None) -> int:
+        """What the payer's accepted vouchers still let nodes charge: sum of (cap - paid) over its channels."""
+        total = 0
+        for node in list(self.by_payer.get(payer, ())):
+            if node != exclude_node:
+                ch = self.channels[(payer, node)]
+                total += max(0, ch.cap - ch.settled)
+        return total
+
+    def key_reserved(self, payer: str, key: str, exclude_node: str | None = None) -> int:
+        """What a session key's vouchers still let nodes charge to its allowance, over all the payer's channels
+        (above what a payer-signed voucher of the channel covers)."""
+        total = 0
+        for node in list(self.by_payer.get(payer, ())):
+            ch = self.channels[(payer, node)]
+            if node != exclude_node and ch.signer and ch.signer.lower() == key.lower():
+                total += max(0, ch.cap - max(ch.settled, ch.payer_cap))
+        return total
 
     def add_pending(self, payer: str, node: str, count: int) -> None:
         self.channel(payer, node).pending += count

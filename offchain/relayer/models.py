@@ -185,7 +185,7 @@ class VerdictAnswer(ApiModel):
     stored: bool = Field(description="false if the same verdict was already stored")
     receipt_known: bool
     invalid_verdicts: int
-    fraud_quorum: int
+    fraud_quorum_bps: int = Field(description="share of the live verifier weight (bps) that proves fraud or validity")
 
 
 class Health(ApiModel):

@@ -1,8 +1,8 @@
 """Checking submitted receipts without the chain: shape, amounts, timestamp, the node's signature and the voucher's.
 
 These are pure functions of a ``CheckContext`` so that large bulk submissions can be checked in worker processes
-(``check_bulk``), in parallel with the HTTP thread; what needs the chain (is the node active, is a non-EOA voucher
-signature accepted by the escrow) is left to the caller.
+(``check_bulk``), in parallel with the HTTP thread; what needs the chain (is the node active, is a session key's voucher
+signature in force) is left to the caller.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ class Checked:
     prefix: str
     valid: ValidReceipt
     voucher_digest: bytes
-    voucher_ok: bool  # signed by the payer itself (or known good); otherwise ask escrow.is_valid_voucher
+    voucher_ok: bool  # signed by the payer itself (or known good); otherwise ask escrow.signer_of (session key)
+    voucher_signer: str = ""  # the recovered signer of the voucher
 
 
 def check_item(raw: Any, index: int, prefix: str, ctx: CheckContext, now: float,
@@ -85,13 +86,16 @@ def check_item(raw: Any, index: int, prefix: str, ctx: CheckContext, now: float,
                         f"another chain or contract, or by another key")
     vdigest = v.fast_digest(ctx.escrow_domain)
     voucher_ok = known_vouchers is not None and (vdigest, v.signature) in known_vouchers
+    vsigner = v.payer
     if not voucher_ok:
         try:
-            voucher_ok = recover_signer(vdigest, v.signature) == v.payer
+            vsigner = recover_signer(vdigest, v.signature)
         except InvalidSignature as exc:
             return ApiError(400, "invalid_signature", f"{prefix}voucher.signature", str(exc))
-    valid = ValidReceipt(id="0x" + digest.hex(), struct_hash="0x" + struct_hash.hex(), receipt=r, voucher=v)
-    return Checked(index, prefix, valid, vdigest, voucher_ok)
+        voucher_ok = vsigner == v.payer
+    valid = ValidReceipt(id="0x" + digest.hex(), struct_hash="0x" + struct_hash.hex(), receipt=r, voucher=v,
+                         voucher_signer=vsigner)
+    return Checked(index, prefix, valid, vdigest, voucher_ok, vsigner)
 
 
 # Worker processes ------------------------------------------------------------------------------------------------
@@ -136,7 +140,8 @@ def check_bulk(body: bytes, now: float) -> list[tuple]:
         else:
             r, v = res.valid.receipt, res.valid.voucher
             out.append((True, res.valid.id, res.valid.struct_hash, tuple(getattr(r, f) for f in RECEIPT_FIELDS),
-                        tuple(getattr(v, f) for f in VOUCHER_FIELDS), res.voucher_digest, res.voucher_ok))
+                        tuple(getattr(v, f) for f in VOUCHER_FIELDS), res.voucher_digest, res.voucher_ok,
+                        res.voucher_signer))
     return out
 
 
@@ -144,8 +149,8 @@ def unpack(index: int, answer: tuple) -> Checked | ApiError:
     """The main process's view of one ``check_bulk`` answer."""
     if not answer[0]:
         return ApiError(*answer[1:])
-    _ok, rid, struct_hash, rvalues, vvalues, vdigest, voucher_ok = answer
+    _ok, rid, struct_hash, rvalues, vvalues, vdigest, voucher_ok, vsigner = answer
     receipt = SignedReceipt.model_construct(**dict(zip(RECEIPT_FIELDS, rvalues, strict=True)))
     voucher = SignedVoucher.model_construct(**dict(zip(VOUCHER_FIELDS, vvalues, strict=True)))
-    return Checked(index, f"receipts[{index}].", ValidReceipt(rid, struct_hash, receipt, voucher), vdigest,
-                   voucher_ok)
+    return Checked(index, f"receipts[{index}].", ValidReceipt(rid, struct_hash, receipt, voucher, vsigner), vdigest,
+                   voucher_ok, vsigner)

@@ -2,10 +2,14 @@
 
 - Equivocation: the store flags a receipt whose (node, requestId) it already holds under another digest and queues
   the pair; the slasher sends ``slash_equivocation(a, sig_a, b, sig_b)``.
-- Fraud: once ``fraud_quorum`` distinct verifiers, active now, sent ``Verdict(valid=false)`` for a receipt held
-  here, it sends ``slash_fraud(receipt, sig, verdicts)`` with the verdicts in ascending verifier order.
+- Fraud: verdicts count by stake weight. Once the ``Verdict(valid=false)`` signers held for a receipt reach the
+  quorum, ``sum(vote_weight(v)) * 10000 >= total_weight_in(epoch_now()) * fraud_quorum_bps()``, it sends
+  ``slash_fraud(receipt, sig, verdicts)`` with the verdicts in ascending verifier order.
 - Lazy verifier: once that fraud is proven (by this relayer or anyone), every stored ``Verdict(valid=true)`` on the
-  receipt is sent to ``slash_lazy_verifier``.
+  receipt is sent to ``slash_verifier`` (lazy).
+- Validity: ``Verdict(valid=true)`` signers reaching the same quorum -> ``prove_valid``; then every stored
+  ``Verdict(valid=false)`` on the receipt is sent to ``slash_verifier`` (false accuser).
+- Double vote: a verifier that signed both verdicts on one receipt -> ``slash_double_vote``.
 Each submission is simulated first; evidence the contract already used ends ``skipped``, evidence it refuses for
 another reason ends ``failed`` with the revert reason. States: queued -> sent -> confirmed | failed | skipped.
 """
@@ -19,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from web3.logs import DISCARD
 
-from ..chain import ROLE_VERIFIER
 from ..messages import Receipt
 from ..types import b32
 from .store import Store
@@ -50,54 +53,89 @@ class Slasher:
         self.sender = relayer.sender
         self.staking = relayer.sender_chain.staking
         self._quorum: tuple[int, float] | None = None
-        self._recheck: dict[str, float] = {}
+        self._recheck: dict[tuple[str, str], float] = {}
 
-    def fraud_quorum(self) -> int:
+    def fraud_quorum_bps(self) -> int:
         now = time.monotonic()
         if self._quorum is None or self._quorum[1] < now:
-            self._quorum = (int(self.sender.retry(lambda: self.staking.functions.fraud_quorum().call())), now + 30)
+            self._quorum = (int(self.sender.retry(lambda: self.staking.functions.fraud_quorum_bps().call())), now + 30)
         return self._quorum[0]
+
+    def quorum_reached(self, weight: int, total: int) -> bool:
+        return total > 0 and weight * 10_000 >= total * self.fraud_quorum_bps()
 
     # The worker's entry point ----------------------------------------------------------------------------------
     def tick(self) -> None:
         now = time.monotonic()
-        for receipt_hash in self.store.fraud_candidates(self.fraud_quorum()):
-            if self._recheck.get(receipt_hash, 0) <= now:
-                self._queue_fraud(receipt_hash)
-        for v in self.store.lazy_candidates():
-            self.store.call(Store.job_queue_slash, "lazy_verifier", f"lazy:{v['receipt_hash']}:{v['verifier']}",
+        for receipt_hash in self.store.fraud_candidates():
+            if self._recheck.get(("fraud", receipt_hash), 0) <= now:
+                self._queue_proof(receipt_hash, valid=False)
+        for receipt_hash in self.store.verdict_candidates(True, "valid"):
+            if self._recheck.get(("valid", receipt_hash), 0) <= now:
+                self._queue_proof(receipt_hash, valid=True)
+        for proof, valid, kind in (("fraud", True, "lazy"), ("valid", False, "false_accuser")):
+            for v in self.store.contrary_candidates(proof, valid, kind):
+                self.store.call(Store.job_queue_slash, "lazy_verifier" if kind == "lazy" else kind,
+                                f"{kind}:{v['receipt_hash']}:{v['verifier']}", v["verifier"],
+                                {"receipt_hash": v["receipt_hash"], "verifier": v["verifier"],
+                                 "signature": v["signature"]}, time.time())
+        for v in self.store.double_votes():
+            self.store.call(Store.job_queue_slash, "double_vote", f"double:{v['receipt_hash']}:{v['verifier']}",
                             v["verifier"], {"receipt_hash": v["receipt_hash"], "verifier": v["verifier"],
-                                            "signature": v["signature"]}, time.time())
+                                            "sig_true": v["sig_true"], "sig_false": v["sig_false"]}, time.time())
         for slash in self.store.open_slashes():
             self._advance(slash)
 
-    # Queueing fraud --------------------------------------------------------------------------------------------
-    def _queue_fraud(self, receipt_hash: str) -> None:
+    # Queueing proofs -------------------------------------------------------------------------------------------
+    def _queue_proof(self, receipt_hash: str, valid: bool) -> None:
+        """Queue ``slash_fraud`` (valid=False) or ``prove_valid`` (valid=True) once the verdicts' weight is a quorum."""
         row = self.store.receipt_by_struct_hash(receipt_hash)
         if row is None:
             return
-        evidence = f"fraud:{receipt_hash}"
-        if self.sender.retry(lambda: self.staking.functions.fraud_proven_at(b32(receipt_hash)).call()) != 0:
-            self.store.call(Store.job_queue_slash, "fraud", evidence, row["node"], {"receipt_id": row["id"],
-                            "verdicts": []}, time.time())
-            slash = self.store.slash_by_evidence(evidence)
-            self.store.call(Store.job_slash_update, slash["id"], "skipped", None, "fraud already proven on-chain",
-                            None, time.time())
-            self.r.metrics.slashes.inc(1, "fraud", "skipped")
+        kind, prefix = ("prove_valid", "valid") if valid else ("fraud", "fraud")
+        evidence = f"{prefix}:{receipt_hash}"
+        h = b32(receipt_hash)
+        proven = self.sender.retry(lambda: self.staking.functions.fraud_proven_at(h).call())
+        proven_valid = self.sender.retry(lambda: self.staking.functions.valid_proven_at(h).call())
+        if (proven if not valid else proven_valid) != 0:
+            self._record_skipped(kind, evidence, row, f"{'validity' if valid else 'fraud'} already proven on-chain")
             return
-        verdicts = []
-        for v in self.store.verdicts(receipt_hash, valid=False):
-            active = self.sender.retry(
-                lambda v=v: self.staking.functions.is_active_as(v["verifier"], ROLE_VERIFIER).call())
-            if active:
-                verdicts.append({"verifier": v["verifier"], "signature": v["signature"]})
-        if len(verdicts) < self.fraud_quorum():
-            self._recheck[receipt_hash] = time.monotonic() + RECHECK_AFTER
+        if (proven_valid if not valid else proven) != 0:
+            self._record_skipped(kind, evidence, row, "the opposite outcome is proven on-chain", status="failed")
+            return
+        verdicts, weight = [], 0
+        for v in self.store.verdicts(receipt_hash, valid=valid):
+            w = int(self.sender.retry(lambda v=v: self.staking.functions.vote_weight(v["verifier"]).call()))
+            if w > 0:
+                verdicts.append({"verifier": v["verifier"], "signature": v["signature"], "weight": w})
+                weight += w
+        total = self.total_vote_weight()
+        # Heaviest first up to MAX_VERDICTS, then ascending verifier order (what the contract requires).
+        verdicts.sort(key=lambda v: -v["weight"])
+        verdicts = verdicts[:MAX_VERDICTS]
+        weight = sum(v["weight"] for v in verdicts)
+        if not self.quorum_reached(weight, total):
+            self._recheck[(prefix, receipt_hash)] = time.monotonic() + RECHECK_AFTER
             return
         verdicts.sort(key=lambda v: int(v["verifier"], 16))
-        self.store.call(Store.job_queue_slash, "fraud", evidence, row["node"],
-                        {"receipt_id": row["id"], "verdicts": verdicts[:MAX_VERDICTS]}, time.time())
-        log.info("fraud quorum reached for receipt %s (%d verdicts)", receipt_hash, len(verdicts))
+        self.store.call(Store.job_queue_slash, kind, evidence, row["node"],
+                        {"receipt_id": row["id"], "verdicts": [{"verifier": v["verifier"], "signature": v["signature"]}
+                                                               for v in verdicts]}, time.time())
+        log.info("%s quorum reached for receipt %s (%d verdicts, weight %d of %d)", prefix, receipt_hash,
+                 len(verdicts), weight, total)
+
+    def _record_skipped(self, kind: str, evidence: str, row: dict, reason: str, status: str = "skipped") -> None:
+        self.store.call(Store.job_queue_slash, kind, evidence, row["node"], {"receipt_id": row["id"], "verdicts": []},
+                        time.time())
+        slash = self.store.slash_by_evidence(evidence)
+        self.store.call(Store.job_slash_update, slash["id"], status, None, reason, None, time.time())
+        self.r.metrics.slashes.inc(1, kind, status)
+
+    def total_vote_weight(self) -> int:
+        """The live verifier weight proofs are counted against now: ``total_weight_in(epoch_now())``."""
+        distributor = self.r.sender_chain.distributor
+        epoch = int(self.sender.retry(lambda: distributor.functions.epoch_now().call()))
+        return int(self.sender.retry(lambda: self.staking.functions.total_weight_in(epoch).call()))
 
     # Sending and following -------------------------------------------------------------------------------------
     def _function(self, slash: dict) -> Any:
@@ -107,12 +145,17 @@ class Slasher:
             return self.staking.functions.slash_equivocation(
                 receipt_from_row(a).as_tuple(), bytes.fromhex(a["signature"][2:]),
                 receipt_from_row(b).as_tuple(), bytes.fromhex(b["signature"][2:]))
-        if slash["kind"] == "fraud":
+        if slash["kind"] in ("fraud", "prove_valid"):
             row = self.store.receipt(args["receipt_id"])
             verdicts = [(v["verifier"], bytes.fromhex(v["signature"][2:])) for v in args["verdicts"]]
-            return self.staking.functions.slash_fraud(
-                receipt_from_row(row).as_tuple(), bytes.fromhex(row["signature"][2:]), verdicts)
-        return self.staking.functions.slash_lazy_verifier(
+            fn = self.staking.functions.slash_fraud if slash["kind"] == "fraud" else self.staking.functions.prove_valid
+            return fn(receipt_from_row(row).as_tuple(), bytes.fromhex(row["signature"][2:]), verdicts)
+        if slash["kind"] == "double_vote":
+            return self.staking.functions.slash_double_vote(
+                b32(args["receipt_hash"]), args["verifier"], bytes.fromhex(args["sig_true"][2:]),
+                bytes.fromhex(args["sig_false"][2:]))
+        # lazy_verifier and false_accuser: one entry point, the contract tells them apart by the proven outcome.
+        return self.staking.functions.slash_verifier(
             b32(args["receipt_hash"]), args["verifier"], bytes.fromhex(args["signature"][2:]))
 
     def _advance(self, slash: dict) -> None:
@@ -136,7 +179,7 @@ class Slasher:
             if not is_revert(exc):
                 raise
             message = revert_message(exc)
-            status = "skipped" if "already used" in message else "failed"
+            status = "skipped" if "already used" in message or "already proven" in message else "failed"
             self.store.call(Store.job_slash_update, slash["id"], status, None, message, None, time.time())
             self.r.metrics.slashes.inc(1, slash["kind"], status)
             log.warning("slash %d (%s on %s) %s: %s", slash["id"], slash["kind"], slash["subject"], status, message)

@@ -89,6 +89,9 @@ CREATE TABLE IF NOT EXISTS channels (
     cap TEXT NOT NULL,
     voucher_signature TEXT NOT NULL,
     settled TEXT NOT NULL,
+    signer TEXT NOT NULL DEFAULT '',          -- the best voucher's signer ('' = the payer)
+    payer_cap TEXT NOT NULL DEFAULT '0',      -- the best voucher signed by the payer itself
+    payer_signature TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (payer, node)
 );
 CREATE TABLE IF NOT EXISTS batches (
@@ -175,6 +178,7 @@ class ValidReceipt:
     struct_hash: str
     receipt: SignedReceipt
     voucher: SignedVoucher
+    voucher_signer: str = ""  # the payer or its session key
 
 
 @dataclass
@@ -237,6 +241,11 @@ class Store:
         if mode.lower() != "wal":
             raise RuntimeError(f"SQLite refused WAL mode for {self.path} (got {mode})")
         conn.executescript(SCHEMA)
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(channels)")}
+        for column, decl in (("signer", "TEXT NOT NULL DEFAULT ''"), ("payer_cap", "TEXT NOT NULL DEFAULT '0'"),
+                             ("payer_signature", "TEXT NOT NULL DEFAULT ''")):
+            if column not in columns:  # a store made before session-signed channels were tracked
+                conn.execute(f"ALTER TABLE channels ADD COLUMN {column} {decl}")
         meta = {r["key"]: r["value"] for r in conn.execute("SELECT key, value FROM meta")}
         expected = {"schema": str(SCHEMA_VERSION), "chain_id": str(chain_id), "escrow": escrow, "staking": staking}
         if not meta:
@@ -333,6 +342,7 @@ class Store:
             ch = self.ledger.channel(row["payer"], row["node"])
             ch.charged, ch.cap = int(row["charged"]), int(row["cap"])
             ch.voucher_signature, ch.settled = row["voucher_signature"], int(row["settled"])
+            ch.signer, ch.payer_cap, ch.payer_signature = row["signer"], int(row["payer_cap"]), row["payer_signature"]
         for row in conn.execute(
             "SELECT payer, node, count(*) AS n FROM receipts WHERE status = 'pending' GROUP BY payer, node"
         ):
@@ -384,23 +394,30 @@ class Store:
             t = touched.get(key)
             if t is None:
                 ch = ledger.get(*key)
-                t = touched[key] = [ch.charged, ch.cap, ch.voucher_signature, 0, ch.settled] if ch else [0, 0, "", 0, 0]
+                t = touched[key] = ([ch.charged, ch.cap, ch.voucher_signature, 0, ch.settled, ch.signer, ch.payer_cap,
+                                     ch.payer_signature] if ch else [0, 0, "", 0, 0, "", 0, ""])
             if r.cumulative > t[0]:
                 t[0] = r.cumulative
-            if v.max_cumulative > t[1]:
-                t[1], t[2] = v.max_cumulative, v.signature
+            by_payer = not item.voucher_signer or item.voucher_signer == r.payer
+            if v.max_cumulative > t[1] or (v.max_cumulative == t[1] and by_payer and t[5]):
+                t[1], t[2], t[5] = v.max_cumulative, v.signature, "" if by_payer else item.voucher_signer
+            if by_payer and v.max_cumulative > t[6]:
+                t[6], t[7] = v.max_cumulative, v.signature
             t[3] += 1
             out.append(AcceptOutcome(item.id, "pending"))
-        for (payer, node), (charged, cap, sig, _n, settled) in touched.items():
+        for (payer, node), (charged, cap, sig, _n, settled, signer, pcap, psig) in touched.items():
             conn.execute(
-                "INSERT INTO channels (payer, node, charged, cap, voucher_signature, settled) VALUES (?,?,?,?,?,?)"
+                "INSERT INTO channels (payer, node, charged, cap, voucher_signature, settled, signer, payer_cap,"
+                " payer_signature) VALUES (?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT (payer, node) DO UPDATE SET charged = excluded.charged, cap = excluded.cap,"
-                " voucher_signature = excluded.voucher_signature",
-                (payer, node, str(charged), str(cap), sig, str(settled)),
+                " voucher_signature = excluded.voucher_signature, signer = excluded.signer,"
+                " payer_cap = excluded.payer_cap, payer_signature = excluded.payer_signature",
+                (payer, node, str(charged), str(cap), sig, str(settled), signer, str(pcap), psig),
             )
-        for (payer, node), (charged, cap, sig, n, _settled) in touched.items():
+        for (payer, node), (charged, cap, sig, n, _settled, signer, pcap, psig) in touched.items():
             ch = ledger.channel(payer, node)
             ch.charged, ch.cap, ch.voucher_signature = charged, cap, sig
+            ch.signer, ch.payer_cap, ch.payer_signature = signer, pcap, psig
             ledger.add_pending(payer, node, n)
         return out
 
@@ -443,11 +460,22 @@ class Store:
             else:
                 status, reason = "rejected", SKIP_REASONS.get(res.outcome, f"skipped ({res.outcome})")
             bid = batch_id if res.outcome == 0 else None
+            ch = ledger.channel(res.payer, res.node)
+            if res.outcome == 0 and ch.signer and res.total < ch.charged:
+                # Paid only up to the claim's total (e.g. the payer-signed part of a channel whose session-signed
+                # claim was skipped): receipts above it go back to the queue, to be claimed again.
+                wanted = set(ids)
+                above = [i for i, cum in conn.execute(
+                    "SELECT id, cumulative FROM receipts WHERE payer = ? AND node = ? AND status = 'pending'",
+                    (res.payer, res.node)) if i in wanted and int(cum) > res.total]
+                if above:
+                    conn.executemany("UPDATE receipts SET batch_id = NULL WHERE id = ?", [(i,) for i in above])
+                    released = set(above)
+                    ids = [i for i in ids if i not in released]
             if res.outcome == 0:
                 latencies += [now - accepted_at[i] for i in ids if i in accepted_at]
             settled_at = now if status == "settled" else None
             updates += [(status, reason, bid, settled_at, i) for i in ids]
-            ch = ledger.channel(res.payer, res.node)
             settled = ch.settled
             if res.outcome == 0:
                 settled = max(settled, res.total)
@@ -664,12 +692,23 @@ class Store:
         ).fetchone()
         return row[0], row[1]
 
-    def unbatched(self, limit: int) -> list[sqlite3.Row]:
-        return self.reader().execute(
+    def unbatched(self, limit: int, first: list[str] | None = None) -> list[sqlite3.Row]:
+        """The oldest unbatched receipts; those of the payers ``first`` (settled early) ahead of the others."""
+        rows: list[sqlite3.Row] = []
+        for payer in first or ():
+            rows += self.reader().execute(
+                "SELECT id, payer, node, cumulative FROM receipts WHERE status = 'pending' AND batch_id IS NULL"
+                " AND payer = ? ORDER BY accepted_at LIMIT ?", (payer, limit - len(rows)),
+            ).fetchall()
+            if len(rows) >= limit:
+                return rows
+        seen = {r["id"] for r in rows}
+        rest = self.reader().execute(
             "SELECT id, payer, node, cumulative FROM receipts WHERE status = 'pending' AND batch_id IS NULL"
             " ORDER BY accepted_at LIMIT ?",
             (limit,),
         ).fetchall()
+        return (rows + [r for r in rest if r["id"] not in seen])[:limit]
 
     def batch_receipt_ids(self, batch_id: int) -> list[tuple[str, str, str]]:
         return [
@@ -734,24 +773,43 @@ class Store:
             sql, args = sql + " AND valid = ?", args + [int(valid)]
         return [dict(r) for r in self.reader().execute(sql + " ORDER BY verifier", args)]
 
-    def fraud_candidates(self, quorum: int) -> list[str]:
-        """Receipt hashes with at least ``quorum`` valid=false verdicts, held here, without a fraud slash yet."""
+    def verdict_candidates(self, valid: bool, prefix: str) -> list[str]:
+        """Receipt hashes with verdicts of ``valid``, held here, without a ``prefix:<hash>`` submission yet."""
         rows = self.reader().execute(
-            "SELECT v.receipt_hash FROM verdicts v WHERE v.valid = 0"
+            "SELECT DISTINCT v.receipt_hash FROM verdicts v WHERE v.valid = ?"
             " AND EXISTS (SELECT 1 FROM receipts r WHERE r.struct_hash = v.receipt_hash)"
-            " AND NOT EXISTS (SELECT 1 FROM slashes s WHERE s.evidence = 'fraud:' || v.receipt_hash)"
-            " GROUP BY v.receipt_hash HAVING count(DISTINCT v.verifier) >= ?",
-            (quorum,),
+            " AND NOT EXISTS (SELECT 1 FROM slashes s WHERE s.evidence = ? || ':' || v.receipt_hash)",
+            (int(valid), prefix),
         )
         return [r[0] for r in rows]
 
+    def fraud_candidates(self) -> list[str]:
+        """Receipt hashes with valid=false verdicts, held here, without a fraud submission yet."""
+        return self.verdict_candidates(False, "fraud")
+
+    def contrary_candidates(self, proof: str, valid: bool, kind: str) -> list[dict]:
+        """Verdicts of ``valid`` on receipts whose ``proof`` submission (fraud | valid) is done, without a ``kind``
+        slash yet: valid=true after fraud (lazy), valid=false after validity (false accuser)."""
+        rows = self.reader().execute(
+            "SELECT v.* FROM verdicts v JOIN slashes s ON s.evidence = ? || ':' || v.receipt_hash"
+            " AND s.status IN ('confirmed', 'skipped')"
+            " WHERE v.valid = ? AND NOT EXISTS"
+            " (SELECT 1 FROM slashes l WHERE l.evidence = ? || ':' || v.receipt_hash || ':' || v.verifier)",
+            (proof, int(valid), kind),
+        )
+        return [dict(r) for r in rows]
+
     def lazy_candidates(self) -> list[dict]:
         """valid=true verdicts on receipts proven fraudulent, without a lazy-verifier slash yet."""
+        return self.contrary_candidates("fraud", True, "lazy")
+
+    def double_votes(self) -> list[dict]:
+        """Verifiers that signed both verdicts on one receipt, without a double-vote slash yet."""
         rows = self.reader().execute(
-            "SELECT v.* FROM verdicts v JOIN slashes s ON s.evidence = 'fraud:' || v.receipt_hash"
-            " AND s.status IN ('confirmed', 'skipped')"
-            " WHERE v.valid = 1 AND NOT EXISTS"
-            " (SELECT 1 FROM slashes l WHERE l.evidence = 'lazy:' || v.receipt_hash || ':' || v.verifier)"
+            "SELECT t.receipt_hash, t.verifier, t.signature AS sig_true, f.signature AS sig_false FROM verdicts t"
+            " JOIN verdicts f ON f.receipt_hash = t.receipt_hash AND f.verifier = t.verifier AND f.valid = 0"
+            " WHERE t.valid = 1 AND NOT EXISTS (SELECT 1 FROM slashes s"
+            " WHERE s.evidence = 'double:' || t.receipt_hash || ':' || t.verifier)"
         )
         return [dict(r) for r in rows]
 

@@ -24,7 +24,7 @@ from web3 import Web3
 
 from offchain.deployments import PROJECT_ROOT, save_deployment
 from offchain.devchain import Anvil, anvil_key, deploy_web3, free_port, send, transact
-from offchain.messages import Domain, Receipt, SignedReceipt, SignedVoucher, Voucher
+from offchain.messages import Domain, Receipt, Registration, SignedReceipt, SignedVoucher, Voucher
 
 OPG = 10**18
 ROLE_INFERENCE, ROLE_VERIFIER = 1, 2
@@ -90,8 +90,27 @@ class Devnet:
         actor = new_key()
         self.fund(actor, stake)
         transact(self.w3, actor.key, self.opg.functions.approve(self.staking.address, stake))
-        transact(self.w3, actor.key, self.staking.functions.register(role, stake, "http://node.invalid"))
+        signature = Registration(account=actor.address).sign_with(actor.key, self.staking_domain)
+        transact(self.w3, actor.key, self.staking.functions.register(role, stake, "http://node.invalid",
+                                                                     bytes.fromhex(signature[2:])))
         return actor
+
+    def advance(self, seconds: int) -> None:
+        """Move the chain's clock forward (anvil evm_increaseTime) and mine a block."""
+        self.rpc("evm_increaseTime", seconds)
+        self.rpc("evm_mine")
+
+    def chain_now(self) -> int:
+        return int(self.w3.eth.get_block("latest")["timestamp"])
+
+    def make_live(self, verifiers: list[Actor]) -> None:
+        """Registered verifiers become live: wait out the warm-up, heartbeat, move into the next epoch."""
+        self.advance(self.params.warmup + 1)
+        for v in verifiers:
+            transact(self.w3, v.key, self.staking.functions.heartbeat())
+        epoch = self.system.distributor.functions.epoch_now().call()
+        while self.system.distributor.functions.epoch_now().call() == epoch:
+            self.advance(self.params.epoch_length)
 
     def new_node(self, stake: int | None = None) -> Actor:
         return self._register(ROLE_INFERENCE, stake or self.params.min_inference_stake * 2)

@@ -69,7 +69,7 @@ def bad(ch: ChannelSim, case: str) -> tuple[object, int, str, str | None, str]:
         return good, 400, "wrong_network", "network", "eip155:"
     if case == "voucher_bad_signature":
         good = item(receipt, ch.voucher(ch.cumulative + 5 * OPG, key=new_key().key))
-        return good, 400, "invalid_signature", "voucher.signature", "is_valid_voucher"
+        return good, 400, "invalid_signature", "voucher.signature", "session key"
     if case == "voucher_other_escrow":
         other = Domain.escrow(d.chain_id, d.staking.address)
         good = item(receipt, ch.voucher(ch.cumulative + 5 * OPG, domain=other))

@@ -7,7 +7,7 @@ import re
 from conftest import OPG, ChannelSim, camel, item, wait_until
 
 from offchain.devchain import transact
-from offchain.messages import merkle_root
+from offchain.messages import Claim, merkle_root
 
 
 def test_supported_docs_and_health(relayer, devnet):
@@ -146,7 +146,8 @@ def test_claim_already_paid_onchain_is_marked_settled(relayer, devnet):
     ch = ChannelSim(devnet, payer, node)
     one = ch.next(OPG)
     v = one["voucher"]
-    claim = (payer.address, node.address, int(v["max_cumulative"]), bytes.fromhex(v["signature"][2:]), OPG)
+    claim = Claim(payer=payer.address, node=node.address, max_cumulative=int(v["max_cumulative"]),
+                  signature=v["signature"], total=OPG).as_tuple()
     transact(devnet.w3, node.key, devnet.escrow.functions.settle_batch([claim], b"\x00" * 32))
     rid = relayer.post("/settle", one).json()["id"]
     [view] = relayer.wait_receipts([rid])
@@ -178,14 +179,15 @@ def test_x402_shaped_credit_settle(relayer, devnet):
 
 
 def test_receipt_ids_are_the_contract_digests(relayer, devnet):
-    """The relayer's receipt id is NodeStaking.receipt_digest; receiptHash is receipt_hash (what verdicts sign)."""
+    """The relayer's receipt id is the receipt's EIP-712 digest in the NodeStaking domain (what the node signs);
+    receiptHash is NodeStaking.receipt_hash (what verdicts sign)."""
     node, payer = devnet.new_node(), devnet.new_payer()
     ch = ChannelSim(devnet, payer, node)
     voucher = ch.voucher(5 * OPG)
     receipt = ch.receipt(OPG, cumulative=OPG)
     answer = relayer.post("/settle", item(receipt, voucher)).json()
     r = receipt.receipt
-    assert answer["id"] == "0x" + bytes(devnet.staking.functions.receipt_digest(r.as_tuple()).call()).hex()
+    assert answer["id"] == "0x" + r.digest(devnet.staking_domain).hex()
     view = relayer.receipt_status(answer["id"])
     assert view["receiptHash"] == "0x" + bytes(devnet.staking.functions.receipt_hash(r.as_tuple()).call()).hex()
     assert bytes(devnet.escrow.functions.voucher_digest(payer.address, node.address, 5 * OPG).call()) == \

@@ -23,9 +23,15 @@ from offchain.relayer.ledger import Ledger
 from offchain.relayer.metrics import Metrics
 
 
+def random_signature() -> str:
+    """A canonical-looking 65-byte r || s || v (low s, v in {27, 28}); settle_batch takes it compact."""
+    r, s = secrets.token_bytes(32), secrets.randbelow(SECP256K1_HALF_N).to_bytes(32, "big")
+    return "0x" + (r + s + bytes([27 + secrets.randbelow(2)])).hex()
+
+
 def random_claims(n: int) -> list[dict]:
     return [{"payer": Account.create().address, "node": Account.create().address,
-             "maxCumulative": str(secrets.randbits(250)), "signature": "0x" + secrets.token_hex(65),
+             "maxCumulative": str(secrets.randbits(250)), "signature": random_signature(),
              "total": str(secrets.randbits(120))} for _ in range(n)]
 
 
@@ -75,27 +81,30 @@ def test_recovery_agrees_with_eth_keys_and_refuses_malleable():
 
 
 def test_decode_batch_logs_reads_the_escrow_events_only():
-    from offchain.relayer.batcher import TOPIC_BATCH, TOPIC_SETTLED, TOPIC_SKIPPED
+    from offchain.relayer.batcher import TOPIC_BATCH, TOPIC_SKIPPED
 
     escrow, other = Account.create().address, Account.create().address
-    payer, node = Account.create().address, Account.create().address
+    p1, p2, n1, n2 = (Account.create().address for _ in range(4))
 
     def topic(addr: str) -> bytes:
         return bytes(12) + bytes.fromhex(addr[2:])
 
-    def words(*values: int) -> bytes:
-        return b"".join(v.to_bytes(32, "big") for v in values)
+    def packed(addr: str, low: int) -> int:
+        return int(addr, 16) << 96 | low
 
+    # BatchSettled(amount, settled[], runs[]): claims (p1,n1) 5, (p2,n1) 3, (p1,n2) 4 + 2 (two claims, one channel)
+    settled_words = [packed(p1, 5), packed(p2, 3), packed(p1, 4), packed(p1, 2)]
+    run_words = [packed(n1, 2), packed(n2, 2)]
+    data = encode(["uint256", "uint256[]", "uint256[]"], [14, settled_words, run_words])
     logs = [
-        {"address": escrow, "topics": [TOPIC_SETTLED, topic(payer), topic(node)], "data": words(5, 9)},
-        {"address": escrow, "topics": [TOPIC_SKIPPED, topic(node), topic(payer)], "data": words(7, 4)},
-        {"address": other, "topics": [TOPIC_SETTLED, topic(node), topic(node)], "data": words(1, 1)},
-        {"address": escrow.lower(), "topics": [TOPIC_BATCH, bytes(32), topic(other)], "data": words(2, 1, 5)},
+        {"address": escrow, "topics": [TOPIC_SKIPPED, topic(n2), topic(p2)], "data": encode(["uint256", "uint8"], [7, 4])},
+        {"address": other, "topics": [TOPIC_BATCH, bytes(32), topic(other)], "data": data},
+        {"address": escrow.lower(), "topics": [TOPIC_BATCH, bytes(32), topic(other)], "data": data},
     ]
     settled, skipped, amount = decode_batch_logs({"logs": logs}, escrow)
-    assert settled == {(payer, node): (5, 9)}
-    assert skipped == {(node, payer): (7, 4)}
-    assert amount == 5
+    assert settled == {(p1, n1): 5, (p2, n1): 3, (p1, n2): 6}
+    assert skipped == {(n2, p2): (7, 4)}
+    assert amount == 14
 
 
 def test_ledger_outstanding_counts_unsettled_charges_of_every_channel():

@@ -6,7 +6,7 @@ import secrets
 import time
 
 import pytest
-from conftest import OPG, ChannelSim, new_key
+from conftest import OPG, ChannelSim, item, new_key
 
 from offchain.devchain import transact
 from offchain.messages import SECP256K1_HALF_N, Domain, TransferWithAuthorization
@@ -94,32 +94,39 @@ def test_verify_credit_invalid_reasons(relayer, devnet, actors, case):
         assert "malleable" in body["invalidMessage"]
 
 
-def test_verify_counts_charged_and_outstanding(relayer, devnet):
-    """The cap must cover what the relayer already charged; the balance everything outstanding."""
+def test_verify_counts_charged_and_reserves_accepted_caps(relayer, devnet):
+    """The cap must cover what the relayer already charged; the payer's available credits must cover every accepted
+    voucher's unpaid cap (cap - spent, over all its channels) plus this voucher's."""
     node, payer = devnet.new_node(), devnet.new_payer(10 * OPG)
     other_node = devnet.new_node()
     ch = ChannelSim(devnet, payer, node, price_cap=8 * OPG)
-    # Accepted but (for a moment) unsettled receipts count; keep them pending by not waiting.
-    res = relayer.post("/settle", ch.next(6 * OPG))
+    res = relayer.post("/settle", ch.next(6 * OPG))  # accepted voucher cap 8: reserves 8 - spent
     assert res.status_code == 200
     v = ch.voucher(10 * OPG)
     body = relayer.post("/verify", credit_request(devnet, payer.address, node.address, 10 * OPG, v.signature,
                                                   price=5 * OPG)).json()
     assert body["invalidReason"] == "cap_exceeded"  # 6 charged + 5 > 10
-    other = ChannelSim(devnet, payer, other_node).voucher(10 * OPG)
-    body = relayer.post("/verify", credit_request(devnet, payer.address, other_node.address, 10 * OPG,
-                                                  other.signature, price=5 * OPG)).json()
-    assert body["invalidReason"] == "insufficient_balance"  # 6 outstanding (or paid) + 5 > 10
-    body = relayer.post("/verify", credit_request(devnet, payer.address, other_node.address, 10 * OPG,
-                                                  other.signature, price=4 * OPG)).json()
-    assert body["isValid"] is True
+    # Whether or not the first channel has settled yet: available - reserved = 10 - 8 = 4 - 2 = 2.
+    other = ChannelSim(devnet, payer, other_node).voucher(3 * OPG)
+    body = relayer.post("/verify", credit_request(devnet, payer.address, other_node.address, 3 * OPG,
+                                                  other.signature, price=OPG)).json()
+    assert body["invalidReason"] == "insufficient_balance", body
+    other = ChannelSim(devnet, payer, other_node).voucher(2 * OPG)
+    body = relayer.post("/verify", credit_request(devnet, payer.address, other_node.address, 2 * OPG,
+                                                  other.signature, price=OPG)).json()
+    assert body["isValid"] is True, body
+
+
+def authorize(devnet, payer, session, expiry_in: int, allowance: int) -> int:
+    expiry = devnet.chain_now() + expiry_in
+    transact(devnet.w3, payer.key, devnet.escrow.functions.authorize_signer(session.address, expiry, allowance))
+    return expiry
 
 
 def test_session_signer_voucher_verified_on_chain(relayer, devnet):
     node, payer = devnet.new_node(), devnet.new_payer(10 * OPG)
     session = new_key()
-    expiry = devnet.w3.eth.get_block("latest")["timestamp"] + 3600
-    transact(devnet.w3, payer.key, devnet.escrow.functions.authorize_signer(session.address, expiry))
+    authorize(devnet, payer, session, 3 * devnet.params.thaw_period, 5 * OPG)
     ch = ChannelSim(devnet, payer, node)
     v = ch.voucher(5 * OPG, key=session.key)
     body = relayer.post("/verify", credit_request(devnet, payer.address, node.address, 5 * OPG, v.signature)).json()
@@ -129,6 +136,59 @@ def test_session_signer_voucher_verified_on_chain(relayer, devnet):
     assert res.status_code == 200, res.text
     relayer.wait_receipts([res.json()["id"]])
     assert devnet.spent(payer, node) == OPG
+    assert devnet.escrow.functions.signer_of(payer.address, session.address).call()[1] == 4 * OPG
+
+
+def test_attack_session_key_expiring_within_thaw_is_refused(relayer, devnet):
+    """A key about to expire (or be revoked) could leave the node's work unsettlable: refused at /verify."""
+    node, payer = devnet.new_node(), devnet.new_payer(10 * OPG)
+    session = new_key()
+    authorize(devnet, payer, session, devnet.params.thaw_period + 5, 5 * OPG)
+    devnet.advance(10)  # now less than a thaw period away
+    v = ChannelSim(devnet, payer, node).voucher(5 * OPG, key=session.key)
+    body = relayer.post("/verify", credit_request(devnet, payer.address, node.address, 5 * OPG, v.signature)).json()
+    assert body["isValid"] is False and body["invalidReason"] == "session_key_expiring", body
+
+
+def test_attack_unauthorized_key_voucher_is_refused(relayer, devnet):
+    node, payer = devnet.new_node(), devnet.new_payer(10 * OPG)
+    v = ChannelSim(devnet, payer, node).voucher(5 * OPG, key=new_key().key)
+    body = relayer.post("/verify", credit_request(devnet, payer.address, node.address, 5 * OPG, v.signature)).json()
+    assert body["isValid"] is False and body["invalidReason"] == "invalid_signature", body
+
+
+def test_attack_session_key_allowance_overcommitted_across_channels_is_refused(relayer, devnet):
+    """One key's allowance backs all its channels: a voucher beyond what its other accepted vouchers leave is
+    refused, so two nodes cannot both serve against the same allowance."""
+    a, b, payer = devnet.new_node(), devnet.new_node(), devnet.new_payer(100 * OPG)
+    session = new_key()
+    authorize(devnet, payer, session, 3 * devnet.params.thaw_period, 8 * OPG)
+    ch_a = ChannelSim(devnet, payer, a)
+    va = ch_a.voucher(6 * OPG, key=session.key)
+    res = relayer.post("/settle", item(ch_a.receipt(OPG, cumulative=OPG), va))
+    assert res.status_code == 200, res.text
+    vb = ChannelSim(devnet, payer, b).voucher(5 * OPG, key=session.key)
+    body = relayer.post("/verify", credit_request(devnet, payer.address, b.address, 5 * OPG, vb.signature,
+                                                  price=OPG)).json()
+    assert body["isValid"] is False and body["invalidReason"] == "allowance_exceeded", body
+    vb = ChannelSim(devnet, payer, b).voucher(2 * OPG, key=session.key)
+    body = relayer.post("/verify", credit_request(devnet, payer.address, b.address, 2 * OPG, vb.signature,
+                                                  price=OPG)).json()
+    assert body["isValid"] is True, body
+
+
+def test_attack_withdrawal_request_credits_not_served(relayer, devnet):
+    """Credits under a pending withdrawal request are not available to new requests (available_of)."""
+    node, payer = devnet.new_node(), devnet.new_payer(10 * OPG)
+    transact(devnet.w3, payer.key, devnet.escrow.functions.request_withdrawal(8 * OPG))
+    v = ChannelSim(devnet, payer, node).voucher(5 * OPG)
+    body = relayer.post("/verify", credit_request(devnet, payer.address, node.address, 5 * OPG, v.signature,
+                                                  price=OPG)).json()
+    assert body["isValid"] is False and body["invalidReason"] == "insufficient_balance", body
+    v = ChannelSim(devnet, payer, node).voucher(2 * OPG)
+    body = relayer.post("/verify", credit_request(devnet, payer.address, node.address, 2 * OPG, v.signature,
+                                                  price=OPG)).json()
+    assert body["isValid"] is True, body
 
 
 # exact -----------------------------------------------------------------------------------------------------------
