@@ -1,6 +1,9 @@
-"""NodeStaking slashing: equivocation, fraud (verifier quorum), lazy verifiers, freshness, replay, bounds.
+"""NodeStaking v2 slashing: equivocation, invalid receipts, fraud by stake-weighted live quorum, verifier
+accountability (double vote, lazy, false accuser), flags and payer disputes, freshness, replay, and the attack tests
+of issue 6 (each performs the attack and shows it fails, next to the honest path).
 
-Every signature is made with eth-account through the ``offchain.messages`` models.
+Every signature is made with eth-account through the ``offchain.messages`` models; digest agreement with the SDK
+is shown by the contract accepting those signatures.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from eth_abi import encode
 from eth_utils import keccak
 
 from offchain.ape_deploy import deploy_system
-from offchain.messages import Claim, Domain, Receipt, Verdict, Voucher
+from offchain.messages import Claim, Domain, Receipt, Registration, Verdict, Voucher
 
 OPG = 10**18
 BPS = 10_000
@@ -20,7 +23,11 @@ VERIFIER = 2
 KIND_EQUIVOCATION = 1
 KIND_FRAUD = 2
 KIND_LAZY_VERIFIER = 3
-SKIP_NODE_NOT_ACTIVE = 2
+KIND_INVALID_RECEIPT = 4
+KIND_DOUBLE_VOTE = 5
+KIND_FALSE_ACCUSER = 6
+SKIP_STALE = 1
+SKIP_NODE_NOT_PAYABLE = 2
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 ZERO_ROOT = b"\x00" * 32
 
@@ -52,15 +59,12 @@ def sig(message, key, domain) -> bytes:
     return bytes.fromhex(message.sign_with(key, domain)[2:])
 
 
-def prove_fraud(staking, receipt, node, voters, challenger, domain):
-    """Submit `slash_fraud` for `receipt` (signed by `node`) with `Verdict(valid=false)` from `voters`."""
-    return staking.slash_fraud(
-        receipt.as_tuple(), sig(receipt, node.key, domain), verdicts(receipt, voters, domain), sender=challenger.account
-    )
+def rhash(receipt: Receipt) -> bytes:
+    return receipt.struct_hash()
 
 
 def verdict_sig(receipt: Receipt, valid: bool, verifier, domain) -> bytes:
-    return sig(Verdict(receipt_hash="0x" + receipt.struct_hash().hex(), valid=valid), verifier.key, domain)
+    return sig(Verdict(receipt_hash="0x" + rhash(receipt).hex(), valid=valid), verifier.key, domain)
 
 
 def verdicts(receipt: Receipt, signers, domain, valid: bool = False) -> list[tuple]:
@@ -69,25 +73,41 @@ def verdicts(receipt: Receipt, signers, domain, valid: bool = False) -> list[tup
     return [(v.address, verdict_sig(receipt, valid, v, domain)) for v in ordered]
 
 
-def settle(opg, escrow, escrow_domain, payer, node_address, total, deposit=0):
-    """Deposit for ``payer`` (if asked), sign a voucher for ``total`` and settle it through ``settle_batch``."""
-    if deposit:
-        opg.approve(escrow, deposit, sender=payer.account)
-        escrow.deposit(deposit, sender=payer.account)
+def prove_fraud(staking, receipt, node, voters, challenger, domain):
+    """Submit `slash_fraud` for `receipt` (signed by `node`) with `Verdict(valid=false)` from `voters`."""
+    return staking.slash_fraud(
+        receipt.as_tuple(), sig(receipt, node.key, domain), verdicts(receipt, voters, domain), sender=challenger.account
+    )
+
+
+def prove_valid(staking, receipt, node, voters, sender, domain):
+    return staking.prove_valid(
+        receipt.as_tuple(), sig(receipt, node.key, domain), verdicts(receipt, voters, domain, True), sender=sender.account
+    )
+
+
+def claim_for(payer, node_address, total, escrow_domain) -> tuple:
     voucher = Voucher(payer=payer.address, node=node_address, max_cumulative=total)
-    claim = Claim(
+    return Claim(
         payer=payer.address,
         node=node_address,
         max_cumulative=total,
         signature=voucher.sign_with(payer.key, escrow_domain),
         total=total,
-    )
-    return escrow.settle_batch([claim.as_tuple()], ZERO_ROOT, sender=payer.account)
+    ).as_tuple()
 
 
-def register(opg, staking, actor, role, stake):
-    opg.approve(staking, stake, sender=actor.account)
-    staking.register(role, stake, "http://n.invalid", sender=actor.account)
+def deposit(opg, escrow, payer, amount):
+    opg.approve(escrow, amount, sender=payer.account)
+    escrow.deposit(amount, sender=payer.account)
+
+
+def settle(opg, escrow, escrow_domain, payer, node_address, total, deposit_amount=0, sender=None):
+    """Deposit for ``payer`` (if asked), sign a voucher for ``total`` and settle it through ``settle_batch``."""
+    if deposit_amount:
+        deposit(opg, escrow, payer, deposit_amount)
+    claim = claim_for(payer, node_address, total, escrow_domain)
+    return escrow.settle_batch([claim], ZERO_ROOT, sender=(sender or payer).account)
 
 
 def total_stake(staking, account) -> int:
@@ -95,18 +115,27 @@ def total_stake(staking, account) -> int:
     return record.stake + record.unbonding
 
 
-def slash_amount(total: int, bps: int) -> int:
-    return min((total * bps + BPS - 1) // BPS, total)
+def bps_of(total: int, bps: int) -> int:
+    return (total * bps + BPS - 1) // BPS
 
 
-def equivocation_key(node: str, request_id: str) -> bytes:
-    return keccak(
-        encode(["uint8", "address", "bytes32"], [KIND_EQUIVOCATION, node, bytes.fromhex(request_id[2:])])
-    )
+def by_weight(staking, verifiers):
+    """The ``verifiers`` fixture ordered by stake: (500, 1,000, 1,500 OPG); quorum 6,667 bps needs the two largest."""
+    return sorted(verifiers, key=lambda v: staking.nodes(v.address).stake)
 
 
-def lazy_key(receipt_hash: bytes, verifier: str) -> bytes:
-    return keccak(encode(["uint8", "bytes32", "address"], [KIND_LAZY_VERIFIER, receipt_hash, verifier]))
+def wait(chain, seconds: int):
+    chain.pending_timestamp += seconds
+    chain.mine()
+
+
+def relive(chain, staking, distributor, actors):
+    """Heartbeat ``actors`` and move into the next epoch, where their recorded weights count."""
+    for actor in actors:
+        staking.heartbeat(sender=actor.account)
+    epoch = distributor.epoch_now()
+    while distributor.epoch_now() == epoch:
+        wait(chain, 600)
 
 
 def high_s_twin(signature: bytes) -> bytes:
@@ -133,121 +162,60 @@ def equivocation(node, payer, chain, staking_domain):
 def settled_receipt(opg, escrow, escrow_domain, payer, node, chain, staking_domain):
     """A receipt for 10 OPG (cumulative 10 OPG) whose voucher has been settled through the escrow."""
     receipt = make_receipt(node, payer, chain, amount=10 * OPG)
-    settle(opg, escrow, escrow_domain, payer, node.address, 10 * OPG, deposit=100 * OPG)
+    settle(opg, escrow, escrow_domain, payer, node.address, 10 * OPG, deposit_amount=100 * OPG)
     assert escrow.spent(payer.address, node.address) == 10 * OPG
     return receipt, sig(receipt, node.key, staking_domain)
 
 
-# ---------------------------------------------------------------- digests agree with offchain.messages
+# ---------------------------------------------------------------- digests
 
 
 def test_receipt_hash_matches_offchain_struct_hash(staking, node, payer, chain):
-    receipt = make_receipt(node, payer, chain, amount=123, cumulative=456, timestamp=2**64 - 1)
-    assert bytes(staking.receipt_hash(receipt.as_tuple())) == receipt.struct_hash()
-
-
-def test_receipt_digest_matches_offchain_digest(staking, staking_domain, node, payer, chain):
-    receipt = make_receipt(node, payer, chain, amount=7, cumulative=70)
-    assert bytes(staking.receipt_digest(receipt.as_tuple())) == receipt.digest(staking_domain)
-
-
-@pytest.mark.parametrize("valid", [True, False])
-def test_verdict_digest_matches_offchain_digest(staking, staking_domain, node, payer, chain, valid):
     receipt = make_receipt(node, payer, chain)
-    verdict = Verdict(receipt_hash="0x" + receipt.struct_hash().hex(), valid=valid)
-    assert bytes(staking.verdict_digest(receipt.struct_hash(), valid)) == verdict.digest(staking_domain)
-
-
-def test_verdict_digests_differ_by_validity(staking, node, payer, chain):
-    h = make_receipt(node, payer, chain).struct_hash()
-    assert staking.verdict_digest(h, True) != staking.verdict_digest(h, False)
+    assert staking.receipt_hash(receipt.as_tuple()) == rhash(receipt)
 
 
 # ---------------------------------------------------------------- equivocation
 
 
 def test_equivocation_slashes_rewards_challenger_burns_rest_and_jails(
-    opg, staking, distributor, node, challenger, equivocation, params
+    opg, staking, node, challenger, equivocation, params
 ):
-    a, sa, b, sb = equivocation
-    before_total = total_stake(staking, node.address)
+    stake = total_stake(staking, node.address)
     supply = opg.totalSupply()
-    held = opg.balanceOf(staking)
-    amount = slash_amount(before_total, params.equivocation_slash_bps)
-    reward = amount * params.challenger_reward_bps // BPS
-    burned = amount - reward
-
-    tx = staking.slash_equivocation(a.as_tuple(), sa, b.as_tuple(), sb, sender=challenger.account)
-
-    assert tx.return_value == amount
-    assert amount == 1_000 * OPG and reward == 200 * OPG and burned == 800 * OPG
+    tx = staking.slash_equivocation(*equivocation, sender=challenger.account)
+    expected = bps_of(stake, params.equivocation_slash_bps)
+    reward = expected * params.challenger_reward_bps // BPS
     events = tx.decode_logs(staking.Slashed)
     assert len(events) == 1
-    ev = events[0]
-    assert ev.node == node.address
-    assert bytes(ev.evidence) == equivocation_key(node.address, a.request_id)
-    assert ev.kind == KIND_EQUIVOCATION
-    assert (ev.amount, ev.refund, ev.reward, ev.burned) == (amount, 0, reward, burned)
-    jailed = tx.decode_logs(staking.Jailed)
-    assert len(jailed) == 1 and jailed[0].node == node.address
+    assert events[0].node == node.address
+    assert events[0].kind == KIND_EQUIVOCATION
+    assert events[0].amount == expected and events[0].reward == reward and events[0].burned == expected - reward
+    assert tx.return_value == expected
     assert opg.balanceOf(challenger.address) == reward
-    assert opg.totalSupply() == supply - burned
-    assert opg.balanceOf(staking) == held - amount
-    record = staking.nodes(node.address)
-    assert record.jailed
-    assert record.stake == before_total - amount
-    assert not staking.is_active(node.address)
-    assert staking.evidence_used(equivocation_key(node.address, a.request_id))
+    assert opg.totalSupply() == supply - (expected - reward)
+    assert total_stake(staking, node.address) == stake - expected
+    assert staking.nodes(node.address).jailed
+    assert not staking.is_payable(node.address)
 
 
-def test_equivocation_can_be_submitted_by_the_payer_or_anyone(staking, payer, equivocation):
-    a, sa, b, sb = equivocation
-    staking.slash_equivocation(a.as_tuple(), sa, b.as_tuple(), sb, sender=payer.account)
-    assert staking.nodes(a.node).jailed
-
-
-def test_equivocation_with_receipts_differing_only_in_amount(
-    staking, node, payer, chain, staking_domain, challenger
-):
-    ts = chain.pending_timestamp
-    a = make_receipt(node, payer, chain, amount=1 * OPG, timestamp=ts)
-    b = make_receipt(node, payer, chain, amount=2 * OPG, timestamp=ts)
-    tx = staking.slash_equivocation(
-        a.as_tuple(),
-        sig(a, node.key, staking_domain),
-        b.as_tuple(),
-        sig(b, node.key, staking_domain),
-        sender=challenger.account,
-    )
-    assert tx.return_value > 0
-
-
-def test_equivocation_of_different_nodes_reverts(
-    opg, staking, make_actor, node, payer, chain, staking_domain, params
-):
-    other = make_actor()
-    register(opg, staking, other, INFERENCE, params.min_inference_stake)
-    a = make_receipt(node, payer, chain, output="out-a")
-    b = make_receipt(other, payer, chain, output="out-b")
-    with ape.reverts("NodeStaking: receipts of different nodes"):
+def test_equivocation_with_different_request_ids_reverts(staking, node, payer, chain, staking_domain):
+    a = make_receipt(node, payer, chain, request="r1", output="a")
+    b = make_receipt(node, payer, chain, request="r2", output="b")
+    with ape.reverts("NodeStaking: different request ids"):
         staking.slash_equivocation(
-            a.as_tuple(),
-            sig(a, node.key, staking_domain),
-            b.as_tuple(),
-            sig(b, other.key, staking_domain),
+            a.as_tuple(), sig(a, node.key, staking_domain), b.as_tuple(), sig(b, node.key, staking_domain),
             sender=payer.account,
         )
 
 
-def test_equivocation_with_different_request_ids_reverts(staking, node, payer, chain, staking_domain):
-    a = make_receipt(node, payer, chain, request="req-a", output="out-a")
-    b = make_receipt(node, payer, chain, request="req-b", output="out-b")
-    with ape.reverts("NodeStaking: different request ids"):
+def test_equivocation_of_different_nodes_reverts(staking, node, payer, chain, staking_domain, make_actor):
+    other = make_actor(0)
+    a = make_receipt(node, payer, chain, output="a")
+    b = make_receipt(other, payer, chain, output="b")
+    with ape.reverts("NodeStaking: different nodes"):
         staking.slash_equivocation(
-            a.as_tuple(),
-            sig(a, node.key, staking_domain),
-            b.as_tuple(),
-            sig(b, node.key, staking_domain),
+            a.as_tuple(), sig(a, node.key, staking_domain), b.as_tuple(), sig(b, other.key, staking_domain),
             sender=payer.account,
         )
 
@@ -259,972 +227,888 @@ def test_equivocation_with_identical_receipts_reverts(staking, node, payer, chai
         staking.slash_equivocation(a.as_tuple(), s, a.as_tuple(), s, sender=payer.account)
 
 
-def test_equivocation_with_identical_receipts_and_malleable_twin_signature_reverts(
-    staking, node, payer, chain, staking_domain
-):
-    a = make_receipt(node, payer, chain)
-    s = sig(a, node.key, staking_domain)
-    with ape.reverts("NodeStaking: identical receipts"):
-        staking.slash_equivocation(a.as_tuple(), s, a.as_tuple(), high_s_twin(s), sender=payer.account)
-
-
-def test_equivocation_with_receipt_not_signed_by_node_reverts(
-    staking, node, payer, equivocation, staking_domain
-):
-    a, sa, b, _ = equivocation
-    forged = sig(b, payer.key, staking_domain)
-    with ape.reverts("NodeStaking: invalid receipt signature"):
-        staking.slash_equivocation(a.as_tuple(), sa, b.as_tuple(), forged, sender=payer.account)
-    with ape.reverts("NodeStaking: invalid receipt signature"):
-        staking.slash_equivocation(b.as_tuple(), forged, a.as_tuple(), sa, sender=payer.account)
+def test_equivocation_with_malleable_high_s_signature_reverts(staking, payer, equivocation):
+    a, sa, b, sb = equivocation
+    with ape.reverts("NodeStaking: invalid receipt"):
+        staking.slash_equivocation(a, sa, b, high_s_twin(sb), sender=payer.account)
 
 
 def test_equivocation_with_signature_swapped_between_receipts_reverts(staking, payer, equivocation):
     a, sa, b, sb = equivocation
-    with ape.reverts("NodeStaking: invalid receipt signature"):
-        staking.slash_equivocation(a.as_tuple(), sb, b.as_tuple(), sa, sender=payer.account)
-
-
-def test_equivocation_with_malleable_high_s_signature_reverts(staking, payer, equivocation):
-    a, sa, b, sb = equivocation
-    with ape.reverts("NodeStaking: invalid receipt signature"):
-        staking.slash_equivocation(a.as_tuple(), sa, b.as_tuple(), high_s_twin(sb), sender=payer.account)
+    with ape.reverts("NodeStaking: invalid receipt"):
+        staking.slash_equivocation(a, sb, b, sa, sender=payer.account)
 
 
 def test_equivocation_with_truncated_signature_reverts(staking, payer, equivocation):
     a, sa, b, sb = equivocation
-    with ape.reverts("NodeStaking: invalid receipt signature"):
-        staking.slash_equivocation(a.as_tuple(), sa, b.as_tuple(), sb[:64], sender=payer.account)
+    with ape.reverts("NodeStaking: invalid receipt"):
+        staking.slash_equivocation(a, sa, b, sb[:64], sender=payer.account)
 
 
 def test_equivocation_signed_for_another_chain_id_reverts(staking, node, payer, chain, chain_id):
-    other_chain = Domain.staking(chain_id + 1, staking.address)
-    a = make_receipt(node, payer, chain, output="out-a")
-    b = make_receipt(node, payer, chain, output="out-b")
-    with ape.reverts("NodeStaking: invalid receipt signature"):
+    wrong = Domain.staking(chain_id + 1, staking.address)
+    a = make_receipt(node, payer, chain, output="a")
+    b = make_receipt(node, payer, chain, output="b")
+    with ape.reverts("NodeStaking: invalid receipt"):
         staking.slash_equivocation(
-            a.as_tuple(),
-            sig(a, node.key, other_chain),
-            b.as_tuple(),
-            sig(b, node.key, other_chain),
-            sender=payer.account,
+            a.as_tuple(), sig(a, node.key, wrong), b.as_tuple(), sig(b, node.key, wrong), sender=payer.account
         )
-
-
-def test_equivocation_signed_for_another_contract_address_reverts(
-    staking, escrow, node, payer, chain, chain_id
-):
-    elsewhere = Domain.staking(chain_id, escrow.address)
-    a = make_receipt(node, payer, chain, output="out-a")
-    b = make_receipt(node, payer, chain, output="out-b")
-    with ape.reverts("NodeStaking: invalid receipt signature"):
-        staking.slash_equivocation(
-            a.as_tuple(),
-            sig(a, node.key, elsewhere),
-            b.as_tuple(),
-            sig(b, node.key, elsewhere),
-            sender=payer.account,
-        )
-
-
-def test_equivocation_evidence_exactly_at_dispute_window_edge_is_accepted(
-    staking, payer, equivocation, chain, params
-):
-    a, sa, b, sb = equivocation
-    chain.pending_timestamp = a.timestamp + params.dispute_window
-    staking.slash_equivocation(a.as_tuple(), sa, b.as_tuple(), sb, sender=payer.account)
-    assert staking.nodes(a.node).jailed
-
-
-def test_equivocation_evidence_older_than_dispute_window_reverts(staking, payer, equivocation, chain, params):
-    a, sa, b, sb = equivocation
-    chain.pending_timestamp = a.timestamp + params.dispute_window + 1
-    with ape.reverts("NodeStaking: evidence too old"):
-        staking.slash_equivocation(a.as_tuple(), sa, b.as_tuple(), sb, sender=payer.account)
-
-
-def test_equivocation_with_one_receipt_too_old_reverts(staking, node, payer, chain, staking_domain, params):
-    now = chain.pending_timestamp
-    old = make_receipt(node, payer, chain, output="out-a", timestamp=now - params.dispute_window - 10)
-    new = make_receipt(node, payer, chain, output="out-b", timestamp=now)
-    s_old, s_new = sig(old, node.key, staking_domain), sig(new, node.key, staking_domain)
-    with ape.reverts("NodeStaking: evidence too old"):
-        staking.slash_equivocation(new.as_tuple(), s_new, old.as_tuple(), s_old, sender=payer.account)
-    with ape.reverts("NodeStaking: evidence too old"):
-        staking.slash_equivocation(old.as_tuple(), s_old, new.as_tuple(), s_new, sender=payer.account)
 
 
 def test_equivocation_same_evidence_twice_reverts(staking, payer, equivocation):
-    a, sa, b, sb = equivocation
-    staking.slash_equivocation(a.as_tuple(), sa, b.as_tuple(), sb, sender=payer.account)
+    staking.slash_equivocation(*equivocation, sender=payer.account)
     with ape.reverts("NodeStaking: evidence already used"):
-        staking.slash_equivocation(a.as_tuple(), sa, b.as_tuple(), sb, sender=payer.account)
-    # The same pair in the other order is the same evidence.
-    with ape.reverts("NodeStaking: evidence already used"):
-        staking.slash_equivocation(b.as_tuple(), sb, a.as_tuple(), sa, sender=payer.account)
+        staking.slash_equivocation(*equivocation, sender=payer.account)
 
 
-def test_equivocation_another_pair_for_the_same_request_id_reverts(
-    staking, node, payer, chain, staking_domain, equivocation
-):
-    a, sa, b, sb = equivocation
-    staking.slash_equivocation(a.as_tuple(), sa, b.as_tuple(), sb, sender=payer.account)
-    c = make_receipt(node, payer, chain, output="out-c")
-    sc = sig(c, node.key, staking_domain)
-    with ape.reverts("NodeStaking: evidence already used"):
-        staking.slash_equivocation(a.as_tuple(), sa, c.as_tuple(), sc, sender=payer.account)
+def test_equivocation_evidence_exactly_at_dispute_window_edge_is_accepted(staking, payer, equivocation, chain, params):
+    chain.pending_timestamp = equivocation[0].timestamp + params.dispute_window
+    staking.slash_equivocation(*equivocation, sender=payer.account)
 
 
-def test_equivocation_on_another_request_id_slashes_again(
-    staking, node, payer, chain, staking_domain, equivocation
-):
-    a, sa, b, sb = equivocation
-    staking.slash_equivocation(a.as_tuple(), sa, b.as_tuple(), sb, sender=payer.account)
-    left = total_stake(staking, node.address)
-    c = make_receipt(node, payer, chain, request="req-2", output="out-c")
-    d = make_receipt(node, payer, chain, request="req-2", output="out-d")
-    tx = staking.slash_equivocation(
-        c.as_tuple(),
-        sig(c, node.key, staking_domain),
-        d.as_tuple(),
-        sig(d, node.key, staking_domain),
-        sender=payer.account,
-    )
-    assert tx.return_value == slash_amount(left, 5_000)
-    # Already jailed: no second Jailed event.
-    assert tx.decode_logs(staking.Jailed) == []
+def test_equivocation_evidence_older_than_dispute_window_reverts(staking, payer, equivocation, chain, params):
+    chain.pending_timestamp = equivocation[0].timestamp + params.dispute_window + 1
+    with ape.reverts("NodeStaking: evidence too old"):
+        staking.slash_equivocation(*equivocation, sender=payer.account)
 
 
-def test_equivocation_by_unregistered_signer_has_nothing_to_slash(
-    staking, make_actor, payer, chain, staking_domain
-):
+def test_equivocation_by_unregistered_signer_has_nothing_to_slash(staking, payer, chain, staking_domain, make_actor):
     stranger = make_actor(0)
-    a = make_receipt(stranger, payer, chain, output="out-a")
-    b = make_receipt(stranger, payer, chain, output="out-b")
+    a = make_receipt(stranger, payer, chain, output="a")
+    b = make_receipt(stranger, payer, chain, output="b")
     with ape.reverts("NodeStaking: nothing to slash"):
         staking.slash_equivocation(
-            a.as_tuple(),
-            sig(a, stranger.key, staking_domain),
-            b.as_tuple(),
-            sig(b, stranger.key, staking_domain),
+            a.as_tuple(), sig(a, stranger.key, staking_domain), b.as_tuple(), sig(b, stranger.key, staking_domain),
             sender=payer.account,
         )
 
 
-def test_full_equivocation_slash_takes_whole_stake_and_never_more(
-    opg, staking, deployer, node, payer, chain, staking_domain, equivocation, params
-):
-    staking.set_slashing(10_000, params.fraud_slash_bps, params.challenger_reward_bps, sender=deployer)
-    staking.request_unbond(300 * OPG, sender=node.account)
-    whole = total_stake(staking, node.address)
-    a, sa, b, sb = equivocation
-    tx = staking.slash_equivocation(a.as_tuple(), sa, b.as_tuple(), sb, sender=payer.account)
-    assert tx.return_value == whole
-    record = staking.nodes(node.address)
-    assert record.stake == 0 and record.unbonding == 0
-    c = make_receipt(node, payer, chain, request="req-2", output="out-c")
-    d = make_receipt(node, payer, chain, request="req-2", output="out-d")
-    with ape.reverts("NodeStaking: nothing to slash"):
-        staking.slash_equivocation(
-            c.as_tuple(),
-            sig(c, node.key, staking_domain),
-            d.as_tuple(),
-            sig(d, node.key, staking_domain),
-            sender=payer.account,
-        )
+def test_unbonding_stake_stays_slashable(staking, node, payer, equivocation, params):
+    staking.request_unbond(staking.nodes(node.address).stake, sender=node.account)
+    before = total_stake(staking, node.address)
+    tx = staking.slash_equivocation(*equivocation, sender=payer.account)
+    assert tx.return_value == bps_of(before, params.equivocation_slash_bps)
+    assert staking.nodes(node.address).unbonding == before - tx.return_value
 
 
-def test_unbonding_stake_stays_slashable(opg, staking, node, payer, equivocation, params):
-    whole = total_stake(staking, node.address)
-    staking.request_unbond(whole, sender=node.account)
-    assert staking.nodes(node.address).stake == 0
-    a, sa, b, sb = equivocation
-    tx = staking.slash_equivocation(a.as_tuple(), sa, b.as_tuple(), sb, sender=payer.account)
-    amount = slash_amount(whole, params.equivocation_slash_bps)
-    assert tx.return_value == amount
-    record = staking.nodes(node.address)
-    assert record.stake == 0
-    assert record.unbonding == whole - amount
-
-
-def test_slash_takes_active_stake_before_unbonding(staking, node, payer, equivocation, params):
-    whole = total_stake(staking, node.address)  # 2,000 OPG
-    staking.request_unbond(whole - 500 * OPG, sender=node.account)  # active 500, unbonding 1,500
-    a, sa, b, sb = equivocation
-    staking.slash_equivocation(a.as_tuple(), sa, b.as_tuple(), sb, sender=payer.account)  # 1,000 OPG
-    record = staking.nodes(node.address)
-    assert record.stake == 0
-    assert record.unbonding == whole - 500 * OPG - (
-        slash_amount(whole, params.equivocation_slash_bps) - 500 * OPG
-    )
-
-
-def test_node_cannot_escape_slashing_by_unbonding_before_the_window_closes(
-    opg, staking, node, payer, equivocation, chain, params
-):
-    staking.request_unbond(total_stake(staking, node.address), sender=node.account)
-    a, sa, b, sb = equivocation
-    # The earliest the node can withdraw is after the dispute window of receipts signed before unbonding.
-    ready_at = staking.nodes(node.address).unbond_ready_at
-    assert ready_at >= a.timestamp + params.dispute_window
-    chain.pending_timestamp = a.timestamp + params.dispute_window
-    staking.slash_equivocation(a.as_tuple(), sa, b.as_tuple(), sb, sender=payer.account)
-    assert staking.nodes(node.address).unbonding < 2_000 * OPG
-
-
-def test_slash_rounds_up_in_the_protocols_favour(
-    opg, staking, deployer, make_actor, payer, chain, staking_domain
-):
-    actor = make_actor()
-    register(opg, staking, actor, INFERENCE, 1_000 * OPG + 1)
-    staking.set_slashing(3, 2_000, 2_000, sender=deployer)  # 0.03% of 1,000 OPG + 1 wei, rounded up
-    a = make_receipt(actor, payer, chain, output="out-a")
-    b = make_receipt(actor, payer, chain, output="out-b")
-    tx = staking.slash_equivocation(
-        a.as_tuple(),
-        sig(a, actor.key, staking_domain),
-        b.as_tuple(),
-        sig(b, actor.key, staking_domain),
-        sender=payer.account,
-    )
-    assert tx.return_value == ((1_000 * OPG + 1) * 3 + BPS - 1) // BPS
-    assert tx.return_value == 3 * 10**17 + 1
+def test_staking_balance_matches_stakes_after_slash(opg, staking, node, payer, equivocation):
+    staking.slash_equivocation(*equivocation, sender=payer.account)
+    assert opg.balanceOf(staking) == total_stake(staking, node.address) + staking.bonds_held()
 
 
 def test_equivocation_replayed_on_another_deployment_reverts(
-    project, deployer, treasury, params, chain, chain_id, staking_domain, opg, node, payer
+    project, deployer, treasury, params, chain, chain_id, staking_domain, node, payer
 ):
     other = deploy_system(deployer, treasury=treasury.address, params=params, project=project)
-    # The same key registers as an inference node on the other deployment.
+    there = Domain.staking(chain_id, other.staking.address)
     other.opg.transfer(node.address, params.min_inference_stake, sender=treasury)
     other.opg.approve(other.staking, params.min_inference_stake, sender=node.account)
-    other.staking.register(INFERENCE, params.min_inference_stake, "http://n.invalid", sender=node.account)
+    registration = sig(Registration(account=node.address), node.key, there)
+    other.staking.register(INFERENCE, params.min_inference_stake, "http://n.invalid", registration, sender=node.account)
     a = make_receipt(node, payer, chain, output="out-a")
     b = make_receipt(node, payer, chain, output="out-b")
     here = (a.as_tuple(), sig(a, node.key, staking_domain), b.as_tuple(), sig(b, node.key, staking_domain))
-    with ape.reverts("NodeStaking: invalid receipt signature"):
+    with ape.reverts("NodeStaking: invalid receipt"):
         other.staking.slash_equivocation(*here, sender=payer.account)
-    there = Domain.staking(chain_id, other.staking.address)
     tx = other.staking.slash_equivocation(
         a.as_tuple(), sig(a, node.key, there), b.as_tuple(), sig(b, node.key, there), sender=payer.account
     )
     assert tx.return_value > 0
 
 
-# ---------------------------------------------------------------- fraud
+def test_registration_signed_for_another_deployment_reverts(
+    project, deployer, treasury, params, staking_domain, make_actor
+):
+    other = deploy_system(deployer, treasury=treasury.address, params=params, project=project)
+    actor = make_actor(0)
+    other.opg.transfer(actor.address, params.min_inference_stake, sender=treasury)
+    other.opg.approve(other.staking, params.min_inference_stake, sender=actor.account)
+    with ape.reverts("NodeStaking: invalid registration"):
+        other.staking.register(
+            INFERENCE, params.min_inference_stake, "http://n.invalid",
+            sig(Registration(account=actor.address), actor.key, staking_domain), sender=actor.account,
+        )
 
 
-def fraud_split(amount: int, refund: int, count: int, reward_bps: int) -> tuple[int, int]:
-    share = (amount - refund) * reward_bps // BPS // count
-    return share, amount - refund - share * count
+# ---------------------------------------------------------------- invalid receipts (attack 14)
+
+
+def test_attack_receipt_dated_far_in_the_future_is_slashable_at_once(
+    staking, node, payer, challenger, chain, staking_domain, params
+):
+    receipt = make_receipt(node, payer, chain, timestamp=chain.pending_timestamp + 365 * 86_400)
+    stake = total_stake(staking, node.address)
+    tx = staking.slash_invalid_receipt(receipt.as_tuple(), sig(receipt, node.key, staking_domain), sender=challenger.account)
+    events = tx.decode_logs(staking.Slashed)
+    assert events[0].kind == KIND_INVALID_RECEIPT
+    assert tx.return_value == bps_of(stake, params.equivocation_slash_bps)
+    assert staking.nodes(node.address).jailed
+
+
+def test_attack_receipt_with_amount_above_cumulative_is_slashable(
+    staking, node, payer, challenger, chain, staking_domain
+):
+    receipt = make_receipt(node, payer, chain, amount=10 * OPG, cumulative=5 * OPG)
+    tx = staking.slash_invalid_receipt(receipt.as_tuple(), sig(receipt, node.key, staking_domain), sender=challenger.account)
+    assert tx.decode_logs(staking.Slashed)[0].kind == KIND_INVALID_RECEIPT
+    with ape.reverts("NodeStaking: evidence already used"):
+        staking.slash_invalid_receipt(receipt.as_tuple(), sig(receipt, node.key, staking_domain), sender=challenger.account)
+
+
+def test_well_formed_receipt_is_not_an_invalid_receipt(staking, node, payer, chain, staking_domain):
+    receipt = make_receipt(node, payer, chain, timestamp=chain.pending_timestamp + 300)
+    with ape.reverts("NodeStaking: receipt is well-formed"):
+        staking.slash_invalid_receipt(receipt.as_tuple(), sig(receipt, node.key, staking_domain), sender=payer.account)
+    assert total_stake(staking, node.address) == 2 * 1_000 * OPG
+
+
+# ---------------------------------------------------------------- fraud (honest path)
 
 
 def test_fraud_with_quorum_refunds_payer_pays_verifiers_burns_rest_and_jails(
-    opg, staking, node, payer, verifiers, challenger, settled_receipt, staking_domain, params
+    opg, staking, escrow, node, payer, verifiers, challenger, settled_receipt, staking_domain, params
 ):
-    receipt, rs = settled_receipt
-    quorum = verifiers[:2]
-    whole = total_stake(staking, node.address)
-    amount = slash_amount(whole, params.fraud_slash_bps)
-    refund = receipt.amount
-    share, burned = fraud_split(amount, refund, 2, params.challenger_reward_bps)
-    assert (amount, share, burned) == (400 * OPG, 39 * OPG, 312 * OPG)
+    receipt, _ = settled_receipt
+    small, mid, big = by_weight(staking, verifiers)
+    stake = total_stake(staking, node.address)
     payer_before = opg.balanceOf(payer.address)
-    verifier_before = [opg.balanceOf(v.address) for v in quorum]
-    supply = opg.totalSupply()
-
-    tx = staking.slash_fraud(
-        receipt.as_tuple(), rs, verdicts(receipt, quorum, staking_domain), sender=challenger.account
-    )
-
-    assert tx.return_value == amount
-    events = tx.decode_logs(staking.Slashed)
-    assert len(events) == 1
-    ev = events[0]
-    assert ev.node == node.address
-    assert bytes(ev.evidence) == receipt.struct_hash()
-    assert ev.kind == KIND_FRAUD
-    assert (ev.amount, ev.refund, ev.reward, ev.burned) == (amount, refund, 2 * share, burned)
-    assert len(tx.decode_logs(staking.Jailed)) == 1
-    assert opg.balanceOf(payer.address) == payer_before + refund
-    assert [opg.balanceOf(v.address) for v in quorum] == [b + share for b in verifier_before]
-    assert opg.balanceOf(challenger.address) == 0  # the submitter is not paid for fraud
-    assert opg.totalSupply() == supply - burned
+    mid_before, big_before = opg.balanceOf(mid.address), opg.balanceOf(big.address)
+    tx = prove_fraud(staking, receipt, node, [mid, big], challenger, staking_domain)
+    expected = receipt.amount * params.fraud_multiplier + bps_of(stake, params.fraud_slash_bps)
+    event = tx.decode_logs(staking.Slashed)[0]
+    assert event.kind == KIND_FRAUD and event.payer == payer.address
+    assert event.amount == expected == tx.return_value
+    assert event.refund == receipt.amount
+    reward = (expected - receipt.amount) * params.challenger_reward_bps // BPS
+    mid_share, big_share = reward * 1_000 // 2_500, reward * 1_500 // 2_500
+    assert event.reward == mid_share + big_share
+    assert event.burned == expected - receipt.amount - mid_share - big_share
+    assert opg.balanceOf(payer.address) == payer_before + receipt.amount
+    assert opg.balanceOf(mid.address) == mid_before + mid_share
+    assert opg.balanceOf(big.address) == big_before + big_share
     assert staking.nodes(node.address).jailed
-    assert staking.nodes(node.address).stake == whole - amount
-    assert staking.fraud_proven_at(receipt.struct_hash()) == receipt.timestamp
+    assert staking.fraud_proven_at(rhash(receipt)) > 0
+    fp = tx.decode_logs(staking.FraudProven)[0]
+    assert fp.weight == 2_500 * OPG and fp.total_weight == 3_000 * OPG
 
 
-def test_fraud_shares_the_reward_among_all_signing_verifiers(
-    opg, staking, deployer, node, verifiers, challenger, settled_receipt, staking_domain, params
-):
-    staking.set_fraud_quorum(3, sender=deployer)
-    receipt, rs = settled_receipt
-    before = [opg.balanceOf(v.address) for v in verifiers]
-    tx = staking.slash_fraud(
-        receipt.as_tuple(), rs, verdicts(receipt, verifiers, staking_domain), sender=challenger.account
-    )
-    amount = tx.return_value
-    share, burned = fraud_split(amount, receipt.amount, 3, params.challenger_reward_bps)
-    assert [opg.balanceOf(v.address) for v in verifiers] == [b + share for b in before]
-    ev = tx.decode_logs(staking.Slashed)[0]
-    assert ev.reward == 3 * share and ev.burned == burned
-
-
-def test_fraud_more_verdicts_than_quorum_is_accepted(
-    staking, node, verifiers, challenger, settled_receipt, staking_domain
-):
-    receipt, rs = settled_receipt
-    staking.slash_fraud(
-        receipt.as_tuple(), rs, verdicts(receipt, verifiers, staking_domain), sender=challenger.account
-    )
-    assert staking.nodes(node.address).jailed
-
-
-def test_fraud_on_unsettled_receipt_refunds_nothing(
-    opg, staking, node, payer, verifiers, challenger, chain, staking_domain, params
-):
-    receipt = make_receipt(node, payer, chain, amount=10 * OPG)
-    payer_before = opg.balanceOf(payer.address)
-    tx = prove_fraud(staking, receipt, node, verifiers[:2], challenger, staking_domain)
-    amount = tx.return_value
-    share, burned = fraud_split(amount, 0, 2, params.challenger_reward_bps)
-    ev = tx.decode_logs(staking.Slashed)[0]
-    assert (ev.refund, ev.reward, ev.burned) == (0, 2 * share, burned)
-    assert opg.balanceOf(payer.address) == payer_before
-
-
-def test_fraud_refund_needs_the_receipts_cumulative_settled(
-    opg, escrow, escrow_domain, staking, node, payer, verifiers, challenger, chain, staking_domain
-):
-    # The channel settled 10 OPG but the receipt claims a cumulative of 15: not (yet) settled, no refund.
-    settle(opg, escrow, escrow_domain, payer, node.address, 10 * OPG, deposit=100 * OPG)
-    receipt = make_receipt(node, payer, chain, amount=5 * OPG, cumulative=15 * OPG)
-    payer_before = opg.balanceOf(payer.address)
-    tx = prove_fraud(staking, receipt, node, verifiers[:2], challenger, staking_domain)
-    assert tx.decode_logs(staking.Slashed)[0].refund == 0
-    assert opg.balanceOf(payer.address) == payer_before
-
-
-def test_fraud_refund_of_an_earlier_receipt_once_later_ones_settled(
-    opg, escrow, escrow_domain, staking, node, payer, verifiers, challenger, chain, staking_domain
-):
-    # Receipt with cumulative 4 OPG, the channel later settled 10 OPG: the receipt is covered, refund its amount.
-    settle(opg, escrow, escrow_domain, payer, node.address, 10 * OPG, deposit=100 * OPG)
-    receipt = make_receipt(node, payer, chain, amount=3 * OPG, cumulative=4 * OPG)
-    payer_before = opg.balanceOf(payer.address)
-    tx = prove_fraud(staking, receipt, node, verifiers[:2], challenger, staking_domain)
-    assert tx.decode_logs(staking.Slashed)[0].refund == 3 * OPG
-    assert opg.balanceOf(payer.address) == payer_before + 3 * OPG
-
-
-def test_fraud_refund_never_exceeds_the_slash(
-    opg,
-    escrow,
-    escrow_domain,
-    staking,
-    make_actor,
-    payer,
-    verifiers,
-    challenger,
-    chain,
-    staking_domain,
-    params,
-):
-    small = make_actor()
-    register(opg, staking, small, INFERENCE, params.min_inference_stake)  # slash = 200 OPG
-    settle(opg, escrow, escrow_domain, payer, small.address, 500 * OPG, deposit=600 * OPG)
-    receipt = make_receipt(small, payer, chain, amount=500 * OPG)
-    payer_before = opg.balanceOf(payer.address)
-    supply = opg.totalSupply()
-    tx = prove_fraud(staking, receipt, small, verifiers[:2], challenger, staking_domain)
-    ev = tx.decode_logs(staking.Slashed)[0]
-    assert ev.amount == 200 * OPG
-    assert (ev.refund, ev.reward, ev.burned) == (200 * OPG, 0, 0)
-    assert opg.balanceOf(payer.address) == payer_before + 200 * OPG
-    assert opg.totalSupply() == supply
-
-
-def test_fraud_below_quorum_reverts(staking, verifiers, challenger, settled_receipt, staking_domain):
-    receipt, rs = settled_receipt
+def test_fraud_below_quorum_reverts(staking, node, verifiers, challenger, settled_receipt, staking_domain):
+    receipt, _ = settled_receipt
+    small, mid, big = by_weight(staking, verifiers)
+    # 2,000 of 3,000 OPG is 6,666 bps, below 6,667.
     with ape.reverts("NodeStaking: quorum not reached"):
-        staking.slash_fraud(
-            receipt.as_tuple(),
-            rs,
-            verdicts(receipt, verifiers[:1], staking_domain),
-            sender=challenger.account,
-        )
-    with ape.reverts("NodeStaking: quorum not reached"):
-        staking.slash_fraud(receipt.as_tuple(), rs, [], sender=challenger.account)
+        prove_fraud(staking, receipt, node, [small, big], challenger, staking_domain)
 
 
-def test_fraud_with_duplicate_verifier_reverts(
-    staking, verifiers, challenger, settled_receipt, staking_domain
-):
-    receipt, rs = settled_receipt
-    one = verdicts(receipt, verifiers[:1], staking_domain)[0]
-    with ape.reverts("NodeStaking: verifiers not strictly ascending"):
-        staking.slash_fraud(receipt.as_tuple(), rs, [one, one], sender=challenger.account)
+def test_fraud_with_duplicate_verifier_reverts(staking, node, verifiers, challenger, settled_receipt, staking_domain):
+    receipt, signature = settled_receipt
+    _, _, big = by_weight(staking, verifiers)
+    one = verdicts(receipt, [big], staking_domain)[0]
+    with ape.reverts("NodeStaking: verifiers not ascending"):
+        staking.slash_fraud(receipt.as_tuple(), signature, [one, one], sender=challenger.account)
 
 
-def test_fraud_with_descending_verifiers_reverts(
-    staking, verifiers, challenger, settled_receipt, staking_domain
-):
-    receipt, rs = settled_receipt
-    descending = list(reversed(verdicts(receipt, verifiers[:2], staking_domain)))
-    with ape.reverts("NodeStaking: verifiers not strictly ascending"):
-        staking.slash_fraud(receipt.as_tuple(), rs, descending, sender=challenger.account)
-
-
-def test_fraud_with_unregistered_verifier_reverts(
-    staking, make_actor, verifiers, challenger, settled_receipt, staking_domain
-):
-    receipt, rs = settled_receipt
-    outsider = make_actor(0)
-    with ape.reverts("NodeStaking: verifier not active"):
-        staking.slash_fraud(
-            receipt.as_tuple(),
-            rs,
-            verdicts(receipt, [verifiers[0], outsider], staking_domain),
-            sender=challenger.account,
-        )
-
-
-def test_fraud_with_inference_node_as_verifier_reverts(
-    opg, staking, make_actor, verifiers, challenger, settled_receipt, staking_domain, params
-):
-    receipt, rs = settled_receipt
-    other_node = make_actor()
-    register(opg, staking, other_node, INFERENCE, params.min_inference_stake)
-    with ape.reverts("NodeStaking: verifier not active"):
-        staking.slash_fraud(
-            receipt.as_tuple(),
-            rs,
-            verdicts(receipt, [verifiers[0], other_node], staking_domain),
-            sender=challenger.account,
-        )
-
-
-def test_fraud_with_understaked_verifier_reverts(
-    staking, verifiers, challenger, settled_receipt, staking_domain, params
-):
-    receipt, rs = settled_receipt
-    v = verifiers[1]
-    staking.request_unbond(staking.nodes(v.address).stake - params.min_verifier_stake + 1, sender=v.account)
-    with ape.reverts("NodeStaking: verifier not active"):
-        staking.slash_fraud(
-            receipt.as_tuple(),
-            rs,
-            verdicts(receipt, verifiers[:2], staking_domain),
-            sender=challenger.account,
-        )
-
-
-def test_fraud_with_jailed_verifier_reverts(
-    opg,
-    escrow,
-    escrow_domain,
-    staking,
-    node,
-    payer,
-    verifiers,
-    challenger,
-    chain,
-    staking_domain,
-    settled_receipt,
-):
-    receipt, rs = settled_receipt
-    # Jail verifiers[2] as a lazy verifier of another proven receipt.
-    other = make_receipt(node, payer, chain, request="req-other", amount=OPG)
-    prove_fraud(staking, other, node, verifiers[:2], challenger, staking_domain)
-    staking.slash_lazy_verifier(
-        other.struct_hash(),
-        verifiers[2].address,
-        verdict_sig(other, True, verifiers[2], staking_domain),
-        sender=challenger.account,
-    )
-    assert staking.nodes(verifiers[2].address).jailed
-    with ape.reverts("NodeStaking: verifier not active"):
-        staking.slash_fraud(
-            receipt.as_tuple(),
-            rs,
-            verdicts(receipt, [verifiers[0], verifiers[2]], staking_domain),
-            sender=challenger.account,
-        )
+def test_fraud_with_descending_verifiers_reverts(staking, verifiers, challenger, settled_receipt, staking_domain):
+    receipt, signature = settled_receipt
+    ordered = verdicts(receipt, verifiers, staking_domain)
+    with ape.reverts("NodeStaking: verifiers not ascending"):
+        staking.slash_fraud(receipt.as_tuple(), signature, list(reversed(ordered)), sender=challenger.account)
 
 
 def test_fraud_with_valid_true_verdict_presented_as_false_reverts(
     staking, verifiers, challenger, settled_receipt, staking_domain
 ):
-    receipt, rs = settled_receipt
-    good = verdicts(receipt, verifiers[:2], staking_domain)
-    approving = verdicts(receipt, verifiers[:2], staking_domain, valid=True)
-    with ape.reverts("NodeStaking: invalid verdict signature"):
-        staking.slash_fraud(receipt.as_tuple(), rs, [good[0], approving[1]], sender=challenger.account)
-
-
-def test_fraud_with_verdict_signed_by_another_key_reverts(
-    staking, verifiers, challenger, settled_receipt, staking_domain
-):
-    receipt, rs = settled_receipt
-    ordered = sorted(verifiers[:2], key=lambda a: int(a.address, 16))
-    forged = [
-        (ordered[0].address, verdict_sig(receipt, False, ordered[0], staking_domain)),
-        (ordered[1].address, verdict_sig(receipt, False, ordered[0], staking_domain)),
-    ]
-    with ape.reverts("NodeStaking: invalid verdict signature"):
-        staking.slash_fraud(receipt.as_tuple(), rs, forged, sender=challenger.account)
-
-
-def test_fraud_with_verdict_for_another_receipt_reverts(
-    staking, node, payer, verifiers, challenger, chain, settled_receipt, staking_domain
-):
-    receipt, rs = settled_receipt
-    other = make_receipt(node, payer, chain, request="req-other")
-    good = verdicts(receipt, verifiers[:2], staking_domain)
-    wrong = verdicts(other, verifiers[:2], staking_domain)
-    with ape.reverts("NodeStaking: invalid verdict signature"):
-        staking.slash_fraud(receipt.as_tuple(), rs, [good[0], wrong[1]], sender=challenger.account)
-
-
-def test_fraud_with_malleable_verdict_signature_reverts(
-    staking, verifiers, challenger, settled_receipt, staking_domain
-):
-    receipt, rs = settled_receipt
-    good = verdicts(receipt, verifiers[:2], staking_domain)
-    with ape.reverts("NodeStaking: invalid verdict signature"):
+    receipt, signature = settled_receipt
+    with ape.reverts("NodeStaking: invalid verdict"):
         staking.slash_fraud(
-            receipt.as_tuple(),
-            rs,
-            [good[0], (good[1][0], high_s_twin(good[1][1]))],
-            sender=challenger.account,
-        )
-
-
-def test_fraud_with_verdicts_signed_for_another_chain_id_reverts(
-    staking, verifiers, challenger, settled_receipt, chain_id
-):
-    receipt, rs = settled_receipt
-    other_chain = Domain.staking(chain_id + 1, staking.address)
-    with ape.reverts("NodeStaking: invalid verdict signature"):
-        staking.slash_fraud(
-            receipt.as_tuple(), rs, verdicts(receipt, verifiers[:2], other_chain), sender=challenger.account
-        )
-
-
-def test_fraud_with_receipt_signed_for_another_chain_id_reverts(
-    staking, node, verifiers, challenger, settled_receipt, staking_domain, chain_id
-):
-    receipt, _ = settled_receipt
-    replayed = sig(receipt, node.key, Domain.staking(chain_id + 1, staking.address))
-    with ape.reverts("NodeStaking: invalid receipt signature"):
-        staking.slash_fraud(
-            receipt.as_tuple(),
-            replayed,
-            verdicts(receipt, verifiers[:2], staking_domain),
-            sender=challenger.account,
+            receipt.as_tuple(), signature, verdicts(receipt, verifiers, staking_domain, True), sender=challenger.account
         )
 
 
 def test_fraud_with_receipt_not_signed_by_its_node_reverts(
-    staking, payer, verifiers, challenger, settled_receipt, staking_domain
+    staking, verifiers, challenger, settled_receipt, staking_domain, payer
 ):
     receipt, _ = settled_receipt
-    with ape.reverts("NodeStaking: invalid receipt signature"):
-        prove_fraud(staking, receipt, payer, verifiers[:2], challenger, staking_domain)
-
-
-def test_fraud_evidence_replayed_on_another_deployment_reverts(
-    project,
-    deployer,
-    treasury,
-    params,
-    chain_id,
-    node,
-    verifiers,
-    challenger,
-    settled_receipt,
-    staking_domain,
-):
-    receipt, rs = settled_receipt
-    other = deploy_system(deployer, treasury=treasury.address, params=params, project=project)
-    for actor, role, stake in [(node, INFERENCE, params.min_inference_stake)] + [
-        (v, VERIFIER, params.min_verifier_stake) for v in verifiers[:2]
-    ]:
-        other.opg.transfer(actor.address, stake, sender=treasury)
-        other.opg.approve(other.staking, stake, sender=actor.account)
-        other.staking.register(role, stake, "http://n.invalid", sender=actor.account)
-    there = Domain.staking(chain_id, other.staking.address)
-    with ape.reverts("NodeStaking: invalid receipt signature"):
-        other.staking.slash_fraud(
-            receipt.as_tuple(), rs, verdicts(receipt, verifiers[:2], there), sender=challenger.account
-        )
-    with ape.reverts("NodeStaking: invalid verdict signature"):
-        other.staking.slash_fraud(
-            receipt.as_tuple(),
-            sig(receipt, node.key, there),
-            verdicts(receipt, verifiers[:2], staking_domain),
+    with ape.reverts("NodeStaking: invalid receipt"):
+        staking.slash_fraud(
+            receipt.as_tuple(), sig(receipt, payer.key, staking_domain), verdicts(receipt, verifiers, staking_domain),
             sender=challenger.account,
         )
+
+
+def test_fraud_same_evidence_twice_reverts(staking, node, verifiers, challenger, settled_receipt, staking_domain):
+    receipt, _ = settled_receipt
+    prove_fraud(staking, receipt, node, verifiers, challenger, staking_domain)
+    with ape.reverts("NodeStaking: evidence already used"):
+        prove_fraud(staking, receipt, node, verifiers, challenger, staking_domain)
 
 
 def test_fraud_evidence_older_than_dispute_window_reverts(
-    staking, verifiers, challenger, settled_receipt, staking_domain, chain, params
+    staking, distributor, node, verifiers, challenger, settled_receipt, staking_domain, chain, params
 ):
-    receipt, rs = settled_receipt
+    receipt, _ = settled_receipt
     chain.pending_timestamp = receipt.timestamp + params.dispute_window + 1
     with ape.reverts("NodeStaking: evidence too old"):
-        staking.slash_fraud(
-            receipt.as_tuple(),
-            rs,
-            verdicts(receipt, verifiers[:2], staking_domain),
-            sender=challenger.account,
-        )
+        prove_fraud(staking, receipt, node, verifiers, challenger, staking_domain)
 
 
-def test_fraud_same_evidence_twice_reverts(
-    staking, node, verifiers, challenger, settled_receipt, staking_domain, opg
+def test_fraud_with_no_live_weight_reverts(
+    staking, distributor, node, payer, chain, make_actor, register, staking_domain, challenger, params
 ):
-    receipt, rs = settled_receipt
-    staking.slash_fraud(
-        receipt.as_tuple(), rs, verdicts(receipt, verifiers[:2], staking_domain), sender=challenger.account
-    )
-    # Not even with another quorum, and not after the node is released from jail.
-    opg.approve(staking, 10 * OPG, sender=node.account)
-    staking.add_stake(10 * OPG, sender=node.account)
-    with ape.reverts("NodeStaking: evidence already used"):
-        staking.slash_fraud(
-            receipt.as_tuple(),
-            rs,
-            verdicts(receipt, verifiers[1:], staking_domain),
-            sender=challenger.account,
-        )
+    lone = make_actor()
+    register(lone, VERIFIER, 500 * OPG)
+    wait(chain, 2 * params.epoch_length)  # an epoch nobody heartbeated for
+    assert staking.total_weight_in(distributor.epoch_now()) == 0
+    receipt = make_receipt(node, payer, chain)
+    with ape.reverts("NodeStaking: no live weight"):
+        prove_fraud(staking, receipt, node, [lone], challenger, staking_domain)
 
 
-def test_fraud_on_fully_slashed_node_has_nothing_to_slash(
-    staking, deployer, node, payer, verifiers, challenger, chain, staking_domain, params
-):
-    staking.set_slashing(params.equivocation_slash_bps, 10_000, params.challenger_reward_bps, sender=deployer)
-    first = make_receipt(node, payer, chain, request="req-1")
-    second = make_receipt(node, payer, chain, request="req-2")
-    tx = prove_fraud(staking, first, node, verifiers[:2], challenger, staking_domain)
-    assert tx.return_value == 2_000 * OPG
-    with ape.reverts("NodeStaking: nothing to slash"):
-        prove_fraud(staking, second, node, verifiers[:2], challenger, staking_domain)
-
-
-def test_fraud_slashes_unbonding_stake(
-    staking, node, verifiers, challenger, settled_receipt, staking_domain, params
-):
-    receipt, rs = settled_receipt
-    whole = total_stake(staking, node.address)
-    staking.request_unbond(whole, sender=node.account)
-    tx = staking.slash_fraud(
-        receipt.as_tuple(), rs, verdicts(receipt, verifiers[:2], staking_domain), sender=challenger.account
-    )
-    amount = slash_amount(whole, params.fraud_slash_bps)
-    assert tx.return_value == amount
-    assert staking.nodes(node.address).unbonding == whole - amount
+def test_fraud_against_a_verifier_account_reverts(staking, verifiers, payer, chain, challenger, staking_domain):
+    small, mid, big = by_weight(staking, verifiers)
+    receipt = make_receipt(small, payer, chain)
+    with ape.reverts("NodeStaking: not an inference node"):
+        prove_fraud(staking, receipt, small, [mid, big], challenger, staking_domain)
 
 
 def test_jailed_node_cannot_be_paid_by_settle_batch(
-    opg,
-    escrow,
-    escrow_domain,
-    staking,
-    distributor,
-    node,
-    payer,
-    verifiers,
-    challenger,
-    settled_receipt,
-    staking_domain,
+    opg, staking, escrow, escrow_domain, node, payer, challenger, equivocation
 ):
-    receipt, rs = settled_receipt
-    staking.slash_fraud(
-        receipt.as_tuple(), rs, verdicts(receipt, verifiers[:2], staking_domain), sender=challenger.account
-    )
-    claimable = distributor.claimable(node.address)
-    balance = escrow.balance_of(payer.address)
-    tx = settle(opg, escrow, escrow_domain, payer, node.address, 20 * OPG)
-    assert list(tx.return_value) == [SKIP_NODE_NOT_ACTIVE]
+    staking.slash_equivocation(*equivocation, sender=challenger.account)
+    deposit(opg, escrow, payer, 50 * OPG)
+    tx = escrow.settle_batch([claim_for(payer, node.address, 5 * OPG, escrow_domain)], ZERO_ROOT, sender=payer.account)
     skipped = tx.decode_logs(escrow.ClaimSkipped)
-    assert len(skipped) == 1
-    assert skipped[0].reason == SKIP_NODE_NOT_ACTIVE
-    assert skipped[0].node == node.address
-    assert escrow.spent(payer.address, node.address) == 10 * OPG
-    assert escrow.balance_of(payer.address) == balance
-    assert distributor.claimable(node.address) == claimable
+    assert skipped[0].reason == SKIP_NODE_NOT_PAYABLE
 
 
-def test_jailed_node_is_released_by_topping_up_to_min_stake(
-    opg,
-    escrow,
-    escrow_domain,
-    staking,
-    make_actor,
-    payer,
-    verifiers,
-    challenger,
-    chain,
-    staking_domain,
-    params,
+def test_jailed_node_is_released_after_a_window_with_stake_restored(
+    opg, staking, node, payer, challenger, equivocation, chain, params
 ):
-    fresh = make_actor()
-    register(opg, staking, fresh, INFERENCE, params.min_inference_stake)
-    receipt = make_receipt(fresh, payer, chain)
-    prove_fraud(staking, receipt, fresh, verifiers[:2], challenger, staking_domain)
-    missing = params.min_inference_stake - staking.nodes(fresh.address).stake
-    assert missing == 200 * OPG
-    opg.approve(staking, missing, sender=fresh.account)
-    tx = staking.add_stake(missing - 1, sender=fresh.account)
-    assert tx.decode_logs(staking.Unjailed) == []
-    assert staking.nodes(fresh.address).jailed
-    assert not staking.is_active(fresh.address)
-    tx = staking.add_stake(1, sender=fresh.account)
-    unjailed = tx.decode_logs(staking.Unjailed)
-    assert len(unjailed) == 1 and unjailed[0].node == fresh.address
-    assert not staking.nodes(fresh.address).jailed
-    assert staking.is_active(fresh.address)
-    tx = settle(opg, escrow, escrow_domain, payer, fresh.address, 5 * OPG, deposit=5 * OPG)
-    assert len(tx.decode_logs(escrow.ClaimSettled)) == 1
-    assert escrow.spent(payer.address, fresh.address) == 5 * OPG
-
-
-def test_jailed_node_above_min_stake_is_released_by_any_top_up(
-    opg, staking, node, verifiers, challenger, settled_receipt, staking_domain, params
-):
-    receipt, rs = settled_receipt
-    staking.slash_fraud(
-        receipt.as_tuple(), rs, verdicts(receipt, verifiers[:2], staking_domain), sender=challenger.account
-    )
-    assert staking.nodes(node.address).stake >= params.min_inference_stake
-    assert not staking.is_active(node.address)
-    opg.approve(staking, 1, sender=node.account)
-    tx = staking.add_stake(1, sender=node.account)
+    before = staking.nodes(node.address).stake
+    tx = staking.slash_equivocation(*equivocation, sender=challenger.account)
+    lost = tx.return_value
+    opg.approve(staking, lost, sender=node.account)
+    wait(chain, params.dispute_window)
+    tx = staking.add_stake(lost, sender=node.account)
     assert len(tx.decode_logs(staking.Unjailed)) == 1
-    assert staking.is_active(node.address)
+    assert not staking.nodes(node.address).jailed
+    assert staking.nodes(node.address).stake == before
+    assert staking.is_payable(node.address)
 
 
-# ---------------------------------------------------------------- lazy verifier
+# ---------------------------------------------------------------- attack 1: sybil verifiers
 
 
 @pytest.fixture
-def proven(staking, verifiers, challenger, settled_receipt, staking_domain):
-    """The settled receipt proven fraudulent by verifiers[0] and verifiers[1]."""
-    receipt, rs = settled_receipt
-    staking.slash_fraud(
-        receipt.as_tuple(), rs, verdicts(receipt, verifiers[:2], staking_domain), sender=challenger.account
-    )
-    return receipt
+def sybils(make_actor, register, params):
+    out = []
+    for _ in range(2):
+        actor = make_actor()
+        register(actor, VERIFIER, params.min_verifier_stake, "http://sybil.invalid")
+        out.append(actor)
+    return out
 
 
-def test_lazy_verifier_is_slashed_jailed_and_removed_from_pool(
-    opg, staking, distributor, verifiers, challenger, proven, staking_domain, params
+def test_attack_fresh_sybil_verifiers_have_no_weight_and_cannot_slash_honest_node(
+    staking, distributor, node, payer, verifiers, sybils, challenger, chain, staking_domain, params
 ):
-    lazy = verifiers[2]
-    whole = total_stake(staking, lazy.address)
-    amount = slash_amount(whole, params.fraud_slash_bps)
-    reward = amount * params.challenger_reward_bps // BPS
-    supply = opg.totalSupply()
-    pool = distributor.total_verifier_stake()
-    before = opg.balanceOf(challenger.address)
-    tx = staking.slash_lazy_verifier(
-        proven.struct_hash(),
-        lazy.address,
-        verdict_sig(proven, True, lazy, staking_domain),
+    for s in sybils:
+        assert staking.heartbeat(sender=s.account).return_value == 0
+    receipt = make_receipt(node, payer, chain)
+    with ape.reverts("NodeStaking: quorum not reached"):
+        prove_fraud(staking, receipt, node, sybils, challenger, staking_domain)
+    # Even in the next epoch their fresh stake weighs nothing.
+    relive(chain, staking, distributor, verifiers)
+    assert all(staking.vote_weight(s.address) == 0 for s in sybils)
+    with ape.reverts("NodeStaking: quorum not reached"):
+        prove_fraud(staking, receipt, node, sybils, challenger, staking_domain)
+    assert total_stake(staking, node.address) == 2 * params.min_inference_stake
+    assert not staking.nodes(node.address).jailed
+
+
+def test_attack_warm_live_sybil_verifiers_below_quorum_cannot_slash_honest_node(
+    staking, distributor, node, payer, verifiers, sybils, challenger, chain, staking_domain, params
+):
+    wait(chain, params.warmup)
+    relive(chain, staking, distributor, verifiers + sybils)
+    assert all(staking.vote_weight(s.address) == params.min_verifier_stake for s in sybils)
+    assert staking.total_weight_in(distributor.epoch_now()) == 4_000 * OPG
+    honest = by_weight(staking, verifiers)
+    for i in range(8):
+        receipt = make_receipt(node, payer, chain, request=f"req-{i}")
+        with ape.reverts("NodeStaking: quorum not reached"):
+            prove_fraud(staking, receipt, node, sybils, challenger, staking_domain)
+    # The sybils plus the smallest honest verifier (1,500 of 4,000) are still short.
+    with ape.reverts("NodeStaking: quorum not reached"):
+        prove_fraud(staking, receipt, node, sybils + [honest[0]], challenger, staking_domain)
+    assert total_stake(staking, node.address) == 2 * params.min_inference_stake
+    assert staking.is_payable(node.address)
+
+
+def test_attack_honest_valid_true_verifier_is_not_lazy_slashable_after_failed_sybil_attack(
+    staking, node, payer, verifiers, sybils, challenger, chain, staking_domain
+):
+    receipt = make_receipt(node, payer, chain)
+    with ape.reverts("NodeStaking: quorum not reached"):
+        prove_fraud(staking, receipt, node, sybils, challenger, staking_domain)
+    honest = verifiers[0]
+    with ape.reverts("NodeStaking: receipt not judged"):
+        staking.slash_verifier(rhash(receipt), honest.address, verdict_sig(receipt, True, honest, staking_domain),
+                               sender=challenger.account)
+    # Once the quorum proves it valid, a valid=true verdict is no evidence against its signer either.
+    prove_valid(staking, receipt, node, verifiers, challenger, staking_domain)
+    with ape.reverts("NodeStaking: invalid verdict"):
+        staking.slash_verifier(rhash(receipt), honest.address, verdict_sig(receipt, True, honest, staking_domain),
+                               sender=challenger.account)
+    assert staking.nodes(honest.address).stake > 0 and not staking.nodes(honest.address).jailed
+
+
+def test_honest_quorum_still_proves_fraud_beside_sybils(
+    staking, distributor, node, payer, verifiers, sybils, challenger, chain, staking_domain, params
+):
+    wait(chain, params.warmup)
+    relive(chain, staking, distributor, verifiers + sybils)
+    receipt = make_receipt(node, payer, chain)
+    # 500 + 500 + 1,000 + 1,500 = 3,500 of 4,000 reaches the quorum.
+    honest = by_weight(staking, verifiers)
+    tx = prove_fraud(staking, receipt, node, sybils + honest[1:], challenger, staking_domain)
+    assert tx.decode_logs(staking.Slashed)[0].kind == KIND_FRAUD
+
+
+# ---------------------------------------------------------------- attack 2: code at the node's address
+
+
+def test_attack_node_with_code_at_its_address_is_still_slashable_for_equivocation(
+    chain, staking, node, challenger, equivocation
+):
+    chain.provider.make_request("anvil_setCode", [node.address, "0x6000"])
+    assert len(chain.provider.get_code(node.address)) > 0
+    tx = staking.slash_equivocation(*equivocation, sender=challenger.account)
+    assert tx.return_value > 0
+    assert staking.nodes(node.address).jailed
+
+
+def test_attack_node_with_code_at_its_address_is_still_slashable_for_fraud(
+    chain, staking, node, verifiers, challenger, settled_receipt, staking_domain
+):
+    receipt, _ = settled_receipt
+    chain.provider.make_request("anvil_setCode", [node.address, "0x6000"])
+    tx = prove_fraud(staking, receipt, node, verifiers, challenger, staking_domain)
+    assert tx.decode_logs(staking.Slashed)[0].kind == KIND_FRAUD
+
+
+# ---------------------------------------------------------------- attack 6: fraud before settlement
+
+
+def test_attack_fraud_proven_before_settlement_voids_the_charges(
+    opg, staking, escrow, node, payer, verifiers, challenger, chain, staking_domain
+):
+    deposit(opg, escrow, payer, 100 * OPG)
+    receipt = make_receipt(node, payer, chain, amount=10 * OPG, cumulative=10 * OPG)
+    tx = prove_fraud(staking, receipt, node, verifiers, challenger, staking_domain)
+    voided = tx.decode_logs(escrow.ChargesVoided)
+    assert len(voided) == 1 and voided[0].amount == 10 * OPG and voided[0].spent == 10 * OPG
+    assert escrow.spent(payer.address, node.address) == 10 * OPG
+    assert escrow.voided(payer.address, node.address) == 10 * OPG
+    assert tx.decode_logs(staking.Slashed)[0].refund == 0
+    assert escrow.balance_of(payer.address) == 100 * OPG
+
+
+def test_attack_fraudulent_node_cannot_settle_voided_work_after_unjailing(
+    opg, staking, escrow, escrow_domain, node, payer, verifiers, challenger, chain, staking_domain, params
+):
+    deposit(opg, escrow, payer, 100 * OPG)
+    receipt = make_receipt(node, payer, chain, amount=10 * OPG, cumulative=10 * OPG)
+    claim = claim_for(payer, node.address, 10 * OPG, escrow_domain)
+    before = staking.nodes(node.address).stake
+    lost = prove_fraud(staking, receipt, node, verifiers, challenger, staking_domain).return_value
+    wait(chain, params.dispute_window)
+    opg.approve(staking, lost, sender=node.account)
+    staking.add_stake(lost, sender=node.account)
+    assert staking.nodes(node.address).stake == before and staking.is_payable(node.address)
+    tx = escrow.settle_batch([claim], ZERO_ROOT, sender=node.account)
+    assert tx.decode_logs(escrow.ClaimSkipped)[0].reason == SKIP_STALE
+    assert escrow.balance_of(payer.address) == 100 * OPG
+
+
+def test_attack_unjail_with_one_wei_fails(opg, staking, node, verifiers, payer, challenger, chain, staking_domain, params):
+    receipt = make_receipt(node, payer, chain)
+    prove_fraud(staking, receipt, node, verifiers, challenger, staking_domain)
+    opg.approve(staking, 2, sender=node.account)
+    staking.add_stake(1, sender=node.account)
+    assert staking.nodes(node.address).jailed
+    with ape.reverts("NodeStaking: jail not over"):
+        staking.unjail(sender=node.account)
+    # After a dispute window, one wei is still not the pre-slash stake.
+    wait(chain, params.dispute_window)
+    staking.add_stake(1, sender=node.account)
+    assert staking.nodes(node.address).jailed
+    with ape.reverts("NodeStaking: jail not over"):
+        staking.unjail(sender=node.account)
+
+
+def test_unjail_when_not_jailed_reverts(staking, node):
+    with ape.reverts("NodeStaking: not jailed"):
+        staking.unjail(sender=node.account)
+
+
+def test_unjail_succeeds_after_window_with_stake_restored(
+    opg, staking, node, verifiers, payer, challenger, chain, staking_domain, params
+):
+    receipt = make_receipt(node, payer, chain)
+    before = staking.nodes(node.address).stake
+    prove_fraud(staking, receipt, node, verifiers, challenger, staking_domain)
+    wait(chain, params.dispute_window)
+    short = before - staking.nodes(node.address).stake
+    opg.approve(staking, short, sender=node.account)
+    # All but one wei keeps it jailed; the last wei releases it.
+    staking.add_stake(short - 1, sender=node.account)
+    assert staking.nodes(node.address).jailed
+    staking.add_stake(1, sender=node.account)
+    assert not staking.nodes(node.address).jailed
+
+
+# ---------------------------------------------------------------- attack 7 / 14b: backdated receipts
+
+
+def test_attack_backdated_receipt_settled_later_stays_admissible(
+    opg, staking, escrow, escrow_domain, node, payer, challenger, chain, staking_domain, params
+):
+    old = chain.pending_timestamp
+    a = make_receipt(node, payer, chain, output="a", timestamp=old)
+    b = make_receipt(node, payer, chain, output="b", timestamp=old)
+    deposit(opg, escrow, payer, 100 * OPG)
+    wait(chain, 2 * params.dispute_window)
+    settle(opg, escrow, escrow_domain, payer, node.address, 10 * OPG, sender=node)
+    settled = escrow.settled_at(payer.address, node.address)
+    chain.pending_timestamp = settled + params.dispute_window
+    tx = staking.slash_equivocation(
+        a.as_tuple(), sig(a, node.key, staking_domain), b.as_tuple(), sig(b, node.key, staking_domain),
         sender=challenger.account,
     )
-    assert tx.return_value == amount
-    ev = tx.decode_logs(staking.Slashed)[0]
-    assert ev.node == lazy.address
-    assert ev.kind == KIND_LAZY_VERIFIER
-    assert bytes(ev.evidence) == lazy_key(proven.struct_hash(), lazy.address)
-    assert (ev.amount, ev.refund, ev.reward, ev.burned) == (amount, 0, reward, amount - reward)
-    assert len(tx.decode_logs(staking.Jailed)) == 1
-    assert opg.balanceOf(challenger.address) == before + reward
-    assert opg.totalSupply() == supply - (amount - reward)
-    assert staking.nodes(lazy.address).jailed
-    assert staking.nodes(lazy.address).stake == whole - amount
-    assert not staking.is_active(lazy.address)
-    assert distributor.verifier_stake(lazy.address) == 0
-    assert distributor.total_verifier_stake() == pool - whole
+    assert tx.return_value > 0
 
 
-def test_lazy_verifier_same_evidence_twice_reverts(staking, verifiers, challenger, proven, staking_domain):
-    lazy = verifiers[2]
-    s = verdict_sig(proven, True, lazy, staking_domain)
-    staking.slash_lazy_verifier(proven.struct_hash(), lazy.address, s, sender=challenger.account)
+def test_backdated_receipt_is_inadmissible_a_window_after_the_settlement(
+    opg, staking, escrow, escrow_domain, node, payer, challenger, chain, staking_domain, params
+):
+    old = chain.pending_timestamp
+    a = make_receipt(node, payer, chain, output="a", timestamp=old)
+    b = make_receipt(node, payer, chain, output="b", timestamp=old)
+    wait(chain, 2 * params.dispute_window)
+    settle(opg, escrow, escrow_domain, payer, node.address, 10 * OPG, deposit_amount=100 * OPG, sender=node)
+    chain.pending_timestamp = escrow.settled_at(payer.address, node.address) + params.dispute_window + 1
+    with ape.reverts("NodeStaking: evidence too old"):
+        staking.slash_equivocation(
+            a.as_tuple(), sig(a, node.key, staking_domain), b.as_tuple(), sig(b, node.key, staking_domain),
+            sender=challenger.account,
+        )
+
+
+def test_attack_settling_one_block_before_withdraw_keeps_stake_disputable(
+    opg, staking, escrow, escrow_domain, node, payer, challenger, chain, staking_domain, params
+):
+    old = chain.pending_timestamp
+    a = make_receipt(node, payer, chain, output="a", timestamp=old)
+    b = make_receipt(node, payer, chain, output="b", timestamp=old)
+    deposit(opg, escrow, payer, 100 * OPG)
+    staking.request_unbond(staking.nodes(node.address).stake, sender=node.account)
+    ready = staking.nodes(node.address).unbond_ready_at
+    chain.pending_timestamp = ready - 1
+    settle(opg, escrow, escrow_domain, payer, node.address, 10 * OPG, sender=node)
+    last = escrow.node_settled_at(node.address)
+    chain.pending_timestamp = ready
+    with ape.reverts("NodeStaking: still disputable"):
+        staking.withdraw_unbonded(sender=node.account)
+    chain.pending_timestamp = last + params.dispute_window - 1
+    with ape.reverts("NodeStaking: still disputable"):
+        staking.withdraw_unbonded(sender=node.account)
+    # The backdated equivocation is still admissible, and slashes the unbonding stake.
+    tx = staking.slash_equivocation(
+        a.as_tuple(), sig(a, node.key, staking_domain), b.as_tuple(), sig(b, node.key, staking_domain),
+        sender=challenger.account,
+    )
+    assert tx.return_value > 0
+
+
+def test_withdraw_unbonded_after_last_settlement_window_pays(
+    opg, staking, escrow, escrow_domain, node, payer, chain, params
+):
+    staking.request_unbond(staking.nodes(node.address).stake, sender=node.account)
+    ready = staking.nodes(node.address).unbond_ready_at
+    chain.pending_timestamp = ready - 1
+    settle(opg, escrow, escrow_domain, payer, node.address, 10 * OPG, deposit_amount=100 * OPG, sender=node)
+    chain.pending_timestamp = escrow.node_settled_at(node.address) + params.dispute_window
+    before = opg.balanceOf(node.address)
+    tx = staking.withdraw_unbonded(sender=node.account)
+    assert tx.return_value == 2 * params.min_inference_stake
+    assert opg.balanceOf(node.address) == before + 2 * params.min_inference_stake
+
+
+# ---------------------------------------------------------------- attack 10: cost per proven receipt
+
+
+def test_attack_each_further_receipt_of_an_offence_costs_the_multiple(
+    staking, node, payer, verifiers, challenger, chain, staking_domain, params
+):
+    stake = total_stake(staking, node.address)
+    receipts = [make_receipt(node, payer, chain, request=f"r{i}", amount=(i + 1) * OPG, cumulative=(i + 1) * OPG)
+                for i in range(3)]
+    first = prove_fraud(staking, receipts[0], node, verifiers, challenger, staking_domain).return_value
+    assert first == params.fraud_multiplier * OPG + bps_of(stake, params.fraud_slash_bps)
+    jailed = staking.nodes(node.address)
+    assert jailed.jailed
+    for receipt in receipts[1:]:
+        before = total_stake(staking, node.address)
+        taken = prove_fraud(staking, receipt, node, verifiers, challenger, staking_domain).return_value
+        # Not free after the first slash, and no second per-offence share.
+        assert taken == params.fraud_multiplier * receipt.amount
+        assert total_stake(staking, node.address) == before - taken
+    assert staking.nodes(node.address).jailed_at == jailed.jailed_at
+    assert staking.nodes(node.address).restore_stake == jailed.restore_stake
+
+
+def test_fraud_penalty_never_exceeds_what_is_slashable(
+    staking, node, payer, verifiers, challenger, chain, staking_domain, params
+):
+    stake = total_stake(staking, node.address)
+    receipt = make_receipt(node, payer, chain, amount=stake, cumulative=stake)
+    taken = prove_fraud(staking, receipt, node, verifiers, challenger, staking_domain).return_value
+    assert taken == stake
+    assert total_stake(staking, node.address) == 0
+
+
+def test_receipt_signed_after_release_is_a_new_offence(
+    opg, staking, node, payer, verifiers, challenger, chain, staking_domain, params, distributor
+):
+    r1 = make_receipt(node, payer, chain, request="r1")
+    before = staking.nodes(node.address).stake
+    lost = prove_fraud(staking, r1, node, verifiers, challenger, staking_domain).return_value
+    wait(chain, params.dispute_window)
+    opg.approve(staking, lost, sender=node.account)
+    staking.add_stake(lost, sender=node.account)
+    assert not staking.nodes(node.address).jailed
+    relive(chain, staking, distributor, verifiers)
+    r2 = make_receipt(node, payer, chain, request="r2")
+    taken = prove_fraud(staking, r2, node, verifiers, challenger, staking_domain).return_value
+    assert taken == params.fraud_multiplier * r2.amount + bps_of(before, params.fraud_slash_bps)
+    assert staking.nodes(node.address).jailed
+
+
+# ---------------------------------------------------------------- attack 11: idle stake, double votes, false accusers
+
+
+def test_attack_idle_verifier_stake_does_not_block_fraud_proof(
+    staking, distributor, node, payer, verifiers, challenger, chain, staking_domain, make_actor, register, params
+):
+    idle = make_actor(1_000_000 * OPG)
+    register(idle, VERIFIER, 100_000 * OPG)
+    wait(chain, params.warmup)
+    relive(chain, staking, distributor, verifiers)  # the idle verifier never heartbeats
+    assert staking.vote_weight(idle.address) == 0
+    assert staking.total_weight_in(distributor.epoch_now()) == 3_000 * OPG
+    receipt = make_receipt(node, payer, chain)
+    tx = prove_fraud(staking, receipt, node, by_weight(staking, verifiers)[1:], challenger, staking_domain)
+    assert tx.decode_logs(staking.Slashed)[0].kind == KIND_FRAUD
+
+
+def test_attack_verifier_signing_both_ways_is_slashed_for_double_vote(
+    opg, staking, node, payer, verifiers, challenger, chain, staking_domain, params
+):
+    receipt = make_receipt(node, payer, chain)
+    v = verifiers[0]
+    stake = total_stake(staking, v.address)
+    t, f = verdict_sig(receipt, True, v, staking_domain), verdict_sig(receipt, False, v, staking_domain)
+    tx = staking.slash_double_vote(rhash(receipt), v.address, t, f, sender=challenger.account)
+    event = tx.decode_logs(staking.Slashed)[0]
+    assert event.kind == KIND_DOUBLE_VOTE and event.node == v.address
+    assert tx.return_value == bps_of(stake, params.fraud_slash_bps)
+    assert staking.nodes(v.address).jailed
+    assert staking.vote_weight(v.address) == 0
     with ape.reverts("NodeStaking: evidence already used"):
-        staking.slash_lazy_verifier(proven.struct_hash(), lazy.address, s, sender=challenger.account)
+        staking.slash_double_vote(rhash(receipt), v.address, t, f, sender=challenger.account)
 
 
-def test_lazy_verifier_evidence_is_per_verifier(
-    opg, staking, make_actor, verifiers, challenger, proven, staking_domain, params
+def test_double_vote_with_one_way_only_reverts(staking, node, payer, verifiers, challenger, chain, staking_domain):
+    receipt = make_receipt(node, payer, chain)
+    v = verifiers[0]
+    t = verdict_sig(receipt, True, v, staking_domain)
+    with ape.reverts("NodeStaking: invalid verdict"):
+        staking.slash_double_vote(rhash(receipt), v.address, t, t, sender=challenger.account)
+
+
+def test_double_vote_against_non_verifier_reverts(staking, node, payer, challenger, chain, staking_domain):
+    receipt = make_receipt(node, payer, chain)
+    t, f = verdict_sig(receipt, True, node, staking_domain), verdict_sig(receipt, False, node, staking_domain)
+    with ape.reverts("NodeStaking: not a verifier"):
+        staking.slash_double_vote(rhash(receipt), node.address, t, f, sender=challenger.account)
+
+
+def test_attack_false_accuser_is_slashed_after_prove_valid(
+    staking, node, payer, verifiers, challenger, chain, staking_domain, params
 ):
-    other = make_actor()
-    register(opg, staking, other, VERIFIER, params.min_verifier_stake)
-    staking.slash_lazy_verifier(
-        proven.struct_hash(),
-        verifiers[2].address,
-        verdict_sig(proven, True, verifiers[2], staking_domain),
-        sender=challenger.account,
-    )
-    staking.slash_lazy_verifier(
-        proven.struct_hash(),
-        other.address,
-        verdict_sig(proven, True, other, staking_domain),
-        sender=challenger.account,
-    )
-    assert staking.nodes(other.address).jailed
+    small, mid, big = by_weight(staking, verifiers)
+    receipt = make_receipt(node, payer, chain)
+    accusation = verdict_sig(receipt, False, small, staking_domain)
+    with ape.reverts("NodeStaking: receipt not judged"):
+        staking.slash_verifier(rhash(receipt), small.address, accusation, sender=challenger.account)
+    tx = prove_valid(staking, receipt, node, [mid, big], challenger, staking_domain)
+    assert len(tx.decode_logs(staking.ValidityProven)) == 1
+    stake = total_stake(staking, small.address)
+    tx = staking.slash_verifier(rhash(receipt), small.address, accusation, sender=challenger.account)
+    event = tx.decode_logs(staking.Slashed)[0]
+    assert event.kind == KIND_FALSE_ACCUSER and event.node == small.address
+    assert tx.return_value == bps_of(stake, params.fraud_slash_bps)
+    assert total_stake(staking, node.address) == 2 * params.min_inference_stake
+    with ape.reverts("NodeStaking: proven valid"):
+        prove_fraud(staking, receipt, node, verifiers, challenger, staking_domain)
 
 
-def test_lazy_verifier_for_receipt_not_proven_fraudulent_reverts(
+def test_attack_false_accuser_by_on_chain_flag_is_slashed_after_prove_valid(
     staking, node, payer, verifiers, challenger, chain, staking_domain
 ):
-    receipt = make_receipt(node, payer, chain, request="honest")
-    with ape.reverts("NodeStaking: receipt not proven fraudulent"):
-        staking.slash_lazy_verifier(
-            receipt.struct_hash(),
-            verifiers[2].address,
-            verdict_sig(receipt, True, verifiers[2], staking_domain),
-            sender=challenger.account,
-        )
+    small, mid, big = by_weight(staking, verifiers)
+    receipt = make_receipt(node, payer, chain)
+    staking.flag(receipt.as_tuple(), sig(receipt, node.key, staking_domain), sender=small.account)
+    prove_valid(staking, receipt, node, [mid, big], challenger, staking_domain)
+    tx = staking.slash_verifier(rhash(receipt), small.address, b"", sender=challenger.account)
+    assert tx.decode_logs(staking.Slashed)[0].kind == KIND_FALSE_ACCUSER
+    with ape.reverts("NodeStaking: no flag"):
+        staking.slash_verifier(rhash(receipt), mid.address, b"", sender=challenger.account)
 
 
-def test_lazy_verifier_against_a_non_verifier_reverts(
-    staking, node, make_actor, challenger, proven, staking_domain
+def test_prove_valid_below_quorum_reverts(staking, node, payer, verifiers, challenger, chain, staking_domain):
+    small, mid, big = by_weight(staking, verifiers)
+    receipt = make_receipt(node, payer, chain)
+    with ape.reverts("NodeStaking: quorum not reached"):
+        prove_valid(staking, receipt, node, [small, big], challenger, staking_domain)
+
+
+def test_prove_valid_after_fraud_proven_reverts(staking, node, payer, verifiers, challenger, chain, staking_domain):
+    receipt = make_receipt(node, payer, chain)
+    prove_fraud(staking, receipt, node, verifiers, challenger, staking_domain)
+    with ape.reverts("NodeStaking: proven fraudulent"):
+        prove_valid(staking, receipt, node, verifiers, challenger, staking_domain)
+
+
+def test_lazy_verifier_is_slashed_and_loses_its_vote(
+    staking, node, payer, verifiers, challenger, chain, staking_domain, params
 ):
-    with ape.reverts("NodeStaking: not a verifier"):
-        staking.slash_lazy_verifier(
-            proven.struct_hash(),
-            node.address,
-            verdict_sig(proven, True, node, staking_domain),
-            sender=challenger.account,
-        )
-    stranger = make_actor(0)
-    with ape.reverts("NodeStaking: not a verifier"):
-        staking.slash_lazy_verifier(
-            proven.struct_hash(),
-            stranger.address,
-            verdict_sig(proven, True, stranger, staking_domain),
-            sender=challenger.account,
-        )
+    small, mid, big = by_weight(staking, verifiers)
+    receipt = make_receipt(node, payer, chain)
+    lazy = verdict_sig(receipt, True, small, staking_domain)
+    prove_fraud(staking, receipt, node, [mid, big], challenger, staking_domain)
+    stake = total_stake(staking, small.address)
+    tx = staking.slash_verifier(rhash(receipt), small.address, lazy, sender=challenger.account)
+    event = tx.decode_logs(staking.Slashed)[0]
+    assert event.kind == KIND_LAZY_VERIFIER
+    assert tx.return_value == bps_of(stake, params.fraud_slash_bps)
+    assert staking.nodes(small.address).jailed and staking.vote_weight(small.address) == 0
 
 
 def test_lazy_verifier_with_valid_false_verdict_reverts(
-    staking, verifiers, challenger, proven, staking_domain
+    staking, node, payer, verifiers, challenger, chain, staking_domain
 ):
-    # The quorum's own (correct) verdicts cannot be turned against them.
-    honest = verifiers[0]
-    with ape.reverts("NodeStaking: invalid verdict signature"):
-        staking.slash_lazy_verifier(
-            proven.struct_hash(),
-            honest.address,
-            verdict_sig(proven, False, honest, staking_domain),
-            sender=challenger.account,
-        )
+    small, mid, big = by_weight(staking, verifiers)
+    receipt = make_receipt(node, payer, chain)
+    prove_fraud(staking, receipt, node, [mid, big], challenger, staking_domain)
+    with ape.reverts("NodeStaking: invalid verdict"):
+        staking.slash_verifier(rhash(receipt), mid.address, verdict_sig(receipt, False, mid, staking_domain),
+                               sender=challenger.account)
 
 
-def test_lazy_verifier_with_signature_of_another_key_reverts(
-    staking, verifiers, challenger, proven, staking_domain
+def test_lazy_verifier_evidence_older_than_a_window_after_the_proof_reverts(
+    staking, node, payer, verifiers, challenger, chain, staking_domain, params
 ):
-    with ape.reverts("NodeStaking: invalid verdict signature"):
-        staking.slash_lazy_verifier(
-            proven.struct_hash(),
-            verifiers[2].address,
-            verdict_sig(proven, True, verifiers[1], staking_domain),
-            sender=challenger.account,
-        )
-
-
-def test_lazy_verifier_with_verdict_for_another_chain_id_reverts(
-    staking, verifiers, challenger, proven, chain_id
-):
-    other_chain = Domain.staking(chain_id + 1, staking.address)
-    with ape.reverts("NodeStaking: invalid verdict signature"):
-        staking.slash_lazy_verifier(
-            proven.struct_hash(),
-            verifiers[2].address,
-            verdict_sig(proven, True, verifiers[2], other_chain),
-            sender=challenger.account,
-        )
-
-
-def test_lazy_verifier_evidence_older_than_dispute_window_reverts(
-    staking, verifiers, challenger, proven, staking_domain, chain, params
-):
-    chain.pending_timestamp = proven.timestamp + params.dispute_window + 1
+    small, mid, big = by_weight(staking, verifiers)
+    receipt = make_receipt(node, payer, chain)
+    prove_fraud(staking, receipt, node, [mid, big], challenger, staking_domain)
+    chain.pending_timestamp = staking.fraud_proven_at(rhash(receipt)) + params.dispute_window + 1
     with ape.reverts("NodeStaking: evidence too old"):
-        staking.slash_lazy_verifier(
-            proven.struct_hash(),
-            verifiers[2].address,
-            verdict_sig(proven, True, verifiers[2], staking_domain),
-            sender=challenger.account,
-        )
+        staking.slash_verifier(rhash(receipt), small.address, verdict_sig(receipt, True, small, staking_domain),
+                               sender=challenger.account)
 
 
-def test_lazy_verifier_who_unbonded_is_still_slashed(
-    staking, verifiers, challenger, proven, staking_domain, params
+def test_attack_lazy_evidence_against_many_receipts_slashes_a_verifier_once_per_window(
+    staking, node, payer, verifiers, challenger, chain, staking_domain, params
 ):
-    lazy = verifiers[2]
-    whole = total_stake(staking, lazy.address)
-    staking.request_unbond(whole, sender=lazy.account)
-    tx = staking.slash_lazy_verifier(
-        proven.struct_hash(),
-        lazy.address,
-        verdict_sig(proven, True, lazy, staking_domain),
-        sender=challenger.account,
-    )
-    assert tx.return_value == slash_amount(whole, params.fraud_slash_bps)
-    assert staking.nodes(lazy.address).unbonding == whole - tx.return_value
+    small, mid, big = by_weight(staking, verifiers)
+    receipts = [make_receipt(node, payer, chain, request=f"r{i}") for i in range(3)]
+    for receipt in receipts:
+        prove_fraud(staking, receipt, node, [mid, big], challenger, staking_domain)
+    first = staking.slash_verifier(rhash(receipts[0]), small.address,
+                                   verdict_sig(receipts[0], True, small, staking_domain), sender=challenger.account)
+    assert first.return_value > 0
+    for receipt in receipts[1:]:
+        with ape.reverts("NodeStaking: slashed this window"):
+            staking.slash_verifier(rhash(receipt), small.address, verdict_sig(receipt, True, small, staking_domain),
+                                   sender=challenger.account)
 
 
-def test_staking_balance_matches_stakes_after_every_kind_of_slash(
-    opg, staking, node, payer, verifiers, challenger, proven, staking_domain, chain
+# ---------------------------------------------------------------- attack 12: front-running with fresh stake
+
+
+def test_attack_accused_node_front_running_with_fresh_verifier_stake_does_not_dilute_quorum(
+    staking, distributor, node, payer, verifiers, challenger, chain, staking_domain, make_actor, register
 ):
-    staking.slash_lazy_verifier(
-        proven.struct_hash(),
-        verifiers[2].address,
-        verdict_sig(proven, True, verifiers[2], staking_domain),
-        sender=challenger.account,
-    )
-    a = make_receipt(node, payer, chain, request="req-eq", output="out-a")
-    b = make_receipt(node, payer, chain, request="req-eq", output="out-b")
-    staking.slash_equivocation(
-        a.as_tuple(),
-        sig(a, node.key, staking_domain),
-        b.as_tuple(),
-        sig(b, node.key, staking_domain),
-        sender=challenger.account,
-    )
-    accounts = [node.address] + [v.address for v in verifiers]
-    assert opg.balanceOf(staking) == sum(total_stake(staking, a) for a in accounts)
+    epoch = distributor.epoch_now()
+    total = staking.total_weight_in(epoch)
+    friend = make_actor(1_000_000 * OPG)
+    register(friend, VERIFIER, 100_000 * OPG)
+    staking.heartbeat(sender=friend.account)
+    assert staking.vote_weight(friend.address) == 0
+    assert staking.total_weight_in(epoch) == total
+    assert staking.weight_in(epoch + 1, friend.address) == 0
+    receipt = make_receipt(node, payer, chain)
+    tx = prove_fraud(staking, receipt, node, by_weight(staking, verifiers)[1:], challenger, staking_domain)
+    assert tx.decode_logs(staking.FraudProven)[0].total_weight == total
 
 
-def test_fraud_receipt_whose_amount_exceeds_its_cumulative_refunds_nothing(
+def test_attack_fresh_front_run_stake_still_weighs_nothing_next_epoch(
+    staking, distributor, node, payer, verifiers, challenger, chain, staking_domain, make_actor, register
+):
+    friend = make_actor(1_000_000 * OPG)
+    register(friend, VERIFIER, 100_000 * OPG)
+    relive(chain, staking, distributor, verifiers + [friend])
+    assert staking.vote_weight(friend.address) == 0
+    assert staking.total_weight_in(distributor.epoch_now()) == 3_000 * OPG
+    receipt = make_receipt(node, payer, chain)
+    prove_fraud(staking, receipt, node, by_weight(staking, verifiers)[1:], challenger, staking_domain)
+
+
+# ---------------------------------------------------------------- attack 18: flags and disputes
+
+
+def test_attack_flag_by_non_verifier_reverts(staking, node, payer, chain, staking_domain, make_actor, register):
+    receipt = make_receipt(node, payer, chain)
+    stranger = make_actor(0)
+    with ape.reverts("NodeStaking: not an active verifier"):
+        staking.flag(receipt.as_tuple(), sig(receipt, node.key, staking_domain), sender=stranger.account)
+    with ape.reverts("NodeStaking: not an active verifier"):
+        staking.flag(receipt.as_tuple(), sig(receipt, node.key, staking_domain), sender=node.account)
+
+
+def test_flag_by_active_verifier_is_a_public_event(staking, node, payer, verifiers, chain, staking_domain):
+    receipt = make_receipt(node, payer, chain)
+    v = verifiers[0]
+    tx = staking.flag(receipt.as_tuple(), sig(receipt, node.key, staking_domain), sender=v.account)
+    event = tx.decode_logs(staking.Flagged)[0]
+    assert event.receipt_hash == rhash(receipt) and event.node == node.address and event.flagger == v.address
+    assert event.payer == payer.address and event.bond == 0
+    assert event.request_id == bytes.fromhex(receipt.request_id[2:])
+    assert staking.flagged_by(rhash(receipt), v.address)
+    with ape.reverts("NodeStaking: already flagged"):
+        staking.flag(receipt.as_tuple(), sig(receipt, node.key, staking_domain), sender=v.account)
+
+
+def test_flag_of_a_judged_receipt_reverts(staking, node, payer, verifiers, challenger, chain, staking_domain):
+    receipt = make_receipt(node, payer, chain)
+    prove_valid(staking, receipt, node, verifiers, challenger, staking_domain)
+    with ape.reverts("NodeStaking: already judged"):
+        staking.flag(receipt.as_tuple(), sig(receipt, node.key, staking_domain), sender=verifiers[0].account)
+
+
+def dispute(opg, staking, receipt, node, payer, domain):
+    opg.approve(staking, receipt.amount, sender=payer.account)
+    return staking.flag(receipt.as_tuple(), sig(receipt, node.key, domain), sender=payer.account)
+
+
+def test_attack_payer_dispute_posts_a_bond_equal_to_the_amount(opg, staking, node, payer, chain, staking_domain):
+    receipt = make_receipt(node, payer, chain, amount=7 * OPG)
+    before = opg.balanceOf(payer.address)
+    tx = dispute(opg, staking, receipt, node, payer, staking_domain)
+    event = tx.decode_logs(staking.Flagged)[0]
+    assert event.flagger == payer.address and event.bond == 7 * OPG
+    assert opg.balanceOf(payer.address) == before - 7 * OPG
+    assert staking.bonds_held() == 7 * OPG
+    assert staking.disputes(rhash(receipt)).bond == 7 * OPG
+    with ape.reverts("NodeStaking: already disputed"):
+        dispute(opg, staking, receipt, node, payer, staking_domain)
+
+
+def test_payer_dispute_of_zero_amount_receipt_reverts(opg, staking, node, payer, chain, staking_domain):
+    receipt = make_receipt(node, payer, chain, amount=0, cumulative=0)
+    with ape.reverts("NodeStaking: zero amount"):
+        staking.flag(receipt.as_tuple(), sig(receipt, node.key, staking_domain), sender=payer.account)
+
+
+def test_dispute_bond_is_returned_on_fraud_proof(opg, staking, node, payer, verifiers, challenger, chain, staking_domain):
+    receipt = make_receipt(node, payer, chain, amount=7 * OPG)
+    dispute(opg, staking, receipt, node, payer, staking_domain)
+    before = opg.balanceOf(payer.address)
+    tx = prove_fraud(staking, receipt, node, verifiers, challenger, staking_domain)
+    resolved = tx.decode_logs(staking.DisputeResolved)[0]
+    assert resolved.paid_to == payer.address and resolved.bond == 7 * OPG
+    refund = tx.decode_logs(staking.Slashed)[0].refund
+    assert opg.balanceOf(payer.address) == before + 7 * OPG + refund
+    assert staking.bonds_held() == 0
+
+
+def test_attack_false_dispute_bond_goes_to_the_node_on_prove_valid(
     opg, staking, node, payer, verifiers, challenger, chain, staking_domain
 ):
-    # A malformed receipt (amount > cumulative, here cumulative 0) is "settled" by any channel; it must not refund.
-    receipt = make_receipt(node, payer, chain, amount=5 * OPG, cumulative=0)
-    payer_before = opg.balanceOf(payer.address)
-    tx = prove_fraud(staking, receipt, node, verifiers[:2], challenger, staking_domain)
-    assert tx.decode_logs(staking.Slashed)[0].refund == 0
-    assert opg.balanceOf(payer.address) == payer_before
+    receipt = make_receipt(node, payer, chain, amount=7 * OPG)
+    dispute(opg, staking, receipt, node, payer, staking_domain)
+    before = opg.balanceOf(node.address)
+    tx = prove_valid(staking, receipt, node, verifiers, challenger, staking_domain)
+    assert tx.decode_logs(staking.DisputeResolved)[0].paid_to == node.address
+    assert opg.balanceOf(node.address) == before + 7 * OPG
+    assert staking.bonds_held() == 0
+    with ape.reverts("NodeStaking: no open dispute"):
+        staking.reclaim_bond(rhash(receipt), sender=payer.account)
 
 
-def test_fraud_refunds_on_one_channel_never_exceed_what_it_paid(
-    opg, escrow, escrow_domain, staking, node, payer, verifiers, challenger, chain, staking_domain
+def test_dispute_bond_is_reclaimable_after_two_windows(opg, staking, node, payer, chain, staking_domain, params):
+    receipt = make_receipt(node, payer, chain, amount=7 * OPG)
+    dispute(opg, staking, receipt, node, payer, staking_domain)
+    opened = staking.disputes(rhash(receipt)).opened_at
+    chain.pending_timestamp = opened + 2 * params.dispute_window
+    with ape.reverts("NodeStaking: dispute still open"):
+        staking.reclaim_bond(rhash(receipt), sender=payer.account)
+    before = opg.balanceOf(payer.address)
+    chain.pending_timestamp = opened + 2 * params.dispute_window + 1
+    staking.reclaim_bond(rhash(receipt), sender=node.account)
+    assert opg.balanceOf(payer.address) == before + 7 * OPG
+    assert staking.bonds_held() == 0
+
+
+# ---------------------------------------------------------------- honest-node safety
+
+
+def test_honest_node_keeps_its_full_stake_through_every_attack(
+    opg, staking, escrow, escrow_domain, distributor, node, payer, verifiers, sybils, challenger, chain,
+    staking_domain, params, make_actor, register,
 ):
-    # The channel paid 10 OPG; a node signing two fraudulent 10-OPG receipts cannot route 20 OPG of its slashed
-    # stake to the payer: the second refund is capped at what is left (0), the rest is burned.
-    settle(opg, escrow, escrow_domain, payer, node.address, 10 * OPG, deposit=100 * OPG)
-    payer_before = opg.balanceOf(payer.address)
-    refunds = []
-    for request in ("req-a", "req-b"):
-        receipt = make_receipt(node, payer, chain, request=request, amount=10 * OPG)
-        tx = prove_fraud(staking, receipt, node, verifiers[:2], challenger, staking_domain)
-        refunds.append(tx.decode_logs(staking.Slashed)[0].refund)
-    assert refunds == [10 * OPG, 0]
-    assert staking.refunded(payer.address, node.address) == 10 * OPG
-    assert opg.balanceOf(payer.address) == payer_before + 10 * OPG
+    stake = total_stake(staking, node.address)
+    small, mid, big = by_weight(staking, verifiers)
+    deposit(opg, escrow, payer, 100 * OPG)
+    # Attack 2: code at its address changes nothing for an honest node.
+    chain.provider.make_request("anvil_setCode", [node.address, "0x6000"])
+    receipts = [make_receipt(node, payer, chain, request=f"h{i}", amount=OPG, cumulative=(i + 1) * OPG)
+                for i in range(3)]
+    # Attack 12: a fresh verifier joins the vote.
+    friend = make_actor(1_000_000 * OPG)
+    register(friend, VERIFIER, 100_000 * OPG)
+    staking.heartbeat(sender=friend.account)
+    for receipt in receipts:
+        signature = sig(receipt, node.key, staking_domain)
+        # Attack 1: sybils (and a lone honest-looking verifier) below the quorum.
+        with ape.reverts("NodeStaking: quorum not reached"):
+            prove_fraud(staking, receipt, node, sybils + [small, friend], challenger, staking_domain)
+        # Attack 14: an honest receipt is well-formed.
+        with ape.reverts("NodeStaking: receipt is well-formed"):
+            staking.slash_invalid_receipt(receipt.as_tuple(), signature, sender=challenger.account)
+        # Attack 18: flags and a payer dispute, then the quorum proves it valid.
+        staking.flag(receipt.as_tuple(), signature, sender=small.account)
+    dispute(opg, staking, receipts[0], node, payer, staking_domain)
+    for receipt in receipts:
+        prove_valid(staking, receipt, node, [mid, big], challenger, staking_domain)
+    # An identical receipt resent after a crash is not equivocation.
+    s0 = sig(receipts[0], node.key, staking_domain)
+    with ape.reverts("NodeStaking: identical receipts"):
+        staking.slash_equivocation(receipts[0].as_tuple(), s0, receipts[0].as_tuple(), s0, sender=challenger.account)
+    settle(opg, escrow, escrow_domain, payer, node.address, 3 * OPG, sender=node)
+    assert escrow.spent(payer.address, node.address) == 3 * OPG
+    assert total_stake(staking, node.address) == stake
+    assert not staking.nodes(node.address).jailed
+    assert staking.is_payable(node.address)

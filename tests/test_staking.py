@@ -1,4 +1,5 @@
-"""NodeStaking: registration, stake management, unbonding, activity, owner-only parameters and ownership.
+"""NodeStaking v2: registration (with the account's Registration signature), stake management, unbonding,
+heartbeats and vote weights, activity, timelocked parameters (attacks 8 and 17), connect and ownership.
 
 Slashing lives in ``test_slashing.py``; fees and emissions in ``test_rewards.py``.
 """
@@ -7,17 +8,23 @@ from __future__ import annotations
 
 import ape
 import pytest
+from eth_abi import encode
+from eth_utils import keccak
+
+from offchain.messages import Claim, Domain, Registration, Voucher
 
 OPG = 10**18
 INFERENCE = 1
 VERIFIER = 2
 ZERO_ADDRESS = "0x" + "00" * 20
+ZERO_ROOT = b"\x00" * 32
 NOT_OWNER = "ownable: caller is not the owner"
+MAX_MIN_STAKE = 10_000_000 * OPG
+GRACE = 86_400
 
 
-def register(opg, staking, actor, role, stake, endpoint="http://n.invalid"):
-    opg.approve(staking, stake, sender=actor.account)
-    return staking.register(role, stake, endpoint, sender=actor.account)
+def registration_sig(actor, domain) -> bytes:
+    return bytes.fromhex(Registration(account=actor.address).sign_with(actor.key, domain)[2:])
 
 
 def stake_of(staking, account) -> int:
@@ -28,13 +35,56 @@ def unbonding_of(staking, account) -> int:
     return staking.nodes(account).unbonding
 
 
+def is_active(staking, account) -> bool:
+    return staking.is_active_as(account, staking.nodes(account).role)
+
+
+def call_data(signature: str, types: list[str], args: list) -> bytes:
+    """A setter's calldata: what ``queue_change`` takes and the setter call must repeat."""
+    return keccak(text=signature)[:4] + encode(types, args)
+
+
+SETTERS = {
+    "set_min_stake": ("set_min_stake(uint8,uint256)", ["uint8", "uint256"]),
+    "set_periods": ("set_periods(uint256,uint256,uint256)", ["uint256"] * 3),
+    "set_slashing": ("set_slashing(uint256,uint256,uint256,uint256,uint256)", ["uint256"] * 5),
+    "set_delay": ("set_delay(uint256)", ["uint256"]),
+}
+
+
+def queue(staking, owner, name: str, *args) -> int:
+    """Queue ``name(*args)``; returns the time it becomes due."""
+    signature, types = SETTERS[name]
+    tx = staking.queue_change(call_data(signature, types, list(args)), sender=owner)
+    return tx.decode_logs(staking.ChangeQueued)[0].eta
+
+
+def govern(staking, owner, chain, name: str, *args, executor=None):
+    """Queue ``name(*args)``, wait out the delay, and execute it."""
+    eta = queue(staking, owner, name, *args)
+    chain.pending_timestamp = eta
+    return getattr(staking, name)(*args, sender=executor or owner)
+
+
+def slashing_args(params, **changes) -> list:
+    values = dict(
+        eq=params.equivocation_slash_bps,
+        fraud=params.fraud_slash_bps,
+        challenger=params.challenger_reward_bps,
+        multiplier=params.fraud_multiplier,
+        quorum=params.fraud_quorum_bps,
+    )
+    values.update(changes)
+    return [values["eq"], values["fraud"], values["challenger"], values["multiplier"], values["quorum"]]
+
+
 # ---------------------------------------------------------------- register
 
 
-def test_register_inference_node_locks_stake_and_emits_registered(opg, staking, make_actor, params):
+def test_register_inference_node_locks_stake_and_emits_registered(opg, staking, make_actor, register, params):
     actor = make_actor()
     before = opg.balanceOf(staking)
-    tx = register(opg, staking, actor, INFERENCE, params.min_inference_stake, "http://gpu.invalid:8000")
+    tx = register(actor, INFERENCE, params.min_inference_stake, "http://gpu.invalid:8000")
     events = tx.decode_logs(staking.Registered)
     assert len(events) == 1
     assert events[0].node == actor.address
@@ -42,103 +92,112 @@ def test_register_inference_node_locks_stake_and_emits_registered(opg, staking, 
     assert events[0].stake == params.min_inference_stake
     assert events[0].endpoint == "http://gpu.invalid:8000"
     record = staking.nodes(actor.address)
-    assert record.role == INFERENCE
-    assert not record.jailed
-    assert record.stake == params.min_inference_stake
-    assert record.unbonding == 0
+    assert record.role == INFERENCE and not record.jailed
+    assert record.stake == params.min_inference_stake and record.unbonding == 0
     assert staking.endpoint(actor.address) == "http://gpu.invalid:8000"
     assert opg.balanceOf(staking) == before + params.min_inference_stake
     assert opg.balanceOf(actor.address) == 100_000 * OPG - params.min_inference_stake
+    assert staking.is_payable(actor.address)
+    assert staking.is_active_as(actor.address, INFERENCE)
+    assert not staking.is_active_as(actor.address, VERIFIER)
 
 
-def test_register_inference_node_does_not_touch_verifier_pool(opg, staking, distributor, make_actor, params):
+def test_register_verifier_has_no_vote_weight_before_warmup(staking, distributor, make_actor, register, params):
     actor = make_actor()
-    tx = register(opg, staking, actor, INFERENCE, params.min_inference_stake)
-    assert tx.decode_logs(distributor.VerifierStakeUpdated) == []
-    assert distributor.verifier_stake(actor.address) == 0
+    register(actor, VERIFIER, params.min_verifier_stake)
+    assert staking.is_active_as(actor.address, VERIFIER)
+    assert not staking.is_payable(actor.address)
+    assert staking.vote_weight(actor.address) == 0
+    assert staking.heartbeat(sender=actor.account).return_value == 0
 
 
-def test_register_verifier_reports_stake_to_distributor(opg, staking, distributor, make_actor, params):
+def test_register_with_registration_signed_by_another_key_reverts(opg, staking, make_actor, staking_domain, params):
+    actor, other = make_actor(), make_actor(0)
+    opg.approve(staking, params.min_inference_stake, sender=actor.account)
+    with ape.reverts("NodeStaking: invalid registration"):
+        staking.register(
+            INFERENCE, params.min_inference_stake, "http://n.invalid",
+            registration_sig(other, staking_domain), sender=actor.account,
+        )
+
+
+def test_register_with_another_accounts_registration_reverts(opg, staking, make_actor, staking_domain, params):
+    actor, other = make_actor(), make_actor(0)
+    opg.approve(staking, params.min_inference_stake, sender=actor.account)
+    # The actor's own key signing a Registration of another account does not register the actor.
+    signature = bytes.fromhex(Registration(account=other.address).sign_with(actor.key, staking_domain)[2:])
+    with ape.reverts("NodeStaking: invalid registration"):
+        staking.register(INFERENCE, params.min_inference_stake, "http://n.invalid", signature, sender=actor.account)
+
+
+def test_register_with_registration_for_another_chain_reverts(opg, staking, make_actor, chain_id, params):
     actor = make_actor()
-    total_before = distributor.total_verifier_stake()
-    tx = register(opg, staking, actor, VERIFIER, params.min_verifier_stake)
-    events = tx.decode_logs(distributor.VerifierStakeUpdated)
-    assert len(events) == 1
-    assert events[0].verifier == actor.address
-    assert events[0].stake == params.min_verifier_stake
-    assert events[0].total_stake == total_before + params.min_verifier_stake
-    assert distributor.verifier_stake(actor.address) == params.min_verifier_stake
-    assert staking.nodes(actor.address).role == VERIFIER
+    opg.approve(staking, params.min_inference_stake, sender=actor.account)
+    with ape.reverts("NodeStaking: invalid registration"):
+        staking.register(
+            INFERENCE, params.min_inference_stake, "http://n.invalid",
+            registration_sig(actor, Domain.staking(chain_id + 1, staking.address)), sender=actor.account,
+        )
+
+
+def test_register_with_empty_signature_reverts(opg, staking, make_actor, params):
+    actor = make_actor()
+    opg.approve(staking, params.min_inference_stake, sender=actor.account)
+    with ape.reverts("NodeStaking: invalid registration"):
+        staking.register(INFERENCE, params.min_inference_stake, "http://n.invalid", b"", sender=actor.account)
 
 
 @pytest.mark.parametrize("role", [0, 3, 255])
-def test_register_with_invalid_role_reverts(opg, staking, make_actor, params, role):
+def test_register_with_invalid_role_reverts(opg, staking, make_actor, register, params, role):
     actor = make_actor()
-    opg.approve(staking, params.min_inference_stake, sender=actor.account)
     with ape.reverts("NodeStaking: invalid role"):
-        staking.register(role, params.min_inference_stake, "http://n.invalid", sender=actor.account)
+        register(actor, role, params.min_inference_stake)
 
 
-def test_register_twice_reverts_even_for_the_other_role(opg, staking, node, params):
-    opg.approve(staking, params.min_inference_stake, sender=node.account)
+def test_register_twice_reverts_even_for_the_other_role(staking, node, register, params):
     with ape.reverts("NodeStaking: already registered"):
-        staking.register(INFERENCE, params.min_inference_stake, "http://n.invalid", sender=node.account)
+        register(node, INFERENCE, params.min_inference_stake)
     with ape.reverts("NodeStaking: already registered"):
-        staking.register(VERIFIER, params.min_inference_stake, "http://n.invalid", sender=node.account)
+        register(node, VERIFIER, params.min_verifier_stake)
 
 
-def test_register_inference_below_min_stake_reverts(opg, staking, make_actor, params):
-    actor = make_actor()
-    stake = params.min_inference_stake - 1
-    opg.approve(staking, stake, sender=actor.account)
+def test_register_inference_below_min_stake_reverts(make_actor, register, params):
     with ape.reverts("NodeStaking: stake below minimum"):
-        staking.register(INFERENCE, stake, "http://n.invalid", sender=actor.account)
+        register(make_actor(), INFERENCE, params.min_inference_stake - 1)
 
 
-def test_register_verifier_below_min_stake_reverts(opg, staking, make_actor, params):
-    actor = make_actor()
-    stake = params.min_verifier_stake - 1
-    opg.approve(staking, stake, sender=actor.account)
+def test_register_verifier_below_min_stake_reverts(make_actor, register, params):
     with ape.reverts("NodeStaking: stake below minimum"):
-        staking.register(VERIFIER, stake, "http://n.invalid", sender=actor.account)
+        register(make_actor(), VERIFIER, params.min_verifier_stake - 1)
 
 
-def test_min_stake_is_per_role(opg, staking, make_actor, params):
+def test_min_stake_is_per_role(staking, params):
     assert staking.min_stake(INFERENCE) == params.min_inference_stake
     assert staking.min_stake(VERIFIER) == params.min_verifier_stake
-    assert staking.min_stake(0) == 0
-    # The verifier minimum (500) is enough for a verifier but not for an inference node (1,000).
-    actor = make_actor()
-    opg.approve(staking, params.min_verifier_stake, sender=actor.account)
-    with ape.reverts("NodeStaking: stake below minimum"):
-        staking.register(INFERENCE, params.min_verifier_stake, "http://n.invalid", sender=actor.account)
-    staking.register(VERIFIER, params.min_verifier_stake, "http://n.invalid", sender=actor.account)
-    assert staking.is_active_as(actor.address, VERIFIER)
 
 
-def test_register_with_empty_endpoint_reverts(opg, staking, make_actor, params):
-    actor = make_actor()
-    opg.approve(staking, params.min_inference_stake, sender=actor.account)
+def test_register_with_empty_endpoint_reverts(make_actor, register, params):
     with ape.reverts("NodeStaking: empty endpoint"):
-        staking.register(INFERENCE, params.min_inference_stake, "", sender=actor.account)
+        register(make_actor(), INFERENCE, params.min_inference_stake, "")
 
 
-def test_register_without_allowance_reverts(opg, staking, make_actor, params):
+def test_register_without_allowance_reverts(staking, make_actor, staking_domain, params):
     actor = make_actor()
-    with ape.reverts("erc20: insufficient allowance"):
-        staking.register(INFERENCE, params.min_inference_stake, "http://n.invalid", sender=actor.account)
+    with ape.reverts():
+        staking.register(
+            INFERENCE, params.min_inference_stake, "http://n.invalid",
+            registration_sig(actor, staking_domain), sender=actor.account,
+        )
 
 
 # ---------------------------------------------------------------- endpoint
 
 
 def test_set_endpoint_updates_endpoint_and_emits(staking, node):
-    tx = staking.set_endpoint("https://new.invalid/v1", sender=node.account)
+    tx = staking.set_endpoint("http://new.invalid", sender=node.account)
     events = tx.decode_logs(staking.EndpointUpdated)
-    assert len(events) == 1
-    assert events[0].node == node.address
-    assert events[0].endpoint == "https://new.invalid/v1"
-    assert staking.endpoint(node.address) == "https://new.invalid/v1"
+    assert len(events) == 1 and events[0].endpoint == "http://new.invalid"
+    assert staking.endpoint(node.address) == "http://new.invalid"
 
 
 def test_set_endpoint_empty_reverts(staking, node):
@@ -147,9 +206,8 @@ def test_set_endpoint_empty_reverts(staking, node):
 
 
 def test_set_endpoint_unregistered_reverts(staking, make_actor):
-    actor = make_actor(0)
     with ape.reverts("NodeStaking: not registered"):
-        staking.set_endpoint("http://n.invalid", sender=actor.account)
+        staking.set_endpoint("http://x.invalid", sender=make_actor(0).account)
 
 
 # ---------------------------------------------------------------- add_stake
@@ -168,14 +226,15 @@ def test_add_stake_increases_stake_and_emits(opg, staking, node):
     assert tx.decode_logs(staking.Unjailed) == []
 
 
-def test_add_stake_of_verifier_updates_distributor(opg, staking, distributor, verifiers):
+def test_add_stake_of_verifier_is_fresh_until_the_warmup(opg, staking, distributor, verifiers, chain, params):
     v = verifiers[0]
     before = stake_of(staking, v.address)
-    total = distributor.total_verifier_stake()
     opg.approve(staking, 7 * OPG, sender=v.account)
     staking.add_stake(7 * OPG, sender=v.account)
-    assert distributor.verifier_stake(v.address) == before + 7 * OPG
-    assert distributor.total_verifier_stake() == total + 7 * OPG
+    assert staking.heartbeat(sender=v.account).return_value == before
+    chain.pending_timestamp += params.warmup
+    chain.mine()
+    assert staking.heartbeat(sender=v.account).return_value == before + 7 * OPG
 
 
 def test_add_stake_zero_reverts(staking, node):
@@ -192,10 +251,10 @@ def test_add_stake_unregistered_reverts(opg, staking, make_actor):
 
 def test_add_stake_reactivates_node_that_unbonded_below_minimum(opg, staking, node, params):
     staking.request_unbond(stake_of(staking, node.address), sender=node.account)
-    assert not staking.is_active(node.address)
+    assert not is_active(staking, node.address)
     opg.approve(staking, params.min_inference_stake, sender=node.account)
     staking.add_stake(params.min_inference_stake, sender=node.account)
-    assert staking.is_active(node.address)
+    assert is_active(staking, node.address)
 
 
 # ---------------------------------------------------------------- unbonding
@@ -236,30 +295,27 @@ def test_request_unbond_unregistered_reverts(staking, make_actor):
 def test_request_unbond_below_minimum_deactivates_node(staking, node, params):
     stake = stake_of(staking, node.address)
     staking.request_unbond(stake - params.min_inference_stake, sender=node.account)
-    assert staking.is_active(node.address)
+    assert is_active(staking, node.address)
     staking.request_unbond(1, sender=node.account)
-    assert not staking.is_active(node.address)
+    assert not is_active(staking, node.address)
     assert not staking.is_active_as(node.address, INFERENCE)
 
 
-def test_request_unbond_below_minimum_removes_verifier_from_pool(staking, distributor, verifiers, params):
+def test_request_unbond_below_minimum_stops_verifier_heartbeats(staking, verifiers, params):
     v = verifiers[0]
     stake = stake_of(staking, v.address)
-    total = distributor.total_verifier_stake()
     staking.request_unbond(stake - params.min_verifier_stake + 1, sender=v.account)
-    assert not staking.is_active(v.address)
-    assert distributor.verifier_stake(v.address) == 0
-    assert distributor.total_verifier_stake() == total - stake
+    assert not is_active(staking, v.address)
+    with ape.reverts("NodeStaking: not an active verifier"):
+        staking.heartbeat(sender=v.account)
 
 
-def test_request_unbond_of_verifier_above_minimum_reports_remaining_stake(
-    staking, distributor, verifiers, params
-):
+def test_request_unbond_of_verifier_lowers_its_next_weight(staking, verifiers, params):
     v = max(verifiers, key=lambda a: stake_of(staking, a.address))
     stake = stake_of(staking, v.address)
     staking.request_unbond(OPG, sender=v.account)
-    assert staking.is_active(v.address)
-    assert distributor.verifier_stake(v.address) == stake - OPG
+    assert is_active(staking, v.address)
+    assert staking.heartbeat(sender=v.account).return_value == stake - OPG
 
 
 def test_request_unbond_again_accumulates_and_restarts_the_period(staking, node, params, chain):
@@ -313,7 +369,7 @@ def test_withdraw_unbonded_leaves_active_stake_in_place(staking, node, chain):
     chain.pending_timestamp = staking.nodes(node.address).unbond_ready_at + 10
     staking.withdraw_unbonded(sender=node.account)
     assert stake_of(staking, node.address) == stake - 100 * OPG
-    assert staking.is_active(node.address)
+    assert is_active(staking, node.address)
 
 
 def test_staking_balance_equals_active_plus_unbonding(opg, staking, node, verifiers, chain):
@@ -326,164 +382,253 @@ def test_staking_balance_equals_active_plus_unbonding(opg, staking, node, verifi
     assert opg.balanceOf(staking) == total
 
 
+# ---------------------------------------------------------------- heartbeats and vote weights
+
+
+def test_heartbeat_records_warm_stake_as_next_epoch_weight(staking, distributor, make_actor, register, chain, params):
+    actor = make_actor()
+    register(actor, VERIFIER, params.min_verifier_stake)
+    chain.pending_timestamp += params.warmup
+    chain.mine()
+    epoch = distributor.epoch_now()
+    total = staking.total_weight_in(epoch + 1)
+    tx = staking.heartbeat(sender=actor.account)
+    event = tx.decode_logs(staking.Heartbeat)[0]
+    assert event.verifier == actor.address and event.epoch == epoch + 1
+    assert event.weight == params.min_verifier_stake
+    assert event.total_weight == total + params.min_verifier_stake
+    assert staking.weight_in(epoch + 1, actor.address) == params.min_verifier_stake
+    # Not yet in this epoch.
+    assert staking.vote_weight(actor.address) == staking.weight_in(epoch, actor.address)
+    # A second heartbeat in the epoch updates rather than adds.
+    staking.heartbeat(sender=actor.account)
+    assert staking.total_weight_in(epoch + 1) == total + params.min_verifier_stake
+
+
+def test_live_verifiers_weigh_their_stake(staking, distributor, verifiers, params):
+    epoch = distributor.epoch_now()
+    weights = sorted(staking.vote_weight(v.address) for v in verifiers)
+    assert weights == [params.min_verifier_stake * k for k in (1, 2, 3)]
+    assert staking.total_weight_in(epoch) == 6 * params.min_verifier_stake
+
+
+def test_vote_weight_is_zero_without_a_heartbeat_last_epoch(staking, distributor, verifiers, chain, params):
+    chain.pending_timestamp += 2 * params.epoch_length
+    chain.mine()
+    assert all(staking.vote_weight(v.address) == 0 for v in verifiers)
+    assert staking.total_weight_in(distributor.epoch_now()) == 0
+
+
+def test_vote_weight_is_capped_by_what_can_still_be_slashed(staking, verifiers, chain, params):
+    v = max(verifiers, key=lambda a: stake_of(staking, a.address))
+    weight = staking.vote_weight(v.address)
+    staking.request_unbond(stake_of(staking, v.address), sender=v.account)
+    assert staking.vote_weight(v.address) == weight  # unbonding stake stays slashable
+    chain.pending_timestamp = staking.nodes(v.address).unbond_ready_at
+    staking.withdraw_unbonded(sender=v.account)
+    assert staking.vote_weight(v.address) == 0
+
+
+def test_heartbeat_by_inference_node_reverts(staking, node):
+    with ape.reverts("NodeStaking: not an active verifier"):
+        staking.heartbeat(sender=node.account)
+
+
+def test_heartbeat_by_unregistered_account_reverts(staking, make_actor):
+    with ape.reverts("NodeStaking: not an active verifier"):
+        staking.heartbeat(sender=make_actor(0).account)
+
+
 # ---------------------------------------------------------------- activity
 
 
-def test_is_active_for_registered_nodes(staking, node, verifiers):
-    assert staking.is_active(node.address)
+def test_is_active_as_for_registered_nodes(staking, node, verifiers):
     assert staking.is_active_as(node.address, INFERENCE)
     assert not staking.is_active_as(node.address, VERIFIER)
     for v in verifiers:
-        assert staking.is_active(v.address)
         assert staking.is_active_as(v.address, VERIFIER)
         assert not staking.is_active_as(v.address, INFERENCE)
+        assert not staking.is_payable(v.address)
 
 
-def test_is_active_false_for_unregistered_and_role_none(staking, make_actor, node):
+def test_is_active_as_false_for_unregistered_and_role_none(staking, make_actor, node):
     stranger = make_actor(0)
-    assert not staking.is_active(stranger.address)
-    assert not staking.is_active_as(stranger.address, 0)
     assert not staking.is_active_as(stranger.address, INFERENCE)
+    assert not staking.is_active_as(stranger.address, 0)
     assert not staking.is_active_as(node.address, 0)
+    assert not staking.is_payable(stranger.address)
 
 
-def test_raising_min_stake_deactivates_understaked_node(staking, deployer, node):
-    stake = stake_of(staking, node.address)
-    staking.set_min_stake(INFERENCE, stake + 1, sender=deployer)
-    assert not staking.is_active(node.address)
-    staking.set_min_stake(INFERENCE, stake, sender=deployer)
-    assert staking.is_active(node.address)
+# ---------------------------------------------------------------- timelocked parameters (attacks 8 and 17)
 
 
-# ---------------------------------------------------------------- owner-only parameters
+def test_attack_owner_cannot_change_a_parameter_without_the_queue(staking, deployer, params):
+    with ape.reverts("timelock: change not queued"):
+        staking.set_min_stake(INFERENCE, 2 * params.min_inference_stake, sender=deployer)
+    with ape.reverts("timelock: change not queued"):
+        staking.set_slashing(*slashing_args(params, quorum=5_000), sender=deployer)
+    with ape.reverts("timelock: change not queued"):
+        staking.set_periods(3_600, 7_200, 3_600, sender=deployer)
+    with ape.reverts("timelock: change not queued"):
+        staking.set_delay(params.delay + 1, sender=deployer)
 
 
-def test_set_min_stake_by_owner_emits(staking, deployer):
-    tx = staking.set_min_stake(VERIFIER, 42 * OPG, sender=deployer)
-    events = tx.decode_logs(staking.MinStakeUpdated)
-    assert len(events) == 1
-    assert events[0].role == VERIFIER
-    assert events[0].amount == 42 * OPG
-    assert staking.min_stake(VERIFIER) == 42 * OPG
+def test_attack_owner_cannot_execute_a_change_before_the_delay(staking, deployer, chain, params):
+    eta = queue(staking, deployer, "set_min_stake", INFERENCE, 2 * params.min_inference_stake)
+    assert eta == staking.queued_eta(keccak(call_data(*SETTERS["set_min_stake"], [INFERENCE, 2 * params.min_inference_stake])))
+    chain.pending_timestamp = eta - 1
+    with ape.reverts("timelock: change not due"):
+        staking.set_min_stake(INFERENCE, 2 * params.min_inference_stake, sender=deployer)
+
+
+def test_queued_change_is_executable_by_anyone_when_due(staking, deployer, node, chain, params):
+    tx = govern(staking, deployer, chain, "set_min_stake", INFERENCE, 3 * params.min_inference_stake, executor=node.account)
+    assert tx.decode_logs(staking.MinStakeUpdated)[0].amount == 3 * params.min_inference_stake
+    assert staking.min_stake(INFERENCE) == 3 * params.min_inference_stake
+
+
+def test_attack_due_change_lapses_after_the_grace_day(staking, deployer, chain, params):
+    eta = queue(staking, deployer, "set_min_stake", INFERENCE, 2 * params.min_inference_stake)
+    chain.pending_timestamp = eta + GRACE
+    with ape.reverts("timelock: change lapsed"):
+        staking.set_min_stake(INFERENCE, 2 * params.min_inference_stake, sender=deployer)
+    assert staking.min_stake(INFERENCE) == params.min_inference_stake
+
+
+def test_execution_with_other_arguments_than_queued_reverts(staking, deployer, chain, params):
+    eta = queue(staking, deployer, "set_min_stake", INFERENCE, 2 * params.min_inference_stake)
+    chain.pending_timestamp = eta
+    with ape.reverts("timelock: change not queued"):
+        staking.set_min_stake(INFERENCE, 2 * params.min_inference_stake + 1, sender=deployer)
+
+
+def test_cancelled_change_cannot_run(staking, deployer, chain, params):
+    data = call_data(*SETTERS["set_min_stake"], [INFERENCE, 2 * params.min_inference_stake])
+    eta = staking.queue_change(data, sender=deployer).decode_logs(staking.ChangeQueued)[0].eta
+    staking.cancel_change(keccak(data), sender=deployer)
+    chain.pending_timestamp = eta
+    with ape.reverts("timelock: change not queued"):
+        staking.set_min_stake(INFERENCE, 2 * params.min_inference_stake, sender=deployer)
+
+
+def test_queue_change_by_non_owner_reverts(staking, node, params):
+    with ape.reverts(NOT_OWNER):
+        staking.queue_change(call_data(*SETTERS["set_min_stake"], [INFERENCE, 1]), sender=node.account)
+    with ape.reverts(NOT_OWNER):
+        staking.cancel_change(b"\x00" * 32, sender=node.account)
+
+
+@pytest.mark.parametrize("quorum", [0, 4_999, 10_001])
+def test_attack_owner_cannot_set_fraud_quorum_out_of_bounds(staking, deployer, chain, params, quorum):
+    with ape.reverts("NodeStaking: fraud quorum out of bounds"):
+        govern(staking, deployer, chain, "set_slashing", *slashing_args(params, quorum=quorum))
+
+
+@pytest.mark.parametrize("quorum", [5_000, 10_000])
+def test_set_slashing_accepts_the_quorum_bounds(staking, deployer, chain, params, quorum):
+    tx = govern(staking, deployer, chain, "set_slashing", *slashing_args(params, quorum=quorum))
+    assert tx.decode_logs(staking.FraudQuorumUpdated)[0].fraud_quorum_bps == quorum
+    assert staking.fraud_quorum_bps() == quorum
+
+
+def test_set_slashing_emits_and_stores(staking, deployer, chain, params):
+    tx = govern(staking, deployer, chain, "set_slashing", 4_000, 1_500, 0, 20, 7_500)
+    event = tx.decode_logs(staking.SlashingUpdated)[0]
+    assert (event.equivocation_slash_bps, event.fraud_slash_bps, event.challenger_reward_bps, event.fraud_multiplier) == (
+        4_000, 1_500, 0, 20,
+    )
+    assert staking.fraud_multiplier() == 20 and staking.challenger_reward_bps() == 0
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"eq": 0}, "NodeStaking: slash out of bounds"),
+        ({"eq": 10_001}, "NodeStaking: slash out of bounds"),
+        ({"fraud": 0}, "NodeStaking: slash out of bounds"),
+        ({"fraud": 10_001}, "NodeStaking: slash out of bounds"),
+        ({"challenger": 5_001}, "NodeStaking: reward out of bounds"),
+        ({"multiplier": 0}, "NodeStaking: multiplier out of bounds"),
+        ({"multiplier": 101}, "NodeStaking: multiplier out of bounds"),
+    ],
+)
+def test_set_slashing_out_of_bounds_reverts(staking, deployer, chain, params, changes, message):
+    with ape.reverts(message):
+        govern(staking, deployer, chain, "set_slashing", *slashing_args(params, **changes))
+
+
+@pytest.mark.parametrize("amount", [0, MAX_MIN_STAKE + 1])
+def test_attack_owner_cannot_set_min_stake_out_of_bounds(staking, deployer, chain, amount):
+    with ape.reverts("NodeStaking: min stake out of bounds"):
+        govern(staking, deployer, chain, "set_min_stake", INFERENCE, amount)
+
+
+def test_set_min_stake_accepts_the_cap(staking, deployer, chain):
+    govern(staking, deployer, chain, "set_min_stake", VERIFIER, MAX_MIN_STAKE)
+    assert staking.min_stake(VERIFIER) == MAX_MIN_STAKE
+    assert staking.MAX_MIN_STAKE() == MAX_MIN_STAKE
 
 
 @pytest.mark.parametrize("role", [0, 3])
-def test_set_min_stake_invalid_role_reverts(staking, deployer, role):
+def test_set_min_stake_invalid_role_reverts(staking, deployer, chain, role):
     with ape.reverts("NodeStaking: invalid role"):
-        staking.set_min_stake(role, OPG, sender=deployer)
+        govern(staking, deployer, chain, "set_min_stake", role, OPG)
 
 
-def test_set_min_stake_zero_reverts(staking, deployer):
-    with ape.reverts("NodeStaking: min stake out of bounds"):
-        staking.set_min_stake(INFERENCE, 0, sender=deployer)
+def test_attack_raising_min_stake_does_not_stop_pay_for_work_done(
+    opg, staking, escrow, escrow_domain, deployer, node, payer, chain
+):
+    opg.approve(escrow, 100 * OPG, sender=payer.account)
+    escrow.deposit(100 * OPG, sender=payer.account)
+    voucher = Voucher(payer=payer.address, node=node.address, max_cumulative=10 * OPG)
+    claim = Claim(
+        payer=payer.address, node=node.address, max_cumulative=10 * OPG,
+        signature=voucher.sign_with(payer.key, escrow_domain), total=10 * OPG,
+    )
+    govern(staking, deployer, chain, "set_min_stake", INFERENCE, MAX_MIN_STAKE)
+    assert not staking.is_active_as(node.address, INFERENCE)
+    assert staking.is_payable(node.address)
+    escrow.settle_batch([claim.as_tuple()], ZERO_ROOT, sender=node.account)
+    assert escrow.spent(payer.address, node.address) == 10 * OPG
 
 
-def test_set_min_stake_by_non_owner_reverts(staking, node):
-    with ape.reverts(NOT_OWNER):
-        staking.set_min_stake(INFERENCE, OPG, sender=node.account)
+def test_set_periods_emits_and_stores(staking, deployer, chain):
+    tx = govern(staking, deployer, chain, "set_periods", 3_600, 7_200, 3_600)
+    event = tx.decode_logs(staking.PeriodsUpdated)[0]
+    assert (event.dispute_window, event.unbonding_period, event.warmup) == (3_600, 7_200, 3_600)
+    assert staking.dispute_window() == 3_600 and staking.unbonding_period() == 7_200 and staking.warmup() == 3_600
 
 
-def test_set_periods_by_owner_emits(staking, deployer):
-    tx = staking.set_periods(7_200, 14_400, sender=deployer)
-    events = tx.decode_logs(staking.PeriodsUpdated)
-    assert len(events) == 1
-    assert events[0].dispute_window == 7_200
-    assert events[0].unbonding_period == 14_400
-    assert staking.dispute_window() == 7_200
-    assert staking.unbonding_period() == 14_400
+@pytest.mark.parametrize(
+    "periods, message",
+    [
+        ((59, 7_200, 3_600), "NodeStaking: window out of bounds"),
+        ((30 * 86_400 + 1, 60 * 86_400, 30 * 86_400), "NodeStaking: window out of bounds"),
+        ((3_600, 7_199, 3_600), "NodeStaking: unbonding out of bounds"),
+        ((3_600, 60 * 86_400 + 1, 3_600), "NodeStaking: unbonding out of bounds"),
+        ((3_600, 7_200, 3_599), "NodeStaking: warmup out of bounds"),
+        ((3_600, 7_200, 30 * 86_400 + 1), "NodeStaking: warmup out of bounds"),
+    ],
+)
+def test_set_periods_out_of_bounds_reverts(staking, deployer, chain, periods, message):
+    with ape.reverts(message):
+        govern(staking, deployer, chain, "set_periods", *periods)
 
 
-def test_set_periods_accepts_the_bounds(staking, deployer):
-    staking.set_periods(60, 60, sender=deployer)
-    assert (staking.dispute_window(), staking.unbonding_period()) == (60, 60)
-    staking.set_periods(30 * 86_400, 60 * 86_400, sender=deployer)
-    assert (staking.dispute_window(), staking.unbonding_period()) == (30 * 86_400, 60 * 86_400)
+def test_set_periods_above_the_delay_reverts(staking, deployer, chain, params):
+    # The delay must stay at least the longest period + 1 day.
+    with ape.reverts("NodeStaking: periods above delay"):
+        govern(staking, deployer, chain, "set_periods", 86_400, 30 * 86_400, 86_400)
 
 
-@pytest.mark.parametrize("window", [0, 59, 30 * 86_400 + 1])
-def test_set_periods_dispute_window_out_of_bounds_reverts(staking, deployer, window):
-    with ape.reverts("NodeStaking: dispute window out of bounds"):
-        staking.set_periods(window, 60 * 86_400, sender=deployer)
+def test_set_delay_below_the_floor_reverts(staking, deployer, chain, params):
+    with ape.reverts("timelock: delay below the floor"):
+        govern(staking, deployer, chain, "set_delay", max(params.unbonding_period, params.warmup) + 86_400 - 1)
 
 
-def test_set_periods_unbonding_shorter_than_dispute_window_reverts(staking, deployer):
-    with ape.reverts("NodeStaking: unbonding period out of bounds"):
-        staking.set_periods(86_400, 86_399, sender=deployer)
-
-
-def test_set_periods_unbonding_above_sixty_days_reverts(staking, deployer):
-    with ape.reverts("NodeStaking: unbonding period out of bounds"):
-        staking.set_periods(86_400, 60 * 86_400 + 1, sender=deployer)
-
-
-def test_set_periods_by_non_owner_reverts(staking, node):
-    with ape.reverts(NOT_OWNER):
-        staking.set_periods(86_400, 86_400, sender=node.account)
-
-
-def test_set_slashing_by_owner_emits(staking, deployer):
-    tx = staking.set_slashing(10_000, 1, 5_000, sender=deployer)
-    events = tx.decode_logs(staking.SlashingUpdated)
-    assert len(events) == 1
-    assert events[0].equivocation_slash_bps == 10_000
-    assert events[0].fraud_slash_bps == 1
-    assert events[0].challenger_reward_bps == 5_000
-    assert staking.equivocation_slash_bps() == 10_000
-    assert staking.fraud_slash_bps() == 1
-    assert staking.challenger_reward_bps() == 5_000
-
-
-def test_set_slashing_allows_zero_challenger_reward(staking, deployer):
-    staking.set_slashing(1, 10_000, 0, sender=deployer)
-    assert staking.challenger_reward_bps() == 0
-
-
-@pytest.mark.parametrize("bps", [0, 10_001])
-def test_set_slashing_equivocation_out_of_bounds_reverts(staking, deployer, bps):
-    with ape.reverts("NodeStaking: equivocation slash out of bounds"):
-        staking.set_slashing(bps, 2_000, 2_000, sender=deployer)
-
-
-@pytest.mark.parametrize("bps", [0, 10_001])
-def test_set_slashing_fraud_out_of_bounds_reverts(staking, deployer, bps):
-    with ape.reverts("NodeStaking: fraud slash out of bounds"):
-        staking.set_slashing(5_000, bps, 2_000, sender=deployer)
-
-
-def test_set_slashing_challenger_reward_above_half_reverts(staking, deployer):
-    with ape.reverts("NodeStaking: challenger reward out of bounds"):
-        staking.set_slashing(5_000, 2_000, 5_001, sender=deployer)
-
-
-def test_set_slashing_by_non_owner_reverts(staking, node):
-    with ape.reverts(NOT_OWNER):
-        staking.set_slashing(5_000, 2_000, 2_000, sender=node.account)
-
-
-def test_set_fraud_quorum_by_owner_emits(staking, deployer):
-    tx = staking.set_fraud_quorum(3, sender=deployer)
-    events = tx.decode_logs(staking.FraudQuorumUpdated)
-    assert len(events) == 1
-    assert events[0].fraud_quorum == 3
-    assert staking.fraud_quorum() == 3
-
-
-def test_set_fraud_quorum_accepts_the_bounds(staking, deployer):
-    staking.set_fraud_quorum(1, sender=deployer)
-    assert staking.fraud_quorum() == 1
-    staking.set_fraud_quorum(16, sender=deployer)
-    assert staking.fraud_quorum() == 16
-
-
-@pytest.mark.parametrize("quorum", [0, 17])
-def test_set_fraud_quorum_out_of_bounds_reverts(staking, deployer, quorum):
-    with ape.reverts("NodeStaking: fraud quorum out of bounds"):
-        staking.set_fraud_quorum(quorum, sender=deployer)
-
-
-def test_set_fraud_quorum_by_non_owner_reverts(staking, node):
-    with ape.reverts(NOT_OWNER):
-        staking.set_fraud_quorum(1, sender=node.account)
+def test_set_delay_through_the_queue(staking, deployer, chain, params):
+    govern(staking, deployer, chain, "set_delay", params.delay + 3_600)
+    assert staking.delay() == params.delay + 3_600
 
 
 def test_deployed_parameters_match_params(staking, distributor, escrow, opg, params):
@@ -492,10 +637,13 @@ def test_deployed_parameters_match_params(staking, distributor, escrow, opg, par
     assert staking.escrow() == escrow.address
     assert staking.dispute_window() == params.dispute_window
     assert staking.unbonding_period() == params.unbonding_period
+    assert staking.warmup() == params.warmup
     assert staking.equivocation_slash_bps() == params.equivocation_slash_bps
     assert staking.fraud_slash_bps() == params.fraud_slash_bps
     assert staking.challenger_reward_bps() == params.challenger_reward_bps
-    assert staking.fraud_quorum() == params.fraud_quorum
+    assert staking.fraud_multiplier() == params.fraud_multiplier
+    assert staking.fraud_quorum_bps() == params.fraud_quorum_bps
+    assert staking.delay() == params.delay
 
 
 def test_eip712_domain_is_opg_node_staking(staking, chain_id):
@@ -506,7 +654,16 @@ def test_eip712_domain_is_opg_node_staking(staking, chain_id):
     assert domain[4] == staking.address
 
 
-# ---------------------------------------------------------------- connect
+# ---------------------------------------------------------------- connect and constructor
+
+
+def constructor_args(opg, distributor_, **changes) -> list:
+    values = dict(
+        token=opg, distributor=distributor_, min_inf=OPG, min_ver=OPG, window=86_400, unbonding=2 * 86_400,
+        warmup=86_400, eq=5_000, fraud=2_000, challenger=2_000, multiplier=10, quorum=6_667, delay=3 * 86_400,
+    )
+    values.update(changes)
+    return list(values.values())
 
 
 def test_connect_only_once(staking, deployer, escrow):
@@ -519,38 +676,34 @@ def test_connect_by_non_owner_reverts(staking, node, escrow):
         staking.connect(escrow, sender=node.account)
 
 
-def test_connect_fresh_deployment_wires_escrow_once(project, opg, distributor, deployer, escrow, params):
-    fresh = project.NodeStaking.deploy(
-        opg, distributor, OPG, OPG, 86_400, 86_400, 5_000, 2_000, 2_000, 2, sender=deployer
-    )
+def test_connect_fresh_deployment_wires_escrow_once(project, opg, distributor, deployer, escrow):
+    fresh = project.NodeStaking.deploy(*constructor_args(opg, distributor), sender=deployer)
     assert fresh.escrow() == ZERO_ADDRESS
-    with ape.reverts("NodeStaking: escrow is the zero address"):
+    with ape.reverts("NodeStaking: zero address"):
         fresh.connect(ZERO_ADDRESS, sender=deployer)
     tx = fresh.connect(escrow, sender=deployer)
-    events = tx.decode_logs(fresh.Connected)
-    assert len(events) == 1 and events[0].escrow == escrow.address
-    assert fresh.escrow() == escrow.address
+    assert tx.decode_logs(fresh.Connected)[0].escrow == escrow.address
     with ape.reverts("NodeStaking: already connected"):
         fresh.connect(escrow, sender=deployer)
 
 
-def test_constructor_enforces_parameter_bounds(project, opg, distributor, deployer):
-    with ape.reverts("NodeStaking: unbonding period out of bounds"):
-        project.NodeStaking.deploy(
-            opg, distributor, OPG, OPG, 86_400, 3_600, 5_000, 2_000, 2_000, 2, sender=deployer
-        )
-    with ape.reverts("NodeStaking: fraud quorum out of bounds"):
-        project.NodeStaking.deploy(
-            opg, distributor, OPG, OPG, 86_400, 86_400, 5_000, 2_000, 2_000, 0, sender=deployer
-        )
-    with ape.reverts("NodeStaking: min stake out of bounds"):
-        project.NodeStaking.deploy(
-            opg, distributor, 0, OPG, 86_400, 86_400, 5_000, 2_000, 2_000, 2, sender=deployer
-        )
-    with ape.reverts("NodeStaking: distributor is the zero address"):
-        project.NodeStaking.deploy(
-            opg, ZERO_ADDRESS, OPG, OPG, 86_400, 86_400, 5_000, 2_000, 2_000, 2, sender=deployer
-        )
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"unbonding": 86_400}, "NodeStaking: unbonding out of bounds"),
+        ({"warmup": 3_600}, "NodeStaking: warmup out of bounds"),
+        ({"quorum": 4_999}, "NodeStaking: fraud quorum out of bounds"),
+        ({"min_inf": 0}, "NodeStaking: min stake out of bounds"),
+        ({"min_ver": MAX_MIN_STAKE + 1}, "NodeStaking: min stake out of bounds"),
+        ({"multiplier": 0}, "NodeStaking: multiplier out of bounds"),
+        ({"delay": 3 * 86_400 - 1}, "timelock: delay below the floor"),
+        ({"distributor": ZERO_ADDRESS}, "NodeStaking: zero address"),
+        ({"token": ZERO_ADDRESS}, "NodeStaking: zero address"),
+    ],
+)
+def test_constructor_enforces_parameter_bounds(project, opg, distributor, deployer, changes, message):
+    with ape.reverts(message):
+        project.NodeStaking.deploy(*constructor_args(opg, distributor, **changes), sender=deployer)
 
 
 # ---------------------------------------------------------------- ownership (2-step)
@@ -560,26 +713,22 @@ def test_owner_is_the_deployer(staking, deployer):
     assert staking.owner() == deployer.address
 
 
-def test_transfer_ownership_is_two_step(staking, deployer, make_actor):
+def test_transfer_ownership_is_two_step(staking, deployer, make_actor, params):
     new_owner = make_actor(0)
+    data = call_data(*SETTERS["set_min_stake"], [INFERENCE, 2 * params.min_inference_stake])
     tx = staking.transfer_ownership(new_owner.address, sender=deployer)
     started = tx.decode_logs(staking.OwnershipTransferStarted)
-    assert len(started) == 1
-    assert started[0].previous_owner == deployer.address
-    assert started[0].new_owner == new_owner.address
-    # Nothing changes until the new owner accepts.
+    assert len(started) == 1 and started[0].new_owner == new_owner.address
     assert staking.owner() == deployer.address
     assert staking.pending_owner() == new_owner.address
     with ape.reverts(NOT_OWNER):
-        staking.set_fraud_quorum(1, sender=new_owner.account)
-    tx = staking.accept_ownership(sender=new_owner.account)
-    transferred = tx.decode_logs(staking.OwnershipTransferred)
-    assert len(transferred) == 1 and transferred[0].new_owner == new_owner.address
+        staking.queue_change(data, sender=new_owner.account)
+    staking.accept_ownership(sender=new_owner.account)
     assert staking.owner() == new_owner.address
     assert staking.pending_owner() == ZERO_ADDRESS
-    staking.set_fraud_quorum(1, sender=new_owner.account)
+    staking.queue_change(data, sender=new_owner.account)
     with ape.reverts(NOT_OWNER):
-        staking.set_fraud_quorum(2, sender=deployer)
+        staking.cancel_change(keccak(data), sender=deployer)
 
 
 def test_accept_ownership_by_other_than_pending_owner_reverts(staking, deployer, make_actor):
