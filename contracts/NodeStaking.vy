@@ -973,13 +973,15 @@ def is_active_as(account: address, role: uint8) -> bool:
 def is_payable(node: address) -> bool:
     """
     @dev Whether settlement may pay `node`: a registered inference
-         node that is not jailed (the minimum stake does not gate pay
-         for work already done).
+         node that is not jailed and still has stake behind its
+         receipts (the minimum stake does not gate pay for work
+         already done; a node that withdrew all its stake is not paid,
+         as nothing could be slashed for what it would settle).
     @param node The node.
     @return bool Whether claims to it settle.
     """
     n: Node = self.nodes[node]
-    return n.role == ROLE_INFERENCE and not n.jailed
+    return n.role == ROLE_INFERENCE and not n.jailed and n.stake + n.unbonding > 0
 
 
 @external

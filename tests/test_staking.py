@@ -363,6 +363,16 @@ def test_withdraw_unbonded_after_period_pays_and_emits(opg, staking, node, chain
         staking.withdraw_unbonded(sender=node.account)
 
 
+def test_attack_node_that_withdrew_all_its_stake_is_no_longer_payable(staking, node, chain):
+    # A node with nothing left to slash must not settle vouchers it held back: their reopened dispute window would
+    # have no stake behind it.
+    staking.request_unbond(stake_of(staking, node.address), sender=node.account)
+    assert staking.is_payable(node.address)  # unbonding stake is still slashable
+    chain.pending_timestamp = staking.nodes(node.address).unbond_ready_at
+    staking.withdraw_unbonded(sender=node.account)
+    assert not staking.is_payable(node.address)
+
+
 def test_withdraw_unbonded_leaves_active_stake_in_place(staking, node, chain):
     stake = stake_of(staking, node.address)
     staking.request_unbond(100 * OPG, sender=node.account)
