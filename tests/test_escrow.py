@@ -15,6 +15,7 @@ import pytest
 from eth_abi import encode
 from eth_account import Account
 from eth_utils import keccak
+from opg_test_helpers import called_addresses
 
 from offchain.messages import (
     SECP256K1_HALF_N,
@@ -1653,17 +1654,6 @@ def test_withdrawals_never_need_the_owner(escrow, opg, funded, deployer, params,
 # ---------------------------------------------------------------------------------------------------------------
 # Reentrancy surface: the escrow calls only its immutable token, staking and distributor
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def called_addresses(chain, tx) -> set[str]:
-    """Every address a transaction called (anvil's callTracer), lower-case."""
-    root = chain.provider.make_request("debug_traceTransaction", [tx.txn_hash, {"tracer": "callTracer"}])
-    out, todo = set(), [root]
-    while todo:
-        frame = todo.pop()
-        out.add(frame["to"].lower())
-        todo.extend(frame.get("calls", []))
-    return out
 
 
 def test_settlement_calls_only_the_token_staking_and_distributor(

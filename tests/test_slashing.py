@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ape
 import pytest
-from eth_abi import encode
 from eth_utils import keccak
 
 from offchain.ape_deploy import deploy_system

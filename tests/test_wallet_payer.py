@@ -13,6 +13,7 @@ import ape
 import pytest
 from eth_account import Account
 from eth_utils import keccak
+from opg_test_helpers import called_addresses
 
 from offchain.messages import Claim, Domain, ReceiveWithAuthorization, Voucher, merkle_root
 
@@ -36,17 +37,6 @@ def wallet_claim(key, domain, wallet, node, max_cumulative, total=None) -> tuple
 def outcomes(tx) -> list[int]:
     """Each claim's outcome, as `settle_batch` returned it."""
     return list(tx.return_value)
-
-
-def called_addresses(chain, tx) -> set[str]:
-    """Every address a transaction called (anvil's callTracer), lower-case."""
-    root = chain.provider.make_request("debug_traceTransaction", [tx.txn_hash, {"tracer": "callTracer"}])
-    out, todo = set(), [root]
-    while todo:
-        frame = todo.pop()
-        out.add(frame["to"].lower())
-        todo.extend(frame.get("calls", []))
-    return out
 
 
 @pytest.fixture(scope="module", autouse=True)
