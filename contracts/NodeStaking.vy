@@ -1053,13 +1053,9 @@ def _tally(
     weight: uint256 = 0
     previous: address = empty(address)
     for verdict: SignedVerdict in verdicts:
-        assert convert(verdict.verifier, uint160) > convert(
-            previous, uint160
-        ), "NodeStaking: verifiers not ascending"
+        assert convert(verdict.verifier, uint160) > convert(previous, uint160), "NodeStaking: verifiers not ascending"
         previous = verdict.verifier
-        assert (
-            signatures._try_recover(digest, verdict.signature) == verdict.verifier
-        ), "NodeStaking: invalid verdict"
+        assert (signatures._try_recover(digest, verdict.signature) == verdict.verifier), "NodeStaking: invalid verdict"
         w: uint256 = self._vote_weight(verdict.verifier, epoch)
         weights.append(w)
         weight += w
@@ -1254,9 +1250,7 @@ def _set_slashing(
     """
     @dev Validates and stores the slashing parameters.
     """
-    assert (
-        equivocation_slash_bps_ > 0 and equivocation_slash_bps_ <= BPS
-    ), "NodeStaking: slash out of bounds"
+    assert (equivocation_slash_bps_ > 0 and equivocation_slash_bps_ <= BPS), "NodeStaking: slash out of bounds"
     assert fraud_slash_bps_ > 0 and fraud_slash_bps_ <= BPS, "NodeStaking: slash out of bounds"
     assert challenger_reward_bps_ <= MAX_CHALLENGER_REWARD_BPS, "NodeStaking: reward out of bounds"
     assert (
