@@ -200,7 +200,10 @@ def funded(payer, opg, escrow):
 
 @pytest.fixture
 def now(chain) -> int:
-    return chain.pending_timestamp
+    """The next block's time, pinned: the first transaction after this fixture is mined exactly at it."""
+    at = chain.pending_timestamp + 5
+    chain.pending_timestamp = at
+    return at
 
 
 @pytest.fixture

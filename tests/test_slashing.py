@@ -291,8 +291,10 @@ def test_unbonding_stake_stays_slashable(staking, node, payer, equivocation, par
 
 
 def test_staking_balance_matches_stakes_after_slash(opg, staking, node, payer, equivocation):
+    # Other modules' session fixtures may hold stake here too: compare what the slash moved.
+    held, stake = opg.balanceOf(staking), total_stake(staking, node.address)
     staking.slash_equivocation(*equivocation, sender=payer.account)
-    assert opg.balanceOf(staking) == total_stake(staking, node.address) + staking.bonds_held()
+    assert held - opg.balanceOf(staking) == stake - total_stake(staking, node.address) > 0
 
 
 def test_equivocation_replayed_on_another_deployment_reverts(
