@@ -1,4 +1,5 @@
-"""The protocol's signed messages: Voucher, Receipt, Verdict, and the Claim built from a Voucher.
+"""The protocol's signed messages: Voucher, Receipt, Verdict, the Claim built from a Voucher, and the off-chain
+PayloadRequest a verifier signs to fetch a receipt's payload from its node.
 
 This is the one EIP-712 implementation of the project. Hashing and signing go through eth-account's
 ``encode_typed_data`` (an implementation independent of the contracts), and the tests check that every digest
@@ -329,6 +330,24 @@ class Registration(TypedMessage):
     FIELDS: ClassVar[list[tuple[str, str, str]]] = [("account", "address", "account")]
 
     account: Address
+
+
+class PayloadRequest(TypedMessage):
+    """Off-chain only: a verifier's (or the payer's) request for a receipt's stored payload, signed over the node's
+    fresh single-use ``nonce`` in the NodeStaking domain, so it proves who asks and cannot be replayed elsewhere."""
+
+    PRIMARY_TYPE: ClassVar[str] = "PayloadRequest"
+    FIELDS: ClassVar[list[tuple[str, str, str]]] = [
+        ("node", "address", "node"),
+        ("receiptId", "bytes32", "receipt_id"),
+        ("requester", "address", "requester"),
+        ("nonce", "bytes32", "nonce"),
+    ]
+
+    node: Address
+    receipt_id: Bytes32
+    requester: Address
+    nonce: Bytes32
 
 
 def compact_signature(signature: str | bytes) -> tuple[bytes, bytes]:

@@ -26,8 +26,8 @@ from x402.schemas import SettleRequest, SupportedKind, SupportedResponse, Verify
 
 from .. import __version__
 from ..chain import ROLE_VERIFIER
+from ..daemon.errors import ApiError, field_path, from_validation_error
 from ..messages import InvalidSignature, recover_signer
-from .errors import ApiError, field_path, from_validation_error
 from .metrics import CONTENT_TYPE
 from .models import (
     SCHEME_CREDIT,

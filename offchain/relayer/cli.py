@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import logging
-import os
 import sys
-from pathlib import Path
 
-from .config import ConfigError, RelayerSettings, load_settings
+from ..daemon.serve import setup_logging
+from ..daemon.settings import add_flags, settings_from_args
+from .config import ConfigError, RelayerSettings
 from .keccak import use_fast_keccak
-
-SKIP_FLAGS = {"password"}  # secrets: environment or file only
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,17 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run the relayer daemon",
                          description="Run the relayer: x402 facilitator, batch settlement, slashing.")
-    run.add_argument("--config", type=Path, default=None,
-                     help="TOML or JSON settings file (also OPG_RELAYER_CONFIG)")
-    for name, info in RelayerSettings.model_fields.items():
-        if name in SKIP_FLAGS:
-            continue
-        flag = "--" + name.replace("_", "-")
-        help_ = (info.description or "") + f" [env {'OPG_RELAYER_' + name.upper()}]"
-        if info.annotation is bool:
-            run.add_argument(flag, dest=name, action="store_const", const=True, default=None, help=help_)
-        else:
-            run.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=help_)
+    add_flags(run, RelayerSettings)
     return parser
 
 
@@ -49,17 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "run":
         parser.print_help()
         return 0 if args.command is None else 2
-    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config") and v is not None}
-    config = args.config or (Path(os.environ["OPG_RELAYER_CONFIG"]) if os.environ.get("OPG_RELAYER_CONFIG") else None)
     try:
-        settings = load_settings(flags, config)
+        settings = settings_from_args(RelayerSettings, args, section="relayer")
     except ConfigError as exc:
         print(f"opg relayer: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("web3", "urllib3", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(settings.log_level)
     try:
         relayer = _build(settings)
     except ConfigError as exc:

@@ -17,8 +17,8 @@ from pydantic import ValidationError
 from x402.schemas import VerifyRequest, VerifyResponse
 
 from ..chain import ROLE_INFERENCE
+from ..daemon.errors import ApiError, from_validation_error
 from ..messages import InvalidSignature, recover_signer
-from .errors import ApiError, from_validation_error
 from .models import SCHEME_CREDIT, CreditPayload
 from .receipts import CheckContext, Checked, check_bulk, check_item, unpack
 from .store import ValidReceipt

@@ -23,9 +23,9 @@ from x402.mechanisms.evm.exact.eip3009_utils import parse_eip3009_transfer_error
 from x402.mechanisms.evm.types import ExactEIP3009Authorization
 from x402.schemas import SettleRequest, SettleResponse, VerifyRequest, VerifyResponse
 
+from ..daemon.errors import ApiError, from_validation_error
 from ..messages import InvalidSignature, recover_signer
 from ..types import Address, Bytes32, HexBytes, Uint256
-from .errors import ApiError, from_validation_error
 from .models import SCHEME_EXACT, ApiModel
 from .store import Store
 from .txsender import BroadcastError, PreparedCall, is_revert, revert_message

@@ -17,8 +17,8 @@ from typing import Any
 import pydantic_core
 from pydantic import ValidationError
 
+from ..daemon.errors import ApiError, from_validation_error
 from ..messages import Domain, InvalidSignature, SignedReceipt, SignedVoucher, recover_signer
-from .errors import ApiError, from_validation_error
 from .models import SettleItem
 from .store import ValidReceipt
 

@@ -1,49 +1,7 @@
-"""The relayer's transaction key: an encrypted keystore (eth-account or ape format) or, on a devnet only, one of
-anvil's public development keys. No private key is ever read from a flag or kept in the repository."""
+"""The relayer's transaction key (see ``offchain.daemon.keys``)."""
 
 from __future__ import annotations
 
-import json
+from ..daemon.keys import load_account
 
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
-
-from ..devchain import DEVNET_CHAIN_ID, anvil_key
-from .config import ConfigError, RelayerSettings
-
-
-def load_account(settings: RelayerSettings, chain_id: int) -> LocalAccount:
-    """The account that signs the relayer's transactions; ConfigError if it cannot or must not be used."""
-    if settings.keystore is not None and settings.dev_account is not None:
-        raise ConfigError("give either --keystore or --dev-account, not both")
-    if settings.dev_account is not None:
-        if chain_id != DEVNET_CHAIN_ID:
-            raise ConfigError(
-                f"--dev-account uses anvil's public development keys and is refused on chain {chain_id} "
-                f"(only {DEVNET_CHAIN_ID}); use --keystore"
-            )
-        return Account.from_key(anvil_key(settings.dev_account))
-    if settings.keystore is None:
-        raise ConfigError("no signer: give --keystore PATH (password in OPG_RELAYER_PASSWORD or --password-file) "
-                          "or, on a devnet, --dev-account N")
-    path = settings.keystore.expanduser()
-    try:
-        keyfile = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"keystore {path} does not exist") from None
-    except ValueError:
-        raise ConfigError(f"keystore {path} is not JSON") from None
-    if settings.password is not None:
-        password = settings.password.get_secret_value()
-    elif settings.password_file is not None:
-        try:
-            password = settings.password_file.expanduser().read_text().rstrip("\r\n")
-        except OSError as exc:
-            raise ConfigError(f"cannot read password file {settings.password_file}: {exc.strerror}") from None
-    else:
-        raise ConfigError("keystore needs a password: set OPG_RELAYER_PASSWORD or give --password-file")
-    try:
-        key = Account.decrypt(keyfile, password)
-    except (ValueError, KeyError, TypeError):
-        raise ConfigError(f"cannot decrypt keystore {path}: wrong password or not a keystore file") from None
-    return Account.from_key(key)
+__all__ = ["load_account"]

@@ -1,0 +1,36 @@
+"""Running a daemon: logging, the uvicorn server, graceful shutdown on SIGTERM / SIGINT (uvicorn finishes the
+requests in flight, then the app's lifespan closes the daemon's workers and store), and a CLI error convention
+(one readable line, exit 2 for configuration errors)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("web3", "urllib3", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def fail(prog: str, message: str, code: int = 2) -> int:
+    """Print ``<prog>: error: <message>`` (one line) and return the exit code."""
+    first = str(message).strip().splitlines()[0] if str(message).strip() else "failed"
+    print(f"{prog}: error: {first}", file=sys.stderr)
+    return code
+
+
+def serve(app: Any, host: str, port: int, log_level: str, banner: str | None = None, **uvicorn_options: Any) -> int:
+    """Serve ``app`` until SIGTERM or SIGINT; returns 0 after a clean shutdown."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug",
+                            timeout_graceful_shutdown=10, **uvicorn_options)
+    server = uvicorn.Server(config)
+    if banner:
+        print(banner, file=sys.stderr, flush=True)
+    server.run()
+    return 0
