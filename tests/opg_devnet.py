@@ -3,7 +3,7 @@ deployed (``Devnet``), actors, channel simulation, and the daemons as real subpr
 (``RelayerProc``, ``DaemonProc``), spoken to over real HTTP (httpx).
 
 Nothing here uses ape's chain (ape snapshots and reverts it between tests): every module owns its chain.
-Import it as ``from tests.opg_devnet import ...``.
+Import it as ``from opg_devnet import ...``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.opg_devnet import (  # noqa: F401  (re-exported for the relayer tests' ``from conftest import ...``)
+from opg_devnet import (  # noqa: F401  (re-exported for the relayer tests' ``from conftest import ...``)
     OPG,
     ROLE_INFERENCE,
     ROLE_VERIFIER,
