@@ -28,6 +28,7 @@ from .. import __version__
 from ..chain import ROLE_VERIFIER
 from ..daemon.errors import ApiError, field_path, from_validation_error
 from ..messages import InvalidSignature, recover_signer
+from .feed import feed_router
 from .metrics import CONTENT_TYPE
 from .models import (
     SCHEME_CREDIT,
@@ -482,6 +483,9 @@ def create_app(relayer: Relayer) -> FastAPI:
         first."""
         return [SlashView(**{k: v for k, v in s.items() if k not in ("args", "attempts")})
                 for s in store.slashes(status, limit)]
+
+    app.include_router(feed_router(store, relayer.staking_domain, lambda v: relayer.retry(
+        lambda: relayer.thread_chain().is_active_verifier(v))))  # verifiers' feed, withholding reports, node views
 
     # Operations --------------------------------------------------------------------------------------------------
     @app.get("/healthz", response_model=Health, tags=["operations"])

@@ -143,6 +143,16 @@ CREATE TABLE IF NOT EXISTS slashes (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS withholding_reports (  -- verifiers' signed reports of payloads a node did not release
+    receipt_hash TEXT NOT NULL,
+    node TEXT NOT NULL,
+    verifier TEXT NOT NULL,
+    signature TEXT NOT NULL,             -- the verifier's Verdict(receiptHash, valid=false) signature
+    reason TEXT,
+    reported_at REAL NOT NULL,
+    PRIMARY KEY (receipt_hash, verifier)
+);
+CREATE INDEX IF NOT EXISTS withholding_node ON withholding_reports(node);
 CREATE TABLE IF NOT EXISTS exact_payments (
     id TEXT PRIMARY KEY,                 -- payer:nonce of the EIP-3009 authorisation
     payer TEXT NOT NULL,
@@ -634,6 +644,21 @@ class Store:
              now, slash_id),
         )
 
+    @staticmethod
+    def job_withholding_report(conn: sqlite3.Connection, receipt_hash: str, node: str, verifier: str, signature: str,
+                               reason: str | None, now: float) -> bool:
+        """A verifier's report that ``node`` did not release a payload; its signature is a Verdict(valid=false), so it
+        is stored as that verdict too (it counts towards the fraud quorum, and against the verifier if proven valid)."""
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO withholding_reports (receipt_hash, node, verifier, signature, reason, reported_at)"
+            " VALUES (?,?,?,?,?,?)", (receipt_hash, node, verifier, signature, reason, now),
+        )
+        conn.execute(
+            "INSERT OR IGNORE INTO verdicts (receipt_hash, verifier, valid, signature, received_at) VALUES (?,?,0,?,?)",
+            (receipt_hash, verifier, signature, now),
+        )
+        return cur.rowcount == 1
+
     # Jobs: exact payments ------------------------------------------------------------------------------------
     @staticmethod
     def job_exact_new(conn: sqlite3.Connection, key: str, payer: str, payee: str, value: int, authorization: dict,
@@ -812,6 +837,31 @@ class Store:
             " WHERE s.evidence = 'double:' || t.receipt_hash || ':' || t.verifier)"
         )
         return [dict(r) for r in rows]
+
+    def feed(self, after: int, limit: int) -> list[dict]:
+        """Accepted receipts in acceptance order (``seq`` = the row's rowid, which only grows: receipts are never
+        deleted and the relayer never runs VACUUM), those after ``after``."""
+        rows = self.reader().execute(
+            "SELECT rowid AS seq, id, struct_hash, request_id, payer, node, model_id, input_hash, output_hash, amount,"
+            " cumulative, timestamp, signature, accepted_at FROM receipts WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            (after, limit),
+        )
+        return [dict(r) for r in rows]
+
+    def node_summary(self, node: str) -> dict:
+        """Counts about one node: receipts accepted (and pending), withholding reports, slashes by kind and status."""
+        db = self.reader()
+        receipts, pending = db.execute(
+            "SELECT count(*), coalesce(sum(status = 'pending'), 0) FROM receipts WHERE node = ?", (node,)
+        ).fetchone()
+        reports, withheld = db.execute(
+            "SELECT count(*), count(DISTINCT receipt_hash) FROM withholding_reports WHERE node = ?", (node,)
+        ).fetchone()
+        slashes = [dict(r) for r in db.execute(
+            "SELECT kind, status, count(*) AS n, group_concat(amount) AS amounts FROM slashes WHERE subject = ?"
+            " GROUP BY kind, status", (node,))]
+        return {"receipts": receipts, "pending": pending, "reports": reports, "withheld": withheld,
+                "slashes": slashes}
 
     def exact_payment(self, key: str) -> dict | None:
         row = self.reader().execute("SELECT * FROM exact_payments WHERE id = ?", (key,)).fetchone()
