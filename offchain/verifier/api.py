@@ -1,0 +1,101 @@
+"""The verifier's HTTP API: ``POST /disputes`` (a payer hands over its request, answer and receipt), ``GET
+/checks/{receipt_id}`` (what this verifier decided), ``GET /healthz`` and ``GET /metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Literal
+
+from fastapi import APIRouter, FastAPI, Path
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..daemon.app import create_app as create_daemon_app
+from ..daemon.app import operations_router
+from ..daemon.errors import ApiError
+from .payloads import dispute_problem, parse_receipt
+
+if TYPE_CHECKING:
+    from .service import Verifier
+
+
+class DisputeIn(BaseModel):
+    """A payer's own copy of a disputed answer. ``pricing`` (the quote's ``extra.pricing``), ``usage`` and
+    ``finishReason`` are optional: without pricing the verifier asks the node's ``/v1/models``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    receipt: dict[str, Any] = Field(description="the node's signed receipt (camelCase or snake_case)")
+    request: dict[str, Any] = Field(description="the canonical request {model, messages, params} the receipt hashes")
+    output: str = Field(description="the answer's text")
+    pricing: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None
+    finish_reason: Literal["stop", "length"] | None = Field(None, alias="finishReason")
+
+
+def check_view(row: dict) -> dict:
+    return {
+        "receiptId": row["id"], "receiptHash": row["receipt_hash"], "node": row["node"], "source": row["source"],
+        "status": row["status"], "valid": None if row["valid"] is None else bool(row["valid"]),
+        "reason": row["reason"], "withheld": bool(row["withheld"]), "attempts": row["attempts"],
+        "lastError": row["last_error"], "posted": {1: "stored", -1: "refused"}.get(row["posted"], "pending")
+        if row["valid"] is not None else None, "flag": row["flag_state"], "flagTx": row["flag_tx"],
+        "seconds": row["seconds"],
+    }
+
+
+def routes(v: Verifier) -> APIRouter:
+    router = APIRouter(tags=["verifier"])
+
+    @router.post("/disputes", status_code=202)
+    async def dispute(body: DisputeIn) -> Any:
+        """A payer's dispute: the node's signed receipt with the payer's request and answer. The receipt must be
+        disputed on-chain first (``staking.flag`` from the payer, with its bond); the payload must hash to the
+        receipt. The receipt is then judged like a flagged one, on this payload (the node's is not needed)."""
+        try:
+            receipt = parse_receipt(body.receipt)
+        except ValueError as exc:
+            raise ApiError(400, "invalid_field", "receipt", str(exc).splitlines()[0]) from None
+        problem = dispute_problem(receipt, body.request, body.output, v.domain)
+        if problem:
+            error = "invalid_signature" if "signature" in problem or "signed" in problem else "payload_mismatch"
+            raise ApiError(400, error, "receipt" if error == "invalid_signature" else "request", problem)
+        it = v.item(receipt)
+        if not await asyncio.to_thread(v.dispute_open, it["receipt_hash"]):
+            raise ApiError(409, "not_disputed", "receipt",
+                           "no open dispute: the payer must first call staking.flag(receipt, signature) with its bond")
+        payload = {"request": body.request, "output": body.output}
+        for key, value in (("pricing", body.pricing), ("usage", body.usage), ("finishReason", body.finish_reason)):
+            if value is not None:
+                payload[key] = value
+        reason = v.skip_reason(receipt)
+        await asyncio.to_thread(v.store.queue_check, it, "dispute", payload, reason)
+        v.metrics.disputes.inc()
+        row = await asyncio.to_thread(v.store.check, it["id"])
+        return JSONResponse(check_view(row), status_code=202)
+
+    @router.get("/checks/{receipt_id}")
+    async def check(receipt_id: str = Path(pattern=r"^0x[0-9a-fA-F]{64}$")) -> Any:
+        """This verifier's check of a receipt: queued, done (with the verdict) or skipped."""
+        row = await asyncio.to_thread(v.store.check, receipt_id.lower())
+        if row is None:
+            raise ApiError(404, "not_found", "receiptId", "this verifier has not checked that receipt")
+        return check_view(row)
+
+    return router
+
+
+def create_app(v: Verifier) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        v.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(v.stop)
+
+    async def health() -> dict:
+        return await asyncio.to_thread(v.health)
+
+    return create_daemon_app("OPG verifier", __doc__, [operations_router(health, v.metrics), routes(v)], lifespan)
