@@ -8,7 +8,8 @@
 - Lazy verifier: once that fraud is proven (by this relayer or anyone), every stored ``Verdict(valid=true)`` on the
   receipt is sent to ``slash_verifier`` (lazy).
 - Validity: ``Verdict(valid=true)`` signers reaching the same quorum -> ``prove_valid``; then every stored
-  ``Verdict(valid=false)`` on the receipt is sent to ``slash_verifier`` (false accuser).
+  ``Verdict(valid=false)`` on the receipt is sent to ``slash_verifier`` (false accuser), and so is every verifier
+  that only flagged it on-chain (``Flagged`` without a bond: ``slash_verifier`` with an empty signature).
 - Double vote: a verifier that signed both verdicts on one receipt -> ``slash_double_vote``.
 Each submission is simulated first; evidence the contract already used ends ``skipped``, evidence it refuses for
 another reason ends ``failed`` with the revert reason. States: queued -> sent -> confirmed | failed | skipped.
@@ -54,6 +55,7 @@ class Slasher:
         self.staking = relayer.sender_chain.staking
         self._quorum: tuple[int, float] | None = None
         self._recheck: dict[tuple[str, str], float] = {}
+        self._flags_read: set[str] = set()
 
     def fraud_quorum_bps(self) -> int:
         now = time.monotonic()
@@ -79,6 +81,8 @@ class Slasher:
                                 f"{kind}:{v['receipt_hash']}:{v['verifier']}", v["verifier"],
                                 {"receipt_hash": v["receipt_hash"], "verifier": v["verifier"],
                                  "signature": v["signature"]}, time.time())
+        for proof in self.store.proofs_done("prove_valid", time.time() - self.r.dispute_window):
+            self._queue_flag_accusers(proof["evidence"].split(":", 1)[1])
         for v in self.store.double_votes():
             self.store.call(Store.job_queue_slash, "double_vote", f"double:{v['receipt_hash']}:{v['verifier']}",
                             v["verifier"], {"receipt_hash": v["receipt_hash"], "verifier": v["verifier"],
@@ -123,6 +127,21 @@ class Slasher:
                                                                for v in verdicts]}, time.time())
         log.info("%s quorum reached for receipt %s (%d verdicts, weight %d of %d)", prefix, receipt_hash,
                  len(verdicts), weight, total)
+
+    def _queue_flag_accusers(self, receipt_hash: str) -> None:
+        """Verifiers that accused a receipt proven valid only by an on-chain flag (no verdict here): slash them as
+        false accusers too (``slash_verifier`` with an empty signature). Each proof's flags are read once a run."""
+        if receipt_hash in self._flags_read:
+            return
+        h = b32(receipt_hash)
+        events = self.sender.retry(lambda: self.staking.events.Flagged().get_logs(
+            argument_filters={"receipt_hash": h}, from_block=self.r.deployment.start_block))
+        for ev in events:
+            if ev["args"]["bond"] == 0:  # a verifier's flag (a payer's dispute carries a bond)
+                v = ev["args"]["flagger"]
+                self.store.call(Store.job_queue_slash, "false_accuser", f"false_accuser:{receipt_hash}:{v}", v,
+                                {"receipt_hash": receipt_hash, "verifier": v, "signature": "0x"}, time.time())
+        self._flags_read.add(receipt_hash)
 
     def _record_skipped(self, kind: str, evidence: str, row: dict, reason: str, status: str = "skipped") -> None:
         self.store.call(Store.job_queue_slash, kind, evidence, row["node"], {"receipt_id": row["id"], "verdicts": []},

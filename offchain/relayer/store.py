@@ -788,6 +788,13 @@ class Store:
         rows = self.reader().execute("SELECT * FROM slashes WHERE status IN ('queued', 'sent') ORDER BY id")
         return [dict(r) for r in rows]
 
+    def proofs_done(self, kind: str, since: float) -> list[dict]:
+        """Proof submissions of ``kind`` (fraud | prove_valid) confirmed or found done on-chain since ``since``."""
+        rows = self.reader().execute(
+            "SELECT * FROM slashes WHERE kind = ? AND status IN ('confirmed', 'skipped') AND updated_at >= ?",
+            (kind, since))
+        return [dict(r) for r in rows]
+
     def slash_by_evidence(self, evidence: str) -> dict | None:
         row = self.reader().execute("SELECT * FROM slashes WHERE evidence = ?", (evidence,)).fetchone()
         return dict(row) if row else None
