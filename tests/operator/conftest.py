@@ -1,0 +1,19 @@
+"""Operator CLI fixtures: a private anvil + deployment per test module (the relayer where a module needs one)."""
+
+from __future__ import annotations
+
+import pytest
+from operator_kit import OperatorCli
+from opg_devnet import Devnet
+
+
+@pytest.fixture(scope="module")
+def devnet(tmp_path_factory) -> Devnet:
+    d = Devnet(tmp_path_factory.mktemp("devnet"))
+    yield d
+    d.close()
+
+
+@pytest.fixture(scope="module")
+def cli(devnet) -> OperatorCli:
+    return OperatorCli(devnet)
