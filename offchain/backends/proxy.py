@@ -1,0 +1,173 @@
+"""``proxy:http://host:port/v1#model``: an OpenAI-compatible upstream (vLLM, llama-server, Ollama, ...).
+
+The node forwards each paid request to ``{base}/chat/completions`` with ``model``, ``messages``, ``max_tokens``,
+``temperature``, ``seed`` and ``stop``; streaming when the caller streams (with ``stream_options.include_usage`` so
+the upstream reports real token counts at the end), non-streaming otherwise.
+
+Token counts: the answer's ``prompt_tokens``/``output_tokens`` are the upstream's ``usage`` (output clamped to
+``max_tokens``). If a stream ends without usage (an upstream that ignores ``include_usage``, or an early stop by
+``on_token``), the output count is the number of content chunks received (servers send one token per chunk) and the
+prompt count is the estimate below. ``count_prompt_tokens`` (used only for the quote, before anything is sent) is a
+tokenizer-free estimate: per message ``ceil(len(content) / 4) + 4``, plus 3 for the reply header. The node charges
+``min(cost(usage), quote)``, so an under-estimate costs the node, never the payer.
+
+Not deterministic (``deterministic=False``): the upstream's build, batching and hardware are unknown, so answers are
+not fraud-provable by re-execution; model_id is keccak of ``{"backend": "proxy", "upstream_model": name,
+"deterministic": false}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import httpx
+
+from ..inference import BackendError, ChatMessage, Generation, GenParams, OnToken, model_id_of
+from ._stream import Assembler
+
+
+def estimate_prompt_tokens(messages: list[ChatMessage]) -> int:
+    return sum(math.ceil(len(m.content) / 4) + 4 for m in messages) + 3
+
+
+class ProxyBackend:
+    def __init__(
+        self,
+        base_url: str,
+        upstream_model: str,
+        *,
+        name: str | None = None,
+        timeout: float = 120.0,
+        api_key: str | None = None,
+        context_length: int | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.upstream_model = upstream_model
+        self.name = name or upstream_model
+        self.context_length = context_length
+        self.deterministic = False
+        self.descriptor = {"backend": "proxy", "upstream_model": upstream_model, "deterministic": False}
+        self.model_id = model_id_of(self.descriptor)
+        api_key = api_key or os.environ.get("OPG_PROXY_API_KEY")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)), headers=headers)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def count_prompt_tokens(self, messages: list[ChatMessage]) -> int:
+        return estimate_prompt_tokens(messages)
+
+    def _body(self, messages: list[ChatMessage], params: GenParams, stream: bool) -> dict:
+        body: dict = {
+            "model": self.upstream_model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "max_tokens": params.max_tokens,
+            "stream": stream,
+        }
+        if params.temperature is not None:
+            body["temperature"] = params.temperature
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    def _fail(self, resp: httpx.Response) -> BackendError:
+        try:
+            detail = resp.read().decode("utf-8", "replace")[:300]
+        except httpx.HTTPError:
+            detail = ""
+        return BackendError(f"upstream {self.base_url} answered HTTP {resp.status_code}: {detail}".rstrip(": "))
+
+    def generate(self, messages: list[ChatMessage], params: GenParams, on_token: OnToken | None = None) -> Generation:
+        url = f"{self.base_url}/chat/completions"
+        try:
+            if on_token is None:
+                return self._complete(url, messages, params)
+            return self._stream(url, messages, params, on_token)
+        except httpx.HTTPError as exc:
+            raise BackendError(f"upstream {self.base_url} failed: {type(exc).__name__}: {exc}") from exc
+
+    @staticmethod
+    def _finish(reason: object) -> str:
+        return "length" if reason == "length" else "stop"
+
+    def _usage(self, usage: dict | None, messages: list[ChatMessage], fallback_output: int, params: GenParams):
+        prompt = output = None
+        if isinstance(usage, dict):
+            prompt, output = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if not isinstance(prompt, int) or prompt < 0:
+            prompt = estimate_prompt_tokens(messages)
+        if not isinstance(output, int) or output < 0:
+            output = fallback_output
+        return prompt, min(output, params.max_tokens)
+
+    def _complete(self, url: str, messages: list[ChatMessage], params: GenParams) -> Generation:
+        resp = self._http.post(url, json=self._body(messages, params, stream=False))
+        if resp.status_code >= 400:
+            raise self._fail(resp)
+        try:
+            data = resp.json()
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+            reason = choice.get("finish_reason")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise BackendError(f"upstream {self.base_url} sent a malformed chat.completion: {exc}") from exc
+        out = Assembler(params.stop, None)  # enforce stop sequences even if the upstream ignored them
+        hit = out.push(text)
+        text = out.finish()
+        prompt, output = self._usage(data.get("usage"), messages, params.max_tokens, params)
+        finish = "stop" if hit else self._finish(reason)
+        return Generation(text=text, prompt_tokens=prompt, output_tokens=output, finish_reason=finish)
+
+    def _stream(self, url: str, messages: list[ChatMessage], params: GenParams, on_token: OnToken) -> Generation:
+        out = Assembler(params.stop, on_token)
+        chunks = 0
+        usage = None
+        reason = None
+        ended = False  # stopped by a local stop sequence or on_token
+        with self._http.stream("POST", url, json=self._body(messages, params, stream=True)) as resp:
+            if resp.status_code >= 400:
+                raise self._fail(resp)
+            for line in resp.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    break
+                try:
+                    event = json.loads(payload)
+                except ValueError as exc:
+                    raise BackendError(f"upstream {self.base_url} sent a malformed stream event: {payload[:100]}") from exc
+                if not isinstance(event, dict):
+                    raise BackendError(f"upstream {self.base_url} sent a malformed stream event: {payload[:100]}")
+                if "error" in event:
+                    raise BackendError(f"upstream {self.base_url} failed mid-stream: {json.dumps(event['error'])[:300]}")
+                if event.get("usage"):
+                    usage = event["usage"]
+                for choice in event.get("choices") or []:
+                    delta = choice.get("delta") or {}
+                    content = delta.get("content")
+                    if content:
+                        chunks += 1
+                        if out.push(content):
+                            ended = True
+                            break
+                    if choice.get("finish_reason"):
+                        reason = choice["finish_reason"]
+                if ended:
+                    break  # leaving the block closes the connection: the upstream stops generating
+        text = out.finish()
+        if ended and out.cancelled:
+            finish = "length"
+        elif ended:
+            finish = "stop"
+        else:
+            finish = self._finish(reason)
+        prompt, output = self._usage(usage, messages, chunks, params)
+        return Generation(text=text, prompt_tokens=prompt, output_tokens=output, finish_reason=finish)

@@ -1,0 +1,102 @@
+"""The real small model (SmolLM2-135M-Instruct on llama.cpp): reproducible answers, model_id from every
+output-relevant setting and from nothing else, and the Backend contract."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from backend_contract import (
+    QUESTION,
+    check_early_stop,
+    check_max_tokens,
+    check_stop_sequence,
+    check_streaming_matches_text,
+)
+
+from offchain.backends import load_backend
+from offchain.backends.llama import CMAKE_ARGS, smollm2_path, weights_sha256
+from offchain.inference import ChatMessage, GenParams, PromptTooLong
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMPTS = [
+    QUESTION,
+    [ChatMessage(role="system", content="You answer in one sentence."),
+     ChatMessage(role="user", content="Why is the sky blue? " + "Explain it simply, please. " * 30)],
+]
+
+
+def run_in_process(prompt: str, n_threads: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "offchain.backends", "generate", "smollm2", "--prompt", prompt, "--max-tokens", "16",
+         "--n-threads", str(n_threads)],
+        capture_output=True, text=True, check=True, cwd=ROOT, timeout=120,
+    )
+    return json.loads(out.stdout)
+
+
+def test_same_request_same_answer_in_two_separate_processes():
+    a, b = run_in_process(QUESTION[0].content, 2), run_in_process(QUESTION[0].content, 2)
+    fields = ("text", "prompt_tokens", "output_tokens", "finish_reason", "modelId")
+    assert [a[f] for f in fields] == [b[f] for f in fields]
+    assert a["output_tokens"] > 0 and a["text"]
+
+
+def test_thread_count_changes_neither_the_answer_nor_the_model_id(smollm2):
+    one = load_backend("smollm2", n_threads=1)
+    assert one.model_id == smollm2.model_id and one.n_threads != smollm2.n_threads
+    for messages in PROMPTS:  # the second prompt is long enough to be evaluated in several ggml work splits
+        assert one.generate(messages, GenParams(max_tokens=16)) == smollm2.generate(messages, GenParams(max_tokens=16))
+
+
+def test_a_previous_request_does_not_change_the_next_answer(smollm2):
+    params = GenParams(max_tokens=12)
+    first = smollm2.generate(QUESTION, params)
+    longer = QUESTION + [ChatMessage(role="assistant", content=first.text), ChatMessage(role="user", content="More?")]
+    smollm2.generate(longer, params)  # shares the prompt prefix: llama.cpp would reuse its KV cache if allowed
+    assert smollm2.generate(QUESTION, params) == first
+
+
+def test_model_id_changes_with_every_output_relevant_setting(smollm2):
+    ids = {smollm2.model_id}
+    for option in ({"n_ctx": 1024}, {"n_batch": 256, "n_ubatch": 256}, {"n_ubatch": 256}):
+        ids.add(load_backend("smollm2", n_threads=2, **option).model_id)
+    assert len(ids) == 4
+    d = smollm2.descriptor
+    assert d["backend"] == "llama.cpp" and d["build"] == "llama-cpp-python==0.3.36" and d["cmake_args"] == CMAKE_ARGS
+    assert d["weights_sha256"] == weights_sha256(smollm2_path())
+    assert (d["n_ctx"], d["n_batch"], d["n_ubatch"], d["sampling"], d["deterministic"]) == (2048, 512, 512, "greedy", True)
+    assert re.fullmatch(r"[0-9a-f]{64}", d["chat_template"]) and "thread" not in json.dumps(d)
+
+
+def test_streaming_max_tokens_stop_and_early_stop_contract(smollm2):
+    full = check_streaming_matches_text(smollm2, max_tokens=16)
+    check_max_tokens(smollm2)
+    check_stop_sequence(smollm2, full.text, max_tokens=16)
+    check_early_stop(smollm2, max_tokens=16, stop_after=3)
+
+
+def test_prompt_that_fills_the_context_is_refused():
+    small = load_backend("smollm2", n_ctx=128, n_batch=128, n_ubatch=128)
+    with pytest.raises(PromptTooLong):
+        small.generate(PROMPTS[1], GenParams(max_tokens=4))
+    words = 1
+    while small.context_length - small.count_prompt_tokens(_padded(words)) > 4:
+        words += 1
+    room = small.context_length - small.count_prompt_tokens(_padded(words))
+    g = small.generate(_padded(words), GenParams(max_tokens=room + 50))  # the answer is cut where the context ends
+    assert 0 < g.output_tokens <= room
+
+
+def _padded(words: int) -> list[ChatMessage]:
+    return [ChatMessage(role="user", content="Continue: " + "one two three " * (words // 3) + "one " * (words % 3))]
+
+
+def test_makefile_builds_llama_cpp_with_the_flags_the_descriptor_claims():
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^LLAMA_CMAKE_ARGS := (.*)$", makefile, re.M).group(1).strip() == CMAKE_ARGS
+    assert "llama-cpp-python==0.3.36" in (ROOT / "requirements.lock").read_text().splitlines()
