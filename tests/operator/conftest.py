@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from operator_kit import OperatorCli
-from opg_devnet import Devnet
+from opg_devnet import Devnet, RelayerProc
 
 
 @pytest.fixture(scope="module")
@@ -17,3 +17,10 @@ def devnet(tmp_path_factory) -> Devnet:
 @pytest.fixture(scope="module")
 def cli(devnet) -> OperatorCli:
     return OperatorCli(devnet)
+
+
+@pytest.fixture(scope="module")
+def relayer(devnet, tmp_path_factory) -> RelayerProc:
+    proc = RelayerProc(devnet, tmp_path_factory.mktemp("relayer") / "relayer.sqlite3", dev_account=1).start()
+    yield proc
+    proc.stop()
