@@ -28,6 +28,7 @@ from .. import __version__
 from ..chain import ROLE_VERIFIER
 from ..daemon.errors import ApiError, field_path, from_validation_error
 from ..messages import InvalidSignature, recover_signer
+from .deposits import deposits_router
 from .feed import feed_router
 from .metrics import CONTENT_TYPE
 from .models import (
@@ -486,6 +487,8 @@ def create_app(relayer: Relayer) -> FastAPI:
 
     app.include_router(feed_router(store, relayer.staking_domain, lambda v: relayer.retry(
         lambda: relayer.thread_chain().is_active_verifier(v))))  # verifiers' feed, withholding reports, node views
+    app.include_router(deposits_router(sender=relayer.sender, chain=relayer.thread_chain, transactions=store.transactions,
+                                       retry=relayer.retry, timeout=relayer.settings.exact_timeout))  # gasless deposits
 
     # Operations --------------------------------------------------------------------------------------------------
     @app.get("/healthz", response_model=Health, tags=["operations"])

@@ -1,0 +1,634 @@
+"""The payer's commands: ``opg deposit|balance|withdraw|session|chat`` (and the ``dispute`` hook).
+
+  opg deposit AMOUNT [--gasless]                 buy credits: approve + deposit, or sign EIP-3009 and let the relayer
+                                                 submit it (no ETH needed)
+  opg balance [--unblock NODE]                   wallet OPG, credits, available, withdrawal and thaw, session, channels
+  opg withdraw [AMOUNT|all] [--cancel] [--wait]  request a withdrawal, or complete a ready one (time left shown)
+  opg session --allowance OPG [--expiry 1d] [--new] | --revoke
+                                                 authorise a session key (stored locally) so chats never use the main key
+  opg chat ["PROMPT"] [--model M] [--max-tokens N] [--system TEXT] [--json] [--wait-settled S]
+                                                 one answer, or an interactive session (/model, /clear, /status, /quit)
+
+Common flags (each also OPG_CLIENT_<NAME>): --rpc-url, --deployment, --relayer-url, --node-url, --state-dir, --payer,
+--keystore (password in OPG_CLIENT_PASSWORD or --password-file) or --dev-account N (anvil keys, chain 31337 only),
+--json. Amounts are in OPG ("12.5"). Exit codes: 0 done, 1 refused or failed, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..daemon.serve import fail
+from ..daemon.settings import ConfigError, load_settings
+from .amounts import format_opg, parse_opg
+from .settings import ClientSettings
+
+COMMANDS = ("deposit", "balance", "withdraw", "session", "chat", "dispute")
+SETTING_FLAGS = ("rpc_url", "deployment", "relayer_url", "node_url", "state_dir", "model", "payer", "keystore",
+                 "password_file", "dev_account")
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+# Output ---------------------------------------------------------------------------------------------------------
+class Style:
+    def __init__(self, stream: Any = None):
+        stream = stream or sys.stdout
+        self.on = bool(getattr(stream, "isatty", lambda: False)()) and not os.environ.get("NO_COLOR")
+
+    def _wrap(self, code: str, text: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.on else text
+
+    def dim(self, text: str) -> str:
+        return self._wrap("2", text)
+
+    def bold(self, text: str) -> str:
+        return self._wrap("1", text)
+
+    def red(self, text: str) -> str:
+        return self._wrap("31", text)
+
+    def green(self, text: str) -> str:
+        return self._wrap("32", text)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _duration(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", str(text))
+    if not m:
+        raise CliError(f"not a duration: {text!r} (e.g. 3600, 90m, 12h, 7d)", 2)
+    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}[m.group(2)]
+
+
+def _span(seconds: int) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min {seconds % 60} s"
+    if seconds < 172_800:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86_400} d {seconds % 86_400 // 3600} h"
+
+
+def _amount(text: str) -> int:
+    try:
+        return parse_opg(text)
+    except ValueError as exc:
+        raise CliError(str(exc), 2) from None
+
+
+# Parsers --------------------------------------------------------------------------------------------------------
+def _common(parser: argparse.ArgumentParser) -> None:
+    env = "OPG_CLIENT_"
+    g = parser.add_argument_group("connection and key")
+    g.add_argument("--rpc-url", help=f"chain JSON-RPC [env {env}RPC_URL; default http://127.0.0.1:8545]")
+    g.add_argument("--deployment", type=Path, help=f"deployment file [env {env}DEPLOYMENT; default "
+                                                   "deployments/<chainId>.json]")
+    g.add_argument("--relayer-url", help=f"relayer [env {env}RELAYER_URL; default http://127.0.0.1:8402]")
+    g.add_argument("--node-url", help=f"inference node [env {env}NODE_URL]")
+    g.add_argument("--state-dir", type=Path, help=f"local state [env {env}STATE_DIR; default ~/.opg]")
+    g.add_argument("--payer", help=f"payer address, to use its stored session key [env {env}PAYER]")
+    g.add_argument("--keystore", type=Path, help=f"payer keystore JSON [env {env}KEYSTORE; password in "
+                                                 f"{env}PASSWORD or --password-file]")
+    g.add_argument("--password-file", type=Path, help=f"file holding the keystore password [env {env}PASSWORD_FILE]")
+    g.add_argument("--dev-account", type=int, help=f"anvil development account N, chain 31337 only "
+                                                   f"[env {env}DEV_ACCOUNT]")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"opg {command}", description=__doc__.split("\n\n")[0])
+    if command == "deposit":
+        p.description = "Buy credits: OPG from your wallet into the CreditEscrow."
+        p.add_argument("amount", help="OPG to deposit, e.g. 10 or 2.5")
+        p.add_argument("--gasless", action="store_true",
+                       help="sign an EIP-3009 ReceiveWithAuthorization and let the relayer submit it (no ETH needed)")
+    elif command == "balance":
+        p.description = "Wallet OPG, credits, what nodes can serve against, withdrawal and thaw, session key, channels."
+        p.add_argument("--unblock", metavar="NODE", help="sign for a node this client blocked for over-charging again")
+    elif command == "withdraw":
+        p.description = ("Request a withdrawal of AMOUNT (or all) credits; without AMOUNT, complete the pending one "
+                         "once thawed (the time left is shown while it thaws).")
+        p.add_argument("amount", nargs="?", help="OPG to withdraw, or 'all'")
+        p.add_argument("--cancel", action="store_true", help="cancel the pending withdrawal")
+        p.add_argument("--wait", action="store_true", help="wait for the thaw, then complete the withdrawal")
+    elif command == "session":
+        p.description = ("Authorise a session key (stored under the state directory) that signs vouchers for chats, "
+                         "with an expiry and an allowance; without flags, show it.")
+        p.add_argument("--allowance", help="OPG the key may spend in total (its remaining allowance)")
+        p.add_argument("--expiry", default=None, help="how long it lasts: 3600, 90m, 12h, 7d (default: 7 days, at "
+                                                       "least twice the thaw period)")
+        p.add_argument("--new", action="store_true", help="a new key even if the stored one is in force")
+        p.add_argument("--revoke", action="store_true", help="revoke the stored key (effective after the thaw)")
+    elif command == "chat":
+        p.description = ("Ask a node: one prompt, or an interactive session like `ollama run` (/model NAME, /clear, "
+                         "/status, /quit). After each answer one row: its cost, credits left, settlement status.")
+        p.add_argument("prompt", nargs="?", help="the prompt (omit for an interactive session)")
+        p.add_argument("--model", help="model (default: the node's first; /model in a session) [env OPG_CLIENT_MODEL]")
+        p.add_argument("--max-tokens", type=int, help="most output tokens (the node's default otherwise)")
+        p.add_argument("--system", help="system prompt")
+        p.add_argument("--temperature", type=float)
+        p.add_argument("--seed", type=int)
+        p.add_argument("--no-stream", action="store_true", help="wait for the whole answer")
+        p.add_argument("--exact", action="store_true", help="allow exact payments (on-chain per request) from your OPG")
+        p.add_argument("--max-price", help="refuse quotes above this many OPG per request")
+        p.add_argument("--no-session", action="store_true", help="sign with the payer's own key, not the session key")
+        p.add_argument("--wait-settled", type=float, default=0, metavar="S",
+                       help="wait up to S seconds for the answer's settlement (batch and transaction)")
+    _common(p)
+    return p
+
+
+# Wiring ---------------------------------------------------------------------------------------------------------
+def _settings(args: argparse.Namespace) -> ClientSettings:
+    flags = {k: getattr(args, k, None) for k in SETTING_FLAGS}
+    try:
+        return load_settings(ClientSettings, flags)
+    except ConfigError as exc:
+        raise CliError(str(exc), 2) from None
+
+
+def _account(settings: ClientSettings, chain_id: int):
+    from ..daemon.keys import load_account
+
+    try:
+        return load_account(settings, chain_id)  # type: ignore[arg-type]  (the key fields are the daemon's)
+    except ConfigError as exc:
+        raise CliError(str(exc).replace("OPG_NODE_", "OPG_CLIENT_"), 2) from None
+
+
+def _wallet(settings: ClientSettings, need_key: bool):
+    """(OpgClient, chain id); the key is loaded only if ``need_key`` or a key is configured and wanted."""
+    import requests
+    from web3 import Web3
+
+    from .state import ClientState
+    from .wallet import OpgClient, WalletError
+
+    try:
+        chain_id = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 10})).eth.chain_id
+    except (requests.exceptions.RequestException, OSError) as exc:
+        raise CliError(f"cannot reach the chain at {settings.rpc_url}: {exc.__class__.__name__}", 2) from None
+    account = _account(settings, chain_id) if need_key else None
+    state = ClientState(settings.state_dir)
+    payer_address = None
+    if account is None:
+        payer_address = settings.payer or settings.key_address()
+        if payer_address is None:
+            from ..deployments import load_deployment
+
+            try:
+                dep = load_deployment(chain_id=chain_id, path=settings.deployment)
+            except (FileNotFoundError, ValueError) as exc:
+                raise CliError(str(exc), 2) from None
+            stored = state.sessions(chain_id, dep.address("CreditEscrow"))
+            if len(stored) == 1:
+                payer_address = stored[0]["payer"]
+            elif len(stored) > 1:
+                raise CliError("several payers have session keys here: give --payer ADDRESS (or a key)", 2)
+            else:
+                raise CliError("no key: give --keystore PATH (password in OPG_CLIENT_PASSWORD or --password-file) "
+                               "or, on a devnet, --dev-account N", 2)
+    try:
+        client = OpgClient(account, settings.rpc_url, settings.deployment, relayer_url=settings.relayer_url,
+                           state=state, payer_address=payer_address)
+    except (FileNotFoundError, ValueError, WalletError) as exc:
+        raise CliError(str(exc).splitlines()[0], 2) from None
+    return client, chain_id
+
+
+# Commands -------------------------------------------------------------------------------------------------------
+def cmd_deposit(args: argparse.Namespace, settings: ClientSettings) -> int:
+    amount = _amount(args.amount)
+    client, _ = _wallet(settings, need_key=True)
+    if args.gasless:
+        answer = client.deposit_gasless(amount)
+        if args.json:
+            _print_json({"gasless": True, **answer})
+        else:
+            print(f"deposited {format_opg(amount)} OPG (gasless, relayer tx {answer.get('transaction')}); "
+                  f"credits {format_opg(answer.get('balance') or 0)} OPG")
+        return 0
+    answer = client.deposit(amount)
+    if args.json:
+        _print_json({"gasless": False, **answer})
+    else:
+        print(f"deposited {format_opg(amount)} OPG (tx {answer['transaction']}); credits {format_opg(answer['credits'])} OPG")
+    return 0
+
+
+def cmd_balance(args: argparse.Namespace, settings: ClientSettings) -> int:
+    client, _ = _wallet(settings, need_key=False)
+    if args.unblock:
+        _unblock(client, args.unblock)
+    b = client.balance()
+    if args.json:
+        _print_json(b.as_dict())
+        return 0
+    s = Style()
+    print(f"payer        {b.payer}")
+    print(f"wallet       {format_opg(b.opg)} OPG, {format_opg(b.eth)} ETH")
+    print(f"credits      {format_opg(b.credits)} OPG ({format_opg(b.available)} OPG available to nodes)")
+    w = b.withdrawal
+    if w.state == "thawing":
+        print(f"withdrawal   {format_opg(w.amount)} OPG thawing: ready in {_span(w.seconds_left)}")
+    elif w.state == "ready":
+        print(f"withdrawal   {format_opg(w.amount)} OPG ready: `opg withdraw` (expires in {_span(w.expires_at - w.now)})")
+    elif w.state == "expired":
+        print("withdrawal   request expired: request it again")
+    if b.session:
+        state = f"{_span(b.session['secondsLeft'])} left" if b.session["inForce"] else "expired"
+        print(f"session key  {b.session['key']}: {format_opg(b.session['allowance'])} OPG allowance left, {state}")
+    for ch in b.channels:
+        line = f"channel      node {ch['node']}: charged {format_opg(ch['charged'])} OPG, settled {format_opg(ch['spent'])} OPG"
+        print(s.red(line + f"  BLOCKED: {ch['blocked']}") if ch["blocked"] else line)
+    return 0
+
+
+def _unblock(client: Any, node: str) -> None:
+    from eth_utils import to_checksum_address
+
+    with client.state.channel(client.chain.chain_id, client.deployment.address("CreditEscrow"), client.address,
+                              to_checksum_address(node)) as (st, _):
+        st.blocked = st.blocked_receipt = st.blocked_at = None
+
+
+def cmd_withdraw(args: argparse.Namespace, settings: ClientSettings) -> int:
+    from .wallet import WalletError
+
+    client, _ = _wallet(settings, need_key=True)
+    if args.cancel:
+        tx = client.cancel_withdrawal()
+        _print_json({"canceled": True, "transaction": tx}) if args.json else print(f"withdrawal canceled (tx {tx})")
+        return 0
+    if args.amount:
+        amount = (client.escrow.functions.balance_of(client.address).call() if args.amount == "all"
+                  else _amount(args.amount))
+        if amount <= 0:
+            raise CliError("nothing to withdraw")
+        w = client.request_withdrawal(amount)
+        if args.json and not args.wait:
+            _print_json({"requested": True, **w})
+            return 0
+        if not args.json:
+            print(f"withdrawal of {format_opg(amount)} OPG requested (tx {w['transaction']}): ready in "
+                  f"{_span(w['secondsLeft'])}; then `opg withdraw` completes it before it expires "
+                  f"{_span(w['expiresAt'] - w['readyAt'])} later")
+        if not args.wait:
+            return 0
+    w = client.withdrawal()
+    if args.wait and w.state == "thawing":
+        if not args.json:
+            print(f"waiting {_span(w.seconds_left)} for the thaw ...", file=sys.stderr)
+        while client.withdrawal().state == "thawing":
+            time.sleep(min(5.0, max(0.5, client.withdrawal().seconds_left)))
+    try:
+        done = client.withdraw()
+    except WalletError as exc:
+        w = client.withdrawal()
+        if args.json:
+            _print_json({"withdrawn": False, "reason": str(exc), **w.as_dict()})
+            return 1
+        raise CliError(str(exc)) from None
+    if args.json:
+        _print_json({"withdrawn": True, **done})
+    else:
+        print(f"withdrew {format_opg(done['amount'])} OPG (tx {done['transaction']}); credits {format_opg(done['credits'])} OPG")
+    return 0
+
+
+def cmd_session(args: argparse.Namespace, settings: ClientSettings) -> int:
+    if args.revoke:
+        client, _ = _wallet(settings, need_key=True)
+        out = client.revoke_session()
+        if args.json:
+            _print_json({"revoked": True, **out})
+        else:
+            print(f"session key {out['key']} revoked (effective at {out['effectiveAt']}, tx {out['transaction']})")
+        return 0
+    if args.allowance is None:
+        client, _ = _wallet(settings, need_key=False)
+        session = client.session()
+        if args.json:
+            _print_json(session)
+        elif session is None:
+            print("no session key: `opg session --allowance OPG [--expiry 7d]` authorises one")
+        else:
+            state = f"{_span(session['secondsLeft'])} left" if session["inForce"] else "expired"
+            print(f"session key {session['key']}: {format_opg(session['allowance'])} OPG allowance left, {state}")
+        return 0 if session else 1
+    allowance = _amount(args.allowance)
+    client, _ = _wallet(settings, need_key=True)
+    thaw = client.escrow.functions.thaw_period().call()
+    expires_in = _duration(args.expiry) if args.expiry else max(7 * 86_400, 2 * thaw)
+    out = client.authorize_session(expires_in, allowance, new_key=args.new)
+    if args.json:
+        _print_json(out)
+    else:
+        print(f"session key {out['key']} may spend {format_opg(allowance)} OPG for {_span(expires_in)} "
+              f"(tx {out['transaction']}); `opg chat` signs with it, never with your main key")
+    return 0
+
+
+# Chat -----------------------------------------------------------------------------------------------------------
+class _ChatRun:
+    def __init__(self, args: argparse.Namespace, settings: ClientSettings):
+        from .chat import ChatClient
+
+        if not settings.node_url:
+            raise CliError("no node: give --node-url URL (or OPG_CLIENT_NODE_URL)", 2)
+        self.args, self.style = args, Style()
+        need_key = bool(args.no_session or args.exact)
+        client, _ = _wallet(settings, need_key=need_key)
+        if not need_key and (settings.keystore or settings.dev_account is not None):
+            # use the session key when one is in force; load the main key only if there is none
+            session = client.session()
+            if not session or not session["inForce"] or session["secondsLeft"] < client.escrow.functions.thaw_period().call():
+                client, _ = _wallet(settings, need_key=True)
+        self.wallet = client
+        try:
+            max_amount = _amount(args.max_price) if args.max_price else None
+            self.payer = client.payer(use_session=not args.no_session, max_amount=max_amount)
+        except Exception as exc:
+            raise CliError(str(exc).splitlines()[0], 2) from None
+        self.chat = ChatClient(self.payer, settings.node_url, exact=args.exact)
+        self.model = args.model or settings.model
+        self.history: list[dict] = []
+        self.receipts: list[str] = []
+        self.last_status: dict[str, str] = {}
+
+    def pick_model(self) -> str:
+        if self.model:
+            return self.model
+        models = self.chat.models()
+        if not models:
+            raise CliError(f"node {self.chat.node_url} serves no model")
+        self.model = models[0]["id"]
+        return self.model
+
+    def messages_for(self, prompt: str) -> list[dict]:
+        msgs = []
+        if self.args.system:
+            msgs.append({"role": "system", "content": self.args.system})
+        return msgs + self.history + [{"role": "user", "content": prompt}]
+
+    def ask(self, prompt: str, stream_to: Any | None):
+        from .chat import ChatError
+
+        on_token = None
+        if stream_to is not None:
+            def on_token(piece: str) -> None:
+                stream_to.write(piece)
+                stream_to.flush()
+        try:
+            return self.chat.ask(self.messages_for(prompt), self.pick_model(), max_tokens=self.args.max_tokens,
+                                 stream=not self.args.no_stream, on_token=on_token,
+                                 temperature=self.args.temperature, seed=self.args.seed)
+        except ChatError as exc:
+            raise CliError(str(exc)) from None
+
+    def settlement(self, receipt_id: str | None, wait: float = 0) -> dict | None:
+        if not receipt_id:
+            return None
+        deadline = time.monotonic() + wait
+        while True:
+            view = self.chat.settlement(receipt_id)
+            if view is None or view.get("status") != "pending" or time.monotonic() >= deadline:
+                return view
+            time.sleep(0.25)
+
+    def status_text(self, view: dict | None, fallback: str | None) -> str:
+        if not view:
+            return fallback or "status unknown"
+        if view.get("status") == "settled":
+            tx = view.get("tx") or ""
+            return f"settled in batch {view.get('batchId')}" + (f", tx {tx[:10]}…{tx[-4:]}" if tx else "")
+        if view.get("status") == "rejected":
+            return f"rejected: {view.get('reason')}"
+        return "pending" + (f" in batch {view['batchId']}" if view.get("batchId") else "")
+
+    def row(self, answer: Any) -> str:
+        o = answer.outcome
+        if o is None:
+            return "no payment information"
+        parts = []
+        if o.cost is not None:
+            parts.append(f"{format_opg(o.cost, 8)} OPG")
+        if o.credits_left is not None:
+            parts.append(f"{format_opg(o.credits_left, 4)} OPG left")
+        view = self.settlement(o.receipt_id)
+        parts.append(self.status_text(view, o.status))
+        if o.receipt_id:
+            self.last_status[o.receipt_id] = parts[-1]
+        # the previous answer's settlement, on this later look
+        if self.receipts:
+            prev = self.receipts[-1]
+            prev_view = self.settlement(prev)
+            if prev_view and prev_view.get("status") != "pending":
+                parts.append("previous: " + self.status_text(prev_view, None))
+        if o.receipt_id:
+            self.receipts.append(o.receipt_id)
+        return " · ".join(parts)
+
+    def as_json(self, answer: Any) -> dict:
+        o = answer.outcome
+        view = self.settlement(o.receipt_id if o else None, wait=self.args.wait_settled)
+        out = {"model": answer.model, "answer": answer.text, "finishReason": answer.finish_reason,
+               "usage": answer.usage, "payer": self.payer.address, "signer": self.payer.signer,
+               "node": o.node if o else None}
+        out.update(o.as_dict() if o else {"ok": False, "problem": "no payment information"})
+        if view:
+            out.update({"status": view.get("status"), "batchId": view.get("batchId"), "tx": view.get("tx"),
+                        "settlementReason": view.get("reason")})
+        else:
+            out.setdefault("batchId", None)
+            out.setdefault("tx", None)
+        return out
+
+    def problem_line(self, answer: Any) -> str | None:
+        o = answer.outcome
+        if o is not None and not o.ok and o.problem:
+            return self.style.red(f"warning: {o.problem}; no further payments to node {o.node}")
+        return None
+
+
+def cmd_chat(args: argparse.Namespace, settings: ClientSettings) -> int:
+    run = _ChatRun(args, settings)
+    try:
+        if args.prompt is not None:
+            return _chat_once(run, args.prompt)
+        if not sys.stdin.isatty() and not args.json:
+            prompt = sys.stdin.read().strip()
+            if prompt:
+                return _chat_once(run, prompt)
+        return _repl(run)
+    finally:
+        run.chat.close()
+
+
+def _chat_once(run: _ChatRun, prompt: str) -> int:
+    if run.args.json:
+        answer = run.ask(prompt, None)
+        out = run.as_json(answer)
+        _print_json(out)
+        return 0 if out.get("ok") else 1
+    stream = sys.stdout if not run.args.no_stream else None
+    answer = run.ask(prompt, stream)
+    if stream is None:
+        print(answer.text, end="")
+    print()
+    if run.args.wait_settled and answer.outcome:
+        run.settlement(answer.outcome.receipt_id, wait=run.args.wait_settled)
+    print(run.style.dim(run.row(answer)))
+    problem = run.problem_line(answer)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
+    return 0
+
+
+REPL_HELP = "/model [NAME] list or switch models · /clear forget the conversation · /status settlements · /quit"
+
+
+def _repl(run: _ChatRun) -> int:
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+
+        history_file = run.payer.state.root / "chat_history"
+        try:
+            readline.read_history_file(history_file)
+        except OSError:
+            pass
+    except ImportError:  # pragma: no cover - platform without readline
+        readline = None  # type: ignore[assignment]
+        history_file = None
+    s = run.style
+    model = run.pick_model()
+    print(s.dim(f"chatting with {model} at {run.chat.node_url} as {run.payer.address}"
+                + (" (session key)" if run.payer.is_session else "") + f" · {REPL_HELP}"))
+    code = 0
+    while True:
+        try:
+            line = input(s.bold(">>> ") if s.on else ">>> ")
+        except EOFError:
+            print()
+            break
+        except KeyboardInterrupt:
+            print()
+            continue
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("/"):
+            cmd, _, arg = line.partition(" ")
+            if cmd in ("/quit", "/exit", "/bye"):
+                break
+            if cmd == "/help":
+                print(REPL_HELP)
+            elif cmd == "/clear":
+                run.history.clear()
+                print(s.dim("conversation cleared"))
+            elif cmd == "/model":
+                if arg.strip():
+                    run.model = arg.strip()
+                    print(s.dim(f"model: {run.model}"))
+                else:
+                    for m in run.chat.models():
+                        mark = "*" if m["id"] == run.model else " "
+                        print(f"{mark} {m['id']}")
+            elif cmd == "/status":
+                for rid in run.receipts[-10:]:
+                    print(s.dim(f"{rid[:10]}…  {run.status_text(run.settlement(rid), None)}"))
+            else:
+                print(f"unknown command {cmd}; {REPL_HELP}")
+            continue
+        try:
+            answer = run.ask(line, sys.stdout if not run.args.no_stream else None)
+        except CliError as exc:
+            print(s.red(f"error: {exc}"), file=sys.stderr)
+            code = 1
+            continue
+        except KeyboardInterrupt:
+            print(s.dim("\n(interrupted)"))
+            continue
+        if run.args.no_stream:
+            print(answer.text, end="")
+        print()
+        print(s.dim(run.row(answer)))
+        problem = run.problem_line(answer)
+        if problem:
+            print(problem, file=sys.stderr)
+            code = 1
+        run.history += [{"role": "user", "content": line}, {"role": "assistant", "content": answer.text}]
+    if readline is not None and history_file is not None:
+        try:
+            history_file.parent.mkdir(parents=True, exist_ok=True)
+            readline.write_history_file(history_file)
+        except OSError:
+            pass
+    return code
+
+
+HANDLERS = {"deposit": cmd_deposit, "balance": cmd_balance, "withdraw": cmd_withdraw, "session": cmd_session,
+            "chat": cmd_chat}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__.strip(), file=sys.stderr if argv else sys.stdout)
+        return 2 if argv else 0
+    command, rest = argv[0], argv[1:]
+    if command == "dispute":
+        try:
+            module = importlib.import_module("offchain.client.dispute")
+        except ImportError as exc:
+            if exc.name != "offchain.client.dispute":
+                raise
+            return fail("opg dispute", "not available in this build (offchain/client/dispute.py is missing)", 2)
+        if not hasattr(module, "main"):
+            return fail("opg dispute", "offchain.client.dispute has no main()", 2)
+        return module.main(rest)
+    try:
+        args = _parser(command).parse_args(rest)
+    except SystemExit as exc:  # --help (0) or bad usage (2, argparse printed why)
+        return int(exc.code or 0)
+    prog = f"opg {command}"
+    try:
+        settings = _settings(args)
+        return HANDLERS[command](args, settings)
+    except CliError as exc:
+        return fail(prog, str(exc), exc.code)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a wallet, relayer or chain refusal: one readable line, exit 1
+        from .payer import PaymentRefused
+        from .wallet import WalletError
+
+        if isinstance(exc, (WalletError, PaymentRefused)):
+            return fail(prog, str(exc), 1)
+        import requests
+
+        if isinstance(exc, requests.exceptions.RequestException):
+            return fail(prog, f"the chain RPC did not answer: {exc.__class__.__name__}", 1)
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,637 @@
+"""The paying side of one payer: which requirement to pay, the voucher (or exact authorisation) to sign for it, and the
+check of the node's receipt afterwards. Used by the paying httpx transports (``offchain.client.transport``), the x402
+scheme client (``offchain.client.x402_scheme``) and the CLI.
+
+Per (payer, node) channel (state under the state directory, shared by processes through a file lock):
+
+- **Signing.** ``maxCumulative = max(extra.charged, local charged) + caps of this payer's requests in flight + this
+  cap``. A node's ``extra.charged`` above what this client can explain (what it verified, plus caps in flight, plus
+  caps of requests that ended without a receipt) is checked against the relayer's view of the channel first, and
+  refused (``ChannelConflict``) if still unexplained: a node cannot make the client sign a cap on its word alone.
+- **Receipt check.** The node's signature over the NodeStaking domain, payer and node, ``amount <= the quote``,
+  ``cumulative <= the voucher it was given``, and the channel's total before this request never above what this
+  client was charged plus caps in flight (and unreceipted caps); no timestamp more than 300 s ahead. A receipt that
+  fails marks the node as over-charging (persisted): no further voucher is signed for it (``Overcharged``).
+- Each answered request (request as sent, answer text, signed receipt, payment response, checks) is stored, so
+  ``opg dispute RECEIPT_ID`` can use it (``ClientState.load_request``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from eth_account import Account
+from eth_utils import to_checksum_address
+
+from ..deployments import Deployment, load_deployment
+from ..messages import (
+    Domain,
+    InvalidSignature,
+    Receipt,
+    SignedReceipt,
+    TransferWithAuthorization,
+    Voucher,
+    recover_signer,
+)
+from .state import ChannelState, ClientState, InFlight
+
+log = logging.getLogger("opg.client")
+
+SCHEME_CREDIT = "opg-credit"
+SCHEME_EXACT = "exact"
+PAYER_HEADER = "X-OPG-Payer"
+MAX_FUTURE = 300  # NodeStaking.MAX_FUTURE: a receipt dated further ahead is invalid (and slashable)
+RESOLVE_MARGIN = 30.0  # s: an unreceipted request that ended this long before a later request is in its cumulative
+DEFAULT_TIMEOUT = 300  # s: a request in flight longer than this (or the requirement's maxTimeoutSeconds) has ended
+
+
+class PaymentRefused(Exception):
+    """This client will not pay (``code`` is machine-readable, the message says why and what to do)."""
+
+    code = "payment_refused"
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        if code:
+            self.code = code
+
+
+class Overcharged(PaymentRefused):
+    """The node over-charged (or returned an invalid receipt) before: no more vouchers for it."""
+
+    code = "node_overcharged"
+
+
+class ChannelConflict(PaymentRefused):
+    """The node claims the channel was charged more than this client (and the relayer) can account for."""
+
+    code = "channel_conflict"
+
+
+def _b64_json(data: dict) -> str:
+    return base64.b64encode(json.dumps(data, separators=(",", ":")).encode()).decode()
+
+
+def decode_b64_json(value: str) -> dict:
+    """A base64 JSON header (``PAYMENT-REQUIRED``, ``PAYMENT-RESPONSE``); ValueError if it is not one."""
+    pad = "=" * (-len(value) % 4)
+    try:
+        raw = base64.b64decode(value + pad)
+    except Exception:
+        raw = base64.urlsafe_b64decode(value + pad)
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
+
+
+def receipt_from_wire(data: dict) -> SignedReceipt:
+    """A signed receipt with EIP-712 (camelCase) or attribute (snake_case) names."""
+    names = {eip: attr for eip, _t, attr in Receipt.FIELDS}
+    return SignedReceipt(**{names.get(k, k): v for k, v in data.items()})
+
+
+def receipt_to_wire(receipt: SignedReceipt) -> dict:
+    data = receipt.model_dump(mode="json")
+    names = {attr: eip for eip, _t, attr in Receipt.FIELDS}
+    return {names.get(k, k): v for k, v in data.items()}
+
+
+@dataclass
+class Reservation:
+    """A payment prepared for one request: the signed payload and, for opg-credit, its cap held in flight."""
+
+    token: str
+    scheme: str
+    node: str
+    cap: int  # the quote (requirement amount)
+    max_cumulative: int  # opg-credit: the voucher's cap; exact: the amount
+    requirement: dict
+    payload: dict  # x402 PaymentPayload (JSON)
+    reserved_at: float
+    effective_max_tokens: int | None = None
+
+    def header(self) -> str:
+        """``PAYMENT-SIGNATURE`` header value."""
+        return _b64_json(self.payload)
+
+
+@dataclass
+class PaymentOutcome:
+    """What a paid request cost and what the client made of its receipt."""
+
+    scheme: str
+    node: str
+    ok: bool  # the receipt passed every check (exact: the transfer was reported)
+    receipt_id: str | None = None
+    receipt: dict | None = None  # camelCase, signed
+    cost: int | None = None
+    cumulative: int | None = None
+    credits_left: int | None = None
+    status: str | None = None  # settlement status as reported ("pending" at first)
+    transaction: str | None = None
+    problem: str | None = None  # why the receipt is refused (over-charge, invalid receipt)
+    checks: dict[str, Any] = field(default_factory=dict)
+    quote: int | None = None
+    payment: dict | None = None  # the node's payment response as received
+
+    def as_dict(self) -> dict:
+        return {
+            "scheme": self.scheme, "node": self.node, "ok": self.ok, "receiptId": self.receipt_id,
+            "cost": None if self.cost is None else str(self.cost),
+            "cumulative": None if self.cumulative is None else str(self.cumulative),
+            "creditsLeft": None if self.credits_left is None else str(self.credits_left),
+            "quote": None if self.quote is None else str(self.quote),
+            "status": self.status, "transaction": self.transaction, "problem": self.problem, "checks": self.checks,
+            "receipt": self.receipt,
+        }
+
+
+class ChainClock:
+    """max(wall clock, latest block timestamp + time since it was read): chain time as the contracts will see it
+    (devnets move the chain clock ahead). Without an RPC URL, the wall clock."""
+
+    def __init__(self, rpc_url: str | None, refresh: float = 5.0):
+        self.rpc_url, self.refresh = rpc_url, refresh
+        self._read: tuple[int, float] | None = None
+        self._lock = threading.Lock()
+
+    def now(self) -> int:
+        wall = int(time.time())
+        if not self.rpc_url:
+            return wall
+        with self._lock:
+            mono = time.monotonic()
+            if self._read is None or mono - self._read[1] > self.refresh:
+                try:
+                    answer = httpx.post(self.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByNumber",
+                                                            "params": ["latest", False]}, timeout=5).json()
+                    self._read = (int(answer["result"]["timestamp"], 16), mono)
+                except Exception:
+                    return wall if self._read is None else max(wall, self._read[0] + int(mono - self._read[1]))
+            return max(wall, self._read[0] + int(mono - self._read[1]))
+
+
+class Payer:
+    """One payer on one deployment: its signer (its own key or a session key), local state, and policy.
+
+    ``signer_key`` signs vouchers (the payer's key, or a session key authorised with ``CreditEscrow.authorize_signer``);
+    ``owner_key`` (the payer's own key; optional) is needed only for ``exact`` payments (EIP-3009 from the payer's
+    OPG). ``max_amount`` refuses quotes above it (wei). ``relayer_url`` lets the client recover a lost channel view
+    and check a node's claims (``GET /channels``) and look up settlement (``GET /receipts``). ``rpc_url`` only
+    gives the chain's clock (receipt timestamps).
+    """
+
+    def __init__(self, payer: str, signer_key: str | bytes, deployment: Deployment | str | Path, *,
+                 state: ClientState | str | Path | None = None, relayer_url: str | None = None,
+                 rpc_url: str | None = None, owner_key: str | bytes | None = None, max_amount: int | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, http_timeout: float = 10.0, session: dict | None = None):
+        if not isinstance(deployment, Deployment):
+            deployment = load_deployment(path=deployment)
+        self.deployment = deployment
+        self.address = to_checksum_address(payer)
+        self._signer_key = signer_key
+        self.signer = Account.from_key(signer_key).address
+        self._owner_key = owner_key
+        if owner_key is not None and Account.from_key(owner_key).address != self.address:
+            raise ValueError("owner_key is not the payer's key")
+        self.session = session
+        self.state = state if isinstance(state, ClientState) else ClientState(state)
+        self.relayer_url = relayer_url.rstrip("/") if relayer_url else None
+        self.clock = ChainClock(rpc_url)
+        self.max_amount = max_amount
+        self.timeout = timeout
+        self.http_timeout = http_timeout
+        self.chain_id = deployment.chainId
+        self.network = f"eip155:{self.chain_id}"
+        self.token = deployment.address("OPG")
+        self.escrow = deployment.address("CreditEscrow")
+        self.staking = deployment.address("NodeStaking")
+        self.escrow_domain = Domain.escrow(self.chain_id, self.escrow)
+        self.staking_domain = Domain.staking(self.chain_id, self.staking)
+        self.token_domain = Domain.token(self.chain_id, self.token)
+        self._listeners: list[Any] = []
+
+    # Construction ----------------------------------------------------------------------------------------------
+    @classmethod
+    def from_key(cls, key: str | bytes, deployment: Deployment | str | Path, **kw: Any) -> Payer:
+        """The payer signs with its own key (and may pay ``exact``)."""
+        return cls(Account.from_key(key).address, key, deployment, owner_key=key, **kw)
+
+    @classmethod
+    def from_session(cls, session: dict, deployment: Deployment | str | Path, **kw: Any) -> Payer:
+        """The payer's session key (a record written by ``OpgClient.authorize_session``) signs: the main key is
+        never loaded. No ``exact`` payments (the session key holds no OPG)."""
+        return cls(session["payer"], session["key"], deployment, session=session, **kw)
+
+    @property
+    def is_session(self) -> bool:
+        return self.signer != self.address
+
+    def on_payment(self, listener: Any) -> None:
+        """Call ``listener(outcome: PaymentOutcome)`` after every paid request's receipt is checked."""
+        self._listeners.append(listener)
+
+    def now(self) -> int:
+        return self.clock.now()
+
+    # Choosing -------------------------------------------------------------------------------------------------
+    def choose(self, accepts: list[dict], allow_exact: bool = False) -> dict | None:
+        """The requirement to pay: ``opg-credit`` on this deployment, else (if allowed and the payer's own key is
+        here) ``exact`` in OPG; None if nothing fits."""
+        credit = [a for a in accepts if a.get("scheme") == SCHEME_CREDIT and a.get("network") == self.network
+                  and str((a.get("extra") or {}).get("escrow", self.escrow)).lower() == self.escrow.lower()]
+        if credit:
+            return credit[0]
+        if allow_exact and self._owner_key is not None:
+            exact = [a for a in accepts if a.get("scheme") == SCHEME_EXACT and a.get("network") == self.network
+                     and str(a.get("asset", "")).lower() == self.token.lower()]
+            if exact:
+                return exact[0]
+        return None
+
+    def _check_requirement(self, req: dict) -> tuple[str, int]:
+        if req.get("network") != self.network:
+            raise PaymentRefused(f"requirement is for {req.get('network')}, this payer pays on {self.network}",
+                                 "network_mismatch")
+        try:
+            node = to_checksum_address(req["payTo"])
+            quote = int(req["amount"])
+        except (KeyError, ValueError, TypeError):
+            raise PaymentRefused("malformed payment requirement (payTo, amount)", "invalid_requirement") from None
+        if str(req.get("asset", self.token)).lower() != self.token.lower():
+            raise PaymentRefused(f"requirement asks for asset {req.get('asset')}, not OPG {self.token}",
+                                 "asset_mismatch")
+        if quote <= 0:
+            raise PaymentRefused("requirement amount must be positive", "invalid_requirement")
+        if self.max_amount is not None and quote > self.max_amount:
+            raise PaymentRefused(f"the node quotes {quote} wei for this request, above your limit of "
+                                 f"{self.max_amount} wei", "quote_above_limit")
+        return node, quote
+
+    # Preparing ------------------------------------------------------------------------------------------------
+    def prepare(self, requirement: dict, resource: dict | None = None) -> Reservation:
+        """Sign the payment for ``requirement`` (a 402's accepted entry, camelCase JSON)."""
+        if requirement.get("scheme") == SCHEME_CREDIT:
+            return self._prepare_credit(requirement, resource)
+        if requirement.get("scheme") == SCHEME_EXACT:
+            return self._prepare_exact(requirement, resource)
+        raise PaymentRefused(f"unsupported scheme {requirement.get('scheme')!r}", "unsupported_scheme")
+
+    def _channel(self, node: str):
+        return self.state.channel(self.chain_id, self.escrow, self.address, node)
+
+    def _prepare_credit(self, req: dict, resource: dict | None) -> Reservation:
+        node, quote = self._check_requirement(req)
+        extra = req.get("extra") or {}
+        if extra.get("staking") and str(extra["staking"]).lower() != self.staking.lower():
+            raise PaymentRefused(f"the node names staking contract {extra['staking']}, not this deployment's "
+                                 f"{self.staking}", "wrong_deployment")
+        try:
+            claimed = int(extra.get("charged") or 0)
+        except (TypeError, ValueError):
+            raise PaymentRefused("malformed extra.charged", "invalid_requirement") from None
+        max_tokens = (extra.get("requestTokens") or {}).get("maxTokens")
+        token = secrets.token_hex(8)
+        now = time.time()
+        with self._channel(node) as (st, existed):
+            if not existed:
+                self._sync_from_relayer(st)
+            if st.blocked:
+                raise Overcharged(self._blocked_message(st))
+            st.expire_inflight(now)
+            others = st.in_flight_caps()
+            if claimed > st.charged + others + st.unreceipted_total:
+                self._sync_from_relayer(st)
+                if claimed > st.charged + others + st.unreceipted_total:
+                    raise ChannelConflict(
+                        f"node {node} says the channel was charged {claimed} wei, but this client knows of "
+                        f"{st.charged} wei charged plus {others + st.unreceipted_total} wei of requests without a "
+                        "receipt (and the relayer of no more): refusing to sign a higher cap on the node's word; "
+                        "retry in a moment if another device of yours is using this node")
+            max_cumulative = max(claimed, st.charged) + others + quote
+            voucher = Voucher(payer=self.address, node=node, max_cumulative=max_cumulative)
+            signature = voucher.sign_with(self._signer_key, self.escrow_domain)
+            deadline = now + max(float(req.get("maxTimeoutSeconds") or self.timeout), 1.0)
+            st.inflight[token] = InFlight(cap=quote, max_cumulative=max_cumulative, pid=os.getpid(),
+                                          deadline=deadline, started=now)
+            st.max_signed = max(st.max_signed, max_cumulative)
+        payload = {"x402Version": 2, "accepted": req, "payload": {
+            "voucher": {"payer": self.address, "node": node, "maxCumulative": str(max_cumulative)},
+            "signature": signature}}
+        if resource:
+            payload["resource"] = resource
+        return Reservation(token=token, scheme=SCHEME_CREDIT, node=node, cap=quote, max_cumulative=max_cumulative,
+                           requirement=req, payload=payload, reserved_at=now,
+                           effective_max_tokens=int(max_tokens) if max_tokens is not None else None)
+
+    def _prepare_exact(self, req: dict, resource: dict | None) -> Reservation:
+        if self._owner_key is None:
+            raise PaymentRefused("exact payments need the payer's own key (a session key holds no OPG)",
+                                 "exact_needs_owner_key")
+        node, quote = self._check_requirement(req)
+        extra = req.get("extra") or {}
+        if extra.get("name", self.token_domain.name) != self.token_domain.name or \
+                str(extra.get("version", "1")) != self.token_domain.version:
+            raise PaymentRefused(f"the requirement's EIP-712 domain {extra.get('name')!r} {extra.get('version')!r} "
+                                 "is not OPG's", "wrong_token_domain")
+        now = self.now()
+        auth = TransferWithAuthorization(owner=self.address, to=node, value=quote, valid_after=0,
+                                         valid_before=now + int(req.get("maxTimeoutSeconds") or 300),
+                                         nonce="0x" + secrets.token_hex(32))
+        signature = auth.sign_with(self._owner_key, self.token_domain)
+        payload = {"x402Version": 2, "accepted": req, "payload": {
+            "authorization": {"from": auth.owner, "to": auth.to, "value": str(auth.value),
+                              "validAfter": str(auth.valid_after), "validBefore": str(auth.valid_before),
+                              "nonce": auth.nonce},
+            "signature": signature}}
+        if resource:
+            payload["resource"] = resource
+        max_tokens = (extra.get("requestTokens") or {}).get("maxTokens")
+        return Reservation(token=secrets.token_hex(8), scheme=SCHEME_EXACT, node=node, cap=quote,
+                           max_cumulative=quote, requirement=req, payload=payload, reserved_at=time.time(),
+                           effective_max_tokens=int(max_tokens) if max_tokens is not None else None)
+
+    # After the request ----------------------------------------------------------------------------------------
+    def rejected(self, res: Reservation) -> None:
+        """The node refused the payment (another 402): nothing was served, the cap is no longer in flight."""
+        if res.scheme != SCHEME_CREDIT:
+            return
+        with self._channel(res.node) as (st, _):
+            st.inflight.pop(res.token, None)
+
+    def abandon(self, res: Reservation) -> None:
+        """The request ended without a receipt seen (error, cut stream, unseen response): the node may have billed
+        up to its cap, which is remembered as unreceipted."""
+        if res.scheme != SCHEME_CREDIT:
+            return
+        with self._channel(res.node) as (st, _):
+            if st.inflight.pop(res.token, None) is not None:
+                st.add_unreceipted(res.cap)
+
+    def reopen(self, res: Reservation) -> None:
+        """Undo :meth:`abandon` for ``res`` (its receipt turned up after all) so :meth:`complete` can check it."""
+        if res.scheme != SCHEME_CREDIT:
+            return
+        with self._channel(res.node) as (st, _):
+            for i, (cap, _ended) in enumerate(st.unreceipted):
+                if int(cap) == res.cap:
+                    del st.unreceipted[i]
+                    break
+            st.inflight[res.token] = InFlight(cap=res.cap, max_cumulative=res.max_cumulative, pid=os.getpid(),
+                                              deadline=time.time() + self.timeout, started=res.reserved_at)
+
+    def complete(self, res: Reservation, payment: dict | None, *, request: dict | None = None,
+                 answer: str | None = None, node_url: str | None = None, usage: dict | None = None,
+                 finish_reason: str | None = None) -> PaymentOutcome:
+        """Check the node's payment response for ``res`` (the ``PAYMENT-RESPONSE`` / ``x_opg_payment`` object),
+        update the channel and store the request record. Never raises for a bad receipt: the outcome says why
+        (``ok`` False, ``problem``) and the node is blocked."""
+        outcome = PaymentOutcome(scheme=res.scheme, node=res.node, ok=False, quote=res.cap, payment=payment)
+        if payment is None:
+            self.abandon(res)
+            outcome.problem = "the node's answer carried no payment response (receipt)"
+            self._notify(outcome)
+            return outcome
+        outcome.status = payment.get("status")
+        outcome.transaction = payment.get("transaction") or None
+        for key, attr in (("cost", "cost"), ("creditsLeft", "credits_left"), ("cumulative", "cumulative")):
+            try:
+                if payment.get(key) is not None:
+                    setattr(outcome, attr, int(payment[key]))
+            except (TypeError, ValueError):
+                pass
+        wire = payment.get("receipt")
+        if not isinstance(wire, dict) and res.scheme == SCHEME_CREDIT and payment.get("success") \
+                and outcome.cost == 0:
+            self.rejected(res)  # nothing delivered, nothing charged ("free")
+            outcome.ok = True
+            self._notify(outcome)
+            return outcome
+        if not isinstance(wire, dict):
+            if res.scheme == SCHEME_EXACT:
+                outcome.ok = bool(payment.get("success"))
+                outcome.cost = outcome.cost if outcome.cost is not None else res.cap
+                self._notify(outcome)
+                return outcome
+            self.abandon(res)
+            outcome.problem = "the node's payment response has no receipt"
+            self._notify(outcome)
+            return outcome
+        try:
+            receipt = receipt_from_wire(wire)
+        except Exception as exc:
+            receipt = None
+            problem = f"malformed receipt: {str(exc).splitlines()[0]}"
+        if receipt is not None:
+            outcome.receipt_id = "0x" + receipt.fast_digest(self.staking_domain).hex()
+            outcome.receipt = receipt_to_wire(receipt)
+            outcome.cost, outcome.cumulative = receipt.amount, receipt.cumulative
+            problem = self._receipt_problem(res, receipt, outcome.checks)
+        if res.scheme == SCHEME_EXACT:
+            outcome.ok = problem is None and bool(payment.get("success", True))
+            outcome.problem = problem
+        else:
+            outcome.ok, outcome.problem = self._settle_channel(res, receipt, problem, outcome)
+        if receipt is not None:
+            self._check_hashes(res, receipt, request, answer, outcome.checks)
+            self._store(res, outcome, request, answer, node_url, usage, finish_reason)
+        self._notify(outcome)
+        return outcome
+
+    def _receipt_problem(self, res: Reservation, r: SignedReceipt, checks: dict) -> str | None:
+        """The first reason ``r`` is unacceptable on its own (signature, parties, amounts, time), or None."""
+        try:
+            signer = recover_signer(r.fast_digest(self.staking_domain), r.signature)
+        except InvalidSignature as exc:
+            signer, why = None, str(exc)
+        else:
+            why = None
+        checks["signature"] = signer == res.node
+        if signer != res.node:
+            return (f"receipt not signed by node {res.node} over this deployment's NodeStaking domain"
+                    + (f" ({why})" if why else f" (signer {signer})"))
+        checks["parties"] = r.payer == self.address and r.node == res.node
+        if not checks["parties"]:
+            return f"receipt is for payer {r.payer} and node {r.node}, not {self.address} and {res.node}"
+        checks["amountWithinQuote"] = r.amount <= res.cap
+        if r.amount > res.cap:
+            return f"over-charged: the receipt bills {r.amount} wei, above the quote of {res.cap} wei"
+        checks["amountWithinCumulative"] = r.amount <= r.cumulative
+        if r.amount > r.cumulative:
+            return f"invalid receipt: amount {r.amount} exceeds cumulative {r.cumulative}"
+        if res.scheme == SCHEME_CREDIT:
+            checks["cumulativeWithinVoucher"] = r.cumulative <= res.max_cumulative
+            if r.cumulative > res.max_cumulative:
+                return (f"over-charged: the channel total {r.cumulative} wei exceeds the voucher's cap of "
+                        f"{res.max_cumulative} wei signed for this request")
+        now = self.now()
+        checks["timestamp"] = r.timestamp <= now + MAX_FUTURE
+        if r.timestamp > now + MAX_FUTURE:
+            return f"invalid receipt: dated {r.timestamp - now} s in the future"
+        return None
+
+    def _settle_channel(self, res: Reservation, receipt: SignedReceipt | None, problem: str | None,
+                        outcome: PaymentOutcome) -> tuple[bool, str | None]:
+        with self._channel(res.node) as (st, _):
+            flight = st.inflight.pop(res.token, None)
+            if receipt is not None and outcome.receipt_id == st.last_receipt:
+                return st.blocked is None, st.blocked  # the same receipt again
+            if problem is None and receipt is not None:
+                others = st.in_flight_caps()
+                prior = receipt.cumulative - receipt.amount
+                limit = st.charged + others + st.unreceipted_total
+                outcome.checks["cumulativeConsistent"] = prior <= limit
+                if prior > limit:
+                    problem = (f"over-charged: the receipt puts the channel at {receipt.cumulative} wei, so "
+                               f"{prior} wei before this request, but this client was charged {st.charged} wei "
+                               f"with {others + st.unreceipted_total} wei of other requests open")
+            if problem is None and receipt is not None:
+                st.consume_unreceipted(max(0, receipt.cumulative - receipt.amount - st.charged - st.in_flight_caps()))
+                st.resolve_unreceipted(before=res.reserved_at - RESOLVE_MARGIN)
+                st.charged = max(st.charged, receipt.cumulative)
+                st.received += receipt.amount
+                st.receipts += 1
+                st.last_receipt = outcome.receipt_id
+                return True, None
+            if flight is not None:
+                st.add_unreceipted(res.cap)
+            if problem is not None:
+                # a receipt this client refuses (evidence when the node signed it): no more vouchers for this node
+                st.blocked = problem
+                st.blocked_receipt = outcome.receipt_id
+                st.blocked_at = time.time()
+                log.error("node %s: %s; refusing further vouchers for it", res.node, problem)
+            return False, problem
+
+    def _check_hashes(self, res: Reservation, r: SignedReceipt, request: dict | None, answer: str | None,
+                      checks: dict) -> None:
+        """Advisory: whether the receipt commits to this request and answer (what a dispute relies on)."""
+        from ..inference import input_hash, output_hash
+
+        if answer is not None:
+            checks["outputHash"] = output_hash(answer) == r.output_hash.lower()
+        canon = _canonical_or_none(request, res.effective_max_tokens)
+        if canon is not None:
+            checks["inputHash"] = input_hash(canon) == r.input_hash.lower()
+
+    def _store(self, res: Reservation, outcome: PaymentOutcome, request: dict | None, answer: str | None,
+               node_url: str | None, usage: dict | None, finish_reason: str | None) -> None:
+        record = {
+            "receiptId": outcome.receipt_id, "scheme": res.scheme, "chainId": self.chain_id,
+            "escrow": self.escrow, "staking": self.staking, "payer": self.address, "signer": self.signer,
+            "node": res.node, "nodeUrl": node_url, "model": (request or {}).get("model"), "request": request,
+            "canonicalRequest": _canonical_or_none(request, res.effective_max_tokens), "answer": answer,
+            "receipt": outcome.receipt, "payment": outcome.payment, "quote": str(res.cap),
+            "maxCumulative": str(res.max_cumulative), "quoteRequirement": res.requirement or None,
+            "pricing": (res.requirement.get("extra") or {}).get("pricing") if res.requirement else None,
+            "checks": outcome.checks, "ok": outcome.ok,
+            "problem": outcome.problem, "usage": usage, "finishReason": finish_reason, "createdAt": time.time(),
+        }
+        try:
+            self.state.save_request(record)
+        except OSError as exc:  # the answer was delivered; a full disk must not turn it into an error
+            log.warning("could not store request record %s: %s", outcome.receipt_id, exc)
+
+    def _notify(self, outcome: PaymentOutcome) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(outcome)
+            except Exception:
+                log.exception("payment listener failed")
+
+    # Channel views --------------------------------------------------------------------------------------------
+    def channel_state(self, node: str) -> ChannelState | None:
+        return self.state.load_channel(self.chain_id, self.escrow, self.address, to_checksum_address(node))
+
+    def _blocked_message(self, st: ChannelState) -> str:
+        return (f"refusing to pay node {st.node}: {st.blocked} (receipt {st.blocked_receipt}); "
+                f"dispute it with `opg dispute {st.blocked_receipt}`; to trust it again, use "
+                f"`opg balance --unblock {st.node}`")
+
+    def unblock(self, node: str) -> None:
+        """Sign for this node again (after you looked at the evidence)."""
+        with self._channel(to_checksum_address(node)) as (st, _):
+            st.blocked = st.blocked_receipt = st.blocked_at = None
+
+    def relayer_get(self, path: str) -> dict | None:
+        if not self.relayer_url:
+            return None
+        try:
+            res = httpx.get(self.relayer_url + path, timeout=self.http_timeout)
+        except httpx.HTTPError as exc:
+            log.warning("relayer %s unreachable: %s", self.relayer_url, exc.__class__.__name__)
+            return None
+        if res.status_code != 200:
+            return None
+        try:
+            return res.json()
+        except ValueError:
+            return None
+
+    def _sync_from_relayer(self, st: ChannelState) -> None:
+        """Raise the local view to what the relayer holds receipts (and the chain holds payments) for."""
+        view = self.relayer_get(f"/channels/{self.address}/{st.node}")
+        if not view:
+            return
+        try:
+            known = max(int(view.get("charged") or 0), int(view.get("settled") or 0))
+            cap = int(view.get("voucherCap") or 0)
+        except (TypeError, ValueError):
+            return
+        if known > st.charged:
+            st.consume_unreceipted(known - st.charged)
+            st.charged = known
+            st.recovered_from = "relayer"
+        st.max_signed = max(st.max_signed, cap)
+
+    def recover(self, node: str) -> ChannelState:
+        """Rebuild (or raise) the local view of the channel with ``node`` from the relayer."""
+        with self._channel(to_checksum_address(node)) as (st, _):
+            self._sync_from_relayer(st)
+            return st
+
+    def settlement(self, receipt_id: str) -> dict | None:
+        """The relayer's view of a receipt: ``{status: pending|settled|rejected, batchId, tx, ...}`` or None."""
+        return self.relayer_get(f"/receipts/{receipt_id}")
+
+
+def canonical_of(request: dict | None, max_tokens: int | None) -> dict | None:
+    """``{model, messages, params}`` (arguments of ``offchain.inference.canonical_request``) for an OpenAI chat
+    request body as sent, with the node's effective ``max_tokens``; None if it cannot be built."""
+    if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
+        return None
+    mt = max_tokens or request.get("max_completion_tokens") or request.get("max_tokens")
+    if not mt:
+        return None
+    params = {"max_tokens": int(mt)}
+    for key in ("temperature", "seed", "stop"):
+        if request.get(key) is not None:
+            params[key] = request[key]
+    try:
+        messages = [{"role": m["role"], "content": m["content"]} for m in request["messages"]]
+    except (KeyError, TypeError):
+        return None
+    return {"model": request.get("model"), "messages": messages, "params": params}
+
+
+def _canonical_or_none(request: dict | None, max_tokens: int | None) -> dict | None:
+    from ..inference import canonical_request
+
+    canon = canonical_of(request, max_tokens)
+    if canon is None:
+        return None
+    try:
+        return canonical_request(**canon)
+    except Exception:
+        return None

@@ -1,0 +1,381 @@
+"""httpx transports that pay automatically: a ``402 Payment Required`` from an OPG node is answered with a voucher
+(``opg-credit``, preferred) or, if allowed, an EIP-3009 authorisation (``exact``), and the request is sent again.
+
+    import openai
+    from offchain.client import Payer, payment_http_client
+
+    payer = Payer.from_key(key, "deployments/31337.json", relayer_url=relayer, state="~/.opg")
+    ai = openai.OpenAI(base_url=node + "/v1", api_key="unused", http_client=payment_http_client(payer))
+    ai.chat.completions.create(model="builtin", messages=[...])          # streaming works too
+
+Every request carries ``X-OPG-Payer`` so the node's 402 quotes the channel's current charge. After a paid answer the
+node's receipt (``PAYMENT-RESPONSE`` header, ``x_opg_payment`` in the JSON body or in the last SSE chunk of a stream)
+is checked by the :class:`~offchain.client.payer.Payer`; ``response.extensions["opg_payment"]`` is a
+:class:`PaymentTicket` whose ``outcome`` (a :class:`~offchain.client.payer.PaymentOutcome`) is set once the receipt
+has been seen (at once for JSON answers, when the last chunk passes for streams). A payment the client refuses
+(over-charging node, quote above your limit, a node's unexplained claim) is answered locally with a 402 whose JSON
+body ``{"error": {"message", "type", "code"}}`` says why, which the openai package raises as ``APIStatusError``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+import httpx
+
+from .payer import PAYER_HEADER, Payer, PaymentOutcome, PaymentRefused, Reservation, decode_b64_json
+
+log = logging.getLogger("opg.client.transport")
+
+PAYMENT_REQUIRED = "payment-required"
+PAYMENT_SIGNATURE = "PAYMENT-SIGNATURE"
+PAYMENT_RESPONSE = ("payment-response", "x-payment-response")
+_HOP_HEADERS = {"content-length", "content-encoding", "transfer-encoding"}
+
+
+class PaymentTicket:
+    """Attached to a paid response as ``response.extensions["opg_payment"]``."""
+
+    def __init__(self, reservation: Reservation):
+        self.reservation = reservation
+        self.outcome: PaymentOutcome | None = None
+        self._done = threading.Event()
+
+    def _finish(self, outcome: PaymentOutcome) -> None:
+        self.outcome = outcome
+        self._done.set()
+
+    def wait(self, timeout: float | None = None) -> PaymentOutcome | None:
+        self._done.wait(timeout)
+        return self.outcome
+
+
+def payment_required_of(response: httpx.Response) -> dict | None:
+    """The x402 ``PaymentRequired`` of a 402 (header first, then the JSON body), or None. The body must be read."""
+    header = response.headers.get(PAYMENT_REQUIRED)
+    if header:
+        try:
+            return decode_b64_json(header)
+        except ValueError:
+            pass
+    try:
+        body = json.loads(response.content)
+    except (ValueError, httpx.ResponseNotRead):
+        return None
+    return body if isinstance(body, dict) and isinstance(body.get("accepts"), list) else None
+
+
+def payment_response_of(headers: httpx.Headers, body: Any = None) -> dict | None:
+    """The node's payment response: ``PAYMENT-RESPONSE`` header, else ``x_opg_payment`` of the JSON body."""
+    for name in PAYMENT_RESPONSE:
+        value = headers.get(name)
+        if value:
+            try:
+                return decode_b64_json(value)
+            except ValueError:
+                pass
+    if isinstance(body, dict) and isinstance(body.get("x_opg_payment"), dict):
+        return body["x_opg_payment"]
+    return None
+
+
+def _request_json(request: httpx.Request) -> dict | None:
+    try:
+        data = json.loads(request.content or b"null")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _origin(request: httpx.Request) -> str:
+    url = request.url
+    return f"{url.scheme}://{url.netloc.decode()}"
+
+
+def _refusal(exc: PaymentRefused) -> httpx.Response:
+    body = {"error": {"message": f"opg client refused to pay: {exc}", "type": "payment_refused", "code": exc.code}}
+    return httpx.Response(402, json=body, headers={"x-opg-client-refusal": exc.code},
+                          extensions={"opg_refusal": exc})
+
+
+class _SSETracker:
+    """Reads an SSE stream of chat.completion.chunk objects as it passes: the text and the final payment chunk."""
+
+    def __init__(self, flow: _Flow, reservation: Reservation, request: httpx.Request, ticket: PaymentTicket):
+        self.flow, self.res, self.request, self.ticket = flow, reservation, request, ticket
+        self._buf = b""
+        self.parts: list[str] = []
+        self.payment: dict | None = None
+        self.usage: dict | None = None
+        self.finish: str | None = None
+        self.done = False
+
+    def feed(self, chunk: bytes) -> None:
+        if self.done:
+            return
+        self._buf += chunk
+        *lines, self._buf = self._buf.split(b"\n")
+        for line in lines:
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                self.close()
+                return
+            try:
+                obj = json.loads(data)
+            except ValueError:
+                continue
+            if not isinstance(obj, dict):
+                continue
+            for choice in obj.get("choices") or []:
+                delta = (choice or {}).get("delta") or {}
+                if isinstance(delta.get("content"), str):
+                    self.parts.append(delta["content"])
+                if choice.get("finish_reason"):
+                    self.finish = choice["finish_reason"]
+            if obj.get("usage"):
+                self.usage = obj["usage"]
+            if isinstance(obj.get("x_opg_payment"), dict):
+                self.payment = obj["x_opg_payment"]
+                self.close()
+                return
+
+    def close(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.ticket._finish(self.flow.complete(self.res, self.payment, self.request, "".join(self.parts),
+                                               self.usage, self.finish))
+
+
+class _TrackedStream(httpx.SyncByteStream):
+    def __init__(self, inner: httpx.SyncByteStream, tracker: _SSETracker):
+        self.inner, self.tracker = inner, tracker
+
+    def __iter__(self):
+        for chunk in self.inner:
+            self.tracker.feed(chunk)
+            yield chunk
+        self.tracker.close()
+
+    def close(self) -> None:
+        try:
+            self.tracker.close()
+        finally:
+            self.inner.close()
+
+
+class _AsyncTrackedStream(httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.AsyncByteStream, tracker: _SSETracker):
+        self.inner, self.tracker = inner, tracker
+
+    async def __aiter__(self):
+        async for chunk in self.inner:
+            self.tracker.feed(chunk)
+            yield chunk
+        self.tracker.close()
+
+    async def aclose(self) -> None:
+        try:
+            self.tracker.close()
+        finally:
+            await self.inner.aclose()
+
+
+class _Flow:
+    """The payment logic shared by the sync and async transports (no I/O of its own)."""
+
+    def __init__(self, payer: Payer, allow_exact: bool, max_attempts: int):
+        self.payer, self.allow_exact, self.max_attempts = payer, allow_exact, max_attempts
+
+    def first(self, request: httpx.Request) -> httpx.Request:
+        headers = httpx.Headers(request.headers)
+        headers.setdefault(PAYER_HEADER, self.payer.address)
+        return httpx.Request(request.method, request.url, headers=headers, content=request.content,
+                             extensions=request.extensions)
+
+    def paid(self, request: httpx.Request, res: Reservation) -> httpx.Request:
+        headers = httpx.Headers(request.headers)
+        headers[PAYMENT_SIGNATURE] = res.header()
+        headers.setdefault(PAYER_HEADER, self.payer.address)
+        return httpx.Request(request.method, request.url, headers=headers, content=request.content,
+                             extensions=request.extensions)
+
+    def reserve(self, response: httpx.Response) -> Reservation | httpx.Response | None:
+        """What to do with a (read) 402: a reservation to pay it, a local refusal, or None (pass the 402 on)."""
+        required = payment_required_of(response)
+        if not required:
+            return None
+        try:
+            requirement = self.payer.choose(required.get("accepts") or [], self.allow_exact)
+            if requirement is None:
+                return None
+            return self.payer.prepare(requirement, required.get("resource"))
+        except PaymentRefused as exc:
+            log.warning("%s", exc)
+            return _refusal(exc)
+
+    def after(self, res: Reservation, response: httpx.Response) -> None:
+        """A paid attempt answered with an error status: 402 = refused (nothing served), else nothing known."""
+        if response.status_code == 402:
+            self.payer.rejected(res)
+        elif 400 <= response.status_code < 500:
+            self.payer.rejected(res)
+        else:
+            self.payer.abandon(res)
+
+    def complete(self, res: Reservation, payment: dict | None, request: httpx.Request, answer: str | None,
+                 usage: dict | None, finish: str | None) -> PaymentOutcome:
+        return self.payer.complete(res, payment, request=_request_json(request), answer=answer,
+                                   node_url=_origin(request), usage=usage, finish_reason=finish)
+
+    def finish_json(self, res: Reservation, request: httpx.Request, response: httpx.Response,
+                    body: bytes) -> httpx.Response:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        answer = usage = finish = None
+        if isinstance(data, dict):
+            choices = data.get("choices") or []
+            if choices and isinstance(choices[0], dict):
+                answer = (choices[0].get("message") or {}).get("content")
+                finish = choices[0].get("finish_reason")
+            usage = data.get("usage")
+        ticket = PaymentTicket(res)
+        ticket._finish(self.complete(res, payment_response_of(response.headers, data), request, answer, usage, finish))
+        headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _HOP_HEADERS]
+        return httpx.Response(response.status_code, headers=headers, content=body,
+                              extensions={**response.extensions, "opg_payment": ticket})
+
+    def finish_stream(self, res: Reservation, request: httpx.Request, response: httpx.Response,
+                      asynchronous: bool) -> httpx.Response:
+        ticket = PaymentTicket(res)
+        tracker = _SSETracker(self, res, request, ticket)
+        stream = (_AsyncTrackedStream(response.stream, tracker) if asynchronous
+                  else _TrackedStream(response.stream, tracker))
+        return httpx.Response(response.status_code, headers=response.headers, stream=stream,
+                              extensions={**response.extensions, "opg_payment": ticket})
+
+
+def _is_stream(response: httpx.Response) -> bool:
+    return response.headers.get("content-type", "").startswith("text/event-stream")
+
+
+class PayingTransport(httpx.BaseTransport):
+    """Sync httpx transport paying 402s through ``payer`` (see the module doc)."""
+
+    def __init__(self, payer: Payer, transport: httpx.BaseTransport | None = None, *, exact: bool = False,
+                 max_attempts: int = 3):
+        self.payer = payer
+        self.inner = transport or httpx.HTTPTransport()
+        self.flow = _Flow(payer, exact, max_attempts)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        if PAYMENT_SIGNATURE.lower() in request.headers:
+            return self.inner.handle_request(request)
+        response = self.inner.handle_request(self.flow.first(request))
+        for _ in range(self.flow.max_attempts):
+            if response.status_code != 402:
+                return response
+            response.read()
+            res = self.flow.reserve(response)
+            if not isinstance(res, Reservation):
+                if res is None:
+                    return response
+                response.close()
+                return res
+            response.close()
+            try:
+                response = self.inner.handle_request(self.flow.paid(request, res))
+            except BaseException:
+                self.payer.abandon(res)
+                raise
+            if response.status_code >= 400:
+                self.flow.after(res, response)
+                continue
+            if _is_stream(response):
+                return self.flow.finish_stream(res, request, response, asynchronous=False)
+            try:
+                body = response.read()
+            except BaseException:
+                self.payer.abandon(res)
+                raise
+            finally:
+                response.close()
+            return self.flow.finish_json(res, request, response, body)
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class AsyncPayingTransport(httpx.AsyncBaseTransport):
+    """Async httpx transport paying 402s through ``payer`` (see the module doc)."""
+
+    def __init__(self, payer: Payer, transport: httpx.AsyncBaseTransport | None = None, *, exact: bool = False,
+                 max_attempts: int = 3):
+        self.payer = payer
+        self.inner = transport or httpx.AsyncHTTPTransport()
+        self.flow = _Flow(payer, exact, max_attempts)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        if PAYMENT_SIGNATURE.lower() in request.headers:
+            return await self.inner.handle_async_request(request)
+        response = await self.inner.handle_async_request(self.flow.first(request))
+        for _ in range(self.flow.max_attempts):
+            if response.status_code != 402:
+                return response
+            await response.aread()
+            res = self.flow.reserve(response)
+            if not isinstance(res, Reservation):
+                if res is None:
+                    return response
+                await response.aclose()
+                return res
+            await response.aclose()
+            try:
+                response = await self.inner.handle_async_request(self.flow.paid(request, res))
+            except BaseException:
+                self.payer.abandon(res)
+                raise
+            if response.status_code >= 400:
+                self.flow.after(res, response)
+                continue
+            if _is_stream(response):
+                return self.flow.finish_stream(res, request, response, asynchronous=True)
+            try:
+                body = await response.aread()
+            except BaseException:
+                self.payer.abandon(res)
+                raise
+            finally:
+                await response.aclose()
+            return self.flow.finish_json(res, request, response, body)
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def payment_http_client(payer: Payer, *, exact: bool = False, transport: httpx.BaseTransport | None = None,
+                        **httpx_kwargs: Any) -> httpx.Client:
+    """An ``httpx.Client`` that pays OPG nodes' 402s (opg-credit; ``exact=True`` also allows exact payments from
+    the payer's own OPG). Pass it as ``openai.OpenAI(http_client=...)``. Other arguments go to ``httpx.Client``."""
+    httpx_kwargs.setdefault("timeout", httpx.Timeout(300, connect=10))
+    return httpx.Client(transport=PayingTransport(payer, transport, exact=exact), **httpx_kwargs)
+
+
+def async_payment_http_client(payer: Payer, *, exact: bool = False,
+                              transport: httpx.AsyncBaseTransport | None = None,
+                              **httpx_kwargs: Any) -> httpx.AsyncClient:
+    """The ``httpx.AsyncClient`` counterpart of :func:`payment_http_client` (for ``openai.AsyncOpenAI``)."""
+    httpx_kwargs.setdefault("timeout", httpx.Timeout(300, connect=10))
+    return httpx.AsyncClient(transport=AsyncPayingTransport(payer, transport, exact=exact), **httpx_kwargs)

@@ -1,0 +1,322 @@
+"""``OpgClient``: the payer's wallet operations on the chain (deposit, gasless deposit through the relayer, balance,
+withdrawal with its thaw, session keys), and the :class:`~offchain.client.payer.Payer` that pays nodes.
+
+    client = OpgClient(account, rpc_url, relayer_url=relayer, state="~/.opg")
+    client.deposit(parse_opg("10"))                  # approve + CreditEscrow.deposit (the payer pays gas)
+    client.deposit_gasless(parse_opg("10"))          # EIP-3009 ReceiveWithAuthorization, the relayer submits it
+    client.balance()                                 # Balance: credits, available, withdrawal and its thaw
+    client.request_withdrawal(parse_opg("5")); ...; client.withdraw()
+    client.authorize_session(expires_in=86_400, allowance=parse_opg("20"))
+    payer = client.payer()                           # signs with the session key when one is in force
+
+Times compare with the chain's clock (the latest block's timestamp or the wall clock, whichever is later), which
+devnets move ahead of the wall clock.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError
+
+from ..chain import Chain
+from ..deployments import Deployment, load_deployment
+from ..messages import Domain, ReceiveWithAuthorization
+from .payer import Payer
+from .state import ClientState
+
+
+class WalletError(Exception):
+    """A wallet operation the chain (or the relayer) refused; the message is one readable line."""
+
+
+@dataclass
+class Withdrawal:
+    amount: int
+    ready_at: int
+    expires_at: int
+    now: int
+
+    @property
+    def state(self) -> str:
+        """``none``, ``thawing``, ``ready`` or ``expired``."""
+        if self.amount == 0:
+            return "none"
+        if self.now < self.ready_at:
+            return "thawing"
+        return "ready" if self.now < self.expires_at else "expired"
+
+    @property
+    def seconds_left(self) -> int:
+        return max(0, self.ready_at - self.now)
+
+    def as_dict(self) -> dict:
+        return {"amount": str(self.amount), "readyAt": self.ready_at, "expiresAt": self.expires_at,
+                "state": self.state, "secondsLeft": self.seconds_left}
+
+
+@dataclass
+class Balance:
+    payer: str
+    opg: int  # OPG in the wallet
+    eth: int
+    credits: int  # CreditEscrow.balance_of (thawing credits included)
+    available: int  # CreditEscrow.available_of: what nodes serve new requests against
+    withdrawal: Withdrawal
+    thaw_period: int
+    session: dict | None = None  # {key, expiry, allowance (remaining, on-chain), inForce}
+    channels: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"payer": self.payer, "opg": str(self.opg), "eth": str(self.eth), "credits": str(self.credits),
+                "available": str(self.available), "withdrawal": self.withdrawal.as_dict(),
+                "thawPeriod": self.thaw_period, "session": self.session, "channels": self.channels}
+
+
+def _revert(exc: BaseException) -> str:
+    msg = getattr(exc, "message", None) or str(exc)
+    return str(msg).replace("execution reverted: ", "").strip() or exc.__class__.__name__
+
+
+class OpgClient:
+    """Wallet operations of one payer. ``account`` may be None for read-only use with ``payer_address``."""
+
+    def __init__(self, account: LocalAccount | None, rpc_url: str, deployment: Deployment | str | Path | None = None,
+                 *, relayer_url: str | None = None, state: ClientState | str | Path | None = None,
+                 payer_address: str | None = None, timeout: float = 60):
+        self.account = account
+        self.rpc_url = rpc_url
+        w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
+        chain_id = w3.eth.chain_id
+        if isinstance(deployment, Deployment):
+            if deployment.chainId != chain_id:
+                raise WalletError(f"deployment is for chain {deployment.chainId}, the RPC serves {chain_id}")
+        else:
+            deployment = load_deployment(chain_id=chain_id, path=deployment)
+        self.chain = Chain(w3=w3, deployment=deployment)
+        self.deployment = deployment
+        self.relayer_url = relayer_url.rstrip("/") if relayer_url else None
+        self.state = state if isinstance(state, ClientState) else ClientState(state)
+        self.address = account.address if account is not None else Web3.to_checksum_address(payer_address)
+        self.timeout = timeout
+
+    @property
+    def w3(self) -> Web3:
+        return self.chain.w3
+
+    @property
+    def escrow(self):
+        return self.chain.escrow
+
+    def chain_now(self) -> int:
+        return max(int(time.time()), int(self.w3.eth.get_block("latest")["timestamp"]))
+
+    # Transactions ---------------------------------------------------------------------------------------------
+    def _send(self, fn: Any) -> str:
+        if self.account is None:
+            raise WalletError("this operation needs the payer's key (--dev-account or --keystore)")
+        try:
+            gas = fn.estimate_gas({"from": self.address})
+        except (ContractLogicError, ContractCustomError, ContractPanicError) as exc:
+            raise WalletError(_revert(exc)) from None
+        base = int(self.w3.eth.get_block("latest").get("baseFeePerGas") or 0)
+        tip = 10**9
+        tx = fn.build_transaction({
+            "from": self.address, "nonce": self.w3.eth.get_transaction_count(self.address, "pending"),
+            "gas": int(gas * 1.2) + 10_000, "chainId": self.chain.chain_id,
+            "maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip,
+        })
+        eth = self.w3.eth.get_balance(self.address)
+        if eth < tx["gas"] * tx["maxFeePerGas"]:
+            raise WalletError(f"{self.address} has {Web3.from_wei(eth, 'ether')} ETH, not enough for gas "
+                              "(use `opg deposit --gasless` to deposit without ETH)")
+        signed = self.account.sign_transaction(tx)
+        tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.timeout)
+        if receipt["status"] != 1:
+            raise WalletError(f"transaction 0x{bytes(tx_hash).hex()} reverted")
+        return "0x" + bytes(tx_hash).hex()
+
+    # Reads ----------------------------------------------------------------------------------------------------
+    def withdrawal(self) -> Withdrawal:
+        amount, ready_at = self.escrow.functions.withdrawal_of(self.address).call()
+        thaw = self.escrow.functions.thaw_period().call()
+        return Withdrawal(amount=amount, ready_at=ready_at, expires_at=ready_at + thaw if amount else 0,
+                          now=self.chain_now())
+
+    def session(self) -> dict | None:
+        """The stored session key (without the private key) and its on-chain expiry and remaining allowance."""
+        stored = self.state.load_session(self.chain.chain_id, self.deployment.address("CreditEscrow"), self.address)
+        if not stored:
+            return None
+        expiry, allowance = self.escrow.functions.signer_of(self.address, stored["address"]).call()
+        now = self.chain_now()
+        return {"key": stored["address"], "expiry": expiry, "allowance": str(allowance), "inForce": expiry > now,
+                "secondsLeft": max(0, expiry - now), "file": str(self.state.session_path(
+                    self.chain.chain_id, self.deployment.address("CreditEscrow"), self.address))}
+
+    def balance(self) -> Balance:
+        escrow = self.escrow.functions
+        channels = []
+        for ch in self.state.channels(self.chain.chain_id, self.deployment.address("CreditEscrow"), self.address):
+            channels.append({"node": ch.node, "charged": str(ch.charged), "spent": str(escrow.spent(
+                self.address, ch.node).call()), "receipts": ch.receipts, "blocked": ch.blocked})
+        return Balance(
+            payer=self.address, opg=self.chain.opg.functions.balanceOf(self.address).call(),
+            eth=self.w3.eth.get_balance(self.address), credits=escrow.balance_of(self.address).call(),
+            available=escrow.available_of(self.address).call(), withdrawal=self.withdrawal(),
+            thaw_period=escrow.thaw_period().call(), session=self.session(), channels=channels,
+        )
+
+    # Deposits -------------------------------------------------------------------------------------------------
+    def deposit(self, amount: int) -> dict:
+        """``approve`` (if the allowance is short) and ``CreditEscrow.deposit``; the payer pays gas."""
+        if amount <= 0:
+            raise WalletError("deposit amount must be positive")
+        held = self.chain.opg.functions.balanceOf(self.address).call()
+        if held < amount:
+            raise WalletError(f"{self.address} holds {held} wei of OPG, less than {amount}")
+        approve_tx = None
+        escrow_address = self.deployment.address("CreditEscrow")
+        if self.chain.opg.functions.allowance(self.address, escrow_address).call() < amount:
+            approve_tx = self._send(self.chain.opg.functions.approve(escrow_address, amount))
+        tx = self._send(self.escrow.functions.deposit(amount))
+        return {"transaction": tx, "approveTransaction": approve_tx, "amount": str(amount),
+                "credits": str(self.escrow.functions.balance_of(self.address).call())}
+
+    def sign_deposit_authorization(self, amount: int, valid_for: int = 3600) -> dict:
+        """The ``POST /deposits`` body: an EIP-3009 ReceiveWithAuthorization of ``amount`` to the escrow."""
+        if self.account is None:
+            raise WalletError("a gasless deposit needs the payer's key to sign (--dev-account or --keystore)")
+        auth = ReceiveWithAuthorization(owner=self.address, to=self.deployment.address("CreditEscrow"),
+                                        value=amount, valid_after=0, valid_before=self.chain_now() + valid_for,
+                                        nonce="0x" + secrets.token_hex(32))
+        domain = Domain.token(self.chain.chain_id, self.deployment.address("OPG"))
+        signature = auth.sign_with(self.account.key, domain)
+        return {"authorization": {"from": auth.owner, "to": auth.to, "value": str(auth.value),
+                                  "validAfter": str(auth.valid_after), "validBefore": str(auth.valid_before),
+                                  "nonce": auth.nonce}, "signature": signature}
+
+    def deposit_gasless(self, amount: int, relayer_url: str | None = None, valid_for: int = 3600) -> dict:
+        """Sign a ReceiveWithAuthorization and have the relayer submit ``deposit_with_authorization`` (no ETH
+        needed). Returns the relayer's answer ``{success, status, transaction, payer, amount, balance}``."""
+        url = (relayer_url or self.relayer_url or "").rstrip("/")
+        if not url:
+            raise WalletError("a gasless deposit needs a relayer (--relayer-url or OPG_CLIENT_RELAYER_URL)")
+        body = self.sign_deposit_authorization(amount, valid_for)
+        for _ in range(10):
+            try:
+                res = httpx.post(url + "/deposits", json=body, timeout=self.timeout + 10)
+            except httpx.HTTPError as exc:
+                raise WalletError(f"relayer {url} unreachable: {exc.__class__.__name__}") from None
+            if res.status_code == 202:  # sent, not mined yet: the same body follows the same transaction
+                time.sleep(1)
+                continue
+            try:
+                answer = res.json()
+            except ValueError:
+                raise WalletError(f"relayer answered {res.status_code} without JSON") from None
+            if res.status_code != 200:
+                raise WalletError(f"relayer refused the deposit: {answer.get('reason') or answer}")
+            return answer
+        raise WalletError("the relayer's deposit transaction is still not mined; run `opg balance` later")
+
+    # Withdrawals ----------------------------------------------------------------------------------------------
+    def request_withdrawal(self, amount: int) -> dict:
+        """Start the thaw of ``amount`` credits (replaces a pending request). Returns the withdrawal view with
+        ``transaction``, ``readyAt``, ``expiresAt``, ``secondsLeft``."""
+        tx = self._send(self.escrow.functions.request_withdrawal(amount))
+        return {"transaction": tx, **self.withdrawal().as_dict()}
+
+    def cancel_withdrawal(self) -> str:
+        return self._send(self.escrow.functions.cancel_withdrawal())
+
+    def withdraw(self) -> dict:
+        """Complete a ready withdrawal; WalletError with the time left if it is still thawing."""
+        w = self.withdrawal()
+        if w.state == "none":
+            raise WalletError("no withdrawal requested: `opg withdraw AMOUNT` requests one")
+        if w.state == "thawing":
+            raise WalletError(f"still thawing: {w.seconds_left} s left (ready at {w.ready_at})")
+        if w.state == "expired":
+            raise WalletError("the withdrawal request expired: request it again")
+        before = self.chain.opg.functions.balanceOf(self.address).call()
+        tx = self._send(self.escrow.functions.withdraw())
+        paid = self.chain.opg.functions.balanceOf(self.address).call() - before
+        return {"transaction": tx, "amount": str(paid),
+                "credits": str(self.escrow.functions.balance_of(self.address).call())}
+
+    # Session keys ---------------------------------------------------------------------------------------------
+    def authorize_session(self, expires_in: int, allowance: int, new_key: bool = False) -> dict:
+        """Authorise a session key (``CreditEscrow.authorize_signer``) for ``expires_in`` seconds and ``allowance``
+        wei, stored in the state directory (mode 0600). The stored key is reused (its expiry extended, its
+        remaining allowance raised to ``allowance``) while it is in force, unless ``new_key``."""
+        escrow_address = self.deployment.address("CreditEscrow")
+        thaw = self.escrow.functions.thaw_period().call()
+        if expires_in < thaw:
+            raise WalletError(f"a session key must last at least the thaw period ({thaw} s)")
+        stored = self.state.load_session(self.chain.chain_id, escrow_address, self.address)
+        now = self.chain_now()
+        key, address = None, None
+        if stored and not new_key:
+            expiry, remaining = self.escrow.functions.signer_of(self.address, stored["address"]).call()
+            if expiry > now:
+                key, address = stored["key"], stored["address"]
+                if allowance < remaining:
+                    raise WalletError(f"the session key's remaining allowance is {remaining} wei; lowering it needs "
+                                      "a new key (--new) or revocation (--revoke)")
+        if key is None:
+            acct = Account.create()
+            key, address = "0x" + bytes(acct.key).hex(), acct.address
+        expiry = now + expires_in + 30  # a margin for the block that includes it
+        if stored and address == stored.get("address"):
+            expiry = max(expiry, int(stored.get("expiry", 0)))
+        # the key is stored before the transaction, so a crash never leaves an authorised key nobody holds
+        record = {"payer": self.address, "address": address, "key": key, "expiry": expiry,
+                  "allowance": str(allowance), "chainId": self.chain.chain_id, "escrow": escrow_address,
+                  "createdAt": int(time.time())}
+        self.state.save_session(self.chain.chain_id, escrow_address, self.address, record)
+        try:
+            tx = self._send(self.escrow.functions.authorize_signer(address, expiry, allowance))
+        except WalletError:
+            if stored and stored.get("address") != address:
+                self.state.save_session(self.chain.chain_id, escrow_address, self.address, stored)
+            raise
+        return {"key": address, "expiry": expiry, "allowance": str(allowance), "transaction": tx}
+
+    def revoke_session(self) -> dict:
+        """``revoke_signer`` the stored key (effective after the thaw period) and delete it locally."""
+        escrow_address = self.deployment.address("CreditEscrow")
+        stored = self.state.load_session(self.chain.chain_id, escrow_address, self.address)
+        if not stored:
+            raise WalletError("no session key stored for this payer")
+        tx = self._send(self.escrow.functions.revoke_signer(stored["address"]))
+        expiry, _ = self.escrow.functions.signer_of(self.address, stored["address"]).call()
+        self.state.delete_session(self.chain.chain_id, escrow_address, self.address)
+        return {"key": stored["address"], "effectiveAt": expiry, "transaction": tx}
+
+    # Paying ---------------------------------------------------------------------------------------------------
+    def payer(self, use_session: bool = True, **kw: Any) -> Payer:
+        """A Payer for this payer: its session key if one is stored and in force for at least the thaw period
+        (``use_session``), else its own key."""
+        kw.setdefault("state", self.state)
+        kw.setdefault("relayer_url", self.relayer_url)
+        kw.setdefault("rpc_url", self.rpc_url)
+        if use_session:
+            stored = self.state.load_session(self.chain.chain_id, self.deployment.address("CreditEscrow"),
+                                             self.address)
+            if stored:
+                expiry, _ = self.escrow.functions.signer_of(self.address, stored["address"]).call()
+                if expiry >= self.chain_now() + self.escrow.functions.thaw_period().call():
+                    return Payer.from_session(stored, self.deployment, **kw)
+        if self.account is None:
+            raise WalletError("no session key in force and no payer key given")
+        return Payer.from_key(self.account.key, self.deployment, **kw)

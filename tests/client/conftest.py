@@ -1,0 +1,21 @@
+"""Client fixtures: a private anvil + deployment and a real relayer subprocess per test module."""
+
+from __future__ import annotations
+
+import pytest
+
+from opg_devnet import Devnet, RelayerProc
+
+
+@pytest.fixture(scope="module")
+def devnet(tmp_path_factory) -> Devnet:
+    d = Devnet(tmp_path_factory.mktemp("devnet"))
+    yield d
+    d.close()
+
+
+@pytest.fixture(scope="module")
+def relayer(devnet, tmp_path_factory) -> RelayerProc:
+    proc = RelayerProc(devnet, tmp_path_factory.mktemp("relayer") / "relayer.sqlite3", dev_account=1).start()
+    yield proc
+    proc.stop()
