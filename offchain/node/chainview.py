@@ -1,0 +1,108 @@
+"""What the node reads from the chain, with short caches: the payer's settled amount (``escrow.spent``), session keys
+(``escrow.signer_of``), credits (``escrow.available_of``), its own registration, active verifiers, and the chain's
+clock (receipts are stamped ``max(wall clock, chain clock estimate)``: a devnet's clock may run ahead of the wall)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from web3 import Web3
+
+from ..chain import ROLE_INFERENCE, ROLE_VERIFIER, Chain
+from ..deployments import Deployment
+
+T = TypeVar("T")
+SESSION_TTL = 5.0
+STATUS_TTL = 10.0
+VERIFIER_TTL = 10.0
+CLOCK_REFRESH = 5.0
+
+
+class ChainView:
+    def __init__(self, rpc_url: str, deployment: Deployment, node: str, settled_ttl: float):
+        self.rpc_url, self.deployment, self.node = rpc_url, deployment, node
+        self.settled_ttl = settled_ttl
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._spent: dict[str, tuple[int, float]] = {}
+        self._sessions: dict[tuple[str, str], tuple[int, float]] = {}
+        self._verifiers: dict[str, tuple[bool, float]] = {}
+        self._status: tuple[dict, float] | None = None
+        self._clock: tuple[int, float] | None = None  # (block timestamp, monotonic time read)
+
+    def chain(self) -> Chain:
+        """A Chain with its own HTTP session for the calling thread."""
+        chain = getattr(self._local, "chain", None)
+        if chain is None:
+            w3 = Web3(Web3.HTTPProvider(self.rpc_url, request_kwargs={"timeout": 15}))
+            chain = self._local.chain = Chain(w3=w3, deployment=self.deployment)
+        return chain
+
+    @staticmethod
+    def _cached(cache: dict, key, ttl: float, read: Callable[[], T], fresh: bool = False) -> T:
+        now = time.monotonic()
+        hit = cache.get(key)
+        if not fresh and hit is not None and hit[1] > now:
+            return hit[0]
+        value = read()
+        cache[key] = (value, now + ttl)
+        return value
+
+    # Clock -------------------------------------------------------------------------------------------------------
+    def now(self) -> int:
+        """``max(wall clock, latest block timestamp + seconds since it was read)``; the block is re-read every 5 s."""
+        clock = self._clock
+        mono = time.monotonic()
+        if clock is None or mono - clock[1] > CLOCK_REFRESH:
+            try:
+                ts = int(self.chain().w3.eth.get_block("latest")["timestamp"])
+                clock = self._clock = (ts, mono)
+            except Exception:
+                if clock is None:
+                    return int(time.time())
+        return max(int(time.time()), clock[0] + int(mono - clock[1]))
+
+    # Payers ------------------------------------------------------------------------------------------------------
+    def spent(self, payer: str, fresh: bool = False) -> int:
+        """``escrow.spent(payer, this node)``: what the channel has been paid on-chain (cached ``settled_ttl``)."""
+        return self._cached(self._spent, payer, self.settled_ttl,
+                            lambda: int(self.chain().escrow.functions.spent(payer, self.node).call()), fresh)
+
+    def spent_age_ok(self, payer: str, max_age: float) -> bool:
+        hit = self._spent.get(payer)
+        return hit is not None and hit[1] - self.settled_ttl > time.monotonic() - max_age
+
+    def session_expiry(self, payer: str, key: str) -> int:
+        """``escrow.signer_of(payer, key)`` expiry (0: not a session key of the payer)."""
+        return self._cached(self._sessions, (payer, key), SESSION_TTL,
+                            lambda: int(self.chain().escrow.functions.signer_of(payer, key).call()[0]))
+
+    def available(self, payer: str) -> int:
+        """``escrow.available_of(payer)`` (balance less a pending withdrawal), read now."""
+        return int(self.chain().escrow.functions.available_of(payer).call())
+
+    # Accounts ----------------------------------------------------------------------------------------------------
+    def is_active_verifier(self, account: str) -> bool:
+        return self._cached(self._verifiers, account, VERIFIER_TTL,
+                            lambda: bool(self.chain().staking.functions.is_active_as(account, ROLE_VERIFIER).call()))
+
+    def status(self, fresh: bool = False) -> dict:
+        """This node's registration: ``{registered, active, payable, jailed, stake, endpoint}`` (cached 10 s)."""
+        now = time.monotonic()
+        if not fresh and self._status is not None and self._status[1] > now:
+            return self._status[0]
+        staking = self.chain().staking.functions
+        record = staking.nodes(self.node).call()
+        value = {
+            "registered": int(record[0]) == ROLE_INFERENCE,
+            "active": bool(staking.is_active_as(self.node, ROLE_INFERENCE).call()),
+            "payable": bool(staking.is_payable(self.node).call()),
+            "jailed": bool(record[1]),
+            "stake": str(int(record[2])),
+            "endpoint": str(staking.endpoint(self.node).call()),
+        }
+        self._status = (value, now + STATUS_TTL)
+        return value

@@ -1,0 +1,136 @@
+"""The durable outbox: hands every stored receipt to the relayer (``POST /settle``), off the response path.
+
+The items are the JSON bytes committed with each receipt (``{"receipt": ..., "voucher": ...}``), sent exactly as
+stored, one by one or as a bulk ``{"receipts": [item, ...]}``, so a resend after a crash is byte-identical and the
+relayer answers it as a duplicate. While the relayer is unreachable (or answers 5xx) the outbox retries with
+exponential backoff (0.25 s doubling up to ``max_backoff``); a receipt the relayer refuses (4xx) is marked
+``refused`` with the relayer's reason and not sent again (it shows at ``/healthz`` and in the metrics).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from .relayer import RelayerClient, RelayerUnavailable
+from .store import NodeStore, OutboxItem
+
+log = logging.getLogger("opg.node.outbox")
+
+
+class Outbox:
+    def __init__(self, store: NodeStore, relayer: RelayerClient, batch: int, max_backoff: float, metrics=None):
+        self.store, self.relayer, self.batch, self.max_backoff = store, relayer, batch, max_backoff
+        self.metrics = metrics
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+        self.backoff = 0.0
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
+            self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, flush_timeout: float = 5.0) -> None:
+        """Stop the thread, then make one last attempt (bounded by ``flush_timeout``) to hand over what is left."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=flush_timeout + self.relayer.timeout)
+        deadline = time.monotonic() + flush_timeout
+        try:
+            while time.monotonic() < deadline and self.send_once():
+                pass
+        except RelayerUnavailable as exc:
+            log.warning("outbox: relayer unreachable at shutdown (%s); %d receipt(s) will be handed over at the "
+                        "next start", exc, self.store.outbox_counts().get("pending", 0))
+        except Exception:
+            log.exception("outbox: final flush failed")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sent = self.send_once()
+                self.backoff, self.last_error = 0.0, None
+                if not sent:
+                    self._wake.wait(timeout=1.0)
+                    self._wake.clear()
+            except RelayerUnavailable as exc:
+                self.last_error = str(exc)[:300]
+                self.backoff = min(self.max_backoff, max(0.25, self.backoff * 2))
+                log.info("outbox: relayer unreachable (%s); retrying in %.2f s", self.last_error, self.backoff)
+                self._stop.wait(self.backoff)
+            except Exception as exc:
+                self.last_error = f"{exc.__class__.__name__}: {str(exc)[:300]}"
+                log.exception("outbox error; backing off")
+                self.backoff = min(self.max_backoff, max(0.25, self.backoff * 2))
+                self._stop.wait(self.backoff)
+
+    def send_once(self) -> int:
+        """Hand over up to ``batch`` pending receipts; returns how many were resolved (0: nothing pending)."""
+        items = self.store.outbox_pending(self.batch)
+        if not items:
+            return 0
+        try:
+            results = self._single(items[0]) if len(items) == 1 else self._bulk(items)
+        except RelayerUnavailable as exc:
+            self.store.outbox_attempted([i.seq for i in items], str(exc))
+            if self.metrics is not None:
+                self.metrics.outbox.inc(len(items), "retry")
+            raise
+        self.store.outbox_done(results)
+        if self.metrics is not None:
+            for _seq, state, _status, _error in results:
+                self.metrics.outbox.inc(1, state)
+            now = time.time()
+            for item in items:
+                self.metrics.handover_latency.observe(max(0.0, now - item.created_at))
+        for seq, state, _status, error in results:
+            if state == "refused":
+                log.error("outbox: the relayer refused receipt #%d: %s", seq, error)
+        return len(results)
+
+    def _single(self, item: OutboxItem) -> list[tuple[int, str, str | None, str | None]]:
+        status, body = self.relayer.hand_over(item.item)
+        if status == 200 and isinstance(body, dict) and body.get("id"):
+            if str(body["id"]).lower() != item.id.lower():
+                log.error("outbox: the relayer gave receipt #%d id %s, not %s", item.seq, body["id"], item.id)
+            return [(item.seq, "delivered", body.get("status"), None)]
+        return [(item.seq, "refused", None, _reason(status, body))]
+
+    def _bulk(self, items: list[OutboxItem]) -> list[tuple[int, str, str | None, str | None]]:
+        body = b'{"receipts":[' + b",".join(i.item for i in items) + b"]}"
+        status, answer = self.relayer.hand_over(body)
+        if status != 200 or not isinstance(answer, dict) or not isinstance(answer.get("results"), list):
+            if status == 413:  # too many for this relayer: fall back to one by one
+                return self._single(items[0])
+            return [(i.seq, "refused", None, _reason(status, answer)) for i in items]
+        out = []
+        by_index = {r.get("index"): r for r in answer["results"] if isinstance(r, dict)}
+        for index, item in enumerate(items):
+            r = by_index.get(index)
+            if r is None:
+                continue  # not answered: stays pending
+            if r.get("error") and r.get("error") != "equivocation":
+                out.append((item.seq, "refused", None, f"{r.get('error')}: {r.get('reason')}"))
+            elif r.get("error"):
+                out.append((item.seq, "refused", r.get("status"), f"equivocation: {r.get('reason')}"))
+            else:
+                out.append((item.seq, "delivered", r.get("status"), None))
+        return out
+
+
+def _reason(status: int, body: object) -> str:
+    if isinstance(body, dict) and body.get("error"):
+        return f"HTTP {status} {body.get('error')}: {body.get('reason')} ({body.get('field')})"
+    return f"HTTP {status}: {str(body)[:300]}"

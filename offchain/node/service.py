@@ -1,0 +1,155 @@
+"""The Node: chain connection, key, models, store, channel state, payments, outbox and payload desk, wired once.
+
+Construction connects to the chain, loads the key (refusing a dev key off chain 31337), loads the backends, opens the
+store (refusing one made for another chain, deployment or key) and rebuilds every channel's state from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from web3 import Web3
+
+from ..backends import load_backend
+from ..chain import Chain
+from ..daemon.keys import load_account
+from ..deployments import load_deployment
+from ..messages import SignedVoucher
+from .catalog import Catalog, ServedModel
+from .chainview import ChainView
+from .channels import Channels
+from .config import ConfigError, NodeSettings, load_pricing_file, parse_backends
+from .metrics import NodeMetrics
+from .outbox import Outbox
+from .payloads import PayloadDesk
+from .payments import Payments
+from .relayer import RelayerClient
+from .store import NodeStore
+from .x402 import Offer
+
+log = logging.getLogger("opg.node")
+
+
+def build_catalog(settings: NodeSettings) -> Catalog:
+    default = settings.pricing_default()
+    per_model: dict = {}
+    if settings.pricing is not None:
+        default, per_model = load_pricing_file(settings.pricing, default)
+    models = []
+    for spec in parse_backends(settings.backend):
+        try:
+            backend = load_backend(spec.spec, cheat_rate=settings.cheat_rate or None,
+                                   cheat_seed=settings.cheat_seed or None, **spec.options)
+        except ValueError as exc:
+            raise ConfigError(f"invalid setting backend: {exc}") from None
+        except Exception as exc:
+            raise ConfigError(f"cannot load backend {spec.spec!r}: {exc}") from None
+        models.append(ServedModel(name=backend.name, backend=backend, pricing=per_model.get(backend.name, default)))
+    unknown = sorted(set(per_model) - {m.name for m in models})
+    if unknown:
+        raise ConfigError(f"pricing file {settings.pricing} prices {unknown[0]!r}, which this node does not serve "
+                          f"(it serves {', '.join(m.name for m in models)})")
+    try:
+        return Catalog(models, settings.max_tokens, settings.max_tokens_limit)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+class Node:
+    def __init__(self, settings: NodeSettings):
+        self.settings = settings
+        self.started = time.time()
+        w3 = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 15}))
+        self.chain_id = int(w3.eth.chain_id)
+        self.account = load_account(settings, self.chain_id)  # first: refuse a dev key early
+        self.address = self.account.address
+        self.deployment = load_deployment(chain_id=self.chain_id, path=settings.deployment)
+        chain = Chain(w3=w3, deployment=self.deployment)
+        self.network = f"eip155:{self.chain_id}"
+        self.escrow_address = self.deployment.address("CreditEscrow")
+        self.staking_address = self.deployment.address("NodeStaking")
+        self.opg_address = self.deployment.address("OPG")
+        if len(w3.eth.get_code(self.escrow_address)) == 0:
+            raise ConfigError(f"no CreditEscrow code at {self.escrow_address} on chain {self.chain_id}: wrong "
+                              "deployment file for this RPC?")
+        domain = chain.opg.functions.eip712Domain().call()
+        self.escrow_domain, self.staking_domain = chain.escrow_domain, chain.staking_domain
+        self.catalog = build_catalog(settings)
+        self.metrics = NodeMetrics()
+        self.store = NodeStore(settings.store)
+        self.store.on_commit = self.metrics.store_commit.observe
+        self.store.open(self.chain_id, self.escrow_address, self.staking_address, self.address)
+        self.channels = Channels()
+        for payer, cumulative, voucher in self.store.channels():
+            best = SignedVoucher.model_validate({"payer": voucher["payer"], "node": voucher["node"],
+                                                 "max_cumulative": voucher["maxCumulative"],
+                                                 "signature": voucher["signature"]}) if voucher else None
+            self.channels.restore(payer, cumulative, best)
+        self.chain = ChainView(settings.rpc_url, self.deployment, self.address, settings.settled_ttl)
+        self.relayer = RelayerClient(settings.relayer_url, settings.relayer_timeout, settings.exact_timeout)
+        self.outbox = Outbox(self.store, self.relayer, settings.outbox_batch, settings.outbox_max_backoff,
+                             self.metrics)
+        self.offer = Offer(network=self.network, node=self.address, asset=self.opg_address,
+                           escrow=self.escrow_address, staking=self.staking_address, token_name=domain[1],
+                           token_version=domain[2])
+        self.payments = Payments(
+            account=self.account, network=self.network, offer=self.offer, chain=self.chain, relayer=self.relayer,
+            store=self.store, channels=self.channels, escrow_domain=self.escrow_domain,
+            staking_domain=self.staking_domain, max_unsettled=settings.max_unsettled_wei,
+            require_relayer=settings.require_relayer_verify, metrics=self.metrics, on_receipt=self.outbox.wake)
+        self.payloads = PayloadDesk(self.address, self.store, self.chain, self.staking_domain, self.metrics)
+        self.metrics.gauge("opg_node_outbox_backlog", "Receipts not yet handed to the relayer.",
+                           lambda: {(): self.store.outbox_counts().get("pending", 0)})
+        self.metrics.gauge("opg_node_outbox_refused", "Receipts the relayer refused (not retried).",
+                           lambda: {(): self.store.outbox_counts().get("refused", 0)})
+        self.metrics.gauge("opg_node_requests_in_flight", "Paid opg-credit requests running now.",
+                           lambda: {(): self.channels.in_flight_requests()})
+        log.info("node %s on chain %d: %d channel(s) restored, %d receipt(s) to hand over", self.address,
+                 self.chain_id, len(self.channels.all()), self.store.outbox_counts().get("pending", 0))
+
+    def start(self) -> None:
+        self.outbox.start()
+
+    def stop(self) -> None:
+        self.outbox.stop(flush_timeout=5.0)
+        for model in self.catalog.list():
+            close = getattr(model.backend, "close", None) or getattr(getattr(model.backend, "inner", None),
+                                                                       "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception:
+                    pass
+        self.store.close()
+
+    def health(self) -> dict[str, Any]:
+        """Blocking. ``ok`` = chain reachable, store usable, outbox running (a relayer that is down does not make the
+        node unhealthy: it still serves and its outbox keeps the receipts)."""
+        chain_ok, status, last_error = True, {}, None
+        try:
+            status = self.chain.status()
+        except Exception as exc:
+            chain_ok, last_error = False, f"chain: {exc.__class__.__name__}: {str(exc)[:200]}"
+        try:
+            store_ok = self.store.ping()
+            counts = self.store.outbox_counts()
+            oldest = self.store.outbox_oldest()
+        except Exception as exc:
+            store_ok, counts, oldest = False, {}, None
+            last_error = f"store: {exc.__class__.__name__}: {str(exc)[:200]}"
+        alive = self.outbox.alive
+        return {
+            "ok": chain_ok and store_ok and alive, "node": self.address, "chainId": self.chain_id,
+            "network": self.network, "chainOk": chain_ok, "storeOk": store_ok,
+            "registered": status.get("registered"), "active": status.get("active"),
+            "payable": status.get("payable"), "jailed": status.get("jailed"), "stake": status.get("stake"),
+            "endpoint": status.get("endpoint"),
+            "relayer": self.settings.relayer_url, "relayerReachable": self.relayer.reachable(),
+            "outboxAlive": alive, "outboxBacklog": counts.get("pending", 0),
+            "outboxDelivered": counts.get("delivered", 0), "outboxRefused": counts.get("refused", 0),
+            "outboxOldestAge": round(time.time() - oldest, 3) if oldest else None,
+            "outboxError": self.outbox.last_error, "inFlight": self.channels.in_flight_requests(),
+            "models": [m.name for m in self.catalog.list()], "lastError": last_error,
+        }

@@ -1,0 +1,125 @@
+"""x402 v2 on the chat route: the ``PAYMENT-REQUIRED`` challenge, the ``PAYMENT-SIGNATURE`` payload and the
+``PAYMENT-RESPONSE`` result, in the x402 package's own models and base64-JSON header encoding (``x402.schemas``,
+``x402.http``), so stock x402 clients pay ``exact`` unchanged.
+
+Two schemes are offered for every request, priced by its quote ``cap = pricing.cap(prompt_tokens, max_tokens)``:
+
+- ``opg-credit``: a cumulative Voucher on the CreditEscrow; ``extra`` tells the payer what to sign
+  (``maxCumulative = charged + cap``, where ``charged`` is the channel's cumulative charge plus the caps of its
+  requests in flight), with the escrow, staking, pricing and the request's token counts.
+- ``exact``: an EIP-3009 ``transferWithAuthorization`` of exactly ``cap`` OPG to the node (``extra`` is OPG's
+  EIP-712 domain name and version, which x402's EVM exact client signs with).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from x402.http.constants import PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, PAYMENT_SIGNATURE_HEADER
+from x402.schemas import PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo
+
+from ..inference import Pricing
+
+__all__ = [
+    "PAYMENT_REQUIRED_HEADER", "PAYMENT_RESPONSE_HEADER", "PAYMENT_SIGNATURE_HEADER", "SCHEME_CREDIT", "SCHEME_EXACT",
+    "Offer", "PaymentRefused", "Quote", "decode_payment", "encode_header",
+]
+
+SCHEME_CREDIT = "opg-credit"
+SCHEME_EXACT = "exact"
+MAX_TIMEOUT_SECONDS = 300
+
+
+class PaymentRefused(Exception):
+    """A request that must be paid (again): answered 402 with a fresh challenge naming ``error`` and ``reason``.
+    ``payer`` (when known) makes the challenge's ``extra.charged`` that channel's."""
+
+    def __init__(self, error: str, reason: str, payer: str | None = None):
+        super().__init__(f"{error}: {reason}")
+        self.error, self.reason, self.payer = error, reason, payer
+
+
+@dataclass
+class Quote:
+    """What one request costs at most, and what it is."""
+
+    model: str
+    prompt_tokens: int
+    max_tokens: int
+    cap: int
+    pricing: Pricing
+    url: str
+    stream: bool
+
+
+def encode_header(data: dict) -> str:
+    """Base64 of compact JSON (x402's header encoding)."""
+    return base64.b64encode(json.dumps(data, separators=(",", ":")).encode()).decode()
+
+
+def decode_payment(value: str) -> PaymentPayload:
+    """The ``PAYMENT-SIGNATURE`` header as an x402 v2 PaymentPayload; PaymentRefused ``invalid_payment`` if it is not
+    base64 JSON of one."""
+    try:
+        raw = base64.b64decode(value.strip().encode(), validate=True)
+        data = json.loads(raw.decode("utf-8"))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise PaymentRefused("invalid_payment", "PAYMENT-SIGNATURE must be base64-encoded JSON of an x402 v2 "
+                             "PaymentPayload") from None
+    if not isinstance(data, dict):
+        raise PaymentRefused("invalid_payment", "PAYMENT-SIGNATURE must encode a JSON object")
+    if data.get("x402Version") != 2:
+        raise PaymentRefused("unsupported_x402_version",
+                             f"this node speaks x402Version 2, not {data.get('x402Version')!r}")
+    try:
+        return PaymentPayload.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "payload"
+        raise PaymentRefused("invalid_payment", f"PAYMENT-SIGNATURE {where}: {first.get('msg')}") from None
+
+
+class Offer:
+    """Builds this node's payment requirements and challenges."""
+
+    def __init__(self, *, network: str, node: str, asset: str, escrow: str, staking: str, token_name: str,
+                 token_version: str):
+        self.network, self.node, self.asset = network, node, asset
+        self.escrow, self.staking = escrow, staking
+        self.token_name, self.token_version = token_name, token_version
+
+    def credit(self, quote: Quote, charged: int) -> PaymentRequirements:
+        return PaymentRequirements(
+            scheme=SCHEME_CREDIT, network=self.network, asset=self.asset, amount=str(quote.cap), pay_to=self.node,
+            max_timeout_seconds=MAX_TIMEOUT_SECONDS,
+            extra={
+                "escrow": self.escrow, "staking": self.staking, "charged": str(charged),
+                "maxCumulative": str(charged + quote.cap), "priceCap": str(quote.cap),
+                "pricing": quote.pricing.wire(),
+                "requestTokens": {"prompt": quote.prompt_tokens, "maxTokens": quote.max_tokens},
+                "model": quote.model,
+            })
+
+    def exact(self, quote: Quote) -> PaymentRequirements:
+        return PaymentRequirements(
+            scheme=SCHEME_EXACT, network=self.network, asset=self.asset, amount=str(quote.cap), pay_to=self.node,
+            max_timeout_seconds=MAX_TIMEOUT_SECONDS,
+            extra={"name": self.token_name, "version": self.token_version})
+
+    def challenge(self, quote: Quote, charged: int, error: str, reason: str) -> dict[str, Any]:
+        """The 402 body (also base64-encoded as the ``PAYMENT-REQUIRED`` header): x402's PaymentRequired plus a
+        human-readable ``reason`` next to the machine-readable ``error``."""
+        required = PaymentRequired(
+            x402_version=2, error=error,
+            resource=ResourceInfo(url=quote.url, description=f"chat completion with {quote.model} (at most "
+                                  f"{quote.max_tokens} output tokens)",
+                                  mime_type="text/event-stream" if quote.stream else "application/json"),
+            accepts=[self.credit(quote, charged), self.exact(quote)])
+        body = required.model_dump(mode="json", by_alias=True, exclude_none=True)
+        body["reason"] = reason
+        return body
