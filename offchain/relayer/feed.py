@@ -128,7 +128,7 @@ def feed_router(store: Store, staking_domain: Domain, is_active_verifier: Callab
             raise ApiError(400, "invalid_signature", "signature",
                            "not the verifier's Verdict(receiptHash, false) over this deployment's NodeStaking domain")
         if body.receipt is not None:
-            plain = Receipt(**body.receipt.model_dump(exclude={"signature"}))
+            plain = Receipt(**body.receipt.model_dump(exclude={"signature"}, by_alias=False))
             if "0x" + plain.struct_hash().hex() != body.receipt_hash:
                 raise ApiError(400, "invalid_field", "receipt", "does not hash to receiptHash")
             try:
