@@ -41,6 +41,8 @@ class Assembler:
     def push(self, piece: str) -> bool:
         """Add one token's text; returns True when generation must end (stop sequence hit, or cancelled)."""
         self.text += piece
+        if self.cancelled or self.stopped_at is not None:
+            return True  # after the end nothing more is streamed (a last decoded tail only joins the text)
         if self.stops:
             hits = [i for i in (self.text.find(s, self.emitted) for s in self.stops) if i >= 0]
             if hits:

@@ -76,7 +76,7 @@ def smollm2_path() -> str:
 
 def _import_llama_cpp():
     # ggml's OpenMP workers spin while waiting by default: on a shared machine (node, verifier, tests on 2 cores) that
-    # makes generation up to 7x slower. Sleeping waits do not change any result. Read once, when libgomp loads.
+    # makes generation many times slower. Sleeping waits do not change any result. Read once, when libgomp loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import llama_cpp
@@ -198,28 +198,28 @@ class LlamaBackend:
         finish = "length"
         with self._lock:
             self._clear_kv()
+            tokens = llm.generate(
+                prompt, top_k=1, top_p=1.0, min_p=0.0, typical_p=1.0, temp=0.0, repeat_penalty=1.0,
+                frequency_penalty=0.0, presence_penalty=0.0, reset=True,
+            )
             try:
-                tokens = llm.generate(
-                    prompt, top_k=1, top_p=1.0, min_p=0.0, typical_p=1.0, temp=0.0, repeat_penalty=1.0,
-                    frequency_penalty=0.0, presence_penalty=0.0, reset=True,
-                )
-                for token in tokens:
+                while produced < budget:
+                    try:
+                        token = next(tokens)
+                    except StopIteration:
+                        break
+                    except Exception as exc:
+                        raise BackendError(f"llama.cpp generation failed: {exc}") from exc
                     if llama_cpp.llama_vocab_is_eog(vocab, token):
                         finish = "stop"
                         break
                     produced += 1
                     piece = decoder.decode(llm.detokenize([token], special=False))
-                    if out.push(piece):
+                    if out.push(piece):  # on_token's own exceptions propagate as they are
                         finish = "stop" if out.stopped_at is not None else "length"
                         break
-                    if produced >= budget:
-                        break
-                tokens.close()
-            except BackendError:
-                raise
-            except Exception as exc:
-                raise BackendError(f"llama.cpp generation failed: {exc}") from exc
             finally:
+                tokens.close()
                 self._clear_kv()
         tail = decoder.decode(b"", final=True)
         if tail and out.stopped_at is None:

@@ -22,7 +22,8 @@ def check_streaming_matches_text(backend, messages=QUESTION, max_tokens=16):
     g, pieces = streamed(backend, messages, GenParams(max_tokens=max_tokens))
     assert pieces and "".join(pieces) == g.text
     assert 1 <= g.output_tokens <= max_tokens
-    assert g.prompt_tokens == backend.count_prompt_tokens(messages)
+    if backend.deterministic:  # local backends count the prompt exactly; a proxy's count is only the quote's estimate
+        assert g.prompt_tokens == backend.count_prompt_tokens(messages)
     return g
 
 
