@@ -60,8 +60,8 @@ def upstream(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def slow_upstream(tmp_path_factory):
-    """Streams one token every 50 ms (to see that an early stop really hangs up on the upstream)."""
-    proc, base = start_upstream(tmp_path_factory.mktemp("slow-upstream"), token_delay=0.05)
+    """Streams one token every 300 ms (to see that an early stop really hangs up on the upstream)."""
+    proc, base = start_upstream(tmp_path_factory.mktemp("slow-upstream"), token_delay=0.3)
     yield base
     proc.terminate()
     proc.wait(10)
