@@ -40,6 +40,7 @@ class OpgCreditClient:
         self.payer = payer
         self._open: dict[tuple[str, str], Reservation] = {}  # (node, maxCumulative) -> reservation
         self._served: dict[str, list[Reservation]] = {}  # node -> answered requests whose receipt was not checked
+        self._hints: dict[str, int] = {}  # node -> extra.charged of its last corrective 402
         self._lock = threading.Lock()
         self.scheme_hooks = {"on_payment_response": self._on_payment_response}
         self.last_outcome: PaymentOutcome | None = None
@@ -49,6 +50,13 @@ class OpgCreditClient:
         """The inner payload ``{voucher: {payer, node, maxCumulative}, signature}`` for ``requirements``
         (x402 ``PaymentRequirements`` or its JSON). Raises PaymentRefused if this client will not pay."""
         req = _as_json(requirements)
+        node = str(req.get("payTo", "")).lower()
+        with self._lock:
+            hint = self._hints.pop(node, None)
+        if hint is not None:  # a corrective 402 told us the channel's charge (stock clients send no X-OPG-Payer)
+            extra = dict(req.get("extra") or {})
+            extra["charged"] = str(max(hint, int(extra.get("charged") or 0)))
+            req = {**req, "extra": extra}
         res = self.payer.prepare(req)
         voucher = res.payload["payload"]["voucher"]
         with self._lock:
@@ -74,8 +82,15 @@ class OpgCreditClient:
                 del served[:-64]
             return None
         self.payer.rejected(res)
-        if ctx.payment_required is not None and any(
-                getattr(a, "scheme", None) == SCHEME_CREDIT for a in ctx.payment_required.accepts):
+        credit = [a for a in (ctx.payment_required.accepts if ctx.payment_required is not None else [])
+                  if getattr(a, "scheme", None) == SCHEME_CREDIT and str(a.pay_to).lower() == res.node.lower()]
+        if credit:
+            try:
+                charged = int((credit[0].extra or {}).get("charged") or 0)
+            except (TypeError, ValueError):
+                charged = 0
+            with self._lock:
+                self._hints[res.node.lower()] = charged
             try:
                 from x402.schemas import RecoveredResponseResult
             except ImportError:  # pragma: no cover - older x402

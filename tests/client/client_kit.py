@@ -177,7 +177,7 @@ class StubNode:
             if voucher.max_cumulative < need:
                 return self.challenge(h, body, voucher.payer, "cap_exceeded")
             ch["inflight"][token] = cap
-            if ch["best"] is None or voucher.max_cumulative > ch["best"]["maxCumulative"]:
+            if ch["best"] is None or voucher.max_cumulative > int(ch["best"]["maxCumulative"]):
                 ch["best"] = {**v, "maxCumulative": str(voucher.max_cumulative), "signature": payload["signature"]}
         if self.delay:
             time.sleep(self.delay)
@@ -195,8 +195,10 @@ class StubNode:
             elif self.mode == "over_voucher":
                 cumulative = voucher.max_cumulative + 1
             ch["cumulative"] = cumulative
+            params = {"max_tokens": max_tokens, **{k: body[k] for k in ("temperature", "seed", "stop")
+                                                   if body.get(k) is not None}}
             request = canonical_request(self.MODEL, [{"role": m["role"], "content": m["content"]}
-                                                     for m in body["messages"]], {"max_tokens": max_tokens})
+                                                     for m in body["messages"]], params)
             receipt = Receipt(request_id="0x" + secrets.token_hex(32), payer=voucher.payer, node=self.node.address,
                               model_id=self.MODEL_ID, input_hash=input_hash(request), output_hash=output_hash(text),
                               amount=amount, cumulative=cumulative, timestamp=self.d.chain_now())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from opg_devnet import Devnet, RelayerProc
 
 
