@@ -1,224 +1,348 @@
-"""The demo's main job, on a chain where ``ape run deploy`` has just deployed the system (see ``demo.sh``).
+"""``make demo``: the whole system on a local anvil chain, with real daemons, and a summary read from the chain.
 
-Roles (anvil's public development accounts, devnet only): 0 deployer and treasury, 1 inference node, 2 and 3
-verifiers, 4 user (payer), 9 relayer. The user asks questions; for each it signs a cumulative voucher, the node
-answers with a small deterministic model, signs a receipt and hands it to the relayer, and the user sees the credit
-row. Then the relayer settles the batch on-chain, and a cheating node is slashed.
+It starts anvil, deploys with ``ape run deploy``, starts the relayer, two inference nodes running the real small
+model (one of them cheating at a low rate) and three verifiers, each registered and staked through ``opg
+operator``; funds three payers (one gasless through ``deposit_with_authorization``, one paying with a session key);
+and sends a stream of chat requests through both payment schemes with the project's client SDK, some streaming and
+some through the ``openai`` package. A live display shows requests answered, receipts pending, batches settled,
+verdicts and slashes. At the end it prints a summary read from on-chain state and events and checks that it
+reconciles: every answered request paid exactly once, the cheating node slashed, its payers refunded. Every process
+it started is stopped. Exit code 0 only if the summary reconciles.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
-import signal
-import subprocess
+import itertools
+import json
+import shutil
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from eth_account import Account
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
-from eth_account import Account  # noqa: E402
+from opg_system import OPG, Operator, System  # noqa: E402
 
-from offchain.chain import Chain  # noqa: E402
-from offchain.devchain import anvil_key, transact  # noqa: E402
-from offchain.messages import Receipt, Registration, Voucher  # noqa: E402
+from offchain.client import OpgClient, format_opg, payment_http_client  # noqa: E402
+from offchain.devchain import anvil_key  # noqa: E402
 
-OPG = 10**18
-PRICE_PER_TOKEN = 10**15  # 0.001 OPG per output token
-PRICE_CAP = 64 * PRICE_PER_TOKEN  # the most one answer may cost
-MODEL_ID = "0x" + hashlib.sha256(b"opg-demo/echo-1").hexdigest()
-QUESTIONS = [
+PROMPTS = [
     "What is a payment channel?",
-    "Why settle in batches instead of per request?",
-    "Who checks that the node really ran the model?",
-    "What happens to a node that signs two different answers for one request?",
-    "How much did all of this cost me?",
+    "Why settle many answers in one transaction?",
+    "Who checks that the node ran the model?",
+    "What happens to a node that cheats?",
+    "Explain a cumulative voucher in one sentence.",
+    "What does a verifier re-execute?",
+    "Why does a node store its receipt before answering?",
+    "What is a session key for?",
+    "Name one thing a relayer cannot do.",
+    "How are fees split after settlement?",
+    "Why is greedy decoding used here?",
+    "What is the dispute window?",
 ]
+MODES = ("sdk", "sdk-stream", "openai", "openai-stream", "exact")
+SLASH_KIND_FRAUD = 2
 
 
-def h(data: str | bytes) -> str:
-    return "0x" + hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+@dataclass
+class Answer:
+    index: int
+    payer: str
+    node: str
+    mode: str
+    scheme: str
+    prompt: str
+    text: str
+    receipt_id: str | None
+    cost: int
+    credits_left: int | None
+    transaction: str | None = None
 
 
-def demo_model(prompt: str) -> str:
-    """A deterministic stand-in for the node's model backend (verifiers can re-execute it exactly)."""
-    words = prompt.rstrip("?").split()
-    return "You asked about " + " ".join(reversed(words)).lower() + "; the answer is settled on-chain."
+@dataclass
+class PayerSetup:
+    name: str
+    key: str
+    how: str  # "deposit" | "gasless" | "session"
+    wallet: OpgClient | None = None
+    credits_before: int = 0
+    deposited: int = 0
+    answers: list[Answer] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return Account.from_key(self.key).address
 
 
-def fmt(amount: int) -> str:
-    return f"{amount / OPG:,.4f} OPG"
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="make demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--requests", type=int, default=24, help="chat requests to send (default 24)")
+    p.add_argument("--cheat-rate", type=float, default=0.25, help="the cheating node's rate of wrong answers")
+    p.add_argument("--backend", default="smollm2", help="model backend of nodes and verifiers (smollm2, builtin)")
+    p.add_argument("--sample-rate", type=float, default=0.5, help="verifiers' sampling rate")
+    p.add_argument("--max-tokens", type=int, default=24, help="max_tokens of each chat request")
+    p.add_argument("--deposit", type=float, default=20.0, help="credits each payer buys (OPG)")
+    p.add_argument("--rpc-port", type=int, default=8545)
+    p.add_argument("--relayer-port", type=int, default=8402)
+    p.add_argument("--base-port", type=int, default=8500, help="first port of nodes and verifiers")
+    p.add_argument("--state-dir", default="var/demo", help="logs, stores and client state")
+    p.add_argument("--deployments-dir", default=str(ROOT / "deployments"))
+    p.add_argument("--timeout", type=float, default=240, help="how long to wait for settlement and slashing (s)")
+    p.add_argument("--no-live", action="store_true", help="no live display (also when not on a terminal)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object at the end")
+    return p.parse_args(argv)
 
 
-def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up within {timeout:.0f} s")
+class Stats:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.answered = 0
+        self.failed: list[str] = []
+        self.last = ""
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rpc-url", required=True)
-    parser.add_argument("--deployment", required=True)
-    parser.add_argument("--relayer-port", type=int, default=8402)
-    parser.add_argument("--state-dir", default="var/demo")
-    parser.add_argument("--keep-running", choices=["auto", "yes", "no"], default="auto",
-                        help="stay up until Ctrl-C (auto: only on an interactive terminal)")
-    args = parser.parse_args()
-
-    chain = Chain.connect(args.rpc_url, args.deployment)
-    w3, params = chain.w3, chain.deployment.params
-    treasury, node, verifier_a, verifier_b, user = (anvil_key(i) for i in (0, 1, 2, 3, 4))
-    node_addr, user_addr = Account.from_key(node).address, Account.from_key(user).address
-
-    print("== staking: one inference node, two verifiers")
-    for key, role, stake, endpoint in (
-        (node, 1, params.min_inference_stake * 2, "http://127.0.0.1:9000"),
-        (verifier_a, 2, params.min_verifier_stake, "http://127.0.0.1:9100"),
-        (verifier_b, 2, params.min_verifier_stake * 3, "http://127.0.0.1:9101"),
-    ):
-        address = Account.from_key(key).address
-        transact(w3, treasury, chain.opg.functions.transfer(address, stake))
-        transact(w3, key, chain.opg.functions.approve(chain.staking.address, stake))
-        proof = Registration(account=address).sign_with(key, chain.staking_domain)  # proves it holds the key
-        transact(w3, key, chain.staking.functions.register(role, stake, endpoint, bytes.fromhex(proof[2:])))
-        print(f"   {['', 'inference', 'verifier'][role]:<9} {address} staked {fmt(stake)}")
-
-    print("== the user buys 10 OPG of credits")
-    transact(w3, treasury, chain.opg.functions.transfer(user_addr, 50 * OPG))
-    transact(w3, user, chain.opg.functions.approve(chain.escrow.address, 10 * OPG))
-    transact(w3, user, chain.escrow.functions.deposit(10 * OPG))
-    print(f"   credits: {fmt(chain.balance_of(user_addr))}")
-
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     state = Path(args.state_dir)
-    store = state / "relayer.sqlite3"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{store}{suffix}").unlink(missing_ok=True)
-    relayer_url = f"http://127.0.0.1:{args.relayer_port}"
-    relayer = subprocess.Popen(
-        [sys.executable, "-m", "offchain.cli", "relayer", "run", "--rpc-url", args.rpc_url,
-         "--deployment", args.deployment, "--store", str(store), "--dev-account", "9",
-         "--batch-size", "100", "--batch-age", "3", "--confirmations", "1",
-         "--host", "127.0.0.1", "--port", str(args.relayer_port)],
-        cwd=ROOT, stdout=open(state / "relayer.log", "w"), stderr=subprocess.STDOUT,
+    if state.exists():
+        shutil.rmtree(state)
+    state.mkdir(parents=True)
+    port = itertools.count(args.base_port)
+    system = System(
+        state_dir=state, rpc_port=args.rpc_port, relayer_port=args.relayer_port, backend=args.backend,
+        sample_rate=args.sample_rate, deployments_dir=Path(args.deployments_dir),
+        nodes=[Operator("node-honest", "inference", 1, next(port), 300),
+               Operator("node-cheat", "inference", 5, next(port), 300, cheat_rate=args.cheat_rate)],
+        verifiers=[Operator("verifier-1", "verifier", 2, next(port), 200),
+                   Operator("verifier-2", "verifier", 3, next(port), 300),
+                   Operator("verifier-3", "verifier", 6, next(port), 400)],
     )
+    code = 1
     try:
-        wait_http(f"{relayer_url}/healthz")
-        print(f"== relayer up on {relayer_url} (OpenAPI at {relayer_url}/docs)")
-        return run_chat(chain, relayer_url, node, user, node_addr, user_addr, args.keep_running)
+        system.start()
+        code = run(system, args, state)
+    except Exception as exc:  # one readable line; the logs in the state dir have the rest
+        print(f"demo: error: {str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)}", file=sys.stderr)
+        print(f"demo: logs are in {state}/", file=sys.stderr)
+        code = 1
     finally:
-        relayer.send_signal(signal.SIGTERM)
-        try:
-            relayer.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            relayer.kill()
+        killed = system.stop()
+        left = [p.name for p in system.procs if p.process.poll() is None]
+        if killed or left:
+            print(f"demo: had to kill {killed}; still running {left}", file=sys.stderr)
+            code = code or 1
+        else:
+            print(f"== every process stopped ({len(system.procs)})")
+    return code
 
 
-def run_chat(chain, relayer_url, node, user, node_addr, user_addr, keep_running) -> int:
-    client = httpx.Client(base_url=relayer_url, timeout=30)
-    charged = chain.spent(user_addr, node_addr)
-    rows = []
-    print("== chatting (each answer: voucher signed by the user, receipt signed by the node)")
-    for i, question in enumerate(QUESTIONS, start=1):
-        # The user authorises at most one more price cap on its channel with this node.
-        voucher = Voucher(payer=user_addr, node=node_addr, max_cumulative=charged + PRICE_CAP)
-        voucher_sig = voucher.sign_with(user, chain.escrow_domain)
-        # The node runs the model and charges by output tokens.
-        answer = demo_model(question)
-        cost = min(len(answer.split()) * PRICE_PER_TOKEN, PRICE_CAP)
-        charged += cost
-        receipt = Receipt(
-            request_id=h(f"{user_addr}:{i}:{time.time_ns()}"), payer=user_addr, node=node_addr,
-            model_id=MODEL_ID, input_hash=h(question), output_hash=h(answer), amount=cost, cumulative=charged,
-            timestamp=int(time.time()),
-        )
-        receipt_sig = receipt.sign_with(node, chain.staking_domain)
-        item = {
-            "receipt": {**receipt.model_dump(by_alias=True), "signature": receipt_sig},
-            "voucher": {**voucher.model_dump(by_alias=True), "signature": voucher_sig},
-        }
-        answer_json = client.post("/settle", json={"receipts": [item]}).raise_for_status().json()
-        result = answer_json["results"][0]
-        if result.get("error"):
-            print(f"   relayer refused the receipt: {result['field']}: {result['reason']}")
-            return 1
-        left = chain.available_of(user_addr) - (charged - chain.spent(user_addr, node_addr))
-        rows.append((i, question, answer, cost, result["id"]))
-        print(f"   Q{i}: {question}\n       {answer}\n       this answer cost {fmt(cost)} · "
-              f"{fmt(left)} credits left · {result['status']}")
+def setup_payers(system: System, args, state: Path) -> list[PayerSetup]:
+    chain = system.chain
+    assert chain is not None
+    amount = int(args.deposit * OPG)
+    fresh = Account.create()
+    payers = [
+        PayerSetup("alice", anvil_key(4), "deposit"),
+        PayerSetup("bob", "0x" + bytes(fresh.key).hex(), "gasless"),
+        PayerSetup("carol", anvil_key(7), "session"),
+    ]
+    for p in payers:
+        # OPG in the wallet: the deposit, and (alice) some for exact payments. Bob gets no ETH at all.
+        system.fund(p.address, amount + (10 * OPG if p.name == "alice" else 0))
+        p.wallet = OpgClient(Account.from_key(p.key), system.rpc_url, system.deployment_file,
+                             relayer_url=system.relayer_url, state=state / "clients" / p.name)
+        p.credits_before = chain.escrow.functions.balance_of(p.address).call()
+        if p.how == "gasless":
+            assert chain.w3.eth.get_balance(p.address) == 0
+            p.wallet.deposit_gasless(amount)
+        else:
+            p.wallet.deposit(amount)
+        if p.how == "session":
+            p.wallet.authorize_session(expires_in=3 * 3600, allowance=amount, new_key=True)
+        p.deposited = amount
+        system.say(f"   {p.name:<6} {p.address} bought {format_opg(amount)} OPG of credits"
+                   + {"deposit": "", "gasless": " (gasless: signed, the relayer submitted; it holds no ETH)",
+                      "session": " and chats with a session key"}[p.how])
+    return payers
 
-    print("== waiting for the relayer's batch to settle on-chain")
-    deadline = time.monotonic() + 60
-    views = {}
-    while time.monotonic() < deadline:
-        views = {rid: client.get(f"/receipts/{rid}").json() for *_, rid in rows}
-        if all(v["status"] == "settled" for v in views.values()):
-            break
-        time.sleep(0.5)
-    else:
-        print("   not settled within 60 s: see the relayer log", file=sys.stderr)
+
+def ask(system: System, payer: PayerSetup, node: Operator, mode: str, prompt: str, index: int,
+        max_tokens: int) -> Answer:
+    assert payer.wallet is not None
+    body = {"model": "", "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens}
+    model = httpx.get(node.url + "/v1/models", timeout=10).json()["data"][0]["id"]
+    body["model"] = model
+    exact = mode == "exact"
+    sdk_payer = payer.wallet.payer(use_session=not exact)
+    http = payment_http_client(sdk_payer, exact=exact, schemes=("exact",) if exact else None)
+    text, payment = "", None
+    try:
+        if mode in ("openai", "openai-stream"):
+            import openai
+
+            ai = openai.OpenAI(base_url=node.url + "/v1", api_key="opg", http_client=http, max_retries=0)
+            if mode == "openai":
+                reply = ai.chat.completions.create(model=model, messages=body["messages"], max_tokens=max_tokens)
+                text = reply.choices[0].message.content or ""
+                payment = (reply.model_extra or {}).get("x_opg_payment")
+            else:
+                for chunk in ai.chat.completions.create(model=model, messages=body["messages"],
+                                                        max_tokens=max_tokens, stream=True):
+                    if chunk.choices:
+                        text += chunk.choices[0].delta.content or ""
+                    extra = (chunk.model_extra or {}).get("x_opg_payment")
+                    payment = extra or payment
+        elif mode == "sdk-stream":
+            with http.stream("POST", node.url + "/v1/chat/completions", json={**body, "stream": True}) as res:
+                res.raise_for_status()
+                for line in res.iter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    chunk = json.loads(line[6:])
+                    if chunk.get("choices"):
+                        text += chunk["choices"][0].get("delta", {}).get("content") or ""
+                    payment = chunk.get("x_opg_payment") or payment
+        else:
+            res = http.post(node.url + "/v1/chat/completions", json=body)
+            if res.status_code != 200:
+                raise RuntimeError(f"{res.status_code}: {res.text[:200]}")
+            data = res.json()
+            text = data["choices"][0]["message"]["content"]
+            payment = data.get("x_opg_payment")
+    finally:
+        http.close()
+    if not payment:
+        raise RuntimeError(f"no payment result for request {index}")
+    return Answer(index, payer.name, node.name, mode, payment.get("scheme", "exact" if exact else "opg-credit"),
+                  prompt, text, payment.get("receiptId"), int(payment.get("cost") or 0),
+                  int(payment["creditsLeft"]) if payment.get("creditsLeft") not in (None, "") else None,
+                  payment.get("transaction") or None)
+
+
+def run(system: System, args, state: Path) -> int:
+    system.say("== payers")
+    payers = setup_payers(system, args, state)
+    stats = Stats()
+    answers: list[Answer] = []
+
+    def traffic() -> None:
+        for i in range(args.requests):
+            payer = payers[i % len(payers)]
+            node = system.nodes[(i // len(payers)) % len(system.nodes)]
+            mode = MODES[i % len(MODES)]
+            if mode == "exact" and payer.name != "alice":
+                mode = "sdk"
+            prompt = PROMPTS[i % len(PROMPTS)] + ("" if i < len(PROMPTS) else f" (take {i // len(PROMPTS) + 1})")
+            try:
+                a = ask(system, payer, node, mode, prompt, i, args.max_tokens)
+            except Exception as exc:
+                with stats.lock:
+                    stats.failed.append(f"request {i} ({payer.name} -> {node.name}, {mode}): {exc}")
+                continue
+            with stats.lock:
+                answers.append(a)
+                payer.answers.append(a)
+                stats.answered += 1
+                left = "" if a.credits_left is None else f" · {format_opg(a.credits_left)} OPG credits left"
+                stats.last = (f"{a.payer} -> {a.node} [{a.mode}] this answer cost {format_opg(a.cost)} OPG{left}")
+
+    system.say(f"== chatting: {args.requests} requests ({', '.join(MODES)})")
+    worker = threading.Thread(target=traffic, daemon=True)
+    worker.start()
+    live_view(system, stats, worker, args)
+    if stats.failed:
+        for f in stats.failed:
+            print(f"   failed: {f}", file=sys.stderr)
+    system.say(f"== {stats.answered} answered; waiting for settlement, verdicts and slashing")
+    wait_settled(system, answers, args.timeout)
+    from demo_summary import reconcile, summary  # noqa: E402  (scripts/demo_summary.py)
+
+    report = summary(system, payers, answers)
+    problems = reconcile(system, payers, answers, report) + stats.failed
+    if args.json:
+        print(json.dumps({**report, "problems": problems}, default=str))
+    if problems:
+        for p in problems:
+            print(f"demo: does not reconcile: {p}", file=sys.stderr)
         return 1
-    for i, _q, _a, cost, rid in rows:
-        v = views[rid]
-        print(f"   answer {i}: {fmt(cost)} settled in batch #{v['batchId']} (tx {v['tx'][:18]}...)")
-    print(f"   channel paid on-chain: {fmt(chain.spent(user_addr, node_addr))}; "
-          f"credits left: {fmt(chain.balance_of(user_addr))}")
-    d = chain.distributor.functions
-    print(f"   node claimable {fmt(d.claimable_of(node_addr).call())} · treasury "
-          f"{fmt(d.claimable_of(d.treasury().call()).call())} · verifiers "
-          f"{fmt(sum(d.claimable_of(Account.from_key(anvil_key(k)).address).call() for k in (2, 3)))}")
-
-    print("== a cheating node: two different receipts for one request")
-    stake_before = chain.staking.functions.nodes(node_addr).call()[2]
-    request_id = h("the contested request")
-    for answer in ("honest answer", "a different, cheaper answer"):
-        voucher = Voucher(payer=user_addr, node=node_addr, max_cumulative=charged + PRICE_CAP)
-        receipt = Receipt(
-            request_id=request_id, payer=user_addr, node=node_addr, model_id=MODEL_ID, input_hash=h("q"),
-            output_hash=h(answer), amount=PRICE_PER_TOKEN, cumulative=charged + PRICE_PER_TOKEN,
-            timestamp=int(time.time()),
-        )
-        item = {
-            "receipt": {**receipt.model_dump(by_alias=True), "signature": receipt.sign_with(node, chain.staking_domain)},
-            "voucher": {**voucher.model_dump(by_alias=True), "signature": voucher.sign_with(user, chain.escrow_domain)},
-        }
-        client.post("/settle", json={"receipts": [item]})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        slashes = [s for s in client.get("/slashes").json() if s["kind"] == "equivocation"]
-        if slashes and slashes[0]["status"] == "confirmed":
-            break
-        time.sleep(0.5)
-    else:
-        print("   equivocation was not slashed within 60 s: see the relayer log", file=sys.stderr)
-        return 1
-    node_state = chain.staking.functions.nodes(node_addr).call()
-    print(f"   relayer slashed the node in tx {slashes[0]['txHash'][:18]}...: stake {fmt(stake_before)} -> "
-          f"{fmt(node_state[2])}, jailed={node_state[1]}")
-    print("== demo complete")
-    interactive = keep_running == "yes" or (keep_running == "auto" and sys.stdin.isatty())
-    if interactive:
-        print("   everything stays up: try `ape console --network ethereum:local:foundry` with "
-              "APE_FOUNDRY_HOST=" + chain.w3.provider.endpoint_uri + "; Ctrl-C to stop")
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+    system.say("== the summary reconciles with the chain")
     return 0
 
 
+def relayer_counts(system: System) -> dict:
+    out = {"pending": 0, "batches": 0, "verdicts": 0, "slashes": 0}
+    try:
+        metrics = httpx.get(system.relayer_url + "/metrics", timeout=5).text
+        for line in metrics.splitlines():
+            if line.startswith("opg_relayer_pending_receipts "):
+                out["pending"] = int(float(line.split()[-1]))
+            elif line.startswith("opg_relayer_verdicts_total{"):
+                out["verdicts"] += int(float(line.split()[-1]))
+        batches = httpx.get(system.relayer_url + "/batches", params={"status": "confirmed", "limit": 1000},
+                            timeout=5).json()
+        out["batches"] = len(batches)
+        out["slashes"] = len([s for s in httpx.get(system.relayer_url + "/slashes", timeout=5).json()
+                              if s["status"] == "confirmed"])
+    except (httpx.HTTPError, ValueError):
+        pass
+    return out
+
+
+def live_view(system: System, stats: Stats, worker: threading.Thread, args) -> None:
+    """A live table while requests run (rich, on a terminal); plain progress lines otherwise."""
+    use_live = sys.stdout.isatty() and not args.no_live
+    if use_live:
+        from rich.live import Live
+        from rich.table import Table
+
+        def table() -> Table:
+            c = relayer_counts(system)
+            t = Table(title="OPG devnet", expand=False)
+            for col in ("answered", "receipts pending", "batches settled", "verdicts", "slashes"):
+                t.add_column(col, justify="right")
+            t.add_row(f"{stats.answered}/{args.requests}", str(c["pending"]), str(c["batches"]), str(c["verdicts"]),
+                      str(c["slashes"]))
+            t.caption = stats.last
+            return t
+
+        with Live(table(), refresh_per_second=4, transient=False) as live:
+            while worker.is_alive():
+                worker.join(0.5)
+                live.update(table())
+    else:
+        shown = 0
+        while worker.is_alive() or shown < stats.answered:
+            worker.join(0.5)
+            with stats.lock:
+                if stats.answered > shown:
+                    shown = stats.answered
+                    print(f"   [{shown:>3}/{args.requests}] {stats.last}", flush=True)
+
+
+def wait_settled(system: System, answers: list[Answer], timeout: float) -> None:
+    """Until every credit receipt is settled or rejected and the relayer has no slash in flight."""
+    ids = [a.receipt_id for a in answers if a.scheme == "opg-credit" and a.receipt_id]
+    deadline = time.monotonic() + timeout
+    client = httpx.Client(base_url=system.relayer_url, timeout=10)
+    while time.monotonic() < deadline:
+        views = [client.get(f"/receipts/{i}").json() for i in ids]
+        done = all(v.get("status") in ("settled", "rejected") for v in views)
+        slashes = client.get("/slashes").json()
+        busy = any(s["status"] in ("queued", "sent") for s in slashes)
+        fraud = any(s["kind"] == "fraud" and s["status"] == "confirmed" for s in slashes)
+        if done and not busy and fraud:
+            return
+        time.sleep(1)
+
+
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(main())

@@ -4,7 +4,6 @@ The kit itself lives in ``tests/opg_devnet.py`` (shared with the node, verifier,
 from __future__ import annotations
 
 import pytest
-
 from opg_devnet import (  # noqa: F401  (re-exported for the relayer tests' ``from conftest import ...``)
     OPG,
     ROLE_INFERENCE,
