@@ -1,6 +1,8 @@
 # OPG Settlement: every entry point installs what it needs first (idempotent).
 #   make test   install, compile, run the whole test suite against a real anvil node
 #   make demo   install, start anvil, deploy, run relayer + node + verifier, pay for chats, settle on-chain
+#   make deploy / make console   deploy to / open `ape console` on the RUNNING chain at OPG_RPC_URL (the one
+#               `make demo` leaves on 127.0.0.1:8545); they refuse if none runs there
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,7 +12,7 @@ export APE_DATA_FOLDER ?= $(CURDIR)/.cache/ape
 STAMP := $(VENV)/.installed
 ANVIL := node_modules/.bin/anvil
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test demo deploy console lint bench clean
 
 install: $(STAMP) $(ANVIL)
 
@@ -37,6 +39,18 @@ test: install
 
 demo: install
 	bash scripts/demo.sh
+
+# ape-config's `host: auto` gives every ape command a private anvil (what `make test` needs); APE_FOUNDRY_HOST points
+# ape at the running one instead.
+OPG_RPC_URL ?= http://127.0.0.1:8545
+
+deploy: install
+	@$(PY) -m offchain.ape_deploy require-chain $(OPG_RPC_URL) "make deploy"
+	APE_FOUNDRY_HOST=$(OPG_RPC_URL) ape run deploy --network ethereum:local:foundry
+
+console: install
+	@$(PY) -m offchain.ape_deploy require-chain $(OPG_RPC_URL) "make console"
+	APE_FOUNDRY_HOST=$(OPG_RPC_URL) ape console --network ethereum:local:foundry
 
 lint: install
 	ruff check offchain scripts tests bench

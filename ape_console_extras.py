@@ -1,7 +1,10 @@
-"""Extras for ``ape console --network ethereum:local:foundry``.
+"""Extras for ``ape console`` on a running chain: ``make console``, i.e.
+``APE_FOUNDRY_HOST=http://127.0.0.1:8545 ape console --network ethereum:local:foundry`` for the devnet ``make demo``
+leaves running (without ``APE_FOUNDRY_HOST``, ape-config's ``host: auto`` gives the console a private, empty anvil).
 
 The deployed contracts come bound to readable names (``opg``, ``escrow``, ``staking``, ``distributor``) from
-``deployments/<chainId>.json``, with a few helpers:
+``deployments/<chainId>.json`` (or ``$OPG_DEPLOYMENTS_DIR``), after checking that the connected chain has code at
+their addresses; the banner lists them with the OPG each holds. Helpers:
 
     fund(account, opg_amount)          send OPG (and 1 ETH on the devnet) from the treasury to an account
     credits(payer)                     a payer's credits (available too), pending withdrawal, and spent per known node
@@ -18,12 +21,23 @@ LOW_96 = 2**96 - 1
 
 
 def ape_init_extras(chain, project, accounts, networks):
-    from offchain.deployments import load_deployment
+    from offchain.ape_deploy import CONSOLE_HINT, missing_code, private_chain_reason, provider_uri, started_by_ape
+    from offchain.deployments import deployment_path, load_deployment
 
     try:
         deployment = load_deployment(chain_id=chain.chain_id)
     except FileNotFoundError as exc:
         print(f"[opg] {exc}")
+        return {}
+    absent = missing_code(deployment, chain.provider.get_code)
+    if absent:
+        where = f"chain {chain.chain_id} at {provider_uri(chain.provider)}"
+        if started_by_ape(chain.provider):
+            why = f"{private_chain_reason(chain.provider)}; open the console on the running devnet: {CONSOLE_HINT}"
+        else:
+            why = f"{deployment_path(chain.chain_id)} is stale (was the chain restarted?): redeploy with `make deploy`"
+        print(f"[opg] no contract code at {absent[0]} {deployment.address(absent[0])} on {where}: {why}; "
+              "nothing bound")
         return {}
 
     at = {name: project.get_contract(name).at(deployment.address(name)) for name in deployment.contracts}
@@ -109,7 +123,11 @@ def ape_init_extras(chain, project, accounts, networks):
             "claimable_opg": distributor.claimable_of(address) / OPG_UNIT,
         }
 
-    print(f"[opg] chain {chain.chain_id}: opg, escrow, staking, distributor; helpers fund, deposit, credits, node_info")
+    print(f"[opg] chain {chain.chain_id} at {provider_uri(chain.provider)}, contracts of {deployment_path(chain.chain_id)}:")
+    for label, contract in (("opg", opg), ("escrow", escrow), ("staking", staking), ("distributor", distributor)):
+        print(f"[opg]   {label:<12} {contract.address}  holds {opg.balanceOf(contract.address) / OPG_UNIT:,.4f} OPG")
+    print(f"[opg]   treasury     {treasury_address}  holds {opg.balanceOf(treasury_address) / OPG_UNIT:,.4f} OPG")
+    print("[opg] helpers: fund(account, opg), deposit(account, opg), credits(payer), node_info(node)")
     return {
         "deployment": deployment,
         "opg": opg,

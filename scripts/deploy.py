@@ -2,8 +2,13 @@
 
 Writes ``deployments/<chainId>.json``, the file every daemon, script, console and test reads.
 
-Local anvil (devnet parameters, anvil's public development account 0 as deployer and treasury):
-    ape run deploy --network ethereum:local:foundry
+A running local anvil (devnet parameters, anvil's public development account 0 as deployer and treasury), e.g. the
+one ``make demo`` leaves on 127.0.0.1:8545:
+    make deploy                                     # OPG_RPC_URL=http://127.0.0.1:8545 by default
+    APE_FOUNDRY_HOST=http://127.0.0.1:8545 ape run deploy --network ethereum:local:foundry
+Without ``APE_FOUNDRY_HOST`` ape-config's ``host: auto`` would start a private anvil that stops with this command, and
+with it pointing at a local URL where nothing runs ape-foundry would start one there: either way the contracts would
+exist nowhere afterwards, so the script refuses any chain ape started itself.
 Any other ape network, with an imported ape account (``ape accounts import NAME``):
     OPG_DEPLOYER=NAME OPG_TREASURY=0x... ape run deploy --network ethereum:sepolia:node
 Parameters default to the production values of ``offchain.deployments.Params``; override them with a JSON file
@@ -24,7 +29,7 @@ import click
 from ape import accounts, chain, networks, project
 from ape.cli import ConnectedProviderCommand, network_option
 
-from offchain.ape_deploy import deploy_system
+from offchain.ape_deploy import DEPLOY_HINT, deploy_system, missing_code, private_chain_reason, started_by_ape
 from offchain.deployments import Params, save_deployment
 from offchain.devchain import DEVNET_CHAIN_ID
 
@@ -73,6 +78,10 @@ def pick_deployer(is_devnet: bool):
 @network_option()
 def cli(network):
     """Deploy the OPG settlement contracts and write deployments/<chainId>.json."""
+    provider = networks.provider
+    if started_by_ape(provider):
+        fail(f"refusing to deploy to a chain that stops when this command ends: {private_chain_reason(provider)};"
+             f" start the chain first (`make demo` leaves anvil on 127.0.0.1:8545) and deploy with {DEPLOY_HINT}")
     is_devnet = chain.chain_id == DEVNET_CHAIN_ID
     deployer = pick_deployer(is_devnet)
     treasury = os.environ.get("OPG_TREASURY") or deployer.address
@@ -80,6 +89,9 @@ def cli(network):
     check_params(params)
     click.echo(f"Deploying on chain {chain.chain_id} ({networks.provider.network.name}) from {deployer.address}")
     system = deploy_system(deployer, treasury=treasury, params=params, project=project)
+    absent = missing_code(system.deployment, provider.get_code)
+    if absent:
+        fail(f"{', '.join(absent)} has no code at its address after deployment; no deployment file written")
     path = save_deployment(system.deployment)
     for name, contract in system.deployment.contracts.items():
         click.echo(f"  {name:<18} {contract.address}  (block {contract.block})")
