@@ -473,11 +473,9 @@ def cmd_chat(args: argparse.Namespace, settings: ClientSettings) -> int:
     try:
         if args.prompt is not None:
             return _chat_once(run, args.prompt)
-        if not sys.stdin.isatty() and not args.json:
-            prompt = sys.stdin.read().strip()
-            if prompt:
-                return _chat_once(run, prompt)
-        return _repl(run)
+        if args.json:
+            raise CliError("--json needs a PROMPT (the interactive session is for people)", 2)
+        return _repl(run)  # reads a turn per line, from a terminal or a pipe
     finally:
         run.chat.close()
 

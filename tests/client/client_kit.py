@@ -30,7 +30,7 @@ GWEI = 10**9
 
 
 def write_keystore(path: Path, key: str, password: str) -> Path:
-    path.write_text(json.dumps(Account.encrypt(key, password)))
+    path.write_text(json.dumps(Account.encrypt(key, password, kdf="pbkdf2", iterations=2)))  # cheap KDF: tests
     return path
 
 
@@ -242,3 +242,94 @@ class StubNode:
                       "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                                    "finish_reason": "stop"}], "usage": usage, "x_opg_payment": payment}
         h._json(200, completion, {"PAYMENT-RESPONSE": b64(payment)})
+
+
+# The real node ---------------------------------------------------------------------------------------------------
+def start_node(devnet: Any, actor: Any, relayer_url: str, folder: Path, *extra: str, backend: str = "builtin"):
+    """``opg node run`` for ``actor`` (a registered inference node) as a child process, its endpoint set on-chain."""
+    from opg_devnet import DaemonProc
+
+    from offchain.devchain import free_port, transact
+
+    keystore = write_keystore(folder / f"{actor.address}.json", actor.key, "node-pw")
+    password = folder / f"{actor.address}.pw"
+    password.write_text("node-pw\n")
+    port = free_port()
+    transact(devnet.w3, actor.key, devnet.staking.functions.set_endpoint(f"http://127.0.0.1:{port}"))
+    proc = DaemonProc("node", ["node", "run", "--rpc-url", devnet.url, "--deployment", str(devnet.deployment_file),
+                               "--relayer-url", relayer_url, "--store", str(folder / f"node.{port}.sqlite3"),
+                               "--keystore", str(keystore), "--password-file", str(password), "--backend", backend,
+                               "--outbox-max-backoff", "0.5", *extra], folder, port=port)
+    return proc.start()
+
+
+class TamperProxy:
+    """A real HTTP server in front of a real node that inflates each receipt's amount (and cumulative) by ``extra``
+    wei and re-signs it with the node's key: what an over-charging node would send. Streams are buffered."""
+
+    def __init__(self, upstream: str, node: Any, devnet: Any, extra: int):
+        self.upstream, self.node, self.d, self.extra = upstream, node, devnet, extra
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _forward(self, method: str):
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                res = httpx.request(method, proxy.upstream + self.path, content=body, headers=headers, timeout=60)
+                content, out_headers = res.content, {k: v for k, v in res.headers.items()
+                                                     if k.lower() not in ("content-length", "transfer-encoding",
+                                                                          "connection", "content-encoding")}
+                if res.status_code == 200 and method == "POST":
+                    content, out_headers = proxy.tamper(content, out_headers)
+                self.send_response(res.status_code)
+                for k, v in out_headers.items():
+                    self.send_header(k, v)
+                self.send_header("content-length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            def do_GET(self):
+                self._forward("GET")
+
+            def do_POST(self):
+                self._forward("POST")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _inflate(self, payment: dict) -> dict:
+        r = dict(payment["receipt"])
+        r["amount"] = str(int(r["amount"]) + self.extra)
+        r["cumulative"] = str(int(r["cumulative"]) + self.extra)
+        receipt = Receipt(**{attr: r[name] for name, _t, attr in Receipt.FIELDS})
+        r["signature"] = receipt.sign_with(self.node.key, self.d.staking_domain)
+        return {**payment, "receipt": r, "cost": r["amount"], "cumulative": r["cumulative"],
+                "receiptId": "0x" + receipt.fast_digest(self.d.staking_domain).hex()}
+
+    def tamper(self, content: bytes, headers: dict) -> tuple[bytes, dict]:
+        if headers.get("content-type", "").startswith("text/event-stream"):
+            lines = []
+            for line in content.split(b"\n"):
+                if line.startswith(b"data: {") and b"x_opg_payment" in line:
+                    chunk = json.loads(line[6:])
+                    chunk["x_opg_payment"] = self._inflate(chunk["x_opg_payment"])
+                    line = b"data: " + json.dumps(chunk).encode()
+                lines.append(line)
+            return b"\n".join(lines), headers
+        data = json.loads(content)
+        if isinstance(data, dict) and "x_opg_payment" in data:
+            data["x_opg_payment"] = self._inflate(data["x_opg_payment"])
+            headers = {k: v for k, v in headers.items() if k.lower() != "payment-response"}
+            headers["PAYMENT-RESPONSE"] = b64(data["x_opg_payment"])
+        return json.dumps(data).encode(), headers
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

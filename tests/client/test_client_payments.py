@@ -9,6 +9,7 @@ import asyncio
 import json
 import threading
 
+import ape
 import httpx
 import pytest
 from client_kit import StubNode
@@ -32,12 +33,12 @@ def ask(text: str = "hello there", **kw) -> dict:
     return {"model": StubNode.MODEL, "messages": [{"role": "user", "content": text}], **kw}
 
 
-@pytest.fixture(scope="module")
+@ape.fixture(scope="module", chain_isolation=False)
 def node(devnet):
     return devnet.new_node()
 
 
-@pytest.fixture(scope="module")
+@ape.fixture(scope="module", chain_isolation=False)
 def stub(devnet, node, relayer):
     s = StubNode(devnet, node, relayer.url).start()
     yield s

@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 
+import ape
 import httpx
 import pytest
 from client_kit import cli, write_keystore
@@ -21,7 +22,7 @@ from offchain.devchain import anvil_key, transact
 DEV = 3  # anvil account the --dev-account tests pay from (holds ETH; gets OPG from the deployer)
 
 
-@pytest.fixture(scope="module")
+@ape.fixture(scope="module", chain_isolation=False)
 def dev_payer(devnet):
     address = Account.from_key(anvil_key(DEV)).address
     transact(devnet.w3, devnet.deployer, devnet.opg.functions.transfer(address, 1_000 * OPG))
