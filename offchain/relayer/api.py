@@ -470,6 +470,7 @@ def create_app(relayer: Relayer) -> FastAPI:
                                                         body.valid, body.signature, time.time()))
         if stored:
             metrics.verdicts.inc(1, str(body.valid).lower())
+            relayer.slasher.verdict_arrived(body.receipt_hash)
         quorum = await asyncio.to_thread(relayer.slasher.fraud_quorum_bps)
         return VerdictAnswer(
             receipt_hash=body.receipt_hash, verifier=body.verifier, valid=body.valid, stored=stored,

@@ -63,6 +63,11 @@ class Slasher:
             self._quorum = (int(self.sender.retry(lambda: self.staking.functions.fraud_quorum_bps().call())), now + 30)
         return self._quorum[0]
 
+    def verdict_arrived(self, receipt_hash: str) -> None:
+        """A new verdict on the receipt: count its quorum again at the next tick, not after ``RECHECK_AFTER``."""
+        self._recheck.pop(("fraud", receipt_hash), None)
+        self._recheck.pop(("valid", receipt_hash), None)
+
     def quorum_reached(self, weight: int, total: int) -> bool:
         return total > 0 and weight * 10_000 >= total * self.fraud_quorum_bps()
 

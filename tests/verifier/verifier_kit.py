@@ -99,10 +99,19 @@ def node_proc(devnet: Devnet, relayer: RelayerProc, actor: Actor, folder: Path, 
         "node", "run", "--rpc-url", devnet.url, "--deployment", str(devnet.deployment_file),
         "--relayer-url", relayer.url, "--store", str(store), "--keystore", str(keystore(actor, folder)),
         "--backend", "builtin", "--price-base", "0.001", "--price-prompt-token", "0.00001",
-        "--price-output-token", "0.0001", *extra,
+        "--price-output-token", "0.0001", "--outbox-max-backoff", "0.5", "--settled-ttl", "0.5", *extra,
     ], folder, env={"OPG_NODE_PASSWORD": PASSWORD})
     set_endpoint(devnet, actor, endpoint or proc.url)
     return proc
+
+
+def start_all(procs: list[DaemonProc]) -> None:
+    """Start daemons in parallel (each ``start`` waits for its ``/healthz``)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(procs)) as pool:
+        for future in [pool.submit(p.start) for p in procs]:
+            future.result()
 
 
 def stop_all(*procs: DaemonProc) -> None:
@@ -199,6 +208,22 @@ def cheats(rate: float, prompt: str, max_tokens: int = 24, seed: int = 0) -> boo
 def slashes(relayer: RelayerProc, kind: str | None = None, status: str | None = None) -> list[dict]:
     return [s for s in relayer.get("/slashes", params={"limit": 1000}).json()
             if (kind is None or s["kind"] == kind) and (status is None or s["status"] == status)]
+
+
+def wait_receipts(relayer: RelayerProc, ids: list[str], statuses: tuple[str, ...] = ("settled",),
+                  timeout: float = 30) -> list[dict]:
+    """Poll the relayer until each receipt (handed over by a node's outbox, so perhaps not there yet) has one of
+    ``statuses``."""
+    def views() -> list[dict] | None:
+        out = []
+        for i in ids:
+            res = relayer.get(f"/receipts/{i}")
+            if res.status_code != 200 or res.json()["status"] not in statuses:
+                return None
+            out.append(res.json())
+        return out
+
+    return wait_until(views, timeout=timeout, interval=0.2, what=f"{len(ids)} receipts {statuses}")
 
 
 def check(proc: DaemonProc, receipt_id: str) -> dict | None:
