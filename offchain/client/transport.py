@@ -263,6 +263,16 @@ class _Flow:
                               extensions={**response.extensions, "opg_payment": ticket})
 
 
+#: 402 errors after a payment that a fresh voucher can fix (the node's quote of the channel moved on)
+RETRYABLE = {"cap_exceeded", "stale_voucher", "payment_required"}
+
+
+def _retryable(response: httpx.Response) -> bool:
+    """Whether a 402 answering a paid attempt is worth paying again (read first)."""
+    required = payment_required_of(response)
+    return bool(required) and required.get("error") in RETRYABLE
+
+
 def _is_stream(response: httpx.Response) -> bool:
     return response.headers.get("content-type", "").startswith("text/event-stream")
 
@@ -299,7 +309,11 @@ class PayingTransport(httpx.BaseTransport):
                 raise
             if response.status_code >= 400:
                 self.flow.after(res, response)
-                continue
+                if response.status_code == 402:
+                    response.read()
+                    if _retryable(response):
+                        continue
+                return response
             if _is_stream(response):
                 return self.flow.finish_stream(res, request, response, asynchronous=False)
             try:
@@ -348,7 +362,11 @@ class AsyncPayingTransport(httpx.AsyncBaseTransport):
                 raise
             if response.status_code >= 400:
                 self.flow.after(res, response)
-                continue
+                if response.status_code == 402:
+                    await response.aread()
+                    if _retryable(response):
+                        continue
+                return response
             if _is_stream(response):
                 return self.flow.finish_stream(res, request, response, asynchronous=True)
             try:

@@ -318,5 +318,6 @@ class OpgClient:
                 if expiry >= self.chain_now() + self.escrow.functions.thaw_period().call():
                     return Payer.from_session(stored, self.deployment, **kw)
         if self.account is None:
-            raise WalletError("no session key in force and no payer key given")
+            raise WalletError("no session key in force for at least the thaw period, and no payer key given: "
+                              "renew it with `opg session --allowance OPG` or give --keystore / --dev-account")
         return Payer.from_key(self.account.key, self.deployment, **kw)

@@ -61,6 +61,18 @@ def unb64(value: str) -> dict:
     return json.loads(base64.b64decode(value))
 
 
+class QuietServer(ThreadingHTTPServer):
+    """A threading HTTP server that does not print clients hanging up on keep-alive connections."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 class StubNode:
     """A minimal node: prices by words, answers with a fixed text, checks vouchers like the real node.
 
@@ -116,7 +128,7 @@ class StubNode:
                 self.end_headers()
                 self.wfile.write(raw)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -300,7 +312,7 @@ class TamperProxy:
             def do_POST(self):
                 self._forward("POST")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
