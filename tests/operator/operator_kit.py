@@ -37,9 +37,10 @@ class Run:
 
 
 def opg_operator(*args: str, env: dict | None = None, timeout: float = 180) -> Run:
-    """``python -m offchain.cli operator ARGS`` in the project root."""
+    """``python -m offchain.cli operator ARGS`` in the project root (``env`` values of None are unset)."""
+    merged = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
     out = subprocess.run([sys.executable, "-m", "offchain.cli", "operator", *map(str, args)], cwd=PROJECT_ROOT,
-                         env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+                         env=merged, capture_output=True, text=True, timeout=timeout)
     return Run(out.returncode, out.stdout, out.stderr)
 
 
@@ -75,5 +76,6 @@ def dev_address(index: int) -> str:
 def keystore(actor, directory: Path, password: str = PASSWORD) -> tuple[str, str]:
     """An encrypted keystore of ``actor`` in ``directory``; the ``--keystore`` flags that use it."""
     path = directory / f"{actor.address}.json"
-    path.write_text(json.dumps(Account.encrypt(actor.key, password)))
+    # A real scrypt keystore, with a small work factor so that every CLI run does not spend a second decrypting it.
+    path.write_text(json.dumps(Account.encrypt(actor.key, password, kdf="scrypt", iterations=2**10)))
     return ("--keystore", str(path))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from operator_kit import OPG, dev, dev_address, keystore, opg_operator
+from operator_kit import OPG, PASSWORD, dev, dev_address, keystore, opg_operator
 from opg_devnet import new_key, rand32
 
 from offchain.devchain import Anvil, transact
@@ -195,10 +195,16 @@ def test_dev_account_is_refused_on_a_chain_other_than_31337(tmp_path):
     assert "--dev-account uses anvil's public development keys and is refused on chain 777" in run.error
 
 
-def test_keystore_with_wrong_password_is_refused(cli, devnet, tmp_path):
-    _actor, key = actor_with_keystore(devnet, tmp_path)
+def test_keystore_with_wrong_password_is_refused_and_a_password_file_works(cli, devnet, tmp_path):
+    actor, key = actor_with_keystore(devnet, tmp_path)
     run = cli("stake", "1", key=key, env={"OPG_OPERATOR_PASSWORD": "wrong"})
     assert run.code == 2 and "cannot decrypt keystore" in run.error
+    password_file = tmp_path / "password"
+    password_file.write_text(PASSWORD + "\n")
+    status = cli("status", "--no-probe", key=(*key, "--password-file", str(password_file)), as_json=True,
+                 env={"OPG_OPERATOR_PASSWORD": None})
+    assert status.code == 0, status.stderr
+    assert status.json["address"] == actor.address
 
 
 def test_no_chain_at_the_rpc_url_is_one_line_exit_2():
