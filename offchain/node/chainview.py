@@ -1,6 +1,7 @@
 """What the node reads from the chain, with short caches: the payer's settled amount (``escrow.spent``), session keys
 (``escrow.signer_of``), credits (``escrow.available_of``), its own registration, active verifiers, and the chain's
-clock (receipts are stamped ``max(wall clock, chain clock estimate)``: a devnet's clock may run ahead of the wall)."""
+clock (receipts are stamped ``max(wall clock, chain clock estimate)``, a devnet's clock may run ahead of the wall,
+but never far enough ahead of the chain's clock to be slashable as future-dated)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ T = TypeVar("T")
 SESSION_TTL = 5.0
 STATUS_TTL = 10.0
 VERIFIER_TTL = 10.0
-CLOCK_REFRESH = 5.0
+CLOCK_REFRESH = 1.0
+FUTURE_MARGIN = 240  # below NodeStaking.MAX_FUTURE (300 s)
 
 
 class ChainView:
@@ -52,8 +54,9 @@ class ChainView:
         return value
 
     # Clock -------------------------------------------------------------------------------------------------------
-    def now(self) -> int:
-        """``max(wall clock, latest block timestamp + seconds since it was read)``; the block is re-read every 5 s."""
+    def chain_time(self) -> int:
+        """The chain's clock: the latest block's timestamp + the seconds since it was read (re-read every second);
+        the wall clock if the chain cannot be read."""
         clock = self._clock
         mono = time.monotonic()
         if clock is None or mono - clock[1] > CLOCK_REFRESH:
@@ -63,17 +66,21 @@ class ChainView:
             except Exception:
                 if clock is None:
                     return int(time.time())
-        return max(int(time.time()), clock[0] + int(mono - clock[1]))
+        return clock[0] + int(mono - clock[1])
+
+    def now(self) -> int:
+        """A receipt's timestamp: ``max(wall clock, chain clock)`` (a devnet's clock may run ahead of the wall), but
+        never more than ``FUTURE_MARGIN`` s after the chain's clock: NodeStaking slashes a receipt dated more than
+        300 s after the block (``MAX_FUTURE``), so a node whose wall clock runs ahead of the chain's must not sign
+        one."""
+        chain = self.chain_time()
+        return min(max(int(time.time()), chain), chain + FUTURE_MARGIN)
 
     # Payers ------------------------------------------------------------------------------------------------------
     def spent(self, payer: str, fresh: bool = False) -> int:
         """``escrow.spent(payer, this node)``: what the channel has been paid on-chain (cached ``settled_ttl``)."""
         return self._cached(self._spent, payer, self.settled_ttl,
                             lambda: int(self.chain().escrow.functions.spent(payer, self.node).call()), fresh)
-
-    def spent_age_ok(self, payer: str, max_age: float) -> bool:
-        hit = self._spent.get(payer)
-        return hit is not None and hit[1] - self.settled_ttl > time.monotonic() - max_age
 
     def session_expiry(self, payer: str, key: str) -> int:
         """``escrow.signer_of(payer, key)`` expiry (0: not a session key of the payer)."""

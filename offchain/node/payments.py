@@ -188,7 +188,7 @@ class Payments:
             signer = recover_signer(voucher.fast_digest(self.escrow_domain), p.signature)
         except InvalidSignature as exc:
             raise PaymentRefused("invalid_signature", f"voucher signature: {exc}", payer) from None
-        if signer != payer and self.chain.session_expiry(payer, signer) <= self.chain.now():
+        if signer != payer and self.chain.session_expiry(payer, signer) <= self.chain.chain_time():
             raise PaymentRefused("invalid_signature", f"the voucher is signed by {signer}, which is neither the payer "
                                  "nor a session key of it in force (or it was signed for another chain or escrow)",
                                  payer)
