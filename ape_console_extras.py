@@ -123,7 +123,8 @@ def ape_init_extras(chain, project, accounts, networks):
             "claimable_opg": distributor.claimable_of(address) / OPG_UNIT,
         }
 
-    print(f"[opg] chain {chain.chain_id} at {provider_uri(chain.provider)}, contracts of {deployment_path(chain.chain_id)}:")
+    source = deployment_path(chain.chain_id)
+    print(f"[opg] chain {chain.chain_id} at {provider_uri(chain.provider)}, contracts of {source}:")
     for label, contract in (("opg", opg), ("escrow", escrow), ("staking", staking), ("distributor", distributor)):
         print(f"[opg]   {label:<12} {contract.address}  holds {opg.balanceOf(contract.address) / OPG_UNIT:,.4f} OPG")
     print(f"[opg]   treasury     {treasury_address}  holds {opg.balanceOf(treasury_address) / OPG_UNIT:,.4f} OPG")

@@ -328,8 +328,12 @@ def status_lines(s: dict) -> list[str]:
     else:
         lines.append("  jail         not jailed")
     health = s.get("endpointHealth")
-    probe = "" if health is None else (f" (answers /healthz, {health['ms']} ms)" if health["ok"] else
-                                       f" (not answering /healthz: {health.get('error') or 'HTTP ' + str(health.get('status'))})")
+    if health is None:
+        probe = ""
+    elif health["ok"]:
+        probe = f" (answers /healthz, {health['ms']} ms)"
+    else:
+        probe = f" (not answering /healthz: {health.get('error') or 'HTTP ' + str(health.get('status'))})"
     lines.append(f"  endpoint     {s['endpoint']}{probe}")
     lines.append(f"  epoch        {s['epoch']}, ends {when(s['epochEndsAt'], now)}")
     if s["role"] == "verifier":

@@ -321,7 +321,8 @@ class Operator:
         txs = [self._approve(amount, self.staking.address)]
         txs.append(self.send(self.staking.functions.add_stake(amount), "stake"))
         after = self.node()
-        return {"address": self.address, "role": ROLE_NAMES[after.role], "added": str(amount), "stake": str(after.stake),
+        return {"address": self.address, "role": ROLE_NAMES[after.role], "added": str(amount),
+                "stake": str(after.stake),
                 "wasJailed": node.jailed, "jailed": after.jailed,
                 "warmupEndsAt": after.fresh_since + self.staking.functions.warmup().call(),
                 "txs": [self.tx(t) for t in txs if t]}
