@@ -11,7 +11,7 @@ Payers (offchain/client/cli.py):
   opg dispute RECEIPT_ID             dispute an answer you got: post the bond, hand your prompt and answer to verifiers
 
 Operators (offchain/operator/cli.py):
-  opg operator register|stake|unbond|withdraw|claim|status
+  opg operator register|stake|unbond|withdraw|claim|status|set-endpoint|unjail|heartbeat
 
 Daemons:
   opg relayer run ...                the settlement relayer (offchain/relayer/cli.py)
