@@ -101,7 +101,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--deployment", type=Path, help=f"deployment file [env {env}DEPLOYMENT; default "
                                                    "deployments/<chainId>.json]")
     g.add_argument("--relayer-url", help=f"relayer [env {env}RELAYER_URL; default http://127.0.0.1:8402]")
-    g.add_argument("--node-url", help=f"inference node [env {env}NODE_URL]")
+    g.add_argument("--node-url", help=f"inference node [env {env}NODE_URL; default http://127.0.0.1:8500]")
     g.add_argument("--state-dir", type=Path, help=f"local state [env {env}STATE_DIR; default ~/.opg]")
     g.add_argument("--payer", help=f"payer address, to use its stored session key [env {env}PAYER]")
     g.add_argument("--keystore", type=Path, help=f"payer keystore JSON [env {env}KEYSTORE; password in "
@@ -408,8 +408,8 @@ class _ChatRun:
             return None
         deadline = time.monotonic() + wait
         while True:
-            view = self.chat.settlement(receipt_id)
-            if view is None or view.get("status") != "pending" or time.monotonic() >= deadline:
+            view = self.chat.settlement(receipt_id)  # None until the node's outbox has handed the receipt over
+            if (view is not None and view.get("status") != "pending") or time.monotonic() >= deadline:
                 return view
             time.sleep(0.25)
 

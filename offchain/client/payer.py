@@ -9,7 +9,7 @@ Per (payer, node) channel (state under the state directory, shared by processes 
   caps of requests that ended without a receipt) is checked against the relayer's view of the channel first, and
   refused (``ChannelConflict``) if still unexplained: a node cannot make the client sign a cap on its word alone.
 - **Receipt check.** The node's signature over the NodeStaking domain, payer and node, ``amount <= the quote``,
-  ``cumulative <= the voucher it was given``, and the channel's total before this request never above what this
+  ``cumulative <= the highest cap signed``, and the channel's total before this request never above what this
   client was charged plus caps in flight (and unreceipted caps); no timestamp more than 300 s ahead. A receipt that
   fails marks the node as over-charging (persisted): no further voucher is signed for it (``Overcharged``).
 - Each answered request (request as sent, answer text, signed receipt, payment response, checks) is stored, so
@@ -246,18 +246,23 @@ class Payer:
         return self.clock.now()
 
     # Choosing -------------------------------------------------------------------------------------------------
-    def choose(self, accepts: list[dict], allow_exact: bool = False) -> dict | None:
-        """The requirement to pay: ``opg-credit`` on this deployment, else (if allowed and the payer's own key is
-        here) ``exact`` in OPG; None if nothing fits."""
-        credit = [a for a in accepts if a.get("scheme") == SCHEME_CREDIT and a.get("network") == self.network
-                  and str((a.get("extra") or {}).get("escrow", self.escrow)).lower() == self.escrow.lower()]
-        if credit:
-            return credit[0]
-        if allow_exact and self._owner_key is not None:
-            exact = [a for a in accepts if a.get("scheme") == SCHEME_EXACT and a.get("network") == self.network
-                     and str(a.get("asset", "")).lower() == self.token.lower()]
-            if exact:
-                return exact[0]
+    def choose(self, accepts: list[dict], allow_exact: bool = False,
+               schemes: tuple[str, ...] | list[str] | None = None) -> dict | None:
+        """The requirement to pay, by ``schemes`` in order of preference (default ``opg-credit``, then ``exact`` if
+        ``allow_exact``): ``opg-credit`` on this deployment's escrow, ``exact`` in OPG (only with the payer's own
+        key); None if nothing fits."""
+        order = tuple(schemes) if schemes else ((SCHEME_CREDIT, SCHEME_EXACT) if allow_exact else (SCHEME_CREDIT,))
+        for scheme in order:
+            if scheme == SCHEME_CREDIT:
+                found = [a for a in accepts if a.get("scheme") == SCHEME_CREDIT and a.get("network") == self.network
+                         and str((a.get("extra") or {}).get("escrow", self.escrow)).lower() == self.escrow.lower()]
+            elif scheme == SCHEME_EXACT and self._owner_key is not None:
+                found = [a for a in accepts if a.get("scheme") == SCHEME_EXACT and a.get("network") == self.network
+                         and str(a.get("asset", "")).lower() == self.token.lower()]
+            else:
+                found = []
+            if found:
+                return found[0]
         return None
 
     def _check_requirement(self, req: dict) -> tuple[str, int]:
@@ -470,11 +475,6 @@ class Payer:
         checks["amountWithinCumulative"] = r.amount <= r.cumulative
         if r.amount > r.cumulative:
             return f"invalid receipt: amount {r.amount} exceeds cumulative {r.cumulative}"
-        if res.scheme == SCHEME_CREDIT:
-            checks["cumulativeWithinVoucher"] = r.cumulative <= res.max_cumulative
-            if r.cumulative > res.max_cumulative:
-                return (f"over-charged: the channel total {r.cumulative} wei exceeds the voucher's cap of "
-                        f"{res.max_cumulative} wei signed for this request")
         now = self.now()
         checks["timestamp"] = r.timestamp <= now + MAX_FUTURE
         if r.timestamp > now + MAX_FUTURE:
@@ -487,6 +487,13 @@ class Payer:
             flight = st.inflight.pop(res.token, None)
             if receipt is not None and outcome.receipt_id == st.last_receipt:
                 return st.blocked is None, st.blocked  # the same receipt again
+            if problem is None and receipt is not None:
+                # concurrent requests share the channel's best voucher: the bound is the highest cap signed
+                top = max(st.max_signed, res.max_cumulative)
+                outcome.checks["cumulativeWithinVoucher"] = receipt.cumulative <= top
+                if receipt.cumulative > top:
+                    problem = (f"over-charged: the channel total {receipt.cumulative} wei exceeds the highest voucher "
+                               f"cap this client signed, {top} wei")
             if problem is None and receipt is not None:
                 others = st.in_flight_caps()
                 prior = receipt.cumulative - receipt.amount

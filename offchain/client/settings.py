@@ -26,7 +26,7 @@ class ClientSettings(BaseSettings):
     rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC endpoint of the chain")
     deployment: Path | None = Field(None, description="deployment file (default: deployments/<chainId>.json)")
     relayer_url: str | None = Field("http://127.0.0.1:8402", description="the relayer (gasless deposits, settlement)")
-    node_url: str | None = Field(None, description="the inference node to chat with")
+    node_url: str | None = Field("http://127.0.0.1:8500", description="the inference node to chat with")
     state_dir: Path = Field(Path("~/.opg"), description="local state: channels, session keys, answered requests")
     model: str | None = Field(None, description="model to chat with (default: the node's first)")
     payer: str | None = Field(None, description="payer address (to pick a stored session key without a key)")

@@ -190,8 +190,9 @@ class _AsyncTrackedStream(httpx.AsyncByteStream):
 class _Flow:
     """The payment logic shared by the sync and async transports (no I/O of its own)."""
 
-    def __init__(self, payer: Payer, allow_exact: bool, max_attempts: int):
+    def __init__(self, payer: Payer, allow_exact: bool, max_attempts: int, schemes: tuple[str, ...] | None = None):
         self.payer, self.allow_exact, self.max_attempts = payer, allow_exact, max_attempts
+        self.schemes = tuple(schemes) if schemes else None
 
     def first(self, request: httpx.Request) -> httpx.Request:
         headers = httpx.Headers(request.headers)
@@ -212,7 +213,7 @@ class _Flow:
         if not required:
             return None
         try:
-            requirement = self.payer.choose(required.get("accepts") or [], self.allow_exact)
+            requirement = self.payer.choose(required.get("accepts") or [], self.allow_exact, self.schemes)
             if requirement is None:
                 return None
             return self.payer.prepare(requirement, required.get("resource"))
@@ -281,10 +282,10 @@ class PayingTransport(httpx.BaseTransport):
     """Sync httpx transport paying 402s through ``payer`` (see the module doc)."""
 
     def __init__(self, payer: Payer, transport: httpx.BaseTransport | None = None, *, exact: bool = False,
-                 max_attempts: int = 3):
+                 max_attempts: int = 3, schemes: tuple[str, ...] | None = None):
         self.payer = payer
         self.inner = transport or httpx.HTTPTransport()
-        self.flow = _Flow(payer, exact, max_attempts)
+        self.flow = _Flow(payer, exact, max_attempts, schemes)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         request.read()
@@ -334,10 +335,10 @@ class AsyncPayingTransport(httpx.AsyncBaseTransport):
     """Async httpx transport paying 402s through ``payer`` (see the module doc)."""
 
     def __init__(self, payer: Payer, transport: httpx.AsyncBaseTransport | None = None, *, exact: bool = False,
-                 max_attempts: int = 3):
+                 max_attempts: int = 3, schemes: tuple[str, ...] | None = None):
         self.payer = payer
         self.inner = transport or httpx.AsyncHTTPTransport()
-        self.flow = _Flow(payer, exact, max_attempts)
+        self.flow = _Flow(payer, exact, max_attempts, schemes)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await request.aread()
@@ -383,17 +384,19 @@ class AsyncPayingTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-def payment_http_client(payer: Payer, *, exact: bool = False, transport: httpx.BaseTransport | None = None,
-                        **httpx_kwargs: Any) -> httpx.Client:
-    """An ``httpx.Client`` that pays OPG nodes' 402s (opg-credit; ``exact=True`` also allows exact payments from
-    the payer's own OPG). Pass it as ``openai.OpenAI(http_client=...)``. Other arguments go to ``httpx.Client``."""
+def payment_http_client(payer: Payer, *, exact: bool = False, schemes: tuple[str, ...] | None = None,
+                        transport: httpx.BaseTransport | None = None, **httpx_kwargs: Any) -> httpx.Client:
+    """An ``httpx.Client`` that pays OPG nodes' 402s: opg-credit; ``exact=True`` also allows exact payments from the
+    payer's own OPG when no credit requirement fits; ``schemes`` sets the order explicitly (``("exact",)``: exact
+    only). Pass it as ``openai.OpenAI(http_client=...)``. Other arguments go to ``httpx.Client``."""
     httpx_kwargs.setdefault("timeout", httpx.Timeout(300, connect=10))
-    return httpx.Client(transport=PayingTransport(payer, transport, exact=exact), **httpx_kwargs)
+    return httpx.Client(transport=PayingTransport(payer, transport, exact=exact, schemes=schemes), **httpx_kwargs)
 
 
-def async_payment_http_client(payer: Payer, *, exact: bool = False,
+def async_payment_http_client(payer: Payer, *, exact: bool = False, schemes: tuple[str, ...] | None = None,
                               transport: httpx.AsyncBaseTransport | None = None,
                               **httpx_kwargs: Any) -> httpx.AsyncClient:
     """The ``httpx.AsyncClient`` counterpart of :func:`payment_http_client` (for ``openai.AsyncOpenAI``)."""
     httpx_kwargs.setdefault("timeout", httpx.Timeout(300, connect=10))
-    return httpx.AsyncClient(transport=AsyncPayingTransport(payer, transport, exact=exact), **httpx_kwargs)
+    return httpx.AsyncClient(transport=AsyncPayingTransport(payer, transport, exact=exact, schemes=schemes),
+                             **httpx_kwargs)

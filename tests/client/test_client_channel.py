@@ -93,6 +93,21 @@ def test_receipts_of_concurrent_requests_may_arrive_in_any_order(payer, node):
     assert st.charged == 7 and st.received == 7 and st.inflight == {}
 
 
+def test_a_request_may_be_billed_under_a_later_voucher_of_the_channel(payer, node):
+    a = payer.prepare(requirement(payer, node))  # voucher CAP
+    b = payer.prepare(requirement(payer, node))  # voucher 2 CAP, the channel's best
+    assert payer.complete(b, receipt(payer, node, CAP - 5, CAP - 5)).ok
+    # a finished last: its cumulative is above its own voucher, within the best one (the node settles with that)
+    outcome = payer.complete(a, receipt(payer, node, CAP - 5, 2 * CAP - 10))
+    assert outcome.ok and outcome.checks["cumulativeWithinVoucher"]
+
+
+def test_a_receipt_above_every_voucher_signed_blocks_the_node(payer, node):
+    res = payer.prepare(requirement(payer, node))
+    outcome = payer.complete(res, receipt(payer, node, 1, CAP + 1))
+    assert not outcome.ok and "exceeds the highest voucher cap" in outcome.problem
+
+
 def test_a_receipt_billing_requests_never_made_blocks_the_node(payer, node):
     res = payer.prepare(requirement(payer, node))
     outcome = payer.complete(res, receipt(payer, node, 1, 5))  # 4 wei "before" this request, never charged

@@ -178,6 +178,36 @@ def test_openai_async_client_pays_a_stream(node, payer):
     assert record["ok"] and record["answer"] == text
 
 
+def test_concurrent_requests_on_one_channel_all_pay_and_check_out(node, payer, node_actor):
+    import openai
+
+    async def go():
+        ai = openai.AsyncOpenAI(base_url=node.url + "/v1", api_key="unused",
+                                http_client=async_payment_http_client(payer), max_retries=0)
+        return await asyncio.gather(*[ai.chat.completions.create(model="builtin", messages=messages(f"{PROMPT} {i}"),
+                                                                 max_tokens=12) for i in range(6)])
+
+    replies = asyncio.run(go())
+    payments = [r.model_extra["x_opg_payment"] for r in replies]
+    records = [payer.state.load_request(p["receiptId"]) for p in payments]
+    assert all(r["ok"] for r in records), [r["problem"] for r in records]
+    st = payer.channel_state(node_actor.address)
+    assert st.charged == max(int(p["cumulative"]) for p in payments) == sum(int(p["cost"]) for p in payments)
+    assert st.inflight == {} and st.blocked is None
+
+
+def test_paying_client_pays_exact_from_the_wallet_when_asked_to(node, devnet, relayer, tmp_path):
+    actor = devnet.new_payer(deposit=0, extra_opg=5 * OPG)
+    payer = Payer.from_key(actor.key, devnet.deployment_file, relayer_url=relayer.url, rpc_url=devnet.url,
+                           state=tmp_path / "exact")
+    with payment_http_client(payer, exact=True, schemes=("exact",), base_url=node.url) as http:
+        res = http.post("/v1/chat/completions", json={"model": "builtin", "messages": messages(), "max_tokens": 8})
+    assert res.status_code == 200, res.text
+    outcome = res.extensions["opg_payment"].outcome
+    assert outcome.ok and outcome.scheme == "exact" and outcome.transaction.startswith("0x")
+    assert devnet.opg.functions.balanceOf(actor.address).call() == 5 * OPG - outcome.cost
+
+
 # stock x402 clients -----------------------------------------------------------------------------------------------
 def test_stock_x402_client_pays_exact_once_opg_is_allow_listed(node, devnet):
     from x402 import x402Client

@@ -119,7 +119,7 @@ def test_concurrent_requests_on_one_channel_all_pay(stub, make_payer):
     finally:
         stub.delay = 0.0
     assert [r.status_code for r in results] == [200] * 4
-    assert all(outcome_of(r).ok for r in results)
+    assert all(outcome_of(r).ok for r in results), [outcome_of(r).problem for r in results]
     st = payer.channel_state(stub.node.address)
     assert st.charged == stub.channel(actor.address)["cumulative"] == 4 * stub.pricing.cost(2, 4)
     assert st.inflight == {}
@@ -154,7 +154,7 @@ def test_a_node_claim_beyond_what_the_client_knows_is_refused(stub, make_payer):
 @pytest.mark.parametrize("mode, words", [
     ("inflate", "above the quote"),
     ("pad", "this client was charged"),
-    ("over_voucher", "exceeds the voucher's cap"),
+    ("over_voucher", "exceeds the highest voucher cap"),
 ])
 def test_an_over_charging_node_is_detected_and_refused_from_then_on(devnet, node, make_payer, mode, words):
     cheat = StubNode(devnet, node, None, mode=mode).start()
