@@ -122,7 +122,9 @@ class Node:
                     close()
                 except Exception:
                     pass
+        left = self.store.outbox_counts().get("pending", 0)
         self.store.close()
+        log.info("node stopped: %d receipt(s) left to hand over", left)
 
     def health(self) -> dict[str, Any]:
         """Blocking. ``ok`` = chain reachable, store usable, outbox running (a relayer that is down does not make the
