@@ -105,9 +105,11 @@ def test_balance_reports_wallet_credits_and_available(devnet, dev_payer, base):
 
 def test_withdraw_shows_the_time_left_then_completes_after_the_thaw(devnet, base):
     payer = devnet.new_payer(deposit=30 * OPG)
-    keystore_env = {"OPG_CLIENT_PASSWORD": "pw"}
+    keystore_env: dict[str, str] = {}  # the password comes from --password-file here
     keystore = write_keystore(devnet.tmp / f"{payer.address}.json", payer.key, "pw")
-    args = ["--keystore", str(keystore), *base]
+    password_file = devnet.tmp / f"{payer.address}.pw"
+    password_file.write_text("pw\n")
+    args = ["--keystore", str(keystore), "--password-file", str(password_file), *base]
     code, out, err = cli("withdraw", "10", *args, env=keystore_env)
     assert code == 0, err
     assert "ready in" in out
@@ -174,3 +176,10 @@ def test_opg_dispatches_payer_commands(devnet, dev_payer, base):
 def test_relayer_documents_the_deposit_route(relayer):
     paths = httpx.get(relayer.url + "/openapi.json", timeout=10).json()["paths"]
     assert "/deposits" in paths
+
+
+def test_opg_dispute_is_handed_to_the_dispute_command():
+    proc = subprocess.run([sys.executable, "-m", "offchain.cli", "dispute", "--help"], capture_output=True, text=True,
+                          cwd=PROJECT_ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "opg dispute" in proc.stdout
