@@ -61,6 +61,7 @@ class Node:
     def __init__(self, settings: NodeSettings):
         self.settings = settings
         self.started = time.time()
+        self.catalog = build_catalog(settings)  # first: a bad backend or pricing file fails before any network call
         w3 = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 15}))
         self.chain_id = int(w3.eth.chain_id)
         self.account = load_account(settings, self.chain_id)  # first: refuse a dev key early
@@ -76,7 +77,6 @@ class Node:
                               "deployment file for this RPC?")
         domain = chain.opg.functions.eip712Domain().call()
         self.escrow_domain, self.staking_domain = chain.escrow_domain, chain.staking_domain
-        self.catalog = build_catalog(settings)
         self.metrics = NodeMetrics()
         self.store = NodeStore(settings.store)
         self.store.on_commit = self.metrics.store_commit.observe

@@ -27,6 +27,7 @@ from node_kit import (
     payment_of,
     receipt_time,
     requirement,
+    sse_events,
     unb64,
     voucher_header,
     wait_receipts_settled,
@@ -474,6 +475,27 @@ def test_an_exact_payment_is_not_settled_when_the_model_fails(node, devnet):
     assert post_with(node, body, header).status_code == 502
     assert devnet.opg.functions.balanceOf(actor.address).call() == 10 * OPG
 
+
+
+def test_an_exact_stream_ends_with_the_settled_transfer(node, devnet, node_actor):
+    from x402.schemas import PaymentRequired
+
+    actor = devnet.new_payer(deposit=0, extra_opg=10 * OPG)
+    body = chat_body("Stream me, exactly", max_tokens=10, stream=True)
+    required = PaymentRequired.model_validate(node.client.post("/v1/chat/completions", json=body).json())
+    payload = x402_exact_client(devnet, actor, sync=True).create_payment_payload(required)
+    header = base64.b64encode(payload.model_dump_json(by_alias=True, exclude_none=True).encode()).decode()
+    with node.client.stream("POST", "/v1/chat/completions", json=body, headers={"PAYMENT-SIGNATURE": header}) as res:
+        assert res.status_code == 200
+        events = sse_events(list(res.iter_lines()))
+    assert events[-1] == "[DONE]"
+    payment = events[-2]["x_opg_payment"]
+    cap = int(required.accepts[1].amount)
+    assert payment["success"] is True and payment["scheme"] == "exact" and payment["cost"] == str(cap)
+    assert devnet.w3.eth.get_transaction_receipt(payment["transaction"])["status"] == 1
+    assert devnet.opg.functions.balanceOf(actor.address).call() == 10 * OPG - cap
+    text = "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-2] if e["choices"])
+    assert text == natural_answer("Stream me, exactly", 10).text
 
 # Payload release --------------------------------------------------------------------------------------------------
 @ape.fixture(scope="module", chain_isolation=False)

@@ -78,7 +78,7 @@ def chat_router(catalog: Catalog, payments: Payments, metrics: Any) -> APIRouter
                                          description="optional: the payer, so the 402's extra.charged is its channel's"),
     ) -> Any:
         """OpenAI-compatible chat completion, paid with x402 (``opg-credit`` voucher or ``exact`` EIP-3009)."""
-        job = catalog.prepare(body, str(request.url))
+        job = await asyncio.to_thread(catalog.prepare, body, str(request.url))  # a tokenizer may wait for the model
         mode = "stream" if body.stream else "json"
         try:
             adm = await asyncio.to_thread(payments.admit, job.quote, payment_signature)
