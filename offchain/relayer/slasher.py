@@ -56,6 +56,7 @@ class Slasher:
         self._quorum: tuple[int, float] | None = None
         self._recheck: dict[tuple[str, str], float] = {}
         self._flags_read: set[str] = set()
+        self._arrivals: dict[str, int] = {}  # verdicts received per receipt hash (API thread), see verdict_arrived
 
     def fraud_quorum_bps(self) -> int:
         now = time.monotonic()
@@ -64,7 +65,9 @@ class Slasher:
         return self._quorum[0]
 
     def verdict_arrived(self, receipt_hash: str) -> None:
-        """A new verdict on the receipt: count its quorum again at the next tick, not after ``RECHECK_AFTER``."""
+        """A new verdict on the receipt: count its quorum again at the next tick, not after ``RECHECK_AFTER`` (also
+        when it arrives while the worker is counting it)."""
+        self._arrivals[receipt_hash] = self._arrivals.get(receipt_hash, 0) + 1
         self._recheck.pop(("fraud", receipt_hash), None)
         self._recheck.pop(("valid", receipt_hash), None)
 
@@ -102,6 +105,7 @@ class Slasher:
         if row is None:
             return
         kind, prefix = ("prove_valid", "valid") if valid else ("fraud", "fraud")
+        arrivals = self._arrivals.get(receipt_hash, 0)
         evidence = f"{prefix}:{receipt_hash}"
         h = b32(receipt_hash)
         proven = self.sender.retry(lambda: self.staking.functions.fraud_proven_at(h).call())
@@ -124,8 +128,10 @@ class Slasher:
         verdicts = verdicts[:MAX_VERDICTS]
         weight = sum(v["weight"] for v in verdicts)
         if not self.quorum_reached(weight, total):
-            self._recheck[(prefix, receipt_hash)] = time.monotonic() + RECHECK_AFTER
+            if self._arrivals.get(receipt_hash, 0) == arrivals:  # else a verdict came in meanwhile: count again
+                self._recheck[(prefix, receipt_hash)] = time.monotonic() + RECHECK_AFTER
             return
+        self._arrivals.pop(receipt_hash, None)
         verdicts.sort(key=lambda v: int(v["verifier"], 16))
         self.store.call(Store.job_queue_slash, kind, evidence, row["node"],
                         {"receipt_id": row["id"], "verdicts": [{"verifier": v["verifier"], "signature": v["signature"]}

@@ -41,7 +41,7 @@ def check_view(row: dict) -> dict:
         "reason": row["reason"], "withheld": bool(row["withheld"]), "attempts": row["attempts"],
         "lastError": row["last_error"], "posted": {1: "stored", -1: "refused"}.get(row["posted"], "pending")
         if row["valid"] is not None else None, "flag": row["flag_state"], "flagTx": row["flag_tx"],
-        "seconds": row["seconds"],
+        "seconds": row["seconds"], "createdAt": row["created_at"], "decidedAt": row["decided_at"],
     }
 
 
@@ -72,6 +72,7 @@ def routes(v: Verifier) -> APIRouter:
         reason = v.skip_reason(receipt)
         await asyncio.to_thread(v.store.queue_check, it, "dispute", payload, reason)
         v.metrics.disputes.inc()
+        v.wake()
         row = await asyncio.to_thread(v.store.check, it["id"])
         return JSONResponse(check_view(row), status_code=202)
 

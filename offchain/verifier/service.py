@@ -5,8 +5,8 @@ Threads:
 - feed: long-polls ``GET /feed/receipts`` from the persisted cursor, samples (``sampling.Sampler``), queues checks;
 - chain: follows ``Flagged`` events (the receipt is decoded from the flag transaction itself, so no relayer can hide
   it), sends this verifier's flags and its ``heartbeat()`` once per epoch (again if its warm stake grew);
-- work: runs due checks on a pool of ``workers`` threads (fetch the payload from the node, re-execute, decide) and
-  sends decided verdicts and withholding reports to the relayer (retrying while it is down).
+- work: runs due checks on a pool of ``workers`` threads (fetch the payload from the node, re-execute, decide);
+- outbox: sends decided verdicts and withholding reports to the relayer (retrying while it is down).
 """
 
 from __future__ import annotations
@@ -115,6 +115,8 @@ class Verifier:
         self._threads: list[threading.Thread] = []
         self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="check")
         self._running: dict[str, Future] = {}
+        self._wake = threading.Event()  # a check finished or new checks were queued: dispatch at once
+        self._decided = threading.Event()  # a verdict was decided: the outbox sends it at once
         self._endpoints: dict[str, tuple[str, float]] = {}
         self.relayer_ok: bool | None = None
         self.last_error: str | None = None
@@ -168,7 +170,8 @@ class Verifier:
 
     # Lifecycle ---------------------------------------------------------------------------------------------------
     def start(self) -> None:
-        for name, target in (("feed", self._feed_loop), ("chain", self._chain_loop), ("work", self._work_loop)):
+        for name, target in (("feed", self._feed_loop), ("chain", self._chain_loop), ("work", self._work_loop),
+                             ("outbox", self._outbox_loop)):
             thread = threading.Thread(target=target, name=f"verifier-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -183,6 +186,10 @@ class Verifier:
         self.payloads.close()
         self.relayer.close()
         self.store.close()
+
+    def wake(self) -> None:
+        """Dispatch due checks now (a dispute's payload arrived)."""
+        self._wake.set()
 
     def alive(self) -> bool:
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
@@ -232,6 +239,8 @@ class Verifier:
                 if reason:
                     skipped[it["id"]] = reason
         self.store.add_feed_page(items, int(page["next"]), sampled, skipped)
+        if sampled:
+            self._wake.set()
         self.metrics.seen.inc(len(items))
         self.metrics.sampled.inc(len(sampled))
         for reason in skipped.values():
@@ -279,6 +288,7 @@ class Verifier:
         source = "dispute" if flagger == receipt.payer else "flag"
         reason = self.skip_reason(receipt)
         if self.store.queue_check(self.item(receipt), source, skip_reason=reason):
+            self._wake.set()
             log.info("receipt %s flagged by %s (%s): queued", h, flagger, source)
             if reason:
                 self.metrics.skipped.inc(1, reason)
@@ -364,22 +374,35 @@ class Verifier:
         return "0x" + bytes(tx_hash).hex()
 
     # Work: checks and the outbox ---------------------------------------------------------------------------------
+    def _outbox_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.flush_outbox()
+            except Exception as exc:
+                self._error("outbox", exc)
+                log.exception("outbox tick failed")
+            self._decided.wait(self.settings.poll_interval)
+            self._decided.clear()
+
     def _work_loop(self) -> None:
-        next_outbox = 0.0
         while not self._stop.is_set():
             try:
                 self._running = {k: f for k, f in self._running.items() if not f.done()}
                 free = self.settings.workers - len(self._running)
                 if free > 0:
                     for row in self.store.due_checks(time.time(), set(self._running), free):
-                        self._running[row["id"]] = self._pool.submit(self.run_check, row)
-                if time.monotonic() >= next_outbox:
-                    self.flush_outbox()
-                    next_outbox = time.monotonic() + self.settings.poll_interval
+                        self._running[row["id"]] = self._pool.submit(self._run_and_wake, row)
             except Exception as exc:
                 self._error("work", exc)
                 log.exception("work tick failed")
-            self._stop.wait(min(0.1, self.settings.poll_interval))
+            self._wake.wait(min(0.1, self.settings.poll_interval))
+            self._wake.clear()
+
+    def _run_and_wake(self, row: dict) -> None:
+        try:
+            self.run_check(row)
+        finally:
+            self._wake.set()
 
     def run_check(self, row: dict) -> None:
         rid = row["id"]
@@ -447,6 +470,7 @@ class Verifier:
         if not self.store.decide(row["id"], valid, reason, signature, withheld, seconds, flag):
             return False
         (self.metrics.agreed if valid else self.metrics.disputed).inc()
+        self._decided.set()
         log.info("receipt %s of node %s: %s (%s)", row["id"], row["node"], "valid" if valid else "INVALID", reason)
         return True
 

@@ -76,13 +76,13 @@ def set_endpoint(devnet: Devnet, actor: Actor, url: str) -> None:
 
 def verifier_proc(devnet: Devnet, relayer: RelayerProc, actor: Actor, folder: Path, *extra: str,
                   sample_rate: float = 1.0, deadline: float = 2.0, name: str = "verifier",
-                  register_endpoint: bool = True) -> DaemonProc:
+                  register_endpoint: bool = True, backends: str = "builtin") -> DaemonProc:
     """``opg verifier run`` for ``actor`` (not started); its registered endpoint is set to the daemon's URL."""
     store = folder / f"{name}-{actor.address[:10]}.sqlite3"
     proc = DaemonProc(name, [
         "verifier", "run", "--rpc-url", devnet.url, "--deployment", str(devnet.deployment_file),
         "--relayer-url", relayer.url, "--store", str(store), "--keystore", str(keystore(actor, folder)),
-        "--backends", "builtin", "--sample-rate", str(sample_rate), "--payload-deadline", str(deadline),
+        "--backends", backends, "--sample-rate", str(sample_rate), "--payload-deadline", str(deadline),
         "--payload-retry", "0.5", "--payload-timeout", "3", "--poll-interval", "0.2", *extra,
     ], folder, env={"OPG_VERIFIER_PASSWORD": PASSWORD})
     if register_endpoint:
@@ -91,14 +91,14 @@ def verifier_proc(devnet: Devnet, relayer: RelayerProc, actor: Actor, folder: Pa
 
 
 def node_proc(devnet: Devnet, relayer: RelayerProc, actor: Actor, folder: Path, *extra: str,
-              name: str = "node", endpoint: str | None = None) -> DaemonProc:
+              name: str = "node", endpoint: str | None = None, backend: str = "builtin") -> DaemonProc:
     """``opg node run`` for ``actor`` with the builtin backend (not started); the registered endpoint is the daemon's
     URL unless ``endpoint`` is given (a node withholding its payloads registers somewhere unreachable)."""
     store = folder / f"{name}-{actor.address[:10]}.sqlite3"
     proc = DaemonProc(name, [
         "node", "run", "--rpc-url", devnet.url, "--deployment", str(devnet.deployment_file),
         "--relayer-url", relayer.url, "--store", str(store), "--keystore", str(keystore(actor, folder)),
-        "--backend", "builtin", "--price-base", "0.001", "--price-prompt-token", "0.00001",
+        "--backend", backend, "--price-base", "0.001", "--price-prompt-token", "0.00001",
         "--price-output-token", "0.0001", "--outbox-max-backoff", "0.5", "--settled-ttl", "0.5", *extra,
     ], folder, env={"OPG_NODE_PASSWORD": PASSWORD})
     set_endpoint(devnet, actor, endpoint or proc.url)
