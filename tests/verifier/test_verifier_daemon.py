@@ -28,6 +28,8 @@ from offchain.client.dispute import main as dispute_main
 from offchain.devchain import transact
 from offchain.messages import Verdict
 
+DECIDED: dict[str, str] = {}  # receipt ids decided by the tests above, for the restart test
+
 
 @pytest.fixture(scope="module")
 def actors(devnet):
@@ -142,6 +144,7 @@ def test_payers_dispute_of_a_wrong_answer_proves_fraud_and_returns_the_bond(devn
     assert opg_balance(devnet, payer) == wallet - s["receipt"].amount  # the bond is held
     decided = wait_check(verifier, s["id"])
     assert decided["valid"] is False and decided["source"] == "dispute" and "outputHash" in decided["reason"]
+    DECIDED["fraud"] = s["id"]
     wait_until(lambda: fraud_proven(devnet, s["receiptHash"]), what="fraud proven")
     stake_after, jailed = devnet.stake(node)
     assert jailed and stake_after < stake_before
@@ -162,6 +165,17 @@ def test_flagged_receipt_whose_node_does_not_answer_is_voted_invalid(devnet, rel
     assert metric(verifier, "opg_verifier_receipts_withheld_total") == withheld_before + 1
     wait_until(lambda: relayer.get(f"/nodes/{node.address}").json()["withheld"] == 1, what="withholding report")
     wait_until(lambda: fraud_proven(devnet, s["receiptHash"]), what="withholding voted invalid by the quorum")
+
+
+def test_receipt_of_a_model_this_verifier_cannot_run_is_skipped_and_counted(devnet, relayer, verifier, actors):
+    node, payer = devnet.new_node(), devnet.new_payer(10 * OPG)
+    s = serve_locally(devnet, payer, node, "a question for another model", model_id="0x" + "ee" * 32)
+    settle(relayer, s)
+    flag(devnet, actors["c"], s)
+    decided = wait_check(verifier, s["id"])
+    assert decided["status"] == "skipped" and decided["valid"] is None and "model" in decided["reason"]
+    assert metric(verifier, "opg_verifier_receipts_skipped_total") >= 1
+    assert not relayer.get(f"/nodes/{node.address}").json()["withheld"]
 
 
 def test_flag_only_accuser_of_a_valid_answer_is_slashed_as_false_accuser(devnet, relayer, verifier, actors,
@@ -205,3 +219,17 @@ def test_verifier_heartbeats_every_epoch(devnet, verifier, actors):
     assert devnet.staking.functions.weight_in(epoch + 2, v.address).call() == stake
     health = verifier.client.get("/healthz").json()
     assert health["ok"] and health["active"] and int(health["voteWeight"]) == stake
+
+
+def test_restarted_verifier_resumes_from_its_cursor_with_its_verdicts(devnet, relayer, verifier):
+    before = verifier.client.get("/healthz").json()["feedCursor"]
+    assert before > 0
+    kept = verifier.client.get(f"/checks/{DECIDED['fraud']}").json()
+    verifier.stop()
+    node, payer = devnet.new_node(), devnet.new_payer(10 * OPG)
+    settle(relayer, serve_locally(devnet, payer, node, "while the verifier was down"))
+    verifier.start()
+    wait_until(lambda: verifier.client.get("/healthz").json()["feedCursor"] == before + 1, what="feed resumed")
+    again = verifier.client.get(f"/checks/{DECIDED['fraud']}").json()
+    assert again == kept  # the same verdict, signed once, still stored
+    assert metric(verifier, "opg_verifier_receipts_seen_total") == 1  # counters are per run; the feed is not re-read

@@ -124,7 +124,7 @@ def stop_all(*procs: DaemonProc) -> None:
 
 # What a node signs (for tests without a node daemon) ----------------------------------------------------------------
 def serve_locally(devnet: Devnet, payer: Actor, node: Actor, prompt: str, cumulative_before: int = 0,
-                  cheat: bool = False, max_tokens: int = 32) -> dict:
+                  cheat: bool = False, max_tokens: int = 32, model_id: str | None = None) -> dict:
     """The request, answer, signed receipt and voucher a builtin node would produce for ``prompt``."""
     backend = CheatingBackend(BUILTIN, 1.0) if cheat else BUILTIN
     messages = [ChatMessage(role="user", content=prompt)]
@@ -132,7 +132,8 @@ def serve_locally(devnet: Devnet, payer: Actor, node: Actor, prompt: str, cumula
     gen = backend.generate(messages, params)
     request = canonical_request(BUILTIN.name, messages, params)
     amount = PRICING.cost(gen.prompt_tokens, gen.output_tokens)
-    receipt = Receipt(request_id=rand32(), payer=payer.address, node=node.address, model_id=BUILTIN.model_id,
+    receipt = Receipt(request_id=rand32(), payer=payer.address, node=node.address,
+                      model_id=model_id or BUILTIN.model_id,
                       input_hash=input_hash(request), output_hash=output_hash(gen.text), amount=amount,
                       cumulative=cumulative_before + amount, timestamp=int(time.time()))
     signed = SignedReceipt(**receipt.model_dump(), signature=receipt.sign_with(node.key, devnet.staking_domain))
