@@ -1,6 +1,7 @@
 """``opg node``: run an inference node.
 
   opg node run --rpc-url URL --relayer-url URL --backend builtin (--keystore node.json | --dev-account N) ...
+  opg node settle [--dry-run] [--json] ...     settle the store's vouchers on-chain from the node's own key
 
 Settings come from flags, then OPG_NODE_* environment variables, then the config file (TOML or JSON, keys at top
 level or under [node]), then defaults. The keystore password is read from OPG_NODE_PASSWORD or --password-file.
@@ -63,19 +64,31 @@ def _parser() -> argparse.ArgumentParser:
                                      "receipts, durable hand-over to the relayer, payload release to verifiers.",
                          epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_flags(run, NodeSettings)
+    settle = sub.add_parser(
+        "settle", help="settle this node's vouchers on-chain itself (relayer down, censoring, or too late)",
+        description="Settle every channel of this node's store whose highest receipt is not paid on-chain yet, "
+                    "with CreditEscrow.settle_batch from the node's own key (it pays the gas). Idempotent: "
+                    "the escrow never pays a total twice, so it is safe while the relayer settles too.",
+        epilog="example:\n  opg node settle --rpc-url http://127.0.0.1:8545 --store var/node.sqlite3 --keystore node.json"
+               " --dry-run", formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flags(settle, NodeSettings)
+    settle.add_argument("--dry-run", action="store_true", help="simulate and report, send nothing")
+    settle.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command != "run":
+    if args.command not in ("run", "settle"):
         parser.print_help()
         return 0 if args.command is None else 2
     try:
         settings = settings_from_args(NodeSettings, args, section="node")
     except ConfigError as exc:
         return fail("opg node", str(exc))
+    if args.command == "settle":
+        return _settle(settings, args.dry_run, args.json)
     setup_logging(settings.log_level)
     try:
         node = _build(settings)
@@ -87,6 +100,23 @@ def main(argv: list[str] | None = None) -> int:
               f"{', '.join(m.name for m in node.catalog.list())}; relayer {settings.relayer_url}; listening on "
               f"http://{settings.host}:{settings.port}")
     return serve(create_asgi(node), settings.host, settings.port, settings.log_level, banner=banner)
+
+
+def _settle(settings: NodeSettings, dry_run: bool, as_json: bool) -> int:
+    import requests
+
+    from .settle import print_results, settle
+
+    try:
+        results = settle(settings, dry_run)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        return fail("opg node", str(exc))
+    except requests.exceptions.RequestException as exc:
+        return fail("opg node", f"cannot reach the chain at {settings.rpc_url}: {exc.__class__.__name__}", 1)
+    except Exception as exc:
+        return fail("opg node", f"settlement failed: {exc}", 1)
+    print_results(results, as_json)
+    return 0 if all(r["outcome"] in (0, 1) for r in results) else 1
 
 
 def _build(settings: NodeSettings):

@@ -98,6 +98,13 @@ class NodeStore:
                               "node": node.lower(), "kind": "opg-node"})
         self.conn.executescript(SCHEMA)
 
+    def open_readonly(self) -> dict[str, str]:
+        """Open for reading only (another process may be running the node); returns the store's ``meta``."""
+        if not self.path.exists():
+            raise FileNotFoundError(f"no node store at {self.path}")
+        self.conn = connect(self.path, readonly=True)
+        return dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+
     def close(self) -> None:
         with self.lock:
             if self.conn is not None:
@@ -160,6 +167,12 @@ class NodeStore:
             vouchers = {row["payer"]: json.loads(row["voucher"]) for row in db.execute("SELECT * FROM vouchers")}
         payers = sorted(set(cumulative) | set(vouchers))
         return [(p, cumulative.get(p, 0), vouchers.get(p)) for p in payers]
+
+    def receipt_ids_above(self, payer: str, cumulative: int) -> list[str]:
+        """Ids of the payer's receipts whose cumulative exceeds ``cumulative`` (not yet paid on-chain)."""
+        with self.lock:
+            rows = self._db().execute("SELECT id, cumulative FROM receipts WHERE payer = ?", (payer,)).fetchall()
+        return [r["id"] for r in rows if int(r["cumulative"]) > cumulative]
 
     # Outbox ------------------------------------------------------------------------------------------------------
     def outbox_pending(self, limit: int) -> list[OutboxItem]:

@@ -5,12 +5,17 @@ exposure, and shuts down cleanly on SIGTERM. The tests run in order and share on
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
+import sys
 import time
 
 import ape
-from node_kit import NodeProc, Payer, chat_body, payment_of, requirement, wait_receipts_settled, wei
+from node_kit import NodeProc, Payer, chat_body, keystore, payment_of, requirement, wait_receipts_settled, wei
 from opg_devnet import OPG, Devnet, RelayerProc, wait_until
+
+from offchain.deployments import PROJECT_ROOT
 
 MAX_UNSETTLED = "0.005"  # OPG: room for one request of the size below, not two
 
@@ -110,6 +115,31 @@ def test_a_receipt_resent_after_a_crash_is_a_duplicate_never_a_second_payment(no
     assert node.client.get("/healthz").json()["outboxRefused"] == 0
     time.sleep(1)
     assert devnet.spent(payer.actor, node_actor) == spent
+
+
+def test_the_node_settles_its_own_vouchers_without_the_relayer(node, relayer, devnet, payer, node_actor, workdir):
+    relayer.stop()
+    res = payer.pay(chat_body("Settle this one yourself", max_tokens=12))
+    assert res.status_code == 200, res.text
+    payment = payment_of(res)
+    assert devnet.spent(payer.actor, node_actor) < int(payment["cumulative"])
+    ks, password = keystore(node_actor, workdir)
+    args = [sys.executable, "-m", "offchain.cli", "node", "settle", "--rpc-url", devnet.url, "--deployment",
+            str(devnet.deployment_file), "--store", str(node.store), "--keystore", str(ks), "--password-file",
+            str(password)]
+    dry = subprocess.run([*args, "--dry-run", "--json"], capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert dry.returncode == 0, dry.stderr
+    [claim] = json.loads(dry.stdout)["claims"]
+    assert claim["payer"] == payer.actor.address and claim["total"] == payment["cumulative"] and claim["outcome"] == 0
+    assert devnet.spent(payer.actor, node_actor) < int(payment["cumulative"])
+    done = subprocess.run(args, capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert done.returncode == 0 and "settled in 0x" in done.stdout, done.stdout + done.stderr
+    assert devnet.spent(payer.actor, node_actor) == int(payment["cumulative"])
+    relayer.start()  # the outbox hands the receipt over; the relayer finds the channel paid: settled, not paid twice
+    wait_receipts_settled(relayer, [payment["receiptId"]])
+    assert devnet.spent(payer.actor, node_actor) == int(payment["cumulative"])
+    again = subprocess.run(args, capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert again.returncode == 0 and "nothing to settle" in again.stdout
 
 
 def test_sigterm_stops_the_node_cleanly(node):
