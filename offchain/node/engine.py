@@ -68,18 +68,10 @@ def run_to_completion(job: Job, adm: Admission, payments: Payments, metrics: Any
     """Blocking: generate, then charge. ModelFailed: nothing charged."""
     try:
         gen = generate(job, None, metrics)
-    except ModelFailed:
-        payments.release(adm)
-        raise
+        return gen, payments.complete(adm, served(job, gen))
     except BaseException:
-        payments.release(adm)
+        payments.release(adm)  # nothing charged (a no-op once complete() charged)
         raise
-    try:
-        payment = payments.complete(adm, served(job, gen))
-    except BaseException:
-        payments.release(adm)
-        raise
-    return gen, payment
 
 
 class StreamRun:

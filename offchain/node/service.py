@@ -112,7 +112,12 @@ class Node:
     def start(self) -> None:
         self.outbox.start()
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 5.0) -> None:
+        """After the HTTP server stopped: let requests still generating finish (``grace`` s), hand over what the
+        relayer takes now, close the backends and the store."""
+        deadline = time.monotonic() + grace
+        while self.channels.in_flight_requests() and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.outbox.stop(flush_timeout=5.0)
         for model in self.catalog.list():
             close = getattr(model.backend, "close", None) or getattr(getattr(model.backend, "inner", None),

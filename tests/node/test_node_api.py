@@ -93,6 +93,9 @@ def test_health_reports_registration_relayer_and_outbox(node, node_actor, relaye
     assert h["endpoint"] == node.url
     assert h["relayer"] == relayer.url and h["relayerReachable"] is True
     assert h["outboxBacklog"] == 0 and h["outboxAlive"] is True
+    paths = node.client.get("/openapi.json").json()["paths"]
+    assert {"/v1/chat/completions", "/v1/models", "/v1/payloads/challenge", "/v1/payloads/{receipt_id}", "/healthz",
+            "/metrics"} <= set(paths)
 
 
 # The 402 challenge -------------------------------------------------------------------------------------------------
