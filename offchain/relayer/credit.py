@@ -113,7 +113,26 @@ class CreditScheme:
         """The latest block's timestamp (what the escrow compares a session key's expiry with), or the clock's."""
         chain = self.r.thread_chain()
         block = self.r.retry(lambda: chain.w3.eth.get_block("latest"))
-        return max(int(block["timestamp"]), int(time.time()))
+        stamp = int(block["timestamp"])
+        self._clock = (stamp, time.monotonic())
+        return max(stamp, int(time.time()))
+
+    def _clock_stale(self) -> bool:
+        clock = getattr(self, "_clock", None)
+        return clock is None or time.monotonic() - clock[1] > 2
+
+    def clock_now(self) -> float:
+        """max(wall clock, the chain's clock estimated from a block read at most 2 s ago): what receipt timestamps
+        are judged against. A chain whose clock runs ahead of the wall clock (a devnet after ``evm_increaseTime``)
+        moves it forward, so a node that dates its receipts by the chain is not refused as future-dated."""
+        clock = getattr(self, "_clock", None)
+        if clock is None or time.monotonic() - clock[1] > 2:
+            try:
+                self.chain_now()
+            except Exception:  # the chain unreachable: the wall clock alone
+                return time.time()
+            clock = self._clock
+        return max(time.time(), clock[0] + (time.monotonic() - clock[1]))
 
     def session_key(self, payer: str, key: str) -> tuple[int, int]:
         """escrow.signer_of(payer, key): (expiry, remaining allowance)."""
@@ -269,7 +288,7 @@ class CreditScheme:
 
     async def validate(self, raws: list[tuple[int, str, Any]]) -> list[ValidReceipt | ApiError]:
         """Validate items ``(index, field prefix, raw json)`` here; one answer per item, in order."""
-        now = time.time()
+        now = await asyncio.to_thread(self.clock_now) if self._clock_stale() else self.clock_now()
         answers = [self.check_local(raw, index, prefix, now) for index, prefix, raw in raws]
         return await self._finish(answers, [a for a in answers if isinstance(a, Checked)])
 
@@ -280,7 +299,8 @@ class CreditScheme:
             items = pydantic_core.from_json(body)["receipts"]
             return await self.validate([(i, f"receipts[{i}].", item) for i, item in enumerate(items)])
         loop = asyncio.get_running_loop()
-        packed = await loop.run_in_executor(pool, check_bulk, body, time.time())
+        now = await asyncio.to_thread(self.clock_now) if self._clock_stale() else self.clock_now()
+        packed = await loop.run_in_executor(pool, check_bulk, body, now)
         answers = [unpack(i, a) for i, a in enumerate(packed)]
         checked = []
         for a in answers:
