@@ -1,6 +1,9 @@
 # OPG Settlement: every entry point installs what it needs first (idempotent).
 #   make test   install, compile, run the whole test suite against a real anvil node
-#   make demo   install, start anvil, deploy, run relayer + node + verifier, pay for chats, settle on-chain
+#   make demo   install, then the whole system on a local anvil chain with real daemons (relayer, two nodes running
+#               the real small model, one cheating, three verifiers), paid chats, settlement, slashing, a summary
+#               reconciled with the chain; exits 0 only if it reconciles. Options: make demo DEMO_ARGS="--help"
+#   make devnet the same system kept up for `make console`, the opg CLI and the HTTP APIs; Ctrl-C stops it
 #   make deploy / make console   deploy to / open `ape console` on the RUNNING chain at OPG_RPC_URL (the one
 #               `make demo` leaves on 127.0.0.1:8545); they refuse if none runs there
 SHELL := /bin/bash
@@ -12,7 +15,7 @@ export APE_DATA_FOLDER ?= $(CURDIR)/.cache/ape
 STAMP := $(VENV)/.installed
 ANVIL := node_modules/.bin/anvil
 
-.PHONY: install test demo deploy console lint bench clean
+.PHONY: install test demo devnet deploy console lint bench clean
 
 install: $(STAMP) $(ANVIL)
 
@@ -38,7 +41,12 @@ test: install
 	ape test --network ethereum:local:foundry
 
 demo: install
-	bash scripts/demo.sh
+	ape compile
+	$(PY) scripts/demo.py $(DEMO_ARGS)
+
+devnet: install
+	ape compile
+	$(PY) scripts/devnet.py $(DEVNET_ARGS)
 
 # ape-config's `host: auto` gives every ape command a private anvil (what `make test` needs); APE_FOUNDRY_HOST points
 # ape at the running one instead.

@@ -92,7 +92,7 @@ class System:
     backend: str = "builtin"
     sample_rate: float = 0.5
     deployments_dir: Path = ROOT / "deployments"
-    batch_age: float = 2.0
+    batch_age: float = 10.0
     quiet: bool = False
     procs: list[Proc] = field(default_factory=list)
     chain: Chain | None = None
