@@ -40,10 +40,10 @@ LEAD = 60  # after the verifiers' warm-up (``live``) the chain's clock is at mos
 
 def past_devnet(tmp: Path) -> Devnet:
     """A devnet whose genesis lies ``warmup + 1 + LEAD`` s in the past, so that making verifiers live (``live``: the
-    warm-up, then the next epoch) leaves the chain's clock near the wall clock. The relayer judges receipt
-    timestamps by the wall clock (at most 120 s ahead, at most 300 s old) while the node never dates a receipt more
-    than 240 s after the chain's clock (the contract slashes receipts 300 s in the chain's future), so the two
-    clocks must stay within a few minutes of each other."""
+    warm-up, then the next epoch) leaves the chain's clock near the wall clock, and every test of a module sees the
+    two clocks within a few minutes of each other, before and after: stock x402 exact clients date their
+    authorisations by the wall clock (valid 300 s) while the chain judges them by its own, and the node dates receipts
+    by the chain's clock (never more than 240 s ahead of it)."""
     from offchain.deployments import Params
 
     offset = Params.devnet().warmup + 1 + LEAD
