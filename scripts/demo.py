@@ -107,6 +107,7 @@ class Stats:
         self.lock = threading.Lock()
         self.answered = 0
         self.failed: list[str] = []
+        self.jailed: set[str] = set()
         self.last = ""
 
 
@@ -242,8 +243,19 @@ def run(system: System, args, state: Path) -> int:
             if mode == "exact" and payer.name != "alice":
                 mode = "sdk"
             prompt = PROMPTS[i % len(PROMPTS)] + ("" if i < len(PROMPTS) else f" (take {i // len(PROMPTS) + 1})")
+            if node.name in stats.jailed:  # a jailed node refuses new work: ask another one
+                node = next(n for n in system.nodes if n.name not in stats.jailed)
             try:
-                a = ask(system, payer, node, mode, prompt, i, args.max_tokens)
+                try:
+                    a = ask(system, payer, node, mode, prompt, i, args.max_tokens)
+                except Exception as exc:
+                    if "node_not_active" not in str(exc):
+                        raise
+                    with stats.lock:  # jailed for fraud: the node answers 402 node_not_active from now on
+                        stats.jailed.add(node.name)
+                        stats.last = f"{node.name} is jailed and refuses new requests; asking another node"
+                    node = next(n for n in system.nodes if n.name not in stats.jailed)
+                    a = ask(system, payer, node, mode, prompt, i, args.max_tokens)
             except Exception as exc:
                 with stats.lock:
                     stats.failed.append(f"request {i} ({payer.name} -> {node.name}, {mode}): {exc}")
@@ -263,6 +275,8 @@ def run(system: System, args, state: Path) -> int:
         for f in stats.failed:
             print(f"   failed: {f}", file=sys.stderr)
     system.say(f"== {stats.answered} answered; waiting for settlement, verdicts and slashing")
+    for name in sorted(stats.jailed):
+        system.say(f"   {name} was jailed during the run and refused new requests from then on (402 node_not_active)")
     wait_settled(system, answers, args.timeout)
     from demo_summary import reconcile, summary  # noqa: E402  (scripts/demo_summary.py)
 
