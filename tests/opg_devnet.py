@@ -71,7 +71,8 @@ class Devnet:
         return self.w3.provider.make_request(method, list(params)).get("result")
 
     def now(self) -> int:
-        return int(time.time())
+        """What a node dates its receipts by: max(wall clock, chain clock) (the chain runs ahead after advance())."""
+        return max(int(time.time()), self.chain_now())
 
     # Actors ---------------------------------------------------------------------------------------------------
     def fund(self, actor: Actor, opg: int = 0, eth: int = 10**19) -> None:
