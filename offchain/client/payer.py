@@ -8,7 +8,8 @@ Per (payer, node) channel (state under the state directory, shared by processes 
   cap``. A node's ``extra.charged`` above what this client can explain (what it verified, plus caps in flight, plus
   caps of requests that ended without a receipt) is checked against the relayer's view of the channel first, and
   refused (``ChannelConflict``) if still unexplained: a node cannot make the client sign a cap on its word alone.
-- **Receipt check.** The node's signature over the NodeStaking domain, payer and node, ``amount <= the quote``,
+- **Receipt check.** The node's signature over the NodeStaking domain, payer and node, ``amount <= the quote``
+  and ``<=`` the cost of the answer's ``usage`` at the quote's ``pricing`` (when both are given),
   ``cumulative <= the highest cap signed``, and the channel's total before this request never above what this
   client was charged plus caps in flight (and unreceipted caps); no timestamp more than 300 s ahead. A receipt that
   fails marks the node as over-charging (persisted): no further voucher is signed for it (``Overcharged``).
@@ -443,6 +444,8 @@ class Payer:
             outcome.receipt = receipt_to_wire(receipt)
             outcome.cost, outcome.cumulative = receipt.amount, receipt.cumulative
             problem = self._receipt_problem(res, receipt, outcome.checks)
+            if problem is None:
+                problem = self._usage_problem(res, receipt, usage, outcome.checks)
         if res.scheme == SCHEME_EXACT:
             outcome.ok = problem is None and bool(payment.get("success", True))
             outcome.problem = problem
@@ -479,6 +482,28 @@ class Payer:
         checks["timestamp"] = r.timestamp <= now + MAX_FUTURE
         if r.timestamp > now + MAX_FUTURE:
             return f"invalid receipt: dated {r.timestamp - now} s in the future"
+        return None
+
+    @staticmethod
+    def _usage_problem(res: Reservation, r: SignedReceipt, usage: dict | None, checks: dict) -> str | None:
+        """The receipt bills more than the node's own usage costs at its own quoted prices (e.g. the whole cap for
+        a short answer), or None. Skipped when the answer carried no usage or the quote no pricing."""
+        from ..inference import Pricing
+
+        wire = (res.requirement.get("extra") or {}).get("pricing") if res.requirement else None
+        if not isinstance(usage, dict) or not isinstance(wire, dict):
+            return None
+        try:
+            pricing = Pricing(base=int(wire["base"]), per_prompt_token=int(wire["perPromptToken"]),
+                              per_output_token=int(wire["perOutputToken"]))
+            prompt, output = int(usage["prompt_tokens"]), int(usage["completion_tokens"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        cost = pricing.cost(prompt, output)
+        checks["amountWithinUsage"] = r.amount <= cost
+        if r.amount > cost:
+            return (f"over-charged: the receipt bills {r.amount} wei, but the node's own usage ({prompt} prompt + "
+                    f"{output} output tokens) costs {cost} wei at its quoted prices")
         return None
 
     def _settle_channel(self, res: Reservation, receipt: SignedReceipt | None, problem: str | None,

@@ -87,14 +87,27 @@ class ChainView:
         return self._cached(self._sessions, (payer, key), SESSION_TTL,
                             lambda: int(self.chain().escrow.functions.signer_of(payer, key).call()[0]))
 
+    def session_allowance(self, payer: str, key: str) -> int:
+        """``escrow.signer_of(payer, key)`` remaining allowance, read now."""
+        return int(self.chain().escrow.functions.signer_of(payer, key).call()[1])
+
     def available(self, payer: str) -> int:
         """``escrow.available_of(payer)`` (balance less a pending withdrawal), read now."""
         return int(self.chain().escrow.functions.available_of(payer).call())
 
     # Accounts ----------------------------------------------------------------------------------------------------
     def is_active_verifier(self, account: str) -> bool:
-        return self._cached(self._verifiers, account, VERIFIER_TTL,
-                            lambda: bool(self.chain().staking.functions.is_active_as(account, ROLE_VERIFIER).call()))
+        """Whether ``account`` may read payloads now. A refusal is cached (``VERIFIER_TTL``), an approval never: a
+        verifier that was jailed or unbonded below the minimum is refused at its next request."""
+        hit = self._verifiers.get(account)
+        if hit is not None and hit[1] > time.monotonic():
+            return False
+        active = bool(self.chain().staking.functions.is_active_as(account, ROLE_VERIFIER).call())
+        if active:
+            self._verifiers.pop(account, None)
+        else:
+            self._verifiers[account] = (False, time.monotonic() + VERIFIER_TTL)
+        return active
 
     def status(self, fresh: bool = False) -> dict:
         """This node's registration: ``{registered, active, payable, jailed, stake, endpoint}`` (cached 10 s)."""

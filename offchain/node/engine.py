@@ -7,6 +7,10 @@ ends, the worker waits until every piece is delivered or the client is gone, the
 client left, only for the pieces delivered (each piece is at least one token, so this never over-charges; nothing
 delivered, nothing charged). A client that leaves stops generation at the next token.
 
+An ``exact`` stream is settled in full (the authorisation is for the quote) once its first piece is generated and
+before that piece is sent (:meth:`StreamRun.settle_upfront`): streamed text cannot be withheld afterwards, so a payer
+who cancels its authorisation or empties its wallet during generation gets a 402 and no text.
+
 Receipts of a stream cut short commit to what was generated (``output``) with ``max_tokens`` = the tokens generated,
 which a deterministic backend reproduces exactly; the charge is the delivered share of it (never more).
 """
@@ -23,6 +27,7 @@ from typing import Any
 from ..inference import BackendError, Generation, canonical_request
 from .catalog import Job
 from .payments import Admission, Payments, Served
+from .x402 import SCHEME_EXACT
 
 log = logging.getLogger("opg.node.engine")
 
@@ -88,6 +93,11 @@ class StreamRun:
         self.gone = False  # the client left before the end
         self.finished = False  # the final chunk was sent
         self.budget = budget_tokens(job, adm.quote.cap)
+        # exact streams are settled before their first piece leaves (``settle_upfront``): text already streamed
+        # cannot be withheld if the transfer then fails (the payer cancels the authorisation, or empties its wallet)
+        self.upfront = getattr(adm, "scheme", None) == SCHEME_EXACT
+        self.paid: dict | None = None
+        self.settled = threading.Event()
 
     # Worker thread -----------------------------------------------------------------------------------------------
     def _push(self, event: tuple[str, Any]) -> None:
@@ -120,6 +130,14 @@ class StreamRun:
             with self.cond:
                 self.cond.wait_for(lambda: self.gone or self.delivered >= self.pushed)
                 gone, delivered = self.gone, self.delivered
+            if self.upfront:  # paid in full before the first piece (or refused, and then nothing was sent)
+                if gone:
+                    self.metrics.cancelled.inc()
+                    return
+                self.settled.wait()
+                if self.paid is not None:
+                    self._push(("payment", self.paid))
+                return
             if gone:
                 self.metrics.cancelled.inc()
                 if delivered == 0:
@@ -133,6 +151,19 @@ class StreamRun:
             log.exception("streaming request failed")
             self.payments.release(self.adm)
             self._push(("error", f"{exc.__class__.__name__}: {exc}"))
+
+    def settle_upfront(self) -> dict:
+        """Blocking, before the first piece is sent: settle an ``exact`` payment (in full: the authorisation is for
+        the quote). A failed settlement stops generation; the caller answers 402 and sends no text."""
+        try:
+            self.paid = self.payments.complete(self.adm, None)  # type: ignore[arg-type]  # exact needs no Served
+        finally:
+            self.settled.set()
+        if not self.paid.get("success"):
+            with self.cond:
+                self.gone = True
+                self.cond.notify_all()
+        return self.paid
 
     # Event loop --------------------------------------------------------------------------------------------------
     async def next_event(self) -> tuple[str, Any]:

@@ -83,6 +83,7 @@ class Admission:
     channel: Channel | None = None
     reservation: str | None = None
     voucher: SignedVoucher | None = None
+    signer: str | None = None  # who signed the voucher: the payer or one of its session keys
     verified: dict | None = None  # the relayer's /verify extra (None: checked on-chain only)
     available: int | None = None  # escrow.available_of when checked on-chain only
     spent: int = 0
@@ -202,7 +203,7 @@ class Payments:
         if problem is not None:
             raise PaymentRefused(problem[0], problem[1], payer)
         adm = Admission(scheme=SCHEME_CREDIT, payer=payer, quote=quote, channel=channel, reservation=key,
-                        voucher=signed, spent=spent)
+                        voucher=signed, signer=signer, spent=spent)
         try:
             self._verify_credit(adm, payload, channel)
         except BaseException:
@@ -261,6 +262,11 @@ class Payments:
         if available < need:
             raise PaymentRefused("insufficient_balance", f"available credits {available} < {need} this channel may "
                                  "charge (charged + in flight + cap - settled)", adm.payer)
+        if adm.signer is not None and adm.signer != adm.payer:  # settlement charges a session voucher to its key
+            allowance = self.chain.session_allowance(adm.payer, adm.signer)
+            if allowance < need:
+                raise PaymentRefused("allowance_exceeded", f"session key {adm.signer} has {allowance} wei of "
+                                     f"allowance left, below the {need} this channel may charge unsettled", adm.payer)
         adm.available = available
 
     def _admit_exact(self, quote: Quote, payload: PaymentPayload) -> Admission:

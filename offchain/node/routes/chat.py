@@ -114,6 +114,16 @@ def chat_router(catalog: Catalog, payments: Payments, metrics: Any) -> APIRouter
             metrics.requests.inc(1, adm.scheme, mode, "model_error")
             return JSONResponse({"error": "model_error", "field": None,
                                  "reason": f"the model failed; nothing was charged: {first[1]}"}, status_code=502)
+        if run.upfront:  # exact: settled before any text leaves (streamed text cannot be withheld afterwards)
+            try:
+                paid = await asyncio.to_thread(run.settle_upfront)
+            except Exception:
+                run.close(False)
+                raise
+            if not paid.get("success"):
+                metrics.requests.inc(1, adm.scheme, mode, "settlement_failed")
+                return payment_required(job.quote, adm.payer, str(paid.get("errorReason")),
+                                        f"settlement failed: {paid.get('errorMessage')}")
 
         async def events():
             pending: tuple[str, Any] | None = first
@@ -138,7 +148,8 @@ def chat_router(catalog: Catalog, payments: Payments, metrics: Any) -> APIRouter
                     return
                 elif kind == "error":
                     metrics.requests.inc(1, adm.scheme, mode, "model_error")
-                    yield oa.sse({"error": {"message": f"the model failed; nothing was charged: {value}",
+                    charged = "the quote was settled up front" if run.upfront else "nothing was charged"
+                    yield oa.sse({"error": {"message": f"the model failed; {charged}: {value}",
                                             "type": "model_error", "param": None, "code": "model_error"}})
                     yield oa.sse("[DONE]")
                     run.finished = True
