@@ -160,12 +160,30 @@ class PaymentOutcome:
 
 class ChainClock:
     """max(wall clock, latest block timestamp + time since it was read): chain time as the contracts will see it
-    (devnets move the chain clock ahead). Without an RPC URL, the wall clock."""
+    (devnets move the chain clock ahead). Without an RPC URL, the wall clock.
 
-    def __init__(self, rpc_url: str | None, refresh: float = 5.0):
+    ``client``: the (thread-safe) ``httpx.Client`` to read the RPC with, or a callable returning it (a Payer passes
+    its own); by default the clock makes one on first use and keeps it. While one thread refreshes the reading, the
+    others use the previous one instead of waiting for the RPC."""
+
+    def __init__(self, rpc_url: str | None, refresh: float = 5.0, client: Any = None):
         self.rpc_url, self.refresh = rpc_url, refresh
+        self._client = client
         self._read: tuple[int, float] | None = None
         self._lock = threading.Lock()
+        self._refreshing = False
+
+    def _http(self) -> httpx.Client:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = httpx.Client(timeout=5)
+                client = self._client
+        return client() if callable(client) and not isinstance(client, httpx.Client) else client
+
+    def _estimate(self, wall: int, mono: float) -> int:
+        return wall if self._read is None else max(wall, self._read[0] + int(mono - self._read[1]))
 
     def now(self) -> int:
         wall = int(time.time())
@@ -173,14 +191,21 @@ class ChainClock:
             return wall
         with self._lock:
             mono = time.monotonic()
-            if self._read is None or mono - self._read[1] > self.refresh:
-                try:
-                    answer = httpx.post(self.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByNumber",
-                                                            "params": ["latest", False]}, timeout=5).json()
-                    self._read = (int(answer["result"]["timestamp"], 16), mono)
-                except Exception:
-                    return wall if self._read is None else max(wall, self._read[0] + int(mono - self._read[1]))
-            return max(wall, self._read[0] + int(mono - self._read[1]))
+            fresh = self._read is not None and mono - self._read[1] <= self.refresh
+            if fresh or (self._refreshing and self._read is not None):
+                return self._estimate(wall, mono)
+            self._refreshing = True
+        try:
+            answer = self._http().post(self.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByNumber",
+                                                           "params": ["latest", False]}, timeout=5).json()
+            reading = (int(answer["result"]["timestamp"], 16), mono)
+        except Exception:
+            reading = None
+        with self._lock:
+            self._refreshing = False
+            if reading is not None and (self._read is None or reading[1] >= self._read[1]):
+                self._read = reading
+            return self._estimate(int(time.time()), time.monotonic())
 
 
 class Payer:
@@ -209,10 +234,12 @@ class Payer:
         self.session = session
         self.state = state if isinstance(state, ClientState) else ClientState(state)
         self.relayer_url = relayer_url.rstrip("/") if relayer_url else None
-        self.clock = ChainClock(rpc_url)
         self.max_amount = max_amount
         self.timeout = timeout
         self.http_timeout = http_timeout
+        self._http_client: httpx.Client | None = None
+        self._http_lock = threading.Lock()
+        self.clock = ChainClock(rpc_url, client=self.http)
         self.chain_id = deployment.chainId
         self.network = f"eip155:{self.chain_id}"
         self.token = deployment.address("OPG")
@@ -238,6 +265,24 @@ class Payer:
     @property
     def is_session(self) -> bool:
         return self.signer != self.address
+
+    def http(self) -> httpx.Client:
+        """This payer's HTTP client for the relayer and the RPC clock (made on first use, kept: keep-alive
+        connections, no new client per look-up; httpx clients are thread-safe)."""
+        client = self._http_client
+        if client is None:
+            with self._http_lock:
+                if self._http_client is None:
+                    self._http_client = httpx.Client(timeout=self.http_timeout)
+                client = self._http_client
+        return client
+
+    def close(self) -> None:
+        """Close this payer's HTTP client (it is made again if the payer is used after)."""
+        with self._http_lock:
+            client, self._http_client = self._http_client, None
+        if client is not None:
+            client.close()
 
     def on_payment(self, listener: Any) -> None:
         """Call ``listener(outcome: PaymentOutcome)`` after every paid request's receipt is checked."""
@@ -286,18 +331,26 @@ class Payer:
         return node, quote
 
     # Preparing ------------------------------------------------------------------------------------------------
-    def prepare(self, requirement: dict, resource: dict | None = None) -> Reservation:
-        """Sign the payment for ``requirement`` (a 402's accepted entry, camelCase JSON)."""
+    def prepare(self, requirement: dict, resource: dict | None = None, *,
+                window: tuple[float, float] | None = None, retry_of: Reservation | None = None) -> Reservation:
+        """Sign the payment for ``requirement`` (a 402's accepted entry, camelCase JSON).
+
+        ``window``: ``(sent_at, received_at)``, the wall times (``time.time()``) at which the request that drew the
+        402 was sent and its 402 arrived. The node's ``extra.charged`` may then also count the caps of this payer's
+        requests that were in flight on the node while it quoted and whose receipts this client has checked since
+        (for the part of each cap they were not billed). Without it, only what is in flight now counts.
+        ``retry_of``: the refused payment this 402 answers (its own cap is not among them)."""
         if requirement.get("scheme") == SCHEME_CREDIT:
-            return self._prepare_credit(requirement, resource)
+            return self._prepare_credit(requirement, resource, window, retry_of.token if retry_of else None)
         if requirement.get("scheme") == SCHEME_EXACT:
             return self._prepare_exact(requirement, resource)
         raise PaymentRefused(f"unsupported scheme {requirement.get('scheme')!r}", "unsupported_scheme")
 
-    def _channel(self, node: str):
-        return self.state.channel(self.chain_id, self.escrow, self.address, node)
+    def _channel(self, node: str, durable: bool = True):
+        return self.state.channel(self.chain_id, self.escrow, self.address, node, durable=durable)
 
-    def _prepare_credit(self, req: dict, resource: dict | None) -> Reservation:
+    def _prepare_credit(self, req: dict, resource: dict | None, window: tuple[float, float] | None = None,
+                        retry_of: str | None = None) -> Reservation:
         node, quote = self._check_requirement(req)
         extra = req.get("extra") or {}
         if extra.get("staking") and str(extra["staking"]).lower() != self.staking.lower():
@@ -317,13 +370,17 @@ class Payer:
                 raise Overcharged(self._blocked_message(st))
             st.expire_inflight(now)
             others = st.in_flight_caps()
-            if claimed > st.charged + others + st.unreceipted_total:
+            # caps of requests in flight on the node when it quoted, ended here since (their receipts checked)
+            since = st.recent_slack(*window, exclude=retry_of) if window else 0
+            if claimed > st.charged + others + st.unreceipted_total + since:
                 self._sync_from_relayer(st)
-                if claimed > st.charged + others + st.unreceipted_total:
+                if claimed > st.charged + others + st.unreceipted_total + since:
                     raise ChannelConflict(
                         f"node {node} says the channel was charged {claimed} wei, but this client knows of "
                         f"{st.charged} wei charged plus {others + st.unreceipted_total} wei of requests without a "
-                        "receipt (and the relayer of no more): refusing to sign a higher cap on the node's word; "
+                        + (f"receipt and {since} wei of caps of requests that ended while the node quoted "
+                           if since else "receipt ")
+                        + "(and the relayer of no more): refusing to sign a higher cap on the node's word; "
                         "retry in a moment if another device of yours is using this node")
             max_cumulative = max(claimed, st.charged) + others + quote
             voucher = Voucher(payer=self.address, node=node, max_cumulative=max_cumulative)
@@ -373,16 +430,17 @@ class Payer:
         """The node refused the payment (another 402): nothing was served, the cap is no longer in flight."""
         if res.scheme != SCHEME_CREDIT:
             return
-        with self._channel(res.node) as (st, _):
-            st.inflight.pop(res.token, None)
+        with self._channel(res.node, durable=False) as (st, _):  # lost in a crash: the cap stays in flight
+            if st.inflight.pop(res.token, None) is not None:
+                st.add_recent(res.token, res.cap, res.reserved_at)  # a node may have held it for a moment
 
     def abandon(self, res: Reservation) -> None:
         """The request ended without a receipt seen (error, cut stream, unseen response): the node may have billed
         up to its cap, which is remembered as unreceipted."""
         if res.scheme != SCHEME_CREDIT:
             return
-        with self._channel(res.node) as (st, _):
-            if st.inflight.pop(res.token, None) is not None:
+        with self._channel(res.node, durable=False) as (st, _):  # lost in a crash: the cap stays in flight,
+            if st.inflight.pop(res.token, None) is not None:     # which then ends unreceipted all the same
                 st.add_unreceipted(res.cap)
 
     def reopen(self, res: Reservation) -> None:
@@ -508,7 +566,9 @@ class Payer:
 
     def _settle_channel(self, res: Reservation, receipt: SignedReceipt | None, problem: str | None,
                         outcome: PaymentOutcome) -> tuple[bool, str | None]:
-        with self._channel(res.node) as (st, _):
+        # not fsynced (the request record is, before complete returns; a block always is): lost in a crash, the cap
+        # stays in flight and then counts as ended without a receipt, the more cautious view
+        with self._channel(res.node, durable=False) as (st, _):
             flight = st.inflight.pop(res.token, None)
             if receipt is not None and outcome.receipt_id == st.last_receipt:
                 return st.blocked is None, st.blocked  # the same receipt again
@@ -532,6 +592,8 @@ class Payer:
                 st.consume_unreceipted(max(0, receipt.cumulative - receipt.amount - st.charged - st.in_flight_caps()))
                 st.resolve_unreceipted(before=res.reserved_at - RESOLVE_MARGIN)
                 st.charged = max(st.charged, receipt.cumulative)
+                if flight is not None:
+                    st.add_recent(res.token, res.cap - receipt.amount, res.reserved_at)
                 st.received += receipt.amount
                 st.receipts += 1
                 st.last_receipt = outcome.receipt_id
@@ -600,7 +662,7 @@ class Payer:
         if not self.relayer_url:
             return None
         try:
-            res = httpx.get(self.relayer_url + path, timeout=self.http_timeout)
+            res = self.http().get(self.relayer_url + path, timeout=self.http_timeout)
         except httpx.HTTPError as exc:
             log.warning("relayer %s unreachable: %s", self.relayer_url, exc.__class__.__name__)
             return None

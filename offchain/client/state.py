@@ -21,14 +21,20 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 DEFAULT_STATE_DIR = Path("~/.opg")
+# how long, and how many, requests that left the in-flight set are remembered (ChannelState.recent): enough for the
+# requests ending while a 402 is on its way (well under a second); forgetting one only makes the client stricter
+RECENT_KEEP = 30.0  # s
+RECENT_MAX = 32
 
 
-def _atomic_write(path: Path, data: Any, private: bool = False) -> None:
+def _atomic_write(path: Path, data: Any, private: bool = False, durable: bool = True) -> None:
+    """Write ``data`` to a temporary file and rename it over ``path`` (readers see the old or the new file, never a
+    mix). ``durable``: fsync the data first, so it survives a crash or power loss once this returns."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
@@ -37,7 +43,8 @@ def _atomic_write(path: Path, data: Any, private: bool = False) -> None:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -91,6 +98,9 @@ class ChannelState:
     # caps of requests that ended without a receipt seen (what the node may have billed for them), with when each ended
     unreceipted: list[list[float]] = field(default_factory=list)  # [[cap, ended_at], ...]
     inflight: dict[str, InFlight] = field(default_factory=dict)
+    # requests that left the in-flight set lately, with what a node's quote issued while they were in flight may
+    # count for them beyond what this client now counts (cap - amount billed; the cap if nothing was billed)
+    recent: list[list] = field(default_factory=list)  # [[slack, reserved_at, ended_at, token], ...]
     blocked: str | None = None  # why this client refuses to sign for the node (over-charge), persisted
     blocked_receipt: str | None = None
     blocked_at: float | None = None
@@ -99,10 +109,11 @@ class ChannelState:
     updated_at: float = 0.0
 
     def to_json(self) -> dict:
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}  # shallow: asdict deep-copies every list
         for k in ("charged", "max_signed", "received"):
             data[k] = str(data[k])
         data["unreceipted"] = [[str(int(cap)), ended] for cap, ended in self.unreceipted]
+        data["recent"] = [[str(int(slack)), reserved, ended, token] for slack, reserved, ended, token in self.recent]
         data["inflight"] = {t: {**asdict(f), "cap": str(f.cap), "max_cumulative": str(f.max_cumulative)}
                             for t, f in self.inflight.items()}
         return data
@@ -113,6 +124,8 @@ class ChannelState:
         for k in ("charged", "max_signed", "received"):
             data[k] = int(data.get(k, 0))
         data["unreceipted"] = [[int(cap), float(ended)] for cap, ended in (data.get("unreceipted") or [])]
+        data["recent"] = [[int(r[0]), float(r[1]), float(r[2]), str(r[3]) if len(r) > 3 else ""]
+                          for r in (data.get("recent") or [])]
         data["inflight"] = {t: InFlight(cap=int(f["cap"]), max_cumulative=int(f["max_cumulative"]), pid=int(f["pid"]),
                                         deadline=float(f["deadline"]), started=float(f.get("started", 0)))
                             for t, f in (data.get("inflight") or {}).items()}
@@ -129,6 +142,22 @@ class ChannelState:
     def add_unreceipted(self, cap: int, now: float | None = None) -> None:
         if cap > 0:
             self.unreceipted.append([cap, time.time() if now is None else now])
+
+    def add_recent(self, token: str, slack: int, reserved_at: float, now: float | None = None) -> None:
+        """The request ``token``, reserved at ``reserved_at``, left the in-flight set now; a quote the node issued
+        while it was in flight may count ``slack`` wei more for it than this client now does."""
+        now = time.time() if now is None else now
+        self.recent = [r for r in self.recent if r[2] >= now - RECENT_KEEP][-(RECENT_MAX - 1):]
+        if slack > 0:
+            self.recent.append([int(slack), float(reserved_at), now, token])
+
+    def recent_slack(self, sent_at: float, received_at: float, exclude: str | None = None) -> int:
+        """What a node's quote, issued between ``sent_at`` (the request that drew it left) and ``received_at`` (its
+        answer arrived), may count for requests in flight on the node then that have left this client's in-flight
+        set since: each was reserved (its paid request sent) before ``received_at`` and ended after ``sent_at``
+        (a node ends a request before its receipt leaves). ``exclude``: the request the quote answers."""
+        return int(sum(slack for slack, reserved, ended, token in self.recent
+                       if reserved <= received_at and ended >= sent_at and token != exclude))
 
     def consume_unreceipted(self, amount: int) -> None:
         """``amount`` of what the unreceipted requests may have cost is now accounted for (oldest first)."""
@@ -170,8 +199,11 @@ class ClientState:
         return ChannelState.from_json(data) if data else None
 
     @contextmanager
-    def channel(self, chain_id: int, escrow: str, payer: str, node: str) -> Iterator[tuple[ChannelState, bool]]:
-        """Lock the channel (thread and file), yield ``(state, existed)``; the state is saved on a clean exit."""
+    def channel(self, chain_id: int, escrow: str, payer: str, node: str,
+                durable: bool = True) -> Iterator[tuple[ChannelState, bool]]:
+        """Lock the channel (thread and file), yield ``(state, existed)``; the state is saved on a clean exit
+        (fsynced unless ``durable`` is False: for changes a crash may lose, as the state before them is the more
+        cautious one, e.g. a cap leaving the in-flight set; a change of the over-charge block is always fsynced)."""
         path = self.channel_path(chain_id, escrow, payer, node)
         with self._guard:
             lock = self._locks.setdefault(str(path), threading.Lock())
@@ -183,9 +215,10 @@ class ClientState:
                     data = _read(path)
                     state = (ChannelState.from_json(data) if data
                              else ChannelState(chain_id=chain_id, escrow=escrow, payer=payer, node=node))
+                    blocked = state.blocked
                     yield state, data is not None
                     state.updated_at = time.time()
-                    _atomic_write(path, state.to_json())
+                    _atomic_write(path, state.to_json(), durable=durable or state.blocked != blocked)
                 finally:
                     fcntl.flock(lockfile, fcntl.LOCK_UN)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -207,8 +208,11 @@ class _Flow:
         return httpx.Request(request.method, request.url, headers=headers, content=request.content,
                              extensions=request.extensions)
 
-    def reserve(self, response: httpx.Response) -> Reservation | httpx.Response | None:
-        """What to do with a (read) 402: a reservation to pay it, a local refusal, or None (pass the 402 on)."""
+    def reserve(self, response: httpx.Response, window: tuple[float, float] | None = None,
+                retry_of: Reservation | None = None) -> Reservation | httpx.Response | None:
+        """What to do with a (read) 402: a reservation to pay it, a local refusal, or None (pass the 402 on).
+        ``window``: when the request that drew it was sent and when the 402 arrived; ``retry_of``: the payment
+        it refused, if any (``Payer.prepare``)."""
         required = payment_required_of(response)
         if not required:
             return None
@@ -216,7 +220,7 @@ class _Flow:
             requirement = self.payer.choose(required.get("accepts") or [], self.allow_exact, self.schemes)
             if requirement is None:
                 return None
-            return self.payer.prepare(requirement, required.get("resource"))
+            return self.payer.prepare(requirement, required.get("resource"), window=window, retry_of=retry_of)
         except PaymentRefused as exc:
             log.warning("%s", exc)
             return _refusal(exc)
@@ -291,12 +295,17 @@ class PayingTransport(httpx.BaseTransport):
         request.read()
         if PAYMENT_SIGNATURE.lower() in request.headers:
             return self.inner.handle_request(request)
+        # when each attempt left and its answer came: a 402 may count caps of requests in flight on the node
+        # then that ended since (Payer.prepare's window)
+        sent = time.time()
         response = self.inner.handle_request(self.flow.first(request))
+        received = time.time()
+        res = None
         for _ in range(self.flow.max_attempts):
             if response.status_code != 402:
                 return response
             response.read()
-            res = self.flow.reserve(response)
+            res = self.flow.reserve(response, (sent, received), res)
             if not isinstance(res, Reservation):
                 if res is None:
                     return response
@@ -304,7 +313,9 @@ class PayingTransport(httpx.BaseTransport):
                 return res
             response.close()
             try:
+                sent = time.time()
                 response = self.inner.handle_request(self.flow.paid(request, res))
+                received = time.time()
             except BaseException:
                 self.payer.abandon(res)
                 raise
@@ -344,12 +355,15 @@ class AsyncPayingTransport(httpx.AsyncBaseTransport):
         await request.aread()
         if PAYMENT_SIGNATURE.lower() in request.headers:
             return await self.inner.handle_async_request(request)
+        sent = time.time()  # see PayingTransport
         response = await self.inner.handle_async_request(self.flow.first(request))
+        received = time.time()
+        res = None
         for _ in range(self.flow.max_attempts):
             if response.status_code != 402:
                 return response
             await response.aread()
-            res = self.flow.reserve(response)
+            res = self.flow.reserve(response, (sent, received), res)
             if not isinstance(res, Reservation):
                 if res is None:
                     return response
@@ -357,7 +371,9 @@ class AsyncPayingTransport(httpx.AsyncBaseTransport):
                 return res
             await response.aclose()
             try:
+                sent = time.time()
                 response = await self.inner.handle_async_request(self.flow.paid(request, res))
+                received = time.time()
             except BaseException:
                 self.payer.abandon(res)
                 raise

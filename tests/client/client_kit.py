@@ -345,3 +345,76 @@ class TamperProxy:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class ScriptedNode:
+    """An in-process node for ``httpx.MockTransport`` (no chain, no sockets) with the node's channel rule: its 402
+    quotes ``charged`` = cumulative + caps in flight, a voucher must cover that plus the request's cap, every request
+    costs ``cost`` and is billed under a signed receipt. Hooks let a test hold requests at chosen points to order
+    concurrent ones deterministically: ``on_quote(body)`` runs after a 402 is priced and before it leaves,
+    ``on_serve(body)`` while a paid request is in flight. ``extra_claim`` wei are added to every quote (a lying
+    node)."""
+
+    def __init__(self, payer: Any, node: Any, *, cost: int, cap: int):
+        self.payer, self.node, self.cost, self.cap = payer, node, cost, cap
+        self.cumulative = 0
+        self.inflight: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.on_quote: Any = None
+        self.on_serve: Any = None
+        self.extra_claim = 0
+        self.quotes: list[int] = []
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    def requirement(self, charged: int) -> dict:
+        p = self.payer
+        return {"scheme": "opg-credit", "network": p.network, "asset": p.token, "amount": str(self.cap),
+                "payTo": self.node.address, "maxTimeoutSeconds": 300,
+                "extra": {"escrow": p.escrow, "staking": p.staking, "charged": str(charged)}}
+
+    def challenge(self, body: dict, error: str) -> httpx.Response:
+        with self.lock:
+            charged = self.cumulative + sum(self.inflight.values()) + self.extra_claim
+        self.quotes.append(charged)
+        required = {"x402Version": 2, "error": error, "accepts": [self.requirement(charged)]}
+        if self.on_quote:
+            self.on_quote(body)
+        return httpx.Response(402, json=required, headers={"PAYMENT-REQUIRED": b64(required)})
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content or b"{}")
+        header = request.headers.get("PAYMENT-SIGNATURE")
+        if not header:
+            return self.challenge(body, "payment_required")
+        payload = unb64(header)["payload"]
+        v = payload["voucher"]
+        voucher = Voucher(payer=v["payer"], node=v["node"], max_cumulative=int(v["maxCumulative"]))
+        if recover_signer(voucher.fast_digest(self.payer.escrow_domain), payload["signature"]) != voucher.payer:
+            return self.challenge(body, "invalid_signature")
+        token = secrets.token_hex(4)
+        with self.lock:
+            refuse = voucher.max_cumulative < self.cumulative + sum(self.inflight.values()) + self.cap
+            if not refuse:
+                self.inflight[token] = self.cap
+        if refuse:
+            return self.challenge(body, "cap_exceeded")
+        if self.on_serve:
+            self.on_serve(body)
+        text = "ok"
+        with self.lock:
+            del self.inflight[token]
+            self.cumulative += self.cost
+            cumulative = self.cumulative
+        receipt = Receipt(request_id="0x" + secrets.token_hex(32), payer=voucher.payer, node=self.node.address,
+                          model_id="0x" + "ab" * 32, input_hash="0x" + "22" * 32, output_hash=output_hash(text),
+                          amount=self.cost, cumulative=cumulative, timestamp=int(time.time()))
+        wire = {name: getattr(receipt, attr) for name, _t, attr in Receipt.FIELDS}
+        wire.update({"amount": str(self.cost), "cumulative": str(cumulative),
+                     "signature": receipt.sign_with(self.node.key, self.payer.staking_domain)})
+        payment = {"success": True, "scheme": "opg-credit", "receipt": wire, "cost": str(self.cost),
+                   "cumulative": str(cumulative), "status": "pending"}
+        completion = {"object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant",
+                      "content": text}, "finish_reason": "stop"}], "x_opg_payment": payment}
+        return httpx.Response(200, json=completion, headers={"PAYMENT-RESPONSE": b64(payment)})
