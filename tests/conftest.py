@@ -5,6 +5,8 @@ Ape takes a chain snapshot around every test, so each test starts from the state
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from opg_test_params import OPG, TEST_PARAMS  # noqa: F401 (OPG re-exported to the test modules)
 
@@ -149,3 +151,22 @@ def verifiers(make_actor, register, make_live, params):
         out.append(actor)
     make_live(out)
     return sorted(out, key=lambda a: int(a.address, 16))
+
+
+# Order: the tests on ape's own test chain (contracts, wallets, console, property) run first, inside ape's snapshot
+# isolation and close to the creation of the session fixtures above; then the end-to-end tests of the daemons, each
+# on private anvil chains of its own (relayer, node, client, verifier, operator, backends, demo). In a full run with
+# the daemon tests first, the contract tests saw state leak between tests (a deposit counted twice); they pass alone
+# and in any order among themselves. Keeping the chains apart in time keeps the run as it was before the daemons.
+OWN_CHAIN_DIRS = {"backends", "client", "node", "operator", "relayer", "verifier"}
+OWN_CHAIN_MODULES = {"test_demo.py", "test_ape_devnet.py"}
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def own_chain(item) -> int:
+        rel = Path(str(item.fspath)).resolve().relative_to(TESTS)
+        return int(rel.parts[0] in OWN_CHAIN_DIRS or rel.name in OWN_CHAIN_MODULES)
+
+    items.sort(key=own_chain)  # stable: the order within each group is pytest's
+
