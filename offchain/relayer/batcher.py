@@ -233,6 +233,7 @@ class Batcher:
         self._log_block = latest + 1
         for entry in logs:
             payer = _topic_address(entry["topics"][1])
+            self.r.credit.forget_payer(payer)  # /verify re-reads its available_of (CreditScheme._judge)
             if payer in self.r.ledger.by_payer:
                 log.info("payer %s requested a withdrawal: settling its channels now", payer)
                 self._urgent.add(payer)

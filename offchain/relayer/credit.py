@@ -1,8 +1,10 @@
 """The ``opg-credit`` scheme: verifying a payer's voucher before a request, validating a node's receipts after.
 
-Stateless checks (shapes, signatures, amounts) run locally; what only the chain knows (session signers and ERC-1271
-wallets behind a voucher, whether a node is active, balances) is read with ``eth_call`` and cached where that is
-safe (a node's active status briefly, a voucher signature the escrow accepted).
+Stateless checks (shapes, signatures, amounts) run locally; what only the chain knows (session signers behind a
+voucher, whether a node is active, balances) is read with raw ``eth_call`` JSON-RPC (``reads.RawReader``: one
+batch request per ``/verify``, no web3.py in the request path) and cached where that is safe (see ``CreditScheme.verify``
+and ``_judge`` for what ``/verify`` caches and why; a node's payable status briefly, a voucher signature the escrow
+accepted).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ..chain import ROLE_INFERENCE
 from ..daemon.errors import ApiError, from_validation_error
 from ..messages import InvalidSignature, recover_signer
 from .models import SCHEME_CREDIT, CreditPayload
+from .reads import RawReader
 from .receipts import CheckContext, Checked, check_bulk, check_item, unpack
 from .store import ValidReceipt
 
@@ -47,6 +50,10 @@ SESSION_SETTLE_MARGIN = 60  # a session key's receipts are accepted while it has
 POOL_MIN_ITEMS = 16  # bulk submissions this large are checked in the worker processes
 NODE_ACTIVE_TTL = 10.0
 NODE_INACTIVE_TTL = 1.0
+# POST /verify: how long an "active" is_active_as(node) and a (spent, available_of) pair may be reused. Only answers
+# that *accept* a voucher use cached values: a refusal reached with any cached value is checked again with fresh
+# reads. Why this is safe: see CreditScheme._judge.
+VERIFY_CACHE_TTL = 2.0
 
 
 class _LRU(OrderedDict):
@@ -75,47 +82,61 @@ class CreditScheme:
         self._thaw: tuple[int, float] | None = None
         self._nodes: dict[str, tuple[bool, float]] = {}  # is_active_as(node, INFERENCE)
         self._payable: dict[str, tuple[bool, float]] = {}  # is_payable(node)
+        self._verify_nodes: dict[str, tuple[bool, float]] = {}  # is_active_as(node, INFERENCE) true, for /verify
+        # (payer, node) -> (valid until (monotonic), ledger token, spent, available_of): see _judge
+        self._funds: dict[tuple[str, str], tuple[float, int, int, int]] = {}
+        self.reads = RawReader(relayer.settings.rpc_url, relayer.escrow_address, relayer.staking_address)
+        self._judged = {"cache": 0, "chain": 0}  # opg-credit /verify judgements: answered from the cache alone or not
+        relayer.metrics.gauge("opg_relayer_verify_credit_reads", "opg-credit /verify judgements (a refusal's fresh "
+                              "re-check counts once more) by where the chain values came from: cache (no RPC "
+                              "request) or chain (one JSON-RPC batch).",
+                              lambda: {(k,): v for k, v in self._judged.items()}, ("source",))
 
     # Chain reads (blocking; called from worker threads) -------------------------------------------------------
     def node_active(self, node: str, fresh: bool = False) -> bool:
         """staking.is_active_as(node, INFERENCE) (eligible for new service: registered, not jailed, minimum stake),
         cached briefly unless ``fresh``."""
-        return self._node_flag(self._nodes, node, fresh,
-                               lambda chain: chain.staking.functions.is_active_as(node, ROLE_INFERENCE).call())
+        return self._node_flag(self._nodes, node, fresh, self.reads.is_active_as(node, ROLE_INFERENCE))
 
     def node_payable(self, node: str, fresh: bool = False) -> bool:
         """staking.is_payable(node) (settlement pays it: registered inference node, not jailed; the minimum stake
         does not gate pay for work done), cached briefly unless ``fresh``."""
-        return self._node_flag(self._payable, node, fresh, lambda chain: chain.staking.functions.is_payable(node).call())
+        return self._node_flag(self._payable, node, fresh, self.reads.is_payable(node))
 
-    def _node_flag(self, cache: dict, node: str, fresh: bool, read: Any) -> bool:
+    def _node_flag(self, cache: dict, node: str, fresh: bool, call: Any) -> bool:
         cached = cache.get(node)
         now = time.monotonic()
         if not fresh and cached is not None and cached[1] > now:
             return cached[0]
-        chain = self.r.thread_chain()
-        value = bool(self.r.retry(lambda: read(chain)))
+        value = bool(self.r.retry(lambda: self.reads.one(call)))
         cache[node] = (value, now + (NODE_ACTIVE_TTL if value else NODE_INACTIVE_TTL))
         return value
 
     def forget_node(self, node: str) -> None:
         self._nodes.pop(node, None)
         self._payable.pop(node, None)
+        self._verify_nodes.pop(node, None)
+
+    def forget_payer(self, payer: str) -> None:
+        """Drop the cached (spent, available_of) of the payer's channels (a withdrawal request was seen)."""
+        for key in [k for k in list(self._funds) if k[0] == payer]:
+            self._funds.pop(key, None)
+
+    def _thaw_stale(self) -> bool:
+        return self._thaw is None or self._thaw[1] <= time.monotonic()
 
     def thaw_period(self) -> int:
-        now = time.monotonic()
-        if self._thaw is None or self._thaw[1] <= now:
-            chain = self.r.thread_chain()
-            self._thaw = (int(self.r.retry(lambda: chain.escrow.functions.thaw_period().call())), now + 30)
+        if self._thaw_stale():
+            self._thaw = (int(self.r.retry(lambda: self.reads.one(self.reads.thaw_period()))), time.monotonic() + 30)
         return self._thaw[0]
+
+    def _saw_block(self, stamp: int) -> int:
+        self._clock = (stamp, time.monotonic())
+        return max(stamp, int(time.time()))
 
     def chain_now(self) -> int:
         """The latest block's timestamp (what the escrow compares a session key's expiry with), or the clock's."""
-        chain = self.r.thread_chain()
-        block = self.r.retry(lambda: chain.w3.eth.get_block("latest"))
-        stamp = int(block["timestamp"])
-        self._clock = (stamp, time.monotonic())
-        return max(stamp, int(time.time()))
+        return self._saw_block(self.r.retry(lambda: self.reads.one(self.reads.latest_timestamp())))
 
     def _clock_stale(self) -> bool:
         clock = getattr(self, "_clock", None)
@@ -136,15 +157,15 @@ class CreditScheme:
 
     def session_key(self, payer: str, key: str) -> tuple[int, int]:
         """escrow.signer_of(payer, key): (expiry, remaining allowance)."""
-        chain = self.r.thread_chain()
-        expiry, allowance = self.r.retry(lambda: chain.escrow.functions.signer_of(payer, key).call())
+        expiry, allowance = self.r.retry(lambda: self.reads.one(self.reads.signer_of(payer, key)))
         return int(expiry), int(allowance)
 
     def session_refusal(self, payer: str, key: str, margin: int) -> str | None:
         """Why a voucher signed by ``key`` (not the payer) is refused, or None: the key must be a session key of the
         payer whose expiry is at least ``margin`` seconds away (so the relayer can settle its vouchers in time)."""
-        expiry, _allowance = self.session_key(payer, key)
-        now = self.chain_now()
+        (expiry, _allowance), stamp = self.r.retry(lambda: self.reads.many(
+            [self.reads.signer_of(payer, key), self.reads.latest_timestamp()]))
+        now = self._saw_block(stamp)
         if expiry <= now:
             return (f"signed by {key}, which is neither the payer nor one of its session keys in force "
                     "(or signed for another chain or escrow)")
@@ -193,49 +214,144 @@ class CreditScheme:
             signer = recover_signer(digest, payload.signature)
         except InvalidSignature as exc:
             return invalid(INVALID_SIGNATURE, str(exc))
-        if not self.node_active(voucher.node, fresh=True):
-            return invalid(NODE_NOT_ACTIVE, f"node {voucher.node} is not an active inference node")
         node = voucher.node
+        refusal, extra, used_cache = self._judge(payer, node, signer, voucher.max_cumulative, price, fresh=False)
+        if refusal is not None and used_cache:
+            # Cached values only ever accept: a refusal is confirmed with fresh reads (a deposit, an expired
+            # withdrawal request or a newly registered node shows at once).
+            refusal, extra, _ = self._judge(payer, node, signer, voucher.max_cumulative, price, fresh=True)
+        if refusal is not None:
+            return invalid(*refusal)
+        self.r.metrics.verify.inc(1, SCHEME_CREDIT, "valid")
+        return VerifyResponse(is_valid=True, payer=payer, extra=extra)
+
+    def _settled_token(self, payer: str) -> int:
+        """Sum of what the ledger knows the payer's channels were paid. Only the relayer's own settlement results
+        raise it (``ch.settled`` never falls), so an unchanged token means no settlement was recorded since."""
+        channels = self.r.ledger.channels
+        return sum(channels[(payer, n)].settled for n in list(self.r.ledger.by_payer.get(payer, ())))
+
+    def _judge(self, payer: str, node: str, signer: str, max_cumulative: int, price: int,
+               fresh: bool) -> tuple[tuple[str, str] | None, dict, bool]:
+        """The chain-dependent checks of POST /verify, in the documented order: (refusal (invalidReason, message)
+        or None, the valid answer's extra, whether a cached value was used).
+
+        All the reads this needs go out as one JSON-RPC batch. Unless ``fresh``, two of them may come from a cache
+        (VERIFY_CACHE_TTL, 2 s), and only to accept:
+
+        - ``is_active_as(node, INFERENCE)`` when true. A node jailed, deregistered or unbonded below the minimum
+          stake within the TTL may still be accepted for new service for that long; the payer is not exposed by it:
+          settlement never pays a jailed or unregistered node (the escrow skips it, the relayer rejects its
+          receipts), and unbonding stake stays slashable until withdrawn, after an unbonding period (so receipts
+          paid are still backed by stake). This relayer's own slashes drop the entry (``forget_node``).
+        - ``(spent(payer, node), available_of(payer))``, read together in one batch (one consistent snapshot) and
+          reused only while the ledger records no settlement of any channel of the payer (``_settled_token``) and
+          no ``WithdrawalRequested`` of the payer was seen (``forget_payer``, from the batcher's scan, every 1 s while
+          receipts are pending; otherwise the TTL alone bounds it). The
+          check is ``available >= reserved (sum over the other channels of cap - ledger settled) + max(voucher,
+          cap) - spent``. What moves these values on-chain, and what a snapshot up to 2 s old does:
+            * settlement by this relayer (balance and spent fall/rise by the same delta): until the ledger records
+              it the snapshot is the pre-settlement state, which gives the same answer as the truth (the delta
+              cancels: on this channel in ``available`` and ``spent``, on another in ``available`` and that
+              channel's paid amount); once recorded, the token changes and the values are read again. (Using the
+              new ledger with the old ``available`` would overstate the credits by the delta: hence the token.)
+            * a node's own settlement (``settle_batch`` sent by the node), which the ledger does not see: the same
+              cancellation holds for ``available``; a lower ``spent`` only makes ``charged = max(ledger charged,
+              spent)`` lower for the cap check, which can only let that node accept a request its voucher can no
+              longer pay (its own loss, not the payer's: the payer never pays beyond a voucher's cap).
+            * ``void_charges`` after a fraud proof (spent rises, balance does not): a lower ``spent`` overstates
+              this channel's need (conservative); the node is jailed and never paid again.
+            * a withdrawal request (``available_of`` falls at once): for up to the TTL the relayer may accept
+              requests against thawing credits. Those credits stay in the balance for the thaw period (at least
+              60 s, the escrow's floor) and settlement may still draw on them; the relayer settles a payer's
+              pending receipts at once when it sees ``WithdrawalRequested`` (and within ``--batch-age`` anyway),
+              long before the thaw ends.
+            * deposits, an expired withdrawal request (``available_of`` rises): a stale value is conservative, and
+              a refusal is re-read fresh anyway.
+        - Never cached here: ``signer_of(payer, key)`` (a session key's expiry and allowance; the allowance falls
+          with every settlement under the key) and the latest block's timestamp it is compared with.
+        """
+        reads = self.reads
+        token = self._settled_token(payer)  # before the reads: a settlement recorded meanwhile invalidates them
+        started = time.monotonic()
+        used_cache = False
+        active: bool | None = None
+        cached_node = None if fresh else self._verify_nodes.get(node)
+        if cached_node is not None and cached_node[0] and cached_node[1] > started:
+            active, used_cache = True, True
+        funds = None if fresh else self._funds.get((payer, node))
+        if funds is not None and funds[0] > started and funds[1] == token:
+            spent, available = funds[2], funds[3]
+            used_cache = True
+        else:
+            funds = None
+        session = signer != payer
+        thaw_stale = session and self._thaw_stale()
+        calls = []
+        if active is None:
+            calls.append(reads.is_active_as(node, ROLE_INFERENCE))
+        if funds is None:
+            calls += [reads.spent(payer, node), reads.available_of(payer)]
+        if session:
+            calls += [reads.signer_of(payer, signer), reads.latest_timestamp()]
+            if thaw_stale:
+                calls.append(reads.thaw_period())
+        self._judged["chain" if calls else "cache"] += 1
+        results = iter(self.r.retry(lambda: reads.many(calls)) if calls else ())
+        if active is None:
+            active = bool(next(results))
+            if active:
+                self._verify_nodes[node] = (True, started + VERIFY_CACHE_TTL)
+            else:
+                self._verify_nodes.pop(node, None)
+        if funds is None:
+            spent, available = int(next(results)), int(next(results))
+            self._funds[(payer, node)] = (started + VERIFY_CACHE_TTL, token, spent, available)
+            if len(self._funds) > 100_000:
+                self._prune_funds(started)
         allowance = None
-        if signer != payer:
+        if session:
+            expiry, allowance = next(results)
+            now = self._saw_block(int(next(results)))
+            if thaw_stale:
+                self._thaw = (int(next(results)), started + 30)
+        if not active:
+            return (NODE_NOT_ACTIVE, f"node {node} is not an active inference node"), {}, used_cache
+        if session:
             # A session key: in force for at least a thaw period more (its vouchers must be settled before it
             # expires, and a revocation takes a thaw period), and with allowance for every channel it signed.
-            expiry, allowance = self.session_key(payer, signer)
-            now = self.chain_now()
             if expiry <= now:
-                return invalid(INVALID_SIGNATURE, f"signed by {signer}: neither the payer nor a session key of it "
-                               "in force (or signed for another chain or escrow)")
-            thaw = self.thaw_period()
+                return (INVALID_SIGNATURE, f"signed by {signer}: neither the payer nor a session key of it "
+                        "in force (or signed for another chain or escrow)"), {}, used_cache
+            thaw = self._thaw[0]
             if expiry < now + thaw:
-                return invalid(SESSION_EXPIRING, f"session key {signer} expires in {expiry - now} s, sooner than "
-                               f"the thaw period ({thaw} s)")
-        chain = self.r.thread_chain()
-        spent = self.r.retry(lambda: chain.escrow.functions.spent(payer, node).call())
+                return (SESSION_EXPIRING, f"session key {signer} expires in {expiry - now} s, sooner than "
+                        f"the thaw period ({thaw} s)"), {}, used_cache
         channel = self.r.ledger.get(payer, node)
         charged = max(channel.charged if channel else 0, spent)
-        if voucher.max_cumulative < charged + price:
-            return invalid(CAP_EXCEEDED, f"maxCumulative {voucher.max_cumulative} < charged {charged} + price {price}")
+        if max_cumulative < charged + price:
+            return (CAP_EXCEEDED, f"maxCumulative {max_cumulative} < charged {charged} + price {price}"), {}, used_cache
         # Credits for a new request: what the payer can still use (withdrawal requests excluded) less what its other
         # accepted vouchers still let nodes charge; this channel needs its new cap less what it has paid.
-        available = int(self.r.retry(lambda: chain.escrow.functions.available_of(payer).call()))
         reserved = self.r.ledger.reserved(payer, exclude_node=node)
-        need = max(voucher.max_cumulative, channel.cap if channel else 0) - spent
+        need = max(max_cumulative, channel.cap if channel else 0) - spent
         if available < reserved + need:
-            return invalid(INSUFFICIENT_BALANCE, f"available credits {available} < reserved {reserved} by other "
-                           f"channels + {need} this voucher allows (maxCumulative - spent)")
+            return (INSUFFICIENT_BALANCE, f"available credits {available} < reserved {reserved} by other "
+                    f"channels + {need} this voucher allows (maxCumulative - spent)"), {}, used_cache
         if allowance is not None:
             key_reserved = self.r.ledger.key_reserved(payer, signer, exclude_node=node)
-            key_need = voucher.max_cumulative - max(spent, channel.payer_cap if channel else 0)
+            key_need = max_cumulative - max(spent, channel.payer_cap if channel else 0)
             if allowance < key_reserved + key_need:
-                return invalid(ALLOWANCE_EXCEEDED, f"session key allowance {allowance} < reserved {key_reserved} by "
-                               f"its other channels + {key_need} this voucher allows")
+                return (ALLOWANCE_EXCEEDED, f"session key allowance {allowance} < reserved {key_reserved} by "
+                        f"its other channels + {key_need} this voucher allows"), {}, used_cache
         outstanding = self.r.ledger.outstanding(payer)
-        balance = available
-        self.r.metrics.verify.inc(1, SCHEME_CREDIT, "valid")
-        return VerifyResponse(is_valid=True, payer=payer, extra={
-            "charged": str(charged), "outstanding": str(outstanding), "balance": str(balance),
-            "maxCumulative": str(voucher.max_cumulative),
-        })
+        return None, {"charged": str(charged), "outstanding": str(outstanding), "balance": str(available),
+                      "maxCumulative": str(max_cumulative)}, used_cache
+
+    def _prune_funds(self, now: float) -> None:
+        for key, entry in list(self._funds.items()):
+            if entry[0] <= now:
+                self._funds.pop(key, None)
 
     # POST /settle: receipts ------------------------------------------------------------------------------------
     def check_local(self, raw: Any, index: int, prefix: str, now: float) -> Checked | ApiError:
@@ -286,10 +402,32 @@ class CreditScheme:
             errors = await asyncio.to_thread(self.check_chain, checked)
         return [errors.get(a.index, a.valid) if isinstance(a, Checked) else a for a in answers]
 
+    @staticmethod
+    def _future_dated(answers: list) -> bool:
+        return any(isinstance(a, ApiError) and a.error == "invalid_timestamp" and a.reason == "is in the future"
+                   for a in answers)
+
+    async def _clock_moved(self, stale: bool, before: float) -> float | None:
+        """After a receipt looked future-dated against a chain clock estimate read up to 2 s ago (``not stale``):
+        read the chain clock again and return the new time if it moved ahead (the chain's clock can jump, e.g. a
+        devnet's ``evm_increaseTime``), else None. Refusals are confirmed with a fresh read, as in /verify."""
+        if stale:
+            return None
+        try:
+            await asyncio.to_thread(self.chain_now)
+        except Exception:  # the chain unreachable: keep the refusal
+            return None
+        after = self.clock_now()  # just read: no chain access here
+        return after if after > before + 1 else None
+
     async def validate(self, raws: list[tuple[int, str, Any]]) -> list[ValidReceipt | ApiError]:
         """Validate items ``(index, field prefix, raw json)`` here; one answer per item, in order."""
-        now = await asyncio.to_thread(self.clock_now) if self._clock_stale() else self.clock_now()
+        stale = self._clock_stale()
+        now = await asyncio.to_thread(self.clock_now) if stale else self.clock_now()
         answers = [self.check_local(raw, index, prefix, now) for index, prefix, raw in raws]
+        if self._future_dated(answers) and (moved := await self._clock_moved(stale, now)) is not None:
+            answers = [self.check_local(raw, index, prefix, moved) if self._future_dated([a]) else a
+                       for a, (index, prefix, raw) in zip(answers, raws, strict=True)]
         return await self._finish(answers, [a for a in answers if isinstance(a, Checked)])
 
     async def validate_bulk(self, body: bytes, count: int) -> list[ValidReceipt | ApiError]:
@@ -299,9 +437,13 @@ class CreditScheme:
             items = pydantic_core.from_json(body)["receipts"]
             return await self.validate([(i, f"receipts[{i}].", item) for i, item in enumerate(items)])
         loop = asyncio.get_running_loop()
-        now = await asyncio.to_thread(self.clock_now) if self._clock_stale() else self.clock_now()
+        stale = self._clock_stale()
+        now = await asyncio.to_thread(self.clock_now) if stale else self.clock_now()
         packed = await loop.run_in_executor(pool, check_bulk, body, now)
         answers = [unpack(i, a) for i, a in enumerate(packed)]
+        if self._future_dated(answers) and (moved := await self._clock_moved(stale, now)) is not None:
+            packed = await loop.run_in_executor(pool, check_bulk, body, moved)
+            answers = [unpack(i, a) for i, a in enumerate(packed)]
         checked = []
         for a in answers:
             if isinstance(a, Checked):

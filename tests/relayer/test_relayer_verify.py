@@ -191,6 +191,59 @@ def test_attack_withdrawal_request_credits_not_served(relayer, devnet):
     assert body["isValid"] is True, body
 
 
+# /verify caches (offchain.relayer.credit.VERIFY_CACHE_TTL): only to accept, never across a settlement it records
+VERIFY_CACHE_TTL = 2.0
+
+
+def verify_credit(relayer, devnet, payer, node, cap, price=OPG) -> dict:
+    v = ChannelSim(devnet, payer, node).voucher(cap)
+    res = relayer.post("/verify", credit_request(devnet, payer.address, node.address, cap, v.signature, price=price))
+    assert res.status_code == 200, res.text
+    return res.json()
+
+
+def test_attack_withdrawal_request_after_cached_verify_reflected_within_ttl(relayer, devnet):
+    """A withdrawal request right after a /verify (whose available_of /verify caches briefly) stops new service
+    against the thawing credits within the cache TTL (plus the relayer's WithdrawalRequested reaction)."""
+    node, payer = devnet.new_node(), devnet.new_payer(10 * OPG)
+    assert verify_credit(relayer, devnet, payer, node, 5 * OPG)["isValid"] is True  # available_of 10 cached
+    transact(devnet.w3, payer.key, devnet.escrow.functions.request_withdrawal(8 * OPG))
+    requested = time.monotonic()
+    while True:
+        body = verify_credit(relayer, devnet, payer, node, 5 * OPG)
+        if not body["isValid"]:
+            break
+        assert time.monotonic() - requested <= VERIFY_CACHE_TTL + 0.5, "withdrawal request not reflected in time"
+        time.sleep(0.05)
+    assert body["invalidReason"] == "insufficient_balance", body
+    assert time.monotonic() - requested <= VERIFY_CACHE_TTL + 0.5
+
+
+def test_attack_cached_balance_not_reused_across_own_settlement(relayer, devnet):
+    """The relayer's own settlement lowers available_of and, once recorded, the reservation of the settled channel:
+    a balance read before it must not be combined with the ledger after it (that would count the settled amount as
+    both still available and no longer reserved)."""
+    a, b, payer = devnet.new_node(), devnet.new_node(), devnet.new_payer(10 * OPG)
+    ch = ChannelSim(devnet, payer, a, price_cap=6 * OPG)
+    res = relayer.post("/settle", ch.next(6 * OPG))  # voucher cap 6, charged 6: reserves 6 until paid
+    assert res.status_code == 200, res.text
+    assert verify_credit(relayer, devnet, payer, b, 4 * OPG)["isValid"] is True  # 10 - 6 >= 4 (cached 10)
+    relayer.wait_receipts([res.json()["id"]])  # paid: balance 4 on-chain, the ledger reserves nothing for a
+    body = verify_credit(relayer, devnet, payer, b, 5 * OPG)
+    assert body["isValid"] is False and body["invalidReason"] == "insufficient_balance", body
+    assert verify_credit(relayer, devnet, payer, b, 4 * OPG)["isValid"] is True
+
+
+def test_refusal_with_cached_values_is_read_again(relayer, devnet):
+    """A deposit right after a cached /verify counts at once: refusals are always confirmed with fresh reads."""
+    node, payer = devnet.new_node(), devnet.new_payer(10 * OPG, extra_opg=10 * OPG)
+    assert verify_credit(relayer, devnet, payer, node, 5 * OPG)["isValid"] is True  # available_of 10 cached
+    transact(devnet.w3, payer.key, devnet.opg.functions.approve(devnet.escrow.address, 10 * OPG))
+    transact(devnet.w3, payer.key, devnet.escrow.functions.deposit(10 * OPG))
+    body = verify_credit(relayer, devnet, payer, node, 15 * OPG)
+    assert body["isValid"] is True and body["extra"]["balance"] == str(20 * OPG), body
+
+
 # exact -----------------------------------------------------------------------------------------------------------
 def authorization(devnet, payer, to, value, valid_after=None, valid_before=None, nonce=None, key=None,
                   chain_id=None):
