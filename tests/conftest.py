@@ -5,9 +5,12 @@ Ape takes a chain snapshot around every test, so each test starts from the state
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
 import pytest
+from ape.pytest.fixtures import IsolationManager
 from opg_test_params import OPG, TEST_PARAMS  # noqa: F401 (OPG re-exported to the test modules)
 
 from offchain.ape_deploy import deploy_system
@@ -151,6 +154,30 @@ def verifiers(make_actor, register, make_live, params):
         out.append(actor)
     make_live(out)
     return sorted(out, key=lambda a: int(a.address, 16))
+
+
+# Ape's isolation (a chain snapshot around every test) turns itself off for the rest of the session, silently, the
+# first time taking a snapshot raises (ape/pytest/fixtures.py: `except Exception: self.supported = False`); every
+# later test then sees the state of the tests before it (seen on a loaded machine: a deposit counted twice). Retry a
+# failed snapshot a few times, say so, and fail loudly rather than run the rest of the suite without isolation.
+def _set_snapshot(self, scope):
+    if not self.supported or not self.config_wrapper.get_isolation(scope):
+        return
+    for attempt in range(6):
+        try:
+            snapshot_id = self.take_snapshot()  # None when no provider is connected or none can snapshot
+            break
+        except Exception as exc:  # noqa: BLE001
+            print(f"conftest: taking a chain snapshot failed ({exc.__class__.__name__}: {exc}); retrying",
+                  file=sys.stderr)
+            time.sleep(0.5 * (attempt + 1))
+    else:
+        raise RuntimeError("ape could not take a chain snapshot: tests would run without isolation")
+    if snapshot_id is not None:
+        self.snapshots.set_snapshot_id(scope, snapshot_id)
+
+
+IsolationManager.set_snapshot = _set_snapshot
 
 
 # Order: the tests on ape's own test chain (contracts, wallets, console, property) run first, inside ape's snapshot
