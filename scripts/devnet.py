@@ -59,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         system.start()
-        from offchain.client import OpgClient
         from eth_account import Account
+
+        from offchain.client import OpgClient
 
         payer = Account.from_key(anvil_key(PAYER_ACCOUNT))
         amount = int(args.credits * OPG)
