@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Devnet, RelayerProc, new_key
 from eth_account import Account
+from opg_devnet import Devnet, RelayerProc, new_key
 
 from offchain.deployments import PROJECT_ROOT
 from offchain.devchain import free_port

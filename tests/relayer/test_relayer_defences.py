@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import OPG, ChannelSim, RelayerProc, item, new_key, wait_until
+from opg_devnet import OPG, ChannelSim, RelayerProc, item, new_key, wait_until
 
 from offchain.devchain import transact
 

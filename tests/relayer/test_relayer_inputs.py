@@ -4,7 +4,7 @@ everything accepted before untouched."""
 from __future__ import annotations
 
 import pytest
-from conftest import OPG, ChannelSim, item, new_key, rand32
+from opg_devnet import OPG, ChannelSim, item, new_key, rand32
 from test_relayer_verify import malleate
 
 from offchain.messages import Domain

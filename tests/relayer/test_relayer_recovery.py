@@ -4,7 +4,7 @@ exactly once after a restart; nothing acknowledged is lost, nothing is paid twic
 from __future__ import annotations
 
 import pytest
-from conftest import OPG, ChannelSim, RelayerProc, wait_until
+from opg_devnet import OPG, ChannelSim, RelayerProc, wait_until
 
 from offchain.relayer.txsender import FAULT_EXIT_CODE
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import OPG, ChannelSim, camel, item, wait_until
+from opg_devnet import OPG, ChannelSim, camel, item, wait_until
 
 from offchain.devchain import transact
 from offchain.messages import Claim, merkle_root

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import OPG, ChannelSim, item, rand32, wait_until
+from opg_devnet import OPG, ChannelSim, item, rand32, wait_until
 
 from offchain.messages import Verdict
 

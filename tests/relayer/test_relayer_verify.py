@@ -6,7 +6,7 @@ import secrets
 import time
 
 import pytest
-from conftest import OPG, ChannelSim, item, new_key
+from opg_devnet import OPG, ChannelSim, item, new_key
 
 from offchain.devchain import transact
 from offchain.messages import SECP256K1_HALF_N, Domain, TransferWithAuthorization
