@@ -34,3 +34,24 @@ def serve(app: Any, host: str, port: int, log_level: str, banner: str | None = N
         print(banner, file=sys.stderr, flush=True)
     server.run()
     return 0
+
+
+def build_daemon(factory: Any, settings: Any, refusals: tuple[type[BaseException], ...] = ()) -> Any:
+    """``factory(settings)``, with every start-up failure turned into one ConfigError line: configuration and store
+    refusals as they are, missing files and bad values by their first line, an unreachable chain by name."""
+    import requests
+
+    from .settings import ConfigError
+    from .store import StoreMismatch
+
+    try:
+        return factory(settings)
+    except (ConfigError, StoreMismatch, *refusals) as exc:
+        raise ConfigError(str(exc)) from None
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise ConfigError(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)) from None
+    except requests.exceptions.RequestException as exc:
+        raise ConfigError(f"cannot reach the chain at {settings.rpc_url}: {exc.__class__.__name__}") from None
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise ConfigError(f"cannot start: {first}") from None

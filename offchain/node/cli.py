@@ -119,23 +119,11 @@ def _settle(settings: NodeSettings, dry_run: bool, as_json: bool) -> int:
     return 0 if all(r["outcome"] in (0, 1) for r in results) else 1
 
 
-def _build(settings: NodeSettings):
-    import requests
-
-    from ..daemon.store import StoreMismatch
+def _build(settings):
+    from ..daemon.serve import build_daemon
     from .service import Node
 
-    try:
-        return Node(settings)
-    except (ConfigError, StoreMismatch) as exc:
-        raise ConfigError(str(exc)) from None
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        raise ConfigError(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)) from None
-    except requests.exceptions.RequestException as exc:
-        raise ConfigError(f"cannot reach the chain at {settings.rpc_url}: {exc.__class__.__name__}") from None
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise ConfigError(f"cannot start: {first}") from None
+    return build_daemon(Node, settings)
 
 
 if __name__ == "__main__":

@@ -18,15 +18,14 @@ from typing import TYPE_CHECKING, Any
 import pydantic_core
 import requests
 from fastapi import FastAPI, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from x402.schemas import SettleRequest, SupportedKind, SupportedResponse, VerifyRequest
 
 from .. import __version__
 from ..chain import ROLE_VERIFIER
-from ..daemon.errors import ApiError, field_path, from_validation_error
+from ..daemon.app import install_error_handlers
+from ..daemon.errors import ApiError, from_validation_error
 from ..messages import InvalidSignature, recover_signer
 from .deposits import deposits_router
 from .feed import feed_router
@@ -196,36 +195,12 @@ def create_app(relayer: Relayer) -> FastAPI:
     credit, metrics, store, ledger = relayer.credit, relayer.metrics, relayer.store, relayer.ledger
 
     # Errors ------------------------------------------------------------------------------------------------------
-    @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status, content=exc.body())
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0]
-        loc = [p for p in first.get("loc", ()) if p not in ("body", "query", "path")]
-        if first.get("type") == "json_invalid":
-            return JSONResponse(status_code=400, content={"error": "invalid_json", "field": None,
-                                                          "reason": f"malformed JSON: {first.get('msg')}"})
-        error = {"missing": "missing_field", "extra_forbidden": "unknown_field"}.get(first.get("type"), "invalid_field")
-        return JSONResponse(status_code=400, content={"error": error, "field": field_path(loc),
-                                                      "reason": first.get("msg", "invalid")})
+    install_error_handlers(app)  # the daemons' shared {error, field, reason} answers
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(_request: Request, _exc: BodyTooLarge) -> JSONResponse:
         return JSONResponse(status_code=413, content={"error": "body_too_large", "field": None,
                                                       "reason": f"request body exceeds {relayer.settings.max_body_bytes} bytes"})
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(status_code=exc.status_code, content={"error": code, "field": None,
-                                                                  "reason": str(exc.detail)})
-
-    @app.exception_handler(requests.exceptions.RequestException)
-    async def _chain_down(_request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(status_code=503, content={"error": "chain_unavailable", "field": None,
-                                                      "reason": f"the chain RPC did not answer: {exc.__class__.__name__}"})
 
     # x402 facilitator --------------------------------------------------------------------------------------------
     @app.get("/supported", response_model=SupportedResponse, response_model_by_alias=True,

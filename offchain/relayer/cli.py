@@ -50,23 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     return _serve(relayer)
 
 
-def _build(settings: RelayerSettings):
-    import requests
-
+def _build(settings):
+    from ..daemon.serve import build_daemon
     from .service import Relayer
     from .store import StoreMismatch
 
-    try:
-        return Relayer(settings)
-    except (ConfigError, StoreMismatch) as exc:
-        raise ConfigError(str(exc)) from None
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        raise ConfigError(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)) from None
-    except requests.exceptions.RequestException as exc:
-        raise ConfigError(f"cannot reach the chain at {settings.rpc_url}: {exc.__class__.__name__}") from None
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise ConfigError(f"cannot start: {first}") from None
+    return build_daemon(Relayer, settings, (StoreMismatch,))
 
 
 def _serve(relayer) -> int:

@@ -30,20 +30,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _build(settings: VerifierSettings):
-    import requests
-
-    from ..daemon.store import StoreMismatch
+def _build(settings):
+    from ..daemon.serve import build_daemon
     from .service import Verifier
 
-    try:
-        return Verifier(settings)
-    except (ConfigError, StoreMismatch) as exc:
-        raise ConfigError(str(exc)) from None
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        raise ConfigError(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)) from None
-    except requests.exceptions.RequestException as exc:
-        raise ConfigError(f"cannot reach the chain at {settings.rpc_url}: {exc.__class__.__name__}") from None
+    return build_daemon(Verifier, settings)
 
 
 def main(argv: list[str] | None = None) -> int:
