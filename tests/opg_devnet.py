@@ -177,99 +177,6 @@ def camel(message: Any) -> dict:
     return {names.get(k, k): v for k, v in data.items()}
 
 
-class RelayerProc:
-    """``opg relayer run`` as a child process."""
-
-    def __init__(self, devnet: Devnet, store: Path, dev_account: int, *extra: str, env: dict | None = None,
-                 batch_age: float = 0.3, batch_size: int = 100):
-        self.devnet, self.store, self.dev_account = devnet, store, dev_account
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.args = [
-            sys.executable, "-m", "offchain.cli", "relayer", "run", "--rpc-url", devnet.url,
-            "--deployment", str(devnet.deployment_file), "--store", str(store), "--batch-size", str(batch_size),
-            "--batch-age", str(batch_age), "--confirmations", "1", "--host", "127.0.0.1", "--port", str(self.port),
-            "--dev-account", str(dev_account), "--poll-interval", "0.05", *extra,
-        ]
-        self.env = {**os.environ, **(env or {})}
-        self.log = store.with_suffix(f".{self.port}.log")
-        self.process: subprocess.Popen | None = None
-        self.client = httpx.Client(base_url=self.url, timeout=30)
-        self.address = Account.from_key(anvil_key(dev_account)).address
-
-    def start(self, timeout: float = 30) -> RelayerProc:
-        self._logfile = open(self.log, "ab")
-        self.process = subprocess.Popen(self.args, stdout=self._logfile, stderr=subprocess.STDOUT, env=self.env,
-                                        cwd=PROJECT_ROOT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"relayer exited {self.process.returncode}: {self.log.read_text()[-3000:]}")
-            try:
-                if self.client.get("/healthz").status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"relayer did not become healthy: {self.log.read_text()[-3000:]}")
-
-    def kill9(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if getattr(self, "_logfile", None):
-            self._logfile.close()
-
-    def wait_exit(self, timeout: float = 30) -> int:
-        assert self.process is not None
-        return self.process.wait(timeout=timeout)
-
-    # HTTP -----------------------------------------------------------------------------------------------------
-    def get(self, path: str, **kw: Any) -> httpx.Response:
-        return self.client.get(path, **kw)
-
-    def post(self, path: str, body: Any = None, **kw: Any) -> httpx.Response:
-        return self.client.post(path, json=body, **kw) if body is not None else self.client.post(path, **kw)
-
-    def receipt_status(self, receipt_id: str) -> dict:
-        res = self.get(f"/receipts/{receipt_id}")
-        assert res.status_code == 200, res.text
-        return res.json()
-
-    def wait_receipts(self, ids: list[str], statuses: tuple[str, ...] = ("settled",), timeout: float = 30) -> list[dict]:
-        """Poll until every receipt has one of ``statuses``; returns their views."""
-        deadline = time.monotonic() + timeout
-        while True:
-            views = [self.receipt_status(i) for i in ids]
-            if all(v["status"] in statuses for v in views):
-                return views
-            if time.monotonic() > deadline:
-                bad = [v for v in views if v["status"] not in statuses][:3]
-                raise AssertionError(f"receipts not {statuses} after {timeout}s: {bad}\n"
-                                     f"{self.log.read_text()[-3000:]}")
-            time.sleep(0.1)
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.1, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(interval)
-
-
 class DaemonProc:
     """Any ``opg <role> run ...`` daemon (node, verifier) as a child process with a ``/healthz`` route.
 
@@ -323,3 +230,65 @@ class DaemonProc:
 
     def logs(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
+
+
+class RelayerProc(DaemonProc):
+    """``opg relayer run`` as a child process."""
+
+    def __init__(self, devnet: Devnet, store: Path, dev_account: int, *extra: str, env: dict | None = None,
+                 batch_age: float = 0.3, batch_size: int = 100):
+        self.devnet, self.store, self.dev_account = devnet, store, dev_account
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = [
+            sys.executable, "-m", "offchain.cli", "relayer", "run", "--rpc-url", devnet.url,
+            "--deployment", str(devnet.deployment_file), "--store", str(store), "--batch-size", str(batch_size),
+            "--batch-age", str(batch_age), "--confirmations", "1", "--host", "127.0.0.1", "--port", str(self.port),
+            "--dev-account", str(dev_account), "--poll-interval", "0.05", *extra,
+        ]
+        self.env = {**os.environ, **(env or {})}
+        self.log = store.with_suffix(f".{self.port}.log")
+        self.process: subprocess.Popen | None = None
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+        self.address = Account.from_key(anvil_key(dev_account)).address
+        self.name, self.health = "relayer", "/healthz"
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    # HTTP -----------------------------------------------------------------------------------------------------
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return self.client.get(path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> httpx.Response:
+        return self.client.post(path, json=body, **kw) if body is not None else self.client.post(path, **kw)
+
+    def receipt_status(self, receipt_id: str) -> dict:
+        res = self.get(f"/receipts/{receipt_id}")
+        assert res.status_code == 200, res.text
+        return res.json()
+
+    def wait_receipts(self, ids: list[str], statuses: tuple[str, ...] = ("settled",), timeout: float = 30) -> list[dict]:
+        """Poll until every receipt has one of ``statuses``; returns their views."""
+        deadline = time.monotonic() + timeout
+        while True:
+            views = [self.receipt_status(i) for i in ids]
+            if all(v["status"] in statuses for v in views):
+                return views
+            if time.monotonic() > deadline:
+                bad = [v for v in views if v["status"] not in statuses][:3]
+                raise AssertionError(f"receipts not {statuses} after {timeout}s: {bad}\n"
+                                     f"{self.log.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.1, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        time.sleep(interval)
