@@ -42,6 +42,7 @@ IS_VALID_SIGNATURE_ABI = [{
     "inputs": [{"name": "hash", "type": "bytes32"}, {"name": "signature", "type": "bytes"}],
     "outputs": [{"name": "", "type": "bytes4"}],
 }]
+EXPIRY_MARGIN = 6  # s an authorisation must outlive the chain's next block by (model run, mining)
 TRANSFER_BYTES_SELECTOR = keccak(
     text="transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,bytes)")[:4]
 
@@ -90,17 +91,18 @@ class ExactScheme:
         return PreparedCall(w3, contract.address, data)
 
     # POST /verify ----------------------------------------------------------------------------------------------
-    def verify(self, req: VerifyRequest) -> VerifyResponse:
-        """Blocking: run in a worker thread."""
-        payload = self._payload(req)
-        a = payload.authorization
-        reqs = req.payment_requirements
-        payer = a.from_
-
+    def _invalid(self, payer: str) -> Any:
         def invalid(reason: str, message: str) -> VerifyResponse:
             self.r.metrics.verify.inc(1, SCHEME_EXACT, reason)
             return VerifyResponse(is_valid=False, invalid_reason=reason, invalid_message=message, payer=payer)
+        return invalid
 
+    def _check_signed(self, req: VerifyRequest | SettleRequest, payload: ExactPayload) -> VerifyResponse | None:
+        """What needs no chain state but the payer's code: the requirements match this relayer and the
+        authorisation, and the payer signed exactly this authorisation. ``None`` when all hold."""
+        a = payload.authorization
+        reqs = req.payment_requirements
+        invalid = self._invalid(a.from_)
         if reqs.scheme != SCHEME_EXACT or req.payment_payload.accepted.scheme != SCHEME_EXACT:
             return invalid(x402c.ERR_UNSUPPORTED_SCHEME, "scheme must be exact")
         if reqs.network != self.network or req.payment_payload.accepted.network != reqs.network:
@@ -116,25 +118,20 @@ class ExactScheme:
             return invalid(x402c.ERR_TOKEN_VERSION_MISMATCH, f"OPG's EIP-712 version is {self.token_version!r}")
         if a.to.lower() != str(reqs.pay_to).lower():
             return invalid(x402c.ERR_RECIPIENT_MISMATCH, "authorization.to must be paymentRequirements.payTo")
-        try:
-            if a.value != int(reqs.amount):
-                return invalid(x402c.ERR_AUTHORIZATION_VALUE_MISMATCH, "authorization.value must equal amount")
-        except ValueError:
-            raise ApiError(400, "invalid_field", "paymentRequirements.amount", "must be an integer") from None
-        now = int(time.time())
-        if a.valid_before < now + 6:
-            return invalid(x402c.ERR_VALID_BEFORE_EXPIRED, "authorization expires (validBefore) too soon or is expired")
-        if a.valid_after > now:
-            return invalid(x402c.ERR_VALID_AFTER_FUTURE, "authorization is not valid yet (validAfter)")
+        amount = str(reqs.amount)
+        if not (amount.isascii() and amount.isdigit()) or len(amount) > 78:
+            raise ApiError(400, "invalid_field", "paymentRequirements.amount", "must be a decimal integer (ASCII digits)")
+        if a.value != int(amount):
+            return invalid(x402c.ERR_AUTHORIZATION_VALUE_MISMATCH, "authorization.value must equal amount")
         chain = self.r.thread_chain()
         digest = hash_eip3009_authorization(
             ExactEIP3009Authorization(from_address=a.from_, to=a.to, value=str(a.value), valid_after=str(a.valid_after),
                                       valid_before=str(a.valid_before), nonce=a.nonce),
             self.r.chain_id, self.token, self.token_name, self.token_version)
         sig = bytes.fromhex(payload.signature[2:])
-        code = self.r.retry(lambda: chain.w3.eth.get_code(payer))
+        code = self.r.retry(lambda: chain.w3.eth.get_code(a.from_))
         if len(code) > 0:
-            wallet = chain.w3.eth.contract(address=payer, abi=IS_VALID_SIGNATURE_ABI)
+            wallet = chain.w3.eth.contract(address=a.from_, abi=IS_VALID_SIGNATURE_ABI)
             try:
                 magic = self.r.retry(lambda: wallet.functions.isValidSignature(digest, sig).call())
             except Exception:
@@ -146,46 +143,105 @@ class ExactScheme:
                 signer = recover_signer(digest, sig)
             except InvalidSignature as exc:
                 return invalid(x402c.ERR_INVALID_SIGNATURE, str(exc))
-            if signer != payer:
+            if signer != a.from_:
                 return invalid(x402c.ERR_INVALID_SIGNATURE,
                                "not signed by authorization.from over OPG's EIP-712 domain on this chain")
+        return None
+
+    def chain_now(self) -> int:
+        """The earliest time the chain can judge a transaction sent now: the next block's timestamp is at least the
+        latest block's + 1, and at least the wall clock (a devnet's chain clock may run ahead of the wall clock)."""
+        latest = self.r.retry(lambda: self.r.thread_chain().w3.eth.get_block("latest"))
+        return max(int(time.time()), int(latest["timestamp"]) + 1)
+
+    def verify(self, req: VerifyRequest) -> VerifyResponse:
+        """Blocking: run in a worker thread."""
+        payload = self._payload(req)
+        refused = self._check_signed(req, payload)
+        if refused is not None:
+            return refused
+        return self._check_payable(payload)
+
+    def _check_payable(self, payload: ExactPayload) -> VerifyResponse:
+        """What the chain will judge: the validity window at the time the chain will judge it (with a margin for
+        the model to run and the transaction to be mined), the nonce, the balance, and a simulation of the transfer
+        against the pending state. Refusing here costs the payer nothing; a revert on chain costs gas."""
+        a = payload.authorization
+        payer = a.from_
+        invalid = self._invalid(payer)
+        now = self.chain_now()
+        margin = EXPIRY_MARGIN
+        if a.valid_before < now + margin:
+            return invalid(x402c.ERR_VALID_BEFORE_EXPIRED,
+                           f"authorization expires (validBefore {a.valid_before}) before the chain can settle it: "
+                           f"the chain's next block is at {now} or later, settling needs {margin} s more")
+        if a.valid_after >= now:
+            return invalid(x402c.ERR_VALID_AFTER_FUTURE,
+                           f"authorization is not valid yet (validAfter {a.valid_after}, the chain's next block is at "
+                           f"{now})")
+        chain = self.r.thread_chain()
         nonce = bytes.fromhex(a.nonce[2:])
-        if self.r.retry(lambda: chain.opg.functions.authorizationState(payer, nonce).call()):
+        if self.r.retry(lambda: chain.opg.functions.authorizationState(payer, nonce).call(block_identifier="pending")):
             return invalid(x402c.ERR_NONCE_ALREADY_USED, "the authorization nonce is already used or canceled")
-        balance = self.r.retry(lambda: chain.opg.functions.balanceOf(payer).call())
+        balance = self.r.retry(lambda: chain.opg.functions.balanceOf(payer).call(block_identifier="pending"))
         if balance < a.value:
             return invalid(x402c.ERR_INSUFFICIENT_BALANCE, f"OPG balance {balance} < value {a.value}")
         try:
-            self.r.retry(lambda: self._call(payload, chain.w3, chain.opg).call({"from": self.r.address}))
+            self.r.retry(lambda: self._simulate(payload, chain))
         except Exception as exc:
             if not is_revert(exc):
                 raise
-            return invalid(parse_eip3009_transfer_error(exc) if parse_eip3009_transfer_error(exc) != x402c.ERR_TRANSACTION_FAILED
-                           else x402c.ERR_TRANSACTION_SIMULATION_FAILED, revert_message(exc))
+            reason = parse_eip3009_transfer_error(exc)
+            if reason == x402c.ERR_TRANSACTION_FAILED:
+                reason = x402c.ERR_TRANSACTION_SIMULATION_FAILED
+            log.info("exact %s:%s refused by simulation: %s", payer, a.nonce, revert_message(exc))
+            return invalid(reason, revert_message(exc))
         self.r.metrics.verify.inc(1, SCHEME_EXACT, "valid")
         return VerifyResponse(is_valid=True, payer=payer)
 
+    def _simulate(self, payload: ExactPayload, chain: Any, block: Any = "pending") -> Any:
+        call = self._call(payload, chain.w3, chain.opg)
+        if isinstance(call, PreparedCall):
+            return chain.w3.eth.call({"from": self.r.address, "to": call.to, "data": call.data}, block)
+        return call.call({"from": self.r.address}, block_identifier=block)
+
     # POST /settle ----------------------------------------------------------------------------------------------
     def settle(self, req: SettleRequest) -> SettleResponse:
-        """Blocking: run in a worker thread. Sends transferWithAuthorization and waits for it (exact_timeout)."""
+        """Blocking: run in a worker thread. Sends transferWithAuthorization and waits for it (exact_timeout).
+
+        The requirements and the payer's signature are checked before the stored record of ``(from, nonce)`` is
+        looked at, and a repeat is answered from the record only when it carries the very authorisation the record
+        holds; the record's own payer and value judge the transaction. A refused request changes nothing stored."""
         payload = self._payload(req)
         a = payload.authorization
         key = f"{a.from_}:{a.nonce}"
-        existing = self.r.store.exact_payment(key)
-        if existing and existing["status"] in ("sent", "confirmed") and existing["tx_hash"]:
-            return self._await(key, existing["tx_hash"], a.from_, a.value)
-        verdict = self.verify(VerifyRequest(x402_version=req.x402_version, payment_payload=req.payment_payload,
-                                            payment_requirements=req.payment_requirements))
-        if not verdict.is_valid:
+
+        def refused(reason: str | None, message: str | None) -> SettleResponse:
             self.r.metrics.exact.inc(1, "invalid")
-            return SettleResponse(success=False, error_reason=verdict.invalid_reason,
-                                  error_message=verdict.invalid_message, payer=a.from_, transaction="",
-                                  network=self.network)
+            return SettleResponse(success=False, error_reason=reason, error_message=message, payer=a.from_,
+                                  transaction="", network=self.network)
+
+        verdict = self._check_signed(req, payload)
+        if verdict is not None:
+            return refused(verdict.invalid_reason, verdict.invalid_message)
+        existing = self.r.store.exact_payment(key)
+        if existing is not None and existing["status"] != "failed":
+            if not self._same_authorization(existing, payload):
+                return refused(x402c.ERR_NONCE_ALREADY_USED,
+                               "another authorisation with this nonce is already being settled or settled")
+            if existing["status"] in ("sent", "confirmed") and existing["tx_hash"]:
+                return self._await(key, existing["tx_hash"], existing["payer"], int(existing["value"]))
+        verdict = self._check_payable(payload)
+        if not verdict.is_valid:
+            return refused(verdict.invalid_reason, verdict.invalid_message)
         claimed = self.r.store.call(Store.job_exact_new, key, a.from_, a.to, a.value,
                                     json.loads(payload.model_dump_json(by_alias=True)), time.time())
         if claimed is not None:  # another request is settling the same authorisation
+            if not self._same_authorization(claimed, payload):
+                return refused(x402c.ERR_NONCE_ALREADY_USED,
+                               "another authorisation with this nonce is already being settled or settled")
             if claimed.get("tx_hash"):
-                return self._await(key, claimed["tx_hash"], a.from_, a.value)
+                return self._await(key, claimed["tx_hash"], claimed["payer"], int(claimed["value"]))
             return SettleResponse(success=False, error_reason=x402c.ERR_SETTLEMENT_PENDING, payer=a.from_,
                                   transaction="", network=self.network)
         chain = self.r.sender_chain
@@ -194,15 +250,29 @@ class ExactScheme:
         except BroadcastError as exc:
             self.r.store.call(Store.job_exact_update, key, "failed", None, str(exc)[:500], time.time())
             self.r.metrics.exact.inc(1, "failed")
+            log.warning("exact %s not broadcast: %s", key, exc)
             return SettleResponse(success=False, error_reason=x402c.ERR_TRANSACTION_FAILED, error_message=str(exc),
                                   payer=a.from_, transaction="", network=self.network)
         except Exception as exc:
             self.r.store.call(Store.job_exact_update, key, "failed", None, str(exc)[:500], time.time())
             self.r.metrics.exact.inc(1, "failed")
             reason = parse_eip3009_transfer_error(exc) if is_revert(exc) else x402c.ERR_TRANSACTION_FAILED
+            log.warning("exact %s refused before broadcast: %s", key, revert_message(exc))
             return SettleResponse(success=False, error_reason=reason, error_message=revert_message(exc),
                                   payer=a.from_, transaction="", network=self.network)
         return self._await(key, tx_hash, a.from_, a.value)
+
+    @staticmethod
+    def _same_authorization(row: dict, payload: ExactPayload) -> bool:
+        """Whether a stored record holds this very authorisation (every signed field; the signature may differ only
+        if it is another valid signature of the same payer over the same fields, already checked)."""
+        try:
+            stored = json.loads(row["authorization"])["authorization"]
+        except (KeyError, TypeError, ValueError):
+            return False
+        mine = json.loads(payload.model_dump_json(by_alias=True))["authorization"]
+        fields = ("from", "to", "value", "validAfter", "validBefore", "nonce")
+        return all(str(stored.get(f)).lower() == str(mine.get(f)).lower() for f in fields)
 
     def _await(self, key: str, tx_hash: str, payer: str, value: int) -> SettleResponse:
         receipt = self.r.sender.wait(tx_hash, self.r.settings.exact_timeout)
@@ -215,16 +285,36 @@ class ExactScheme:
         ok = receipt["status"] == 1 and self._transfer_logged(receipt, payer, value)
         status = "confirmed" if ok else "failed"
         existing = self.r.store.exact_payment(key)
+        reason = None
+        if not ok:
+            reason = (self._revert_reason(existing, receipt["blockNumber"]) if receipt["status"] != 1
+                      else "the transaction did not transfer the authorised value")
         if existing is None or existing["status"] != status:
-            self.r.store.call(Store.job_exact_update, key, status, receipt["blockNumber"],
-                              None if ok else "transaction reverted", time.time())
+            self.r.store.call(Store.job_exact_update, key, status, receipt["blockNumber"], reason, time.time())
             self.r.metrics.exact.inc(1, status)
             self.r.metrics.gas_used.inc(receipt["gasUsed"], "exact")
             self.r.metrics.fees_wei.inc(receipt["gasUsed"] * receipt.get("effectiveGasPrice", 0), "exact")
+            if not ok:
+                log.warning("exact %s failed on chain in %s (block %s): %s", key, tx_hash, receipt["blockNumber"],
+                            reason)
         if not ok:
-            return SettleResponse(success=False, error_reason=x402c.ERR_TRANSACTION_FAILED, payer=payer,
-                                  transaction=tx_hash, network=self.network)
+            return SettleResponse(success=False, error_reason=x402c.ERR_TRANSACTION_FAILED, error_message=reason,
+                                  payer=payer, transaction=tx_hash, network=self.network)
         return SettleResponse(success=True, payer=payer, transaction=tx_hash, network=self.network, amount=str(value))
+
+    def _revert_reason(self, row: dict | None, block: int) -> str:
+        """Why a mined transferWithAuthorization reverted: the same call replayed on the state and clock of its
+        block (a reverted transaction changed nothing), e.g. ``eip3009: authorization is expired``."""
+        if row is None:
+            return "transaction reverted"
+        try:
+            payload = ExactPayload.model_validate(json.loads(row["authorization"]))
+            self._simulate(payload, self.r.sender_chain, block)
+        except Exception as exc:
+            if is_revert(exc):
+                return f"transaction reverted: {revert_message(exc)}"
+            log.debug("replaying %s failed: %r", row.get("id"), exc)
+        return "transaction reverted"
 
     def _transfer_logged(self, receipt: Any, payer: str, value: int) -> bool:
         events = self.r.sender_chain.opg.events.AuthorizationUsed().process_receipt(receipt, errors=DISCARD)

@@ -181,3 +181,88 @@ def test_other_endpoints_refuse_bad_input(relayer, devnet, setup):
                                      "signature": sig})
     assert res.status_code == 400 and res.json()["error"] == "verifier_not_active"
     assert relayer.get("/nope").status_code == 404
+
+
+# exact /settle: a settled authorisation's {from, nonce} reused by someone who did not sign ----------------------
+def exact_rows(relayer) -> list[tuple]:
+    """Every stored exact payment, read straight from the relayer's SQLite store (WAL: readable while it runs)."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{relayer.store}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT id, payer, payee, value, authorization, status, tx_hash, block_number, error"
+                            " FROM exact_payments ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def settled_exact(relayer, devnet):
+    """One exact payment, settled and confirmed: (its request body, its transaction, the payer)."""
+    from test_relayer_verify import authorization, exact_request
+
+    payer, merchant = new_key(), new_key()
+    devnet.fund(payer, 10 * OPG)
+    body = exact_request(devnet, authorization(devnet, payer, merchant.address, 2 * OPG), merchant.address, 2 * OPG)
+    answer = relayer.post("/settle", body).json()
+    assert answer["success"] is True, answer
+    return body, answer["transaction"], payer
+
+
+def forged(devnet, body: dict, value: int, signature: str) -> dict:
+    """The settled request's {from, nonce} with another payTo, the given value, and the given signature."""
+    from test_relayer_verify import exact_request
+
+    thief = new_key().address
+    auth = {**body["paymentPayload"]["payload"]["authorization"], "to": thief, "value": str(value)}
+    return exact_request(devnet, {"authorization": auth, "signature": signature}, thief, value)
+
+
+@pytest.mark.parametrize("signature", ["0x" + "11" * 65, "0x" + "00" * 65, "0x1234"])
+def test_attack_exact_settle_reusing_a_settled_nonce_with_a_junk_signature_is_refused(
+        relayer, devnet, settled_exact, signature):
+    body, tx, payer = settled_exact
+    before = exact_rows(relayer)
+    answer = relayer.post("/settle", forged(devnet, body, 2 * OPG, signature)).json()
+    assert answer["success"] is False and answer["transaction"] == "", answer
+    assert answer["errorReason"] == "invalid_exact_evm_payload_signature", answer
+    assert exact_rows(relayer) == before
+
+
+def test_attack_exact_settle_with_value_1_cannot_rewrite_the_stored_payment(relayer, devnet, settled_exact):
+    body, tx, payer = settled_exact
+    before = exact_rows(relayer)
+    assert [r[5] for r in before if r[6] == tx] == ["confirmed"]
+    answer = relayer.post("/settle", forged(devnet, body, 1, "0x" + "22" * 65)).json()
+    assert answer["success"] is False and answer["transaction"] == "", answer
+    assert exact_rows(relayer) == before  # still confirmed: nothing stored changed
+    # The genuine retry still answers the same transaction.
+    again = relayer.post("/settle", body).json()
+    assert again["success"] is True and again["transaction"] == tx, again
+    assert exact_rows(relayer) == before
+
+
+def test_attack_exact_settle_another_signed_authorisation_with_a_used_nonce_is_refused(relayer, devnet, settled_exact):
+    """Even the payer's own valid signature over other fields with the settled nonce gets neither the old
+    transaction nor a change to the stored record."""
+    from test_relayer_verify import authorization, exact_request
+
+    body, tx, payer = settled_exact
+    before = exact_rows(relayer)
+    nonce = body["paymentPayload"]["payload"]["authorization"]["nonce"]
+    other = new_key().address
+    answer = relayer.post("/settle", exact_request(devnet, authorization(devnet, payer, other, OPG, nonce=nonce),
+                                                   other, OPG)).json()
+    assert answer["success"] is False and answer["transaction"] == "", answer
+    assert answer["errorReason"] == "invalid_exact_evm_nonce_already_used", answer
+    assert exact_rows(relayer) == before
+    assert devnet.opg.functions.balanceOf(other).call() == 0
+
+
+def test_exact_settle_genuine_retry_returns_the_same_transaction(relayer, devnet, settled_exact):
+    body, tx, payer = settled_exact
+    before = exact_rows(relayer)
+    for _ in range(2):
+        again = relayer.post("/settle", body).json()
+        assert again["success"] is True and again["transaction"] == tx and again["payer"] == payer.address
+    assert exact_rows(relayer) == before
