@@ -149,10 +149,18 @@ class ExactScheme:
         return None
 
     def chain_now(self) -> int:
-        """The earliest time the chain can judge a transaction sent now: the next block's timestamp is at least the
-        latest block's + 1, and at least the wall clock (a devnet's chain clock may run ahead of the wall clock)."""
-        latest = self.r.retry(lambda: self.r.thread_chain().w3.eth.get_block("latest"))
-        return max(int(time.time()), int(latest["timestamp"]) + 1)
+        """The earliest time the chain can judge a transaction sent now: the next block's timestamp, which is at least
+        the latest block's + 1 and at least the wall clock, and on a node that knows it (anvil after
+        ``evm_increaseTime``: wall clock + offset) the pending block's. max(wall, chain), as everywhere else."""
+        w3 = self.r.thread_chain().w3
+        latest = self.r.retry(lambda: w3.eth.get_block("latest"))
+        now = max(int(time.time()), int(latest["timestamp"]) + 1)
+        try:
+            pending = self.r.retry(lambda: w3.eth.get_block("pending"))
+            now = max(now, int(pending["timestamp"]))
+        except Exception as exc:  # a node without a pending block: the latest block and the wall clock bound it
+            log.debug("no pending block: %r", exc)
+        return now
 
     def verify(self, req: VerifyRequest) -> VerifyResponse:
         """Blocking: run in a worker thread."""
