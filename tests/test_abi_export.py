@@ -7,7 +7,7 @@ import pytest
 from offchain.artifacts import ABI_DIR, compiled
 
 
-@pytest.mark.parametrize("name", ["OPG", "CreditEscrow", "NodeStaking", "RewardDistributor"])
+@pytest.mark.parametrize("name", ["OPG", "CreditEscrow", "NodeStaking", "RewardDistributor", "SeasonDistributor"])
 def test_committed_abi_matches_contract_source(name):
     committed = json.loads((ABI_DIR / f"{name}.json").read_text())
     assert committed == compiled(name)["abi"], f"run `opg abi` to refresh offchain/abi/{name}.json"
