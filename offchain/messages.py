@@ -287,6 +287,22 @@ class SignedVerdict(Verdict):
     signature: Signature
 
 
+class PayloadWithheld(TypedMessage):
+    """Off-chain only: a verifier's report that ``node`` did not release the payload of the receipt ``receiptHash``
+    by its deadline (NodeStaking domain). Deliberately NOT a ``Verdict``: withholding is no evidence about the answer,
+    so a report is never counted as a ``valid=false`` vote and never makes its signer a slashable false accuser
+    (withholding is answered by the payer's bonded dispute, which hands the payer's own copy to the verifiers)."""
+
+    PRIMARY_TYPE: ClassVar[str] = "PayloadWithheld"
+    FIELDS: ClassVar[list[tuple[str, str, str]]] = [
+        ("receiptHash", "bytes32", "receipt_hash"),
+        ("node", "address", "node"),
+    ]
+
+    receipt_hash: Bytes32
+    node: Address
+
+
 class TransferWithAuthorization(TypedMessage):
     """EIP-3009 ``TransferWithAuthorization`` on OPG (what an x402 "exact" payment signs); anyone may submit it."""
 

@@ -5,9 +5,10 @@
   verdict. Only hashes are in it (prompts and answers stay with the node). ``next`` is the cursor to pass as
   ``after`` next time; ``wait`` long-polls (up to 30 s) while nothing newer than ``after`` exists.
 - ``POST /reports/withholding``: an active verifier's report that a node did not release a sampled payload by the
-  verifiers' deadline. It is authenticated by the verifier's ``Verdict(receiptHash, valid=false)`` signature over
-  this deployment's NodeStaking domain (the same message a verdict is), so it is stored as that verdict too: a report
-  counts towards the fraud quorum, and makes its signer a slashable false accuser if the receipt is proven valid.
+  verifiers' deadline, authenticated by the verifier's ``PayloadWithheld(receiptHash, node)`` signature over this
+  deployment's NodeStaking domain. It is NOT a verdict (attack R4: a node withholding from one honest verifier while
+  others prove the receipt valid must not get that verifier slashed as a false accuser): it is recorded and counted
+  in the node's view, never towards a quorum. Withholding is answered by the payer's bonded dispute.
 - ``GET /nodes/{address}``: receipts accepted, withholding reports, slashes (by kind) of one node or verifier.
 """
 
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from ..daemon.errors import ApiError
-from ..messages import Domain, InvalidSignature, Receipt, SignedReceipt, Verdict, recover_signer
+from ..messages import Domain, InvalidSignature, PayloadWithheld, Receipt, SignedReceipt, recover_signer
 from ..types import Address, Bytes32, Signature
 from .store import Store
 
@@ -62,7 +63,8 @@ class WithholdingReport(_Model):
 
     receipt_hash: Bytes32 = Field(description="the receipt's struct hash")
     verifier: Address
-    signature: Signature = Field(description="the verifier's Verdict(receiptHash, valid=false) signature")
+    signature: Signature = Field(description="the verifier's PayloadWithheld(receiptHash, node) signature (not a "
+                                             "verdict: never counted as a vote)")
     receipt: FeedReceipt | None = Field(None, description="the signed receipt, if the relayer may not hold it")
     reason: str | None = Field(None, max_length=200)
 
@@ -102,7 +104,7 @@ def feed_router(store: Store, staking_domain: Domain, is_active_verifier: Callab
     router = APIRouter(tags=["verifiers"])
 
     @router.get("/feed/receipts", response_model=FeedPage)
-    async def feed(after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=FEED_MAX),
+    async def feed(after: int = Query(0, ge=0, le=2**63 - 1), limit: int = Query(100, ge=1, le=FEED_MAX),
                    wait: float = Query(0, ge=0, le=WAIT_MAX)) -> Any:
         """Accepted receipts after the cursor ``after``, in acceptance order (at most ``limit``)."""
         deadline = time.monotonic() + wait
@@ -118,15 +120,7 @@ def feed_router(store: Store, staking_domain: Domain, is_active_verifier: Callab
     @router.post("/reports/withholding", response_model=WithholdingAnswer,
                  responses={400: {"description": "refused"}, 404: {"description": "unknown receipt"}})
     async def report_withholding(body: WithholdingReport) -> Any:
-        """A verifier's signed report that a node withheld a payload (stored as its valid=false verdict too)."""
-        digest = Verdict(receipt_hash=body.receipt_hash, valid=False).fast_digest(staking_domain)
-        try:
-            signer = recover_signer(digest, body.signature)
-        except InvalidSignature as exc:
-            raise ApiError(400, "invalid_signature", "signature", str(exc)) from None
-        if signer != body.verifier:
-            raise ApiError(400, "invalid_signature", "signature",
-                           "not the verifier's Verdict(receiptHash, false) over this deployment's NodeStaking domain")
+        """A verifier's signed report that a node withheld a payload (recorded; never a verdict)."""
         if body.receipt is not None:
             plain = Receipt(**body.receipt.model_dump(exclude={"signature"}, by_alias=False))
             if "0x" + plain.struct_hash().hex() != body.receipt_hash:
@@ -143,6 +137,14 @@ def feed_router(store: Store, staking_domain: Domain, is_active_verifier: Callab
             if row is None:
                 raise ApiError(404, "not_found", "receiptHash", "no such receipt here; include the signed receipt")
             node = row["node"]
+        digest = PayloadWithheld(receipt_hash=body.receipt_hash, node=node).fast_digest(staking_domain)
+        try:
+            signer = recover_signer(digest, body.signature)
+        except InvalidSignature as exc:
+            raise ApiError(400, "invalid_signature", "signature", str(exc)) from None
+        if signer != body.verifier:
+            raise ApiError(400, "invalid_signature", "signature", "not the verifier's PayloadWithheld(receiptHash, "
+                                                                  "node) over this deployment's NodeStaking domain")
         if not await asyncio.to_thread(is_active_verifier, body.verifier):
             raise ApiError(400, "verifier_not_active", "verifier", f"{body.verifier} is not an active verifier")
         stored = await asyncio.wrap_future(store.submit(

@@ -647,15 +647,12 @@ class Store:
     @staticmethod
     def job_withholding_report(conn: sqlite3.Connection, receipt_hash: str, node: str, verifier: str, signature: str,
                                reason: str | None, now: float) -> bool:
-        """A verifier's report that ``node`` did not release a payload; its signature is a Verdict(valid=false), so it
-        is stored as that verdict too (it counts towards the fraud quorum, and against the verifier if proven valid)."""
+        """A verifier's report that ``node`` did not release a payload (a ``PayloadWithheld`` signature). Never stored
+        as a verdict: withholding says nothing about the answer, and a vote would make an honest verifier a slashable
+        false accuser whenever the node releases the payload to the others (attack R4)."""
         cur = conn.execute(
             "INSERT OR IGNORE INTO withholding_reports (receipt_hash, node, verifier, signature, reason, reported_at)"
             " VALUES (?,?,?,?,?,?)", (receipt_hash, node, verifier, signature, reason, now),
-        )
-        conn.execute(
-            "INSERT OR IGNORE INTO verdicts (receipt_hash, verifier, valid, signature, received_at) VALUES (?,?,0,?,?)",
-            (receipt_hash, verifier, signature, now),
         )
         return cur.rowcount == 1
 

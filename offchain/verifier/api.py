@@ -38,7 +38,9 @@ def check_view(row: dict) -> dict:
     return {
         "receiptId": row["id"], "receiptHash": row["receipt_hash"], "node": row["node"], "source": row["source"],
         "status": row["status"], "valid": None if row["valid"] is None else bool(row["valid"]),
-        "reason": row["reason"], "withheld": bool(row["withheld"]), "attempts": row["attempts"],
+        "reason": row["reason"], "withheld": bool(row["withheld"]),
+        "reported": {1: "stored", -1: "refused"}.get(row["reported"], "pending") if row["withheld"] else None,
+        "attempts": row["attempts"],
         "lastError": row["last_error"], "posted": {1: "stored", -1: "refused"}.get(row["posted"], "pending")
         if row["valid"] is not None else None, "flag": row["flag_state"], "flagTx": row["flag_tx"],
         "seconds": row["seconds"], "createdAt": row["created_at"], "decidedAt": row["decided_at"],
@@ -78,7 +80,8 @@ def routes(v: Verifier) -> APIRouter:
 
     @router.get("/checks/{receipt_id}")
     async def check(receipt_id: str = Path(pattern=r"^0x[0-9a-fA-F]{64}$")) -> Any:
-        """This verifier's check of a receipt: queued, done (with the verdict) or skipped."""
+        """This verifier's check of a receipt: queued, done (with the verdict), withheld (reported, no verdict) or
+        skipped."""
         row = await asyncio.to_thread(v.store.check, receipt_id.lower())
         if row is None:
             raise ApiError(404, "not_found", "receiptId", "this verifier has not checked that receipt")

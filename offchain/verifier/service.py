@@ -7,6 +7,11 @@ Threads:
   it), sends this verifier's flags and its ``heartbeat()`` once per epoch (again if its warm stake grew);
 - work: runs due checks on a pool of ``workers`` threads (fetch the payload from the node, re-execute, decide);
 - outbox: sends decided verdicts and withholding reports to the relayer (retrying while it is down).
+
+A payload the node does not release by the deadline is NOT a verdict: the check ends ``withheld`` with a signed
+``PayloadWithheld`` report (not a vote, never slashable), no ``Verdict`` and no flag. Otherwise a node could get an
+honest verifier slashed as a false accuser by withholding from it alone while the others prove the answer valid
+(attack R4). Withholding is answered by the payer's bonded dispute, whose payload re-opens the check.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from ..daemon.keys import load_account
 from ..daemon.metrics import Registry
 from ..daemon.settings import ConfigError
 from ..deployments import load_deployment
-from ..messages import SignedReceipt, Verdict
+from ..messages import PayloadWithheld, SignedReceipt, Verdict
 from .config import VerifierSettings
 from .judge import CannotJudge, judge
 from .payloads import (
@@ -61,9 +66,9 @@ class Metrics(Registry):
                                     ("source",))
         self.agreed = self.counter("opg_verifier_receipts_agreed_total", "Receipts judged valid.")
         self.disputed = self.counter("opg_verifier_receipts_disputed_total", "Receipts judged invalid (fraud, "
-                                                                             "overcharge, wrong payload or withheld).")
+                                                                             "overcharge or wrong payload).")
         self.withheld = self.counter("opg_verifier_receipts_withheld_total",
-                                     "Sampled payloads a node did not release by the deadline.")
+                                     "Payloads a node did not release by the deadline (reported, no verdict).")
         self.skipped = self.counter("opg_verifier_receipts_skipped_total", "Receipts not judged, by reason.",
                                     ("reason",))
         self.verdicts = self.counter("opg_verifier_verdicts_posted_total", "Verdicts the relayer stored.", ("valid",))
@@ -438,10 +443,8 @@ class Verifier:
                 now = time.time()
                 first = row["first_attempt_at"] or now
                 if now - first >= self.settings.payload_deadline:
-                    self.decide(row, False, f"withheld: no payload within {self.settings.payload_deadline:g} s "
-                                            f"({fetched.error})", withheld=True)
-                    self.metrics.withheld.inc()
-                    log.warning("node %s withheld the payload of %s: %s", receipt.node, rid, fetched.error)
+                    self.withheld(row, receipt, f"withheld: no payload within {self.settings.payload_deadline:g} s "
+                                                f"({fetched.error})")
                 else:
                     self.store.attempt_failed(rid, fetched.error or "no payload", first,
                                               now + self.settings.payload_retry)
@@ -462,12 +465,24 @@ class Verifier:
         self.metrics.checked.inc(1, row["source"])
         self.decide(row, j.valid, j.reason, seconds=j.seconds)
 
-    def decide(self, row: dict, valid: bool, reason: str, withheld: bool = False, seconds: float | None = None) -> bool:
+    def withheld(self, row: dict, receipt: SignedReceipt, reason: str) -> bool:
+        """The node did not release the payload by the deadline: a signed ``PayloadWithheld`` report, never a
+        verdict (no vote either way, no flag), so nobody can turn it into a false-accuser slash of this verifier."""
+        signature = PayloadWithheld(receipt_hash=row["receipt_hash"], node=receipt.node).sign_with(self.key,
+                                                                                                  self.domain)
+        if not self.store.withheld(row["id"], reason, signature):
+            return False
+        self.metrics.withheld.inc()
+        self._decided.set()
+        log.warning("node %s withheld the payload of %s (reported, no verdict): %s", receipt.node, row["id"], reason)
+        return True
+
+    def decide(self, row: dict, valid: bool, reason: str, seconds: float | None = None) -> bool:
         h = row["receipt_hash"]
         signature = Verdict(receipt_hash=h, valid=valid).sign_with(self.key, self.domain)
         flag = (not valid and self.settings.flag_fraud and row["source"] == "sample"
                 and not self.store.flagged_by_others(h, self.address))
-        if not self.store.decide(row["id"], valid, reason, signature, withheld, seconds, flag):
+        if not self.store.decide(row["id"], valid, reason, signature, seconds, flag):
             return False
         (self.metrics.agreed if valid else self.metrics.disputed).inc()
         self._decided.set()
@@ -476,7 +491,7 @@ class Verifier:
 
     def flush_outbox(self) -> None:
         for row in self.store.unposted():
-            if row["posted"] == 0:
+            if row["valid"] is not None and row["posted"] == 0:
                 body = {"receiptHash": row["receipt_hash"], "valid": bool(row["valid"]), "verifier": self.address,
                         "signature": row["signature"]}
                 try:
@@ -493,10 +508,11 @@ class Verifier:
                     log.warning("relayer refused the verdict on %s: %s", row["id"], res.text[:300])
                 else:
                     return
-            if row["withheld"] and row["reported"] == 0:
+            if row["withheld"] and row["reported"] == 0 and row["report_signature"]:
                 receipt = self.store.receipt(row["id"])["receipt"]
-                body = {"receiptHash": row["receipt_hash"], "verifier": self.address, "signature": row["signature"],
-                        "receipt": receipt, "reason": (row["reason"] or "")[:200]}
+                body = {"receiptHash": row["receipt_hash"], "verifier": self.address,
+                        "signature": row["report_signature"], "receipt": receipt,
+                        "reason": (row["reason"] or "")[:200]}
                 try:
                     res = self.relayer.post("/reports/withholding", json=body)
                 except httpx.HTTPError as exc:

@@ -6,7 +6,10 @@
 - ``checks``: one row per receipt to judge: its source (sample | flag | dispute), the payer's payload of a dispute,
   fetch attempts, and the verdict. The verdict is written once (``valid`` set only while NULL) and signed before it is
   sent anywhere, so a verifier never signs both verdicts on one receipt, even across restarts; the outbox columns
-  (``posted``, ``reported``, ``flag_state``) say what still has to reach the relayer and the chain.
+  (``posted``, ``reported``, ``flag_state``) say what still has to reach the relayer and the chain. A payload the
+  node did not release by the deadline ends the check as ``withheld`` with NO verdict (``valid`` stays NULL): only a
+  ``PayloadWithheld`` report is signed (``report_signature``), which is not a vote. A payer's payload arriving later
+  re-opens it.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ CREATE TABLE IF NOT EXISTS checks (
     posted INTEGER NOT NULL DEFAULT 0,   -- 0 to send | 1 stored by the relayer | -1 refused
     post_error TEXT,
     reported INTEGER NOT NULL DEFAULT 0, -- withholding report: 0 to send (if withheld) | 1 sent | -1 refused
+    report_signature TEXT,           -- PayloadWithheld(receipt_hash, node) signature (never a Verdict)
     flag_state TEXT,                 -- NULL | pending | sent | skipped | failed
     flag_tx TEXT,
     created_at REAL NOT NULL,
@@ -73,6 +77,9 @@ class VerifierStore:
         self.conn = connect(self.path)
         self.lock = threading.RLock()
         self.conn.executescript(SCHEMA)
+        columns = {r[1] for r in self.conn.execute("PRAGMA table_info(checks)")}
+        if "report_signature" not in columns:  # a store written before withholding reports were not votes
+            self.conn.execute("ALTER TABLE checks ADD COLUMN report_signature TEXT")
 
     def bind(self, chain_id: int, staking: str, verifier: str) -> None:
         bind_meta(self.conn, {"chain_id": chain_id, "staking": staking, "verifier": verifier})
@@ -157,9 +164,10 @@ class VerifierStore:
                       " VALUES (?,?,?,?,?,?,?)", (it["id"], it["receipt_hash"], it["node"], it["model_id"],
                                                   json.dumps(it["receipt"]), it.get("seq"), now))
             new = self._queue(c, it, source, payload, now, skip_reason)
-            if not new and payload is not None:
-                c.execute("UPDATE checks SET payload = ?, next_at = ? WHERE id = ? AND valid IS NULL"
-                          " AND status = 'queued' AND payload IS NULL", (json.dumps(payload), now, it["id"]))
+            if not new and payload is not None:  # also re-opens a check the node's withholding ended
+                c.execute("UPDATE checks SET payload = ?, next_at = ?, status = 'queued' WHERE id = ?"
+                          " AND valid IS NULL AND status IN ('queued', 'withheld') AND payload IS NULL",
+                          (json.dumps(payload), now, it["id"]))
         return new
 
     def check(self, rid: str) -> dict | None:
@@ -186,21 +194,32 @@ class VerifierStore:
             self.conn.execute("UPDATE checks SET status = 'skipped', reason = ? WHERE id = ? AND valid IS NULL",
                               (reason[:500], rid))
 
-    def decide(self, rid: str, valid: bool, reason: str, signature: str, withheld: bool, seconds: float | None,
+    def decide(self, rid: str, valid: bool, reason: str, signature: str, seconds: float | None,
                flag: bool) -> bool:
         """Record the verdict, once: False if the receipt already has one (which then stands)."""
         with self.lock:
             cur = self.conn.execute(
-                "UPDATE checks SET status = 'done', valid = ?, reason = ?, signature = ?, withheld = ?, seconds = ?,"
+                "UPDATE checks SET status = 'done', valid = ?, reason = ?, signature = ?, seconds = ?,"
                 " attempts = attempts + 1, flag_state = ?, decided_at = ? WHERE id = ? AND valid IS NULL",
-                (int(valid), reason[:500], signature, int(withheld), seconds, "pending" if flag else None,
+                (int(valid), reason[:500], signature, seconds, "pending" if flag else None,
                  time.time(), rid))
+        return cur.rowcount == 1
+
+    def withheld(self, rid: str, reason: str, report_signature: str) -> bool:
+        """End a check whose node did not release the payload: no verdict, a signed ``PayloadWithheld`` report to
+        send (False if the check was decided or ended meanwhile)."""
+        with self.lock:
+            cur = self.conn.execute(
+                "UPDATE checks SET status = 'withheld', withheld = 1, reason = ?, report_signature = ?,"
+                " attempts = attempts + 1, decided_at = ? WHERE id = ? AND valid IS NULL AND status = 'queued'",
+                (reason[:500], report_signature, time.time(), rid))
         return cur.rowcount == 1
 
     def unposted(self, limit: int = 100) -> list[dict]:
         with self.lock:
             rows = self.conn.execute(
-                "SELECT * FROM checks WHERE valid IS NOT NULL AND (posted = 0 OR (withheld = 1 AND reported = 0))"
+                "SELECT * FROM checks WHERE (valid IS NOT NULL AND posted = 0)"
+                " OR (withheld = 1 AND reported = 0 AND report_signature IS NOT NULL)"
                 " ORDER BY decided_at LIMIT ?", (limit,)).fetchall()
         return [dict(r) for r in rows]
 

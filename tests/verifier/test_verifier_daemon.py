@@ -10,6 +10,7 @@ import time
 import pytest
 from opg_devnet import OPG, item, wait_until
 from verifier_kit import (
+    check,
     dispute_body,
     fraud_proven,
     keystore,
@@ -26,7 +27,7 @@ from verifier_kit import (
 
 from offchain.client.dispute import main as dispute_main
 from offchain.devchain import transact
-from offchain.messages import Verdict
+from offchain.messages import PayloadWithheld, Verdict
 
 DECIDED: dict[str, str] = {}  # receipt ids decided by the tests above, for the restart test
 
@@ -82,30 +83,40 @@ def test_feed_serves_accepted_receipts_in_order_after_a_cursor(devnet, relayer):
     assert empty == {"receipts": [], "next": after["next"]} and time.monotonic() - started >= 0.45
 
 
-def test_withholding_report_needs_an_active_verifiers_verdict_signature(devnet, relayer, actors):
+def test_withholding_report_needs_an_active_verifiers_signature_and_is_no_vote(devnet, relayer, actors):
     node, payer = devnet.new_node(), devnet.new_payer(10 * OPG)
     s = serve_locally(devnet, payer, node, "report me")
     settle(relayer, s)
     c = actors["c"]
-    wrong = Verdict(receipt_hash=s["receiptHash"], valid=True).sign_with(c.key, devnet.staking_domain)
-    res = relayer.post("/reports/withholding", {"receiptHash": s["receiptHash"], "verifier": c.address,
-                                                "signature": wrong})
+    h = s["receiptHash"]
+    # A Verdict(valid=false) is not a report any more (it would be a slashable vote): refused.
+    for valid in (True, False):
+        verdict = Verdict(receipt_hash=h, valid=valid).sign_with(c.key, devnet.staking_domain)
+        res = relayer.post("/reports/withholding", {"receiptHash": h, "verifier": c.address, "signature": verdict})
+        assert res.status_code == 400 and res.json()["error"] == "invalid_signature"
+    other_node = PayloadWithheld(receipt_hash=h, node=payer.address).sign_with(c.key, devnet.staking_domain)
+    res = relayer.post("/reports/withholding", {"receiptHash": h, "verifier": c.address, "signature": other_node})
     assert res.status_code == 400 and res.json()["error"] == "invalid_signature"
     outsider = devnet.new_payer(0)
-    sig = Verdict(receipt_hash=s["receiptHash"], valid=False).sign_with(outsider.key, devnet.staking_domain)
-    res = relayer.post("/reports/withholding", {"receiptHash": s["receiptHash"], "verifier": outsider.address,
-                                                "signature": sig})
+    sig = PayloadWithheld(receipt_hash=h, node=node.address).sign_with(outsider.key, devnet.staking_domain)
+    res = relayer.post("/reports/withholding", {"receiptHash": h, "verifier": outsider.address, "signature": sig})
     assert res.status_code == 400 and res.json()["error"] == "verifier_not_active"
     nowhere = "0x" + "ab" * 32
     unknown = relayer.post("/reports/withholding", {"receiptHash": nowhere, "verifier": c.address, "signature":
-                                                    Verdict(receipt_hash=nowhere, valid=False).sign_with(
-                                                        c.key, devnet.staking_domain)})
+                                                    PayloadWithheld(receipt_hash=nowhere, node=node.address)
+                                                    .sign_with(c.key, devnet.staking_domain)})
     assert unknown.status_code == 404
     assert relayer.get(f"/nodes/{node.address}").json()["withheld"] == 0
-    # C's report would be a valid=false vote (25 % of the weight: no proof); it is not sent, so C stays unslashed
-    # for the accusation test below. The view counts the node's receipts.
+    # C's real report is stored and counted for the node, but it is no vote: no valid=false verdict at the relayer.
+    report = PayloadWithheld(receipt_hash=h, node=node.address).sign_with(c.key, devnet.staking_domain)
+    res = relayer.post("/reports/withholding", {"receiptHash": h, "verifier": c.address, "signature": report})
+    assert res.status_code == 200 and res.json()["stored"] and res.json()["reports"] == 1
+    valid = Verdict(receipt_hash=h, valid=True).sign_with(actors["v"].key, devnet.staking_domain)
+    res = relayer.post("/verdicts", {"receiptHash": h, "valid": True, "verifier": actors["v"].address,
+                                     "signature": valid})
+    assert res.status_code == 200 and res.json()["invalidVerdicts"] == 0
     view = relayer.get(f"/nodes/{node.address}").json()
-    assert view["receipts"] == 1 and view["slashes"] == 0
+    assert view["receipts"] == 1 and view["withheld"] == 1 and view["slashes"] == 0
 
 
 def test_dispute_needs_the_payers_onchain_dispute_and_a_matching_payload(devnet, relayer, verifier):
@@ -153,18 +164,24 @@ def test_payers_dispute_of_a_wrong_answer_proves_fraud_and_returns_the_bond(devn
     assert decided["flag"] is None  # the payer's dispute is already public: no second flag
 
 
-def test_flagged_receipt_whose_node_does_not_answer_is_voted_invalid(devnet, relayer, verifier, actors):
+def test_flagged_receipt_whose_node_does_not_answer_is_reported_withheld_without_a_verdict(devnet, relayer,
+                                                                                           verifier, actors):
     node, payer = devnet.new_node(), devnet.new_payer(10 * OPG)  # endpoint http://node.invalid
     s = serve_locally(devnet, payer, node, "nobody will see this")
     settle(relayer, s)
     withheld_before = metric(verifier, "opg_verifier_receipts_withheld_total")
+    verdicts_before = metric(verifier, "opg_verifier_verdicts_posted_total")
     flag(devnet, actors["c"], s)
     decided = wait_check(verifier, s["id"], timeout=30)
-    assert decided["valid"] is False and decided["withheld"] and decided["source"] == "flag"
+    assert decided["status"] == "withheld" and decided["valid"] is None and decided["withheld"]
+    assert decided["source"] == "flag" and decided["flag"] is None and decided["posted"] is None
     assert decided["attempts"] >= 2 and decided["reason"].startswith("withheld")
     assert metric(verifier, "opg_verifier_receipts_withheld_total") == withheld_before + 1
     wait_until(lambda: relayer.get(f"/nodes/{node.address}").json()["withheld"] == 1, what="withholding report")
-    wait_until(lambda: fraud_proven(devnet, s["receiptHash"]), what="withholding voted invalid by the quorum")
+    assert check(verifier, s["id"])["reported"] == "stored"
+    time.sleep(1.0)  # several relayer ticks: a report is no vote, nothing is proven either way
+    assert metric(verifier, "opg_verifier_verdicts_posted_total") == verdicts_before
+    assert not fraud_proven(devnet, s["receiptHash"])
 
 
 def test_receipt_of_a_model_this_verifier_cannot_run_is_skipped_and_counted(devnet, relayer, verifier, actors):
