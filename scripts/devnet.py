@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--state-dir", default="var/devnet")
     p.add_argument("--deployments-dir", default=str(ROOT / "deployments"))
     p.add_argument("--credits", type=float, default=100, help="credits the payer (anvil account 4) starts with")
+    p.add_argument("--wallet", type=float, default=100,
+                   help="OPG the payer keeps in its wallet besides (for `opg deposit`, exact payments)")
     args = p.parse_args(argv)
 
     state = Path(args.state_dir)
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
         payer = Account.from_key(anvil_key(PAYER_ACCOUNT))
         amount = int(args.credits * OPG)
-        system.fund(payer.address, amount)
+        system.fund(payer.address, amount + int(args.wallet * OPG))
         OpgClient(payer, system.rpc_url, system.deployment_file, relayer_url=system.relayer_url,
                   state=state / "clients").deposit(amount)
         print_where(system, args, payer.address)
@@ -104,7 +106,11 @@ def print_where(system: System, args, payer: str) -> None:
     for v in system.verifiers:
         lines.append(f"   {v.name:<10} {v.url}  ({v.address})")
     lines += [
-        f"   payer      {payer} (anvil account {PAYER_ACCOUNT}) with {args.credits:g} OPG of credits",
+        f"   payer      {payer} (anvil account {PAYER_ACCOUNT}) with {args.credits:g} OPG of credits and "
+        f"{args.wallet:g} OPG in its wallet",
+        f"   OPG token  {system.chain.deployment.address('OPG')} (allow-list it in stock x402 clients: network "
+        "eip155:31337)",
+        f"   clock      the chain's clock follows the wall clock (a block every second; skew {system.clock_skew()} s)",
         "",
         "   try, in another shell (after `export PATH=$PWD/.venv/bin:$PATH`):",
         "     make console",

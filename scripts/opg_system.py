@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,8 @@ class System:
     quiet: bool = False
     procs: list[Proc] = field(default_factory=list)
     chain: Chain | None = None
+    _ticker: threading.Thread | None = None
+    _ticking: threading.Event = field(default_factory=threading.Event)
 
     @property
     def rpc_url(self) -> str:
@@ -139,7 +142,14 @@ class System:
         if rpc_alive(self.rpc_url):
             raise RuntimeError(f"something already listens on {self.rpc_url}; stop it or choose another port")
         anvil = str(ROOT / "node_modules" / ".bin" / "anvil")
-        self._spawn("anvil", [anvil, "--port", str(self.rpc_port), "--host", "127.0.0.1", "--silent"],
+        # The chain's clock must agree with the wall clock (stock x402 clients sign validBefore by the wall clock;
+        # withdrawals and session keys are judged by the chain's): the genesis block starts clock_budget seconds in
+        # the past, so the warm-up and epoch that make_verifiers_live() moves through stay behind the wall clock,
+        # sync_clock() then moves the chain forward to it, and the ticker mines an empty block whenever the chain
+        # has been idle for a second, so its clock keeps moving (anvil's own interval mining would delay every
+        # transaction, and `ape run deploy` fails under it).
+        self._spawn("anvil", [anvil, "--port", str(self.rpc_port), "--host", "127.0.0.1", "--silent",
+                              "--timestamp", str(int(time.time()) - self.clock_budget)],
                     None, None)
         deadline = time.monotonic() + 30
         while not rpc_alive(self.rpc_url):
@@ -210,11 +220,52 @@ class System:
         ], op.url, account=op.address)
 
     # Devnet clock ------------------------------------------------------------------------------------------------
+    @property
+    def clock_budget(self) -> int:
+        """How far in the past the chain starts: the warm-up and up to two epochs that make_verifiers_live() moves
+        through (devnet parameters), plus a minute."""
+        from offchain.deployments import Params
+
+        params = Params.devnet()
+        return params.warmup + 2 * params.epoch_length + 60
+
     def advance(self, seconds: int) -> None:
-        """Move anvil's clock forward (the devnet's warm-up and epochs would otherwise take minutes)."""
+        """Move anvil's clock forward (the devnet's warm-up and epochs would otherwise take minutes). Before
+        :meth:`sync_clock` only: afterwards the chain would run ahead of the wall clock."""
         assert self.chain is not None
         self.chain.w3.provider.make_request("evm_increaseTime", [int(seconds)])
         self.chain.w3.provider.make_request("evm_mine", [])
+
+    def clock_skew(self) -> int:
+        """The latest block's timestamp minus the wall clock (s): about 0 once :meth:`sync_clock` ran."""
+        assert self.chain is not None
+        return int(self.chain.w3.eth.get_block("latest")["timestamp"]) - int(time.time())
+
+    def sync_clock(self, ticker: bool = True) -> None:
+        """Move the chain's clock forward to the wall clock (never back: block times only grow), and start the
+        ticker that keeps it moving while the chain is idle."""
+        assert self.chain is not None
+        if self.clock_skew() < 0:
+            self.chain.w3.provider.make_request("evm_setTime", [int(time.time())])
+            self.chain.w3.provider.make_request("evm_mine", [])
+        skew = self.clock_skew()
+        if skew > 2:
+            self.say(f"   warning: the chain's clock runs {skew} s ahead of the wall clock")
+        if ticker and self._ticker is None:
+            self._ticker = threading.Thread(target=self._tick, name="devnet-clock", daemon=True)
+            self._ticker.start()
+
+    def _tick(self) -> None:
+        """Mine an empty block whenever the latest is a second old (time advanced by mining, never by jumps)."""
+        from web3 import Web3
+
+        w3 = Web3(Web3.HTTPProvider(self.rpc_url, request_kwargs={"timeout": 5}))
+        while not self._ticking.wait(0.5):
+            try:
+                if int(w3.eth.get_block("latest")["timestamp"]) < int(time.time()):
+                    w3.provider.make_request("evm_mine", [])
+            except Exception:  # anvil stopping or busy: try again
+                continue
 
     def make_verifiers_live(self, timeout: float = 60) -> None:
         """Wait out the warm-up, let every verifier daemon send its heartbeat, and move into the next epoch, where
@@ -253,7 +304,8 @@ class System:
             self.start_verifier(op)
             self.say(f"== {op.name} on {op.url} (sampling {self.sample_rate:.0%})")
         self.make_verifiers_live()
-        self.say("   verifiers are live (warm stake, heartbeat sent, next epoch)")
+        self.sync_clock()
+        self.say("   verifiers are live (warm stake, heartbeat sent, next epoch); the chain's clock is the wall clock's")
 
     def _deployment(self) -> dict:
         return json.loads(self.deployment_file.read_text())
@@ -266,6 +318,9 @@ class System:
         """SIGTERM every process (daemons first, anvil last), SIGKILL what does not stop; returns what had to be
         killed."""
         killed = []
+        self._ticking.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=5)
         for p in reversed(self.procs):
             if p.process.poll() is None:
                 p.process.send_signal(signal.SIGTERM)

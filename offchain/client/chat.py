@@ -18,6 +18,15 @@ class ChatError(Exception):
     """The node (or this client) did not answer; the message is one readable line."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C cut a streamed answer: ``answer`` holds the text that arrived and the payment outcome of the cut
+    request (the node bills only the tokens it sent)."""
+
+    def __init__(self, answer: Answer):
+        super().__init__("interrupted")
+        self.answer = answer
+
+
 @dataclass
 class Answer:
     text: str
@@ -92,25 +101,33 @@ class ChatClient:
             if res.status_code != 200:
                 res.read()
                 raise ChatError(_error_text(res))
-            for line in res.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                try:
-                    chunk = json.loads(data)
-                except ValueError:
-                    continue
-                model = chunk.get("model", model)
-                for choice in chunk.get("choices") or []:
-                    piece = (choice.get("delta") or {}).get("content")
-                    if piece:
-                        parts.append(piece)
-                        if on_token:
-                            on_token(piece)
-                    finish = choice.get("finish_reason") or finish
-                usage = chunk.get("usage") or usage
+            try:
+                lines = res.iter_lines()
+                for line in lines:
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    try:
+                        chunk = json.loads(data)
+                    except ValueError:
+                        continue
+                    model = chunk.get("model", model)
+                    for choice in chunk.get("choices") or []:
+                        piece = (choice.get("delta") or {}).get("content")
+                        if piece:
+                            parts.append(piece)
+                            if on_token:
+                                on_token(piece)
+                        finish = choice.get("finish_reason") or finish
+                    usage = chunk.get("usage") or usage
+            except KeyboardInterrupt:
+                res.close()  # the node sees the cut and bills what it sent; the transport records the outcome
+                ticket = res.extensions.get("opg_payment")
+                raise Interrupted(Answer(text="".join(parts), model=model,
+                                         outcome=ticket.wait(5) if ticket else None, finish_reason="interrupted")) \
+                    from None
             ticket: PaymentTicket | None = res.extensions.get("opg_payment")
         return Answer(text="".join(parts), model=model, outcome=ticket.wait(5) if ticket else None, usage=usage,
                       finish_reason=finish)

@@ -11,7 +11,10 @@
 
 Common flags (each also OPG_CLIENT_<NAME>): --rpc-url, --deployment, --relayer-url, --node-url, --state-dir, --payer,
 --keystore (password in OPG_CLIENT_PASSWORD or --password-file) or --dev-account N (anvil keys, chain 31337 only),
---json. Amounts are in OPG ("12.5"). Exit codes: 0 done, 1 refused or failed, 2 bad usage or configuration.
+--json. Amounts are in OPG ("12.5"). Exit codes: 0 done (an interactive chat: you quit), 1 refused or failed (the
+chain, the relayer or a node said no, or a one-shot answer's receipt is refused), 2 bad usage or configuration
+(a bad flag or amount, an empty prompt, an unknown model, no key), 130 interrupted (Ctrl-C; a cut answer still
+prints what it cost).
 """
 
 from __future__ import annotations
@@ -86,11 +89,24 @@ def _span(seconds: int) -> str:
     return f"{seconds // 86_400} d {seconds % 86_400 // 3600} h"
 
 
-def _amount(text: str) -> int:
+def _amount(text: str, positive: bool = False, what: str = "amount") -> int:
     try:
-        return parse_opg(text)
+        value = parse_opg(text)
     except ValueError as exc:
         raise CliError(str(exc), 2) from None
+    if positive and value <= 0:
+        raise CliError(f"the {what} must be more than 0 OPG", 2)
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 # Parsers --------------------------------------------------------------------------------------------------------
@@ -132,7 +148,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
         p.description = ("Authorise a session key (stored under the state directory) that signs vouchers for chats, "
                          "with an expiry and an allowance; without flags, show it.")
         p.add_argument("--allowance", help="OPG the key may spend in total (its remaining allowance)")
-        p.add_argument("--expiry", default=None, help="how long it lasts: 3600, 90m, 12h, 7d (default: 7 days, at "
+        p.add_argument("--expiry", default=None, help="how long it lasts: 3600, 90m, 12h, 7d (default 7 days; at "
                                                        "least twice the thaw period)")
         p.add_argument("--new", action="store_true", help="a new key even if the stored one is in force")
         p.add_argument("--revoke", action="store_true", help="revoke the stored key (effective after the thaw)")
@@ -141,7 +157,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
                          "/status, /quit). After each answer one row: its cost, credits left, settlement status.")
         p.add_argument("prompt", nargs="?", help="the prompt (omit for an interactive session)")
         p.add_argument("--model", help="model (default: the node's first; /model in a session) [env OPG_CLIENT_MODEL]")
-        p.add_argument("--max-tokens", type=int, help="most output tokens (the node's default otherwise)")
+        p.add_argument("--max-tokens", type=_positive_int, help="most output tokens (the node's default otherwise)")
         p.add_argument("--system", help="system prompt")
         p.add_argument("--temperature", type=float)
         p.add_argument("--seed", type=int)
@@ -215,14 +231,15 @@ def _wallet(settings: ClientSettings, need_key: bool):
 
 # Commands -------------------------------------------------------------------------------------------------------
 def cmd_deposit(args: argparse.Namespace, settings: ClientSettings) -> int:
-    amount = _amount(args.amount)
+    amount = _amount(args.amount, positive=True, what="deposit")
     client, _ = _wallet(settings, need_key=True)
     if args.gasless:
         answer = client.deposit_gasless(amount)
         if args.json:
             _print_json({"gasless": True, **answer})
         else:
-            print(f"deposited {format_opg(amount)} OPG (gasless, relayer tx {answer.get('transaction')}); "
+            again = " (the earlier, unconfirmed authorisation re-sent: one deposit)" if answer.get("resent") else ""
+            print(f"deposited {format_opg(amount)} OPG (gasless{again}, relayer tx {answer.get('transaction')}); "
                   f"credits {format_opg(answer.get('balance') or 0)} OPG")
         return 0
     answer = client.deposit(amount)
@@ -245,6 +262,10 @@ def cmd_balance(args: argparse.Namespace, settings: ClientSettings) -> int:
     print(f"payer        {b.payer}")
     print(f"wallet       {format_opg(b.opg)} OPG, {format_opg(b.eth)} ETH")
     print(f"credits      {format_opg(b.credits)} OPG ({format_opg(b.available)} OPG available to nodes)")
+    if b.session or b.channels:
+        room = client.spendable()
+        limit = " (the session key's allowance)" if room["allowance"] is not None and room["allowance"] < room["credits"] else ""
+        print(f"left         {format_opg(room['left'], 6)} OPG to spend{limit}")
     w = b.withdrawal
     if w.state == "thawing":
         print(f"withdrawal   {format_opg(w.amount)} OPG thawing: ready in {_span(w.seconds_left)}")
@@ -256,7 +277,9 @@ def cmd_balance(args: argparse.Namespace, settings: ClientSettings) -> int:
         state = f"{_span(b.session['secondsLeft'])} left" if b.session["inForce"] else "expired"
         print(f"session key  {b.session['key']}: {format_opg(b.session['allowance'])} OPG allowance left, {state}")
     for ch in b.channels:
-        line = f"channel      node {ch['node']}: charged {format_opg(ch['charged'])} OPG, settled {format_opg(ch['spent'])} OPG"
+        charged = max(int(ch["charged"]), int(ch["spent"]))  # the chain may know of charges this client did not see
+        line = (f"channel      node {ch['node']}: charged {format_opg(charged, 6)} OPG, of which "
+                f"{format_opg(ch['spent'], 6)} OPG settled")
         print(s.red(line + f"  BLOCKED: {ch['blocked']}") if ch["blocked"] else line)
     return 0
 
@@ -281,7 +304,9 @@ def cmd_withdraw(args: argparse.Namespace, settings: ClientSettings) -> int:
         amount = (client.escrow.functions.balance_of(client.address).call() if args.amount == "all"
                   else _amount(args.amount))
         if amount <= 0:
-            raise CliError("nothing to withdraw")
+            if args.amount == "all":
+                raise CliError("nothing to withdraw: no credits")
+            raise CliError("the withdrawal must be more than 0 OPG", 2)
         w = client.request_withdrawal(amount)
         if args.json and not args.wait:
             _print_json({"requested": True, **w})
@@ -294,10 +319,16 @@ def cmd_withdraw(args: argparse.Namespace, settings: ClientSettings) -> int:
             return 0
     w = client.withdrawal()
     if args.wait and w.state == "thawing":
+        # judged by the time the chain will mine the withdrawal at (its pending block), so this ends on an idle
+        # chain too; bounded by the thaw it showed, plus a minute
         if not args.json:
             print(f"waiting {_span(w.seconds_left)} for the thaw ...", file=sys.stderr)
-        while client.withdrawal().state == "thawing":
-            time.sleep(min(5.0, max(0.5, client.withdrawal().seconds_left)))
+        deadline = time.monotonic() + w.seconds_left + 60
+        while (w := client.withdrawal()).state == "thawing":
+            if time.monotonic() > deadline:
+                raise CliError(f"still thawing after the wait: {w.seconds_left} s left by the chain's clock "
+                               f"(ready at {w.ready_at}); run `opg withdraw` later")
+            time.sleep(min(2.0, max(0.5, w.seconds_left)))
     try:
         done = client.withdraw()
     except WalletError as exc:
@@ -333,10 +364,15 @@ def cmd_session(args: argparse.Namespace, settings: ClientSettings) -> int:
             state = f"{_span(session['secondsLeft'])} left" if session["inForce"] else "expired"
             print(f"session key {session['key']}: {format_opg(session['allowance'])} OPG allowance left, {state}")
         return 0 if session else 1
-    allowance = _amount(args.allowance)
+    allowance = _amount(args.allowance, positive=True, what="allowance")
+    expires_in = _duration(args.expiry) if args.expiry else None
     client, _ = _wallet(settings, need_key=True)
     thaw = client.escrow.functions.thaw_period().call()
-    expires_in = _duration(args.expiry) if args.expiry else max(7 * 86_400, 2 * thaw)
+    if expires_in is None:
+        expires_in = max(7 * 86_400, 2 * thaw)
+    elif expires_in < 2 * thaw:
+        raise CliError(f"--expiry {args.expiry}: a session key must last at least twice the thaw period "
+                       f"({_span(2 * thaw)} here)", 2)
     out = client.authorize_session(expires_in, allowance, new_key=args.new)
     if args.json:
         _print_json(out)
@@ -354,33 +390,52 @@ class _ChatRun:
         if not settings.node_url:
             raise CliError("no node: give --node-url URL (or OPG_CLIENT_NODE_URL)", 2)
         self.args, self.style = args, Style()
+        if args.prompt is not None and not args.prompt.strip():
+            raise CliError("the prompt is empty (omit it for an interactive session)", 2)
+        max_amount = _amount(args.max_price, positive=True, what="--max-price") if args.max_price else None
         need_key = bool(args.no_session or args.exact)
         client, _ = _wallet(settings, need_key=need_key)
         if not need_key and (settings.keystore or settings.dev_account is not None):
-            # use the session key when one is in force; load the main key only if there is none
-            session = client.session()
-            if not session or not session["inForce"] or session["secondsLeft"] < client.escrow.functions.thaw_period().call():
+            # the session key signs when one is stored (refused below if it is not in force long enough: never a
+            # silent fall-back to the main key); the main key only when no session key is stored
+            if client.session() is None:
                 client, _ = _wallet(settings, need_key=True)
         self.wallet = client
+        from .wallet import WalletError
+
         try:
-            max_amount = _amount(args.max_price) if args.max_price else None
             self.payer = client.payer(use_session=not args.no_session, max_amount=max_amount)
-        except Exception as exc:
-            raise CliError(str(exc).splitlines()[0], 2) from None
+        except WalletError as exc:
+            raise CliError(str(exc).splitlines()[0], 1) from None
         self.chat = ChatClient(self.payer, settings.node_url, exact=args.exact)
         self.model = args.model or settings.model
         self.history: list[dict] = []
         self.receipts: list[str] = []
         self.last_status: dict[str, str] = {}
 
+    def model_ids(self) -> list[str]:
+        from .chat import ChatError
+
+        try:
+            return [m["id"] for m in self.chat.models()]
+        except ChatError as exc:
+            raise CliError(str(exc)) from None
+
     def pick_model(self) -> str:
         if self.model:
             return self.model
-        models = self.chat.models()
+        models = self.model_ids()
         if not models:
             raise CliError(f"node {self.chat.node_url} serves no model")
-        self.model = models[0]["id"]
+        self.model = models[0]
         return self.model
+
+    def check_model(self, name: str) -> str:
+        """``name`` if the node serves it, else a usage error listing what it serves."""
+        models = self.model_ids()
+        if name not in models:
+            raise CliError(f"node {self.chat.node_url} does not serve {name!r}; it serves: {', '.join(models)}", 2)
+        return name
 
     def messages_for(self, prompt: str) -> list[dict]:
         msgs = []
@@ -402,6 +457,32 @@ class _ChatRun:
                                  temperature=self.args.temperature, seed=self.args.seed)
         except ChatError as exc:
             raise CliError(str(exc)) from None
+
+    def left_text(self) -> str | None:
+        """What the payer can still spend: escrow credits less this client's unsettled charges, or the session
+        key's remaining allowance when that is lower (never goes up without a deposit)."""
+        try:
+            room = self.wallet.spendable()
+        except Exception:  # the chain unreachable: leave it out
+            return None
+        if room["allowance"] is not None and room["allowance"] < room["credits"]:
+            return f"{format_opg(room['left'], 6)} OPG left of the session key's allowance"
+        return f"{format_opg(room['left'], 6)} OPG credits left"
+
+    def cut_row(self, answer: Any) -> str:
+        """The row under an answer cut short (Ctrl-C): the node bills only the tokens it sent."""
+        o = answer.outcome if answer is not None else None
+        parts = []
+        if o is not None and o.cost is not None:
+            parts.append(f"this answer (cut short) cost {format_opg(o.cost, 6)} OPG")
+        else:
+            quote = f" (at most {format_opg(o.quote, 6)} OPG)" if o is not None and o.quote else ""
+            parts.append(f"this answer was cut short: the node bills the tokens it sent{quote}, in the next row's "
+                         "credits")
+        left = self.left_text()
+        if left:
+            parts.append(left)
+        return " · ".join(parts)
 
     def settlement(self, receipt_id: str | None, wait: float = 0) -> dict | None:
         if not receipt_id:
@@ -429,9 +510,12 @@ class _ChatRun:
             return "no payment information"
         parts = []
         if o.cost is not None:
-            parts.append(f"{format_opg(o.cost, 8)} OPG")
-        if o.credits_left is not None:
-            parts.append(f"{format_opg(o.credits_left, 4)} OPG left")
+            parts.append(f"this answer cost {format_opg(o.cost, 6)} OPG")
+        left = self.left_text()
+        if left is not None:
+            parts.append(left)
+        elif o.credits_left is not None:
+            parts.append(f"{format_opg(o.credits_left, 6)} OPG credits left")
         view = self.settlement(o.receipt_id)
         parts.append(self.status_text(view, o.status))
         if o.receipt_id:
@@ -486,8 +570,17 @@ def _chat_once(run: _ChatRun, prompt: str) -> int:
         out = run.as_json(answer)
         _print_json(out)
         return 0 if out.get("ok") else 1
+    from .chat import Interrupted
+
+    if run.model:
+        run.check_model(run.model)
     stream = sys.stdout if not run.args.no_stream else None
-    answer = run.ask(prompt, stream)
+    try:
+        answer = run.ask(prompt, stream)
+    except Interrupted as cut:
+        print()
+        print(run.style.dim(run.cut_row(cut.answer)))
+        return 130
     if stream is None:
         print(answer.text, end="")
     print()
@@ -516,11 +609,13 @@ def _repl(run: _ChatRun) -> int:
     except ImportError:  # pragma: no cover - platform without readline
         readline = None  # type: ignore[assignment]
         history_file = None
+    from .chat import Interrupted
+
     s = run.style
-    model = run.pick_model()
+    model = run.check_model(run.model) if run.model else run.pick_model()
     print(s.dim(f"chatting with {model} at {run.chat.node_url} as {run.payer.address}"
                 + (" (session key)" if run.payer.is_session else "") + f" · {REPL_HELP}"))
-    code = 0
+    code = 0  # 0 when the person quits (/quit or end of input): each failed turn printed its error already
     while True:
         try:
             line = input(s.bold(">>> ") if s.on else ">>> ")
@@ -536,6 +631,7 @@ def _repl(run: _ChatRun) -> int:
         if line.startswith("/"):
             cmd, _, arg = line.partition(" ")
             if cmd in ("/quit", "/exit", "/bye"):
+                code = 0
                 break
             if cmd == "/help":
                 print(REPL_HELP)
@@ -544,12 +640,15 @@ def _repl(run: _ChatRun) -> int:
                 print(s.dim("conversation cleared"))
             elif cmd == "/model":
                 if arg.strip():
-                    run.model = arg.strip()
+                    try:
+                        run.model = run.check_model(arg.strip())
+                    except CliError as exc:
+                        print(s.red(f"error: {exc}"), file=sys.stderr)
+                        continue
                     print(s.dim(f"model: {run.model}"))
                 else:
-                    for m in run.chat.models():
-                        mark = "*" if m["id"] == run.model else " "
-                        print(f"{mark} {m['id']}")
+                    for m in run.model_ids():
+                        print(f"{'*' if m == run.model else ' '} {m}")
             elif cmd == "/status":
                 for rid in run.receipts[-10:]:
                     print(s.dim(f"{rid[:10]}…  {run.status_text(run.settlement(rid), None)}"))
@@ -560,7 +659,10 @@ def _repl(run: _ChatRun) -> int:
             answer = run.ask(line, sys.stdout if not run.args.no_stream else None)
         except CliError as exc:
             print(s.red(f"error: {exc}"), file=sys.stderr)
-            code = 1
+            continue
+        except Interrupted as cut:
+            print()
+            print(s.dim(run.cut_row(cut.answer)))
             continue
         except KeyboardInterrupt:
             print(s.dim("\n(interrupted)"))
@@ -572,7 +674,6 @@ def _repl(run: _ChatRun) -> int:
         problem = run.problem_line(answer)
         if problem:
             print(problem, file=sys.stderr)
-            code = 1
         run.history += [{"role": "user", "content": line}, {"role": "assistant", "content": answer.text}]
     if readline is not None and history_file is not None:
         try:

@@ -9,12 +9,15 @@ withdrawal with its thaw, session keys), and the :class:`~offchain.client.payer.
     client.authorize_session(expires_in=86_400, allowance=parse_opg("20"))
     payer = client.payer()                           # signs with the session key when one is in force
 
-Times compare with the chain's clock (the latest block's timestamp or the wall clock, whichever is later), which
-devnets move ahead of the wall clock.
+Times compare with the time at which the chain will judge them: the pending block's timestamp (what the next
+transaction is mined with), the latest block's, or the wall clock, whichever is latest; a devnet that moved its clock
+ahead and mines only on demand would otherwise be judged by a stale block.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -30,6 +33,7 @@ from web3.exceptions import ContractCustomError, ContractLogicError, ContractPan
 from ..chain import Chain
 from ..deployments import Deployment, load_deployment
 from ..messages import Domain, ReceiveWithAuthorization
+from .amounts import format_opg
 from .payer import Payer
 from .state import ClientState
 
@@ -117,7 +121,13 @@ class OpgClient:
         return self.chain.escrow
 
     def chain_now(self) -> int:
-        return max(int(time.time()), int(self.w3.eth.get_block("latest")["timestamp"]))
+        """The time the chain will judge the next transaction by (see the module's docstring)."""
+        latest = int(self.w3.eth.get_block("latest")["timestamp"])
+        try:
+            pending = int(self.w3.eth.get_block("pending")["timestamp"])
+        except Exception:  # a node without a pending block
+            pending = 0
+        return max(int(time.time()), latest, pending)
 
     # Transactions ---------------------------------------------------------------------------------------------
     def _send(self, fn: Any) -> str:
@@ -183,7 +193,8 @@ class OpgClient:
             raise WalletError("deposit amount must be positive")
         held = self.chain.opg.functions.balanceOf(self.address).call()
         if held < amount:
-            raise WalletError(f"{self.address} holds {held} wei of OPG, less than {amount}")
+            raise WalletError(f"{self.address} holds {format_opg(held)} OPG in its wallet, less than the "
+                              f"{format_opg(amount)} OPG to deposit")
         approve_tx = None
         escrow_address = self.deployment.address("CreditEscrow")
         if self.chain.opg.functions.allowance(self.address, escrow_address).call() < amount:
@@ -205,18 +216,79 @@ class OpgClient:
                                   "validAfter": str(auth.valid_after), "validBefore": str(auth.valid_before),
                                   "nonce": auth.nonce}, "signature": signature}
 
+    # A gasless deposit's signed authorisation is kept until the chain has it, so that a retry (after a timeout, a
+    # crash, an unreachable relayer) re-sends the same authorisation, which the relayer treats as the same deposit
+    # and the token can execute only once, instead of signing a second one that would pay twice.
+    def _pending_deposit_path(self) -> Path:
+        return (self.state.root / "pending_deposits" / str(self.chain.chain_id)
+                / f"{self.deployment.address('CreditEscrow').lower()}-{self.address.lower()}.json")
+
+    def pending_deposit(self) -> dict | None:
+        """The stored gasless deposit authorisation not yet seen on chain (None if there is none, or once the
+        chain executed it or it expired; the record is then dropped)."""
+        path = self._pending_deposit_path()
+        try:
+            body = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        auth = body["authorization"]
+        used = self.chain.opg.functions.authorizationState(self.address, bytes.fromhex(auth["nonce"][2:])).call()
+        if used or int(auth["validBefore"]) <= self.chain_now():
+            path.unlink(missing_ok=True)
+            return {"used": True, **body} if used else None
+        return body
+
+    def _keep_pending_deposit(self, body: dict | None) -> None:
+        path = self._pending_deposit_path()
+        if body is None:
+            path.unlink(missing_ok=True)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+
     def deposit_gasless(self, amount: int, relayer_url: str | None = None, valid_for: int = 3600) -> dict:
         """Sign a ReceiveWithAuthorization and have the relayer submit ``deposit_with_authorization`` (no ETH
-        needed). Returns the relayer's answer ``{success, status, transaction, payer, amount, balance}``."""
+        needed). Returns the relayer's answer ``{success, status, transaction, payer, amount, balance}`` (with
+        ``resent: true`` when it re-sent an earlier, unconfirmed authorisation of the same amount).
+
+        The signed authorisation is stored until the chain has it: a retry of a deposit that timed out re-sends
+        it (the same deposit, never a second one). A stored authorisation of another amount is refused with a
+        WalletError saying so, until it lands or expires."""
         url = (relayer_url or self.relayer_url or "").rstrip("/")
         if not url:
             raise WalletError("a gasless deposit needs a relayer (--relayer-url or OPG_CLIENT_RELAYER_URL)")
-        body = self.sign_deposit_authorization(amount, valid_for)
+        if self.account is None:
+            raise WalletError("a gasless deposit needs the payer's key to sign (--dev-account or --keystore)")
+        pending = self.pending_deposit()
+        resent = False
+        if pending is not None and pending.get("used"):
+            pending = None  # it landed: this is a new deposit
+        if pending is not None:
+            value = int(pending["authorization"]["value"])
+            if value != amount:
+                raise WalletError(
+                    f"an earlier gasless deposit of {format_opg(value)} OPG is not confirmed yet and may still "
+                    f"complete: `opg deposit {format_opg(value)} --gasless` follows it (the same authorisation, "
+                    f"never a second payment); it expires in {int(pending['authorization']['validBefore']) - self.chain_now()} s")
+            body, resent = {"authorization": pending["authorization"], "signature": pending["signature"]}, True
+        else:
+            body = self.sign_deposit_authorization(amount, valid_for)
+            self._keep_pending_deposit(body)
+        answer = self._post_deposit(url, body, amount)
+        self._keep_pending_deposit(None)
+        return {**answer, "resent": resent}
+
+    def _post_deposit(self, url: str, body: dict, amount: int) -> dict:
+        retry_hint = (f"the deposit may still complete: `opg deposit {format_opg(amount)} --gasless` re-sends the "
+                      "same authorisation (never a second payment), `opg balance` shows the credits")
         for _ in range(10):
             try:
                 res = httpx.post(url + "/deposits", json=body, timeout=self.timeout + 10)
             except httpx.HTTPError as exc:
-                raise WalletError(f"relayer {url} unreachable: {exc.__class__.__name__}") from None
+                raise WalletError(f"relayer {url} unreachable: {exc.__class__.__name__}; {retry_hint}") from None
             if res.status_code == 202:  # sent, not mined yet: the same body follows the same transaction
                 time.sleep(1)
                 continue
@@ -225,9 +297,16 @@ class OpgClient:
             except ValueError:
                 raise WalletError(f"relayer answered {res.status_code} without JSON") from None
             if res.status_code != 200:
+                if res.status_code == 409 and answer.get("error") == "authorization_used":
+                    # executed on chain by an earlier attempt whose answer was lost
+                    return {"success": True, "status": "confirmed", "transaction": None, "payer": self.address,
+                            "amount": str(amount),
+                            "balance": str(self.escrow.functions.balance_of(self.address).call())}
+                if res.status_code < 500:
+                    self._keep_pending_deposit(None)  # refused for good: nothing can execute it through us
                 raise WalletError(f"relayer refused the deposit: {answer.get('reason') or answer}")
             return answer
-        raise WalletError("the relayer's deposit transaction is still not mined; run `opg balance` later")
+        raise WalletError(f"the relayer's deposit transaction is still not mined; {retry_hint}")
 
     # Withdrawals ----------------------------------------------------------------------------------------------
     def request_withdrawal(self, amount: int) -> dict:
@@ -261,8 +340,9 @@ class OpgClient:
         remaining allowance raised to ``allowance``) while it is in force, unless ``new_key``."""
         escrow_address = self.deployment.address("CreditEscrow")
         thaw = self.escrow.functions.thaw_period().call()
-        if expires_in < thaw:
-            raise WalletError(f"a session key must last at least the thaw period ({thaw} s)")
+        if expires_in < 2 * thaw:
+            raise WalletError(f"a session key must last at least twice the thaw period ({2 * thaw} s): its vouchers "
+                              "are accepted only while it has a thaw period left")
         stored = self.state.load_session(self.chain.chain_id, escrow_address, self.address)
         now = self.chain_now()
         key, address = None, None
@@ -271,8 +351,8 @@ class OpgClient:
             if expiry > now:
                 key, address = stored["key"], stored["address"]
                 if allowance < remaining:
-                    raise WalletError(f"the session key's remaining allowance is {remaining} wei; lowering it needs "
-                                      "a new key (--new) or revocation (--revoke)")
+                    raise WalletError(f"the session key's remaining allowance is {format_opg(remaining)} OPG; "
+                                      "lowering it needs a new key (--new) or revocation (--revoke)")
         if key is None:
             acct = Account.create()
             key, address = "0x" + bytes(acct.key).hex(), acct.address
@@ -304,9 +384,28 @@ class OpgClient:
         return {"key": stored["address"], "effectiveAt": expiry, "transaction": tx}
 
     # Paying ---------------------------------------------------------------------------------------------------
+    def session_problem(self) -> str | None:
+        """Why the stored session key cannot sign now, or None if it can (or none is stored): it must stay in force
+        for at least the thaw period, judged by the time the chain will settle its vouchers at (the relayer and
+        the escrow refuse it otherwise, and the node's pay for the answer would be lost)."""
+        stored = self.state.load_session(self.chain.chain_id, self.deployment.address("CreditEscrow"), self.address)
+        if not stored:
+            return None
+        expiry, _ = self.escrow.functions.signer_of(self.address, stored["address"]).call()
+        thaw = self.escrow.functions.thaw_period().call()
+        now = self.chain_now()
+        renew = ("renew it with `opg session --allowance OPG`, or sign with your main key (--no-session)")
+        if expiry <= now:
+            return f"the session key {stored['address']} is not in force (expired or revoked): {renew}"
+        if expiry < now + thaw:
+            return (f"the session key {stored['address']} expires in {expiry - now} s, sooner than the thaw period "
+                    f"({thaw} s) its vouchers must stay valid for settlement: {renew}")
+        return None
+
     def payer(self, use_session: bool = True, **kw: Any) -> Payer:
-        """A Payer for this payer: its session key if one is stored and in force for at least the thaw period
-        (``use_session``), else its own key."""
+        """A Payer for this payer: its session key if one is stored (``use_session``), else its own key. A stored
+        key that is not in force for at least the thaw period is refused (WalletError), never silently replaced
+        by the main key."""
         kw.setdefault("state", self.state)
         kw.setdefault("relayer_url", self.relayer_url)
         kw.setdefault("rpc_url", self.rpc_url)
@@ -314,10 +413,30 @@ class OpgClient:
             stored = self.state.load_session(self.chain.chain_id, self.deployment.address("CreditEscrow"),
                                              self.address)
             if stored:
-                expiry, _ = self.escrow.functions.signer_of(self.address, stored["address"]).call()
-                if expiry >= self.chain_now() + self.escrow.functions.thaw_period().call():
-                    return Payer.from_session(stored, self.deployment, **kw)
+                problem = self.session_problem()
+                if problem:
+                    raise WalletError(problem)
+                return Payer.from_session(stored, self.deployment, **kw)
         if self.account is None:
-            raise WalletError("no session key in force for at least the thaw period, and no payer key given: "
-                              "renew it with `opg session --allowance OPG` or give --keystore / --dev-account")
+            raise WalletError("no session key stored and no payer key given: authorise one with "
+                              "`opg session --allowance OPG`, or give --keystore / --dev-account")
         return Payer.from_key(self.account.key, self.deployment, **kw)
+
+    def spendable(self) -> dict:
+        """What this payer can still spend, as a person reads it: ``credits`` (escrow credits nodes serve against,
+        less what this client's channels charged and the chain has not settled yet: it never goes up without a
+        deposit), ``allowance`` (the stored session key's remaining allowance, less the same; None without a
+        key) and ``left``, the lower of the two (the real limit)."""
+        escrow = self.escrow.functions
+        unsettled = 0
+        for ch in self.state.channels(self.chain.chain_id, self.deployment.address("CreditEscrow"), self.address):
+            unsettled += max(0, int(ch.charged) - int(escrow.spent(self.address, ch.node).call()))
+        credits = max(0, int(escrow.available_of(self.address).call()) - unsettled)
+        allowance = None
+        stored = self.state.load_session(self.chain.chain_id, self.deployment.address("CreditEscrow"), self.address)
+        if stored:
+            expiry, remaining = escrow.signer_of(self.address, stored["address"]).call()
+            if expiry > self.chain_now():
+                allowance = max(0, int(remaining) - unsettled)
+        left = credits if allowance is None else min(credits, allowance)
+        return {"credits": credits, "allowance": allowance, "left": left}
