@@ -13,6 +13,10 @@ Payers (offchain/client/cli.py):
 Operators (offchain/operator/cli.py):
   opg operator register|stake|unbond|withdraw|claim|status|set-endpoint|unjail|heartbeat
 
+Seasons (offchain/seasons/cli.py):
+  opg season status|usage|claim      season usage from chain events, standing, claim a reward
+  opg season deploy|close|build|propose|accept   the operator's side
+
 Daemons:
   opg relayer run ...                the settlement relayer (offchain/relayer/cli.py)
   opg node run ...                   an inference node (offchain/node/cli.py)
@@ -36,12 +40,13 @@ MODULES = {
     "node": "offchain.node.cli",
     "verifier": "offchain.verifier.cli",
     "operator": "offchain.operator.cli",
+    "season": "offchain.seasons.cli",
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: opg {deposit,balance,withdraw,session,chat,dispute,operator,relayer,node,verifier,abi} ..."
+    usage = "usage: opg {deposit,balance,withdraw,session,chat,dispute,operator,season,relayer,node,verifier,abi} ..."
     if not argv or argv[0] in {"-h", "--help", "help"}:
         print(__doc__.strip())
         return 0

@@ -43,7 +43,8 @@ AMOUNT_BITS = 96
 AMOUNT_MASK = (1 << AMOUNT_BITS) - 1
 # NodeStaking slash kinds that prove a node's work dishonest (the others punish verifiers).
 NODE_OFFENCES = {1: "equivocation", 2: "fraud", 4: "invalid receipt"}
-SOURCES = ("CreditEscrow", "NodeStaking", "RewardDistributor")
+# Contracts of a deployment whose events the table never reads.
+IGNORED = {"OPG", "SeasonDistributor"}
 TABLE_VERSION = 1
 
 
@@ -72,14 +73,13 @@ class Season(BaseModel):
 
 
 class SeasonsConfig(BaseModel):
-    """Every season so far, in order, without overlaps: what the cumulative root adds up."""
+    """Every season so far, in order, without overlaps: what the cumulative root adds up. ``contracts`` names the
+    protocol contracts whose logs count (escrow, staking and its modules, reward distributor), by ABI name."""
 
     model_config = ConfigDict(extra="forbid")
 
     chain_id: int
-    escrow: str
-    staking: str
-    distributor: str
+    contracts: dict[str, str]
     seasons: list[Season] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -89,14 +89,12 @@ class SeasonsConfig(BaseModel):
                 raise ValueError("seasons must be numbered 1, 2, ... in order")
             if i and s.from_block <= self.seasons[i - 1].to_block:
                 raise ValueError(f"season {s.season} overlaps season {s.season - 1}")
-        self.escrow, self.staking, self.distributor = (
-            to_checksum_address(a) for a in (self.escrow, self.staking, self.distributor)
-        )
+        self.contracts = {name: to_checksum_address(a) for name, a in sorted(self.contracts.items())}
         return self
 
     @property
     def addresses(self) -> dict[str, str]:
-        return {self.escrow: "CreditEscrow", self.staking: "NodeStaking", self.distributor: "RewardDistributor"}
+        return {address: name for name, address in self.contracts.items()}
 
     @property
     def last_block(self) -> int:
@@ -126,7 +124,7 @@ def normalize_log(log: Any) -> dict:
 
 
 def fetch_logs(w3: Any, config: SeasonsConfig, chunk: int = 10_000) -> list[dict]:
-    """Every log of the three contracts from the first season's start to the last evidence block."""
+    """Every log of the protocol contracts from the first season's start to the last evidence block."""
     addresses = list(config.addresses)
     start, end = config.seasons[0].from_block, config.last_block
     logs: list[dict] = []

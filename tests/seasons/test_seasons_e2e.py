@@ -1,0 +1,167 @@
+"""A season end to end on a real anvil: real nodes (``opg node run``, builtin model) answer real chats paid by the
+SDK, the real relayer settles them, a verifier quorum proves one node's receipt fraudulent (the relayer submits the
+proof); then the operator's ``opg season deploy|close|build|propose`` and a payer's ``opg season claim``, each a
+fresh process. The usage of the slashed node counts zero (its refunded charge too), a fresh process rebuilds the
+table and root byte for byte from the chain's logs, and the claim pays exactly what the table says."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from pathlib import Path
+
+import ape
+from eth_account import Account
+from opg_devnet import OPG, DaemonProc, wait_until
+
+from offchain.client import Payer, payment_http_client
+from offchain.devchain import free_port, transact
+from offchain.messages import Verdict
+from offchain.seasons.ops import Seasons, load_table, table_path
+from offchain.seasons.usage import table_bytes, table_hash
+
+BUDGET = 100 * OPG
+ROOT_DELAY = 60
+
+
+def opg_cli(devnet, *args: str, key: str | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "offchain.cli", "season", "--rpc-url", devnet.url, "--deployment",
+           str(devnet.deployment_file), *(["--key", key] if key else []), *args]
+    out = subprocess.run(cmd, capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr.decode()
+    return out
+
+
+def start_node(devnet, actor, relayer_url: str, folder: Path) -> DaemonProc:
+    """``opg node run`` (builtin model) for a registered inference node, its endpoint set on chain."""
+    keystore = folder / f"{actor.address}.json"
+    keystore.write_text(json.dumps(Account.encrypt(actor.key, "node-pw", kdf="pbkdf2", iterations=2)))
+    password = folder / f"{actor.address}.pw"
+    password.write_text("node-pw\n")
+    port = free_port()
+    transact(devnet.w3, actor.key, devnet.staking.functions.set_endpoint(f"http://127.0.0.1:{port}"))
+    return DaemonProc("node", ["node", "run", "--rpc-url", devnet.url, "--deployment", str(devnet.deployment_file),
+                               "--relayer-url", relayer_url, "--store", str(folder / f"node.{port}.sqlite3"),
+                               "--keystore", str(keystore), "--password-file", str(password), "--backend",
+                               "builtin", "--max-tokens", "8", "--outbox-max-backoff", "0.5"],
+                      folder, port=port).start()
+
+
+def chat(payer: Payer, node_url: str, text: str) -> str:
+    with payment_http_client(payer, base_url=node_url) as http:
+        res = http.post("/v1/chat/completions", json={"model": "builtin", "max_tokens": 8,
+                                                      "messages": [{"role": "user", "content": text}]})
+    assert res.status_code == 200, res.text
+    outcome = res.extensions["opg_payment"].outcome
+    assert outcome.ok
+    return outcome.receipt_id
+
+
+@ape.fixture(scope="module", chain_isolation=False)
+def season(devnet, relayer, tmp_path_factory):
+    """Traffic, a fraud proof, the season closed and built: (payers, nodes, table, seasons view)."""
+    verifiers = [devnet.new_verifier() for _ in range(3)]
+    devnet.make_live(verifiers)
+    honest, fraud = devnet.new_node(), devnet.new_node()
+    folder = tmp_path_factory.mktemp("nodes")
+    procs = [start_node(devnet, n, relayer.url, folder) for n in (honest, fraud)]
+    try:
+        p1, p2 = devnet.new_payer(deposit=50 * OPG), devnet.new_payer(deposit=50 * OPG)
+        payers = {a.address: Payer.from_key(a.key, devnet.deployment_file, relayer_url=relayer.url,
+                                            rpc_url=devnet.url, state=tmp_path_factory.mktemp("state"))
+                  for a in (p1, p2)}
+        ids = [chat(payers[p1.address], procs[0].url, f"honest question {i}") for i in range(3)]
+        ids += [chat(payers[p1.address], procs[1].url, "question to the cheat")]
+        cheated = [chat(payers[p2.address], procs[1].url, f"cheated question {i}") for i in range(2)]
+        relayer.wait_receipts(ids + cheated, timeout=60)
+        # a quorum of verifiers proves one of p2's receipts fraudulent; the relayer sends the proof
+        receipt_hash = relayer.receipt_status(cheated[-1])["receiptHash"]
+        for v in sorted(verifiers, key=lambda a: int(a.address, 16)):
+            sig = Verdict(receipt_hash=receipt_hash, valid=False).sign_with(v.key, devnet.staking_domain)
+            res = relayer.post("/verdicts", {"receiptHash": receipt_hash, "valid": False, "verifier": v.address,
+                                             "signature": sig})
+            assert res.status_code == 200, res.text
+        wait_until(lambda: [s for s in relayer.get("/slashes").json()
+                            if s["kind"] == "fraud" and s["status"] == "confirmed"], timeout=60, what="fraud slash")
+    finally:
+        for proc in procs:
+            proc.stop()
+    # every epoch with settlements ends and is finalised (no emission funded: nothing to take off the rewards)
+    distributor = devnet.system.distributor
+    devnet.advance(devnet.params.epoch_length + 1)
+    last = distributor.functions.epoch_now().call() - 1
+    transact(devnet.w3, devnet.deployer, distributor.functions.finalize_epoch(last))
+
+    opg_cli(devnet, "deploy", "--root-delay", str(ROOT_DELAY), "--expiry-seasons", "2", key=devnet.deployer)
+    opg_cli(devnet, "close", "--budget", str(BUDGET // OPG), key=devnet.deployer)
+    built = json.loads(opg_cli(devnet, "--json", "build").stdout)
+    path = table_path(devnet.chain_id, 1, devnet.deployment_file.parent)
+    assert built["table"] == str(path)
+    return {"p1": p1, "p2": p2, "honest": honest, "fraud": fraud, "table": load_table(path), "path": path,
+            "built": built}
+
+
+def row(table: dict, account) -> dict:
+    return next(a for a in table["accounts"] if a["account"] == account.address)
+
+
+def test_usage_of_a_node_slashed_for_fraud_and_refunded_charges_count_zero(devnet, season):
+    table = season["table"]
+    p1, p2 = row(table, season["p1"]), row(table, season["p2"])
+    escrow = devnet.escrow.functions
+    honest_spent = escrow.spent(season["p1"].address, season["honest"].address).call()
+    p1_fraud_spent = escrow.spent(season["p1"].address, season["fraud"].address).call()
+    p2_fraud_spent = escrow.spent(season["p2"].address, season["fraud"].address).call()
+    assert honest_spent > 0 and p1_fraud_spent > 0 and p2_fraud_spent > 0
+    # p1: only its honest node's usage counts; the fraudulent node's settled charge is excluded
+    assert int(p1["settled"]) == honest_spent + p1_fraud_spent
+    assert int(p1["usage"]) == honest_spent and int(p1["excluded"]) == p1_fraud_spent
+    # p2 used only the fraudulent node (one charge refunded by the slash): nothing counts, no reward
+    assert int(p2["settled"]) == p2_fraud_spent and int(p2["usage"]) == 0 and int(p2["reward"]) == 0
+    # weight = the protocol fee (rounded down), reward = C x weight (no emission funded, budget not binding)
+    fee = honest_spent * devnet.params.protocol_fee_bps // 10_000
+    assert int(p1["fees"]) in (fee, fee - 1) and int(p1["emission"]) == 0
+    assert int(p1["reward"]) == int(p1["fees"]) * 8_000 // 10_000 > 0
+    assert int(p1["cumulative"]) == int(p1["reward"])
+
+
+def test_a_fresh_process_rebuilds_the_same_table_and_root(devnet, season):
+    config = str(devnet.deployment_file.parent / f"{devnet.chain_id}.seasons.json")
+    out = opg_cli(devnet, "--json", "usage", "--config", config)
+    assert out.stdout == season["path"].read_bytes() == table_bytes(season["table"])
+    assert season["built"]["hash"] == table_hash(season["table"])
+    assert season["built"]["root"] == season["table"]["root"]
+
+
+def test_propose_accept_claim_pays_exactly_the_table(devnet, season):
+    p1 = season["p1"]
+    amount = int(row(season["table"], p1)["cumulative"])
+    view = Seasons(devnet.w3, devnet.system.deployment, devnet.deployment_file)
+    # the deployment file on disk now names the distributor (the CLI wrote it)
+    from offchain.deployments import load_deployment
+
+    view.deployment = load_deployment(path=devnet.deployment_file)
+    c = view.contract
+    # unfunded: refused; --fund transfers what the root lacks
+    out = subprocess.run([sys.executable, "-m", "offchain.cli", "season", "--rpc-url", devnet.url, "--deployment",
+                          str(devnet.deployment_file), "--key", devnet.deployer, "propose"], capture_output=True)
+    assert out.returncode == 1 and b"lacks" in out.stderr and len(out.stderr.decode().strip().splitlines()) == 1
+    opg_cli(devnet, "propose", "--fund", key=devnet.deployer)
+    assert c.functions.pending_root().call().hex() == season["table"]["root"][2:]
+    # a claim against the pending root is refused; after the delay anyone (here p1 itself) accepts
+    out = subprocess.run([sys.executable, "-m", "offchain.cli", "season", "--rpc-url", devnet.url, "--deployment",
+                          str(devnet.deployment_file), "--key", p1.key, "claim"], capture_output=True)
+    assert out.returncode == 1, out.stderr
+    devnet.advance(ROOT_DELAY + 1)
+    opg_cli(devnet, "accept", key=p1.key)
+    before = devnet.opg.functions.balanceOf(p1.address).call()
+    # the deployer claims for p1: paid to p1
+    result = json.loads(opg_cli(devnet, "--json", "claim", "--account", p1.address, key=devnet.deployer).stdout)
+    assert result["paid"] == amount
+    assert devnet.opg.functions.balanceOf(p1.address).call() == before + amount
+    again = json.loads(opg_cli(devnet, "--json", "claim", key=p1.key).stdout)
+    assert again["paid"] == 0
+    status = json.loads(opg_cli(devnet, "--json", "status", "--account", p1.address).stdout)
+    assert status["standing"]["claimed"] == amount and status["standing"]["claimable"] == 0
