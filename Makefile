@@ -5,7 +5,7 @@
 #               reconciled with the chain; exits 0 only if it reconciles. Options: make demo DEMO_ARGS="--help"
 #   make devnet the same system kept up for `make console`, the opg CLI and the HTTP APIs; Ctrl-C stops it
 #   make deploy / make console   deploy to / open `ape console` on the RUNNING chain at OPG_RPC_URL (the one
-#               `make demo` leaves on 127.0.0.1:8545); they refuse if none runs there
+#               `make devnet` keeps on 127.0.0.1:8545); they refuse if none runs there
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -23,16 +23,24 @@ install: $(STAMP) $(ANVIL)
 # backends' model_id (offchain/backends/llama.py), so keep both in step. First build ~8 min on 2 cores; pip caches it.
 LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
+# pip shows its progress on a terminal and stays quiet in logs (CI, pipes).
+PIP_PROGRESS := $(shell test -t 2 && echo --progress-bar=on || echo --quiet)
+
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || python3 -m venv $(VENV)
+	@echo "== installing the pinned Python packages into $(VENV): the first time takes about 8 minutes on 2 cores,"
+	@echo "   most of it building llama-cpp-python from source (pip shows 'Building wheel for llama-cpp-python');"
+	@echo "   pip caches the wheel, so later installs take seconds"
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 \
-	  $(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	  $(PY) -m pip install $(PIP_PROGRESS) --disable-pip-version-check -r requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps \
 	  $$(sed -n 's/^# no-deps: *//p' requirements.lock)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $(STAMP)
+	@echo "== Python packages installed"
 
 $(ANVIL): package.json package-lock.json
+	@echo "== installing anvil (Foundry's local chain) from npm into node_modules/"
 	npm install --no-audit --no-fund --loglevel=error
 	@test -x $(ANVIL) && touch $(ANVIL)
 
@@ -66,7 +74,8 @@ deploy: install
 
 console: install
 	@$(PY) -m offchain.ape_deploy require-chain $(OPG_RPC_URL) "make console"
-	APE_FOUNDRY_HOST=$(OPG_RPC_URL) ape console --network ethereum:local:foundry
+	APE_FOUNDRY_HOST=$(OPG_RPC_URL) PYTHONWARNINGS="ignore:Field 'import_remapping' has an incomplete definition" \
+	  ape console --network ethereum:local:foundry
 
 lint: install
 	ruff check offchain scripts tests bench

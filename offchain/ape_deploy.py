@@ -53,8 +53,12 @@ def deploy_system(deployer, treasury: str | None = None, params: Params | None =
     distributor = project.RewardDistributor.deploy(
         *constructor_args("RewardDistributor", params, opg=opg.address, treasury=treasury), sender=deployer
     )
+    evidence = project.Evidence.deploy(*constructor_args("Evidence", params), sender=deployer)
     staking = project.NodeStaking.deploy(
-        *constructor_args("NodeStaking", params, opg=opg.address, distributor=distributor.address), sender=deployer
+        *constructor_args(
+            "NodeStaking", params, opg=opg.address, distributor=distributor.address, evidence=evidence.address
+        ),
+        sender=deployer,
     )
     escrow = project.CreditEscrow.deploy(
         *constructor_args(
@@ -76,6 +80,7 @@ def deploy_system(deployer, treasury: str | None = None, params: Params | None =
             "CreditEscrow": record(escrow),
             "NodeStaking": record(staking),
             "RewardDistributor": record(distributor),
+            "Evidence": record(evidence),
         },
         params=params,
     )
@@ -129,8 +134,8 @@ def require_chain(url: str, what: str = "opg") -> int:
     """Exit status 0 if a chain answers at ``url``; else one line saying how to start one."""
     chain_id = rpc_chain_id(url)
     if chain_id is None:
-        print(f"{what}: no chain answers at {url}: start it first (`make demo` leaves anvil on {DEVNET_URL}; or run "
-              "`anvil`), or point OPG_RPC_URL at a running one", file=sys.stderr)
+        print(f"{what}: no chain answers at {url}: start one first with `make devnet` in another shell (it keeps "
+              f"the system up on {DEVNET_URL} until Ctrl-C), or point OPG_RPC_URL at a running chain", file=sys.stderr)
         return 1
     return 0
 

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -96,12 +98,24 @@ def summary(system, payers, answers) -> dict[str, Any]:
             "answers": [{"index": a.index, "node": a.node, "mode": a.mode, "scheme": a.scheme, "cost": a.cost}
                         for a in p.answers],
         })
-    report = {"payers": payer_rows, "batches": batches, "exact_gas": exact_gas, "nodes": node_rows,
+    report = {"payers": payer_rows, "batches": batches, "exact_gas": exact_gas, "at_scale": at_scale(),
+              "nodes": node_rows,
               "verifiers": verifier_rows, "slashes": slashes, "voided": voided, "frauds": frauds,
               "treasury": dist.claimable_of(dist.treasury().call()).call(),
               "settled": {f"{k[0]}/{k[1]}": v for k, v in per_channel.items()}}
     print_summary(system, report)
     return report
+
+
+def at_scale() -> dict | None:
+    """bench/gas.py's figures (bench/results/gas.json): gas per request at scale and of one exact payment."""
+    path = Path(__file__).resolve().parent.parent / "bench" / "results" / "gas.json"
+    try:
+        data = json.loads(path.read_text())
+        return {"gas_per_request": float(data["gas_per_request"]), "exact": int(data["exact_payment_gas"]),
+                "source": "bench/results/gas.json"}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def print_summary(system, r: dict) -> None:
@@ -122,6 +136,14 @@ def print_summary(system, r: dict) -> None:
     if r["exact_gas"]:
         say(f"   exact payments: {len(r['exact_gas'])} transactions, {sum(r['exact_gas']) // len(r['exact_gas']):,} "
             f"gas each on average (one per request)")
+    scale = at_scale()
+    if scale:
+        requests = sum(b.get("requests") or 0 for b in r["batches"])
+        gas = sum(b["gas"] for b in r["batches"])
+        own = f"{gas // requests:,} gas per request over its {len(r['batches'])} batches" if requests else "no batch"
+        say(f"   batching at scale (bench/gas.py, {scale['source']}): {scale['gas_per_request']:,.0f} gas per request "
+            f"when 100 claims each cover 100 requests, against {scale['exact']:,} for an exact payment; this demo: "
+            f"{own} (a batch's fixed cost is shared by few requests in a two-minute run)")
     for n in r["nodes"]:
         say(f"   {n['name']:<12} earned {format_opg(n['claimable'])} OPG claimable; stake {format_opg(n['stake'])} OPG"
             + (" (JAILED)" if n["jailed"] else ""))

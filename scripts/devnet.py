@@ -25,6 +25,8 @@ from opg_system import OPG, Operator, System  # noqa: E402
 from offchain.devchain import anvil_key  # noqa: E402
 
 PAYER_ACCOUNT = 4
+OPERATOR_ACCOUNT = 8  # an operator to try `opg operator register` with
+OPERATOR_OPG = 300
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         payer = Account.from_key(anvil_key(PAYER_ACCOUNT))
         amount = int(args.credits * OPG)
         system.fund(payer.address, amount + int(args.wallet * OPG))
+        system.fund(Account.from_key(anvil_key(OPERATOR_ACCOUNT)).address, OPERATOR_OPG * OPG)
         OpgClient(payer, system.rpc_url, system.deployment_file, relayer_url=system.relayer_url,
                   state=state / "clients").deposit(amount)
         print_where(system, args, payer.address)
@@ -94,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_where(system: System, args, payer: str) -> None:
+    from eth_account import Account
+
     n1 = system.nodes[0]
     lines = [
         "",
@@ -108,6 +113,8 @@ def print_where(system: System, args, payer: str) -> None:
     lines += [
         f"   payer      {payer} (anvil account {PAYER_ACCOUNT}) with {args.credits:g} OPG of credits and "
         f"{args.wallet:g} OPG in its wallet",
+        f"   operator   {Account.from_key(anvil_key(OPERATOR_ACCOUNT)).address} (anvil account {OPERATOR_ACCOUNT}) with "
+        f"{OPERATOR_OPG} OPG to stake (`opg operator register ... --dev-account {OPERATOR_ACCOUNT}`)",
         f"   OPG token  {system.chain.deployment.address('OPG')} (allow-list it in stock x402 clients: network "
         "eip155:31337)",
         f"   clock      the chain's clock follows the wall clock (a block every second; skew {system.clock_skew()} s)",

@@ -97,7 +97,7 @@ def test_make_target_refuses_when_no_chain_runs(tmp_path, target):
     url = f"http://127.0.0.1:{free_port()}"
     out = make(target, url, tmp_path, stdin="")
     assert out.returncode != 0
-    assert f"make {target}: no chain answers at {url}: start it first" in out.stderr
+    assert f"make {target}: no chain answers at {url}: start one first with `make devnet`" in out.stderr
     assert "ape" not in out.stdout  # refused before ape ran (and before it could start an anvil of its own)
     assert not (tmp_path / "31337.json").exists()
 

@@ -383,6 +383,15 @@ def cmd_session(args: argparse.Namespace, settings: ClientSettings) -> int:
 
 
 # Chat -----------------------------------------------------------------------------------------------------------
+def _with_hint(message: str) -> str:
+    """A refusal with what to do about it."""
+    if "insufficient_balance" in message:
+        return message + "; buy credits with `opg deposit AMOUNT` (see `opg balance`)"
+    if "allowance_exceeded" in message:
+        return message + "; raise the session key's allowance with `opg session --allowance OPG`"
+    return message
+
+
 class _ChatRun:
     def __init__(self, args: argparse.Namespace, settings: ClientSettings):
         from .chat import ChatClient
@@ -456,7 +465,7 @@ class _ChatRun:
                                  stream=not self.args.no_stream, on_token=on_token,
                                  temperature=self.args.temperature, seed=self.args.seed)
         except ChatError as exc:
-            raise CliError(str(exc)) from None
+            raise CliError(_with_hint(str(exc))) from None
 
     def left_text(self) -> str | None:
         """What the payer can still spend: escrow credits less this client's unsettled charges, or the session

@@ -41,6 +41,7 @@ from ..daemon.settings import ConfigError, DaemonSettings, load_settings
 from ..deployments import load_deployment
 from ..inference import input_hash, output_hash
 from ..messages import InvalidSignature, Receipt, SignedReceipt, recover_signer
+from .amounts import format_opg
 
 PROG = "opg dispute"
 
@@ -162,8 +163,8 @@ def open_dispute(chain: Chain, account: Any, receipt: SignedReceipt) -> dict:
     bond = receipt.amount
     balance = opg.balanceOf(account.address).call()
     if balance < bond:
-        raise DisputeError(f"the bond is {bond} wei of OPG and your wallet holds {balance} (the bond is paid from "
-                           "the wallet, not from escrow credits)")
+        raise DisputeError(f"the bond is {format_opg(bond)} OPG and your wallet holds {format_opg(balance)} OPG (the "
+                           "bond is paid from the wallet, not from escrow credits)")
     staking = chain.staking.address
     if opg.allowance(account.address, staking).call() < bond:
         _send(chain, account, opg.approve(staking, bond))
@@ -272,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        state = {"opened": f"dispute opened, bond {opened['bond']} wei posted ({opened['tx']})",
+        state = {"opened": f"dispute opened, bond {format_opg(opened['bond'])} OPG posted ({opened['tx']})",
                  "already_disputed": "already disputed", "fraud_proven": "fraud already proven",
                  "proven_valid": "already proven valid"}[opened["state"]]
         print(f"receipt {rid} of node {receipt.node}: {state}")

@@ -224,8 +224,9 @@ class OpgClient:
                 / f"{self.deployment.address('CreditEscrow').lower()}-{self.address.lower()}.json")
 
     def pending_deposit(self) -> dict | None:
-        """The stored gasless deposit authorisation not yet seen on chain (None if there is none, or once the
-        chain executed it or it expired; the record is then dropped)."""
+        """The stored gasless deposit authorisation this client has not seen confirmed (None if there is none or it
+        expired unused; ``used: true`` if the chain executed it meanwhile). The record is dropped when read as
+        used or expired."""
         path = self._pending_deposit_path()
         try:
             body = json.loads(path.read_text())
@@ -264,9 +265,9 @@ class OpgClient:
             raise WalletError("a gasless deposit needs the payer's key to sign (--dev-account or --keystore)")
         pending = self.pending_deposit()
         resent = False
-        if pending is not None and pending.get("used"):
-            pending = None  # it landed: this is a new deposit
-        if pending is not None:
+        if pending is not None and pending.get("used") and int(pending["authorization"]["value"]) != amount:
+            pending = None  # the earlier one landed: this one is another deposit
+        if pending is not None:  # the retry of a deposit this client never saw confirmed: the same authorisation
             value = int(pending["authorization"]["value"])
             if value != amount:
                 raise WalletError(
@@ -274,6 +275,8 @@ class OpgClient:
                     f"complete: `opg deposit {format_opg(value)} --gasless` follows it (the same authorisation, "
                     f"never a second payment); it expires in {int(pending['authorization']['validBefore']) - self.chain_now()} s")
             body, resent = {"authorization": pending["authorization"], "signature": pending["signature"]}, True
+            if pending.get("used"):
+                self._keep_pending_deposit(body)  # until the relayer's answer (the same transaction) is seen
         else:
             body = self.sign_deposit_authorization(amount, valid_for)
             self._keep_pending_deposit(body)

@@ -39,6 +39,12 @@ from .x402 import SCHEME_CREDIT, SCHEME_EXACT, Offer, PaymentRefused, Quote, dec
 log = logging.getLogger("opg.node.payments")
 
 
+def _opg(wei: int) -> str:
+    """wei as OPG for people reading a refusal ("0.002667")."""
+    whole, frac = divmod(int(wei), 10**18)
+    return f"{whole}.{frac:018d}".rstrip("0").rstrip(".")
+
+
 class _Camel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
@@ -260,13 +266,14 @@ class Payments:
         self.metrics.verify.inc(1, SCHEME_CREDIT, "on_chain_only")
         log.warning("relayer /verify unreachable (%s): checked %s's credits on-chain only", why, adm.payer)
         if available < need:
-            raise PaymentRefused("insufficient_balance", f"available credits {available} < {need} this channel may "
-                                 "charge (charged + in flight + cap - settled)", adm.payer)
+            raise PaymentRefused("insufficient_balance", f"available credits {_opg(available)} OPG < {_opg(need)} "
+                                 "OPG this channel may charge (charged + in flight + cap - settled)", adm.payer)
         if adm.signer is not None and adm.signer != adm.payer:  # settlement charges a session voucher to its key
             allowance = self.chain.session_allowance(adm.payer, adm.signer)
             if allowance < need:
-                raise PaymentRefused("allowance_exceeded", f"session key {adm.signer} has {allowance} wei of "
-                                     f"allowance left, below the {need} this channel may charge unsettled", adm.payer)
+                raise PaymentRefused("allowance_exceeded", f"session key {adm.signer} has {_opg(allowance)} OPG of "
+                                     f"allowance left, below the {_opg(need)} OPG this channel may charge unsettled",
+                                     adm.payer)
         adm.available = available
 
     def _admit_exact(self, quote: Quote, payload: PaymentPayload) -> Admission:

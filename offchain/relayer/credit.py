@@ -44,6 +44,12 @@ INVALID_AMOUNT = "invalid_amount"
 SESSION_EXPIRING = "session_key_expiring"
 ALLOWANCE_EXCEEDED = "allowance_exceeded"
 SESSION_CACHE_TTL = 5.0
+
+
+def _opg(wei: int) -> str:
+    """wei as OPG for people reading a refusal ("0.002667")."""
+    whole, frac = divmod(int(wei), 10**18)
+    return f"{whole}.{frac:018d}".rstrip("0").rstrip(".")
 MAX_FUTURE = 300
 SESSION_SETTLE_MARGIN = 60  # a session key's receipts are accepted while it has this long left (s)
 
@@ -336,8 +342,8 @@ class CreditScheme:
         reserved = self.r.ledger.reserved(payer, exclude_node=node)
         need = max(max_cumulative, channel.cap if channel else 0) - spent
         if available < reserved + need:
-            return (INSUFFICIENT_BALANCE, f"available credits {available} < reserved {reserved} by other "
-                    f"channels + {need} this voucher allows (maxCumulative - spent)"), {}, used_cache
+            return (INSUFFICIENT_BALANCE, f"available credits {_opg(available)} OPG < {_opg(reserved)} OPG reserved "
+                    f"by other channels + {_opg(need)} OPG this voucher allows (maxCumulative - spent)"), {}, used_cache
         if allowance is not None:
             key_reserved = self.r.ledger.key_reserved(payer, signer, exclude_node=node)
             key_need = max_cumulative - max(spent, channel.payer_cap if channel else 0)
