@@ -272,7 +272,7 @@ def _season_rows(season: Season, events: list[tuple[dict, str, dict]], charges: 
             row["fees"] += fee
             if c.epoch in finalized and finalized[c.epoch][0]:
                 fees_e, emission_e = finalized[c.epoch]
-                row["emission"] += min(fee, _ceil_div(amount * emission_e, fees_e))
+                row["emission"] += _ceil_div(amount * emission_e, fees_e)  # >= what the node collects on it
             else:
                 row["emission"] += fee
     for row in rows.values():
