@@ -58,6 +58,14 @@ exports: (
 _MAX_PROOF_LENGTH: constant(uint256) = 32
 
 
+# @dev The low 128 bits of an `_taken` slot (the claimed half).
+_LOW_MASK: constant(uint256) = 2**128 - 1
+
+
+# @dev The largest cumulative amount a leaf may carry (packs in 128 bits).
+_MAX_AMOUNT: constant(uint256) = 2**128 - 1
+
+
 # @dev Hard bounds of `root_delay`.
 MIN_ROOT_DELAY: public(constant(uint256)) = 60
 MAX_ROOT_DELAY: public(constant(uint256)) = 30 * 86_400
@@ -119,12 +127,10 @@ pending_season: public(uint256)
 pending_eta: public(uint256)
 
 
-# @dev What an account took so far: claimed plus expired (cumulative).
-consumed: public(HashMap[address, uint256])
-
-
-# @dev What an account was paid so far (cumulative).
-claimed: public(HashMap[address, uint256])
+# @dev An account's cumulative amounts packed in one slot (one storage write
+# per claim): what it took so far, claimed plus expired (high 128 bits), and
+# what it was paid (low 128 bits). OPG's whole supply fits in 90 bits.
+_taken: HashMap[address, uint256]
 
 
 # @dev Sum of `consumed` over all accounts.
@@ -288,12 +294,13 @@ def claim(account: address, cumulative: uint256, proof: DynArray[bytes32, _MAX_P
     root_: bytes32 = self.root
     assert root_ != empty(bytes32), "SeasonDistributor: no claimable root"
     assert merkle._verify(proof, root_, self._leaf(account, cumulative)), "SeasonDistributor: invalid proof"
-    taken: uint256 = self.consumed[account]
+    assert cumulative <= _MAX_AMOUNT, "SeasonDistributor: amount too large"
+    packed: uint256 = self._taken[account]
+    taken: uint256 = packed >> 128
     if cumulative <= taken:
         return 0
     amount: uint256 = cumulative - taken
-    self.consumed[account] = cumulative
-    self.claimed[account] += amount
+    self._taken[account] = cumulative << 128 | ((packed & _LOW_MASK) + amount)
     self.total_consumed += amount
     log Claimed(account=account, caller=msg.sender, amount=amount, cumulative=cumulative)
     assert extcall token.transfer(account, amount, default_return_value=True)
@@ -319,11 +326,13 @@ def expire(
     assert old_root != empty(bytes32), "SeasonDistributor: unknown season"
     assert season_ + expiry_seasons <= self.season, "SeasonDistributor: season not expired"
     assert merkle._verify(proof, old_root, self._leaf(account, cumulative)), "SeasonDistributor: invalid proof"
-    taken: uint256 = self.consumed[account]
+    assert cumulative <= _MAX_AMOUNT, "SeasonDistributor: amount too large"
+    packed: uint256 = self._taken[account]
+    taken: uint256 = packed >> 128
     if cumulative <= taken:
         return 0
     amount: uint256 = cumulative - taken
-    self.consumed[account] = cumulative
+    self._taken[account] = cumulative << 128 | (packed & _LOW_MASK)
     self.total_consumed += amount
     self.total_expired += amount
     log Expired(account=account, season=season_, amount=amount)
@@ -384,10 +393,32 @@ def claimable(account: address, cumulative: uint256, proof: DynArray[bytes32, _M
     """
     if self.root == empty(bytes32) or not merkle._verify(proof, self.root, self._leaf(account, cumulative)):
         return 0
-    taken: uint256 = self.consumed[account]
+    taken: uint256 = self._taken[account] >> 128
     if cumulative <= taken:
         return 0
     return cumulative - taken
+
+
+@external
+@view
+def consumed(account: address) -> uint256:
+    """
+    @dev What `account` took so far: claimed plus expired.
+    @param account The account.
+    @return uint256 The cumulative amount taken.
+    """
+    return self._taken[account] >> 128
+
+
+@external
+@view
+def claimed(account: address) -> uint256:
+    """
+    @dev What `account` was paid so far.
+    @param account The account.
+    @return uint256 The cumulative amount paid.
+    """
+    return self._taken[account] & _LOW_MASK
 
 
 @external
