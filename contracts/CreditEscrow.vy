@@ -77,7 +77,8 @@ interface IOPG:
 
 
 interface INodeStaking:
-    def is_payable(node: address) -> bool: view
+    def pay_capacity(node: address) -> uint256: view
+    def record_pay(node: address, amount: uint256): nonpayable
 
 
 interface IRewardDistributor:
@@ -416,7 +417,8 @@ def settle_batch(claims: DynArray[Claim, MAX_CLAIMS], receipts_root: bytes32) ->
     """
     @dev Settles voucher claims. For each claim with a valid voucher
          signature and a payable node (registered for inference, not
-         jailed), the channel pays `total - spent` if the payer's
+         jailed, the claim within its `pay_capacity`: stake that can
+         answer for the pay), the channel pays `total - spent` if the payer's
          credits (and, for a session key, its allowance) cover it;
          stale claims, bad signatures, unpayable nodes and broke
          payers are skipped with a `ClaimSkipped` reason, never
@@ -437,7 +439,7 @@ def settle_batch(claims: DynArray[Claim, MAX_CLAIMS], receipts_root: bytes32) ->
     settled: DynArray[uint256, MAX_CLAIMS] = []
     runs: DynArray[uint256, MAX_CLAIMS] = []
     current_node: address = empty(address)
-    node_payable: bool = False
+    node_capacity: uint256 = 0
     node_amount: uint256 = 0
     run_count: uint256 = 0
     batch_amount: uint256 = 0
@@ -447,12 +449,13 @@ def settle_batch(claims: DynArray[Claim, MAX_CLAIMS], receipts_root: bytes32) ->
         assert claim.total <= claim.max_cumulative, "CreditEscrow: total exceeds voucher"
         if claim.node != current_node:
             current_node = claim.node
-            node_payable = staticcall staking.is_payable(current_node)
+            node_capacity = staticcall staking.pay_capacity(current_node)
         outcome: uint8 = SETTLED
         delta: uint256 = 0
-        outcome, delta = self._settle(claim, node_payable)
+        outcome, delta = self._settle(claim, node_capacity)
         outcomes.append(outcome)
         if outcome == SETTLED:
+            node_capacity -= delta
             node_amount += delta
             run_count += 1
             settled.append(convert(claim.payer, uint256) << _AMOUNT_BITS | delta)
@@ -461,6 +464,7 @@ def settle_batch(claims: DynArray[Claim, MAX_CLAIMS], receipts_root: bytes32) ->
             amounts.append(node_amount)
             runs.append(convert(current_node, uint256) << _AMOUNT_BITS | run_count)
             self.node_settled_at[current_node] = block.timestamp
+            extcall staking.record_pay(current_node, node_amount)
             batch_amount += node_amount
             node_amount = 0
             run_count = 0
@@ -635,7 +639,7 @@ def voucher_signer(payer: address, node: address, max_cumulative: uint256, r: by
 
 
 @internal
-def _settle(claim: Claim, node_payable: bool) -> (uint8, uint256):
+def _settle(claim: Claim, node_capacity: uint256) -> (uint8, uint256):
     """
     @dev Settles one claim or says why it is skipped.
     @return (uint8, uint256) The outcome and the amount paid.
@@ -645,7 +649,7 @@ def _settle(claim: Claim, node_payable: bool) -> (uint8, uint256):
     reason: uint8 = SETTLED
     if claim.total <= previous:
         reason = SKIP_STALE
-    elif not node_payable:
+    elif claim.total - previous > node_capacity:
         reason = SKIP_NODE_NOT_PAYABLE
     else:
         signer: address = self._recover(

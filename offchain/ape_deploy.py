@@ -53,8 +53,12 @@ def deploy_system(deployer, treasury: str | None = None, params: Params | None =
     distributor = project.RewardDistributor.deploy(
         *constructor_args("RewardDistributor", params, opg=opg.address, treasury=treasury), sender=deployer
     )
+    evidence = project.Evidence.deploy(*constructor_args("Evidence", params), sender=deployer)
     staking = project.NodeStaking.deploy(
-        *constructor_args("NodeStaking", params, opg=opg.address, distributor=distributor.address), sender=deployer
+        *constructor_args(
+            "NodeStaking", params, opg=opg.address, distributor=distributor.address, evidence=evidence.address
+        ),
+        sender=deployer,
     )
     escrow = project.CreditEscrow.deploy(
         *constructor_args(
@@ -76,6 +80,7 @@ def deploy_system(deployer, treasury: str | None = None, params: Params | None =
             "CreditEscrow": record(escrow),
             "NodeStaking": record(staking),
             "RewardDistributor": record(distributor),
+            "Evidence": record(evidence),
         },
         params=params,
     )

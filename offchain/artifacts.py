@@ -23,6 +23,7 @@ SOURCES = {
     "OPG": "OPG.vy",
     "CreditEscrow": "CreditEscrow.vy",
     "NodeStaking": "NodeStaking.vy",
+    "Evidence": "Evidence.vy",
     "RewardDistributor": "RewardDistributor.vy",
     "SeasonDistributor": "SeasonDistributor.vy",
     "TestWallet": "test/TestWallet.vy",
@@ -81,7 +82,7 @@ def export_abis() -> list[Path]:
     """Regenerate ``offchain/abi/*.json`` from the sources."""
     ABI_DIR.mkdir(exist_ok=True)
     written = []
-    for name in ("OPG", "CreditEscrow", "NodeStaking", "RewardDistributor", "SeasonDistributor"):
+    for name in ("OPG", "CreditEscrow", "NodeStaking", "Evidence", "RewardDistributor", "SeasonDistributor"):
         path = ABI_DIR / f"{name}.json"
         path.write_text(json.dumps(compiled(name)["abi"], indent=1) + "\n")
         written.append(path)

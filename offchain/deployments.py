@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .types import Address
 
-CONTRACT_NAMES = ("OPG", "CreditEscrow", "NodeStaking", "RewardDistributor")
+CONTRACT_NAMES = ("OPG", "CreditEscrow", "NodeStaking", "RewardDistributor", "Evidence")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = PROJECT_ROOT / "deployments"
 
@@ -121,7 +121,8 @@ def constructor_args(name: str, params: Params, **addresses: str) -> tuple:
     """Constructor arguments of each contract, in one place for the ape and the web3 deployers.
 
     ``addresses`` names the contracts and accounts a constructor needs: ``treasury`` (OPG, RewardDistributor),
-    ``opg``, ``distributor``, ``staking``.
+    ``opg``, ``distributor``, ``staking``, ``evidence`` (the stateless Evidence contract NodeStaking calls to hash
+    receipts, verdicts and registrations and recover their signers; it takes no constructor arguments).
     """
     p = params
     if name == "OPG":
@@ -137,10 +138,13 @@ def constructor_args(name: str, params: Params, **addresses: str) -> tuple:
             p.emission_per_epoch,
             p.delay,
         )
+    if name == "Evidence":
+        return ()
     if name == "NodeStaking":
         return (
             addresses["opg"],
             addresses["distributor"],
+            addresses["evidence"],
             p.min_inference_stake,
             p.min_verifier_stake,
             p.dispute_window,

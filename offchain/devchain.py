@@ -142,11 +142,14 @@ def deploy_web3(w3: Web3, deployer_key: str, treasury: str | None = None, params
         "RewardDistributor",
         *constructor_args("RewardDistributor", params, opg=opg.address, treasury=treasury),
     )
+    evidence, b_evd = deploy_contract(w3, deployer_key, "Evidence", *constructor_args("Evidence", params))
     staking, b_stk = deploy_contract(
         w3,
         deployer_key,
         "NodeStaking",
-        *constructor_args("NodeStaking", params, opg=opg.address, distributor=distributor.address),
+        *constructor_args(
+            "NodeStaking", params, opg=opg.address, distributor=distributor.address, evidence=evidence.address
+        ),
     )
     escrow, b_esc = deploy_contract(
         w3,
@@ -165,6 +168,7 @@ def deploy_web3(w3: Web3, deployer_key: str, treasury: str | None = None, params
             "CreditEscrow": DeployedContract(address=escrow.address, block=b_esc),
             "NodeStaking": DeployedContract(address=staking.address, block=b_stk),
             "RewardDistributor": DeployedContract(address=distributor.address, block=b_dist),
+            "Evidence": DeployedContract(address=evidence.address, block=b_evd),
         },
         params=params,
     )

@@ -365,9 +365,11 @@ def test_withdraw_unbonded_after_period_pays_and_emits(opg, staking, node, chain
 
 def test_attack_node_that_withdrew_all_its_stake_is_no_longer_payable(staking, node, chain):
     # A node with nothing left to slash must not settle vouchers it held back: their reopened dispute window would
-    # have no stake behind it.
+    # have no stake behind it. v3: unbonding stake backs no new pay at all (it only answers for pay made before the
+    # request), so the node stops being payable as soon as it unbonds everything.
     staking.request_unbond(stake_of(staking, node.address), sender=node.account)
-    assert staking.is_payable(node.address)  # unbonding stake is still slashable
+    assert not staking.is_payable(node.address)
+    assert staking.pay_capacity(node.address) == 0
     chain.pending_timestamp = staking.nodes(node.address).unbond_ready_at
     staking.withdraw_unbonded(sender=node.account)
     assert not staking.is_payable(node.address)
@@ -602,7 +604,7 @@ def test_attack_raising_min_stake_does_not_stop_pay_for_work_done(
     govern(staking, deployer, chain, "set_min_stake", INFERENCE, MAX_MIN_STAKE)
     assert not staking.is_active_as(node.address, INFERENCE)
     assert staking.is_payable(node.address)
-    escrow.settle_batch([claim.as_tuple()], ZERO_ROOT, sender=node.account)
+    escrow.settle_batch([claim.as_tuple()], ZERO_ROOT, sender=ape.accounts.test_accounts[2])  # the facilitator
     assert escrow.spent(payer.address, node.address) == 10 * OPG
 
 
@@ -671,9 +673,10 @@ def test_eip712_domain_is_opg_node_staking(staking, chain_id):
 # ---------------------------------------------------------------- connect and constructor
 
 
-def constructor_args(opg, distributor_, **changes) -> list:
+def constructor_args(opg, distributor_, evidence_, **changes) -> list:
     values = dict(
-        token=opg, distributor=distributor_, min_inf=OPG, min_ver=OPG, window=86_400, unbonding=2 * 86_400,
+        token=opg, distributor=distributor_, evidence=evidence_, min_inf=OPG, min_ver=OPG, window=86_400,
+        unbonding=2 * 86_400,
         warmup=86_400, eq=5_000, fraud=2_000, challenger=2_000, multiplier=10, quorum=6_667, delay=3 * 86_400,
     )
     values.update(changes)
@@ -690,8 +693,8 @@ def test_connect_by_non_owner_reverts(staking, node, escrow):
         staking.connect(escrow, sender=node.account)
 
 
-def test_connect_fresh_deployment_wires_escrow_once(project, opg, distributor, deployer, escrow):
-    fresh = project.NodeStaking.deploy(*constructor_args(opg, distributor), sender=deployer)
+def test_connect_fresh_deployment_wires_escrow_once(project, opg, distributor, deployer, escrow, staking):
+    fresh = project.NodeStaking.deploy(*constructor_args(opg, distributor, staking.evidence()), sender=deployer)
     assert fresh.escrow() == ZERO_ADDRESS
     with ape.reverts("NodeStaking: zero address"):
         fresh.connect(ZERO_ADDRESS, sender=deployer)
@@ -715,9 +718,9 @@ def test_connect_fresh_deployment_wires_escrow_once(project, opg, distributor, d
         ({"token": ZERO_ADDRESS}, "NodeStaking: zero address"),
     ],
 )
-def test_constructor_enforces_parameter_bounds(project, opg, distributor, deployer, changes, message):
+def test_constructor_enforces_parameter_bounds(project, opg, distributor, deployer, changes, message, staking):
     with ape.reverts(message):
-        project.NodeStaking.deploy(*constructor_args(opg, distributor, **changes), sender=deployer)
+        project.NodeStaking.deploy(*constructor_args(opg, distributor, staking.evidence(), **changes), sender=deployer)
 
 
 # ---------------------------------------------------------------- ownership (2-step)

@@ -235,8 +235,11 @@ def deploy() -> System:
         distributor = _load("RewardDistributor").deploy(
             *constructor_args("RewardDistributor", P, opg=opg.address, treasury=TREASURY.address)
         )
+        evidence = _load("Evidence").deploy()
         staking = _load("NodeStaking").deploy(
-            *constructor_args("NodeStaking", P, opg=opg.address, distributor=distributor.address)
+            *constructor_args(
+                "NodeStaking", P, opg=opg.address, distributor=distributor.address, evidence=evidence.address
+            )
         )
         escrow = _load("CreditEscrow").deploy(
             *constructor_args(
