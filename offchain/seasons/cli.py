@@ -25,8 +25,15 @@ from decimal import Decimal
 from pathlib import Path
 
 from ..daemon.serve import fail
-from .ops import DEFAULT_EXPIRY_SEASONS, DEFAULT_ROOT_DELAY, SeasonError, load_config, load_table, open_seasons, \
-    table_path
+from .ops import (
+    DEFAULT_EXPIRY_SEASONS,
+    DEFAULT_ROOT_DELAY,
+    SeasonError,
+    load_config,
+    load_table,
+    open_seasons,
+    table_path,
+)
 from .usage import table_bytes, table_hash
 
 PROG = "opg season"
@@ -129,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
         config, path = seasons.close_season(args.budget, args.to_block, args.evidence_block,
                                             reward_bps=args.reward_bps, cap_bps=args.cap_bps)
         last = config.seasons[-1]
+        if seasons.warning:
+            print(f"{PROG}: warning: {seasons.warning}", file=sys.stderr)
         out = {"season": last.season, "from_block": last.from_block, "to_block": last.to_block,
                "evidence_block": last.evidence_block, "budget": last.budget, "config": str(path)}
         print(json.dumps(out) if args.json else f"season {last.season}: blocks {last.from_block}..{last.to_block}, "

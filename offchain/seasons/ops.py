@@ -21,7 +21,7 @@ from web3 import Web3
 from ..artifacts import abi
 from ..deployments import DeployedContract, Deployment, deployment_path, save_deployment
 from ..devchain import deploy_contract, transact
-from .usage import IGNORED, Season, SeasonsConfig, fetch_logs, proof_of, season_table, table_bytes, table_hash
+from .usage import BPS, IGNORED, Season, SeasonsConfig, fetch_logs, proof_of, season_table, table_bytes, table_hash
 
 NAME = "SeasonDistributor"
 DEFAULT_ROOT_DELAY = 86_400
@@ -59,6 +59,7 @@ class Seasons:
     w3: Web3
     deployment: Deployment
     deployment_file: Path | None = None
+    warning: str | None = None
 
     @property
     def directory(self) -> Path | None:
@@ -132,10 +133,20 @@ class Seasons:
         seasons.append(Season(season=len(seasons) + 1, from_block=start, to_block=to_block,
                               evidence_block=evidence_block, budget=budget, **rules))
         config = self._config(seasons)
+        self.warning = self.emission_warning(seasons[-1].reward_bps)
         path = config_path(self.deployment.chainId, self.directory)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(config.model_dump_json(indent=2) + "\n")
         return config, path
+
+    def emission_warning(self, reward_bps: int) -> str | None:
+        """Self-dealing loses (1 - C) x fees only if emissions pay at most C x the protocol fee (docs/seasons.md)."""
+        d = self.w3.eth.contract(address=self.deployment.address("RewardDistributor"), abi=abi("RewardDistributor"))
+        cap, fee = d.functions.max_emission_per_fee_bps().call(), d.functions.protocol_fee_bps().call()
+        if cap * BPS > reward_bps * fee:
+            return (f"the emission cap ({cap} bps) exceeds C x the protocol fee ({reward_bps * fee // BPS} bps): "
+                    f"self-dealing breaks even on emissions alone; lower max_emission_per_fee_bps")
+        return None
 
     def build(self, config: SeasonsConfig | None = None) -> tuple[dict, Path]:
         """Compute the last season's table from the chain's logs and write it (canonical bytes)."""

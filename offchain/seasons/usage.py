@@ -227,7 +227,7 @@ def _charges(events: list[tuple[dict, str, dict]]) -> list[_Charge]:
             for payer, amount in claims:
                 charges.append(_Charge(block, payer, node, amount, fee * amount // gross if gross else 0,
                                        args["epoch"]))
-    for tx, runs in pending.items():
+    for runs in pending.values():
         for block, node, claims in runs:  # a run without FeesCredited (older distributor): no fee known, no weight
             charges.extend(_Charge(block, p, node, a, 0, None) for p, a in claims)
     return charges
