@@ -22,6 +22,9 @@ Daemons:
   opg node run ...                   an inference node (offchain/node/cli.py)
   opg verifier run ...               a verifier (offchain/verifier/cli.py)
 
+Web:
+  opg web [--dev-account N | --keystore F | --payer A]   the payer's local web app (offchain/web/cli.py)
+
 Tools:
   opg abi                            regenerate offchain/abi/*.json from contracts/
 
@@ -41,12 +44,13 @@ MODULES = {
     "verifier": "offchain.verifier.cli",
     "operator": "offchain.operator.cli",
     "season": "offchain.seasons.cli",
+    "web": "offchain.web.cli",
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: opg {deposit,balance,withdraw,session,chat,dispute,operator,season,relayer,node,verifier,abi} ..."
+    usage = "usage: opg {deposit,balance,withdraw,session,chat,dispute,operator,season,relayer,node,verifier,web,abi} ..."
     if not argv or argv[0] in {"-h", "--help", "help"}:
         print(__doc__.strip())
         return 0
