@@ -1,7 +1,8 @@
 """A season end to end on a real anvil: real nodes (``opg node run``, builtin model) answer real chats paid by the
 SDK, the real relayer settles them, a verifier quorum proves one node's receipt fraudulent (the relayer submits the
-proof); then the operator's ``opg season deploy|close|build|propose`` and a payer's ``opg season claim``, each a
-fresh process. The usage of the slashed node counts zero (its refunded charge too), a fresh process rebuilds the
+proof), and anyone proves the jailed node's next, unpaid receipt fraudulent (its charge is voided); then the
+operator's ``opg season deploy|close|build|propose`` and a payer's ``opg season claim``, each a
+fresh process. The usage of the slashed node counts zero (its refunded and voided charges too), a fresh process rebuilds the
 table and root byte for byte from the chain's logs, and the claim pays exactly what the table says."""
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from pathlib import Path
 
 import ape
 from eth_account import Account
-from opg_devnet import OPG, DaemonProc, wait_until
+from opg_devnet import OPG, ChannelSim, DaemonProc, wait_until
 
 from offchain.client import Payer, payment_http_client
 from offchain.devchain import free_port, transact
-from offchain.messages import Verdict
+from offchain.messages import Receipt, Verdict
 from offchain.seasons.ops import Seasons, load_table, table_path
 from offchain.seasons.usage import table_bytes, table_hash
 
@@ -84,6 +85,19 @@ def season(devnet, relayer, tmp_path_factory):
             assert res.status_code == 200, res.text
         wait_until(lambda: [s for s in relayer.get("/slashes").json()
                             if s["kind"] == "fraud" and s["status"] == "confirmed"], timeout=60, what="fraud slash")
+        # the jailed node's next receipt to p1, never paid (the relayer refuses a jailed node's receipts), is proven
+        # fraudulent by anyone with the quorum's verdicts: its charge is voided in the escrow
+        ch = ChannelSim(devnet, p1, fraud)
+        ch.cumulative = devnet.spent(p1, fraud)
+        unpaid = ch.receipt(OPG)
+        unpaid_hash = devnet.staking.functions.receipt_hash(Receipt(**unpaid.model_dump(exclude={"signature"}))
+                                                            .as_tuple()).call()
+        verdicts = [(v.address, bytes.fromhex(Verdict(receipt_hash="0x" + unpaid_hash.hex(), valid=False)
+                                              .sign_with(v.key, devnet.staking_domain)[2:]))
+                    for v in sorted(verifiers, key=lambda a: int(a.address, 16))]
+        transact(devnet.w3, devnet.deployer, devnet.staking.functions.slash_fraud(
+            Receipt(**unpaid.model_dump(exclude={"signature"})).as_tuple(), bytes.fromhex(unpaid.signature[2:]),
+            verdicts))
     finally:
         for proc in procs:
             proc.stop()
@@ -106,7 +120,7 @@ def row(table: dict, account) -> dict:
     return next(a for a in table["accounts"] if a["account"] == account.address)
 
 
-def test_usage_of_a_node_slashed_for_fraud_and_refunded_charges_count_zero(devnet, season):
+def test_usage_of_a_node_slashed_for_fraud_and_voided_or_refunded_charges_count_zero(devnet, season):
     table = season["table"]
     p1, p2 = row(table, season["p1"]), row(table, season["p2"])
     escrow = devnet.escrow.functions
@@ -114,6 +128,10 @@ def test_usage_of_a_node_slashed_for_fraud_and_refunded_charges_count_zero(devne
     p1_fraud_spent = escrow.spent(season["p1"].address, season["fraud"].address).call()
     p2_fraud_spent = escrow.spent(season["p2"].address, season["fraud"].address).call()
     assert honest_spent > 0 and p1_fraud_spent > 0 and p2_fraud_spent > 0
+    voids = devnet.escrow.events.ChargesVoided().get_logs(from_block=0)
+    assert [(e.args.payer, e.args.node, e.args.amount) for e in voids] == [
+        (season["p1"].address, season["fraud"].address, OPG)]
+    p1_fraud_spent -= OPG  # spent counts the voided charge, which was never paid
     # p1: only its honest node's usage counts; the fraudulent node's settled charge is excluded
     assert int(p1["settled"]) == honest_spent + p1_fraud_spent
     assert int(p1["usage"]) == honest_spent and int(p1["excluded"]) == p1_fraud_spent
