@@ -49,7 +49,7 @@ $(ANVIL): package.json package-lock.json
 # per-test chain isolation stopped working part-way through the contract tests (state leaked between tests); each
 # group passes on its own. The second list names every directory and module that starts its own chains.
 E2E_TESTS := tests/backends tests/client tests/node tests/operator tests/relayer tests/verifier \
-	tests/test_ape_devnet.py tests/test_demo.py tests/seasons
+	tests/test_ape_devnet.py tests/test_demo.py tests/seasons tests/newcomer
 
 test: install
 	ape compile --force
@@ -72,9 +72,12 @@ deploy: install
 	@$(PY) -m offchain.ape_deploy require-chain $(OPG_RPC_URL) "make deploy"
 	APE_FOUNDRY_HOST=$(OPG_RPC_URL) ape run deploy --network ethereum:local:foundry
 
+# The console shows its banner (the contracts, their OPG, the helpers) at start, not after the first command
+# (offchain/console_banner.py), without pydantic-settings' warning about ape's config.
 console: install
 	@$(PY) -m offchain.ape_deploy require-chain $(OPG_RPC_URL) "make console"
-	APE_FOUNDRY_HOST=$(OPG_RPC_URL) PYTHONWARNINGS="ignore:Field 'import_remapping' has an incomplete definition" \
+	APE_FOUNDRY_HOST=$(OPG_RPC_URL) APE_CONSOLE_PLUGINS='["offchain.console_banner"]' \
+	  PYTHONWARNINGS="ignore:Field 'import_remapping' has an incomplete definition" \
 	  ape console --network ethereum:local:foundry
 
 lint: install

@@ -96,6 +96,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--base-port", type=int, default=8500, help="first port of nodes and verifiers")
     p.add_argument("--state-dir", default="var/demo", help="logs, stores and client state")
     p.add_argument("--deployments-dir", default=str(ROOT / "deployments"))
+    p.add_argument("--batch-age", type=float, default=30.0,
+                   help="how long the relayer lets receipts gather into a batch when nothing urges settlement (s): "
+                        "the longer, the less gas per request (offchain/relayer/policy.py)")
     p.add_argument("--timeout", type=float, default=240, help="how long to wait for settlement and slashing (s)")
     p.add_argument("--no-live", action="store_true", help="no live display (also when not on a terminal)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object at the end")
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     port = itertools.count(args.base_port)
     system = System(
         state_dir=state, rpc_port=args.rpc_port, relayer_port=args.relayer_port, backend=args.backend,
-        sample_rate=args.sample_rate, deployments_dir=Path(args.deployments_dir),
+        sample_rate=args.sample_rate, deployments_dir=Path(args.deployments_dir), batch_age=args.batch_age,
         nodes=[Operator("node-honest", "inference", 1, next(port), 300),
                Operator("node-cheat", "inference", 5, next(port), 300, cheat_rate=args.cheat_rate)],
         verifiers=[Operator("verifier-1", "verifier", 2, next(port), 200),

@@ -81,6 +81,9 @@ def test_make_console_sees_the_deployed_contracts_and_balances(running):
         assert f"[opg]   {label:<12} {deployment.address(name)}" in out.stdout
     assert f"{deployment.address('CreditEscrow')}  holds 120.0000 OPG" in out.stdout
     assert "CREDITS 120.0" in out.stdout and "WALLET 180" in out.stdout
+    # the banner comes at start, before the first prompt, with no pydantic warning in front of it
+    assert out.stdout.index("[opg] chain 31337") < out.stdout.index("In [1]:")
+    assert "IncompleteFieldDefinitionWarning" not in out.stdout + out.stderr
 
 
 def test_ape_console_on_a_private_chain_binds_nothing_and_says_why(running):

@@ -25,6 +25,7 @@ from eth_utils import event_abi_to_log_topic, function_abi_to_4byte_selector
 from ..artifacts import abi
 from ..messages import _address_of as address_of
 from ..messages import compact_signature, merkle_root
+from .policy import BatchPolicy
 from .store import ClaimResult, Store
 from .txsender import BroadcastError, PreparedCall, is_revert, is_transient, revert_message
 
@@ -179,7 +180,7 @@ class Batcher:
         if not count:
             return
         urgent = self._urgent_payers()
-        if urgent or count >= self.settings.batch_size or time.time() - oldest >= self.settings.batch_age:
+        if BatchPolicy.of(self.settings).reason(count, time.time() - oldest, bool(urgent)):  # policy.py
             self._build(urgent)
 
     # Settling early ----------------------------------------------------------------------------------------------

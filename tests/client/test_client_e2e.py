@@ -101,7 +101,7 @@ def test_interactive_chat_streams_answers_with_one_row_each(keyed, relayer):
         proc.stdin.write("Hello there\n")
         proc.stdin.flush()
         lines = []
-        while not any("OPG left" in line for line in lines):
+        while not any("this answer cost" in line for line in lines):
             line = proc.stdout.readline()
             assert line, proc.stderr.read()
             lines.append(line)
@@ -114,7 +114,7 @@ def test_interactive_chat_streams_answers_with_one_row_each(keyed, relayer):
             proc.kill()
     assert proc.returncode == 0, err
     text = "".join(lines) + out
-    rows = [line for line in text.splitlines() if "OPG left" in line]
+    rows = [line for line in text.splitlines() if "this answer cost" in line]
     assert len(rows) == 2
     assert "pending" in rows[0] or "settled" in rows[0]
     assert "previous: settled in batch" in rows[1]

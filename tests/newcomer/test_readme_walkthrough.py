@@ -44,7 +44,8 @@ def scratch(devnet, tmp: Path) -> tuple[Path, dict]:
     (tmp / "node_modules").symlink_to(ROOT / "node_modules")
     (tmp / "deployments").symlink_to(devnet.deployment.parent)
     (tmp / "home").mkdir()
-    env = {**os.environ, **devnet.env(tmp / "home" / ".opg"), "HOME": str(tmp / "home"), "NO_COLOR": "1"}
+    env = {**os.environ, **devnet.env(tmp / "home" / ".opg"), "HOME": str(tmp / "home"), "NO_COLOR": "1",
+           "OPG_DEPLOYMENTS_DIR": str(devnet.deployment.parent)}  # the SDK's deployments/ (the repository's)
     env.pop("OPG_CLIENT_STATE_DIR")  # the default, ~/.opg, as a newcomer has it
     return tmp, env
 

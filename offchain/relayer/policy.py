@@ -1,0 +1,43 @@
+"""When the relayer settles: the batch policy, apart from the batcher that carries it out.
+
+A batch's transaction has a fixed cost (about 150,000 gas: the call, the batch record, the fee forwarding) shared by
+its claims, and a claim's cost (about 19,000 gas) is shared by every request its channel served since the last
+settlement. So the longer receipts wait, the less each request pays: about 200 gas per request when 100 claims each
+cover 100 requests (bench/gas.py), tens of thousands when a batch holds one or two fresh receipts.
+
+Waiting is safe as long as nothing urges settlement, and the batcher watches for what does: a payer's withdrawal
+request (its credits leave the escrow after the thaw) and a session key's coming expiry (the escrow refuses an
+expired key's vouchers) make a payer *urgent*, and its receipts are settled at once. Otherwise a batch is built when
+it is full (``batch_size`` receipts) or when its oldest receipt has waited ``batch_age`` seconds, which an operator
+sets from what the batch should save (the demo waits most of its run; production minutes to hours, always well
+below the thaw period, the bound the withdrawal trigger relies on).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    batch_size: int  # receipts that fill a batch
+    batch_age: float  # the longest the oldest pending receipt waits when nothing urges settlement (s)
+
+    @classmethod
+    def of(cls, settings: Any) -> BatchPolicy:
+        """The policy of the relayer's settings (``batch_size``, ``batch_age``)."""
+        return cls(batch_size=int(settings.batch_size), batch_age=float(settings.batch_age))
+
+    def reason(self, pending: int, oldest_age: float, urgent: bool) -> str | None:
+        """Why a batch is due now (``urgent``, ``full``, ``age``), or None to keep waiting: ``pending`` receipts are
+        waiting, the oldest for ``oldest_age`` seconds; ``urgent``: a payer's receipts must be settled now."""
+        if pending <= 0:
+            return None
+        if urgent:
+            return "urgent"
+        if pending >= self.batch_size:
+            return "full"
+        if oldest_age >= self.batch_age:
+            return "age"
+        return None
