@@ -17,7 +17,17 @@ ANVIL := node_modules/.bin/anvil
 
 .PHONY: install test demo devnet deploy console lint bench clean
 
-install: $(STAMP) $(ANVIL)
+CHROMIUM := /usr/bin/chromium
+
+install: $(STAMP) $(ANVIL) $(CHROMIUM)
+
+# The browser tests of `opg web` (tests/web) drive Debian's chromium headless through Playwright's Python package
+# (pinned in requirements.lock); Playwright never downloads a browser of its own.
+$(CHROMIUM):
+	@echo "== installing Debian's chromium for the browser tests (apt-get)"
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "make: chromium is missing and this user cannot apt-get install it: run 'apt-get install chromium' as root" >&2; exit 1; fi
 
 # llama-cpp-python is built from its sdist with these flags (portable AVX2 kernels, no llava): part of the llama.cpp
 # backends' model_id (offchain/backends/llama.py), so keep both in step. First build ~8 min on 2 cores; pip caches it.
@@ -49,7 +59,7 @@ $(ANVIL): package.json package-lock.json
 # per-test chain isolation stopped working part-way through the contract tests (state leaked between tests); each
 # group passes on its own. The second list names every directory and module that starts its own chains.
 E2E_TESTS := tests/backends tests/client tests/node tests/operator tests/relayer tests/verifier \
-	tests/test_ape_devnet.py tests/test_demo.py tests/seasons tests/newcomer
+	tests/test_ape_devnet.py tests/test_demo.py tests/seasons tests/newcomer tests/web
 
 test: install
 	ape compile --force

@@ -600,6 +600,7 @@ def _pools(web: Web, epochs: int = 8) -> list[dict]:
     for e in range(current, max(-1, current - epochs), -1):
         fees = int(dist.epoch_fees(e).call())
         rows.append({"epoch": e, "fees": fees, "verifierPool": int(dist.epoch_verifier_fees(e).call()),
+                     "weight": int(web.chain.staking.functions.total_weight_in(e).call()),
                      "emission": int(dist.epoch_emission(e).call()), "finalized": bool(dist.epoch_finalized(e).call()),
                      "current": e == current,
                      "collected": sum(x["amount"] for x in web.index.snap.emissions if x["epoch"] == e)})

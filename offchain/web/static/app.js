@@ -236,7 +236,8 @@ async function drawChart(box) {
     series: [{label: data.xlabel || "time", value: (u, v) => v === null ? "" : data.time ? new Date(v * 1000).toLocaleTimeString() : String(v)},
              ...data.series.map((s, i) => ({label: s.label, stroke: COLORS[i % COLORS.length], width: 2,
                                             points: {show: data.x.length < 60}, value: (u, v) => fixed(v)}))],
-    axes: [{}, {values: (u, ticks) => ticks.map(fixed), size: 70}],
+    axes: [data.time ? {} : {values: (u, ticks) => ticks.map(t => Number.isInteger(t) ? String(t) : "")},
+           {values: (u, ticks) => ticks.map(fixed), size: 70}],
   };
   charts[name] = new uPlot(opts, aligned, box);
 }
