@@ -74,6 +74,9 @@ def test_demo_pays_every_answer_once_slashes_the_cheating_node_and_stops_every_p
         voided = sum(v["amount"] for v in report["voided"] if v["payer"] == payer)
         assert refunds + voided > 0
     assert report["batches"] and all(b["gas"] > 0 for b in report["batches"])
+    # the summary shows bench/gas.py's at-scale figures beside the demo's own
+    assert report["at_scale"]["gas_per_request"] < 1_000 and report["at_scale"]["exact"] > 50_000
+    assert "batching at scale (bench/gas.py" in out.stdout and "this demo:" in out.stdout
     assert "every process stopped" in out.stdout
     assert not any(_listening(p) for p in ports)
 
