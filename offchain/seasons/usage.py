@@ -123,10 +123,13 @@ def normalize_log(log: Any) -> dict:
     }
 
 
-def fetch_logs(w3: Any, config: SeasonsConfig, chunk: int = 10_000) -> list[dict]:
-    """Every log of the protocol contracts from the first season's start to the last evidence block."""
+def fetch_logs(w3: Any, config: SeasonsConfig, chunk: int = 10_000, from_block: int | None = None,
+               to_block: int | None = None) -> list[dict]:
+    """Every log of the protocol contracts from the first season's start to the last evidence block (or the
+    blocks given)."""
     addresses = list(config.addresses)
-    start, end = config.seasons[0].from_block, config.last_block
+    start = config.seasons[0].from_block if from_block is None else from_block
+    end = config.last_block if to_block is None else to_block
     logs: list[dict] = []
     for lo in range(start, end + 1, chunk):
         hi = min(end, lo + chunk - 1)

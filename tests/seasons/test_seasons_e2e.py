@@ -20,6 +20,7 @@ from offchain.client import Payer, payment_http_client
 from offchain.devchain import free_port, transact
 from offchain.messages import Receipt, Verdict
 from offchain.seasons.ops import Seasons, load_table, table_path
+from offchain.seasons.standing import SeasonView
 from offchain.seasons.usage import table_bytes, table_hash
 
 BUDGET = 100 * OPG
@@ -107,12 +108,15 @@ def season(devnet, relayer, tmp_path_factory):
     last = distributor.functions.epoch_now().call() - 1
     transact(devnet.w3, devnet.deployer, distributor.functions.finalize_epoch(last))
 
+    # what the client's credit row says before the season closes (read incrementally: twice, no new logs between)
+    view = SeasonView(devnet.w3, devnet.system.deployment, devnet.deployment_file)
+    signals = [view.signal(p1.address), view.signal(p1.address)]
     opg_cli(devnet, "deploy", "--root-delay", str(ROOT_DELAY), "--expiry-seasons", "2", key=devnet.deployer)
     opg_cli(devnet, "close", "--budget", str(BUDGET // OPG), key=devnet.deployer)
     built = json.loads(opg_cli(devnet, "--json", "build").stdout)
     path = table_path(devnet.chain_id, 1, devnet.deployment_file.parent)
     assert built["table"] == str(path)
-    return {"p1": p1, "p2": p2, "honest": honest, "fraud": fraud, "table": load_table(path), "path": path,
+    return {"signals": signals, "p1": p1, "p2": p2, "honest": honest, "fraud": fraud, "table": load_table(path), "path": path,
             "built": built}
 
 
@@ -182,3 +186,15 @@ def test_propose_accept_claim_pays_exactly_the_table(devnet, season):
     assert again["paid"] == 0
     status = json.loads(opg_cli(devnet, "--json", "status", "--account", p1.address).stdout)
     assert status["standing"]["claimed"] == amount and status["standing"]["claimable"] == 0
+
+
+def test_the_credit_row_signal_and_balance_lines(devnet, season):
+    fees = int(row(season["table"], season["p1"])["fees"])
+    text = f"{fees / 10**18:.6f}".rstrip("0").rstrip(".")
+    assert season["signals"] == [f"counts toward S1: {text} OPG of eligible fees"] * 2
+    from offchain.deployments import load_deployment
+
+    view = SeasonView(devnet.w3, load_deployment(path=devnet.deployment_file), devnet.deployment_file)
+    assert view.signal(season["p1"].address) == "counts toward S2: 0 OPG of eligible fees"  # season 1 is closed
+    lines = view.balance_lines(season["p1"].address)
+    assert lines[0].startswith("season       S2 so far: 0 OPG of usage") and lines[1].startswith("rewards ")
