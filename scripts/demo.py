@@ -101,6 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "the longer, the less gas per request (offchain/relayer/policy.py)")
     p.add_argument("--timeout", type=float, default=240, help="how long to wait for settlement and slashing (s)")
     p.add_argument("--no-live", action="store_true", help="no live display (also when not on a terminal)")
+    p.add_argument("--web-port", type=int, default=None, help="port of `opg web` (default 8600, else a free one)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object at the end")
     return p.parse_args(argv)
 
@@ -235,6 +236,13 @@ def ask(system: System, payer: PayerSetup, node: Operator, mode: str, prompt: st
 def run(system: System, args, state: Path) -> int:
     system.say("== payers")
     payers = setup_payers(system, args, state)
+    from offchain.web.launch import start_web
+
+    carol = next(p for p in payers if p.how == "session")
+    web = start_web(system, state / "clients" / carol.name, payer=carol.address, port=args.web_port)
+    if web:
+        system.say(f"== watch it live: {web} (opg web as {carol.name}, holding only her session key; the network "
+                   "view shows every payer's batches and the slashes)")
     stats = Stats()
     answers: list[Answer] = []
 

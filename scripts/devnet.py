@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--credits", type=float, default=100, help="credits the payer (anvil account 4) starts with")
     p.add_argument("--wallet", type=float, default=100,
                    help="OPG the payer keeps in its wallet besides (for `opg deposit`, exact payments)")
+    p.add_argument("--web-port", type=int, default=None, help="port of `opg web` (default 8600, else a free one)")
     args = p.parse_args(argv)
 
     state = Path(args.state_dir)
@@ -73,7 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         system.fund(Account.from_key(anvil_key(OPERATOR_ACCOUNT)).address, OPERATOR_OPG * OPG)
         OpgClient(payer, system.rpc_url, system.deployment_file, relayer_url=system.relayer_url,
                   state=state / "clients").deposit(amount)
+        from offchain.web.launch import start_web
+
+        web = start_web(system, state / "clients", dev_account=PAYER_ACCOUNT, port=args.web_port)
         print_where(system, args, payer.address)
+        if web:
+            print(f"   web        {web}  (opg web: chat as the payer, the path of each answer's OPG, payer and "
+                  "network views)", flush=True)
         while not stop.wait(1.0):
             dead = system.alive()
             if dead:

@@ -17,7 +17,6 @@ Every request the pages make goes to 127.0.0.1 (Playwright's request events), ev
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
