@@ -479,9 +479,7 @@ def _check_funded(total: uint256):
     """
     consumed_: uint256 = self.total_consumed
     assert total >= consumed_, "SeasonDistributor: total below what was paid"
-    assert (
-        staticcall token.balanceOf(self) >= total - consumed_
-    ), "SeasonDistributor: root not funded"
+    assert (staticcall token.balanceOf(self) >= total - consumed_), "SeasonDistributor: root not funded"
 
 
 @internal
