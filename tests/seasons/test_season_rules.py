@@ -225,3 +225,17 @@ def test_the_table_is_deterministic_whatever_the_log_order():
     chain, _, _ = honest_chain()
     config = chain.config(10**24)
     assert table_bytes(season_table(chain.logs, config)) == table_bytes(season_table(chain.logs[::-1], config))
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 70), seed=st.integers(0, 2**32))
+def test_every_leaf_proves_against_the_root_and_no_other_amount_does(n, seed):
+    from offchain.seasons.merkle import MerkleTree, leaf_hash, verify
+
+    amounts = {addr("leaf", seed * 100 + i): (seed + i) % 997 + 1 for i in range(n)}
+    tree = MerkleTree.build(amounts)
+    assert tree.root == MerkleTree.build(dict(reversed(list(amounts.items())))).root  # order-free
+    for account, amount in amounts.items():
+        proof = tree.proof(account)
+        assert verify(proof, tree.root, leaf_hash(account, amount))
+        assert not verify(proof, tree.root, leaf_hash(account, amount + 1))
