@@ -6,7 +6,7 @@ from functools import lru_cache
 from typing import Annotated
 
 from eth_utils import is_hex, to_checksum_address
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
 UINT256_MAX = 2**256 - 1
 UINT64_MAX = 2**64 - 1
@@ -43,7 +43,9 @@ def _hex_bytes(length: int | None):
 
 def _int_from_str(value: object) -> object:
     # JSON clients often send big integers as decimal strings; accept both.
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():  # not "１２" (fullwidth digits) or "²"
+        if len(value) > 78:
+            raise ValueError("must be at most 78 decimal digits")
         return int(value)
     if isinstance(value, bool):
         raise ValueError("must be an integer, not a boolean")
@@ -57,12 +59,27 @@ def _bytes_to_hex(value: object) -> object:
     return value
 
 
-Address = Annotated[str, BeforeValidator(_bytes_to_hex), AfterValidator(_address)]
-Bytes32 = Annotated[str, BeforeValidator(_bytes_to_hex), AfterValidator(_hex_bytes(32))]
-HexBytes = Annotated[str, BeforeValidator(_bytes_to_hex), AfterValidator(_hex_bytes(None))]
-Signature = Annotated[str, BeforeValidator(_bytes_to_hex), AfterValidator(_hex_bytes(65))]
-Uint256 = Annotated[int, BeforeValidator(_int_from_str), Field(ge=0, le=UINT256_MAX)]
-Uint64 = Annotated[int, BeforeValidator(_int_from_str), Field(ge=0, le=UINT64_MAX)]
+def _hex_schema(pattern: str, description: str) -> WithJsonSchema:
+    return WithJsonSchema({"type": "string", "pattern": pattern, "description": description})
+
+
+def _uint_schema(maximum: int) -> WithJsonSchema:
+    return WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0, "maximum": maximum},
+                                     {"type": "string", "pattern": "^[0-9]{1,%d}$" % len(str(maximum))}],
+                           "description": "an unsigned integer, as a JSON number or a string of ASCII digits"})
+
+
+# The JSON schemas (OpenAPI) say what the validators accept.
+Address = Annotated[str, BeforeValidator(_bytes_to_hex), AfterValidator(_address),
+                    _hex_schema("^0x[0-9a-fA-F]{40}$", "a 20-byte address, 0x-hex")]
+Bytes32 = Annotated[str, BeforeValidator(_bytes_to_hex), AfterValidator(_hex_bytes(32)),
+                    _hex_schema("^0x[0-9a-fA-F]{64}$", "32 bytes, 0x-hex")]
+HexBytes = Annotated[str, BeforeValidator(_bytes_to_hex), AfterValidator(_hex_bytes(None)),
+                     _hex_schema("^0x([0-9a-fA-F]{2})*$", "bytes, 0x-hex")]
+Signature = Annotated[str, BeforeValidator(_bytes_to_hex), AfterValidator(_hex_bytes(65)),
+                      _hex_schema("^0x[0-9a-fA-F]{130}$", "a 65-byte secp256k1 signature (r, s, v), 0x-hex")]
+Uint256 = Annotated[int, BeforeValidator(_int_from_str), Field(ge=0, le=UINT256_MAX), _uint_schema(UINT256_MAX)]
+Uint64 = Annotated[int, BeforeValidator(_int_from_str), Field(ge=0, le=UINT64_MAX), _uint_schema(UINT64_MAX)]
 
 
 def b32(value: str) -> bytes:

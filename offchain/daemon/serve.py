@@ -27,8 +27,14 @@ def serve(app: Any, host: str, port: int, log_level: str, banner: str | None = N
     """Serve ``app`` until SIGTERM or SIGINT; returns 0 after a clean shutdown."""
     import uvicorn
 
+    from .limits import DEFAULT_MAX_BODY, RequestGuard
+
+    if not isinstance(app, RequestGuard):  # every daemon's requests are bounded (body, idle body, JSON shape)
+        app = RequestGuard(app, DEFAULT_MAX_BODY)
+    options = {"h11_max_incomplete_event_size": 64 * 1024, "timeout_keep_alive": 5, "limit_concurrency": 1024,
+               **uvicorn_options}
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug",
-                            timeout_graceful_shutdown=10, **uvicorn_options)
+                            timeout_graceful_shutdown=10, **options)
     server = uvicorn.Server(config)
     if banner:
         print(banner, file=sys.stderr, flush=True)

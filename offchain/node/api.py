@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from ..daemon.app import create_app as create_daemon_app
 from ..daemon.app import operations_router
+from ..daemon.limits import RequestGuard
 from .routes.chat import chat_router
 from .routes.models import models_router
 from .routes.payloads import payloads_router
@@ -22,26 +23,6 @@ if TYPE_CHECKING:
 DESCRIPTION = """An OPG inference node: OpenAI-compatible chat completions paid with x402 v2 (`opg-credit` vouchers
 on the CreditEscrow, or `exact` EIP-3009 transfers of OPG), a signed Receipt for every answer, payloads released only
 to staked verifiers and the payer."""
-
-
-class BodyLimit:
-    """Refuses request bodies over ``limit`` bytes (413) before the framework reads them."""
-
-    def __init__(self, app: Any, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            for name, value in scope.get("headers", []):
-                if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                    body = (b'{"error":"body_too_large","field":null,"reason":"request body exceeds %d bytes"}'
-                            % self.limit)
-                    await send({"type": "http.response.start", "status": 413,
-                                "headers": [(b"content-type", b"application/json"),
-                                            (b"content-length", str(len(body)).encode())]})
-                    await send({"type": "http.response.body", "body": body})
-                    return
-        await self.app(scope, receive, send)
 
 
 def create_app(node: Node) -> FastAPI:
@@ -68,5 +49,7 @@ def create_app(node: Node) -> FastAPI:
     return create_daemon_app("OPG inference node", DESCRIPTION, routers, lifespan=lifespan)
 
 
-def create_asgi(node: Node) -> BodyLimit:
-    return BodyLimit(create_app(node), node.settings.max_body_bytes)
+def create_asgi(node: Node) -> RequestGuard:
+    """The app behind the daemons' request bounds: bodies over ``max_body_bytes`` (declared or chunked) 413, idle
+    partial bodies 408, JSON nested too deeply or with lone surrogates 400."""
+    return RequestGuard(create_app(node), node.settings.max_body_bytes)

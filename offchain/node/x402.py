@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from x402.http.constants import PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, PAYMENT_SIGNATURE_HEADER
 from x402.schemas import PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo
 
+from ..daemon.limits import json_problem
 from ..inference import Pricing
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
 SCHEME_CREDIT = "opg-credit"
 SCHEME_EXACT = "exact"
 MAX_TIMEOUT_SECONDS = 300
+MAX_HEADER_CHARS = 16 * 1024  # a PaymentPayload is well under 2 KiB
 
 
 class PaymentRefused(Exception):
@@ -65,17 +67,22 @@ def encode_header(data: dict) -> str:
 def decode_payment(value: str) -> PaymentPayload:
     """The ``PAYMENT-SIGNATURE`` header as an x402 v2 PaymentPayload; PaymentRefused ``invalid_payment`` if it is not
     base64 JSON of one."""
+    if len(value) > MAX_HEADER_CHARS:
+        raise PaymentRefused("invalid_payment", f"PAYMENT-SIGNATURE is longer than {MAX_HEADER_CHARS} characters")
     try:
-        raw = base64.b64decode(value.strip().encode(), validate=True)
+        raw = base64.b64decode(value.strip().encode("ascii"), validate=True)
+        problem = json_problem(raw)  # nesting depth, lone surrogate escapes: refused before json recurses into it
+        if problem:
+            raise PaymentRefused("invalid_payment", f"PAYMENT-SIGNATURE: {problem}")
         data = json.loads(raw.decode("utf-8"))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, UnicodeError, RecursionError):
         raise PaymentRefused("invalid_payment", "PAYMENT-SIGNATURE must be base64-encoded JSON of an x402 v2 "
                              "PaymentPayload") from None
     if not isinstance(data, dict):
         raise PaymentRefused("invalid_payment", "PAYMENT-SIGNATURE must encode a JSON object")
-    if data.get("x402Version") != 2:
+    if data.get("x402Version") != 2 or isinstance(data.get("x402Version"), bool):
         raise PaymentRefused("unsupported_x402_version",
-                             f"this node speaks x402Version 2, not {data.get('x402Version')!r}")
+                             f"this node speaks x402Version 2, not {str(data.get('x402Version'))[:40]!r}")
     try:
         return PaymentPayload.model_validate(data)
     except ValidationError as exc:

@@ -24,7 +24,8 @@ from x402.schemas import SettleRequest, SupportedKind, SupportedResponse, Verify
 
 from .. import __version__
 from ..chain import ROLE_VERIFIER
-from ..daemon.app import install_error_handlers
+from ..daemon.app import finalize_openapi, install_docs, install_error_handlers
+from ..daemon.limits import RequestGuard
 from ..daemon.errors import ApiError, from_validation_error
 from ..messages import InvalidSignature, recover_signer
 from .deposits import deposits_router
@@ -48,7 +49,7 @@ from .models import (
     VerdictAnswer,
     VerdictIn,
 )
-from .store import Store, ValidReceipt
+from .store import AcceptOutcome, Store, ValidReceipt
 
 if TYPE_CHECKING:
     from .service import Relayer
@@ -59,6 +60,9 @@ ERRORS = {
     400: {"model": ErrorBody, "description": "refused input: the field and the reason"},
     413: {"model": ErrorBody, "description": "body too large"},
 }
+
+
+SQLITE_INT_MAX = 2**63 - 1  # ids and cursors are SQLite integers: larger ones are refused 400, not 500
 
 
 class BodyTooLarge(Exception):
@@ -191,11 +195,14 @@ def create_app(relayer: Relayer) -> FastAPI:
         version=__version__,
         description=__doc__,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     credit, metrics, store, ledger = relayer.credit, relayer.metrics, relayer.store, relayer.ledger
 
     # Errors ------------------------------------------------------------------------------------------------------
     install_error_handlers(app)  # the daemons' shared {error, field, reason} answers
+    install_docs(app)  # Swagger UI at /docs from local files (works offline)
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(_request: Request, _exc: BodyTooLarge) -> JSONResponse:
@@ -272,9 +279,31 @@ def create_app(relayer: Relayer) -> FastAPI:
                 metrics.receipts_accepted.inc()
         return outcomes
 
-    async def _accept_one(prefix: str, item: Any, started: float) -> tuple[ValidReceipt, Any]:
+    def _stored_resend(item: Any, answer: Any) -> AcceptOutcome | None:
+        """A receipt refused only for its age that this relayer already stores, signed the same (the same EIP-712
+        digest and signature): a byte-identical resend of a receipt accepted earlier, answered as the duplicate it
+        is rather than ``invalid_timestamp`` (the client's retry after a lost acknowledgement, any time later)."""
+        if not (isinstance(answer, ApiError) and answer.error == "invalid_timestamp"
+                and answer.reason != "is in the future"):
+            return None
+        try:
+            r = SettleItem.model_validate(item).receipt
+        except (ValidationError, TypeError, ValueError):
+            return None
+        rid = "0x" + r.fast_digest(relayer.staking_domain).hex()
+        row = store.receipt(rid)
+        if row is None or str(row["signature"]).lower() != r.signature.lower():
+            return None
+        metrics.receipts_duplicate.inc()
+        return AcceptOutcome(id=rid, status=row["status"], reason=row["reason"], batch_id=row["batch_id"],
+                             duplicate=True)
+
+    async def _accept_one(prefix: str, item: Any, started: float) -> tuple[Any, Any]:
         """Validate and durably store one receipt item; an equivocating one is stored as evidence, answered 409."""
         [answer] = await credit.validate([(0, prefix, item)])
+        resend = _stored_resend(item, answer)
+        if resend is not None:
+            return SettleItem.model_validate(item), resend
         if isinstance(answer, ApiError):
             metrics.receipts_refused.inc(1, answer.error)
             raise answer
@@ -298,6 +327,9 @@ def create_app(relayer: Relayer) -> FastAPI:
             raise ApiError(400, "invalid_field", "receipts", "must be a list of {receipt, voucher}")
         if not items:
             raise ApiError(400, "invalid_field", "receipts", "must not be empty")
+        for i, it in enumerate(items):
+            if not isinstance(it, dict):
+                raise ApiError(400, "invalid_field", f"receipts[{i}]", "must be an object {receipt, voucher}")
         if len(items) > relayer.settings.max_bulk:
             raise ApiError(413, "too_many_receipts", "receipts",
                            f"at most {relayer.settings.max_bulk} receipts per request, got {len(items)}")
@@ -305,10 +337,17 @@ def create_app(relayer: Relayer) -> FastAPI:
         if network is not None and network != relayer.network:
             raise ApiError(400, "wrong_network", "network", f"this relayer settles on {relayer.network}")
         answers = await credit.validate_bulk(raw_body, len(items))
+        resends = {i: o for i, a in enumerate(answers) if (o := _stored_resend(items[i], a)) is not None}
         valid = [a for a in answers if isinstance(a, ValidReceipt)]
         outcomes = iter(await _store(valid))
         results, accepted = [], 0
         for i, answer in enumerate(answers):
+            if i in resends:
+                o = resends[i]
+                accepted += 1
+                results.append(BulkItemResult(index=i, id=o.id, status=o.status, batch_id=o.batch_id, reason=o.reason,
+                                              duplicate=True))
+                continue
             if isinstance(answer, ApiError):
                 metrics.receipts_refused.inc(1, answer.error)
                 results.append(BulkItemResult(index=i, error=answer.error, field=answer.field, reason=answer.reason))
@@ -409,13 +448,14 @@ def create_app(relayer: Relayer) -> FastAPI:
 
     @app.get("/batches", response_model=list[BatchView], response_model_exclude_none=True, tags=["relayer"])
     async def batches(status: str | None = Query(None, pattern="^(built|sent|confirmed|failed|skipped)$"),
-                      limit: int = Query(50, ge=1, le=1000), before: int | None = Query(None, ge=1)) -> Any:
+                      limit: int = Query(50, ge=1, le=1000),
+                      before: int | None = Query(None, ge=1, le=SQLITE_INT_MAX)) -> Any:
         """Batches, newest first."""
         return [_batch_view(b, full=False) for b in store.batches(status, limit, before)]
 
     @app.get("/batches/{batch_id}", response_model=BatchView, responses={404: {"model": ErrorBody}},
              tags=["relayer"])
-    async def batch(batch_id: int = Path(ge=1)) -> Any:
+    async def batch(batch_id: int = Path(ge=1, le=SQLITE_INT_MAX)) -> Any:
         """One batch: Merkle root, transaction(s), status, gas used, and its claims with their outcomes."""
         row = store.batch(batch_id)
         if row is None:
@@ -492,13 +532,24 @@ def create_app(relayer: Relayer) -> FastAPI:
             for name, sub in model_schema.pop("$defs", {}).items():
                 components.setdefault(name, sub)
             components.setdefault(model.__name__, model_schema)
-        app.openapi_schema = schema
-        return schema
+        # A bulk body is checked item by item (a refused item is reported in its result, the others are stored):
+        # the document says so, rather than promising that one bad item refuses the whole request.
+        components["BulkSettle"]["properties"]["receipts"] = {
+            "type": "array", "minItems": 1, "maxItems": relayer.settings.max_bulk,
+            "items": {"type": "object", "description": "{receipt, voucher} (see SettleItem), validated on its own"},
+            "description": "each item is validated on its own: a refused item is reported in its result with the "
+                           "field and the reason, the others are stored"}
+        app.openapi_schema = finalize_openapi(schema, {"503": "the chain RPC did not answer"})
+        return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
-def create_asgi(relayer: Relayer) -> FastLane:
-    """The application uvicorn serves: the FastAPI app behind its fast lane."""
-    return FastLane(create_app(relayer), relayer.settings.max_body_bytes)
+def create_asgi(relayer: Relayer) -> RequestGuard:
+    """The application uvicorn serves: the FastAPI app behind its fast lane, behind the daemons' request bounds
+    (body size declared or streamed, idle partial bodies, JSON depth and lone surrogates; ``POST /settle`` parses
+    with pydantic_core, whose own depth limit answers 400)."""
+    limit = relayer.settings.max_body_bytes
+    return RequestGuard(FastLane(create_app(relayer), limit), limit,
+                        own_depth_check=frozenset({("POST", "/settle")}))

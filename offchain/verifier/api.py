@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..daemon.app import create_app as create_daemon_app
-from ..daemon.app import operations_router
+from ..daemon.app import ErrorBody, operations_router
 from ..daemon.errors import ApiError
 from .payloads import dispute_problem, parse_receipt
 
@@ -50,7 +50,8 @@ def check_view(row: dict) -> dict:
 def routes(v: Verifier) -> APIRouter:
     router = APIRouter(tags=["verifier"])
 
-    @router.post("/disputes", status_code=202)
+    @router.post("/disputes", status_code=202, responses={  # documented refusals (issue 19)
+        409: {"model": ErrorBody, "description": "not_disputed: the receipt has no open on-chain dispute"}})
     async def dispute(body: DisputeIn) -> Any:
         """A payer's dispute: the node's signed receipt with the payer's request and answer. The receipt must be
         disputed on-chain first (``staking.flag`` from the payer, with its bond); the payload must hash to the
@@ -78,7 +79,8 @@ def routes(v: Verifier) -> APIRouter:
         row = await asyncio.to_thread(v.store.check, it["id"])
         return JSONResponse(check_view(row), status_code=202)
 
-    @router.get("/checks/{receipt_id}")
+    @router.get("/checks/{receipt_id}", responses={
+        404: {"model": ErrorBody, "description": "this verifier has not checked that receipt"}})
     async def check(receipt_id: str = Path(pattern=r"^0x[0-9a-fA-F]{64}$")) -> Any:
         """This verifier's check of a receipt: queued, done (with the verdict), withheld (reported, no verdict) or
         skipped."""

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from starlette.responses import StreamingResponse
 
+from ...daemon.app import ErrorBody
 from ...types import Address
 from .. import openai as oa
 from ..catalog import Catalog, Job
@@ -27,6 +28,11 @@ from ..payments import Payments
 from ..x402 import PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, PaymentRefused, Quote, encode_header
 
 log = logging.getLogger("opg.node.chat")
+PAYMENT_REQUIRED_SCHEMA = {
+    "type": "object", "required": ["x402Version", "error", "accepts", "reason"],
+    "properties": {"x402Version": {"const": 2}, "error": {"type": "string"}, "reason": {"type": "string"},
+                   "resource": {"type": "object"}, "accepts": {"type": "array", "items": {"type": "object"}}},
+}
 EXPOSE = "PAYMENT-REQUIRED, PAYMENT-RESPONSE"
 
 
@@ -68,8 +74,14 @@ def chat_router(catalog: Catalog, payments: Payments, metrics: Any) -> APIRouter
                                                             "Access-Control-Expose-Headers": EXPOSE})
 
     @router.post("/v1/chat/completions", responses={
-        402: {"description": "payment required: PAYMENT-REQUIRED header (base64 JSON) and the same JSON as body"},
-        502: {"description": "the model failed; nothing was charged"}})
+        200: {"description": "the answer (JSON), or with stream=true a text/event-stream of chunks ending with the "
+                             "payment chunk and data: [DONE]; PAYMENT-RESPONSE header (base64 JSON)",
+              "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        402: {"description": "payment required (no PAYMENT-SIGNATURE, or one that does not pay, or settlement "
+                             "failed with the reason): PAYMENT-REQUIRED header (base64 JSON) and the same JSON as body",
+              "content": {"application/json": {"schema": PAYMENT_REQUIRED_SCHEMA}}},
+        404: {"model": ErrorBody, "description": "this node does not serve the model"},
+        502: {"model": ErrorBody, "description": "model_error: the model failed; nothing was charged"}})
     async def chat_completions(
         request: Request, body: oa.ChatRequest,
         payment_signature: str | None = Header(None, alias="PAYMENT-SIGNATURE",

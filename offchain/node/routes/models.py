@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from ...daemon.app import ErrorBody
 from ...daemon.errors import ApiError
 from ..catalog import Catalog
 
@@ -20,7 +21,8 @@ def models_router(catalog: Catalog, owner: str) -> APIRouter:
         return {"object": "list",
                 "data": [m.describe(owner, catalog.max_tokens_limit) for m in catalog.list()]}
 
-    @router.get("/v1/models/{model_id:path}")
+    @router.get("/v1/models/{model_id:path}",
+                responses={404: {"model": ErrorBody, "description": "this node does not serve that model"}})
     async def one_model(model_id: str) -> dict[str, Any]:
         """One model by name."""
         model = catalog.models.get(model_id)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict
 
 from ...types import Address, Bytes32, Signature
+from ...daemon.app import ErrorBody
 from ..payloads import PayloadDesk
 
 
@@ -29,7 +30,9 @@ def payloads_router(desk: PayloadDesk) -> APIRouter:
         """A fresh single-use nonce (valid 60 s) to sign in a PayloadRequest."""
         return desk.challenge()
 
-    @router.post("/v1/payloads/{receipt_id}")
+    @router.post("/v1/payloads/{receipt_id:hash32}", responses={
+        403: {"model": ErrorBody, "description": "the requester is neither an active verifier nor the payer"},
+        404: {"model": ErrorBody, "description": "no such receipt on this node"}})
     async def release(body: PayloadAsk, receipt_id: str = Path(pattern=r"^0x[0-9a-fA-F]{64}$")) -> dict[str, Any]:
         """The receipt's payload ``{receiptId, receipt, request, output, usage, finishReason, pricing}`` for an active
         verifier or the receipt's payer; 400 bad/expired/reused nonce or bad signature, 403 not authorised, 404
