@@ -266,3 +266,48 @@ def test_exact_settle_genuine_retry_returns_the_same_transaction(relayer, devnet
         again = relayer.post("/settle", body).json()
         assert again["success"] is True and again["transaction"] == tx and again["payer"] == payer.address
     assert exact_rows(relayer) == before
+
+
+# A byte-identical resend of an accepted receipt, after it grew older than the receipt age limit -------------------
+@pytest.fixture(scope="module")
+def short_age_relayer(devnet, tmp_path_factory):
+    from opg_devnet import RelayerProc
+
+    proc = RelayerProc(devnet, tmp_path_factory.mktemp("relayer-age") / "relayer.sqlite3", 2, "--max-receipt-age", "2")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def test_byte_identical_resend_of_an_old_accepted_receipt_is_a_duplicate(short_age_relayer, devnet):
+    relayer = short_age_relayer
+    node, payer = devnet.new_node(), devnet.new_payer(10 * OPG)
+    ch = ChannelSim(devnet, payer, node, price_cap=5 * OPG)
+    body = ch.next(OPG)
+    first = relayer.post("/settle", body)
+    assert first.status_code == 200 and first.json()["duplicate"] is False, first.text
+    import time
+
+    time.sleep(3.5)  # the receipt is now older than --max-receipt-age
+    again = relayer.post("/settle", body)
+    assert again.status_code == 200, again.text
+    assert again.json()["duplicate"] is True and again.json()["id"] == first.json()["id"], again.json()
+    bulk = relayer.post("/settle", {"receipts": [body]}).json()
+    assert bulk["accepted"] == 1 and bulk["results"][0]["duplicate"] is True, bulk
+
+
+def test_attack_old_receipt_altered_or_never_accepted_is_still_refused_as_too_old(short_age_relayer, devnet):
+    relayer = short_age_relayer
+    node, payer = devnet.new_node(), devnet.new_payer(10 * OPG)
+    ch = ChannelSim(devnet, payer, node, price_cap=5 * OPG)
+    accepted = ch.next(OPG)
+    assert relayer.post("/settle", accepted).status_code == 200
+    import time
+
+    never = item(ch.receipt(OPG, timestamp=devnet.now() - 60), ch.voucher(ch.cumulative + 5 * OPG))
+    time.sleep(3.5)
+    res = relayer.post("/settle", never)
+    assert res.status_code == 400 and res.json()["error"] == "invalid_timestamp", res.text
+    forged = {**accepted, "receipt": {**accepted["receipt"], "signature": "0x" + "00" * 65}}
+    res = relayer.post("/settle", forged)
+    assert res.status_code == 400 and res.json()["error"] == "invalid_timestamp", res.text
