@@ -281,6 +281,10 @@ def cmd_balance(args: argparse.Namespace, settings: ClientSettings) -> int:
         line = (f"channel      node {ch['node']}: charged {format_opg(charged, 6)} OPG, of which "
                 f"{format_opg(ch['spent'], 6)} OPG settled")
         print(s.red(line + f"  BLOCKED: {ch['blocked']}") if ch["blocked"] else line)
+    from ..seasons.standing import SeasonView  # season standing (offchain/seasons, issue 17)
+
+    for line in SeasonView(client.chain.w3, client.deployment, settings.deployment).balance_lines(b.payer):
+        print(line)
     return 0
 
 
@@ -421,6 +425,9 @@ class _ChatRun:
         self.history: list[dict] = []
         self.receipts: list[str] = []
         self.last_status: dict[str, str] = {}
+        from ..seasons.standing import SeasonView  # the row's season signal (offchain/seasons, issue 17)
+
+        self.season = SeasonView(client.chain.w3, client.deployment, settings.deployment)
 
     def model_ids(self) -> list[str]:
         from .chat import ChatError
@@ -537,7 +544,8 @@ class _ChatRun:
                 parts.append("previous: " + self.status_text(prev_view, None))
         if o.receipt_id:
             self.receipts.append(o.receipt_id)
-        return " · ".join(parts)
+        signal = self.season.signal(self.payer.address)  # on its own line: the row's format stays as it was
+        return " · ".join(parts) + (f"\n{signal}" if signal else "")
 
     def as_json(self, answer: Any) -> dict:
         o = answer.outcome

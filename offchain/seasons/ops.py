@@ -21,7 +21,18 @@ from web3 import Web3
 from ..artifacts import abi
 from ..deployments import DeployedContract, Deployment, deployment_path, save_deployment
 from ..devchain import deploy_contract, transact
-from .usage import BPS, IGNORED, Season, SeasonsConfig, fetch_logs, proof_of, season_table, table_bytes, table_hash
+from .usage import (
+    BPS,
+    IGNORED,
+    Season,
+    SeasonsConfig,
+    fetch_logs,
+    proof_of,
+    season_rows,
+    season_table,
+    table_bytes,
+    table_hash,
+)
 
 NAME = "SeasonDistributor"
 DEFAULT_ROOT_DELAY = 86_400
@@ -234,10 +245,10 @@ class Seasons:
         out: dict[str, Any] = {"account": account}
         if with_open_season:
             config = self.provisional_config()
-            table = self.table(config)
-            row = next((a for a in table["accounts"] if a["account"] == account), None)
-            out["open_season"] = {"season": table["season"], "usage": int(row["usage"]) if row else 0,
-                                  "fees": int(row["fees"]) if row else 0}
+            season = config.seasons[-1]
+            rows = season_rows(fetch_logs(self.w3, config, from_block=season.from_block), config, season)
+            row = rows.get(account, {})
+            out["open_season"] = {"season": season.season, "usage": row.get("usage", 0), "fees": row.get("fees", 0)}
         if self.deployed:
             c = self.contract
             season = c.functions.season().call()

@@ -15,7 +15,7 @@ from eth_utils import to_checksum_address
 
 from ..deployments import Deployment
 from .ops import Seasons
-from .usage import fetch_logs, season_table
+from .usage import fetch_logs, season_rows
 
 log = logging.getLogger(__name__)
 
@@ -34,28 +34,26 @@ class SeasonView:
         self._read_to: int | None = None
         self._start: int | None = None
 
-    def _table(self) -> dict:
+    def _rows(self) -> tuple[int, dict[str, dict]]:
+        """The open season's number and rows, from its own logs only (read once, then new blocks only)."""
         config = self.seasons.provisional_config()
-        open_season = config.seasons[-1]
-        latest = open_season.to_block
-        if self._start != config.seasons[0].from_block or self._read_to is None or self._read_to > latest:
-            self._logs, self._read_to, self._start = [], config.seasons[0].from_block - 1, config.seasons[0].from_block
-        if latest > self._read_to:
-            self._logs += fetch_logs(self.seasons.w3, config, from_block=self._read_to + 1, to_block=latest)
-            self._read_to = latest
-        return season_table(self._logs, config)
+        season = config.seasons[-1]
+        if self._start != season.from_block or self._read_to is None or self._read_to > season.to_block:
+            self._logs, self._read_to, self._start = [], season.from_block - 1, season.from_block
+        if season.to_block > self._read_to:
+            self._logs += fetch_logs(self.seasons.w3, config, from_block=self._read_to + 1, to_block=season.to_block)
+            self._read_to = season.to_block
+        return season.season, season_rows(self._logs, config, season)
 
     def open_season(self, payer: str) -> dict | None:
         """``{"season", "usage", "fees"}`` of the open season so far, or None if the chain cannot be read."""
         try:
-            table = self._table()
+            number, rows = self._rows()
         except Exception as exc:  # noqa: BLE001 (the row must never fail because of a season)
             log.debug("season standing unavailable: %s", exc)
             return None
-        payer = to_checksum_address(payer)
-        row = next((a for a in table["accounts"] if a["account"] == payer), None)
-        return {"season": table["season"], "usage": int(row["usage"]) if row else 0,
-                "fees": int(row["fees"]) if row else 0}
+        row = rows.get(to_checksum_address(payer), {})
+        return {"season": number, "usage": row.get("usage", 0), "fees": row.get("fees", 0)}
 
     def signal(self, payer: str) -> str | None:
         """The credit row's part: ``counts toward S2: 0.0123 OPG of eligible fees``."""

@@ -288,6 +288,12 @@ def _season_rows(season: Season, events: list[tuple[dict, str, dict]], charges: 
     return rows
 
 
+def season_rows(logs: list[dict], config: SeasonsConfig, season: Season) -> dict[str, dict]:
+    """One season's rows without the cumulative column: needs only that season's logs (the client's signal)."""
+    events = _decoded(logs, config)
+    return _season_rows(season, events, _charges(events))
+
+
 def season_table(logs: list[dict], config: SeasonsConfig) -> dict:
     """The table of the last season of ``config`` (with the cumulative amounts of all its seasons), as JSON data."""
     events = _decoded(logs, config)

@@ -198,3 +198,13 @@ def test_the_credit_row_signal_and_balance_lines(devnet, season):
     assert view.signal(season["p1"].address) == "counts toward S2: 0 OPG of eligible fees"  # season 1 is closed
     lines = view.balance_lines(season["p1"].address)
     assert lines[0].startswith("season       S2 so far: 0 OPG of usage") and lines[1].startswith("rewards ")
+
+
+def test_opg_balance_shows_the_season_standing(devnet, season, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "offchain.cli", "balance", "--rpc-url", devnet.url, "--deployment",
+                          str(devnet.deployment_file), "--payer", season["p1"].address, "--state-dir",
+                          str(tmp_path)], capture_output=True, timeout=120, text=True)
+    assert out.returncode == 0, out.stderr
+    claimed = int(row(season["table"], season["p1"])["cumulative"]) / 10**18
+    assert "season       S2 so far: 0 OPG of usage, 0 OPG of eligible fees" in out.stdout, out.stdout
+    assert f"rewards      0 OPG claimable (`opg season claim`), {claimed:.6f}".rstrip("0").rstrip(".") in out.stdout
