@@ -55,6 +55,8 @@ class WebConfig:
     state_dir: Path
     deployment: Path | None = None
     max_tokens: int = 128
+    host: str = "127.0.0.1"
+    port: int | None = None  # the port served (the Host header must name it); None: any
     extra: dict = field(default_factory=dict)
 
 
@@ -428,9 +430,12 @@ def create_app(cfg: WebConfig, *, start_index: bool = True) -> FastAPI:
                   openapi_url=None)
     app.state.web = web
 
+    hosts = {"127.0.0.1", "localhost", "[::1]", cfg.host}
+
     @app.middleware("http")
     async def csp(request: Request, call_next):
-        response = await call_next(request)
+        refusal = _refuse_foreign(request, hosts, cfg.port)
+        response = refusal or await call_next(request)
         response.headers["Content-Security-Policy"] = CSP
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
@@ -586,6 +591,36 @@ def create_app(cfg: WebConfig, *, start_index: bool = True) -> FastAPI:
         return {"ok": True, "payer": web.wallet.address, "block": web.index.snap.block}
 
     return app
+
+
+def _refuse_foreign(request: Request, hosts: set[str], port: int | None) -> JSONResponse | None:
+    """The app spends the payer's credits: only its own pages may drive it.
+
+    - DNS rebinding: a site whose name resolves to 127.0.0.1 reaches this port with its own name in ``Host``; only
+      the loopback names (or the ``--host`` served) with the served port are accepted.
+    - Cross-site requests (CSRF): a page elsewhere can make the browser POST here (a "simple" request with
+      ``Content-Type: text/plain`` needs no CORS preflight). Every POST must carry ``X-OPG-Web: 1`` (a custom header
+      forces a preflight, which this app never grants) and JSON, and an ``Origin``, when sent, must be this app's.
+    """
+    host = request.headers.get("host", "")
+    name, _, given_port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+    if not name:
+        name, given_port = host, ""
+    if name not in hosts or (port is not None and given_port != str(port)):
+        return JSONResponse({"error": "forbidden_host", "field": "Host",
+                             "reason": f"this app answers only to {sorted(hosts)[0]}:{port or 'PORT'}"}, 400)
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        origin = request.headers.get("origin")
+        if origin is not None and origin != f"http://{host}":
+            return JSONResponse({"error": "forbidden_origin", "field": "Origin",
+                                 "reason": "requests from other sites are refused"}, 403)
+        if request.headers.get("x-opg-web") != "1":
+            return JSONResponse({"error": "missing_header", "field": "X-OPG-Web",
+                                 "reason": "the app's own pages send X-OPG-Web: 1"}, 403)
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            return JSONResponse({"error": "invalid_content_type", "field": "Content-Type",
+                                 "reason": "application/json expected"}, 415)
+    return None
 
 
 def _is_id(value: str) -> bool:

@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     from .app import WebConfig, create_app
 
     cfg = WebConfig(rpc_url=args.rpc_url, relayer_url=args.relayer_url, payer=payer, account=account,
-                    state_dir=args.state_dir.expanduser(), deployment=args.deployment, max_tokens=args.max_tokens)
+                    state_dir=args.state_dir.expanduser(), deployment=args.deployment, max_tokens=args.max_tokens,
+                    host=args.host, port=args.port)
     try:
         app = create_app(cfg)
     except Exception as exc:  # noqa: BLE001 - one line, not a trace

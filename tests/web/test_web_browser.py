@@ -67,13 +67,13 @@ def system(tmp_path_factory):
         s.stop()
 
 
-@pytest.fixture(scope="module")
-def web(system):
+def start_web(system, who: list[str], state_dir: Path, name: str):
+    """``opg web`` as a subprocess; returns (process, url) once its /healthz answers."""
     port = free_port()
-    log = system.tmp / "web.log"
-    args = [sys.executable, "-m", "offchain.cli", "web", "--dev-account", str(WEB_PAYER), "--rpc-url", system.rpc_url,
+    log = system.tmp / f"{name}.log"
+    args = [sys.executable, "-m", "offchain.cli", "web", *who, "--rpc-url", system.rpc_url,
             "--relayer-url", system.relayer_url, "--deployment", str(system.deployment_file),
-            "--state-dir", str(system.tmp / "web-client"), "--port", str(port), "--max-tokens", "16"]
+            "--state-dir", str(state_dir), "--port", str(port), "--max-tokens", "16"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -82,18 +82,27 @@ def web(system):
         assert proc.poll() is None, log.read_text()[-3000:]
         try:
             if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                break
+                return proc, url
         except httpx.HTTPError:
             pass
         assert time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.2)
-    yield url
+
+
+def stop_web(proc) -> None:
     proc.terminate()
     try:
         proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture(scope="module")
+def web(system):
+    proc, url = start_web(system, ["--dev-account", str(WEB_PAYER)], system.tmp / "web-client", "web")
+    yield url
+    stop_web(proc)
 
 
 @pytest.fixture(scope="module")
@@ -284,6 +293,70 @@ def test_charts_have_data(web, page):
     assert page.locator("#answers tbody tr").count() >= 1
     assert "Deposited" in page.locator("#events").inner_text()
     shot(page, "payer")
+
+
+def test_an_app_holding_only_the_session_key_says_so_and_pays_with_it(system, page):
+    from offchain.client import OpgClient
+
+    payer = Account.from_key(anvil_key(SDK_PAYER))
+    wallet = OpgClient(payer, system.rpc_url, system.deployment_file, relayer_url=system.relayer_url,
+                       state=system.tmp / "sdk-client")
+    session = wallet.authorize_session(expires_in=3 * 3600, allowance=2 * OPG)
+    proc, url = start_web(system, ["--payer", payer.address], system.tmp / "sdk-client", "web-session")
+    try:
+        page.goto(url + "/")
+        keys = page.locator("#keys").inner_text()
+        assert "only the payer's session key" in keys and session["key"][:10] in keys
+        send(page, "Who signs this voucher?", node_address(system, "honest"))
+        page.locator(".turn >> nth=0 >> .credit-row a.path-link").wait_for(timeout=60_000)
+        page.click(".turn >> nth=0 >> a.path-link")
+        page.wait_for_selector("#step-voucher")
+        voucher = page.locator("#step-voucher").inner_text()
+        assert session["key"] in voucher and "(session key)" in voucher
+        refused = httpx.post(url + "/api/deposit", json={"amount": "1"}, headers={"X-OPG-Web": "1"})
+        assert refused.status_code == 400 and "only the session key" in refused.json()["reason"]
+        shot(page, "session-key-answer")
+    finally:
+        stop_web(proc)
+
+
+def test_attack_cross_site_request_to_spend_the_payers_credits_is_refused(system, web):
+    body = '{"prompt": "spend my credits", "node": null}'
+    credits = system.chain.escrow.functions.balance_of(Account.from_key(anvil_key(WEB_PAYER)).address).call()
+    forged = [
+        ({"Content-Type": "text/plain", "Origin": "http://evil.example"}, 403),  # a simple form/fetch POST
+        ({"Content-Type": "application/json", "X-OPG-Web": "1", "Origin": "http://evil.example"}, 403),
+        ({"Content-Type": "application/json"}, 403),  # no X-OPG-Web: the header a cross-site page cannot send
+        ({"Content-Type": "text/plain", "X-OPG-Web": "1"}, 415),
+    ]
+    for headers, status in forged:
+        for path in ("/api/chat", "/api/deposit"):
+            res = httpx.post(web + path, content=body, headers=headers)
+            assert res.status_code == status, (path, headers, res.text)
+            assert res.json()["field"] in ("Origin", "X-OPG-Web", "Content-Type")
+    time.sleep(1)
+    assert system.chain.escrow.functions.balance_of(Account.from_key(anvil_key(WEB_PAYER)).address).call() == credits
+
+
+def test_attack_dns_rebinding_host_is_refused(web):
+    port = urlparse(web).port
+    for host in (f"evil.example:{port}", "127.0.0.1:1", f"localhost.evil.example:{port}"):
+        res = httpx.get(web + "/payer", headers={"Host": host})
+        assert res.status_code == 400 and res.json()["error"] == "forbidden_host", host
+        res = httpx.post(web + "/api/chat", json={"prompt": "x"}, headers={"Host": host, "X-OPG-Web": "1"})
+        assert res.status_code == 400, host
+    assert httpx.get(web + "/payer").status_code == 200  # the honest path: the app's own address
+
+
+def test_opg_web_refuses_to_start_without_exactly_one_payer(system, tmp_path):
+    for args, code in (([], 2), (["--dev-account", "4", "--payer", "0x" + "11" * 20], 2),
+                       (["--payer", "0x" + "22" * 20, "--state-dir", str(tmp_path)], 1)):
+        out = subprocess.run([sys.executable, "-m", "offchain.cli", "web", "--rpc-url", system.rpc_url,
+                              "--deployment", str(system.deployment_file), *args], cwd=ROOT, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == code, (args, out.stdout, out.stderr)
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("opg web: error:"), out.stderr
 
 
 def test_every_request_stays_on_127_0_0_1_under_the_content_security_policy(page):

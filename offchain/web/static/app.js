@@ -18,7 +18,7 @@ function el(tag, attrs = {}, ...children) {
 const history = [];
 
 async function postJSON(url, body) {
-  const res = await fetch(url, {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+  const res = await fetch(url, {method: "POST", headers: {"Content-Type": "application/json", "X-OPG-Web": "1"}, body: JSON.stringify(body)});
   let data = null;
   try { data = await res.json(); } catch (e) { data = {reason: "HTTP " + res.status}; }
   return {ok: res.ok, data};
@@ -101,7 +101,7 @@ async function send(ev) {
                 history: history.slice(-20)};
   let tokens = 0, finalText = "";
   try {
-    const res = await fetch("/api/chat", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+    const res = await fetch("/api/chat", {method: "POST", headers: {"Content-Type": "application/json", "X-OPG-Web": "1"}, body: JSON.stringify(body)});
     if (!res.ok || !res.body) {
       let why = "HTTP " + res.status;
       try { why = JSON.stringify(await res.json()); } catch (e) {}
