@@ -65,7 +65,7 @@ def _hex_schema(pattern: str, description: str) -> WithJsonSchema:
 
 def _uint_schema(maximum: int) -> WithJsonSchema:
     return WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0, "maximum": maximum},
-                                     {"type": "string", "pattern": "^[0-9]{1,%d}$" % len(str(maximum))}],
+                                     {"type": "string", "pattern": f"^[0-9]{{1,{len(str(maximum))}}}$"}],
                            "description": "an unsigned integer, as a JSON number or a string of ASCII digits"})
 
 

@@ -25,8 +25,8 @@ from x402.schemas import SettleRequest, SupportedKind, SupportedResponse, Verify
 from .. import __version__
 from ..chain import ROLE_VERIFIER
 from ..daemon.app import finalize_openapi, install_docs, install_error_handlers
-from ..daemon.limits import RequestGuard
 from ..daemon.errors import ApiError, from_validation_error
+from ..daemon.limits import RequestGuard
 from ..messages import InvalidSignature, recover_signer
 from .deposits import deposits_router
 from .feed import feed_router

@@ -19,7 +19,7 @@ import os
 
 import pytest
 import schemathesis
-from conftest import snapshot
+from fuzz_kit import snapshot
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import checks as st_checks

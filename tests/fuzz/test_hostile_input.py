@@ -9,14 +9,13 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
 import httpx
 import pytest
-from conftest import IDLE_TIMEOUT, quiesce, snapshot
+from fuzz_kit import IDLE_TIMEOUT, quiesce, snapshot
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
@@ -216,7 +215,7 @@ def raw_request(url: str, head: bytes, parts: list[bytes], pause: float = 0.0, r
                 data += chunk
                 if b"\r\n\r\n" in data and _complete(data):
                     break
-        except (ConnectionResetError, socket.timeout):
+        except (TimeoutError, ConnectionResetError):
             pass
         return data
 

@@ -11,8 +11,6 @@ import pytest
 from opg_devnet import OPG, new_key
 from test_relayer_verify import authorization, exact_request
 
-from offchain.devchain import send
-
 
 def next_block_time(devnet) -> int:
     return max(int(time.time()), int(devnet.w3.eth.get_block("pending")["timestamp"]))

@@ -9,8 +9,8 @@ from typing import Any
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict
 
-from ...types import Address, Bytes32, Signature
 from ...daemon.app import ErrorBody
+from ...types import Address, Bytes32, Signature
 from ..payloads import PayloadDesk
 
 
