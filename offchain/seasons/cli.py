@@ -24,6 +24,8 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from ..daemon.serve import fail
 from .ops import (
     DEFAULT_EXPIRY_SEASONS,
@@ -216,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except SeasonError as exc:
         return fail(PROG, str(exc), 1)
+    except ValidationError as exc:
+        return fail(PROG, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()), 2)
     except (FileNotFoundError, ValueError) as exc:
         return fail(PROG, str(exc), 2)
     except KeyboardInterrupt:

@@ -31,7 +31,6 @@ from .usage import (
     season_rows,
     season_table,
     table_bytes,
-    table_hash,
 )
 
 NAME = "SeasonDistributor"
@@ -114,8 +113,9 @@ class Seasons:
         latest = self.w3.eth.block_number if to_block is None else to_block
         seasons = list(closed.seasons) if closed else []
         start = seasons[-1].to_block + 1 if seasons else self.deployment.start_block
-        seasons.append(Season(season=len(seasons) + 1, from_block=min(start, latest), to_block=latest,
-                              evidence_block=latest, budget=budget, **rules))
+        end = max(start, latest)  # a season closed at the latest block: the open one is still empty
+        seasons.append(Season(season=len(seasons) + 1, from_block=start, to_block=end, evidence_block=end,
+                              budget=budget, **rules))
         return self._config(seasons)
 
     def _config(self, seasons: list[Season]) -> SeasonsConfig:
@@ -274,16 +274,3 @@ def open_seasons(rpc_url: str, deployment_file: str | Path | None = None) -> Sea
     chain_id = w3.eth.chain_id
     path = Path(deployment_file) if deployment_file else deployment_path(chain_id)
     return Seasons(w3=w3, deployment=load_deployment(chain_id=chain_id, path=path), deployment_file=path)
-
-
-def season_signal(w3: Web3, deployment: Deployment, payer: str, deployment_file: Path | None = None) -> str:
-    """The credit row's season signal, e.g. ``counts toward S2: 0.0123 OPG of eligible fees``."""
-    from ..client.amounts import format_opg
-
-    standing = Seasons(w3, deployment, deployment_file).standing(payer)
-    s = standing["open_season"]
-    return f"counts toward S{s['season']}: {format_opg(s['fees'], 6)} OPG of eligible fees"
-
-
-def hash_of(table: dict) -> str:
-    return table_hash(table)

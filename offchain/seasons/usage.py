@@ -129,7 +129,7 @@ def fetch_logs(w3: Any, config: SeasonsConfig, chunk: int = 10_000, from_block: 
     blocks given)."""
     addresses = list(config.addresses)
     start = config.seasons[0].from_block if from_block is None else from_block
-    end = config.last_block if to_block is None else to_block
+    end = min(config.last_block if to_block is None else to_block, w3.eth.block_number)
     logs: list[dict] = []
     for lo in range(start, end + 1, chunk):
         hi = min(end, lo + chunk - 1)

@@ -154,6 +154,11 @@ def test_a_fresh_process_rebuilds_the_same_table_and_root(devnet, season):
     assert out.stdout == season["path"].read_bytes() == table_bytes(season["table"])
     assert season["built"]["hash"] == table_hash(season["table"])
     assert season["built"]["root"] == season["table"]["root"]
+    # without parameters: the closed season plus the open one (nothing used since): cumulative amounts carry over
+    open_table = json.loads(opg_cli(devnet, "--json", "usage").stdout)
+    assert open_table["season"] == 2 and open_table["total_reward"] == "0"
+    assert {a["account"]: a["cumulative"] for a in open_table["accounts"]} == {
+        a["account"]: a["cumulative"] for a in season["table"]["accounts"]}
 
 
 def test_propose_accept_claim_pays_exactly_the_table(devnet, season):
