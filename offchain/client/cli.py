@@ -260,7 +260,7 @@ def cmd_balance(args: argparse.Namespace, settings: ClientSettings) -> int:
         return 0
     s = Style()
     print(f"payer        {b.payer}")
-    print(f"wallet       {format_opg(b.opg)} OPG, {format_opg(b.eth)} ETH")
+    print(f"wallet       {format_opg(b.opg)} OPG, {format_opg(b.eth, 6)} ETH")
     print(f"credits      {format_opg(b.credits)} OPG ({format_opg(b.available)} OPG available to nodes)")
     if b.session or b.channels:
         room = client.spendable()
