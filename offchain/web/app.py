@@ -569,6 +569,7 @@ def create_app(cfg: WebConfig, *, start_index: bool = True) -> FastAPI:
         snap = web.index.snap
         nodes = await asyncio.to_thread(web.index.account_rows, snap, ROLE_INFERENCE)
         verifiers = await asyncio.to_thread(web.index.account_rows, snap, ROLE_VERIFIER)
+        verifiers = await asyncio.to_thread(_verifier_extras, web, verifiers)
         pools = await asyncio.to_thread(_pools, web)
         slashes = [s for s in snap.slashes if not since or s["time"] >= since]
         return page(request, "network.html", batches=list(reversed(web.batch_rows(since))), nodes=nodes,
@@ -625,6 +626,40 @@ def _refuse_foreign(request: Request, hosts: set[str], port: int | None) -> JSON
 
 def _is_id(value: str) -> bool:
     return len(value) == 66 and value.startswith("0x") and all(c in "0123456789abcdefABCDEF" for c in value[2:])
+
+
+def _verifier_extras(web: Web, rows: list[dict], epochs: int = 8) -> list[dict]:
+    """Each verifier's verdicts (its own ``/metrics`` at its on-chain endpoint: receipts judged valid / invalid,
+    verdicts the relayer stored) and its share of the verifier pools of recent epochs (``epoch_verifier_fees`` x
+    its weight / the epoch's total weight, what ``collect_verifier_reward`` pays)."""
+    dist, stk = web.chain.distributor.functions, web.chain.staking.functions
+    current = int(dist.epoch_now().call())
+    pools = {e: int(dist.epoch_verifier_fees(e).call()) for e in range(max(0, current - epochs + 1), current + 1)}
+    totals = {e: int(stk.total_weight_in(e).call()) for e, fees in pools.items() if fees}
+    for row in rows:
+        share = 0
+        for e, total in totals.items():
+            if total:
+                share += pools[e] * int(stk.weight_in(e, row["address"]).call()) // total
+        row["poolShare"] = share
+        row["valid"] = row["invalid"] = row["posted"] = None
+        try:
+            text = web._http.get(row["endpoint"].rstrip("/") + "/metrics", timeout=2).text
+        except httpx.HTTPError:
+            continue
+        counts: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("opg_verifier_"):
+                name, _, value = line.rpartition(" ")
+                metric = name.split("{")[0]
+                try:
+                    counts[metric] = counts.get(metric, 0) + float(value)
+                except ValueError:
+                    pass
+        row["valid"] = int(counts.get("opg_verifier_receipts_agreed_total", 0))
+        row["invalid"] = int(counts.get("opg_verifier_receipts_disputed_total", 0))
+        row["posted"] = int(counts.get("opg_verifier_verdicts_posted_total", 0))
+    return rows
 
 
 def _pools(web: Web, epochs: int = 8) -> list[dict]:

@@ -277,6 +277,8 @@ def test_the_network_view_shows_the_slash_of_the_cheating_node(system, web, page
     assert "fraud" in text
     cheater_row = page.locator("#net-nodes tbody tr", has_text=cheater.address[:10])
     assert "jailed" in cheater_row.inner_text()
+    verifiers = page.locator("#net-verifiers tbody tr")
+    assert verifiers.count() == 3 and "unreachable" not in page.locator("#net-verifiers").inner_text()
     # sortable: clicking a header orders the rows
     page.click("#batches th:has-text('gas / request')")
     assert page.locator("#batches th[data-dir]").count() >= 1
