@@ -225,12 +225,13 @@ def propose_root(root_: bytes32, total: uint256, season_: uint256, table_hash: b
             `total - total_consumed`.
     @param root_ The cumulative Merkle root.
     @param total The sum of the root's cumulative amounts.
-    @param season_ The season it closes, above the claimable root's.
+    @param season_ The season it closes: the claimable root's plus one
+           (so no season number can be skipped to expire earnings early).
     @param table_hash The keccak256 of the usage table it was built from.
     """
     ownable._check_owner()
     assert root_ != empty(bytes32), "SeasonDistributor: empty root"
-    assert season_ > self.season, "SeasonDistributor: season not after the current one"
+    assert season_ == self.season + 1, "SeasonDistributor: not the next season"
     self._check_funded(total)
     if self.pending_root != empty(bytes32):
         log RootRevoked(root=self.pending_root, season=self.pending_season)

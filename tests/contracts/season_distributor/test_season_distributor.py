@@ -130,12 +130,22 @@ def test_attack_non_owner_proposes_root(seasons, opg, treasury, alice):
         seasons.propose_root(tree.root, 10 * OPG, 1, TABLE, sender=alice.account)
 
 
-def test_season_must_increase(chain, seasons, opg, deployer, treasury, alice):
+def test_season_must_be_the_next_one(chain, seasons, opg, deployer, treasury, alice):
     fund(opg, seasons, treasury, 10 * OPG)
     publish(chain, seasons, deployer, {alice: 10 * OPG}, 1)
     tree = MerkleTree.build({alice.address: 10 * OPG})
-    with ape.reverts("SeasonDistributor: season not after the current one"):
+    with ape.reverts("SeasonDistributor: not the next season"):
         seasons.propose_root(tree.root, 10 * OPG, 1, TABLE, sender=deployer)
+    seasons.propose_root(tree.root, 10 * OPG, 2, TABLE, sender=deployer)
+
+
+def test_attack_owner_skips_seasons_to_expire_unclaimed_earnings(chain, seasons, opg, deployer, treasury, alice):
+    # K = 2: jumping from season 1 to season 3 would make alice's season-1 earnings expirable at once
+    fund(opg, seasons, treasury, 10 * OPG)
+    publish(chain, seasons, deployer, {alice: 10 * OPG}, 1)
+    tree = MerkleTree.build({alice.address: 10 * OPG})
+    with ape.reverts("SeasonDistributor: not the next season"):
+        seasons.propose_root(tree.root, 10 * OPG, 1 + EXPIRY, TABLE, sender=deployer)
 
 
 # ---------------------------------------------------------------- claims
