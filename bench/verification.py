@@ -16,6 +16,11 @@ a quorum and no proof transaction competes with it. Everything shares the machin
 and after is recorded.
 
     python bench/verification.py [--quick] [--receipts N] [--smollm2-receipts N] [--samples N]
+    python bench/verification.py --calibration [--calibration-prompts N] [--calibration-tokens N]
+
+``--calibration`` runs only the teacher-forcing calibration (bench/teacher_forcing.py: honest perturbations, cheats'
+detection rates by length, the drift test, cost) and stores it under ``teacher_forcing`` in the same JSON, keeping
+the other results.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-for extra in (ROOT, ROOT / "tests", ROOT / "tests" / "verifier"):
+for extra in (ROOT, ROOT / "tests", ROOT / "tests" / "verifier", ROOT / "bench"):
     sys.path.insert(0, str(extra))
 
 from opg_devnet import OPG, RelayerProc, wait_until  # noqa: E402
@@ -191,7 +196,12 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=None, help="fraud-to-slash samples (default 3, quick 1)")
     parser.add_argument("--workers", type=int, default=2, help="the measured verifier's --workers")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--calibration", action="store_true", help="only the teacher-forcing calibration")
+    parser.add_argument("--calibration-prompts", type=int, default=32, help="prompts (receipts per perturbation)")
+    parser.add_argument("--calibration-tokens", type=int, default=48, help="max_tokens of the calibration answers")
     args = parser.parse_args()
+    if args.calibration:
+        return calibrate(args)
     n_builtin = args.receipts or (30 if args.quick else 200)
     n_small = args.smollm2_receipts or (3 if args.quick else 12)
     samples = args.samples or (1 if args.quick else 3)
@@ -219,6 +229,24 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
+    print(f"written {args.out}")
+    return 0
+
+
+def calibrate(args) -> int:
+    import teacher_forcing
+
+    load_before = load_avg()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="opg-bench-tf-") as tmp:
+        tf = teacher_forcing.run(args.calibration_prompts, args.calibration_tokens, Path(tmp))
+    tf["setup"].update({"cpus": os.cpu_count(), "load_avg_before": load_before, "load_avg_after": load_avg(),
+                        "seconds": round(time.perf_counter() - started, 1)})
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results["teacher_forcing"] = tf
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    teacher_forcing.print_table(tf)
     print(f"written {args.out}")
     return 0
 

@@ -6,7 +6,15 @@ and ``offchain.backends``, so one request is hashed, counted and priced the same
 - :class:`ChatMessage`, :class:`GenParams`, :class:`Generation`: a chat request and its answer.
 - :class:`Backend`: the protocol every model backend implements (``offchain.backends.load_backend`` builds one).
 - :func:`canonical_json`, :func:`canonical_request`, :func:`input_hash`, :func:`output_hash`, :func:`model_id_of`:
-  the byte-exact commitments a Receipt carries (``modelId``, ``inputHash``, ``outputHash``).
+  the byte-exact commitments a Receipt carries (``modelId``, ``inputHash``, ``outputHash``);
+  :func:`tokens_hash` / :func:`generation_output_hash`: the token commitment inside ``outputHash`` (below).
+
+``outputHash`` (off-chain definition, docs/protocol.md): an answer without token ids (the builtin stand-in) commits to
+its text, ``keccak(utf8 text)``. An answer of a real model commits to its text AND the tokens the model saw and
+produced: ``keccak("OPG output v2" || keccak(utf8 text) || tokensHash)`` with ``tokensHash = keccak(canonical_json(
+{"promptIds": [...], "outputIds": [...], "finishReason": "stop"|"length"}))``. A payer who holds the text and the
+32-byte ``tokensHash`` (the node's payment response carries it) can check the commitment without the ids; a verifier
+with the ids checks that they detokenise to the text.
 - :class:`Pricing`: integer wei prices (base + per prompt token + per output token), the quote's cap, and the largest
   output a budget pays for.
 """
@@ -33,8 +41,11 @@ __all__ = [
     "canonical_json",
     "canonical_request",
     "input_hash",
+    "generation_output_hash",
     "model_id_of",
     "output_hash",
+    "tokens_hash",
+    "tokens_of",
 ]
 
 #: what :meth:`Pricing.max_output_tokens_within` answers when output tokens are free (the caller applies its own limit)
@@ -103,6 +114,11 @@ class Generation(BaseModel):
     prompt_tokens: int
     output_tokens: int
     finish_reason: Literal["stop", "length"]
+    # the token ids the model saw and produced (None for backends without a tokenizer: the builtin stand-in). When a
+    # stop sequence ended the answer, ``output_ids`` are every generated token (their text continues past ``text``
+    # with the stop sequence); after an end-of-sequence token, that token is not included.
+    prompt_ids: list[int] | None = None
+    output_ids: list[int] | None = None
 
 
 @runtime_checkable
@@ -159,9 +175,46 @@ def input_hash(request: dict) -> str:
     return _hex_keccak(canonical_json(request))
 
 
-def output_hash(text: str) -> str:
-    """``"0x" + keccak(utf-8 text)``: the receipt's ``outputHash``."""
-    return _hex_keccak(text.encode("utf-8"))
+OUTPUT_V2_TAG = b"OPG output v2"
+
+
+def tokens_of(prompt_ids: list[int], output_ids: list[int], finish_reason: str) -> dict:
+    """The token commitment's JSON (what a payload's ``tokens`` carries)."""
+    return {"promptIds": [int(t) for t in prompt_ids], "outputIds": [int(t) for t in output_ids],
+            "finishReason": finish_reason}
+
+
+def tokens_hash(tokens: dict) -> str:
+    """``"0x" + keccak(canonical_json({"promptIds", "outputIds", "finishReason"}))`` (ValueError if malformed)."""
+    if not isinstance(tokens, dict) or set(tokens) != {"promptIds", "outputIds", "finishReason"}:
+        raise ValueError("tokens must be {promptIds, outputIds, finishReason}")
+    for key in ("promptIds", "outputIds"):
+        ids = tokens[key]
+        if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 2**31
+                                                for t in ids):
+            raise ValueError(f"tokens.{key} must be a list of token ids")
+    if tokens["finishReason"] not in ("stop", "length"):
+        raise ValueError("tokens.finishReason must be stop or length")
+    return _hex_keccak(canonical_json(tokens))
+
+
+def output_hash(text: str, tokens_hash: str | None = None) -> str:
+    """The receipt's ``outputHash``: ``"0x" + keccak(utf-8 text)`` without a token commitment, else
+    ``keccak("OPG output v2" || keccak(utf-8 text) || tokensHash)``."""
+    if tokens_hash is None:
+        return _hex_keccak(text.encode("utf-8"))
+    th = bytes.fromhex(tokens_hash[2:] if tokens_hash.startswith("0x") else tokens_hash)
+    if len(th) != 32:
+        raise ValueError("tokensHash must be 32 bytes")
+    return _hex_keccak(OUTPUT_V2_TAG + keccak(text.encode("utf-8")) + th)
+
+
+def generation_output_hash(gen: Generation) -> tuple[str, dict | None]:
+    """``(outputHash, tokens)`` of an answer: with its token commitment when the backend reported ids."""
+    if gen.prompt_ids is None or gen.output_ids is None:
+        return output_hash(gen.text), None
+    tokens = tokens_of(gen.prompt_ids, gen.output_ids, gen.finish_reason)
+    return output_hash(gen.text, tokens_hash(tokens)), tokens
 
 
 def model_id_of(descriptor: dict) -> str:

@@ -94,6 +94,7 @@ class CheatingBackend:
         self.model_id = inner.model_id
         self.deterministic = inner.deterministic
         self.context_length = getattr(inner, "context_length", None)
+        self.weights = getattr(inner, "weights", None)
 
     def _fingerprint(self, messages: list[ChatMessage], params: GenParams) -> bytes:
         request = {"messages": [m.model_dump() for m in messages], "params": params.model_dump(exclude_none=True)}
@@ -125,4 +126,8 @@ class CheatingBackend:
         if honest.text.startswith(seen) and len(honest.text) > len(seen):
             corrupter.feed(honest.text[len(seen) :], emit=False)  # a tail held back before an early stop
         text = corrupter.finish(emit=not corrupter.cancelled)
-        return honest.model_copy(update={"text": text})
+        update: dict = {"text": text}
+        tokenizer = getattr(self.inner, "tokenizer", None) or self.inner
+        if honest.output_ids is not None and hasattr(tokenizer, "tokenize_text"):
+            update["output_ids"] = tokenizer.tokenize_text(text)  # consistent ids: a cheater commits to its own text
+        return honest.model_copy(update=update)

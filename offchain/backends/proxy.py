@@ -14,6 +14,16 @@ tokenizer-free estimate: per message ``ceil(len(content) / 4) + 4``, plus 3 for 
 Not deterministic (``deterministic=False``): the upstream's build, batching and hardware are unknown, so answers are
 not fraud-provable by re-execution; model_id is keccak of ``{"backend": "proxy", "upstream_model": name,
 "deterministic": false}``.
+
+**Open weights** (``weights=/path/model.gguf`` or ``weights=smollm2``): the node names the weights its upstream runs.
+Then ``model_id`` is the weights' identity (``open_weights_descriptor``: sha256 of the GGUF, which holds the
+tokenizer, and of its chat template), the same for every node serving those weights through any engine, and
+verifiers holding them judge the answer's TEXT by teacher forcing (docs/verifier.md). The node loads only the GGUF's
+vocabulary (no weights in memory): prompt token ids are the model's own chat template rendered and tokenised; output
+token ids are the answer's text tokenised with the model's own tokenizer (the OpenAI API gives no token ids; this is
+the canonical split, which is what honest models produce almost always); token counts (and so the charge) are these
+ids' counts, not the upstream's ``usage``. A request without ``temperature`` is sent with ``temperature: 0``
+(greedy, the protocol's default) so that the upstream's own default cannot make an honest answer look sampled.
 """
 
 from __future__ import annotations
@@ -42,13 +52,24 @@ class ProxyBackend:
         timeout: float = 120.0,
         api_key: str | None = None,
         context_length: int | None = None,
+        weights: str | None = None,
+        weights_source: str | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self.upstream_model = upstream_model
         self.name = name or upstream_model
         self.context_length = context_length
         self.deterministic = False
-        self.descriptor = {"backend": "proxy", "upstream_model": upstream_model, "deterministic": False}
+        self.tokenizer = None
+        if weights:
+            from .llama import LlamaBackend, smollm2_path
+
+            path = smollm2_path() if weights == "smollm2" else weights
+            self.tokenizer = LlamaBackend(path, vocab_only=True, weights_source=weights_source)
+            self.descriptor = dict(self.tokenizer.open_weights)
+            self.context_length = context_length or self.tokenizer.context_length
+        else:
+            self.descriptor = {"backend": "proxy", "upstream_model": upstream_model, "deterministic": False}
         self.model_id = model_id_of(self.descriptor)
         api_key = api_key or os.environ.get("OPG_PROXY_API_KEY")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -57,8 +78,24 @@ class ProxyBackend:
     def close(self) -> None:
         self._http.close()
 
+    @property
+    def weights(self) -> dict | None:
+        return self.tokenizer.weights if self.tokenizer is not None else None
+
     def count_prompt_tokens(self, messages: list[ChatMessage]) -> int:
+        if self.tokenizer is not None:
+            return self.tokenizer.count_prompt_tokens(messages)
         return estimate_prompt_tokens(messages)
+
+    def _with_ids(self, gen: Generation, messages: list[ChatMessage], params: GenParams) -> Generation:
+        """Open weights: the prompt and answer as the model's own tokenizer splits them, counts from those ids."""
+        if self.tokenizer is None:
+            return gen
+        prompt_ids = self.tokenizer.prompt_tokens(messages)
+        output_ids = self.tokenizer.tokenize_text(gen.text)
+        return Generation(text=gen.text, prompt_tokens=len(prompt_ids),
+                          output_tokens=min(len(output_ids), params.max_tokens), finish_reason=gen.finish_reason,
+                          prompt_ids=prompt_ids, output_ids=output_ids)
 
     def _body(self, messages: list[ChatMessage], params: GenParams, stream: bool) -> dict:
         body: dict = {
@@ -69,6 +106,8 @@ class ProxyBackend:
         }
         if params.temperature is not None:
             body["temperature"] = params.temperature
+        elif self.tokenizer is not None:
+            body["temperature"] = 0.0  # the protocol's default is greedy; never the upstream's own default
         if params.seed is not None:
             body["seed"] = params.seed
         if params.stop:
@@ -88,8 +127,8 @@ class ProxyBackend:
         url = f"{self.base_url}/chat/completions"
         try:
             if on_token is None:
-                return self._complete(url, messages, params)
-            return self._stream(url, messages, params, on_token)
+                return self._with_ids(self._complete(url, messages, params), messages, params)
+            return self._with_ids(self._stream(url, messages, params, on_token), messages, params)
         except httpx.HTTPError as exc:
             raise BackendError(f"upstream {self.base_url} failed: {type(exc).__name__}: {exc}") from exc
 

@@ -104,6 +104,9 @@ def load_payload(receipt_id: str, payload_file: Path | None, state_dir: Path) ->
         out["usage"] = record["usage"]
     if record.get("finishReason") in ("stop", "length"):
         out["finishReason"] = record["finishReason"]
+    th = record.get("tokensHash") or (record.get("payment") or {}).get("tokensHash")
+    if isinstance(th, str):  # the node's token commitment inside outputHash (its payment response carried it)
+        out["tokensHash"] = th
     return out
 
 
@@ -119,7 +122,11 @@ def check_payload(payload: dict, receipt: SignedReceipt, chain: Chain, receipt_i
         raise DisputeError("the receipt is not signed by its node")
     if input_hash(payload["request"]) != receipt.input_hash:
         raise DisputeError("your request does not hash to the receipt's inputHash")
-    if output_hash(payload["output"]) != receipt.output_hash:
+    try:
+        committed = output_hash(payload["output"], payload.get("tokensHash"))
+    except ValueError as exc:
+        raise DisputeError(f"the payload's tokensHash is malformed: {exc}") from None
+    if committed != receipt.output_hash:
         raise DisputeError("your answer does not hash to the receipt's outputHash")
 
 

@@ -510,7 +510,8 @@ class Payer:
         else:
             outcome.ok, outcome.problem = self._settle_channel(res, receipt, problem, outcome)
         if receipt is not None:
-            self._check_hashes(res, receipt, request, answer, outcome.checks)
+            self._check_hashes(res, receipt, request, answer, outcome.checks,
+                               (outcome.payment or {}).get("tokensHash"))
             self._store(res, outcome, request, answer, node_url, usage, finish_reason)
         self._notify(outcome)
         return outcome
@@ -609,12 +610,16 @@ class Payer:
             return False, problem
 
     def _check_hashes(self, res: Reservation, r: SignedReceipt, request: dict | None, answer: str | None,
-                      checks: dict) -> None:
-        """Advisory: whether the receipt commits to this request and answer (what a dispute relies on)."""
+                      checks: dict, tokens_hash: str | None = None) -> None:
+        """Advisory: whether the receipt commits to this request and answer (what a dispute relies on); with the
+        node's ``tokensHash`` when the answer's token ids are committed too (offchain.inference.output_hash)."""
         from ..inference import input_hash, output_hash
 
         if answer is not None:
-            checks["outputHash"] = output_hash(answer) == r.output_hash.lower()
+            try:
+                checks["outputHash"] = output_hash(answer, tokens_hash) == r.output_hash.lower()
+            except ValueError:  # a malformed tokensHash from the node
+                checks["outputHash"] = False
         canon = _canonical_or_none(request, res.effective_max_tokens)
         if canon is not None:
             checks["inputHash"] = input_hash(canon) == r.input_hash.lower()

@@ -28,6 +28,8 @@ class ServedModel:
                 "descriptor": self.backend.descriptor, "pricing": self.pricing.wire(),
                 "maxTokens": self.max_output(max_tokens_limit),
                 "contextLength": getattr(self.backend, "context_length", None),
+                # the weights (sha256, where to get them): a payer can see whether verifiers hold them
+                "weights": getattr(self.backend, "weights", None),
             },
         }
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..inference import BackendError, Generation, canonical_request
+from ..inference import BackendError, Generation, canonical_request, generation_output_hash
 from .catalog import Job
 from .payments import Admission, Payments, Served
 from .x402 import SCHEME_EXACT
@@ -60,13 +60,17 @@ def generate(job: Job, on_token: Callable[[str], bool | None] | None, metrics: A
 
 
 def served(job: Job, gen: Generation, billed: int | None = None, cut_short: bool = False) -> Served:
+    """What the receipt and payload commit to: the effective request, the text and (for a real model) the prompt and
+    output token ids with the finish reason, inside ``outputHash`` (``offchain.inference.generation_output_hash``)."""
     params = job.params
     if cut_short and gen.output_tokens >= 1:
         params = params.model_copy(update={"max_tokens": gen.output_tokens})
+    commitment, tokens = generation_output_hash(gen)
     return Served(request=canonical_request(job.model.name, job.messages, params), text=gen.text,
                   prompt_tokens=gen.prompt_tokens, output_tokens=gen.output_tokens,
                   billed_output_tokens=gen.output_tokens if billed is None else min(billed, gen.output_tokens),
-                  finish_reason=gen.finish_reason, model_id=job.model.backend.model_id)
+                  finish_reason=gen.finish_reason, model_id=job.model.backend.model_id, tokens=tokens,
+                  output_hash=commitment)
 
 
 def run_to_completion(job: Job, adm: Admission, payments: Payments, metrics: Any) -> tuple[Generation, dict]:

@@ -110,6 +110,8 @@ class Served:
     billed_output_tokens: int  # charged (fewer when the client left mid-stream)
     finish_reason: str
     model_id: str
+    tokens: dict | None = None  # {promptIds, outputIds, finishReason}: committed in outputHash (offchain.inference)
+    output_hash: str | None = None  # the receipt's outputHash (None: keccak of the text alone)
 
 
 def receipt_json(receipt: Receipt, signature: str) -> dict[str, Any]:
@@ -357,7 +359,8 @@ class Payments:
                 raise ApiError(500, "internal_error", None, "channel invariant broken: no voucher covers the charge")
             receipt = Receipt(
                 request_id="0x" + secrets.token_hex(32), payer=adm.payer, node=self.node, model_id=served.model_id,
-                input_hash=input_hash(served.request), output_hash=output_hash(served.text), amount=amount,
+                input_hash=input_hash(served.request), output_hash=served.output_hash or output_hash(served.text),
+                amount=amount,
                 cumulative=cumulative, timestamp=self.chain.now())
             signature = receipt.sign_with(self.account.key, self.staking_domain)
             rid = "0x" + receipt.fast_digest(self.staking_domain).hex()
@@ -369,6 +372,8 @@ class Payments:
                           "billedOutputTokens": served.billed_output_tokens},
                 "finishReason": served.finish_reason, "pricing": quote.pricing.wire(), "scheme": SCHEME_CREDIT,
             }
+            if served.tokens is not None:
+                payload["tokens"] = served.tokens
             try:
                 self.store.add_receipt(receipt_id=rid, request_id=receipt.request_id, payer=adm.payer, amount=amount,
                                        cumulative=cumulative, voucher_cap=best.max_cumulative, item=item,
@@ -383,7 +388,12 @@ class Payments:
         self.metrics.charged.inc(amount, SCHEME_CREDIT)
         self.metrics.receipts.inc()
         self.on_receipt()
-        return self._credit_result(adm, rid, signed, amount, cumulative)
+        result = self._credit_result(adm, rid, signed, amount, cumulative)
+        if served.tokens is not None:  # what the payer needs to check (and dispute) a token-committed outputHash
+            from ..inference import tokens_hash
+
+            result["tokensHash"] = tokens_hash(served.tokens)
+        return result
 
     def _credit_result(self, adm: Admission, rid: str | None, signed: dict | None, amount: int,
                        cumulative: int) -> dict:

@@ -29,6 +29,8 @@ class DisputeIn(BaseModel):
     receipt: dict[str, Any] = Field(description="the node's signed receipt (camelCase or snake_case)")
     request: dict[str, Any] = Field(description="the canonical request {model, messages, params} the receipt hashes")
     output: str = Field(description="the answer's text")
+    tokens_hash: str | None = Field(None, alias="tokensHash", description="the node's token commitment (its payment "
+                                    "response's tokensHash) when the receipt's outputHash includes one")
     pricing: dict[str, Any] | None = None
     usage: dict[str, Any] | None = None
     finish_reason: Literal["stop", "length"] | None = Field(None, alias="finishReason")
@@ -60,7 +62,7 @@ def routes(v: Verifier) -> APIRouter:
             receipt = parse_receipt(body.receipt)
         except ValueError as exc:
             raise ApiError(400, "invalid_field", "receipt", str(exc).splitlines()[0]) from None
-        problem = dispute_problem(receipt, body.request, body.output, v.domain)
+        problem = dispute_problem(receipt, body.request, body.output, v.domain, body.tokens_hash)
         if problem:
             error = "invalid_signature" if "signature" in problem or "signed" in problem else "payload_mismatch"
             raise ApiError(400, error, "receipt" if error == "invalid_signature" else "request", problem)
@@ -69,7 +71,8 @@ def routes(v: Verifier) -> APIRouter:
             raise ApiError(409, "not_disputed", "receipt",
                            "no open dispute: the payer must first call staking.flag(receipt, signature) with its bond")
         payload = {"request": body.request, "output": body.output}
-        for key, value in (("pricing", body.pricing), ("usage", body.usage), ("finishReason", body.finish_reason)):
+        for key, value in (("pricing", body.pricing), ("usage", body.usage), ("finishReason", body.finish_reason),
+                           ("tokensHash", body.tokens_hash)):
             if value is not None:
                 payload[key] = value
         reason = v.skip_reason(receipt)
@@ -88,6 +91,15 @@ def routes(v: Verifier) -> APIRouter:
         if row is None:
             raise ApiError(404, "not_found", "receiptId", "this verifier has not checked that receipt")
         return check_view(row)
+
+    @router.get("/drift")
+    async def drift() -> Any:
+        """Teacher-forced statistics per node: receipts and tokens scored, tokens beyond the drift margin, the largest
+        margin, and whether the binomial test flagged the node (then all its receipts are sampled)."""
+        rows = await asyncio.to_thread(v.store.drift)
+        return {"nodes": [{"node": r["node"], "receipts": r["receipts"], "scored": r["scored"],
+                           "drifted": r["drifted"], "maxMargin": r["max_margin"],
+                           "flagged": r["flagged_at"] is not None, "flaggedAt": r["flagged_at"]} for r in rows]}
 
     return router
 

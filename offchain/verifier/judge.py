@@ -16,8 +16,15 @@ Rules (docs/verifier.md):
    ``max_tokens`` when the re-run itself hit the limit, else ``min(max_tokens, ceil(re-run output * tolerance))``;
    and the charge must not exceed the cost of the node's own reported usage.
 
+5. Open-weights models (``modelId`` = the weights' identity, ``offchain.backends.llama.open_weights_descriptor``; a
+   node serving them through any engine, e.g. ``proxy:...?weights=...``): judged on the TEXT by teacher forcing
+   (:func:`judge_teacher_forced`), with the verifier's own copy of the weights.
+
 ``pricing`` comes from the payload (the node's prices when it served). Without pricing (a payer's dispute when the node
 is unreachable) a deterministic receipt is judged on its output alone, and a non-deterministic one cannot be judged.
+
+``outputHash`` may commit to the token ids too (``offchain.inference``): the payload then carries ``tokens``
+(``{promptIds, outputIds, finishReason}``), or a payer's dispute carries the 32-byte ``tokensHash`` it was given.
 """
 
 from __future__ import annotations
@@ -27,7 +34,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..inference import ChatMessage, Generation, GenParams, Pricing, input_hash, output_hash
+from ..inference import (
+    ChatMessage,
+    Generation,
+    GenParams,
+    Pricing,
+    generation_output_hash,
+    input_hash,
+    output_hash,
+    tokens_hash,
+)
 from ..messages import Receipt
 
 
@@ -43,6 +59,10 @@ class Judgement:
     seconds: float = 0.0  # time spent re-executing
     rerun: Generation | None = None
     expected_cost: int | None = None
+    # teacher forcing: tokens scored, those beyond the drift margin (statistics, never slashed alone), largest margin
+    scored: int = 0
+    drifted: int = 0
+    max_margin: float | None = None
 
 
 def parse_request(request: Any) -> tuple[str, list[ChatMessage], GenParams]:
@@ -58,16 +78,40 @@ def parse_request(request: Any) -> tuple[str, list[ChatMessage], GenParams]:
     return model, messages, params
 
 
-def payload_mismatch(receipt: Receipt, request: Any, output: Any) -> str | None:
-    """Why a payload is not the receipt's (None when both hashes match)."""
+def committed_tokens_hash(tokens: Any = None, given: Any = None) -> str | None:
+    """The tokensHash a payload commits to: from its ``tokens`` (the node's payload), else a payer's ``tokensHash``
+    (ValueError if malformed)."""
+    if tokens is not None:
+        return tokens_hash(tokens)
+    if given is None:
+        return None
+    if not isinstance(given, str) or len(given) != 66 or not given.startswith("0x"):
+        raise ValueError("tokensHash must be 0x + 64 hex digits")
+    bytes.fromhex(given[2:])
+    return given.lower()
+
+
+def payload_mismatch(receipt: Receipt, request: Any, output: Any, tokens: Any = None,
+                     given_tokens_hash: Any = None) -> str | None:
+    """Why a payload is not the receipt's (None when the request and the output, with its token commitment if any,
+    hash to the receipt)."""
     try:
         if input_hash(request) != receipt.input_hash:
             return "payload request does not hash to the receipt's inputHash"
     except (TypeError, ValueError):
         return "payload request is not JSON-hashable"
-    if not isinstance(output, str) or output_hash(output) != receipt.output_hash:
+    try:
+        th = committed_tokens_hash(tokens, given_tokens_hash)
+    except ValueError as exc:
+        return f"payload tokens are malformed: {exc}"
+    if not isinstance(output, str) or output_hash(output, th) != receipt.output_hash:
         return "payload output does not hash to the receipt's outputHash"
     return None
+
+
+def _rerun_commits(rerun: Generation, receipt: Receipt) -> bool:
+    """A deterministic re-run reproduces the receipt's outputHash (text alone, or text with its token ids)."""
+    return receipt.output_hash in {output_hash(rerun.text), generation_output_hash(rerun)[0]}
 
 
 def _int(value: Any) -> int | None:
@@ -103,12 +147,15 @@ def _rerun_prefix(backend: Any, messages: list[ChatMessage], params: GenParams, 
 
 
 def judge(receipt: Receipt, payload: dict, backend: Any, tolerance: float = 2.0) -> Judgement:
-    """Re-execute ``payload`` (the node's, or the payer's) with ``backend`` and decide ``valid``."""
+    """Re-execute ``payload`` (the node's, or the payer's) with ``backend`` and decide ``valid``; open-weights
+    receipts are judged by teacher forcing instead."""
     deterministic = bool(backend.deterministic)
     request, output = payload.get("request"), payload.get("output")
-    mismatch = payload_mismatch(receipt, request, output)
+    mismatch = payload_mismatch(receipt, request, output, payload.get("tokens"), payload.get("tokensHash"))
     if mismatch:
         return Judgement(False, mismatch, deterministic)
+    if receipt.model_id.lower() == str(getattr(backend, "open_weights_id", "")).lower():
+        return judge_teacher_forced(receipt, payload, backend)
     try:
         _model, messages, params = parse_request(request)
     except ValueError as exc:
@@ -129,7 +176,7 @@ def judge(receipt: Receipt, payload: dict, backend: Any, tolerance: float = 2.0)
                 and rerun.output_tokens > 1):
             rerun = _rerun_prefix(backend, messages, params, output, rerun)
         seconds = time.perf_counter() - started
-        if output_hash(rerun.text) != receipt.output_hash:
+        if not _rerun_commits(rerun, receipt):
             return Judgement(False, "re-executed output differs from the receipt's outputHash", True, seconds, rerun)
         if pricing is None:
             return Judgement(True, "output reproduced (no pricing to check the amount against)", True, seconds, rerun)
@@ -157,3 +204,121 @@ def judge(receipt: Receipt, payload: dict, backend: Any, tolerance: float = 2.0)
             return Judgement(False, f"amount {receipt.amount} exceeds {own}, the cost of the node's own reported "
                                     "usage", False, seconds, rerun, cost)
     return Judgement(True, "amount within the re-run's token counts", False, seconds, rerun, cost)
+
+
+# Teacher forcing (open-weights models) ------------------------------------------------------------------------------
+#: greedy answers: a claimed token (or end of sequence) whose logit is more than this below the top logit is one no
+#: honest run produces (calibrated by bench/verification.py, docs/verifier.md)
+GREEDY_SLASH_MARGIN = 3.0
+#: sampled answers (temperature > 0): a claimed token less likely than this (natural log, at the request's
+#: temperature, after crediting it SAMPLED_DRIFT_CREDIT logits of numerical drift) is one no honest sampler draws
+SAMPLED_SLASH_LOGPROB = -25.0
+SAMPLED_DRIFT_CREDIT = 2.0
+#: a token beyond this margin is "drift": counted per node for the statistical test, never slashed alone (sampled
+#: answers: a token whose credited log-probability is below SAMPLED_DRIFT_LOGPROB)
+DRIFT_MARGIN = 1.0
+SAMPLED_DRIFT_LOGPROB = -10.0
+#: the share of honest tokens beyond DRIFT_MARGIN the statistical test assumes (an upper bound of the calibration's)
+HONEST_DRIFT_RATE = 0.005
+#: a node whose drifted tokens are this unlikely under HONEST_DRIFT_RATE is flagged as drifting (sampled at rate 1
+#: and reported; never slashed on this alone)
+DRIFT_ALPHA = 1e-6
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p) (exact sum in log space)."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    lp, lq = math.log(p), math.log1p(-p)
+    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq
+             for i in range(k, n + 1)]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
+def drifting(scored: int, drifted: int) -> bool:
+    """Whether a node's tokens drift beyond the honest rate (the binomial test, docs/verifier.md)."""
+    return scored > 0 and binomial_tail(drifted, scored, HONEST_DRIFT_RATE) < DRIFT_ALPHA
+
+
+def _greedy(params: GenParams) -> bool:
+    return not params.temperature
+
+
+def _ends_with_stop(full: str, text: str, stops: list[str] | None) -> bool:
+    """The ids' text is the answer's text followed by one of the stop sequences (the answer ended there)."""
+    rest = full[len(text):]
+    return any(rest.startswith(s) for s in stops or [])
+
+
+def judge_teacher_forced(receipt: Receipt, payload: dict, scorer: Any) -> Judgement:
+    """One prefill pass over prompt + claimed output with the verifier's copy of the weights; slashable only on
+    evidence any honest verifier reproduces (docs/verifier.md, "Teacher forcing")."""
+    output: str = payload["output"]
+    try:
+        _model, messages, params = parse_request(payload.get("request"))
+    except ValueError as exc:
+        return Judgement(False, str(exc), False)
+    pricing = _pricing(payload)
+    started = time.perf_counter()
+    prompt_ids = scorer.prompt_tokens(messages)
+    tokens = payload.get("tokens")
+    finish = payload.get("finishReason", payload.get("finish_reason"))
+    stopped_by_sequence = False
+    if tokens is not None:  # the node's payload: the ids it committed to
+        if tokens["promptIds"] != prompt_ids:
+            return Judgement(False, "the committed prompt ids are not the payer's request rendered by the model's chat "
+                                    "template (another prompt was run)", False, time.perf_counter() - started)
+        out_ids = list(tokens["outputIds"])
+        finish = tokens["finishReason"]
+        try:
+            full = scorer.detokenize(out_ids)
+        except ValueError as exc:
+            return Judgement(False, f"the committed output ids are not this model's tokens: {exc}", False,
+                             time.perf_counter() - started)
+        if full != output:
+            stopped_by_sequence = full.startswith(output) and _ends_with_stop(full, output, params.stop)
+            if not stopped_by_sequence:
+                return Judgement(False, "the committed output ids do not detokenise to the answer's text", False,
+                                 time.perf_counter() - started)
+    else:  # a payer's dispute: its own text, split by the model's tokenizer
+        out_ids = scorer.tokenize_text(output)
+        if finish not in ("stop", "length"):
+            finish = "length" if len(out_ids) >= params.max_tokens else "stop"
+    if len(out_ids) > params.max_tokens + 2:  # a canonical re-split may differ by a token or two from the model's
+        return Judgement(False, f"{len(out_ids)} output tokens exceed max_tokens {params.max_tokens}", False,
+                         time.perf_counter() - started)
+    billed = min(len(out_ids), params.max_tokens)
+    cost = pricing.cost(len(prompt_ids), billed) if pricing is not None else None
+    if cost is not None and receipt.amount > cost:
+        return Judgement(False, f"amount {receipt.amount} exceeds the cost {cost} of {len(prompt_ids)} prompt and "
+                                f"{billed} output tokens", False, time.perf_counter() - started, expected_cost=cost)
+    # An answer that ended by itself (finish "stop") is claimed to end with an end-of-sequence token the model chose:
+    # that is checked too, unless the request had stop sequences (the text then may end where one was cut off, and
+    # an engine behind a proxy does not say which).
+    check_end = finish == "stop" and not stopped_by_sequence and not params.stop
+    if not out_ids and not check_end:
+        return Judgement(True, "empty answer", False, time.perf_counter() - started, expected_cost=cost)
+    scores = scorer.score(prompt_ids, out_ids, with_eos=check_end, temperature=params.temperature)
+    seconds = time.perf_counter() - started
+    greedy = _greedy(params)
+    worst = max(scores, key=lambda x: x["margin"])
+    credit = 0.0 if greedy else SAMPLED_DRIFT_CREDIT / float(params.temperature)
+    drifted = sum(1 for x in scores if (x["margin"] > DRIFT_MARGIN if greedy
+                                        else x["logprob"] + credit < SAMPLED_DRIFT_LOGPROB))
+    j = dict(deterministic=False, seconds=seconds, expected_cost=cost, scored=len(scores), drifted=drifted,
+             max_margin=worst["margin"])
+    for i, x in enumerate(scores):
+        where = "the end of sequence" if x["token"] == "eos" else f"output token {i} ({x['token']})"
+        if greedy and x["margin"] > GREEDY_SLASH_MARGIN:
+            what = ("the model would not end the answer here: " if x["token"] == "eos" else "") + \
+                f"{where} is {x['margin']:.2f} logits below the model's top choice (rank {x['rank']}); greedy " \
+                f"answers are never more than {GREEDY_SLASH_MARGIN:g} below"
+            return Judgement(False, what, **j)
+        if not greedy and x["logprob"] + credit < SAMPLED_SLASH_LOGPROB:
+            return Judgement(False, f"{where} has log-probability {x['logprob']:.1f} at temperature "
+                                    f"{params.temperature:g}: no honest sampler draws it", **j)
+    return Judgement(True, f"teacher-forced: {len(scores)} tokens plausible (largest margin {worst['margin']:.2f}, "
+                           f"{drifted} beyond the drift margin {DRIFT_MARGIN:g})", **j)

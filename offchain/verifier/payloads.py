@@ -132,7 +132,9 @@ class PayloadClient:
         return None
 
 
-def dispute_problem(receipt: SignedReceipt, request: Any, output: Any, domain: Domain) -> str | None:
-    """Why a payer's ``{receipt, request, output}`` cannot be checked (None when the receipt is its node's and the
-    payload hashes to it)."""
-    return check_node_signature(receipt, domain) or payload_mismatch(plain(receipt), request, output)
+def dispute_problem(receipt: SignedReceipt, request: Any, output: Any, domain: Domain,
+                    tokens_hash: Any = None) -> str | None:
+    """Why a payer's ``{receipt, request, output, tokensHash?}`` cannot be checked (None when the receipt is its
+    node's and the payload hashes to it)."""
+    return check_node_signature(receipt, domain) or payload_mismatch(plain(receipt), request, output, None,
+                                                                     tokens_hash)

@@ -34,7 +34,7 @@ from ..daemon.settings import ConfigError
 from ..deployments import load_deployment
 from ..messages import PayloadWithheld, SignedReceipt, Verdict
 from .config import VerifierSettings
-from .judge import CannotJudge, judge
+from .judge import CannotJudge, drifting, judge
 from .payloads import (
     PayloadClient,
     check_node_signature,
@@ -75,6 +75,8 @@ class Metrics(Registry):
         self.reports = self.counter("opg_verifier_withholding_reports_total", "Withholding reports the relayer took.")
         self.flags = self.counter("opg_verifier_flags_sent_total", "flag() transactions sent.", ("result",))
         self.heartbeats = self.counter("opg_verifier_heartbeats_total", "heartbeat() transactions sent.")
+        self.drift_flags = self.counter("opg_verifier_drifting_nodes_total",
+                                        "Nodes the teacher-forcing binomial test flagged (sampled at rate 1).")
         self.errors = self.counter("opg_verifier_errors_total", "Errors by place.", ("where",))
         self.reexec = self.histogram("opg_verifier_reexecution_seconds", "Time to re-execute one request.",
                                      LATENCY_BUCKETS)
@@ -109,10 +111,13 @@ class Verifier:
         self.backends: dict[str, Any] = {}
         for backend in backends if backends is not None else self._load_backends(settings.backend_specs):
             self.backends[backend.model_id.lower()] = backend
+            if getattr(backend, "open_weights_id", None):  # the same weights served by any engine: teacher forcing
+                self.backends.setdefault(backend.open_weights_id.lower(), backend)
         self.sampler = Sampler(self.key, settings.sample_rate)
         self.metrics = Metrics()
         self.store = VerifierStore(settings.store)
         self.store.bind(self.chain_id, self.staking_address, self.address)
+        self.drifting = {d["node"] for d in self.store.drift() if d["flagged_at"]}  # sampled at rate 1
         self.payloads = PayloadClient(self.key, self.address, self.domain, settings.payload_timeout)
         self.relayer = httpx.Client(base_url=settings.relayer_url, timeout=30)
         self._local = threading.local()
@@ -238,7 +243,7 @@ class Verifier:
                 log.warning("feed receipt %s does not verify against this deployment; ignored", entry.get("id"))
                 continue
             items.append(it)
-            if self.sampler(it["id"]):
+            if self.sampler(it["id"]) or it["node"] in self.drifting:
                 sampled.add(it["id"])
                 reason = self.skip_reason(receipt)
                 if reason:
@@ -460,10 +465,24 @@ class Verifier:
             self.store.skip(rid, str(exc))
             self.metrics.skipped.inc(1, "cannot judge")
             return
-        if j.rerun is not None:
+        if j.rerun is not None or j.scored:
             self.metrics.reexec.observe(j.seconds)
+        if j.scored:
+            self.note_drift(receipt.node, j.scored, j.drifted, j.max_margin or 0.0)
         self.metrics.checked.inc(1, row["source"])
         self.decide(row, j.valid, j.reason, seconds=j.seconds)
+
+    def note_drift(self, node: str, scored: int, drifted: int, max_margin: float) -> None:
+        """Teacher-forced statistics: a node whose tokens drift beyond the honest rate (binomial test) is sampled at
+        rate 1 from now on and reported (``GET /drift``, the metric, the log), never slashed on this alone."""
+        totals = self.store.add_drift(node, scored, drifted, max_margin)
+        if node not in self.drifting and drifting(totals["scored"], totals["drifted"]):
+            self.store.flag_drift(node)
+            self.drifting.add(node)
+            self.metrics.drift_flags.inc()
+            log.warning("node %s drifts from its claimed model: %d of %d tokens beyond the drift margin over %d "
+                        "receipts; sampling all its receipts", node, totals["drifted"], totals["scored"],
+                        totals["receipts"])
 
     def withheld(self, row: dict, receipt: SignedReceipt, reason: str) -> bool:
         """The node did not release the payload by the deadline: a signed ``PayloadWithheld`` report, never a
@@ -550,8 +569,10 @@ class Verifier:
             "chainOk": chain_ok, "storeOk": store_ok, "relayerOk": self.relayer_ok, "workersAlive": alive,
             "lastBlock": block, "active": active, "voteWeight": str(weight) if weight is not None else None,
             "sampleRate": self.settings.sample_rate, "lazy": self.settings.lazy,
-            "backends": [{"name": b.name, "modelId": m, "deterministic": bool(b.deterministic)}
-                         for m, b in self.backends.items()],
+            "backends": [{"name": b.name, "modelId": m,
+                          "deterministic": bool(b.deterministic) and m != getattr(b, "open_weights_id", None),
+                          "judgedBy": "teacher-forcing" if m == getattr(b, "open_weights_id", None)
+                          else "re-execution"} for m, b in self.backends.items()],
             "feedCursor": int(self.store.get_state("feed_cursor", "0")) if store_ok else None,
             "checks": self.store.counts() if store_ok else None, "lastError": self.last_error,
         }

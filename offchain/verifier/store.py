@@ -67,6 +67,14 @@ CREATE TABLE IF NOT EXISTS checks (
     decided_at REAL
 );
 CREATE INDEX IF NOT EXISTS checks_due ON checks(next_at) WHERE status = 'queued';
+CREATE TABLE IF NOT EXISTS drift (   -- teacher-forced tokens per node (the statistical test, never a slash)
+    node TEXT PRIMARY KEY,
+    receipts INTEGER NOT NULL DEFAULT 0,
+    scored INTEGER NOT NULL DEFAULT 0,   -- tokens scored
+    drifted INTEGER NOT NULL DEFAULT 0,  -- tokens beyond the drift margin
+    max_margin REAL NOT NULL DEFAULT 0,
+    flagged_at REAL                      -- when the binomial test flagged the node (then sampled at rate 1)
+);
 CREATE INDEX IF NOT EXISTS checks_hash ON checks(receipt_hash);
 """
 
@@ -240,6 +248,23 @@ class VerifierStore:
         with self.lock:
             self.conn.execute("UPDATE checks SET flag_state = ?, flag_tx = coalesce(?, flag_tx) WHERE id = ?",
                               (state, tx, rid))
+
+    def add_drift(self, node: str, scored: int, drifted: int, max_margin: float) -> dict:
+        """Add one receipt's teacher-forced statistics to its node's; returns the node's totals."""
+        with self._tx() as c:
+            c.execute("INSERT OR IGNORE INTO drift (node) VALUES (?)", (node,))
+            c.execute("UPDATE drift SET receipts = receipts + 1, scored = scored + ?, drifted = drifted + ?,"
+                      " max_margin = max(max_margin, ?) WHERE node = ?", (scored, drifted, max_margin, node))
+            return dict(c.execute("SELECT * FROM drift WHERE node = ?", (node,)).fetchone())
+
+    def flag_drift(self, node: str) -> None:
+        with self.lock:
+            self.conn.execute("UPDATE drift SET flagged_at = coalesce(flagged_at, ?) WHERE node = ?",
+                              (time.time(), node))
+
+    def drift(self) -> list[dict]:
+        with self.lock:
+            return [dict(r) for r in self.conn.execute("SELECT * FROM drift ORDER BY node").fetchall()]
 
     def counts(self) -> dict[str, int]:
         with self.lock:
