@@ -24,6 +24,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+import requests
 from pydantic import ValidationError
 
 from ..daemon.serve import fail
@@ -56,13 +57,30 @@ def _parse_opg(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    def common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+        # the common flags go before or after the subcommand; after it they override
+        def default(value):
+            return argparse.SUPPRESS if suppress else value
+
+        parser.add_argument("--rpc-url", default=default(os.environ.get("OPG_RPC_URL", "http://127.0.0.1:8545")))
+        parser.add_argument("--deployment", default=default(os.environ.get("OPG_DEPLOYMENT")))
+        parser.add_argument("--key", default=default(os.environ.get("OPG_KEY")),
+                            help="private key (hex) sending transactions")
+        parser.add_argument("--dev-account", type=int, default=default(None),
+                            help="anvil development account N (chain 31337 only)")
+        parser.add_argument("--json", action="store_true", default=default(False))
+
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rpc-url", default=os.environ.get("OPG_RPC_URL", "http://127.0.0.1:8545"))
-    p.add_argument("--deployment", default=os.environ.get("OPG_DEPLOYMENT"))
-    p.add_argument("--key", default=os.environ.get("OPG_KEY"), help="private key (hex) sending transactions")
-    p.add_argument("--dev-account", type=int, help="anvil development account N (chain 31337 only)")
-    p.add_argument("--json", action="store_true")
+    common(p, suppress=False)
+    after = argparse.ArgumentParser(add_help=False)
+    common(after, suppress=True)
     sub = p.add_subparsers(dest="command", required=True)
+    add = sub.add_parser
+
+    def add_parser(name: str) -> argparse.ArgumentParser:
+        return add(name, parents=[after])
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
     s = sub.add_parser("status")
     s.add_argument("--account")
     s = sub.add_parser("usage")
@@ -121,7 +139,10 @@ def _print_table(table: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    seasons = open_seasons(args.rpc_url, args.deployment)
+    try:
+        seasons = open_seasons(args.rpc_url, args.deployment)
+    except (requests.exceptions.RequestException, OSError) as exc:
+        raise SeasonError(f"cannot reach the chain at {args.rpc_url}: {exc.__class__.__name__}") from None
     chain_id, directory = seasons.deployment.chainId, seasons.directory
     cmd = args.command
     if cmd == "usage":
