@@ -12,7 +12,10 @@
         verifiers live in it, pro rata to their NodeStaking snapshot
         weight (warm stake recorded by a heartbeat in the epoch
         before), so stake that joins just before a large batch earns
-        nothing of it.
+        nothing of it. A verifier jailed at any moment from an epoch's
+        start until its share is collected forfeits that share to the
+        treasury (a double vote, a lazy or a false verdict costs the
+        pool share too, not only the stake).
         Emissions funded by anyone (the treasury) are allocated per
         epoch to inference nodes pro rata to the gross fees they
         settled in it, capped at `gross * max_emission_per_fee_bps`
@@ -44,6 +47,7 @@ exports: (
     timelock.delay,
     timelock.queued_eta,
     timelock.GRACE_PERIOD,
+    timelock.MIN_DELAY,
     ownable.owner,
     ownable_2step.pending_owner,
     ownable_2step.transfer_ownership,
@@ -75,6 +79,32 @@ DELAY_MARGIN: public(constant(uint256)) = 86_400
 
 # @dev The most nodes one `credit_fees` call carries (= the escrow's batch size).
 MAX_NODES: constant(uint256) = 256
+
+
+# @dev Bound of the binary search over epoch spans (2**64 spans: never reached).
+_SPAN_SEARCH_STEPS: constant(uint256) = 64
+
+
+# @dev A run of epochs of one length.
+struct EpochSpan:
+    first_epoch: uint256
+    start: uint256
+    length: uint256
+
+
+# @dev NodeStaking's record of an account (its `nodes` getter); the
+# distributor reads the jail fields.
+struct StakingNode:
+    role: uint8
+    jailed: bool
+    stake: uint256
+    unbonding: uint256
+    unbond_ready_at: uint256
+    fresh: uint256
+    fresh_since: uint256
+    jailed_at: uint256
+    restore_stake: uint256
+    released_at: uint256
 
 
 # @dev The OPG token.
@@ -166,8 +196,16 @@ claimable: public(HashMap[address, uint256])
 epoch_verifier_fees: public(HashMap[uint256, uint256])
 
 
-# @dev Whether a verifier's share of an epoch's pool was collected.
+# @dev Whether a verifier's share of an epoch's pool was collected (or forfeited).
 verifier_collected: public(HashMap[uint256, HashMap[address, bool]])
+
+
+# @dev The runs of epochs of one length, in order: one more per epoch-length change.
+epoch_spans: public(HashMap[uint256, EpochSpan])
+
+
+# @dev How many runs `epoch_spans` holds.
+epoch_span_count: public(uint256)
 
 
 event Connected:
@@ -185,6 +223,12 @@ event FeesCredited:
 
 
 event VerifierRewardCollected:
+    verifier: indexed(address)
+    epoch: indexed(uint256)
+    amount: uint256
+
+
+event VerifierRewardForfeited:
     verifier: indexed(address)
     epoch: indexed(uint256)
     amount: uint256
@@ -234,6 +278,7 @@ event EmissionPerEpochUpdated:
 interface INodeStaking:
     def weight_in(epoch: uint256, verifier: address) -> uint256: view
     def total_weight_in(epoch: uint256) -> uint256: view
+    def nodes(account: address) -> StakingNode: view
 
 
 @deploy
@@ -269,6 +314,8 @@ def __init__(
     self._set_epoch_length(epoch_length_)
     self._set_emission_per_epoch(emission_per_epoch_)
     self.current_epoch_end = block.timestamp + epoch_length_
+    self.epoch_spans[0] = EpochSpan(first_epoch=0, start=block.timestamp, length=epoch_length_)
+    self.epoch_span_count = 1
     timelock._set_delay(delay_, epoch_length_ + DELAY_MARGIN)
 
 
@@ -383,8 +430,11 @@ def collect_verifier_reward(verifier: address, epoch: uint256):
     """
     @dev Moves `verifier`'s share of an ended epoch's verifier pool to
          its claimable balance: `pool * weight / total weight` of the
-         epoch's NodeStaking snapshot (rounded down).
-    @notice Anyone may call it for any verifier; it pays the verifier.
+         epoch's NodeStaking snapshot (rounded down). A verifier
+         jailed at any moment since the epoch started forfeits the
+         share to the treasury.
+    @notice Anyone may call it for any verifier; it pays the verifier
+            (or the treasury).
     @param verifier The verifier.
     @param epoch An ended epoch.
     """
@@ -394,6 +444,10 @@ def collect_verifier_reward(verifier: address, epoch: uint256):
     assert weight > 0, "RewardDistributor: no weight in epoch"
     share: uint256 = self.epoch_verifier_fees[epoch] * weight // staticcall self.staking.total_weight_in(epoch)
     self.verifier_collected[epoch][verifier] = True
+    if self._jailed_since(verifier, self._epoch_start(epoch)):
+        self.claimable[self.treasury] += share
+        log VerifierRewardForfeited(verifier=verifier, epoch=epoch, amount=share)
+        return
     self.claimable[verifier] += share
     log VerifierRewardCollected(verifier=verifier, epoch=epoch, amount=share)
 
@@ -422,6 +476,18 @@ def claimable_of(account: address) -> uint256:
     @return uint256 The claimable amount (collected verifier rewards and emissions included).
     """
     return self.claimable[account]
+
+
+@external
+@view
+def epoch_start(epoch: uint256) -> uint256:
+    """
+    @dev When an epoch starts (for a future epoch: at the length in
+         force now).
+    @param epoch The epoch number.
+    @return uint256 Its start time.
+    """
+    return self._epoch_start(epoch)
 
 
 @external
@@ -509,8 +575,14 @@ def set_epoch_length(epoch_length_: uint256):
     """
     timelock._execute(keccak256(slice(msg.data, 0, 36)))
     assert epoch_length_ + DELAY_MARGIN <= timelock.delay, "RewardDistributor: epoch length above the delay"
-    self._roll_epoch()
+    first: uint256 = self._roll_epoch() + 1
     self._set_epoch_length(epoch_length_)
+    # The new length starts with the next epoch, at the current one's end.
+    count: uint256 = self.epoch_span_count
+    if self.epoch_spans[count - 1].first_epoch == first:
+        count -= 1
+    self.epoch_spans[count] = EpochSpan(first_epoch=first, start=self.current_epoch_end, length=epoch_length_)
+    self.epoch_span_count = count + 1
 
 
 @external
@@ -572,6 +644,45 @@ def _set_emission_per_epoch(emission_per_epoch_: uint256):
     """
     self.emission_per_epoch = emission_per_epoch_
     log EmissionPerEpochUpdated(emission_per_epoch=emission_per_epoch_)
+
+
+@internal
+@view
+def _epoch_start(epoch: uint256) -> uint256:
+    """
+    @dev When `epoch` starts: the start of the last span beginning at
+         or before it, plus its length per epoch in between (binary
+         search over the spans).
+    @param epoch The epoch number.
+    @return uint256 Its start time.
+    """
+    lo: uint256 = 0
+    hi: uint256 = self.epoch_span_count
+    for _: uint256 in range(_SPAN_SEARCH_STEPS):
+        if hi - lo <= 1:
+            break
+        mid: uint256 = (lo + hi) // 2
+        if self.epoch_spans[mid].first_epoch <= epoch:
+            lo = mid
+        else:
+            hi = mid
+    span: EpochSpan = self.epoch_spans[lo]
+    return span.start + (epoch - span.first_epoch) * span.length
+
+
+@internal
+@view
+def _jailed_since(verifier: address, start: uint256) -> bool:
+    """
+    @dev Whether NodeStaking had `verifier` jailed at any moment from
+         `start` until now: jailed now, jailed at or after `start`, or
+         released after it.
+    @param verifier The verifier.
+    @param start A time.
+    @return bool Whether it was jailed since `start`.
+    """
+    node: StakingNode = staticcall self.staking.nodes(verifier)
+    return node.jailed or node.jailed_at >= start or node.released_at > start
 
 
 @internal

@@ -49,16 +49,18 @@ def load_params(is_devnet: bool) -> Params:
     return Params.devnet() if is_devnet else Params()
 
 
-def delay_floor(params: Params) -> int:
-    """The least governance delay the contracts accept for these periods."""
-    return max(params.thaw_period, params.unbonding_period, params.warmup, params.epoch_length) + 86_400
+def delay_floor(params: Params, is_devnet: bool = True) -> int:
+    """The least governance delay the contracts accept for these periods (off the devnet at least 7 days, the
+    timelock's ``MIN_DELAY``)."""
+    floor = max(params.thaw_period, params.unbonding_period, params.warmup, params.epoch_length) + 86_400
+    return floor if is_devnet else max(floor, 7 * 86_400)
 
 
-def check_params(params: Params) -> None:
-    if params.delay < delay_floor(params):
+def check_params(params: Params, is_devnet: bool = True) -> None:
+    if params.delay < delay_floor(params, is_devnet):
         fail(
             f"governance delay {params.delay} s is below max(thaw, unbonding, warmup, epoch) + 1 day"
-            f" = {delay_floor(params)} s"
+            f"{'' if is_devnet else ' and 7 days'} = {delay_floor(params, is_devnet)} s"
         )
 
 
@@ -86,7 +88,7 @@ def cli(network):
     deployer = pick_deployer(is_devnet)
     treasury = os.environ.get("OPG_TREASURY") or deployer.address
     params = load_params(is_devnet)
-    check_params(params)
+    check_params(params, is_devnet)
     click.echo(f"Deploying on chain {chain.chain_id} ({networks.provider.network.name}) from {deployer.address}")
     system = deploy_system(deployer, treasury=treasury, params=params, project=project)
     absent = missing_code(system.deployment, provider.get_code)

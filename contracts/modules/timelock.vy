@@ -14,14 +14,26 @@
         the delay itself changes only through the same queue. The
         owner may cancel a queued change at any time before it runs.
         The contract using this module checks the owner before
-        `_queue` and `_cancel`, and enforces its own lower bound of
+        `_queue` and `_cancel`, and passes its own lower bound of
         `delay` (at least the longest period its participants rely on
-        plus one day).
+        plus one day). On every chain but the local devnet (chain id
+        31337) the delay is moreover never below `MIN_DELAY`, seven
+        days, the same floor in every contract: a change to fees,
+        stakes or periods is public for a week before it applies,
+        whatever the periods of one contract are.
 """
 
 
 # @dev How long a due change stays executable before it lapses.
 GRACE_PERIOD: public(constant(uint256)) = 86_400
+
+
+# @dev The least delay of every contract on every chain but the devnet.
+MIN_DELAY: public(constant(uint256)) = 7 * 86_400
+
+
+# @dev The local development chain (anvil), where short periods and delays are allowed.
+_DEVNET_CHAIN_ID: constant(uint256) = 31_337
 
 
 # @dev The longest setter calldata (selector + 5 words).
@@ -109,11 +121,14 @@ def _execute(id: bytes32):
 @internal
 def _set_delay(delay_: uint256, minimum: uint256):
     """
-    @dev Stores the delay after checking the using contract's floor.
+    @dev Stores the delay after checking the floor: the using
+         contract's, and `MIN_DELAY` on every chain but the devnet.
     @param delay_ The new delay.
     @param minimum The least delay the using contract allows now.
     """
-    assert delay_ >= minimum, "timelock: delay below the floor"
+    assert delay_ >= minimum and (
+        delay_ >= MIN_DELAY or chain.id == _DEVNET_CHAIN_ID
+    ), "timelock: delay below the floor"
     assert delay_ <= 90 * 86_400, "timelock: delay above 90 days"
     self.delay = delay_
     log DelayUpdated(delay=delay_)

@@ -78,6 +78,7 @@ STEPS = int(os.environ.get("OPG_PROPERTY_STEPS", "35"))
 P = TEST_PARAMS
 MIN_STAKE = {ROLE_INFERENCE: P.min_inference_stake, ROLE_VERIFIER: P.min_verifier_stake}
 THAW, WINDOW, EPOCH = P.thaw_period, P.dispute_window, P.epoch_length
+DEVNET_CHAIN_ID = 31_337
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -305,15 +306,19 @@ def _short_repr(self) -> str:
 @pytest.fixture(scope="module")
 def boa_system():
     boa_py_evm.register_raw_precompile("0x0000000000000000000000000000000000000001", _memo_ecrecover, force=True)
+    chain_id = boa.env.evm.patch.chain_id
     try:
         with pytest.MonkeyPatch.context() as mp, boa.env.anchor():
             mp.setattr(VyperContract, "__repr__", _short_repr)
+            # The devnet's chain id: the test parameters' short periods and delay are refused on any other chain.
+            boa.env.evm.patch.chain_id = DEVNET_CHAIN_ID
             system = deploy()
             m = build_initial_model(system)
             _check_invariants(system, m, {})
             _check_views(system, m)
             yield system
     finally:
+        boa.env.evm.patch.chain_id = chain_id
         boa_py_evm.deregister_raw_precompile("0x0000000000000000000000000000000000000001")
 
 
@@ -1363,6 +1368,14 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.sys.distributor.collect_verifier_reward(v.address, epoch, sender=RELAYER.address)
         share = m.pool.get(epoch, 0) * w // m.total_weight[epoch]
         m.pool_collected[(epoch, v.address)] = share
+        # R9: a verifier jailed at any moment since the epoch began forfeits its share to the treasury.
+        start = self.sys.epoch0_end + (epoch - self.sys.epoch0 - 1) * EPOCH
+        st_ = m.stakes[v.address]
+        if st_.jailed or st_.jailed_at >= start or st_.released_at > start:
+            assert v in SYBILS, f"honest verifier {v} forfeited its reward"
+            m.claimable[TREASURY.address] = m.claimable.get(TREASURY.address, 0) + share
+            _note("verifier reward forfeited (jailed since the epoch began)")
+            return
         m.claimable[v.address] = m.claimable.get(v.address, 0) + share
         _note(f"verifier reward collected {'> 0' if share else '= 0'}")
 
