@@ -692,6 +692,9 @@ def _chart(web: Web, name: str, since: float | None) -> dict:
                 continue
             xs.append(int(a["time"] or 0))
             ys.append(fmt.opg_float(total))
+        if xs:  # up to now, so that a single answer still spans a readable time range
+            xs.append(int(time.time()))
+            ys.append(ys[-1])
         return {"x": xs, "time": True, "ylabel": "OPG",
                 "series": [{"label": "spent on answers (OPG, cumulative)", "values": ys}]}
     if name == "gas":

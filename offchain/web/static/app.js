@@ -210,11 +210,18 @@ async function refreshLive() {
 const charts = {};
 const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2"];
 
-function fixed(v) {
+function fixed(v, places) {
+  // fixed notation, never exponent form: as many decimals as the tick step (or the value) needs, at most 12
   if (v === null || v === undefined) return "";
-  const a = Math.abs(v);
-  const places = a >= 1000 ? 0 : a >= 1 ? 2 : a >= 0.01 ? 4 : 6;
+  if (places === undefined) {
+    const a = Math.abs(v);
+    places = a >= 1000 ? 0 : a >= 1 ? 4 : a === 0 ? 0 : Math.min(12, 2 - Math.floor(Math.log10(a)));
+  }
   return v.toLocaleString("en-US", {minimumFractionDigits: 0, maximumFractionDigits: places, useGrouping: true});
+}
+
+function tickPlaces(incr) {
+  return incr > 0 && incr < 1 ? Math.min(12, Math.ceil(-Math.log10(incr) - 1e-9)) : 0;
 }
 
 async function drawChart(box) {
@@ -237,7 +244,7 @@ async function drawChart(box) {
              ...data.series.map((s, i) => ({label: s.label, stroke: COLORS[i % COLORS.length], width: 2,
                                             points: {show: data.x.length < 60}, value: (u, v) => fixed(v)}))],
     axes: [data.time ? {} : {values: (u, ticks) => ticks.map(t => Number.isInteger(t) ? String(t) : "")},
-           {values: (u, ticks) => ticks.map(fixed), size: 70}],
+           {values: (u, ticks, axis, space, incr) => ticks.map(t => fixed(t, tickPlaces(incr))), size: 80}],
   };
   charts[name] = new uPlot(opts, aligned, box);
 }
