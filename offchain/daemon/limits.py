@@ -3,7 +3,8 @@
 - **Body size**: at most ``max_body`` bytes, whether declared (``Content-Length``) or streamed (chunked transfer
   encoding, counted as it arrives): 413 ``body_too_large`` and the connection closed, without reading the rest.
 - **Idle partial bodies**: a request whose body stops arriving for ``idle_timeout`` seconds is answered 408
-  ``request_timeout`` and the connection closed; the whole body must arrive within ``body_timeout`` seconds.
+  ``request_timeout`` and the connection closed; a body in several parts must arrive within ``body_timeout`` seconds
+  of its first part.
 - **JSON shape**: a JSON body nested deeper than ``MAX_JSON_DEPTH`` or carrying a lone UTF-16 surrogate escape
   (``"\\ud800"``, which no UTF-8 store or answer can hold) is refused 400 ``invalid_json`` before any parser recurses
   into it.
@@ -99,8 +100,7 @@ class RequestGuard:
             await self._refuse(send, *_answer(413, "body_too_large", f"request body exceeds {self.max_body} bytes"))
             return
         try:
-            async with asyncio.timeout(self.body_timeout):
-                body = await self._read(receive)
+            body = await self._read(receive)
         except _TooLarge:
             await self._refuse(send, *_answer(413, "body_too_large", f"request body exceeds {self.max_body} bytes"))
             return
@@ -129,23 +129,35 @@ class RequestGuard:
         await self.app(scope, replay, send)
 
     async def _read(self, receive: Any) -> bytes:
-        chunks, size = [], 0
-        while True:
-            try:
-                async with asyncio.timeout(self.idle_timeout):
-                    message = await receive()
-            except TimeoutError:
-                raise _Idle() from None
-            if message["type"] == "http.disconnect":
-                raise _Gone()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
+        """The body, within the bounds. Fast path (the whole body in the first message, as for most requests): one
+        idle timeout; a body in several parts must also arrive within ``body_timeout``."""
+        message = await self._next(receive)
+        chunk = message.get("body", b"")
+        if not message.get("more_body", False):
+            if len(chunk) > self.max_body:
                 raise _TooLarge()
-            if chunk:
+            return chunk
+        chunks, size = [chunk], len(chunk)
+        async with asyncio.timeout(self.body_timeout):
+            while True:
+                message = await self._next(receive)
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body:
+                    raise _TooLarge()
                 chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+
+    async def _next(self, receive: Any) -> dict:
+        try:
+            async with asyncio.timeout(self.idle_timeout):
+                message = await receive()
+        except TimeoutError:
+            raise _Idle() from None
+        if message["type"] == "http.disconnect":
+            raise _Gone()
+        return message
 
     @staticmethod
     async def _refuse(send: Any, status: int, body: bytes, close: bool = True) -> None:
