@@ -349,3 +349,50 @@ def test_amounts_must_be_ascii_digits(system, payer):
                                                           good["payload"]["voucher"]["maxCumulative"])
     body = refused_402(pay(system, b64(good)))
     assert "maxCumulative" in body["reason"], body
+
+
+# exact on a chain whose clock runs ahead of the wall clock (issue 16.2) -----------------------------------------------
+def generations(system) -> float:
+    for line in system.node.client.get("/metrics").text.splitlines():
+        if line.startswith("opg_node_generation_seconds_count"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def exact_header(system, payer, valid_before: int, valid_after: int = 0) -> str:
+    import secrets
+
+    from offchain.messages import TransferWithAuthorization
+
+    res = system.node.client.post("/v1/chat/completions", json=CHAT)
+    req = next(a for a in res.json()["accepts"] if a["scheme"] == "exact")
+    d = system.devnet
+    auth = TransferWithAuthorization(owner=payer.address, to=req["payTo"], value=int(req["amount"]),
+                                     valid_after=valid_after, valid_before=valid_before,
+                                     nonce="0x" + secrets.token_hex(32))
+    signature = auth.sign_with(payer.key, Domain.token(d.chain_id, d.opg.address))
+    return b64({"x402Version": 2, "accepted": req, "payload": {
+        "authorization": {"from": payer.address, "to": req["payTo"], "value": req["amount"],
+                          "validAfter": str(valid_after), "validBefore": str(valid_before), "nonce": auth.nonce},
+        "signature": signature}})
+
+
+def test_attack_exact_payment_expired_on_the_chains_clock_gets_402_before_the_model_runs(system):
+    """The fuzz devnet's chain runs ahead of the wall clock (the verifier was made live): a stock x402 client's
+    validBefore = wall clock + 300 is already past on chain. The node answers 402 with the reason, runs no model,
+    and no transaction is sent."""
+    d = system.devnet
+    assert d.chain_now() > time.time() + 300, "the chain's clock should run ahead here"
+    payer = d.new_payer(0, extra_opg=5 * 10**18)
+    before_gen, before_tx = generations(system), d.w3.eth.get_transaction_count(system.relayer.address)
+    wall = int(time.time())
+    body = refused_402(pay(system, exact_header(system, payer, valid_before=wall + 300)))
+    assert body["error"] == "invalid_exact_evm_payload_authorization_valid_before", body
+    assert "chain" in body["reason"], body
+    assert generations(system) == before_gen
+    assert d.w3.eth.get_transaction_count(system.relayer.address) == before_tx
+    # signed with the chain's clock (as the SDK does), the same payment goes through
+    nxt = max(int(time.time()), int(d.w3.eth.get_block("pending")["timestamp"]))
+    res = pay(system, exact_header(system, payer, valid_before=nxt + 300))
+    assert res.status_code == 200, res.text
+    assert generations(system) == before_gen + 1
