@@ -25,6 +25,15 @@
         became ready, so no standing instant exit exists; settlement
         may draw on thawing credits. NodeStaking voids the unsettled
         charges a fraud proof covers, so fraudulent work is never paid.
+        Priority for promised credits: only a facilitator (the
+        relayer whose `/verify` promised the credits; set at
+        deployment, changed only through the timelock queue) settles
+        at once. Anyone else first proposes a batch (`propose_batch`,
+        announced by `BatchProposed`) and settles exactly that batch
+        between `claim_delay` and two claim delays later: in between,
+        the facilitator settles every claim it promised for those
+        payers, so a payer cannot spend credits a node was promised
+        by settling them to another node first.
 """
 
 from ethereum.ercs import IERC20
@@ -106,6 +115,27 @@ struct Withdrawal:
 MAX_CLAIMS: public(constant(uint256)) = 256
 
 
+# @dev The most facilitators set at deployment.
+MAX_FACILITATORS: public(constant(uint256)) = 8
+
+
+# @dev Least `claim_delay` (a few blocks); its upper bound is a quarter of the thaw period.
+MIN_CLAIM_DELAY: public(constant(uint256)) = 5
+
+
+# @dev `claim_delay` may be at most the thaw period divided by this.
+_CLAIM_DELAY_DIVISOR: constant(uint256) = 4
+
+
+# @dev The claim delay at deployment is the thaw period divided by this.
+_DEFAULT_CLAIM_DELAY_DIVISOR: constant(uint256) = 8
+
+
+# @dev Low 64 bits of a packed proposal word (its due time); the expiry is above them.
+_TIME_BITS: constant(uint256) = 64
+_TIME_MASK: constant(uint256) = 2**64 - 1
+
+
 # @dev Hard bounds of `thaw_period`.
 MIN_THAW_PERIOD: public(constant(uint256)) = 60
 MAX_THAW_PERIOD: public(constant(uint256)) = 30 * 86_400
@@ -183,6 +213,20 @@ _signer: HashMap[address, HashMap[address, uint256]]
 thaw_period: public(uint256)
 
 
+# @dev Accounts that may call `settle_batch` without a proposal (the relayers).
+is_facilitator: public(HashMap[address, bool])
+
+
+# @dev How long a proposed batch waits before anyone may settle it (and
+# how long after that it stays executable).
+claim_delay: public(uint256)
+
+
+# @dev Proposed batches by id (keccak256 of `abi_encode(claims, receipts_root)`):
+# due time (low 64 bits) and expiry (exclusive, high bits); 0 if none.
+_proposal: HashMap[bytes32, uint256]
+
+
 event Deposited:
     payer: indexed(address)
     funder: indexed(address)
@@ -239,6 +283,24 @@ event ThawPeriodUpdated:
     thaw_period: uint256
 
 
+event BatchProposed:
+    id: indexed(bytes32)
+    proposer: indexed(address)
+    due_at: uint256
+    expires_at: uint256
+    receipts_root: bytes32
+    claims: DynArray[Claim, MAX_CLAIMS]
+
+
+event FacilitatorUpdated:
+    account: indexed(address)
+    enabled: bool
+
+
+event ClaimDelayUpdated:
+    claim_delay: uint256
+
+
 @deploy
 def __init__(
     token_: IOPG,
@@ -246,16 +308,20 @@ def __init__(
     distributor_: IRewardDistributor,
     thaw_period_: uint256,
     delay_: uint256,
+    facilitators_: DynArray[address, MAX_FACILITATORS],
 ):
     """
     @dev Sets the token, the staking and distributor contracts, the
-         thaw period and the governance delay; the deployer becomes
-         the owner.
+         thaw period, the governance delay and the facilitators; the
+         claim delay starts at an eighth of the thaw period; the
+         deployer becomes the owner.
     @param token_ The OPG token.
     @param staking_ The NodeStaking.
     @param distributor_ The RewardDistributor.
     @param thaw_period_ The thaw period (60 s..30 days).
     @param delay_ The governance delay (>= thaw period + 1 day).
+    @param facilitators_ The relayer accounts that settle without a
+           proposal (at least one).
     """
     assert token_.address != empty(address), "CreditEscrow: token is the zero address"
     assert staking_.address != empty(address), "CreditEscrow: staking is the zero address"
@@ -269,6 +335,10 @@ def __init__(
     distributor = distributor_
     self._set_thaw_period(thaw_period_)
     timelock._set_delay(delay_, thaw_period_ + DELAY_MARGIN)
+    assert len(facilitators_) > 0, "CreditEscrow: no facilitator"
+    for account: address in facilitators_:
+        self._set_facilitator(account, True)
+    self._set_claim_delay(max(thaw_period_ // _DEFAULT_CLAIM_DELAY_DIVISOR, MIN_CLAIM_DELAY))
 
 
 @external
@@ -426,13 +496,18 @@ def settle_batch(claims: DynArray[Claim, MAX_CLAIMS], receipts_root: bytes32) ->
          per node. One `BatchSettled` log, only if something settled,
          packs each settled claim as `payer << 96 | amount` and each
          node run as `node << 96 | settled claims in the run`.
-    @notice Anyone may call it (relayer or node); funds only ever go
-            from the voucher's payer to the voucher's node.
+    @notice A facilitator settles any batch at once; anyone else
+            (a node settling its own vouchers) only a batch proposed
+            with `propose_batch`, from its due time until it expires,
+            once. Funds only ever go from the voucher's payer to the
+            voucher's node.
     @param claims The claims, `total <= max_cumulative` each.
     @param receipts_root Merkle root of the receipts the batch covers.
     @return DynArray The outcome of each claim (0 = settled).
     """
     assert len(claims) > 0, "CreditEscrow: empty batch"
+    if not self.is_facilitator[msg.sender]:
+        self._consume_proposal(claims, receipts_root)
     outcomes: DynArray[uint8, MAX_CLAIMS] = []
     nodes: DynArray[address, MAX_CLAIMS] = []
     amounts: DynArray[uint256, MAX_CLAIMS] = []
@@ -475,6 +550,58 @@ def settle_batch(claims: DynArray[Claim, MAX_CLAIMS], receipts_root: bytes32) ->
         assert extcall token.transfer(distributor.address, batch_amount, default_return_value=True)
         extcall distributor.credit_fees(nodes, amounts)
     return outcomes
+
+
+@external
+def propose_batch(claims: DynArray[Claim, MAX_CLAIMS], receipts_root: bytes32) -> bytes32:
+    """
+    @dev Announces a batch that anyone may settle from `claim_delay`
+         from now until one more `claim_delay` later (`BatchProposed`
+         carries the claims, so the facilitator can settle what it
+         promised those payers first). Proposing an unexpired batch
+         again reverts; a lapsed one may be proposed again.
+    @notice Anyone. Nothing is checked or reserved here: the claims
+            are judged when the batch is settled.
+    @param claims The claims `settle_batch` will be called with.
+    @param receipts_root The Merkle root it will be called with.
+    @return bytes32 The proposal's id.
+    """
+    assert len(claims) > 0, "CreditEscrow: empty batch"
+    id: bytes32 = keccak256(abi_encode(claims, receipts_root))
+    assert self._proposal[id] >> _TIME_BITS <= block.timestamp, "CreditEscrow: batch already proposed"
+    delay: uint256 = self.claim_delay
+    due_at: uint256 = block.timestamp + delay
+    expires_at: uint256 = due_at + delay
+    self._proposal[id] = expires_at << _TIME_BITS | due_at
+    log BatchProposed(
+        id=id, proposer=msg.sender, due_at=due_at, expires_at=expires_at, receipts_root=receipts_root, claims=claims
+    )
+    return id
+
+
+@external
+@view
+def proposal_of(id: bytes32) -> (uint256, uint256):
+    """
+    @dev A proposed batch's due time and expiry (exclusive).
+    @param id The proposal's id (`proposal_id` of its claims and root).
+    @return (uint256, uint256) The due time and the expiry; zeros if
+            none is recorded.
+    """
+    packed: uint256 = self._proposal[id]
+    return packed & _TIME_MASK, packed >> _TIME_BITS
+
+
+@external
+@pure
+def proposal_id(claims: DynArray[Claim, MAX_CLAIMS], receipts_root: bytes32) -> bytes32:
+    """
+    @dev The id of a batch proposal.
+    @param claims The claims.
+    @param receipts_root The receipts root.
+    @return bytes32 keccak256 of `abi_encode(claims, receipts_root)`.
+    """
+    return keccak256(abi_encode(claims, receipts_root))
 
 
 @external
@@ -532,12 +659,40 @@ def set_thaw_period(thaw_period_: uint256):
     @dev Sets the thaw period for requests and revocations made
          afterwards.
     @notice Anyone, once the owner's queued change is due. Bounds:
-            60 s..30 days, and at most the delay minus one day.
+            60 s..30 days, and at most the delay minus one day. A
+            claim delay above a quarter of the new thaw period is
+            lowered to it.
     @param thaw_period_ The thaw period.
     """
     timelock._execute(keccak256(slice(msg.data, 0, 36)))
     assert thaw_period_ + DELAY_MARGIN <= timelock.delay, "CreditEscrow: thaw period above the delay"
     self._set_thaw_period(thaw_period_)
+    if self.claim_delay * _CLAIM_DELAY_DIVISOR > thaw_period_:
+        self._set_claim_delay(thaw_period_ // _CLAIM_DELAY_DIVISOR)
+
+
+@external
+def set_facilitator(account: address, enabled: bool):
+    """
+    @dev Adds or removes a facilitator.
+    @notice Anyone, once the owner's queued change is due.
+    @param account The relayer account.
+    @param enabled Whether it settles without a proposal.
+    """
+    timelock._execute(keccak256(slice(msg.data, 0, 68)))
+    self._set_facilitator(account, enabled)
+
+
+@external
+def set_claim_delay(claim_delay_: uint256):
+    """
+    @dev Sets the claim delay for proposals made afterwards.
+    @notice Anyone, once the owner's queued change is due. Bounds:
+            `MIN_CLAIM_DELAY`..a quarter of the thaw period.
+    @param claim_delay_ The claim delay.
+    """
+    timelock._execute(keccak256(slice(msg.data, 0, 36)))
+    self._set_claim_delay(claim_delay_)
 
 
 @external
@@ -722,3 +877,44 @@ def _set_thaw_period(thaw_period_: uint256):
     ), "CreditEscrow: thaw period out of bounds"
     self.thaw_period = thaw_period_
     log ThawPeriodUpdated(thaw_period=thaw_period_)
+
+
+@internal
+def _set_facilitator(account: address, enabled: bool):
+    """
+    @dev Records whether `account` settles without a proposal.
+    @param account The account.
+    @param enabled Whether it is a facilitator.
+    """
+    assert account != empty(address), "CreditEscrow: facilitator is the zero address"
+    self.is_facilitator[account] = enabled
+    log FacilitatorUpdated(account=account, enabled=enabled)
+
+
+@internal
+def _set_claim_delay(claim_delay_: uint256):
+    """
+    @dev Validates and stores the claim delay.
+    @param claim_delay_ The claim delay.
+    """
+    assert (
+        claim_delay_ >= MIN_CLAIM_DELAY and claim_delay_ * _CLAIM_DELAY_DIVISOR <= self.thaw_period
+    ), "CreditEscrow: claim delay out of bounds"
+    self.claim_delay = claim_delay_
+    log ClaimDelayUpdated(claim_delay=claim_delay_)
+
+
+@internal
+def _consume_proposal(claims: DynArray[Claim, MAX_CLAIMS], receipts_root: bytes32):
+    """
+    @dev Uses up the proposal of exactly this batch; reverts unless it
+         is due and not expired.
+    @param claims The batch's claims.
+    @param receipts_root The batch's receipts root.
+    """
+    id: bytes32 = keccak256(abi_encode(claims, receipts_root))
+    packed: uint256 = self._proposal[id]
+    assert packed != 0, "CreditEscrow: batch not proposed"
+    assert block.timestamp >= packed & _TIME_MASK, "CreditEscrow: proposal not due"
+    assert block.timestamp < packed >> _TIME_BITS, "CreditEscrow: proposal expired"
+    self._proposal[id] = 0

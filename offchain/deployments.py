@@ -46,6 +46,9 @@ class Params(BaseModel):
     # Governance delay of every contract: at least the longest period a participant relies on (thaw, unbonding,
     # warm-up, epoch) plus one day; None derives exactly that.
     governance_delay: int | None = None
+    # CreditEscrow facilitators: the relayer accounts that settle at once (everyone else proposes a batch and waits
+    # the claim delay). At least one; production deployments name theirs (OPG_FACILITATORS or the params file).
+    facilitators: list[Address] = Field(default_factory=list, max_length=8)
 
     @property
     def delay(self) -> int:
@@ -64,6 +67,8 @@ class Params(BaseModel):
             min_verifier_stake=100 * 10**18,
             epoch_length=120,
             emission_per_epoch=1_000 * 10**18,
+            # anvil's public development accounts 1 (the docs' and tests' relayer) and 9 (the demo's relayer)
+            facilitators=["0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720"],
         )
 
 
@@ -158,5 +163,10 @@ def constructor_args(name: str, params: Params, **addresses: str) -> tuple:
             p.delay,
         )
     if name == "CreditEscrow":
-        return (addresses["opg"], addresses["staking"], addresses["distributor"], p.thaw_period, p.delay)
+        facilitators = list(addresses.get("facilitators") or p.facilitators)
+        if not facilitators:
+            raise ValueError("CreditEscrow needs at least one facilitator (the relayer account): set "
+                             "Params.facilitators")
+        return (addresses["opg"], addresses["staking"], addresses["distributor"], p.thaw_period, p.delay,
+                facilitators)
     raise KeyError(f"unknown contract {name!r}")

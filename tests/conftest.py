@@ -34,6 +34,12 @@ def treasury(accounts):
 
 
 @pytest.fixture(scope="session")
+def facilitator(accounts):
+    """The escrow's facilitator (TEST_PARAMS.facilitators): settles batches without a proposal, like the relayer."""
+    return accounts[2]
+
+
+@pytest.fixture(scope="session")
 def system(deployer, treasury, params, project):
     return deploy_system(deployer, treasury=treasury.address, params=params, project=project)
 

@@ -23,12 +23,13 @@ import httpx
 from eth_account import Account
 from web3 import Web3
 
-from offchain.deployments import PROJECT_ROOT, save_deployment
+from offchain.deployments import PROJECT_ROOT, Params, save_deployment
 from offchain.devchain import Anvil, anvil_key, deploy_web3, free_port, send, transact
 from offchain.messages import Domain, Receipt, Registration, SignedReceipt, SignedVoucher, Voucher
 
 OPG = 10**18
 ROLE_INFERENCE, ROLE_VERIFIER = 1, 2
+FACILITATOR_ACCOUNTS = (1, 2, 4, 5, 6, 7, 9)  # the escrow's facilitators in a Devnet (its tests' relayer accounts)
 
 
 @dataclass
@@ -55,7 +56,11 @@ class Devnet:
         self.url = self.anvil.url
         self.w3 = Web3(Web3.HTTPProvider(self.url, request_kwargs={"timeout": 30}))
         self.deployer = anvil_key(0)
-        self.system = deploy_web3(self.w3, self.deployer)
+        # Facilitators (settle without proposing first): the anvil accounts the tests run relayers on.
+        params = Params.devnet()
+        params = params.model_copy(update={"facilitators": [Account.from_key(anvil_key(i)).address
+                                                             for i in FACILITATOR_ACCOUNTS]})
+        self.system = deploy_web3(self.w3, self.deployer, params=params)
         self.deployment_file = save_deployment(self.system.deployment, tmp)
         self.chain_id = self.w3.eth.chain_id
         self.network = f"eip155:{self.chain_id}"

@@ -21,4 +21,6 @@ TEST_PARAMS = Params(
     warmup=86_400,
     epoch_length=3_600,
     emission_per_epoch=10_000 * OPG,
+    # CreditEscrow's facilitator: anvil/ape test account 2 (the `facilitator` fixture); everyone else proposes first
+    facilitators=["0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"],
 )

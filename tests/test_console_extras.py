@@ -54,7 +54,9 @@ def test_console_credits_lists_what_the_payer_paid_each_node(extras, escrow, esc
         signature=voucher.sign_with(payer.key, escrow_domain),
         total=7 * OPG,
     ).as_tuple()
-    escrow.settle_batch([claim], ZERO_ROOT, sender=payer.account)
+    import ape
+
+    escrow.settle_batch([claim], ZERO_ROOT, sender=ape.accounts.test_accounts[2])  # the escrow's facilitator
     escrow.request_withdrawal(10 * OPG, sender=payer.account)
     credits = extras["credits"](payer)
     assert credits["spent_opg"] == {node.address: 7}

@@ -9,6 +9,7 @@ deposit authorisations are built as EIP-712 typed data and signed with eth-accou
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import ape
 import pytest
@@ -152,10 +153,19 @@ def _session_fixtures_first(
     """Instantiate the session fixtures before this module's own (ape's snapshots need that order)."""
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _node_stake_backs_the_pay(_session_fixtures_first, opg, staking, node, treasury):
+    """R10: settlement pays a node at most its active stake / fraud_multiplier per dispute window (pay_capacity):
+    the node stakes enough more for this module's amounts (up to 1,000 OPG a channel)."""
+    opg.transfer(node.address, 90_000 * OPG, sender=treasury)
+    opg.approve(staking, 90_000 * OPG, sender=node.account)
+    staking.add_stake(90_000 * OPG, sender=node.account)
+
+
 @pytest.fixture(scope="module")
-def relayer(make_actor):
-    """Gas only; submits batches and gasless deposits."""
-    return make_actor(0)
+def relayer(facilitator):
+    """The escrow's facilitator (TEST_PARAMS.facilitators): gas only; submits batches and gasless deposits."""
+    return SimpleNamespace(account=facilitator, address=facilitator.address, key=facilitator.private_key)
 
 
 @pytest.fixture(scope="module")
@@ -229,32 +239,32 @@ def test_constructor_wires_contracts_thaw_period_and_delay(escrow, opg, staking,
 
 def test_constructor_zero_token_reverts(project, deployer, staking, distributor, params):
     with ape.reverts("CreditEscrow: token is the zero address"):
-        project.CreditEscrow.deploy(ZERO, staking, distributor, 3_600, params.delay, sender=deployer)
+        project.CreditEscrow.deploy(ZERO, staking, distributor, 3_600, params.delay, [deployer.address], sender=deployer)
 
 
 def test_constructor_zero_staking_reverts(project, deployer, opg, distributor, params):
     with ape.reverts("CreditEscrow: staking is the zero address"):
-        project.CreditEscrow.deploy(opg, ZERO, distributor, 3_600, params.delay, sender=deployer)
+        project.CreditEscrow.deploy(opg, ZERO, distributor, 3_600, params.delay, [deployer.address], sender=deployer)
 
 
 def test_constructor_zero_distributor_reverts(project, deployer, opg, staking, params):
     with ape.reverts("CreditEscrow: distributor is the zero address"):
-        project.CreditEscrow.deploy(opg, staking, ZERO, 3_600, params.delay, sender=deployer)
+        project.CreditEscrow.deploy(opg, staking, ZERO, 3_600, params.delay, [deployer.address], sender=deployer)
 
 
 @pytest.mark.parametrize("thaw", [59, 30 * DAY + 1])
 def test_constructor_thaw_period_out_of_bounds_reverts(project, deployer, opg, staking, distributor, thaw):
     with ape.reverts("CreditEscrow: thaw period out of bounds"):
-        project.CreditEscrow.deploy(opg, staking, distributor, thaw, 90 * DAY, sender=deployer)
+        project.CreditEscrow.deploy(opg, staking, distributor, thaw, 90 * DAY, [deployer.address], sender=deployer)
 
 
 def test_constructor_delay_below_thaw_plus_one_day_reverts(project, deployer, opg, staking, distributor):
     with ape.reverts("timelock: delay below the floor"):
-        project.CreditEscrow.deploy(opg, staking, distributor, 3_600, 3_600 + DAY - 1, sender=deployer)
+        project.CreditEscrow.deploy(opg, staking, distributor, 3_600, 3_600 + DAY - 1, [deployer.address], sender=deployer)
 
 
 def test_constructor_accepts_delay_of_exactly_thaw_plus_one_day(project, deployer, opg, staking, distributor):
-    other = project.CreditEscrow.deploy(opg, staking, distributor, 3_600, 3_600 + DAY, sender=deployer)
+    other = project.CreditEscrow.deploy(opg, staking, distributor, 3_600, 3_600 + DAY, [deployer.address], sender=deployer)
     assert other.delay() == 3_600 + DAY
 
 
@@ -927,7 +937,7 @@ def test_relayer_cannot_redirect_a_voucher_to_another_node(
 def test_voucher_for_another_escrow_deployment_is_skipped(
     project, escrow, opg, staking, distributor, deployer, chain_id, funded, node, relayer, params
 ):
-    other = project.CreditEscrow.deploy(opg, staking, distributor, params.thaw_period, params.delay, sender=deployer)
+    other = project.CreditEscrow.deploy(opg, staking, distributor, params.thaw_period, params.delay, [deployer.address], sender=deployer)
     foreign = Domain.escrow(chain_id, other.address)
     voucher = signed_claim(funded.key, foreign, funded.address, node.address, 10 * OPG)
     tx = escrow.settle_batch([voucher], ROOT, sender=relayer.account)
@@ -981,11 +991,11 @@ def test_payer_can_be_charged_its_exact_balance(escrow, escrow_domain, funded, n
 
 
 def test_same_payer_drained_within_one_batch(escrow, escrow_domain, funded, node, node_b, relayer):
-    first = signed_claim(funded.key, escrow_domain, funded.address, node.address, 600 * OPG)
-    second = signed_claim(funded.key, escrow_domain, funded.address, node_b.address, 600 * OPG)
+    first = signed_claim(funded.key, escrow_domain, funded.address, node.address, 950 * OPG)
+    second = signed_claim(funded.key, escrow_domain, funded.address, node_b.address, 60 * OPG)  # within its R10 cap
     tx = escrow.settle_batch([first, second], ROOT, sender=relayer.account)
     assert outcomes(escrow, tx) == [SETTLED, SKIP_INSUFFICIENT_BALANCE]
-    assert escrow.balance_of(funded.address) == 400 * OPG
+    assert escrow.balance_of(funded.address) == 50 * OPG
 
 
 def test_total_above_max_cumulative_reverts(escrow, escrow_domain, funded, node, relayer):
@@ -1001,17 +1011,25 @@ def test_empty_batch_reverts(escrow, relayer):
         escrow.settle_batch([], ROOT, sender=relayer.account)
 
 
-def test_node_can_settle_its_own_vouchers(escrow, escrow_domain, distributor, funded, node):
+def propose_and_wait(escrow, chain, claims, sender) -> None:
+    """A node's own settlement: propose the batch and wait the claim delay (the facilitator settles at once)."""
+    due, _ = escrow.proposal_of(escrow.propose_batch(claims, ROOT, sender=sender.account).return_value)
+    chain.pending_timestamp = due
+
+
+def test_node_can_settle_its_own_vouchers(chain, escrow, escrow_domain, distributor, funded, node):
     voucher = signed_claim(funded.key, escrow_domain, funded.address, node.address, 10 * OPG)
+    propose_and_wait(escrow, chain, [voucher], node)
     tx = escrow.settle_batch([voucher], ROOT, sender=node.account)
     assert outcomes(escrow, tx) == [SETTLED]
     assert escrow.BatchSettled.from_receipt(tx)[0].submitter == node.address
     assert escrow.spent(funded.address, node.address) == 10 * OPG
 
 
-def test_node_can_settle_what_a_relayer_under_claimed(escrow, escrow_domain, funded, node, relayer):
+def test_node_can_settle_what_a_relayer_under_claimed(chain, escrow, escrow_domain, funded, node, relayer):
     sig = sign_voucher(funded.key, escrow_domain, funded.address, node.address, 80 * OPG)
     escrow.settle_batch([claim(funded.address, node.address, 80 * OPG, sig, 20 * OPG)], ROOT, sender=relayer.account)
+    propose_and_wait(escrow, chain, [claim(funded.address, node.address, 80 * OPG, sig, 80 * OPG)], node)
     tx = escrow.settle_batch([claim(funded.address, node.address, 80 * OPG, sig, 80 * OPG)], ROOT, sender=node.account)
     assert batch_log(escrow, tx)[1] == [(funded.address, 60 * OPG)]
     assert escrow.spent(funded.address, node.address) == 80 * OPG

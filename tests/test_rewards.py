@@ -52,7 +52,9 @@ def pay(opg, escrow, escrow_domain, payer, node_address, amount, deposit=True):
         opg.approve(escrow, amount, sender=payer.account)
         escrow.deposit(amount, sender=payer.account)
     total = escrow.spent(payer.address, node_address) + amount
-    return escrow.settle_batch([claim_for(payer, node_address, total, escrow_domain)], ZERO_ROOT, sender=payer.account)
+    return escrow.settle_batch(
+        [claim_for(payer, node_address, total, escrow_domain)], ZERO_ROOT, sender=ape.accounts.test_accounts[2]
+    )  # the facilitator
 
 
 def credited(tx, distributor) -> list:
@@ -313,7 +315,7 @@ def test_batch_credits_each_run_of_claims_per_node(
         claim_for(payer, node2.address, 30 * OPG, escrow_domain),
     ]
     held = opg.balanceOf(distributor)
-    tx = escrow.settle_batch(claims, ZERO_ROOT, sender=payer.account)
+    tx = escrow.settle_batch(claims, ZERO_ROOT, sender=ape.accounts.test_accounts[2])  # the facilitator
     events = credited(tx, distributor)
     assert [(e.node, e.gross) for e in events] == [(node.address, 30 * OPG), (node2.address, 30 * OPG)]
     assert distributor.claimable(node.address) == split(30 * OPG)[2]

@@ -8,6 +8,7 @@ its ERC-1271 ``isValidSignature`` is never consulted, so it cannot repudiate a v
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import ape
 import pytest
@@ -44,6 +45,15 @@ def _session_fixtures_first(system, opg, escrow, params, deployer, make_actor, n
     """Instantiate the session fixtures before this module's own (ape's snapshots need that order)."""
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _node_stake_backs_the_pay(_session_fixtures_first, opg, staking, node, treasury):
+    """R10: settlement pays a node at most its active stake / fraud_multiplier per dispute window (pay_capacity):
+    the node stakes enough more for this module's amounts (up to 1,000 OPG a channel)."""
+    opg.transfer(node.address, 90_000 * OPG, sender=treasury)
+    opg.approve(staking, 90_000 * OPG, sender=node.account)
+    staking.add_stake(90_000 * OPG, sender=node.account)
+
+
 @pytest.fixture(scope="module")
 def owner(make_actor):
     """The EOA owning the wallet."""
@@ -51,8 +61,9 @@ def owner(make_actor):
 
 
 @pytest.fixture(scope="module")
-def relayer(make_actor):
-    return make_actor(0)
+def relayer(facilitator):
+    """The escrow's facilitator (TEST_PARAMS.facilitators): gas only; submits batches and gasless deposits."""
+    return SimpleNamespace(account=facilitator, address=facilitator.address, key=facilitator.private_key)
 
 
 @pytest.fixture(scope="module")

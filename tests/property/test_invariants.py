@@ -244,7 +244,8 @@ def deploy() -> System:
         )
         escrow = _load("CreditEscrow").deploy(
             *constructor_args(
-                "CreditEscrow", P, opg=opg.address, staking=staking.address, distributor=distributor.address
+                "CreditEscrow", P, opg=opg.address, staking=staking.address, distributor=distributor.address,
+                facilitators=[RELAYER.address],
             )
         )
         distributor.connect(escrow.address, staking.address)
