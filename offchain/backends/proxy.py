@@ -23,7 +23,8 @@ vocabulary (no weights in memory): prompt token ids are the model's own chat tem
 token ids are the answer's text tokenised with the model's own tokenizer (the OpenAI API gives no token ids; this is
 the canonical split, which is what honest models produce almost always); token counts (and so the charge) are these
 ids' counts, not the upstream's ``usage``. A request without ``temperature`` is sent with ``temperature: 0``
-(greedy, the protocol's default) so that the upstream's own default cannot make an honest answer look sampled.
+(greedy, the protocol's default) so that the upstream's own default cannot make an honest answer look sampled, and
+every request pins the penalties off (:data:`PINNED_SAMPLER`): verifiers score the model's raw distribution.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ import httpx
 
 from ..inference import BackendError, ChatMessage, Generation, GenParams, OnToken, model_id_of
 from ._stream import Assembler
+
+#: sent with every request of a proxy naming open weights, so the upstream samples from the model's own distribution
+#: (verifiers score the raw logits): llama.cpp's server, llama-cpp-python's and Ollama default to a repeat penalty of
+#: 1.1, which moved honest greedy tokens up to 1.4 logits in tests; vLLM names it repetition_penalty
+PINNED_SAMPLER = {"repeat_penalty": 1.0, "repetition_penalty": 1.0, "frequency_penalty": 0.0,
+                  "presence_penalty": 0.0}
 
 
 def estimate_prompt_tokens(messages: list[ChatMessage]) -> int:
@@ -108,6 +115,8 @@ class ProxyBackend:
             body["temperature"] = params.temperature
         elif self.tokenizer is not None:
             body["temperature"] = 0.0  # the protocol's default is greedy; never the upstream's own default
+        if self.tokenizer is not None:  # the model's own distribution: no penalties (llama.cpp/Ollama default 1.1)
+            body.update(PINNED_SAMPLER)
         if params.seed is not None:
             body["seed"] = params.seed
         if params.stop:

