@@ -456,10 +456,13 @@ def test_fraud_same_evidence_twice_reverts(staking, node, verifiers, challenger,
 
 
 def test_fraud_evidence_older_than_dispute_window_reverts(
-    staking, distributor, node, verifiers, challenger, settled_receipt, staking_domain, chain, params
+    staking, escrow, distributor, node, verifiers, challenger, settled_receipt, staking_domain, chain, params
 ):
     receipt, _ = settled_receipt
-    chain.pending_timestamp = receipt.timestamp + params.dispute_window + 1
+    # The window runs from the later of the receipt's time and its channel's settlement (a loaded machine may mine
+    # the settlement a second after the receipt's time).
+    start = max(receipt.timestamp, escrow.settled_at(receipt.payer, receipt.node))
+    chain.pending_timestamp = start + params.dispute_window + 1
     with ape.reverts("NodeStaking: evidence too old"):
         prove_fraud(staking, receipt, node, verifiers, challenger, staking_domain)
 

@@ -341,13 +341,9 @@ class Operator:
                 "txs": [self.tx(receipt)]}
 
     def withdrawable_at(self, node: Node) -> int:
-        """When ``withdraw_unbonded`` stops refusing: the unbonding period, and for an inference node a dispute
-        window after its last settlement."""
-        ready = node.unbond_ready_at
-        if node.role == ROLE_INFERENCE:
-            last = self.escrow.functions.node_settled_at(self.address).call()
-            ready = max(ready, last + self.staking.functions.dispute_window().call())
-        return ready
+        """When ``withdraw_unbonded`` stops refusing: ``unbonding_period`` after the latest unbond request (NodeStaking
+        v3: settlements after the request do not delay it, unbonding stake backs no new pay)."""
+        return node.unbond_ready_at
 
     def withdraw(self) -> dict:
         node = self._registered()
