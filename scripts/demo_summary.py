@@ -140,7 +140,8 @@ def print_summary(system, r: dict) -> None:
     if scale:
         requests = sum(b.get("requests") or 0 for b in r["batches"])
         gas = sum(b["gas"] for b in r["batches"])
-        own = f"{gas // requests:,} gas per request over its {len(r['batches'])} batches" if requests else "no batch"
+        n = len(r["batches"])
+        own = f"{gas // requests:,} gas per request over its {n} batch{'' if n == 1 else 'es'}" if requests else "no batch"
         say(f"   batching at scale (bench/gas.py, {scale['source']}): {scale['gas_per_request']:,.0f} gas per request "
             f"when 100 claims each cover 100 requests, against {scale['exact']:,} for an exact payment; this demo: "
             f"{own} (a batch's fixed cost is shared by few requests in a two-minute run)")
