@@ -82,6 +82,11 @@ class Chain:
     def is_payable(self, node: str) -> bool:
         return self.staking.functions.is_payable(node).call()
 
+    def pay_capacity(self, node: str) -> int:
+        """What settlement may still pay ``node`` now (NodeStaking v3: active stake / fraud_multiplier, less its pay
+        of the current and previous dispute window); a claim above it is skipped with reason 2."""
+        return self.staking.functions.pay_capacity(node).call()
+
     def available_of(self, payer: str) -> int:
         return self.escrow.functions.available_of(payer).call()
 
