@@ -15,6 +15,12 @@ Every measurement starts from the same chain state (``evm_snapshot`` / ``evm_rev
 a 10-claim batch (``debug_traceTransaction``) and splits the gas of one more claim into calldata, storage, the
 ECRECOVER precompile, hashing, logs and the rest, so that a missed target can be explained.
 
+The R1 defence (issue 13: only a facilitator settles at once; anyone else proposes first) is measured too: the
+facilitator check on the relayer's path (the cost of its storage read, from the trace of a 1-claim batch: per
+batch, nothing per claim or per channel), and a node's own settlement without the relayer (``propose_batch`` plus the
+extra of ``settle_batch`` through a proposal), per claim, beside x402's batch contract (119,475 gas to open a
+channel).
+
     .venv/bin/python bench/gas.py          # prints a table, writes bench/results/gas.json
 """
 
@@ -42,8 +48,9 @@ from offchain.messages import Claim, Domain, Registration, TransferWithAuthoriza
 
 OPG = 10**18
 RESULTS = ROOT / "bench" / "results" / "gas.json"
-TARGETS = {"marginal_gas_per_claim": 21_100, "gas_per_request": 230}  # Protocol v2 (issue 6); v1 was 21,012 / 224.1
+TARGETS = {"marginal_gas_per_claim": 19_000, "gas_per_request": 230}  # Protocol v3 (issue 13); v2 was 18,604 / 201.2
 EXACT_PAYMENT_REFERENCE = (65_000, 82_000)  # the issue's figure for one x402 "exact" payment
+X402_BATCH_CHANNEL_OPEN = 119_475  # issue 13: gas of opening one channel in x402's batch-settlement contract
 REQUESTS_PER_CLAIM = 100  # a voucher covers this many requests in the gas-per-request figure
 SIZES = (1, 10, 100)
 PRICE = 10**15  # 0.001 OPG per request
@@ -61,7 +68,9 @@ class Bench:
         self.relayer = anvil_key(1)
         # Production parameters: a one-day epoch, so that no run crosses an epoch boundary (a new epoch's first
         # batch writes fresh distributor slots, which would blur the comparison).
-        self.system = deploy_web3(w3, self.deployer, params=Params())
+        self.system = deploy_web3(
+            w3, self.deployer, params=Params(facilitators=[Account.from_key(self.relayer).address])
+        )
         self.opg, self.escrow = self.system.opg, self.system.escrow
         self.domain = Domain.escrow(w3.eth.chain_id, self.escrow.address)
         self.payers = [key_of(f"payer-{i}") for i in range(100)]
@@ -127,16 +136,17 @@ class Bench:
             signer = Account.from_key(self.session_key(key)).address
             transact(self.w3, key, self.escrow.functions.authorize_signer(signer, expiry, 1_000 * OPG))
 
-    def settle(self, claims: list[tuple]) -> dict:
+    def settle(self, claims: list[tuple], sender: str | None = None) -> dict:
         # A realistic (non-zero) Merkle root, deterministic so that runs compare byte for byte.
         root = keccak(text=f"receipts-root-{len(claims)}")
         fn = self.escrow.functions.settle_batch(claims, root)
+        sender = sender or self.relayer
         # eth_estimateGas lands a few hundred gas short of what a 100-claim batch needs (the 63/64 rule around the
         # per-claim precompile calls); the relayer adds headroom the same way.
-        gas = int(fn.estimate_gas({"from": Account.from_key(self.relayer).address}) * 1.1) + 50_000
-        receipt = transact(self.w3, self.relayer, fn, gas=gas)
+        gas = int(fn.estimate_gas({"from": Account.from_key(sender).address}) * 1.1) + 50_000
+        receipt = transact(self.w3, sender, fn, gas=gas)
         outcomes = self.escrow.functions.settle_batch(claims, bytes(32)).call(
-            block_identifier=receipt["blockNumber"] - 1
+            {"from": Account.from_key(self.relayer).address}, block_identifier=receipt["blockNumber"] - 1
         )
         assert all(o == 0 for o in outcomes), f"a claim was skipped: {outcomes}"
         return receipt
@@ -179,6 +189,52 @@ class Bench:
             self.revert(snap)
         self.revert(base)
         return result
+
+    def measure_priority(self) -> dict:
+        """The R1 defence. The relayer's path: the gas of the facilitator check (the first storage read of a 1-claim
+        batch's trace: ``is_facilitator[msg.sender]``). A node's own path, without the relayer: ``propose_batch`` and
+        then ``settle_batch`` of the proposed batch, against the same batch settled by the facilitator (existing
+        channels, 100 payers x 1 node)."""
+        chans = self.channels("100x1")
+        node_key = self.nodes[0]
+        node = Account.from_key(node_key).address
+        send(self.w3, self.deployer, {"to": node, "value": 10**18})
+        out: dict = {"propose_batch": {}, "settle_through_proposal": {}, "settle_by_facilitator": {}}
+        base = self.snapshot()
+        self.settle([self.claim(p, k, 100 * PRICE) for p, k in chans])
+        for n in SIZES:
+            snap = self.snapshot()
+            claims = [self.claim(p, k, 200 * PRICE) for p, k in chans[:n]]
+            receipt = self.settle(claims)
+            out["settle_by_facilitator"][str(n)] = receipt["gasUsed"]
+            if n == 1:
+                tx = self.w3.eth.get_transaction(receipt["transactionHash"])
+                out["facilitator_check_gas"] = self.first_sload(receipt["transactionHash"])
+                out["facilitator_check_calldata"] = len(bytes(tx["input"]))
+            self.revert(snap)
+            snap = self.snapshot()  # a revert consumes the snapshot
+            root = keccak(text=f"receipts-root-{len(claims)}")
+            proposed = transact(self.w3, node_key, self.escrow.functions.propose_batch(claims, root))
+            out["propose_batch"][str(n)] = proposed["gasUsed"]
+            delay = self.escrow.functions.claim_delay().call()
+            self.w3.provider.make_request("evm_increaseTime", [delay])
+            self.w3.provider.make_request("evm_mine", [])
+            out["settle_through_proposal"][str(n)] = self.settle(claims, sender=node_key)["gasUsed"]
+            self.revert(snap)
+        self.revert(base)
+        return out
+
+    def first_sload(self, tx_hash) -> int:
+        """Gas of the first SLOAD of the escrow's frame (settle_batch's first storage read: the facilitator check)."""
+        trace = self.w3.provider.make_request(
+            "debug_traceTransaction",
+            [tx_hash.hex() if isinstance(tx_hash, bytes) else tx_hash,
+             {"disableStack": True, "disableStorage": True, "enableMemory": False}],
+        )["result"]["structLogs"]
+        for i, step in enumerate(trace):
+            if step["op"] == "SLOAD" and step["depth"] == 1:
+                return step["gas"] - trace[i + 1]["gas"]
+        raise AssertionError("no SLOAD in settle_batch")
 
     def exact_payments(self) -> dict:
         """One EIP-3009 transferWithAuthorization, as an x402 facilitator submits it."""
@@ -315,6 +371,7 @@ def main() -> int:
             "10_payers_x_10_nodes": bench.measure_layout("10x10"),
         }
         session = bench.measure_session()
+        priority = bench.measure_priority()
         exact = bench.exact_payments()
         breakdown = {"existing": bench.breakdown(existing=True), "new": bench.breakdown(existing=False)}
         hardfork = w3.provider.make_request("anvil_nodeInfo", []).get("result", {}).get("hardFork")
@@ -339,6 +396,32 @@ def main() -> int:
         "gas_per_request_new_channels": round(main_layout["new"]["100"] / (100 * REQUESTS_PER_CLAIM), 1),
         "marginal_gas_per_claim_10x10_existing": marginal("existing", layouts["10_payers_x_10_nodes"]),
         "marginal_gas_per_claim_10x10_new": marginal("new", layouts["10_payers_x_10_nodes"]),
+        "r1_defence": {
+            "facilitator_check_gas_per_batch": priority["facilitator_check_gas"],
+            "facilitator_check_gas_per_claim": 0,
+            "facilitator_check_gas_per_channel": 0,
+            "facilitator_check_gas_per_request_100_claims": round(
+                priority["facilitator_check_gas"] / (100 * REQUESTS_PER_CLAIM), 3
+            ),
+            "facilitator_check_gas_per_request_1_claim": round(
+                priority["facilitator_check_gas"] / REQUESTS_PER_CLAIM, 1
+            ),
+            "self_settlement_extra_gas_per_claim": {
+                n: round(
+                    (priority["propose_batch"][n] + priority["settle_through_proposal"][n]
+                     - priority["settle_by_facilitator"][n]) / int(n), 1
+                )
+                for n in priority["propose_batch"]
+            },
+            "measured": priority,
+            "x402_batch_channel_open_gas": X402_BATCH_CHANNEL_OPEN,
+            "definitions": {
+                "facilitator_check_gas_per_batch": "the first SLOAD of a 1-claim settle_batch by the facilitator "
+                "(is_facilitator[msg.sender], cold): the whole on-chain cost of the R1 defence on the relayer's path",
+                "self_settlement_extra_gas_per_claim": "(propose_batch + settle_batch through the proposal - the "
+                "same batch settled by the facilitator) / claims: a node's own settlement without the relayer",
+            },
+        },
         "settle_batch_gas": layouts,
         "exact_payment_variants": exact,
         "exact_payment_reference_from_issue": list(EXACT_PAYMENT_REFERENCE),
@@ -386,7 +469,7 @@ def main() -> int:
         print()
     ok = results["targets_met"]
     print(
-        f"marginal_gas_per_claim = {results['marginal_gas_per_claim']:,.0f} (target <= 21,100: "
+        f"marginal_gas_per_claim = {results['marginal_gas_per_claim']:,.0f} (target <= 19,000: "
         f"{'met' if ok['marginal_gas_per_claim'] else 'NOT met'}); new channels {results['marginal_gas_per_claim_new_channels']:,.0f}, "
         f"session keys {results['marginal_gas_per_claim_session_key']:,.0f}"
     )
@@ -395,6 +478,17 @@ def main() -> int:
         f"{'met' if ok['gas_per_request'] else 'NOT met'}); exact payment = {results['exact_payment_gas']:,} "
         f"({results['exact_payment_gas'] / results['gas_per_request']:,.0f}x a batched request)"
     )
+    r1 = results["r1_defence"]
+    print()
+    print("R1 defence (issue 13): only a facilitator settles at once; anyone else proposes and waits claim_delay")
+    print(table([
+        ("relayer's path: facilitator check", f"{r1['facilitator_check_gas_per_batch']:,}", "0", "0",
+         f"{r1['facilitator_check_gas_per_request_100_claims']} (100 claims) .. "
+         f"{r1['facilitator_check_gas_per_request_1_claim']} (1 claim)"),
+        *[(f"node's own settlement, {n} claim(s): propose + settle extra", "-", f"{v:,.0f}", f"{v:,.0f}",
+           f"{v / REQUESTS_PER_CLAIM:,.1f}") for n, v in r1["self_settlement_extra_gas_per_claim"].items()],
+        ("x402 batch contract: open one channel", "-", "-", f"{X402_BATCH_CHANNEL_OPEN:,}", "-"),
+    ], ("path", "gas/batch", "gas/claim", "gas/channel", f"gas/request ({REQUESTS_PER_CLAIM}/claim)")))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {RESULTS.relative_to(ROOT)} in {results['environment']['runtime_s']} s")

@@ -12,7 +12,9 @@ exist nowhere afterwards, so the script refuses any chain ape started itself.
 Any other ape network, with an imported ape account (``ape accounts import NAME``):
     OPG_DEPLOYER=NAME OPG_TREASURY=0x... ape run deploy --network ethereum:sepolia:node
 Parameters default to the production values of ``offchain.deployments.Params``; override them with a JSON file
-through ``OPG_PARAMS=path/to/params.json``. Every contract gets the same governance delay, ``Params.delay``: at least
+through ``OPG_PARAMS=path/to/params.json``; ``OPG_FACILITATORS=0x...,0x...`` names the relayer account(s) that
+settle CreditEscrow batches at once (required off the devnet, whose default is anvil accounts 1 and 9). Every
+contract gets the same governance delay, ``Params.delay``: at least
 the longest of the thaw period, the unbonding period, the warm-up and the epoch, plus one day (a parameter change
 queued now cannot take effect before anyone relying on the old value can leave); a smaller ``governance_delay`` is
 refused before anything is deployed.
@@ -56,7 +58,20 @@ def delay_floor(params: Params, is_devnet: bool = True) -> int:
     return floor if is_devnet else max(floor, 7 * 86_400)
 
 
+def with_facilitators(params: Params) -> Params:
+    """``OPG_FACILITATORS`` (comma-separated relayer addresses) replaces ``Params.facilitators``."""
+    names = [a.strip() for a in os.environ.get("OPG_FACILITATORS", "").split(",") if a.strip()]
+    if not names:
+        return params
+    try:
+        return Params.model_validate({**params.model_dump(), "facilitators": names})
+    except ValueError as exc:
+        fail(f"invalid OPG_FACILITATORS: {exc}")
+
+
 def check_params(params: Params, is_devnet: bool = True) -> None:
+    if not params.facilitators:
+        fail("no facilitator: set OPG_FACILITATORS to the relayer account(s) that settle CreditEscrow batches")
     if params.delay < delay_floor(params, is_devnet):
         fail(
             f"governance delay {params.delay} s is below max(thaw, unbonding, warmup, epoch) + 1 day"
@@ -87,7 +102,7 @@ def cli(network):
     is_devnet = chain.chain_id == DEVNET_CHAIN_ID
     deployer = pick_deployer(is_devnet)
     treasury = os.environ.get("OPG_TREASURY") or deployer.address
-    params = load_params(is_devnet)
+    params = with_facilitators(load_params(is_devnet))
     check_params(params, is_devnet)
     click.echo(f"Deploying on chain {chain.chain_id} ({networks.provider.network.name}) from {deployer.address}")
     system = deploy_system(deployer, treasury=treasury, params=params, project=project)

@@ -26,6 +26,7 @@ from ..artifacts import abi
 from ..messages import _address_of as address_of
 from ..messages import compact_signature, merkle_root
 from .policy import BatchPolicy
+from .proposals import TOPIC_PROPOSED, decode_proposal
 from .store import ClaimResult, Store
 from .txsender import BroadcastError, PreparedCall, is_revert, is_transient, revert_message
 
@@ -167,11 +168,16 @@ class Batcher:
         self._block_gas: tuple[int, float] | None = None
         self._urgent: set[str] = set()
         self._next_scan = 0.0
+        self._next_log_scan = 0.0
         self._log_block: int | None = None
         self._key_expiry: dict[tuple[str, str], tuple[int, float]] = {}
 
     # The worker's entry point ----------------------------------------------------------------------------------
     def tick(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_log_scan:
+            self._next_log_scan = now + SCAN_INTERVAL
+            self._poll_withdrawals()
         batch = self.store.inflight_batch()
         if batch is not None:
             self._advance(batch)
@@ -189,6 +195,8 @@ class Batcher:
 
         - a payer that requested a withdrawal (``WithdrawalRequested``): its credits leave the escrow after the thaw,
           so its channels are settled at once;
+        - a payer with claims in a batch someone proposed (``BatchProposed``): the proposer may settle it after the
+          escrow's claim delay, so what this relayer accepted for the payer is settled first (R1, R2);
         - a payer whose channel's best voucher is a session key's that expires within ``SESSION_FLUSH_MARGIN``
           (the escrow refuses an expired key's vouchers)."""
         now = time.monotonic()
@@ -197,7 +205,6 @@ class Batcher:
                 self._urgent &= self._pending_payers()
             return set(self._urgent)
         self._next_scan = now + SCAN_INTERVAL
-        self._poll_withdrawals()
         chain_now = None
         for ch in list(self.r.ledger.channels.values()):
             if not (ch.signer and ch.pending):
@@ -229,15 +236,41 @@ class Batcher:
         if latest < self._log_block:
             return
         logs = self.sender.retry(lambda: self.chain.w3.eth.get_logs({
-            "address": self.escrow.address, "topics": [TOPIC_WITHDRAWAL],
+            "address": self.escrow.address, "topics": [[TOPIC_WITHDRAWAL, TOPIC_PROPOSED]],
             "fromBlock": self._log_block, "toBlock": latest}))
         self._log_block = latest + 1
         for entry in logs:
+            if bytes(entry["topics"][0]) == TOPIC_PROPOSED:
+                self._proposed(entry)
+                continue
             payer = _topic_address(entry["topics"][1])
             self.r.credit.forget_payer(payer)  # /verify re-reads its available_of (CreditScheme._judge)
             if payer in self.r.ledger.by_payer:
                 log.info("payer %s requested a withdrawal: settling its channels now", payer)
                 self._urgent.add(payer)
+
+    def _proposed(self, entry: dict) -> None:
+        """``BatchProposed``: reserve its claims for /verify until it expires, and settle what this relayer holds for
+        its payers now (before the proposal is due)."""
+        due, expires, claims = decode_proposal(entry, self.r.escrow_domain)
+        proposer = _topic_address(entry["topics"][2])
+        if proposer == self.sender.address:
+            return
+        for claim in claims:
+            self.r.reservations.add_proposed(claim)
+            self.r.credit.forget_payer(claim.payer)
+            if claim.payer in self.r.ledger.by_payer:
+                log.info("batch proposed by %s claims %s from %s (due at %d): settling its channels now", proposer,
+                         claim.total, claim.payer, due)
+                self._urgent.add(claim.payer)
+
+    def _promised_first(self, claims: list[dict]) -> list[dict]:
+        """Claims ordered by node, except that the claims of channels /verify promised credits to go before those of
+        channels nobody was promised anything on: settle_batch pays in order, so a payer's credits go to the nodes
+        it was promised to first (R1: a node handing over receipts it never asked /verify about cannot take them)."""
+        def promised(c: dict) -> bool:
+            return self.r.reservations.promised_cap(c["payer"], c["node"]) >= int(c["total"])
+        return sorted(claims, key=lambda c: (not promised(c), c["node"].lower(), c["payer"].lower()))
 
     # Building --------------------------------------------------------------------------------------------------
     def _build(self, urgent: set[str] | None = None) -> None:
@@ -253,7 +286,7 @@ class Batcher:
         claims = []
         for (payer, node), channel_rows in by_channel.items():
             claims += channel_claims(self.r.ledger.get(payer, node), channel_rows)
-        claims.sort(key=lambda c: (c["node"].lower(), c["payer"].lower()))
+        claims = self._promised_first(claims)
         ids = {k: [r["id"] for r in v] for k, v in by_channel.items()}
         root = root_of([i for v in ids.values() for i in v])
         go, skipped, gas = self._simulate(claims, root)  # a revert (never expected) is retried by the worker

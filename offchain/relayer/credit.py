@@ -20,11 +20,12 @@ from x402.schemas import VerifyRequest, VerifyResponse
 
 from ..chain import ROLE_INFERENCE
 from ..daemon.errors import ApiError, from_validation_error
-from ..messages import InvalidSignature, recover_signer
-from .models import SCHEME_CREDIT, CreditPayload
+from ..messages import InvalidSignature, SignedReceipt, recover_signer
+from .models import SCHEME_CREDIT, CreditPayload, SettleItem
+from .proposals import reserved_with
 from .reads import RawReader
 from .receipts import CheckContext, Checked, check_bulk, check_item, unpack
-from .store import ValidReceipt
+from .store import Store, ValidReceipt
 
 if TYPE_CHECKING:
     from .service import Relayer
@@ -339,18 +340,22 @@ class CreditScheme:
             return (CAP_EXCEEDED, f"maxCumulative {max_cumulative} < charged {charged} + price {price}"), {}, used_cache
         # Credits for a new request: what the payer can still use (withdrawal requests excluded) less what its other
         # accepted vouchers still let nodes charge; this channel needs its new cap less what it has paid.
-        reserved = self.r.ledger.reserved(payer, exclude_node=node)
-        need = max(max_cumulative, channel.cap if channel else 0) - spent
+        # Reserved: the ledger's accepted caps, raised to what /verify promised and what live proposals claim
+        # (offchain/relayer/proposals.py: R1, R2).
+        reserved, this_cap, key_reserved, this_key_cap = reserved_with(
+            self.r.ledger, self.r.reservations, payer, node, signer if allowance is not None else None,
+            int(self.clock_now()))
+        need = max(max_cumulative, channel.cap if channel else 0, this_cap) - spent
         if available < reserved + need:
             return (INSUFFICIENT_BALANCE, f"available credits {_opg(available)} OPG < {_opg(reserved)} OPG reserved "
                     f"by other channels + {_opg(need)} OPG this voucher allows (maxCumulative - spent)"), {}, used_cache
         if allowance is not None:
-            key_reserved = self.r.ledger.key_reserved(payer, signer, exclude_node=node)
-            key_need = max_cumulative - max(spent, channel.payer_cap if channel else 0)
+            key_need = max(max_cumulative, this_key_cap) - max(spent, channel.payer_cap if channel else 0)
             if allowance < key_reserved + key_need:
                 return (ALLOWANCE_EXCEEDED, f"session key allowance {allowance} < reserved {key_reserved} by "
                         f"its other channels + {key_need} this voucher allows"), {}, used_cache
         outstanding = self.r.ledger.outstanding(payer)
+        self.r.reservations.promise(payer, node, max_cumulative, signer if allowance is not None else "")
         return None, {"charged": str(charged), "outstanding": str(outstanding), "balance": str(available),
                       "maxCumulative": str(max_cumulative)}, used_cache
 
@@ -434,7 +439,42 @@ class CreditScheme:
         if self._future_dated(answers) and (moved := await self._clock_moved(stale, now)) is not None:
             answers = [self.check_local(raw, index, prefix, moved) if self._future_dated([a]) else a
                        for a, (index, prefix, raw) in zip(answers, raws, strict=True)]
+        suspects = [raw for a, (_i, _p, raw) in zip(answers, raws, strict=True) if self._slashable_refusal(a)]
+        if suspects:
+            await asyncio.to_thread(self.report_invalid, suspects)
         return await self._finish(answers, [a for a in answers if isinstance(a, Checked)])
+
+    # Receipts invalid on their face: slashable -----------------------------------------------------------------
+    @staticmethod
+    def _slashable_refusal(answer: Any) -> bool:
+        return isinstance(answer, ApiError) and (
+            (answer.error == "invalid_amount" and "exceed" in answer.reason)
+            or (answer.error == "invalid_timestamp" and answer.reason == "is in the future"))
+
+    def report_invalid(self, raws: list[Any]) -> int:
+        """Blocking. Queue ``NodeStaking.slash_invalid_receipt`` for refused receipts that no honest node signs
+        (``amount > cumulative``, or dated more than ``MAX_FUTURE`` after the chain's clock) and that carry the
+        node's own signature over this deployment; returns how many were queued (evidence already queued counts
+        once). The slasher simulates the call before sending it, so a receipt the contract does not find invalid
+        ends ``failed``, never costs gas."""
+        queued = 0
+        for raw in raws:
+            try:
+                receipt = SignedReceipt(**SettleItem.model_validate(raw).receipt.model_dump(by_alias=False))
+            except (ValidationError, KeyError, TypeError):
+                continue
+            if not (receipt.amount > receipt.cumulative or receipt.timestamp > self.chain_now() + MAX_FUTURE):
+                continue
+            try:
+                if recover_signer(receipt.fast_digest(self.staking_domain), receipt.signature) != receipt.node:
+                    continue
+            except InvalidSignature:
+                continue
+            if self.r.store.call(Store.job_queue_slash, "invalid_receipt",
+                                 f"invalid_receipt:{receipt.node}:{receipt.request_id}", receipt.node,
+                                 {"receipt": receipt.model_dump(mode="json")}, time.time()):
+                queued += 1
+        return queued
 
     async def validate_bulk(self, body: bytes, count: int) -> list[ValidReceipt | ApiError]:
         """Validate the items of a bulk body, in the worker processes when there are enough of them."""
@@ -450,6 +490,10 @@ class CreditScheme:
         if self._future_dated(answers) and (moved := await self._clock_moved(stale, now)) is not None:
             packed = await loop.run_in_executor(pool, check_bulk, body, moved)
             answers = [unpack(i, a) for i, a in enumerate(packed)]
+        if any(self._slashable_refusal(a) for a in answers):
+            items = pydantic_core.from_json(body)["receipts"]
+            await asyncio.to_thread(self.report_invalid,
+                                    [items[i] for i, a in enumerate(answers) if self._slashable_refusal(a)])
         checked = []
         for a in answers:
             if isinstance(a, Checked):

@@ -22,6 +22,7 @@ from .exact import ExactScheme
 from .ledger import Ledger
 from .metrics import Metrics
 from .models import Health
+from .proposals import Reservations
 from .receipts import init_worker, warm_up
 from .signer import load_account
 from .slasher import Slasher
@@ -55,11 +56,17 @@ class Relayer:
 
             raise ConfigError(f"no CreditEscrow code at {self.escrow_address} on chain {self.chain_id}: "
                               f"wrong deployment file for this RPC?")
+        self.is_facilitator = bool(self.sender_chain.escrow.functions.is_facilitator(self.address).call())
+        if not self.is_facilitator:
+            log.warning("relayer account %s is not a facilitator of the escrow %s: its batches revert ('batch not "
+                        "proposed'); deploy with it in Params.facilitators or add it through the timelock "
+                        "(set_facilitator)", self.address, self.escrow_address)
         domain = self.sender_chain.opg.functions.eip712Domain().call()
         self.opg_domain = (domain[1], domain[2])
         self.dispute_window = int(self.sender_chain.staking.functions.dispute_window().call())
         self.metrics = Metrics()
         self.ledger = Ledger()
+        self.reservations = Reservations()
         self.store = Store(settings.store, self.ledger)
         self.store.on_commit = self._observe_commit
         self.store.open(self.chain_id, self.escrow_address, self.staking_address)

@@ -11,6 +11,9 @@
   ``Verdict(valid=false)`` on the receipt is sent to ``slash_verifier`` (false accuser), and so is every verifier
   that only flagged it on-chain (``Flagged`` without a bond: ``slash_verifier`` with an empty signature).
 - Double vote: a verifier that signed both verdicts on one receipt -> ``slash_double_vote``.
+- Invalid receipt: a receipt refused at ``/settle`` that no honest node signs (``amount > cumulative``, or dated more
+  than ``MAX_FUTURE`` ahead of the chain) under the node's valid signature -> ``slash_invalid_receipt``
+  (``CreditScheme.report_invalid``).
 Each submission is simulated first; evidence the contract already used ends ``skipped``, evidence it refuses for
 another reason ends ``failed`` with the revert reason. States: queued -> sent -> confirmed | failed | skipped.
 """
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from web3.logs import DISCARD
 
-from ..messages import Receipt
+from ..messages import Receipt, SignedReceipt
 from ..types import b32
 from .store import Store
 from .txsender import BroadcastError, is_revert, revert_message
@@ -180,6 +183,10 @@ class Slasher:
             verdicts = [(v["verifier"], bytes.fromhex(v["signature"][2:])) for v in args["verdicts"]]
             fn = self.staking.functions.slash_fraud if slash["kind"] == "fraud" else self.staking.functions.prove_valid
             return fn(receipt_from_row(row).as_tuple(), bytes.fromhex(row["signature"][2:]), verdicts)
+        if slash["kind"] == "invalid_receipt":
+            receipt = SignedReceipt.model_validate(args["receipt"])
+            return self.staking.functions.slash_invalid_receipt(receipt.as_tuple(),
+                                                                bytes.fromhex(receipt.signature[2:]))
         if slash["kind"] == "double_vote":
             return self.staking.functions.slash_double_vote(
                 b32(args["receipt_hash"]), args["verifier"], bytes.fromhex(args["sig_true"][2:]),

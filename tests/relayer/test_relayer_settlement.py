@@ -141,13 +141,16 @@ def test_broke_payer_is_rejected_others_settle(relayer, devnet):
 
 
 def test_claim_already_paid_onchain_is_marked_settled(relayer, devnet):
-    """The node settles its own voucher first (anyone may): the relayer's claim is stale, its receipts settled."""
+    """The node settles its own voucher first (it proposes the batch and waits the escrow's claim delay): the
+    relayer's claim is stale, its receipts settled."""
     node, payer = devnet.new_node(), devnet.new_payer()
     ch = ChannelSim(devnet, payer, node)
     one = ch.next(OPG)
     v = one["voucher"]
     claim = Claim(payer=payer.address, node=node.address, max_cumulative=int(v["max_cumulative"]),
                   signature=v["signature"], total=OPG).as_tuple()
+    transact(devnet.w3, node.key, devnet.escrow.functions.propose_batch([claim], b"\x00" * 32))
+    devnet.advance(devnet.escrow.functions.claim_delay().call())
     transact(devnet.w3, node.key, devnet.escrow.functions.settle_batch([claim], b"\x00" * 32))
     rid = relayer.post("/settle", one).json()["id"]
     [view] = relayer.wait_receipts([rid])

@@ -1,0 +1,148 @@
+"""What the relayer promised, and what others proposed to settle (issue 13, R1 and R2).
+
+Only the escrow's facilitators settle at once; anyone else proposes a batch (``CreditEscrow.propose_batch``, logged as
+``BatchProposed`` with its claims) and may settle it only ``claim_delay`` later, until one more claim delay has
+passed. Two things follow for the relayer (a facilitator):
+
+- **Settle first.** The batcher polls ``BatchProposed`` and settles every pending receipt of the proposal's payers at
+  once (``Batcher._urgent_payers``), well inside the delay, so the claims this relayer accepted are paid before the
+  proposed ones, which are then skipped for the balance or the session allowance they no longer have.
+- **Promise nothing a live proposal may take.** Until a proposal expires, ``/verify`` counts its claims as reserved
+  credits (and, for a session key's voucher, reserved allowance), like an accepted voucher: a payer cannot keep a
+  proposal as a standing option to take credits that a node is promised later.
+
+``/verify`` also records each voucher it accepts (``promise``) for 15 minutes (the ledger reserves the voucher's cap
+once its receipts reach ``/settle``): the credits it promised are reserved at once, not only once the node hands the
+receipt over after serving,
+so two nodes are never promised the same credits, and in a batch the claims of promised channels go first
+(``ordered``), before claims of channels nobody was promised anything on (a node handing over receipts it never
+asked ``/verify`` about).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from eth_abi import decode as abi_decode
+from eth_utils import event_abi_to_log_topic
+
+from ..artifacts import abi
+from ..messages import Domain, InvalidSignature, Voucher, _address_of, recover_signer
+
+PROMISE_TTL = 900.0  # s a /verify acceptance reserves credits without a receipt handed over
+PROPOSAL_TYPES = ["uint256", "uint256", "bytes32", "(address,address,uint256,bytes32,bytes32,uint256)[]"]
+
+
+def _event(name: str) -> dict:
+    return next(x for x in abi("CreditEscrow") if x["type"] == "event" and x["name"] == name)
+
+
+TOPIC_PROPOSED = event_abi_to_log_topic(_event("BatchProposed"))
+
+
+@dataclass
+class ProposedClaim:
+    payer: str
+    node: str
+    total: int
+    signer: str  # the voucher's signer: the payer, a session key, or "" if unrecoverable
+    expires_at: int  # chain time (exclusive)
+
+
+def decode_proposal(entry: dict, domain: Domain) -> tuple[int, int, list[ProposedClaim]]:
+    """(due_at, expires_at, claims) of a ``BatchProposed`` log."""
+    due, expires, _root, claims = abi_decode(PROPOSAL_TYPES, bytes(entry["data"]))
+    out = []
+    for payer, node, cap, r, vs, total in claims:
+        payer, node = _address_of(bytes.fromhex(payer[2:])), _address_of(bytes.fromhex(node[2:]))
+        word = int.from_bytes(vs, "big")
+        signature = r + (word & ((1 << 255) - 1)).to_bytes(32, "big") + bytes([27 + (word >> 255)])
+        try:
+            signer = recover_signer(Voucher(payer=payer, node=node, max_cumulative=cap).digest(domain), signature)
+        except (InvalidSignature, ValueError):
+            signer = ""
+        out.append(ProposedClaim(payer, node, int(total), signer, int(expires)))
+    return int(due), int(expires), out
+
+
+class Reservations:
+    """Proposed claims (until they expire, chain time) and /verify promises (until their receipts arrive or
+    PROMISE_TTL), per channel. Thread-safe; memory only (a restarted relayer re-reads recent proposals from the
+    chain; promises made before a restart are covered once their receipts arrive)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proposed: dict[tuple[str, str], ProposedClaim] = {}
+        self._promised: dict[tuple[str, str], tuple[int, str, float]] = {}  # (cap, signer, until monotonic)
+
+    def add_proposed(self, claim: ProposedClaim) -> None:
+        with self._lock:
+            key = (claim.payer, claim.node)
+            old = self._proposed.get(key)
+            if old is None or claim.total >= old.total or old.expires_at < claim.expires_at:
+                self._proposed[key] = ProposedClaim(claim.payer, claim.node, max(claim.total, old.total if old
+                                                    else 0), claim.signer, max(claim.expires_at,
+                                                    old.expires_at if old else 0))
+
+    def promise(self, payer: str, node: str, cap: int, signer: str) -> None:
+        with self._lock:
+            old = self._promised.get((payer, node))
+            self._promised[(payer, node)] = (max(cap, old[0] if old else 0), signer,
+                                             time.monotonic() + PROMISE_TTL)
+
+    def channels(self, payer: str, chain_now: int) -> dict[str, tuple[int, str]]:
+        """node -> (highest total proposed or cap promised, its signer) for the payer's channels."""
+        now = time.monotonic()
+        out: dict[str, tuple[int, str]] = {}
+        with self._lock:
+            for (p, node), c in list(self._proposed.items()):
+                if c.expires_at <= chain_now:
+                    self._proposed.pop((p, node), None)
+                elif p == payer:
+                    out[node] = (c.total, c.signer)
+            for (p, node), (cap, signer, until) in list(self._promised.items()):
+                if until <= now:
+                    self._promised.pop((p, node), None)
+                elif p == payer and cap > out.get(node, (0, ""))[0]:
+                    out[node] = (cap, signer)
+        return out
+
+    def promised_cap(self, payer: str, node: str) -> int:
+        with self._lock:
+            entry = self._promised.get((payer, node))
+        return entry[0] if entry and entry[2] > time.monotonic() else 0
+
+    def proposed_payers(self, chain_now: int) -> set[str]:
+        with self._lock:
+            return {c.payer for c in self._proposed.values() if c.expires_at > chain_now}
+
+
+def reserved_with(ledger, reservations: Reservations, payer: str, node: str, signer: str | None,
+                  chain_now: int) -> tuple[int, int, int, int]:
+    """(reserved by the payer's other channels, this channel's reservation beyond the ledger's cap, reserved on the
+    session key ``signer`` by its other channels, and this channel's beyond it): the ledger's accepted caps, raised
+    to what /verify promised and what live proposals claim."""
+    extra = reservations.channels(payer, chain_now)
+    reserved, key_reserved = 0, 0
+    nodes = set(ledger.by_payer.get(payer, ())) | set(extra)
+    this_cap, this_key_cap = 0, 0
+    for n in nodes:
+        ch = ledger.get(payer, n)
+        cap = ch.cap if ch else 0
+        settled = ch.settled if ch else 0
+        more, more_signer = extra.get(n, (0, ""))
+        if n == node:
+            this_cap = max(cap, more)
+            if signer and more_signer.lower() == signer.lower():
+                this_key_cap = more
+            continue
+        reserved += max(0, max(cap, more) - settled)
+        if signer:
+            key_cap = cap if ch and ch.signer and ch.signer.lower() == signer.lower() else 0
+            if more_signer and more_signer.lower() == signer.lower():
+                key_cap = max(key_cap, more)
+            if key_cap:
+                key_reserved += max(0, key_cap - max(settled, ch.payer_cap if ch else 0))
+    return reserved, this_cap, key_reserved, this_key_cap

@@ -1,0 +1,136 @@
+"""R1 and R2 (issue 13) against the real relayer: credits /verify promised to one node cannot be spent elsewhere.
+
+A relayer with a long batch age (nothing settles on its own for minutes), so what settles does so because the
+relayer reacted: a payer's proposal (``BatchProposed``) makes it settle that payer's accepted receipts at once, well
+inside the escrow's claim delay; a live proposal's claims and every voucher /verify accepted are reserved credits;
+and in a batch, the claims of channels /verify promised go before claims nobody was promised.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from opg_devnet import OPG, ChannelSim, RelayerProc, item, wait_until
+
+from offchain.devchain import transact
+from offchain.messages import Claim
+
+SKIP_INSUFFICIENT_BALANCE = 4
+
+
+def credit_request(devnet, payer_addr, node_addr, cap, signature, price=OPG):
+    requirements = {"scheme": "opg-credit", "network": devnet.network, "asset": devnet.opg.address,
+                    "amount": str(price), "payTo": node_addr, "maxTimeoutSeconds": 60,
+                    "extra": {"escrow": devnet.escrow.address, "staking": devnet.staking.address}}
+    return {"x402Version": 2, "paymentRequirements": requirements, "paymentPayload": {
+        "x402Version": 2, "accepted": requirements,
+        "payload": {"voucher": {"payer": payer_addr, "node": node_addr, "maxCumulative": str(cap)},
+                    "signature": signature}}}
+
+
+@pytest.fixture(scope="module")
+def slow_relayer(devnet, tmp_path_factory):
+    """Settles only when something makes a payer urgent (batch age 10 minutes)."""
+    proc = RelayerProc(devnet, tmp_path_factory.mktemp("priority") / "relayer.sqlite3", dev_account=6,
+                       batch_age=600, batch_size=10_000).start()
+    yield proc
+    proc.stop()
+
+
+def verify(relayer, devnet, ch: ChannelSim, cap: int, price: int = OPG) -> dict:
+    v = ch.voucher(cap)
+    res = relayer.post("/verify", credit_request(devnet, ch.payer.address, ch.node.address, cap, v.signature, price))
+    assert res.status_code == 200, res.text
+    return res.json()
+
+
+def propose(devnet, proposer, claims: list[tuple], root: bytes = b"\x00" * 32) -> tuple[int, int]:
+    receipt = transact(devnet.w3, proposer.key, devnet.escrow.functions.propose_batch(claims, root))
+    [due, expires] = devnet.escrow.functions.proposal_of(
+        devnet.escrow.functions.proposal_id(claims, root).call()).call()
+    assert receipt["status"] == 1
+    return due, expires
+
+
+def drain_claim(devnet, payer, colluder, amount: int) -> tuple:
+    ch = ChannelSim(devnet, payer, colluder)
+    v = ch.voucher(amount)
+    return Claim(payer=payer.address, node=colluder.address, max_cumulative=amount, signature=v.signature,
+                 total=amount).as_tuple()
+
+
+def test_attack_payer_proposing_to_settle_its_credits_to_its_own_node_is_beaten_by_the_relayer(
+    devnet, slow_relayer
+):
+    """The honest node served (almost) the whole balance against a voucher /verify accepted; the payer proposes to
+    settle everything to a node it controls. The relayer settles the honest receipt before the proposal is due,
+    and the colluding claim is skipped for the balance it no longer has."""
+    payer, node, colluder = devnet.new_payer(10 * OPG), devnet.new_node(), devnet.new_node()
+    ch = ChannelSim(devnet, payer, node)
+    assert verify(slow_relayer, devnet, ch, 10 * OPG, price=9 * OPG)["isValid"] is True
+    receipt = ch.receipt(9 * OPG)
+    ch.cumulative = 9 * OPG
+    res = slow_relayer.post("/settle", item(receipt, ch.voucher(10 * OPG)))
+    assert res.status_code == 200 and res.json()["status"] == "pending", res.text
+    time.sleep(2)
+    assert devnet.spent(payer, node) == 0  # nothing settles by itself
+    drain = [drain_claim(devnet, payer, colluder, 10 * OPG)]
+    due, _ = propose(devnet, colluder, drain)
+    wait_until(lambda: devnet.spent(payer, node) == 9 * OPG, timeout=due - devnet.chain_now() + 5,
+               what="the relayer settling the promised receipt before the proposal is due")
+    assert devnet.chain_now() < due  # well inside the claim delay
+    while devnet.chain_now() < due:
+        time.sleep(0.5)
+        devnet.rpc("evm_mine")
+    fn = devnet.escrow.functions.settle_batch(drain, b"\x00" * 32)
+    assert fn.call({"from": colluder.address}) == [SKIP_INSUFFICIENT_BALANCE]
+    transact(devnet.w3, colluder.key, fn, gas=500_000)
+    assert devnet.spent(payer, colluder) == 0 and devnet.spent(payer, node) == 9 * OPG
+    assert slow_relayer.receipt_status(res.json()["id"])["status"] == "settled"
+
+
+def test_attack_live_proposal_credits_are_not_promised_to_another_node(devnet, slow_relayer):
+    """A proposal made in advance cannot be a standing option: until it expires, /verify counts its claims as
+    reserved, so no node is promised the credits it may take."""
+    payer, node, colluder = devnet.new_payer(10 * OPG), devnet.new_node(), devnet.new_node()
+    propose(devnet, colluder, [drain_claim(devnet, payer, colluder, 8 * OPG)])
+    time.sleep(3)  # the relayer polls BatchProposed every second
+    ch = ChannelSim(devnet, payer, node)
+    body = verify(slow_relayer, devnet, ch, 3 * OPG)
+    assert body["isValid"] is False and body["invalidReason"] == "insufficient_balance", body
+    assert verify(slow_relayer, devnet, ch, 2 * OPG)["isValid"] is True  # what the proposal leaves
+
+
+def test_attack_second_node_is_not_promised_credits_promised_to_the_first(devnet, slow_relayer):
+    """/verify reserves what it accepts at once, not only when the receipt arrives after serving: two nodes are
+    never promised the same credits."""
+    payer, node, other = devnet.new_payer(10 * OPG), devnet.new_node(), devnet.new_node()
+    assert verify(slow_relayer, devnet, ChannelSim(devnet, payer, node), 7 * OPG)["isValid"] is True
+    body = verify(slow_relayer, devnet, ChannelSim(devnet, payer, other), 4 * OPG)
+    assert body["isValid"] is False and body["invalidReason"] == "insufficient_balance", body
+    assert verify(slow_relayer, devnet, ChannelSim(devnet, payer, other), 3 * OPG)["isValid"] is True
+
+
+def test_attack_unpromised_receipts_handed_to_the_relayer_are_paid_after_the_promised_ones(devnet, slow_relayer):
+    """A colluding node hands the relayer receipts under a voucher for the whole balance that /verify never
+    accepted, in the same batch as the honest node's: the honest (promised) claim goes first whatever the
+    addresses' order, and the colluding one is rejected for the balance left."""
+    payer = devnet.new_payer(10 * OPG)
+    colluder, node = sorted([devnet.new_node(), devnet.new_node()], key=lambda a: a.address.lower())
+    # The colluder's address sorts first: in an order by node alone its claim would be paid first.
+    honest = ChannelSim(devnet, payer, node)
+    assert verify(slow_relayer, devnet, honest, 10 * OPG, price=6 * OPG)["isValid"] is True
+    honest_receipt = honest.receipt(6 * OPG)
+    bad = ChannelSim(devnet, payer, colluder)
+    bad_receipt = bad.receipt(10 * OPG)
+    bad_res = slow_relayer.post("/settle", item(bad_receipt, bad.voucher(10 * OPG)))
+    good_res = slow_relayer.post("/settle", item(honest_receipt, honest.voucher(10 * OPG)))
+    assert bad_res.status_code == 200 and good_res.status_code == 200
+    # Make the payer urgent (a withdrawal request): the batch with both claims is built at once.
+    transact(devnet.w3, payer.key, devnet.escrow.functions.request_withdrawal(OPG))
+    wait_until(lambda: slow_relayer.receipt_status(good_res.json()["id"])["status"] != "pending", timeout=30,
+               what="the batch")
+    assert slow_relayer.receipt_status(good_res.json()["id"])["status"] == "settled"
+    assert slow_relayer.receipt_status(bad_res.json()["id"])["status"] == "rejected"
+    assert devnet.spent(payer, node) == 6 * OPG and devnet.spent(payer, colluder) == 0
