@@ -700,6 +700,38 @@ class Payer:
             self._sync_from_relayer(st)
             return st
 
+    def audit(self) -> list[dict]:
+        """Single-device check of what the relayer holds for this payer (issue 13): every pending receipt must be one
+        this client received (a stored request record) or fit the caps of requests it made and never got a receipt
+        for. Anything else is a receipt it never asked for (a node billing the rest of a voucher's cap for work it
+        did not do): the node is blocked (persisted; ``unblock`` after looking at it, ``opg dispute`` the receipt)
+        and the receipt is returned with the problem. Returns [] when everything is accounted for or the relayer
+        cannot be asked. Several devices paying from one address would each see the others' receipts as gaps."""
+        view = self.relayer_get(f"/payers/{self.address}/pending")
+        if not view:
+            return []
+        by_node: dict[str, list[dict]] = {}
+        for r in view.get("receipts") or []:
+            by_node.setdefault(to_checksum_address(r["node"]), []).append(r)
+        found = []
+        for node, receipts in by_node.items():
+            unknown = [r for r in receipts if self.state.load_request(r["id"]) is None]
+            if not unknown:
+                continue
+            with self._channel(node) as (st, _):
+                slack = st.unreceipted_total
+                for r in sorted(unknown, key=lambda r: int(r["cumulative"])):
+                    amount = int(r["amount"])
+                    if amount <= slack:  # a request this client made whose answer it never got
+                        slack -= amount
+                        continue
+                    problem = (f"receipt {r['id']} for {amount} wei (cumulative {r['cumulative']}, voucher cap "
+                               f"{r['voucherCap']}) is one this client never received nor asked for")
+                    if st.blocked is None:
+                        st.blocked, st.blocked_receipt, st.blocked_at = problem, r["id"], time.time()
+                    found.append({**r, "node": node, "problem": problem})
+        return found
+
     def settlement(self, receipt_id: str) -> dict | None:
         """The relayer's view of a receipt: ``{status: pending|settled|rejected, batchId, tx, ...}`` or None."""
         return self.relayer_get(f"/receipts/{receipt_id}")

@@ -49,6 +49,7 @@ from .models import (
     VerdictAnswer,
     VerdictIn,
 )
+from .pending import pending_router
 from .store import AcceptOutcome, Store, ValidReceipt
 
 if TYPE_CHECKING:
@@ -501,6 +502,7 @@ def create_app(relayer: Relayer) -> FastAPI:
         return [SlashView(**{k: v for k, v in s.items() if k not in ("args", "attempts")})
                 for s in store.slashes(status, limit)]
 
+    app.include_router(pending_router(store))  # H2 (issue 13): pending receipts with their voucher's cap
     app.include_router(feed_router(store, relayer.staking_domain, lambda v: relayer.retry(
         lambda: relayer.thread_chain().is_active_verifier(v))))  # verifiers' feed, withholding reports, node views
     app.include_router(deposits_router(sender=relayer.sender, chain=relayer.thread_chain, transactions=store.transactions,

@@ -67,3 +67,40 @@ def test_receipt_signed_by_another_key_is_refused_and_not_slashed(devnet, relaye
 
     time.sleep(2)
     assert slash_of(relayer, node.address) is None
+
+
+# "One price cap per voucher": a node signs a made-up receipt for the rest of a cap ----------------------------
+def test_attack_made_up_receipt_for_the_rest_of_a_cap_is_flagged_by_the_single_device_client(devnet, tmp_path):
+    """The client signed a voucher with room for one request (cap 3 OPG), was served and charged 1 OPG; the node then
+    signs a receipt for the other 2 OPG for a request never made and hands it to the relayer. The relayer lists the
+    payer's pending receipts with their voucher's cap; the client finds one it never received nor asked for, and
+    blocks the node (it signs nothing more for it) before the batch (a relayer with a 10-minute batch age)."""
+    from opg_devnet import RelayerProc
+
+    from offchain.client.payer import Payer
+
+    relayer = RelayerProc(devnet, tmp_path / "slow.sqlite3", dev_account=6, batch_age=600, batch_size=10_000).start()
+    try:
+        node, payer = devnet.new_node(), devnet.new_payer(10 * OPG)
+        client = Payer.from_key(payer.key, devnet.deployment_file, state=tmp_path / "client", relayer_url=relayer.url)
+        ch = ChannelSim(devnet, payer, node)
+        voucher = ch.voucher(3 * OPG)
+        served = ch.receipt(OPG)
+        ch.cumulative = OPG
+        ok = relayer.post("/settle", item(served, voucher))
+        assert ok.status_code == 200, ok.text
+        client.state.save_request({"receiptId": ok.json()["id"], "node": node.address, "payer": payer.address})
+        [listed] = relayer.get(f"/payers/{payer.address}/pending").json()["receipts"]
+        assert listed["id"] == ok.json()["id"] and listed["voucherCap"] == str(3 * OPG)
+        assert client.audit() == []  # the honest path: every receipt accounted for
+        assert client.channel_state(node.address) is None or client.channel_state(node.address).blocked is None
+        made_up = ch.receipt(2 * OPG)  # cumulative 3 OPG: the whole cap
+        bad = relayer.post("/settle", item(made_up, voucher))
+        assert bad.status_code == 200, bad.text
+        [gap] = client.audit()
+        assert gap["id"] == bad.json()["id"] and gap["voucherCap"] == str(3 * OPG) and gap["node"] == node.address
+        state = client.channel_state(node.address)
+        assert state.blocked and state.blocked_receipt == bad.json()["id"]
+        client.close()
+    finally:
+        relayer.stop()
