@@ -391,6 +391,13 @@ class Model:
     flagged: set = field(default_factory=set)
     disputes: dict[bytes, tuple[str, int, int]] = field(default_factory=dict)
     bonds_held: int = 0
+    # NodeStaking v3: per-account refund reserve (burned two windows after the last slash), pay windows
+    # (window, previous, current), each channel's latest voided range, first accusation per receipt.
+    stake_reserve: dict[str, int] = field(default_factory=dict)
+    stake_reserve_until: dict[str, int] = field(default_factory=dict)
+    pay_window: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    void_range: dict[tuple, tuple[int, int]] = field(default_factory=dict)
+    accused_at: dict[bytes, int] = field(default_factory=dict)
     evidence_used: set = field(default_factory=set)
     last_verifier_slash: dict[str, int] = field(default_factory=dict)
     slashes_per_evidence: Counter = field(default_factory=Counter)
@@ -502,9 +509,28 @@ class ProtocolMachine(RuleBasedStateMachine):
             return bal - min(bal, w[0])
         return bal
 
-    def payable(self, n: str) -> bool:
+    def paid_in_window(self, n: str) -> int:
+        window, previous, current = self.m.pay_window.get(n, (-2, 0, 0))
+        now = self.now // WINDOW
+        return previous + current if window == now else current if window + 1 == now else 0
+
+    def capacity(self, n: str) -> int:
+        """NodeStaking v3 `pay_capacity` (R10): active stake / fraud_multiplier less the pay still disputable."""
         s = self.m.stakes.get(n)
-        return s is not None and s.role == ROLE_INFERENCE and not s.jailed
+        if s is None or s.role != ROLE_INFERENCE or s.jailed:
+            return 0
+        return max(0, s.stake // P.fraud_multiplier - self.paid_in_window(n))
+
+    def record_pay(self, n: str, amount: int) -> None:
+        window, previous, current = self.m.pay_window.get(n, (-2, 0, 0))
+        now = self.now // WINDOW
+        if window == now:
+            self.m.pay_window[n] = (now, previous, current + amount)
+        else:
+            self.m.pay_window[n] = (now, current if window + 1 == now else 0, amount)
+
+    def payable(self, n: str) -> bool:
+        return self.capacity(n) > 0
 
     def active_as(self, a: str, role: int) -> bool:
         s = self.m.stakes.get(a)
@@ -538,7 +564,8 @@ class ProtocolMachine(RuleBasedStateMachine):
 
     def admissible(self, r: Receipt) -> bool:
         start = max(r.timestamp, self.m.settled_at.get((r.payer, r.node), 0))
-        return self.now <= start + WINDOW
+        accused = self.m.accused_at.get(r.struct_hash(), 0)
+        return self.now <= start + WINDOW or (accused != 0 and self.now <= accused + WINDOW)  # R8
 
     def take(self, a: str, amount: int) -> int:
         s = self.m.stakes[a]
@@ -570,6 +597,11 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.m.tok[str(self.sys.staking.address)] -= amount
         self.m.burned += amount
 
+    def hold(self, a: str, amount: int) -> None:
+        """NodeStaking v3 (R11): slashed stake is the account's refund reserve, burnable two windows later."""
+        self.m.stake_reserve[a] = amount
+        self.m.stake_reserve_until[a] = self.now + 2 * WINDOW
+
     def slashed_event(self, expected_kind: int):
         evs = [e for e in self.sys.staking.get_logs() if type(e).__name__ == "Slashed"]
         assert len(evs) == 1, evs
@@ -587,7 +619,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         assert amount <= slashable
         reward = amount * P.challenger_reward_bps // BPS
         self.pay_out(caller.address, reward)
-        self.burn_from_staking(amount - reward)
+        self.hold(account, self.m.stake_reserve.get(account, 0) + amount - reward)
         self.m.evidence_used.add(evidence)
         ev = self.slashed_event(kind)
         assert ev.amount == amount and ev.reward == reward, (ev, amount, reward)
@@ -831,16 +863,16 @@ class ProtocolMachine(RuleBasedStateMachine):
                 self._settle_call(claims)
             return []
         expected, runs, cur, run_amount, run_count = [], [], None, 0, 0
-        node_payable = False
+        node_capacity = 0
         for i, (payer, node, _mx, _sig, signer, total) in enumerate(claims):
             ch = (payer.address, node.address)
             if node is not cur:
-                cur, node_payable = node, self.payable(node.address)
+                cur, node_capacity = node, self.capacity(node.address)
             prev = m.spent.get(ch, 0)
             outcome, key = SETTLED, None
             if total <= prev:
                 outcome = SKIP_STALE
-            elif not node_payable:
+            elif total - prev > node_capacity:
                 outcome = SKIP_NOT_PAYABLE
             else:
                 delta = total - prev
@@ -864,12 +896,14 @@ class ProtocolMachine(RuleBasedStateMachine):
                     m.credits[payer.address] -= delta
                     m.spent[ch] = total
                     m.settled_at[ch] = now
+                    node_capacity -= delta
                     run_amount += delta
                     run_count += 1
             expected.append(outcome)
             if run_count > 0 and (i + 1 == len(claims) or claims[i + 1][1] is not node):
                 runs.append((node.address, run_amount))
                 m.node_settled_at[node.address] = now
+                self.record_pay(node.address, run_amount)
                 run_amount = run_count = 0
         got = self._settle_call(claims)
         assert got == expected, f"{label}: outcomes {got}, model {expected}"
@@ -1057,8 +1091,6 @@ class ProtocolMachine(RuleBasedStateMachine):
             reason = "NodeStaking: nothing unbonding"
         elif self.now < s.ready_at:
             reason = "NodeStaking: still unbonding"
-        elif s.role == ROLE_INFERENCE and self.now < m.node_settled_at.get(a.address, 0) + WINDOW:
-            reason = "NodeStaking: still disputable"
         if reason:
             with boa.reverts(reason):
                 self.sys.staking.withdraw_unbonded(sender=a.address)
@@ -1149,16 +1181,28 @@ class ProtocolMachine(RuleBasedStateMachine):
         node = m.stakes[r.node]
         slashable = node.stake + node.unbonding
         penalty = min(r.amount, slashable) * P.fraud_multiplier
-        if not node.jailed and r.timestamp >= node.released_at:
+        if not node.jailed:  # R5: an offence is what is proven while jailed, whatever the receipt's timestamp
             penalty += bps_of(slashable, P.fraud_slash_bps)
             self.jail(r.node)
         amount = self.take(r.node, penalty)
         refund = 0
-        if r.amount <= r.cumulative and spent > r.cumulative - r.amount:
-            paid = min(r.amount, spent - (r.cumulative - r.amount))
-            refund = min(paid, spent - voided - m.refunded.get(ch, 0), amount)
-            m.refunded[ch] = m.refunded.get(ch, 0) + refund
-        reward = (amount - refund) * P.challenger_reward_bps // BPS
+        low, high = r.cumulative - r.amount, r.cumulative
+        if r.amount <= r.cumulative and spent > low:
+            paid = min(high, spent) - low
+            void_low, void_high = m.void_range.get(ch, (0, 0))
+            overlap = min(void_high, high) - max(void_low, low)
+            if overlap > 0:
+                paid -= min(paid, overlap)  # charges an earlier proof voided were never paid
+            refund = min(paid, spent - voided - m.refunded.get(ch, 0))
+        if r.cumulative > spent:
+            void_low, void_high = m.void_range.get(ch, (0, 0))
+            m.void_range[ch] = (void_low if ch in m.void_range and void_high == spent else spent, r.cumulative)
+        held = m.stake_reserve.get(r.node, 0)
+        from_slash = min(refund, amount)
+        from_reserve = min(refund - from_slash, held)
+        refund = from_slash + from_reserve  # R11: victims first, out of the slash, then the reserve
+        m.refunded[ch] = m.refunded.get(ch, 0) + refund
+        reward = (amount - from_slash) * P.challenger_reward_bps // BPS
         shares = [reward * w // sum(weights) for w in weights]
         stk.slash_fraud(r.as_tuple(), s.sig, verdicts, sender=RELAYER.address)
         ev = self.slashed_event(KIND_FRAUD)
@@ -1172,8 +1216,8 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.pay_out(r.payer, refund)
         for (v, _), share in zip(verdicts, shares, strict=True):
             self.pay_out(v, share)
-        self.burn_from_staking(amount - refund - sum(shares))
-        _note(f"fraud slashed (refund {'> 0' if refund else '= 0'})")
+        self.hold(r.node, held - from_reserve + amount - from_slash - sum(shares))
+        _note(f"fraud slashed (refund {'> 0' if refund else '= 0'}{', from the reserve' if from_reserve else ''})")
 
     @rule(which=st.integers(0, 50), valid_true=st.booleans())
     def attack_sybils_accuse_honest_receipt(self, which, valid_true):
@@ -1243,6 +1287,7 @@ class ProtocolMachine(RuleBasedStateMachine):
                 self.sys.staking.flag(r.as_tuple(), s.sig, sender=flagger.address)
             return
         self.sys.staking.flag(r.as_tuple(), s.sig, sender=flagger.address)
+        m.accused_at.setdefault(s.h, self.now)
         if flagger is s.payer:
             m.disputes[s.h] = (flagger.address, r.amount, self.now)
             m.bonds_held += r.amount
@@ -1268,6 +1313,26 @@ class ProtocolMachine(RuleBasedStateMachine):
         m.bonds_held -= bond
         self.pay_out(payer, bond)
         _note("bond reclaimed")
+
+    @rule(i=st.integers(0, 7))
+    def burn_reserve(self, i):
+        """NodeStaking v3 (R11): anyone burns an account's reserve two dispute windows after its last slash."""
+        m = self.m
+        a = STAKERS[i % len(STAKERS)].address
+        held = m.stake_reserve.get(a, 0)
+        reason = None
+        if held == 0:
+            reason = "NodeStaking: no reserve"
+        elif self.now <= m.stake_reserve_until[a]:
+            reason = "NodeStaking: reserve still held"
+        if reason:
+            with boa.reverts(reason):
+                self.sys.staking.burn_reserve(a, sender=RELAYER.address)
+            return
+        assert self.sys.staking.burn_reserve(a, sender=RELAYER.address) == held
+        m.stake_reserve[a] = 0
+        self.burn_from_staking(held)
+        _note("reserve burned")
 
     @rule(which=st.integers(0, 50), j=st.integers(0, 1), use_flag=st.booleans())
     def slash_wrong_verifier(self, which, j, use_flag):
@@ -1472,6 +1537,7 @@ def _snapshot(system: System) -> dict:
         "voided": {(p.address, n.address): se.get("voided", p.address, n.address) for p in PAYERS for n in NODES},
         "stakes": {a.address: tuple(ss.get("nodes", a.address, offset=i) for i in range(10)) for a in STAKERS},
         "bonds_held": ss.get("bonds_held"),
+        "reserves_held": ss.get("reserves_held"),
         "claimable": {a.address: sd.get("claimable", a.address) for a in ACTORS},
         "reserve": sd.get("emission_reserve"),
     }
@@ -1491,8 +1557,11 @@ def _check_invariants(system: System, m: Model, last_spent: dict) -> None:
     assert snap["credits"] == {p.address: m.credits[p.address] for p in PAYERS}
 
     # (3) staking holds exactly stake + unbonding + dispute bonds.
-    assert bal[stk] == sum(s[2] + s[3] for s in snap["stakes"].values()) + snap["bonds_held"], "inv 3"
+    assert bal[stk] == (
+        sum(s[2] + s[3] for s in snap["stakes"].values()) + snap["bonds_held"] + snap["reserves_held"]
+    ), "inv 3"
     assert snap["bonds_held"] == m.bonds_held
+    assert snap["reserves_held"] == sum(m.stake_reserve.values())
     for a in STAKERS:
         s = m.stakes[a.address]
         chain = snap["stakes"][a.address]
