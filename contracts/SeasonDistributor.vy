@@ -20,11 +20,21 @@
           contract holds enough for every leaf: the root's total less
           what was already paid or expired.
         - Anyone may claim for any account; the OPG goes to the account.
+        - Seasons are at least `min_season_length` apart: a root is
+          accepted no sooner than that after the previous one.
         - Earnings of season `s` still unclaimed once the root of season
-          `s + expiry_seasons` is accepted can be expired by anyone with
-          the account's leaf in the root of season `s`; they join the
-          surplus. The treasury may take the surplus, which never
+          `s + expiry_seasons` is accepted, and at least `expiry_period`
+          (`expiry_seasons * min_season_length`) after season `s`'s root
+          was accepted, can be expired by anyone with the account's leaf
+          in the root of season `s`; they join the surplus. Expiry is
+          measured in time, so publishing seasons back to back cannot
+          shorten it. The treasury may take the surplus, which never
           includes an unexpired entitlement.
+        - The treasury changes only through the timelock (`queue_change`,
+          then `set_treasury` once due), so who may take the surplus is
+          public at least `delay` before it applies.
+        On every chain but the devnet (31337) a season lasts at least
+        seven days and expiry takes at least 30 days.
         The table's cumulative amounts never decrease for an account
         (the off-chain builder refuses otherwise); that is what makes
         `root_total - total_consumed` every account's outstanding sum.
@@ -40,9 +50,17 @@ from snekmate.auth import ownable_2step
 
 initializes: ownable_2step[ownable := ownable]
 
+from .modules import timelock
+
+initializes: timelock
+
 from snekmate.utils import merkle_proof_verification as merkle
 
 exports: (
+    timelock.delay,
+    timelock.queued_eta,
+    timelock.GRACE_PERIOD,
+    timelock.MIN_DELAY,
     ownable.owner,
     ownable_2step.pending_owner,
     ownable_2step.transfer_ownership,
@@ -76,6 +94,24 @@ MIN_EXPIRY_SEASONS: public(constant(uint256)) = 1
 MAX_EXPIRY_SEASONS: public(constant(uint256)) = 100
 
 
+# @dev Least `min_season_length` on every chain but the devnet (and never
+# below `root_delay` on any chain).
+MIN_SEASON_LENGTH: public(constant(uint256)) = 7 * 86_400
+MAX_SEASON_LENGTH: public(constant(uint256)) = 365 * 86_400
+
+
+# @dev Least `expiry_period` on every chain but the devnet.
+MIN_EXPIRY_PERIOD: public(constant(uint256)) = 30 * 86_400
+
+
+# @dev How much longer than `root_delay` the governance delay must be at least.
+DELAY_MARGIN: public(constant(uint256)) = 86_400
+
+
+# @dev The local development chain (anvil), where short seasons are allowed.
+_DEVNET_CHAIN_ID: constant(uint256) = 31_337
+
+
 # ------------------------------------------------------------------ storage
 
 
@@ -89,6 +125,15 @@ root_delay: public(immutable(uint256))
 
 # @dev After how many later seasons unclaimed earnings may be expired.
 expiry_seasons: public(immutable(uint256))
+
+
+# @dev The least time between two accepted roots.
+min_season_length: public(immutable(uint256))
+
+
+# @dev The least time between a season's acceptance and the expiry of its
+# earnings: `expiry_seasons * min_season_length`.
+expiry_period: public(immutable(uint256))
 
 
 # @dev Receives the surplus (expired earnings and excess funding).
@@ -109,6 +154,10 @@ season: public(uint256)
 
 # @dev Every accepted root by season (for expiry proofs).
 season_root: public(HashMap[uint256, bytes32])
+
+
+# @dev When each season's root was accepted (0 if never).
+season_accepted_at: public(HashMap[uint256, uint256])
 
 
 # @dev The proposed root waiting for its delay (empty when none).
@@ -189,14 +238,28 @@ event TreasuryUpdated:
 
 
 @deploy
-def __init__(token_: IERC20, treasury_: address, root_delay_: uint256, expiry_seasons_: uint256):
+def __init__(
+    token_: IERC20,
+    treasury_: address,
+    root_delay_: uint256,
+    expiry_seasons_: uint256,
+    min_season_length_: uint256,
+    delay_: uint256,
+):
     """
-    @dev Sets the token, the treasury, the root delay and the expiry;
-         the deployer becomes the owner (the root proposer).
+    @dev Sets the token, the treasury, the root delay, the season
+         length and the expiry; the deployer becomes the owner (the
+         root proposer).
     @param token_ The OPG token.
     @param treasury_ The treasury, which may take the surplus.
     @param root_delay_ Seconds a proposed root waits, 60 s to 30 days.
     @param expiry_seasons_ Seasons after which unclaimed earnings may expire, 1 to 100.
+    @param min_season_length_ The least seconds between two accepted roots:
+           at least `root_delay_`, at most 365 days, and on every chain but
+           the devnet at least 7 days with `expiry_seasons_ *
+           min_season_length_` at least 30 days.
+    @param delay_ The governance delay of a treasury change (>= root delay
+           + 1 day; >= 7 days but on the devnet; <= 90 days).
     """
     assert token_.address != empty(address), "SeasonDistributor: token is the zero address"
     assert (
@@ -205,12 +268,23 @@ def __init__(token_: IERC20, treasury_: address, root_delay_: uint256, expiry_se
     assert (
         expiry_seasons_ >= MIN_EXPIRY_SEASONS and expiry_seasons_ <= MAX_EXPIRY_SEASONS
     ), "SeasonDistributor: expiry out of bounds"
+    assert (
+        min_season_length_ >= root_delay_ and min_season_length_ <= MAX_SEASON_LENGTH
+    ), "SeasonDistributor: season length out of bounds"
+    period: uint256 = expiry_seasons_ * min_season_length_
+    assert chain.id == _DEVNET_CHAIN_ID or (
+        min_season_length_ >= MIN_SEASON_LENGTH and period >= MIN_EXPIRY_PERIOD
+    ), "SeasonDistributor: season length below the floor"
     ownable.__init__()
     ownable_2step.__init__()
+    timelock.__init__()
     token = token_
     root_delay = root_delay_
     expiry_seasons = expiry_seasons_
+    min_season_length = min_season_length_
+    expiry_period = period
     self._set_treasury(treasury_)
+    timelock._set_delay(delay_, root_delay_ + DELAY_MARGIN)
 
 
 # ------------------------------------------------------------------ roots
@@ -262,11 +336,13 @@ def accept_root():
     """
     @dev Makes the proposed root claimable once its delay is over.
     @notice Anyone may call it. Refused if the contract no longer
-            holds enough for every leaf.
+            holds enough for every leaf, or sooner than
+            `min_season_length` after the previous root's acceptance.
     """
     root_: bytes32 = self.pending_root
     assert root_ != empty(bytes32), "SeasonDistributor: no pending root"
     assert block.timestamp >= self.pending_eta, "SeasonDistributor: delay not over"
+    assert block.timestamp >= self._next_season_at(), "SeasonDistributor: season too short"
     total: uint256 = self.pending_total
     self._check_funded(total)
     season_: uint256 = self.pending_season
@@ -274,6 +350,7 @@ def accept_root():
     self.root_total = total
     self.season = season_
     self.season_root[season_] = root_
+    self.season_accepted_at[season_] = block.timestamp
     self._clear_pending()
     log RootAccepted(root=root_, season=season_, total=total)
 
@@ -315,10 +392,12 @@ def expire(
     """
     @dev Expires what `account` had earned by `season_` and still not
          taken, once `expiry_seasons` later seasons have a claimable
-         root; it joins the surplus. Later earnings are untouched.
+         root and `expiry_period` has passed since `season_`'s root
+         was accepted; it joins the surplus. Later earnings are untouched.
     @notice Anyone may call it.
     @param account The account.
-    @param season_ An accepted season at least `expiry_seasons` old.
+    @param season_ An accepted season at least `expiry_seasons` and
+           `expiry_period` old.
     @param cumulative The account's cumulative amount in that season's root.
     @param proof The leaf's Merkle proof in that season's root.
     @return uint256 The amount expired.
@@ -326,6 +405,7 @@ def expire(
     old_root: bytes32 = self.season_root[season_]
     assert old_root != empty(bytes32), "SeasonDistributor: unknown season"
     assert season_ + expiry_seasons <= self.season, "SeasonDistributor: season not expired"
+    assert block.timestamp >= self.season_accepted_at[season_] + expiry_period, "SeasonDistributor: season not expired"
     assert merkle._verify(proof, old_root, self._leaf(account, cumulative)), "SeasonDistributor: invalid proof"
     assert cumulative <= _MAX_AMOUNT, "SeasonDistributor: amount too large"
     packed: uint256 = self._taken[account]
@@ -368,14 +448,54 @@ def fund(amount: uint256):
     assert extcall token.transferFrom(msg.sender, self, amount, default_return_value=True)
 
 
+# ------------------------------------------------------------------ governance
+
+
+@external
+def queue_change(call: Bytes[timelock.MAX_CALL_LENGTH]) -> bytes32:
+    """
+    @dev Queues a change: the calldata of `set_treasury` or
+         `set_delay`, executable by anyone once due.
+    @notice Only the owner.
+    @param call The setter's calldata.
+    @return bytes32 The change's id.
+    """
+    ownable._check_owner()
+    return timelock._queue(call)
+
+
+@external
+def cancel_change(id: bytes32):
+    """
+    @dev Cancels a queued change.
+    @notice Only the owner.
+    @param id The change's id (keccak256 of its calldata).
+    """
+    ownable._check_owner()
+    timelock._cancel(id)
+
+
+@external
+def set_delay(delay_: uint256):
+    """
+    @dev Sets the governance delay.
+    @notice Anyone, once the owner's queued change is due. Bounds: at
+            least the root delay + 1 day (7 days but on the devnet),
+            at most 90 days.
+    @param delay_ The delay.
+    """
+    timelock._execute(keccak256(slice(msg.data, 0, 36)))
+    timelock._set_delay(delay_, root_delay + DELAY_MARGIN)
+
+
 @external
 def set_treasury(treasury_: address):
     """
-    @dev Sets the treasury.
-    @notice Only the owner.
+    @dev Sets the treasury, which may take the surplus.
+    @notice Anyone, once the owner's queued change is due.
     @param treasury_ The new treasury.
     """
-    ownable._check_owner()
+    timelock._execute(keccak256(slice(msg.data, 0, 36)))
     self._set_treasury(treasury_)
 
 
@@ -443,6 +563,33 @@ def surplus() -> uint256:
 
 
 @external
+@view
+def next_season_at() -> uint256:
+    """
+    @dev The earliest time the next root may be accepted (its own
+         `pending_eta` applies too).
+    @return uint256 The previous acceptance plus `min_season_length`;
+            0 before the first season.
+    """
+    return self._next_season_at()
+
+
+@external
+@view
+def expires_at(season_: uint256) -> uint256:
+    """
+    @dev The earliest time earnings of an accepted season may expire
+         by time (`expiry_seasons` later roots are needed too).
+    @param season_ The season.
+    @return uint256 Its acceptance plus `expiry_period`; 0 if not accepted.
+    """
+    accepted: uint256 = self.season_accepted_at[season_]
+    if accepted == 0:
+        return 0
+    return accepted + expiry_period
+
+
+@external
 @pure
 def leaf(account: address, cumulative: uint256) -> bytes32:
     """
@@ -499,6 +646,20 @@ def _surplus() -> uint256:
     if held <= owed:
         return 0
     return held - owed
+
+
+@internal
+@view
+def _next_season_at() -> uint256:
+    """
+    @dev The earliest time the next root may be accepted.
+    @return uint256 The claimable season's acceptance plus
+            `min_season_length`; 0 before the first season.
+    """
+    last: uint256 = self.season
+    if last == 0:
+        return 0
+    return self.season_accepted_at[last] + min_season_length
 
 
 @internal

@@ -5,7 +5,8 @@ Payers:
   opg season usage [--config F] [--json]   the usage table from chain events (the open season, or the closed ones)
   opg season claim [--account A]           claim an account's reward with the published table (paid to the account)
 Operators:
-  opg season deploy [--root-delay S] [--expiry-seasons K]   deploy the SeasonDistributor into the deployment file
+  opg season deploy [--root-delay S] [--expiry-seasons K] [--min-season-length S] [--governance-delay S]
+                                           deploy the SeasonDistributor into the deployment file
   opg season close --budget OPG [--to-block B] [--evidence-block B] [--reward-bps C] [--cap-bps X]
   opg season build                         write the last closed season's table (JSON) and print its hash and root
   opg season propose [--fund]              propose the table's root (claimable after the distributor's delay)
@@ -30,6 +31,7 @@ from pydantic import ValidationError
 from ..daemon.serve import fail
 from .ops import (
     DEFAULT_EXPIRY_SEASONS,
+    DEFAULT_GOVERNANCE_DELAY,
     DEFAULT_ROOT_DELAY,
     SeasonError,
     load_config,
@@ -92,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("deploy")
     s.add_argument("--root-delay", type=int, default=DEFAULT_ROOT_DELAY)
     s.add_argument("--expiry-seasons", type=int, default=DEFAULT_EXPIRY_SEASONS)
+    s.add_argument("--min-season-length", type=int, default=None,
+                   help="least seconds between accepted roots; earnings expire after K x this "
+                        "(default 30 days; the root delay on the devnet)")
+    s.add_argument("--governance-delay", type=int, default=DEFAULT_GOVERNANCE_DELAY,
+                   help="timelock of a treasury change (default 7 days)")
     s.add_argument("--treasury")
     s = sub.add_parser("close")
     s.add_argument("--budget", type=_parse_opg, required=True, help="OPG the season pays at most")
@@ -177,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {path} (keccak256 {out['hash']})")
         return 0
     if cmd == "deploy":
-        address = seasons.deploy(_key(args, seasons), args.root_delay, args.expiry_seasons, args.treasury)
+        address = seasons.deploy(_key(args, seasons), args.root_delay, args.expiry_seasons, args.treasury,
+                                 args.min_season_length, args.governance_delay)
         print(json.dumps({"SeasonDistributor": address}) if args.json else f"SeasonDistributor {address}")
         return 0
     if cmd == "status":
@@ -191,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"distributor   {out['distributor']}  season {out['season']}  root {out['root']}")
             print(f"owed          {_opg(out['outstanding'])} OPG of {_opg(out['root_total'])}; held "
                   f"{_opg(out['held'])}; surplus {_opg(out['surplus'])}; expired {_opg(out['total_expired'])}")
+            print(f"cadence       seasons >= {out['min_season_length']} s apart (next from {out['next_season_at']}); "
+                  f"earnings expire {out['expiry_period']} s and {out['expiry_seasons']} seasons after theirs")
             if out["pending"]:
                 p = out["pending"]
                 print(f"pending       season {p['season']} root {p['root']} total {_opg(p['total'])} OPG, "

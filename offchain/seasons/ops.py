@@ -36,6 +36,9 @@ from .usage import (
 NAME = "SeasonDistributor"
 DEFAULT_ROOT_DELAY = 86_400
 DEFAULT_EXPIRY_SEASONS = 4
+DEFAULT_SEASON_LENGTH = 30 * 86_400  # off the devnet; on it (chain 31337) the default is the root delay
+DEFAULT_GOVERNANCE_DELAY = 7 * 86_400  # the treasury change's timelock (the floor off the devnet)
+DEVNET_CHAIN_ID = 31_337
 
 
 class SeasonError(Exception):
@@ -94,13 +97,23 @@ class Seasons:
 
     # ---------------------------------------------------------------------------------------------- deploy
     def deploy(self, key: str, root_delay: int = DEFAULT_ROOT_DELAY, expiry_seasons: int = DEFAULT_EXPIRY_SEASONS,
-               treasury: str | None = None) -> str:
-        """Deploy the distributor (owner: ``key``) and record it in the deployment file."""
+               treasury: str | None = None, min_season_length: int | None = None,
+               governance_delay: int = DEFAULT_GOVERNANCE_DELAY) -> str:
+        """Deploy the distributor (owner: ``key``) and record it in the deployment file.
+
+        ``min_season_length`` (the least time between accepted roots; expiry takes ``expiry_seasons`` times it)
+        defaults to 30 days, or to the root delay on the devnet (chain 31337), where seasons close on demand.
+        """
         if self.deployed:
             raise SeasonError(f"{NAME} already deployed at {self.deployment.address(NAME)}")
         treasury = to_checksum_address(treasury or Account.from_key(key).address)
-        contract, block = deploy_contract(self.w3, key, NAME, self.deployment.address("OPG"), treasury, root_delay,
-                                          expiry_seasons)
+        if min_season_length is None:
+            min_season_length = root_delay if self.w3.eth.chain_id == DEVNET_CHAIN_ID else DEFAULT_SEASON_LENGTH
+        try:
+            contract, block = deploy_contract(self.w3, key, NAME, self.deployment.address("OPG"), treasury, root_delay,
+                                              expiry_seasons, min_season_length, governance_delay)
+        except Exception as exc:  # a bound the constructor refused, in one line
+            raise SeasonError(str(exc).splitlines()[0]) from None
         self.deployment.contracts[NAME] = DeployedContract(address=contract.address, block=block)
         if self.deployment_file is not None:
             save_deployment(self.deployment, self.deployment_file.parent)
@@ -192,8 +205,9 @@ class Seasons:
             raise SeasonError(f"the distributor lacks {missing} wei of OPG for this root (fund it, or --fund)")
         root = bytes.fromhex(table["root"][2:])
         receipt = self._send(key, c.functions.propose_root(root, total, table["season"], keccak(table_bytes(table))))
-        return {"transaction": receipt["transactionHash"].hex(), "eta": c.functions.pending_eta().call(),
-                "funded": missing if fund else 0}
+        # acceptable once its delay is over and the previous season has lasted its minimum length
+        eta = max(c.functions.pending_eta().call(), c.functions.next_season_at().call())
+        return {"transaction": receipt["transactionHash"].hex(), "eta": eta, "funded": missing if fund else 0}
 
     def accept(self, key: str) -> str:
         return self._send(key, self.contract.functions.accept_root())["transactionHash"].hex()
@@ -234,9 +248,14 @@ class Seasons:
             "total_expired": f.total_expired().call(),
             "root_delay": f.root_delay().call(),
             "expiry_seasons": f.expiry_seasons().call(),
+            "min_season_length": f.min_season_length().call(),
+            "expiry_period": f.expiry_period().call(),
+            "next_season_at": f.next_season_at().call(),
+            "treasury": f.treasury().call(),
+            "governance_delay": f.delay().call(),
             "pending": None if pending == b"\x00" * 32 else {
                 "root": "0x" + pending.hex(), "season": f.pending_season().call(), "total": f.pending_total().call(),
-                "eta": f.pending_eta().call()},
+                "eta": max(f.pending_eta().call(), f.next_season_at().call())},
         }
 
     def standing(self, account: str, with_open_season: bool = True) -> dict[str, Any]:

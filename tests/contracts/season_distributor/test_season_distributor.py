@@ -17,6 +17,8 @@ from offchain.seasons.merkle import MerkleTree, leaf_hash
 OPG = 10**18
 DELAY = 3_600
 EXPIRY = 2
+SEASON = 4 * DELAY  # min_season_length (the devnet allows any length >= the root delay)
+GOVERNANCE = DELAY + 86_400  # the treasury's timelock: the least the contract allows
 TABLE = keccak(b"table")
 
 
@@ -34,7 +36,7 @@ def opg(project, deployer, treasury):
 
 @pytest.fixture(scope="module")
 def seasons(project, deployer, opg, treasury):
-    return project.SeasonDistributor.deploy(opg, treasury.address, DELAY, EXPIRY, sender=deployer)
+    return project.SeasonDistributor.deploy(opg, treasury.address, DELAY, EXPIRY, SEASON, GOVERNANCE, sender=deployer)
 
 
 def new_actor(accounts):
@@ -70,7 +72,7 @@ def publish(chain, seasons, deployer, amounts, season, accept=True):
     tree = MerkleTree.build({a.address: v for a, v in amounts.items()})
     seasons.propose_root(tree.root, sum(amounts.values()), season, TABLE, sender=deployer)
     if accept:
-        chain.pending_timestamp += DELAY
+        chain.pending_timestamp += SEASON  # past the root delay and the previous season's minimum length
         chain.mine()
         seasons.accept_root(sender=deployer)
     return tree
@@ -287,7 +289,22 @@ def test_attack_expire_with_a_forged_leaf(chain, seasons, opg, deployer, treasur
 
 
 def test_constructor_bounds(project, deployer, opg, treasury):
+    def deploy(delay=DELAY, expiry=EXPIRY, season=SEASON, governance=GOVERNANCE):
+        return project.SeasonDistributor.deploy(opg, treasury.address, delay, expiry, season, governance,
+                                                sender=deployer)
+
     with ape.reverts("SeasonDistributor: root delay out of bounds"):
-        project.SeasonDistributor.deploy(opg, treasury.address, 59, EXPIRY, sender=deployer)
+        deploy(delay=59)
     with ape.reverts("SeasonDistributor: expiry out of bounds"):
-        project.SeasonDistributor.deploy(opg, treasury.address, DELAY, 0, sender=deployer)
+        deploy(expiry=0)
+    with ape.reverts("SeasonDistributor: season length out of bounds"):
+        deploy(season=DELAY - 1)  # seasons shorter than the root delay
+    with ape.reverts("SeasonDistributor: season length out of bounds"):
+        deploy(season=365 * 86_400 + 1)
+    with ape.reverts("timelock: delay below the floor"):
+        deploy(governance=DELAY + 86_399)  # the treasury change must wait longer than a root
+    with ape.reverts("timelock: delay above 90 days"):
+        deploy(governance=90 * 86_400 + 1)
+    distributor = deploy(season=DELAY)  # the devnet (31337) floor: the root delay
+    assert distributor.min_season_length() == DELAY and distributor.expiry_period() == EXPIRY * DELAY
+    assert distributor.MIN_SEASON_LENGTH() == 7 * 86_400 and distributor.MIN_EXPIRY_PERIOD() == 30 * 86_400
