@@ -29,6 +29,8 @@ class DisputeIn(BaseModel):
     receipt: dict[str, Any] = Field(description="the node's signed receipt (camelCase or snake_case)")
     request: dict[str, Any] = Field(description="the canonical request {model, messages, params} the receipt hashes")
     output: str = Field(description="the answer's text")
+    tokens: dict[str, Any] | None = Field(None, description="the node's committed token ids {promptIds, outputIds, "
+                                          "finishReason} (a flagging verifier's evidence)")
     tokens_hash: str | None = Field(None, alias="tokensHash", description="the node's token commitment (its payment "
                                     "response's tokensHash) when the receipt's outputHash includes one")
     pricing: dict[str, Any] | None = None
@@ -62,17 +64,18 @@ def routes(v: Verifier) -> APIRouter:
             receipt = parse_receipt(body.receipt)
         except ValueError as exc:
             raise ApiError(400, "invalid_field", "receipt", str(exc).splitlines()[0]) from None
-        problem = dispute_problem(receipt, body.request, body.output, v.domain, body.tokens_hash)
+        problem = dispute_problem(receipt, body.request, body.output, v.domain, body.tokens_hash, body.tokens)
         if problem:
             error = "invalid_signature" if "signature" in problem or "signed" in problem else "payload_mismatch"
             raise ApiError(400, error, "receipt" if error == "invalid_signature" else "request", problem)
         it = v.item(receipt)
-        if not await asyncio.to_thread(v.dispute_open, it["receipt_hash"]):
+        if not await asyncio.to_thread(v.accused, it["receipt_hash"]):
             raise ApiError(409, "not_disputed", "receipt",
-                           "no open dispute: the payer must first call staking.flag(receipt, signature) with its bond")
+                           "no open dispute or flag: the payer must first call staking.flag(receipt, signature) with "
+                           "its bond (or a verifier flag it)")
         payload = {"request": body.request, "output": body.output}
         for key, value in (("pricing", body.pricing), ("usage", body.usage), ("finishReason", body.finish_reason),
-                           ("tokensHash", body.tokens_hash)):
+                           ("tokensHash", body.tokens_hash), ("tokens", body.tokens)):
             if value is not None:
                 payload[key] = value
         reason = v.skip_reason(receipt)

@@ -133,8 +133,8 @@ class PayloadClient:
 
 
 def dispute_problem(receipt: SignedReceipt, request: Any, output: Any, domain: Domain,
-                    tokens_hash: Any = None) -> str | None:
+                    tokens_hash: Any = None, tokens: Any = None) -> str | None:
     """Why a payer's ``{receipt, request, output, tokensHash?}`` cannot be checked (None when the receipt is its
     node's and the payload hashes to it)."""
-    return check_node_signature(receipt, domain) or payload_mismatch(plain(receipt), request, output, None,
+    return check_node_signature(receipt, domain) or payload_mismatch(plain(receipt), request, output, tokens,
                                                                      tokens_hash)

@@ -75,6 +75,8 @@ class Metrics(Registry):
         self.reports = self.counter("opg_verifier_withholding_reports_total", "Withholding reports the relayer took.")
         self.flags = self.counter("opg_verifier_flags_sent_total", "flag() transactions sent.", ("result",))
         self.heartbeats = self.counter("opg_verifier_heartbeats_total", "heartbeat() transactions sent.")
+        self.evidence = self.counter("opg_verifier_evidence_shared_total",
+                                     "Verifiers that took this verifier's evidence of a receipt it flagged.")
         self.drift_flags = self.counter("opg_verifier_drifting_nodes_total",
                                         "Nodes the teacher-forcing binomial test flagged (sampled at rate 1).")
         self.errors = self.counter("opg_verifier_errors_total", "Errors by place.", ("where",))
@@ -345,6 +347,51 @@ class Verifier:
             self.store.set_flag_state(row["id"], "sent", tx)
             self.metrics.flags.inc(1, "sent")
             log.info("flagged receipt %s of node %s on-chain (%s)", h, receipt.node, tx)
+            self._pool.submit(self.share_evidence, row["id"])
+
+    def share_evidence(self, rid: str, attempts: int = 20, pause: float = 1.0) -> int:
+        """After flagging: hand the node's payload (request, answer, committed tokens, which hash to the signed
+        receipt, so nobody can forge it) to every other active verifier's ``POST /disputes``, so that a node releasing
+        a payload only to the verifier that drew it cannot starve the quorum by withholding it from the rest (now
+        that withholding is no vote, attack R4). Returns how many verifiers took it."""
+        check = self.store.check(rid)
+        if not check or not check["payload"]:
+            return 0
+        payload = json.loads(check["payload"])
+        body = {k: payload[k] for k in ("request", "output", "tokens", "pricing", "usage", "finishReason")
+                if payload.get(k) is not None}
+        body["receipt"] = self.store.receipt(rid)["receipt"]
+        try:
+            chain = self.thread_chain()
+            st = chain.staking
+            seen: list[str] = []
+            for ev in st.events.Registered().get_logs(from_block=self.deployment.start_block):
+                if ev["args"]["role"] == ROLE_VERIFIER and ev["args"]["node"] not in seen:
+                    seen.append(ev["args"]["node"])
+            targets = [(v, st.functions.endpoint(v).call()) for v in seen if v != self.address
+                       and st.functions.is_active_as(v, ROLE_VERIFIER).call()]
+        except Exception as exc:
+            self._error("evidence", exc)
+            return 0
+        taken = 0
+        with httpx.Client(timeout=10) as http:
+            for address, endpoint in targets:
+                for _ in range(attempts):  # 409 until that verifier has seen the flag
+                    try:
+                        res = http.post(endpoint.rstrip("/") + "/disputes", json=body)
+                    except httpx.HTTPError:
+                        res = None
+                    if res is not None and res.status_code in (200, 202):
+                        taken += 1
+                        break
+                    if res is not None and res.status_code not in (409, 502, 503) and res.status_code < 500:
+                        log.warning("verifier %s refused the evidence of %s: %s", address, rid, res.text[:200])
+                        break
+                    if self._stop.wait(pause):
+                        return taken
+        self.metrics.evidence.inc(taken)
+        log.info("shared the evidence of %s with %d of %d verifiers", rid, taken, len(targets))
+        return taken
 
     def heartbeat(self) -> int | None:
         """Heartbeat if this epoch's recorded weight is below the warm stake; returns the weight sent, if any."""
@@ -461,6 +508,8 @@ class Verifier:
                 payload = {**payload, "pricing": pricing}
         try:
             j = judge(plain(receipt), payload, backend, self.settings.proxy_tolerance)
+            if not j.valid and row["source"] == "sample":
+                self.store.keep_payload(rid, payload)  # the evidence this verifier shares once it has flagged
         except CannotJudge as exc:
             self.store.skip(rid, str(exc))
             self.metrics.skipped.inc(1, "cannot judge")
@@ -545,6 +594,10 @@ class Verifier:
                     log.warning("relayer refused the withholding report on %s: %s", row["id"], res.text[:300])
 
     # Disputes (POST /disputes) -----------------------------------------------------------------------------------
+    def accused(self, h: str) -> bool:
+        """Whether the receipt is accused: flagged on-chain by anyone (seen in the ``Flagged`` events) or disputed."""
+        return self.store.flagged(h) or self.dispute_open(h)
+
     def dispute_open(self, h: str) -> bool:
         """Whether the receipt's payer disputed it on-chain (``flag`` with a bond)."""
         d = self.thread_chain().staking.functions.disputes(bytes.fromhex(h[2:])).call()

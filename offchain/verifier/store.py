@@ -146,6 +146,17 @@ class VerifierStore:
                                     (receipt_hash, flagger, block, str(bond)))
         return cur.rowcount == 1
 
+    def flagged(self, receipt_hash: str) -> bool:
+        """Whether anyone's ``Flagged`` event on the receipt has been seen."""
+        with self.lock:
+            row = self.conn.execute("SELECT 1 FROM flags WHERE receipt_hash = ? LIMIT 1", (receipt_hash,)).fetchone()
+        return row is not None
+
+    def keep_payload(self, rid: str, payload: dict) -> None:
+        """Keep the node's payload of a receipt judged invalid (the evidence shared with the other verifiers)."""
+        with self.lock:
+            self.conn.execute("UPDATE checks SET payload = coalesce(payload, ?) WHERE id = ?", (json.dumps(payload), rid))
+
     def flagged_by_others(self, receipt_hash: str, me: str) -> bool:
         with self.lock:
             row = self.conn.execute("SELECT 1 FROM flags WHERE receipt_hash = ? AND flagger != ? LIMIT 1",

@@ -13,15 +13,12 @@ Weights: V 1, A 3, B 3 (A and B alone are a quorum). Real anvil, relayer, node a
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import pytest
-from opg_devnet import OPG, free_port, wait_until
+from opg_devnet import OPG, wait_until
 from verifier_kit import (
+    SelectiveFront,
     check,
     live,
     metric,
@@ -39,63 +36,6 @@ from verifier_kit import (
 )
 
 from offchain.messages import Verdict
-
-
-class SelectiveFront:
-    """The withholding node's public endpoint: forwards to the node, but refuses the payload requests of the
-    verifiers in ``refused`` (read from the signed request's ``requester``), as a node's operator could."""
-
-    def __init__(self, upstream: str):
-        self.upstream = upstream
-        self.refused: set[str] = set()
-        self.refusals = 0
-        front = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # quiet
-                pass
-
-            def _forward(self, method: str) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) if method == "POST" else None
-                if method == "POST" and self.path.startswith("/v1/payloads/") and body:
-                    try:
-                        requester = str(json.loads(body).get("requester", "")).lower()
-                    except ValueError:
-                        requester = ""
-                    if requester in front.refused:
-                        front.refusals += 1
-                        self.send_response(503)
-                        self.send_header("Content-Type", "application/json")
-                        self.end_headers()
-                        self.wfile.write(b'{"error":"busy"}')
-                        return
-                res = httpx.request(method, front.upstream + self.path, content=body,
-                                    headers={"Content-Type": self.headers.get("Content-Type", "application/json")},
-                                    timeout=30)
-                self.send_response(res.status_code)
-                self.send_header("Content-Type", res.headers.get("content-type", "application/json"))
-                self.send_header("Content-Length", str(len(res.content)))
-                self.end_headers()
-                self.wfile.write(res.content)
-
-            def do_GET(self):  # noqa: N802
-                self._forward("GET")
-
-            def do_POST(self):  # noqa: N802
-                self._forward("POST")
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self) -> SelectiveFront:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")
