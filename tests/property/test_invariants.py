@@ -1,4 +1,4 @@
-"""Stateful property test of the v2 protocol (titanoboa + hypothesis).
+"""Stateful property test of the v3 protocol (titanoboa + hypothesis).
 
 A ``RuleBasedStateMachine`` drives random sequences against the four real contracts (compiled from ``contracts/``,
 run in titanoboa's py-evm): deposits; withdrawal requests, cancels and withdrawals (with expiry); session keys
@@ -7,13 +7,19 @@ random claims (latest, stale, forged, tampered, over-balance, allowance-exceedin
 reverts); verifier heartbeats; time travel across epochs; fraud proofs reaching the quorum by weight from honest
 verifiers against actually cheating receipts; equivocation by the cheating node; ``prove_valid`` and false-accuser
 and lazy-verifier slashes; verifier flags and payer disputes (bond to the node, back to the payer, reclaimed); fee,
-verifier-pool and emission collection and claims; stake top-ups, unbonding and withdrawal.
+verifier-pool and emission collection and claims (a verifier jailed since an epoch began forfeits its share);
+stake top-ups, unbonding and withdrawal; reserve burns. And the v3 attacks (issue 13) as rules: a payer settling
+its whole balance to its own node before the honest node's claims (R1: only the facilitator settles at once, anyone
+else proposes and waits while the relayer settles what it promised), a cheater exiting with all but a little stake
+and then settling (R10), two victims of one offence refunded before any burn (R11).
 
 Actors: an honest inference node (never a wrong answer, never two receipts for one request id), a cheating node
-(wrong answers, equivocation), an unregistered node (never payable); two honest verifiers voting the truth and two
+(wrong answers, equivocation), an unregistered node (never payable), a payer's accomplice node (staked to take a
+whole balance); the relayer is the escrow's facilitator; two honest verifiers voting the truth and two
 sybil verifiers (below one third of the live weight) voting the opposite of the truth. Payers 0 and 1 sign only
 vouchers the relayer's ``/verify`` rule accepts (the voucher fits in ``available_of`` less every outstanding cap, and
-a session key's allowance less its outstanding caps); payer 2 is reckless (signs vouchers beyond its credits).
+a session key's allowance less its outstanding caps, and the node's pay capacity less its outstanding caps);
+payer 2 is reckless (signs vouchers beyond its credits, settled by others through proposals).
 
 Next to the contracts the machine keeps an independent model and predicts every outcome (which claim settles or is
 skipped and why, which call reverts with which message, how much is slashed, refunded, rewarded, burned, paid).
@@ -21,14 +27,22 @@ After every step these invariants are checked on chain state read from storage:
 
 1. sum of the OPG balances == totalSupply == 1e27 - burned;
 2. OPG.balanceOf(escrow) == sum of payer credits;
-3. OPG.balanceOf(staking) == sum of stake + unbonding + bonds_held;
+3. OPG.balanceOf(staking) == sum of stake + unbonding + bonds_held + slashed reserves (R11);
 4. OPG.balanceOf(distributor) >= claimable of everyone + emission reserve + uncollected verifier pools and
    uncollected finalised emissions (computed from the model), with only rounding dust to spare;
 5. spent never decreases; spent - voided <= highest payer-signed maxCumulative + session-key charges on that
    channel; a payer never pays (sum of spent - voided - refunds) more than its payer-signed caps plus key allowances;
 6. no evidence slashes twice, no slash exceeds the stake, a refund never exceeds the receipt amount;
 7. the honest node and the honest verifiers never lose stake; the honest node, serving only requests ``/verify``
-   accepts and settled by the relayer within a thaw period, is paid in full.
+   accepts and settled by the relayer within a thaw period, is paid in full, for every payer, whatever others
+   settle first (R1);
+8. pay a node can still be disputed for (this and the previous dispute window) stays backed by
+   ``fraud_multiplier`` times it in stake + unbonding, however the node exits, unless slashes took it since (R10);
+9. the cheater's loss is at least ``fraud_multiplier`` x what its payers paid for receipts proven fraudulent, or
+   everything it staked (R10);
+and at every step where it applies: every fraud proof refunds its payer in full whenever the proof and the node's
+reserve can cover it, the second victim of an offence included; a reserve burns only when no victim of the offence
+can still prove its receipt (R11); a jailed verifier's pool share goes to the treasury (R9).
 
 Environment knobs: ``OPG_PROPERTY_EXAMPLES`` (default 40) and ``OPG_PROPERTY_STEPS`` (default 35).
 """
@@ -180,26 +194,29 @@ DEPLOYER, TREASURY, RELAYER = Actor("deployer"), Actor("treasury"), Actor("relay
 PAYERS = [Actor(f"payer{i}") for i in range(3)]
 KEYS = [Actor(f"session-key{i}") for i in range(3)]  # KEYS[i] is PAYERS[i]'s session key
 HONEST, CHEAT, UNREG = Actor("honest-node"), Actor("cheating-node"), Actor("unregistered-node")
-NODES = [HONEST, CHEAT, UNREG]
+ACCOMPLICE = Actor("accomplice-node")  # R1: a payer's own node, staked enough to take its whole balance
+NODES = [HONEST, CHEAT, UNREG, ACCOMPLICE]
 HONEST_V = [Actor("verifier-a"), Actor("verifier-b")]
 SYBILS = [Actor("sybil-a"), Actor("sybil-b")]
 VERIFIERS = HONEST_V + SYBILS
-STAKERS = [HONEST, CHEAT, *VERIFIERS]
+STAKERS = [HONEST, CHEAT, *VERIFIERS, ACCOMPLICE]
 ACTORS = [DEPLOYER, TREASURY, RELAYER, *PAYERS, *KEYS, *NODES, *VERIFIERS]
 WELL_BEHAVED = PAYERS[:2]  # sign only what /verify accepts; PAYERS[2] is reckless
 
 INITIAL_WALLET = {
     **{p.address: 20_000 * OPG for p in PAYERS},
-    HONEST.address: 6_000 * OPG,
+    HONEST.address: 60_000 * OPG,
     CHEAT.address: 6_000 * OPG,
+    ACCOMPLICE.address: 100_000 * OPG,
     **{v.address: 3_000 * OPG for v in HONEST_V},
     **{v.address: 500 * OPG for v in SYBILS},
 }
 INITIAL_CREDITS = {p.address: 2_000 * OPG for p in PAYERS}
 INITIAL_EMISSION_RESERVE = 20_000 * OPG
 INITIAL_REGISTRATIONS = [  # sybil weight 1,000 of 3,200 live weight: below one third
-    (HONEST, ROLE_INFERENCE, 2_000 * OPG),
+    (HONEST, ROLE_INFERENCE, 50_000 * OPG),  # backs 5,000 OPG of pay per two dispute windows (R10)
     (CHEAT, ROLE_INFERENCE, 3_000 * OPG),
+    (ACCOMPLICE, ROLE_INFERENCE, 100_000 * OPG),
     (HONEST_V[0], ROLE_VERIFIER, 1_000 * OPG),
     (HONEST_V[1], ROLE_VERIFIER, 1_200 * OPG),
     (SYBILS[0], ROLE_VERIFIER, 500 * OPG),
@@ -398,6 +415,11 @@ class Model:
     pay_window: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     void_range: dict[tuple, tuple[int, int]] = field(default_factory=dict)
     accused_at: dict[bytes, int] = field(default_factory=dict)
+    # the v3 attack invariants (issue 13)
+    taken: dict[str, list] = field(default_factory=dict)  # account -> [(time, amount)] of every slash
+    paid_fraud: dict[str, int] = field(default_factory=dict)  # node -> what payers paid for receipts proven fraudulent
+    unaccepted: set = field(default_factory=set)  # (channel, maxCumulative) of vouchers /verify never accepted
+    unaccepted: set = field(default_factory=set)  # (channel, maxCumulative) of vouchers /verify never accepted
     evidence_used: set = field(default_factory=set)
     last_verifier_slash: dict[str, int] = field(default_factory=dict)
     slashes_per_evidence: Counter = field(default_factory=Counter)
@@ -574,7 +596,16 @@ class ProtocolMachine(RuleBasedStateMachine):
         s.stake -= from_stake
         s.unbonding -= taken - from_stake
         s.fresh = min(s.fresh, s.stake)
+        self.m.taken.setdefault(a, []).append((self.now, taken))
         return taken
+
+    def outstanding_to(self, n: str) -> int:
+        """Caps the node accepted and has not been paid yet, over all payers."""
+        m, total = self.m, 0
+        for p in PAYERS:
+            ch = (p.address, n)
+            total += max(0, max(m.max_payer_signed.get(ch, 0), m.max_key_signed.get(ch, 0)) - m.spent.get(ch, 0))
+        return total
 
     def jail(self, a: str) -> None:
         s = self.m.stakes[a]
@@ -818,6 +849,9 @@ class ProtocolMachine(RuleBasedStateMachine):
             if self.outstanding(payer.address, False) + extra > self.available_of(payer.address):
                 _note("serve refused by /verify (credits)")
                 return
+            if node is HONEST and self.outstanding_to(node.address) + extra > self.capacity(node.address):
+                _note("serve refused by /verify (node capacity)")
+                return
             if use_key:
                 expiry, allowance = m.keys.get((payer.address, signer.address), (0, 0))
                 key_extra = max(0, cum - max(m.max_key_signed.get(ch, 0), m.spent.get(ch, 0)))
@@ -855,12 +889,12 @@ class ProtocolMachine(RuleBasedStateMachine):
 
     # ---- settlement --------------------------------------------------------------------------------------
 
-    def predict_and_settle(self, claims: list[tuple], label: str) -> list[int]:
+    def predict_and_settle(self, claims: list[tuple], label: str, sender: Actor = RELAYER) -> list[int]:
         """claims: (payer, node, mx, sig, signer or None, total). Predicts each outcome, settles, compares."""
         m, now = self.m, self.now
         if any(c[5] > c[2] for c in claims):
             with boa.reverts("CreditEscrow: total exceeds voucher"):
-                self._settle_call(claims)
+                self._settle_call(claims, sender)
             return []
         expected, runs, cur, run_amount, run_count = [], [], None, 0, 0
         node_capacity = 0
@@ -905,7 +939,7 @@ class ProtocolMachine(RuleBasedStateMachine):
                 m.node_settled_at[node.address] = now
                 self.record_pay(node.address, run_amount)
                 run_amount = run_count = 0
-        got = self._settle_call(claims)
+        got = self._settle_call(claims, sender)
         assert got == expected, f"{label}: outcomes {got}, model {expected}"
         for o in expected:
             _note(f"claim outcome {o}")
@@ -914,12 +948,31 @@ class ProtocolMachine(RuleBasedStateMachine):
             self.credit_fees(runs)
         return got
 
-    def _settle_call(self, claims):
+    @staticmethod
+    def _tuples(claims) -> list:
         tuples = []
         for payer, node, mx, sig, _signer, total in claims:
             r, vs = compact_signature(sig)
             tuples.append((payer.address, node.address, mx, r, vs, total))
-        return list(self.sys.escrow.settle_batch(tuples, bytes(32), sender=RELAYER.address))
+        return tuples
+
+    def _settle_call(self, claims, sender: Actor = RELAYER):
+        return list(self.sys.escrow.settle_batch(self._tuples(claims), bytes(32), sender=sender.address))
+
+    def settle_as_other(self, claims: list[tuple], other: Actor, label: str) -> list[int]:
+        """R1: anyone but the facilitator settles only a proposed batch, a claim delay after proposing it; the
+        relayer (the facilitator) follows `BatchProposed` and settles every claim it promised first."""
+        esc = self.sys.escrow
+        with boa.reverts("CreditEscrow: batch not proposed"):
+            self._settle_call(claims, other)
+        esc.propose_batch(self._tuples(claims), bytes(32), sender=other.address)
+        self.relayer_settle()  # the facilitator answers the proposal
+        delay = esc.claim_delay()
+        with boa.reverts("CreditEscrow: proposal not due"):
+            self._settle_call(claims, other)
+        self.time_travel(delay, False)
+        _note(f"batch settled by another party after its proposal ({label})")
+        return self.predict_and_settle(claims, label, other)
 
     @rule(
         specs=st.lists(
@@ -929,8 +982,9 @@ class ProtocolMachine(RuleBasedStateMachine):
         ),
         sort_by_node=st.booleans(),
         break_batch=st.integers(0, 19),
+        by_other=st.sampled_from([False, False, True]),
     )
-    def settle_batch(self, specs, sort_by_node, break_batch):
+    def settle_batch(self, specs, sort_by_node, break_batch, by_other):
         """Random claims: latest and older vouchers, stale, forged, tampered, over-balance, unpayable node."""
         m, claims = self.m, []
         for p, n, kind, pct, inc in specs:
@@ -981,6 +1035,7 @@ class ProtocolMachine(RuleBasedStateMachine):
                 spent = m.spent.get(ch, 0)
                 mx = spent + m.credits[payer.address] + inc
                 sig = self.sign_voucher(payer, node, mx, payer)
+                m.unaccepted.add((ch, mx))
                 signer, total = payer, mx
             claims.append((payer, node, mx, sig, signer, total))
         if sort_by_node:
@@ -988,7 +1043,12 @@ class ProtocolMachine(RuleBasedStateMachine):
         if break_batch == 0:
             payer, node, mx, sig, signer, total = claims[0]
             claims[0] = (payer, node, mx, sig, signer, mx + 1)
-        self.predict_and_settle(claims, "settle_batch")
+        # The relayer (the facilitator) settles only vouchers /verify accepted; anything else comes from another
+        # party (here the cheating node, or the reckless payer) through a proposal.
+        if by_other or any(((c[0].address, c[1].address), c[2]) in m.unaccepted for c in claims):
+            self.settle_as_other(claims, CHEAT if break_batch % 2 else PAYERS[2], "settle_batch")
+        else:
+            self.predict_and_settle(claims, "settle_batch")
 
     def relayer_settle(self) -> None:
         """The relayer settles the newest voucher of every channel the nodes served; checks the honest node is paid."""
@@ -996,7 +1056,9 @@ class ProtocolMachine(RuleBasedStateMachine):
         for n in NODES:
             for payer in PAYERS:
                 ch = (payer.address, n.address)
-                vs = [v for v in m.vouchers.get(ch, []) if v[0] <= m.served_cum.get(ch, 0)]
+                vs = [
+                    v for v in m.vouchers.get(ch, []) if v[0] <= m.served_cum.get(ch, 0) and (ch, v[0]) not in m.unaccepted
+                ]
                 if not vs:
                     continue
                 mx, sig, signer = max(vs, key=lambda x: x[0])
@@ -1007,7 +1069,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         outcomes = self.predict_and_settle(claims, "relayer")
         for (payer, node, _mx, _sig, _signer, _total), outcome in zip(claims, outcomes, strict=True):
             ch = (payer.address, node.address)
-            if node is HONEST and payer in WELL_BEHAVED and ch in due:
+            if node is HONEST and ch in due:  # every payer, the reckless one too (R1)
                 # Served under /verify and settled within a thaw period: paid in full.
                 assert self.now < due[ch] + THAW
                 assert outcome in (SETTLED, SKIP_STALE) and m.spent[ch] >= m.served_cum[ch], (
@@ -1020,6 +1082,65 @@ class ProtocolMachine(RuleBasedStateMachine):
     @rule()
     def relayer_settles(self):
         self.relayer_settle()
+
+    # ---- v3 attacks as rules (issue 13) -------------------------------------------------------------------
+
+    @rule(p=st.integers(0, 2), amount=amounts)
+    def attack_payer_settles_its_balance_elsewhere_first(self, p, amount):
+        """R1: after the honest node served it against credits /verify said were available, the payer signs its
+        whole balance to the cheating node (its accomplice) and settles that first. Only a facilitator settles at
+        once: the accomplice must propose and wait, and the relayer settles the honest node's claims meanwhile."""
+        m, payer = self.m, PAYERS[p]
+        self.serve(0, p, amount, False, "none")
+        ch = (payer.address, ACCOMPLICE.address)
+        mx = m.spent.get(ch, 0) + m.credits[payer.address]  # exactly its whole balance
+        if m.credits[payer.address] == 0:
+            return
+        sig = self.sign_voucher(payer, ACCOMPLICE, mx, payer)
+        m.unaccepted.add((ch, mx))
+        outcomes = self.settle_as_other([(payer, ACCOMPLICE, mx, sig, payer, mx)], ACCOMPLICE, "R1 attack")
+        _note(f"R1 attack: the accomplice's claim {'settled (what was left)' if outcomes == [SETTLED] else f'skipped (reason {outcomes[0]})'}")
+
+    @rule(keep=st.sampled_from([1, 10**18, 100 * OPG]), wait=st.sampled_from([0, 3_600, 86_400]))
+    def attack_cheater_exits_then_settles(self, keep, wait):
+        """R10: the cheating node unbonds all but `keep`, settles its (fraudulent) vouchers, waits out the
+        unbonding period and withdraws; the fraud proofs that follow must still cost it the multiple."""
+        m, a = self.m, CHEAT
+        s = self.mature(a.address)
+        if s.stake > keep:
+            self.request_unbond(1, 100 * (s.stake - keep) // s.stake if s.stake else 0)
+        self.time_travel(wait or 1, False)
+        claims = []
+        for payer in PAYERS:
+            ch = (payer.address, a.address)
+            vs = [v for v in m.vouchers.get(ch, []) if v[0] <= m.served_cum.get(ch, 0)]
+            if vs:
+                mx, sig, signer = max(vs, key=lambda x: x[0])
+                claims.append((payer, a, mx, sig, signer, mx))
+        if claims:
+            outcomes = self.predict_and_settle(claims, "cheater exit")
+            _note(f"cheater exit: {outcomes.count(SETTLED)} settled, {outcomes.count(SKIP_NOT_PAYABLE)} beyond backing")
+        self.time_travel(P.unbonding_period, False)
+        self.withdraw_unbonded(1)
+        for k, x in enumerate([x for x in m.receipts if x.fraudulent]):  # prove_fraud picks among these
+            if x.node is a and x.h not in m.fraud_proven:
+                self.prove_fraud(k)
+
+    @rule(amount=st.integers(1, 300).map(lambda x: x * OPG), burn_wait=st.sampled_from([0, 2 * 86_400 + 1]))
+    def attack_two_victims_of_one_offence(self, amount, burn_wait):
+        """R11: the cheating node defrauds two payers, both paid; two proofs of one offence refund both payers
+        (the second out of the first proof's reserve if its own slash is short) before anything burns."""
+        before = len(self.m.receipts)
+        self.serve(1, 0, amount, False, "fraud")
+        self.serve(1, 1, amount, False, "fraud")
+        self.relayer_settle()
+        victims = self.m.receipts[before:]
+        for k, x in enumerate([x for x in self.m.receipts if x.fraudulent]):  # prove_fraud picks among these
+            if any(x is v for v in victims):
+                self.prove_fraud(k)
+        if burn_wait:
+            self.time_travel(burn_wait, False)
+        self.burn_reserve(1)
 
     # ---- time ------------------------------------------------------------------------------------------
 
@@ -1072,6 +1193,9 @@ class ProtocolMachine(RuleBasedStateMachine):
         a = STAKERS[i]
         s = self.mature(a.address)
         amount = s.stake * pct // 100
+        if a is HONEST:  # keeps its accepted, unpaid work backed (what its /verify admission relied on)
+            keep = (self.outstanding_to(a.address) + self.paid_in_window(a.address)) * P.fraud_multiplier
+            amount = min(amount, max(0, s.stake - keep))
         if amount == 0:
             with boa.reverts("NodeStaking: zero amount"):
                 self.sys.staking.request_unbond(0, sender=a.address)
@@ -1200,7 +1324,11 @@ class ProtocolMachine(RuleBasedStateMachine):
         held = m.stake_reserve.get(r.node, 0)
         from_slash = min(refund, amount)
         from_reserve = min(refund - from_slash, held)
+        due = refund
         refund = from_slash + from_reserve  # R11: victims first, out of the slash, then the reserve
+        # R11: a defrauded payer is refunded in full whenever this proof and the node's reserve can cover it.
+        assert refund == due or refund == amount + held, (refund, due, amount, held)
+        m.paid_fraud[r.node] = m.paid_fraud.get(r.node, 0) + due
         m.refunded[ch] = m.refunded.get(ch, 0) + refund
         reward = (amount - from_slash) * P.challenger_reward_bps // BPS
         shares = [reward * w // sum(weights) for w in weights]
@@ -1329,6 +1457,14 @@ class ProtocolMachine(RuleBasedStateMachine):
             with boa.reverts(reason):
                 self.sys.staking.burn_reserve(a, sender=RELAYER.address)
             return
+        # R11: no victim of the offence can still be refunded: every paid, unproven fraudulent receipt of the
+        # account dated before its last slash is out of its dispute window.
+        last_slash = m.stake_reserve_until[a] - 2 * WINDOW
+        for x in m.receipts:
+            r, ch = x.receipt, (x.receipt.payer, x.receipt.node)
+            if (x.fraudulent and r.node == a and x.h not in m.fraud_proven and r.timestamp <= last_slash
+                    and m.spent.get(ch, 0) - m.voided.get(ch, 0) > r.cumulative - r.amount):
+                assert not self.admissible(r), f"reserve of {a} burned while a victim could still prove {x.h.hex()}"
         assert self.sys.staking.burn_reserve(a, sender=RELAYER.address) == held
         m.stake_reserve[a] = 0
         self.burn_from_staking(held)
@@ -1601,6 +1737,27 @@ def _check_invariants(system: System, m: Model, last_spent: dict) -> None:
 
     # (6) no evidence slashes twice (per-slash bounds are checked where the slash happens).
     assert all(c == 1 for c in m.slashes_per_evidence.values()), f"inv 6: {m.slashes_per_evidence}"
+
+    # (8) R10: pay that can still be disputed stays backed by `fraud_multiplier` times it in stake, however the
+    # node exits (unbonding, withdrawing), unless slashes took that stake since the pay.
+    now = boa.env.timestamp
+    for n in (HONEST, CHEAT, ACCOMPLICE):
+        w, previous, current = m.pay_window.get(n.address, (-2, 0, 0))
+        now_w = now // WINDOW
+        disputable = previous + current if w == now_w else current if w + 1 == now_w else 0
+        if disputable == 0:
+            continue
+        s = snap["stakes"][n.address]
+        taken_since = sum(a for t, a in m.taken.get(n.address, []) if t >= (now_w - 1) * WINDOW)
+        assert s[2] + s[3] + taken_since >= P.fraud_multiplier * disputable, (
+            f"inv 8: {n} holds {s[2] + s[3]} (+{taken_since} slashed) for {disputable} of disputable pay"
+        )
+
+    # (9) a cheater's loss is at least `fraud_multiplier` x what its payers paid for receipts proven fraudulent,
+    # or all it staked (whatever it did in between: unbonding, withdrawing, more fraud).
+    loss = sum(a for _, a in m.taken.get(CHEAT.address, []))
+    assert loss >= P.fraud_multiplier * m.paid_fraud.get(CHEAT.address, 0) or loss == m.staked_in[
+        CHEAT.address] - m.withdrawn_stake.get(CHEAT.address, 0), f"inv 9: {CHEAT} lost {loss}"
 
     # (7) the honest node and the honest verifiers never lose stake.
     for a in (HONEST, *HONEST_V):
