@@ -601,6 +601,9 @@ def set_emission_per_epoch(emission_per_epoch_: uint256):
 def _set_fees(protocol_fee_bps_: uint256, verifier_fee_bps_: uint256, max_emission_per_fee_bps_: uint256):
     """
     @dev Validates and stores the fee parameters.
+    @param protocol_fee_bps_ The protocol fee.
+    @param verifier_fee_bps_ The verifier fee.
+    @param max_emission_per_fee_bps_ The emission cap per fee.
     """
     assert protocol_fee_bps_ <= MAX_PROTOCOL_FEE_BPS, "RewardDistributor: protocol fee out of bounds"
     assert verifier_fee_bps_ <= MAX_VERIFIER_FEE_BPS, "RewardDistributor: verifier fee out of bounds"
@@ -619,6 +622,7 @@ def _set_fees(protocol_fee_bps_: uint256, verifier_fee_bps_: uint256, max_emissi
 def _set_treasury(treasury_: address):
     """
     @dev Validates and stores the treasury.
+    @param treasury_ The treasury.
     """
     assert treasury_ != empty(address), "RewardDistributor: treasury is the zero address"
     self.treasury = treasury_
@@ -629,6 +633,7 @@ def _set_treasury(treasury_: address):
 def _set_epoch_length(epoch_length_: uint256):
     """
     @dev Validates and stores the epoch length.
+    @param epoch_length_ The length in seconds.
     """
     assert (
         epoch_length_ >= MIN_EPOCH_LENGTH and epoch_length_ <= MAX_EPOCH_LENGTH
@@ -641,6 +646,7 @@ def _set_epoch_length(epoch_length_: uint256):
 def _set_emission_per_epoch(emission_per_epoch_: uint256):
     """
     @dev Stores the emission per epoch (any value: 0 turns emissions off).
+    @param emission_per_epoch_ The amount per epoch.
     """
     self.emission_per_epoch = emission_per_epoch_
     log EmissionPerEpochUpdated(emission_per_epoch=emission_per_epoch_)
@@ -708,6 +714,7 @@ def _finalize_epoch(epoch: uint256):
     @dev Allocates the emission of every unfinalised epoch up to
          `epoch`, in order; each may use the funding that arrived by
          its end and was not allocated to an earlier epoch.
+    @param epoch The last epoch to finalise.
     """
     if self.epoch_finalized[epoch]:
         return
