@@ -64,7 +64,7 @@ def main() -> int:
         deployer = anvil_key(0)
         me = Account.from_key(deployer).address
         opg, _ = deploy_contract(w3, deployer, "OPG", me)
-        seasons, _ = deploy_contract(w3, deployer, "SeasonDistributor", opg.address, me, 60, 2)
+        seasons, _ = deploy_contract(w3, deployer, "SeasonDistributor", opg.address, me, 60, 2, 60, 86_460)
         total1, total2 = sum(season1.values()), sum(season2.values())
         transact(w3, deployer, opg.functions.transfer(seasons.address, total2))
         caller = Account.from_key(anvil_key(3)).address
