@@ -126,6 +126,43 @@ def registration_signer(domain_separator: bytes32, account: address, signature: 
     )
 
 
+@external
+@view
+def receipt_digest(domain_separator: bytes32, receipt: IEvidence.Receipt) -> bytes32:
+    """
+    @dev The EIP-712 digest a node signs for a Receipt.
+    @param domain_separator The EIP-712 domain separator (NodeStaking's).
+    @param receipt The receipt.
+    @return bytes32 The digest.
+    """
+    return self._digest(domain_separator, self._receipt_hash(receipt))
+
+
+@external
+@view
+def verdict_digest(domain_separator: bytes32, receipt_hash: bytes32, valid: bool) -> bytes32:
+    """
+    @dev The EIP-712 digest a verifier signs for a Verdict.
+    @param domain_separator The EIP-712 domain separator (NodeStaking's).
+    @param receipt_hash The receipt's struct hash.
+    @param valid The verdict.
+    @return bytes32 The digest.
+    """
+    return self._verdict_digest(domain_separator, receipt_hash, valid)
+
+
+@external
+@view
+def registration_digest(domain_separator: bytes32, account: address) -> bytes32:
+    """
+    @dev The EIP-712 digest an account signs to register in NodeStaking.
+    @param domain_separator The EIP-712 domain separator (NodeStaking's).
+    @param account The account.
+    @return bytes32 The digest.
+    """
+    return self._digest(domain_separator, keccak256(abi_encode(REGISTRATION_TYPEHASH, account)))
+
+
 # ---------------------------------------------------------------------
 # Internal helpers
 # ---------------------------------------------------------------------

@@ -188,11 +188,6 @@ _HALF_BITS: constant(uint256) = 128
 _HALF_MASK: constant(uint256) = 2**128 - 1
 
 
-# @dev EIP-712 type hashes of `Verdict` and `Registration` (the `Evidence` contract holds `Receipt`'s).
-_VERDICT_TYPEHASH: constant(bytes32) = keccak256("Verdict(bytes32 receiptHash,bool valid)")
-_REGISTRATION_TYPEHASH: constant(bytes32) = keccak256("Registration(address account)")
-
-
 # @dev `Slashed.kind` values.
 _KIND_EQUIVOCATION: constant(uint8) = 1
 _KIND_FRAUD: constant(uint8) = 2
@@ -1222,40 +1217,6 @@ def receipt_hash(receipt: IEvidence.Receipt) -> bytes32:
     @return bytes32 Its struct hash.
     """
     return staticcall evidence.receipt_hash(receipt)
-
-
-@external
-@view
-def receipt_digest(receipt: IEvidence.Receipt) -> bytes32:
-    """
-    @dev The EIP-712 digest a node signs for a Receipt.
-    @param receipt The receipt.
-    @return bytes32 Its digest in this contract's domain.
-    """
-    return eip712._hash_typed_data_v4(staticcall evidence.receipt_hash(receipt))
-
-
-@external
-@view
-def verdict_digest(receipt_hash: bytes32, valid: bool) -> bytes32:
-    """
-    @dev The EIP-712 digest a verifier signs for a Verdict.
-    @param receipt_hash The receipt's struct hash.
-    @param valid The verdict.
-    @return bytes32 Its digest in this contract's domain.
-    """
-    return eip712._hash_typed_data_v4(keccak256(abi_encode(_VERDICT_TYPEHASH, receipt_hash, valid)))
-
-
-@external
-@view
-def registration_digest(account: address) -> bytes32:
-    """
-    @dev The EIP-712 digest an account signs to register.
-    @param account The account.
-    @return bytes32 Its digest in this contract's domain.
-    """
-    return eip712._hash_typed_data_v4(keccak256(abi_encode(_REGISTRATION_TYPEHASH, account)))
 
 
 # ---------------------------------------------------------------------

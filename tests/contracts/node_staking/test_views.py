@@ -1,4 +1,5 @@
-"""The NodeStaking views v2 cut for size and v3 brings back (the Evidence split made room), and the new ones."""
+"""The NodeStaking views v2 cut for size and v3 brings back (the Evidence split made room; the EIP-712 digests are
+Evidence views in NodeStaking's domain), and the new ones."""
 
 from __future__ import annotations
 
@@ -20,14 +21,16 @@ def staking_domain_separator(staking) -> bytes:
     )
 
 
-def test_digest_views_match_the_signed_messages(staking, node, payer, chain, staking_domain):
+def test_digest_views_match_the_signed_messages(staking, project, node, payer, chain, staking_domain):
+    # The digests live in the Evidence contract (NodeStaking's code room), in NodeStaking's domain.
+    evidence, separator = project.Evidence.at(staking.evidence()), staking_domain_separator(staking)
     receipt = make_receipt(node, payer, chain)
-    assert bytes(staking.receipt_digest(receipt.as_tuple())) == receipt.digest(staking_domain)
+    assert bytes(evidence.receipt_digest(separator, receipt.as_tuple())) == receipt.digest(staking_domain)
     assert bytes(staking.receipt_hash(receipt.as_tuple())) == receipt.struct_hash()
     verdict = Verdict(receipt_hash="0x" + receipt.struct_hash().hex(), valid=False)
-    assert bytes(staking.verdict_digest(receipt.struct_hash(), False)) == verdict.digest(staking_domain)
+    assert bytes(evidence.verdict_digest(separator, receipt.struct_hash(), False)) == verdict.digest(staking_domain)
     registration = Registration(account=node.address)
-    assert bytes(staking.registration_digest(node.address)) == registration.digest(staking_domain)
+    assert bytes(evidence.registration_digest(separator, node.address)) == registration.digest(staking_domain)
 
 
 def test_evidence_contract_recovers_the_signers(staking, project, node, payer, chain, staking_domain):
