@@ -12,6 +12,7 @@ import ape
 from eth_abi import encode
 from eth_utils import keccak
 from node_staking_kit import OPG, VERIFIER, make_receipt, prove_fraud, relive
+
 from offchain.messages import Registration
 
 
