@@ -34,7 +34,7 @@ class Params(BaseModel):
     min_verifier_stake: int = 1_000 * 10**18
     protocol_fee_bps: int = 500
     verifier_fee_bps: int = 500
-    max_emission_per_fee_bps: int = 500
+    max_emission_per_fee_bps: int = 400  # <= C x protocol fee (C = 0.8): seasons + emissions never repay a self-dealer (docs/seasons.md)
     equivocation_slash_bps: int = 5_000
     fraud_slash_bps: int = 2_000
     challenger_reward_bps: int = 2_000
