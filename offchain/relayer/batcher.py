@@ -197,6 +197,9 @@ class Batcher:
           so its channels are settled at once;
         - a payer with claims in a batch someone proposed (``BatchProposed``): the proposer may settle it after the
           escrow's claim delay, so what this relayer accepted for the payer is settled first (R1, R2);
+        - a payer with pending receipts on a node a live proposal pays (its claims use up the node's pay capacity
+          when due, so what this relayer accepted for the node is settled first: security.md v3, capacity grief),
+          receipts arriving while the proposal is live included;
         - a payer whose channel's best voucher is a session key's that expires within ``SESSION_FLUSH_MARGIN``
           (the escrow refuses an expired key's vouchers)."""
         now = time.monotonic()
@@ -205,6 +208,16 @@ class Batcher:
                 self._urgent &= self._pending_payers()
             return set(self._urgent)
         self._next_scan = now + SCAN_INTERVAL
+        clock = int(self.r.credit.clock_now())
+        proposed_nodes = self.r.reservations.proposed_nodes(clock)
+        proposed_payers = self.r.reservations.proposed_payers(clock)
+        if proposed_nodes or proposed_payers:
+            for ch in list(self.r.ledger.channels.values()):
+                if ch.pending and (ch.node in proposed_nodes or ch.payer in proposed_payers) \
+                        and ch.payer not in self._urgent:
+                    log.info("a live proposal pays node %s or claims from %s: settling %s's channels now", ch.node,
+                             ch.payer, ch.payer)
+                    self._urgent.add(ch.payer)
         chain_now = None
         for ch in list(self.r.ledger.channels.values()):
             if not (ch.signer and ch.pending):
@@ -263,6 +276,13 @@ class Batcher:
                 log.info("batch proposed by %s claims %s from %s (due at %d): settling its channels now", proposer,
                          claim.total, claim.payer, due)
                 self._urgent.add(claim.payer)
+            # The claim uses up the node's pay capacity when due: settle what this relayer holds for the node first.
+            for payer in list(self.r.ledger.by_node.get(claim.node, ())):
+                ch = self.r.ledger.get(payer, claim.node)
+                if ch is not None and ch.pending and payer not in self._urgent:
+                    log.info("batch proposed by %s pays node %s (due at %d): settling %s's channels now", proposer,
+                             claim.node, due, payer)
+                    self._urgent.add(payer)
 
     def _promised_first(self, claims: list[dict]) -> list[dict]:
         """Claims ordered by node, except that the claims of channels /verify promised credits to go before those of

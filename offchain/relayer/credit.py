@@ -22,7 +22,7 @@ from ..chain import ROLE_INFERENCE
 from ..daemon.errors import ApiError, from_validation_error
 from ..messages import InvalidSignature, SignedReceipt, recover_signer
 from .models import SCHEME_CREDIT, CreditPayload, SettleItem
-from .proposals import reserved_with
+from .proposals import node_reserved, reserved_with
 from .reads import RawReader
 from .receipts import CheckContext, Checked, check_bulk, check_item, unpack
 from .store import Store, ValidReceipt
@@ -44,6 +44,7 @@ INSUFFICIENT_BALANCE = "insufficient_balance"
 INVALID_AMOUNT = "invalid_amount"
 SESSION_EXPIRING = "session_key_expiring"
 ALLOWANCE_EXCEEDED = "allowance_exceeded"
+NODE_CAPACITY = "node_capacity_exceeded"
 SESSION_CACHE_TTL = 5.0
 
 
@@ -92,6 +93,8 @@ class CreditScheme:
         self._verify_nodes: dict[str, tuple[bool, float]] = {}  # is_active_as(node, INFERENCE) true, for /verify
         # (payer, node) -> (valid until (monotonic), ledger token, spent, available_of): see _judge
         self._funds: dict[tuple[str, str], tuple[float, int, int, int]] = {}
+        # node -> (valid until (monotonic), ledger settled sum over its channels, pay_capacity): see _judge
+        self._capacity: dict[str, tuple[float, int, int]] = {}
         self.reads = RawReader(relayer.settings.rpc_url, relayer.escrow_address, relayer.staking_address)
         self._judged = {"cache": 0, "chain": 0}  # opg-credit /verify judgements: answered from the cache alone or not
         relayer.metrics.gauge("opg_relayer_verify_credit_reads", "opg-credit /verify judgements (a refusal's fresh "
@@ -294,11 +297,19 @@ class CreditScheme:
             funds = None
         session = signer != payer
         thaw_stale = session and self._thaw_stale()
+        node_others, node_this, node_token = node_reserved(self.r.ledger, self.r.reservations, node, payer,
+                                                           int(self.clock_now()))
+        capacity: int | None = None
+        cached_cap = None if fresh else self._capacity.get(node)
+        if cached_cap is not None and cached_cap[0] > started and cached_cap[1] == node_token:
+            capacity, used_cache = cached_cap[2], True
         calls = []
         if active is None:
             calls.append(reads.is_active_as(node, ROLE_INFERENCE))
         if funds is None:
             calls += [reads.spent(payer, node), reads.available_of(payer)]
+        if capacity is None:
+            calls.append(reads.pay_capacity(node))
         if session:
             calls += [reads.signer_of(payer, signer), reads.latest_timestamp()]
             if thaw_stale:
@@ -316,6 +327,9 @@ class CreditScheme:
             self._funds[(payer, node)] = (started + VERIFY_CACHE_TTL, token, spent, available)
             if len(self._funds) > 100_000:
                 self._prune_funds(started)
+        if capacity is None:
+            capacity = int(next(results))
+            self._capacity[node] = (started + VERIFY_CACHE_TTL, node_token, capacity)
         allowance = None
         if session:
             expiry, allowance = next(results)
@@ -354,6 +368,15 @@ class CreditScheme:
             if allowance < key_reserved + key_need:
                 return (ALLOWANCE_EXCEEDED, f"session key allowance {allowance} < reserved {key_reserved} by "
                         f"its other channels + {key_need} this voucher allows"), {}, used_cache
+        # The node's pay capacity (R10): settlement pays it at most pay_capacity(node) more, so what this voucher
+        # lets it charge, plus what its other channels may still be paid (accepted receipts, live promises, live
+        # proposals: proposals.node_reserved), must fit, or a 1-wei proposal settled first leaves a promised claim
+        # short and skipped (reason 2) while its payer withdraws (security.md v3, capacity grief).
+        node_need = max(max_cumulative, charged, node_this) - spent
+        if capacity < node_others + node_need:
+            return (NODE_CAPACITY, f"node {node} pay capacity {_opg(capacity)} OPG < {_opg(node_others)} OPG its "
+                    f"other channels may still be paid + {_opg(node_need)} OPG this voucher allows (maxCumulative - "
+                    "spent)"), {}, used_cache
         outstanding = self.r.ledger.outstanding(payer)
         self.r.reservations.promise(payer, node, max_cumulative, signer if allowance is not None else "")
         return None, {"charged": str(charged), "outstanding": str(outstanding), "balance": str(available),

@@ -33,6 +33,7 @@ class Ledger:
     def __init__(self) -> None:
         self.channels: dict[tuple[str, str], Channel] = {}
         self.by_payer: dict[str, set[str]] = defaultdict(set)
+        self.by_node: dict[str, set[str]] = defaultdict(set)  # node -> its payers (for its pay capacity)
         self.pending = 0
 
     def get(self, payer: str, node: str) -> Channel | None:
@@ -43,6 +44,7 @@ class Ledger:
         if found is None:
             found = self.channels[(payer, node)] = Channel(payer, node)
             self.by_payer[payer].add(node)
+            self.by_node[node].add(payer)
         return found
 
     def outstanding(self, payer: str) -> int:

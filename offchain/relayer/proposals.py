@@ -11,6 +11,12 @@ passed. Two things follow for the relayer (a facilitator):
   credits (and, for a session key's voucher, reserved allowance), like an accepted voucher: a payer cannot keep a
   proposal as a standing option to take credits that a node is promised later.
 
+- **Promise no pay capacity a live proposal may take** (v3, R10). A proposal naming a node uses up the node's
+  ``pay_capacity`` when it is settled, whoever its payer is (1 wei suffices to leave a promised claim short and
+  skipped with reason 2). So ``/verify`` counts, against the node's capacity, its live proposals' claims, the
+  promises it made for the node and the node's accepted-but-unsettled receipts (``node_reserved``), and the batcher
+  settles every pending receipt on a node a live proposal names at once, as for the proposal's payers.
+
 ``/verify`` also records each voucher it accepts (``promise``) for 15 minutes (the ledger reserves the voucher's cap
 once its receipts reach ``/settle``): the credits it promised are reserved at once, not only once the node hands the
 receipt over after serving,
@@ -117,6 +123,45 @@ class Reservations:
     def proposed_payers(self, chain_now: int) -> set[str]:
         with self._lock:
             return {c.payer for c in self._proposed.values() if c.expires_at > chain_now}
+
+    def proposed_nodes(self, chain_now: int) -> set[str]:
+        """Nodes a live proposal (not this relayer's) pays: its claims will use up their pay capacity when due."""
+        with self._lock:
+            return {c.node for c in self._proposed.values() if c.expires_at > chain_now}
+
+    def node_channels(self, node: str, chain_now: int) -> dict[str, int]:
+        """payer -> the highest of a live proposal's total and a live /verify promise on the payer's channel with
+        ``node``: what may still be paid to ``node`` beyond what the ledger has seen charged."""
+        now = time.monotonic()
+        out: dict[str, int] = {}
+        with self._lock:
+            for (p, n), c in list(self._proposed.items()):
+                if n == node and c.expires_at > chain_now:
+                    out[p] = max(out.get(p, 0), c.total)
+            for (p, n), (cap, _signer, until) in list(self._promised.items()):
+                if n == node and until > now:
+                    out[p] = max(out.get(p, 0), cap)
+        return out
+
+
+def node_reserved(ledger, reservations: Reservations, node: str, payer: str,
+                  chain_now: int) -> tuple[int, int, int]:
+    """What the node's pay capacity must still cover (the review's capacity grief, v3): (reserved by the node's
+    channels with other payers, this channel's live promise or proposed total, the ledger's settled sum over the
+    node's channels). A channel reserves ``max(charged, live /verify promise, live proposed total) - settled``:
+    the pay its accepted receipts, the requests /verify accepted for it (15 minutes) and anyone's live proposal
+    may still take from the node's capacity. Once a promise's receipts arrived its ``charged`` covers them, so an
+    unused voucher cap does not hold the node's capacity for ever."""
+    extra = reservations.node_channels(node, chain_now)
+    reserved, settled_sum = 0, 0
+    for p in set(ledger.by_node.get(node, ())) | set(extra):
+        ch = ledger.get(p, node)
+        charged, settled = (ch.charged, ch.settled) if ch else (0, 0)
+        settled_sum += settled
+        if p == payer:
+            continue
+        reserved += max(0, max(charged, extra.get(p, 0)) - settled)
+    return reserved, extra.get(payer, 0), settled_sum
 
 
 def reserved_with(ledger, reservations: Reservations, payer: str, node: str, signer: str | None,

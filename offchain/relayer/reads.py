@@ -36,6 +36,7 @@ AVAILABLE_OF = selector("available_of(address)")
 SIGNER_OF = selector("signer_of(address,address)")
 IS_ACTIVE_AS = selector("is_active_as(address,uint8)")
 IS_PAYABLE = selector("is_payable(address)")
+PAY_CAPACITY = selector("pay_capacity(address)")
 THAW_PERIOD = selector("thaw_period()")
 
 _HEX = frozenset("0123456789abcdefABCDEF")
@@ -127,6 +128,9 @@ class RawReader:
 
     def is_payable(self, node: str) -> Call:
         return Call.eth_call(self.staking, calldata(IS_PAYABLE, word_address(node)), _bool)
+
+    def pay_capacity(self, node: str) -> Call:
+        return Call.eth_call(self.staking, calldata(PAY_CAPACITY, word_address(node)), _uint)
 
     @staticmethod
     def latest_timestamp() -> Call:

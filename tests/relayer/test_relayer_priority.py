@@ -16,6 +16,7 @@ from opg_devnet import OPG, ChannelSim, RelayerProc, item, wait_until
 from offchain.devchain import transact
 from offchain.messages import Claim
 
+SETTLED = 0
 SKIP_INSUFFICIENT_BALANCE = 4
 
 
@@ -134,3 +135,52 @@ def test_attack_unpromised_receipts_handed_to_the_relayer_are_paid_after_the_pro
     assert slow_relayer.receipt_status(good_res.json()["id"])["status"] == "settled"
     assert slow_relayer.receipt_status(bad_res.json()["id"])["status"] == "rejected"
     assert devnet.spent(payer, node) == 6 * OPG and devnet.spent(payer, colluder) == 0
+
+
+def test_verify_promises_a_node_no_more_than_its_pay_capacity(devnet, slow_relayer):
+    """The honest path of R10 at /verify: a node is promised up to its pay capacity (what settlement may still pay
+    it), counting what it was already promised on other channels, and no more."""
+    node = devnet.new_node()
+    capacity = devnet.staking.functions.pay_capacity(node.address).call()
+    first, second = devnet.new_payer(capacity), devnet.new_payer(capacity)
+    assert verify(slow_relayer, devnet, ChannelSim(devnet, first, node), capacity - 3 * OPG)["isValid"] is True
+    body = verify(slow_relayer, devnet, ChannelSim(devnet, second, node), 3 * OPG + 1)
+    assert body["isValid"] is False and body["invalidReason"] == "node_capacity_exceeded", body
+    assert verify(slow_relayer, devnet, ChannelSim(devnet, second, node), 3 * OPG)["isValid"] is True
+
+
+def test_attack_one_wei_proposal_to_a_node_cannot_leave_its_promised_pay_short(devnet, slow_relayer):
+    """The review's capacity grief (v3): an accomplice proposes a 1-wei claim to an honest node, so that once it
+    settles the node's pay capacity is 1 wei short of what a payer is served, whose claim would then be skipped
+    (reason 2) while it withdraws its credits. /verify counts the live proposal against the node's capacity (the
+    payer is promised at most capacity - 1 wei), and the relayer settles the node's receipts at once since a live
+    proposal pays that node: the node is paid in full, the 1 wei too."""
+    node = devnet.new_node()
+    capacity = devnet.staking.functions.pay_capacity(node.address).call()
+    payer, accomplice = devnet.new_payer(capacity), devnet.new_payer(1)
+    fill = [Claim(payer=accomplice.address, node=node.address, max_cumulative=1,
+                  signature=ChannelSim(devnet, accomplice, node).voucher(1).signature, total=1).as_tuple()]
+    due, _ = propose(devnet, accomplice, fill)
+    time.sleep(3)  # the relayer polls BatchProposed every second
+    ch = ChannelSim(devnet, payer, node)
+    body = verify(slow_relayer, devnet, ch, capacity, price=capacity)
+    assert body["isValid"] is False and body["invalidReason"] == "node_capacity_exceeded", body
+    served = capacity - 1  # what the proposal leaves of the node's capacity
+    assert verify(slow_relayer, devnet, ch, served, price=served)["isValid"] is True
+    receipt = ch.receipt(served)
+    ch.cumulative = served
+    res = slow_relayer.post("/settle", item(receipt, ch.voucher(served)))
+    assert res.status_code == 200 and res.json()["status"] == "pending", res.text
+    # received after the proposal: settled at once all the same (batch age is 10 minutes)
+    wait_until(lambda: devnet.spent(payer, node) == served, timeout=max(5, due - devnet.chain_now() + 5),
+               what="the relayer settling the node's promised receipt before the proposal is due")
+    assert devnet.chain_now() < due
+    while devnet.chain_now() < due:
+        time.sleep(0.5)
+        devnet.rpc("evm_mine")
+    fn = devnet.escrow.functions.settle_batch(fill, b"\x00" * 32)
+    assert fn.call({"from": accomplice.address}) == [SETTLED]  # the 1 wei fits in what is left
+    transact(devnet.w3, accomplice.key, fn, gas=500_000)
+    assert devnet.balance(payer) == 1  # the payer keeps only what it was never served
+    assert devnet.spent(payer, node) + devnet.spent(accomplice, node) == capacity  # paid in full
+    assert slow_relayer.receipt_status(res.json()["id"])["status"] == "settled"
