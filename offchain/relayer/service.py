@@ -57,10 +57,6 @@ class Relayer:
             raise ConfigError(f"no CreditEscrow code at {self.escrow_address} on chain {self.chain_id}: "
                               f"wrong deployment file for this RPC?")
         self.is_facilitator = bool(self.sender_chain.escrow.functions.is_facilitator(self.address).call())
-        if not self.is_facilitator:
-            log.warning("relayer account %s is not a facilitator of the escrow %s: its batches revert ('batch not "
-                        "proposed'); deploy with it in Params.facilitators or add it through the timelock "
-                        "(set_facilitator)", self.address, self.escrow_address)
         domain = self.sender_chain.opg.functions.eip712Domain().call()
         self.opg_domain = (domain[1], domain[2])
         self.dispute_window = int(self.sender_chain.staking.functions.dispute_window().call())
@@ -70,6 +66,10 @@ class Relayer:
         self.store = Store(settings.store, self.ledger)
         self.store.on_commit = self._observe_commit
         self.store.open(self.chain_id, self.escrow_address, self.staking_address)
+        if not self.is_facilitator:  # warned once the store is known to be this deployment's
+            log.warning("relayer account %s is not a facilitator of the escrow %s: its batches revert ('batch not "
+                        "proposed'); deploy with it in Params.facilitators or add it through the timelock "
+                        "(set_facilitator)", self.address, self.escrow_address)
         self.sender = TxSender(self.sender_chain.w3, self.account, self.store, settings, self.metrics, self.chain_id)
         self.credit = CreditScheme(self)
         self.exact = ExactScheme(self)

@@ -13,7 +13,7 @@ import pytest
 from eth_account import Account
 
 from offchain.client import Overcharged, Payer, PaymentRefused
-from offchain.deployments import DeployedContract, Deployment, Params
+from offchain.deployments import CONTRACT_NAMES, DeployedContract, Deployment, Params
 from offchain.inference import Pricing
 from offchain.messages import Receipt
 
@@ -25,7 +25,7 @@ CAP = PRICING.cap(PROMPT, MAX_TOKENS)
 @pytest.fixture(scope="module")
 def deployment() -> Deployment:
     return Deployment(chainId=31337, contracts={n: DeployedContract(address=Account.create().address, block=0)
-                                                for n in ("OPG", "CreditEscrow", "NodeStaking", "RewardDistributor")},
+                                                for n in CONTRACT_NAMES},
                       params=Params.devnet())
 
 

@@ -18,7 +18,7 @@ from eth_account import Account
 
 from offchain.client import ChannelConflict, Payer, PayingTransport, format_opg, parse_opg
 from offchain.client import state as client_state
-from offchain.deployments import PROJECT_ROOT, DeployedContract, Deployment, Params
+from offchain.deployments import CONTRACT_NAMES, PROJECT_ROOT, DeployedContract, Deployment, Params
 from offchain.messages import Receipt
 
 CAP = 10**16
@@ -31,7 +31,7 @@ def _address() -> str:
 @pytest.fixture(scope="module")
 def deployment() -> Deployment:
     return Deployment(chainId=31337, contracts={n: DeployedContract(address=_address(), block=0) for n in
-                                                ("OPG", "CreditEscrow", "NodeStaking", "RewardDistributor")},
+                                                CONTRACT_NAMES},
                       params=Params.devnet())
 
 
