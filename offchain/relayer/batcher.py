@@ -270,6 +270,7 @@ class Batcher:
         if proposer == self.sender.address:
             return
         for claim in claims:
+            claim.backed = self._backed(claim)
             self.r.reservations.add_proposed(claim)
             self.r.credit.forget_payer(claim.payer)
             if claim.payer in self.r.ledger.by_payer:
@@ -283,6 +284,24 @@ class Batcher:
                     log.info("batch proposed by %s pays node %s (due at %d): settling %s's channels now", proposer,
                              claim.node, due, payer)
                     self._urgent.add(payer)
+
+    def _backed(self, claim: Any) -> int:
+        """What a proposed claim can take from its node's pay capacity, as /verify counts it: ``spent`` + the payer's
+        balance now, at most its total; 0 if its voucher's signer is neither the payer nor a session key in force
+        (the escrow skips it). Without this bound anyone could hold a node's capacity with free proposals of
+        unfunded or unsigned claims. Credits deposited later may raise what it takes, but only by pay the node then
+        receives from that payer (and the relayer settles the node's receipts at once meanwhile)."""
+        esc = self.escrow.functions
+        if not claim.signer:
+            return 0
+        if claim.signer.lower() != claim.payer.lower():
+            expiry = int(self.sender.retry(lambda: esc.signer_of(claim.payer, claim.signer).call())[0])
+            if expiry <= int(self.r.credit.clock_now()):
+                return 0
+        spent = int(self.sender.retry(lambda: esc.spent(claim.payer, claim.node).call()))
+        balance = int(self.sender.retry(lambda: esc.balance_of(claim.payer).call()))
+        claim.spent = spent
+        return min(claim.total, spent + balance)
 
     def _promised_first(self, claims: list[dict]) -> list[dict]:
         """Claims ordered by node, except that the claims of channels /verify promised credits to go before those of

@@ -55,6 +55,8 @@ class ProposedClaim:
     total: int
     signer: str  # the voucher's signer: the payer, a session key, or "" if unrecoverable
     expires_at: int  # chain time (exclusive)
+    backed: int | None = None  # the total it can reach on the node's capacity (None: total; Batcher._backed)
+    spent: int = 0  # the channel's spent when it was proposed (0 if not read)
 
 
 def decode_proposal(entry: dict, domain: Domain) -> tuple[int, int, list[ProposedClaim]]:
@@ -88,9 +90,11 @@ class Reservations:
             key = (claim.payer, claim.node)
             old = self._proposed.get(key)
             if old is None or claim.total >= old.total or old.expires_at < claim.expires_at:
+                backed = [c.total if c.backed is None else c.backed for c in (claim, old) if c is not None]
                 self._proposed[key] = ProposedClaim(claim.payer, claim.node, max(claim.total, old.total if old
                                                     else 0), claim.signer, max(claim.expires_at,
-                                                    old.expires_at if old else 0))
+                                                    old.expires_at if old else 0), max(backed),
+                                                    max(claim.spent, old.spent if old else 0))
 
     def promise(self, payer: str, node: str, cap: int, signer: str) -> None:
         with self._lock:
@@ -129,18 +133,20 @@ class Reservations:
         with self._lock:
             return {c.node for c in self._proposed.values() if c.expires_at > chain_now}
 
-    def node_channels(self, node: str, chain_now: int) -> dict[str, int]:
-        """payer -> the highest of a live proposal's total and a live /verify promise on the payer's channel with
-        ``node``: what may still be paid to ``node`` beyond what the ledger has seen charged."""
+    def node_channels(self, node: str, chain_now: int) -> dict[str, tuple[int, int]]:
+        """payer -> (the highest of a live proposal's backed total and a live /verify promise on the payer's channel
+        with ``node``, the channel's spent as last read with a proposal): what may still be paid to ``node``."""
         now = time.monotonic()
-        out: dict[str, int] = {}
+        out: dict[str, tuple[int, int]] = {}
         with self._lock:
             for (p, n), c in list(self._proposed.items()):
                 if n == node and c.expires_at > chain_now:
-                    out[p] = max(out.get(p, 0), c.total)
+                    amount, floor = out.get(p, (0, 0))
+                    out[p] = (max(amount, c.total if c.backed is None else c.backed), max(floor, c.spent))
             for (p, n), (cap, _signer, until) in list(self._promised.items()):
                 if n == node and until > now:
-                    out[p] = max(out.get(p, 0), cap)
+                    amount, floor = out.get(p, (0, 0))
+                    out[p] = (max(amount, cap), floor)
         return out
 
 
@@ -160,8 +166,9 @@ def node_reserved(ledger, reservations: Reservations, node: str, payer: str,
         settled_sum += settled
         if p == payer:
             continue
-        reserved += max(0, max(charged, extra.get(p, 0)) - settled)
-    return reserved, extra.get(payer, 0), settled_sum
+        amount, floor = extra.get(p, (0, 0))
+        reserved += max(0, max(charged, amount) - max(settled, floor))
+    return reserved, extra.get(payer, (0, 0))[0], settled_sum
 
 
 def reserved_with(ledger, reservations: Reservations, payer: str, node: str, signer: str | None,

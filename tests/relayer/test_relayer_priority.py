@@ -184,3 +184,20 @@ def test_attack_one_wei_proposal_to_a_node_cannot_leave_its_promised_pay_short(d
     assert devnet.balance(payer) == 1  # the payer keeps only what it was never served
     assert devnet.spent(payer, node) + devnet.spent(accomplice, node) == capacity  # paid in full
     assert slow_relayer.receipt_status(res.json()["id"])["status"] == "settled"
+
+
+def test_unfunded_proposal_to_a_node_holds_only_what_its_payer_can_pay(devnet, slow_relayer):
+    """Counting proposals against a node's pay capacity is no free lever on the node: a proposed claim counts only
+    what its payer's credits can pay (here 1 wei of a claim for the whole capacity), so an unfunded proposal
+    cannot make /verify refuse the node's paying customers."""
+    node = devnet.new_node()
+    capacity = devnet.staking.functions.pay_capacity(node.address).call()
+    payer, griefer = devnet.new_payer(capacity), devnet.new_payer(1)
+    claim = Claim(payer=griefer.address, node=node.address, max_cumulative=capacity,
+                  signature=ChannelSim(devnet, griefer, node).voucher(capacity).signature, total=capacity)
+    propose(devnet, griefer, [claim.as_tuple()])
+    time.sleep(3)  # the relayer polls BatchProposed every second
+    ch = ChannelSim(devnet, payer, node)
+    body = verify(slow_relayer, devnet, ch, capacity)
+    assert body["isValid"] is False and body["invalidReason"] == "node_capacity_exceeded", body
+    assert verify(slow_relayer, devnet, ch, capacity - 1)["isValid"] is True
