@@ -103,8 +103,34 @@ def summary(system, payers, answers) -> dict[str, Any]:
               "verifiers": verifier_rows, "slashes": slashes, "voided": voided, "frauds": frauds,
               "treasury": dist.claimable_of(dist.treasury().call()).call(),
               "settled": {f"{k[0]}/{k[1]}": v for k, v in per_channel.items()}}
+    report["season"] = season_usage(system, [p.address for p in payers], slashes, per_channel)
     print_summary(system, report)
     return report
+
+
+def season_usage(system, payers: list[str], slashes: list[dict],
+                 per_channel: dict[tuple[str, str], int]) -> dict:
+    """Each payer's standing in the open season (docs/seasons.md): the seasons package's pure usage function
+    (``season_rows``) over the demo's blocks, from the deployment's start to the latest block, read from the chain's
+    logs alone, as ``opg balance`` shows it. The usage of a node slashed for a node offence counts zero: ``zero``
+    lists, per payer, what it settled with each such node."""
+    from offchain.seasons.ops import Seasons
+    from offchain.seasons.usage import NODE_OFFENCES, fetch_logs, season_rows
+
+    chain = system.chain
+    config = Seasons(chain.w3, chain.deployment, system.deployment_file).provisional_config()
+    season = config.seasons[-1]
+    rows = season_rows(fetch_logs(chain.w3, config, from_block=season.from_block), config, season)
+    offenders = {s["node"]: s["kind"] for s in slashes if s["kind"] in NODE_OFFENCES.values()}
+    names = {n.address: n.name for n in system.nodes}
+    out = {"season": season.season, "from_block": season.from_block, "to_block": season.to_block, "payers": {}}
+    for payer in payers:
+        row = rows.get(payer, {})
+        zero = {names.get(node, node): {"settled": v, "kind": offenders[node]}
+                for (p, node), v in per_channel.items() if p == payer and node in offenders and v}
+        out["payers"][payer] = {k: int(row.get(k, 0)) for k in ("settled", "excluded", "usage", "fees", "eligible")}
+        out["payers"][payer]["zero"] = zero
+    return out
 
 
 def at_scale() -> dict | None:
@@ -129,6 +155,16 @@ def print_summary(system, r: dict) -> None:
         for a in p["answers"]:
             say(f"      answer {a['index']:>2} from {a['node']:<12} {a['mode']:<13} {a['scheme']:<10} "
                 f"cost {format_opg(a['cost'])} OPG")
+    season = r.get("season")
+    if season:
+        say(f"   season S{season['season']} (open, blocks {season['from_block']}..{season['to_block']}; docs/seasons.md, "
+            f"as `opg balance` shows it):")
+        for p in r["payers"]:
+            s = season["payers"].get(p["address"], {})
+            zero = "".join(f"; {format_opg(z['settled'])} OPG with {node} counts zero (slashed for {z['kind']})"
+                           for node, z in s.get("zero", {}).items())
+            say(f"      {p['name']:<6} season usage {format_opg(s.get('usage', 0))} OPG, eligible fees "
+                f"{format_opg(s.get('fees', 0))} OPG{zero}")
     for b in r["batches"]:
         per = f"{b['gas_per_request']:,} gas/request" if b.get("gas_per_request") else ""
         say(f"   batch #{b.get('id')} tx {b['tx'][:18]}... {b['claims']} claims covering {b.get('requests')} requests, "

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from offchain.client import format_opg
 from offchain.devchain import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,6 +74,25 @@ def test_demo_pays_every_answer_once_slashes_the_cheating_node_and_stops_every_p
         refunds = sum(s["refund"] for s in report["slashes"] if s["payer"] == payer)
         voided = sum(v["amount"] for v in report["voided"] if v["payer"] == payer)
         assert refunds + voided > 0
+    # each payer's open-season usage (docs/seasons.md, the seasons package's pure usage function over the demo's
+    # blocks): what it settled with the honest node counts, its usage with the slashed cheating node counts zero
+    season = report["season"]
+    assert f"season S{season['season']} (open, blocks {season['from_block']}..{season['to_block']}" in out.stdout
+    assert out.stdout.count(" season usage ") == len(report["payers"])
+    for p in report["payers"]:
+        s = season["payers"][p["address"]]
+        with_honest = report["settled"].get(f"{p['address']}/{honest['address']}", 0)
+        with_cheat = report["settled"].get(f"{p['address']}/{cheat['address']}", 0)
+        assert s["settled"] == with_honest + with_cheat
+        assert s["usage"] == with_honest and s["excluded"] == with_cheat
+        assert (0 < s["fees"] < s["usage"]) if with_honest else s["fees"] == 0
+        line = next(x for x in out.stdout.splitlines() if x.strip().startswith(f"{p['name']} ") and "season usage" in x)
+        if with_cheat:
+            assert s["zero"][cheat["name"]]["settled"] == with_cheat
+            assert f"{format_opg(with_cheat)} OPG with {cheat['name']} counts zero (slashed for" in line
+        else:
+            assert "counts zero" not in line
+    assert any(season["payers"][p["address"]]["usage"] > 0 for p in report["payers"])
     assert report["batches"] and all(b["gas"] > 0 for b in report["batches"])
     # the summary shows bench/gas.py's at-scale figures beside the demo's own
     assert report["at_scale"]["gas_per_request"] < 1_000 and report["at_scale"]["exact"] > 50_000
