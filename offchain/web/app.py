@@ -5,9 +5,9 @@ vendored under ``static/vendor/``; every response carries ``Content-Security-Pol
 
   /                  chat: node and model picker (ranked), streamed answers, the credit row under each answer
   /answer/{id}       the path of one answer's OPG: voucher, receipt, verdicts, batch + transaction + Merkle proof,
-                     split and emission
+                     split and emission, and the season signal it added
   /batch/{id}        one batch: claims, receipts covered, gas, the chain's log
-  /payer             credits over time, every answer, withdrawals, session keys
+  /payer             credits over time, the open season's standing, every answer, withdrawals, session keys
   /network           batches, nodes, verifiers, slashes, pools and emissions (sortable, recent windows)
   /api/...           JSON for the page's scripts (chat stream as NDJSON, credit rows, charts, node ranking)
 """
@@ -38,6 +38,7 @@ from ..client.transport import payment_required_of
 from . import fmt
 from .index import Index
 from .relayer_client import RelayerClient, RelayerError
+from .season import WebSeasons
 
 log = logging.getLogger("opg.web")
 HERE = Path(__file__).resolve().parent
@@ -84,6 +85,7 @@ class Web:
         self.chain: Chain = self.wallet.chain
         self.relayer = RelayerClient(cfg.relayer_url)
         self.index = Index(self.chain, self.relayer, self.wallet.address)
+        self.seasons = WebSeasons(self.chain, cfg.deployment)  # the season signal (offchain/seasons, issue 17)
         self._nodes: list[dict] = []
         self._nodes_at = 0.0
         self._nodes_lock = threading.Lock()
@@ -280,6 +282,7 @@ class Web:
             row.update(status=view.status, batchId=view.batch_id, tx=view.tx)
         if row["status"] == "settled":
             row["text"] = f"settled in batch {row['batchId']}, tx {fmt.short(row['tx'])}"
+            row["season"] = self.seasons.signal(self.wallet.address)  # opg chat's season signal (docs/seasons.md)
         elif row["status"] == "rejected":
             row["text"] = f"rejected: {view.reason if view else ''}"
         else:
@@ -315,6 +318,7 @@ class Web:
         out["proof"] = self.index.proof(snap, receipt_id) if view is not None and view.status == "settled" else None
         amount = int(receipt.get("amount") or 0)
         out["split"] = self.split(snap, amount, receipt.get("node"), batch)
+        out["season"] = self.seasons.answer(snap, out)
         return out
 
     def verdicts(self, snap, receipt_id: str) -> list[dict]:
@@ -558,8 +562,9 @@ def create_app(cfg: WebConfig, *, start_index: bool = True) -> FastAPI:
     async def payer_page(request: Request):
         answers = await asyncio.to_thread(web.answers)
         balance = await asyncio.to_thread(web.wallet.balance)
+        season = await asyncio.to_thread(web.seasons.standing, web.wallet.address)
         snap = web.index.snap
-        return page(request, "payer.html", answers=list(reversed(answers)), balance=balance,
+        return page(request, "payer.html", answers=list(reversed(answers)), balance=balance, season=season,
                     events=list(reversed(snap.payer_events)), nav="payer",
                     partial=request.query_params.get("partial") == "1")
 

@@ -229,6 +229,7 @@ def test_chat_tops_up_then_streams_tokens_and_shows_the_credit_row(system, web, 
     assert int(view["amount"]) == cost_wei  # the row shows what the node's signed receipt charged
     answer.locator(".credit-row[data-status=settled]").wait_for(timeout=60_000)
     assert "settled in batch" in row.inner_text()
+    assert "counts toward S1: " in row.locator(".season").inner_text()  # the season signal, as `opg chat` prints it
     shot(page, "chat")
     page.receipt_id = receipt_id
 
@@ -252,6 +253,13 @@ def test_the_answers_path_reaches_its_batch_with_the_chains_amounts_and_a_verifi
     parts = [int(page.locator(f"#split-{k}").get_attribute("data-wei")) for k in ("node", "verifier", "protocol")]
     assert sum(parts) == int(view["amount"])
     assert page.locator("#verdicts tbody tr").count() == 3
+    # the season signal it added: its share of its node's protocol fee in the batch's FeesCredited (docs/seasons.md)
+    run = next(f for f in system.chain.distributor.events.FeesCredited().process_receipt(receipt, errors=DISCARD)
+               if f.args.node == node_address(system, "honest"))
+    signal = page.locator("#season-signal")
+    assert signal.get_attribute("data-counts") == "yes"
+    assert int(signal.get_attribute("data-wei")) == run.args.protocol_fee * int(view["amount"]) // run.args.gross > 0
+    assert "counts toward S1" in signal.inner_text() and "eligible fees" in signal.inner_text()
     shot(page, "answer-path")
     page.click("#path-batch")
     page.wait_for_selector("#batch-tx")
@@ -273,20 +281,28 @@ def test_the_network_view_shows_the_slash_of_the_cheating_node(system, web, page
                                                           "messages": [{"role": "user", "content": f"q{i}"}]})
             assert res.status_code == 200, res.text
     page.goto(web + "/network")
-    page.wait_for_selector("#slashes tr.slash", timeout=90_000)  # the table refreshes itself every 3 s
+    page.wait_for_selector("#slashes tr.slash", timeout=180_000)  # the table refreshes itself every 3 s
     text = page.locator("#slashes").inner_text()
     assert "fraud" in text
     cheater_row = page.locator("#net-nodes tbody tr", has_text=cheater.address[:10])
     assert "jailed" in cheater_row.inner_text()
     verifiers = page.locator("#net-verifiers tbody tr")
     assert verifiers.count() == 3 and "unreachable" not in page.locator("#net-verifiers").inner_text()
+    # an answer of the slashed node: its path says its season signal counts zero
+    rid = next(r["receiptId"] for r in wallet.state.requests(limit=50)
+               if r.get("receiptId") and (r.get("node") or "").lower() == cheater.address.lower())
+    page.goto(web + f"/answer/{rid}")
+    signal = page.locator("#season-signal")
+    assert signal.get_attribute("data-counts") == "no" and int(signal.get_attribute("data-wei")) == 0
+    assert "counts zero: its node was slashed for fraud" in signal.inner_text()
+    page.goto(web + "/network")
     # sortable: clicking a header orders the rows
     page.click("#batches th:has-text('gas / request')")
     assert page.locator("#batches th[data-dir]").count() >= 1
     shot(page, "network")
 
 
-def test_charts_have_data(web, page):
+def test_charts_have_data(system, web, page):
     page.goto(web + "/network")
     page.locator('.chart[data-chart=gas][data-points]:not([data-points="0"]) canvas').wait_for(timeout=30_000)
     assert int(page.locator(".chart[data-chart=gas]").get_attribute("data-points")) > 0
@@ -294,6 +310,15 @@ def test_charts_have_data(web, page):
     page.locator('.chart[data-chart=credits][data-points]:not([data-points="0"]):not([data-points="1"]) canvas').wait_for(timeout=30_000)
     assert int(page.locator(".chart[data-chart=credits]").get_attribute("data-points")) > 1
     assert page.locator("#answers tbody tr").count() >= 1
+    # the open season's standing, as the seasons package computes it from the chain's logs (`opg balance`'s numbers)
+    from offchain.seasons.standing import SeasonView
+
+    payer = Account.from_key(anvil_key(WEB_PAYER)).address
+    standing = SeasonView(system.chain.w3, system.chain.deployment, system.deployment_file).open_season(payer)
+    card = page.locator("#season-standing")
+    assert int(card.get_attribute("data-fees")) == standing["fees"] > 0
+    assert int(card.get_attribute("data-usage")) == standing["usage"] > 0
+    assert f"S{standing['season']} so far" in card.inner_text()
     assert "Deposited" in page.locator("#events").inner_text()
     shot(page, "payer")
 

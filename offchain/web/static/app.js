@@ -36,6 +36,7 @@ function renderRow(box, row) {
   const [cost, ...rest] = rowText(row);
   box.append(el("span", {class: "cost", "data-wei": row.costWei, text: cost}));
   for (const r of rest) box.append(" · ", el("span", {class: r.startsWith("settled") ? "settled" : "state", text: r}));
+  if (row.season) box.append(" · ", el("span", {class: "season", text: row.season}));
   if (row.receiptId) box.append(" · ", el("a", {class: "path-link", href: "/answer/" + row.receiptId, text: "path of this OPG →"}));
   if (row.problem) box.append(" · ", el("span", {class: "bad", text: row.problem}));
   box.dataset.status = row.status;
