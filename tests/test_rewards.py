@@ -503,10 +503,12 @@ def test_verifier_collects_each_epochs_pool_separately(
     second = heartbeat_into_next_epoch(chain, staking, distributor, verifiers)
     assert epoch_of(pay(opg, escrow, escrow_domain, payer, node.address, 1_200 * OPG), distributor) == second
     end_epoch(chain, distributor, second)
-    share = weights[v.address] * OPG // (3_000 * OPG)  # per OPG of verifier fee
-    assert collect(distributor, v, second) == 120 * share
-    assert collect(distributor, v, first) == 60 * share
-    assert distributor.claim(sender=v.account).return_value == 180 * share
+    def share(fees: int) -> int:  # the contract's `pool * weight // total weight`, rounded once as it rounds
+        return fees * weights[v.address] // (3_000 * OPG)
+
+    assert collect(distributor, v, second) == share(120 * OPG)
+    assert collect(distributor, v, first) == share(60 * OPG)
+    assert distributor.claim(sender=v.account).return_value == share(120 * OPG) + share(60 * OPG)
 
 
 def test_verifier_unbonding_after_an_epoch_keeps_its_collected_reward(
