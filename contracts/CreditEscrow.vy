@@ -158,6 +158,10 @@ SKIP_ALLOWANCE_EXCEEDED: public(constant(uint8)) = 5
 _LOW_MASK: constant(uint256) = 2**192 - 1
 
 
+# @dev Mask of a channel's `spent` (low 96 bits, more than the OPG supply) and of its `spent` before its last settlement.
+_SPENT_MASK: constant(uint256) = 2**96 - 1
+
+
 # @dev Low 96 bits: the amount half of a `BatchSettled.settled` word.
 _AMOUNT_BITS: constant(uint256) = 96
 
@@ -187,7 +191,8 @@ balance_of: public(HashMap[address, uint256])
 
 
 # @dev A channel packed in one slot: what it has paid in total, ever
-# (low 192 bits, `spent`), and when it last settled (high 64 bits, `settled_at`).
+# (low 96 bits, `spent`), its `spent` before its last settlement (next
+# 96 bits), and when it last settled (high 64 bits, `settled_at`).
 _channel: HashMap[address, HashMap[address, uint256]]
 
 
@@ -619,11 +624,11 @@ def void_charges(payer: address, node: address, cumulative: uint256) -> (uint256
     """
     assert msg.sender == staking.address, "CreditEscrow: caller is not the staking"
     packed: uint256 = self._channel[payer][node]
-    spent_before: uint256 = packed & _LOW_MASK
+    spent_before: uint256 = packed & _SPENT_MASK
     voided_before: uint256 = self.voided[payer][node]
     if cumulative > spent_before:
-        new_spent: uint256 = min(cumulative, _LOW_MASK)
-        self._channel[payer][node] = (packed >> 192) << 192 | new_spent
+        new_spent: uint256 = min(cumulative, _SPENT_MASK)
+        self._channel[payer][node] = (packed >> 96) << 96 | new_spent
         self.voided[payer][node] = voided_before + new_spent - spent_before
         log ChargesVoided(payer=payer, node=node, amount=new_spent - spent_before, spent=new_spent)
     return spent_before, voided_before
@@ -716,7 +721,7 @@ def spent(payer: address, node: address) -> uint256:
     @param node The node.
     @return uint256 The channel's total.
     """
-    return self._channel[payer][node] & _LOW_MASK
+    return self._channel[payer][node] & _SPENT_MASK
 
 
 @external
@@ -729,6 +734,22 @@ def settled_at(payer: address, node: address) -> uint256:
     @return uint256 The timestamp.
     """
     return self._channel[payer][node] >> 192
+
+
+@external
+@view
+def last_settlement(payer: address, node: address) -> (uint256, uint256):
+    """
+    @dev When a channel last settled and its `spent` before that
+         settlement: charges at or below it were paid earlier
+         (NodeStaking dates their evidence from the receipt, not from
+         this settlement).
+    @param payer The payer.
+    @param node The node.
+    @return (uint256, uint256) The timestamp (0 if never) and the spent before.
+    """
+    packed: uint256 = self._channel[payer][node]
+    return packed >> 192, (packed >> 96) & _SPENT_MASK
 
 
 @external
@@ -800,9 +821,9 @@ def _settle(claim: Claim, node_capacity: uint256) -> (uint8, uint256):
     @return (uint8, uint256) The outcome and the amount paid.
     """
     packed: uint256 = self._channel[claim.payer][claim.node]
-    previous: uint256 = packed & _LOW_MASK
+    previous: uint256 = packed & _SPENT_MASK
     reason: uint8 = SETTLED
-    if claim.total <= previous:
+    if claim.total <= previous or claim.total > _SPENT_MASK:
         reason = SKIP_STALE
     elif claim.total - previous > node_capacity:
         reason = SKIP_NODE_NOT_PAYABLE
@@ -829,7 +850,7 @@ def _settle(claim: Claim, node_capacity: uint256) -> (uint8, uint256):
                     self._signer[claim.payer][signer] = key - delta
         if reason == SETTLED:
             self.balance_of[claim.payer] = balance - delta
-            self._channel[claim.payer][claim.node] = block.timestamp << 192 | claim.total
+            self._channel[claim.payer][claim.node] = block.timestamp << 192 | previous << 96 | claim.total
             return SETTLED, delta
     log ClaimSkipped(payer=claim.payer, node=claim.node, total=claim.total, reason=reason)
     return reason, 0

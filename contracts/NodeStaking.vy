@@ -40,8 +40,10 @@
         then may anyone burn it.
         Evidence is ECDSA only and counts whether or not the signer has
         code; it is admissible for `dispute_window` from the later of
-        the receipt's timestamp and the channel's last settlement, and
-        for a dispute window after its first flag or dispute.
+        the receipt's timestamp and the channel's last settlement if
+        that settlement paid part of its range (else from its
+        timestamp), and for a dispute window after its first flag or
+        dispute.
         Verifiers flag receipts on-chain and payers dispute them with a
         bond, so no relayer can censor an accusation. Receipts,
         Verdicts and Registrations are EIP-712 messages of the domain
@@ -150,6 +152,12 @@ _MAX_CHALLENGER_REWARD_BPS: constant(uint256) = 5_000
 
 # @dev Hard lower bound of `fraud_quorum_bps` (never a simple minority).
 _MIN_FRAUD_QUORUM_BPS: constant(uint256) = 5_000
+
+
+# @dev Hard lower bound of `fraud_multiplier`: each proof takes at least twice
+# the pay it refunds, so a challenger reward (<= half the rest) never leaves a
+# later victim of the same node unrefunded.
+_MIN_FRAUD_MULTIPLIER: constant(uint256) = 2
 
 
 # @dev Hard upper bound of `fraud_multiplier`.
@@ -314,8 +322,12 @@ refunded: public(HashMap[address, HashMap[address, uint256]])
 _void_range: HashMap[address, HashMap[address, uint256]]
 
 
-# @dev What settlement paid a node: `window << 192 | previous << 96 | current`, by window of `dispute_window`.
+# @dev What settlement paid a node: `window << 192 | previous << 96 | current`, by window of `dispute_window + MAX_FUTURE`.
 _pay_window: HashMap[address, uint256]
+
+
+# @dev What settlement paid a node in the window before `previous` (pay stays provable up to 2 windows after it).
+_pay_older: HashMap[address, uint256]
 
 
 # @dev Slashed stake of an account held to refund its later fraud victims before it burns.
@@ -491,7 +503,7 @@ def __init__(
     @param equivocation_slash_bps_ Equivocation slash (1..10,000 bps).
     @param fraud_slash_bps_ Per-offence fraud and verifier slash (1..10,000 bps).
     @param challenger_reward_bps_ Challenger share (<= 5,000 bps).
-    @param fraud_multiplier_ Penalty per proven receipt, times its amount (1..100).
+    @param fraud_multiplier_ Penalty per proven receipt, times its amount (2..100).
     @param fraud_quorum_bps_ Verifier weight needed (5,000..10,000 bps).
     @param delay_ Governance delay (>= unbonding period, warmup + 1 day).
     """
@@ -621,9 +633,12 @@ def request_unbond(amount: uint256):
     """
     @dev Moves `amount` of active stake to unbonding (fresh stake
          first). All unbonding stake becomes withdrawable
-         `unbonding_period` after the latest request, and stays
-         slashable until withdrawn. Unbonding stake backs no new pay:
-         only active stake counts in `pay_capacity`.
+         `unbonding_period` after the latest request or, if later,
+         right after the last second the node's pay before it is
+         provable (its last settlement + two dispute windows +
+         `MAX_FUTURE`, with a flag), and stays slashable until
+         withdrawn. Unbonding stake backs no new pay: only active
+         stake counts in `pay_capacity`.
     @param amount The amount, at most the active stake.
     """
     node: Node = self._mature(self.nodes[msg.sender])
@@ -634,6 +649,9 @@ def request_unbond(amount: uint256):
     node.fresh -= min(node.fresh, amount)
     node.unbonding += amount
     node.unbond_ready_at = block.timestamp + self.unbonding_period
+    paid_at: uint256 = staticcall self.escrow.node_settled_at(msg.sender)
+    if paid_at != 0:
+        node.unbond_ready_at = max(node.unbond_ready_at, paid_at + 2 * self.dispute_window + MAX_FUTURE + 1)
     self.nodes[msg.sender] = node
     log UnbondRequested(node=msg.sender, amount=amount, unbonding=node.unbonding, ready_at=node.unbond_ready_at)
 
@@ -641,11 +659,9 @@ def request_unbond(amount: uint256):
 @external
 def withdraw_unbonded() -> uint256:
     """
-    @dev Pays the caller its unbonding stake once `unbonding_period`
-         has passed since its latest unbond request. Settlements after
-         the request do not delay it: they are backed by active stake
-         only, and everything paid before the request stops being
-         disputable within one dispute window (half the period).
+    @dev Pays the caller its unbonding stake from `unbond_ready_at`
+         (see `request_unbond`). Settlements after the request do not
+         delay it: they are backed by active stake only.
     @return uint256 The amount paid.
     """
     node: Node = self.nodes[msg.sender]
@@ -696,15 +712,21 @@ def record_pay(node: address, amount: uint256):
     @param amount The amount settled to it.
     """
     self._require(msg.sender == self.escrow.address, "NodeStaking: caller is not the escrow")
-    window: uint256 = block.timestamp // self.dispute_window
+    window: uint256 = block.timestamp // (self.dispute_window + MAX_FUTURE)
     packed: uint256 = self._pay_window[node]
+    last: uint256 = packed >> 192
     previous: uint256 = 0
     current: uint256 = 0
-    if packed >> 192 == window:
+    if last == window:
         previous = (packed >> _AMOUNT_BITS) & _AMOUNT_MASK
         current = packed & _AMOUNT_MASK
-    elif (packed >> 192) + 1 == window:
+    elif last + 1 == window:
+        self._pay_older[node] = (packed >> _AMOUNT_BITS) & _AMOUNT_MASK
         previous = packed & _AMOUNT_MASK
+    elif last + 2 == window:
+        self._pay_older[node] = packed & _AMOUNT_MASK
+    else:
+        self._pay_older[node] = 0
     current += amount
     self._require(current <= _AMOUNT_MASK, "NodeStaking: amount out of bounds")
     self._pay_window[node] = window << 192 | previous << _AMOUNT_BITS | current
@@ -1082,7 +1104,7 @@ def set_slashing(
     @dev Sets the slash sizes, the challenger reward, the fraud
          multiplier and the quorum.
     @notice Anyone, once the owner's queued change is due. Bounds:
-            slashes 1..10,000 bps, reward <= 5,000 bps, multiplier 1..100,
+            slashes 1..10,000 bps, reward <= 5,000 bps, multiplier 2..100,
             quorum 5,000..10,000 bps.
     @param equivocation_slash_bps_ The equivocation / invalid receipt slash.
     @param fraud_slash_bps_ The per-offence fraud and verifier slash.
@@ -1153,8 +1175,8 @@ def pay_capacity(node: address) -> uint256:
     """
     @dev How much more settlement may pay `node` now: its active stake
          divided by `fraud_multiplier`, less what it was paid in the
-         current and the previous window of `dispute_window` (what may
-         still be disputed); 0 for an account that is not a free
+         current and the two previous windows of `dispute_window +
+         MAX_FUTURE` (what may still be disputed); 0 for an account that is not a free
          inference node. Unbonding stake backs no new pay.
     @param node The node.
     @return uint256 The amount.
@@ -1166,8 +1188,9 @@ def pay_capacity(node: address) -> uint256:
 @view
 def paid_in_window(node: address) -> uint256:
     """
-    @dev What settlement paid `node` in the current and the previous
-         window of `dispute_window` (its pay that may still be disputed).
+    @dev What settlement paid `node` in the current and the two
+         previous windows of `dispute_window + MAX_FUTURE` (its pay
+         that may still be disputed).
     @param node The node.
     @return uint256 The amount.
     """
@@ -1229,9 +1252,12 @@ def receipt_hash(receipt: IEvidence.Receipt) -> bytes32:
 def _check_evidence(receipt: IEvidence.Receipt, signature: Bytes[65]) -> bytes32:
     """
     @dev Checks the node's ECDSA signature and that the receipt is
-         admissible: within `dispute_window` of the later of its
-         timestamp and its channel's last settlement, or of its first
-         flag or dispute.
+         admissible: within `dispute_window` of its timestamp or, if
+         its range reaches into what its channel's last settlement
+         paid (or is unpaid), of that settlement; or of its first flag
+         or dispute. A later settlement never reopens a receipt that an
+         earlier one paid, so pay stays provable at most two windows
+         (plus `MAX_FUTURE`) after it was paid, within `_pay_window`.
     @param receipt The receipt.
     @param signature The node's signature of it.
     @return bytes32 The receipt's struct hash.
@@ -1241,9 +1267,12 @@ def _check_evidence(receipt: IEvidence.Receipt, signature: Bytes[65]) -> bytes32
     receipt_hash, signer = staticcall evidence.receipt_signer(eip712._domain_separator_v4(), receipt, signature)
     self._require(signer == receipt.node, "NodeStaking: invalid receipt")
     window: uint256 = self.dispute_window
-    start: uint256 = max(
-        convert(receipt.timestamp, uint256), staticcall self.escrow.settled_at(receipt.payer, receipt.node)
-    )
+    start: uint256 = convert(receipt.timestamp, uint256)
+    settled: uint256 = 0
+    spent_before: uint256 = 0
+    settled, spent_before = staticcall self.escrow.last_settlement(receipt.payer, receipt.node)
+    if receipt.cumulative > spent_before:
+        start = max(start, settled)
     accused: uint256 = self.accused_at[receipt_hash]
     self._require((
         block.timestamp <= start + window or (accused != 0 and block.timestamp <= accused + window)
@@ -1361,15 +1390,21 @@ def _is_active_as(account: address, role: uint8) -> bool:
 @view
 def _paid_in_window(node: address) -> uint256:
     """
-    @dev What `node` was paid in the current and previous window.
+    @dev What `node` was paid in the current and the two previous
+         windows of `dispute_window + MAX_FUTURE`: at least the last
+         two dispute windows plus `MAX_FUTURE`, as long as a flagged
+         receipt stays provable after its settlement.
     @param node The node.
     @return uint256 The amount.
     """
     packed: uint256 = self._pay_window[node]
-    window: uint256 = block.timestamp // self.dispute_window
-    if packed >> 192 == window:
+    last: uint256 = packed >> 192
+    window: uint256 = block.timestamp // (self.dispute_window + MAX_FUTURE)
+    if last == window:
+        return self._pay_older[node] + ((packed >> _AMOUNT_BITS) & _AMOUNT_MASK) + (packed & _AMOUNT_MASK)
+    if last + 1 == window:
         return ((packed >> _AMOUNT_BITS) & _AMOUNT_MASK) + (packed & _AMOUNT_MASK)
-    if (packed >> 192) + 1 == window:
+    if last + 2 == window:
         return packed & _AMOUNT_MASK
     return 0
 
@@ -1664,7 +1699,7 @@ def _set_slashing(
     self._require(fraud_slash_bps_ > 0 and fraud_slash_bps_ <= _BPS, "NodeStaking: slash out of bounds")
     self._require(challenger_reward_bps_ <= _MAX_CHALLENGER_REWARD_BPS, "NodeStaking: reward out of bounds")
     self._require((
-        fraud_multiplier_ >= 1 and fraud_multiplier_ <= _MAX_FRAUD_MULTIPLIER
+        fraud_multiplier_ >= _MIN_FRAUD_MULTIPLIER and fraud_multiplier_ <= _MAX_FRAUD_MULTIPLIER
     ), "NodeStaking: multiplier out of bounds")
     self.equivocation_slash_bps = equivocation_slash_bps_
     self.fraud_slash_bps = fraud_slash_bps_

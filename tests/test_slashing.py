@@ -738,15 +738,20 @@ def test_attack_settling_one_block_before_withdraw_is_refused_once_unbonding(
     assert staking.withdraw_unbonded(sender=node.account).return_value == 2 * params.min_inference_stake
 
 
-def test_withdraw_unbonded_after_settling_waits_only_the_unbonding_period(
+def test_withdraw_unbonded_after_settling_waits_until_the_pay_is_no_longer_provable(
     opg, staking, escrow, escrow_domain, node, payer, chain, params
 ):
-    # Pay settled while the stake was active stays backed: the unbonding period (two dispute windows) outlasts
-    # its dispute window, so withdrawal needs no settlement clock.
+    # Pay settled while the stake was active stays backed until its last provable second (a receipt flagged in its
+    # window's last second stays provable one more: two dispute windows + MAX_FUTURE after the settlement), however
+    # short the unbonding period (second review, finding 4).
     settle(opg, escrow, escrow_domain, payer, node.address, 10 * OPG, deposit_amount=100 * OPG, sender=node)
     staking.request_unbond(staking.nodes(node.address).stake, sender=node.account)
     ready = staking.nodes(node.address).unbond_ready_at
-    assert ready >= escrow.node_settled_at(node.address) + params.dispute_window
+    provable_until = escrow.node_settled_at(node.address) + 2 * params.dispute_window + staking.MAX_FUTURE()
+    assert ready == provable_until + 1
+    chain.pending_timestamp = ready - 1
+    with ape.reverts("NodeStaking: still unbonding"):
+        staking.withdraw_unbonded(sender=node.account)
     chain.pending_timestamp = ready
     before = opg.balanceOf(node.address)
     tx = staking.withdraw_unbonded(sender=node.account)

@@ -81,6 +81,7 @@ OPG = 10**18
 TOTAL_SUPPLY = 10**27
 BPS = 10_000
 LOW_MASK = 2**192 - 1
+SPENT_MASK = 2**96 - 1  # a channel's `spent` (low 96 bits of its slot; the next 96 hold its spent before settling)
 
 ROLE_NONE, ROLE_INFERENCE, ROLE_VERIFIER = 0, 1, 2
 SETTLED, SKIP_STALE, SKIP_NOT_PAYABLE, SKIP_BAD_SIGNATURE, SKIP_BALANCE, SKIP_ALLOWANCE = 0, 1, 2, 3, 4, 5
@@ -92,6 +93,14 @@ STEPS = int(os.environ.get("OPG_PROPERTY_STEPS", "35"))
 P = TEST_PARAMS
 MIN_STAKE = {ROLE_INFERENCE: P.min_inference_stake, ROLE_VERIFIER: P.min_verifier_stake}
 THAW, WINDOW, EPOCH = P.thaw_period, P.dispute_window, P.epoch_length
+MAX_FUTURE = 300
+PAY_WINDOW = WINDOW + MAX_FUTURE  # NodeStaking's pay buckets: pay counts three of them (second review, finding 2)
+
+
+def pay_in_window(window: int, older: int, previous: int, current: int, now: int) -> int:
+    """NodeStaking's `paid_in_window`: the pay of the current and the two previous pay buckets."""
+    d = now // PAY_WINDOW - window
+    return older + previous + current if d == 0 else previous + current if d == 1 else current if d == 2 else 0
 DEVNET_CHAIN_ID = 31_337
 
 
@@ -385,6 +394,7 @@ class Model:
     withdrawal: dict[str, tuple[int, int]] = field(default_factory=dict)  # payer -> (amount, ready_at)
     spent: dict[tuple, int] = field(default_factory=dict)
     settled_at: dict[tuple, int] = field(default_factory=dict)
+    spent_before: dict[tuple, int] = field(default_factory=dict)  # a channel's spent before its last settlement
     node_settled_at: dict[str, int] = field(default_factory=dict)
     voided: dict[tuple, int] = field(default_factory=dict)
     refunded: dict[tuple, int] = field(default_factory=dict)
@@ -412,7 +422,8 @@ class Model:
     # (window, previous, current), each channel's latest voided range, first accusation per receipt.
     stake_reserve: dict[str, int] = field(default_factory=dict)
     stake_reserve_until: dict[str, int] = field(default_factory=dict)
-    pay_window: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    pay_window: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+    pays: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # node -> [(settled at, amount)]
     void_range: dict[tuple, tuple[int, int]] = field(default_factory=dict)
     accused_at: dict[bytes, int] = field(default_factory=dict)
     # the v3 attack invariants (issue 13)
@@ -532,9 +543,8 @@ class ProtocolMachine(RuleBasedStateMachine):
         return bal
 
     def paid_in_window(self, n: str) -> int:
-        window, previous, current = self.m.pay_window.get(n, (-2, 0, 0))
-        now = self.now // WINDOW
-        return previous + current if window == now else current if window + 1 == now else 0
+        window, older, previous, current = self.m.pay_window.get(n, (-3, 0, 0, 0))
+        return pay_in_window(window, older, previous, current, self.now)
 
     def capacity(self, n: str) -> int:
         """NodeStaking v3 `pay_capacity` (R10): active stake / fraud_multiplier less the pay still disputable."""
@@ -544,12 +554,17 @@ class ProtocolMachine(RuleBasedStateMachine):
         return max(0, s.stake // P.fraud_multiplier - self.paid_in_window(n))
 
     def record_pay(self, n: str, amount: int) -> None:
-        window, previous, current = self.m.pay_window.get(n, (-2, 0, 0))
-        now = self.now // WINDOW
-        if window == now:
-            self.m.pay_window[n] = (now, previous, current + amount)
+        window, older, previous, current = self.m.pay_window.get(n, (-3, 0, 0, 0))
+        self.m.pays.setdefault(n, []).append((self.now, amount))
+        now = self.now // PAY_WINDOW
+        if now == window:
+            self.m.pay_window[n] = (now, older, previous, current + amount)
+        elif now == window + 1:
+            self.m.pay_window[n] = (now, previous, current, amount)
+        elif now == window + 2:
+            self.m.pay_window[n] = (now, current, 0, amount)
         else:
-            self.m.pay_window[n] = (now, current if window + 1 == now else 0, amount)
+            self.m.pay_window[n] = (now, 0, 0, amount)
 
     def payable(self, n: str) -> bool:
         return self.capacity(n) > 0
@@ -585,7 +600,9 @@ class ProtocolMachine(RuleBasedStateMachine):
         return sig
 
     def admissible(self, r: Receipt) -> bool:
-        start = max(r.timestamp, self.m.settled_at.get((r.payer, r.node), 0))
+        ch = (r.payer, r.node)  # a later settlement reopens only what it paid (second review, finding 1)
+        start = max(r.timestamp, self.m.settled_at.get(ch, 0)) if r.cumulative > self.m.spent_before.get(ch, 0) else (
+            r.timestamp)
         accused = self.m.accused_at.get(r.struct_hash(), 0)
         return self.now <= start + WINDOW or (accused != 0 and self.now <= accused + WINDOW)  # R8
 
@@ -928,6 +945,7 @@ class ProtocolMachine(RuleBasedStateMachine):
                             m.key_charged[ch] = m.key_charged.get(ch, 0) + delta
                 if outcome == SETTLED:
                     m.credits[payer.address] -= delta
+                    m.spent_before[ch] = prev
                     m.spent[ch] = total
                     m.settled_at[ch] = now
                     node_capacity -= delta
@@ -1205,6 +1223,9 @@ class ProtocolMachine(RuleBasedStateMachine):
         s.fresh -= min(s.fresh, amount)
         s.unbonding += amount
         s.ready_at = self.now + P.unbonding_period
+        paid_at = self.m.node_settled_at.get(a.address, 0)  # pay before the request stays backed while provable
+        if paid_at:
+            s.ready_at = max(s.ready_at, paid_at + 2 * WINDOW + MAX_FUTURE + 1)
 
     @rule(i=st.sampled_from([0, 1, 4, 5]))
     def withdraw_unbonded(self, i):
@@ -1668,7 +1689,7 @@ def _snapshot(system: System) -> dict:
         "balances": {h: so.get("balanceOf", h) for h in system.holders},
         "credits": {p.address: se.get("balance_of", p.address) for p in PAYERS},
         "spent": {
-            (p.address, n.address): se.get("_channel", p.address, n.address) & LOW_MASK for p in PAYERS for n in NODES
+            (p.address, n.address): se.get("_channel", p.address, n.address) & SPENT_MASK for p in PAYERS for n in NODES
         },
         "voided": {(p.address, n.address): se.get("voided", p.address, n.address) for p in PAYERS for n in NODES},
         "stakes": {a.address: tuple(ss.get("nodes", a.address, offset=i) for i in range(10)) for a in STAKERS},
@@ -1742,13 +1763,15 @@ def _check_invariants(system: System, m: Model, last_spent: dict) -> None:
     # node exits (unbonding, withdrawing), unless slashes took that stake since the pay.
     now = boa.env.timestamp
     for n in (HONEST, CHEAT, ACCOMPLICE):
-        w, previous, current = m.pay_window.get(n.address, (-2, 0, 0))
-        now_w = now // WINDOW
-        disputable = previous + current if w == now_w else current if w + 1 == now_w else 0
+        # provable: settled at most 2 dispute windows + MAX_FUTURE ago (a flag in the last admissible second);
+        # `pay_capacity` counts at least that (checked against the model's pay buckets in `capacity`).
+        since = now - 2 * WINDOW - MAX_FUTURE
+        disputable = sum(a for t, a in m.pays.get(n.address, []) if t >= since)
+        assert pay_in_window(*m.pay_window.get(n.address, (-3, 0, 0, 0)), now) >= disputable, f"inv 8: {n} forgot pay"
         if disputable == 0:
             continue
         s = snap["stakes"][n.address]
-        taken_since = sum(a for t, a in m.taken.get(n.address, []) if t >= (now_w - 1) * WINDOW)
+        taken_since = sum(a for t, a in m.taken.get(n.address, []) if t >= since)
         assert s[2] + s[3] + taken_since >= P.fraud_multiplier * disputable, (
             f"inv 8: {n} holds {s[2] + s[3]} (+{taken_since} slashed) for {disputable} of disputable pay"
         )

@@ -87,8 +87,9 @@ def test_settlement_beyond_the_stake_backing_is_skipped_until_the_window_passes(
     assert staking.pay_capacity(node.address) == 0 and not staking.is_payable(node.address)
     tx = settle(escrow, escrow_domain, facilitator, funded_payer, node.address, capacity + 1)
     assert skip_reasons(escrow, tx) == [SKIP_NODE_NOT_PAYABLE]
-    # Two windows later the paid work can no longer be disputed: the capacity is back.
-    chain.pending_timestamp += 2 * params.dispute_window
+    # Three pay windows (dispute window + MAX_FUTURE) later the paid work can no longer be disputed, even flagged:
+    # the capacity is back.
+    chain.pending_timestamp += 3 * (params.dispute_window + staking.MAX_FUTURE())
     chain.mine()
     assert staking.paid_in_window(node.address) == 0
     assert staking.pay_capacity(node.address) == capacity
