@@ -1475,14 +1475,15 @@ def _record_void(payer: address, node: address, low: uint256, high: uint256):
 def _hold(account: address, amount: uint256):
     """
     @dev Sets an account's reserve to `amount`, burnable two dispute
-         windows from now (a receipt flagged in the last admissible
-         second stays provable for one more window).
+         windows plus `MAX_FUTURE` from now (a receipt flagged in the
+         last admissible second stays provable for one more window, and
+         its window may start up to `MAX_FUTURE` after its settlement).
     @param account The slashed account.
     @param amount Its new reserve.
     """
     self.reserves_held = self.reserves_held + amount - self.reserve[account]
     self.reserve[account] = amount
-    self.reserve_until[account] = block.timestamp + 2 * self.dispute_window
+    self.reserve_until[account] = block.timestamp + 2 * self.dispute_window + MAX_FUTURE
 
 
 # ---------------------------------------------------------------------

@@ -648,7 +648,7 @@ class ProtocolMachine(RuleBasedStateMachine):
     def hold(self, a: str, amount: int) -> None:
         """NodeStaking v3 (R11): slashed stake is the account's refund reserve, burnable two windows later."""
         self.m.stake_reserve[a] = amount
-        self.m.stake_reserve_until[a] = self.now + 2 * WINDOW
+        self.m.stake_reserve_until[a] = self.now + 2 * WINDOW + MAX_FUTURE
 
     def slashed_event(self, expected_kind: int):
         evs = [e for e in self.sys.staking.get_logs() if type(e).__name__ == "Slashed"]
@@ -1480,7 +1480,7 @@ class ProtocolMachine(RuleBasedStateMachine):
             return
         # R11: no victim of the offence can still be refunded: every paid, unproven fraudulent receipt of the
         # account dated before its last slash is out of its dispute window.
-        last_slash = m.stake_reserve_until[a] - 2 * WINDOW
+        last_slash = m.stake_reserve_until[a] - 2 * WINDOW - MAX_FUTURE
         for x in m.receipts:
             r, ch = x.receipt, (x.receipt.payer, x.receipt.node)
             if (x.fraudulent and r.node == a and x.h not in m.fraud_proven and r.timestamp <= last_slash
