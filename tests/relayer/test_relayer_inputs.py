@@ -83,11 +83,15 @@ def bad(ch: ChannelSim, case: str) -> tuple[object, int, str, str | None, str]:
             "receipt.cumulative", "exceeds"
     if case == "zero_amount":
         return item(ch.receipt(0, cumulative=ch.cumulative), voucher), 400, "invalid_amount", "receipt.amount", "greater"
+    # Receipts invalid on their face but signed by their node are evidence: the relayer slashes that node for them
+    # (slash_invalid_receipt), so these two are signed by a node of their own, not the module's channel node.
     if case == "amount_over_cumulative":
-        return item(ch.receipt(3 * OPG, cumulative=2 * OPG), voucher), 400, "invalid_amount", "receipt.amount", \
-            "cumulative"
+        own = ChannelSim(d, ch.payer, d.new_node(), price_cap=5 * OPG)
+        return item(own.receipt(3 * OPG, cumulative=2 * OPG), own.voucher(5 * OPG)), 400, "invalid_amount", \
+            "receipt.amount", "cumulative"
     if case == "future_timestamp":
-        return item(ch.receipt(OPG, timestamp=d.now() + 3600), voucher), 400, "invalid_timestamp", \
+        own = ChannelSim(d, ch.payer, d.new_node(), price_cap=5 * OPG)
+        return item(own.receipt(OPG, timestamp=d.now() + 3600), own.voucher(5 * OPG)), 400, "invalid_timestamp", \
             "receipt.timestamp", "future"
     if case == "ancient_timestamp":
         return item(ch.receipt(OPG, timestamp=d.now() - d.params.dispute_window - 60), voucher), 400, \
