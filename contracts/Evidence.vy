@@ -60,9 +60,7 @@ def receipt_hash(receipt: IEvidence.Receipt) -> bytes32:
 
 @external
 @view
-def receipt_signer(
-    domain_separator: bytes32, receipt: IEvidence.Receipt, signature: Bytes[65]
-) -> (bytes32, address):
+def receipt_signer(domain_separator: bytes32, receipt: IEvidence.Receipt, signature: Bytes[65]) -> (bytes32, address):
     """
     @dev A Receipt's struct hash and ECDSA signer.
     @param domain_separator The EIP-712 domain separator.

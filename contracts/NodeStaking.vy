@@ -562,9 +562,10 @@ def register(role: uint8, stake: uint256, endpoint_: String[_MAX_ENDPOINT_LENGTH
     minimum: uint256 = self.min_stake[role]
     self._require(stake >= minimum, "NodeStaking: stake below minimum")
     self._require(len(endpoint_) > 0, "NodeStaking: empty endpoint")
-    self._require((
-        staticcall evidence.registration_signer(eip712._domain_separator_v4(), msg.sender, signature) == msg.sender
-    ), "NodeStaking: invalid registration")
+    self._require(
+        (staticcall evidence.registration_signer(eip712._domain_separator_v4(), msg.sender, signature) == msg.sender),
+        "NodeStaking: invalid registration",
+    )
     self.nodes[msg.sender] = Node(
         role=role,
         jailed=False,
@@ -684,9 +685,14 @@ def heartbeat() -> uint256:
     @return uint256 The weight recorded.
     """
     node: Node = self._mature(self.nodes[msg.sender])
-    self._require((
-        node.role == ROLE_VERIFIER and not node.jailed and node.stake >= self._min_stake_of(msg.sender, ROLE_VERIFIER)
-    ), "NodeStaking: not an active verifier")
+    self._require(
+        (
+            node.role == ROLE_VERIFIER
+            and not node.jailed
+            and node.stake >= self._min_stake_of(msg.sender, ROLE_VERIFIER)
+        ),
+        "NodeStaking: not an active verifier",
+    )
     self.nodes[msg.sender].fresh = node.fresh
     epoch: uint256 = (staticcall distributor.epoch_now()) + 1
     weight: uint256 = node.stake - node.fresh
@@ -755,9 +761,10 @@ def flag(receipt: IEvidence.Receipt, signature: Bytes[65]):
     @param signature The node's signature of `receipt`.
     """
     receipt_hash: bytes32 = self._check_evidence(receipt, signature)
-    self._require((
-        self.fraud_proven_at[receipt_hash] == 0 and self.valid_proven_at[receipt_hash] == 0
-    ), "NodeStaking: already judged")
+    self._require(
+        (self.fraud_proven_at[receipt_hash] == 0 and self.valid_proven_at[receipt_hash] == 0),
+        "NodeStaking: already judged",
+    )
     bond: uint256 = 0
     if msg.sender == receipt.payer:
         bond = receipt.amount
@@ -836,9 +843,10 @@ def slash_invalid_receipt(receipt: IEvidence.Receipt, signature: Bytes[65]) -> u
     @return uint256 The amount slashed.
     """
     receipt_hash: bytes32 = self._check_evidence(receipt, signature)
-    self._require((
-        convert(receipt.timestamp, uint256) > block.timestamp + MAX_FUTURE or receipt.amount > receipt.cumulative
-    ), "NodeStaking: receipt is well-formed")
+    self._require(
+        (convert(receipt.timestamp, uint256) > block.timestamp + MAX_FUTURE or receipt.amount > receipt.cumulative),
+        "NodeStaking: receipt is well-formed",
+    )
     key: bytes32 = keccak256(abi_encode(_KIND_INVALID_RECEIPT, receipt_hash))
     return self._slash_trustless(receipt.node, key, _KIND_INVALID_RECEIPT, self.equivocation_slash_bps)
 
@@ -1274,9 +1282,10 @@ def _check_evidence(receipt: IEvidence.Receipt, signature: Bytes[65]) -> bytes32
     if receipt.cumulative > spent_before:
         start = max(start, settled)
     accused: uint256 = self.accused_at[receipt_hash]
-    self._require((
-        block.timestamp <= start + window or (accused != 0 and block.timestamp <= accused + window)
-    ), "NodeStaking: evidence too old")
+    self._require(
+        (block.timestamp <= start + window or (accused != 0 and block.timestamp <= accused + window)),
+        "NodeStaking: evidence too old",
+    )
     return receipt_hash
 
 
@@ -1290,9 +1299,10 @@ def _check_verdict(receipt_hash: bytes32, valid: bool, verifier: address, signat
     @param verifier The claimed signer.
     @param signature Its signature.
     """
-    self._require((
-        staticcall evidence.verdict_signer(eip712._domain_separator_v4(), receipt_hash, valid, signature) == verifier
-    ), "NodeStaking: invalid verdict")
+    self._require(
+        (staticcall evidence.verdict_signer(eip712._domain_separator_v4(), receipt_hash, valid, signature) == verifier),
+        "NodeStaking: invalid verdict",
+    )
 
 
 @internal
@@ -1374,10 +1384,7 @@ def _is_active_as(account: address, role: uint8) -> bool:
     """
     node: Node = self.nodes[account]
     return (
-        role != _ROLE_NONE
-        and node.role == role
-        and not node.jailed
-        and node.stake >= self._min_stake_of(account, role)
+        role != _ROLE_NONE and node.role == role and not node.jailed and node.stake >= self._min_stake_of(account, role)
     )
 
 
@@ -1669,12 +1676,14 @@ def _set_periods(dispute_window_: uint256, unbonding_period_: uint256, warmup_: 
     @param unbonding_period_ The unbonding period.
     @param warmup_ The warm-up.
     """
-    self._require((
-        dispute_window_ >= _MIN_DISPUTE_WINDOW and dispute_window_ <= _MAX_DISPUTE_WINDOW
-    ), "NodeStaking: window out of bounds")
-    self._require((
-        unbonding_period_ >= 2 * dispute_window_ and unbonding_period_ <= _MAX_UNBONDING_PERIOD
-    ), "NodeStaking: unbonding out of bounds")
+    self._require(
+        (dispute_window_ >= _MIN_DISPUTE_WINDOW and dispute_window_ <= _MAX_DISPUTE_WINDOW),
+        "NodeStaking: window out of bounds",
+    )
+    self._require(
+        (unbonding_period_ >= 2 * dispute_window_ and unbonding_period_ <= _MAX_UNBONDING_PERIOD),
+        "NodeStaking: unbonding out of bounds",
+    )
     self._require(warmup_ >= dispute_window_ and warmup_ <= _MAX_WARMUP, "NodeStaking: warmup out of bounds")
     self.dispute_window = dispute_window_
     self.unbonding_period = unbonding_period_
@@ -1699,9 +1708,10 @@ def _set_slashing(
     self._require((equivocation_slash_bps_ > 0 and equivocation_slash_bps_ <= _BPS), "NodeStaking: slash out of bounds")
     self._require(fraud_slash_bps_ > 0 and fraud_slash_bps_ <= _BPS, "NodeStaking: slash out of bounds")
     self._require(challenger_reward_bps_ <= _MAX_CHALLENGER_REWARD_BPS, "NodeStaking: reward out of bounds")
-    self._require((
-        fraud_multiplier_ >= _MIN_FRAUD_MULTIPLIER and fraud_multiplier_ <= _MAX_FRAUD_MULTIPLIER
-    ), "NodeStaking: multiplier out of bounds")
+    self._require(
+        (fraud_multiplier_ >= _MIN_FRAUD_MULTIPLIER and fraud_multiplier_ <= _MAX_FRAUD_MULTIPLIER),
+        "NodeStaking: multiplier out of bounds",
+    )
     self.equivocation_slash_bps = equivocation_slash_bps_
     self.fraud_slash_bps = fraud_slash_bps_
     self.challenger_reward_bps = challenger_reward_bps_
@@ -1720,9 +1730,10 @@ def _set_fraud_quorum_bps(fraud_quorum_bps_: uint256):
     @dev Validates and stores the fraud quorum.
     @param fraud_quorum_bps_ The quorum in basis points.
     """
-    self._require((
-        fraud_quorum_bps_ >= _MIN_FRAUD_QUORUM_BPS and fraud_quorum_bps_ <= _BPS
-    ), "NodeStaking: fraud quorum out of bounds")
+    self._require(
+        (fraud_quorum_bps_ >= _MIN_FRAUD_QUORUM_BPS and fraud_quorum_bps_ <= _BPS),
+        "NodeStaking: fraud quorum out of bounds",
+    )
     self.fraud_quorum_bps = fraud_quorum_bps_
     log FraudQuorumUpdated(fraud_quorum_bps=fraud_quorum_bps_)
 
