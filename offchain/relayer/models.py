@@ -151,17 +151,17 @@ class BatchView(ApiModel):
     receipt_count: int
     claims: list[ClaimView] | None = None
     claim_count: int
-    tx_hash: str | None
-    nonce: int | None
-    block_number: int | None
-    gas_used: int | None
-    gas_price: str | None
-    settled_amount: str | None
+    tx_hash: str | None = None
+    nonce: int | None = None
+    block_number: int | None = None
+    gas_used: int | None = None
+    gas_price: str | None = None
+    settled_amount: str | None = None
     attempts: int
-    error: str | None
+    error: str | None = None
     created_at: float
-    sent_at: float | None
-    confirmed_at: float | None
+    sent_at: float | None = None
+    confirmed_at: float | None = None
     transactions: list[str] | None = None
 
 
@@ -171,9 +171,9 @@ class SlashView(ApiModel):
     evidence: str
     subject: str
     status: str
-    tx_hash: str | None
-    amount: str | None
-    error: str | None
+    tx_hash: str | None = None
+    amount: str | None = None
+    error: str | None = None
     created_at: float
     updated_at: float
 
