@@ -4,7 +4,7 @@ outcome, and settlement look-ups. What ``opg chat`` is built on."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,23 @@ class Answer:
     usage: dict | None = None
     finish_reason: str | None = None
     raw: dict = field(default_factory=dict)
+
+
+def sse_chunks(lines: Iterable[str]) -> Iterator[dict]:
+    """The JSON chunks of an OpenAI-style event stream (``data: {...}`` lines) up to ``data: [DONE]``; other lines
+    and chunks that are not JSON objects are skipped."""
+    for line in lines:
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            continue
+        if isinstance(chunk, dict):
+            yield chunk
 
 
 def _error_text(res: httpx.Response) -> str:
@@ -102,17 +119,7 @@ class ChatClient:
                 res.read()
                 raise ChatError(_error_text(res))
             try:
-                lines = res.iter_lines()
-                for line in lines:
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        break
-                    try:
-                        chunk = json.loads(data)
-                    except ValueError:
-                        continue
+                for chunk in sse_chunks(res.iter_lines()):
                     model = chunk.get("model", model)
                     for choice in chunk.get("choices") or []:
                         piece = (choice.get("delta") or {}).get("content")

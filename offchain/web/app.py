@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field
 from ..chain import ROLE_INFERENCE, ROLE_VERIFIER, Chain
 from ..client import OpgClient, WalletError, payment_http_client
 from ..client.amounts import parse_opg
+from ..client.chat import sse_chunks
 from ..client.transport import payment_required_of
 from . import fmt
 from .index import Index
@@ -191,16 +192,7 @@ class Web:
                     res.read()
                     emit(self._refusal(res, node, request, body.exact))
                     return
-                for line in res.iter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        break
-                    try:
-                        chunk = json.loads(data)
-                    except ValueError:
-                        continue
+                for chunk in sse_chunks(res.iter_lines()):
                     for choice in chunk.get("choices") or []:
                         piece = (choice.get("delta") or {}).get("content")
                         if piece:
