@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 from x402.schemas import PaymentPayload, PaymentRequirements
 
+from ..amounts import format_opg
 from ..daemon.errors import ApiError
 from ..inference import canonical_json, input_hash, output_hash
 from ..messages import Domain, InvalidSignature, Receipt, SignedVoucher, Voucher, recover_signer
@@ -39,10 +40,6 @@ from .x402 import SCHEME_CREDIT, SCHEME_EXACT, Offer, PaymentRefused, Quote, dec
 log = logging.getLogger("opg.node.payments")
 
 
-def _opg(wei: int) -> str:
-    """wei as OPG for people reading a refusal ("0.002667")."""
-    whole, frac = divmod(int(wei), 10**18)
-    return f"{whole}.{frac:018d}".rstrip("0").rstrip(".")
 
 
 class _Camel(BaseModel):
@@ -268,13 +265,13 @@ class Payments:
         self.metrics.verify.inc(1, SCHEME_CREDIT, "on_chain_only")
         log.warning("relayer /verify unreachable (%s): checked %s's credits on-chain only", why, adm.payer)
         if available < need:
-            raise PaymentRefused("insufficient_balance", f"available credits {_opg(available)} OPG < {_opg(need)} "
+            raise PaymentRefused("insufficient_balance", f"available credits {format_opg(available)} OPG < {format_opg(need)} "
                                  "OPG this channel may charge (charged + in flight + cap - settled)", adm.payer)
         if adm.signer is not None and adm.signer != adm.payer:  # settlement charges a session voucher to its key
             allowance = self.chain.session_allowance(adm.payer, adm.signer)
             if allowance < need:
-                raise PaymentRefused("allowance_exceeded", f"session key {adm.signer} has {_opg(allowance)} OPG of "
-                                     f"allowance left, below the {_opg(need)} OPG this channel may charge unsettled",
+                raise PaymentRefused("allowance_exceeded", f"session key {adm.signer} has {format_opg(allowance)} OPG of "
+                                     f"allowance left, below the {format_opg(need)} OPG this channel may charge unsettled",
                                      adm.payer)
         adm.available = available
 

@@ -18,6 +18,7 @@ import pydantic_core
 from pydantic import ValidationError
 from x402.schemas import VerifyRequest, VerifyResponse
 
+from ..amounts import format_opg
 from ..chain import ROLE_INFERENCE
 from ..daemon.errors import ApiError, from_validation_error
 from ..messages import InvalidSignature, SignedReceipt, recover_signer
@@ -48,10 +49,6 @@ NODE_CAPACITY = "node_capacity_exceeded"
 SESSION_CACHE_TTL = 5.0
 
 
-def _opg(wei: int) -> str:
-    """wei as OPG for people reading a refusal ("0.002667")."""
-    whole, frac = divmod(int(wei), 10**18)
-    return f"{whole}.{frac:018d}".rstrip("0").rstrip(".")
 MAX_FUTURE = 300
 SESSION_SETTLE_MARGIN = 60  # a session key's receipts are accepted while it has this long left (s)
 
@@ -361,8 +358,8 @@ class CreditScheme:
             int(self.clock_now()))
         need = max(max_cumulative, channel.cap if channel else 0, this_cap) - spent
         if available < reserved + need:
-            return (INSUFFICIENT_BALANCE, f"available credits {_opg(available)} OPG < {_opg(reserved)} OPG reserved "
-                    f"by other channels + {_opg(need)} OPG this voucher allows (maxCumulative - spent)"), {}, used_cache
+            return (INSUFFICIENT_BALANCE, f"available credits {format_opg(available)} OPG < {format_opg(reserved)} OPG reserved "
+                    f"by other channels + {format_opg(need)} OPG this voucher allows (maxCumulative - spent)"), {}, used_cache
         if allowance is not None:
             key_need = max(max_cumulative, this_key_cap) - max(spent, channel.payer_cap if channel else 0)
             if allowance < key_reserved + key_need:
@@ -374,8 +371,8 @@ class CreditScheme:
         # short and skipped (reason 2) while its payer withdraws (security.md v3, capacity grief).
         node_need = max(max_cumulative, charged, node_this) - spent
         if capacity < node_others + node_need:
-            return (NODE_CAPACITY, f"node {node} pay capacity {_opg(capacity)} OPG < {_opg(node_others)} OPG its "
-                    f"other channels may still be paid + {_opg(node_need)} OPG this voucher allows (maxCumulative - "
+            return (NODE_CAPACITY, f"node {node} pay capacity {format_opg(capacity)} OPG < {format_opg(node_others)} OPG its "
+                    f"other channels may still be paid + {format_opg(node_need)} OPG this voucher allows (maxCumulative - "
                     "spent)"), {}, used_cache
         outstanding = self.r.ledger.outstanding(payer)
         self.r.reservations.promise(payer, node, max_cumulative, signer if allowance is not None else "")
