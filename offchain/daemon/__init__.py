@@ -9,4 +9,5 @@ and serving with graceful shutdown.
   errors    ApiError, field_path, from_validation_error
   app       create_app, operations_router, install_error_handlers
   serve     setup_logging, serve, fail
+  worker    Worker, Supervisor, Backoff, WorkerHealth: one supervised loop per worker (backoff, health, stop)
 """
