@@ -1,8 +1,8 @@
 """Gas benchmark on a real anvil node: batch settlement versus one x402 "exact" payment.
 
 Starts its own anvil (``node_modules/.bin/anvil`` on a free port, stopped at the end), compiles the contracts with
-the pinned vyper (``offchain.artifacts``: ``vyper -p . -f abi,bytecode``), deploys them with web3.py
-(``offchain.devchain.deploy_web3``, the same wiring as ``ape run deploy``) and measures the ``gasUsed`` of mined
+the pinned vyper (``offchain.devkit.compiler``: ``vyper -p . -f abi,bytecode``), deploys them with web3.py
+(``offchain.devkit.devchain.deploy_web3``, the same wiring as ``ape run deploy``) and measures the ``gasUsed`` of mined
 transactions:
 
 * ``CreditEscrow.settle_batch`` with 1, 10 and 100 claims, on NEW channels (never settled: ``spent == 0``) and on
@@ -41,9 +41,10 @@ from eth_account import Account  # noqa: E402
 from eth_utils import keccak  # noqa: E402
 from web3 import Web3  # noqa: E402
 
-from offchain.artifacts import _source_hash  # noqa: E402
+from offchain.daemon.keys import anvil_key  # noqa: E402
 from offchain.deployments import Params  # noqa: E402
-from offchain.devchain import Anvil, anvil_binary, anvil_key, deploy_web3, send, transact  # noqa: E402
+from offchain.devkit.compiler import _source_hash  # noqa: E402
+from offchain.devkit.devchain import Anvil, anvil_binary, deploy_web3, send, transact  # noqa: E402
 from offchain.messages import Claim, Domain, Registration, TransferWithAuthorization, Voucher  # noqa: E402
 
 OPG = 10**18

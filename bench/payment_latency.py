@@ -3,7 +3,7 @@ side in one run at a steady request rate, through the client SDK's paying httpx 
 
     python bench/payment_latency.py [--duration 60] [--rate 5] [--exact-requests 60] [--json-out FILE]
 
-System: a private anvil (``offchain.devchain.Anvil``), the contracts (``deploy_web3``, devnet parameters), ``opg
+System: a private anvil (``offchain.devkit.devchain.Anvil``), the contracts (``deploy_web3``, devnet parameters), ``opg
 relayer run``, and ``opg node run --backend builtin`` (deterministic, about a millisecond per answer, so the model
 does not hide the payment), registered with its URL; all real processes on loopback.
 
@@ -57,8 +57,9 @@ sys.path.insert(0, str(ROOT))
 from eth_account import Account  # noqa: E402
 from web3 import Web3  # noqa: E402
 
+from offchain.daemon.keys import anvil_key  # noqa: E402
 from offchain.deployments import Params, save_deployment  # noqa: E402
-from offchain.devchain import Anvil, anvil_key, deploy_web3, free_port, send, transact  # noqa: E402
+from offchain.devkit.devchain import Anvil, deploy_web3, free_port, send, transact  # noqa: E402
 from offchain.messages import Domain, Registration  # noqa: E402
 
 OPG = 10**18

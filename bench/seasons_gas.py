@@ -1,7 +1,7 @@
 """Gas of the season distributor on a real anvil node, at a tree of 10,000 accounts.
 
 Starts its own anvil (stopped at the end), deploys OPG and ``SeasonDistributor`` with web3.py
-(``offchain.devchain``), builds the cumulative tree with ``offchain.seasons.merkle`` (the operator's
+(``offchain.devkit.devchain``), builds the cumulative tree with ``offchain.seasons.merkle`` (the operator's
 ``opg season build`` tree) over ``ACCOUNTS`` accounts, proposes and accepts it, and measures the ``gasUsed`` of
 mined transactions:
 
@@ -36,8 +36,9 @@ from eth_account import Account  # noqa: E402
 from eth_utils import keccak, to_checksum_address  # noqa: E402
 from web3 import Web3  # noqa: E402
 
-from offchain.artifacts import _source_hash  # noqa: E402
-from offchain.devchain import Anvil, anvil_key, deploy_contract, transact  # noqa: E402
+from offchain.daemon.keys import anvil_key  # noqa: E402
+from offchain.devkit.compiler import _source_hash  # noqa: E402
+from offchain.devkit.devchain import Anvil, deploy_contract, transact  # noqa: E402
 from offchain.seasons.merkle import MerkleTree  # noqa: E402
 
 ACCOUNTS = 10_000

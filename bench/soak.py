@@ -46,8 +46,9 @@ from eth_account import Account  # noqa: E402
 from web3 import Web3  # noqa: E402
 
 from offchain.chain import ROLE_INFERENCE, ROLE_VERIFIER  # noqa: E402
+from offchain.daemon.keys import anvil_key  # noqa: E402
 from offchain.deployments import Params, save_deployment  # noqa: E402
-from offchain.devchain import Anvil, anvil_key, deploy_web3, free_port, send, transact  # noqa: E402
+from offchain.devkit.devchain import Anvil, deploy_web3, free_port, send, transact  # noqa: E402
 from offchain.messages import Domain, Registration  # noqa: E402
 
 OPG = 10**18

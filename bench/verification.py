@@ -1,5 +1,5 @@
 """Verification benchmark: real anvil, ``opg relayer run``, ``opg node run`` and ``opg verifier run`` processes over
-HTTP (the test kit of tests/opg_devnet.py and tests/verifier/verifier_kit.py).
+HTTP (the test kit of offchain/devkit/devnet.py and tests/verifier/verifier_kit.py).
 
 Measures
   receipts_per_s           receipts one verifier daemon judges per second, from its start (after /healthz) to its
@@ -39,7 +39,6 @@ ROOT = Path(__file__).resolve().parent.parent
 for extra in (ROOT, ROOT / "tests", ROOT / "tests" / "verifier", ROOT / "bench"):
     sys.path.insert(0, str(extra))
 
-from opg_devnet import OPG, RelayerProc, wait_until  # noqa: E402
 from verifier_kit import (  # noqa: E402
     fraud_proven,
     live,
@@ -52,6 +51,7 @@ from verifier_kit import (  # noqa: E402
     verifier_proc,
 )
 
+from offchain.devkit.devnet import OPG, RelayerProc, wait_until  # noqa: E402
 from offchain.inference import ChatMessage, GenParams, Pricing, canonical_request, input_hash, output_hash  # noqa: E402
 from offchain.messages import Receipt  # noqa: E402
 

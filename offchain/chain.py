@@ -8,7 +8,7 @@ from pathlib import Path
 
 from web3 import Web3
 
-from .artifacts import abi
+from .abi import abi
 from .deployments import Deployment, load_deployment
 from .messages import Domain
 

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         if command in PAYER_COMMANDS:
             return importlib.import_module("offchain.client.cli").main([command, *rest])
         if command == "abi":
-            from .artifacts import export_abis
+            from .devkit.compiler import export_abis
 
             for path in export_abis():
                 print(path)

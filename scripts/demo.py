@@ -29,10 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from opg_system import OPG, Operator, System  # noqa: E402
-
 from offchain.client import OpgClient, format_opg, payment_http_client  # noqa: E402
-from offchain.devchain import anvil_key  # noqa: E402
+from offchain.daemon.keys import anvil_key  # noqa: E402
+from offchain.devkit.system import OPG, Operator, System  # noqa: E402
 
 PROMPTS = [
     "What is a payment channel?",

@@ -32,8 +32,8 @@ from ape import accounts, chain, networks, project
 from ape.cli import ConnectedProviderCommand, network_option
 
 from offchain.ape_deploy import DEPLOY_HINT, deploy_system, missing_code, private_chain_reason, started_by_ape
+from offchain.daemon.keys import DEVNET_CHAIN_ID
 from offchain.deployments import Params, save_deployment
-from offchain.devchain import DEVNET_CHAIN_ID
 
 
 def fail(message: str) -> None:

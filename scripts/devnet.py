@@ -18,11 +18,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
-from opg_system import OPG, Operator, System  # noqa: E402
-
-from offchain.devchain import anvil_key  # noqa: E402
+from offchain.daemon.keys import anvil_key  # noqa: E402
+from offchain.devkit.system import OPG, Operator, System  # noqa: E402
 
 PAYER_ACCOUNT = 4
 OPERATOR_ACCOUNT = 8  # an operator to try `opg operator register` with

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from ape.pytest.fixtures import IsolationManager
-from opg_test_params import OPG, TEST_PARAMS  # noqa: F401 (OPG re-exported to the test modules)
 
 from offchain.ape_deploy import deploy_system
 from offchain.deployments import Params
+from offchain.devkit.params import OPG, TEST_PARAMS  # noqa: F401 (OPG re-exported to the test modules)
 from offchain.messages import Domain, Registration
 
 

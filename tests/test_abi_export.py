@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from offchain.artifacts import ABI_DIR, compiled
+from offchain.abi import ABI_DIR
+from offchain.devkit.compiler import compiled
 
 
 @pytest.mark.parametrize("name", ["OPG", "CreditEscrow", "NodeStaking", "RewardDistributor", "SeasonDistributor"])

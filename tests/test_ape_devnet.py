@@ -15,8 +15,9 @@ from eth_account import Account
 from web3 import Web3
 
 from offchain.chain import Chain
+from offchain.daemon.keys import anvil_key
 from offchain.deployments import CONTRACT_NAMES, PROJECT_ROOT, load_deployment
-from offchain.devchain import Anvil, anvil_key, free_port, transact
+from offchain.devkit.devchain import Anvil, free_port, transact
 
 OPG = 10**18
 APE = ["ape"]

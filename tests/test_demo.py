@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from offchain.client import format_opg
-from offchain.devchain import free_port
+from offchain.devkit.devchain import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from offchain.chain import Chain
 from offchain.deployments import CONTRACT_NAMES, Params, load_deployment
-from offchain.devchain import Anvil
+from offchain.devkit.devchain import Anvil
 
 ROOT = Path(__file__).resolve().parent.parent
 DAY = 86_400

@@ -16,8 +16,8 @@ import pytest
 from eth_abi import encode
 from eth_account import Account
 from eth_utils import keccak
-from opg_test_helpers import called_addresses
 
+from offchain.devkit.traces import called_addresses
 from offchain.messages import (
     SECP256K1_HALF_N,
     Claim,

@@ -14,8 +14,8 @@ import ape
 import pytest
 from eth_account import Account
 from eth_utils import keccak
-from opg_test_helpers import called_addresses
 
+from offchain.devkit.traces import called_addresses
 from offchain.messages import Claim, Domain, ReceiveWithAuthorization, Voucher, merkle_root
 
 OPG = 10**18

@@ -8,8 +8,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ..daemon.keys import anvil_key
 from ..daemon.settings import ConfigError
-from ..devchain import anvil_key
 
 ENV_PREFIX = "OPG_CLIENT_"
 

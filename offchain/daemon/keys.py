@@ -8,8 +8,17 @@ import json
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from ..devchain import DEVNET_CHAIN_ID, anvil_key
 from .settings import ConfigError, DaemonSettings, env_prefix
+
+# Anvil's public development mnemonic: devnet only, never for a real chain.
+ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
+DEVNET_CHAIN_ID = 31337
+
+
+def anvil_key(index: int) -> str:
+    """Private key of anvil's development account ``index`` (public knowledge; devnet only)."""
+    Account.enable_unaudited_hdwallet_features()
+    return Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}").key.hex()
 
 
 def load_account(settings: DaemonSettings, chain_id: int) -> LocalAccount:

@@ -1,7 +1,7 @@
 """Contract ABIs and bytecode, compiled from ``contracts/`` with the pinned vyper and cached by source hash.
 
-Daemons need only the ABIs, which are committed under ``offchain/abi/`` (a test checks they match the sources);
-deploying without ape (benchmarks, relayer tests) compiles on first use and caches under ``.build/opg/``.
+Daemons need only the committed ABIs (``offchain.abi``); deploying without ape (tests, benchmarks, the seasons
+distributor) compiles on first use and caches under ``.build/opg/``; ``opg abi`` rewrites ``offchain/abi/*.json``.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import sys
 from functools import cache
 from pathlib import Path
 
-from .deployments import PROJECT_ROOT
+from ..abi import ABI_DIR, CONTRACTS
+from ..deployments import PROJECT_ROOT
 
 CONTRACTS_DIR = PROJECT_ROOT / "contracts"
-ABI_DIR = Path(__file__).resolve().parent / "abi"
 CACHE_DIR = PROJECT_ROOT / ".build" / "opg"
 SOURCES = {
     "OPG": "OPG.vy",
@@ -69,20 +69,11 @@ def compiled(name: str) -> dict:
     return artifact
 
 
-@cache
-def abi(name: str) -> list:
-    """The committed ABI of a protocol contract (no compiler needed)."""
-    path = ABI_DIR / f"{name}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    return compiled(name)["abi"]
-
-
 def export_abis() -> list[Path]:
     """Regenerate ``offchain/abi/*.json`` from the sources."""
     ABI_DIR.mkdir(exist_ok=True)
     written = []
-    for name in ("OPG", "CreditEscrow", "NodeStaking", "Evidence", "RewardDistributor", "SeasonDistributor"):
+    for name in CONTRACTS:
         path = ABI_DIR / f"{name}.json"
         path.write_text(json.dumps(compiled(name)["abi"], indent=1) + "\n")
         written.append(path)

@@ -1,5 +1,7 @@
 """A local anvil node and a web3.py deployment of the system, for tests, benchmarks and the demo.
 
+Anvil's development keys (``anvil_key``) live in ``offchain.daemon.keys``: daemons accept them on chain 31337.
+
 Ape (``scripts/deploy.py``) is the operator's way to deploy; this module does the same with plain web3 so that a
 process can own a chain without ape's test isolation (relayer end-to-end tests, benchmarks).
 """
@@ -15,18 +17,8 @@ from dataclasses import dataclass
 from eth_account import Account
 from web3 import Web3
 
-from .artifacts import compiled
-from .deployments import PROJECT_ROOT, DeployedContract, Deployment, Params, constructor_args
-
-# Anvil's public development mnemonic: devnet only, never for a real chain.
-ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
-DEVNET_CHAIN_ID = 31337
-
-
-def anvil_key(index: int) -> str:
-    """Private key of anvil's development account ``index`` (public knowledge; devnet only)."""
-    Account.enable_unaudited_hdwallet_features()
-    return Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}").key.hex()
+from ..deployments import PROJECT_ROOT, DeployedContract, Deployment, Params, constructor_args
+from .compiler import compiled
 
 
 def free_port() -> int:

@@ -3,7 +3,7 @@ deployed (``Devnet``), actors, channel simulation, and the daemons as real subpr
 (``RelayerProc``, ``DaemonProc``), spoken to over real HTTP (httpx).
 
 Nothing here uses ape's chain (ape snapshots and reverts it between tests): every module owns its chain.
-Import it as ``from opg_devnet import ...``.
+The same kit serves ``bench/``; ``offchain.devkit.system`` runs the whole system for the demo and devnet.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import httpx
 from eth_account import Account
 from web3 import Web3
 
+from offchain.daemon.keys import anvil_key
 from offchain.deployments import PROJECT_ROOT, Params, save_deployment
-from offchain.devchain import Anvil, anvil_key, deploy_web3, free_port, send, transact
+from offchain.devkit.devchain import Anvil, deploy_web3, free_port, send, transact
 from offchain.messages import Domain, Receipt, Registration, SignedReceipt, SignedVoucher, Voucher
 
 OPG = 10**18

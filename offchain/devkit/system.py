@@ -1,6 +1,6 @@
 """The whole system on a local anvil chain, as real processes: anvil, the deployment (``ape run deploy``), the
 relayer, inference nodes and verifiers, each registered and staked through the operator CLI. Used by
-``scripts/demo.py`` (``make demo``) and ``scripts/devnet.py`` (``make devnet``).
+``scripts/demo.py`` (``make demo``), ``scripts/devnet.py`` (``make devnet``) and the browser tests.
 
 Roles use anvil's public development accounts (chain 31337 only): 0 deployer and treasury, 9 relayer, nodes and
 verifiers and payers from the others. Every process it starts is stopped by :meth:`System.stop`.
@@ -21,11 +21,10 @@ from pathlib import Path
 import httpx
 from eth_account import Account
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from offchain.chain import Chain  # noqa: E402
-from offchain.devchain import anvil_key, transact  # noqa: E402
+from ..chain import Chain
+from ..daemon.keys import anvil_key
+from ..deployments import PROJECT_ROOT as ROOT
+from .devchain import transact
 
 OPG = 10**18
 RELAYER_ACCOUNT = 9
@@ -184,7 +183,7 @@ class System:
         if opg:
             transact(self.chain.w3, treasury, self.chain.opg.functions.transfer(address, opg))
         if eth:
-            from offchain.devchain import send
+            from offchain.devkit.devchain import send
 
             send(self.chain.w3, treasury, {"to": address, "value": eth, "gas": 21_000})
 

@@ -27,7 +27,7 @@ from web3 import Web3
 from ..chain import SKIP_REASONS, Chain
 from ..daemon.keys import load_account
 from ..deployments import load_deployment
-from ..devchain import transact
+from ..devkit.devchain import transact
 from ..messages import Claim, merkle_root
 from .config import ConfigError, NodeSettings
 from .store import NodeStore

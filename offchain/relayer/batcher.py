@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from eth_abi import decode as abi_decode
 from eth_utils import event_abi_to_log_topic, function_abi_to_4byte_selector
 
-from ..artifacts import abi
+from ..abi import abi
 from ..messages import _address_of as address_of
 from ..messages import compact_signature, merkle_root
 from .policy import BatchPolicy

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from eth_abi import decode as abi_decode
 from eth_utils import event_abi_to_log_topic
 
-from ..artifacts import abi
+from ..abi import abi
 from ..messages import Domain, InvalidSignature, Voucher, _address_of, recover_signer
 
 PROMISE_TTL = 900.0  # s a /verify acceptance reserves credits without a receipt handed over

@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _key(args: argparse.Namespace, seasons) -> str:
     if args.dev_account is not None:
-        from ..devchain import DEVNET_CHAIN_ID, anvil_key
+        from ..daemon.keys import DEVNET_CHAIN_ID, anvil_key
 
         if seasons.deployment.chainId != DEVNET_CHAIN_ID:
             raise SeasonError("--dev-account only on the local chain 31337")

@@ -18,9 +18,9 @@ from eth_account import Account
 from eth_utils import keccak, to_checksum_address
 from web3 import Web3
 
-from ..artifacts import abi
+from ..abi import abi
 from ..deployments import DeployedContract, Deployment, deployment_path, save_deployment
-from ..devchain import deploy_contract, transact
+from ..devkit.devchain import deploy_contract, transact
 from .usage import (
     BPS,
     IGNORED,

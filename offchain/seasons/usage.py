@@ -35,7 +35,7 @@ from eth_abi import decode
 from eth_utils import event_abi_to_log_topic, keccak, to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..artifacts import abi
+from ..abi import abi
 from .merkle import MerkleTree
 
 BPS = 10_000

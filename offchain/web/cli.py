@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dev_account is not None:
         if chain_id != DEVNET_CHAIN_ID:
             return _fail(f"--dev-account uses anvil's public keys and is refused on chain {chain_id}; use --keystore")
-        from ..devchain import anvil_key
+        from ..daemon.keys import anvil_key
 
         account = Account.from_key(anvil_key(args.dev_account))
     elif args.keystore is not None:

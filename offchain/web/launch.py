@@ -1,4 +1,4 @@
-"""Start ``opg web`` as one more process of a ``scripts/opg_system.System`` (``make devnet``, ``make demo``)."""
+"""Start ``opg web`` as one more process of a ``offchain.devkit.system.System`` (``make devnet``, ``make demo``)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from offchain.backends import load_backend
-from offchain.devchain import free_port
+from offchain.devkit.devchain import free_port
 
 HERE = Path(__file__).resolve().parent
 

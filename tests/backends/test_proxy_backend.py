@@ -10,7 +10,7 @@ from backend_contract import QUESTION, check_stop_sequence, check_streaming_matc
 
 from offchain.backends import BackendError, BuiltinBackend, load_backend
 from offchain.backends.proxy import estimate_prompt_tokens
-from offchain.devchain import free_port
+from offchain.devkit.devchain import free_port
 from offchain.inference import ChatMessage, GenParams, model_id_of
 
 REFERENCE = BuiltinBackend()  # what the upstream runs

@@ -259,9 +259,8 @@ class StubNode:
 # The real node ---------------------------------------------------------------------------------------------------
 def start_node(devnet: Any, actor: Any, relayer_url: str, folder: Path, *extra: str, backend: str = "builtin"):
     """``opg node run`` for ``actor`` (a registered inference node) as a child process, its endpoint set on-chain."""
-    from opg_devnet import DaemonProc
-
-    from offchain.devchain import free_port, transact
+    from offchain.devkit.devchain import free_port, transact
+    from offchain.devkit.devnet import DaemonProc
 
     keystore = write_keystore(folder / f"{actor.address}.json", actor.key, "node-pw")
     password = folder / f"{actor.address}.pw"

@@ -6,7 +6,8 @@ chain, so ape must not re-create them ("fixture rebasing") when a later test bri
 from __future__ import annotations
 
 import ape
-from opg_devnet import Devnet, RelayerProc
+
+from offchain.devkit.devnet import Devnet, RelayerProc
 
 
 @ape.fixture(scope="module", chain_isolation=False)

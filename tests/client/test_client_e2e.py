@@ -18,10 +18,10 @@ import httpx
 import pytest
 from client_kit import TamperProxy, cli, start_node, write_keystore
 from eth_account import Account
-from opg_devnet import OPG, wait_until
 
 from offchain.client import OpgCreditClient, Payer, async_payment_http_client, payment_http_client
 from offchain.deployments import PROJECT_ROOT
+from offchain.devkit.devnet import OPG, wait_until
 
 PROMPT = "What does the relayer settle?"
 PASSWORD = "payer-pw"

@@ -13,7 +13,6 @@ import ape
 import httpx
 import pytest
 from client_kit import StubNode
-from opg_devnet import OPG, wait_until
 
 from offchain.client import (
     ChannelConflict,
@@ -24,6 +23,7 @@ from offchain.client import (
     async_payment_http_client,
     payment_http_client,
 )
+from offchain.devkit.devnet import OPG, wait_until
 from offchain.inference import input_hash, output_hash
 
 CHAT = "/v1/chat/completions"

@@ -13,11 +13,12 @@ import httpx
 import pytest
 from client_kit import cli, write_keystore
 from eth_account import Account
-from opg_devnet import OPG, new_key
 
 from offchain.client import OpgClient, parse_opg
+from offchain.daemon.keys import anvil_key
 from offchain.deployments import PROJECT_ROOT
-from offchain.devchain import anvil_key, transact
+from offchain.devkit.devchain import transact
+from offchain.devkit.devnet import OPG, new_key
 
 DEV = 3  # anvil account the --dev-account tests pay from (holds ETH; gets OPG from the deployer)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 from fuzz_kit import BOUNDS_ENV, PASSWORD, System, keystore
-from opg_devnet import DaemonProc, Devnet, RelayerProc
 
-from offchain.devchain import transact
+from offchain.devkit.devchain import transact
+from offchain.devkit.devnet import DaemonProc, Devnet, RelayerProc
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from eth_account import Account
-from opg_devnet import DaemonProc, Devnet, RelayerProc
+
+from offchain.devkit.devnet import DaemonProc, Devnet, RelayerProc
 
 PASSWORD = "fuzz-password"
 IDLE_TIMEOUT = 2.0  # the daemons' idle partial-body timeout here (10 s by default), so the bound is tested quickly

@@ -13,7 +13,8 @@ import pytest
 from eth_account import Account
 
 from offchain.chain import Chain
-from offchain.devchain import anvil_key, send, transact
+from offchain.daemon.keys import anvil_key
+from offchain.devkit.devchain import send, transact
 
 OPG = 10**18
 

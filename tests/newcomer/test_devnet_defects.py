@@ -19,7 +19,8 @@ from offchain.client import OpgClient
 from offchain.client.payer import Payer
 from offchain.client.transport import payment_http_client
 from offchain.client.wallet import WalletError
-from offchain.devchain import anvil_key, transact
+from offchain.daemon.keys import anvil_key
+from offchain.devkit.devchain import transact
 
 OPG = 10**18
 

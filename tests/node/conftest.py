@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import ape
 from node_kit import past_devnet
-from opg_devnet import RelayerProc
+
+from offchain.devkit.devnet import RelayerProc
 
 
 @ape.fixture(scope="module", chain_isolation=False)

@@ -14,9 +14,9 @@ from typing import Any
 
 import httpx
 from eth_account import Account
-from opg_devnet import OPG, Actor, DaemonProc, Devnet, wait_until
 
-from offchain.devchain import free_port, transact
+from offchain.devkit.devchain import free_port, transact
+from offchain.devkit.devnet import OPG, Actor, DaemonProc, Devnet, wait_until
 from offchain.messages import Domain, PayloadRequest, Voucher
 
 PASSWORD = "node-test-password"

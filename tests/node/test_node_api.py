@@ -34,10 +34,10 @@ from node_kit import (
     wait_relayer_idle,
     wei,
 )
-from opg_devnet import OPG, Actor, new_key, wait_until
 
 from offchain.backends import BuiltinBackend
-from offchain.devchain import transact
+from offchain.devkit.devchain import transact
+from offchain.devkit.devnet import OPG, Actor, new_key, wait_until
 from offchain.inference import ChatMessage, GenParams, canonical_request, input_hash, output_hash
 from offchain.messages import Domain, Receipt, recover_signer
 

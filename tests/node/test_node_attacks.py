@@ -30,9 +30,9 @@ from node_kit import (
     sse_events,
     voucher_header,
 )
-from opg_devnet import OPG, Actor, new_key, wait_until
 
-from offchain.devchain import free_port, transact
+from offchain.devkit.devchain import free_port, transact
+from offchain.devkit.devnet import OPG, Actor, new_key, wait_until
 from offchain.messages import Domain, TransferWithAuthorization
 
 

@@ -13,9 +13,9 @@ import time
 
 import ape
 from node_kit import NodeProc, Payer, chat_body, keystore, payment_of, requirement, wait_receipts_settled, wei
-from opg_devnet import OPG, Devnet, RelayerProc, wait_until
 
 from offchain.deployments import PROJECT_ROOT
+from offchain.devkit.devnet import OPG, Devnet, RelayerProc, wait_until
 
 MAX_UNSETTLED = "0.005"  # OPG: room for one request of the size below, not two
 

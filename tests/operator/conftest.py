@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from operator_kit import OperatorCli
-from opg_devnet import Devnet, RelayerProc
+
+from offchain.devkit.devnet import Devnet, RelayerProc
 
 
 @pytest.fixture(scope="module")

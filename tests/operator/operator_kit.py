@@ -12,8 +12,8 @@ from typing import Any
 
 from eth_account import Account
 
+from offchain.daemon.keys import anvil_key
 from offchain.deployments import PROJECT_ROOT
-from offchain.devchain import anvil_key
 
 OPG = 10**18
 PASSWORD = "operator test password"

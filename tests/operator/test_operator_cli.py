@@ -7,9 +7,9 @@ import re
 
 import pytest
 from operator_kit import OPG, PASSWORD, dev, dev_address, keystore, opg_operator
-from opg_devnet import new_key, rand32
 
-from offchain.devchain import Anvil, transact
+from offchain.devkit.devchain import Anvil, transact
+from offchain.devkit.devnet import new_key, rand32
 from offchain.messages import Receipt
 
 

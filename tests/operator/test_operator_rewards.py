@@ -8,10 +8,11 @@ import time
 
 import pytest
 from operator_kit import OPG, dev, dev_address, keystore
-from opg_devnet import Actor, ChannelSim, item, new_key, rand32, wait_until
 
 from offchain.client.amounts import format_opg
-from offchain.devchain import anvil_key, transact
+from offchain.daemon.keys import anvil_key
+from offchain.devkit.devchain import transact
+from offchain.devkit.devnet import Actor, ChannelSim, item, new_key, rand32, wait_until
 from offchain.messages import Verdict
 
 STAKE = 200

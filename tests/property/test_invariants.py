@@ -69,9 +69,9 @@ from hypothesis import HealthCheck, event, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.errors import InvalidArgument  # noqa: E402
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test  # noqa: E402
-from opg_test_params import TEST_PARAMS  # noqa: E402
 
 from offchain.deployments import constructor_args  # noqa: E402
+from offchain.devkit.params import TEST_PARAMS  # noqa: E402
 from offchain.messages import Domain, Receipt, Registration, Verdict, Voucher, compact_signature  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

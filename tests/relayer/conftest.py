@@ -1,10 +1,11 @@
 """Relayer end-to-end fixtures: a private anvil + deployment per test module and the relayer as a real subprocess.
-The kit itself lives in ``tests/opg_devnet.py`` (shared with the node, verifier, client and demo tests)."""
+The kit itself lives in ``offchain/devkit/devnet.py`` (shared with the node, verifier, client and demo tests)."""
 
 from __future__ import annotations
 
 import pytest
-from opg_devnet import (  # noqa: F401  (re-exported for the relayer tests' ``from conftest import ...``)
+
+from offchain.devkit.devnet import (  # noqa: F401  (re-exported for the relayer tests' ``from conftest import ...``)
     OPG,
     ROLE_INFERENCE,
     ROLE_VERIFIER,

@@ -11,8 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-from opg_devnet import OPG, ChannelSim, RelayerProc, free_port
 from test_relayer_verify import credit_request
+
+from offchain.devkit.devnet import OPG, ChannelSim, RelayerProc, free_port
 
 
 class RpcForwarder:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
-from opg_devnet import Devnet, RelayerProc, new_key
 
 from offchain.deployments import PROJECT_ROOT
-from offchain.devchain import free_port
+from offchain.devkit.devchain import free_port
+from offchain.devkit.devnet import Devnet, RelayerProc, new_key
 from offchain.relayer.config import ConfigError, load_settings
 
 

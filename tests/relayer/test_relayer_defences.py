@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from opg_devnet import OPG, ChannelSim, RelayerProc, item, new_key, wait_until
 
-from offchain.devchain import transact
+from offchain.devkit.devchain import transact
+from offchain.devkit.devnet import OPG, ChannelSim, RelayerProc, item, new_key, wait_until
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ skew bound but within the contract's is refused without a slash.
 
 from __future__ import annotations
 
-from opg_devnet import OPG, ChannelSim, item, wait_until
+from offchain.devkit.devnet import OPG, ChannelSim, item, wait_until
 
 
 def slash_of(relayer, node_address: str) -> dict | None:
@@ -75,9 +75,8 @@ def test_attack_made_up_receipt_for_the_rest_of_a_cap_is_flagged_by_the_single_d
     signs a receipt for the other 2 OPG for a request never made and hands it to the relayer. The relayer lists the
     payer's pending receipts with their voucher's cap; the client finds one it never received nor asked for, and
     blocks the node (it signs nothing more for it) before the batch (a relayer with a 10-minute batch age)."""
-    from opg_devnet import RelayerProc
-
     from offchain.client.payer import Payer
+    from offchain.devkit.devnet import RelayerProc
 
     relayer = RelayerProc(devnet, tmp_path / "slow.sqlite3", dev_account=6, batch_age=600, batch_size=10_000).start()
     try:

@@ -8,8 +8,9 @@ import threading
 import time
 
 import pytest
-from opg_devnet import OPG, new_key
 from test_relayer_verify import authorization, exact_request
+
+from offchain.devkit.devnet import OPG, new_key
 
 
 def next_block_time(devnet) -> int:

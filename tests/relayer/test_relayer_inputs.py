@@ -4,9 +4,9 @@ everything accepted before untouched."""
 from __future__ import annotations
 
 import pytest
-from opg_devnet import OPG, ChannelSim, item, new_key, rand32
 from test_relayer_verify import malleate
 
+from offchain.devkit.devnet import OPG, ChannelSim, item, new_key, rand32
 from offchain.messages import Domain
 
 
@@ -275,7 +275,7 @@ def test_exact_settle_genuine_retry_returns_the_same_transaction(relayer, devnet
 # A byte-identical resend of an accepted receipt, after it grew older than the receipt age limit -------------------
 @pytest.fixture(scope="module")
 def short_age_relayer(devnet, tmp_path_factory):
-    from opg_devnet import RelayerProc
+    from offchain.devkit.devnet import RelayerProc
 
     proc = RelayerProc(devnet, tmp_path_factory.mktemp("relayer-age") / "relayer.sqlite3", 2, "--max-receipt-age", "2")
     proc.start()

@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from opg_devnet import OPG, ChannelSim, RelayerProc, item, wait_until
 
-from offchain.devchain import transact
+from offchain.devkit.devchain import transact
+from offchain.devkit.devnet import OPG, ChannelSim, RelayerProc, item, wait_until
 from offchain.messages import Claim
 
 SETTLED = 0

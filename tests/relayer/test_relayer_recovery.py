@@ -4,8 +4,8 @@ exactly once after a restart; nothing acknowledged is lost, nothing is paid twic
 from __future__ import annotations
 
 import pytest
-from opg_devnet import OPG, ChannelSim, RelayerProc, wait_until
 
+from offchain.devkit.devnet import OPG, ChannelSim, RelayerProc, wait_until
 from offchain.relayer.txsender import FAULT_EXIT_CODE
 
 

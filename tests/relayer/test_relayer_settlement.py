@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 
-from opg_devnet import OPG, ChannelSim, camel, item, wait_until
-
-from offchain.devchain import transact
+from offchain.devkit.devchain import transact
+from offchain.devkit.devnet import OPG, ChannelSim, camel, item, wait_until
 from offchain.messages import Claim, merkle_root
 
 

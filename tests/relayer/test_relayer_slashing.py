@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import time
 
-from opg_devnet import OPG, ChannelSim, item, rand32, wait_until
-
+from offchain.devkit.devnet import OPG, ChannelSim, item, rand32, wait_until
 from offchain.messages import Verdict
 
 

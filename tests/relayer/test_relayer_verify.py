@@ -6,9 +6,9 @@ import secrets
 import time
 
 import pytest
-from opg_devnet import OPG, ChannelSim, item, new_key
 
-from offchain.devchain import transact
+from offchain.devkit.devchain import transact
+from offchain.devkit.devnet import OPG, ChannelSim, item, new_key
 from offchain.messages import SECP256K1_HALF_N, Domain, TransferWithAuthorization
 
 N = 2 * SECP256K1_HALF_N + 1  # secp256k1 group order

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import ape
-from opg_devnet import Devnet, RelayerProc
+
+from offchain.devkit.devnet import Devnet, RelayerProc
 
 
 @ape.fixture(scope="module", chain_isolation=False)

@@ -22,7 +22,7 @@ from eth_utils import event_abi_to_log_topic, keccak, to_checksum_address
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from offchain.artifacts import abi
+from offchain.abi import abi
 from offchain.seasons.usage import BPS, Season, SeasonsConfig, season_table, table_bytes
 
 ESCROW = to_checksum_address("0x" + "e5" * 20)

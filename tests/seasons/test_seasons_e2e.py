@@ -14,10 +14,10 @@ from pathlib import Path
 
 import ape
 from eth_account import Account
-from opg_devnet import OPG, ChannelSim, DaemonProc, wait_until
 
 from offchain.client import Payer, payment_http_client
-from offchain.devchain import free_port, transact
+from offchain.devkit.devchain import free_port, transact
+from offchain.devkit.devnet import OPG, ChannelSim, DaemonProc, wait_until
 from offchain.messages import Receipt, Verdict
 from offchain.seasons.ops import Seasons, load_table, table_path
 from offchain.seasons.standing import SeasonView

@@ -4,8 +4,9 @@ the verifiers' warm-up (``verifier_kit.past_devnet``), and the relayer as a real
 from __future__ import annotations
 
 import pytest
-from opg_devnet import RelayerProc
 from verifier_kit import past_devnet
+
+from offchain.devkit.devnet import RelayerProc
 
 
 @pytest.fixture(scope="module")

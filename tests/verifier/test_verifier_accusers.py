@@ -13,7 +13,6 @@ import time
 
 import httpx
 import pytest
-from opg_devnet import OPG, new_key, wait_until
 from verifier_kit import (
     check,
     fraud_proven,
@@ -30,7 +29,8 @@ from verifier_kit import (
     wait_receipts,
 )
 
-from offchain.devchain import transact
+from offchain.devkit.devchain import transact
+from offchain.devkit.devnet import OPG, new_key, wait_until
 from offchain.messages import PayloadRequest, Verdict
 from offchain.verifier.payloads import PayloadClient, parse_receipt, plain
 

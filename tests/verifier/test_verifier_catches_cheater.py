@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from opg_devnet import OPG, RelayerProc, wait_until
 from verifier_kit import (
     cheats,
     fraud_proven,
@@ -31,6 +30,8 @@ from verifier_kit import (
     verifier_proc,
     wait_receipts,
 )
+
+from offchain.devkit.devnet import OPG, RelayerProc, wait_until
 
 CHEAT_RATE = 0.5
 BATCH_AGE = 40.0

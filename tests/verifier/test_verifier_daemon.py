@@ -8,7 +8,6 @@ import json
 import time
 
 import pytest
-from opg_devnet import OPG, item, wait_until
 from verifier_kit import (
     check,
     dispute_body,
@@ -26,7 +25,8 @@ from verifier_kit import (
 )
 
 from offchain.client.dispute import main as dispute_main
-from offchain.devchain import transact
+from offchain.devkit.devchain import transact
+from offchain.devkit.devnet import OPG, item, wait_until
 from offchain.messages import PayloadWithheld, Verdict
 
 DECIDED: dict[str, str] = {}  # receipt ids decided by the tests above, for the restart test

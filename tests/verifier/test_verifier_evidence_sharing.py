@@ -11,7 +11,6 @@ Real anvil, relayer, node (``--cheat-rate 1``) and verifier processes; the node'
 from __future__ import annotations
 
 import pytest
-from opg_devnet import OPG, wait_until
 from verifier_kit import (
     SelectiveFront,
     check,
@@ -28,6 +27,8 @@ from verifier_kit import (
     wait_check,
     wait_receipts,
 )
+
+from offchain.devkit.devnet import OPG, wait_until
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from opg_devnet import OPG, wait_until
 from verifier_kit import (
     check,
     fraud_proven,
@@ -38,7 +37,8 @@ from verifier_kit import (
 )
 
 from offchain.backends.llama import smollm2_path
-from offchain.devchain import free_port
+from offchain.devkit.devchain import free_port
+from offchain.devkit.devnet import OPG, wait_until
 
 HONEST_RECEIPTS = 100
 PROMPTS = ["Name a colour.", "Say hello.", "Name a fruit.", "Count to three.", "Name an animal.", "Say a number.",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from opg_devnet import OPG, wait_until
 from verifier_kit import (
     SelectiveFront,
     check,
@@ -35,6 +34,7 @@ from verifier_kit import (
     wait_receipts,
 )
 
+from offchain.devkit.devnet import OPG, wait_until
 from offchain.messages import Verdict
 
 

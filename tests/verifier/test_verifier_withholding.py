@@ -15,7 +15,6 @@ import subprocess
 import sys
 
 import pytest
-from opg_devnet import OPG, wait_until
 from verifier_kit import (
     PASSWORD,
     check,
@@ -33,6 +32,7 @@ from verifier_kit import (
 )
 
 from offchain.deployments import PROJECT_ROOT
+from offchain.devkit.devnet import OPG, wait_until
 from offchain.verifier.payloads import PayloadClient, parse_receipt
 
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: connection refused

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import httpx
 from eth_account import Account
-from opg_devnet import Actor, DaemonProc, Devnet, RelayerProc, free_port, rand32, wait_until
 
 from offchain.backends import CheatingBackend, load_backend
-from offchain.devchain import transact
+from offchain.devkit.devchain import transact
+from offchain.devkit.devnet import Actor, DaemonProc, Devnet, RelayerProc, free_port, rand32, wait_until
 from offchain.inference import ChatMessage, GenParams, Pricing, canonical_request, input_hash, output_hash
 from offchain.messages import Receipt, SignedReceipt, SignedVoucher, Voucher
 

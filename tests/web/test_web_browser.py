@@ -29,11 +29,12 @@ import pytest
 from eth_account import Account
 from web3.logs import DISCARD
 
-from offchain.devchain import anvil_key, free_port
+from offchain.daemon.keys import anvil_key
+from offchain.devkit.devchain import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
-from opg_system import OPG, Operator, System  # noqa: E402
+from offchain.devkit.system import OPG, Operator, System  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -1,0 +1,13 @@
+"""Dev and test support: what the tests, ``scripts/``, ``bench/`` and the dev-only ``opg abi`` use, and no daemon does
+(``tests/devkit/test_devkit_boundary.py`` keeps runtime modules from importing it).
+
+  devchain  Anvil (a private anvil process), free_port, send/transact (web3), deploy_contract, deploy_web3
+  compiler  compiled(name): ABI + bytecode from contracts/ with the pinned vyper, cached; export_abis (``opg abi``)
+  devnet    the end-to-end test kit: Devnet (anvil + deployed system), Actor, ChannelSim, RelayerProc, DaemonProc
+  system    System/Operator: the whole system as processes (``make demo``, ``make devnet``, the browser tests)
+  params    TEST_PARAMS, the protocol parameters of the ape tests and the property tests
+  traces    called_addresses (anvil's callTracer)
+
+Runtime pieces it builds on stay in the runtime package: ABIs in ``offchain.abi``, anvil's dev keys in
+``offchain.daemon.keys``.
+"""
