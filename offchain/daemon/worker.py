@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
@@ -82,9 +82,11 @@ class _Slot:
 class Supervisor:
     """Runs workers on threads with backoff, health and a graceful stop. Add workers, ``start()``, ``stop()``."""
 
-    def __init__(self, workers: Iterable[Worker] = (), *, backoff: Backoff | None = None, idle: float = 1.0):
+    def __init__(self, workers: Iterable[Worker] = (), *, backoff: Backoff | None = None, idle: float = 1.0,
+                 on_error: Callable[[str, BaseException], None] | None = None):
         self.backoff = backoff or Backoff()
         self.idle = idle
+        self.on_error = on_error  # told of every failed startup or tick: (worker name, exception), e.g. a metric
         self.stopping = threading.Event()
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
@@ -148,6 +150,11 @@ class Supervisor:
         failures = slot.health.failures + 1
         self._set(slot, failures=failures, last_error=f"{exc.__class__.__name__}: {str(exc)[:300]}")
         delay = slot.backoff.delay(failures)
+        if self.on_error is not None:
+            try:
+                self.on_error(slot.worker.name, exc)
+            except Exception:
+                log.exception("on_error hook failed")
         if isinstance(exc, slot.quiet):
             log.info("%s %s: %s; retrying in %.2f s", slot.worker.name, where, exc, delay)
         else:

@@ -76,13 +76,16 @@ def test_health_shows_a_failure_streak_and_clears_on_recovery():
                 raise ConnectionError("relayer down")
             return 0.01
 
-    sup = Supervisor([Gated()], backoff=Backoff(initial=0.01, maximum=0.02))
+    told: list[tuple[str, str]] = []
+    sup = Supervisor([Gated()], backoff=Backoff(initial=0.01, maximum=0.02),
+                     on_error=lambda name, exc: told.append((name, str(exc))))
     sup.start()
     try:
         wait_until(lambda: sup.worker_health("gated").failures >= 3)
         h = sup.worker_health("gated")
         assert h.alive and h.last_ok is None and h.ticks == 0
         assert h.last_error == "ConnectionError: relayer down"
+        assert told[0] == ("gated", "relayer down") and len(told) >= 3
         assert sup.alive
         gate.set()
         wait_until(lambda: sup.worker_health("gated").ticks >= 1)
