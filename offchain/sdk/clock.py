@@ -59,7 +59,7 @@ class ProtocolClock:
             seen = self._seen
         if seen is None:
             return None
-        return seen[0] + (mono - seen[1])
+        return seen[0] + max(0.0, mono - seen[1])
 
     def now_float(self) -> float:
         """``max(wall clock, chain clock)`` in seconds (the wall clock alone while the chain is unreachable)."""
