@@ -6,7 +6,7 @@ transports and the x402 ``opg-credit`` scheme client. See docs/client.md.
   payment_http_client        httpx.Client paying 402s (for openai.OpenAI(http_client=...))
   async_payment_http_client  httpx.AsyncClient paying 402s (for openai.AsyncOpenAI(http_client=...))
   PayingTransport, AsyncPayingTransport, PaymentTicket
-  OpgCreditClient            x402 SchemeNetworkClient for x402Client.register("eip155:<id>", ...)
+  (offchain.schemes.credit.client.OpgCreditClient: the x402 SchemeNetworkClient for x402Client.register)
   ClientState                the state directory; load_request(receipt_id) for disputes
   PaymentRefused, Overcharged, ChannelConflict, PaymentOutcome
   parse_opg, format_opg
@@ -23,7 +23,6 @@ from .transport import (
     payment_http_client,
 )
 from .wallet import Balance, OpgClient, WalletError, Withdrawal
-from .x402_scheme import OpgCreditClient
 
 __all__ = [
     "AsyncPayingTransport",
@@ -32,7 +31,6 @@ __all__ = [
     "ChannelState",
     "ClientState",
     "OpgClient",
-    "OpgCreditClient",
     "Overcharged",
     "Payer",
     "PayingTransport",

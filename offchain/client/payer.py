@@ -1,6 +1,6 @@
 """The paying side of one payer: which requirement to pay, the voucher (or exact authorisation) to sign for it, and the
 check of the node's receipt afterwards. Used by the paying httpx transports (``offchain.client.transport``), the x402
-scheme client (``offchain.client.x402_scheme``) and the CLI.
+scheme client (``offchain.schemes.credit.client``) and the CLI.
 
 Per (payer, node) channel (state under the state directory, shared by processes through a file lock):
 
@@ -23,7 +23,6 @@ import base64
 import json
 import logging
 import os
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,19 +39,15 @@ from ..messages import (
     InvalidSignature,
     Receipt,
     SignedReceipt,
-    TransferWithAuthorization,
-    Voucher,
     recover_signer,
 )
+from ..schemes import registry
 from .state import ChannelState, ClientState, InFlight
 
 log = logging.getLogger("opg.client")
 
-SCHEME_CREDIT = "opg-credit"
-SCHEME_EXACT = "exact"
 PAYER_HEADER = "X-OPG-Payer"
 MAX_FUTURE = 300  # NodeStaking.MAX_FUTURE: a receipt dated further ahead is invalid (and slashable)
-RESOLVE_MARGIN = 30.0  # s: an unreceipted request that ended this long before a later request is in its cumulative
 DEFAULT_TIMEOUT = 300  # s: a request in flight longer than this (or the requirement's maxTimeoutSeconds) has ended
 
 
@@ -249,6 +244,8 @@ class Payer:
         self.staking_domain = Domain.staking(self.chain_id, self.staking)
         self.token_domain = Domain.token(self.chain_id, self.token)
         self._listeners: list[Any] = []
+        # every registered scheme's client side (offchain.schemes), in preference order
+        self.schemes: dict[str, Any] = {name: cls(self) for name, cls in registry.clients()}
 
     # Construction ----------------------------------------------------------------------------------------------
     @classmethod
@@ -294,24 +291,22 @@ class Payer:
     # Choosing -------------------------------------------------------------------------------------------------
     def choose(self, accepts: list[dict], allow_exact: bool = False,
                schemes: tuple[str, ...] | list[str] | None = None) -> dict | None:
-        """The requirement to pay, by ``schemes`` in order of preference (default ``opg-credit``, then ``exact`` if
-        ``allow_exact``): ``opg-credit`` on this deployment's escrow, ``exact`` in OPG (only with the payer's own
-        key); None if nothing fits."""
-        order = tuple(schemes) if schemes else ((SCHEME_CREDIT, SCHEME_EXACT) if allow_exact else (SCHEME_CREDIT,))
-        for scheme in order:
-            if scheme == SCHEME_CREDIT:
-                found = [a for a in accepts if a.get("scheme") == SCHEME_CREDIT and a.get("network") == self.network
-                         and str((a.get("extra") or {}).get("escrow", self.escrow)).lower() == self.escrow.lower()]
-            elif scheme == SCHEME_EXACT and self._owner_key is not None:
-                found = [a for a in accepts if a.get("scheme") == SCHEME_EXACT and a.get("network") == self.network
-                         and str(a.get("asset", "")).lower() == self.token.lower()]
-            else:
-                found = []
+        """The requirement to pay, by ``schemes`` in order of preference (default: every registered scheme client
+        that is chosen by default, i.e. ``opg-credit``, then ``exact`` if ``allow_exact``), each scheme's client
+        saying which of the node's offers fit (``opg-credit`` on this deployment's escrow, ``exact`` in OPG and only
+        with the payer's own key); None if nothing fits."""
+        if schemes:
+            order = [name for name in schemes if name in self.schemes]
+        else:
+            order = [name for name, c in self.schemes.items() if c.default or (allow_exact and name == "exact")]
+        for name in order:
+            found = [a for a in accepts if a.get("scheme") == name and self.schemes[name].fits(a)]
             if found:
                 return found[0]
         return None
 
-    def _check_requirement(self, req: dict) -> tuple[str, int]:
+    def check_requirement(self, req: dict) -> tuple[str, int]:
+        """``(payTo, amount)`` of a requirement on this payer's network and asset, within its limit."""
         if req.get("network") != self.network:
             raise PaymentRefused(f"requirement is for {req.get('network')}, this payer pays on {self.network}",
                                  "network_mismatch")
@@ -340,114 +335,37 @@ class Payer:
         requests that were in flight on the node while it quoted and whose receipts this client has checked since
         (for the part of each cap they were not billed). Without it, only what is in flight now counts.
         ``retry_of``: the refused payment this 402 answers (its own cap is not among them)."""
-        if requirement.get("scheme") == SCHEME_CREDIT:
-            return self._prepare_credit(requirement, resource, window, retry_of.token if retry_of else None)
-        if requirement.get("scheme") == SCHEME_EXACT:
-            return self._prepare_exact(requirement, resource)
-        raise PaymentRefused(f"unsupported scheme {requirement.get('scheme')!r}", "unsupported_scheme")
+        client = self.schemes.get(str(requirement.get("scheme")))
+        if client is None:
+            raise PaymentRefused(f"unsupported scheme {requirement.get('scheme')!r}", "unsupported_scheme")
+        return client.prepare(requirement, resource, window, retry_of)
 
-    def _channel(self, node: str, durable: bool = True):
+    def channel(self, node: str, durable: bool = True):
         return self.state.channel(self.chain_id, self.escrow, self.address, node, durable=durable)
-
-    def _prepare_credit(self, req: dict, resource: dict | None, window: tuple[float, float] | None = None,
-                        retry_of: str | None = None) -> Reservation:
-        node, quote = self._check_requirement(req)
-        extra = req.get("extra") or {}
-        if extra.get("staking") and str(extra["staking"]).lower() != self.staking.lower():
-            raise PaymentRefused(f"the node names staking contract {extra['staking']}, not this deployment's "
-                                 f"{self.staking}", "wrong_deployment")
-        try:
-            claimed = int(extra.get("charged") or 0)
-        except (TypeError, ValueError):
-            raise PaymentRefused("malformed extra.charged", "invalid_requirement") from None
-        max_tokens = (extra.get("requestTokens") or {}).get("maxTokens")
-        token = secrets.token_hex(8)
-        now = time.time()
-        with self._channel(node) as (st, existed):
-            if not existed:
-                self._sync_from_relayer(st)
-            if st.blocked:
-                raise Overcharged(self._blocked_message(st))
-            st.expire_inflight(now)
-            others = st.in_flight_caps()
-            # caps of requests in flight on the node when it quoted, ended here since (their receipts checked)
-            since = st.recent_slack(*window, exclude=retry_of) if window else 0
-            if claimed > st.charged + others + st.unreceipted_total + since:
-                self._sync_from_relayer(st)
-                if claimed > st.charged + others + st.unreceipted_total + since:
-                    raise ChannelConflict(
-                        f"node {node} says the channel was charged {claimed} wei, but this client knows of "
-                        f"{st.charged} wei charged plus {others + st.unreceipted_total} wei of requests without a "
-                        + (f"receipt and {since} wei of caps of requests that ended while the node quoted "
-                           if since else "receipt ")
-                        + "(and the relayer of no more): refusing to sign a higher cap on the node's word; "
-                        "retry in a moment if another device of yours is using this node")
-            max_cumulative = max(claimed, st.charged) + others + quote
-            voucher = Voucher(payer=self.address, node=node, max_cumulative=max_cumulative)
-            signature = voucher.sign_with(self._signer_key, self.escrow_domain)
-            deadline = now + max(float(req.get("maxTimeoutSeconds") or self.timeout), 1.0)
-            st.inflight[token] = InFlight(cap=quote, max_cumulative=max_cumulative, pid=os.getpid(),
-                                          deadline=deadline, started=now)
-            st.max_signed = max(st.max_signed, max_cumulative)
-        payload = {"x402Version": 2, "accepted": req, "payload": {
-            "voucher": {"payer": self.address, "node": node, "maxCumulative": str(max_cumulative)},
-            "signature": signature}}
-        if resource:
-            payload["resource"] = resource
-        return Reservation(token=token, scheme=SCHEME_CREDIT, node=node, cap=quote, max_cumulative=max_cumulative,
-                           requirement=req, payload=payload, reserved_at=now,
-                           effective_max_tokens=int(max_tokens) if max_tokens is not None else None)
-
-    def _prepare_exact(self, req: dict, resource: dict | None) -> Reservation:
-        if self._owner_key is None:
-            raise PaymentRefused("exact payments need the payer's own key (a session key holds no OPG)",
-                                 "exact_needs_owner_key")
-        node, quote = self._check_requirement(req)
-        extra = req.get("extra") or {}
-        if extra.get("name", self.token_domain.name) != self.token_domain.name or \
-                str(extra.get("version", "1")) != self.token_domain.version:
-            raise PaymentRefused(f"the requirement's EIP-712 domain {extra.get('name')!r} {extra.get('version')!r} "
-                                 "is not OPG's", "wrong_token_domain")
-        now = self.now()
-        auth = TransferWithAuthorization(owner=self.address, to=node, value=quote, valid_after=0,
-                                         valid_before=now + int(req.get("maxTimeoutSeconds") or 300),
-                                         nonce="0x" + secrets.token_hex(32))
-        signature = auth.sign_with(self._owner_key, self.token_domain)
-        payload = {"x402Version": 2, "accepted": req, "payload": {
-            "authorization": {"from": auth.owner, "to": auth.to, "value": str(auth.value),
-                              "validAfter": str(auth.valid_after), "validBefore": str(auth.valid_before),
-                              "nonce": auth.nonce},
-            "signature": signature}}
-        if resource:
-            payload["resource"] = resource
-        max_tokens = (extra.get("requestTokens") or {}).get("maxTokens")
-        return Reservation(token=secrets.token_hex(8), scheme=SCHEME_EXACT, node=node, cap=quote,
-                           max_cumulative=quote, requirement=req, payload=payload, reserved_at=time.time(),
-                           effective_max_tokens=int(max_tokens) if max_tokens is not None else None)
 
     # After the request ----------------------------------------------------------------------------------------
     def rejected(self, res: Reservation) -> None:
         """The node refused the payment (another 402): nothing was served, the cap is no longer in flight."""
-        if res.scheme != SCHEME_CREDIT:
+        if not self.schemes[res.scheme].holds_channel:
             return
-        with self._channel(res.node, durable=False) as (st, _):  # lost in a crash: the cap stays in flight
+        with self.channel(res.node, durable=False) as (st, _):  # lost in a crash: the cap stays in flight
             if st.inflight.pop(res.token, None) is not None:
                 st.add_recent(res.token, res.cap, res.reserved_at)  # a node may have held it for a moment
 
     def abandon(self, res: Reservation) -> None:
         """The request ended without a receipt seen (error, cut stream, unseen response): the node may have billed
         up to its cap, which is remembered as unreceipted."""
-        if res.scheme != SCHEME_CREDIT:
+        if not self.schemes[res.scheme].holds_channel:
             return
-        with self._channel(res.node, durable=False) as (st, _):  # lost in a crash: the cap stays in flight,
+        with self.channel(res.node, durable=False) as (st, _):  # lost in a crash: the cap stays in flight,
             if st.inflight.pop(res.token, None) is not None:     # which then ends unreceipted all the same
                 st.add_unreceipted(res.cap)
 
     def reopen(self, res: Reservation) -> None:
         """Undo :meth:`abandon` for ``res`` (its receipt turned up after all) so :meth:`complete` can check it."""
-        if res.scheme != SCHEME_CREDIT:
+        if not self.schemes[res.scheme].holds_channel:
             return
-        with self._channel(res.node) as (st, _):
+        with self.channel(res.node) as (st, _):
             for i, (cap, _ended) in enumerate(st.unreceipted):
                 if int(cap) == res.cap:
                     del st.unreceipted[i]
@@ -476,20 +394,9 @@ class Payer:
             except (TypeError, ValueError):
                 pass
         wire = payment.get("receipt")
-        if not isinstance(wire, dict) and res.scheme == SCHEME_CREDIT and payment.get("success") \
-                and outcome.cost == 0:
-            self.rejected(res)  # nothing delivered, nothing charged ("free")
-            outcome.ok = True
-            self._notify(outcome)
-            return outcome
+        scheme = self.schemes[res.scheme]
         if not isinstance(wire, dict):
-            if res.scheme == SCHEME_EXACT:
-                outcome.ok = bool(payment.get("success"))
-                outcome.cost = outcome.cost if outcome.cost is not None else res.cap
-                self._notify(outcome)
-                return outcome
-            self.abandon(res)
-            outcome.problem = "the node's payment response has no receipt"
+            scheme.without_receipt(res, payment, outcome)
             self._notify(outcome)
             return outcome
         try:
@@ -504,11 +411,7 @@ class Payer:
             problem = self._receipt_problem(res, receipt, outcome.checks)
             if problem is None:
                 problem = self._usage_problem(res, receipt, usage, outcome.checks)
-        if res.scheme == SCHEME_EXACT:
-            outcome.ok = problem is None and bool(payment.get("success", True))
-            outcome.problem = problem
-        else:
-            outcome.ok, outcome.problem = self._settle_channel(res, receipt, problem, outcome)
+        outcome.ok, outcome.problem = scheme.conclude(res, receipt, problem, outcome, payment)
         if receipt is not None:
             self._check_hashes(res, receipt, request, answer, outcome.checks,
                                (outcome.payment or {}).get("tokensHash"))
@@ -565,50 +468,6 @@ class Payer:
                     f"{output} output tokens) costs {cost} wei at its quoted prices")
         return None
 
-    def _settle_channel(self, res: Reservation, receipt: SignedReceipt | None, problem: str | None,
-                        outcome: PaymentOutcome) -> tuple[bool, str | None]:
-        # not fsynced (the request record is, before complete returns; a block always is): lost in a crash, the cap
-        # stays in flight and then counts as ended without a receipt, the more cautious view
-        with self._channel(res.node, durable=False) as (st, _):
-            flight = st.inflight.pop(res.token, None)
-            if receipt is not None and outcome.receipt_id == st.last_receipt:
-                return st.blocked is None, st.blocked  # the same receipt again
-            if problem is None and receipt is not None:
-                # concurrent requests share the channel's best voucher: the bound is the highest cap signed
-                top = max(st.max_signed, res.max_cumulative)
-                outcome.checks["cumulativeWithinVoucher"] = receipt.cumulative <= top
-                if receipt.cumulative > top:
-                    problem = (f"over-charged: the channel total {receipt.cumulative} wei exceeds the highest voucher "
-                               f"cap this client signed, {top} wei")
-            if problem is None and receipt is not None:
-                others = st.in_flight_caps()
-                prior = receipt.cumulative - receipt.amount
-                limit = st.charged + others + st.unreceipted_total
-                outcome.checks["cumulativeConsistent"] = prior <= limit
-                if prior > limit:
-                    problem = (f"over-charged: the receipt puts the channel at {receipt.cumulative} wei, so "
-                               f"{prior} wei before this request, but this client was charged {st.charged} wei "
-                               f"with {others + st.unreceipted_total} wei of other requests open")
-            if problem is None and receipt is not None:
-                st.consume_unreceipted(max(0, receipt.cumulative - receipt.amount - st.charged - st.in_flight_caps()))
-                st.resolve_unreceipted(before=res.reserved_at - RESOLVE_MARGIN)
-                st.charged = max(st.charged, receipt.cumulative)
-                if flight is not None:
-                    st.add_recent(res.token, res.cap - receipt.amount, res.reserved_at)
-                st.received += receipt.amount
-                st.receipts += 1
-                st.last_receipt = outcome.receipt_id
-                return True, None
-            if flight is not None:
-                st.add_unreceipted(res.cap)
-            if problem is not None:
-                # a receipt this client refuses (evidence when the node signed it): no more vouchers for this node
-                st.blocked = problem
-                st.blocked_receipt = outcome.receipt_id
-                st.blocked_at = time.time()
-                log.error("node %s: %s; refusing further vouchers for it", res.node, problem)
-            return False, problem
-
     def _check_hashes(self, res: Reservation, r: SignedReceipt, request: dict | None, answer: str | None,
                       checks: dict, tokens_hash: str | None = None) -> None:
         """Advisory: whether the receipt commits to this request and answer (what a dispute relies on); with the
@@ -653,14 +512,14 @@ class Payer:
     def channel_state(self, node: str) -> ChannelState | None:
         return self.state.load_channel(self.chain_id, self.escrow, self.address, to_checksum_address(node))
 
-    def _blocked_message(self, st: ChannelState) -> str:
+    def blocked_message(self, st: ChannelState) -> str:
         return (f"refusing to pay node {st.node}: {st.blocked} (receipt {st.blocked_receipt}); "
                 f"dispute it with `opg dispute {st.blocked_receipt}`; to trust it again, use "
                 f"`opg balance --unblock {st.node}`")
 
     def unblock(self, node: str) -> None:
         """Sign for this node again (after you looked at the evidence)."""
-        with self._channel(to_checksum_address(node)) as (st, _):
+        with self.channel(to_checksum_address(node)) as (st, _):
             st.blocked = st.blocked_receipt = st.blocked_at = None
 
     def relayer_get(self, path: str) -> dict | None:
@@ -678,7 +537,7 @@ class Payer:
         except ValueError:
             return None
 
-    def _sync_from_relayer(self, st: ChannelState) -> None:
+    def sync_from_relayer(self, st: ChannelState) -> None:
         """Raise the local view to what the relayer holds receipts (and the chain holds payments) for."""
         view = self.relayer_get(f"/channels/{self.address}/{st.node}")
         if not view:
@@ -696,8 +555,8 @@ class Payer:
 
     def recover(self, node: str) -> ChannelState:
         """Rebuild (or raise) the local view of the channel with ``node`` from the relayer."""
-        with self._channel(to_checksum_address(node)) as (st, _):
-            self._sync_from_relayer(st)
+        with self.channel(to_checksum_address(node)) as (st, _):
+            self.sync_from_relayer(st)
             return st
 
     def audit(self) -> list[dict]:
@@ -718,7 +577,7 @@ class Payer:
             unknown = [r for r in receipts if self.state.load_request(r["id"]) is None]
             if not unknown:
                 continue
-            with self._channel(node) as (st, _):
+            with self.channel(node) as (st, _):
                 slack = st.unreceipted_total
                 for r in sorted(unknown, key=lambda r: int(r["cumulative"])):
                     amount = int(r["amount"])

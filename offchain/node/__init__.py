@@ -6,11 +6,11 @@ Modules, by what they hold:
   config.py     NodeSettings (OPG_NODE_*, section [node]), OPG decimal prices, the pricing file, backend specs
   catalog.py    the models served (backend + price table) and the quote of a request
   openai.py     OpenAI's request body and answer / chunk shapes
-  x402.py       the PAYMENT-REQUIRED challenge, PAYMENT-SIGNATURE decoding, header encoding
+  x402.py       the PAYMENT-REQUIRED challenge (the accepts of every registered scheme), PAYMENT-SIGNATURE decoding
   channels.py   per-payer channel state (cumulative charge, caps in flight, best voucher) under per-channel locks
   chainview.py  cached chain reads (spent, session keys, credits, registration, verifiers) and the chain clock
   relayer.py    the relayer's HTTP client (/verify, /settle)
-  payments.py   admission and charge for both schemes; receipts
+  payments.py   the scheme-independent payment steps; each scheme's node side is in offchain/schemes/<scheme>/server.py
   engine.py     running a request on its backend, to completion or streamed with delivery accounting
   store.py      SQLite (WAL, synchronous=FULL): receipts + payloads + outbox state, best vouchers, exact claims
   outbox.py     the thread that hands stored receipts to the relayer, byte for byte, with backoff

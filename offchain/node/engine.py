@@ -27,7 +27,6 @@ from typing import Any
 from ..inference import BackendError, Generation, canonical_request, generation_output_hash
 from .catalog import Job
 from .payments import Admission, Payments, Served
-from .x402 import SCHEME_EXACT
 
 log = logging.getLogger("opg.node.engine")
 
@@ -99,7 +98,7 @@ class StreamRun:
         self.budget = budget_tokens(job, adm.quote.cap)
         # exact streams are settled before their first piece leaves (``settle_upfront``): text already streamed
         # cannot be withheld if the transfer then fails (the payer cancels the authorisation, or empties its wallet)
-        self.upfront = getattr(adm, "scheme", None) == SCHEME_EXACT
+        self.upfront = adm.upfront
         self.paid: dict | None = None
         self.settled = threading.Event()
 

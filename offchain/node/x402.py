@@ -2,13 +2,9 @@
 ``PAYMENT-RESPONSE`` result, in the x402 package's own models and base64-JSON header encoding (``x402.schemas``,
 ``x402.http``), so stock x402 clients pay ``exact`` unchanged.
 
-Two schemes are offered for every request, priced by its quote ``cap = pricing.cap(prompt_tokens, max_tokens)``:
-
-- ``opg-credit``: a cumulative Voucher on the CreditEscrow; ``extra`` tells the payer what to sign
-  (``maxCumulative = charged + cap``, where ``charged`` is the channel's cumulative charge plus the caps of its
-  requests in flight), with the escrow, staking, pricing and the request's token counts.
-- ``exact``: an EIP-3009 ``transferWithAuthorization`` of exactly ``cap`` OPG to the node (``extra`` is OPG's
-  EIP-712 domain name and version, which x402's EVM exact client signs with).
+Every request is offered each registered scheme's requirement (``offchain.schemes``; built in: ``opg-credit`` and
+``exact``), priced by its quote ``cap = pricing.cap(prompt_tokens, max_tokens)``; :class:`Offer` holds what the
+schemes' offers name (network, node, OPG, escrow, staking, OPG's EIP-712 domain) and assembles the 402.
 """
 
 from __future__ import annotations
@@ -27,12 +23,10 @@ from ..daemon.limits import json_problem
 from ..inference import Pricing
 
 __all__ = [
-    "PAYMENT_REQUIRED_HEADER", "PAYMENT_RESPONSE_HEADER", "PAYMENT_SIGNATURE_HEADER", "SCHEME_CREDIT", "SCHEME_EXACT",
-    "Offer", "PaymentRefused", "Quote", "decode_payment", "encode_header",
+    "PAYMENT_REQUIRED_HEADER", "PAYMENT_RESPONSE_HEADER", "PAYMENT_SIGNATURE_HEADER", "Offer", "PaymentRefused",
+    "Quote", "decode_payment", "encode_header",
 ]
 
-SCHEME_CREDIT = "opg-credit"
-SCHEME_EXACT = "exact"
 MAX_TIMEOUT_SECONDS = 300
 MAX_HEADER_CHARS = 16 * 1024  # a PaymentPayload is well under 2 KiB
 
@@ -92,7 +86,7 @@ def decode_payment(value: str) -> PaymentPayload:
 
 
 class Offer:
-    """Builds this node's payment requirements and challenges."""
+    """What this node's offers name, and its 402 challenge."""
 
     def __init__(self, *, network: str, node: str, asset: str, escrow: str, staking: str, token_name: str,
                  token_version: str):
@@ -100,25 +94,7 @@ class Offer:
         self.escrow, self.staking = escrow, staking
         self.token_name, self.token_version = token_name, token_version
 
-    def credit(self, quote: Quote, charged: int) -> PaymentRequirements:
-        return PaymentRequirements(
-            scheme=SCHEME_CREDIT, network=self.network, asset=self.asset, amount=str(quote.cap), pay_to=self.node,
-            max_timeout_seconds=MAX_TIMEOUT_SECONDS,
-            extra={
-                "escrow": self.escrow, "staking": self.staking, "charged": str(charged),
-                "maxCumulative": str(charged + quote.cap), "priceCap": str(quote.cap),
-                "pricing": quote.pricing.wire(),
-                "requestTokens": {"prompt": quote.prompt_tokens, "maxTokens": quote.max_tokens},
-                "model": quote.model,
-            })
-
-    def exact(self, quote: Quote) -> PaymentRequirements:
-        return PaymentRequirements(
-            scheme=SCHEME_EXACT, network=self.network, asset=self.asset, amount=str(quote.cap), pay_to=self.node,
-            max_timeout_seconds=MAX_TIMEOUT_SECONDS,
-            extra={"name": self.token_name, "version": self.token_version})
-
-    def challenge(self, quote: Quote, charged: int, error: str, reason: str) -> dict[str, Any]:
+    def challenge(self, quote: Quote, accepts: list[PaymentRequirements], error: str, reason: str) -> dict[str, Any]:
         """The 402 body (also base64-encoded as the ``PAYMENT-REQUIRED`` header): x402's PaymentRequired plus a
         human-readable ``reason`` next to the machine-readable ``error``."""
         required = PaymentRequired(
@@ -126,7 +102,7 @@ class Offer:
             resource=ResourceInfo(url=quote.url, description=f"chat completion with {quote.model} (at most "
                                   f"{quote.max_tokens} output tokens)",
                                   mime_type="text/event-stream" if quote.stream else "application/json"),
-            accepts=[self.credit(quote, charged), self.exact(quote)])
+            accepts=accepts)
         body = required.model_dump(mode="json", by_alias=True, exclude_none=True)
         body["reason"] = reason
         return body

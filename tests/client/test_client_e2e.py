@@ -19,9 +19,10 @@ import pytest
 from client_kit import TamperProxy, cli, start_node, write_keystore
 from eth_account import Account
 
-from offchain.client import OpgCreditClient, Payer, async_payment_http_client, payment_http_client
+from offchain.client import Payer, async_payment_http_client, payment_http_client
 from offchain.deployments import PROJECT_ROOT
 from offchain.devkit.devnet import OPG, wait_until
+from offchain.schemes.credit.client import OpgCreditClient
 
 PROMPT = "What does the relayer settle?"
 PASSWORD = "payer-pw"

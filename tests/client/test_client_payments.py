@@ -18,13 +18,13 @@ from offchain.client import (
     ChannelConflict,
     ClientState,
     OpgClient,
-    OpgCreditClient,
     Payer,
     async_payment_http_client,
     payment_http_client,
 )
 from offchain.devkit.devnet import OPG, wait_until
 from offchain.inference import input_hash, output_hash
+from offchain.schemes.credit.client import OpgCreditClient
 
 CHAT = "/v1/chat/completions"
 

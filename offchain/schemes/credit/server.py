@@ -1,0 +1,238 @@
+"""The node's side of ``opg-credit``: the offer, the admission before the model runs, the charge after it.
+
+Offer: ``extra`` tells the payer what to sign (``maxCumulative = charged + cap``, where ``charged`` is the channel's
+cumulative charge plus the caps of its requests in flight), with the escrow, staking, pricing and the request's token
+counts.
+Admission: local checks (the voucher's signature recovers to the payer or one of its session keys in force per
+``escrow.signer_of``, it names this node, its ``maxCumulative`` covers the channel's charge + the caps in flight + this
+request's cap, the payer's unsettled exposure stays under ``max_unsettled``), the cap reserved on the channel, then
+the relayer's ``/verify`` (credits, allowances, the node's stake).
+Charge: ``amount = min(cost(tokens used), cap)``, ``cumulative += amount`` under the channel's lock, a Receipt signed
+with a fresh random ``requestId``, committed to the store with its payload and the channel's best voucher, then
+released; the outbox hands it to the relayer.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+
+from x402.schemas import PaymentPayload, PaymentRequirements
+
+from ...amounts import format_opg
+from ...daemon.errors import ApiError
+from ...inference import canonical_json, input_hash, output_hash, tokens_hash
+from ...messages import InvalidSignature, Receipt, SignedVoucher, recover_signer
+from ...node.channels import Channel
+from ...node.payments import Admission, SchemeServer, Served, receipt_json, voucher_json
+from ...node.relayer import RelayerUnavailable
+from ...node.x402 import PaymentRefused, Quote
+from ..registry import registry
+from .payload import SCHEME, CreditPayload
+
+log = logging.getLogger("opg.node.payments")
+
+
+@dataclass
+class CreditAdmission(Admission):
+    channel: Channel | None = None
+    reservation: str | None = None
+    voucher: SignedVoucher | None = None
+    signer: str | None = None  # who signed the voucher: the payer or one of its session keys
+    verified: dict | None = None  # the relayer's /verify extra (None: checked on-chain only)
+    available: int | None = None  # escrow.available_of when checked on-chain only
+    spent: int = 0
+
+
+@registry.server
+class CreditServer(SchemeServer):
+    scheme = SCHEME
+
+    def enhance_payment_requirements(self, requirements: PaymentRequirements, supported_kind: object,
+                                     extensions: list[str]) -> PaymentRequirements:
+        offer = self.ctx.offer
+        requirements.extra = {"escrow": offer.escrow, "staking": offer.staking, **(requirements.extra or {})}
+        return requirements
+
+    def requirement(self, quote: Quote, charged: int) -> PaymentRequirements:
+        return self.enhance_payment_requirements(self.base_requirement(quote, {
+            "charged": str(charged), "maxCumulative": str(charged + quote.cap), "priceCap": str(quote.cap),
+            "pricing": quote.pricing.wire(),
+            "requestTokens": {"prompt": quote.prompt_tokens, "maxTokens": quote.max_tokens},
+            "model": quote.model,
+        }), None, [])
+
+    # Admission ---------------------------------------------------------------------------------------------------
+    def admit(self, quote: Quote, payload: PaymentPayload) -> CreditAdmission:
+        ctx = self.ctx
+        extra = payload.accepted.extra or {}
+        for key, expected in (("escrow", ctx.offer.escrow), ("staking", ctx.offer.staking)):
+            if extra.get(key) is not None and str(extra[key]).lower() != expected.lower():
+                raise PaymentRefused("escrow_mismatch", f"accepted.extra.{key} {extra[key]} is not this deployment's "
+                                     f"{expected}")
+        p: CreditPayload = self.parse(payload)
+        v, payer = p.voucher, p.voucher.payer
+        if v.node != ctx.node:
+            raise PaymentRefused("recipient_mismatch", f"the voucher is for node {v.node}, not this node {ctx.node}",
+                                 payer)
+        signed = p.signed_voucher()
+        try:
+            signer = recover_signer(signed.voucher.fast_digest(ctx.escrow_domain), p.signature)
+        except InvalidSignature as exc:
+            raise PaymentRefused("invalid_signature", f"voucher signature: {exc}", payer) from None
+        if signer != payer and ctx.chain.session_expiry(payer, signer) <= ctx.chain.chain_time():
+            raise PaymentRefused("invalid_signature", f"the voucher is signed by {signer}, which is neither the payer "
+                                 "nor a session key of it in force (or it was signed for another chain or escrow)",
+                                 payer)
+        channel = ctx.channels.get(payer)
+        spent = ctx.chain.spent(payer)
+        problem, key = self._reserve(channel, signed, quote.cap, spent)
+        if problem is not None and problem[0] == "exposure_limit":
+            spent = ctx.chain.spent(payer, fresh=True)  # settlement may have caught up
+            problem, key = self._reserve(channel, signed, quote.cap, spent)
+        if problem is not None:
+            raise PaymentRefused(problem[0], problem[1], payer)
+        adm = CreditAdmission(scheme=SCHEME, payer=payer, quote=quote, channel=channel, reservation=key,
+                              voucher=signed, signer=signer, spent=spent)
+        try:
+            self._verify(adm, payload, channel)
+        except BaseException:
+            self.release(adm)
+            raise
+        return adm
+
+    def _reserve(self, channel: Channel, voucher: SignedVoucher, cap: int,
+                 spent: int) -> tuple[tuple[str, str] | None, str | None]:
+        with channel.lock:
+            charged, in_flight = channel.cumulative, channel.in_flight
+            need = charged + in_flight + cap
+            if voucher.max_cumulative < need:
+                if voucher.max_cumulative <= charged:
+                    return ("stale_voucher", f"maxCumulative {voucher.max_cumulative} does not exceed what this "
+                            f"channel already charged ({charged}): an old voucher; sign maxCumulative {need}"), None
+                return ("cap_exceeded", f"maxCumulative {voucher.max_cumulative} < charged {charged} + in flight "
+                        f"{in_flight} + this request's cap {cap}: sign maxCumulative {need}"), None
+            exposure = need - spent
+            if exposure > self.ctx.max_unsettled:
+                return ("exposure_limit", f"unsettled exposure would be {exposure} wei (charged {charged} + in flight "
+                        f"{in_flight} + cap {cap} - settled {spent}), above this node's limit of "
+                        f"{self.ctx.max_unsettled}; retry once settlement catches up"), None
+            return None, channel.reserve(cap)
+
+    def _verify(self, adm: CreditAdmission, payload: PaymentPayload, channel: Channel) -> None:
+        ctx = self.ctx
+        charged = channel.charged - adm.quote.cap
+        try:
+            status, answer = ctx.relayer.verify(self.relayer_body(payload, self.requirement(adm.quote, charged)))
+        except RelayerUnavailable as exc:
+            if ctx.require_relayer:
+                raise ApiError(503, "relayer_unavailable", None,
+                               f"the relayer's /verify did not answer ({exc}); retry later") from None
+            self._verify_on_chain(adm, channel, str(exc))
+            return
+        if status != 200 or not isinstance(answer, dict):
+            raise PaymentRefused("invalid_payment", f"the relayer refused the payment: {answer}", adm.payer)
+        if not answer.get("isValid"):
+            ctx.metrics.verify.inc(1, SCHEME, str(answer.get("invalidReason")))
+            raise PaymentRefused(str(answer.get("invalidReason") or "invalid_payment"),
+                                 str(answer.get("invalidMessage") or "refused by the relayer's /verify"), adm.payer)
+        ctx.metrics.verify.inc(1, SCHEME, "valid")
+        adm.verified = answer.get("extra") or {}
+
+    def _verify_on_chain(self, adm: CreditAdmission, channel: Channel, why: str) -> None:
+        """The relayer is unreachable: check the payer's credits on the escrow alone (the exposure limit bounds the
+        risk of what this cannot see: the payer's other channels)."""
+        chain = self.ctx.chain
+        available = chain.available(adm.payer)
+        need = channel.charged - adm.spent
+        self.ctx.metrics.verify.inc(1, SCHEME, "on_chain_only")
+        log.warning("relayer /verify unreachable (%s): checked %s's credits on-chain only", why, adm.payer)
+        if available < need:
+            raise PaymentRefused("insufficient_balance", f"available credits {format_opg(available)} OPG < "
+                                 f"{format_opg(need)} OPG this channel may charge (charged + in flight + cap - "
+                                 "settled)", adm.payer)
+        if adm.signer is not None and adm.signer != adm.payer:  # settlement charges a session voucher to its key
+            allowance = chain.session_allowance(adm.payer, adm.signer)
+            if allowance < need:
+                raise PaymentRefused("allowance_exceeded", f"session key {adm.signer} has {format_opg(allowance)} "
+                                     f"OPG of allowance left, below the {format_opg(need)} OPG this channel may "
+                                     "charge unsettled", adm.payer)
+        adm.available = available
+
+    # Ending ------------------------------------------------------------------------------------------------------
+    def release(self, adm: Admission) -> None:
+        assert isinstance(adm, CreditAdmission)
+        adm.done = True
+        if adm.channel is not None and adm.reservation is not None:
+            with adm.channel.lock:
+                adm.channel.inflight.pop(adm.reservation, None)
+
+    def complete(self, adm: Admission, served: Served | None) -> dict:
+        assert isinstance(adm, CreditAdmission) and served is not None
+        ctx = self.ctx
+        channel, quote = adm.channel, adm.quote
+        assert channel is not None and adm.voucher is not None
+        cost = quote.pricing.cost(served.prompt_tokens, served.billed_output_tokens)
+        with channel.lock:
+            cap = channel.inflight.pop(adm.reservation, quote.cap)
+            adm.done = True
+            amount = min(cost, cap)
+            if amount <= 0:
+                return self._result(adm, None, None, 0, channel.cumulative)
+            cumulative = channel.cumulative + amount
+            new_best = adm.voucher if adm.voucher.max_cumulative > channel.best_cap else None
+            best = new_best or channel.best
+            if best is None or best.max_cumulative < cumulative:  # the invariant; never expected
+                raise ApiError(500, "internal_error", None, "channel invariant broken: no voucher covers the charge")
+            receipt = Receipt(
+                request_id="0x" + secrets.token_hex(32), payer=adm.payer, node=ctx.node, model_id=served.model_id,
+                input_hash=input_hash(served.request), output_hash=served.output_hash or output_hash(served.text),
+                amount=amount, cumulative=cumulative, timestamp=ctx.chain.now())
+            signature = receipt.sign_with(ctx.account.key, ctx.staking_domain)
+            rid = "0x" + receipt.fast_digest(ctx.staking_domain).hex()
+            signed = receipt_json(receipt, signature)
+            item = canonical_json({"receipt": signed, "voucher": voucher_json(best)})
+            payload = {
+                "receiptId": rid, "receipt": signed, "request": served.request, "output": served.text,
+                "usage": {"promptTokens": served.prompt_tokens, "outputTokens": served.output_tokens,
+                          "billedOutputTokens": served.billed_output_tokens},
+                "finishReason": served.finish_reason, "pricing": quote.pricing.wire(), "scheme": SCHEME,
+            }
+            if served.tokens is not None:
+                payload["tokens"] = served.tokens
+            try:
+                ctx.store.add_receipt(receipt_id=rid, request_id=receipt.request_id, payer=adm.payer, amount=amount,
+                                      cumulative=cumulative, voucher_cap=best.max_cumulative, item=item,
+                                      payload=payload, best_voucher=voucher_json(new_best) if new_best else None)
+            except Exception as exc:
+                log.exception("could not store receipt %s: nothing charged", rid)
+                raise ApiError(500, "store_failed", None, f"the node could not store the receipt ({exc}); "
+                               "nothing was charged") from None
+            channel.cumulative = cumulative
+            if new_best is not None:
+                channel.best = new_best
+        ctx.metrics.charged.inc(amount, SCHEME)
+        ctx.metrics.receipts.inc()
+        ctx.on_receipt()
+        result = self._result(adm, rid, signed, amount, cumulative)
+        if served.tokens is not None:  # what the payer needs to check (and dispute) a token-committed outputHash
+            result["tokensHash"] = tokens_hash(served.tokens)
+        return result
+
+    def _result(self, adm: CreditAdmission, rid: str | None, signed: dict | None, amount: int,
+                cumulative: int) -> dict:
+        if adm.verified is not None:
+            v = adm.verified
+            try:
+                balance, outstanding, known = int(v.get("balance", 0)), int(v.get("outstanding", 0)), \
+                    int(v.get("charged", 0))
+                left = balance - outstanding - max(0, cumulative - known)
+            except (TypeError, ValueError):
+                left = 0
+        else:
+            left = (adm.available or 0) - (cumulative - adm.spent)
+        return {"success": True, "transaction": "", "network": self.ctx.network, "payer": adm.payer,
+                "scheme": SCHEME, "receiptId": rid, "receipt": signed, "cost": str(amount),
+                "cumulative": str(cumulative), "creditsLeft": str(max(0, left)),
+                "status": "pending" if rid else "free"}
