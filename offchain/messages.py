@@ -189,7 +189,13 @@ class TypedMessage(BaseModel):
         return keccak(b"\x19\x01" + domain_separator(domain) + self.struct_hash())
 
     def sign_with(self, private_key: str | bytes, domain: Domain) -> str:
-        """Sign with a raw key; returns the 65-byte ``r || s || v`` signature as 0x-hex."""
+        """Sign with a raw key; returns the 65-byte ``r || s || v`` signature as 0x-hex. With coincurve: libsecp256k1
+        over ``fast_digest`` (RFC 6979, low-s: byte for byte eth-account's signature, about six times faster)."""
+        if _coincurve is not None:
+            key = bytes.fromhex(private_key[2:] if private_key[:2] in ("0x", "0X") else private_key) \
+                if isinstance(private_key, str) else bytes(private_key)
+            sig = _coincurve.PrivateKey(key).sign_recoverable(self.fast_digest(domain), hasher=None)
+            return "0x" + (sig[:64] + bytes([sig[64] + 27])).hex()
         signed = Account.sign_message(self.signable(domain), private_key)
         return "0x" + bytes(signed.signature).hex()
 
