@@ -1,10 +1,9 @@
 """The skeleton every daemon (relayer, node, verifier) is built on: settings (flags > env > file), key loading,
-SQLite store helpers, Prometheus metrics, the FastAPI app factory with one error shape and health/metrics routes,
+Prometheus metrics, the FastAPI app factory with one error shape and health/metrics routes,
 and serving with graceful shutdown.
 
   settings  DaemonSettings, load_settings, add_flags, settings_from_args, ConfigError
   keys      load_account (keystore, or an anvil dev key on chain 31337 only)
-  store     connect (WAL, synchronous=FULL), bind_meta, StoreMismatch
   metrics   Counter, Gauge, Histogram, Registry
   errors    ApiError, field_path, from_validation_error
   app       create_app, operations_router, install_error_handlers

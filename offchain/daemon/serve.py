@@ -48,7 +48,7 @@ def build_daemon(factory: Any, settings: Any, refusals: tuple[type[BaseException
     import requests
 
     from .settings import ConfigError
-    from .store import StoreMismatch
+    from ..storage import StoreMismatch
 
     try:
         return factory(settings)

@@ -1,13 +1,19 @@
-"""Durable state: SQLite in WAL mode with ``synchronous=FULL``, written by exactly one thread.
+"""The relayer's durable state: repositories over one database (``offchain.storage``), numbered migrations, the
+shared group-commit writer, and the units of work (``Store.job_*``) that apply the settlement rules
+(``relayer.rules``) and write their results.
 
-Every change is a *job* (a function of the writer's connection) handed to the writer thread. The writer takes all
-jobs queued at that moment, runs each inside its own savepoint and commits them together: one fsync acknowledges
-many concurrent submissions (group commit). A caller learns its job's result only after that commit, so nothing is
-acknowledged before it is durable. Each thread that reads has its own read-only connection (WAL readers never block
-the writer). Amounts are stored as decimal text (uint256 does not fit SQLite integers).
+Repositories (SQL only, one per aggregate; writes take the writer's connection inside a job, reads use the thread's
+reader): ``Receipts`` (accepted receipts and the equivocation evidence of ``conflicting_receipts``), ``Channels``
+(charged, best vouchers, settled), ``Batches``, ``Journal`` (the write-ahead record of signed transactions),
+``Slashes`` (slashes, verdicts, withholding reports), ``ExactPayments``. Amounts are decimal text (uint256 does
+not fit SQL integers).
 
-A commit that fails (disk full, I/O error) is fatal: the process exits, and on restart everything acknowledged is
-still in the database while nothing unacknowledged was promised.
+Durability: every relayer write is durable (``synchronous=FULL``) before it is acknowledged. An accepted receipt is
+on disk before ``/settle`` answers (the node then marks it delivered and will not resend it); a signed transaction
+is in the journal before it is broadcast (a restart finds and reconciles every transaction that may be mined); batch,
+slash and exact-payment state changes are on disk before the next step acts on them. A crash loses only requests
+that were not answered yet. A commit that fails (disk full, I/O error) is fatal: the jobs already changed the
+in-memory ledger, so the process exits and rebuilds the ledger from the database on restart.
 """
 
 from __future__ import annotations
@@ -17,52 +23,23 @@ import concurrent.futures
 import json
 import logging
 import os
-import queue
-import sqlite3
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..messages import SignedReceipt, SignedVoucher
+from ..storage import Database, GroupCommitWriter, Migration, StoreMismatch, add_missing_columns
+from ..storage.writer import CommitStats
 from .ledger import Ledger
+from .rules import ChannelState, ClaimResult, after_receipt, resolve_claim
 
 log = logging.getLogger("opg.relayer.store")
 
-SCHEMA_VERSION = 2
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS receipts (
-    id TEXT PRIMARY KEY,                 -- EIP-712 digest of the Receipt (NodeStaking domain)
-    struct_hash TEXT NOT NULL,           -- what Verdicts sign
-    request_id TEXT NOT NULL,
-    payer TEXT NOT NULL,
-    node TEXT NOT NULL,
-    model_id TEXT NOT NULL,
-    input_hash TEXT NOT NULL,
-    output_hash TEXT NOT NULL,
-    amount TEXT NOT NULL,
-    cumulative TEXT NOT NULL,
-    timestamp INTEGER NOT NULL,
-    signature TEXT NOT NULL,
-    voucher_cap TEXT NOT NULL,
-    voucher_signature TEXT NOT NULL,
-    status TEXT NOT NULL,                -- pending | settled | rejected
-    reason TEXT,
-    batch_id INTEGER,
-    accepted_at REAL NOT NULL,
-    settled_at REAL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS receipts_request ON receipts(node, request_id);
-CREATE INDEX IF NOT EXISTS receipts_struct ON receipts(struct_hash);
-CREATE INDEX IF NOT EXISTS receipts_unbatched ON receipts(accepted_at) WHERE status = 'pending' AND batch_id IS NULL;
-CREATE INDEX IF NOT EXISTS receipts_batch ON receipts(batch_id) WHERE status = 'pending';
-CREATE INDEX IF NOT EXISTS receipts_channel ON receipts(payer, node) WHERE status = 'pending';
-CREATE TABLE IF NOT EXISTS conflicting_receipts (  -- a second receipt of a node for a requestId: evidence
-    id TEXT PRIMARY KEY,
-    conflicts_with TEXT NOT NULL,
+__all__ = ["Store", "StoreMismatch", "ValidReceipt", "AcceptOutcome", "MIGRATIONS"]
+
+_RECEIPT_COLUMNS = """
     struct_hash TEXT NOT NULL,
     request_id TEXT NOT NULL,
     payer TEXT NOT NULL,
@@ -80,7 +57,21 @@ CREATE TABLE IF NOT EXISTS conflicting_receipts (  -- a second receipt of a node
     reason TEXT,
     batch_id INTEGER,
     accepted_at REAL NOT NULL,
-    settled_at REAL
+    settled_at REAL"""
+
+_INITIAL = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS receipts (
+    id TEXT PRIMARY KEY,{_RECEIPT_COLUMNS}
+);
+CREATE UNIQUE INDEX IF NOT EXISTS receipts_request ON receipts(node, request_id);
+CREATE INDEX IF NOT EXISTS receipts_struct ON receipts(struct_hash);
+CREATE INDEX IF NOT EXISTS receipts_unbatched ON receipts(accepted_at) WHERE status = 'pending' AND batch_id IS NULL;
+CREATE INDEX IF NOT EXISTS receipts_batch ON receipts(batch_id) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS receipts_channel ON receipts(payer, node) WHERE status = 'pending';
+CREATE TABLE IF NOT EXISTS conflicting_receipts (
+    id TEXT PRIMARY KEY,
+    conflicts_with TEXT NOT NULL,{_RECEIPT_COLUMNS}
 );
 CREATE TABLE IF NOT EXISTS channels (
     payer TEXT NOT NULL,
@@ -89,16 +80,13 @@ CREATE TABLE IF NOT EXISTS channels (
     cap TEXT NOT NULL,
     voucher_signature TEXT NOT NULL,
     settled TEXT NOT NULL,
-    signer TEXT NOT NULL DEFAULT '',          -- the best voucher's signer ('' = the payer)
-    payer_cap TEXT NOT NULL DEFAULT '0',      -- the best voucher signed by the payer itself
-    payer_signature TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (payer, node)
 );
 CREATE TABLE IF NOT EXISTS batches (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    status TEXT NOT NULL,                -- built | sent | confirmed | failed | skipped
+    status TEXT NOT NULL,
     receipts_root TEXT NOT NULL,
-    claims TEXT NOT NULL,                -- JSON list of claims (and their outcomes once confirmed)
+    claims TEXT NOT NULL,
     receipt_count INTEGER NOT NULL,
     created_at REAL NOT NULL,
     sent_at REAL,
@@ -113,8 +101,8 @@ CREATE TABLE IF NOT EXISTS batches (
     error TEXT
 );
 CREATE TABLE IF NOT EXISTS transactions (
-    tx_hash TEXT PRIMARY KEY,            -- recorded before broadcast (write-ahead)
-    kind TEXT NOT NULL,                  -- batch | slash | exact
+    tx_hash TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
     ref TEXT NOT NULL,
     nonce INTEGER NOT NULL,
     raw TEXT NOT NULL,
@@ -131,11 +119,11 @@ CREATE TABLE IF NOT EXISTS verdicts (
 );
 CREATE TABLE IF NOT EXISTS slashes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,                  -- equivocation | fraud | lazy_verifier
+    kind TEXT NOT NULL,
     evidence TEXT NOT NULL UNIQUE,
-    subject TEXT NOT NULL,               -- the node or verifier slashed
-    args TEXT NOT NULL,                  -- JSON: what the transaction needs
-    status TEXT NOT NULL,                -- queued | sent | confirmed | skipped | failed
+    subject TEXT NOT NULL,
+    args TEXT NOT NULL,
+    status TEXT NOT NULL,
     tx_hash TEXT,
     amount TEXT,
     error TEXT,
@@ -143,23 +131,23 @@ CREATE TABLE IF NOT EXISTS slashes (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS withholding_reports (  -- verifiers' signed reports of payloads a node did not release
+CREATE TABLE IF NOT EXISTS withholding_reports (
     receipt_hash TEXT NOT NULL,
     node TEXT NOT NULL,
     verifier TEXT NOT NULL,
-    signature TEXT NOT NULL,             -- the verifier's Verdict(receiptHash, valid=false) signature
+    signature TEXT NOT NULL,
     reason TEXT,
     reported_at REAL NOT NULL,
     PRIMARY KEY (receipt_hash, verifier)
 );
 CREATE INDEX IF NOT EXISTS withholding_node ON withholding_reports(node);
 CREATE TABLE IF NOT EXISTS exact_payments (
-    id TEXT PRIMARY KEY,                 -- payer:nonce of the EIP-3009 authorisation
+    id TEXT PRIMARY KEY,
     payer TEXT NOT NULL,
     payee TEXT NOT NULL,
     value TEXT NOT NULL,
-    authorization TEXT NOT NULL,         -- JSON payload (authorization + signature)
-    status TEXT NOT NULL,                -- sent | confirmed | failed
+    authorization TEXT NOT NULL,
+    status TEXT NOT NULL,
     tx_hash TEXT,
     block_number INTEGER,
     error TEXT,
@@ -168,19 +156,22 @@ CREATE TABLE IF NOT EXISTS exact_payments (
 );
 """
 
-_STOP = object()
-_INSERT_RECEIPT = (
-    "INSERT INTO receipts (id, struct_hash, request_id, payer, node, model_id, input_hash, output_hash, amount,"
-    " cumulative, timestamp, signature, voucher_cap, voucher_signature, accepted_at, status)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?, 'pending') ON CONFLICT DO NOTHING"
-)
+# Status columns: receipts pending | settled | rejected; batches built | sent | confirmed | failed | skipped;
+# slashes queued | sent | confirmed | skipped | failed; exact_payments new | sent | confirmed | failed.
+# transactions is written before broadcast; slashes.evidence names what the slash proves (unique).
+MIGRATIONS = [
+    Migration(1, "initial schema", _INITIAL),
+    Migration(2, "channels: session-signed best voucher and the payer's own best voucher", lambda conn, d: (
+        add_missing_columns(conn, d, "channels", [("signer", "TEXT NOT NULL DEFAULT ''"),
+                                                  ("payer_cap", "TEXT NOT NULL DEFAULT '0'"),
+                                                  ("payer_signature", "TEXT NOT NULL DEFAULT ''")]))),
+]
+
+_RECEIPT_FIELDS = ("id, struct_hash, request_id, payer, node, model_id, input_hash, output_hash, amount, cumulative,"
+                   " timestamp, signature, voucher_cap, voucher_signature, accepted_at")
 
 
-class StoreMismatch(Exception):
-    """The database belongs to another chain or deployment."""
-
-
-@dataclass
+@dataclass(frozen=True)
 class ValidReceipt:
     """A receipt that passed every stateless check, ready to be stored."""
 
@@ -201,679 +192,736 @@ class AcceptOutcome:
     conflicts_with: str | None = None  # set when the receipt is rejected as equivocation
 
 
-@dataclass
-class ClaimResult:
-    """What happened to one claim of a batch: outcome as CreditEscrow numbers it."""
+@dataclass(frozen=True)
+class PendingReceipt:
+    """A pending receipt as batching sees it."""
 
+    id: str
     payer: str
     node: str
-    outcome: int
-    total: int
-    spent_after: int | None = None
+    cumulative: int
+    accepted_at: float
 
 
-@dataclass
-class _Job:
-    fn: Callable[..., Any]
-    args: tuple
-    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+@dataclass(frozen=True)
+class TxRecord:
+    """A write-ahead record of a signed transaction."""
+
+    tx_hash: str
+    kind: str  # batch | slash | exact | deposit kinds
+    ref: str
+    nonce: int
+    raw: str
+    sent_at: float
+
+    def __getitem__(self, key: str) -> Any:  # read like the other rows (``tx["tx_hash"]``)
+        return getattr(self, key)
 
 
-def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA busy_timeout = 30000")
-    conn.execute("PRAGMA cache_size = -65536")  # 64 MiB
-    if readonly:
-        conn.execute("PRAGMA query_only = 1")
-    conn.row_factory = sqlite3.Row
-    return conn
+def _rows(cursor: Any) -> list[dict]:
+    return [dict(r) for r in cursor]
+
+
+def _row(row: Any) -> dict | None:
+    return dict(row) if row is not None else None
+
+
+# Repositories --------------------------------------------------------------------------------------------------------
+class Receipts:
+    """``receipts`` (accepted) and ``conflicting_receipts`` (a node's second receipt for a requestId: evidence)."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    @staticmethod
+    def values(item: ValidReceipt, now: float) -> tuple:
+        r, v = item.receipt, item.voucher
+        return (item.id, item.struct_hash, r.request_id, r.payer, r.node, r.model_id, r.input_hash, r.output_hash,
+                str(r.amount), str(r.cumulative), r.timestamp, r.signature, str(v.max_cumulative), v.signature, now)
+
+    @staticmethod
+    def insert(conn: Any, values: tuple) -> bool:
+        """Store a pending receipt; False if its id or (node, requestId) is taken."""
+        return conn.execute(f"INSERT INTO receipts ({_RECEIPT_FIELDS}, status) VALUES"
+                            " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?, 'pending') ON CONFLICT DO NOTHING", values).rowcount == 1
+
+    @staticmethod
+    def insert_conflicting(conn: Any, values: tuple, conflicts_with: str, reason: str) -> None:
+        conn.execute(f"INSERT INTO conflicting_receipts ({_RECEIPT_FIELDS}, conflicts_with, status, reason)"
+                     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?, 'rejected', ?)", values + (conflicts_with, reason))
+
+    @staticmethod
+    def stored_outcome(conn: Any, receipt_id: str) -> tuple[str, str | None, int | None] | None:
+        """(status, reason, batch id) of a receipt already stored, accepted or as evidence."""
+        for table in ("receipts", "conflicting_receipts"):
+            row = conn.execute(f"SELECT status, reason, batch_id FROM {table} WHERE id = ?", (receipt_id,)).fetchone()
+            if row is not None:
+                return row[0], row[1], row[2]
+        return None
+
+    @staticmethod
+    def id_for_request(conn: Any, node: str, request_id: str) -> str:
+        return conn.execute("SELECT id FROM receipts WHERE node = ? AND request_id = ?", (node, request_id)).fetchone()[0]
+
+    @staticmethod
+    def pending_of_batch(conn: Any, batch_id: int) -> list[PendingReceipt]:
+        return [PendingReceipt(r[0], r[1], r[2], int(r[3]), r[4]) for r in conn.execute(
+            "SELECT id, payer, node, cumulative, accepted_at FROM receipts WHERE batch_id = ? AND status = 'pending'",
+            (batch_id,))]
+
+    @staticmethod
+    def pending_cumulatives(conn: Any, payer: str, node: str) -> dict[str, int]:
+        return {r[0]: int(r[1]) for r in conn.execute(
+            "SELECT id, cumulative FROM receipts WHERE payer = ? AND node = ? AND status = 'pending'", (payer, node))}
+
+    @staticmethod
+    def assign(conn: Any, batch_id: int | None, ids: list[str]) -> None:
+        """Put pending receipts in a batch (``None``: back in the queue)."""
+        conn.executemany("UPDATE receipts SET batch_id = ? WHERE id = ? AND status = 'pending'",
+                         [(batch_id, i) for i in ids])
+
+    @staticmethod
+    def release_batch(conn: Any, batch_id: int) -> None:
+        conn.execute("UPDATE receipts SET batch_id = NULL WHERE batch_id = ? AND status = 'pending'", (batch_id,))
+
+    @staticmethod
+    def resolve(conn: Any, updates: list[tuple[str, str | None, int | None, float | None, str]]) -> None:
+        """``(status, reason, batch id or None to keep, settled_at, id)`` for pending receipts."""
+        conn.executemany("UPDATE receipts SET status = ?, reason = ?, batch_id = coalesce(?, batch_id), settled_at = ?"
+                         " WHERE id = ? AND status = 'pending'", updates)
+
+    @staticmethod
+    def reject_batch(conn: Any, batch_id: int, reason: str) -> list[tuple[str, str, int]]:
+        """Reject a batch's pending receipts; returns ``(payer, node, count)`` of those rejected."""
+        counts = [(r[0], r[1], r[2]) for r in conn.execute(
+            "SELECT payer, node, count(*) FROM receipts WHERE batch_id = ? AND status = 'pending' GROUP BY payer, node",
+            (batch_id,))]
+        conn.execute("UPDATE receipts SET status = 'rejected', reason = ? WHERE batch_id = ? AND status = 'pending'",
+                     (reason, batch_id))
+        return counts
+
+    @staticmethod
+    def pending_count_of_batch(conn: Any, batch_id: int) -> int:
+        return conn.execute("SELECT count(*) FROM receipts WHERE batch_id = ? AND status = 'pending'",
+                            (batch_id,)).fetchone()[0]
+
+    @staticmethod
+    def pending_counts(conn: Any) -> list[tuple[str, str, int]]:
+        return [(r[0], r[1], r[2]) for r in conn.execute(
+            "SELECT payer, node, count(*) FROM receipts WHERE status = 'pending' GROUP BY payer, node")]
+
+    # Reads
+    def get(self, receipt_id: str) -> dict | None:
+        """A stored receipt (accepted, or kept as equivocation evidence) with its batch's transaction."""
+        rid = receipt_id.lower()
+        row = self.db.read_one("SELECT r.*, b.tx_hash AS batch_tx, b.status AS batch_status FROM receipts r"
+                               " LEFT JOIN batches b ON b.id = r.batch_id WHERE r.id = ?", (rid,))
+        if row is None:
+            row = self.db.read_one("SELECT *, NULL AS batch_tx, NULL AS batch_status FROM conflicting_receipts"
+                                   " WHERE id = ?", (rid,))
+        return _row(row)
+
+    def by_struct_hash(self, struct_hash: str) -> dict | None:
+        return _row(self.db.read_one("SELECT * FROM receipts WHERE struct_hash = ? ORDER BY accepted_at LIMIT 1",
+                                     (struct_hash,)))
+
+    def pending_of_channel(self, payer: str, node: str, limit: int = 100) -> list[dict]:
+        return _rows(self.db.read(
+            "SELECT id, cumulative, amount, batch_id, accepted_at FROM receipts WHERE payer = ? AND node = ?"
+            " AND status = 'pending' ORDER BY accepted_at LIMIT ?", (payer, node, limit)))
+
+    def pending_of_payer(self, payer: str, limit: int) -> list[dict]:
+        return _rows(self.db.read(
+            "SELECT id, node, amount, cumulative, voucher_cap, timestamp, accepted_at, batch_id FROM receipts"
+            " WHERE payer = ? AND status = 'pending' ORDER BY accepted_at LIMIT ?", (payer, limit)))
+
+    def unbatched_summary(self) -> tuple[int, float | None]:
+        row = self.db.read_one("SELECT count(*), min(accepted_at) FROM receipts WHERE status = 'pending'"
+                               " AND batch_id IS NULL")
+        return row[0], row[1]
+
+    def unbatched(self, limit: int, first: list[str] | None = None) -> list[dict]:
+        """The oldest unbatched receipts; those of the payers ``first`` (settled early) ahead of the others."""
+        query = ("SELECT id, payer, node, cumulative FROM receipts WHERE status = 'pending' AND batch_id IS NULL{}"
+                 " ORDER BY accepted_at LIMIT ?")
+        rows: list[dict] = []
+        for payer in first or ():
+            rows += _rows(self.db.read(query.format(" AND payer = ?"), (payer, limit - len(rows))))
+            if len(rows) >= limit:
+                return rows
+        seen = {r["id"] for r in rows}
+        rest = _rows(self.db.read(query.format(""), (limit,)))
+        return (rows + [r for r in rest if r["id"] not in seen])[:limit]
+
+    def of_batch(self, batch_id: int) -> list[tuple[str, str, str]]:
+        return [(r[0], r[1], r[2]) for r in self.db.read(
+            "SELECT id, payer, node FROM receipts WHERE batch_id = ? AND status = 'pending'", (batch_id,))]
+
+    def feed(self, after: int, limit: int) -> list[dict]:
+        """Accepted receipts in acceptance order (``seq`` = the row's rowid, which only grows: receipts are never
+        deleted and the relayer never runs VACUUM), those after ``after``."""
+        return _rows(self.db.read(
+            "SELECT rowid AS seq, id, struct_hash, request_id, payer, node, model_id, input_hash, output_hash, amount,"
+            " cumulative, timestamp, signature, accepted_at FROM receipts WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            (after, limit)))
+
+
+class Channels:
+    """``channels``: per (payer, node) what was charged, the best vouchers and what was paid on-chain."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    @staticmethod
+    def save(conn: Any, ch: ChannelState) -> None:
+        conn.execute(
+            "INSERT INTO channels (payer, node, charged, cap, voucher_signature, settled, signer, payer_cap,"
+            " payer_signature) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (payer, node) DO UPDATE SET"
+            " charged = excluded.charged, cap = excluded.cap, voucher_signature = excluded.voucher_signature,"
+            " signer = excluded.signer, payer_cap = excluded.payer_cap, payer_signature = excluded.payer_signature",
+            (ch.payer, ch.node, str(ch.charged), str(ch.cap), ch.voucher_signature, str(ch.settled), ch.signer,
+             str(ch.payer_cap), ch.payer_signature))
+
+    @staticmethod
+    def set_settled(conn: Any, payer: str, node: str, settled: int) -> None:
+        conn.execute("UPDATE channels SET settled = ? WHERE payer = ? AND node = ?", (str(settled), payer, node))
+
+    @staticmethod
+    def all(conn: Any) -> list[ChannelState]:
+        return [ChannelState(r["payer"], r["node"], int(r["charged"]), int(r["cap"]), r["voucher_signature"],
+                             int(r["settled"]), r["signer"], int(r["payer_cap"]), r["payer_signature"])
+                for r in conn.execute("SELECT * FROM channels")]
+
+
+class Batches:
+    def __init__(self, db: Database):
+        self.db = db
+
+    @staticmethod
+    def create(conn: Any, root: str, claims: list[dict], count: int, now: float) -> int:
+        return conn.execute("INSERT INTO batches (status, receipts_root, claims, receipt_count, created_at)"
+                            " VALUES ('built',?,?,?,?) RETURNING id", (root, json.dumps(claims), count, now)).fetchone()[0]
+
+    @staticmethod
+    def claims(conn: Any, batch_id: int) -> list[dict]:
+        return json.loads(conn.execute("SELECT claims FROM batches WHERE id = ?", (batch_id,)).fetchone()[0])
+
+    @staticmethod
+    def rebuilt(conn: Any, batch_id: int, claims: list[dict], root: str, count: int) -> None:
+        conn.execute("UPDATE batches SET claims = ?, receipts_root = ?, receipt_count = ?, status = 'built'"
+                     " WHERE id = ?", (json.dumps(claims), root, count, batch_id))
+
+    @staticmethod
+    def sent(conn: Any, batch_id: int, tx_hash: str, nonce: int, now: float) -> None:
+        conn.execute("UPDATE batches SET status = 'sent', tx_hash = ?, nonce = ?, sent_at = ?, attempts = attempts + 1,"
+                     " error = NULL WHERE id = ?", (tx_hash, nonce, now, batch_id))
+
+    @staticmethod
+    def confirmed(conn: Any, batch_id: int, tx_hash: str, block: int, gas_used: int, gas_price: int,
+                  settled_amount: int, claims: list[dict], now: float) -> None:
+        conn.execute("UPDATE batches SET status = 'confirmed', tx_hash = ?, block_number = ?, gas_used = ?,"
+                     " gas_price = ?, settled_amount = ?, claims = ?, confirmed_at = ?, error = NULL WHERE id = ?",
+                     (tx_hash, block, gas_used, str(gas_price), str(settled_amount), json.dumps(claims), now, batch_id))
+
+    @staticmethod
+    def ended(conn: Any, batch_id: int, status: str, error: str, now: float, claims: list[dict] | None = None) -> None:
+        """A batch that will not be (re)sent: ``failed`` or ``skipped``."""
+        conn.execute("UPDATE batches SET status = ?, error = ?, confirmed_at = ?, claims = coalesce(?, claims)"
+                     " WHERE id = ?", (status, error, now, None if claims is None else json.dumps(claims), batch_id))
+
+    # Reads
+    def get(self, batch_id: int) -> dict | None:
+        return _row(self.db.read_one("SELECT * FROM batches WHERE id = ?", (batch_id,)))
+
+    def inflight(self) -> dict | None:
+        return _row(self.db.read_one("SELECT * FROM batches WHERE status IN ('built', 'sent') ORDER BY id LIMIT 1"))
+
+    def list(self, status: str | None, limit: int, before: int | None) -> list[dict]:
+        sql, args = "SELECT * FROM batches WHERE 1=1", []
+        if status:
+            sql, args = sql + " AND status = ?", args + [status]
+        if before:
+            sql, args = sql + " AND id < ?", args + [before]
+        return _rows(self.db.read(sql + " ORDER BY id DESC LIMIT ?", args + [limit]))
+
+    def counts(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.db.read("SELECT status, count(*) FROM batches GROUP BY status")}
+
+    def totals(self) -> tuple[int, int]:
+        row = self.db.read_one("SELECT coalesce(sum(gas_used), 0), count(*) FROM batches WHERE status = 'confirmed'")
+        return row[0], row[1]
+
+
+class Journal:
+    """``transactions``: every signed transaction, recorded before it is broadcast."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    @staticmethod
+    def record(conn: Any, tx: TxRecord) -> None:
+        conn.execute("INSERT INTO transactions (tx_hash, kind, ref, nonce, raw, sent_at) VALUES (?,?,?,?,?,?)"
+                     " ON CONFLICT (tx_hash) DO UPDATE SET kind = excluded.kind, ref = excluded.ref,"
+                     " nonce = excluded.nonce, raw = excluded.raw, sent_at = excluded.sent_at",
+                     (tx.tx_hash, tx.kind, tx.ref, tx.nonce, tx.raw, tx.sent_at))
+
+    def of(self, kind: str, ref: str) -> list[TxRecord]:
+        return [TxRecord(r["tx_hash"], r["kind"], r["ref"], r["nonce"], r["raw"], r["sent_at"]) for r in self.db.read(
+            "SELECT * FROM transactions WHERE kind = ? AND ref = ? ORDER BY sent_at", (kind, str(ref)))]
+
+
+class Slashes:
+    """``slashes`` (queued evidence and its transaction), ``verdicts`` and ``withholding_reports``."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    @staticmethod
+    def queue(conn: Any, kind: str, evidence: str, subject: str, args: dict, now: float) -> bool:
+        return conn.execute(
+            "INSERT INTO slashes (kind, evidence, subject, args, status, created_at, updated_at)"
+            " VALUES (?,?,?,?, 'queued', ?, ?) ON CONFLICT DO NOTHING",
+            (kind, evidence, subject, json.dumps(args), now, now)).rowcount == 1
+
+    @staticmethod
+    def update(conn: Any, slash_id: int, status: str, amount: int | None, error: str | None, args: dict | None,
+               now: float) -> None:
+        conn.execute("UPDATE slashes SET status = ?, amount = coalesce(?, amount), error = ?, args = coalesce(?, args),"
+                     " updated_at = ? WHERE id = ?",
+                     (status, None if amount is None else str(amount), error, None if args is None else json.dumps(args),
+                      now, slash_id))
+
+    @staticmethod
+    def sent(conn: Any, slash_id: int, tx_hash: str, now: float) -> None:
+        conn.execute("UPDATE slashes SET status = 'sent', tx_hash = ?, attempts = attempts + 1, updated_at = ?"
+                     " WHERE id = ?", (tx_hash, now, slash_id))
+
+    @staticmethod
+    def add_verdict(conn: Any, receipt_hash: str, verifier: str, valid: bool, signature: str, now: float) -> bool:
+        return conn.execute(
+            "INSERT INTO verdicts (receipt_hash, verifier, valid, signature, received_at) VALUES (?,?,?,?,?)"
+            " ON CONFLICT DO NOTHING", (receipt_hash, verifier, int(valid), signature, now)).rowcount == 1
+
+    @staticmethod
+    def add_withholding_report(conn: Any, receipt_hash: str, node: str, verifier: str, signature: str,
+                               reason: str | None, now: float) -> bool:
+        return conn.execute(
+            "INSERT INTO withholding_reports (receipt_hash, node, verifier, signature, reason, reported_at)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+            (receipt_hash, node, verifier, signature, reason, now)).rowcount == 1
+
+    # Reads
+    def list(self, status: str | None = None, limit: int = 100) -> list[dict]:
+        sql, args = "SELECT * FROM slashes", []
+        if status:
+            sql, args = sql + " WHERE status = ?", [status]
+        return _rows(self.db.read(sql + " ORDER BY id DESC LIMIT ?", args + [limit]))
+
+    def open(self) -> list[dict]:
+        return _rows(self.db.read("SELECT * FROM slashes WHERE status IN ('queued', 'sent') ORDER BY id"))
+
+    def proofs_done(self, kind: str, since: float) -> list[dict]:
+        """Proof submissions of ``kind`` (fraud | prove_valid) confirmed or found done on-chain since ``since``."""
+        return _rows(self.db.read("SELECT * FROM slashes WHERE kind = ? AND status IN ('confirmed', 'skipped')"
+                                  " AND updated_at >= ?", (kind, since)))
+
+    def by_evidence(self, evidence: str) -> dict | None:
+        return _row(self.db.read_one("SELECT * FROM slashes WHERE evidence = ?", (evidence,)))
+
+    def verdicts(self, receipt_hash: str, valid: bool | None = None) -> list[dict]:
+        sql, args = "SELECT * FROM verdicts WHERE receipt_hash = ?", [receipt_hash]
+        if valid is not None:
+            sql, args = sql + " AND valid = ?", args + [int(valid)]
+        return _rows(self.db.read(sql + " ORDER BY verifier", args))
+
+    def verdict_candidates(self, valid: bool, prefix: str) -> list[str]:
+        """Receipt hashes with verdicts of ``valid``, held here, without a ``prefix:<hash>`` submission yet."""
+        return [r[0] for r in self.db.read(
+            "SELECT DISTINCT v.receipt_hash FROM verdicts v WHERE v.valid = ?"
+            " AND EXISTS (SELECT 1 FROM receipts r WHERE r.struct_hash = v.receipt_hash)"
+            " AND NOT EXISTS (SELECT 1 FROM slashes s WHERE s.evidence = ? || ':' || v.receipt_hash)",
+            (int(valid), prefix))]
+
+    def contrary_candidates(self, proof: str, valid: bool, kind: str) -> list[dict]:
+        """Verdicts of ``valid`` on receipts whose ``proof`` submission (fraud | valid) is done, without a ``kind``
+        slash yet: valid=true after fraud (lazy), valid=false after validity (false accuser)."""
+        return _rows(self.db.read(
+            "SELECT v.* FROM verdicts v JOIN slashes s ON s.evidence = ? || ':' || v.receipt_hash"
+            " AND s.status IN ('confirmed', 'skipped')"
+            " WHERE v.valid = ? AND NOT EXISTS"
+            " (SELECT 1 FROM slashes l WHERE l.evidence = ? || ':' || v.receipt_hash || ':' || v.verifier)",
+            (proof, int(valid), kind)))
+
+    def double_votes(self) -> list[dict]:
+        """Verifiers that signed both verdicts on one receipt, without a double-vote slash yet."""
+        return _rows(self.db.read(
+            "SELECT t.receipt_hash, t.verifier, t.signature AS sig_true, f.signature AS sig_false FROM verdicts t"
+            " JOIN verdicts f ON f.receipt_hash = t.receipt_hash AND f.verifier = t.verifier AND f.valid = 0"
+            " WHERE t.valid = 1 AND NOT EXISTS (SELECT 1 FROM slashes s"
+            " WHERE s.evidence = 'double:' || t.receipt_hash || ':' || t.verifier)"))
+
+    def node_summary(self, node: str) -> dict:
+        """Counts about one node: receipts accepted (and pending), withholding reports, slashes by kind and status."""
+        receipts, pending = self.db.read_one(
+            "SELECT count(*), coalesce(sum(status = 'pending'), 0) FROM receipts WHERE node = ?", (node,))
+        reports, withheld = self.db.read_one(
+            "SELECT count(*), count(DISTINCT receipt_hash) FROM withholding_reports WHERE node = ?", (node,))
+        slashes = _rows(self.db.read(
+            "SELECT kind, status, count(*) AS n, group_concat(amount) AS amounts FROM slashes WHERE subject = ?"
+            " GROUP BY kind, status", (node,)))
+        return {"receipts": receipts, "pending": pending, "reports": reports, "withheld": withheld,
+                "slashes": slashes}
+
+
+class ExactPayments:
+    """``exact_payments``: EIP-3009 authorisations claimed for settlement and their outcome."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    @staticmethod
+    def find(conn: Any, key: str) -> dict | None:
+        return _row(conn.execute("SELECT * FROM exact_payments WHERE id = ?", (key,)).fetchone())
+
+    @staticmethod
+    def claim(conn: Any, key: str, payer: str, payee: str, value: int, authorization: dict, now: float) -> None:
+        """(Re)claim an authorisation for settlement (status ``new``)."""
+        conn.execute(
+            "INSERT INTO exact_payments (id, payer, payee, value, authorization, status, created_at, updated_at)"
+            " VALUES (?,?,?,?,?, 'new', ?, ?) ON CONFLICT (id) DO UPDATE SET payer = excluded.payer,"
+            " payee = excluded.payee, value = excluded.value, authorization = excluded.authorization, status = 'new',"
+            " tx_hash = NULL, block_number = NULL, error = NULL, created_at = excluded.created_at,"
+            " updated_at = excluded.updated_at",
+            (key, payer, payee, str(value), json.dumps(authorization), now, now))
+
+    @staticmethod
+    def update(conn: Any, key: str, status: str, block: int | None, error: str | None, now: float) -> None:
+        conn.execute("UPDATE exact_payments SET status = ?, block_number = ?, error = ?, updated_at = ? WHERE id = ?",
+                     (status, block, error, now, key))
+
+    @staticmethod
+    def sent(conn: Any, key: str, tx_hash: str, now: float) -> None:
+        conn.execute("UPDATE exact_payments SET status = 'sent', tx_hash = ?, updated_at = ? WHERE id = ?",
+                     (tx_hash, now, key))
+
+    def get(self, key: str) -> dict | None:
+        return _row(self.db.read_one("SELECT * FROM exact_payments WHERE id = ?", (key,)))
+
+    def in_flight(self) -> list[dict]:
+        return _rows(self.db.read("SELECT * FROM exact_payments WHERE status IN ('new', 'sent')"))
+
+
+# The store -----------------------------------------------------------------------------------------------------------
+def _state(ch: Any) -> ChannelState:
+    return ChannelState(ch.payer, ch.node, ch.charged, ch.cap, ch.voucher_signature, ch.settled, ch.signer,
+                        ch.payer_cap, ch.payer_signature)
+
+
+def _mirror(ledger: Ledger, state: ChannelState) -> Any:
+    """Copy a channel's stored state into the ledger (in the job that stores it); returns the ledger's channel."""
+    ch = ledger.channel(state.payer, state.node)
+    ch.charged, ch.cap, ch.voucher_signature, ch.settled = state.charged, state.cap, state.voucher_signature, \
+        state.settled
+    ch.signer, ch.payer_cap, ch.payer_signature = state.signer, state.payer_cap, state.payer_signature
+    return ch
+
+
+def _exit_on_failure(exc: BaseException) -> None:
+    log.critical("store commit failed; exiting so that nothing unacknowledged is promised: %r", exc)
+    os._exit(70)
 
 
 class Store:
-    """The relayer's database: one writer thread (group commit) plus per-thread readers."""
+    """The relayer's database: its repositories, the shared group-commit writer, and the units of work below."""
 
     def __init__(self, path: Path, ledger: Ledger, max_group: int = 1024):
         self.path = Path(path)
         self.ledger = ledger
         self.max_group = max_group
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._local = threading.local()
-        self._writer: threading.Thread | None = None
-        self.commits = 0
-        self.jobs_committed = 0
+        self.db = Database.sqlite(self.path)
+        self.receipts, self.channels = Receipts(self.db), Channels(self.db)
+        self.batches_repo, self.journal = Batches(self.db), Journal(self.db)
+        self.slashes_repo, self.exact = Slashes(self.db), ExactPayments(self.db)
+        self.writer: GroupCommitWriter | None = None
         self.on_commit: Callable[[float, float, int], None] | None = None  # (work s, fsync s, jobs)
 
-    # Lifecycle -----------------------------------------------------------------------------------------------
+    # Lifecycle -----------------------------------------------------------------------------------------------------
     def open(self, chain_id: int, escrow: str, staking: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = _connect(self.path)
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode.lower() != "wal":
-            raise RuntimeError(f"SQLite refused WAL mode for {self.path} (got {mode})")
-        conn.executescript(SCHEMA)
-        columns = {r[1] for r in conn.execute("PRAGMA table_info(channels)")}
-        for column, decl in (("signer", "TEXT NOT NULL DEFAULT ''"), ("payer_cap", "TEXT NOT NULL DEFAULT '0'"),
-                             ("payer_signature", "TEXT NOT NULL DEFAULT ''")):
-            if column not in columns:  # a store made before session-signed channels were tracked
-                conn.execute(f"ALTER TABLE channels ADD COLUMN {column} {decl}")
-        meta = {r["key"]: r["value"] for r in conn.execute("SELECT key, value FROM meta")}
-        expected = {"schema": str(SCHEMA_VERSION), "chain_id": str(chain_id), "escrow": escrow, "staking": staking}
-        if not meta:
-            conn.execute("BEGIN")
-            conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", list(expected.items()))
-            conn.execute("COMMIT")
-        else:
-            for key, value in expected.items():
-                if meta.get(key) != value:
-                    conn.close()
-                    raise StoreMismatch(
-                        f"store {self.path} was made for {key}={meta.get(key)}, not {value}: use another --store"
-                    )
-        self._load_ledger(conn)
-        conn.close()
-        self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
-        self._writer.start()
+        self.db.open(MIGRATIONS, {"chain_id": str(chain_id), "escrow": escrow, "staking": staking})
+        conn = self.db.connect(readonly=True)
+        try:
+            for state in Channels.all(conn):
+                _mirror(self.ledger, state)
+            for payer, node, n in Receipts.pending_counts(conn):
+                self.ledger.add_pending(payer, node, n)
+        finally:
+            conn.close()
+        self.writer = GroupCommitWriter(self.db, max_group=self.max_group, on_commit=self._observe,
+                                        on_failure=_exit_on_failure)
+
+    def _observe(self, stats: CommitStats) -> None:
+        if self.on_commit is not None:
+            self.on_commit(stats.work, stats.sync, stats.jobs)
 
     def close(self) -> None:
-        if self._writer and self._writer.is_alive():
-            self._queue.put(_STOP)
-            self._writer.join(timeout=10)
+        if self.writer is not None:
+            self.writer.close()
+        self.db.close()
 
-    def reader(self) -> sqlite3.Connection:
-        """This thread's read-only connection."""
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = _connect(self.path, readonly=True)
-        return conn
+    @property
+    def commits(self) -> int:
+        return self.writer.commits if self.writer else 0
 
-    # Writing -------------------------------------------------------------------------------------------------
+    def reader(self) -> Any:
+        return self.db.reader()
+
+    def ping(self) -> bool:
+        return self.db.read_one("SELECT 1")[0] == 1
+
+    # Writing -------------------------------------------------------------------------------------------------------
     def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
-        """Queue a job ``fn(conn, *args)``; its future resolves once the job is committed."""
-        job = _Job(fn, args)
-        self._queue.put(job)
-        return job.future
+        """Queue a unit of work ``fn(conn, *args)``; its future resolves once it is committed (durably)."""
+        if self.writer is None:
+            raise RuntimeError("the relayer store is not open")
+        return self.writer.submit(fn, *args)
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run a job and wait for its commit (from a thread that is not the event loop)."""
+        """Run a unit of work and wait for its commit (from a thread that is not the event loop)."""
         return self.submit(fn, *args).result()
 
-    def _write_loop(self) -> None:
-        conn = _connect(self.path)
-        conn.execute("PRAGMA synchronous = FULL")
-        while True:
-            first = self._queue.get()
-            if first is _STOP:
-                break
-            jobs = [first]
-            stop = False
-            while len(jobs) < self.max_group:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stop = True
-                    break
-                jobs.append(nxt)
-            results: list[tuple[bool, Any]] = []
-            started = time.perf_counter()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                for job in jobs:
-                    conn.execute("SAVEPOINT job")
-                    try:
-                        results.append((True, job.fn(conn, *job.args)))
-                        conn.execute("RELEASE job")
-                    except Exception as exc:  # the job's own failure: undo it, keep the others
-                        conn.execute("ROLLBACK TO job")
-                        conn.execute("RELEASE job")
-                        results.append((False, exc))
-                work = time.perf_counter()
-                conn.execute("COMMIT")
-            except Exception:
-                log.critical("store commit failed; exiting so that nothing unacknowledged is promised", exc_info=True)
-                os._exit(70)
-            self.commits += 1
-            self.jobs_committed += len(jobs)
-            if self.on_commit is not None:
-                self.on_commit(work - started, time.perf_counter() - work, len(jobs))
-            for job, (ok, value) in zip(jobs, results, strict=True):
-                if ok:
-                    job.future.set_result(value)
-                else:
-                    job.future.set_exception(value)
-            if stop:
-                break
-        conn.close()
-
-    # Ledger --------------------------------------------------------------------------------------------------
-    def _load_ledger(self, conn: sqlite3.Connection) -> None:
-        for row in conn.execute("SELECT * FROM channels"):
-            ch = self.ledger.channel(row["payer"], row["node"])
-            ch.charged, ch.cap = int(row["charged"]), int(row["cap"])
-            ch.voucher_signature, ch.settled = row["voucher_signature"], int(row["settled"])
-            ch.signer, ch.payer_cap, ch.payer_signature = row["signer"], int(row["payer_cap"]), row["payer_signature"]
-        for row in conn.execute(
-            "SELECT payer, node, count(*) AS n FROM receipts WHERE status = 'pending' GROUP BY payer, node"
-        ):
-            self.ledger.add_pending(row["payer"], row["node"], row["n"])
-
-    # Jobs: receipts ------------------------------------------------------------------------------------------
+    # Units of work: receipts ---------------------------------------------------------------------------------------
     @staticmethod
-    def _conflict(conn: sqlite3.Connection, item: ValidReceipt, values: tuple, now: float) -> AcceptOutcome:
+    def _conflict(conn: Any, item: ValidReceipt, values: tuple, now: float) -> AcceptOutcome:
         """The receipt collides with a stored one: the same receipt (same answer), or the node's other receipt
         for this requestId (equivocation: kept as evidence and queued for slashing)."""
-        for table in ("receipts", "conflicting_receipts"):
-            row = conn.execute(f"SELECT status, reason, batch_id FROM {table} WHERE id = ?", (item.id,)).fetchone()
-            if row is not None:
-                return AcceptOutcome(item.id, row[0], row[1], row[2], duplicate=True,
-                                     conflicts_with=None)
+        stored = Receipts.stored_outcome(conn, item.id)
+        if stored is not None:
+            return AcceptOutcome(item.id, *stored, duplicate=True)
         r = item.receipt
-        other = conn.execute(
-            "SELECT id FROM receipts WHERE node = ? AND request_id = ?", (r.node, r.request_id)
-        ).fetchone()[0]
+        other = Receipts.id_for_request(conn, r.node, r.request_id)
         reason = f"equivocation: the node signed receipt {other} for this requestId"
-        conn.execute(
-            "INSERT INTO conflicting_receipts (id, struct_hash, request_id, payer, node, model_id, input_hash,"
-            " output_hash, amount, cumulative, timestamp, signature, voucher_cap, voucher_signature, accepted_at,"
-            " conflicts_with, status, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?, 'rejected', ?)",
-            values + (other, reason),
-        )
-        conn.execute(
-            "INSERT OR IGNORE INTO slashes (kind, evidence, subject, args, status, created_at, updated_at)"
-            " VALUES ('equivocation', ?, ?, ?, 'queued', ?, ?)",
-            (f"equivocation:{r.node}:{r.request_id}", r.node, json.dumps({"a": other, "b": item.id}), now, now),
-        )
+        Receipts.insert_conflicting(conn, values, other, reason)
+        Slashes.queue(conn, "equivocation", f"equivocation:{r.node}:{r.request_id}", r.node,
+                      {"a": other, "b": item.id}, now)
         return AcceptOutcome(item.id, "rejected", reason, conflicts_with=other)
 
     @staticmethod
-    def job_accept(conn: sqlite3.Connection, ledger: Ledger, items: list[ValidReceipt], now: float) -> list[AcceptOutcome]:
+    def job_accept(conn: Any, ledger: Ledger, items: list[ValidReceipt], now: float) -> list[AcceptOutcome]:
         """Store new receipts (pending), answer duplicates as before, reject and record equivocations."""
         out: list[AcceptOutcome] = []
-        touched: dict[tuple[str, str], list] = {}  # channel -> [charged, cap, signature, new pending]
+        touched: dict[tuple[str, str], tuple[ChannelState, int]] = {}  # channel -> (new state, new pending)
         for item in items:
             r, v = item.receipt, item.voucher
-            values = (
-                item.id, item.struct_hash, r.request_id, r.payer, r.node, r.model_id, r.input_hash, r.output_hash,
-                str(r.amount), str(r.cumulative), r.timestamp, r.signature, str(v.max_cumulative), v.signature, now,
-            )
-            if conn.execute(_INSERT_RECEIPT, values).rowcount == 0:  # rare: already stored, or equivocation
+            values = Receipts.values(item, now)
+            if not Receipts.insert(conn, values):  # rare: already stored, or equivocation
                 out.append(Store._conflict(conn, item, values, now))
                 continue
             key = (r.payer, r.node)
-            t = touched.get(key)
-            if t is None:
+            if key in touched:
+                state, n = touched[key]
+            else:
                 ch = ledger.get(*key)
-                t = touched[key] = ([ch.charged, ch.cap, ch.voucher_signature, 0, ch.settled, ch.signer, ch.payer_cap,
-                                     ch.payer_signature] if ch else [0, 0, "", 0, 0, "", 0, ""])
-            if r.cumulative > t[0]:
-                t[0] = r.cumulative
-            by_payer = not item.voucher_signer or item.voucher_signer == r.payer
-            if v.max_cumulative > t[1] or (v.max_cumulative == t[1] and by_payer and t[5]):
-                t[1], t[2], t[5] = v.max_cumulative, v.signature, "" if by_payer else item.voucher_signer
-            if by_payer and v.max_cumulative > t[6]:
-                t[6], t[7] = v.max_cumulative, v.signature
-            t[3] += 1
+                state, n = (_state(ch) if ch else ChannelState(*key)), 0
+            touched[key] = (after_receipt(state, r.cumulative, v.max_cumulative, v.signature, item.voucher_signer),
+                            n + 1)
             out.append(AcceptOutcome(item.id, "pending"))
-        for (payer, node), (charged, cap, sig, _n, settled, signer, pcap, psig) in touched.items():
-            conn.execute(
-                "INSERT INTO channels (payer, node, charged, cap, voucher_signature, settled, signer, payer_cap,"
-                " payer_signature) VALUES (?,?,?,?,?,?,?,?,?)"
-                " ON CONFLICT (payer, node) DO UPDATE SET charged = excluded.charged, cap = excluded.cap,"
-                " voucher_signature = excluded.voucher_signature, signer = excluded.signer,"
-                " payer_cap = excluded.payer_cap, payer_signature = excluded.payer_signature",
-                (payer, node, str(charged), str(cap), sig, str(settled), signer, str(pcap), psig),
-            )
-        for (payer, node), (charged, cap, sig, n, _settled, signer, pcap, psig) in touched.items():
-            ch = ledger.channel(payer, node)
-            ch.charged, ch.cap, ch.voucher_signature = charged, cap, sig
-            ch.signer, ch.payer_cap, ch.payer_signature = signer, pcap, psig
-            ledger.add_pending(payer, node, n)
+        for state, _n in touched.values():
+            Channels.save(conn, state)
+        for state, n in touched.values():
+            _mirror(ledger, state)
+            ledger.add_pending(state.payer, state.node, n)
         return out
 
     async def accept(self, items: list[ValidReceipt]) -> list[AcceptOutcome]:
         """Store receipts (job_accept) and wait, without blocking the event loop, for the commit."""
         return await asyncio.wrap_future(self.submit(self.job_accept, self.ledger, items, time.time()))
 
-    # Jobs: batches -------------------------------------------------------------------------------------------
+    # Units of work: batches ----------------------------------------------------------------------------------------
     @staticmethod
-    def _resolve_claims(
-        conn: sqlite3.Connection, ledger: Ledger, batch_id: int | None, results: list[ClaimResult],
-        receipt_ids: dict[tuple[str, str], list[str]] | None, now: float,
-    ) -> list[float]:
+    def _resolve_claims(conn: Any, ledger: Ledger, batch_id: int | None, results: list[ClaimResult],
+                        receipt_ids: dict[tuple[str, str], list[str]] | None, now: float) -> list[float]:
         """Mark the receipts of claims that are done: settled (paid now or already paid) or rejected.
 
         ``receipt_ids`` gives each claim's receipts; without it they are the batch's pending receipts. Returns how
         long the receipts settled by this batch waited since acceptance (for the latency metric)."""
-        from ..chain import SKIP_REASONS
-
         if not results:
             return []
         accepted_at: dict[str, float] = {}
         if receipt_ids is None:
             receipt_ids = {}
-            for rid, payer, node, at in conn.execute(
-                "SELECT id, payer, node, accepted_at FROM receipts WHERE batch_id = ? AND status = 'pending'",
-                (batch_id,),
-            ):
-                receipt_ids.setdefault((payer, node), []).append(rid)
-                accepted_at[rid] = at
+            for p in Receipts.pending_of_batch(conn, batch_id):
+                receipt_ids.setdefault((p.payer, p.node), []).append(p.id)
+                accepted_at[p.id] = p.accepted_at
         latencies: list[float] = []
         updates: list[tuple] = []
         for res in results:
-            key = (res.payer, res.node)
-            ids = receipt_ids.get(key, [])
+            ids = receipt_ids.get((res.payer, res.node), [])
             if not ids:
                 continue
-            if res.outcome in (0, 1):
-                status, reason = "settled", None if res.outcome == 0 else "already settled on-chain"
-            else:
-                status, reason = "rejected", SKIP_REASONS.get(res.outcome, f"skipped ({res.outcome})")
-            bid = batch_id if res.outcome == 0 else None
             ch = ledger.channel(res.payer, res.node)
-            if res.outcome == 0 and ch.signer and res.total < ch.charged:
-                # Paid only up to the claim's total (e.g. the payer-signed part of a channel whose session-signed
-                # claim was skipped): receipts above it go back to the queue, to be claimed again.
-                wanted = set(ids)
-                above = [i for i, cum in conn.execute(
-                    "SELECT id, cumulative FROM receipts WHERE payer = ? AND node = ? AND status = 'pending'",
-                    (res.payer, res.node)) if i in wanted and int(cum) > res.total]
+            fate = resolve_claim(res, _state(ch))
+            if fate.release_above is not None:
+                cumulative = Receipts.pending_cumulatives(conn, res.payer, res.node)
+                above = {i for i in ids if cumulative.get(i, 0) > fate.release_above and i in cumulative}
                 if above:
-                    conn.executemany("UPDATE receipts SET batch_id = NULL WHERE id = ?", [(i,) for i in above])
-                    released = set(above)
-                    ids = [i for i in ids if i not in released]
-            if res.outcome == 0:
+                    Receipts.assign(conn, None, sorted(above))
+                    ids = [i for i in ids if i not in above]
+            if fate.in_batch:
                 latencies += [now - accepted_at[i] for i in ids if i in accepted_at]
-            settled_at = now if status == "settled" else None
-            updates += [(status, reason, bid, settled_at, i) for i in ids]
-            settled = ch.settled
-            if res.outcome == 0:
-                settled = max(settled, res.total)
-            if res.spent_after is not None:
-                settled = max(settled, res.spent_after)
-            conn.execute(
-                "UPDATE channels SET settled = ? WHERE payer = ? AND node = ?", (str(settled), res.payer, res.node)
-            )
-            ch.settled = settled
+            settled_at = now if fate.status == "settled" else None
+            updates += [(fate.status, fate.reason, batch_id if fate.in_batch else None, settled_at, i) for i in ids]
+            Channels.set_settled(conn, res.payer, res.node, fate.settled)
+            ch.settled = fate.settled
             ch.pending -= len(ids)
             ledger.pending -= len(ids)
-        conn.executemany(
-            "UPDATE receipts SET status = ?, reason = ?, batch_id = coalesce(?, batch_id), settled_at = ?"
-            " WHERE id = ? AND status = 'pending'",
-            updates,
-        )
+        Receipts.resolve(conn, updates)
         return latencies
 
     @classmethod
-    def job_build_batch(
-        cls, conn: sqlite3.Connection, ledger: Ledger, claims: list[dict], root: str,
-        receipt_ids: dict[tuple[str, str], list[str]], skipped: list[ClaimResult],
-        skipped_ids: dict[tuple[str, str], list[str]], now: float,
-    ) -> int | None:
+    def job_build_batch(cls, conn: Any, ledger: Ledger, claims: list[dict], root: str,
+                        receipt_ids: dict[tuple[str, str], list[str]], skipped: list[ClaimResult],
+                        skipped_ids: dict[tuple[str, str], list[str]], now: float) -> int | None:
         """Record a built batch (its receipts point to it) and resolve the claims simulation skipped."""
         cls._resolve_claims(conn, ledger, None, skipped, skipped_ids, now)
         if not claims:
             return None
-        count = sum(len(v) for v in receipt_ids.values())
-        cur = conn.execute(
-            "INSERT INTO batches (status, receipts_root, claims, receipt_count, created_at) VALUES ('built',?,?,?,?)",
-            (root, json.dumps(claims), count, now),
-        )
-        batch_id = cur.lastrowid
-        conn.executemany(
-            "UPDATE receipts SET batch_id = ? WHERE id = ? AND status = 'pending'",
-            [(batch_id, i) for ids in receipt_ids.values() for i in ids],
-        )
+        batch_id = Batches.create(conn, root, claims, sum(len(v) for v in receipt_ids.values()), now)
+        Receipts.assign(conn, batch_id, [i for ids in receipt_ids.values() for i in ids])
         return batch_id
 
     @classmethod
-    def job_rebuild_batch(
-        cls, conn: sqlite3.Connection, ledger: Ledger, batch_id: int, claims: list[dict], root: str,
-        skipped: list[ClaimResult], now: float,
-    ) -> None:
+    def job_rebuild_batch(cls, conn: Any, ledger: Ledger, batch_id: int, claims: list[dict], root: str,
+                          skipped: list[ClaimResult], now: float) -> None:
         """A re-simulated batch: drop the claims now skipped (resolving their receipts), keep the rest."""
         cls._resolve_claims(conn, ledger, batch_id, skipped, None, now)
         if claims:
-            count = conn.execute(
-                "SELECT count(*) FROM receipts WHERE batch_id = ? AND status = 'pending'", (batch_id,)
-            ).fetchone()[0]
-            conn.execute(
-                "UPDATE batches SET claims = ?, receipts_root = ?, receipt_count = ?, status = 'built' WHERE id = ?",
-                (json.dumps(claims), root, count, batch_id),
-            )
+            Batches.rebuilt(conn, batch_id, claims, root, Receipts.pending_count_of_batch(conn, batch_id))
         else:
-            conn.execute(
-                "UPDATE batches SET status = 'skipped', claims = ?, error = ?, confirmed_at = ? WHERE id = ?",
-                (json.dumps(claims), "every claim was skipped at simulation", now, batch_id),
-            )
+            Batches.ended(conn, batch_id, "skipped", "every claim was skipped at simulation", now, claims)
 
     @staticmethod
-    def job_tx_recorded(
-        conn: sqlite3.Connection, kind: str, ref: str, tx_hash: str, nonce: int, raw: str, now: float
-    ) -> None:
-        """Write-ahead record of a signed transaction, before it is broadcast."""
-        conn.execute(
-            "INSERT OR REPLACE INTO transactions (tx_hash, kind, ref, nonce, raw, sent_at) VALUES (?,?,?,?,?,?)",
-            (tx_hash, kind, ref, nonce, raw, now),
-        )
+    def job_tx_recorded(conn: Any, kind: str, ref: str, tx_hash: str, nonce: int, raw: str, now: float) -> None:
+        """Write-ahead record of a signed transaction, before it is broadcast (and its subject marked sent)."""
+        Journal.record(conn, TxRecord(tx_hash, kind, ref, nonce, raw, now))
         if kind == "batch":
-            conn.execute(
-                "UPDATE batches SET status = 'sent', tx_hash = ?, nonce = ?, sent_at = ?, attempts = attempts + 1,"
-                " error = NULL WHERE id = ?",
-                (tx_hash, nonce, now, int(ref)),
-            )
+            Batches.sent(conn, int(ref), tx_hash, nonce, now)
         elif kind == "slash":
-            conn.execute(
-                "UPDATE slashes SET status = 'sent', tx_hash = ?, attempts = attempts + 1, updated_at = ? WHERE id = ?",
-                (tx_hash, now, int(ref)),
-            )
+            Slashes.sent(conn, int(ref), tx_hash, now)
         elif kind == "exact":
-            conn.execute(
-                "UPDATE exact_payments SET status = 'sent', tx_hash = ?, updated_at = ? WHERE id = ?",
-                (tx_hash, now, ref),
-            )
+            ExactPayments.sent(conn, ref, tx_hash, now)
 
     @classmethod
-    def job_batch_confirmed(
-        cls, conn: sqlite3.Connection, ledger: Ledger, batch_id: int, tx_hash: str, block: int, gas_used: int,
-        gas_price: int, results: list[ClaimResult], settled_amount: int, now: float,
-    ) -> list[float]:
+    def job_batch_confirmed(cls, conn: Any, ledger: Ledger, batch_id: int, tx_hash: str, block: int, gas_used: int,
+                            gas_price: int, results: list[ClaimResult], settled_amount: int,
+                            now: float) -> list[float]:
         latencies = cls._resolve_claims(conn, ledger, batch_id, results, None, now)
-        claims = json.loads(conn.execute("SELECT claims FROM batches WHERE id = ?", (batch_id,)).fetchone()[0])
         by_key = {(r.payer, r.node): r.outcome for r in results}
-        for c in claims:
-            c["outcome"] = by_key.get((c["payer"], c["node"]))
-        conn.execute(
-            "UPDATE batches SET status = 'confirmed', tx_hash = ?, block_number = ?, gas_used = ?, gas_price = ?,"
-            " settled_amount = ?, claims = ?, confirmed_at = ?, error = NULL WHERE id = ?",
-            (tx_hash, block, gas_used, str(gas_price), str(settled_amount), json.dumps(claims), now, batch_id),
-        )
+        claims = [{**c, "outcome": by_key.get((c["payer"], c["node"]))} for c in Batches.claims(conn, batch_id)]
+        Batches.confirmed(conn, batch_id, tx_hash, block, gas_used, gas_price, settled_amount, claims, now)
         return latencies
 
     @staticmethod
-    def job_batch_failed(conn: sqlite3.Connection, ledger: Ledger, batch_id: int, error: str, now: float) -> None:
+    def job_batch_failed(conn: Any, ledger: Ledger, batch_id: int, error: str, now: float) -> None:
         """The batch's transaction reverted: record it and release the receipts to be batched again."""
-        conn.execute("UPDATE batches SET status = 'failed', error = ?, confirmed_at = ? WHERE id = ?",
-                     (error, now, batch_id))
-        conn.execute("UPDATE receipts SET batch_id = NULL WHERE batch_id = ? AND status = 'pending'", (batch_id,))
+        Batches.ended(conn, batch_id, "failed", error, now)
+        Receipts.release_batch(conn, batch_id)
 
-    @classmethod
-    def job_reject_batch(cls, conn: sqlite3.Connection, ledger: Ledger, batch_id: int, error: str, now: float) -> None:
-        """The batch cannot ever go through (its simulation reverts): reject its receipts."""
-        rows = conn.execute(
-            "SELECT payer, node, count(*) FROM receipts WHERE batch_id = ? AND status = 'pending' GROUP BY payer, node",
-            (batch_id,),
-        ).fetchall()
-        conn.execute(
-            "UPDATE receipts SET status = 'rejected', reason = ? WHERE batch_id = ? AND status = 'pending'",
-            (f"batch simulation reverted: {error}", batch_id),
-        )
-        conn.execute("UPDATE batches SET status = 'failed', error = ?, confirmed_at = ? WHERE id = ?",
-                     (error, now, batch_id))
-        for payer, node, n in rows:
+    @staticmethod
+    def job_reject_batch(conn: Any, ledger: Ledger, batch_id: int, error: str, now: float) -> None:
+        """The batch can never go through (its simulation keeps reverting): reject its receipts for good and end
+        the batch as failed. The batch policy decides when; this only records it."""
+        for payer, node, n in Receipts.reject_batch(conn, batch_id, f"batch simulation reverted: {error}"):
             ledger.channel(payer, node).pending -= n
             ledger.pending -= n
+        Batches.ended(conn, batch_id, "failed", error, now)
 
-    # Jobs: slashing and verdicts -----------------------------------------------------------------------------
-    @staticmethod
-    def job_verdict(conn: sqlite3.Connection, receipt_hash: str, verifier: str, valid: bool, signature: str,
-                    now: float) -> bool:
-        cur = conn.execute(
-            "INSERT OR IGNORE INTO verdicts (receipt_hash, verifier, valid, signature, received_at) VALUES (?,?,?,?,?)",
-            (receipt_hash, verifier, int(valid), signature, now),
-        )
-        return cur.rowcount == 1
+    # Units of work: slashing, verdicts, exact payments -------------------------------------------------------------
+    job_verdict = staticmethod(Slashes.add_verdict)
+    job_queue_slash = staticmethod(Slashes.queue)
+    job_slash_update = staticmethod(Slashes.update)
+    job_withholding_report = staticmethod(Slashes.add_withholding_report)
+    job_exact_update = staticmethod(ExactPayments.update)
 
     @staticmethod
-    def job_queue_slash(conn: sqlite3.Connection, kind: str, evidence: str, subject: str, args: dict,
-                        now: float) -> bool:
-        cur = conn.execute(
-            "INSERT OR IGNORE INTO slashes (kind, evidence, subject, args, status, created_at, updated_at)"
-            " VALUES (?,?,?,?, 'queued', ?, ?)",
-            (kind, evidence, subject, json.dumps(args), now, now),
-        )
-        return cur.rowcount == 1
-
-    @staticmethod
-    def job_slash_update(conn: sqlite3.Connection, slash_id: int, status: str, amount: int | None, error: str | None,
-                         args: dict | None, now: float) -> None:
-        conn.execute(
-            "UPDATE slashes SET status = ?, amount = coalesce(?, amount), error = ?, args = coalesce(?, args),"
-            " updated_at = ? WHERE id = ?",
-            (status, None if amount is None else str(amount), error, None if args is None else json.dumps(args),
-             now, slash_id),
-        )
-
-    @staticmethod
-    def job_withholding_report(conn: sqlite3.Connection, receipt_hash: str, node: str, verifier: str, signature: str,
-                               reason: str | None, now: float) -> bool:
-        """A verifier's report that ``node`` did not release a payload (a ``PayloadWithheld`` signature). Never stored
-        as a verdict: withholding says nothing about the answer, and a vote would make an honest verifier a slashable
-        false accuser whenever the node releases the payload to the others (attack R4)."""
-        cur = conn.execute(
-            "INSERT OR IGNORE INTO withholding_reports (receipt_hash, node, verifier, signature, reason, reported_at)"
-            " VALUES (?,?,?,?,?,?)", (receipt_hash, node, verifier, signature, reason, now),
-        )
-        return cur.rowcount == 1
-
-    # Jobs: exact payments ------------------------------------------------------------------------------------
-    @staticmethod
-    def job_exact_new(conn: sqlite3.Connection, key: str, payer: str, payee: str, value: int, authorization: dict,
+    def job_exact_new(conn: Any, key: str, payer: str, payee: str, value: int, authorization: dict,
                       now: float) -> dict | None:
         """Claim the authorisation for settlement; returns the existing record if there already is one in flight."""
-        row = conn.execute("SELECT * FROM exact_payments WHERE id = ?", (key,)).fetchone()
+        row = ExactPayments.find(conn, key)
         if row is not None and row["status"] != "failed":
-            return dict(row)
-        conn.execute(
-            "INSERT OR REPLACE INTO exact_payments (id, payer, payee, value, authorization, status, created_at,"
-            " updated_at) VALUES (?,?,?,?,?, 'new', ?, ?)",
-            (key, payer, payee, str(value), json.dumps(authorization), now, now),
-        )
+            return row
+        ExactPayments.claim(conn, key, payer, payee, value, authorization, now)
         return None
 
-    @staticmethod
-    def job_exact_update(conn: sqlite3.Connection, key: str, status: str, block: int | None, error: str | None,
-                         now: float) -> None:
-        conn.execute(
-            "UPDATE exact_payments SET status = ?, block_number = ?, error = ?, updated_at = ? WHERE id = ?",
-            (status, block, error, now, key),
-        )
-
-    # Reads ---------------------------------------------------------------------------------------------------
+    # Reads (the names the components use; each is one repository read) --------------------------------------------
     def receipt(self, receipt_id: str) -> dict | None:
-        """A stored receipt (accepted, or kept as equivocation evidence) with its batch's transaction."""
-        row = self.reader().execute(
-            "SELECT r.*, b.tx_hash AS batch_tx, b.status AS batch_status FROM receipts r"
-            " LEFT JOIN batches b ON b.id = r.batch_id WHERE r.id = ?",
-            (receipt_id.lower(),),
-        ).fetchone()
-        if row is None:
-            row = self.reader().execute(
-                "SELECT *, NULL AS batch_tx, NULL AS batch_status FROM conflicting_receipts WHERE id = ?",
-                (receipt_id.lower(),),
-            ).fetchone()
-        return dict(row) if row else None
+        return self.receipts.get(receipt_id)
 
     def receipt_by_struct_hash(self, struct_hash: str) -> dict | None:
-        row = self.reader().execute(
-            "SELECT * FROM receipts WHERE struct_hash = ? ORDER BY accepted_at LIMIT 1", (struct_hash,)
-        ).fetchone()
-        return dict(row) if row else None
+        return self.receipts.by_struct_hash(struct_hash)
 
     def pending_of_channel(self, payer: str, node: str, limit: int = 100) -> list[dict]:
-        rows = self.reader().execute(
-            "SELECT id, cumulative, amount, batch_id, accepted_at FROM receipts"
-            " WHERE payer = ? AND node = ? AND status = 'pending' ORDER BY accepted_at LIMIT ?",
-            (payer, node, limit),
-        )
-        return [dict(r) for r in rows]
+        return self.receipts.pending_of_channel(payer, node, limit)
 
     def unbatched_summary(self) -> tuple[int, float | None]:
-        row = self.reader().execute(
-            "SELECT count(*), min(accepted_at) FROM receipts WHERE status = 'pending' AND batch_id IS NULL"
-        ).fetchone()
-        return row[0], row[1]
+        return self.receipts.unbatched_summary()
 
-    def unbatched(self, limit: int, first: list[str] | None = None) -> list[sqlite3.Row]:
-        """The oldest unbatched receipts; those of the payers ``first`` (settled early) ahead of the others."""
-        rows: list[sqlite3.Row] = []
-        for payer in first or ():
-            rows += self.reader().execute(
-                "SELECT id, payer, node, cumulative FROM receipts WHERE status = 'pending' AND batch_id IS NULL"
-                " AND payer = ? ORDER BY accepted_at LIMIT ?", (payer, limit - len(rows)),
-            ).fetchall()
-            if len(rows) >= limit:
-                return rows
-        seen = {r["id"] for r in rows}
-        rest = self.reader().execute(
-            "SELECT id, payer, node, cumulative FROM receipts WHERE status = 'pending' AND batch_id IS NULL"
-            " ORDER BY accepted_at LIMIT ?",
-            (limit,),
-        ).fetchall()
-        return (rows + [r for r in rest if r["id"] not in seen])[:limit]
+    def unbatched(self, limit: int, first: list[str] | None = None) -> list[dict]:
+        return self.receipts.unbatched(limit, first)
 
     def batch_receipt_ids(self, batch_id: int) -> list[tuple[str, str, str]]:
-        return [
-            (r[0], r[1], r[2])
-            for r in self.reader().execute(
-                "SELECT id, payer, node FROM receipts WHERE batch_id = ? AND status = 'pending'", (batch_id,)
-            )
-        ]
+        return self.receipts.of_batch(batch_id)
+
+    def feed(self, after: int, limit: int) -> list[dict]:
+        return self.receipts.feed(after, limit)
 
     def inflight_batch(self) -> dict | None:
-        row = self.reader().execute(
-            "SELECT * FROM batches WHERE status IN ('built', 'sent') ORDER BY id LIMIT 1"
-        ).fetchone()
-        return dict(row) if row else None
-
-    def transactions(self, kind: str, ref: str) -> list[dict]:
-        rows = self.reader().execute(
-            "SELECT * FROM transactions WHERE kind = ? AND ref = ? ORDER BY sent_at", (kind, str(ref))
-        )
-        return [dict(r) for r in rows]
+        return self.batches_repo.inflight()
 
     def batch(self, batch_id: int) -> dict | None:
-        row = self.reader().execute("SELECT * FROM batches WHERE id = ?", (batch_id,)).fetchone()
-        return dict(row) if row else None
+        return self.batches_repo.get(batch_id)
 
     def batches(self, status: str | None, limit: int, before: int | None) -> list[dict]:
-        sql, args = "SELECT * FROM batches WHERE 1=1", []
-        if status:
-            sql, args = sql + " AND status = ?", args + [status]
-        if before:
-            sql, args = sql + " AND id < ?", args + [before]
-        rows = self.reader().execute(sql + " ORDER BY id DESC LIMIT ?", args + [limit])
-        return [dict(r) for r in rows]
+        return self.batches_repo.list(status, limit, before)
 
     def batch_counts(self) -> dict[str, int]:
-        return {r[0]: r[1] for r in self.reader().execute("SELECT status, count(*) FROM batches GROUP BY status")}
+        return self.batches_repo.counts()
 
-    def batch_totals(self) -> tuple[int, int]:
-        row = self.reader().execute(
-            "SELECT coalesce(sum(gas_used), 0), count(*) FROM batches WHERE status = 'confirmed'"
-        ).fetchone()
-        return row[0], row[1]
+    def transactions(self, kind: str, ref: str) -> list[TxRecord]:
+        return self.journal.of(kind, ref)
 
     def slashes(self, status: str | None = None, limit: int = 100) -> list[dict]:
-        sql, args = "SELECT * FROM slashes", []
-        if status:
-            sql, args = sql + " WHERE status = ?", [status]
-        rows = self.reader().execute(sql + " ORDER BY id DESC LIMIT ?", args + [limit])
-        return [dict(r) for r in rows]
+        return self.slashes_repo.list(status, limit)
 
     def open_slashes(self) -> list[dict]:
-        rows = self.reader().execute("SELECT * FROM slashes WHERE status IN ('queued', 'sent') ORDER BY id")
-        return [dict(r) for r in rows]
+        return self.slashes_repo.open()
 
     def proofs_done(self, kind: str, since: float) -> list[dict]:
-        """Proof submissions of ``kind`` (fraud | prove_valid) confirmed or found done on-chain since ``since``."""
-        rows = self.reader().execute(
-            "SELECT * FROM slashes WHERE kind = ? AND status IN ('confirmed', 'skipped') AND updated_at >= ?",
-            (kind, since))
-        return [dict(r) for r in rows]
+        return self.slashes_repo.proofs_done(kind, since)
 
     def slash_by_evidence(self, evidence: str) -> dict | None:
-        row = self.reader().execute("SELECT * FROM slashes WHERE evidence = ?", (evidence,)).fetchone()
-        return dict(row) if row else None
+        return self.slashes_repo.by_evidence(evidence)
 
     def verdicts(self, receipt_hash: str, valid: bool | None = None) -> list[dict]:
-        sql, args = "SELECT * FROM verdicts WHERE receipt_hash = ?", [receipt_hash]
-        if valid is not None:
-            sql, args = sql + " AND valid = ?", args + [int(valid)]
-        return [dict(r) for r in self.reader().execute(sql + " ORDER BY verifier", args)]
+        return self.slashes_repo.verdicts(receipt_hash, valid)
 
     def verdict_candidates(self, valid: bool, prefix: str) -> list[str]:
-        """Receipt hashes with verdicts of ``valid``, held here, without a ``prefix:<hash>`` submission yet."""
-        rows = self.reader().execute(
-            "SELECT DISTINCT v.receipt_hash FROM verdicts v WHERE v.valid = ?"
-            " AND EXISTS (SELECT 1 FROM receipts r WHERE r.struct_hash = v.receipt_hash)"
-            " AND NOT EXISTS (SELECT 1 FROM slashes s WHERE s.evidence = ? || ':' || v.receipt_hash)",
-            (int(valid), prefix),
-        )
-        return [r[0] for r in rows]
+        return self.slashes_repo.verdict_candidates(valid, prefix)
 
     def fraud_candidates(self) -> list[str]:
         """Receipt hashes with valid=false verdicts, held here, without a fraud submission yet."""
-        return self.verdict_candidates(False, "fraud")
+        return self.slashes_repo.verdict_candidates(False, "fraud")
 
     def contrary_candidates(self, proof: str, valid: bool, kind: str) -> list[dict]:
-        """Verdicts of ``valid`` on receipts whose ``proof`` submission (fraud | valid) is done, without a ``kind``
-        slash yet: valid=true after fraud (lazy), valid=false after validity (false accuser)."""
-        rows = self.reader().execute(
-            "SELECT v.* FROM verdicts v JOIN slashes s ON s.evidence = ? || ':' || v.receipt_hash"
-            " AND s.status IN ('confirmed', 'skipped')"
-            " WHERE v.valid = ? AND NOT EXISTS"
-            " (SELECT 1 FROM slashes l WHERE l.evidence = ? || ':' || v.receipt_hash || ':' || v.verifier)",
-            (proof, int(valid), kind),
-        )
-        return [dict(r) for r in rows]
-
-    def lazy_candidates(self) -> list[dict]:
-        """valid=true verdicts on receipts proven fraudulent, without a lazy-verifier slash yet."""
-        return self.contrary_candidates("fraud", True, "lazy")
+        return self.slashes_repo.contrary_candidates(proof, valid, kind)
 
     def double_votes(self) -> list[dict]:
-        """Verifiers that signed both verdicts on one receipt, without a double-vote slash yet."""
-        rows = self.reader().execute(
-            "SELECT t.receipt_hash, t.verifier, t.signature AS sig_true, f.signature AS sig_false FROM verdicts t"
-            " JOIN verdicts f ON f.receipt_hash = t.receipt_hash AND f.verifier = t.verifier AND f.valid = 0"
-            " WHERE t.valid = 1 AND NOT EXISTS (SELECT 1 FROM slashes s"
-            " WHERE s.evidence = 'double:' || t.receipt_hash || ':' || t.verifier)"
-        )
-        return [dict(r) for r in rows]
-
-    def feed(self, after: int, limit: int) -> list[dict]:
-        """Accepted receipts in acceptance order (``seq`` = the row's rowid, which only grows: receipts are never
-        deleted and the relayer never runs VACUUM), those after ``after``."""
-        rows = self.reader().execute(
-            "SELECT rowid AS seq, id, struct_hash, request_id, payer, node, model_id, input_hash, output_hash, amount,"
-            " cumulative, timestamp, signature, accepted_at FROM receipts WHERE rowid > ? ORDER BY rowid LIMIT ?",
-            (after, limit),
-        )
-        return [dict(r) for r in rows]
+        return self.slashes_repo.double_votes()
 
     def node_summary(self, node: str) -> dict:
-        """Counts about one node: receipts accepted (and pending), withholding reports, slashes by kind and status."""
-        db = self.reader()
-        receipts, pending = db.execute(
-            "SELECT count(*), coalesce(sum(status = 'pending'), 0) FROM receipts WHERE node = ?", (node,)
-        ).fetchone()
-        reports, withheld = db.execute(
-            "SELECT count(*), count(DISTINCT receipt_hash) FROM withholding_reports WHERE node = ?", (node,)
-        ).fetchone()
-        slashes = [dict(r) for r in db.execute(
-            "SELECT kind, status, count(*) AS n, group_concat(amount) AS amounts FROM slashes WHERE subject = ?"
-            " GROUP BY kind, status", (node,))]
-        return {"receipts": receipts, "pending": pending, "reports": reports, "withheld": withheld,
-                "slashes": slashes}
+        return self.slashes_repo.node_summary(node)
 
     def exact_payment(self, key: str) -> dict | None:
-        row = self.reader().execute("SELECT * FROM exact_payments WHERE id = ?", (key,)).fetchone()
-        return dict(row) if row else None
+        return self.exact.get(key)
 
     def exact_in_flight(self) -> list[dict]:
-        rows = self.reader().execute("SELECT * FROM exact_payments WHERE status IN ('new', 'sent')")
-        return [dict(r) for r in rows]
-
-    def ping(self) -> bool:
-        return self.reader().execute("SELECT 1").fetchone()[0] == 1
+        return self.exact.in_flight()

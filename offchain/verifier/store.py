@@ -1,4 +1,5 @@
-"""The verifier's durable state (SQLite, WAL, ``synchronous=FULL``; one connection behind a lock).
+"""The verifier's durable state (``offchain.storage``: SQLite in WAL mode, numbered migrations, the shared
+group-commit writer; reads on per-thread connections).
 
 - ``state``: the feed cursor, the last block searched for ``Flagged`` events.
 - ``receipts``: every signed receipt seen (feed, flags, disputes), so a flag naming a receipt by hash can be checked.
@@ -10,20 +11,26 @@
   node did not release by the deadline ends the check as ``withheld`` with NO verdict (``valid`` stays NULL): only a
   ``PayloadWithheld`` report is signed (``report_signature``), which is not a vote. A payer's payload arriving later
   re-opens it.
+- ``drift``: teacher-forced token statistics per node (the statistical test, never a slash).
+
+Durability: every write is durable (fsync'd) before the call returns, in particular a verdict before its signature
+leaves the process (signing both verdicts after a crash would be slashable). A crash loses only work not yet
+returned: a feed page whose cursor did not move is read again, a check not yet decided is judged again.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..daemon.store import bind_meta, connect
+from ..storage import Database, GroupCommitWriter, Migration, add_missing_columns
+from ..storage.database import bind_meta
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+MIGRATIONS = [
+    Migration(1, "initial schema", """CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS receipts (
     id TEXT PRIMARY KEY,
     receipt_hash TEXT NOT NULL,
@@ -60,7 +67,6 @@ CREATE TABLE IF NOT EXISTS checks (
     posted INTEGER NOT NULL DEFAULT 0,   -- 0 to send | 1 stored by the relayer | -1 refused
     post_error TEXT,
     reported INTEGER NOT NULL DEFAULT 0, -- withholding report: 0 to send (if withheld) | 1 sent | -1 refused
-    report_signature TEXT,           -- PayloadWithheld(receipt_hash, node) signature (never a Verdict)
     flag_state TEXT,                 -- NULL | pending | sent | skipped | failed
     flag_tx TEXT,
     created_at REAL NOT NULL,
@@ -76,235 +82,204 @@ CREATE TABLE IF NOT EXISTS drift (   -- teacher-forced tokens per node (the stat
     flagged_at REAL                      -- when the binomial test flagged the node (then sampled at rate 1)
 );
 CREATE INDEX IF NOT EXISTS checks_hash ON checks(receipt_hash);
-"""
+"""),
+    Migration(2, "checks: the withholding report's signature (a report, never a verdict)", lambda conn, d: (
+        add_missing_columns(conn, d, "checks", [("report_signature", "TEXT")]))),
+]
+
+_ADD_RECEIPT = ("INSERT INTO receipts (id, receipt_hash, node, model_id, receipt, seq, seen_at) VALUES (?,?,?,?,?,?,?)"
+                " ON CONFLICT DO NOTHING")
+
+
+def _receipt_values(it: dict, now: float) -> tuple:
+    return (it["id"], it["receipt_hash"], it["node"], it["model_id"], json.dumps(it["receipt"]), it.get("seq"), now)
+
+
+def _queue(c: Any, it: dict, source: str, payload: dict | None, now: float, skip_reason: str | None) -> bool:
+    status = "skipped" if skip_reason else "queued"
+    cur = c.execute(
+        "INSERT INTO checks (id, receipt_hash, node, source, status, payload, next_at, reason, created_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+        (it["id"], it["receipt_hash"], it["node"], source, status,
+         json.dumps(payload) if payload is not None else None, now, skip_reason, now))
+    return cur.rowcount == 1
+
+
+def _add_feed_page(c: Any, items: list[dict], cursor: int, sampled: set[str], skipped: dict[str, str],
+                   now: float) -> None:
+    for it in items:
+        c.execute(_ADD_RECEIPT, _receipt_values(it, now))
+        if it["id"] in sampled:
+            _queue(c, it, "sample", None, now, skipped.get(it["id"]))
+    _set_state(c, "feed_cursor", cursor)
+
+
+def _set_state(c: Any, key: str, value: Any) -> None:
+    c.execute("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+              (key, str(value)))
+
+
+def _queue_check(c: Any, it: dict, source: str, payload: dict | None, skip_reason: str | None, now: float) -> bool:
+    c.execute(_ADD_RECEIPT, _receipt_values(it, now))
+    new = _queue(c, it, source, payload, now, skip_reason)
+    if not new and payload is not None:  # also re-opens a check the node's withholding ended
+        c.execute("UPDATE checks SET payload = ?, next_at = ?, status = 'queued' WHERE id = ?"
+                  " AND valid IS NULL AND status IN ('queued', 'withheld') AND payload IS NULL",
+                  (json.dumps(payload), now, it["id"]))
+    return new
+
+
+def _execute(c: Any, statement: str, args: tuple) -> int:
+    return c.execute(statement, args).rowcount
+
+
+def _add_drift(c: Any, node: str, scored: int, drifted: int, max_margin: float) -> dict:
+    c.execute("INSERT INTO drift (node) VALUES (?) ON CONFLICT DO NOTHING", (node,))
+    c.execute("UPDATE drift SET receipts = receipts + 1, scored = scored + ?, drifted = drifted + ?,"
+              " max_margin = max(max_margin, ?) WHERE node = ?", (scored, drifted, max_margin, node))
+    return dict(c.execute("SELECT * FROM drift WHERE node = ?", (node,)).fetchone())
 
 
 class VerifierStore:
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.conn = connect(self.path)
-        self.lock = threading.RLock()
-        self.conn.executescript(SCHEMA)
-        columns = {r[1] for r in self.conn.execute("PRAGMA table_info(checks)")}
-        if "report_signature" not in columns:  # a store written before withholding reports were not votes
-            self.conn.execute("ALTER TABLE checks ADD COLUMN report_signature TEXT")
+        self.db = Database.sqlite(self.path)
+        self.db.open(MIGRATIONS)
+        self.writer = GroupCommitWriter(self.db, name="verifier-store-writer")
 
     def bind(self, chain_id: int, staking: str, verifier: str) -> None:
-        bind_meta(self.conn, {"chain_id": chain_id, "staking": staking, "verifier": verifier})
+        conn = self.db.connect()
+        try:
+            bind_meta(conn, self.db.dialect, {"chain_id": str(chain_id), "staking": staking, "verifier": verifier})
+        finally:
+            conn.close()
 
     def close(self) -> None:
-        with self.lock:
-            self.conn.close()
+        self.writer.close()
+        self.db.close()
 
-    def _tx(self):
-        return _Tx(self)
+    def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.writer.call(fn, *args)
+
+    def _update(self, statement: str, *args: Any) -> int:
+        """One write statement, committed; returns the rows it changed."""
+        return self._write(_execute, statement, args)
 
     # State -------------------------------------------------------------------------------------------------------
     def get_state(self, key: str, default: str | None = None) -> str | None:
-        with self.lock:
-            row = self.conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        row = self.db.read_one("SELECT value FROM state WHERE key = ?", (key,))
         return row[0] if row else default
 
     def set_state(self, key: str, value: Any) -> None:
-        with self.lock:
-            self.conn.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, str(value)))
+        self._write(_set_state, key, value)
 
     # Receipts and flags ------------------------------------------------------------------------------------------
     def add_feed_page(self, items: list[dict], cursor: int, sampled: set[str], skipped: dict[str, str]) -> None:
         """Record a page of the feed (each ``{id, receipt_hash, node, model_id, receipt, seq}``), queue the sampled
         ones (``skipped`` maps ids of sampled receipts that cannot be checked to the reason), and move the cursor, in
         one transaction."""
-        now = time.time()
-        with self._tx() as c:
-            for it in items:
-                c.execute("INSERT OR IGNORE INTO receipts (id, receipt_hash, node, model_id, receipt, seq, seen_at)"
-                          " VALUES (?,?,?,?,?,?,?)", (it["id"], it["receipt_hash"], it["node"], it["model_id"],
-                                                      json.dumps(it["receipt"]), it.get("seq"), now))
-                if it["id"] in sampled:
-                    self._queue(c, it, "sample", None, now, skipped.get(it["id"]))
-            c.execute("INSERT OR REPLACE INTO state (key, value) VALUES ('feed_cursor', ?)", (str(cursor),))
+        self._write(_add_feed_page, items, cursor, sampled, skipped, time.time())
 
     def add_receipt(self, it: dict) -> None:
-        with self.lock:
-            self.conn.execute("INSERT OR IGNORE INTO receipts (id, receipt_hash, node, model_id, receipt, seq, seen_at)"
-                              " VALUES (?,?,?,?,?,?,?)", (it["id"], it["receipt_hash"], it["node"], it["model_id"],
-                                                          json.dumps(it["receipt"]), it.get("seq"), time.time()))
+        self._update(_ADD_RECEIPT, *_receipt_values(it, time.time()))
 
     def receipt(self, rid: str) -> dict | None:
-        with self.lock:
-            row = self.conn.execute("SELECT * FROM receipts WHERE id = ?", (rid,)).fetchone()
-        return _receipt_row(row)
+        return _receipt_row(self.db.read_one("SELECT * FROM receipts WHERE id = ?", (rid,)))
 
     def receipt_by_hash(self, receipt_hash: str) -> dict | None:
-        with self.lock:
-            row = self.conn.execute("SELECT * FROM receipts WHERE receipt_hash = ? LIMIT 1", (receipt_hash,)).fetchone()
-        return _receipt_row(row)
+        return _receipt_row(self.db.read_one("SELECT * FROM receipts WHERE receipt_hash = ? LIMIT 1", (receipt_hash,)))
 
     def add_flag(self, receipt_hash: str, flagger: str, block: int, bond: int) -> bool:
-        with self.lock:
-            cur = self.conn.execute("INSERT OR IGNORE INTO flags (receipt_hash, flagger, block, bond) VALUES (?,?,?,?)",
-                                    (receipt_hash, flagger, block, str(bond)))
-        return cur.rowcount == 1
+        return self._update("INSERT INTO flags (receipt_hash, flagger, block, bond) VALUES (?,?,?,?)"
+                            " ON CONFLICT DO NOTHING", receipt_hash, flagger, block, str(bond)) == 1
 
     def flagged(self, receipt_hash: str) -> bool:
         """Whether anyone's ``Flagged`` event on the receipt has been seen."""
-        with self.lock:
-            row = self.conn.execute("SELECT 1 FROM flags WHERE receipt_hash = ? LIMIT 1", (receipt_hash,)).fetchone()
-        return row is not None
+        return self.db.read_one("SELECT 1 FROM flags WHERE receipt_hash = ? LIMIT 1", (receipt_hash,)) is not None
 
     def keep_payload(self, rid: str, payload: dict) -> None:
         """Keep the node's payload of a receipt judged invalid (the evidence shared with the other verifiers)."""
-        with self.lock:
-            self.conn.execute("UPDATE checks SET payload = coalesce(payload, ?) WHERE id = ?", (json.dumps(payload), rid))
+        self._update("UPDATE checks SET payload = coalesce(payload, ?) WHERE id = ?", json.dumps(payload), rid)
 
     def flagged_by_others(self, receipt_hash: str, me: str) -> bool:
-        with self.lock:
-            row = self.conn.execute("SELECT 1 FROM flags WHERE receipt_hash = ? AND flagger != ? LIMIT 1",
-                                    (receipt_hash, me)).fetchone()
-        return row is not None
+        return self.db.read_one("SELECT 1 FROM flags WHERE receipt_hash = ? AND flagger != ? LIMIT 1",
+                                (receipt_hash, me)) is not None
 
     # Checks ------------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _queue(c, it: dict, source: str, payload: dict | None, now: float, skip_reason: str | None) -> bool:
-        status = "skipped" if skip_reason else "queued"
-        cur = c.execute(
-            "INSERT OR IGNORE INTO checks (id, receipt_hash, node, source, status, payload, next_at, reason, created_at)"
-            " VALUES (?,?,?,?,?,?,?,?,?)",
-            (it["id"], it["receipt_hash"], it["node"], source, status,
-             json.dumps(payload) if payload is not None else None, now, skip_reason, now))
-        return cur.rowcount == 1
-
     def queue_check(self, it: dict, source: str, payload: dict | None = None, skip_reason: str | None = None) -> bool:
         """Queue a receipt for checking (once; True if new). A payer's payload given for a receipt already queued
         but not decided is attached to it and the check is made due at once."""
-        now = time.time()
-        with self._tx() as c:
-            c.execute("INSERT OR IGNORE INTO receipts (id, receipt_hash, node, model_id, receipt, seq, seen_at)"
-                      " VALUES (?,?,?,?,?,?,?)", (it["id"], it["receipt_hash"], it["node"], it["model_id"],
-                                                  json.dumps(it["receipt"]), it.get("seq"), now))
-            new = self._queue(c, it, source, payload, now, skip_reason)
-            if not new and payload is not None:  # also re-opens a check the node's withholding ended
-                c.execute("UPDATE checks SET payload = ?, next_at = ?, status = 'queued' WHERE id = ?"
-                          " AND valid IS NULL AND status IN ('queued', 'withheld') AND payload IS NULL",
-                          (json.dumps(payload), now, it["id"]))
-        return new
+        return self._write(_queue_check, it, source, payload, skip_reason, time.time())
 
     def check(self, rid: str) -> dict | None:
-        with self.lock:
-            row = self.conn.execute("SELECT * FROM checks WHERE id = ?", (rid,)).fetchone()
+        row = self.db.read_one("SELECT * FROM checks WHERE id = ?", (rid,))
         return dict(row) if row else None
 
     def due_checks(self, now: float, exclude: set[str], limit: int) -> list[dict]:
-        with self.lock:
-            rows = self.conn.execute(
-                "SELECT * FROM checks WHERE status = 'queued' AND next_at <= ? ORDER BY next_at LIMIT ?",
-                (now, limit + len(exclude))).fetchall()
+        rows = self.db.read("SELECT * FROM checks WHERE status = 'queued' AND next_at <= ? ORDER BY next_at LIMIT ?",
+                            (now, limit + len(exclude)))
         return [dict(r) for r in rows if r["id"] not in exclude][:limit]
 
     def attempt_failed(self, rid: str, error: str, first_attempt_at: float, next_at: float) -> None:
-        with self.lock:
-            self.conn.execute(
-                "UPDATE checks SET attempts = attempts + 1, first_attempt_at = coalesce(first_attempt_at, ?),"
-                " next_at = ?, last_error = ? WHERE id = ? AND status = 'queued'",
-                (first_attempt_at, next_at, error[:500], rid))
+        self._update("UPDATE checks SET attempts = attempts + 1, first_attempt_at = coalesce(first_attempt_at, ?),"
+                     " next_at = ?, last_error = ? WHERE id = ? AND status = 'queued'",
+                     first_attempt_at, next_at, error[:500], rid)
 
     def skip(self, rid: str, reason: str) -> None:
-        with self.lock:
-            self.conn.execute("UPDATE checks SET status = 'skipped', reason = ? WHERE id = ? AND valid IS NULL",
-                              (reason[:500], rid))
+        self._update("UPDATE checks SET status = 'skipped', reason = ? WHERE id = ? AND valid IS NULL", reason[:500], rid)
 
     def decide(self, rid: str, valid: bool, reason: str, signature: str, seconds: float | None,
                flag: bool) -> bool:
         """Record the verdict, once: False if the receipt already has one (which then stands)."""
-        with self.lock:
-            cur = self.conn.execute(
-                "UPDATE checks SET status = 'done', valid = ?, reason = ?, signature = ?, seconds = ?,"
-                " attempts = attempts + 1, flag_state = ?, decided_at = ? WHERE id = ? AND valid IS NULL",
-                (int(valid), reason[:500], signature, seconds, "pending" if flag else None,
-                 time.time(), rid))
-        return cur.rowcount == 1
+        return self._update(
+            "UPDATE checks SET status = 'done', valid = ?, reason = ?, signature = ?, seconds = ?,"
+            " attempts = attempts + 1, flag_state = ?, decided_at = ? WHERE id = ? AND valid IS NULL",
+            int(valid), reason[:500], signature, seconds, "pending" if flag else None, time.time(), rid) == 1
 
     def withheld(self, rid: str, reason: str, report_signature: str) -> bool:
         """End a check whose node did not release the payload: no verdict, a signed ``PayloadWithheld`` report to
         send (False if the check was decided or ended meanwhile)."""
-        with self.lock:
-            cur = self.conn.execute(
-                "UPDATE checks SET status = 'withheld', withheld = 1, reason = ?, report_signature = ?,"
-                " attempts = attempts + 1, decided_at = ? WHERE id = ? AND valid IS NULL AND status = 'queued'",
-                (reason[:500], report_signature, time.time(), rid))
-        return cur.rowcount == 1
+        return self._update(
+            "UPDATE checks SET status = 'withheld', withheld = 1, reason = ?, report_signature = ?,"
+            " attempts = attempts + 1, decided_at = ? WHERE id = ? AND valid IS NULL AND status = 'queued'",
+            reason[:500], report_signature, time.time(), rid) == 1
 
     def unposted(self, limit: int = 100) -> list[dict]:
-        with self.lock:
-            rows = self.conn.execute(
-                "SELECT * FROM checks WHERE (valid IS NOT NULL AND posted = 0)"
-                " OR (withheld = 1 AND reported = 0 AND report_signature IS NOT NULL)"
-                " ORDER BY decided_at LIMIT ?", (limit,)).fetchall()
-        return [dict(r) for r in rows]
+        return [dict(r) for r in self.db.read(
+            "SELECT * FROM checks WHERE (valid IS NOT NULL AND posted = 0)"
+            " OR (withheld = 1 AND reported = 0 AND report_signature IS NOT NULL)"
+            " ORDER BY decided_at LIMIT ?", (limit,))]
 
     def mark_posted(self, rid: str, posted: int, error: str | None = None) -> None:
-        with self.lock:
-            self.conn.execute("UPDATE checks SET posted = ?, post_error = ? WHERE id = ?", (posted, error, rid))
+        self._update("UPDATE checks SET posted = ?, post_error = ? WHERE id = ?", posted, error, rid)
 
     def mark_reported(self, rid: str, reported: int) -> None:
-        with self.lock:
-            self.conn.execute("UPDATE checks SET reported = ? WHERE id = ?", (reported, rid))
+        self._update("UPDATE checks SET reported = ? WHERE id = ?", reported, rid)
 
     def pending_flags(self) -> list[dict]:
-        with self.lock:
-            rows = self.conn.execute("SELECT * FROM checks WHERE flag_state = 'pending' ORDER BY decided_at").fetchall()
-        return [dict(r) for r in rows]
+        return [dict(r) for r in self.db.read("SELECT * FROM checks WHERE flag_state = 'pending' ORDER BY decided_at")]
 
     def set_flag_state(self, rid: str, state: str, tx: str | None = None) -> None:
-        with self.lock:
-            self.conn.execute("UPDATE checks SET flag_state = ?, flag_tx = coalesce(?, flag_tx) WHERE id = ?",
-                              (state, tx, rid))
+        self._update("UPDATE checks SET flag_state = ?, flag_tx = coalesce(?, flag_tx) WHERE id = ?", state, tx, rid)
 
     def add_drift(self, node: str, scored: int, drifted: int, max_margin: float) -> dict:
         """Add one receipt's teacher-forced statistics to its node's; returns the node's totals."""
-        with self._tx() as c:
-            c.execute("INSERT OR IGNORE INTO drift (node) VALUES (?)", (node,))
-            c.execute("UPDATE drift SET receipts = receipts + 1, scored = scored + ?, drifted = drifted + ?,"
-                      " max_margin = max(max_margin, ?) WHERE node = ?", (scored, drifted, max_margin, node))
-            return dict(c.execute("SELECT * FROM drift WHERE node = ?", (node,)).fetchone())
+        return self._write(_add_drift, node, scored, drifted, max_margin)
 
     def flag_drift(self, node: str) -> None:
-        with self.lock:
-            self.conn.execute("UPDATE drift SET flagged_at = coalesce(flagged_at, ?) WHERE node = ?",
-                              (time.time(), node))
+        self._update("UPDATE drift SET flagged_at = coalesce(flagged_at, ?) WHERE node = ?", time.time(), node)
 
     def drift(self) -> list[dict]:
-        with self.lock:
-            return [dict(r) for r in self.conn.execute("SELECT * FROM drift ORDER BY node").fetchall()]
+        return [dict(r) for r in self.db.read("SELECT * FROM drift ORDER BY node")]
 
     def counts(self) -> dict[str, int]:
-        with self.lock:
-            rows = self.conn.execute("SELECT status, count(*) FROM checks GROUP BY status").fetchall()
-        return {r[0]: r[1] for r in rows}
+        return {r[0]: r[1] for r in self.db.read("SELECT status, count(*) FROM checks GROUP BY status")}
 
     def ping(self) -> bool:
-        with self.lock:
-            return self.conn.execute("SELECT 1").fetchone()[0] == 1
+        return self.db.read_one("SELECT 1")[0] == 1
 
 
-class _Tx:
-    def __init__(self, store: VerifierStore):
-        self.store = store
-
-    def __enter__(self):
-        self.store.lock.acquire()
-        self.store.conn.execute("BEGIN IMMEDIATE")
-        return self.store.conn
-
-    def __exit__(self, exc_type, exc, tb):
-        try:
-            self.store.conn.execute("ROLLBACK" if exc_type else "COMMIT")
-        finally:
-            self.store.lock.release()
-        return False
-
-
-def _receipt_row(row) -> dict | None:
+def _receipt_row(row: Any) -> dict | None:
     if row is None:
         return None
     out = dict(row)

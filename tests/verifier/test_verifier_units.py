@@ -251,7 +251,7 @@ def test_withheld_payload_is_a_report_not_a_verdict_and_a_payers_payload_reopens
 
 
 def test_store_is_bound_to_one_verifier(tmp_path):
-    from offchain.daemon.store import StoreMismatch
+    from offchain.storage import StoreMismatch
 
     store = VerifierStore(tmp_path / "v.sqlite3")
     store.bind(31337, DOMAIN.verifying_contract, "0x" + "01" * 20)

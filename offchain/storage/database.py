@@ -1,0 +1,241 @@
+"""The database seam: a ``Dialect`` (how to connect, how SQL is spelled) and a ``Database`` (one store's file or
+server, its per-thread readers, its ``meta`` binding and its numbered migrations).
+
+Repositories are written against this seam only: they receive a connection (the writer's, inside a job, or a
+reader), spell statements with ``?`` placeholders and the portable forms ``INSERT ... ON CONFLICT (...) DO NOTHING``,
+``INSERT ... ON CONFLICT (...) DO UPDATE SET c = excluded.c`` and ``... RETURNING id`` (SQLite >= 3.35 and
+PostgreSQL spell these the same), and pass every statement through ``Dialect.sql`` before executing it. What differs
+between engines lives in the dialect:
+
+  ``connect(readonly)``   a DB-API connection in autocommit mode whose rows read by column name (``row["col"]``)
+  ``sql(statement)``      placeholder translation (``?`` for SQLite, ``%s`` for psycopg)
+  ``begin`` / ``durability(conn, durable)``  how a write transaction starts and whether its commit is flushed to disk
+  ``columns(conn, table)``  the columns of a table (used by migrations that reconcile stores made before them)
+  ``migration(m)``        the statements of a numbered migration for this engine (``Migration.sqlite`` / ``.postgresql``)
+
+A PostgreSQL implementation supplies a ``PostgresDialect`` with these five (psycopg 3: ``dict_row`` rows, ``%s``
+placeholders, ``BEGIN``, ``SET LOCAL synchronous_commit``, ``information_schema.columns``) and the ``postgresql``
+text of each migration; repositories and the group-commit writer stay as they are. Two SQLite-only facts a port must
+replace: the relayer feed's ``seq`` is the receipts table's ``rowid`` (PostgreSQL needs an identity column), and
+``AUTOINCREMENT`` ids (an identity column).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class StoreMismatch(Exception):
+    """The store belongs to another chain, deployment or identity."""
+
+
+Step = str | Callable[[Any, "Dialect"], None]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One numbered schema change. ``sqlite`` (and, later, ``postgresql``) is a script or a function
+    ``step(conn, dialect)`` for changes that must look at the schema first (stores made before migrations were
+    numbered carry some columns already)."""
+
+    version: int
+    name: str
+    sqlite: Step
+    postgresql: Step | None = None
+
+
+class Dialect(Protocol):
+    name: str
+
+    def connect(self, readonly: bool) -> Any: ...
+
+    def sql(self, statement: str) -> str: ...
+
+    def begin(self, conn: Any) -> None: ...
+
+    def durability(self, conn: Any, durable: bool) -> None: ...
+
+    def columns(self, conn: Any, table: str) -> set[str]: ...
+
+    def migration(self, m: Migration) -> Step: ...
+
+
+class SQLiteDialect:
+    """SQLite in WAL mode: one writer, readers that never block it. ``durability(durable=True)`` is
+    ``synchronous=FULL`` (the commit's WAL frames are fsync'd before COMMIT returns); ``durable=False`` is
+    ``synchronous=NORMAL`` (the commit survives the process being killed, and reaches the disk at the next
+    durable commit or checkpoint: a power loss may lose it)."""
+
+    name = "sqlite"
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def connect(self, readonly: bool) -> sqlite3.Connection:
+        if readonly:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                conn.close()
+                raise RuntimeError(f"SQLite refused WAL mode for {self.path} (got {mode})")
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA cache_size = -65536")  # 64 MiB
+        conn.execute("PRAGMA synchronous = FULL")
+        if readonly:
+            conn.execute("PRAGMA query_only = 1")
+        return conn
+
+    def sql(self, statement: str) -> str:
+        return statement
+
+    def begin(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+
+    def durability(self, conn: sqlite3.Connection, durable: bool) -> None:
+        conn.execute("PRAGMA synchronous = FULL" if durable else "PRAGMA synchronous = NORMAL")
+
+    def columns(self, conn: sqlite3.Connection, table: str) -> set[str]:
+        return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+
+    def migration(self, m: Migration) -> Step:
+        return m.sqlite
+
+
+class Database:
+    """One store: its dialect, a read connection per thread, the ``meta`` binding and the migrations."""
+
+    def __init__(self, dialect: Dialect):
+        self.dialect = dialect
+        self._local = threading.local()
+        self._readers: list[Any] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def sqlite(cls, path: Path) -> Database:
+        return cls(SQLiteDialect(path))
+
+    def connect(self, readonly: bool = False) -> Any:
+        return self.dialect.connect(readonly)
+
+    def reader(self) -> Any:
+        """This thread's read-only connection (opened on first use, closed by ``close``)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.dialect.connect(True)
+            with self._lock:
+                self._readers.append(conn)
+        return conn
+
+    def read(self, statement: str, args: Sequence[Any] = ()) -> list[Any]:
+        return self.reader().execute(self.dialect.sql(statement), tuple(args)).fetchall()
+
+    def read_one(self, statement: str, args: Sequence[Any] = ()) -> Any:
+        return self.reader().execute(self.dialect.sql(statement), tuple(args)).fetchone()
+
+    def close(self) -> None:
+        with self._lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            try:
+                conn.close()
+            except Exception:  # another thread's connection: closing it may be refused; it dies with the process
+                pass
+        self._local = threading.local()
+
+    def open(self, migrations: Sequence[Migration], meta: dict[str, str] | None = None) -> list[int]:
+        """Bind the store (``meta``) and bring its schema up to date; returns the migrations applied now."""
+        conn = self.connect()
+        try:
+            if meta:
+                bind_meta(conn, self.dialect, meta)
+            return migrate(conn, self.dialect, migrations)
+        finally:
+            conn.close()
+
+
+def bind_meta(conn: Any, dialect: Dialect, expected: dict[str, str]) -> None:
+    """Record ``expected`` in the store's ``meta`` table on first use; StoreMismatch if it holds other values."""
+    sql = dialect.sql
+    conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    have = {r[0]: r[1] for r in conn.execute(sql("SELECT key, value FROM meta")).fetchall()}
+    for key, value in expected.items():
+        if key in have and have[key] != str(value):
+            raise StoreMismatch(f"store was made for {key} {have[key]}, not {value}: use another --store")
+    dialect.begin(conn)
+    for key, value in expected.items():
+        conn.execute(sql("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING"), (key, str(value)))
+    conn.execute("COMMIT")
+
+
+def read_meta(conn: Any, dialect: Dialect) -> dict[str, str]:
+    return {r[0]: r[1] for r in conn.execute(dialect.sql("SELECT key, value FROM meta")).fetchall()}
+
+
+def migrate(conn: Any, dialect: Dialect, migrations: Sequence[Migration]) -> list[int]:
+    """Apply the migrations not yet recorded in ``schema_migrations``, in version order, each in its own transaction
+    together with its record (a crash leaves it applied and recorded, or neither). Returns the versions applied."""
+    versions = [m.version for m in migrations]
+    if versions != sorted(set(versions)):
+        raise ValueError(f"migrations must have increasing, distinct versions: {versions}")
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                 " applied_at REAL NOT NULL)")
+    done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations").fetchall()}
+    newer = [v for v in done if v > max(versions, default=0)]
+    if newer:
+        raise StoreMismatch(f"store has schema migrations {sorted(newer)} this version does not know: use a newer one")
+    applied: list[int] = []
+    for m in migrations:
+        if m.version in done:
+            continue
+        step = dialect.migration(m)
+        if step is None:
+            raise RuntimeError(f"migration {m.version} ({m.name}) has no {dialect.name} form")
+        dialect.begin(conn)
+        try:
+            if callable(step):
+                step(conn, dialect)
+            else:
+                for statement in _statements(step):
+                    conn.execute(statement)
+            conn.execute(dialect.sql("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)"),
+                         (m.version, m.name, time.time()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(m.version)
+    return applied
+
+
+def _statements(script: str) -> list[str]:
+    """A migration script split into statements (``executescript`` would commit the migration's transaction)."""
+    out, current = [], []
+    for line in script.splitlines():
+        current.append(line.split("--", 1)[0])
+        text = "\n".join(current).strip()
+        if text.endswith(";") and sqlite3.complete_statement(text):
+            out.append(text)
+            current = []
+    rest = "\n".join(current).strip()
+    if rest:
+        out.append(rest)
+    return out
+
+
+def add_missing_columns(conn: Any, dialect: Dialect, table: str, columns: Sequence[tuple[str, str]]) -> None:
+    """Add ``(name, declaration)`` columns ``table`` lacks (for stores made before a column was numbered)."""
+    have = dialect.columns(conn, table)
+    for name, decl in columns:
+        if name not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")

@@ -1,0 +1,179 @@
+"""The one group-commit writer every daemon's store writes through.
+
+Every change is a *job*: a function ``fn(conn, *args)`` of the writer's connection. One thread takes every job queued
+at that moment (up to ``max_group``), runs each inside its own savepoint (a job that raises is undone alone and its
+caller gets the exception) and commits them together: one commit (one fsync) acknowledges many concurrent callers. A
+job's future resolves only after that commit returned, so nothing is acknowledged before it is stored.
+
+Durability (the fsync policy): a job submitted with ``durable=True`` (the default) is committed with the dialect's
+durable setting (SQLite ``synchronous=FULL``: on disk when its future resolves; survives power loss). A group holding
+only ``durable=False`` jobs is committed with ``synchronous=NORMAL``: it survives the process being killed (the WAL
+is in the OS page cache) and reaches the disk at the next durable commit or checkpoint, so a power loss or kernel
+crash may lose it. Stores choose per write what a crash must not lose (see each store's module docstring).
+
+A commit that fails (disk full, I/O error) fails every future of its group and calls ``on_failure``; the relayer
+exits there (its in-memory ledger was changed by the jobs), the node and verifier report the error to the caller.
+``close`` stops taking jobs and drains the queue: everything submitted before it is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .database import Database
+
+log = logging.getLogger("opg.storage.writer")
+
+_STOP = object()
+
+
+class WriterClosed(RuntimeError):
+    """The writer is closed (or its thread died): the job was not run."""
+
+
+@dataclass
+class _Job:
+    fn: Callable[..., Any]
+    args: tuple
+    durable: bool
+    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+
+
+@dataclass(frozen=True)
+class CommitStats:
+    """One group commit: seconds running the jobs (SQL), seconds in COMMIT (WAL write, fsync), jobs, durable."""
+
+    work: float
+    sync: float
+    jobs: int
+    durable: bool
+
+
+class GroupCommitWriter:
+    """One writer thread and its connection for one ``Database``."""
+
+    def __init__(self, db: Database, *, name: str = "store-writer", max_group: int = 1024,
+                 on_commit: Callable[[CommitStats], None] | None = None,
+                 on_failure: Callable[[BaseException], None] | None = None):
+        self.db = db
+        self.max_group = max_group
+        self.on_commit = on_commit
+        self.on_failure = on_failure
+        self.commits = 0
+        self.jobs_committed = 0
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
+        self._conn = db.connect()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    # Submitting ------------------------------------------------------------------------------------------------
+    def submit(self, fn: Callable[..., Any], *args: Any, durable: bool = True) -> concurrent.futures.Future:
+        """Queue ``fn(conn, *args)``; the future resolves with its result once it is committed."""
+        if self._closed or not self._thread.is_alive():
+            raise WriterClosed("the store is closed")
+        job = _Job(fn, args, durable)
+        self._queue.put(job)
+        return job.future
+
+    def call(self, fn: Callable[..., Any], *args: Any, durable: bool = True) -> Any:
+        """Run a job and wait for its commit (from any thread but the writer's and an event loop's)."""
+        return self.submit(fn, *args, durable=durable).result()
+
+    async def run(self, fn: Callable[..., Any], *args: Any, durable: bool = True) -> Any:
+        """Run a job and await its commit without blocking the event loop."""
+        return await asyncio.wrap_future(self.submit(fn, *args, durable=durable))
+
+    def close(self, timeout: float = 30) -> None:
+        """Stop taking jobs, commit every job already queued, stop the thread and close its connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    # The thread ------------------------------------------------------------------------------------------------
+    def _take(self) -> tuple[list[_Job], bool]:
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        jobs = [first]
+        while len(jobs) < self.max_group:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is _STOP:
+                return jobs, True
+            jobs.append(nxt)
+        return jobs, False
+
+    def _loop(self) -> None:
+        conn, dialect = self._conn, self.db.dialect
+        try:
+            while True:
+                jobs, stop = self._take()
+                if jobs:
+                    self._commit(conn, dialect, jobs)
+                if stop:
+                    break
+        finally:
+            self._closed = True
+            conn.close()
+            while True:  # whatever was queued after a stop or a fatal failure is refused, never left hanging
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not _STOP:
+                    job.future.set_exception(WriterClosed("the store is closed"))
+
+    def _commit(self, conn: Any, dialect: Any, jobs: list[_Job]) -> None:
+        durable = any(j.durable for j in jobs)
+        results: list[tuple[bool, Any]] = []
+        started = time.perf_counter()
+        try:
+            dialect.durability(conn, durable)
+            dialect.begin(conn)
+            for job in jobs:
+                conn.execute("SAVEPOINT job")
+                try:
+                    results.append((True, job.fn(conn, *job.args)))
+                    conn.execute("RELEASE job")
+                except Exception as exc:  # the job's own failure: undo it, keep the others
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    results.append((False, exc))
+            work = time.perf_counter()
+            conn.execute("COMMIT")
+        except BaseException as exc:  # the commit itself failed: nothing of this group is stored
+            try:
+                conn.execute("ROLLBACK")
+            except Exception:
+                pass
+            log.critical("store commit failed", exc_info=True)
+            for job in jobs:
+                job.future.set_exception(exc)
+            if self.on_failure is not None:
+                self.on_failure(exc)
+            return
+        self.commits += 1
+        self.jobs_committed += len(jobs)
+        if self.on_commit is not None:
+            try:
+                self.on_commit(CommitStats(work - started, time.perf_counter() - work, len(jobs), durable))
+            except Exception:
+                log.exception("commit observer failed")
+        for job, (ok, value) in zip(jobs, results, strict=True):
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
