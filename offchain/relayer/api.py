@@ -217,13 +217,13 @@ def create_app(relayer: Relayer) -> FastAPI:
         """The x402 kinds this relayer verifies and settles."""
         return SupportedResponse(
             kinds=[
-                SupportedKind(x402_version=2, scheme=SCHEME_EXACT, network=relayer.network),
-                SupportedKind(x402_version=2, scheme=SCHEME_CREDIT, network=relayer.network, extra={
-                    "escrow": relayer.escrow_address, "staking": relayer.staking_address,
-                    "asset": relayer.opg_address,
+                SupportedKind(x402_version=2, scheme=SCHEME_EXACT, network=relayer.facts.network),
+                SupportedKind(x402_version=2, scheme=SCHEME_CREDIT, network=relayer.facts.network, extra={
+                    "escrow": relayer.facts.escrow, "staking": relayer.facts.staking,
+                    "asset": relayer.facts.opg,
                 }),
             ],
-            signers={"eip155:*": [relayer.address]},
+            signers={"eip155:*": [relayer.facts.relayer]},
         )
 
     @app.post("/verify", tags=["x402"], responses=ERRORS)
@@ -291,7 +291,7 @@ def create_app(relayer: Relayer) -> FastAPI:
             r = SettleItem.model_validate(item).receipt
         except (ValidationError, TypeError, ValueError):
             return None
-        rid = "0x" + r.fast_digest(relayer.staking_domain).hex()
+        rid = "0x" + r.fast_digest(relayer.facts.staking_domain).hex()
         row = store.receipt(rid)
         if row is None or str(row["signature"]).lower() != r.signature.lower():
             return None
@@ -335,8 +335,8 @@ def create_app(relayer: Relayer) -> FastAPI:
             raise ApiError(413, "too_many_receipts", "receipts",
                            f"at most {relayer.settings.max_bulk} receipts per request, got {len(items)}")
         network = data.get("network")
-        if network is not None and network != relayer.network:
-            raise ApiError(400, "wrong_network", "network", f"this relayer settles on {relayer.network}")
+        if network is not None and network != relayer.facts.network:
+            raise ApiError(400, "wrong_network", "network", f"this relayer settles on {relayer.facts.network}")
         answers = await credit.validate_bulk(raw_body, len(items))
         resends = {i: o for i, a in enumerate(answers) if (o := _stored_resend(items[i], a)) is not None}
         valid = [a for a in answers if isinstance(a, ValidReceipt)]
@@ -378,11 +378,11 @@ def create_app(relayer: Relayer) -> FastAPI:
             raise ApiError(400, "unsupported_scheme", "paymentRequirements.scheme",
                            f"this relayer handles {SCHEME_EXACT} and {SCHEME_CREDIT}")
         reqs = req.payment_requirements
-        if reqs.network != relayer.network:
+        if reqs.network != relayer.facts.network:
             raise ApiError(400, "wrong_network", "paymentRequirements.network",
-                           f"this relayer settles on {relayer.network}")
+                           f"this relayer settles on {relayer.facts.network}")
         extra = reqs.extra or {}
-        for key, expected in (("escrow", relayer.escrow_address), ("staking", relayer.staking_address)):
+        for key, expected in (("escrow", relayer.facts.escrow), ("staking", relayer.facts.staking)):
             if extra.get(key) is not None and str(extra[key]).lower() != expected.lower():
                 raise ApiError(400, "wrong_domain", f"paymentRequirements.extra.{key}",
                                f"not this deployment's {expected}")
@@ -394,7 +394,7 @@ def create_app(relayer: Relayer) -> FastAPI:
         item = {"receipt": payload["receipt"],
                 "voucher": {**voucher, "signature": payload.get("signature")} if isinstance(voucher, dict) else voucher}
         answer, outcome = await _accept_one("paymentPayload.payload.", item, started)
-        return 200, {"success": True, "transaction": "", "network": relayer.network, "payer": answer.receipt.payer,
+        return 200, {"success": True, "transaction": "", "network": relayer.facts.network, "payer": answer.receipt.payer,
                      "errorReason": None, "id": outcome.id, "status": outcome.status, "batchId": outcome.batch_id}
 
     # Receipts, channels, batches ---------------------------------------------------------------------------------
@@ -420,8 +420,8 @@ def create_app(relayer: Relayer) -> FastAPI:
         from eth_utils import to_checksum_address
 
         payer, node = to_checksum_address(payer), to_checksum_address(node)
-        spent = await asyncio.to_thread(lambda: relayer.retry(
-            lambda: relayer.thread_chain().escrow.functions.spent(payer, node).call()))
+        spent = await asyncio.to_thread(lambda: relayer.rpc.retry(
+            lambda: relayer.rpc.chain().escrow.functions.spent(payer, node).call()))
         ch = ledger.get(payer, node)
         pending = store.pending_of_channel(payer, node, limit=100)
         return ChannelView(
@@ -470,7 +470,7 @@ def create_app(relayer: Relayer) -> FastAPI:
         ``fraud_quorum_bps`` of the live verifier weight; then the relayer submits ``slash_fraud`` (valid=false) and
         slashes the lazy verifiers, or ``prove_valid`` (valid=true) and slashes the false accusers. A verifier that
         signed both ways is slashed for a double vote."""
-        digest = body.fast_digest(relayer.staking_domain)
+        digest = body.fast_digest(relayer.facts.staking_domain)
         try:
             signer = recover_signer(digest, body.signature)
         except InvalidSignature as exc:
@@ -478,15 +478,15 @@ def create_app(relayer: Relayer) -> FastAPI:
         if signer != body.verifier:
             raise ApiError(400, "invalid_signature", "signature",
                            "not the verifier's signature over this deployment's NodeStaking domain")
-        active = await asyncio.to_thread(lambda: relayer.retry(
-            lambda: relayer.thread_chain().staking.functions.is_active_as(body.verifier, ROLE_VERIFIER).call()))
+        active = await asyncio.to_thread(lambda: relayer.rpc.retry(
+            lambda: relayer.rpc.chain().staking.functions.is_active_as(body.verifier, ROLE_VERIFIER).call()))
         if not active:
             raise ApiError(400, "verifier_not_active", "verifier", f"{body.verifier} is not an active verifier")
         stored = await asyncio.wrap_future(store.submit(Store.job_verdict, body.receipt_hash, body.verifier,
                                                         body.valid, body.signature, time.time()))
         if stored:
             metrics.verdicts.inc(1, str(body.valid).lower())
-            relayer.slasher.verdict_arrived(body.receipt_hash)
+            relayer.events.verdict_stored.publish(body.receipt_hash)
         quorum = await asyncio.to_thread(relayer.slasher.fraud_quorum_bps)
         return VerdictAnswer(
             receipt_hash=body.receipt_hash, verifier=body.verifier, valid=body.valid, stored=stored,
@@ -503,10 +503,10 @@ def create_app(relayer: Relayer) -> FastAPI:
                 for s in store.slashes(status, limit)]
 
     app.include_router(pending_router(store))  # H2 (issue 13): pending receipts with their voucher's cap
-    app.include_router(feed_router(store, relayer.staking_domain, lambda v: relayer.retry(
-        lambda: relayer.thread_chain().is_active_verifier(v))))  # verifiers' feed, withholding reports, node views
-    app.include_router(deposits_router(sender=relayer.sender, chain=relayer.thread_chain, transactions=store.transactions,
-                                       retry=relayer.retry, timeout=relayer.settings.exact_timeout))  # gasless deposits
+    app.include_router(feed_router(store, relayer.facts.staking_domain, lambda v: relayer.rpc.retry(
+        lambda: relayer.rpc.chain().is_active_verifier(v))))  # verifiers' feed, withholding reports, node views
+    app.include_router(deposits_router(sender=relayer.sender, chain=relayer.rpc.chain, transactions=store.transactions,
+                                       retry=relayer.rpc.retry, timeout=relayer.settings.exact_timeout))  # gasless deposits
 
     # Operations --------------------------------------------------------------------------------------------------
     @app.get("/healthz", response_model=Health, tags=["operations"])

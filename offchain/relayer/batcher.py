@@ -17,21 +17,25 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from eth_abi import decode as abi_decode
 from eth_utils import event_abi_to_log_topic, function_abi_to_4byte_selector
 
 from ..abi import abi
+from ..chain import Chain
 from ..messages import _address_of as address_of
 from ..messages import compact_signature, merkle_root
+from .clock import ProtocolClock
+from .events import Events
+from .ledger import Ledger
+from .metrics import Metrics
 from .policy import BatchPolicy
-from .proposals import TOPIC_PROPOSED, decode_proposal
+from .proposals import TOPIC_PROPOSED, Reservations, decode_proposal
+from .rpc import ChainFacts
 from .store import ClaimResult, Store
-from .txsender import BroadcastError, PreparedCall, is_revert, is_transient, revert_message
-
-if TYPE_CHECKING:
-    from .service import Relayer
+from .txsender import BroadcastError, PreparedCall, TxSender, is_revert, is_transient, revert_message
 
 log = logging.getLogger("opg.relayer.batcher")
 
@@ -157,13 +161,32 @@ class SimulationReverted(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class BatcherConfig:
+    """What the batcher is told: batch bounds, confirmation depth, when to replace a pending transaction."""
+
+    max_claims: int  # most claims (channels) in one settle_batch
+    max_batch_receipts: int  # most receipts one batch covers
+    confirmations: int  # blocks a batch needs to count as confirmed
+    resend_after: float  # re-broadcast with higher fees a transaction pending this long (s)
+
+    @classmethod
+    def of(cls, settings: Any) -> BatcherConfig:
+        return cls(max_claims=int(settings.max_claims), max_batch_receipts=int(settings.max_batch_receipts),
+                   confirmations=int(settings.confirmations), resend_after=float(settings.resend_after))
+
+
 class Batcher:
-    def __init__(self, relayer: Relayer):
-        self.r = relayer
-        self.store = relayer.store
-        self.settings = relayer.settings
-        self.sender = relayer.sender
-        self.chain = relayer.sender_chain
+    """The worker (``offchain.daemon.worker``) building, sending and following batches."""
+
+    name = "batcher"
+
+    def __init__(self, config: BatcherConfig, policy: BatchPolicy, facts: ChainFacts, store: Store, ledger: Ledger,
+                 reservations: Reservations, sender: TxSender, chain: Chain, metrics: Metrics, clock: ProtocolClock,
+                 events: Events):
+        self.settings, self.policy, self.facts = config, policy, facts
+        self.store, self.ledger, self.reservations = store, ledger, reservations
+        self.sender, self.chain, self.metrics, self.clock, self.events = sender, chain, metrics, clock, events
         self.escrow = self.chain.escrow
         self._block_gas: tuple[int, float] | None = None
         self._urgent: set[str] = set()
@@ -174,6 +197,8 @@ class Batcher:
 
     # The worker's entry point ----------------------------------------------------------------------------------
     def tick(self) -> None:
+        """One step: scan for urgency, follow the batch in flight or build one when the policy says so (None: sleep
+        the supervisor's idle interval)."""
         now = time.monotonic()
         if now >= self._next_log_scan:
             self._next_log_scan = now + SCAN_INTERVAL
@@ -186,7 +211,7 @@ class Batcher:
         if not count:
             return
         urgent = self._urgent_payers()
-        if BatchPolicy.of(self.settings).reason(count, time.time() - oldest, bool(urgent)):  # policy.py
+        if self.policy.reason(count, time.time() - oldest, bool(urgent)):  # policy.py
             self._build(urgent)
 
     # Settling early ----------------------------------------------------------------------------------------------
@@ -208,18 +233,18 @@ class Batcher:
                 self._urgent &= self._pending_payers()
             return set(self._urgent)
         self._next_scan = now + SCAN_INTERVAL
-        clock = int(self.r.credit.clock_now())
-        proposed_nodes = self.r.reservations.proposed_nodes(clock)
-        proposed_payers = self.r.reservations.proposed_payers(clock)
+        clock = int(self.clock.now())
+        proposed_nodes = self.reservations.proposed_nodes(clock)
+        proposed_payers = self.reservations.proposed_payers(clock)
         if proposed_nodes or proposed_payers:
-            for ch in list(self.r.ledger.channels.values()):
+            for ch in list(self.ledger.channels.values()):
                 if ch.pending and (ch.node in proposed_nodes or ch.payer in proposed_payers) \
                         and ch.payer not in self._urgent:
                     log.info("a live proposal pays node %s or claims from %s: settling %s's channels now", ch.node,
                              ch.payer, ch.payer)
                     self._urgent.add(ch.payer)
         chain_now = None
-        for ch in list(self.r.ledger.channels.values()):
+        for ch in list(self.ledger.channels.values()):
             if not (ch.signer and ch.pending):
                 continue
             key = (ch.payer, ch.signer)
@@ -240,7 +265,7 @@ class Batcher:
         return set(self._urgent)
 
     def _pending_payers(self) -> set[str]:
-        return {ch.payer for ch in list(self.r.ledger.channels.values()) if ch.pending}
+        return {ch.payer for ch in list(self.ledger.channels.values()) if ch.pending}
 
     def _poll_withdrawals(self) -> None:
         latest = int(self.sender.block_number())
@@ -257,29 +282,29 @@ class Batcher:
                 self._proposed(entry)
                 continue
             payer = _topic_address(entry["topics"][1])
-            self.r.credit.forget_payer(payer)  # /verify re-reads its available_of (CreditScheme._judge)
-            if payer in self.r.ledger.by_payer:
+            self.events.payer_funds_changed.publish(payer)  # /verify re-reads its available_of
+            if payer in self.ledger.by_payer:
                 log.info("payer %s requested a withdrawal: settling its channels now", payer)
                 self._urgent.add(payer)
 
     def _proposed(self, entry: dict) -> None:
         """``BatchProposed``: reserve its claims for /verify until it expires, and settle what this relayer holds for
         its payers now (before the proposal is due)."""
-        due, expires, claims = decode_proposal(entry, self.r.escrow_domain)
+        due, expires, claims = decode_proposal(entry, self.facts.escrow_domain)
         proposer = _topic_address(entry["topics"][2])
         if proposer == self.sender.address:
             return
         for claim in claims:
             claim.backed = self._backed(claim)
-            self.r.reservations.add_proposed(claim)
-            self.r.credit.forget_payer(claim.payer)
-            if claim.payer in self.r.ledger.by_payer:
+            self.reservations.add_proposed(claim)
+            self.events.payer_funds_changed.publish(claim.payer)
+            if claim.payer in self.ledger.by_payer:
                 log.info("batch proposed by %s claims %s from %s (due at %d): settling its channels now", proposer,
                          claim.total, claim.payer, due)
                 self._urgent.add(claim.payer)
             # The claim uses up the node's pay capacity when due: settle what this relayer holds for the node first.
-            for payer in list(self.r.ledger.by_node.get(claim.node, ())):
-                ch = self.r.ledger.get(payer, claim.node)
+            for payer in list(self.ledger.by_node.get(claim.node, ())):
+                ch = self.ledger.get(payer, claim.node)
                 if ch is not None and ch.pending and payer not in self._urgent:
                     log.info("batch proposed by %s pays node %s (due at %d): settling %s's channels now", proposer,
                              claim.node, due, payer)
@@ -296,7 +321,7 @@ class Batcher:
             return 0
         if claim.signer.lower() != claim.payer.lower():
             expiry = int(self.sender.retry(lambda: esc.signer_of(claim.payer, claim.signer).call())[0])
-            if expiry <= int(self.r.credit.clock_now()):
+            if expiry <= int(self.clock.now()):
                 return 0
         spent = int(self.sender.retry(lambda: esc.spent(claim.payer, claim.node).call()))
         balance = int(self.sender.retry(lambda: esc.balance_of(claim.payer).call()))
@@ -308,7 +333,7 @@ class Batcher:
         channels nobody was promised anything on: settle_batch pays in order, so a payer's credits go to the nodes
         it was promised to first (R1: a node handing over receipts it never asked /verify about cannot take them)."""
         def promised(c: dict) -> bool:
-            return self.r.reservations.promised_cap(c["payer"], c["node"]) >= int(c["total"])
+            return self.reservations.promised_cap(c["payer"], c["node"]) >= int(c["total"])
         return sorted(claims, key=lambda c: (not promised(c), c["node"].lower(), c["payer"].lower()))
 
     # Building --------------------------------------------------------------------------------------------------
@@ -324,7 +349,7 @@ class Batcher:
             by_channel[key].append(row)
         claims = []
         for (payer, node), channel_rows in by_channel.items():
-            claims += channel_claims(self.r.ledger.get(payer, node), channel_rows)
+            claims += channel_claims(self.ledger.get(payer, node), channel_rows)
         claims = self._promised_first(claims)
         ids = {k: [r["id"] for r in v] for k, v in by_channel.items()}
         root = root_of([i for v in ids.values() for i in v])
@@ -333,19 +358,19 @@ class Batcher:
         skipped_ids = {(s.payer, s.node): ids[(s.payer, s.node)] for s in skipped}
         if skipped:
             root = root_of([i for v in go_ids.values() for i in v])
-        batch_id = self.store.call(Store.job_build_batch, self.r.ledger, go, "0x" + root.hex(), go_ids, skipped,
+        batch_id = self.store.call(Store.job_build_batch, self.ledger, go, "0x" + root.hex(), go_ids, skipped,
                                    skipped_ids, time.time())
         self._count_skipped(skipped, skipped_ids)
         if batch_id is None:
             return
-        self.r.metrics.batches.inc(1, "built")
+        self.metrics.batches.inc(1, "built")
         log.info("built batch %d: %d claims, %d receipts", batch_id, len(go), sum(len(v) for v in go_ids.values()))
         self._send(batch_id, go, root, gas=gas)
 
     def _count_skipped(self, skipped: list[ClaimResult], ids: dict | None, per_claim: dict | None = None) -> None:
         for s in skipped:
             n = len(ids[(s.payer, s.node)]) if ids else (per_claim or {}).get((s.payer, s.node), 0)
-            self.r.metrics.receipts_resolved.inc(n, "settled" if s.outcome == STALE else "rejected")
+            self.metrics.receipts_resolved.inc(n, "settled" if s.outcome == STALE else "rejected")
 
     def _simulate(self, claims: list[dict], root: bytes) -> tuple[list[dict], list[ClaimResult], int | None]:
         """eth_call settle_batch; split the claims into those that pay and those the contract would skip.
@@ -419,7 +444,7 @@ class Batcher:
         except BroadcastError as exc:
             log.warning("batch %d: %s (will reconcile)", batch_id, exc)
             return
-        self.r.metrics.batches.inc(1, "sent")
+        self.metrics.batches.inc(1, "sent")
 
     # Following a batch in flight -------------------------------------------------------------------------------
     def _advance(self, batch: dict) -> None:
@@ -460,10 +485,10 @@ class Batcher:
         if skipped:
             root = root_of([i for v in go_ids.values() for i in v])
         counts = {k: len(v) for k, v in ids.items()}
-        self.store.call(Store.job_rebuild_batch, self.r.ledger, batch_id, go, "0x" + root.hex(), skipped, time.time())
+        self.store.call(Store.job_rebuild_batch, self.ledger, batch_id, go, "0x" + root.hex(), skipped, time.time())
         self._count_skipped(skipped, None, counts)
         if not go:
-            self.r.metrics.batches.inc(1, "skipped")
+            self.metrics.batches.inc(1, "skipped")
             log.info("batch %d: nothing left to settle", batch_id)
             return
         self._send(batch_id, go, root, gas=gas)
@@ -472,9 +497,9 @@ class Batcher:
         batch_id = batch["id"]
         if receipt["status"] != 1:
             log.warning("batch %d: %s reverted; its receipts go back to the queue", batch_id, tx_hash)
-            self.store.call(Store.job_batch_failed, self.r.ledger, batch_id, f"transaction {tx_hash} reverted",
+            self.store.call(Store.job_batch_failed, self.ledger, batch_id, f"transaction {tx_hash} reverted",
                             time.time())
-            self.r.metrics.batches.inc(1, "failed")
+            self.metrics.batches.inc(1, "failed")
             return
         depth = self.sender.block_number() - receipt["blockNumber"] + 1
         if depth < self.settings.confirmations:
@@ -501,10 +526,10 @@ class Batcher:
                     spent = self.sender.retry(lambda p=payer, n=node: self.escrow.functions.spent(p, n).call())
                 results.append(ClaimResult(payer, node, reason, int(channel_claims_[-1]["total"]), spent))
         gas_price = int(receipt.get("effectiveGasPrice", 0))
-        latencies = self.store.call(Store.job_batch_confirmed, self.r.ledger, batch_id, tx_hash,
+        latencies = self.store.call(Store.job_batch_confirmed, self.ledger, batch_id, tx_hash,
                                     receipt["blockNumber"], receipt["gasUsed"], gas_price, results, amount,
                                     time.time())
-        m = self.r.metrics
+        m = self.metrics
         m.batches.inc(1, "confirmed")
         m.gas_used.inc(receipt["gasUsed"], "batch")
         m.fees_wei.inc(receipt["gasUsed"] * gas_price, "batch")

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import pydantic_core
 from pydantic import ValidationError
@@ -22,14 +24,16 @@ from ..amounts import format_opg
 from ..chain import ROLE_INFERENCE
 from ..daemon.errors import ApiError, from_validation_error
 from ..messages import InvalidSignature, SignedReceipt, recover_signer
+from .clock import ProtocolClock
+from .events import Events
+from .ledger import Ledger
+from .metrics import Metrics
 from .models import SCHEME_CREDIT, CreditPayload, SettleItem
-from .proposals import node_reserved, reserved_with
+from .proposals import Reservations, node_reserved, reserved_with
 from .reads import RawReader
-from .receipts import CheckContext, Checked, check_bulk, check_item, unpack
+from .receipts import CheckContext, Checked, ValidationPool, check_bulk, check_item, unpack
+from .rpc import ChainFacts
 from .store import Store, ValidReceipt
-
-if TYPE_CHECKING:
-    from .service import Relayer
 
 # invalidReason values of POST /verify for opg-credit
 UNSUPPORTED_SCHEME = "unsupported_scheme"
@@ -72,16 +76,35 @@ class _LRU(OrderedDict):
             self.popitem(last=False)
 
 
+@dataclass(frozen=True)
+class CreditConfig:
+    """What the opg-credit scheme is told: how far ahead (``clock_skew``) and how old (``max_receipt_age``) a
+    receipt's timestamp may be when handed over."""
+
+    clock_skew: int
+    max_receipt_age: int
+
+    @classmethod
+    def of(cls, settings: Any) -> CreditConfig:
+        return cls(clock_skew=int(settings.clock_skew), max_receipt_age=int(settings.max_receipt_age))
+
+    def context(self, facts: ChainFacts) -> CheckContext:
+        """The receipt checks' context: a receipt more than MAX_FUTURE (300 s, NodeStaking.MAX_FUTURE) ahead is
+        slashable as invalid, so never accepted; none older than the dispute window."""
+        return CheckContext(facts.network, facts.escrow_domain, facts.staking_domain,
+                            min(self.clock_skew, MAX_FUTURE), min(self.max_receipt_age, facts.dispute_window))
+
+
 class CreditScheme:
-    def __init__(self, relayer: Relayer):
-        self.r = relayer
-        self.network = relayer.network
-        self.escrow_domain = relayer.escrow_domain
-        self.staking_domain = relayer.staking_domain
-        # A receipt more than MAX_FUTURE (300 s, NodeStaking.MAX_FUTURE) ahead is slashable as invalid: never accepted.
-        self.ctx = CheckContext(self.network, self.escrow_domain, self.staking_domain,
-                                min(relayer.settings.clock_skew, MAX_FUTURE),
-                                min(relayer.settings.max_receipt_age, relayer.dispute_window))
+    def __init__(self, facts: ChainFacts, ctx: CheckContext, ledger: Ledger, reservations: Reservations,
+                 store: Store, metrics: Metrics, reads: RawReader, clock: ProtocolClock,
+                 retry: Callable[[Callable[[], Any]], Any], pool: ValidationPool, events: Events):
+        self.facts, self.ctx, self.ledger, self.reservations = facts, ctx, ledger, reservations
+        self.store, self.metrics, self.reads, self.clock, self.retry, self.pool = (store, metrics, reads, clock,
+                                                                                    retry, pool)
+        self.network = facts.network
+        self.escrow_domain = facts.escrow_domain
+        self.staking_domain = facts.staking_domain
         self._vouchers_ok: _LRU = _LRU(50_000)  # (digest, signature) of vouchers signed by their payer
         self._session_ok: _LRU = _LRU(50_000)  # (digest, signature) -> accepted until (monotonic), session keys
         self._thaw: tuple[int, float] | None = None
@@ -92,12 +115,13 @@ class CreditScheme:
         self._funds: dict[tuple[str, str], tuple[float, int, int, int]] = {}
         # node -> (valid until (monotonic), ledger settled sum over its channels, pay_capacity): see _judge
         self._capacity: dict[str, tuple[float, int, int]] = {}
-        self.reads = RawReader(relayer.settings.rpc_url, relayer.escrow_address, relayer.staking_address)
         self._judged = {"cache": 0, "chain": 0}  # opg-credit /verify judgements: answered from the cache alone or not
-        relayer.metrics.gauge("opg_relayer_verify_credit_reads", "opg-credit /verify judgements (a refusal's fresh "
-                              "re-check counts once more) by where the chain values came from: cache (no RPC "
-                              "request) or chain (one JSON-RPC batch).",
-                              lambda: {(k,): v for k, v in self._judged.items()}, ("source",))
+        metrics.gauge("opg_relayer_verify_credit_reads", "opg-credit /verify judgements (a refusal's fresh "
+                      "re-check counts once more) by where the chain values came from: cache (no RPC "
+                      "request) or chain (one JSON-RPC batch).",
+                      lambda: {(k,): v for k, v in self._judged.items()}, ("source",))
+        events.payer_funds_changed.subscribe(self.forget_payer)
+        events.node_slashed.subscribe(self.forget_node)
 
     # Chain reads (blocking; called from worker threads) -------------------------------------------------------
     def node_active(self, node: str, fresh: bool = False) -> bool:
@@ -115,7 +139,7 @@ class CreditScheme:
         now = time.monotonic()
         if not fresh and cached is not None and cached[1] > now:
             return cached[0]
-        value = bool(self.r.retry(lambda: self.reads.one(call)))
+        value = bool(self.retry(lambda: self.reads.one(call)))
         cache[node] = (value, now + (NODE_ACTIVE_TTL if value else NODE_INACTIVE_TTL))
         return value
 
@@ -134,45 +158,26 @@ class CreditScheme:
 
     def thaw_period(self) -> int:
         if self._thaw_stale():
-            self._thaw = (int(self.r.retry(lambda: self.reads.one(self.reads.thaw_period()))), time.monotonic() + 30)
+            self._thaw = (int(self.retry(lambda: self.reads.one(self.reads.thaw_period()))), time.monotonic() + 30)
         return self._thaw[0]
 
-    def _saw_block(self, stamp: int) -> int:
-        self._clock = (stamp, time.monotonic())
-        return max(stamp, int(time.time()))
-
     def chain_now(self) -> int:
-        """The latest block's timestamp (what the escrow compares a session key's expiry with), or the clock's."""
-        return self._saw_block(self.r.retry(lambda: self.reads.one(self.reads.latest_timestamp())))
-
-    def _clock_stale(self) -> bool:
-        clock = getattr(self, "_clock", None)
-        return clock is None or time.monotonic() - clock[1] > 2
+        return self.clock.chain_now()
 
     def clock_now(self) -> float:
-        """max(wall clock, the chain's clock estimated from a block read at most 2 s ago): what receipt timestamps
-        are judged against. A chain whose clock runs ahead of the wall clock (a devnet after ``evm_increaseTime``)
-        moves it forward, so a node that dates its receipts by the chain is not refused as future-dated."""
-        clock = getattr(self, "_clock", None)
-        if clock is None or time.monotonic() - clock[1] > 2:
-            try:
-                self.chain_now()
-            except Exception:  # the chain unreachable: the wall clock alone
-                return time.time()
-            clock = self._clock
-        return max(time.time(), clock[0] + (time.monotonic() - clock[1]))
+        return self.clock.now()
 
     def session_key(self, payer: str, key: str) -> tuple[int, int]:
         """escrow.signer_of(payer, key): (expiry, remaining allowance)."""
-        expiry, allowance = self.r.retry(lambda: self.reads.one(self.reads.signer_of(payer, key)))
+        expiry, allowance = self.retry(lambda: self.reads.one(self.reads.signer_of(payer, key)))
         return int(expiry), int(allowance)
 
     def session_refusal(self, payer: str, key: str, margin: int) -> str | None:
         """Why a voucher signed by ``key`` (not the payer) is refused, or None: the key must be a session key of the
         payer whose expiry is at least ``margin`` seconds away (so the relayer can settle its vouchers in time)."""
-        (expiry, _allowance), stamp = self.r.retry(lambda: self.reads.many(
+        (expiry, _allowance), stamp = self.retry(lambda: self.reads.many(
             [self.reads.signer_of(payer, key), self.reads.latest_timestamp()]))
-        now = self._saw_block(stamp)
+        now = self.clock.saw_block(stamp)
         if expiry <= now:
             return (f"signed by {key}, which is neither the payer nor one of its session keys in force "
                     "(or signed for another chain or escrow)")
@@ -192,7 +197,7 @@ class CreditScheme:
         payer = voucher.payer
 
         def invalid(reason: str, message: str) -> VerifyResponse:
-            self.r.metrics.verify.inc(1, SCHEME_CREDIT, reason)
+            self.metrics.verify.inc(1, SCHEME_CREDIT, reason)
             return VerifyResponse(is_valid=False, invalid_reason=reason, invalid_message=message, payer=payer)
 
         if req.x402_version != 2 or req.payment_payload.x402_version != 2:
@@ -201,10 +206,10 @@ class CreditScheme:
             return invalid(UNSUPPORTED_SCHEME, f"scheme must be {SCHEME_CREDIT}")
         if reqs.network != self.network or req.payment_payload.accepted.network != reqs.network:
             return invalid(NETWORK_MISMATCH, f"this relayer settles on {self.network}")
-        if reqs.asset.lower() != self.r.opg_address.lower():
-            return invalid(ASSET_MISMATCH, f"asset must be OPG {self.r.opg_address}")
+        if reqs.asset.lower() != self.facts.opg.lower():
+            return invalid(ASSET_MISMATCH, f"asset must be OPG {self.facts.opg}")
         extra = reqs.extra or {}
-        for key, expected in (("escrow", self.r.escrow_address), ("staking", self.r.staking_address)):
+        for key, expected in (("escrow", self.facts.escrow), ("staking", self.facts.staking)):
             if extra.get(key) is not None and str(extra[key]).lower() != expected.lower():
                 return invalid(ESCROW_MISMATCH, f"extra.{key} is not this deployment's {expected}")
         if str(reqs.pay_to).lower() != voucher.node.lower():
@@ -229,14 +234,14 @@ class CreditScheme:
             refusal, extra, _ = self._judge(payer, node, signer, voucher.max_cumulative, price, fresh=True)
         if refusal is not None:
             return invalid(*refusal)
-        self.r.metrics.verify.inc(1, SCHEME_CREDIT, "valid")
+        self.metrics.verify.inc(1, SCHEME_CREDIT, "valid")
         return VerifyResponse(is_valid=True, payer=payer, extra=extra)
 
     def _settled_token(self, payer: str) -> int:
         """Sum of what the ledger knows the payer's channels were paid. Only the relayer's own settlement results
         raise it (``ch.settled`` never falls), so an unchanged token means no settlement was recorded since."""
-        channels = self.r.ledger.channels
-        return sum(channels[(payer, n)].settled for n in list(self.r.ledger.by_payer.get(payer, ())))
+        channels = self.ledger.channels
+        return sum(channels[(payer, n)].settled for n in list(self.ledger.by_payer.get(payer, ())))
 
     def _judge(self, payer: str, node: str, signer: str, max_cumulative: int, price: int,
                fresh: bool) -> tuple[tuple[str, str] | None, dict, bool]:
@@ -294,7 +299,7 @@ class CreditScheme:
             funds = None
         session = signer != payer
         thaw_stale = session and self._thaw_stale()
-        node_others, node_this, node_token = node_reserved(self.r.ledger, self.r.reservations, node, payer,
+        node_others, node_this, node_token = node_reserved(self.ledger, self.reservations, node, payer,
                                                            int(self.clock_now()))
         capacity: int | None = None
         cached_cap = None if fresh else self._capacity.get(node)
@@ -312,7 +317,7 @@ class CreditScheme:
             if thaw_stale:
                 calls.append(reads.thaw_period())
         self._judged["chain" if calls else "cache"] += 1
-        results = iter(self.r.retry(lambda: reads.many(calls)) if calls else ())
+        results = iter(self.retry(lambda: reads.many(calls)) if calls else ())
         if active is None:
             active = bool(next(results))
             if active:
@@ -330,7 +335,7 @@ class CreditScheme:
         allowance = None
         if session:
             expiry, allowance = next(results)
-            now = self._saw_block(int(next(results)))
+            now = self.clock.saw_block(int(next(results)))
             if thaw_stale:
                 self._thaw = (int(next(results)), started + 30)
         if not active:
@@ -345,7 +350,7 @@ class CreditScheme:
             if expiry < now + thaw:
                 return (SESSION_EXPIRING, f"session key {signer} expires in {expiry - now} s, sooner than "
                         f"the thaw period ({thaw} s)"), {}, used_cache
-        channel = self.r.ledger.get(payer, node)
+        channel = self.ledger.get(payer, node)
         charged = max(channel.charged if channel else 0, spent)
         if max_cumulative < charged + price:
             return (CAP_EXCEEDED, f"maxCumulative {max_cumulative} < charged {charged} + price {price}"), {}, used_cache
@@ -354,7 +359,7 @@ class CreditScheme:
         # Reserved: the ledger's accepted caps, raised to what /verify promised and what live proposals claim
         # (offchain/relayer/proposals.py: R1, R2).
         reserved, this_cap, key_reserved, this_key_cap = reserved_with(
-            self.r.ledger, self.r.reservations, payer, node, signer if allowance is not None else None,
+            self.ledger, self.reservations, payer, node, signer if allowance is not None else None,
             int(self.clock_now()))
         need = max(max_cumulative, channel.cap if channel else 0, this_cap) - spent
         if available < reserved + need:
@@ -374,8 +379,8 @@ class CreditScheme:
             return (NODE_CAPACITY, f"node {node} pay capacity {format_opg(capacity)} OPG < {format_opg(node_others)} OPG its "
                     f"other channels may still be paid + {format_opg(node_need)} OPG this voucher allows (maxCumulative - "
                     "spent)"), {}, used_cache
-        outstanding = self.r.ledger.outstanding(payer)
-        self.r.reservations.promise(payer, node, max_cumulative, signer if allowance is not None else "")
+        outstanding = self.ledger.outstanding(payer)
+        self.reservations.promise(payer, node, max_cumulative, signer if allowance is not None else "")
         return None, {"charged": str(charged), "outstanding": str(outstanding), "balance": str(available),
                       "maxCumulative": str(max_cumulative)}, used_cache
 
@@ -453,7 +458,7 @@ class CreditScheme:
 
     async def validate(self, raws: list[tuple[int, str, Any]]) -> list[ValidReceipt | ApiError]:
         """Validate items ``(index, field prefix, raw json)`` here; one answer per item, in order."""
-        stale = self._clock_stale()
+        stale = self.clock.stale()
         now = await asyncio.to_thread(self.clock_now) if stale else self.clock_now()
         answers = [self.check_local(raw, index, prefix, now) for index, prefix, raw in raws]
         if self._future_dated(answers) and (moved := await self._clock_moved(stale, now)) is not None:
@@ -490,7 +495,7 @@ class CreditScheme:
                     continue
             except InvalidSignature:
                 continue
-            if self.r.store.call(Store.job_queue_slash, "invalid_receipt",
+            if self.store.call(Store.job_queue_slash, "invalid_receipt",
                                  f"invalid_receipt:{receipt.node}:{receipt.request_id}", receipt.node,
                                  {"receipt": receipt.model_dump(mode="json")}, time.time()):
                 queued += 1
@@ -498,12 +503,12 @@ class CreditScheme:
 
     async def validate_bulk(self, body: bytes, count: int) -> list[ValidReceipt | ApiError]:
         """Validate the items of a bulk body, in the worker processes when there are enough of them."""
-        pool = self.r.validation_pool
+        pool = self.pool.executor
         if pool is None or count < POOL_MIN_ITEMS:
             items = pydantic_core.from_json(body)["receipts"]
             return await self.validate([(i, f"receipts[{i}].", item) for i, item in enumerate(items)])
         loop = asyncio.get_running_loop()
-        stale = self._clock_stale()
+        stale = self.clock.stale()
         now = await asyncio.to_thread(self.clock_now) if stale else self.clock_now()
         packed = await loop.run_in_executor(pool, check_bulk, body, now)
         answers = [unpack(i, a) for i, a in enumerate(packed)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from eth_abi import encode as abi_encode
 from eth_utils import keccak
@@ -23,15 +23,15 @@ from x402.mechanisms.evm.exact.eip3009_utils import parse_eip3009_transfer_error
 from x402.mechanisms.evm.types import ExactEIP3009Authorization
 from x402.schemas import SettleRequest, SettleResponse, VerifyRequest, VerifyResponse
 
+from ..chain import Chain
 from ..daemon.errors import ApiError, from_validation_error
 from ..messages import InvalidSignature, recover_signer
 from ..types import Address, Bytes32, HexBytes, Uint256
+from .metrics import Metrics
 from .models import SCHEME_EXACT, ApiModel
+from .rpc import ChainFacts, Rpc
 from .store import Store
-from .txsender import BroadcastError, PreparedCall, is_revert, revert_message
-
-if TYPE_CHECKING:
-    from .service import Relayer
+from .txsender import BroadcastError, PreparedCall, TxSender, is_revert, revert_message
 
 log = logging.getLogger("opg.relayer.exact")
 
@@ -42,6 +42,7 @@ IS_VALID_SIGNATURE_ABI = [{
     "inputs": [{"name": "hash", "type": "bytes32"}, {"name": "signature", "type": "bytes"}],
     "outputs": [{"name": "", "type": "bytes4"}],
 }]
+EXACT_RECONCILE_EVERY = 5.0  # s between reconciliations of exact payments left in flight
 EXPIRY_MARGIN = 6  # s an authorisation must outlive the chain's next block by (model run, mining)
 TRANSFER_BYTES_SELECTOR = keccak(
     text="transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,bytes)")[:4]
@@ -64,11 +65,15 @@ class ExactPayload(ApiModel):
 
 
 class ExactScheme:
-    def __init__(self, relayer: Relayer):
-        self.r = relayer
-        self.network = relayer.network
-        self.token = relayer.opg_address
-        self.token_name, self.token_version = relayer.opg_domain
+    def __init__(self, facts: ChainFacts, rpc: Rpc, sender: TxSender, sender_chain: Chain, store: Store,
+                 metrics: Metrics, timeout: float):
+        """``rpc``: reads from request threads; ``sender``/``sender_chain``: the relayer's transactions;
+        ``timeout``: how long POST /settle waits for a transfer (s)."""
+        self.facts, self.rpc, self.sender, self.sender_chain = facts, rpc, sender, sender_chain
+        self.store, self.metrics, self.timeout = store, metrics, timeout
+        self.network = facts.network
+        self.token = facts.opg
+        self.token_name, self.token_version = facts.opg_domain
 
     # Parsing ---------------------------------------------------------------------------------------------------
     def _payload(self, req: VerifyRequest | SettleRequest) -> ExactPayload:
@@ -93,7 +98,7 @@ class ExactScheme:
     # POST /verify ----------------------------------------------------------------------------------------------
     def _invalid(self, payer: str) -> Any:
         def invalid(reason: str, message: str) -> VerifyResponse:
-            self.r.metrics.verify.inc(1, SCHEME_EXACT, reason)
+            self.metrics.verify.inc(1, SCHEME_EXACT, reason)
             return VerifyResponse(is_valid=False, invalid_reason=reason, invalid_message=message, payer=payer)
         return invalid
 
@@ -123,17 +128,17 @@ class ExactScheme:
             raise ApiError(400, "invalid_field", "paymentRequirements.amount", "must be a decimal integer (ASCII digits)")
         if a.value != int(amount):
             return invalid(x402c.ERR_AUTHORIZATION_VALUE_MISMATCH, "authorization.value must equal amount")
-        chain = self.r.thread_chain()
+        chain = self.rpc.chain()
         digest = hash_eip3009_authorization(
             ExactEIP3009Authorization(from_address=a.from_, to=a.to, value=str(a.value), valid_after=str(a.valid_after),
                                       valid_before=str(a.valid_before), nonce=a.nonce),
-            self.r.chain_id, self.token, self.token_name, self.token_version)
+            self.facts.chain_id, self.token, self.token_name, self.token_version)
         sig = bytes.fromhex(payload.signature[2:])
-        code = self.r.retry(lambda: chain.w3.eth.get_code(a.from_))
+        code = self.rpc.retry(lambda: chain.w3.eth.get_code(a.from_))
         if len(code) > 0:
             wallet = chain.w3.eth.contract(address=a.from_, abi=IS_VALID_SIGNATURE_ABI)
             try:
-                magic = self.r.retry(lambda: wallet.functions.isValidSignature(digest, sig).call())
+                magic = self.rpc.retry(lambda: wallet.functions.isValidSignature(digest, sig).call())
             except Exception:
                 magic = b""
             if bytes(magic)[:4] != ERC1271_MAGIC:
@@ -152,11 +157,11 @@ class ExactScheme:
         """The earliest time the chain can judge a transaction sent now: the next block's timestamp, which is at least
         the latest block's + 1 and at least the wall clock, and on a node that knows it (anvil after
         ``evm_increaseTime``: wall clock + offset) the pending block's. max(wall, chain), as everywhere else."""
-        w3 = self.r.thread_chain().w3
-        latest = self.r.retry(lambda: w3.eth.get_block("latest"))
+        w3 = self.rpc.chain().w3
+        latest = self.rpc.retry(lambda: w3.eth.get_block("latest"))
         now = max(int(time.time()), int(latest["timestamp"]) + 1)
         try:
-            pending = self.r.retry(lambda: w3.eth.get_block("pending"))
+            pending = self.rpc.retry(lambda: w3.eth.get_block("pending"))
             now = max(now, int(pending["timestamp"]))
         except Exception as exc:  # a node without a pending block: the latest block and the wall clock bound it
             log.debug("no pending block: %r", exc)
@@ -187,15 +192,15 @@ class ExactScheme:
             return invalid(x402c.ERR_VALID_AFTER_FUTURE,
                            f"authorization is not valid yet (validAfter {a.valid_after}, the chain's next block is at "
                            f"{now})")
-        chain = self.r.thread_chain()
+        chain = self.rpc.chain()
         nonce = bytes.fromhex(a.nonce[2:])
-        if self.r.retry(lambda: chain.opg.functions.authorizationState(payer, nonce).call(block_identifier="pending")):
+        if self.rpc.retry(lambda: chain.opg.functions.authorizationState(payer, nonce).call(block_identifier="pending")):
             return invalid(x402c.ERR_NONCE_ALREADY_USED, "the authorization nonce is already used or canceled")
-        balance = self.r.retry(lambda: chain.opg.functions.balanceOf(payer).call(block_identifier="pending"))
+        balance = self.rpc.retry(lambda: chain.opg.functions.balanceOf(payer).call(block_identifier="pending"))
         if balance < a.value:
             return invalid(x402c.ERR_INSUFFICIENT_BALANCE, f"OPG balance {balance} < value {a.value}")
         try:
-            self.r.retry(lambda: self._simulate(payload, chain))
+            self.rpc.retry(lambda: self._simulate(payload, chain))
         except Exception as exc:
             if not is_revert(exc):
                 raise
@@ -204,14 +209,14 @@ class ExactScheme:
                 reason = x402c.ERR_TRANSACTION_SIMULATION_FAILED
             log.info("exact %s:%s refused by simulation: %s", payer, a.nonce, revert_message(exc))
             return invalid(reason, revert_message(exc))
-        self.r.metrics.verify.inc(1, SCHEME_EXACT, "valid")
+        self.metrics.verify.inc(1, SCHEME_EXACT, "valid")
         return VerifyResponse(is_valid=True, payer=payer)
 
     def _simulate(self, payload: ExactPayload, chain: Any, block: Any = "pending") -> Any:
         call = self._call(payload, chain.w3, chain.opg)
         if isinstance(call, PreparedCall):
-            return chain.w3.eth.call({"from": self.r.address, "to": call.to, "data": call.data}, block)
-        return call.call({"from": self.r.address}, block_identifier=block)
+            return chain.w3.eth.call({"from": self.facts.relayer, "to": call.to, "data": call.data}, block)
+        return call.call({"from": self.facts.relayer}, block_identifier=block)
 
     # POST /settle ----------------------------------------------------------------------------------------------
     def settle(self, req: SettleRequest) -> SettleResponse:
@@ -225,14 +230,14 @@ class ExactScheme:
         key = f"{a.from_}:{a.nonce}"
 
         def refused(reason: str | None, message: str | None) -> SettleResponse:
-            self.r.metrics.exact.inc(1, "invalid")
+            self.metrics.exact.inc(1, "invalid")
             return SettleResponse(success=False, error_reason=reason, error_message=message, payer=a.from_,
                                   transaction="", network=self.network)
 
         verdict = self._check_signed(req, payload)
         if verdict is not None:
             return refused(verdict.invalid_reason, verdict.invalid_message)
-        existing = self.r.store.exact_payment(key)
+        existing = self.store.exact_payment(key)
         if existing is not None and existing["status"] != "failed":
             if not self._same_authorization(existing, payload):
                 return refused(x402c.ERR_NONCE_ALREADY_USED,
@@ -242,7 +247,7 @@ class ExactScheme:
         verdict = self._check_payable(payload)
         if not verdict.is_valid:
             return refused(verdict.invalid_reason, verdict.invalid_message)
-        claimed = self.r.store.call(Store.job_exact_new, key, a.from_, a.to, a.value,
+        claimed = self.store.call(Store.job_exact_new, key, a.from_, a.to, a.value,
                                     json.loads(payload.model_dump_json(by_alias=True)), time.time())
         if claimed is not None:  # another request is settling the same authorisation
             if not self._same_authorization(claimed, payload):
@@ -252,18 +257,18 @@ class ExactScheme:
                 return self._await(key, claimed["tx_hash"], claimed["payer"], int(claimed["value"]))
             return SettleResponse(success=False, error_reason=x402c.ERR_SETTLEMENT_PENDING, payer=a.from_,
                                   transaction="", network=self.network)
-        chain = self.r.sender_chain
+        chain = self.sender_chain
         try:
-            tx_hash, _ = self.r.sender.send(self._call(payload, chain.w3, chain.opg), "exact", key)
+            tx_hash, _ = self.sender.send(self._call(payload, chain.w3, chain.opg), "exact", key)
         except BroadcastError as exc:
-            self.r.store.call(Store.job_exact_update, key, "failed", None, str(exc)[:500], time.time())
-            self.r.metrics.exact.inc(1, "failed")
+            self.store.call(Store.job_exact_update, key, "failed", None, str(exc)[:500], time.time())
+            self.metrics.exact.inc(1, "failed")
             log.warning("exact %s not broadcast: %s", key, exc)
             return SettleResponse(success=False, error_reason=x402c.ERR_TRANSACTION_FAILED, error_message=str(exc),
                                   payer=a.from_, transaction="", network=self.network)
         except Exception as exc:
-            self.r.store.call(Store.job_exact_update, key, "failed", None, str(exc)[:500], time.time())
-            self.r.metrics.exact.inc(1, "failed")
+            self.store.call(Store.job_exact_update, key, "failed", None, str(exc)[:500], time.time())
+            self.metrics.exact.inc(1, "failed")
             reason = parse_eip3009_transfer_error(exc) if is_revert(exc) else x402c.ERR_TRANSACTION_FAILED
             log.warning("exact %s refused before broadcast: %s", key, revert_message(exc))
             return SettleResponse(success=False, error_reason=reason, error_message=revert_message(exc),
@@ -283,7 +288,7 @@ class ExactScheme:
         return all(str(stored.get(f)).lower() == str(mine.get(f)).lower() for f in fields)
 
     def _await(self, key: str, tx_hash: str, payer: str, value: int) -> SettleResponse:
-        receipt = self.r.sender.wait(tx_hash, self.r.settings.exact_timeout)
+        receipt = self.sender.wait(tx_hash, self.timeout)
         if receipt is None:
             return SettleResponse(success=False, error_reason=x402c.ERR_SETTLEMENT_PENDING, payer=payer,
                                   transaction=tx_hash, network=self.network)
@@ -292,16 +297,16 @@ class ExactScheme:
     def _finish(self, key: str, tx_hash: str, receipt: Any, payer: str, value: int) -> SettleResponse:
         ok = receipt["status"] == 1 and self._transfer_logged(receipt, payer, value)
         status = "confirmed" if ok else "failed"
-        existing = self.r.store.exact_payment(key)
+        existing = self.store.exact_payment(key)
         reason = None
         if not ok:
             reason = (self._revert_reason(existing, receipt["blockNumber"]) if receipt["status"] != 1
                       else "the transaction did not transfer the authorised value")
         if existing is None or existing["status"] != status:
-            self.r.store.call(Store.job_exact_update, key, status, receipt["blockNumber"], reason, time.time())
-            self.r.metrics.exact.inc(1, status)
-            self.r.metrics.gas_used.inc(receipt["gasUsed"], "exact")
-            self.r.metrics.fees_wei.inc(receipt["gasUsed"] * receipt.get("effectiveGasPrice", 0), "exact")
+            self.store.call(Store.job_exact_update, key, status, receipt["blockNumber"], reason, time.time())
+            self.metrics.exact.inc(1, status)
+            self.metrics.gas_used.inc(receipt["gasUsed"], "exact")
+            self.metrics.fees_wei.inc(receipt["gasUsed"] * receipt.get("effectiveGasPrice", 0), "exact")
             if not ok:
                 log.warning("exact %s failed on chain in %s (block %s): %s", key, tx_hash, receipt["blockNumber"],
                             reason)
@@ -317,7 +322,7 @@ class ExactScheme:
             return "transaction reverted"
         try:
             payload = ExactPayload.model_validate(json.loads(row["authorization"]))
-            self._simulate(payload, self.r.sender_chain, block)
+            self._simulate(payload, self.sender_chain, block)
         except Exception as exc:
             if is_revert(exc):
                 return f"transaction reverted: {revert_message(exc)}"
@@ -325,23 +330,40 @@ class ExactScheme:
         return "transaction reverted"
 
     def _transfer_logged(self, receipt: Any, payer: str, value: int) -> bool:
-        events = self.r.sender_chain.opg.events.AuthorizationUsed().process_receipt(receipt, errors=DISCARD)
-        transfers = self.r.sender_chain.opg.events.Transfer().process_receipt(receipt, errors=DISCARD)
+        events = self.sender_chain.opg.events.AuthorizationUsed().process_receipt(receipt, errors=DISCARD)
+        transfers = self.sender_chain.opg.events.Transfer().process_receipt(receipt, errors=DISCARD)
         return bool(events) and any(t["args"]["value"] == value for t in transfers)
 
     # Restart ---------------------------------------------------------------------------------------------------
     def reconcile(self, older_than: float = 0.0) -> None:
         """Settle the fate of exact payments left in flight (by a crash, or a client that stopped waiting)."""
         now = time.time()
-        for row in self.r.store.exact_in_flight():
+        for row in self.store.exact_in_flight():
             if row["updated_at"] > now - older_than:
                 continue
             key, tx_hash = row["id"], row["tx_hash"]
             if row["status"] == "new" or not tx_hash:
-                self.r.store.call(Store.job_exact_update, key, "failed", None, "not sent before a restart", now)
+                self.store.call(Store.job_exact_update, key, "failed", None, "not sent before a restart", now)
                 continue
-            receipt = self.r.sender.receipt(tx_hash)
+            receipt = self.sender.receipt(tx_hash)
             if receipt is not None:
                 self._finish(key, tx_hash, receipt, row["payer"], int(row["value"]))
-            elif not self.r.sender.known(tx_hash) and tx_hash not in self.r.sender.broadcast_this_run:
-                self.r.store.call(Store.job_exact_update, key, "failed", None, "transaction lost before a restart", now)
+            elif not self.sender.known(tx_hash) and tx_hash not in self.sender.broadcast_this_run:
+                self.store.call(Store.job_exact_update, key, "failed", None, "transaction lost before a restart", now)
+
+
+class ExactReconciler:
+    """The worker (``offchain.daemon.worker``) settling the fate of exact payments left in flight: all of them at
+    start, then those untouched for ``older_than`` seconds every EXACT_RECONCILE_EVERY s."""
+
+    name = "exact"
+
+    def __init__(self, exact: ExactScheme, older_than: float):
+        self.exact, self.older_than = exact, older_than
+
+    def startup(self) -> None:
+        self.exact.reconcile()
+
+    def tick(self) -> float:
+        self.exact.reconcile(older_than=self.older_than)
+        return EXACT_RECONCILE_EVERY

@@ -7,10 +7,12 @@ signature in force) is left to the caller.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 import time
 from collections.abc import Container
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,6 +124,27 @@ def _exit_with_parent(parent: int) -> None:
 
 def warm_up() -> bool:
     return _context is not None
+
+
+class ValidationPool:
+    """Processes checking large bulk submissions (``workers`` 0: none, all checks in the HTTP process); started
+    with the relayer's workers, stopped with them."""
+
+    def __init__(self, workers: int, ctx: CheckContext):
+        self.workers, self.ctx = workers, ctx
+        self.executor: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        if self.workers and self.executor is None:
+            self.executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=init_worker, initargs=(self.ctx, os.getpid()))
+            for _ in range(self.workers):  # start them now, without waiting for them
+                self.executor.submit(warm_up)
+
+    def stop(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+            self.executor = None
 
 
 def check_bulk(body: bytes, now: float) -> list[tuple]:

@@ -23,17 +23,18 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from web3.logs import DISCARD
 
+from ..chain import Chain
 from ..messages import Receipt, SignedReceipt
 from ..types import b32
+from .events import Events
+from .metrics import Metrics
+from .rpc import ChainFacts
 from .store import Store
-from .txsender import BroadcastError, is_revert, revert_message
-
-if TYPE_CHECKING:
-    from .service import Relayer
+from .txsender import BroadcastError, TxSender, is_revert, revert_message
 
 log = logging.getLogger("opg.relayer.slasher")
 
@@ -51,15 +52,20 @@ def receipt_from_row(row: dict) -> Receipt:
 
 
 class Slasher:
-    def __init__(self, relayer: Relayer):
-        self.r = relayer
-        self.store = relayer.store
-        self.sender = relayer.sender
-        self.staking = relayer.sender_chain.staking
+    """The worker (``offchain.daemon.worker``) queueing and submitting slashing evidence."""
+
+    name = "slasher"
+
+    def __init__(self, facts: ChainFacts, store: Store, sender: TxSender, chain: Chain, metrics: Metrics,
+                 events: Events):
+        self.facts, self.store, self.sender, self.metrics, self.events = facts, store, sender, metrics, events
+        self.staking = chain.staking
+        self.distributor = chain.distributor
         self._quorum: tuple[int, float] | None = None
         self._recheck: dict[tuple[str, str], float] = {}
         self._flags_read: set[str] = set()
         self._arrivals: dict[str, int] = {}  # verdicts received per receipt hash (API thread), see verdict_arrived
+        events.verdict_stored.subscribe(self.verdict_arrived)
 
     def fraud_quorum_bps(self) -> int:
         now = time.monotonic()
@@ -92,7 +98,7 @@ class Slasher:
                                 f"{kind}:{v['receipt_hash']}:{v['verifier']}", v["verifier"],
                                 {"receipt_hash": v["receipt_hash"], "verifier": v["verifier"],
                                  "signature": v["signature"]}, time.time())
-        for proof in self.store.proofs_done("prove_valid", time.time() - self.r.dispute_window):
+        for proof in self.store.proofs_done("prove_valid", time.time() - self.facts.dispute_window):
             self._queue_flag_accusers(proof["evidence"].split(":", 1)[1])
         for v in self.store.double_votes():
             self.store.call(Store.job_queue_slash, "double_vote", f"double:{v['receipt_hash']}:{v['verifier']}",
@@ -149,7 +155,7 @@ class Slasher:
             return
         h = b32(receipt_hash)
         events = self.sender.retry(lambda: self.staking.events.Flagged().get_logs(
-            argument_filters={"receipt_hash": h}, from_block=self.r.deployment.start_block))
+            argument_filters={"receipt_hash": h}, from_block=self.facts.start_block))
         for ev in events:
             if ev["args"]["bond"] == 0:  # a verifier's flag (a payer's dispute carries a bond)
                 v = ev["args"]["flagger"]
@@ -162,11 +168,11 @@ class Slasher:
                         time.time())
         slash = self.store.slash_by_evidence(evidence)
         self.store.call(Store.job_slash_update, slash["id"], status, None, reason, None, time.time())
-        self.r.metrics.slashes.inc(1, kind, status)
+        self.metrics.slashes.inc(1, kind, status)
 
     def total_vote_weight(self) -> int:
         """The live verifier weight proofs are counted against now: ``total_weight_in(epoch_now())``."""
-        distributor = self.r.sender_chain.distributor
+        distributor = self.distributor
         epoch = int(self.sender.retry(lambda: distributor.functions.epoch_now().call()))
         return int(self.sender.retry(lambda: self.staking.functions.total_weight_in(epoch).call()))
 
@@ -218,7 +224,7 @@ class Slasher:
             message = revert_message(exc)
             status = "skipped" if "already used" in message or "already proven" in message else "failed"
             self.store.call(Store.job_slash_update, slash["id"], status, None, message, None, time.time())
-            self.r.metrics.slashes.inc(1, slash["kind"], status)
+            self.metrics.slashes.inc(1, slash["kind"], status)
             log.warning("slash %d (%s on %s) %s: %s", slash["id"], slash["kind"], slash["subject"], status, message)
             return
         try:
@@ -226,19 +232,19 @@ class Slasher:
         except BroadcastError as exc:
             log.warning("slash %d: %s", slash["id"], exc)
             return
-        self.r.metrics.slashes.inc(1, slash["kind"], "sent")
+        self.metrics.slashes.inc(1, slash["kind"], "sent")
 
     def _mined(self, slash: dict, tx_hash: str, receipt: Any) -> None:
         if receipt["status"] != 1:
             self.store.call(Store.job_slash_update, slash["id"], "failed", None, f"transaction {tx_hash} reverted",
                             None, time.time())
-            self.r.metrics.slashes.inc(1, slash["kind"], "failed")
+            self.metrics.slashes.inc(1, slash["kind"], "failed")
             return
         events = self.staking.events.Slashed().process_receipt(receipt, errors=DISCARD)
         amount = sum(e["args"]["amount"] for e in events)
         self.store.call(Store.job_slash_update, slash["id"], "confirmed", amount, None, None, time.time())
-        self.r.metrics.slashes.inc(1, slash["kind"], "confirmed")
-        self.r.metrics.gas_used.inc(receipt["gasUsed"], "slash")
-        self.r.credit.forget_node(slash["subject"])
+        self.metrics.slashes.inc(1, slash["kind"], "confirmed")
+        self.metrics.gas_used.inc(receipt["gasUsed"], "slash")
+        self.events.node_slashed.publish(slash["subject"])
         log.info("slash %d (%s on %s) confirmed: %d slashed (%s)", slash["id"], slash["kind"], slash["subject"],
                  amount, tx_hash)

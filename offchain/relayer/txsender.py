@@ -7,10 +7,10 @@ broadcast, so a crash at any point leaves a record the next run reconciles with 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import requests
@@ -24,7 +24,7 @@ from web3.exceptions import (
     TransactionNotFound,
 )
 
-from .config import RelayerSettings
+from .events import Signal, TxRecorded
 from .metrics import Metrics
 from .store import Store
 
@@ -32,7 +32,6 @@ log = logging.getLogger("opg.relayer.tx")
 T = TypeVar("T")
 
 GWEI = 10**9
-FAULT_EXIT_CODE = 137
 
 
 class BroadcastError(Exception):
@@ -90,11 +89,28 @@ class PreparedCall:
         return {**tx, "to": self.to, "data": self.data, "value": 0}
 
 
-class TxSender:
-    """The relayer account's transactions, from any thread (one lock orders nonces)."""
+@dataclass(frozen=True)
+class TxConfig:
+    """Fees, gas and retries of the relayer's transactions."""
 
-    def __init__(self, w3: Web3, account: LocalAccount, store: Store, settings: RelayerSettings, metrics: Metrics,
-                 chain_id: int):
+    gas_multiplier: float  # gas limit = estimate x this
+    max_fee_gwei: float | None  # cap on maxFeePerGas
+    priority_fee_gwei: float | None  # maxPriorityFeePerGas (None: the node's)
+    rpc_retries: int  # retries of an RPC call that failed to connect
+
+    @classmethod
+    def of(cls, settings: Any) -> TxConfig:
+        return cls(gas_multiplier=float(settings.gas_multiplier), max_fee_gwei=settings.max_fee_gwei,
+                   priority_fee_gwei=settings.priority_fee_gwei, rpc_retries=int(settings.rpc_retries))
+
+
+class TxSender:
+    """The relayer account's transactions, from any thread (one lock orders nonces). ``recorded`` is published
+    once a transaction is signed and recorded, before its broadcast."""
+
+    def __init__(self, w3: Web3, account: LocalAccount, store: Store, settings: TxConfig, metrics: Metrics,
+                 chain_id: int, recorded: Signal[TxRecorded]):
+        self.recorded = recorded
         self.w3 = w3
         self.account = account
         self.address = account.address
@@ -133,9 +149,6 @@ class TxSender:
         pending = self.retry(lambda: self.w3.eth.get_transaction_count(self.address, "pending"))
         return pending if self._next_nonce is None else max(self._next_nonce, pending)
 
-    def confirmed_nonce(self) -> int:
-        return self.retry(lambda: self.w3.eth.get_transaction_count(self.address, "latest"))
-
     # Sending ---------------------------------------------------------------------------------------------------
     def estimate(self, fn: Any) -> int:
         gas = self.retry(lambda: fn.estimate_gas({"from": self.address}))
@@ -158,10 +171,7 @@ class TxSender:
             tx_hash = "0x" + bytes(signed.hash).hex()
             raw = "0x" + bytes(signed.raw_transaction).hex()
             self.store.call(Store.job_tx_recorded, kind, ref, tx_hash, use_nonce, raw, time.time())
-            if kind == "batch" and self.settings.fault_exit_after_sent:
-                log.warning("fault_exit_after_sent: exiting hard after recording batch %s as sent (%s)", ref, tx_hash)
-                logging.shutdown()
-                os._exit(FAULT_EXIT_CODE)
+            self.recorded.publish(TxRecorded(kind, ref, tx_hash))
             if nonce is None:
                 self._next_nonce = use_nonce + 1
             try:

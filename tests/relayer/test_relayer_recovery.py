@@ -3,10 +3,17 @@ exactly once after a restart; nothing acknowledged is lost, nothing is paid twic
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+from relayer_faults import FAULT_EXIT_CODE
 
 from offchain.devkit.devnet import OPG, ChannelSim, RelayerProc, wait_until
-from offchain.relayer.txsender import FAULT_EXIT_CODE
+
+# The fault plug-in (tests/relayer/relayer_faults.py), installed in the relayer process through the environment.
+FAULTS = {"OPG_RELAYER_PLUGINS": "relayer_faults",
+          "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))}
 
 
 @pytest.fixture()
@@ -73,7 +80,7 @@ def test_exit_right_after_recording_sent(devnet, channels, tmp_path):
     to the chain on restart, so the batch is simulated again and re-sent."""
     before = balances(devnet, channels)
     store = tmp_path / "r.sqlite3"
-    crashing = RelayerProc(devnet, store, 5, "--fault-exit-after-sent").start()
+    crashing = RelayerProc(devnet, store, 5, env=FAULTS).start()
     ids = submit(crashing, channels, rounds=2)
     assert crashing.wait_exit() == FAULT_EXIT_CODE
     crashing.stop()

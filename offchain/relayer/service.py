@@ -1,0 +1,131 @@
+"""The relayer's composition root: ``Relayer(settings)`` connects, loads the key, opens the store and creates every
+component with what it uses; ``Relayer.start()``/``stop()`` run and stop the chain worker and
+the validation processes. No component receives the root: each gets the chain facts, the store, the ledger, the
+transaction sender, the event hub ... it needs, and components learn of each other's findings through the hub
+(``events.py``)."""
+
+from __future__ import annotations
+
+import logging
+
+from web3 import Web3
+
+from ..chain import Chain
+from ..daemon.worker import Backoff, Supervisor
+from ..deployments import load_deployment
+from .batcher import Batcher, BatcherConfig
+from .clock import ProtocolClock
+from .config import ConfigError, RelayerSettings
+from .credit import CreditConfig, CreditScheme
+from .events import Events
+from .exact import ExactReconciler, ExactScheme
+from .ledger import Ledger
+from .metrics import Metrics
+from .models import Health
+from .plugins import install_plugins
+from .policy import BatchPolicy
+from .proposals import Reservations
+from .reads import RawReader
+from .receipts import ValidationPool
+from .rpc import ChainFacts, Rpc
+from .signer import load_account
+from .slasher import Slasher
+from .store import Store
+from .txsender import TxConfig, TxSender
+
+log = logging.getLogger("opg.relayer")
+
+
+class Relayer:
+    """The composition root: every component, created once with what it uses; the HTTP layer takes the ones each
+    router needs. Construction connects, loads the key and opens the store (and raises ConfigError / StoreMismatch /
+    connection errors, which the CLI turns into one line)."""
+
+    def __init__(self, settings: RelayerSettings):
+        self.settings = settings
+        w3 = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 15}))
+        chain_id = int(w3.eth.chain_id)
+        account = load_account(settings, chain_id)  # before anything else: refuse a dev key early
+        deployment = load_deployment(chain_id=chain_id, path=settings.deployment)
+        sender_chain = Chain(w3=w3, deployment=deployment)
+        escrow = deployment.address("CreditEscrow")
+        if len(w3.eth.get_code(escrow)) == 0:
+            raise ConfigError(f"no CreditEscrow code at {escrow} on chain {chain_id}: wrong deployment file for this RPC?")
+        domain = sender_chain.opg.functions.eip712Domain().call()
+        facts = ChainFacts(
+            chain_id=chain_id, relayer=account.address, opg=deployment.address("OPG"), escrow=escrow,
+            staking=deployment.address("NodeStaking"), escrow_domain=sender_chain.escrow_domain,
+            staking_domain=sender_chain.staking_domain, opg_domain=(domain[1], domain[2]),
+            dispute_window=int(sender_chain.staking.functions.dispute_window().call()),
+            start_block=deployment.start_block)
+        is_facilitator = bool(sender_chain.escrow.functions.is_facilitator(account.address).call())
+        metrics, events, ledger, reservations = Metrics(), Events(), Ledger(), Reservations()
+        store = Store(settings.store, ledger)
+        store.on_commit = lambda work, sync, jobs: (metrics.commit_work.observe(work), metrics.commit_sync.observe(sync),
+                                                    metrics.commit_jobs.observe(jobs))
+        store.open(chain_id, facts.escrow, facts.staking)
+        if not is_facilitator:  # warned once the store is known to be this deployment's
+            log.warning("relayer account %s is not a facilitator of the escrow %s: its batches revert ('batch not "
+                        "proposed'); deploy with it in Params.facilitators or add it through the timelock "
+                        "(set_facilitator)", facts.relayer, facts.escrow)
+        rpc = Rpc(settings.rpc_url, deployment, settings.rpc_retries, metrics)
+        sender = TxSender(w3, account, store, TxConfig.of(settings), metrics, chain_id, events.tx_recorded)
+        reads = RawReader(settings.rpc_url, facts.escrow, facts.staking)
+        clock = ProtocolClock(reads, rpc.retry)
+        ctx = CreditConfig.of(settings).context(facts)
+        pool = ValidationPool(settings.validation_workers, ctx)
+        credit = CreditScheme(facts, ctx, ledger, reservations, store, metrics, reads, clock, rpc.retry, pool, events)
+        exact = ExactScheme(facts, rpc, sender, sender_chain, store, metrics, settings.exact_timeout)
+        batcher = Batcher(BatcherConfig.of(settings), BatchPolicy.of(settings), facts, store, ledger, reservations,
+                          sender, sender_chain, metrics, clock, events)
+        slasher = Slasher(facts, store, sender, sender_chain, metrics, events)
+        # The chain workers: the batcher and the slasher tick every poll_interval, exact payments left in flight are
+        # reconciled every EXACT_RECONCILE_EVERY s; a failing tick backs off 0.5 s doubling up to 10 s.
+        worker = Supervisor(idle=settings.poll_interval, backoff=Backoff(0.5, 10.0))
+        worker.add(batcher)
+        worker.add(slasher)
+        worker.add(ExactReconciler(exact, older_than=settings.exact_timeout + 5))
+        metrics.gauge("opg_relayer_pending_receipts", "Receipts accepted and not yet settled or rejected.",
+                      lambda: {(): ledger.pending})
+        metrics.gauge("opg_relayer_batches", "Batches by status.",
+                      lambda: {(k,): v for k, v in store.batch_counts().items()}, ("status",))
+        metrics.gauge("opg_relayer_store_commits", "SQLite group commits so far.", lambda: {(): store.commits})
+        install_plugins(events)
+        self.facts, self.rpc, self.metrics, self.events, self.ledger = facts, rpc, metrics, events, ledger
+        self.reservations, self.store, self.sender, self.clock, self.pool = reservations, store, sender, clock, pool
+        self.credit, self.exact, self.batcher, self.slasher, self.worker = credit, exact, batcher, slasher, worker
+
+    @property
+    def address(self) -> str:
+        return self.facts.relayer
+
+    @property
+    def chain_id(self) -> int:
+        return self.facts.chain_id
+
+    def start(self) -> None:
+        self.pool.start()
+        self.worker.start()
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.pool.stop()
+        self.store.close()
+
+    def health(self) -> Health:
+        chain_ok, last_block = True, None
+        try:
+            last_block = self.rpc.chain().w3.eth.block_number
+        except Exception:
+            chain_ok = False
+        try:
+            store_ok = self.store.ping()
+        except Exception:
+            store_ok = False
+        inflight = self.store.inflight_batch() if store_ok else None
+        alive = self.worker.alive
+        last_error = next((h.last_error for h in self.worker.health() if h.last_error), None)
+        return Health(ok=chain_ok and store_ok and alive, chain_ok=chain_ok, store_ok=store_ok,
+                      chain_id=self.facts.chain_id, last_block=last_block, pending_receipts=self.ledger.pending,
+                      inflight_batch=inflight["id"] if inflight else None, relayer=self.facts.relayer,
+                      worker_alive=alive, last_error=last_error)
