@@ -59,7 +59,7 @@ $(ANVIL): package.json package-lock.json
 # per-test chain isolation stopped working part-way through the contract tests (state leaked between tests); each
 # group passes on its own. The second list names every directory and module that starts its own chains.
 E2E_TESTS := tests/backends tests/client tests/node tests/operator tests/relayer tests/verifier \
-	tests/test_ape_devnet.py tests/test_demo.py tests/seasons tests/newcomer tests/web tests/fuzz tests/sdk tests/schemes
+	tests/test_ape_devnet.py tests/test_demo.py tests/seasons tests/newcomer tests/web tests/fuzz tests/sdk tests/schemes tests/cli
 
 test: install
 	ape compile --force

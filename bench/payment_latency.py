@@ -78,16 +78,14 @@ JSON_HEADERS = {"content-type": "application/json"}
 # The baseline node: the real Node with its payment step replaced by no-ops ------------------------------------------
 def serve_unpaid_node(argv: list[str]) -> int:
     """``opg node run`` (same settings, same app, same server), except that no request is asked to pay."""
+    from offchain.clikit import parse_settings
     from offchain.daemon.serve import serve, setup_logging
-    from offchain.daemon.settings import add_flags, settings_from_args
     from offchain.node.api import create_asgi
     from offchain.node.config import NodeSettings
     from offchain.node.payments import Admission
     from offchain.node.service import Node
 
-    parser = argparse.ArgumentParser(prog="payment_latency.py --serve-unpaid-node")
-    add_flags(parser, NodeSettings)
-    settings = settings_from_args(NodeSettings, parser.parse_args(argv), section="node")
+    settings = parse_settings(NodeSettings, argv, section="node", prog="payment_latency.py --serve-unpaid-node")
     setup_logging(settings.log_level)
     node = Node(settings)
     payments = node.payments
@@ -134,7 +132,7 @@ class TimedTransport(httpx.BaseTransport):
 def instrument(payer: Any) -> Any:
     """Time the Payer steps the paying transport calls (signing and state before, receipt checks and state after,
     the relayer look-up of a channel this state directory does not know)."""
-    for name in ("prepare", "complete", "_sync_from_relayer"):
+    for name in ("prepare", "complete", "sync_from_relayer"):
         original = getattr(payer, name)
 
         def timed(*args: Any, _original: Any = original, _name: str = name, **kw: Any) -> Any:
@@ -383,7 +381,7 @@ def breakdown(tmp: Path, w3: Web3, system: Any, node_url: str, relayer_url: str,
     from offchain.client.state import _atomic_write
     from offchain.client.transport import payment_required_of
     from offchain.messages import Receipt, Voucher, recover_signer
-    from offchain.node.relayer import RelayerClient
+    from offchain.sdk.relayer_client import RelayerClient
 
     payer = make_payer(spec["key"], spec["deployment"], Path(spec["state"]), spec["relayer_url"], spec["rpc_url"])
     address = payer.address
@@ -398,7 +396,7 @@ def breakdown(tmp: Path, w3: Web3, system: Any, node_url: str, relayer_url: str,
     payer.rejected(reservation)
     body = {"x402Version": 2, "paymentPayload": {**reservation.payload, "accepted": requirement},
             "paymentRequirements": requirement}
-    relayer = RelayerClient(relayer_url, 10, 60)
+    relayer = RelayerClient(relayer_url, 10)
     status, answer = relayer.verify(body)
     cpu0 = {k: tree_cpu_seconds(pid) for k, pid in pids.items()}
     verify = timed_n(lambda: relayer.verify(body), 50)

@@ -11,64 +11,36 @@
 
 Common flags (each also OPG_CLIENT_<NAME>): --rpc-url, --deployment, --relayer-url, --node-url, --state-dir, --payer,
 --keystore (password in OPG_CLIENT_PASSWORD or --password-file) or --dev-account N (anvil keys, chain 31337 only),
---json. Amounts are in OPG ("12.5"). Exit codes: 0 done (an interactive chat: you quit), 1 refused or failed (the
-chain, the relayer or a node said no, or a one-shot answer's receipt is refused), 2 bad usage or configuration
-(a bad flag or amount, an empty prompt, an unknown model, no key), 130 interrupted (Ctrl-C; a cut answer still
-prints what it cost).
+--json. Amounts are in OPG ("12.5"). Exit codes are :mod:`offchain.clikit`'s: here 1 also when a one-shot answer's
+receipt is refused, 2 also for an empty prompt, an unknown model or no key, and 130 after a cut answer printed what
+it cost; an interactive chat exits 0 when the person quits.
+
+Each command is a body (``_deposit`` ...) computing and printing its outcome, wrapped by :func:`payer_command`
+into a click command whose options come from :class:`ClientSettings`.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import json
-import os
+import functools
 import re
 import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
-from ..daemon.serve import fail
-from ..daemon.settings import ConfigError, load_settings
+import click
+
+from .. import clikit
+from ..clikit import CliError, Style
+from ..daemon.settings import ConfigError
 from .amounts import format_opg, parse_opg
 from .settings import ClientSettings
 
-COMMANDS = ("deposit", "balance", "withdraw", "session", "chat", "dispute")
-SETTING_FLAGS = ("rpc_url", "deployment", "relayer_url", "node_url", "state_dir", "model", "payer", "keystore",
-                 "password_file", "dev_account")
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.code = code
-
 
 # Output ---------------------------------------------------------------------------------------------------------
-class Style:
-    def __init__(self, stream: Any = None):
-        stream = stream or sys.stdout
-        self.on = bool(getattr(stream, "isatty", lambda: False)()) and not os.environ.get("NO_COLOR")
-
-    def _wrap(self, code: str, text: str) -> str:
-        return f"\x1b[{code}m{text}\x1b[0m" if self.on else text
-
-    def dim(self, text: str) -> str:
-        return self._wrap("2", text)
-
-    def bold(self, text: str) -> str:
-        return self._wrap("1", text)
-
-    def red(self, text: str) -> str:
-        return self._wrap("31", text)
-
-    def green(self, text: str) -> str:
-        return self._wrap("32", text)
-
-
 def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True))
+    clikit.emit(data, True, sort_keys=True)
 
 
 def _duration(text: str) -> int:
@@ -99,87 +71,7 @@ def _amount(text: str, positive: bool = False, what: str = "amount") -> int:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-# Parsers --------------------------------------------------------------------------------------------------------
-def _common(parser: argparse.ArgumentParser) -> None:
-    env = "OPG_CLIENT_"
-    g = parser.add_argument_group("connection and key")
-    g.add_argument("--rpc-url", help=f"chain JSON-RPC [env {env}RPC_URL; default http://127.0.0.1:8545]")
-    g.add_argument("--deployment", type=Path, help=f"deployment file [env {env}DEPLOYMENT; default "
-                                                   "deployments/<chainId>.json]")
-    g.add_argument("--relayer-url", help=f"relayer [env {env}RELAYER_URL; default http://127.0.0.1:8402]")
-    g.add_argument("--node-url", help=f"inference node [env {env}NODE_URL; default http://127.0.0.1:8500]")
-    g.add_argument("--state-dir", type=Path, help=f"local state [env {env}STATE_DIR; default ~/.opg]")
-    g.add_argument("--payer", help=f"payer address, to use its stored session key [env {env}PAYER]")
-    g.add_argument("--keystore", type=Path, help=f"payer keystore JSON [env {env}KEYSTORE; password in "
-                                                 f"{env}PASSWORD or --password-file]")
-    g.add_argument("--password-file", type=Path, help=f"file holding the keystore password [env {env}PASSWORD_FILE]")
-    g.add_argument("--dev-account", type=int, help=f"anvil development account N, chain 31337 only "
-                                                   f"[env {env}DEV_ACCOUNT]")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-
-
-def _parser(command: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"opg {command}", description=__doc__.split("\n\n")[0])
-    if command == "deposit":
-        p.description = "Buy credits: OPG from your wallet into the CreditEscrow."
-        p.add_argument("amount", help="OPG to deposit, e.g. 10 or 2.5")
-        p.add_argument("--gasless", action="store_true",
-                       help="sign an EIP-3009 ReceiveWithAuthorization and let the relayer submit it (no ETH needed)")
-    elif command == "balance":
-        p.description = "Wallet OPG, credits, what nodes can serve against, withdrawal and thaw, session key, channels."
-        p.add_argument("--unblock", metavar="NODE", help="sign for a node this client blocked for over-charging again")
-    elif command == "withdraw":
-        p.description = ("Request a withdrawal of AMOUNT (or all) credits; without AMOUNT, complete the pending one "
-                         "once thawed (the time left is shown while it thaws).")
-        p.add_argument("amount", nargs="?", help="OPG to withdraw, or 'all'")
-        p.add_argument("--cancel", action="store_true", help="cancel the pending withdrawal")
-        p.add_argument("--wait", action="store_true", help="wait for the thaw, then complete the withdrawal")
-    elif command == "session":
-        p.description = ("Authorise a session key (stored under the state directory) that signs vouchers for chats, "
-                         "with an expiry and an allowance; without flags, show it.")
-        p.add_argument("--allowance", help="OPG the key may spend in total (its remaining allowance)")
-        p.add_argument("--expiry", default=None, help="how long it lasts: 3600, 90m, 12h, 7d (default 7 days; at "
-                                                       "least twice the thaw period)")
-        p.add_argument("--new", action="store_true", help="a new key even if the stored one is in force")
-        p.add_argument("--revoke", action="store_true", help="revoke the stored key (effective after the thaw)")
-    elif command == "chat":
-        p.description = ("Ask a node: one prompt, or an interactive session like `ollama run` (/model NAME, /clear, "
-                         "/status, /quit). After each answer one row: its cost, credits left, settlement status.")
-        p.add_argument("prompt", nargs="?", help="the prompt (omit for an interactive session)")
-        p.add_argument("--model", help="model (default: the node's first; /model in a session) [env OPG_CLIENT_MODEL]")
-        p.add_argument("--max-tokens", type=_positive_int, help="most output tokens (the node's default otherwise)")
-        p.add_argument("--system", help="system prompt")
-        p.add_argument("--temperature", type=float)
-        p.add_argument("--seed", type=int)
-        p.add_argument("--no-stream", action="store_true", help="wait for the whole answer")
-        p.add_argument("--exact", action="store_true", help="allow exact payments (on-chain per request) from your OPG")
-        p.add_argument("--max-price", help="refuse quotes above this many OPG per request")
-        p.add_argument("--no-session", action="store_true", help="sign with the payer's own key, not the session key")
-        p.add_argument("--wait-settled", type=float, default=0, metavar="S",
-                       help="wait up to S seconds for the answer's settlement (batch and transaction)")
-    _common(p)
-    return p
-
-
 # Wiring ---------------------------------------------------------------------------------------------------------
-def _settings(args: argparse.Namespace) -> ClientSettings:
-    flags = {k: getattr(args, k, None) for k in SETTING_FLAGS}
-    try:
-        return load_settings(ClientSettings, flags)
-    except ConfigError as exc:
-        raise CliError(str(exc), 2) from None
-
-
 def _account(settings: ClientSettings, chain_id: int):
     from ..daemon.keys import load_account
 
@@ -230,7 +122,7 @@ def _wallet(settings: ClientSettings, need_key: bool):
 
 
 # Commands -------------------------------------------------------------------------------------------------------
-def cmd_deposit(args: argparse.Namespace, settings: ClientSettings) -> int:
+def _deposit(args: Any, settings: ClientSettings) -> int:
     amount = _amount(args.amount, positive=True, what="deposit")
     client, _ = _wallet(settings, need_key=True)
     if args.gasless:
@@ -250,7 +142,7 @@ def cmd_deposit(args: argparse.Namespace, settings: ClientSettings) -> int:
     return 0
 
 
-def cmd_balance(args: argparse.Namespace, settings: ClientSettings) -> int:
+def _balance(args: Any, settings: ClientSettings) -> int:
     client, _ = _wallet(settings, need_key=False)
     if args.unblock:
         _unblock(client, args.unblock)
@@ -296,7 +188,7 @@ def _unblock(client: Any, node: str) -> None:
         st.blocked = st.blocked_receipt = st.blocked_at = None
 
 
-def cmd_withdraw(args: argparse.Namespace, settings: ClientSettings) -> int:
+def _withdraw(args: Any, settings: ClientSettings) -> int:
     from .wallet import WalletError
 
     client, _ = _wallet(settings, need_key=True)
@@ -348,7 +240,7 @@ def cmd_withdraw(args: argparse.Namespace, settings: ClientSettings) -> int:
     return 0
 
 
-def cmd_session(args: argparse.Namespace, settings: ClientSettings) -> int:
+def _session(args: Any, settings: ClientSettings) -> int:
     if args.revoke:
         client, _ = _wallet(settings, need_key=True)
         out = client.revoke_session()
@@ -397,7 +289,7 @@ def _with_hint(message: str) -> str:
 
 
 class _ChatRun:
-    def __init__(self, args: argparse.Namespace, settings: ClientSettings):
+    def __init__(self, args: Any, settings: ClientSettings):
         from .chat import ChatClient
 
         if not settings.node_url:
@@ -569,7 +461,7 @@ class _ChatRun:
         return None
 
 
-def cmd_chat(args: argparse.Namespace, settings: ClientSettings) -> int:
+def _chat(args: Any, settings: ClientSettings) -> int:
     run = _ChatRun(args, settings)
     try:
         if args.prompt is not None:
@@ -701,50 +593,117 @@ def _repl(run: _ChatRun) -> int:
     return code
 
 
-HANDLERS = {"deposit": cmd_deposit, "balance": cmd_balance, "withdraw": cmd_withdraw, "session": cmd_session,
-            "chat": cmd_chat}
+# Commands -------------------------------------------------------------------------------------------------------
+KEY_HELP = """\
+The payer's key: --keystore FILE (password in OPG_CLIENT_PASSWORD or --password-file) or, on a devnet (chain 31337)
+only, --dev-account N; each option is also OPG_CLIENT_<OPTION>. Amounts are in OPG ("12.5").
+"""
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS:
-        print(__doc__.strip(), file=sys.stderr if argv else sys.stdout)
-        return 2 if argv else 0
-    command, rest = argv[0], argv[1:]
-    if command == "dispute":
-        try:
-            module = importlib.import_module("offchain.client.dispute")
-        except ImportError as exc:
-            if exc.name != "offchain.client.dispute":
+def payer_command(name: str, help: str, examples: str, chat_options: bool = False) -> Callable[[Callable], Any]:
+    """A payer command: the client settings as options (``--model`` only for chat), ``--json``, examples, and
+    wallet / payment / RPC refusals as one line (exit 1)."""
+
+    def decorate(body: Callable[[Any, ClientSettings], int]) -> Any:
+        @functools.wraps(body)
+        def command(settings: ClientSettings, as_json: bool, **params: Any) -> int:
+            try:
+                return body(SimpleNamespace(json=as_json, **params), settings)
+            except (CliError, KeyboardInterrupt):
                 raise
-            return fail("opg dispute", "not available in this build (offchain/client/dispute.py is missing)", 2)
-        if not hasattr(module, "main"):
-            return fail("opg dispute", "offchain.client.dispute has no main()", 2)
-        return module.main(rest)
+            except Exception as exc:  # a wallet, relayer or chain refusal: one readable line, exit 1
+                import requests
+
+                from .payer import PaymentRefused
+                from .wallet import WalletError
+
+                if isinstance(exc, (WalletError, PaymentRefused)):
+                    raise CliError(str(exc), clikit.FAILED) from None
+                if isinstance(exc, requests.exceptions.RequestException):
+                    raise CliError(f"the chain RPC did not answer: {exc.__class__.__name__}", clikit.FAILED) from None
+                raise
+
+        command = clikit.json_option(command)
+        command = clikit.settings_options(ClientSettings, config=False,
+                                          skip=() if chat_options else ("model",))(command)
+        return clikit.command(name, help=help, epilog=KEY_HELP + "\nexamples:\n" + examples + "\n" +
+                              clikit.EXIT_CODES)(command)
+
+    return decorate
+
+
+@payer_command("deposit", "Buy credits: OPG from your wallet into the CreditEscrow (approve + deposit), or sign an "
+                          "EIP-3009 authorisation and let the relayer submit it (--gasless, no ETH needed).",
+               "  opg deposit 10 --dev-account 4\n  opg deposit 2.5 --gasless --keystore me.json")
+@click.argument("amount")
+@click.option("--gasless", is_flag=True,
+              help="sign an EIP-3009 ReceiveWithAuthorization and let the relayer submit it (no ETH needed)")
+def deposit(args: Any, settings: ClientSettings) -> int:
+    return _deposit(args, settings)
+
+
+@payer_command("balance", "Wallet OPG, credits, what nodes can serve against, withdrawal and thaw, session key, "
+                          "channels, season standing.",
+               "  opg balance --dev-account 4\n  opg balance --payer 0xYourAddress --json")
+@click.option("--unblock", metavar="NODE", help="sign for a node this client blocked for over-charging again")
+def balance(args: Any, settings: ClientSettings) -> int:
+    return _balance(args, settings)
+
+
+@payer_command("withdraw", "Request a withdrawal of AMOUNT (or all) credits; without AMOUNT, complete the pending "
+                           "one once thawed (the time left is shown while it thaws).",
+               "  opg withdraw 5 --dev-account 4      # request\n  opg withdraw --dev-account 4        # complete"
+               "\n  opg withdraw all --wait --dev-account 4")
+@click.argument("amount", required=False)
+@click.option("--cancel", is_flag=True, help="cancel the pending withdrawal")
+@click.option("--wait", is_flag=True, help="wait for the thaw, then complete the withdrawal")
+def withdraw(args: Any, settings: ClientSettings) -> int:
+    return _withdraw(args, settings)
+
+
+@payer_command("session", "Authorise a session key (stored under the state directory) that signs vouchers for chats, "
+                          "with an expiry and an allowance; without flags, show it.",
+               "  opg session --allowance 5 --expiry 7d --dev-account 4\n  opg session --dev-account 4\n"
+               "  opg session --revoke --dev-account 4")
+@click.option("--allowance", metavar="OPG", help="OPG the key may spend in total (its remaining allowance)")
+@click.option("--expiry", default=None, help="how long it lasts: 3600, 90m, 12h, 7d (default 7 days; at least twice "
+                                             "the thaw period)")
+@click.option("--new", is_flag=True, help="a new key even if the stored one is in force")
+@click.option("--revoke", is_flag=True, help="revoke the stored key (effective after the thaw)")
+def session(args: Any, settings: ClientSettings) -> int:
+    return _session(args, settings)
+
+
+@payer_command("chat", "Ask a node: one prompt, or an interactive session like `ollama run` (/model NAME, /clear, "
+                       "/status, /quit). After each answer one row: its cost, credits left, settlement status.",
+               '  opg chat "What is a voucher?" --dev-account 4\n'
+               '  opg chat "Hi" --json --wait-settled 30 --dev-account 4   # answer, cost, receipt, batch, tx\n'
+               "  opg chat --model builtin --dev-account 4                  # interactive",
+               chat_options=True)
+@click.argument("prompt", required=False)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=None,
+              help="most output tokens (the node's default otherwise)")
+@click.option("--system", default=None, help="system prompt")
+@click.option("--temperature", type=float, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--no-stream", is_flag=True, help="wait for the whole answer")
+@click.option("--exact", is_flag=True, help="allow exact payments (on-chain per request) from your OPG")
+@click.option("--max-price", metavar="OPG", help="refuse quotes above this many OPG per request")
+@click.option("--no-session", is_flag=True, help="sign with the payer's own key, not the session key")
+@click.option("--wait-settled", type=float, default=0, metavar="S",
+              help="wait up to S seconds for the answer's settlement (batch and transaction)")
+def chat(args: Any, settings: ClientSettings) -> int:
+    return _chat(args, settings)
+
+
+@clikit.command("dispute", help="Dispute an answer you got: post the bond, hand your prompt and answer to the "
+                                "verifiers (options: `opg dispute --help`).", add_help_option=False,
+                context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+def dispute(argv: tuple[str, ...]) -> int:
+    from .dispute import main
+
     try:
-        args = _parser(command).parse_args(rest)
-    except SystemExit as exc:  # --help (0) or bad usage (2, argparse printed why)
+        return main(list(argv))
+    except SystemExit as exc:  # its --help (0) or a usage error (2, one line printed)
         return int(exc.code or 0)
-    prog = f"opg {command}"
-    try:
-        settings = _settings(args)
-        return HANDLERS[command](args, settings)
-    except CliError as exc:
-        return fail(prog, str(exc), exc.code)
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # a wallet, relayer or chain refusal: one readable line, exit 1
-        from .payer import PaymentRefused
-        from .wallet import WalletError
-
-        if isinstance(exc, (WalletError, PaymentRefused)):
-            return fail(prog, str(exc), 1)
-        import requests
-
-        if isinstance(exc, requests.exceptions.RequestException):
-            return fail(prog, f"the chain RPC did not answer: {exc.__class__.__name__}", 1)
-        raise
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,11 +2,11 @@
 Prometheus metrics, the FastAPI app factory with one error shape and health/metrics routes,
 and serving with graceful shutdown.
 
-  settings  DaemonSettings, load_settings, add_flags, settings_from_args, ConfigError
+  settings  DaemonSettings, load_settings, ConfigError (options from them: offchain.clikit)
   keys      load_account (keystore, or an anvil dev key on chain 31337 only)
   metrics   Counter, Gauge, Histogram, Registry
   errors    ApiError, field_path, from_validation_error
   app       create_app, operations_router, install_error_handlers
-  serve     setup_logging, serve, fail
+  serve     setup_logging, serve, build_daemon
   worker    Worker, Supervisor, Backoff, WorkerHealth: one supervised loop per worker (backoff, health, stop)
 """

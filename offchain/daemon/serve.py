@@ -1,6 +1,6 @@
 """Running a daemon: logging, the uvicorn server, graceful shutdown on SIGTERM / SIGINT (uvicorn finishes the
-requests in flight, then the app's lifespan closes the daemon's workers and store), and a CLI error convention
-(one readable line, exit 2 for configuration errors)."""
+requests in flight, then the app's lifespan closes the daemon's workers and store), and start-up refusals as one
+ConfigError line (``build_daemon``; the CLI's error convention is ``offchain.clikit``'s)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,6 @@ def setup_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("web3", "urllib3", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def fail(prog: str, message: str, code: int = 2) -> int:
-    """Print ``<prog>: error: <message>`` (one line) and return the exit code."""
-    first = str(message).strip().splitlines()[0] if str(message).strip() else "failed"
-    print(f"{prog}: error: {first}", file=sys.stderr)
-    return code
 
 
 def serve(app: Any, host: str, port: int, log_level: str, banner: str | None = None, **uvicorn_options: Any) -> int:

@@ -1,14 +1,13 @@
 """Daemon settings: defaults < config file (TOML or JSON) < environment (``OPG_<ROLE>_*``) < flags.
 
 Each daemon declares one pydantic-settings class (subclassing :class:`DaemonSettings` for the fields every daemon
-has); :func:`add_flags` turns its fields into ``--flags`` and :func:`load_settings` merges the four sources.
+has); :func:`load_settings` merges the four sources. ``offchain.clikit.settings_options`` turns a class's fields into
+command-line options.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
@@ -113,30 +112,3 @@ def load_settings(cls: type[S], flags: dict[str, Any] | None = None, config_file
         name = ".".join(str(p) for p in first["loc"]) or "settings"
         raise ConfigError(f"invalid setting {name}: {first['msg']}") from None
     return settings
-
-
-def add_flags(parser: argparse.ArgumentParser, cls: type[BaseSettings], config_env: str | None = None) -> None:
-    """One ``--flag`` per field of ``cls`` (secrets excepted), each help naming its environment variable, and
-    ``--config``."""
-    prefix = env_prefix(cls)
-    parser.add_argument("--config", type=Path, default=None,
-                        help=f"TOML or JSON settings file (also {config_env or prefix + 'CONFIG'})")
-    for name, info in cls.model_fields.items():
-        if name in SECRET_FIELDS:
-            continue
-        flag = "--" + name.replace("_", "-")
-        default = "" if info.default in (None, ...) or info.default_factory else f"; default {info.default}"
-        help_ = (info.description or "") + f" [env {prefix + name.upper()}{default}]"
-        if info.annotation is bool:
-            parser.add_argument(flag, dest=name, action="store_const", const=True, default=None, help=help_)
-        else:
-            parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=help_)
-
-
-def settings_from_args(cls: type[S], args: argparse.Namespace, section: str, skip: tuple[str, ...] = ()) -> S:
-    """Settings from parsed ``add_flags`` arguments (the config file from ``--config`` or ``<PREFIX>CONFIG``)."""
-    flags = {k: v for k, v in vars(args).items()
-             if k in cls.model_fields and k not in skip and v is not None}
-    config = args.config or (Path(os.environ[env_prefix(cls) + "CONFIG"])
-                             if os.environ.get(env_prefix(cls) + "CONFIG") else None)
-    return load_settings(cls, flags, config, section)

@@ -1,20 +1,12 @@
-"""``opg node``: run an inference node.
-
-  opg node run --rpc-url URL --relayer-url URL --backend builtin (--keystore node.json | --dev-account N) ...
-  opg node settle [--dry-run] [--json] ...     settle the store's vouchers on-chain from the node's own key
-
-Settings come from flags, then OPG_NODE_* environment variables, then the config file (TOML or JSON, keys at top
-level or under [node]), then defaults. The keystore password is read from OPG_NODE_PASSWORD or --password-file.
-"""
+"""``opg node run|settle``: an inference node daemon, and its own on-chain settlement (options generated from
+:class:`NodeSettings`)."""
 
 from __future__ import annotations
 
-import argparse
-import sys
-
-from ..daemon.serve import fail, serve, setup_logging
-from ..daemon.settings import add_flags, settings_from_args
+from .. import clikit
 from .config import ConfigError, NodeSettings
+
+PROG = "opg node"
 
 EPILOG = """\
 what it does:
@@ -25,6 +17,9 @@ what it does:
   that survives crashes. Payloads go only to active verifiers and the payer (GET /v1/payloads/challenge, then
   POST /v1/payloads/<receiptId>). Also /healthz and /metrics. The node must be registered (opg operator register)
   with its public URL as endpoint, or verifiers cannot fetch its payloads.
+
+Settings come from flags, then OPG_NODE_* environment variables, then the config file (TOML or JSON, keys at top
+level or under [node]), then defaults. The keystore password is read from OPG_NODE_PASSWORD or --password-file.
 
 examples:
   # a devnet node on anvil's account 3 with the builtin stand-in model
@@ -50,81 +45,75 @@ pricing.toml:
   [models."llama-3.1-8b"]
   output-token = "0.00005"
 
-backend options (spec?key=value&...): name (the model name served), cheat_rate, and the backend's own: builtin
-  context_length, token_delay; smollm2/llama n_ctx, n_batch, n_ubatch, n_threads; proxy timeout, api_key,
-  context_length. See docs/node.md.
+backend options (spec?key=value&...): name (the model name served) and the backend's own: builtin context_length,
+  token_delay; smollm2/llama n_ctx, n_batch, n_ubatch, n_threads; proxy timeout, api_key, context_length.
+  See docs/node.md.
+"""
+
+SETTLE_EPILOG = """\
+examples:
+  opg node settle --rpc-url http://127.0.0.1:8545 --store var/node.sqlite3 --keystore node.json --dry-run
+  opg node settle --dev-account 3 --json       # {"claims": [{"payer", "total", "spent", "outcome", ...}]}
 """
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="opg node", description="OPG inference node")
-    sub = parser.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="run the inference node daemon",
-                         description="Run an inference node: OpenAI-compatible chat behind x402 v2, signed "
-                                     "receipts, durable hand-over to the relayer, payload release to verifiers.",
-                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_flags(run, NodeSettings)
-    settle = sub.add_parser(
-        "settle", help="settle this node's vouchers on-chain itself (relayer down, censoring, or too late)",
-        description="Settle every channel of this node's store whose highest receipt is not paid on-chain yet, "
-                    "with CreditEscrow.settle_batch from the node's own key (it pays the gas). Idempotent: "
-                    "the escrow never pays a total twice, so it is safe while the relayer settles too.",
-        epilog="example:\n  opg node settle --rpc-url http://127.0.0.1:8545 --store var/node.sqlite3 --keystore node.json"
-               " --dry-run", formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_flags(settle, NodeSettings)
-    settle.add_argument("--dry-run", action="store_true", help="simulate and report, send nothing")
-    settle.add_argument("--json", action="store_true", help="machine-readable output")
-    return parser
+@clikit.group("node", help="An inference node: OpenAI-compatible chat behind x402 v2, and its own settlement.")
+def node() -> None:
+    pass
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command not in ("run", "settle"):
-        parser.print_help()
-        return 0 if args.command is None else 2
-    try:
-        settings = settings_from_args(NodeSettings, args, section="node")
-    except ConfigError as exc:
-        return fail("opg node", str(exc))
-    if args.command == "settle":
-        return _settle(settings, args.dry_run, args.json)
-    setup_logging(settings.log_level)
-    try:
-        node = _build(settings)
-    except ConfigError as exc:
-        return fail("opg node", str(exc))
+@node.command("run", help="Run an inference node: OpenAI-compatible chat behind x402 v2, signed receipts, durable "
+                          "hand-over to the relayer, payload release to verifiers.", epilog=EPILOG)
+@clikit.settings_options(NodeSettings, section="node", prog=PROG)
+def run(settings: NodeSettings) -> int:
+    from ..daemon.serve import serve
     from .api import create_asgi
-
-    banner = (f"opg node: {node.address} on chain {node.chain_id} serving "
-              f"{', '.join(m.name for m in node.catalog.list())}; relayer {settings.relayer_url}; listening on "
-              f"http://{settings.host}:{settings.port}")
-    return serve(create_asgi(node), settings.host, settings.port, settings.log_level, banner=banner)
-
-
-def _settle(settings: NodeSettings, dry_run: bool, as_json: bool) -> int:
-    import requests
-
-    from .settle import print_results, settle
-
-    try:
-        results = settle(settings, dry_run)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        return fail("opg node", str(exc))
-    except requests.exceptions.RequestException as exc:
-        return fail("opg node", f"cannot reach the chain at {settings.rpc_url}: {exc.__class__.__name__}", 1)
-    except Exception as exc:
-        return fail("opg node", f"settlement failed: {exc}", 1)
-    print_results(results, as_json)
-    return 0 if all(r["outcome"] in (0, 1) for r in results) else 1
-
-
-def _build(settings):
-    from ..daemon.serve import build_daemon
     from .service import Node
 
-    return build_daemon(Node, settings)
+    daemon = clikit.start_daemon(PROG, Node, settings)
+    banner = (f"{PROG}: {daemon.address} on chain {daemon.chain_id} serving "
+              f"{', '.join(m.name for m in daemon.catalog.list())}; relayer {settings.relayer_url}; listening on "
+              f"http://{settings.host}:{settings.port}")
+    return serve(create_asgi(daemon), settings.host, settings.port, settings.log_level, banner=banner)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+@node.command("settle", help="Settle this node's vouchers on-chain itself (relayer down, censoring, or too late): "
+                             "every channel of the store whose highest receipt is not paid yet, with "
+                             "CreditEscrow.settle_batch from the node's own key (it pays the gas). Idempotent: the "
+                             "escrow never pays a total twice, so it is safe while the relayer settles too.",
+              epilog=SETTLE_EPILOG)
+@clikit.settings_options(NodeSettings, section="node", prog=PROG)
+@clikit.click.option("--dry-run", is_flag=True, help="simulate and report, send nothing")
+@clikit.json_option
+def settle(settings: NodeSettings, dry_run: bool, as_json: bool) -> int:
+    results = settle_channels(settings, dry_run)
+    clikit.emit({"claims": results}, as_json, settle_lines(results))
+    return clikit.OK if all(r["outcome"] in (0, 1) for r in results) else clikit.FAILED
+
+
+def settle_channels(settings: NodeSettings, dry_run: bool) -> list[dict]:
+    """The claims' outcomes (data); failures as one-line CliErrors."""
+    import requests
+
+    from .settle import settle as settle_store
+
+    try:
+        return settle_store(settings, dry_run)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        raise clikit.CliError(str(exc), clikit.USAGE, PROG) from None
+    except requests.exceptions.RequestException as exc:
+        raise clikit.CliError(f"cannot reach the chain at {settings.rpc_url}: {exc.__class__.__name__}",
+                              clikit.FAILED, PROG) from None
+    except Exception as exc:
+        raise clikit.CliError(f"settlement failed: {exc}", clikit.FAILED, PROG) from None
+
+
+def settle_lines(results: list[dict]) -> list[str]:
+    if not results:
+        return ["nothing to settle: every channel is paid up to its highest receipt"]
+    lines = []
+    for r in results:
+        verb = "would settle" if r["dryRun"] and r["outcome"] == 0 else r["result"]
+        lines.append(f"{r['payer']}: {int(r['total']) - int(r['spent'])} wei ({r['receipts']} receipt(s)) -> {verb}"
+                     + (f" in {r['transaction']}" if r["transaction"] else ""))
+    return lines

@@ -1,20 +1,20 @@
 """``opg operator``: manage the staked account behind an inference node or a verifier.
 
-Each command prints one readable line per outcome (``status`` prints a short report), or one JSON object with
-``--json``. Exit codes: 0 done, 1 refused or failed (the line says why, with the contract's revert reason or the
-time when it becomes possible), 2 bad usage or configuration.
+Each command is a body returning (JSON result, readable lines) from :mod:`offchain.operator.ops`; ``operator_command``
+prints one of them (``--json``: one JSON object), or the refusal as one line with the contract's revert reason or the
+time when it becomes possible. Exit codes: :mod:`offchain.clikit`'s.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
-from pathlib import Path
+import functools
+from collections.abc import Callable
 from typing import Any
 
-from ..daemon.settings import ConfigError, load_settings
+import click
+
+from .. import clikit
+from ..daemon.settings import ConfigError
 from .settings import OperatorSettings
 
 PROG = "opg operator"
@@ -114,179 +114,172 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
 }
 
-SETTING_FLAGS = ("rpc_url", "deployment", "keystore", "password_file", "dev_account", "relayer_url", "tx_timeout",
-                 "from_block")
+COMMON = ("rpc_url", "deployment", "keystore", "password_file", "dev_account", "tx_timeout")
 
 
-def _parser() -> argparse.ArgumentParser:
-    fmt = argparse.RawDescriptionHelpFormatter
-    common = argparse.ArgumentParser(add_help=False)
-    g = common.add_argument_group("chain and key")
-    g.add_argument("--rpc-url", metavar="URL", help="JSON-RPC endpoint [env OPG_OPERATOR_RPC_URL; default "
-                                                     "http://127.0.0.1:8545]")
-    g.add_argument("--deployment", metavar="FILE", help="deployment file [default deployments/<chainId>.json]")
-    g.add_argument("--keystore", metavar="FILE", help="encrypted keystore of the account (eth-account or ape "
-                                                      "format); password in OPG_OPERATOR_PASSWORD")
-    g.add_argument("--password-file", metavar="FILE", help="file holding the keystore password")
-    g.add_argument("--dev-account", metavar="N", help="anvil development account N (chain 31337 only)")
-    g.add_argument("--config", metavar="FILE", type=Path, help="TOML or JSON settings [env OPG_OPERATOR_CONFIG]")
-    g.add_argument("--tx-timeout", metavar="S", help="seconds to wait for each transaction [default 120]")
-    g.add_argument("--json", action="store_true", help="print one JSON object (amounts in wei, as strings)")
-
-    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    subs = {}
-    for name, (help_, description, examples) in COMMANDS.items():
-        subs[name] = sub.add_parser(name, help=help_, description=description, epilog="examples:\n" + examples,
-                                    parents=[common], formatter_class=fmt)
-    subs["register"].add_argument("--role", required=True, choices=["inference", "verifier"],
-                                  help="inference (serves models) or verifier (re-executes and votes)")
-    subs["register"].add_argument("--stake", required=True, metavar="OPG", help="initial stake in OPG")
-    subs["register"].add_argument("--endpoint", required=True, metavar="URL",
-                                  help="where the daemon serves (http(s)://, at most 256 bytes)")
-    subs["stake"].add_argument("amount", metavar="AMOUNT", help="OPG to add")
-    subs["unbond"].add_argument("amount", metavar="AMOUNT", help="OPG to unbond, or `all`")
-    subs["set-endpoint"].add_argument("endpoint", metavar="URL", help="the new endpoint")
-    for name in ("status", "claim"):
-        subs[name].add_argument("--from-block", metavar="N",
-                                help="first block scanned for events [default: the deployment's first block]")
-    st = subs["status"]
-    st.add_argument("--address", metavar="ADDR", help="show this account (no key needed)")
-    st.add_argument("--relayer-url", metavar="URL", help="also list the relayer's slashing submissions against "
-                                                         "the account [env OPG_OPERATOR_RELAYER_URL]")
-    st.add_argument("--no-probe", action="store_true", help="do not call the endpoint's /healthz")
-    return parser
+@clikit.group("operator", help=DESCRIPTION, epilog=EPILOG + "\n\n" + clikit.EXIT_CODES)
+def operator() -> None:
+    pass
 
 
-def _settings(args: argparse.Namespace) -> OperatorSettings:
-    flags = {k: getattr(args, k, None) for k in SETTING_FLAGS}
-    config = args.config or (Path(os.environ["OPG_OPERATOR_CONFIG"]) if os.environ.get("OPG_OPERATOR_CONFIG")
-                             else None)
-    return load_settings(OperatorSettings, flags, config, section="operator")
+def operator_command(name: str, extra: tuple[str, ...] = ()) -> Callable[[Callable[..., Result]], Any]:
+    """An ``opg operator`` command: the body returns (JSON result, readable lines); this prints one of them, or
+    the refusal as one line (with ``--json`` also ``{"ok": false, "error": ...}`` on stdout)."""
+    short, description, examples = COMMANDS[name]
+
+    def decorate(body: Callable[..., Result]) -> Any:
+        @functools.wraps(body)
+        def command(settings: OperatorSettings, as_json: bool, **params: Any) -> int:
+            from .ops import OperatorError
+
+            try:
+                result, lines = body(settings, **params)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one readable line, never a traceback
+                code, data, message = clikit.FAILED, {}, f"{exc.__class__.__name__}: {clikit.one_line(exc)}"
+                if isinstance(exc, OperatorError):
+                    code, data, message = exc.code, exc.data, clikit.one_line(exc)
+                elif isinstance(exc, (ConfigError, clikit.CliError)):
+                    code, message = getattr(exc, "exit_code", clikit.USAGE), clikit.one_line(exc)
+                if as_json:
+                    clikit.emit({"ok": False, "error": message, **data}, True, indent=None)
+                raise clikit.CliError(message, code) from None
+            clikit.emit({"ok": True, "command": name, **result}, True) if as_json else clikit.emit(None, False, lines)
+            return clikit.OK
+
+        command = clikit.json_option(command)
+        command = clikit.settings_options(OperatorSettings, section="operator", only=COMMON + extra)(command)
+        return operator.command(name, help=description, short_help=short,
+                                epilog="examples:\n" + examples)(command)
+
+    return decorate
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv:
-        parser.print_help()
-        return 0
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2, message already printed)
-        return int(exc.code or 0)
-    if args.command is None:
-        parser.print_help()
-        return 0
-    prog = f"{PROG} {args.command}"
-    try:
-        settings = _settings(args)
-        result = run(args, settings)
-    except ConfigError as exc:
-        return _fail(prog, str(exc), 2, args.json, {})
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # noqa: BLE001 - one readable line, never a traceback
-        from .ops import OperatorError
-
-        if isinstance(exc, OperatorError):
-            return _fail(prog, str(exc), exc.code, args.json, exc.data)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        return _fail(prog, f"{exc.__class__.__name__}: {first}", 1, args.json, {})
-    if args.json:
-        print(json.dumps({"ok": True, "command": args.command, **result}, indent=2))
-    else:
-        for line in result.pop("_lines"):
-            print(line)
-    return 0
+Result = tuple[dict[str, Any], list[str]]
 
 
-def _fail(prog: str, message: str, code: int, as_json: bool, data: dict) -> int:
-    first = message.strip().splitlines()[0] if message.strip() else "failed"
-    if as_json:
-        print(json.dumps({"ok": False, "error": first, **data}))
-    print(f"{prog}: error: {first}", file=sys.stderr)
-    return code
-
-
-def run(args: argparse.Namespace, settings: OperatorSettings) -> dict[str, Any]:
-    """Run one command; returns its JSON result with ``_lines`` (the readable output) added."""
-    from .ops import Operator, OperatorError, fmt_opg, parse_opg, when
-
-    command = args.command
-    if command == "status":
-        address = args.address
-        if address is not None:
-            from web3 import Web3
-
-            if not Web3.is_address(address):
-                raise OperatorError(f"--address {address!r} is not an address", 2)
-        op = Operator.connect(settings, need_key=False, address=address)
-        result = op.status(probe=not args.no_probe)
-        result["_lines"] = status_lines(result)
-        return result
-
-    # Validate arguments before touching the chain.
-    amount = None
-    if command == "register":
-        stake = parse_opg(args.stake, "stake")
-    elif command == "stake":
-        amount = parse_opg(args.amount)
-    elif command == "unbond" and args.amount.strip().lower() != "all":
-        amount = parse_opg(args.amount)
-    op = Operator.connect(settings, need_key=True)
-    now = op.now
-    if command == "register":
-        r = op.register(args.role, stake, args.endpoint)
-        line = f"registered {r['address']} as {'an inference node' if args.role == 'inference' else 'a verifier'}: " \
-               f"stake {fmt_opg(int(r['stake']))}, endpoint {r['endpoint']}; "
-        line += "it can serve and be paid now" if args.role == "inference" else \
-            f"its stake is warm from {when(r['warmupEndsAt'], now())}, then a heartbeat makes it live the next epoch"
-    elif command == "stake":
-        r = op.add_stake(amount)
-        line = f"added {fmt_opg(amount)}: stake now {fmt_opg(int(r['stake']))}"
-        if r["role"] == "verifier":
-            line += f", the new stake weighs from {when(r['warmupEndsAt'], now())}"
-        if r["wasJailed"]:
-            line += "; released from jail" if not r["jailed"] else "; still jailed (see `opg operator status`)"
-    elif command == "unbond":
-        r = op.unbond(amount)
-        line = (f"unbonding {fmt_opg(int(r['amount']))} ({fmt_opg(int(r['unbonding']))} unbonding in all, "
-                f"{fmt_opg(int(r['stake']))} still active): withdrawable from {when(r['withdrawableAt'], now())}")
-    elif command == "withdraw":
-        r = op.withdraw()
-        line = f"withdrew {fmt_opg(int(r['amount']))} of unbonded stake; wallet now {fmt_opg(int(r['balance']))}"
-    elif command == "claim":
-        r = op.claim()
-        parts = []
-        if r["verifierRewards"]:
-            total = sum(int(i["amount"]) for i in r["verifierRewards"])
-            parts.append(f"verifier pools of epoch{'s' if len(r['verifierRewards']) > 1 else ''} "
-                         f"{', '.join(str(i['epoch']) for i in r['verifierRewards'])}: {fmt_opg(total)}")
-        if r["emissions"]:
-            total = sum(int(i["amount"]) for i in r["emissions"])
-            parts.append(f"emissions of epoch{'s' if len(r['emissions']) > 1 else ''} "
-                         f"{', '.join(str(i['epoch']) for i in r['emissions'])}: {fmt_opg(total)}")
-        detail = f" (collected {'; '.join(parts)})" if parts else ""
-        if int(r["claimed"]):
-            line = f"claimed {fmt_opg(int(r['claimed']))}{detail}; wallet now {fmt_opg(int(r['balance']))}"
-        else:
-            line = f"nothing to claim{detail}"
-    elif command == "set-endpoint":
-        r = op.set_endpoint(args.endpoint)
-        line = f"endpoint now {r['endpoint']} (was {r['previous']})"
-    elif command == "unjail":
-        r = op.unjail()
-        line = f"released {r['address']} from jail"
-    elif command == "heartbeat":
-        r = op.heartbeat()
-        line = f"heartbeat: weight {fmt_opg(int(r['weight']))} recorded for epoch {r['epoch']}"
-    else:  # pragma: no cover - argparse restricts the choices
-        raise OperatorError(f"unknown command {command!r}", 2)
+def _with_txs(line: str, r: dict) -> list[str]:
     if r.get("txs"):
         line += f"; tx {r['txs'][-1]}" if len(r["txs"]) == 1 else f"; {len(r['txs'])} txs, last {r['txs'][-1]}"
-    r["_lines"] = [line]
-    return r
+    return [line]
+
+
+def _connect(settings: OperatorSettings) -> Any:
+    from .ops import Operator
+
+    return Operator.connect(settings, need_key=True)
+
+
+@operator_command("status", extra=("relayer_url", "from_block"))
+@click.option("--address", metavar="ADDR", help="show this account (no key needed)")
+@click.option("--no-probe", is_flag=True, help="do not call the endpoint's /healthz")
+def status(settings: OperatorSettings, address: str | None, no_probe: bool) -> Result:
+    from .ops import Operator, OperatorError
+
+    if address is not None:
+        from web3 import Web3
+
+        if not Web3.is_address(address):
+            raise OperatorError(f"--address {address!r} is not an address", 2)
+    result = Operator.connect(settings, need_key=False, address=address).status(probe=not no_probe)
+    return result, status_lines(result)
+
+
+@operator_command("register")
+@click.option("--role", required=True, type=click.Choice(["inference", "verifier"]),
+              help="inference (serves models) or verifier (re-executes and votes)")
+@click.option("--stake", required=True, metavar="OPG", help="initial stake in OPG")
+@click.option("--endpoint", required=True, metavar="URL", help="where the daemon serves (http(s)://, at most 256 bytes)")
+def register(settings: OperatorSettings, role: str, stake: str, endpoint: str) -> Result:
+    from .ops import fmt_opg, parse_opg, when
+
+    amount = parse_opg(stake, "stake")  # arguments before the chain
+    op = _connect(settings)
+    r = op.register(role, amount, endpoint)
+    line = f"registered {r['address']} as {'an inference node' if role == 'inference' else 'a verifier'}: " \
+           f"stake {fmt_opg(int(r['stake']))}, endpoint {r['endpoint']}; "
+    line += "it can serve and be paid now" if role == "inference" else \
+        f"its stake is warm from {when(r['warmupEndsAt'], op.now())}, then a heartbeat makes it live the next epoch"
+    return r, _with_txs(line, r)
+
+
+@operator_command("stake")
+@click.argument("amount", metavar="AMOUNT")
+def stake(settings: OperatorSettings, amount: str) -> Result:
+    from .ops import fmt_opg, parse_opg, when
+
+    value = parse_opg(amount)
+    op = _connect(settings)
+    r = op.add_stake(value)
+    line = f"added {fmt_opg(value)}: stake now {fmt_opg(int(r['stake']))}"
+    if r["role"] == "verifier":
+        line += f", the new stake weighs from {when(r['warmupEndsAt'], op.now())}"
+    if r["wasJailed"]:
+        line += "; released from jail" if not r["jailed"] else "; still jailed (see `opg operator status`)"
+    return r, _with_txs(line, r)
+
+
+@operator_command("unbond")
+@click.argument("amount", metavar="AMOUNT")
+def unbond(settings: OperatorSettings, amount: str) -> Result:
+    from .ops import fmt_opg, parse_opg, when
+
+    value = None if amount.strip().lower() == "all" else parse_opg(amount)
+    op = _connect(settings)
+    r = op.unbond(value)
+    line = (f"unbonding {fmt_opg(int(r['amount']))} ({fmt_opg(int(r['unbonding']))} unbonding in all, "
+            f"{fmt_opg(int(r['stake']))} still active): withdrawable from {when(r['withdrawableAt'], op.now())}")
+    return r, _with_txs(line, r)
+
+
+@operator_command("withdraw")
+def withdraw(settings: OperatorSettings) -> Result:
+    from .ops import fmt_opg
+
+    r = _connect(settings).withdraw()
+    return r, _with_txs(f"withdrew {fmt_opg(int(r['amount']))} of unbonded stake; wallet now "
+                        f"{fmt_opg(int(r['balance']))}", r)
+
+
+@operator_command("claim", extra=("from_block",))
+def claim(settings: OperatorSettings) -> Result:
+    from .ops import fmt_opg
+
+    r = _connect(settings).claim()
+    parts = []
+    for key, what in (("verifierRewards", "verifier pools"), ("emissions", "emissions")):
+        if r[key]:
+            total = sum(int(i["amount"]) for i in r[key])
+            parts.append(f"{what} of epoch{'s' if len(r[key]) > 1 else ''} "
+                         f"{', '.join(str(i['epoch']) for i in r[key])}: {fmt_opg(total)}")
+    detail = f" (collected {'; '.join(parts)})" if parts else ""
+    if int(r["claimed"]):
+        line = f"claimed {fmt_opg(int(r['claimed']))}{detail}; wallet now {fmt_opg(int(r['balance']))}"
+    else:
+        line = f"nothing to claim{detail}"
+    return r, _with_txs(line, r)
+
+
+@operator_command("set-endpoint")
+@click.argument("endpoint", metavar="URL")
+def set_endpoint(settings: OperatorSettings, endpoint: str) -> Result:
+    r = _connect(settings).set_endpoint(endpoint)
+    return r, _with_txs(f"endpoint now {r['endpoint']} (was {r['previous']})", r)
+
+
+@operator_command("unjail")
+def unjail(settings: OperatorSettings) -> Result:
+    r = _connect(settings).unjail()
+    return r, _with_txs(f"released {r['address']} from jail", r)
+
+
+@operator_command("heartbeat")
+def heartbeat(settings: OperatorSettings) -> Result:
+    from .ops import fmt_opg
+
+    r = _connect(settings).heartbeat()
+    return r, _with_txs(f"heartbeat: weight {fmt_opg(int(r['weight']))} recorded for epoch {r['epoch']}", r)
 
 
 def status_lines(s: dict) -> list[str]:
@@ -379,6 +372,3 @@ def status_lines(s: dict) -> list[str]:
     lines.append(f"  wallet       {wallet}")
     return lines
 
-
-if __name__ == "__main__":
-    sys.exit(main())

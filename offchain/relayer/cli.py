@@ -1,61 +1,51 @@
-"""``opg relayer``: run the settlement relayer.
-
-  opg relayer run --rpc-url URL --deployment deployments/31337.json --store var/relayer.sqlite3 \\
-      --batch-size 100 --batch-age 5 --confirmations 1 --host 127.0.0.1 --port 8402 \\
-      (--keystore relayer.json [--password-file FILE] | --dev-account N) [--config relayer.toml]
-
-Settings come from flags, then OPG_RELAYER_* environment variables, then the config file (TOML or JSON), then
-defaults. The keystore password is read from OPG_RELAYER_PASSWORD or --password-file, never from a flag.
-"""
+"""``opg relayer run``: the settlement relayer daemon (options generated from :class:`RelayerSettings`)."""
 
 from __future__ import annotations
 
-import argparse
 import gc
 import sys
 
-from ..daemon.serve import setup_logging
-from ..daemon.settings import add_flags, settings_from_args
-from .config import ConfigError, RelayerSettings
-from .keccak import use_fast_keccak
+import click
+
+from .. import clikit
+from .config import RelayerSettings
+
+PROG = "opg relayer"
+
+EPILOG = """\
+Settings come from flags, then OPG_RELAYER_* environment variables, then the config file (TOML or JSON, keys at top
+level or under [relayer]), then defaults. The keystore password is read from OPG_RELAYER_PASSWORD or
+--password-file, never from a flag.
+
+examples:
+  # a devnet relayer on anvil's account 1
+  opg relayer run --rpc-url http://127.0.0.1:8545 --dev-account 1
+
+  # a real relayer: keystore key, its own store, batches of 100 receipts or 5 s
+  OPG_RELAYER_PASSWORD=... opg relayer run --rpc-url https://rpc.example --deployment deployments/8453.json \\
+      --keystore relayer.json --store /var/lib/opg/relayer.sqlite3 --batch-size 100 --batch-age 5 \\
+      --confirmations 2 --host 0.0.0.0 --port 8402
+
+  # the same from a config file
+  opg relayer run --config relayer.toml        # [relayer] rpc-url = "...", batch-size = 100
+"""
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="opg relayer", description="OPG settlement relayer")
-    sub = parser.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="run the relayer daemon",
-                         description="Run the relayer: x402 facilitator, batch settlement, slashing.")
-    add_flags(run, RelayerSettings)
-    return parser
+@clikit.group("relayer", help="The settlement relayer: x402 facilitator, batch settlement, slashing.")
+def relayer() -> None:
+    pass
 
 
-def main(argv: list[str] | None = None) -> int:
-    use_fast_keccak()
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command != "run":
-        parser.print_help()
-        return 0 if args.command is None else 2
-    try:
-        settings = settings_from_args(RelayerSettings, args, section="relayer")
-    except ConfigError as exc:
-        print(f"opg relayer: error: {exc}", file=sys.stderr)
-        return 2
-    setup_logging(settings.log_level)
-    try:
-        relayer = _build(settings)
-    except ConfigError as exc:
-        print(f"opg relayer: error: {exc}", file=sys.stderr)
-        return 2
-    return _serve(relayer)
-
-
-def _build(settings):
-    from ..daemon.serve import build_daemon
+@relayer.command("run", help="Run the relayer: x402 facilitator (/verify, /settle), batch settlement, slashing.",
+                 epilog=EPILOG)
+@clikit.settings_options(RelayerSettings, section="relayer", prog=PROG)
+def run(settings: RelayerSettings) -> int:
+    from .keccak import use_fast_keccak
     from .service import Relayer
     from .store import StoreMismatch
 
-    return build_daemon(Relayer, settings, (StoreMismatch,))
+    use_fast_keccak()
+    return _serve(clikit.start_daemon(PROG, Relayer, settings, (StoreMismatch,)))
 
 
 def _serve(relayer) -> int:
@@ -78,7 +68,7 @@ def _serve(relayer) -> int:
                             access_log=settings.log_level == "debug", loop="uvloop", http="httptools",
                             timeout_keep_alive=30, backlog=4096)
     server = uvicorn.Server(config)
-    print(f"opg relayer: {relayer.address} on chain {relayer.chain_id}, listening on "
-          f"http://{settings.host}:{settings.port}", file=sys.stderr, flush=True)
+    click.echo(f"{PROG}: {relayer.address} on chain {relayer.chain_id}, listening on "
+               f"http://{settings.host}:{settings.port}", err=True)
     server.run()
     return 0

@@ -50,10 +50,7 @@ class RelayerSettings(DaemonSettings):
     rpc_retries: int = Field(6, ge=0, le=50, description="retries of an RPC call that failed to connect")
     resend_after: float = Field(60.0, gt=0, description="re-broadcast with higher fees a tx pending this long (s)")
     exact_timeout: float = Field(30.0, gt=0, description="how long POST /settle waits for an exact transfer (s)")
-    # Operations (and the skeleton's: rpc_url, deployment, host, keystore, password, dev_account, log_level)
-    fault_exit_after_sent: bool = Field(
-        False, description="TESTING ONLY: exit hard right after a batch is recorded 'sent', before broadcasting it"
-    )
+    # (and the skeleton's: rpc_url, deployment, host, keystore, password, dev_account, log_level)
 
 
 def load_settings(flags: dict[str, Any] | None = None, config_file: Path | None = None) -> RelayerSettings:

@@ -19,49 +19,57 @@ The app listens on 127.0.0.1 only by default. Every page is served with Content-
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from .. import clikit
 
 DEVNET_CHAIN_ID = 31337
+PROG = "opg web"
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="opg web", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rpc-url", default=os.environ.get("OPG_WEB_RPC_URL", "http://127.0.0.1:8545"),
-                   help="JSON-RPC endpoint of the chain (env OPG_WEB_RPC_URL; default %(default)s)")
-    p.add_argument("--relayer-url", default=os.environ.get("OPG_WEB_RELAYER_URL", "http://127.0.0.1:8402"),
-                   help="the relayer (env OPG_WEB_RELAYER_URL; default %(default)s)")
-    p.add_argument("--deployment", type=Path, default=None,
-                   help="deployment file (default deployments/<chainId>.json)")
-    keys = p.add_argument_group("the payer (one of)")
-    keys.add_argument("--dev-account", type=int, default=None,
-                      help="anvil's public development key N (refused unless the chain id is 31337)")
-    keys.add_argument("--keystore", type=Path, default=None,
-                      help="eth-account/ape keystore JSON; password from OPG_WEB_PASSWORD or --password-file")
-    keys.add_argument("--password-file", type=Path, default=None, help="file whose first line is the password")
-    keys.add_argument("--payer", default=None,
-                      help="the payer's address, holding only its stored session key (no main key)")
-    p.add_argument("--state-dir", type=Path, default=Path(os.environ.get("OPG_CLIENT_STATE_DIR", "~/.opg")),
-                   help="the client's state directory: channels, session keys, answered requests "
-                        "(env OPG_CLIENT_STATE_DIR; default %(default)s, as `opg chat`)")
-    p.add_argument("--host", default="127.0.0.1", help="listen address (default %(default)s)")
-    p.add_argument("--port", type=int, default=8600, help="listen port (default %(default)s)")
-    p.add_argument("--max-tokens", type=int, default=128, help="default max_tokens of a chat (default %(default)s)")
-    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
-    return p
+def _fail(message: str, code: int = clikit.USAGE) -> NoReturn:
+    raise clikit.CliError(message, code, PROG)
 
 
-def _fail(message: str, code: int = 2) -> int:
-    print(f"opg web: error: {message}", file=sys.stderr)
-    return code
+@clikit.command("web", help="Serve the local web app for one payer.", epilog=__doc__.split("\n\n", 1)[1]
+                + "\n" + clikit.EXIT_CODES)
+@click.option("--rpc-url", envvar="OPG_WEB_RPC_URL", default="http://127.0.0.1:8545", show_default=True,
+              help="JSON-RPC endpoint of the chain [env OPG_WEB_RPC_URL]")
+@click.option("--relayer-url", envvar="OPG_WEB_RELAYER_URL", default="http://127.0.0.1:8402", show_default=True,
+              help="the relayer [env OPG_WEB_RELAYER_URL]")
+@click.option("--deployment", type=click.Path(path_type=Path), default=None,
+              help="deployment file (default deployments/<chainId>.json)")
+@click.option("--dev-account", type=int, default=None,
+              help="the payer (one of three): anvil's public development key N (refused unless the chain id is 31337)")
+@click.option("--keystore", type=click.Path(path_type=Path), default=None,
+              help="the payer (one of three): eth-account/ape keystore JSON; password from OPG_WEB_PASSWORD or "
+                   "--password-file")
+@click.option("--password-file", type=click.Path(path_type=Path), default=None,
+              help="file whose first line is the password")
+@click.option("--payer", default=None,
+              help="the payer (one of three): its address, holding only its stored session key (no main key)")
+@click.option("--state-dir", type=click.Path(path_type=Path), envvar="OPG_CLIENT_STATE_DIR", default=Path("~/.opg"),
+              show_default=True, help="the client's state directory: channels, session keys, answered requests "
+                                      "[env OPG_CLIENT_STATE_DIR] (as `opg chat`)")
+@click.option("--host", default="127.0.0.1", show_default=True, help="listen address")
+@click.option("--port", type=int, default=8600, show_default=True, help="listen port")
+@click.option("--max-tokens", type=int, default=128, show_default=True, help="default max_tokens of a chat")
+@click.option("--log-level", default="warning", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def web(**options: object) -> int:
+    return serve_web(options)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def serve_web(options: dict) -> int:
+    """Check the chain and the key, then serve the app until Ctrl-C (130) or SIGTERM (0)."""
+    from types import SimpleNamespace
+
+    args = SimpleNamespace(**options)
     from eth_account import Account
     from web3 import Web3
 
@@ -124,7 +132,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -35,8 +35,8 @@ def write_keystore(path: Path, key: str, password: str) -> Path:
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """``offchain.client.cli.main(args)`` in this process: (exit code, stdout, stderr)."""
-    from offchain.client.cli import main
+    """``opg ARGS`` (``offchain.cli.main``) in this process: (exit code, stdout, stderr)."""
+    from offchain.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     saved = {k: os.environ.get(k) for k in (env or {})}

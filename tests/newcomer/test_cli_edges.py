@@ -112,18 +112,19 @@ class CutAfter(io.StringIO):
 @pytest.mark.parametrize("mode", ["one-shot", "interactive"])
 def test_ctrl_c_during_a_streamed_answer_prints_its_row(devnet, cli, tmp_path, monkeypatch, mode):
     key = new_payer(devnet, tmp_path, credits=2 * OPG)
-    from offchain.client import cli as client_cli
+    from offchain.cli import main
+    from offchain.client import cli as client_cli  # its chat rows are printed by this module
 
     term = CutAfter(3)
     printed: list[str] = []
     monkeypatch.setattr(client_cli, "print", lambda *a, **k: printed.append(" ".join(map(str, a))), raising=False)
     monkeypatch.setattr(sys, "stdout", term)
     if mode == "one-shot":
-        code = client_cli.main(["chat", "Tell me a long story", "--max-tokens", "60", *key])
+        code = main(["chat", "Tell me a long story", "--max-tokens", "60", *key])
         assert code == 130
     else:
         monkeypatch.setattr(sys, "stdin", io.StringIO("Tell me a long story\n/quit\n"))
-        code = client_cli.main(["chat", "--max-tokens", "60", *key])
+        code = main(["chat", "--max-tokens", "60", *key])
         assert code == 0
     rows = [p for p in printed if "cut short" in p]
     assert len(rows) == 1, printed

@@ -272,8 +272,8 @@ def test_settings_from_env_and_flags(monkeypatch):
 
 
 def test_cli_refuses_bad_configuration_with_one_line(capsys):
-    from offchain.verifier.cli import main
+    from offchain.cli import main
 
-    assert main(["run", "--sample-rate", "7"]) == 2
+    assert main(["verifier", "run", "--sample-rate", "7"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("opg verifier: error: invalid setting sample_rate")
