@@ -1,94 +1,53 @@
-"""Web3 access to a deployed system, found through ``deployments/<chainId>.json``."""
+"""``Chain``: the contracts of one deployment on one web3 connection, as every role holds them.
+
+It is the SDK's :class:`~offchain.sdk.contracts.Contracts` (typed wrappers whose reads return dataclasses; each
+keeps ``.functions``/``.events``/``.address`` of its web3 contract) plus the few reads the daemons call on the
+chain as a whole. Protocol constants live in :mod:`offchain.sdk.constants`; the bootstrap in
+:func:`offchain.sdk.connect.connect`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
-from web3 import Web3
-
 from .abi import abi
-from .deployments import Deployment, load_deployment
-from .messages import Domain
+from .sdk.connect import open_deployment
+from .sdk.constants import ROLE_INFERENCE, ROLE_VERIFIER, SKIP_REASONS
+from .sdk.contracts import Contracts
 
-ROLE_INFERENCE = 1
-ROLE_VERIFIER = 2
-SKIP_REASONS = {
-    0: "settled",
-    1: "stale: the channel already paid this total",
-    2: "node not payable (unregistered or jailed)",
-    3: "bad voucher signature (not the payer's, or an expired session key's)",
-    4: "payer balance too low",
-    5: "session key allowance exceeded",
-}
+__all__ = ["Chain", "ROLE_INFERENCE", "ROLE_VERIFIER", "SKIP_REASONS"]
 
 
-@dataclass
-class Chain:
-    """A web3 connection plus the four contracts of one deployment."""
-
-    w3: Web3
-    deployment: Deployment
+class Chain(Contracts):
+    """A web3 connection plus the contracts of one deployment."""
 
     @classmethod
     def connect(cls, rpc_url: str, deployment_file: str | Path | None = None, timeout: float = 30) -> Chain:
-        w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
-        chain_id = w3.eth.chain_id
-        deployment = load_deployment(chain_id=chain_id, path=deployment_file)
-        return cls(w3=w3, deployment=deployment)
-
-    @property
-    def chain_id(self) -> int:
-        return self.deployment.chainId
+        """The deployment at ``rpc_url`` (its file, or ``deployments/<chainId>.json``); ConfigError if unusable."""
+        conn = open_deployment(rpc_url, deployment_file, timeout=timeout, require=())
+        return cls(w3=conn.w3, deployment=conn.deployment)
 
     def contract(self, name: str):
+        """The web3 contract ``name`` of the deployment."""
         return self.w3.eth.contract(address=self.deployment.address(name), abi=abi(name))
-
-    @cached_property
-    def opg(self):
-        return self.contract("OPG")
-
-    @cached_property
-    def escrow(self):
-        return self.contract("CreditEscrow")
-
-    @cached_property
-    def staking(self):
-        return self.contract("NodeStaking")
-
-    @cached_property
-    def distributor(self):
-        return self.contract("RewardDistributor")
-
-    @cached_property
-    def escrow_domain(self) -> Domain:
-        return Domain.escrow(self.chain_id, self.deployment.address("CreditEscrow"))
-
-    @cached_property
-    def staking_domain(self) -> Domain:
-        return Domain.staking(self.chain_id, self.deployment.address("NodeStaking"))
 
     # Reads used by every component -------------------------------------------------------------------------
     def balance_of(self, payer: str) -> int:
-        return self.escrow.functions.balance_of(payer).call()
+        return self.escrow.balance_of(payer)
 
     def spent(self, payer: str, node: str) -> int:
-        return self.escrow.functions.spent(payer, node).call()
-
-    def is_active_inference(self, node: str) -> bool:
-        return self.staking.functions.is_active_as(node, ROLE_INFERENCE).call()
+        return self.escrow.spent(payer, node)
 
     def is_payable(self, node: str) -> bool:
-        return self.staking.functions.is_payable(node).call()
+        return self.staking.is_payable(node)
 
     def pay_capacity(self, node: str) -> int:
         """What settlement may still pay ``node`` now (NodeStaking v3: active stake / fraud_multiplier, less its pay
         of the current and previous dispute window); a claim above it is skipped with reason 2."""
-        return self.staking.functions.pay_capacity(node).call()
+        return self.staking.pay_capacity(node)
 
     def available_of(self, payer: str) -> int:
-        return self.escrow.functions.available_of(payer).call()
+        return self.escrow.available_of(payer)
 
     def is_active_verifier(self, verifier: str) -> bool:
-        return self.staking.functions.is_active_as(verifier, ROLE_VERIFIER).call()
+        return self.staking.is_active_as(verifier, ROLE_VERIFIER)

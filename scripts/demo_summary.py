@@ -9,22 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from web3 import Web3
 from web3.logs import DISCARD
 
 from offchain.client import format_opg
-
-KIND_NAMES = {1: "equivocation", 2: "fraud", 3: "lazy verifier", 4: "invalid receipt", 5: "double vote",
-              6: "false accuser"}
-MASK96 = (1 << 96) - 1
+from offchain.sdk.constants import slash_kind
+from offchain.sdk.contracts import BatchSettled, NodeRecord
 
 
 def _logs(event, from_block: int = 0) -> list:
     return list(event.get_logs(from_block=from_block))
-
-
-def _addr(value: int) -> str:
-    return Web3.to_checksum_address((value >> 96).to_bytes(20, "big"))
 
 
 def settled_deltas(chain) -> tuple[dict[tuple[str, str], int], list[dict]]:
@@ -32,11 +25,8 @@ def settled_deltas(chain) -> tuple[dict[tuple[str, str], int], list[dict]]:
     per_channel: dict[tuple[str, str], int] = defaultdict(int)
     batches = []
     for log in _logs(chain.escrow.events.BatchSettled):
-        runs = []
-        for run in log.args.runs:
-            runs += [_addr(run)] * (run & MASK96)
-        for i, packed in enumerate(log.args.settled):
-            per_channel[(_addr(packed), runs[i])] += packed & MASK96
+        for channel, amount in BatchSettled.from_event(log).per_channel().items():
+            per_channel[channel] += amount
         receipt = chain.w3.eth.get_transaction_receipt(log.transactionHash)
         batches.append({"tx": log.transactionHash.hex(), "block": log.blockNumber, "claims": len(log.args.settled),
                         "amount": log.args.amount, "gas": receipt.gasUsed,
@@ -63,7 +53,7 @@ def summary(system, payers, answers) -> dict[str, Any]:
     for a in answers:
         if a.scheme == "exact" and a.transaction:
             exact_gas.append(chain.w3.eth.get_transaction_receipt(a.transaction).gasUsed)
-    slashes = [{"node": log.args.node, "kind": KIND_NAMES.get(log.args.kind, str(log.args.kind)),
+    slashes = [{"node": log.args.node, "kind": slash_kind(log.args.kind),
                 "payer": log.args.payer, "amount": log.args.amount, "refund": log.args.refund,
                 "reward": log.args.reward, "burned": log.args.burned, "tx": log.transactionHash.hex()}
                for log in _logs(chain.staking.events.Slashed)]
@@ -79,15 +69,15 @@ def summary(system, payers, answers) -> dict[str, Any]:
             total = stk.total_weight_in(e).call()
             if total:
                 pool += dist.epoch_verifier_fees(e).call() * stk.weight_in(e, v.address).call() // total
-        node_state = stk.nodes(v.address).call()
+        node_state = NodeRecord.of(stk.nodes(v.address).call())
         verifier_rows.append({"name": v.name, "address": v.address, "pool_share": pool,
-                              "claimable": dist.claimable_of(v.address).call(), "stake": node_state[2],
+                              "claimable": dist.claimable_of(v.address).call(), "stake": node_state.stake,
                               "wallet": opg.functions.balanceOf(v.address).call()})
     node_rows = []
     for n in system.nodes:
-        state = stk.nodes(n.address).call()
+        state = NodeRecord.of(stk.nodes(n.address).call())
         node_rows.append({"name": n.name, "address": n.address, "claimable": dist.claimable_of(n.address).call(),
-                          "stake": state[2], "jailed": state[1], "cheat_rate": n.cheat_rate,
+                          "stake": state.stake, "jailed": state.jailed, "cheat_rate": n.cheat_rate,
                           "answers": len([a for a in answers if a.node == n.name])})
     payer_rows = []
     for p in payers:

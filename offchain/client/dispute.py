@@ -29,18 +29,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
-from web3 import Web3
 from web3.exceptions import ContractLogicError
 
-from ..chain import ROLE_VERIFIER, Chain
-from ..daemon.keys import load_account
+from ..chain import Chain
 from ..daemon.settings import ConfigError, DaemonSettings, load_settings
-from ..deployments import load_deployment
 from ..inference import input_hash, output_hash
-from ..messages import InvalidSignature, Receipt, SignedReceipt, recover_signer
+from ..messages import InvalidSignature, Receipt, SignedReceipt
+from ..sdk.connect import connect
+from ..sdk.constants import ROLE_VERIFIER
+from ..sdk.contracts import NodeStaking
+from ..sdk.tx import TxFailed, TxManager, revert_message
+from ..sdk.wire import SignatureChecker, parse_receipt, receipt_json
 from .amounts import format_opg
 
 PROG = "opg dispute"
@@ -52,10 +53,6 @@ class DisputeSettings(DaemonSettings):
     state_dir: Path = Field(Path("~/.opg"), description="the client's state directory")
 
 
-class _WireReceipt(SignedReceipt):
-    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
-
-
 class DisputeError(Exception):
     """A refusal, printed as one line (exit 1)."""
 
@@ -64,15 +61,9 @@ def _receipt(data: Any) -> SignedReceipt:
     if not isinstance(data, dict):
         raise DisputeError("the payload has no signed receipt")
     try:
-        return SignedReceipt(**_WireReceipt.model_validate(data).model_dump(by_alias=False))
+        return parse_receipt(data)
     except ValueError as exc:
         raise DisputeError(f"the receipt is malformed: {str(exc).splitlines()[0]}") from None
-
-
-def _wire(receipt: SignedReceipt) -> dict:
-    data = _WireReceipt(**receipt.model_dump()).model_dump(mode="json", by_alias=True)
-    data["amount"], data["cumulative"] = str(receipt.amount), str(receipt.cumulative)
-    return data
 
 
 def load_payload(receipt_id: str, payload_file: Path | None, state_dir: Path) -> dict:
@@ -112,10 +103,11 @@ def load_payload(receipt_id: str, payload_file: Path | None, state_dir: Path) ->
 
 def check_payload(payload: dict, receipt: SignedReceipt, chain: Chain, receipt_id: str) -> None:
     plain = Receipt(**receipt.model_dump(exclude={"signature"}))
-    if "0x" + plain.fast_digest(chain.staking_domain).hex() != receipt_id.lower():
+    checker = SignatureChecker(chain.staking_domain)
+    if "0x" + checker.digest(plain).hex() != receipt_id.lower():
         raise DisputeError(f"the stored receipt is not receipt {receipt_id} of this deployment")
     try:
-        signer = recover_signer(plain.fast_digest(chain.staking_domain), receipt.signature)
+        signer = checker.signer(plain, receipt.signature)
     except InvalidSignature as exc:
         raise DisputeError(f"the receipt's signature is malformed: {exc}") from None
     if signer != receipt.node:
@@ -145,15 +137,12 @@ def active_verifiers(chain: Chain) -> list[tuple[str, str]]:
 
 
 def _send(chain: Chain, account: Any, fn: Any) -> str:
-    w3 = chain.w3
     fn.call({"from": account.address})
-    tx = fn.build_transaction({"from": account.address, "chainId": chain.chain_id,
-                               "nonce": w3.eth.get_transaction_count(account.address, "pending")})
-    tx_hash = w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
-    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)
-    if receipt["status"] != 1:
-        raise DisputeError(f"transaction {tx_hash.hex()} reverted")
-    return "0x" + bytes(tx_hash).hex()
+    try:
+        receipt = TxManager(chain.w3, account, chain.chain_id).transact(fn, "dispute", timeout=120)
+    except TxFailed as exc:
+        raise DisputeError(f"transaction {exc.tx_hash} reverted" if exc.receipt is not None else str(exc)) from None
+    return "0x" + bytes(receipt["transactionHash"]).hex()
 
 
 def open_dispute(chain: Chain, account: Any, receipt: SignedReceipt) -> dict:
@@ -165,8 +154,9 @@ def open_dispute(chain: Chain, account: Any, receipt: SignedReceipt) -> dict:
         return {"state": "fraud_proven", "bond": "0", "tx": None}
     if st.valid_proven_at(h).call():
         return {"state": "proven_valid", "bond": "0", "tx": None}
-    if int(st.disputes(h).call()[1]) > 0:
-        return {"state": "already_disputed", "bond": str(st.disputes(h).call()[1]), "tx": None}
+    existing = NodeStaking(chain.w3, chain.staking.address).dispute(h)
+    if existing.bond > 0:
+        return {"state": "already_disputed", "bond": str(existing.bond), "tx": None}
     bond = receipt.amount
     balance = opg.balanceOf(account.address).call()
     if balance < bond:
@@ -178,13 +168,12 @@ def open_dispute(chain: Chain, account: Any, receipt: SignedReceipt) -> dict:
     try:
         tx = _send(chain, account, st.flag(plain.as_tuple(), bytes.fromhex(receipt.signature[2:])))
     except ContractLogicError as exc:
-        message = (getattr(exc, "message", None) or str(exc)).replace("execution reverted: ", "")
-        raise DisputeError(f"the contract refused the dispute: {message}") from None
+        raise DisputeError(f"the contract refused the dispute: {revert_message(exc)}") from None
     return {"state": "opened", "bond": str(bond), "tx": tx}
 
 
 def hand_over(payload: dict, receipt: SignedReceipt, verifiers: list[tuple[str, str]], timeout: float) -> list[dict]:
-    body = {**payload, "receipt": _wire(receipt)}
+    body = {**payload, "receipt": receipt_json(receipt)}
     results = []
     with httpx.Client(timeout=timeout) as http:
         for address, endpoint in verifiers:
@@ -243,18 +232,13 @@ def main(argv: list[str] | None = None) -> int:
                                            "state_dir")}
     try:
         settings = load_settings(DisputeSettings, flags)
-        w3 = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 30}))
-        chain_id = int(w3.eth.chain_id)
-        chain = Chain(w3=w3, deployment=load_deployment(chain_id=chain_id, path=settings.deployment))
-        account = load_account(settings, chain_id)
+        conn = connect(settings, timeout=30)
+        chain, account = Chain(w3=conn.w3, deployment=conn.deployment), conn.account
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except (OSError, ValueError) as exc:
         print(f"{PROG}: error: {str(exc).splitlines()[0] if str(exc) else exc!r}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # the RPC did not answer
-        print(f"{PROG}: error: cannot reach the chain at {settings.rpc_url}: {exc.__class__.__name__}", file=sys.stderr)
         return 2
     try:
         payload = load_payload(rid, args.payload, settings.state_dir)

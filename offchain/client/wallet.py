@@ -24,15 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
-from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError
 
 from ..chain import Chain
-from ..deployments import Deployment, load_deployment
+from ..daemon.settings import ConfigError
+from ..deployments import Deployment
 from ..messages import Domain, ReceiveWithAuthorization
+from ..sdk.clock import ProtocolClock
+from ..sdk.connect import chain_id_of, open_deployment, web3_of
+from ..sdk.relayer_client import RelayerClient, RelayerUnavailable
+from ..sdk.tx import TxFailed, TxManager, is_revert, revert_message
 from .amounts import format_opg
 from .payer import Payer
 from .state import ClientState
@@ -85,11 +88,6 @@ class Balance:
                 "thawPeriod": self.thaw_period, "session": self.session, "channels": self.channels}
 
 
-def _revert(exc: BaseException) -> str:
-    msg = getattr(exc, "message", None) or str(exc)
-    return str(msg).replace("execution reverted: ", "").strip() or exc.__class__.__name__
-
-
 class OpgClient:
     """Wallet operations of one payer. ``account`` may be None for read-only use with ``payer_address``."""
 
@@ -98,14 +96,18 @@ class OpgClient:
                  payer_address: str | None = None, timeout: float = 60):
         self.account = account
         self.rpc_url = rpc_url
-        w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
-        chain_id = w3.eth.chain_id
-        if isinstance(deployment, Deployment):
-            if deployment.chainId != chain_id:
-                raise WalletError(f"deployment is for chain {deployment.chainId}, the RPC serves {chain_id}")
-        else:
-            deployment = load_deployment(chain_id=chain_id, path=deployment)
+        try:
+            w3 = web3_of(rpc_url, timeout=30)
+            chain_id = chain_id_of(w3, rpc_url)
+            if isinstance(deployment, Deployment):
+                if deployment.chainId != chain_id:
+                    raise WalletError(f"deployment is for chain {deployment.chainId}, the RPC serves {chain_id}")
+            else:
+                deployment = open_deployment(rpc_url, deployment, w3=w3, chain_id=chain_id).deployment
+        except ConfigError as exc:
+            raise WalletError(str(exc)) from None
         self.chain = Chain(w3=w3, deployment=deployment)
+        self.clock = ProtocolClock(self._judged_block_time, refresh=0.0)
         self.deployment = deployment
         self.relayer_url = relayer_url.rstrip("/") if relayer_url else None
         self.state = state if isinstance(state, ClientState) else ClientState(state)
@@ -120,40 +122,40 @@ class OpgClient:
     def escrow(self):
         return self.chain.escrow
 
-    def chain_now(self) -> int:
-        """The time the chain will judge the next transaction by (see the module's docstring)."""
+    def _judged_block_time(self) -> int:
+        """The pending block's timestamp (what the next transaction is mined with), or the latest block's."""
         latest = int(self.w3.eth.get_block("latest")["timestamp"])
         try:
             pending = int(self.w3.eth.get_block("pending")["timestamp"])
         except Exception:  # a node without a pending block
             pending = 0
-        return max(int(time.time()), latest, pending)
+        return max(latest, pending)
+
+    def chain_now(self) -> int:
+        """The time the chain will judge the next transaction by (see the module's docstring)."""
+        return self.clock.now()
 
     # Transactions ---------------------------------------------------------------------------------------------
     def _send(self, fn: Any) -> str:
         if self.account is None:
             raise WalletError("this operation needs the payer's key (--dev-account or --keystore)")
+        tm = TxManager(self.w3, self.account, self.chain.chain_id)
         try:
-            gas = fn.estimate_gas({"from": self.address})
-        except (ContractLogicError, ContractCustomError, ContractPanicError) as exc:
-            raise WalletError(_revert(exc)) from None
-        base = int(self.w3.eth.get_block("latest").get("baseFeePerGas") or 0)
-        tip = 10**9
-        tx = fn.build_transaction({
-            "from": self.address, "nonce": self.w3.eth.get_transaction_count(self.address, "pending"),
-            "gas": int(gas * 1.2) + 10_000, "chainId": self.chain.chain_id,
-            "maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip,
-        })
+            gas = tm.estimate(fn)
+        except Exception as exc:
+            if is_revert(exc):
+                raise WalletError(revert_message(exc)) from None
+            raise
+        max_fee, _tip = tm.fees()
         eth = self.w3.eth.get_balance(self.address)
-        if eth < tx["gas"] * tx["maxFeePerGas"]:
+        if eth < gas * max_fee:
             raise WalletError(f"{self.address} has {Web3.from_wei(eth, 'ether')} ETH, not enough for gas "
                               "(use `opg deposit --gasless` to deposit without ETH)")
-        signed = self.account.sign_transaction(tx)
-        tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.timeout)
-        if receipt["status"] != 1:
-            raise WalletError(f"transaction 0x{bytes(tx_hash).hex()} reverted")
-        return "0x" + bytes(tx_hash).hex()
+        try:
+            receipt = tm.transact(fn, "wallet", gas=gas, timeout=self.timeout)
+        except TxFailed as exc:
+            raise WalletError(f"transaction {exc.tx_hash} reverted" if exc.receipt is not None else str(exc)) from None
+        return "0x" + bytes(receipt["transactionHash"]).hex()
 
     # Reads ----------------------------------------------------------------------------------------------------
     def withdrawal(self) -> Withdrawal:
@@ -287,29 +289,28 @@ class OpgClient:
     def _post_deposit(self, url: str, body: dict, amount: int) -> dict:
         retry_hint = (f"the deposit may still complete: `opg deposit {format_opg(amount)} --gasless` re-sends the "
                       "same authorisation (never a second payment), `opg balance` shows the credits")
-        for _ in range(10):
-            try:
-                res = httpx.post(url + "/deposits", json=body, timeout=self.timeout + 10)
-            except httpx.HTTPError as exc:
-                raise WalletError(f"relayer {url} unreachable: {exc.__class__.__name__}; {retry_hint}") from None
-            if res.status_code == 202:  # sent, not mined yet: the same body follows the same transaction
-                time.sleep(1)
-                continue
-            try:
-                answer = res.json()
-            except ValueError:
-                raise WalletError(f"relayer answered {res.status_code} without JSON") from None
-            if res.status_code != 200:
-                if res.status_code == 409 and answer.get("error") == "authorization_used":
-                    # executed on chain by an earlier attempt whose answer was lost
-                    return {"success": True, "status": "confirmed", "transaction": None, "payer": self.address,
-                            "amount": str(amount),
-                            "balance": str(self.escrow.functions.balance_of(self.address).call())}
-                if res.status_code < 500:
+        relayer = RelayerClient(url, timeout=self.timeout + 10)
+        try:
+            for _ in range(10):
+                try:
+                    status, answer = relayer.deposit(body)
+                except RelayerUnavailable as exc:  # unreachable, 5xx or not JSON: the authorisation may still execute
+                    raise WalletError(f"{exc}; {retry_hint}") from None
+                if status == 202:  # sent, not mined yet: the same body follows the same transaction
+                    time.sleep(1)
+                    continue
+                if status != 200:
+                    if status == 409 and answer.get("error") == "authorization_used":
+                        # executed on chain by an earlier attempt whose answer was lost
+                        return {"success": True, "status": "confirmed", "transaction": None, "payer": self.address,
+                                "amount": str(amount),
+                                "balance": str(self.escrow.functions.balance_of(self.address).call())}
                     self._keep_pending_deposit(None)  # refused for good: nothing can execute it through us
-                raise WalletError(f"relayer refused the deposit: {answer.get('reason') or answer}")
-            return answer
-        raise WalletError(f"the relayer's deposit transaction is still not mined; {retry_hint}")
+                    raise WalletError(f"relayer refused the deposit: {answer.get('reason') or answer}")
+                return answer
+            raise WalletError(f"the relayer's deposit transaction is still not mined; {retry_hint}")
+        finally:
+            relayer.close()
 
     # Withdrawals ----------------------------------------------------------------------------------------------
     def request_withdrawal(self, amount: int) -> dict:

@@ -102,19 +102,14 @@ class Connection:
         return found
 
 
-def connect(settings: ChainSettings | Any, *, need_key: bool = True, require: tuple[str, ...] = REQUIRED,
-            timeout: float = DEFAULT_TIMEOUT) -> Connection:
-    """Connect a role to its deployment (see the module's docstring); ``ConfigError`` with one line if it cannot.
-
-    ``need_key=False``: a key is loaded only if the settings name one (read-only roles, ``--address`` views)."""
-    rpc_url = settings.rpc_url
-    w3 = web3_of(rpc_url, timeout)
-    chain_id = chain_id_of(w3, rpc_url)
-    account = None
-    if need_key or settings.keystore is not None or settings.dev_account is not None:
-        account = load_account(settings, chain_id)  # before the deployment: a dev key off 31337 is refused first
+def open_deployment(rpc_url: str, deployment_file: str | Path | None = None, *, require: tuple[str, ...] = REQUIRED,
+                    timeout: float = DEFAULT_TIMEOUT, account: LocalAccount | None = None,
+                    w3: Web3 | None = None, chain_id: int | None = None) -> Connection:
+    """The keyless part of :func:`connect` (deployment file, code check) for a chain already reached or not."""
+    w3 = w3 or web3_of(rpc_url, timeout)
+    chain_id = chain_id if chain_id is not None else chain_id_of(w3, rpc_url)
     try:
-        deployment = load_deployment(chain_id=chain_id, path=settings.deployment)
+        deployment = load_deployment(chain_id=chain_id, path=deployment_file)
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(str(exc).splitlines()[0]) from None
     for name in require:
@@ -124,3 +119,17 @@ def connect(settings: ChainSettings | Any, *, need_key: bool = True, require: tu
                               "deployment file is stale or for another chain (was the chain restarted? redeploy)")
     return Connection(rpc_url=rpc_url, w3=w3, chain_id=chain_id, deployment=deployment, account=account,
                       timeout=timeout)
+
+
+def connect(settings: ChainSettings | Any, *, need_key: bool = True, require: tuple[str, ...] = REQUIRED,
+            timeout: float = DEFAULT_TIMEOUT) -> Connection:
+    """Connect a role to its deployment (see the module's docstring); ``ConfigError`` with one line if it cannot.
+
+    ``need_key=False``: a key is loaded only if the settings name one (read-only roles, ``--address`` views)."""
+    w3 = web3_of(settings.rpc_url, timeout)
+    chain_id = chain_id_of(w3, settings.rpc_url)
+    account = None
+    if need_key or settings.keystore is not None or settings.dev_account is not None:
+        account = load_account(settings, chain_id)  # before the deployment: a dev key off 31337 is refused first
+    return open_deployment(settings.rpc_url, settings.deployment, require=require, timeout=timeout,
+                           account=account, w3=w3, chain_id=chain_id)

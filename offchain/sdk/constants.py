@@ -17,6 +17,12 @@ ROLE_NAMES = {ROLE_NONE: "none", ROLE_INFERENCE: "inference", ROLE_VERIFIER: "ve
 SLASH_KINDS = {1: "equivocation", 2: "fraud", 3: "lazy_verifier", 4: "invalid_receipt", 5: "double_vote",
                6: "false_accuser"}
 
+
+def slash_kind(kind: int) -> str:
+    """A ``Slashed`` event's kind for people (``lazy verifier``)."""
+    return SLASH_KINDS.get(int(kind), str(kind)).replace("_", " ")
+
+
 # CreditEscrow -----------------------------------------------------------------------------------------------------
 MAX_CLAIMS = 256  # CreditEscrow.MAX_CLAIMS: claims per settle_batch
 AMOUNT_BITS = 96  # CreditEscrow._AMOUNT_BITS: BatchSettled packs ``address << 96 | amount``
@@ -27,6 +33,7 @@ SKIP_NODE_NOT_PAYABLE = 2
 SKIP_BAD_SIGNATURE = 3
 SKIP_INSUFFICIENT_BALANCE = 4
 SKIP_ALLOWANCE_EXCEEDED = 5
+SKIP_CHANNEL_HELD = 6
 SKIP_REASONS = {
     SETTLED: "settled",
     SKIP_STALE: "stale: the channel already paid this total",
@@ -34,6 +41,7 @@ SKIP_REASONS = {
     SKIP_BAD_SIGNATURE: "bad voucher signature (not the payer's, or an expired session key's)",
     SKIP_INSUFFICIENT_BALANCE: "payer balance too low",
     SKIP_ALLOWANCE_EXCEEDED: "session key allowance exceeded",
+    SKIP_CHANNEL_HELD: "channel held by a recent settlement through a proposal (see held_until)",
 }
 
 # RewardDistributor ------------------------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 ``offchain.relayer.feed``): every answer is validated against the model the relayer serves it with, so a change of
 the API fails here loudly instead of showing wrong numbers.
 
-Two failure kinds: :class:`RelayerUnavailable` (unreachable, 5xx, not JSON: the caller retries or falls back) and
-:class:`RelayerError` (an answer the models do not accept, or a refusal where the caller wants a value). The x402
+Failures are :class:`RelayerError`; its subclass :class:`RelayerUnavailable` is the transient kind (unreachable, 5xx,
+not JSON: the caller retries or falls back), the rest are answers the models do not accept or refusals of a read. The x402
 endpoints (``/verify``, ``/settle``, ``/deposits``) return ``(status, json)``: their refusals are answers.
 """
 
@@ -22,12 +22,13 @@ from ..relayer.models import BatchView, ChannelView, Health, ReceiptView, SlashV
 M = TypeVar("M", bound=BaseModel)
 
 
-class RelayerUnavailable(Exception):
+class RelayerError(Exception):
+    """The relayer did not answer as expected: an answer its models do not accept, a refused read, or (subclass)
+    no answer at all."""
+
+
+class RelayerUnavailable(RelayerError):
     """The relayer did not answer, answered 5xx, or answered something that is not JSON."""
-
-
-class RelayerError(RelayerUnavailable):
-    """The relayer answered something its models do not accept (or refused a read)."""
 
 
 def _with_nones(model: type[BaseModel], data: Any) -> Any:
@@ -176,7 +177,7 @@ class RelayerClient:
         """The relayer's health, or None if it does not answer."""
         try:
             return self._get("/healthz", Health, timeout=2.0)
-        except RelayerUnavailable:
+        except RelayerError:
             return None
 
     def reachable(self, max_age: float = 5.0) -> bool:

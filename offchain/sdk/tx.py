@@ -47,8 +47,9 @@ class BroadcastError(Exception):
 class TxFailed(Exception):
     """A transaction was mined and reverted, or was not mined in time."""
 
-    def __init__(self, message: str, receipt: Any = None):
+    def __init__(self, message: str, tx_hash: str, receipt: Any = None):
         super().__init__(message)
+        self.tx_hash = tx_hash
         self.receipt = receipt
 
 
@@ -71,7 +72,7 @@ def revert_message(exc: BaseException) -> str:
         if message.lower().startswith(prefix.lower()):
             message = message[len(prefix):].strip()
             break
-    return message.splitlines()[0] if message else exc.__class__.__name__
+    return message.splitlines()[0] if message else "the transaction reverted (no reason given)"
 
 
 def with_retries(fn: Callable[[], T], retries: int, on_error: Callable[[BaseException], None] | None = None,
@@ -260,10 +261,11 @@ class TxManager:
         self.broadcast_this_run.add(sent.tx_hash)
 
     def transact(self, fn: Any, kind: str = "tx", ref: str = "", timeout: float = 120,
-                 replace_after: float | None = None, max_bumps: int = 5, value: int = 0) -> Any:
+                 replace_after: float | None = None, max_bumps: int = 5, value: int = 0,
+                 gas: int | None = None) -> Any:
         """Send, wait for the receipt (replacing the transaction with higher fees each ``replace_after`` s not
         mined), mark it done in the journal; returns the receipt. ``TxFailed`` if it reverted or timed out."""
-        sent = self.send(fn, kind, ref, value=value)
+        sent = self.send(fn, kind, ref, gas=gas, value=value)
         hashes = [sent.tx_hash]
         deadline = time.monotonic() + timeout
         bumps = 0
@@ -275,7 +277,7 @@ class TxManager:
             if receipt is not None:
                 break
             if time.monotonic() >= deadline:
-                raise TxFailed(f"{kind} {ref}: {sent.tx_hash} not mined within {timeout:g} s")
+                raise TxFailed(f"{kind} {ref}: {sent.tx_hash} not mined within {timeout:g} s", hashes[-1])
             bumps += 1
             log.warning("%s %s: %s not mined after %.0f s; replacing it (bump %d)", kind, ref, hashes[-1],
                         replace_after, bumps)
@@ -288,7 +290,7 @@ class TxManager:
         if self.journal is not None:
             self.journal.done(mined)
         if receipt["status"] != 1:
-            raise TxFailed(f"{kind} {ref}: {mined} reverted", receipt)
+            raise TxFailed(f"{kind} {ref}: {mined} reverted", mined, receipt)
         return receipt
 
     def resume(self) -> list[SentTx]:

@@ -19,8 +19,12 @@ from eth_utils import keccak, to_checksum_address
 from web3 import Web3
 
 from ..abi import abi
+from ..daemon.keys import DEVNET_CHAIN_ID
+from ..daemon.settings import ConfigError
 from ..deployments import DeployedContract, Deployment, deployment_path, save_deployment
-from ..devkit.devchain import deploy_contract, transact
+from ..devkit.devchain import deploy_contract
+from ..sdk.connect import chain_id_of, open_deployment, web3_of
+from ..sdk.tx import TxManager
 from .usage import (
     BPS,
     IGNORED,
@@ -38,7 +42,6 @@ DEFAULT_ROOT_DELAY = 86_400
 DEFAULT_EXPIRY_SEASONS = 4
 DEFAULT_SEASON_LENGTH = 30 * 86_400  # off the devnet; on it (chain 31337) the default is the root delay
 DEFAULT_GOVERNANCE_DELAY = 7 * 86_400  # the treasury change's timelock (the floor off the devnet)
-DEVNET_CHAIN_ID = 31_337
 
 
 class SeasonError(Exception):
@@ -200,7 +203,7 @@ class Seasons:
         total = int(table["total_cumulative"])
         missing = self.shortfall(total)
         if missing and fund:
-            transact(self.w3, key, self.opg.functions.transfer(c.address, missing))
+            self._send(key, self.opg.functions.transfer(c.address, missing))
         elif missing:
             raise SeasonError(f"the distributor lacks {missing} wei of OPG for this root (fund it, or --fund)")
         root = bytes.fromhex(table["root"][2:])
@@ -230,7 +233,7 @@ class Seasons:
             fn.call({"from": Account.from_key(key).address})
         except Exception as exc:  # the revert reason, in one line
             raise SeasonError(str(exc).splitlines()[0]) from None
-        return transact(self.w3, key, fn)
+        return TxManager(self.w3, Account.from_key(key), self.w3.eth.chain_id).transact(fn, "season")
 
     # ---------------------------------------------------------------------------------------------- reads
     def status(self) -> dict[str, Any]:
@@ -286,10 +289,12 @@ class Seasons:
 
 
 def open_seasons(rpc_url: str, deployment_file: str | Path | None = None) -> Seasons:
-    """Connect to a deployment (the file, or ``deployments/<chainId>.json``)."""
-    from ..deployments import load_deployment
-
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
-    chain_id = w3.eth.chain_id
-    path = Path(deployment_file) if deployment_file else deployment_path(chain_id)
-    return Seasons(w3=w3, deployment=load_deployment(chain_id=chain_id, path=path), deployment_file=path)
+    """Connect to a deployment (the file, or ``deployments/<chainId>.json``); SeasonError in one line if not."""
+    try:
+        w3 = web3_of(rpc_url, timeout=30)
+        chain_id = chain_id_of(w3, rpc_url)
+        path = Path(deployment_file) if deployment_file else deployment_path(chain_id)
+        conn = open_deployment(rpc_url, path, w3=w3, chain_id=chain_id)
+    except ConfigError as exc:
+        raise SeasonError(str(exc)) from None
+    return Seasons(w3=conn.w3, deployment=conn.deployment, deployment_file=path)

@@ -36,11 +36,10 @@ from eth_utils import event_abi_to_log_topic, keccak, to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..abi import abi
+from ..sdk.constants import BPS
+from ..sdk.contracts import BatchSettled
 from .merkle import MerkleTree
 
-BPS = 10_000
-AMOUNT_BITS = 96
-AMOUNT_MASK = (1 << AMOUNT_BITS) - 1
 # NodeStaking slash kinds that prove a node's work dishonest (the others punish verifiers).
 NODE_OFFENCES = {1: "equivocation", 2: "fraud", 4: "invalid receipt"}
 # Contracts of a deployment whose events the table never reads.
@@ -212,16 +211,12 @@ def _charges(events: list[tuple[dict, str, dict]]) -> list[_Charge]:
     for log, name, args in events:
         tx = log["transactionHash"]
         if name == "BatchSettled":
-            claims = [(to_checksum_address((w >> AMOUNT_BITS).to_bytes(20, "big")), w & AMOUNT_MASK)
-                      for w in args["settled"]]
-            runs, i = [], 0
-            for word in args["runs"]:
-                node, count = to_checksum_address((word >> AMOUNT_BITS).to_bytes(20, "big")), word & AMOUNT_MASK
-                runs.append((log["blockNumber"], node, claims[i:i + count]))
-                i += count
-            if i != len(claims):
-                raise ValueError(f"BatchSettled in {tx}: runs cover {i} of {len(claims)} claims")
-            pending.setdefault(tx, []).extend(runs)
+            try:
+                batch = BatchSettled.from_args(args)
+            except ValueError as exc:
+                raise ValueError(f"{exc} in {tx}") from None
+            pending.setdefault(tx, []).extend((log["blockNumber"], node, [(c.payer, c.amount) for c in claims])
+                                              for node, claims in batch.by_run())
         elif name == "FeesCredited" and pending.get(tx):
             block, node, claims = pending[tx].pop(0)
             if node != args["node"] or sum(a for _, a in claims) != args["gross"]:

@@ -31,14 +31,15 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
-from ..chain import ROLE_INFERENCE, ROLE_VERIFIER, Chain
+from ..chain import Chain
 from ..client import OpgClient, WalletError, payment_http_client
 from ..client.amounts import parse_opg
 from ..client.chat import sse_chunks
 from ..client.transport import payment_required_of
+from ..sdk.constants import ROLE_INFERENCE, ROLE_VERIFIER
+from ..sdk.relayer_client import RelayerClient, RelayerError
 from . import fmt
 from .index import Index
-from .relayer_client import RelayerClient, RelayerError
 from .season import WebSeasons
 
 log = logging.getLogger("opg.web")

@@ -22,17 +22,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from web3 import Web3
-
-from ..chain import ROLE_INFERENCE, ROLE_VERIFIER, Chain
+from ..chain import Chain
 from ..messages import merkle_proof, merkle_root, verify_merkle_proof
-from .relayer_client import RelayerClient, RelayerError
+from ..sdk.constants import slash_kind
+from ..sdk.contracts import BatchSettled, NodeRecord
+from ..sdk.relayer_client import RelayerClient, RelayerError
 
 log = logging.getLogger("opg.web")
 
-MASK96 = (1 << 96) - 1
-SLASH_KINDS = {1: "equivocation", 2: "fraud", 3: "lazy verifier", 4: "invalid receipt", 5: "double vote",
-               6: "false accuser"}
 FINAL = ("settled", "rejected")
 
 
@@ -41,10 +38,6 @@ def _hex(value: Any) -> str:
         return "0x" + bytes(value).hex()
     text = value.hex() if hasattr(value, "hex") and not isinstance(value, str) else str(value)
     return text if text.startswith("0x") else "0x" + text
-
-
-def _addr(packed: int) -> str:
-    return Web3.to_checksum_address((packed >> 96).to_bytes(20, "big"))
 
 
 @dataclass
@@ -150,11 +143,8 @@ class Index:
         for lg in self._logs(esc.BatchSettled, start, end):
             tx = _hex(lg.transactionHash)
             gas, price = self.tx_gas(tx)
-            runs: list[str] = []
-            for run in lg.args.runs:
-                runs += [_addr(run)] * (run & MASK96)
-            settled = [{"payer": _addr(p), "node": runs[i], "amount": p & MASK96}
-                       for i, p in enumerate(lg.args.settled)]
+            settled = [{"payer": c.payer, "node": c.node, "amount": c.amount}
+                       for c in BatchSettled.from_event(lg).claims]
             s.batches.append({"tx": tx, "block": lg.blockNumber, "time": self.block_time(lg.blockNumber),
                               "root": _hex(lg.args.receipts_root), "amount": int(lg.args.amount),
                               "claims": len(settled), "settled": settled, "gas": gas, "gasPrice": price})
@@ -172,7 +162,7 @@ class Index:
             s.slashes.append({"tx": _hex(lg.transactionHash), "block": lg.blockNumber,
                               "time": self.block_time(lg.blockNumber), "node": lg.args.node,
                               "evidence": _hex(lg.args.evidence), "payer": lg.args.payer,
-                              "kind": SLASH_KINDS.get(int(lg.args.kind), str(lg.args.kind)),
+                              "kind": slash_kind(lg.args.kind),
                               "amount": int(lg.args.amount), "refund": int(lg.args.refund),
                               "reward": int(lg.args.reward), "burned": int(lg.args.burned)})
         for name, jailed in (("Jailed", True), ("Unjailed", False)):
@@ -265,11 +255,11 @@ class Index:
         for address, acct in s.accounts.items():
             if acct["role"] != role:
                 continue
-            state = stk.nodes(address).call()
+            state = NodeRecord.of(stk.nodes(address).call())
             slashes = [x for x in s.slashes if x["node"] == address]
             rows.append({
                 "address": address, "endpoint": stk.endpoint(address).call() or acct["endpoint"],
-                "stake": int(state[2]), "jailed": bool(state[1]),
+                "stake": state.stake, "jailed": state.jailed,
                 "active": bool(stk.is_active_as(address, role).call()),
                 "slashes": len(slashes), "slashed": sum(x["amount"] for x in slashes),
                 "claimable": int(dist.claimable(address).call()), "earned": earned[address],
@@ -281,4 +271,4 @@ class Index:
         return rows
 
 
-__all__ = ["FINAL", "Index", "ROLE_INFERENCE", "ROLE_VERIFIER", "SLASH_KINDS", "Snapshot"]
+__all__ = ["FINAL", "Index", "Snapshot"]

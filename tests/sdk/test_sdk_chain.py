@@ -116,12 +116,15 @@ def test_constants_match_the_contracts(sdk_devnet):
                                                                    stk.ROLE_VERIFIER().call())
     assert constants.MAX_CLAIMS == esc.MAX_CLAIMS().call()
     assert constants.BPS == dist.BPS().call() == _source_constant("NodeStaking", "_BPS")
-    skips = [esc.SETTLED().call(), esc.SKIP_STALE().call(), esc.SKIP_NODE_NOT_PAYABLE().call(),
-             esc.SKIP_BAD_SIGNATURE().call(), esc.SKIP_INSUFFICIENT_BALANCE().call(),
-             esc.SKIP_ALLOWANCE_EXCEEDED().call()]
-    assert skips == [constants.SETTLED, constants.SKIP_STALE, constants.SKIP_NODE_NOT_PAYABLE,
-                     constants.SKIP_BAD_SIGNATURE, constants.SKIP_INSUFFICIENT_BALANCE,
-                     constants.SKIP_ALLOWANCE_EXCEEDED] == sorted(constants.SKIP_REASONS)
+    # every claim outcome of the source has its constant and its reason (and the deployed getters agree)
+    source = (PROJECT_ROOT / "contracts" / "CreditEscrow.vy").read_text()
+    outcomes = {m[0]: int(m[1]) for m in re.findall(r"^(SETTLED|SKIP_\w+): public\(constant\(uint8\)\) = (\d+)",
+                                                     source, re.M)}
+    assert len(outcomes) >= 6 and sorted(outcomes.values()) == sorted(constants.SKIP_REASONS)
+    for name, value in outcomes.items():
+        assert getattr(constants, name) == value, name
+        if any(f["type"] == "function" and f["name"] == name for f in c.escrow.contract.abi):
+            assert getattr(esc, name)().call() == value, name
     assert constants.AMOUNT_BITS == _source_constant("CreditEscrow", "_AMOUNT_BITS")
     assert constants.ROLE_NONE == _source_constant("NodeStaking", "_ROLE_NONE")
     for kind, name in constants.SLASH_KINDS.items():

@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from offchain.abi import abi
-from offchain.seasons.usage import BPS, Season, SeasonsConfig, season_table, table_bytes
+from offchain.sdk.constants import BPS
+from offchain.seasons.usage import Season, SeasonsConfig, season_table, table_bytes
 
 ESCROW = to_checksum_address("0x" + "e5" * 20)
 STAKING = to_checksum_address("0x" + "57" * 20)
