@@ -1,4 +1,5 @@
-"""``CheatingBackend``: a backend that lies at a given rate (for tests, demos and the node's ``--cheat-rate``).
+"""``CheatingBackend``: a backend that lies at a given rate (for tests and demos: the backend option ``cheat_rate``,
+e.g. ``--backend builtin?cheat_rate=0.5``).
 
 It wraps an honest backend and keeps its ``name``, ``descriptor`` and ``model_id``, so its receipts claim the honest
 model. For a request whose cheat decision is true it streams a corrupted answer: the honest answer with words

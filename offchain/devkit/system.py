@@ -202,8 +202,9 @@ class System:
                 "--deployment", str(self.deployment_file), "--relayer-url", self.relayer_url,
                 "--store", str(store), "--backend", self.backend, "--dev-account", str(op.dev_account),
                 "--host", "127.0.0.1", "--port", str(op.port)]
-        if op.cheat_rate:
-            args += ["--cheat-rate", str(op.cheat_rate)]
+        if op.cheat_rate:  # a cheating node: its backends wrapped by the backend option (offchain.backends)
+            args[args.index("--backend") + 1] = ",".join(f"{s}{'&' if '?' in s else '?'}cheat_rate={op.cheat_rate}"
+                                                         for s in self.backend.split(","))
         self._spawn(op.name, args, op.url, account=op.address)
 
     def start_verifier(self, op: Operator) -> None:

@@ -2,79 +2,45 @@
 
 The items are the JSON bytes committed with each receipt (``{"receipt": ..., "voucher": ...}``), sent exactly as
 stored, one by one or as a bulk ``{"receipts": [item, ...]}``, so a resend after a crash is byte-identical and the
-relayer answers it as a duplicate. While the relayer is unreachable (or answers 5xx) the outbox retries with
-exponential backoff (0.25 s doubling up to ``max_backoff``); a receipt the relayer refuses (4xx) is marked
+relayer answers it as a duplicate. While the relayer is unreachable (or answers 5xx) its supervisor retries
+with exponential backoff (0.25 s doubling up to ``outbox_max_backoff``); a receipt the relayer refuses (4xx) is marked
 ``refused`` with the relayer's reason and not sent again (it shows at ``/healthz`` and in the metrics).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
-from .relayer import RelayerClient, RelayerUnavailable
+from ..sdk.relayer_client import RelayerClient, RelayerUnavailable
 from .store import NodeStore, OutboxItem
 
 log = logging.getLogger("opg.node.outbox")
 
 
 class Outbox:
-    def __init__(self, store: NodeStore, relayer: RelayerClient, batch: int, max_backoff: float, metrics=None):
-        self.store, self.relayer, self.batch, self.max_backoff = store, relayer, batch, max_backoff
-        self.metrics = metrics
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.last_error: str | None = None
-        self.backoff = 0.0
+    """A worker (``offchain.daemon.worker``): each tick hands over one batch; the supervisor backs off while the relayer
+    is unreachable and ``shutdown`` makes one last bounded attempt to hand over what is left."""
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
-            self._thread.start()
+    name = "outbox"
 
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def __init__(self, store: NodeStore, relayer: RelayerClient, batch: int, metrics=None, flush_timeout: float = 5.0):
+        self.store, self.relayer, self.batch, self.metrics = store, relayer, batch, metrics
+        self.flush_timeout = flush_timeout
 
-    def wake(self) -> None:
-        self._wake.set()
+    def tick(self) -> float | None:
+        """Hand over one batch: at once again if it resolved any, else idle until a new receipt wakes it."""
+        return 0.0 if self.send_once() else None
 
-    def stop(self, flush_timeout: float = 5.0) -> None:
-        """Stop the thread, then make one last attempt (bounded by ``flush_timeout``) to hand over what is left."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=flush_timeout + self.relayer.timeout)
-        deadline = time.monotonic() + flush_timeout
+    def shutdown(self) -> None:
+        """At stop: one last attempt (bounded by ``flush_timeout``) to hand over what is left."""
+        deadline = time.monotonic() + self.flush_timeout
         try:
             while time.monotonic() < deadline and self.send_once():
                 pass
         except RelayerUnavailable as exc:
             log.warning("outbox: relayer unreachable at shutdown (%s); %d receipt(s) will be handed over at the "
                         "next start", exc, self.store.outbox_counts().get("pending", 0))
-        except Exception:
-            log.exception("outbox: final flush failed")
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                sent = self.send_once()
-                self.backoff, self.last_error = 0.0, None
-                if not sent:
-                    self._wake.wait(timeout=1.0)
-                    self._wake.clear()
-            except RelayerUnavailable as exc:
-                self.last_error = str(exc)[:300]
-                self.backoff = min(self.max_backoff, max(0.25, self.backoff * 2))
-                log.info("outbox: relayer unreachable (%s); retrying in %.2f s", self.last_error, self.backoff)
-                self._stop.wait(self.backoff)
-            except Exception as exc:
-                self.last_error = f"{exc.__class__.__name__}: {str(exc)[:300]}"
-                log.exception("outbox error; backing off")
-                self.backoff = min(self.max_backoff, max(0.25, self.backoff * 2))
-                self._stop.wait(self.backoff)
 
     def send_once(self) -> int:
         """Hand over up to ``batch`` pending receipts; returns how many were resolved (0: nothing pending)."""

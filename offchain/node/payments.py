@@ -22,9 +22,9 @@ from x402.schemas import AssetAmount, PaymentPayload, PaymentRequirements
 
 from ..messages import Domain, Receipt, SignedVoucher
 from ..schemes import registry
+from ..sdk.relayer_client import RelayerClient
 from .chainview import ChainView
 from .channels import Channels
-from .relayer import RelayerClient
 from .store import NodeStore
 from .x402 import MAX_TIMEOUT_SECONDS, Offer, PaymentRefused, Quote, decode_payment
 

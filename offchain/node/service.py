@@ -10,13 +10,11 @@ import logging
 import time
 from typing import Any
 
-from web3 import Web3
-
 from ..backends import load_backend
-from ..chain import Chain
-from ..daemon.keys import load_account
-from ..deployments import load_deployment
+from ..daemon.worker import Backoff, Supervisor
 from ..messages import SignedVoucher
+from ..sdk.connect import connect
+from ..sdk.relayer_client import RelayerClient, RelayerUnavailable
 from .catalog import Catalog, ServedModel
 from .chainview import ChainView
 from .channels import Channels
@@ -25,7 +23,6 @@ from .metrics import NodeMetrics
 from .outbox import Outbox
 from .payloads import PayloadDesk
 from .payments import Payments
-from .relayer import RelayerClient
 from .store import NodeStore
 from .x402 import Offer
 
@@ -40,8 +37,7 @@ def build_catalog(settings: NodeSettings) -> Catalog:
     models = []
     for spec in parse_backends(settings.backend):
         try:
-            backend = load_backend(spec.spec, cheat_rate=settings.cheat_rate or None,
-                                   cheat_seed=settings.cheat_seed or None, **spec.options)
+            backend = load_backend(spec.spec, **spec.options)
         except ValueError as exc:
             raise ConfigError(f"invalid setting backend: {exc}") from None
         except Exception as exc:
@@ -62,21 +58,15 @@ class Node:
         self.settings = settings
         self.started = time.time()
         self.catalog = build_catalog(settings)  # first: a bad backend or pricing file fails before any network call
-        w3 = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 15}))
-        self.chain_id = int(w3.eth.chain_id)
-        self.account = load_account(settings, self.chain_id)  # first: refuse a dev key early
-        self.address = self.account.address
-        self.deployment = load_deployment(chain_id=self.chain_id, path=settings.deployment)
-        chain = Chain(w3=w3, deployment=self.deployment)
-        self.network = f"eip155:{self.chain_id}"
-        self.escrow_address = self.deployment.address("CreditEscrow")
-        self.staking_address = self.deployment.address("NodeStaking")
-        self.opg_address = self.deployment.address("OPG")
-        if len(w3.eth.get_code(self.escrow_address)) == 0:
-            raise ConfigError(f"no CreditEscrow code at {self.escrow_address} on chain {self.chain_id}: wrong "
-                              "deployment file for this RPC?")
-        domain = chain.opg.functions.eip712Domain().call()
-        self.escrow_domain, self.staking_domain = chain.escrow_domain, chain.staking_domain
+        conn = connect(settings, require=("OPG", "CreditEscrow", "NodeStaking"))  # refuses a dev key off 31337 first
+        assert conn.account is not None
+        self.account, self.address, self.chain_id = conn.account, conn.account.address, conn.chain_id
+        self.deployment, self.network = conn.deployment, conn.network
+        contracts = conn.contracts
+        self.escrow_address, self.staking_address = contracts.escrow.address, contracts.staking.address
+        self.opg_address = contracts.opg.address
+        domain = contracts.opg.functions.eip712Domain().call()
+        self.escrow_domain, self.staking_domain = conn.escrow_domain, conn.staking_domain
         self.metrics = NodeMetrics()
         self.store = NodeStore(settings.store)
         self.store.on_commit = self.metrics.store_commit.observe
@@ -88,9 +78,12 @@ class Node:
                                                  "signature": voucher["signature"]}) if voucher else None
             self.channels.restore(payer, cumulative, best)
         self.chain = ChainView(settings.rpc_url, self.deployment, self.address, settings.settled_ttl)
-        self.relayer = RelayerClient(settings.relayer_url, settings.relayer_timeout, settings.exact_timeout)
-        self.outbox = Outbox(self.store, self.relayer, settings.outbox_batch, settings.outbox_max_backoff,
-                             self.metrics)
+        self.relayer = RelayerClient(settings.relayer_url, settings.relayer_timeout,
+                                     settle_timeout=settings.exact_timeout + 5, user_agent="opg-node")
+        self.supervisor = Supervisor()
+        wake_outbox = self.supervisor.add(Outbox(self.store, self.relayer, settings.outbox_batch, self.metrics),
+                                          backoff=Backoff(0.25, settings.outbox_max_backoff),
+                                          quiet=(RelayerUnavailable,))
         self.offer = Offer(network=self.network, node=self.address, asset=self.opg_address,
                            escrow=self.escrow_address, staking=self.staking_address, token_name=domain[1],
                            token_version=domain[2])
@@ -98,7 +91,7 @@ class Node:
             account=self.account, network=self.network, offer=self.offer, chain=self.chain, relayer=self.relayer,
             store=self.store, channels=self.channels, escrow_domain=self.escrow_domain,
             staking_domain=self.staking_domain, max_unsettled=settings.max_unsettled_wei,
-            require_relayer=settings.require_relayer_verify, metrics=self.metrics, on_receipt=self.outbox.wake)
+            require_relayer=settings.require_relayer_verify, metrics=self.metrics, on_receipt=wake_outbox.set)
         self.payloads = PayloadDesk(self.address, self.store, self.chain, self.staking_domain, self.metrics)
         self.metrics.gauge("opg_node_outbox_backlog", "Receipts not yet handed to the relayer.",
                            lambda: {(): self.store.outbox_counts().get("pending", 0)})
@@ -110,7 +103,7 @@ class Node:
                  self.chain_id, len(self.channels.all()), self.store.outbox_counts().get("pending", 0))
 
     def start(self) -> None:
-        self.outbox.start()
+        self.supervisor.start()
 
     def stop(self, grace: float = 5.0) -> None:
         """After the HTTP server stopped: let requests still generating finish (``grace`` s), hand over what the
@@ -118,7 +111,7 @@ class Node:
         deadline = time.monotonic() + grace
         while self.channels.in_flight_requests() and time.monotonic() < deadline:
             time.sleep(0.05)
-        self.outbox.stop(flush_timeout=5.0)
+        self.supervisor.stop(timeout=5.0 + 2 * self.relayer.timeout)  # the outbox's last flush included
         for model in self.catalog.list():
             close = getattr(model.backend, "close", None) or getattr(getattr(model.backend, "inner", None),
                                                                        "close", None)
@@ -146,7 +139,8 @@ class Node:
         except Exception as exc:
             store_ok, counts, oldest = False, {}, None
             last_error = f"store: {exc.__class__.__name__}: {str(exc)[:200]}"
-        alive = self.outbox.alive
+        outbox = self.supervisor.worker_health("outbox")
+        alive = outbox.alive
         return {
             "ok": chain_ok and store_ok and alive, "node": self.address, "chainId": self.chain_id,
             "network": self.network, "chainOk": chain_ok, "storeOk": store_ok,
@@ -157,6 +151,6 @@ class Node:
             "outboxAlive": alive, "outboxBacklog": counts.get("pending", 0),
             "outboxDelivered": counts.get("delivered", 0), "outboxRefused": counts.get("refused", 0),
             "outboxOldestAge": round(time.time() - oldest, 3) if oldest else None,
-            "outboxError": self.outbox.last_error, "inFlight": self.channels.in_flight_requests(),
+            "outboxError": outbox.last_error, "inFlight": self.channels.in_flight_requests(),
             "models": [m.name for m in self.catalog.list()], "lastError": last_error,
         }

@@ -17,23 +17,21 @@ address) before proposing and again before settling.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from web3 import Web3
-
-from ..chain import SKIP_REASONS, Chain
-from ..daemon.keys import load_account
-from ..deployments import load_deployment
-from ..devkit.devchain import transact
 from ..messages import Claim, merkle_root
+from ..sdk.connect import Connection, connect
+from ..sdk.constants import SKIP_REASONS
+from ..sdk.tx import TxFailed, TxManager, hex_hash
 from .config import ConfigError, NodeSettings
 from .store import NodeStore
 
 MAX_CLAIMS = 256
 GAS_FLOOR, GAS_PER_CLAIM = 400_000, 60_000
+TX_TIMEOUT = 120.0
 
 
 @dataclass
@@ -46,11 +44,10 @@ class ChannelClaim:
     outcome: int | None = None
 
 
-def plan(settings: NodeSettings) -> tuple[Chain, object, list[ChannelClaim]]:
-    w3 = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 30}))
-    chain_id = int(w3.eth.chain_id)
-    account = load_account(settings, chain_id)
-    chain = Chain(w3=w3, deployment=load_deployment(chain_id=chain_id, path=settings.deployment))
+def plan(settings: NodeSettings) -> tuple[Connection, list[ChannelClaim]]:
+    conn = connect(settings, require=("CreditEscrow",), timeout=30)
+    account, chain_id, escrow = conn.account, conn.chain_id, conn.contracts.escrow
+    assert account is not None
     store = NodeStore(settings.store)
     meta = store.open_readonly()
     if meta.get("node", "").lower() != account.address.lower():
@@ -62,7 +59,7 @@ def plan(settings: NodeSettings) -> tuple[Chain, object, list[ChannelClaim]]:
         for payer, cumulative, voucher in store.channels():
             if voucher is None:
                 continue
-            spent = int(chain.escrow.functions.spent(payer, account.address).call())
+            spent = escrow.spent(payer, account.address)
             total = min(cumulative, int(voucher["maxCumulative"]))
             if total <= spent:
                 continue
@@ -71,74 +68,68 @@ def plan(settings: NodeSettings) -> tuple[Chain, object, list[ChannelClaim]]:
             claims.append(ChannelClaim(payer, spent, total, store.receipt_ids_above(payer, spent), claim))
     finally:
         store.close()
-    return chain, account, claims
+    return conn, claims
 
 
-def _chain_time(chain: Chain) -> int:
-    return int(chain.w3.eth.get_block("latest")["timestamp"])
+def _send(tx: TxManager, fn: Any, kind: str, gas: int) -> str:
+    """Send with this gas limit (not the manager's estimate: see ``settle``), wait; the transaction hash."""
+    sent = tx.send(fn, kind, gas=gas)
+    receipt = tx.wait(sent.tx_hash, TX_TIMEOUT)
+    if receipt is None or receipt["status"] != 1:
+        raise TxFailed(f"{kind}: {sent.tx_hash} " + ("reverted" if receipt is not None else "not mined"), receipt)
+    return hex_hash(receipt["transactionHash"])
 
 
-def propose_and_wait(chain: Chain, account, claims: list[tuple], root: bytes, log=None) -> None:
+def propose_and_wait(conn: Connection, tx: TxManager, claims: list[tuple], root: bytes, log=None) -> None:
     """Propose ``settle_batch(claims, root)`` unless a live proposal of it exists, then wait until it is due (by the
     chain's clock: a block at or after the due time)."""
     log = log or (lambda message: print(message, file=sys.stderr))
-    escrow = chain.escrow
-    proposal = escrow.functions.proposal_id(claims, root).call()
-    due, expires = (int(x) for x in escrow.functions.proposal_of(proposal).call())
-    if expires <= _chain_time(chain):
-        fn = escrow.functions.propose_batch(claims, root)
-        gas = max(2 * chain.w3.eth.estimate_gas(fn.build_transaction({"from": account.address})), GAS_FLOOR)
-        transact(chain.w3, account.key, fn, gas=gas)
-        due, expires = (int(x) for x in escrow.functions.proposal_of(proposal).call())
+    escrow, clock = conn.contracts.escrow.functions, conn.clock
+    proposal = escrow.proposal_id(claims, root).call()
+    due, expires = (int(x) for x in escrow.proposal_of(proposal).call())
+    if expires <= clock.block_time():
+        fn = escrow.propose_batch(claims, root)
+        _send(tx, fn, "propose_batch", max(2 * conn.w3.eth.estimate_gas(fn.build_transaction({"from": tx.address})),
+                                           GAS_FLOOR))
+        due, expires = (int(x) for x in escrow.proposal_of(proposal).call())
         log(f"proposed {len(claims)} claim(s); the escrow lets this node settle them from {due} (chain time), "
-            f"in {max(0, due - _chain_time(chain))} s")
-    while _chain_time(chain) < due:
-        time.sleep(min(2.0, max(0.2, due - _chain_time(chain))))
+            f"in {max(0, due - clock.block_time())} s")
+    while clock.block_time() < due:
+        time.sleep(min(2.0, max(0.2, due - clock.block_time())))
         if due - time.time() <= 0:  # a chain mining on demand (anvil): a block stamps the current time
             try:
-                chain.w3.provider.make_request("evm_mine", [])
+                conn.w3.provider.make_request("evm_mine", [])
             except Exception:
                 pass
 
 
 def settle(settings: NodeSettings, dry_run: bool, log=None) -> list[dict]:
-    chain, account, claims = plan(settings)
+    conn, claims = plan(settings)
+    account, escrow = conn.account, conn.contracts.escrow
+    assert account is not None
+    tx = TxManager(conn.w3, account, conn.chain_id)
     results = []
-    facilitator = bool(chain.escrow.functions.is_facilitator(account.address).call())
+    facilitator = escrow.is_facilitator(account.address)
     # The outcomes a settlement would have now, asked as a facilitator would (no proposal needed for the call).
-    simulate_from = account.address if facilitator else (chain.deployment.params.facilitators or [account.address])[0]
+    simulate_from = account.address if facilitator else (conn.deployment.params.facilitators or [account.address])[0]
     for start in range(0, len(claims), MAX_CLAIMS):
         part = claims[start:start + MAX_CLAIMS]
         root = merkle_root([bytes.fromhex(i[2:]) for c in part for i in c.receipts])
         tuples = [c.claim.as_tuple() for c in part]
-        fn = chain.escrow.functions.settle_batch(tuples, root)
+        fn = escrow.functions.settle_batch(tuples, root)
         outcomes = fn.call({"from": simulate_from})
         if not dry_run and not facilitator and any(o == 0 for o in outcomes):
-            propose_and_wait(chain, account, tuples, root, **({"log": log} if log else {}))
+            propose_and_wait(conn, tx, tuples, root, **({"log": log} if log else {}))
             outcomes = fn.call({"from": account.address})
-        tx = None
+        sent = None
         if not dry_run and any(o == 0 for o in outcomes):
             # eth_estimateGas can find a limit at which a claim's inner calls fail softly (a skip, not a revert), far
             # below what paying it takes: never go under a generous static bound (unused gas is not paid).
-            estimate = chain.w3.eth.estimate_gas(fn.build_transaction({"from": account.address}))
-            gas = max(2 * estimate, GAS_FLOOR + GAS_PER_CLAIM * len(part))
-            tx = "0x" + bytes(transact(chain.w3, account.key, fn, gas=gas)["transactionHash"]).hex()
+            estimate = conn.w3.eth.estimate_gas(fn.build_transaction({"from": account.address}))
+            sent = _send(tx, fn, "settle_batch", max(2 * estimate, GAS_FLOOR + GAS_PER_CLAIM * len(part)))
         for c, outcome in zip(part, outcomes, strict=True):
             results.append({"payer": c.payer, "spent": str(c.spent), "total": str(c.total),
                             "receipts": len(c.receipts), "outcome": int(outcome),
                             "result": SKIP_REASONS.get(int(outcome), str(outcome)),
-                            "transaction": tx, "dryRun": dry_run})
+                            "transaction": sent, "dryRun": dry_run})
     return results
-
-
-def print_results(results: list[dict], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps({"claims": results}, indent=2))
-        return
-    if not results:
-        print("nothing to settle: every channel is paid up to its highest receipt")
-        return
-    for r in results:
-        verb = "would settle" if r["dryRun"] and r["outcome"] == 0 else r["result"]
-        print(f"{r['payer']}: {int(r['total']) - int(r['spent'])} wei ({r['receipts']} receipt(s)) -> {verb}"
-              + (f" in {r['transaction']}" if r["transaction"] else ""))

@@ -14,7 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..daemon.app import ErrorBody, operations_router
 from ..daemon.app import create_app as create_daemon_app
 from ..daemon.errors import ApiError
+from .intake import Intake
+from .metrics import Metrics
 from .payloads import dispute_problem, parse_receipt
+from .store import VerifierStore
 
 if TYPE_CHECKING:
     from .service import Verifier
@@ -51,7 +54,7 @@ def check_view(row: dict) -> dict:
     }
 
 
-def routes(v: Verifier) -> APIRouter:
+def routes(intake: Intake, store: VerifierStore, metrics: Metrics) -> APIRouter:
     router = APIRouter(tags=["verifier"])
 
     @router.post("/disputes", status_code=202, responses={  # documented refusals (issue 19)
@@ -64,12 +67,12 @@ def routes(v: Verifier) -> APIRouter:
             receipt = parse_receipt(body.receipt)
         except ValueError as exc:
             raise ApiError(400, "invalid_field", "receipt", str(exc).splitlines()[0]) from None
-        problem = dispute_problem(receipt, body.request, body.output, v.domain, body.tokens_hash, body.tokens)
+        problem = dispute_problem(receipt, body.request, body.output, intake.domain, body.tokens_hash, body.tokens)
         if problem:
             error = "invalid_signature" if "signature" in problem or "signed" in problem else "payload_mismatch"
             raise ApiError(400, error, "receipt" if error == "invalid_signature" else "request", problem)
-        it = v.item(receipt)
-        if not await asyncio.to_thread(v.accused, it["receipt_hash"]):
+        it = intake.item(receipt)
+        if not await asyncio.to_thread(intake.accused, it["receipt_hash"]):
             raise ApiError(409, "not_disputed", "receipt",
                            "no open dispute or flag: the payer must first call staking.flag(receipt, signature) with "
                            "its bond (or a verifier flag it)")
@@ -78,11 +81,11 @@ def routes(v: Verifier) -> APIRouter:
                            ("tokensHash", body.tokens_hash), ("tokens", body.tokens)):
             if value is not None:
                 payload[key] = value
-        reason = v.skip_reason(receipt)
-        await asyncio.to_thread(v.store.queue_check, it, "dispute", payload, reason)
-        v.metrics.disputes.inc()
-        v.wake()
-        row = await asyncio.to_thread(v.store.check, it["id"])
+        reason = intake.skip_reason(receipt)
+        await asyncio.to_thread(store.queue_check, it, "dispute", payload, reason)
+        metrics.disputes.inc()
+        intake.wake_checks()
+        row = await asyncio.to_thread(store.check, it["id"])
         return JSONResponse(check_view(row), status_code=202)
 
     @router.get("/checks/{receipt_id}", responses={
@@ -90,7 +93,7 @@ def routes(v: Verifier) -> APIRouter:
     async def check(receipt_id: str = Path(pattern=r"^0x[0-9a-fA-F]{64}$")) -> Any:
         """This verifier's check of a receipt: queued, done (with the verdict), withheld (reported, no verdict) or
         skipped."""
-        row = await asyncio.to_thread(v.store.check, receipt_id.lower())
+        row = await asyncio.to_thread(store.check, receipt_id.lower())
         if row is None:
             raise ApiError(404, "not_found", "receiptId", "this verifier has not checked that receipt")
         return check_view(row)
@@ -99,7 +102,7 @@ def routes(v: Verifier) -> APIRouter:
     async def drift() -> Any:
         """Teacher-forced statistics per node: receipts and tokens scored, tokens beyond the drift margin, the largest
         margin, and whether the binomial test flagged the node (then all its receipts are sampled)."""
-        rows = await asyncio.to_thread(v.store.drift)
+        rows = await asyncio.to_thread(store.drift)
         return {"nodes": [{"node": r["node"], "receipts": r["receipts"], "scored": r["scored"],
                            "drifted": r["drifted"], "maxMargin": r["max_margin"],
                            "flagged": r["flagged_at"] is not None, "flaggedAt": r["flagged_at"]} for r in rows]}
@@ -119,4 +122,5 @@ def create_app(v: Verifier) -> FastAPI:
     async def health() -> dict:
         return await asyncio.to_thread(v.health)
 
-    return create_daemon_app("OPG verifier", __doc__, [operations_router(health, v.metrics), routes(v)], lifespan)
+    return create_daemon_app("OPG verifier", __doc__, [operations_router(health, v.metrics),
+                                                                routes(v.intake, v.store, v.metrics)], lifespan)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..inference import (
     ChatMessage,
@@ -322,3 +322,46 @@ def judge_teacher_forced(receipt: Receipt, payload: dict, scorer: Any) -> Judgem
                                     f"{params.temperature:g}: no honest sampler draws it", **j)
     return Judgement(True, f"teacher-forced: {len(scores)} tokens plausible (largest margin {worst['margin']:.2f}, "
                            f"{drifted} beyond the drift margin {DRIFT_MARGIN:g})", **j)
+
+
+class ReceiptJudge(Protocol):
+    """What the checker asks of a judge (the verifier's rule is :class:`Reexecution`; the tests' lazy verifier
+    brings one that vouches without looking). ``needs_payload``: whether the node's payload is fetched first."""
+
+    needs_payload: bool
+
+    def serves(self, model_id: str) -> bool: ...
+
+    def __call__(self, receipt: Receipt, payload: dict | None) -> Judgement: ...
+
+    def describe(self) -> list[dict]: ...
+
+
+class Reexecution:
+    """The verifier's rule: :func:`judge` with the backend that runs the receipt's model (the same weights served by
+    any engine, an ``open_weights_id``, are judged by teacher forcing)."""
+
+    needs_payload = True
+
+    def __init__(self, backends: list[Any], tolerance: float = 2.0):
+        self.tolerance = tolerance
+        self.backends: dict[str, Any] = {}
+        for backend in backends:
+            self.backends[backend.model_id.lower()] = backend
+            if getattr(backend, "open_weights_id", None):
+                self.backends.setdefault(backend.open_weights_id.lower(), backend)
+
+    def serves(self, model_id: str) -> bool:
+        return model_id.lower() in self.backends
+
+    def __call__(self, receipt: Receipt, payload: dict | None) -> Judgement:
+        if payload is None:
+            raise CannotJudge("no payload")
+        return judge(receipt, payload, self.backends[receipt.model_id.lower()], self.tolerance)
+
+    def describe(self) -> list[dict]:
+        return [{"name": b.name, "modelId": m,
+                 "deterministic": bool(b.deterministic) and m != getattr(b, "open_weights_id", None),
+                 "judgedBy": "teacher-forcing" if m == getattr(b, "open_weights_id", None) else "re-execution"}
+                for m, b in self.backends.items()]
+

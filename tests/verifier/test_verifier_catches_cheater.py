@@ -39,7 +39,8 @@ BATCH_SIZE = 6
 
 
 def prompts(pattern: str, tag: str) -> list[str]:
-    """Prompts whose answers from a node with ``--cheat-rate CHEAT_RATE`` are honest (h) or wrong (f), in order."""
+    """Prompts whose answers from a node with ``--backend builtin?cheat_rate=CHEAT_RATE`` are honest (h) or wrong (f),
+    in order."""
     out, i = [], 0
     for want in pattern:
         while cheats(CHEAT_RATE, f"{tag} question {i}") != (want == "f"):
@@ -66,10 +67,11 @@ def world(devnet, relayer, workdir):
     live(devnet, [*honest_v, lazy_v])  # weights 3, 3, 1: the honest two hold 6/7, either alone 3/7
     cheater, honest = devnet.new_node(), devnet.new_node()
     payer_c, payer_h = devnet.new_payer(50 * OPG), devnet.new_payer(50 * OPG)
-    nodes = [node_proc(devnet, relayer, cheater, workdir, "--cheat-rate", str(CHEAT_RATE), name="cheater"),
+    nodes = [node_proc(devnet, relayer, cheater, workdir, name="cheater",
+                       backend=f"builtin?cheat_rate={CHEAT_RATE}"),
              node_proc(devnet, relayer, honest, workdir, name="honest")]
     verifiers = [verifier_proc(devnet, relayer, v, workdir, name=f"verifier{i}") for i, v in enumerate(honest_v)]
-    verifiers.append(verifier_proc(devnet, relayer, lazy_v, workdir, "--lazy", name="lazy"))
+    verifiers.append(verifier_proc(devnet, relayer, lazy_v, workdir, name="lazy", lazy=True))
     try:
         for n in nodes:
             n.start()

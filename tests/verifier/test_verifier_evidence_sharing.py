@@ -5,7 +5,7 @@ to the node's signed receipt: nobody can forge it) to every other active verifie
 it for a flagged receipt. The fraud is proven and the node slashed without any payer's dispute.
 
 Weights: A 3 (draws every receipt), B 3 and C 1 (draw nothing; they check what is flagged). A alone is no quorum.
-Real anvil, relayer, node (``--cheat-rate 1``) and verifier processes; the node's public endpoint is its own front.
+Real anvil, relayer, node (``--backend builtin?cheat_rate=1``) and verifier processes; the node's public endpoint is its own front.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def setup(devnet, relayer, workdir):
     c = devnet.new_verifier(p.min_verifier_stake)
     live(devnet, [a, b, c])
     node = devnet.new_node()
-    node_daemon = node_proc(devnet, relayer, node, workdir, "--cheat-rate", "1")
+    node_daemon = node_proc(devnet, relayer, node, workdir, backend="builtin?cheat_rate=1")
     front = SelectiveFront(node_daemon.url).start()
     set_endpoint(devnet, node, front.url)
     procs = {"a": verifier_proc(devnet, relayer, a, workdir, sample_rate=1.0, deadline=2.0, name="verifier-a"),

@@ -2,7 +2,7 @@
 processes; the payer uses the ``opg`` CLI: ``opg chat`` stores the answer, ``opg dispute`` posts the bond and hands it
 to the verifiers).
 
-The node answers wrongly (``--cheat-rate 1``) and registered an endpoint nobody can reach, so no verifier can fetch a
+The node answers wrongly (``--backend builtin?cheat_rate=1``) and registered an endpoint nobody can reach, so no verifier can fetch a
 payload from it; the verifiers sample nothing of it (rate 0: this receipt was not drawn). The payer's own copy of
 the request and answer, which hashes to the node's signed receipt, is enough to prove the fraud.
 """
@@ -50,7 +50,7 @@ def setup(devnet, relayer, workdir):
     live(devnet, verifiers)
     node = devnet.new_node()
     payer = devnet.new_payer(20 * OPG, extra_opg=5 * OPG)
-    node_daemon = node_proc(devnet, relayer, node, workdir, "--cheat-rate", "1", endpoint=UNREACHABLE)
+    node_daemon = node_proc(devnet, relayer, node, workdir, endpoint=UNREACHABLE, backend="builtin?cheat_rate=1")
     vprocs = [verifier_proc(devnet, relayer, v, workdir, sample_rate=0.0, name=f"verifier{i}")
               for i, v in enumerate(verifiers)]
     try:

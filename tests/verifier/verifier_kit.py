@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -78,15 +79,21 @@ def set_endpoint(devnet: Devnet, actor: Actor, url: str) -> None:
 
 def verifier_proc(devnet: Devnet, relayer: RelayerProc, actor: Actor, folder: Path, *extra: str,
                   sample_rate: float = 1.0, deadline: float = 2.0, name: str = "verifier",
-                  register_endpoint: bool = True, backends: str = "builtin") -> DaemonProc:
-    """``opg verifier run`` for ``actor`` (not started); its registered endpoint is set to the daemon's URL."""
+                  register_endpoint: bool = True, backends: str = "builtin", lazy: bool = False) -> DaemonProc:
+    """``opg verifier run`` for ``actor`` (not started); its registered endpoint is set to the daemon's URL. ``lazy``:
+    the same daemon with the tests' lazy judge (``lazy_verifier.py``: vouches valid=true without checking)."""
     store = folder / f"{name}-{actor.address[:10]}.sqlite3"
+    env = {"OPG_VERIFIER_PASSWORD": PASSWORD}
     proc = DaemonProc(name, [
         "verifier", "run", "--rpc-url", devnet.url, "--deployment", str(devnet.deployment_file),
         "--relayer-url", relayer.url, "--store", str(store), "--keystore", str(keystore(actor, folder)),
         "--backends", backends, "--sample-rate", str(sample_rate), "--payload-deadline", str(deadline),
         "--payload-retry", "0.5", "--payload-timeout", "3", "--poll-interval", "0.2", *extra,
-    ], folder, env={"OPG_VERIFIER_PASSWORD": PASSWORD})
+    ], folder, env=env)
+    if lazy:  # python lazy_verifier.py <the same arguments>, with the project importable
+        proc.args[1:3] = [str(Path(__file__).with_name("lazy_verifier.py"))]
+        proc.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
+                                                              proc.env.get("PYTHONPATH")]))
     if register_endpoint:
         set_endpoint(devnet, actor, proc.url)
     return proc
@@ -202,7 +209,7 @@ def honest_answer(prompt: str, max_tokens: int = 24) -> str:
 
 
 def cheats(rate: float, prompt: str, max_tokens: int = 24, seed: int = 0) -> bool:
-    """Whether a node run with ``--cheat-rate rate`` (seed ``seed``) answers ``prompt`` wrongly."""
+    """Whether a node run with ``--backend builtin?cheat_rate=rate`` (seed ``seed``) answers ``prompt`` wrongly."""
     return CheatingBackend(BUILTIN, rate, seed).cheats([ChatMessage(role="user", content=prompt)],
                                                         GenParams(max_tokens=max_tokens))
 

@@ -26,8 +26,8 @@ from ...inference import canonical_json, input_hash, output_hash, tokens_hash
 from ...messages import InvalidSignature, Receipt, SignedVoucher, recover_signer
 from ...node.channels import Channel
 from ...node.payments import Admission, SchemeServer, Served, receipt_json, voucher_json
-from ...node.relayer import RelayerUnavailable
 from ...node.x402 import PaymentRefused, Quote
+from ...sdk.relayer_client import RelayerUnavailable
 from ..registry import registry
 from .payload import SCHEME, CreditPayload
 

@@ -16,8 +16,8 @@ from x402.schemas import PaymentPayload, PaymentRequirements
 
 from ...daemon.errors import ApiError
 from ...node.payments import Admission, SchemeServer, Served
-from ...node.relayer import RelayerUnavailable
 from ...node.x402 import PaymentRefused, Quote
+from ...sdk.relayer_client import RelayerUnavailable
 from ..registry import registry
 from .payload import SCHEME, ExactPayload
 
@@ -94,7 +94,7 @@ class ExactServer(SchemeServer):
         base = {"network": ctx.network, "payer": adm.payer, "scheme": SCHEME, "receiptId": None,
                 "receipt": None, "cost": str(amount), "amount": str(amount), "cumulative": None, "creditsLeft": None}
         try:
-            status, answer = ctx.relayer.settle_x402(self._body(adm))
+            status, answer = ctx.relayer.settle(self._body(adm))
         except RelayerUnavailable as exc:
             ctx.store.exact_update(adm.exact_key, "unknown", None, str(exc)[:300])
             return {**base, "success": False, "transaction": "", "errorReason": "relayer_unavailable",
