@@ -497,7 +497,9 @@ class Payer:
             "problem": outcome.problem, "usage": usage, "finishReason": finish_reason, "createdAt": time.time(),
         }
         try:
-            self.state.save_request(record)
+            # an accepted receipt's record is written, not fsynced (a killed process keeps it; the node and the
+            # relayer keep the receipt too); a refused one is evidence and is fsynced before complete returns
+            self.state.save_request(record, durable=not outcome.ok)
         except OSError as exc:  # the answer was delivered; a full disk must not turn it into an error
             log.warning("could not store request record %s: %s", outcome.receipt_id, exc)
 

@@ -257,9 +257,9 @@ class ClientState:
             raise ValueError(f"not a receipt id (0x + 64 hex digits): {receipt_id!r}")
         return self.root / "requests" / f"{rid}.json"
 
-    def save_request(self, record: dict) -> Path:
+    def save_request(self, record: dict, durable: bool = True) -> Path:
         path = self.request_path(record["receiptId"])
-        _atomic_write(path, record, private=True)
+        _atomic_write(path, record, private=True, durable=durable)
         return path
 
     def load_request(self, receipt_id: str) -> dict | None:

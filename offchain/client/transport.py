@@ -15,14 +15,22 @@ is checked by the :class:`~offchain.client.payer.Payer`; ``response.extensions["
 has been seen (at once for JSON answers, when the last chunk passes for streams). A payment the client refuses
 (over-charging node, quote above your limit, a node's unexplained claim) is answered locally with a 402 whose JSON
 body ``{"error": {"message", "type", "code"}}`` says why, which the openai package raises as ``APIStatusError``.
+
+Paying with the first request: a transport remembers the requirement it paid for each request (URL and body), and
+when the same request is sent again it pays with the first attempt (x402 lets a client pay upfront), if that scheme's
+client allows it (``reuse_quote``: ``opg-credit``, whose voucher is signed against the local channel view, not the
+old quote's ``extra.charged``). The node's 402 is then a cache miss (answered ``Cache-Control: no-store``): the
+remembered quote is dropped and the fresh one paid, as on a first request.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 import httpx
@@ -35,6 +43,7 @@ PAYMENT_REQUIRED = "payment-required"
 PAYMENT_SIGNATURE = "PAYMENT-SIGNATURE"
 PAYMENT_RESPONSE = ("payment-response", "x-payment-response")
 _HOP_HEADERS = {"content-length", "content-encoding", "transfer-encoding"}
+MAX_QUOTES = 256  # remembered requirements per transport (one per distinct request)
 
 
 class PaymentTicket:
@@ -194,6 +203,42 @@ class _Flow:
     def __init__(self, payer: Payer, allow_exact: bool, max_attempts: int, schemes: tuple[str, ...] | None = None):
         self.payer, self.allow_exact, self.max_attempts = payer, allow_exact, max_attempts
         self.schemes = tuple(schemes) if schemes else None
+        self._quotes: OrderedDict[tuple[str, bytes], tuple[dict, dict | None]] = OrderedDict()
+        self._quotes_lock = threading.Lock()
+
+    # The node's quote of a request, for paying it with the first attempt next time -----------------------------
+    @staticmethod
+    def _quote_key(request: httpx.Request) -> tuple[str, bytes]:
+        return str(request.url), hashlib.blake2b(request.content, digest_size=16).digest()
+
+    def remember(self, request: httpx.Request, requirement: dict, resource: dict | None) -> None:
+        client = self.payer.schemes.get(str(requirement.get("scheme")))
+        if not getattr(client, "reuse_quote", False):
+            return
+        with self._quotes_lock:
+            self._quotes[self._quote_key(request)] = (requirement, resource)
+            while len(self._quotes) > MAX_QUOTES:
+                self._quotes.popitem(last=False)
+
+    def forget(self, request: httpx.Request) -> None:
+        with self._quotes_lock:
+            self._quotes.pop(self._quote_key(request), None)
+
+    def prepaid(self, request: httpx.Request) -> Reservation | None:
+        """A payment for ``request`` from the node's last quote of the same request, or None (none known, or this
+        client will not pay it now: then the node's own 402 decides, as on a first request)."""
+        with self._quotes_lock:
+            entry = self._quotes.get(self._quote_key(request))
+        if entry is None:
+            return None
+        try:
+            return self.payer.prepare(entry[0], entry[1])
+        except PaymentRefused:
+            self.forget(request)
+            return None
+
+    def send_args(self, request: httpx.Request, res: Reservation | None) -> httpx.Request:
+        return self.first(request) if res is None else self.paid(request, res)
 
     def first(self, request: httpx.Request) -> httpx.Request:
         headers = httpx.Headers(request.headers)
@@ -209,7 +254,8 @@ class _Flow:
                              extensions=request.extensions)
 
     def reserve(self, response: httpx.Response, window: tuple[float, float] | None = None,
-                retry_of: Reservation | None = None) -> Reservation | httpx.Response | None:
+                retry_of: Reservation | None = None,
+                request: httpx.Request | None = None) -> Reservation | httpx.Response | None:
         """What to do with a (read) 402: a reservation to pay it, a local refusal, or None (pass the 402 on).
         ``window``: when the request that drew it was sent and when the 402 arrived; ``retry_of``: the payment
         it refused, if any (``Payer.prepare``)."""
@@ -220,7 +266,10 @@ class _Flow:
             requirement = self.payer.choose(required.get("accepts") or [], self.allow_exact, self.schemes)
             if requirement is None:
                 return None
-            return self.payer.prepare(requirement, required.get("resource"), window=window, retry_of=retry_of)
+            res = self.payer.prepare(requirement, required.get("resource"), window=window, retry_of=retry_of)
+            if request is not None:
+                self.remember(request, requirement, required.get("resource"))
+            return res
         except PaymentRefused as exc:
             log.warning("%s", exc)
             return _refusal(exc)
@@ -272,10 +321,11 @@ class _Flow:
 RETRYABLE = {"cap_exceeded", "stale_voucher", "payment_required"}
 
 
-def _retryable(response: httpx.Response) -> bool:
-    """Whether a 402 answering a paid attempt is worth paying again (read first)."""
+def _retryable(response: httpx.Response, prepaid: bool = False) -> bool:
+    """Whether a 402 answering a paid attempt is worth paying again (read first): any fresh quote after a payment
+    made from a remembered one (a cache miss), else a quote of the channel that moved on."""
     required = payment_required_of(response)
-    return bool(required) and required.get("error") in RETRYABLE
+    return bool(required) and (prepaid or required.get("error") in RETRYABLE)
 
 
 def _is_stream(response: httpx.Response) -> bool:
@@ -295,48 +345,61 @@ class PayingTransport(httpx.BaseTransport):
         request.read()
         if PAYMENT_SIGNATURE.lower() in request.headers:
             return self.inner.handle_request(request)
+        flow = self.flow
+        res = prepaid = flow.prepaid(request)
         # when each attempt left and its answer came: a 402 may count caps of requests in flight on the node
         # then that ended since (Payer.prepare's window)
         sent = time.time()
-        response = self.inner.handle_request(self.flow.first(request))
+        response = self._send(request, res)
         received = time.time()
-        res = None
-        for _ in range(self.flow.max_attempts):
-            if response.status_code != 402:
+        paid, most = int(prepaid is not None), flow.max_attempts + (prepaid is not None)
+        while True:
+            if res is not None:  # a paid attempt
+                if response.status_code < 400:
+                    return self._deliver(res, request, response)
+                flow.after(res, response)
+                if response.status_code != 402:
+                    return response
+                response.read()
+                if res is prepaid:
+                    flow.forget(request)
+                if not _retryable(response, res is prepaid) or paid >= most:
+                    return response
+            elif response.status_code != 402:
                 return response
-            response.read()
-            res = self.flow.reserve(response, (sent, received), res)
-            if not isinstance(res, Reservation):
-                if res is None:
+            else:
+                response.read()
+            nxt = flow.reserve(response, (sent, received), res, request)
+            if not isinstance(nxt, Reservation):
+                if nxt is None:
                     return response
                 response.close()
-                return res
+                return nxt
             response.close()
-            try:
-                sent = time.time()
-                response = self.inner.handle_request(self.flow.paid(request, res))
-                received = time.time()
-            except BaseException:
+            res, paid = nxt, paid + 1
+            sent = time.time()
+            response = self._send(request, res)
+            received = time.time()
+
+    def _send(self, request: httpx.Request, res: Reservation | None) -> httpx.Response:
+        try:
+            return self.inner.handle_request(self.flow.send_args(request, res))
+        except BaseException:
+            if res is not None:
                 self.payer.abandon(res)
-                raise
-            if response.status_code >= 400:
-                self.flow.after(res, response)
-                if response.status_code == 402:
-                    response.read()
-                    if _retryable(response):
-                        continue
-                return response
-            if _is_stream(response):
-                return self.flow.finish_stream(res, request, response, asynchronous=False)
-            try:
-                body = response.read()
-            except BaseException:
-                self.payer.abandon(res)
-                raise
-            finally:
-                response.close()
-            return self.flow.finish_json(res, request, response, body)
-        return response
+            raise
+
+    def _deliver(self, res: Reservation, request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if _is_stream(response):
+            return self.flow.finish_stream(res, request, response, asynchronous=False)
+        try:
+            body = response.read()
+        except BaseException:
+            self.payer.abandon(res)
+            raise
+        finally:
+            response.close()
+        return self.flow.finish_json(res, request, response, body)
 
     def close(self) -> None:
         self.inner.close()
@@ -355,46 +418,59 @@ class AsyncPayingTransport(httpx.AsyncBaseTransport):
         await request.aread()
         if PAYMENT_SIGNATURE.lower() in request.headers:
             return await self.inner.handle_async_request(request)
+        flow = self.flow
+        res = prepaid = flow.prepaid(request)
         sent = time.time()  # see PayingTransport
-        response = await self.inner.handle_async_request(self.flow.first(request))
+        response = await self._send(request, res)
         received = time.time()
-        res = None
-        for _ in range(self.flow.max_attempts):
-            if response.status_code != 402:
+        paid, most = int(prepaid is not None), flow.max_attempts + (prepaid is not None)
+        while True:
+            if res is not None:  # a paid attempt
+                if response.status_code < 400:
+                    return await self._deliver(res, request, response)
+                flow.after(res, response)
+                if response.status_code != 402:
+                    return response
+                await response.aread()
+                if res is prepaid:
+                    flow.forget(request)
+                if not _retryable(response, res is prepaid) or paid >= most:
+                    return response
+            elif response.status_code != 402:
                 return response
-            await response.aread()
-            res = self.flow.reserve(response, (sent, received), res)
-            if not isinstance(res, Reservation):
-                if res is None:
+            else:
+                await response.aread()
+            nxt = flow.reserve(response, (sent, received), res, request)
+            if not isinstance(nxt, Reservation):
+                if nxt is None:
                     return response
                 await response.aclose()
-                return res
+                return nxt
             await response.aclose()
-            try:
-                sent = time.time()
-                response = await self.inner.handle_async_request(self.flow.paid(request, res))
-                received = time.time()
-            except BaseException:
+            res, paid = nxt, paid + 1
+            sent = time.time()
+            response = await self._send(request, res)
+            received = time.time()
+
+    async def _send(self, request: httpx.Request, res: Reservation | None) -> httpx.Response:
+        try:
+            return await self.inner.handle_async_request(self.flow.send_args(request, res))
+        except BaseException:
+            if res is not None:
                 self.payer.abandon(res)
-                raise
-            if response.status_code >= 400:
-                self.flow.after(res, response)
-                if response.status_code == 402:
-                    await response.aread()
-                    if _retryable(response):
-                        continue
-                return response
-            if _is_stream(response):
-                return self.flow.finish_stream(res, request, response, asynchronous=True)
-            try:
-                body = await response.aread()
-            except BaseException:
-                self.payer.abandon(res)
-                raise
-            finally:
-                await response.aclose()
-            return self.flow.finish_json(res, request, response, body)
-        return response
+            raise
+
+    async def _deliver(self, res: Reservation, request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if _is_stream(response):
+            return self.flow.finish_stream(res, request, response, asynchronous=True)
+        try:
+            body = await response.aread()
+        except BaseException:
+            self.payer.abandon(res)
+            raise
+        finally:
+            await response.aclose()
+        return self.flow.finish_json(res, request, response, body)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

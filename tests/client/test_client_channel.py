@@ -180,19 +180,21 @@ def test_concurrent_requests_whose_receipts_land_before_a_third_s_402_is_read(pa
         assert st.charged == fake.cumulative == 3 * fake.cost and st.inflight == {}
 
 
-def test_a_paid_request_fsyncs_its_reservation_and_its_record_only(payer, node, monkeypatch):
+def test_a_paid_request_fsyncs_nothing_on_its_path_and_a_block_with_its_evidence(payer, node, monkeypatch):
     calls = []
     real = client_state.os.fsync
     monkeypatch.setattr(client_state.os, "fsync", lambda fd: (calls.append(fd), real(fd)))
     res = payer.prepare(requirement(payer, node))
-    assert len(calls) == 1  # the voucher's cap is on disk before the voucher leaves
+    # the voucher's cap is written, not fsynced: a power cut loses it, and the node's corrective 402 (checked against
+    # the relayer's channel view) restores it (issue 15, item 7: fsync off the request path)
+    assert len(calls) == 0
     assert payer.complete(res, receipt(payer, node, 3, 3)).ok
-    assert len(calls) == 2  # the request record (receipt) is; the channel update is not (a crash keeps the cap)
+    assert len(calls) == 0  # an accepted receipt's record is written, not fsynced; nor is the channel update
     payer.rejected(payer.prepare(requirement(payer, node, charged=3)))
-    assert len(calls) == 3
+    assert len(calls) == 0
     bad = payer.prepare(requirement(payer, node, charged=3))
     assert not payer.complete(bad, receipt(payer, node, CAP + 1, CAP + 4)).ok
-    assert len(calls) == 6  # a block is: the channel file, then the record (the evidence)
+    assert len(calls) == 2  # a block is: the channel file, then the record (the evidence)
     st = payer.channel_state(node.address)
     assert st.blocked and st.charged == 3 and st.inflight == {}
 

@@ -280,3 +280,46 @@ def test_settlement_status_is_looked_up_from_the_relayer(node, payer, relayer):
                       timeout=30)
     assert view["batchId"] and view["tx"]
     assert httpx.get(relayer.url + f"/receipts/{outcome.receipt_id}").json()["status"] == "settled"
+
+
+class Exchanges(httpx.HTTPTransport):
+    """The real transport, recording each exchange's status and whether it carried a payment."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[int, bool, str | None]] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        self.seen.append((response.status_code, "payment-signature" in request.headers,
+                          response.headers.get("cache-control")))
+        return response
+
+
+def test_a_request_the_client_was_quoted_before_is_paid_with_its_first_attempt(node, payer, devnet, payer_actor,
+                                                                               relayer, node_actor, tmp_path):
+    from offchain.client import PayingTransport
+
+    body = {"model": "builtin", "messages": messages("quote me once"), "max_tokens": 8}
+    wire = Exchanges()
+    with httpx.Client(transport=PayingTransport(payer, wire), base_url=node.url, timeout=60) as http:
+        first = http.post("/v1/chat/completions", json=body)
+        assert first.status_code == 200 and first.extensions["opg_payment"].wait(5).ok
+        assert wire.seen == [(402, False, "no-store"), (200, True, None)]  # the quote, then the payment
+        second = http.post("/v1/chat/completions", json=body)
+        assert second.status_code == 200 and second.extensions["opg_payment"].wait(5).ok
+        assert wire.seen[2:] == [(200, True, None)]  # the same request again: paid with its first attempt
+        # another device of this payer moves the channel on: the remembered quote's voucher is short, the node's 402
+        # is a cache miss (no-store), and the fresh quote is paid
+        twin = Payer.from_key(payer_actor.key, devnet.deployment_file, relayer_url=relayer.url,
+                              state=tmp_path / "twin")
+        with payment_http_client(twin, base_url=node.url, timeout=60) as other:  # once the relayer saw the receipts
+            wait_until(lambda: other.post("/v1/chat/completions", json=body).status_code == 200, timeout=30)
+        third = http.post("/v1/chat/completions", json=body)
+        assert third.status_code == 200, third.text
+        assert wire.seen[3:] == [(402, True, "no-store"), (200, True, None)]
+        outcome = third.extensions["opg_payment"].wait(5)
+        assert outcome.ok and outcome.cumulative == int(payer.channel_state(node_actor.address).charged)
+        # a different request is not paid blindly: its first attempt asks for the quote
+        http.post("/v1/chat/completions", json={**body, "max_tokens": 9})
+        assert wire.seen[5] == (402, False, "no-store")

@@ -70,7 +70,9 @@ def chat_router(catalog: Catalog, payments: Payments, metrics: Any) -> APIRouter
 
     def payment_required(quote: Quote, payer: str | None, error: str, reason: str) -> JSONResponse:
         body = payments.challenge(quote, payer, error, reason)
+        # a 402 is this request's quote (and the channel's charge): never cached, a client's stale copy is a miss
         return JSONResponse(body, status_code=402, headers={PAYMENT_REQUIRED_HEADER: encode_header(body),
+                                                            "Cache-Control": "no-store",
                                                             "Access-Control-Expose-Headers": EXPOSE})
 
     @router.post("/v1/chat/completions", responses={

@@ -62,6 +62,9 @@ class OpgCreditClient:
     scheme = SCHEME
     default = True  # chosen unless the caller names its schemes
     holds_channel = True  # a cap in flight per request, released, remembered or charged when it ends
+    # a remembered quote of the same request may be paid with the first attempt: the voucher is signed against the
+    # local channel view, and the node's 402 (cap_exceeded, new prices) is a cache miss the transport pays afresh
+    reuse_quote = True
 
     def __init__(self, payer: Payer):
         self.payer = payer
@@ -94,7 +97,9 @@ class OpgCreditClient:
         max_tokens = (extra.get("requestTokens") or {}).get("maxTokens")
         token = secrets.token_hex(8)
         now = time.time()
-        with p.channel(node) as (st, existed):
+        # not fsynced (off the request path): lost in a power cut, the signed cap is restored by the node's
+        # corrective 402 (its extra.charged, checked against the relayer's channel view before signing more)
+        with p.channel(node, durable=False) as (st, existed):
             if not existed:
                 p.sync_from_relayer(st)
             if st.blocked:
