@@ -7,6 +7,7 @@ Tables:
                   (``pending`` -> ``delivered`` | ``refused``)
   vouchers        the best (highest maxCumulative) voucher of each payer's channel with this node
   exact_payments  ``exact`` authorisations claimed (one request per authorisation) and their settlement
+  transactions    the write-ahead journal of the node's own transactions (``tx_journal()`` for ``TxManager``)
 
 Durability: a receipt is committed before the answer carrying it is released. With ``durable=True`` (the default)
 that commit is fsync'd: the receipt survives a power loss, and every receipt queued meanwhile shares the fsync (group
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..storage import CommitStats, Database, GroupCommitWriter, Migration, StoreMismatch
+from ..storage import CommitStats, Database, GroupCommitWriter, Migration, StoreMismatch, journal
 from ..storage.database import read_meta
 
 __all__ = ["NodeStore", "StoreMismatch", "StoredReceipt", "OutboxItem", "MIGRATIONS"]
@@ -67,7 +68,7 @@ CREATE TABLE IF NOT EXISTS exact_payments (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
-""")]
+"""), Migration(2, "transactions: the write-ahead journal of the node's own transactions", journal.TABLE)]
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,12 @@ class NodeStore:
             raise FileNotFoundError(f"no node store at {self.path}")
         self.readonly = True
         return read_meta(self.db.reader(), self.db.dialect)
+
+    def tx_journal(self) -> journal.SqlTxJournal:
+        """The write-ahead journal for the SDK's ``TxManager`` (durable before broadcast)."""
+        if self.writer is None:
+            raise RuntimeError("the node store is closed")
+        return journal.SqlTxJournal(self.db, self.writer)
 
     def close(self) -> None:
         if self.writer is not None:

@@ -10,7 +10,10 @@ Modules, by what they hold:
   signer.py     the relayer's transaction key (keystore or anvil development key)
   models.py     pydantic models of the HTTP API's bodies and answers
   errors.py     the API's 4xx error type
-  store.py      SQLite (WAL, synchronous=FULL) with one group-committing writer thread
+  store.py      repositories (receipts, channels, batches, journal, slashes/verdicts, exact payments), numbered
+                migrations, the units of work that apply rules.py (on offchain.storage's writer)
+  rules.py      settlement rules as plain functions: a receipt's effect on its channel, a claim outcome's
+                effect on its receipts and the channel's settled amount
   ledger.py     the in-memory view of channels (charged, settled, best voucher) kept by the writer
   credit.py     the ``opg-credit`` scheme: voucher verification and receipt validation
   exact.py      the ``exact`` scheme: EIP-3009 verification and transferWithAuthorization settlement

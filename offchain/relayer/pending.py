@@ -25,9 +25,7 @@ def pending_router(store: Store) -> APIRouter:
         """The payer's pending receipts, oldest first: ``{payer, receipts: [{id, node, amount, cumulative,
         voucherCap, timestamp, acceptedAt, batchId}]}`` (amounts as decimal strings)."""
         payer = to_checksum_address(payer)
-        rows = store.reader().execute(
-            "SELECT id, node, amount, cumulative, voucher_cap, timestamp, accepted_at, batch_id FROM receipts"
-            " WHERE payer = ? AND status = 'pending' ORDER BY accepted_at LIMIT ?", (payer, limit)).fetchall()
+        rows = store.receipts.pending_of_payer(payer, limit)
         return {"payer": payer, "receipts": [
             {"id": r["id"], "node": r["node"], "amount": str(r["amount"]), "cumulative": str(r["cumulative"]),
              "voucherCap": str(r["voucher_cap"]), "timestamp": int(r["timestamp"]), "acceptedAt": r["accepted_at"],

@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from ..messages import SignedReceipt, SignedVoucher
-from ..storage import Database, GroupCommitWriter, Migration, StoreMismatch, add_missing_columns
+from ..sdk.tx import SentTx
+from ..storage import Database, GroupCommitWriter, Migration, StoreMismatch, add_missing_columns, journal
+from ..storage.journal import SqlTxJournal
 from ..storage.writer import CommitStats
 from .ledger import Ledger
 from .rules import ChannelState, ClaimResult, after_receipt, resolve_claim
@@ -165,6 +167,9 @@ MIGRATIONS = [
         add_missing_columns(conn, d, "channels", [("signer", "TEXT NOT NULL DEFAULT ''"),
                                                   ("payer_cap", "TEXT NOT NULL DEFAULT '0'"),
                                                   ("payer_signature", "TEXT NOT NULL DEFAULT ''")]))),
+    Migration(3, "transactions: the SDK journal's fees, gas and mined mark", lambda conn, d: (
+        add_missing_columns(conn, d, "transactions", journal.COLUMNS),
+        conn.execute("CREATE INDEX IF NOT EXISTS transactions_open ON transactions(nonce) WHERE done_at IS NULL"))),
 ]
 
 _RECEIPT_FIELDS = ("id, struct_hash, request_id, payer, node, model_id, input_hash, output_hash, amount, cumulative,"
@@ -453,17 +458,10 @@ class Batches:
 
 
 class Journal:
-    """``transactions``: every signed transaction, recorded before it is broadcast."""
+    """``transactions``: every signed transaction, recorded before it is broadcast (``storage.journal``)."""
 
     def __init__(self, db: Database):
         self.db = db
-
-    @staticmethod
-    def record(conn: Any, tx: TxRecord) -> None:
-        conn.execute("INSERT INTO transactions (tx_hash, kind, ref, nonce, raw, sent_at) VALUES (?,?,?,?,?,?)"
-                     " ON CONFLICT (tx_hash) DO UPDATE SET kind = excluded.kind, ref = excluded.ref,"
-                     " nonce = excluded.nonce, raw = excluded.raw, sent_at = excluded.sent_at",
-                     (tx.tx_hash, tx.kind, tx.ref, tx.nonce, tx.raw, tx.sent_at))
 
     def of(self, kind: str, ref: str) -> list[TxRecord]:
         return [TxRecord(r["tx_hash"], r["kind"], r["ref"], r["nonce"], r["raw"], r["sent_at"]) for r in self.db.read(
@@ -668,12 +666,15 @@ class Store:
             self.writer.close()
         self.db.close()
 
+    def tx_journal(self) -> SqlTxJournal:
+        """The write-ahead journal for the SDK's ``TxManager``: a record commits with its subject marked sent."""
+        if self.writer is None:
+            raise RuntimeError("the relayer store is not open")
+        return SqlTxJournal(self.db, self.writer, also=Store.mark_sent)
+
     @property
     def commits(self) -> int:
         return self.writer.commits if self.writer else 0
-
-    def reader(self) -> Any:
-        return self.db.reader()
 
     def ping(self) -> bool:
         return self.db.read_one("SELECT 1")[0] == 1
@@ -802,7 +803,14 @@ class Store:
     @staticmethod
     def job_tx_recorded(conn: Any, kind: str, ref: str, tx_hash: str, nonce: int, raw: str, now: float) -> None:
         """Write-ahead record of a signed transaction, before it is broadcast (and its subject marked sent)."""
-        Journal.record(conn, TxRecord(tx_hash, kind, ref, nonce, raw, now))
+        tx = SentTx(kind, ref, tx_hash, nonce, raw, max_fee=0, tip=0, gas=0, sent_at=now)  # fees unknown: NULL
+        journal.record(conn, tx)
+        Store.mark_sent(conn, tx)
+
+    @staticmethod
+    def mark_sent(conn: Any, tx: SentTx) -> None:
+        """A signed transaction's subject is ``sent`` (in the commit that records the transaction)."""
+        kind, ref, tx_hash, nonce, now = tx.kind, tx.ref, tx.tx_hash, tx.nonce, tx.sent_at
         if kind == "batch":
             Batches.sent(conn, int(ref), tx_hash, nonce, now)
         elif kind == "slash":

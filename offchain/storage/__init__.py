@@ -4,6 +4,8 @@ Modules:
   database.py   the seam: ``Dialect`` (connect, placeholders, transactions, durability, schema introspection) with
                 ``SQLiteDialect``; ``Database`` (per-thread readers, ``meta`` binding, numbered ``Migration``s
                 recorded in ``schema_migrations``); ``StoreMismatch``
+  journal.py    ``SqlTxJournal``: the SDK ``TxManager``'s write-ahead journal on a store's ``transactions`` table
+                (durable before broadcast, done marks a nonce's records, unconfirmed for ``resume``)
   writer.py     ``GroupCommitWriter``: the one writer thread per store (savepoint per job, one commit per group,
                 futures resolved after the commit; durable or process-crash-safe commits per job)
 

@@ -15,9 +15,18 @@ between engines lives in the dialect:
 
 A PostgreSQL implementation supplies a ``PostgresDialect`` with these five (psycopg 3: ``dict_row`` rows, ``%s``
 placeholders, ``BEGIN``, ``SET LOCAL synchronous_commit``, ``information_schema.columns``) and the ``postgresql``
-text of each migration; repositories and the group-commit writer stay as they are. Two SQLite-only facts a port must
-replace: the relayer feed's ``seq`` is the receipts table's ``rowid`` (PostgreSQL needs an identity column), and
-``AUTOINCREMENT`` ids (an identity column).
+text of each migration; repositories and the group-commit writer stay as they are. The SQLite-only spellings a port
+must replace (each in one repository method): the relayer feed's ``seq`` is the receipts table's ``rowid`` (an
+identity column), ``AUTOINCREMENT`` ids (identity columns), ``group_concat`` and ``sum(status = 'pending')`` in
+``relayer.store.Slashes.node_summary`` (``string_agg``, ``count(*) FILTER``), the scalar ``max(a, b)`` in
+``verifier.store._add_drift`` (``greatest``), ``BLOB`` (``bytea``) and the ``PRAGMA``s of ``SQLiteDialect``.
+Concurrency differs too: SQLite has one writer per file (this process's writer thread), so a read-check-write job
+is atomic; on PostgreSQL several processes write, so such jobs need ``SELECT ... FOR UPDATE`` or a unique constraint
+(the repositories already rely on ``ON CONFLICT`` for every insert that may race).
+
+Durability per commit: ``durability(conn, True)`` makes the commit reach stable storage before COMMIT returns;
+``False`` lets it survive the process being killed but not necessarily a power loss (PostgreSQL:
+``synchronous_commit = off``). Each store's module docstring says which of its writes are which.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ group-commit writer; reads on per-thread connections).
   ``PayloadWithheld`` report is signed (``report_signature``), which is not a vote. A payer's payload arriving later
   re-opens it.
 - ``drift``: teacher-forced token statistics per node (the statistical test, never a slash).
+- ``transactions``: the write-ahead journal of its transactions (``tx_journal()`` for the SDK's ``TxManager``).
 
 Durability: every write is durable (fsync'd) before the call returns, in particular a verdict before its signature
 leaves the process (signing both verdicts after a crash would be slashable). A crash loses only work not yet
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..storage import Database, GroupCommitWriter, Migration, add_missing_columns
+from ..storage import Database, GroupCommitWriter, Migration, add_missing_columns, journal
 from ..storage.database import bind_meta
 
 MIGRATIONS = [
@@ -85,6 +86,7 @@ CREATE INDEX IF NOT EXISTS checks_hash ON checks(receipt_hash);
 """),
     Migration(2, "checks: the withholding report's signature (a report, never a verdict)", lambda conn, d: (
         add_missing_columns(conn, d, "checks", [("report_signature", "TEXT")]))),
+    Migration(3, "transactions: the write-ahead journal of the verifier's transactions (flags)", journal.TABLE),
 ]
 
 _ADD_RECEIPT = ("INSERT INTO receipts (id, receipt_hash, node, model_id, receipt, seq, seen_at) VALUES (?,?,?,?,?,?,?)"
@@ -153,6 +155,10 @@ class VerifierStore:
             bind_meta(conn, self.db.dialect, {"chain_id": str(chain_id), "staking": staking, "verifier": verifier})
         finally:
             conn.close()
+
+    def tx_journal(self) -> journal.SqlTxJournal:
+        """The write-ahead journal for the SDK's ``TxManager`` (durable before broadcast)."""
+        return journal.SqlTxJournal(self.db, self.writer)
 
     def close(self) -> None:
         self.writer.close()
