@@ -9,15 +9,14 @@ Modules, by what they hold:
   x402.py       the PAYMENT-REQUIRED challenge (the accepts of every registered scheme), PAYMENT-SIGNATURE decoding
   channels.py   per-payer channel state (cumulative charge, caps in flight, best voucher) under per-channel locks
   chainview.py  cached chain reads (spent, session keys, credits, registration, verifiers) and the chain clock
-  relayer.py    the relayer's HTTP client (/verify, /settle)
   payments.py   the scheme-independent payment steps; each scheme's node side is in offchain/schemes/<scheme>/server.py
   engine.py     running a request on its backend, to completion or streamed with delivery accounting
   store.py      receipts + payloads + outbox state, best vouchers, exact claims, tx journal (offchain.storage)
-  outbox.py     the thread that hands stored receipts to the relayer, byte for byte, with backoff
+  outbox.py     the worker (offchain.daemon.worker) that hands stored receipts to the relayer, byte for byte
   payloads.py   challenge nonces and payload release to verifiers and payers
   metrics.py    Prometheus metrics
   routes/       one APIRouter per resource (chat, models, payloads)
-  service.py    the Node object wiring the above
+  service.py    the Node: the composition root wiring the above; supervises the outbox worker (backoff, health)
   api.py        the FastAPI application
   cli.py        ``opg node run``
 
