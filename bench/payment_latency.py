@@ -64,7 +64,7 @@ from offchain.messages import Domain, Registration  # noqa: E402
 
 OPG = 10**18
 RESULTS = ROOT / "bench" / "results" / "payment_latency.json"
-TARGET_MS = 5.0
+TARGET_P50_MS, TARGET_P99_MS = 2.0, 5.0  # issue 15, item 7: opg-credit over no payment
 IDLE_PROBE_S = 3.0
 MODES = ("none", "credit", "exact")
 LABEL = {"none": "no payment", "credit": "opg-credit", "exact": "exact"}
@@ -699,10 +699,10 @@ def build_results(args: Any, records: dict, first: dict, parts: dict, before: di
         "definition": "medians over the run's successful opg-credit requests (so the parts need not add up exactly "
                       "to the p50 latency); 'node payment work' = the paid exchange minus the no-payment "
                       "request, both the same node program and model",
-        "first_exchange_402_ms": c_legs[0] if c_legs else None,
-        "second_exchange_paid_ms": c_legs[1] if len(c_legs) > 1 else None,
+        "exchange_402_ms (a quote cache miss only)": c_legs[0] if len(c_legs) > 1 else None,
+        "paid_exchange_ms": c_legs[-1] if c_legs else None,
         "no_payment_exchange_ms": n_legs[0] if n_legs else None,
-        "node_payment_work_ms": round(c_legs[1] - n_legs[0], 2) if len(c_legs) > 1 and n_legs else None,
+        "node_payment_work_ms": round(c_legs[-1] - n_legs[0], 2) if c_legs and n_legs else None,
         "sdk_prepare_ms": credit_sdk.get("prepare", {}).get("median_ms"),
         "sdk_complete_ms": credit_sdk.get("complete", {}).get("median_ms"),
         "inside_node_payment_work": {
@@ -721,7 +721,8 @@ def build_results(args: Any, records: dict, first: dict, parts: dict, before: di
             "voucher_recover_ms": parts["signature_recover"]["median_ms"],
         },
         "inside_sdk": {
-            "state_file_fsync_ms (x1 in prepare, x2 in complete)": parts["client_state_write_fsync"]["median_ms"],
+            "state_file_fsync_ms (what one costs; none on an accepted request's path now)":
+                parts["client_state_write_fsync"]["median_ms"],
             "chain_clock_refresh_ms (every 5 s: a new httpx client)": parts["sdk_chain_clock_refresh"]["median_ms"],
             "voucher_sign_ms": parts["voucher_sign"]["median_ms"],
             "receipt_recover_ms": parts["signature_recover"]["median_ms"],
@@ -733,10 +734,10 @@ def build_results(args: Any, records: dict, first: dict, parts: dict, before: di
         "measured load. anvil, the relayer, both nodes and the three load processes share these CPUs, so absolute "
         "latencies (and their tails) are inflated and vary between runs; the side-by-side comparison is what the "
         "interleaved schedule protects.",
-        "The SDK (offchain.client.transport.PayingTransport) always sends a request unpaid first, with X-OPG-Payer, "
-        "and pays the node's 402: every opg-credit request is two HTTP exchanges with the node, also on a warm "
-        "keep-alive client whose channel state is known. It has no way to pay the first exchange from its cached "
-        "channel state.",
+        "The SDK (offchain.client.transport.PayingTransport) remembers the requirement it paid for each request and "
+        "pays the same request again with its first attempt (the voucher signed against its channel view); the "
+        "node's 402 is then a cache miss (no-store). Warm opg-credit requests are one HTTP exchange; a client's "
+        "first request of a kind is 402 + 200.",
         "The relayer's /verify, which the node calls on every opg-credit request before the model runs, needs "
         "staking.is_active_as, escrow.spent and escrow.available_of. It reads them as raw eth_calls in one JSON-RPC "
         f"batch request ({parts['chain_reads_raw_batch']['median_ms']:.1f} ms here) and reuses them for up to 2 s "
@@ -770,8 +771,10 @@ def build_results(args: Any, records: dict, first: dict, parts: dict, before: di
             "exact_p50_ms_over_none": round(summary["exact"]["p50_ms"] - none["p50_ms"], 2)
             if summary["exact"].get("p50_ms") is not None else None,
         },
-        "target": {"what": "opg-credit p50 - no-payment p50 <= 5 ms (issue)", "limit_ms": TARGET_MS,
-                   "measured_ms": p50_over, "met": p50_over <= TARGET_MS},
+        "target": {"what": "opg-credit over no payment: p50 <= 2 ms and p99 <= 5 ms (issue 15, item 7)",
+                   "limit_p50_ms": TARGET_P50_MS, "limit_p99_ms": TARGET_P99_MS,
+                   "measured_p50_ms": p50_over, "measured_p99_ms": p99_over,
+                   "met": p50_over <= TARGET_P50_MS and p99_over <= TARGET_P99_MS},
         "first_requests": first,
         "http_exchanges_with_node": legs,
         "sdk_steps": sdk,
@@ -844,7 +847,8 @@ def print_table(r: dict) -> None:
     print(f"opg-credit over no payment: p50 +{o['p50_ms']} ms (x{o['p50_ratio']}), p99 +{o['p99_ms']} ms "
           f"(x{o['p99_ratio']}); paired by round +{o['paired_by_round_median_ms']} ms; by 10 s window "
           f"{o['p50_ms_by_10s_window']}")
-    print(f"target p50 overhead <= {t['limit_ms']} ms: {'met' if t['met'] else 'NOT met'} ({t['measured_ms']} ms)")
+    print(f"target p50 overhead <= {t['limit_p50_ms']} ms and p99 <= {t['limit_p99_ms']} ms: "
+          f"{'met' if t['met'] else 'NOT met'} (p50 {t['measured_p50_ms']} ms, p99 {t['measured_p99_ms']} ms)")
     print()
     print("first requests (new client; medians, ms):")
     for name, row in r["first_requests"].items():
@@ -853,8 +857,8 @@ def print_table(r: dict) -> None:
     e = r["where_the_time_goes_credit"]
     print()
     print("opg-credit, where the time goes (medians, ms):")
-    for key in ("first_exchange_402_ms", "second_exchange_paid_ms", "no_payment_exchange_ms", "node_payment_work_ms",
-                "sdk_prepare_ms", "sdk_complete_ms"):
+    for key in ("exchange_402_ms (a quote cache miss only)", "paid_exchange_ms", "no_payment_exchange_ms",
+                "node_payment_work_ms", "sdk_prepare_ms", "sdk_complete_ms"):
         print(f"  {key:<40} {e[key]}")
     for group in ("inside_node_payment_work", "inside_sdk"):
         for key, value in e[group].items():
