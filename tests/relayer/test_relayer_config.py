@@ -136,16 +136,12 @@ def test_store_of_another_deployment_is_refused(other_chain, tmp_path):
     keystore = tmp_path / "k.json"
     keystore.write_text(json.dumps(Account.encrypt(key.key, "pw", kdf="pbkdf2", iterations=1000)))
     store = tmp_path / "s.sqlite3"
-    import sqlite3
+    from offchain.relayer.ledger import Ledger
+    from offchain.relayer.store import Store
 
-    from offchain.relayer.store import SCHEMA
-
-    conn = sqlite3.connect(store)
-    conn.executescript(SCHEMA)
-    conn.executemany("INSERT INTO meta VALUES (?, ?)", [("schema", "1"), ("chain_id", "1337"),
-                                                         ("escrow", "0x" + "00" * 20), ("staking", "0x" + "00" * 20)])
-    conn.commit()
-    conn.close()
+    made = Store(store, Ledger())  # a store of another chain and deployment
+    made.open(1337, "0x" + "00" * 20, "0x" + "00" * 20)
+    made.close()
     result = run_cli("--rpc-url", other_chain.url, "--deployment", str(other_chain.deployment_file),
                      "--keystore", str(keystore), "--store", str(store), env={"OPG_RELAYER_PASSWORD": "pw"})
     assert_one_line_error(result, "use another --store")
