@@ -8,6 +8,7 @@ import time
 
 from web3.exceptions import ContractLogicError
 
+from ..sdk.clock import ProtocolClock
 from ..sdk.constants import ROLE_VERIFIER
 from ..sdk.tx import revert_message
 from .flags import FlagWatcher
@@ -21,8 +22,8 @@ HEARTBEAT_CHECK = 3.0
 
 
 class Heartbeat:
-    def __init__(self, access: ChainAccess, store: VerifierStore, metrics: Metrics, warmup: int):
-        self.access, self.store, self.metrics, self.warmup = access, store, metrics, warmup
+    def __init__(self, access: ChainAccess, clock: ProtocolClock, store: VerifierStore, metrics: Metrics, warmup: int):
+        self.access, self.clock, self.store, self.metrics, self.warmup = access, clock, store, metrics, warmup
         self.address = access.address
 
     def __call__(self) -> int | None:
@@ -32,7 +33,7 @@ class Heartbeat:
         node = chain.staking.node(self.address)
         if not node.is_verifier or node.jailed or node.stake < chain.staking.min_stake(ROLE_VERIFIER):
             return None
-        warm = node.warm_stake(int(chain.w3.eth.get_block("latest")["timestamp"]), self.warmup)
+        warm = node.warm_stake(self.clock.block_time(), self.warmup)  # as the contract counts it: by the block
         if warm == 0 or chain.staking.functions.weight_in(epoch + 1, self.address).call() >= warm:
             return None
         try:

@@ -101,7 +101,7 @@ class Verifier:
         start = settings.from_block if settings.from_block is not None else self.deployment.start_block
         flags = FlagWatcher(self.access, self.store, self.intake, self.metrics, stopping, start,
                             lambda rid: self._pool.submit(evidence.share, rid))
-        heartbeat = Heartbeat(self.access, self.store, self.metrics, warmup) if settings.heartbeat else None
+        heartbeat = Heartbeat(self.access, conn.clock, self.store, self.metrics, warmup) if settings.heartbeat else None
         poll = settings.poll_interval
         self.supervisor.add(FeedReader(self.relayer, self.store, self.intake, self.metrics, self.trouble, poll,
                                        settings.feed_batch),
