@@ -236,6 +236,9 @@ def test_verifier_heartbeats_every_epoch(devnet, verifier, actors):
     assert devnet.staking.functions.weight_in(epoch + 2, v.address).call() == stake
     health = verifier.client.get("/healthz").json()
     assert health["ok"] and health["active"] and int(health["voteWeight"]) == stake
+    workers = {w["name"]: w for w in health["workers"]}  # the supervised loops, each alive and ticking
+    assert sorted(workers) == ["chain", "feed", "outbox", "work"]
+    assert all(w["alive"] and w["ticks"] > 0 and w["lastOk"] for w in workers.values())
 
 
 def test_restarted_verifier_resumes_from_its_cursor_with_its_verdicts(devnet, relayer, verifier):
