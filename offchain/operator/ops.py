@@ -16,20 +16,20 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
-from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception
+from web3.exceptions import ContractLogicError, Web3Exception
 
-from ..chain import ROLE_INFERENCE, ROLE_VERIFIER, Chain
-from ..daemon.keys import load_account
+from ..chain import Chain
 from ..daemon.settings import ConfigError
-from ..deployments import load_deployment
 from ..messages import Registration
+from ..sdk.clock import ProtocolClock
+from ..sdk.connect import connect
+from ..sdk.constants import ROLE_INFERENCE, ROLE_NAMES, ROLE_VERIFIER, SLASH_KINDS
+from ..sdk.contracts import NodeRecord
+from ..sdk.tx import BroadcastError, TxFailed, TxManager, revert_message
 from .settings import OperatorSettings
 
 OPG = 10**18
-ROLE_NAMES = {0: "none", ROLE_INFERENCE: "inference", ROLE_VERIFIER: "verifier"}
 ROLES = {"inference": ROLE_INFERENCE, "verifier": ROLE_VERIFIER}
-SLASH_KINDS = {1: "equivocation", 2: "fraud", 3: "lazy_verifier", 4: "invalid_receipt", 5: "double_vote",
-               6: "false_accuser"}
 MAX_ENDPOINT_LENGTH = 256
 LOG_CHUNK = 10_000  # blocks per eth_getLogs (many public RPCs refuse larger ranges)
 
@@ -92,43 +92,12 @@ def when(ts: int, now: int) -> str:
     return f"{fmt_time(ts)} ({rel})"
 
 
-def revert_reason(exc: Exception) -> str:
-    """``NodeStaking: already registered`` from web3's ContractLogicError (or the exception's first line)."""
-    message = getattr(exc, "message", None) or (exc.args[0] if exc.args else "") or str(exc)
-    message = str(message).strip()
-    for prefix in ("execution reverted:", "VM Exception while processing transaction: revert", "revert"):
-        if message.lower().startswith(prefix.lower()):
-            message = message[len(prefix):].strip()
-            break
-    return message.splitlines()[0] if message else "the transaction reverted (no reason given)"
-
-
 def _err_text(exc: Exception) -> str:
     text = str(getattr(exc, "message", None) or exc).strip()
     return text.splitlines()[0] if text else exc.__class__.__name__
 
 
 # The account -------------------------------------------------------------------------------------------------
-@dataclass
-class Node:
-    """``NodeStaking.nodes(account)``."""
-
-    role: int
-    jailed: bool
-    stake: int
-    unbonding: int
-    unbond_ready_at: int
-    fresh: int
-    fresh_since: int
-    jailed_at: int
-    restore_stake: int
-    released_at: int
-
-    @classmethod
-    def of(cls, raw: tuple) -> Node:
-        return cls(*raw)
-
-
 @dataclass
 class Operator:
     """One account on one deployment: reads, and transactions when it holds the key."""
@@ -142,33 +111,17 @@ class Operator:
     # Connection ------------------------------------------------------------------------------------------
     @classmethod
     def connect(cls, settings: OperatorSettings, need_key: bool = True, address: str | None = None) -> Operator:
-        w3 = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 30}))
         try:
-            chain_id = w3.eth.chain_id
-        except Exception as exc:  # requests' connection errors, bad JSON, ...
-            raise OperatorError(f"cannot reach the chain at {settings.rpc_url} ({exc.__class__.__name__}): "
-                                "is the node running? (--rpc-url / OPG_OPERATOR_RPC_URL)", 2) from None
-        account = None
-        if need_key or (address is None and (settings.keystore or settings.dev_account is not None)):
-            try:
-                account = load_account(settings, chain_id)
-            except ConfigError as exc:
-                raise OperatorError(str(exc), 2) from None
-        try:
-            deployment = load_deployment(chain_id=chain_id, path=settings.deployment)
-        except (FileNotFoundError, ValueError) as exc:
-            raise OperatorError(_err_text(exc), 2) from None
-        chain = Chain(w3=w3, deployment=deployment)
-        for name in ("NodeStaking", "RewardDistributor"):
-            if not w3.eth.get_code(deployment.address(name)):
-                raise OperatorError(
-                    f"no contract code at {name} {deployment.address(name)} on chain {chain_id} at "
-                    f"{settings.rpc_url}: the deployment file is stale (was the chain restarted? redeploy)", 2)
+            conn = connect(settings, need_key=need_key or address is None, timeout=30,
+                           require=("NodeStaking", "RewardDistributor"))
+        except ConfigError as exc:
+            raise OperatorError(str(exc), 2) from None
         if address is None:
-            if account is None:
+            if conn.account is None:
                 raise OperatorError("no account: give --address, or a key (--keystore or --dev-account)", 2)
-            address = account.address
-        return cls(chain=chain, address=Web3.to_checksum_address(address), account=account, settings=settings)
+            address = conn.account.address
+        return cls(chain=Chain(w3=conn.w3, deployment=conn.deployment), address=Web3.to_checksum_address(address),
+                   account=conn.account, settings=settings)
 
     @property
     def w3(self) -> Web3:
@@ -191,12 +144,16 @@ class Operator:
         return self.chain.escrow
 
     # Reads -----------------------------------------------------------------------------------------------
-    def node(self) -> Node:
-        return Node.of(self.staking.functions.nodes(self.address).call())
+    def node(self) -> NodeRecord:
+        return self.staking.node(self.address)
+
+    @cached_property
+    def clock(self) -> ProtocolClock:
+        return ProtocolClock.of_web3(self.w3)
 
     def now(self) -> int:
         """The chain's clock (the latest block's timestamp): what every contract check compares against."""
-        return int(self.w3.eth.get_block("latest")["timestamp"])
+        return self.clock.block_time()
 
     def block_time(self, number: int) -> int:
         if number not in self._block_times:
@@ -214,9 +171,7 @@ class Operator:
 
     def epoch_end(self, epoch: int) -> int:
         """When ``epoch`` ends (the distributor rolls lazily; later epochs follow at the current length)."""
-        d = self.distributor.functions
-        current, end, length = d.current_epoch().call(), d.current_epoch_end().call(), d.epoch_length().call()
-        return end + max(0, epoch - current) * length
+        return self.distributor.epoch_end(epoch)
 
     def logs(self, contract, event: str, **filters: Any) -> list:
         """Every ``event`` log of ``contract`` matching the indexed ``filters``, from the deployment on."""
@@ -243,40 +198,27 @@ class Operator:
             raise OperatorError("this command signs transactions: give --keystore or --dev-account", 2)
         return self.account
 
+    @cached_property
+    def transactions(self) -> TxManager:
+        return TxManager(self.w3, self._require_key(), self.chain.chain_id)
+
     def send(self, fn, what: str) -> dict:
         """Send ``fn`` from the account; refuses with the revert reason if it would revert."""
         account = self._require_key()
         try:
-            tx = fn.build_transaction({
-                "from": account.address,
-                "nonce": self.w3.eth.get_transaction_count(account.address, "pending"),
-                "chainId": self.chain.chain_id,
-            })
+            return self.transactions.transact(fn, what, timeout=self.settings.tx_timeout)
         except ContractLogicError as exc:
-            raise OperatorError(f"{what} refused: {revert_reason(exc)}") from None
-        except (Web3Exception, ValueError) as exc:
+            raise OperatorError(f"{what} refused: {revert_message(exc)}") from None
+        except TxFailed as exc:
+            if exc.receipt is not None:
+                raise OperatorError(f"{what}: transaction {exc.tx_hash} reverted") from None
+            raise OperatorError(f"{what}: transaction {exc.tx_hash} not mined within {self.settings.tx_timeout:g} s "
+                                "(it may still be; check `opg operator status`)") from None
+        except (BroadcastError, Web3Exception, ValueError) as exc:
             text = _err_text(exc)
             if "insufficient funds" in text.lower():
                 raise OperatorError(f"{what}: {account.address} has not enough ETH to pay for gas") from None
             raise OperatorError(f"{what} failed: {text}") from None
-        tx["gas"] = int(tx["gas"] * 1.2) + 10_000
-        signed = account.sign_transaction(tx)
-        try:
-            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-        except (Web3Exception, ValueError) as exc:
-            text = _err_text(exc)
-            if "insufficient funds" in text.lower():
-                raise OperatorError(f"{what}: {account.address} has not enough ETH to pay for gas") from None
-            raise OperatorError(f"{what} failed: {text}") from None
-        try:
-            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.settings.tx_timeout)
-        except TimeExhausted:
-            raise OperatorError(f"{what}: transaction 0x{bytes(tx_hash).hex()} not mined within "
-                                f"{self.settings.tx_timeout:g} s (it may still be; check `opg operator status`)"
-                                ) from None
-        if receipt["status"] != 1:
-            raise OperatorError(f"{what}: transaction 0x{bytes(tx_hash).hex()} reverted")
-        return receipt
 
     def _approve(self, amount: int, spender: str) -> dict | None:
         allowance = self.opg.functions.allowance(self.address, spender).call()
@@ -340,7 +282,7 @@ class Operator:
                 "unbonding": str(after.unbonding), "withdrawableAt": self.withdrawable_at(after),
                 "txs": [self.tx(receipt)]}
 
-    def withdrawable_at(self, node: Node) -> int:
+    def withdrawable_at(self, node: NodeRecord) -> int:
         """When ``withdraw_unbonded`` stops refusing: ``unbonding_period`` after the latest unbond request (NodeStaking
         v3: settlements after the request do not delay it, unbonding stake backs no new pay)."""
         return node.unbond_ready_at
@@ -366,7 +308,7 @@ class Operator:
         receipt = self.send(self.staking.functions.set_endpoint(endpoint), "set-endpoint")
         return {"address": self.address, "endpoint": endpoint, "previous": old, "txs": [self.tx(receipt)]}
 
-    def jail_terms(self, node: Node) -> dict:
+    def jail_terms(self, node: NodeRecord) -> dict:
         window = self.staking.functions.dispute_window().call()
         needed = max(node.restore_stake, self.min_stake(node.role)) if node.role else 0
         return {"since": node.jailed_at, "until": node.jailed_at + window, "restoreStake": str(needed),
@@ -403,7 +345,7 @@ class Operator:
         weight = self.staking.functions.weight_in(epoch, self.address).call()
         return {"address": self.address, "epoch": epoch, "weight": str(weight), "txs": [self.tx(receipt)]}
 
-    def _registered(self) -> Node:
+    def _registered(self) -> NodeRecord:
         node = self.node()
         if not node.role:
             raise OperatorError(f"{self.address} is not registered: run `opg operator register` first")

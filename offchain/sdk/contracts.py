@@ -1,7 +1,8 @@
 """Typed wrappers of the six protocol contracts on web3; reads return frozen dataclasses.
 
 ``Contracts.of(w3, deployment)`` gives the system of one deployment; each wrapper keeps the web3 contract
-(``.contract``, ``.functions``, ``.events``) for the calls that have no typed read. Struct and log decoding lives
+(``.contract``; ``.functions``, ``.events`` and any other attribute are the web3 contract's) for the calls that have
+no typed read. Struct and log decoding lives
 here and only here: :class:`NodeRecord` (``NodeStaking.nodes``), :class:`Withdrawal`, :class:`Channel`,
 :class:`SessionKey`, :class:`Dispute`, :class:`BatchSettled` (the packed ``payer << 96 | amount`` claims and
 ``node << 96 | count`` runs, from a web3-decoded event or a raw log).
@@ -202,6 +203,12 @@ class Contract:
     @property
     def events(self):
         return self.contract.events
+
+    def __getattr__(self, name: str) -> Any:
+        """Everything else of the web3 contract (``abi``, ``decode_function_input``, ``encode_abi``, ...)."""
+        if name == "contract":
+            raise AttributeError(name)
+        return getattr(self.contract, name)
 
     def has_code(self) -> bool:
         return len(self.w3.eth.get_code(self.address)) > 0
