@@ -7,7 +7,7 @@ Measures
                            re-execution, verdict signed and stored; per backend (builtin, and smollm2 if installed)
   bare_judge_per_s         the same re-executions in-process (offchain.verifier.judge.judge, one thread): what the
                            model alone allows; ``daemon / bare`` is the share of it the daemon achieves
-  fraud_to_slash_s         a fraudulent answer (node --cheat-rate 1, builtin) handed to its payer -> the fraud proven
+  fraud_to_slash_s         a fraudulent answer (node --backend "builtin?cheat_rate=1") handed to its payer -> the fraud proven
                            on-chain (NodeStaking.fraud_proven_at set), with two verifier daemons forming the quorum;
                            split into answer -> relayer acceptance -> last verdict decided -> proof mined
 
@@ -158,7 +158,7 @@ def fraud_to_slash(samples: int, folder: Path) -> dict:
             procs.append(v.start())
         for i in range(samples):
             node, payer = devnet.new_node(), devnet.new_payer(20 * OPG)
-            node_daemon = node_proc(devnet, relayer, node, folder, "--cheat-rate", "1", name=f"cheater{i}")
+            node_daemon = node_proc(devnet, relayer, node, folder, name=f"cheater{i}", backend="builtin?cheat_rate=1")
             node_daemon.start()
             try:
                 answered_wall = time.time()

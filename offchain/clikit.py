@@ -192,6 +192,21 @@ def settings_options(cls: type[S], section: str = "", only: Iterable[str] | None
     return decorate
 
 
+class Choice(click.Choice):
+    """``click.Choice`` shown as ``{a,b}`` and refused as "invalid choice: 'x' (choose from a, b)"."""
+
+    def __init__(self, choices: Iterable[str]):
+        super().__init__(list(choices))
+
+    def get_metavar(self, param: click.Parameter) -> str:
+        return "{" + ",".join(self.choices) + "}"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value in self.choices:
+            return value
+        self.fail(f"invalid choice: {value!r} (choose from {', '.join(map(str, self.choices))})", param, ctx)
+
+
 # Rendering --------------------------------------------------------------------------------------------------------
 json_option = click.option("--json", "as_json", is_flag=True, help="print one JSON document (machine-readable)")
 

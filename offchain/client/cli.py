@@ -43,6 +43,11 @@ def _print_json(data: Any) -> None:
     clikit.emit(data, True, sort_keys=True)
 
 
+def _emit(args: Any, data: Any, line: str) -> None:
+    """A payer command's outcome: ``data`` as JSON with ``--json``, else its one ``line``."""
+    clikit.emit(data, args.json, [line], sort_keys=True)
+
+
 def _duration(text: str) -> int:
     m = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", str(text))
     if not m:
@@ -127,18 +132,14 @@ def _deposit(args: Any, settings: ClientSettings) -> int:
     client, _ = _wallet(settings, need_key=True)
     if args.gasless:
         answer = client.deposit_gasless(amount)
-        if args.json:
-            _print_json({"gasless": True, **answer})
-        else:
-            again = " (the earlier, unconfirmed authorisation re-sent: one deposit)" if answer.get("resent") else ""
-            print(f"deposited {format_opg(amount)} OPG (gasless{again}, relayer tx {answer.get('transaction')}); "
-                  f"credits {format_opg(answer.get('balance') or 0)} OPG")
+        again = " (the earlier, unconfirmed authorisation re-sent: one deposit)" if answer.get("resent") else ""
+        _emit(args, {"gasless": True, **answer},
+              f"deposited {format_opg(amount)} OPG (gasless{again}, relayer tx {answer.get('transaction')}); "
+              f"credits {format_opg(answer.get('balance') or 0)} OPG")
         return 0
     answer = client.deposit(amount)
-    if args.json:
-        _print_json({"gasless": False, **answer})
-    else:
-        print(f"deposited {format_opg(amount)} OPG (tx {answer['transaction']}); credits {format_opg(answer['credits'])} OPG")
+    _emit(args, {"gasless": False, **answer},
+          f"deposited {format_opg(amount)} OPG (tx {answer['transaction']}); credits {format_opg(answer['credits'])} OPG")
     return 0
 
 
@@ -150,34 +151,39 @@ def _balance(args: Any, settings: ClientSettings) -> int:
     if args.json:
         _print_json(b.as_dict())
         return 0
-    s = Style()
-    print(f"payer        {b.payer}")
-    print(f"wallet       {format_opg(b.opg)} OPG, {format_opg(b.eth, 6)} ETH")
-    print(f"credits      {format_opg(b.credits)} OPG ({format_opg(b.available)} OPG available to nodes)")
-    if b.session or b.channels:
-        room = client.spendable()
+    from ..seasons.standing import SeasonView  # season standing (offchain/seasons, issue 17)
+
+    room = client.spendable() if b.session or b.channels else None
+    season = SeasonView(client.chain.w3, client.deployment, settings.deployment).balance_lines(b.payer)
+    clikit.emit(None, False, balance_lines(b, room, season, Style()))
+    return 0
+
+
+def balance_lines(b: Any, room: dict | None, season: list[str], s: Style) -> list[str]:
+    """``opg balance``'s report: the wallet's ``Balance``, what is left to spend (``room``), the season's lines."""
+    lines = [f"payer        {b.payer}", f"wallet       {format_opg(b.opg)} OPG, {format_opg(b.eth, 6)} ETH",
+             f"credits      {format_opg(b.credits)} OPG ({format_opg(b.available)} OPG available to nodes)"]
+    if room is not None:
         limit = " (the session key's allowance)" if room["allowance"] is not None and room["allowance"] < room["credits"] else ""
-        print(f"left         {format_opg(room['left'], 6)} OPG to spend{limit}")
+        lines.append(f"left         {format_opg(room['left'], 6)} OPG to spend{limit}")
     w = b.withdrawal
     if w.state == "thawing":
-        print(f"withdrawal   {format_opg(w.amount)} OPG thawing: ready in {_span(w.seconds_left)}")
+        lines.append(f"withdrawal   {format_opg(w.amount)} OPG thawing: ready in {_span(w.seconds_left)}")
     elif w.state == "ready":
-        print(f"withdrawal   {format_opg(w.amount)} OPG ready: `opg withdraw` (expires in {_span(w.expires_at - w.now)})")
+        lines.append(f"withdrawal   {format_opg(w.amount)} OPG ready: `opg withdraw` (expires in "
+                     f"{_span(w.expires_at - w.now)})")
     elif w.state == "expired":
-        print("withdrawal   request expired: request it again")
+        lines.append("withdrawal   request expired: request it again")
     if b.session:
         state = f"{_span(b.session['secondsLeft'])} left" if b.session["inForce"] else "expired"
-        print(f"session key  {b.session['key']}: {format_opg(b.session['allowance'])} OPG allowance left, {state}")
+        lines.append(f"session key  {b.session['key']}: {format_opg(b.session['allowance'])} OPG allowance left, "
+                     f"{state}")
     for ch in b.channels:
         charged = max(int(ch["charged"]), int(ch["spent"]))  # the chain may know of charges this client did not see
         line = (f"channel      node {ch['node']}: charged {format_opg(charged, 6)} OPG, of which "
                 f"{format_opg(ch['spent'], 6)} OPG settled")
-        print(s.red(line + f"  BLOCKED: {ch['blocked']}") if ch["blocked"] else line)
-    from ..seasons.standing import SeasonView  # season standing (offchain/seasons, issue 17)
-
-    for line in SeasonView(client.chain.w3, client.deployment, settings.deployment).balance_lines(b.payer):
-        print(line)
-    return 0
+        lines.append(s.red(line + f"  BLOCKED: {ch['blocked']}") if ch["blocked"] else line)
+    return lines + season
 
 
 def _unblock(client: Any, node: str) -> None:
@@ -194,7 +200,7 @@ def _withdraw(args: Any, settings: ClientSettings) -> int:
     client, _ = _wallet(settings, need_key=True)
     if args.cancel:
         tx = client.cancel_withdrawal()
-        _print_json({"canceled": True, "transaction": tx}) if args.json else print(f"withdrawal canceled (tx {tx})")
+        _emit(args, {"canceled": True, "transaction": tx}, f"withdrawal canceled (tx {tx})")
         return 0
     if args.amount:
         amount = (client.escrow.functions.balance_of(client.address).call() if args.amount == "all"
@@ -233,10 +239,8 @@ def _withdraw(args: Any, settings: ClientSettings) -> int:
             _print_json({"withdrawn": False, "reason": str(exc), **w.as_dict()})
             return 1
         raise CliError(str(exc)) from None
-    if args.json:
-        _print_json({"withdrawn": True, **done})
-    else:
-        print(f"withdrew {format_opg(done['amount'])} OPG (tx {done['transaction']}); credits {format_opg(done['credits'])} OPG")
+    _emit(args, {"withdrawn": True, **done},
+          f"withdrew {format_opg(done['amount'])} OPG (tx {done['transaction']}); credits {format_opg(done['credits'])} OPG")
     return 0
 
 
@@ -244,10 +248,8 @@ def _session(args: Any, settings: ClientSettings) -> int:
     if args.revoke:
         client, _ = _wallet(settings, need_key=True)
         out = client.revoke_session()
-        if args.json:
-            _print_json({"revoked": True, **out})
-        else:
-            print(f"session key {out['key']} revoked (effective at {out['effectiveAt']}, tx {out['transaction']})")
+        _emit(args, {"revoked": True, **out},
+              f"session key {out['key']} revoked (effective at {out['effectiveAt']}, tx {out['transaction']})")
         return 0
     if args.allowance is None:
         client, _ = _wallet(settings, need_key=False)
@@ -270,11 +272,8 @@ def _session(args: Any, settings: ClientSettings) -> int:
         raise CliError(f"--expiry {args.expiry}: a session key must last at least twice the thaw period "
                        f"({_span(2 * thaw)} here)", 2)
     out = client.authorize_session(expires_in, allowance, new_key=args.new)
-    if args.json:
-        _print_json(out)
-    else:
-        print(f"session key {out['key']} may spend {format_opg(allowance)} OPG for {_span(expires_in)} "
-              f"(tx {out['transaction']}); `opg chat` signs with it, never with your main key")
+    _emit(args, out, f"session key {out['key']} may spend {format_opg(allowance)} OPG for {_span(expires_in)} "
+                     f"(tx {out['transaction']}); `opg chat` signs with it, never with your main key")
     return 0
 
 
@@ -313,7 +312,7 @@ class _ChatRun:
         except WalletError as exc:
             raise CliError(str(exc).splitlines()[0], 1) from None
         self.chat = ChatClient(self.payer, settings.node_url, exact=args.exact)
-        self.model = args.model or settings.model
+        self.model = settings.model  # --model or OPG_CLIENT_MODEL
         self.history: list[dict] = []
         self.receipts: list[str] = []
         self.last_status: dict[str, str] = {}

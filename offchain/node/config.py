@@ -37,8 +37,6 @@ class NodeSettings(DaemonSettings):
     backend: str = Field(
         "builtin", description="model backend spec(s), comma-separated: builtin, smollm2, llama:/path/x.gguf, "
         "proxy:http://host:port/v1#model; options as spec?key=value&key=value (e.g. builtin?name=fast)")
-    cheat_rate: float = Field(0.0, ge=0, le=1, description="TESTING/DEMO ONLY: fraction of requests answered wrongly")
-    cheat_seed: int = Field(0, description="seed of the cheat decision (with --cheat-rate)")
     max_tokens: int = Field(256, ge=1, le=1_000_000, description="max_tokens of a request that gives none")
     max_tokens_limit: int = Field(4096, ge=1, le=1_000_000, description="largest max_tokens a request may ask for")
     # Prices (OPG, decimal)

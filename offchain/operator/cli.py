@@ -187,7 +187,7 @@ def status(settings: OperatorSettings, address: str | None, no_probe: bool) -> R
 
 
 @operator_command("register")
-@click.option("--role", required=True, type=click.Choice(["inference", "verifier"]),
+@click.option("--role", required=True, type=clikit.Choice(["inference", "verifier"]),
               help="inference (serves models) or verifier (re-executes and votes)")
 @click.option("--stake", required=True, metavar="OPG", help="initial stake in OPG")
 @click.option("--endpoint", required=True, metavar="URL", help="where the daemon serves (http(s)://, at most 256 bytes)")

@@ -39,7 +39,6 @@ class VerifierSettings(DaemonSettings):
                                                                   "exceed the re-run's by this factor")
     from_block: int | None = Field(None, ge=0, description="first block to follow Flagged events from "
                                                            "(default: the deployment's)")
-    lazy: bool = Field(False, description="TESTING ONLY: vouch valid=true for every sampled receipt without checking")
 
     @field_validator("relayer_url")
     @classmethod

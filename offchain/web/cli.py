@@ -60,7 +60,7 @@ def _fail(message: str, code: int = clikit.USAGE) -> NoReturn:
 @click.option("--port", type=int, default=8600, show_default=True, help="listen port")
 @click.option("--max-tokens", type=int, default=128, show_default=True, help="default max_tokens of a chat")
 @click.option("--log-level", default="warning", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
+              type=clikit.Choice(["debug", "info", "warning", "error"]))
 def web(**options: object) -> int:
     return serve_web(options)
 

@@ -78,7 +78,7 @@ def test_backend_specs_carry_options():
     (["--relayer-url", "relayer:8402"], "invalid setting relayer_url"),
     (["--backend", "gpt-5"], "unknown backend spec 'gpt-5'"),
     (["--backend", "builtin,builtin"], "two backends serve the model name 'builtin'"),
-    (["--cheat-rate", "2"], "invalid setting cheat_rate"),
+    (["--backend", "builtin?cheat_rate=2"], "cheat rate must be between 0 and 1"),
 ])
 def test_a_bad_setting_exits_2_with_one_line(args, message, capsys):
     assert main(["run", "--rpc-url", "http://127.0.0.1:9", "--dev-account", "1", *args]) == 2

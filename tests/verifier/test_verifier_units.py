@@ -264,7 +264,7 @@ def test_settings_from_env_and_flags(monkeypatch):
     monkeypatch.setenv("OPG_VERIFIER_BACKENDS", " builtin , smollm2 ")
     s = load_settings(VerifierSettings, {"payload_deadline": "3"}, section="verifier")
     assert s.sample_rate == 0.5 and s.backend_specs == ["builtin", "smollm2"] and s.payload_deadline == 3
-    assert s.port == 8404 and s.heartbeat and s.flag_fraud and not s.lazy
+    assert s.port == 8404 and s.heartbeat and s.flag_fraud and "lazy" not in VerifierSettings.model_fields
     with pytest.raises(ConfigError, match="sample_rate"):
         load_settings(VerifierSettings, {"sample_rate": "2"})
     with pytest.raises(ConfigError, match="relayer_url"):
