@@ -4,7 +4,7 @@ shared group-commit writer, and the units of work (``Store.job_*``) that apply t
 
 Repositories (SQL only, one per aggregate; writes take the writer's connection inside a job, reads use the thread's
 reader): ``Receipts`` (accepted receipts and the equivocation evidence of ``conflicting_receipts``), ``Channels``
-(charged, best vouchers, settled), ``Batches``, ``Journal`` (the write-ahead record of signed transactions),
+(charged, best vouchers, settled), ``Batches``, the ``transactions`` journal (``storage.journal``),
 ``Slashes`` (slashes, verdicts, withholding reports), ``ExactPayments``. Amounts are decimal text (uint256 does
 not fit SQL integers).
 
@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -206,21 +206,6 @@ class PendingReceipt:
     node: str
     cumulative: int
     accepted_at: float
-
-
-@dataclass(frozen=True)
-class TxRecord:
-    """A write-ahead record of a signed transaction."""
-
-    tx_hash: str
-    kind: str  # batch | slash | exact | deposit kinds
-    ref: str
-    nonce: int
-    raw: str
-    sent_at: float
-
-    def __getitem__(self, key: str) -> Any:  # read like the other rows (``tx["tx_hash"]``)
-        return getattr(self, key)
 
 
 def _rows(cursor: Any) -> list[dict]:
@@ -457,17 +442,6 @@ class Batches:
         return row[0], row[1]
 
 
-class Journal:
-    """``transactions``: every signed transaction, recorded before it is broadcast (``storage.journal``)."""
-
-    def __init__(self, db: Database):
-        self.db = db
-
-    def of(self, kind: str, ref: str) -> list[TxRecord]:
-        return [TxRecord(r["tx_hash"], r["kind"], r["ref"], r["nonce"], r["raw"], r["sent_at"]) for r in self.db.read(
-            "SELECT * FROM transactions WHERE kind = ? AND ref = ? ORDER BY sent_at", (kind, str(ref)))]
-
-
 class Slashes:
     """``slashes`` (queued evidence and its transaction), ``verdicts`` and ``withholding_reports``."""
 
@@ -638,9 +612,10 @@ class Store:
         self.max_group = max_group
         self.db = Database.sqlite(self.path)
         self.receipts, self.channels = Receipts(self.db), Channels(self.db)
-        self.batches_repo, self.journal = Batches(self.db), Journal(self.db)
+        self.batches_repo = Batches(self.db)
         self.slashes_repo, self.exact = Slashes(self.db), ExactPayments(self.db)
         self.writer: GroupCommitWriter | None = None
+        self.journal: SqlTxJournal | None = None
         self.on_commit: Callable[[float, float, int], None] | None = None  # (work s, fsync s, jobs)
 
     # Lifecycle -----------------------------------------------------------------------------------------------------
@@ -656,6 +631,7 @@ class Store:
             conn.close()
         self.writer = GroupCommitWriter(self.db, max_group=self.max_group, on_commit=self._observe,
                                         on_failure=_exit_on_failure)
+        self.journal = SqlTxJournal(self.db, self.writer, also=Store.mark_sent)
 
     def _observe(self, stats: CommitStats) -> None:
         if self.on_commit is not None:
@@ -668,9 +644,9 @@ class Store:
 
     def tx_journal(self) -> SqlTxJournal:
         """The write-ahead journal for the SDK's ``TxManager``: a record commits with its subject marked sent."""
-        if self.writer is None:
+        if self.journal is None:
             raise RuntimeError("the relayer store is not open")
-        return SqlTxJournal(self.db, self.writer, also=Store.mark_sent)
+        return self.journal
 
     @property
     def commits(self) -> int:
@@ -894,8 +870,9 @@ class Store:
     def batch_counts(self) -> dict[str, int]:
         return self.batches_repo.counts()
 
-    def transactions(self, kind: str, ref: str) -> list[TxRecord]:
-        return self.journal.of(kind, ref)
+    def transactions(self, kind: str, ref: str) -> list[dict]:
+        """The journal's records of one subject, oldest first, as dicts (``tx_hash``, ``nonce``, ``sent_at``, ...)."""
+        return [asdict(t) for t in self.tx_journal().of(kind, ref)]
 
     def slashes(self, status: str | None = None, limit: int = 100) -> list[dict]:
         return self.slashes_repo.list(status, limit)

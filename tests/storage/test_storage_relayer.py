@@ -79,7 +79,7 @@ def test_batches_are_built_sent_confirmed_failed_and_rejected(tmp_path):
     assert store.inflight_batch()["id"] == bid and store.unbatched_summary()[0] == 0
     store.call(Store.job_tx_recorded, "batch", str(bid), "0xaa", 7, "0xraw", 2.0)
     [tx] = store.transactions("batch", str(bid))
-    assert (tx.tx_hash, tx.nonce, tx["raw"]) == ("0xaa", 7, "0xraw") and store.batch(bid)["status"] == "sent"
+    assert (tx["tx_hash"], tx["nonce"], tx["raw"]) == ("0xaa", 7, "0xraw") and store.batch(bid)["status"] == "sent"
     store.call(Store.job_batch_failed, store.ledger, bid, "reverted", 3.0)  # back to the queue
     assert store.batch(bid)["status"] == "failed" and store.unbatched_summary()[0] == 4
     bid2 = store.call(Store.job_build_batch, store.ledger, [claim], "0x" + "11" * 32, {key: ids}, [], {}, 4.0)
