@@ -406,7 +406,7 @@ def breakdown(tmp: Path, w3: Web3, system: Any, node_url: str, relayer_url: str,
     # the same, each call more than the relayer's /verify cache TTL (2 s) after the previous: every call reads the
     # chain (one JSON-RPC batch: is_active_as, spent, available_of)
     verify_cold = timed_n(lambda: relayer.verify(body), 12, pause=2.2)
-    healthz = timed_n(lambda: relayer._http().get("/healthz"), 50)
+    healthz = timed_n(lambda: relayer.http().get("/healthz"), 50)
     escrow = system.escrow
     node_address = Account.from_key(anvil_key(NODE_ACCOUNT)).address
     call = escrow.functions.spent(address, node_address)

@@ -5,14 +5,15 @@ admission to the server of the payload's scheme and ends the admission through t
 
 A server receives a :class:`NodeContext` (the node's key, deployment addresses, chain view, relayer client, store,
 channels, limits, metrics) and answers ``requirement(quote, charged)``, ``admit(quote, payload)``,
-``complete(admission, served)`` and ``release(admission)``; its ``upfront`` says whether a stream is settled before
-its first piece leaves.
+``confirm(admission)`` (joins a check left running with the model), ``complete(admission, served)`` and
+``release(admission)``; its ``upfront`` says whether a stream is settled before its first piece leaves.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,7 @@ class Admission:
     quote: Quote
     upfront: bool = False  # settled before a stream's first piece leaves (exact)
     done: bool = field(default=False)
+    pending: Future | None = None  # a check running while the model does, joined by ``confirm``
 
 
 @dataclass
@@ -136,6 +138,10 @@ class SchemeServer:
     def admit(self, quote: Quote, payload: PaymentPayload) -> Admission:
         raise NotImplementedError
 
+    def confirm(self, adm: Admission) -> None:
+        """Blocking, before anything is charged or streamed: the end of an admission check left running while the
+        model ran (PaymentRefused / ApiError if it failed). Nothing to wait for unless the scheme defers one."""
+
     def complete(self, adm: Admission, served: Served | None) -> dict:
         raise NotImplementedError
 
@@ -206,6 +212,10 @@ class Payments:
         if accepted.pay_to.lower() != self.node.lower():
             raise PaymentRefused("recipient_mismatch", f"payTo must be this node {self.node}, not {accepted.pay_to}")
         return server.admit(quote, payload)
+
+    def confirm(self, adm: Admission) -> None:
+        """Blocking: wait for what the admission's scheme checks while the model runs (PaymentRefused -> 402)."""
+        self.servers[adm.scheme].confirm(adm)
 
     # Ending ------------------------------------------------------------------------------------------------------
     def release(self, adm: Admission) -> None:

@@ -235,6 +235,40 @@ def test_attack_session_key_past_its_allowance_is_refused(node, devnet):
     assert owner.charged(body) == 0
 
 
+def generations(node) -> float:
+    """How many answers the node's models generated (its /metrics)."""
+    text = httpx.get(node.url + "/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("opg_node_generation_seconds_count"))
+
+
+def test_attack_known_payer_refused_by_the_relayer_while_the_model_ran_gets_402_and_pays_nothing(node, devnet):
+    """A payer the relayer accepted a moment ago is verified while its model runs (issue 15, item 7): a payment the
+    relayer then refuses (a session key past its allowance) is still a 402, charged nothing and streamed nothing."""
+    owner = Payer(devnet.new_payer(deposit=10 * OPG), node.url)
+    body = chat_body("Trust me once, then pay with a key that cannot", max_tokens=24)
+    assert owner.pay(body).status_code == 200  # the relayer accepted this payer: the node trusts it a while
+    charged = owner.charged(body)
+    session = Account.create()
+    transact(devnet.w3, owner.actor.key, devnet.escrow.functions.authorize_signer(
+        session.address, devnet.chain_now() + 30 * 86400, 1))  # an allowance of 1 wei
+    key = "0x" + bytes(session.key).hex()
+    ran = generations(node)
+    assert error_of(owner.pay(body, key=key)) == "allowance_exceeded"
+    assert generations(node) == ran + 1  # the model ran while the relayer judged the payment
+    assert owner.charged(body) == charged
+    assert error_of(owner.pay(body, key=key)) == "allowance_exceeded"  # no longer trusted: refused before the model
+    assert generations(node) == ran + 1
+    assert owner.pay(body).status_code == 200  # trusted again
+    charged = owner.charged(body)
+    slow = {**chat_body("Stream me nothing", max_tokens=8), "model": "slow", "stream": True}
+    req = requirement(owner.challenge(slow), "opg-credit")
+    header = voucher_header(req, owner.actor, int(req["extra"]["maxCumulative"]), key=key)
+    streamed = owner.http.post("/v1/chat/completions", json=slow, headers={"PAYMENT-SIGNATURE": header})
+    assert error_of(streamed) == "allowance_exceeded"  # a 402 before any text, not a stream
+    assert owner.charged(body) == charged
+
+
 def test_attack_session_key_past_its_allowance_is_refused_while_the_relayer_is_down(offline, devnet):
     owner = Payer(devnet.new_payer(deposit=10 * OPG), offline.url)
     session = Account.create()

@@ -12,6 +12,7 @@ from offchain.inference import ChatMessage, GenParams, Pricing
 from offchain.node.catalog import Job, ServedModel
 from offchain.node.engine import StreamRun
 from offchain.node.metrics import NodeMetrics
+from offchain.node.payments import Admission
 from offchain.node.x402 import Quote
 
 PRICING = Pricing(base=100, per_prompt_token=1, per_output_token=10)
@@ -29,9 +30,10 @@ class Recorder:
         self.released += 1
 
 
-class Adm:
-    def __init__(self, cap):
-        self.quote = Quote(model="slow", prompt_tokens=0, max_tokens=0, cap=cap, pricing=PRICING, url="", stream=True)
+def Adm(cap: int) -> Admission:  # noqa: N802 - an admitted opg-credit request of this cap
+    return Admission(scheme="opg-credit", payer="0x" + "00" * 20,
+                     quote=Quote(model="slow", prompt_tokens=0, max_tokens=0, cap=cap, pricing=PRICING, url="",
+                                 stream=True))
 
 
 def job(max_tokens: int = 40, prompt: str = "Explain settlement in detail, take 3") -> Job:

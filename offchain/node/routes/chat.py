@@ -105,6 +105,9 @@ def chat_router(catalog: Catalog, payments: Payments, metrics: Any) -> APIRouter
         if not body.stream:
             try:
                 gen, payment = await asyncio.to_thread(run_to_completion, job, adm, payments, metrics)
+            except PaymentRefused as exc:  # the relayer refused a payment it checked while the model ran
+                metrics.requests.inc(1, adm.scheme, mode, "payment_required")
+                return payment_required(job.quote, exc.payer or adm.payer, exc.error, exc.reason)
             except ModelFailed as exc:
                 metrics.requests.inc(1, adm.scheme, mode, "model_error")
                 return JSONResponse({"error": "model_error", "field": None,
@@ -128,6 +131,17 @@ def chat_router(catalog: Catalog, payments: Payments, metrics: Any) -> APIRouter
             metrics.requests.inc(1, adm.scheme, mode, "model_error")
             return JSONResponse({"error": "model_error", "field": None,
                                  "reason": f"the model failed; nothing was charged: {first[1]}"}, status_code=502)
+        try:  # the payment's checks left running with the model end before any text leaves
+            if adm.pending is not None:
+                await asyncio.to_thread(payments.confirm, adm)
+        except PaymentRefused as exc:
+            payments.release(adm)  # nothing delivered: nothing charged, the cap leaves the channel at once
+            run.close(False)
+            metrics.requests.inc(1, adm.scheme, mode, "payment_required")
+            return payment_required(job.quote, exc.payer or adm.payer, exc.error, exc.reason)
+        except Exception:
+            run.close(False)
+            raise
         if run.upfront:  # exact: settled before any text leaves (streamed text cannot be withheld afterwards)
             try:
                 paid = await asyncio.to_thread(run.settle_upfront)

@@ -6,7 +6,10 @@ counts.
 Admission: local checks (the voucher's signature recovers to the payer or one of its session keys in force per
 ``escrow.signer_of``, it names this node, its ``maxCumulative`` covers the channel's charge + the caps in flight + this
 request's cap, the payer's unsettled exposure stays under ``max_unsettled``), the cap reserved on the channel, then
-the relayer's ``/verify`` (credits, allowances, the node's stake).
+the relayer's ``/verify`` (credits, allowances, the node's stake). For a payer the relayer accepted within the last
+``TRUST_SECONDS``, ``/verify`` runs while the model does and is joined before anything is charged or streamed
+(``confirm``: a refusal is still a 402 and charges nothing); a payer not seen valid lately is verified before the model
+runs, so a key without credits cannot make the node generate.
 Charge: ``amount = min(cost(tokens used), cap)``, ``cumulative += amount`` under the channel's lock, a Receipt signed
 with a fresh random ``requestId``, committed to the store with its payload and the channel's best voucher, then
 released; the outbox hands it to the relayer.
@@ -16,6 +19,9 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from x402.schemas import PaymentPayload, PaymentRequirements
@@ -32,6 +38,7 @@ from ..registry import registry
 from .payload import SCHEME, CreditPayload
 
 log = logging.getLogger("opg.node.payments")
+TRUST_SECONDS = 30.0  # a payer the relayer accepted this recently is verified while its model runs
 
 
 @dataclass
@@ -48,6 +55,12 @@ class CreditAdmission(Admission):
 @registry.server
 class CreditServer(SchemeServer):
     scheme = SCHEME
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self._trusted: dict[str, float] = {}  # payer -> monotonic time until which /verify may run with the model
+        self._trusted_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="credit-verify")
 
     def enhance_payment_requirements(self, requirements: PaymentRequirements, supported_kind: object,
                                      extensions: list[str]) -> PaymentRequirements:
@@ -95,12 +108,25 @@ class CreditServer(SchemeServer):
             raise PaymentRefused(problem[0], problem[1], payer)
         adm = CreditAdmission(scheme=SCHEME, payer=payer, quote=quote, channel=channel, reservation=key,
                               voucher=signed, signer=signer, spent=spent)
+        body = self.relayer_body(payload, self.requirement(quote, channel.charged - quote.cap))
+        with self._trusted_lock:
+            trusted = self._trusted.get(payer, 0.0) > time.monotonic()
+        if trusted:
+            adm.pending = self._pool.submit(self._verify, adm, body, channel)
+            return adm
         try:
-            self._verify(adm, payload, channel)
+            self._verify(adm, body, channel)
         except BaseException:
             self.release(adm)
             raise
         return adm
+
+    def confirm(self, adm: Admission) -> None:
+        """Blocking: the relayer's verdict on a payment verified while the model ran (PaymentRefused, ApiError)."""
+        assert isinstance(adm, CreditAdmission)
+        pending, adm.pending = adm.pending, None
+        if pending is not None:
+            pending.result()
 
     def _reserve(self, channel: Channel, voucher: SignedVoucher, cap: int,
                  spent: int) -> tuple[tuple[str, str] | None, str | None]:
@@ -120,11 +146,10 @@ class CreditServer(SchemeServer):
                         f"{self.ctx.max_unsettled}; retry once settlement catches up"), None
             return None, channel.reserve(cap)
 
-    def _verify(self, adm: CreditAdmission, payload: PaymentPayload, channel: Channel) -> None:
+    def _verify(self, adm: CreditAdmission, body: dict, channel: Channel) -> None:
         ctx = self.ctx
-        charged = channel.charged - adm.quote.cap
         try:
-            status, answer = ctx.relayer.verify(self.relayer_body(payload, self.requirement(adm.quote, charged)))
+            status, answer = ctx.relayer.verify(body)
         except RelayerUnavailable as exc:
             if ctx.require_relayer:
                 raise ApiError(503, "relayer_unavailable", None,
@@ -135,10 +160,17 @@ class CreditServer(SchemeServer):
             raise PaymentRefused("invalid_payment", f"the relayer refused the payment: {answer}", adm.payer)
         if not answer.get("isValid"):
             ctx.metrics.verify.inc(1, SCHEME, str(answer.get("invalidReason")))
+            with self._trusted_lock:
+                self._trusted.pop(adm.payer, None)
             raise PaymentRefused(str(answer.get("invalidReason") or "invalid_payment"),
                                  str(answer.get("invalidMessage") or "refused by the relayer's /verify"), adm.payer)
         ctx.metrics.verify.inc(1, SCHEME, "valid")
         adm.verified = answer.get("extra") or {}
+        now = time.monotonic()
+        with self._trusted_lock:
+            if len(self._trusted) > 4096:
+                self._trusted = {p: t for p, t in self._trusted.items() if t > now}
+            self._trusted[adm.payer] = now + TRUST_SECONDS
 
     def _verify_on_chain(self, adm: CreditAdmission, channel: Channel, why: str) -> None:
         """The relayer is unreachable: check the payer's credits on the escrow alone (the exposure limit bounds the
@@ -170,6 +202,7 @@ class CreditServer(SchemeServer):
 
     def complete(self, adm: Admission, served: Served | None) -> dict:
         assert isinstance(adm, CreditAdmission) and served is not None
+        self.confirm(adm)  # nothing is charged before the relayer accepted the payment
         ctx = self.ctx
         channel, quote = adm.channel, adm.quote
         assert channel is not None and adm.voucher is not None
