@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..chain import Chain
+from ..daemon.worker import Supervisor
 from ..messages import merkle_proof, merkle_root, verify_merkle_proof
 from ..sdk.constants import slash_kind
 from ..sdk.contracts import BatchSettled, NodeRecord
@@ -71,23 +72,22 @@ class Index:
         self._cursor = 0
         self._times: dict[int, int] = {}
         self._gas: dict[str, tuple[int, int]] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.every = 1.5
+        self._supervisor = Supervisor([self])
 
-    # Refreshing -------------------------------------------------------------------------------------------------
+    # Refreshing: the index is a worker (offchain.daemon.worker), refreshed every ``every`` seconds ----------------
+    name = "web-index"
+
     def start(self, every: float = 1.5) -> None:
-        def loop() -> None:
-            while not self._stop.is_set():
-                self.refresh()
-                self._stop.wait(every)
-
-        self._thread = threading.Thread(target=loop, name="opg-web-index", daemon=True)
-        self._thread.start()
+        self.every = every
+        self._supervisor.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._supervisor.stop(timeout=10)
+
+    def tick(self) -> float:
+        self.refresh()
+        return self.every
 
     def refresh(self) -> Snapshot:
         with self._lock:
