@@ -14,9 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..daemon.app import ErrorBody, operations_router
 from ..daemon.app import create_app as create_daemon_app
 from ..daemon.errors import ApiError
+from ..sdk.wire import parse_receipt
 from .intake import Intake
 from .metrics import Metrics
-from .payloads import dispute_problem, parse_receipt
+from .payloads import dispute_problem
 from .store import VerifierStore
 
 if TYPE_CHECKING:

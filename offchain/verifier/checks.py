@@ -13,10 +13,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..messages import Domain, PayloadWithheld, SignedReceipt, Verdict
+from ..sdk.wire import parse_receipt
 from .intake import NOT_SERVED, Drift
 from .judge import CannotJudge, ReceiptJudge
 from .metrics import Metrics, Trouble
-from .payloads import PayloadClient, parse_receipt, plain
+from .payloads import PayloadClient, plain
 from .store import VerifierStore
 
 log = logging.getLogger("opg.verifier")

@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 
 from ..sdk.relayer_client import RelayerClient, RelayerUnavailable
+from ..sdk.wire import parse_receipt
 from .intake import Intake
 from .metrics import Metrics, Trouble
-from .payloads import check_node_signature, parse_receipt
+from .payloads import check_node_signature
 from .store import VerifierStore
 
 log = logging.getLogger("opg.verifier")

@@ -17,10 +17,11 @@ from ..messages import SignedReceipt
 from ..sdk.constants import ROLE_VERIFIER
 from ..sdk.contracts import Contracts
 from ..sdk.tx import revert_message
+from ..sdk.wire import parse_receipt
 from .intake import Intake
 from .metrics import Metrics, Trouble
 from .onchain import ChainAccess
-from .payloads import parse_receipt, plain, receipt_hash
+from .payloads import plain, receipt_hash
 from .store import VerifierStore
 
 log = logging.getLogger("opg.verifier")

@@ -8,10 +8,11 @@ import threading
 from collections.abc import Callable
 
 from ..messages import Domain, SignedReceipt
+from ..sdk.wire import receipt_json
 from .judge import ReceiptJudge, drifting
 from .metrics import Metrics
 from .onchain import ChainAccess
-from .payloads import plain, receipt_hash, receipt_json
+from .payloads import receipt_hash, receipt_id
 from .sampling import Sampler
 from .store import VerifierStore
 
@@ -52,7 +53,7 @@ class Intake:
         self.store, self.access, self.wake_checks = store, access, wake_checks
 
     def item(self, receipt: SignedReceipt, seq: int | None = None) -> dict:
-        return {"id": "0x" + plain(receipt).fast_digest(self.domain).hex(), "receipt_hash": receipt_hash(receipt),
+        return {"id": receipt_id(receipt, self.domain), "receipt_hash": receipt_hash(receipt),
                 "node": receipt.node, "model_id": receipt.model_id.lower(), "receipt": receipt_json(receipt),
                 "seq": seq}
 

@@ -15,35 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from pydantic import ConfigDict
-from pydantic.alias_generators import to_camel
 
 from ..messages import Domain, InvalidSignature, PayloadRequest, Receipt, SignedReceipt, recover_signer
 from .judge import payload_mismatch
 
 log = logging.getLogger("opg.verifier.payloads")
-
-
-class CamelReceipt(SignedReceipt):
-    """A signed receipt with EIP-712 (camelCase) names, as the relayer's feed and the nodes give it (snake_case is
-    accepted too)."""
-
-    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
-
-
-def parse_receipt(data: Any) -> SignedReceipt:
-    """A signed receipt from camelCase or snake_case JSON (ValueError if malformed)."""
-    if not isinstance(data, dict):
-        raise ValueError("receipt must be an object")
-    r = CamelReceipt.model_validate(data)
-    return SignedReceipt(**r.model_dump(by_alias=False))
-
-
-def receipt_json(receipt: SignedReceipt) -> dict[str, Any]:
-    """camelCase, big integers as decimal strings."""
-    data = CamelReceipt(**receipt.model_dump()).model_dump(mode="json", by_alias=True)
-    data["amount"], data["cumulative"] = str(receipt.amount), str(receipt.cumulative)
-    return data
 
 
 def plain(receipt: SignedReceipt) -> Receipt:

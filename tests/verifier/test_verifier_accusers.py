@@ -32,7 +32,8 @@ from verifier_kit import (
 from offchain.devkit.devchain import transact
 from offchain.devkit.devnet import OPG, new_key, wait_until
 from offchain.messages import PayloadRequest, Verdict
-from offchain.verifier.payloads import PayloadClient, parse_receipt, plain
+from offchain.sdk.wire import parse_receipt
+from offchain.verifier.payloads import PayloadClient, plain
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,10 @@ from offchain.backends import CheatingBackend, load_backend
 from offchain.daemon.settings import ConfigError, load_settings
 from offchain.inference import ChatMessage, Generation, GenParams, Pricing, canonical_request, input_hash, output_hash
 from offchain.messages import Domain, Receipt, SignedReceipt
+from offchain.sdk.wire import parse_receipt, receipt_json
 from offchain.verifier.config import VerifierSettings
 from offchain.verifier.judge import CannotJudge, judge
-from offchain.verifier.payloads import base_url, dispute_problem, parse_receipt, receipt_json
+from offchain.verifier.payloads import base_url, dispute_problem
 from offchain.verifier.sampling import Sampler, is_sampled, sampling_secret, threshold
 from offchain.verifier.store import VerifierStore
 

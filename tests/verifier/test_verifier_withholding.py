@@ -33,7 +33,8 @@ from verifier_kit import (
 
 from offchain.deployments import PROJECT_ROOT
 from offchain.devkit.devnet import OPG, wait_until
-from offchain.verifier.payloads import PayloadClient, parse_receipt
+from offchain.sdk.wire import parse_receipt
+from offchain.verifier.payloads import PayloadClient
 
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: connection refused
 

@@ -269,7 +269,8 @@ def valid_proven(devnet: Devnet, receipt_hash: str) -> bool:
 
 
 def receipt_hash_of(receipt: dict) -> str:
-    from offchain.verifier.payloads import parse_receipt, plain
+    from offchain.sdk.wire import parse_receipt
+    from offchain.verifier.payloads import plain
 
     return "0x" + plain(parse_receipt(receipt)).struct_hash().hex()
 
