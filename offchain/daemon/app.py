@@ -168,13 +168,18 @@ def finalize_openapi(schema: dict, extra_errors: dict[str, str] | None = None) -
     return schema
 
 
-def install_openapi(app: FastAPI, extra_errors: dict[str, str] | None = None) -> None:
-    """``app.openapi()`` through ``finalize_openapi`` (cached like FastAPI's)."""
+def install_openapi(app: FastAPI, extra_errors: dict[str, str] | None = None,
+                    extend: Callable[[dict], None] | None = None) -> None:
+    """``app.openapi()`` through ``extend`` (a daemon's own additions, e.g. schemas of bodies it parses by hand)
+    and ``finalize_openapi`` (cached like FastAPI's)."""
     base = app.openapi
 
     def openapi() -> dict:
         if not getattr(app, "_opg_openapi_done", False):
-            app.openapi_schema = finalize_openapi(base(), extra_errors)
+            schema = base()
+            if extend is not None:
+                extend(schema)
+            app.openapi_schema = finalize_openapi(schema, extra_errors)
             app._opg_openapi_done = True  # type: ignore[attr-defined]
         return app.openapi_schema
 
@@ -200,13 +205,17 @@ def operations_router(health: Callable[[], Awaitable[dict[str, Any]]], metrics: 
 
 
 def create_app(title: str, description: str, routers: Iterable[APIRouter],
-               lifespan: Callable[[FastAPI], AbstractAsyncContextManager] | None = None) -> FastAPI:
-    """A daemon's FastAPI app: its routers, the shared error handlers, OpenAPI at ``/openapi.json``."""
+               lifespan: Callable[[FastAPI], AbstractAsyncContextManager] | None = None, *,
+               openapi_extend: Callable[[dict], None] | None = None,
+               extra_errors: dict[str, str] | None = None) -> FastAPI:
+    """A daemon's FastAPI app: its routers, the shared error handlers, OpenAPI at ``/openapi.json`` (``extend``ed by
+    the daemon; ``extra_errors``: the daemon's own text for its 503)."""
     app = FastAPI(title=title, version=__version__, description=description, lifespan=lifespan, docs_url=None,
                   redoc_url=None)
     install_error_handlers(app)
     install_docs(app)
     for router in routers:
         app.include_router(router)
-    install_openapi(app, {"503": "the chain RPC (or a peer the daemon needs) did not answer"})
+    install_openapi(app, extra_errors or {"503": "the chain RPC (or a peer the daemon needs) did not answer"},
+                    openapi_extend)
     return app

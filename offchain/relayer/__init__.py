@@ -6,22 +6,34 @@ durably before acknowledging them (``POST /settle``), settles them on-chain in b
 evidence (equivocation it detects itself, fraud once a verifier quorum is reached, lazy verifiers afterwards).
 
 Modules, by what they hold:
-  config.py     settings (file < environment < flags) and the configuration error
-  signer.py     the relayer's transaction key (keystore or anvil development key)
-  models.py     pydantic models of the HTTP API's bodies and answers
-  errors.py     the API's 4xx error type
-  store.py      repositories (receipts, channels, batches, journal, slashes/verdicts, exact payments), numbered
-                migrations, the units of work that apply rules.py (on offchain.storage's writer)
-  rules.py      settlement rules as plain functions: a receipt's effect on its channel, a claim outcome's
-                effect on its receipts and the channel's settled amount
-  ledger.py     the in-memory view of channels (charged, settled, best voucher) kept by the writer
-  credit.py     the ``opg-credit`` scheme: voucher verification and receipt validation
-  exact.py      the ``exact`` scheme: EIP-3009 verification and transferWithAuthorization settlement
-  txsender.py   nonces, EIP-1559 fees, retries, write-ahead transaction records
-  batcher.py    batch building, simulation, sending, confirmation, reconciliation
-  slasher.py    equivocation, fraud and lazy-verifier slashing
-  metrics.py    Prometheus text exposition
-  service.py    the Relayer object wiring the above and its chain worker thread
-  api.py        the FastAPI application
-  cli.py        ``opg relayer run``
+  service.py      the composition root: Relayer(settings) builds every component with what it uses, start/stop
+  config.py       settings (file < environment < flags) and the configuration error
+  signer.py       the relayer's transaction key (keystore or anvil development key)
+  rpc.py          ChainFacts (this deployment, read once) and Rpc (a web3 connection per thread, retries)
+  reads.py        raw eth_call JSON-RPC batches for the request path (no web3.py)
+  clock.py        protocol time: max(wall clock, the chain's clock)
+  events.py       the event hub through which components learn what another saw (no reaching into siblings)
+  plugins.py      test plug-ins installed from OPG_RELAYER_PLUGINS (fault injection), no production switch
+  models.py       pydantic models of the HTTP API's bodies and answers
+  store.py        the database: repositories, migrations, units of work (storage owner's)
+  rules.py        settlement rules as plain functions (storage owner's)
+  ledger.py       the in-memory view of channels (charged, settled, best voucher) and per-node running totals
+  proposals.py    reservations: /verify promises and others' live proposals, what a node's capacity must cover
+  receipts.py     receipt checks without chain reads (typed slashable refusals) and the validation processes
+  credit.py       the opg-credit facilitator: voucher verification, receipt validation and intake
+  exact.py        the exact facilitator: EIP-3009 verification and transferWithAuthorization settlement
+  facilitators.py the registered x402 facilitators /supported, /verify and /settle iterate
+  intake.py       POST /settle's body to its handler (x402 settle, bulk, single receipt)
+  policy.py       the batch policy (when to cut a batch, when to give a reverting batch up): pure, no I/O
+  batcher.py      batch building, simulation, sending, confirmation, reconciliation (a supervised worker)
+  slasher.py      equivocation, fraud, lazy-verifier ... slashing (a supervised worker)
+  metrics.py      Prometheus metrics
+  deps.py         the HTTP layer's FastAPI dependencies (components from app.state)
+  routes/         the routers, one per resource (x402, receipts, batches, slashing)
+  pending.py      GET /payers/{payer}/pending
+  feed.py         the verifiers' receipt feed, withholding reports, node views
+  deposits.py     POST /deposits (gasless deposits)
+  api.py          the app on the daemons' factory, the /settle fast lane, the ASGI stack
+  keccak.py       the fast keccak backend
+  cli.py          ``opg relayer run``
 """

@@ -27,15 +27,15 @@ from ..abi import abi
 from ..chain import Chain
 from ..messages import _address_of as address_of
 from ..messages import compact_signature, merkle_root
+from ..sdk.tx import BroadcastError, PreparedCall, TxManager, is_revert, is_transient, revert_message
 from .clock import ProtocolClock
 from .events import Events
 from .ledger import Ledger
 from .metrics import Metrics
-from .policy import BatchPolicy
+from .policy import BatchPolicy, RevertStreak
 from .proposals import TOPIC_PROPOSED, Reservations, decode_proposal
 from .rpc import ChainFacts
 from .store import ClaimResult, Store
-from .txsender import BroadcastError, PreparedCall, TxSender, is_revert, is_transient, revert_message
 
 log = logging.getLogger("opg.relayer.batcher")
 
@@ -182,7 +182,7 @@ class Batcher:
     name = "batcher"
 
     def __init__(self, config: BatcherConfig, policy: BatchPolicy, facts: ChainFacts, store: Store, ledger: Ledger,
-                 reservations: Reservations, sender: TxSender, chain: Chain, metrics: Metrics, clock: ProtocolClock,
+                 reservations: Reservations, sender: TxManager, chain: Chain, metrics: Metrics, clock: ProtocolClock,
                  events: Events):
         self.settings, self.policy, self.facts = config, policy, facts
         self.store, self.ledger, self.reservations = store, ledger, reservations
@@ -194,6 +194,7 @@ class Batcher:
         self._next_log_scan = 0.0
         self._log_block: int | None = None
         self._key_expiry: dict[tuple[str, str], tuple[int, float]] = {}
+        self._reverts = RevertStreak()  # of the batch being built or re-simulated (policy.BatchPolicy.give_up)
 
     # The worker's entry point ----------------------------------------------------------------------------------
     def tick(self) -> None:
@@ -353,7 +354,17 @@ class Batcher:
         claims = self._promised_first(claims)
         ids = {k: [r["id"] for r in v] for k, v in by_channel.items()}
         root = root_of([i for v in ids.values() for i in v])
-        go, skipped, gas = self._simulate(claims, root)  # a revert (never expected) is retried by the worker
+        try:
+            go, skipped, gas = self._simulate(claims, root)
+        except SimulationReverted as exc:  # never expected: retried with the worker's backoff, then given up
+            if not self._reverted(str(exc)):
+                raise
+            batch_id = self.store.call(Store.job_build_batch, self.ledger, claims, "0x" + root.hex(), ids, [], {},
+                                       time.time())
+            if batch_id is not None:
+                self._reject(batch_id, str(exc))
+            return
+        self._reverts = RevertStreak()
         go_ids = {(c["payer"], c["node"]): ids[(c["payer"], c["node"])] for c in go}
         skipped_ids = {(s.payer, s.node): ids[(s.payer, s.node)] for s in skipped}
         if skipped:
@@ -366,6 +377,22 @@ class Batcher:
         self.metrics.batches.inc(1, "built")
         log.info("built batch %d: %d claims, %d receipts", batch_id, len(go), sum(len(v) for v in go_ids.values()))
         self._send(batch_id, go, root, gas=gas)
+
+    def _reverted(self, reason: str) -> bool:
+        """Count a simulation revert; whether the policy gives the batch up now."""
+        self._reverts = self._reverts.after(reason)
+        log.warning("batch simulation reverted (%d in a row): %s", self._reverts.count, reason)
+        return self.policy.give_up(self._reverts)
+
+    def _reject(self, batch_id: int, reason: str) -> None:
+        """Reject a batch whose simulation keeps reverting, and its receipts, recording the reason."""
+        receipts = len(self.store.batch_receipt_ids(batch_id))
+        self.store.call(Store.job_reject_batch, self.ledger, batch_id, reason, time.time())
+        self._reverts = RevertStreak()
+        self.metrics.batches.inc(1, "rejected")
+        self.metrics.receipts_resolved.inc(receipts, "rejected")
+        log.error("batch %d rejected with its receipts after %d simulation reverts: %s", batch_id,
+                  self.policy.reject_after, reason)
 
     def _count_skipped(self, skipped: list[ClaimResult], ids: dict | None, per_claim: dict | None = None) -> None:
         for s in skipped:
@@ -424,7 +451,7 @@ class Batcher:
         return min(bound, self._block_gas[0] * 9 // 10)
 
     def _gas_for(self, claims: list[dict], root: bytes) -> int | None:
-        """The static bound, if settle_batch(claims) succeeds under it now; else None (TxSender estimates)."""
+        """The static bound, if settle_batch(claims) succeeds under it now; else None (the TxManager estimates)."""
         bound = self._gas_bound(claims)
         call = settle_call(self.chain.w3, self.escrow.address, claims, root)
         try:
@@ -480,7 +507,14 @@ class Batcher:
             ids.setdefault((payer, node), []).append(rid)
         claims = [c for c in json.loads(batch["claims"]) if (c["payer"], c["node"]) in ids]
         root = root_of([i for v in ids.values() for i in v])
-        go, skipped, gas = self._simulate(claims, root)
+        try:
+            go, skipped, gas = self._simulate(claims, root)
+        except SimulationReverted as exc:
+            if not self._reverted(str(exc)):
+                raise
+            self._reject(batch_id, str(exc))
+            return
+        self._reverts = RevertStreak()
         go_ids = {(c["payer"], c["node"]): ids[(c["payer"], c["node"])] for c in go}
         if skipped:
             root = root_of([i for v in go_ids.values() for i in v])

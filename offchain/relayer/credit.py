@@ -14,26 +14,28 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pydantic_core
 from pydantic import ValidationError
-from x402.schemas import VerifyRequest, VerifyResponse
+from x402.schemas import PaymentPayload, PaymentRequirements, SettleResponse, VerifyResponse
 
 from ..amounts import format_opg
 from ..chain import ROLE_INFERENCE
 from ..daemon.errors import ApiError, from_validation_error
 from ..messages import InvalidSignature, SignedReceipt, recover_signer
+from ..schemes import SCHEME_CREDIT, registry
+from ..sdk.wire import SignatureChecker
 from .clock import ProtocolClock
 from .events import Events
 from .ledger import Ledger
 from .metrics import Metrics
-from .models import SCHEME_CREDIT, CreditPayload, SettleItem
+from .models import BulkItemResult, BulkSettleAnswer, SettleItem
 from .proposals import Reservations, node_reserved, reserved_with
 from .reads import RawReader
-from .receipts import CheckContext, Checked, ValidationPool, check_bulk, check_item, unpack
+from .receipts import CheckContext, Checked, Slashable, ValidationPool, check_bulk, check_item, unpack
 from .rpc import ChainFacts
-from .store import Store, ValidReceipt
+from .store import AcceptOutcome, Store, ValidReceipt
 
 # invalidReason values of POST /verify for opg-credit
 UNSUPPORTED_SCHEME = "unsupported_scheme"
@@ -63,6 +65,15 @@ NODE_INACTIVE_TTL = 1.0
 # that *accept* a voucher use cached values: a refusal reached with any cached value is checked again with fresh
 # reads. Why this is safe: see CreditScheme._judge.
 VERIFY_CACHE_TTL = 2.0
+
+
+class CreditSettled(SettleResponse):
+    """x402 settle answer of opg-credit: the stored receipt's id, status and batch besides x402's fields."""
+
+    always_present: ClassVar[tuple[str, ...]] = ("errorReason", "batchId")
+    id: str
+    status: str
+    batch_id: int | None = None
 
 
 class _LRU(OrderedDict):
@@ -95,7 +106,14 @@ class CreditConfig:
                             min(self.clock_skew, MAX_FUTURE), min(self.max_receipt_age, facts.dispute_window))
 
 
+@registry.facilitator
 class CreditScheme:
+    """The opg-credit facilitator (an x402 ``SchemeNetworkFacilitator``): ``verify`` answers POST /verify, ``settle``
+    and ``accept``/``accept_bulk`` take a node's receipts at POST /settle."""
+
+    scheme = SCHEME_CREDIT
+    caip_family = "eip155:*"
+
     def __init__(self, facts: ChainFacts, ctx: CheckContext, ledger: Ledger, reservations: Reservations,
                  store: Store, metrics: Metrics, reads: RawReader, clock: ProtocolClock,
                  retry: Callable[[Callable[[], Any]], Any], pool: ValidationPool, events: Events):
@@ -105,6 +123,7 @@ class CreditScheme:
         self.network = facts.network
         self.escrow_domain = facts.escrow_domain
         self.staking_domain = facts.staking_domain
+        self.vouchers = SignatureChecker(facts.escrow_domain)  # domain separator precomputed (/verify)
         self._vouchers_ok: _LRU = _LRU(50_000)  # (digest, signature) of vouchers signed by their payer
         self._session_ok: _LRU = _LRU(50_000)  # (digest, signature) -> accepted until (monotonic), session keys
         self._thaw: tuple[int, float] | None = None
@@ -186,25 +205,31 @@ class CreditScheme:
         return None
 
     # POST /verify ----------------------------------------------------------------------------------------------
-    def verify(self, req: VerifyRequest) -> VerifyResponse:
-        """Blocking: run in a worker thread."""
+    def get_extra(self, network: str) -> dict[str, Any]:
+        """``/supported``'s extra of this kind: the deployment's escrow, staking and asset."""
+        return {"escrow": self.facts.escrow, "staking": self.facts.staking, "asset": self.facts.opg}
+
+    def get_signers(self, network: str) -> list[str]:
+        return [self.facts.relayer]
+
+    def verify(self, paid: PaymentPayload, reqs: PaymentRequirements) -> VerifyResponse:
+        """x402 verify of a voucher. Blocking: run in a worker thread."""
         try:
-            payload = CreditPayload.model_validate(req.payment_payload.payload)
+            payload = registry.parse(SCHEME_CREDIT, paid.payload)
         except ValidationError as exc:
             raise from_validation_error(exc, "paymentPayload.payload") from None
         voucher = payload.voucher
-        reqs = req.payment_requirements
         payer = voucher.payer
 
         def invalid(reason: str, message: str) -> VerifyResponse:
             self.metrics.verify.inc(1, SCHEME_CREDIT, reason)
             return VerifyResponse(is_valid=False, invalid_reason=reason, invalid_message=message, payer=payer)
 
-        if req.x402_version != 2 or req.payment_payload.x402_version != 2:
+        if paid.x402_version != 2:
             return invalid(UNSUPPORTED_VERSION, "only x402Version 2 is supported")
-        if reqs.scheme != SCHEME_CREDIT or req.payment_payload.accepted.scheme != SCHEME_CREDIT:
+        if reqs.scheme != SCHEME_CREDIT or paid.accepted.scheme != SCHEME_CREDIT:
             return invalid(UNSUPPORTED_SCHEME, f"scheme must be {SCHEME_CREDIT}")
-        if reqs.network != self.network or req.payment_payload.accepted.network != reqs.network:
+        if reqs.network != self.network or paid.accepted.network != reqs.network:
             return invalid(NETWORK_MISMATCH, f"this relayer settles on {self.network}")
         if reqs.asset.lower() != self.facts.opg.lower():
             return invalid(ASSET_MISMATCH, f"asset must be OPG {self.facts.opg}")
@@ -221,9 +246,8 @@ class CreditScheme:
         except ValueError:
             raise ApiError(400, "invalid_field", "paymentRequirements.amount",
                            "must be a non-negative integer (decimal string)") from None
-        digest = voucher.fast_digest(self.escrow_domain)
         try:
-            signer = recover_signer(digest, payload.signature)
+            signer = self.vouchers.signer(voucher, payload.signature)
         except InvalidSignature as exc:
             return invalid(INVALID_SIGNATURE, str(exc))
         node = voucher.node
@@ -440,8 +464,7 @@ class CreditScheme:
 
     @staticmethod
     def _future_dated(answers: list) -> bool:
-        return any(isinstance(a, ApiError) and a.error == "invalid_timestamp" and a.reason == "is in the future"
-                   for a in answers)
+        return any(getattr(a, "slashable", None) is Slashable.FUTURE_DATED for a in answers)
 
     async def _clock_moved(self, stale: bool, before: float) -> float | None:
         """After a receipt looked future-dated against a chain clock estimate read up to 2 s ago (``not stale``):
@@ -469,12 +492,108 @@ class CreditScheme:
             await asyncio.to_thread(self.report_invalid, suspects)
         return await self._finish(answers, [a for a in answers if isinstance(a, Checked)])
 
+    # POST /settle: storing receipts ------------------------------------------------------------------------------
+    async def settle(self, paid: PaymentPayload, reqs: PaymentRequirements) -> CreditSettled:
+        """x402 settle of opg-credit: the node hands over its signed receipt (``paymentPayload.payload.receipt``),
+        stored for batch settlement like a ``{receipt, voucher}`` body; refusals raise ApiError (4xx)."""
+        if reqs.network != self.network:
+            raise ApiError(400, "wrong_network", "paymentRequirements.network",
+                           f"this relayer settles on {self.network}")
+        extra = reqs.extra or {}
+        for key, expected in (("escrow", self.facts.escrow), ("staking", self.facts.staking)):
+            if extra.get(key) is not None and str(extra[key]).lower() != expected.lower():
+                raise ApiError(400, "wrong_domain", f"paymentRequirements.extra.{key}",
+                               f"not this deployment's {expected}")
+        payload = paid.payload
+        if not isinstance(payload, dict) or "receipt" not in payload:
+            raise ApiError(400, "missing_field", "paymentPayload.payload.receipt",
+                           "opg-credit settlement needs the node's signed receipt")
+        voucher = payload.get("voucher")
+        item = {"receipt": payload["receipt"],
+                "voucher": {**voucher, "signature": payload.get("signature")} if isinstance(voucher, dict) else voucher}
+        answer, outcome = await self.accept("paymentPayload.payload.", item, time.perf_counter())
+        return CreditSettled(success=True, transaction="", network=self.network, payer=answer.receipt.payer,
+                             id=outcome.id, status=outcome.status, batch_id=outcome.batch_id)
+
+    async def _store(self, valid: list[ValidReceipt]) -> list[AcceptOutcome]:
+        outcomes = await self.store.accept(valid) if valid else []
+        for o in outcomes:
+            if o.duplicate:
+                self.metrics.receipts_duplicate.inc()
+            elif o.conflicts_with:
+                self.metrics.receipts_refused.inc(1, "equivocation")
+            else:
+                self.metrics.receipts_accepted.inc()
+        return outcomes
+
+    def _stored_resend(self, item: Any, answer: Any) -> AcceptOutcome | None:
+        """A receipt refused only for its age that this relayer already stores, signed the same (the same EIP-712
+        digest and signature): a byte-identical resend of a receipt accepted earlier, answered as the duplicate it
+        is rather than ``invalid_timestamp`` (the client's retry after a lost acknowledgement, any time later)."""
+        if not (isinstance(answer, ApiError) and answer.error == "invalid_timestamp"
+                and getattr(answer, "slashable", None) is not Slashable.FUTURE_DATED):
+            return None
+        try:
+            r = SettleItem.model_validate(item).receipt
+        except (ValidationError, TypeError, ValueError):
+            return None
+        rid = "0x" + r.fast_digest(self.staking_domain).hex()
+        row = self.store.receipt(rid)
+        if row is None or str(row["signature"]).lower() != r.signature.lower():
+            return None
+        self.metrics.receipts_duplicate.inc()
+        return AcceptOutcome(id=rid, status=row["status"], reason=row["reason"], batch_id=row["batch_id"],
+                             duplicate=True)
+
+    async def accept(self, prefix: str, item: Any, started: float) -> tuple[Any, AcceptOutcome]:
+        """Validate and durably store one receipt item; an equivocating one is stored as evidence, answered 409."""
+        [answer] = await self.validate([(0, prefix, item)])
+        resend = self._stored_resend(item, answer)
+        if resend is not None:
+            return SettleItem.model_validate(item), resend
+        if isinstance(answer, ApiError):
+            self.metrics.receipts_refused.inc(1, answer.error)
+            raise answer
+        [outcome] = await self._store([answer])
+        self.metrics.ack_latency.observe(time.perf_counter() - started)
+        if outcome.conflicts_with:
+            raise ApiError(409, "equivocation", f"{prefix}receipt.requestId", outcome.reason or "equivocation")
+        return answer, outcome
+
+    async def accept_bulk(self, items: list, raw_body: bytes, started: float) -> BulkSettleAnswer:
+        """Validate the items of a bulk body one by one and store the valid ones: one result per item."""
+        answers = await self.validate_bulk(raw_body, len(items))
+        resends = {i: o for i, a in enumerate(answers) if (o := self._stored_resend(items[i], a)) is not None}
+        valid = [a for a in answers if isinstance(a, ValidReceipt)]
+        outcomes = iter(await self._store(valid))
+        results, accepted = [], 0
+        for i, answer in enumerate(answers):
+            if i in resends:
+                o = resends[i]
+                accepted += 1
+                results.append(BulkItemResult(index=i, id=o.id, status=o.status, batch_id=o.batch_id, reason=o.reason,
+                                              duplicate=True))
+                continue
+            if isinstance(answer, ApiError):
+                self.metrics.receipts_refused.inc(1, answer.error)
+                results.append(BulkItemResult(index=i, error=answer.error, field=answer.field, reason=answer.reason))
+                continue
+            o = next(outcomes)
+            if o.conflicts_with:
+                results.append(BulkItemResult(index=i, id=o.id, status=o.status, error="equivocation",
+                                              field=f"receipts[{i}].receipt.requestId", reason=o.reason))
+                continue
+            accepted += 1
+            results.append(BulkItemResult(index=i, id=o.id, status=o.status, batch_id=o.batch_id, reason=o.reason,
+                                          duplicate=o.duplicate))
+        self.metrics.ack_latency.observe(time.perf_counter() - started)
+        return BulkSettleAnswer(accepted=accepted, refused=len(items) - accepted, results=results)
+
     # Receipts invalid on their face: slashable -----------------------------------------------------------------
     @staticmethod
     def _slashable_refusal(answer: Any) -> bool:
-        return isinstance(answer, ApiError) and (
-            (answer.error == "invalid_amount" and "exceed" in answer.reason)
-            or (answer.error == "invalid_timestamp" and answer.reason == "is in the future"))
+        """A refusal of a receipt no honest node signs (receipts.Slashable): its signer is reported."""
+        return getattr(answer, "slashable", None) is not None
 
     def report_invalid(self, raws: list[Any]) -> int:
         """Blocking. Queue ``NodeStaking.slash_invalid_receipt`` for refused receipts that no honest node signs

@@ -30,9 +30,9 @@ from pydantic import Field
 
 from ..daemon.errors import ApiError
 from ..messages import Domain, InvalidSignature, ReceiveWithAuthorization, recover_signer
+from ..sdk.tx import BroadcastError, is_revert, revert_message
 from ..types import Address, Bytes32, Signature, Uint256
 from .models import ApiModel
-from .txsender import BroadcastError, is_revert, revert_message
 
 KIND = "deposit"
 
@@ -65,7 +65,7 @@ class DepositAnswer(ApiModel):
 def deposits_router(*, sender: Any, chain: Callable[[], Any], transactions: Callable[[str, str], list[dict]],
                     retry: Callable[[Callable[[], Any]], Any], timeout: float, min_amount: int = 10**18,
                     min_validity: int = 60) -> APIRouter:
-    """The ``/deposits`` route. ``sender``: the relayer's TxSender; ``chain()``: a Chain for the calling thread;
+    """The ``/deposits`` route. ``sender``: the relayer's TxManager; ``chain()``: a Chain for the calling thread;
     ``transactions(kind, ref)``: the store's write-ahead records; ``retry``: RPC retry wrapper; ``timeout``: how
     long to wait for the transaction (s)."""
     router = APIRouter(tags=["deposits"])
@@ -138,7 +138,7 @@ def deposits_router(*, sender: Any, chain: Callable[[], Any], transactions: Call
                     raise
                 raise ApiError(400, "simulation_failed", None, revert_message(exc)) from None
             try:
-                tx_hash, _ = sender.send(fn, KIND, key)
+                tx_hash = sender.send(fn, KIND, key).tx_hash
             except BroadcastError as exc:
                 raise ApiError(502, "broadcast_failed", None, str(exc)[:300]) from None
             return _answer(c, a, tx_hash, _mined(tx_hash, timeout))

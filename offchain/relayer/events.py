@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from ..sdk.tx import SentTx
+
 log = logging.getLogger("opg.relayer.events")
 T = TypeVar("T")
 
@@ -37,15 +39,6 @@ class Signal(Generic[T]):
                 log.exception("handler of %s failed", self.name)
 
 
-@dataclass(frozen=True)
-class TxRecorded:
-    """A transaction signed and recorded (write-ahead), about to be broadcast."""
-
-    kind: str  # batch | exact | slash | deposit
-    ref: str
-    tx_hash: str
-
-
 @dataclass
 class Events:
     """Every event one relayer component announces to the others."""
@@ -57,5 +50,6 @@ class Events:
     node_slashed: Signal[str] = field(default_factory=lambda: Signal("node_slashed"))
     # A new verdict on this receipt hash was stored: the slasher counts its quorum again at its next tick.
     verdict_stored: Signal[str] = field(default_factory=lambda: Signal("verdict_stored"))
-    # A transaction recorded before its broadcast (test fault plug-ins subscribe here: relayer.plugins).
-    tx_recorded: Signal[TxRecorded] = field(default_factory=lambda: Signal("tx_recorded"))
+    # A transaction signed and recorded (write-ahead, kind batch | exact | slash | deposit), about to be broadcast
+    # (test fault plug-ins subscribe here: relayer.plugins).
+    tx_recorded: Signal[SentTx] = field(default_factory=lambda: Signal("tx_recorded"))

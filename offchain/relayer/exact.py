@@ -15,23 +15,23 @@ from typing import Any
 
 from eth_abi import encode as abi_encode
 from eth_utils import keccak
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 from web3.logs import DISCARD
 from x402.mechanisms.evm import constants as x402c
 from x402.mechanisms.evm.eip712 import hash_eip3009_authorization
 from x402.mechanisms.evm.exact.eip3009_utils import parse_eip3009_transfer_error
 from x402.mechanisms.evm.types import ExactEIP3009Authorization
-from x402.schemas import SettleRequest, SettleResponse, VerifyRequest, VerifyResponse
+from x402.schemas import PaymentPayload, PaymentRequirements, SettleResponse, VerifyResponse
 
 from ..chain import Chain
 from ..daemon.errors import ApiError, from_validation_error
 from ..messages import InvalidSignature, recover_signer
-from ..types import Address, Bytes32, HexBytes, Uint256
+from ..schemes import SCHEME_EXACT, registry
+from ..schemes.exact import ExactPayload
+from ..sdk.tx import BroadcastError, PreparedCall, TxManager, is_revert, revert_message
 from .metrics import Metrics
-from .models import SCHEME_EXACT, ApiModel
 from .rpc import ChainFacts, Rpc
 from .store import Store
-from .txsender import BroadcastError, PreparedCall, TxSender, is_revert, revert_message
 
 log = logging.getLogger("opg.relayer.exact")
 
@@ -48,24 +48,14 @@ TRANSFER_BYTES_SELECTOR = keccak(
     text="transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,bytes)")[:4]
 
 
-class Eip3009Authorization(ApiModel):
-    from_: Address = Field(alias="from")
-    to: Address
-    value: Uint256
-    valid_after: Uint256
-    valid_before: Uint256
-    nonce: Bytes32
-
-
-class ExactPayload(ApiModel):
-    """``paymentPayload.payload`` of the exact scheme (EIP-3009 authorisation and its signature)."""
-
-    authorization: Eip3009Authorization
-    signature: HexBytes
-
-
+@registry.facilitator
 class ExactScheme:
-    def __init__(self, facts: ChainFacts, rpc: Rpc, sender: TxSender, sender_chain: Chain, store: Store,
+    """The exact facilitator (an x402 ``SchemeNetworkFacilitator``): EIP-3009 transfers, one per request."""
+
+    scheme = SCHEME_EXACT
+    caip_family = "eip155:*"
+
+    def __init__(self, facts: ChainFacts, rpc: Rpc, sender: TxManager, sender_chain: Chain, store: Store,
                  metrics: Metrics, timeout: float):
         """``rpc``: reads from request threads; ``sender``/``sender_chain``: the relayer's transactions;
         ``timeout``: how long POST /settle waits for a transfer (s)."""
@@ -76,9 +66,15 @@ class ExactScheme:
         self.token_name, self.token_version = facts.opg_domain
 
     # Parsing ---------------------------------------------------------------------------------------------------
-    def _payload(self, req: VerifyRequest | SettleRequest) -> ExactPayload:
+    def get_extra(self, network: str) -> dict[str, Any] | None:
+        return None
+
+    def get_signers(self, network: str) -> list[str]:
+        return [self.facts.relayer]
+
+    def _payload(self, paid: PaymentPayload) -> ExactPayload:
         try:
-            return ExactPayload.model_validate(req.payment_payload.payload)
+            return registry.parse(SCHEME_EXACT, paid.payload)
         except ValidationError as exc:
             raise from_validation_error(exc, "paymentPayload.payload") from None
 
@@ -102,15 +98,15 @@ class ExactScheme:
             return VerifyResponse(is_valid=False, invalid_reason=reason, invalid_message=message, payer=payer)
         return invalid
 
-    def _check_signed(self, req: VerifyRequest | SettleRequest, payload: ExactPayload) -> VerifyResponse | None:
+    def _check_signed(self, paid: PaymentPayload, reqs: PaymentRequirements,
+                      payload: ExactPayload) -> VerifyResponse | None:
         """What needs no chain state but the payer's code: the requirements match this relayer and the
         authorisation, and the payer signed exactly this authorisation. ``None`` when all hold."""
         a = payload.authorization
-        reqs = req.payment_requirements
         invalid = self._invalid(a.from_)
-        if reqs.scheme != SCHEME_EXACT or req.payment_payload.accepted.scheme != SCHEME_EXACT:
+        if reqs.scheme != SCHEME_EXACT or paid.accepted.scheme != SCHEME_EXACT:
             return invalid(x402c.ERR_UNSUPPORTED_SCHEME, "scheme must be exact")
-        if reqs.network != self.network or req.payment_payload.accepted.network != reqs.network:
+        if reqs.network != self.network or paid.accepted.network != reqs.network:
             return invalid(x402c.ERR_NETWORK_MISMATCH, f"this relayer settles on {self.network}")
         if reqs.asset.lower() != self.token.lower():
             return invalid(ASSET_MISMATCH, f"asset must be OPG {self.token}")
@@ -167,10 +163,10 @@ class ExactScheme:
             log.debug("no pending block: %r", exc)
         return now
 
-    def verify(self, req: VerifyRequest) -> VerifyResponse:
-        """Blocking: run in a worker thread."""
-        payload = self._payload(req)
-        refused = self._check_signed(req, payload)
+    def verify(self, paid: PaymentPayload, reqs: PaymentRequirements) -> VerifyResponse:
+        """x402 verify of an EIP-3009 authorisation. Blocking: run in a worker thread."""
+        payload = self._payload(paid)
+        refused = self._check_signed(paid, reqs, payload)
         if refused is not None:
             return refused
         return self._check_payable(payload)
@@ -219,13 +215,13 @@ class ExactScheme:
         return call.call({"from": self.facts.relayer}, block_identifier=block)
 
     # POST /settle ----------------------------------------------------------------------------------------------
-    def settle(self, req: SettleRequest) -> SettleResponse:
+    def settle(self, paid: PaymentPayload, reqs: PaymentRequirements) -> SettleResponse:
         """Blocking: run in a worker thread. Sends transferWithAuthorization and waits for it (exact_timeout).
 
         The requirements and the payer's signature are checked before the stored record of ``(from, nonce)`` is
         looked at, and a repeat is answered from the record only when it carries the very authorisation the record
         holds; the record's own payer and value judge the transaction. A refused request changes nothing stored."""
-        payload = self._payload(req)
+        payload = self._payload(paid)
         a = payload.authorization
         key = f"{a.from_}:{a.nonce}"
 
@@ -234,7 +230,7 @@ class ExactScheme:
             return SettleResponse(success=False, error_reason=reason, error_message=message, payer=a.from_,
                                   transaction="", network=self.network)
 
-        verdict = self._check_signed(req, payload)
+        verdict = self._check_signed(paid, reqs, payload)
         if verdict is not None:
             return refused(verdict.invalid_reason, verdict.invalid_message)
         existing = self.store.exact_payment(key)
@@ -259,7 +255,7 @@ class ExactScheme:
                                   transaction="", network=self.network)
         chain = self.sender_chain
         try:
-            tx_hash, _ = self.sender.send(self._call(payload, chain.w3, chain.opg), "exact", key)
+            tx_hash = self.sender.send(self._call(payload, chain.w3, chain.opg), "exact", key).tx_hash
         except BroadcastError as exc:
             self.store.call(Store.job_exact_update, key, "failed", None, str(exc)[:500], time.time())
             self.metrics.exact.inc(1, "failed")
@@ -321,7 +317,7 @@ class ExactScheme:
         if row is None:
             return "transaction reverted"
         try:
-            payload = ExactPayload.model_validate(json.loads(row["authorization"]))
+            payload = registry.parse(SCHEME_EXACT, json.loads(row["authorization"]))
             self._simulate(payload, self.sender_chain, block)
         except Exception as exc:
             if is_revert(exc):

@@ -2,6 +2,8 @@
 
 Only the store's writer thread changes it, always in the same transaction that changes the database, so it mirrors
 what is committed; request handlers read it (plain ints under the GIL) to answer ``/verify`` without a query.
+Per-node running totals (what the node's channels may still be paid, what they were paid) follow every change of a
+channel's ``charged`` or ``settled``, so ``/verify`` never walks a node's payers.
 """
 
 from __future__ import annotations
@@ -28,13 +30,29 @@ class Channel:
         """Charged but not (known to be) paid on-chain."""
         return max(0, self.charged - self.settled)
 
+    def __setattr__(self, name: str, value: object) -> None:
+        totals = self.__dict__.get("_totals") if name in ("charged", "settled") else None
+        if totals is None:
+            object.__setattr__(self, name, value)
+            return
+        open_before, settled_before = self.outstanding, self.settled
+        object.__setattr__(self, name, value)
+        totals.moved(self.node, self.outstanding - open_before, self.settled - settled_before)
+
 
 class Ledger:
     def __init__(self) -> None:
         self.channels: dict[tuple[str, str], Channel] = {}
         self.by_payer: dict[str, set[str]] = defaultdict(set)
         self.by_node: dict[str, set[str]] = defaultdict(set)  # node -> its payers (for its pay capacity)
+        self.node_open: dict[str, int] = defaultdict(int)  # node -> sum of its channels' outstanding
+        self.node_settled: dict[str, int] = defaultdict(int)  # node -> sum of its channels' settled
         self.pending = 0
+
+    def moved(self, node: str, open_delta: int, settled_delta: int) -> None:
+        """A channel of ``node`` changed its outstanding / settled amounts by these deltas."""
+        self.node_open[node] += open_delta
+        self.node_settled[node] += settled_delta
 
     def get(self, payer: str, node: str) -> Channel | None:
         return self.channels.get((payer, node))
@@ -43,6 +61,7 @@ class Ledger:
         found = self.channels.get((payer, node))
         if found is None:
             found = self.channels[(payer, node)] = Channel(payer, node)
+            found.__dict__["_totals"] = self  # from now on its charged/settled changes move the node's totals
             self.by_payer[payer].add(node)
             self.by_node[node].add(payer)
         return found

@@ -11,11 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from ..messages import SignedReceipt, SignedVerdict, SignedVoucher, Voucher
-from ..types import Address, Signature
-
-SCHEME_CREDIT = "opg-credit"
-SCHEME_EXACT = "exact"
+from ..messages import SignedReceipt, SignedVerdict, SignedVoucher
+from ..types import Address
 
 
 class ApiModel(BaseModel):
@@ -32,10 +29,6 @@ class ReceiptIn(SignedReceipt):
 class VoucherIn(SignedVoucher):
     """A payer's signed Voucher (CreditEscrow EIP-712 domain)."""
 
-    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
-
-
-class VoucherFields(Voucher):
     model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
 
 
@@ -59,26 +52,12 @@ class BulkSettle(ApiModel):
     network: str | None = None
 
 
-class CreditPayload(ApiModel):
-    """``paymentPayload.payload`` of the opg-credit scheme."""
-
-    voucher: VoucherFields
-    signature: Signature
-    receipt: ReceiptIn | None = Field(None, description="the node's signed receipt (POST /settle only)")
-
-
 class SettleAnswer(ApiModel):
     id: str = Field(description="the receipt id: its EIP-712 digest")
     status: Literal["pending", "settled", "rejected"]
     batch_id: int | None = None
     reason: str | None = None
     duplicate: bool = False
-
-
-class ItemError(ApiModel):
-    error: str
-    field: str | None
-    reason: str
 
 
 class BulkItemResult(ApiModel):

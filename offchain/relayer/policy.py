@@ -11,6 +11,11 @@ expired key's vouchers) make a payer *urgent*, and its receipts are settled at o
 it is full (``batch_size`` receipts) or when its oldest receipt has waited ``batch_age`` seconds, which an operator
 sets from what the batch should save (the demo waits most of its run; production minutes to hours, always well
 below the thaw period, the bound the withdrawal trigger relies on).
+
+A batch whose simulation reverts (which settle_batch's per-claim skips should make impossible: a revert means the
+whole call is refused, e.g. the relayer is no facilitator) is retried with the worker's backoff, and given up once
+it reverted ``reject_after`` times in a row for the same reason: its receipts are rejected with that reason rather
+than retried for ever.
 """
 
 from __future__ import annotations
@@ -18,16 +23,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+REJECT_AFTER = 5  # consecutive simulation reverts with the same reason that reject a batch
+
 
 @dataclass(frozen=True)
 class BatchPolicy:
     batch_size: int  # receipts that fill a batch
     batch_age: float  # the longest the oldest pending receipt waits when nothing urges settlement (s)
+    reject_after: int = REJECT_AFTER  # consecutive same-reason simulation reverts after which a batch is rejected
 
     @classmethod
     def of(cls, settings: Any) -> BatchPolicy:
         """The policy of the relayer's settings (``batch_size``, ``batch_age``)."""
         return cls(batch_size=int(settings.batch_size), batch_age=float(settings.batch_age))
+
+    def give_up(self, streak: RevertStreak) -> bool:
+        """Whether a batch whose simulation reverted ``streak.count`` times in a row for ``streak.reason`` is
+        rejected now (its receipts with it) instead of simulated again."""
+        return streak.count >= self.reject_after
 
     def reason(self, pending: int, oldest_age: float, urgent: bool) -> str | None:
         """Why a batch is due now (``urgent``, ``full``, ``age``), or None to keep waiting: ``pending`` receipts are
@@ -41,3 +54,15 @@ class BatchPolicy:
         if oldest_age >= self.batch_age:
             return "age"
         return None
+
+
+@dataclass(frozen=True)
+class RevertStreak:
+    """Consecutive simulation reverts of the batch being built, all for ``reason`` (a new reason starts over)."""
+
+    reason: str = ""
+    count: int = 0
+
+    def after(self, reason: str) -> RevertStreak:
+        """The streak once the simulation reverted again, for ``reason``."""
+        return RevertStreak(reason, self.count + 1 if reason == self.reason else 1)

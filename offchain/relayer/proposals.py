@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 
 from eth_abi import decode as abi_decode
@@ -77,14 +78,39 @@ def decode_proposal(entry: dict, domain: Domain) -> tuple[int, int, list[Propose
 
 class Reservations:
     """Proposed claims (until they expire, chain time) and /verify promises (until their receipts arrive or
-    PROMISE_TTL), per channel. Thread-safe; memory only (a restarted relayer re-reads recent proposals from the
-    chain; promises made before a restart are covered once their receipts arrive)."""
+    PROMISE_TTL), per channel, indexed by payer and by node (``/verify`` looks at one payer's and one node's
+    channels, never at all of them). Thread-safe; memory only (a restarted relayer re-reads recent proposals from
+    the chain; promises made before a restart are covered once their receipts arrive)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._proposed: dict[tuple[str, str], ProposedClaim] = {}
         self._promised: dict[tuple[str, str], tuple[int, str, float]] = {}  # (cap, signer, until monotonic)
+        self._by_payer: dict[str, set[str]] = defaultdict(set)  # payer -> nodes with an entry
+        self._by_node: dict[str, set[str]] = defaultdict(set)  # node -> payers with an entry
+        self._promises_since_prune = 0
 
+    # Index (under the lock) ----------------------------------------------------------------------------------------
+    def _index(self, key: tuple[str, str]) -> None:
+        self._by_payer[key[0]].add(key[1])
+        self._by_node[key[1]].add(key[0])
+
+    def _drop(self, entries: dict, key: tuple[str, str]) -> None:
+        entries.pop(key, None)
+        if key not in self._proposed and key not in self._promised:
+            for index, a, b in ((self._by_payer, key[0], key[1]), (self._by_node, key[1], key[0])):
+                found = index.get(a)
+                if found is not None:
+                    found.discard(b)
+                    if not found:
+                        del index[a]
+
+    def _prune_promises(self, now: float) -> None:
+        for key, (_cap, _signer, until) in list(self._promised.items()):
+            if until <= now:
+                self._drop(self._promised, key)
+
+    # Writing -------------------------------------------------------------------------------------------------------
     def add_proposed(self, claim: ProposedClaim) -> None:
         with self._lock:
             key = (claim.payer, claim.node)
@@ -95,28 +121,40 @@ class Reservations:
                                                     else 0), claim.signer, max(claim.expires_at,
                                                     old.expires_at if old else 0), max(backed),
                                                     max(claim.spent, old.spent if old else 0))
+                self._index(key)
 
     def promise(self, payer: str, node: str, cap: int, signer: str) -> None:
+        now = time.monotonic()
         with self._lock:
             old = self._promised.get((payer, node))
-            self._promised[(payer, node)] = (max(cap, old[0] if old else 0), signer,
-                                             time.monotonic() + PROMISE_TTL)
+            self._promised[(payer, node)] = (max(cap, old[0] if old else 0), signer, now + PROMISE_TTL)
+            self._index((payer, node))
+            self._promises_since_prune += 1
+            if self._promises_since_prune >= 4096:  # expired promises of channels nobody asks about any more
+                self._promises_since_prune = 0
+                self._prune_promises(now)
 
+    # Reading -------------------------------------------------------------------------------------------------------
     def channels(self, payer: str, chain_now: int) -> dict[str, tuple[int, str]]:
         """node -> (highest total proposed or cap promised, its signer) for the payer's channels."""
         now = time.monotonic()
         out: dict[str, tuple[int, str]] = {}
         with self._lock:
-            for (p, node), c in list(self._proposed.items()):
-                if c.expires_at <= chain_now:
-                    self._proposed.pop((p, node), None)
-                elif p == payer:
-                    out[node] = (c.total, c.signer)
-            for (p, node), (cap, signer, until) in list(self._promised.items()):
-                if until <= now:
-                    self._promised.pop((p, node), None)
-                elif p == payer and cap > out.get(node, (0, ""))[0]:
-                    out[node] = (cap, signer)
+            for node in list(self._by_payer.get(payer, ())):
+                key = (payer, node)
+                c = self._proposed.get(key)
+                if c is not None:
+                    if c.expires_at <= chain_now:
+                        self._drop(self._proposed, key)
+                    else:
+                        out[node] = (c.total, c.signer)
+                promised = self._promised.get(key)
+                if promised is not None:
+                    cap, signer, until = promised
+                    if until <= now:
+                        self._drop(self._promised, key)
+                    elif cap > out.get(node, (0, ""))[0]:
+                        out[node] = (cap, signer)
         return out
 
     def promised_cap(self, payer: str, node: str) -> int:
@@ -124,14 +162,24 @@ class Reservations:
             entry = self._promised.get((payer, node))
         return entry[0] if entry and entry[2] > time.monotonic() else 0
 
+    def _live_proposals(self, chain_now: int) -> list[ProposedClaim]:
+        """Every live proposal (expired ones are dropped here: the batcher asks once a second)."""
+        live = []
+        for key, c in list(self._proposed.items()):
+            if c.expires_at > chain_now:
+                live.append(c)
+            else:
+                self._drop(self._proposed, key)
+        return live
+
     def proposed_payers(self, chain_now: int) -> set[str]:
         with self._lock:
-            return {c.payer for c in self._proposed.values() if c.expires_at > chain_now}
+            return {c.payer for c in self._live_proposals(chain_now)}
 
     def proposed_nodes(self, chain_now: int) -> set[str]:
         """Nodes a live proposal (not this relayer's) pays: its claims will use up their pay capacity when due."""
         with self._lock:
-            return {c.node for c in self._proposed.values() if c.expires_at > chain_now}
+            return {c.node for c in self._live_proposals(chain_now)}
 
     def node_channels(self, node: str, chain_now: int) -> dict[str, tuple[int, int]]:
         """payer -> (the highest of a live proposal's backed total and a live /verify promise on the payer's channel
@@ -139,14 +187,15 @@ class Reservations:
         now = time.monotonic()
         out: dict[str, tuple[int, int]] = {}
         with self._lock:
-            for (p, n), c in list(self._proposed.items()):
-                if n == node and c.expires_at > chain_now:
+            for p in list(self._by_node.get(node, ())):
+                c = self._proposed.get((p, node))
+                if c is not None and c.expires_at > chain_now:
                     amount, floor = out.get(p, (0, 0))
                     out[p] = (max(amount, c.total if c.backed is None else c.backed), max(floor, c.spent))
-            for (p, n), (cap, _signer, until) in list(self._promised.items()):
-                if n == node and until > now:
+                promised = self._promised.get((p, node))
+                if promised is not None and promised[2] > now:
                     amount, floor = out.get(p, (0, 0))
-                    out[p] = (max(amount, cap), floor)
+                    out[p] = (max(amount, promised[0]), floor)
         return out
 
 
@@ -157,18 +206,22 @@ def node_reserved(ledger, reservations: Reservations, node: str, payer: str,
     node's channels). A channel reserves ``max(charged, live /verify promise, live proposed total) - settled``:
     the pay its accepted receipts, the requests /verify accepted for it (15 minutes) and anyone's live proposal
     may still take from the node's capacity. Once a promise's receipts arrived its ``charged`` covers them, so an
-    unused voucher cap does not hold the node's capacity for ever."""
+    unused voucher cap does not hold the node's capacity for ever.
+
+    The ledger's running totals give the sum over the node's channels without walking its payers; only the few
+    channels with a live promise or proposal are looked at one by one."""
     extra = reservations.node_channels(node, chain_now)
-    reserved, settled_sum = 0, 0
-    for p in set(ledger.by_node.get(node, ())) | set(extra):
-        ch = ledger.get(p, node)
-        charged, settled = (ch.charged, ch.settled) if ch else (0, 0)
-        settled_sum += settled
+    reserved = ledger.node_open.get(node, 0)
+    own = ledger.get(payer, node)
+    if own is not None:
+        reserved -= own.outstanding
+    for p, (amount, floor) in extra.items():
         if p == payer:
             continue
-        amount, floor = extra.get(p, (0, 0))
-        reserved += max(0, max(charged, amount) - max(settled, floor))
-    return reserved, extra.get(payer, (0, 0))[0], settled_sum
+        ch = ledger.get(p, node)
+        charged, settled = (ch.charged, ch.settled) if ch else (0, 0)
+        reserved += max(0, max(charged, amount) - max(settled, floor)) - max(0, charged - settled)
+    return reserved, extra.get(payer, (0, 0))[0], ledger.node_settled.get(node, 0)
 
 
 def reserved_with(ledger, reservations: Reservations, payer: str, node: str, signer: str | None,

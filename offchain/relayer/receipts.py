@@ -7,6 +7,7 @@ signature in force) is left to the caller.
 
 from __future__ import annotations
 
+import enum
 import multiprocessing
 import os
 import threading
@@ -26,6 +27,21 @@ from .store import ValidReceipt
 
 RECEIPT_FIELDS = tuple(SignedReceipt.model_fields)
 VOUCHER_FIELDS = tuple(SignedVoucher.model_fields)
+
+
+class Slashable(enum.Enum):
+    """Why a refused receipt is one no honest node signs, so its signer is slashed (``slash_invalid_receipt``)."""
+
+    AMOUNT_ABOVE_CUMULATIVE = "amount_above_cumulative"  # amount > cumulative
+    FUTURE_DATED = "future_dated"  # dated beyond the clock skew (the chain judges it against MAX_FUTURE)
+
+
+class Refusal(ApiError):
+    """A refused receipt item: an ApiError that may be slashable evidence (``slashable``)."""
+
+    def __init__(self, status: int, error: str, field: str | None, reason: str, slashable: Slashable | None = None):
+        super().__init__(status, error, field, reason)
+        self.slashable = slashable
 
 
 @dataclass(frozen=True)
@@ -66,12 +82,14 @@ def check_item(raw: Any, index: int, prefix: str, ctx: CheckContext, now: float,
     if r.amount == 0:
         return ApiError(400, "invalid_amount", f"{prefix}receipt.amount", "must be greater than 0")
     if r.amount > r.cumulative:
-        return ApiError(400, "invalid_amount", f"{prefix}receipt.amount", "must not exceed receipt.cumulative")
+        return Refusal(400, "invalid_amount", f"{prefix}receipt.amount", "must not exceed receipt.cumulative",
+                       Slashable.AMOUNT_ABOVE_CUMULATIVE)
     if r.cumulative > v.max_cumulative:
         return ApiError(400, "cap_exceeded", f"{prefix}receipt.cumulative",
                         f"cumulative {r.cumulative} exceeds the voucher's maxCumulative {v.max_cumulative}")
     if r.timestamp > now + ctx.clock_skew:
-        return ApiError(400, "invalid_timestamp", f"{prefix}receipt.timestamp", "is in the future")
+        return Refusal(400, "invalid_timestamp", f"{prefix}receipt.timestamp", "is in the future",
+                       Slashable.FUTURE_DATED)
     if r.timestamp + ctx.max_age < now:
         return ApiError(400, "invalid_timestamp", f"{prefix}receipt.timestamp",
                         f"is more than {ctx.max_age} s old: a backdated receipt would escape its dispute window")
@@ -159,7 +177,8 @@ def check_bulk(body: bytes, now: float) -> list[tuple]:
                 _known_vouchers.clear()
             _known_vouchers[(res.voucher_digest, res.valid.voucher.signature)] = True
         if isinstance(res, ApiError):
-            out.append((False, res.status, res.error, res.field, res.reason))
+            slashable = getattr(res, "slashable", None)
+            out.append((False, res.status, res.error, res.field, res.reason, slashable.value if slashable else None))
         else:
             r, v = res.valid.receipt, res.valid.voucher
             out.append((True, res.valid.id, res.valid.struct_hash, tuple(getattr(r, f) for f in RECEIPT_FIELDS),
@@ -171,7 +190,8 @@ def check_bulk(body: bytes, now: float) -> list[tuple]:
 def unpack(index: int, answer: tuple) -> Checked | ApiError:
     """The main process's view of one ``check_bulk`` answer."""
     if not answer[0]:
-        return ApiError(*answer[1:])
+        status, error, field, reason, slashable = answer[1:]
+        return Refusal(status, error, field, reason, Slashable(slashable) if slashable else None)
     _ok, rid, struct_hash, rvalues, vvalues, vdigest, voucher_ok, vsigner = answer
     receipt = SignedReceipt.model_construct(**dict(zip(RECEIPT_FIELDS, rvalues, strict=True)))
     voucher = SignedVoucher.model_construct(**dict(zip(VOUCHER_FIELDS, vvalues, strict=True)))

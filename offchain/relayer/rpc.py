@@ -12,8 +12,8 @@ from web3 import Web3
 
 from ..chain import Chain
 from ..messages import Domain
+from ..sdk.tx import with_retries
 from .metrics import Metrics
-from .txsender import with_retries
 
 T = TypeVar("T")
 
@@ -53,4 +53,8 @@ class Rpc:
         return chain
 
     def retry(self, fn: Callable[[], T]) -> T:
-        return with_retries(fn, self.retries, self.metrics)
+        return with_retries(fn, self.retries, self.count_error)
+
+    def count_error(self, _exc: BaseException) -> None:
+        if self.metrics is not None:
+            self.metrics.rpc_errors.inc()

@@ -13,12 +13,15 @@ from web3 import Web3
 from ..chain import Chain
 from ..daemon.worker import Backoff, Supervisor
 from ..deployments import load_deployment
+from ..sdk.tx import TxManager, TxPolicy
 from .batcher import Batcher, BatcherConfig
 from .clock import ProtocolClock
 from .config import ConfigError, RelayerSettings
 from .credit import CreditConfig, CreditScheme
 from .events import Events
 from .exact import ExactReconciler, ExactScheme
+from .facilitators import Facilitators
+from .intake import Intake
 from .ledger import Ledger
 from .metrics import Metrics
 from .models import Health
@@ -31,7 +34,6 @@ from .rpc import ChainFacts, Rpc
 from .signer import load_account
 from .slasher import Slasher
 from .store import Store
-from .txsender import TxConfig, TxSender
 
 log = logging.getLogger("opg.relayer")
 
@@ -69,7 +71,10 @@ class Relayer:
                         "proposed'); deploy with it in Params.facilitators or add it through the timelock "
                         "(set_facilitator)", facts.relayer, facts.escrow)
         rpc = Rpc(settings.rpc_url, deployment, settings.rpc_retries, metrics)
-        sender = TxSender(w3, account, store, TxConfig.of(settings), metrics, chain_id, events.tx_recorded)
+        policy = TxPolicy(gas_multiplier=settings.gas_multiplier, gas_margin=10_000, rpc_retries=settings.rpc_retries,
+                          priority_fee_gwei=settings.priority_fee_gwei, max_fee_gwei=settings.max_fee_gwei)
+        sender = TxManager(w3, account, chain_id, store.tx_journal(), policy, rpc.count_error,
+                           after_record=events.tx_recorded.publish)
         reads = RawReader(settings.rpc_url, facts.escrow, facts.staking)
         clock = ProtocolClock(reads, rpc.retry)
         ctx = CreditConfig.of(settings).context(facts)
@@ -79,6 +84,8 @@ class Relayer:
         batcher = Batcher(BatcherConfig.of(settings), BatchPolicy.of(settings), facts, store, ledger, reservations,
                           sender, sender_chain, metrics, clock, events)
         slasher = Slasher(facts, store, sender, sender_chain, metrics, events)
+        facilitators = Facilitators([credit, exact])  # the x402 schemes this relayer verifies and settles
+        intake = Intake(facts, credit, facilitators, settings.max_bulk)
         # The chain workers: the batcher and the slasher tick every poll_interval, exact payments left in flight are
         # reconciled every EXACT_RECONCILE_EVERY s; a failing tick backs off 0.5 s doubling up to 10 s.
         worker = Supervisor(idle=settings.poll_interval, backoff=Backoff(0.5, 10.0))
@@ -94,6 +101,7 @@ class Relayer:
         self.facts, self.rpc, self.metrics, self.events, self.ledger = facts, rpc, metrics, events, ledger
         self.reservations, self.store, self.sender, self.clock, self.pool = reservations, store, sender, clock, pool
         self.credit, self.exact, self.batcher, self.slasher, self.worker = credit, exact, batcher, slasher, worker
+        self.facilitators, self.intake = facilitators, intake
 
     @property
     def address(self) -> str:

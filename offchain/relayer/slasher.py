@@ -29,12 +29,12 @@ from web3.logs import DISCARD
 
 from ..chain import Chain
 from ..messages import Receipt, SignedReceipt
+from ..sdk.tx import BroadcastError, TxManager, is_revert, revert_message
 from ..types import b32
 from .events import Events
 from .metrics import Metrics
 from .rpc import ChainFacts
 from .store import Store
-from .txsender import BroadcastError, TxSender, is_revert, revert_message
 
 log = logging.getLogger("opg.relayer.slasher")
 
@@ -56,7 +56,7 @@ class Slasher:
 
     name = "slasher"
 
-    def __init__(self, facts: ChainFacts, store: Store, sender: TxSender, chain: Chain, metrics: Metrics,
+    def __init__(self, facts: ChainFacts, store: Store, sender: TxManager, chain: Chain, metrics: Metrics,
                  events: Events):
         self.facts, self.store, self.sender, self.metrics, self.events = facts, store, sender, metrics, events
         self.staking = chain.staking

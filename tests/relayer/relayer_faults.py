@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 import os
 
-from offchain.relayer.events import Events, TxRecorded
+from offchain.relayer.events import Events
+from offchain.sdk.tx import SentTx
 
 FAULT_EXIT_CODE = 137
 log = logging.getLogger("opg.relayer.faults")
 
 
-def _exit_after_batch_recorded(tx: TxRecorded) -> None:
+def _exit_after_batch_recorded(tx: SentTx) -> None:
     if tx.kind == "batch":
         log.warning("relayer_faults: exiting hard after recording batch %s as sent (%s)", tx.ref, tx.tx_hash)
         logging.shutdown()

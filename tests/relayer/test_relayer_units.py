@@ -131,3 +131,46 @@ def test_metrics_text_format():
     assert 'opg_relayer_settle_latency_seconds_bucket{le="+Inf"} 3\n' in text
     assert "opg_relayer_settle_latency_seconds_count 3\n" in text
     assert "# TYPE opg_relayer_pending_receipts gauge\nopg_relayer_pending_receipts 7\n" in text
+
+
+def _node_reserved_by_walking(ledger, reservations, node, payer, chain_now):
+    """The definition of proposals.node_reserved, walking every channel of the node."""
+    extra = reservations.node_channels(node, chain_now)
+    reserved, settled_sum = 0, 0
+    for p in set(ledger.by_node.get(node, ())) | set(extra):
+        ch = ledger.get(p, node)
+        charged, settled = (ch.charged, ch.settled) if ch else (0, 0)
+        settled_sum += settled
+        if p != payer:
+            amount, floor = extra.get(p, (0, 0))
+            reserved += max(0, max(charged, amount) - max(settled, floor))
+    return reserved, extra.get(payer, (0, 0))[0], settled_sum
+
+
+def test_node_reserved_from_running_totals_equals_walking_the_nodes_channels():
+    """/verify counts a node's reserved pay from the ledger's per-node running totals (no walk over its payers):
+    the same answer as the walk, whatever the order of charges, settlements, promises and proposals."""
+    import random
+
+    from offchain.relayer.proposals import ProposedClaim, Reservations, node_reserved
+
+    rnd = random.Random(15)
+    for _trial in range(200):
+        ledger, reservations = Ledger(), Reservations()
+        payers, nodes = [f"0xp{i}" for i in range(6)], [f"0xn{i}" for i in range(3)]
+        for _step in range(40):
+            payer, node, kind = rnd.choice(payers), rnd.choice(nodes), rnd.random()
+            if kind < 0.4:
+                ch = ledger.channel(payer, node)
+                ch.charged = rnd.randint(0, 100)
+                if rnd.random() < 0.5:
+                    ch.settled = rnd.randint(0, 120)
+            elif kind < 0.6:
+                reservations.promise(payer, node, rnd.randint(0, 150), "")
+            else:
+                reservations.add_proposed(ProposedClaim(payer, node, rnd.randint(0, 150), payer, rnd.randint(0, 20),
+                                                        rnd.randint(0, 150), rnd.randint(0, 50)))
+            for p in payers:
+                for n in nodes:
+                    assert node_reserved(ledger, reservations, n, p, 10) == \
+                        _node_reserved_by_walking(ledger, reservations, n, p, 10)

@@ -1,0 +1,8 @@
+"""The relayer's HTTP routers, one per resource; each takes its components through ``relayer.deps``.
+
+  x402.py      GET /supported, POST /verify, POST /settle (documented here, served by api.FastLane)
+  receipts.py  GET /receipts/{id}, GET /channels/{payer}/{node}
+  batches.py   GET /batches, GET /batches/{id}
+  slashing.py  POST /verdicts, GET /slashes
+(``relayer.pending``, ``relayer.feed`` and ``relayer.deposits`` hold the payer, verifier-feed and deposit routers.)
+"""
