@@ -120,6 +120,9 @@ class Group(click.Group):
             formatter.write("\n" + self.epilog.rstrip() + "\n")
 
 
+NEGATIVE_OK = {**CONTEXT, "ignore_unknown_options": True}  # "-3" reaches an AMOUNT argument (and is refused there)
+
+
 def command(name: str | None = None, **kwargs: Any) -> Callable[[Callable[..., Any]], Command]:
     """``click.command`` with this module's help layout (``-h``, examples kept verbatim)."""
     kwargs.setdefault("context_settings", CONTEXT)

@@ -18,6 +18,7 @@ spec                               backend
 - proxy: ``timeout``, ``api_key`` (else env ``OPG_PROXY_API_KEY``), ``context_length``.
 
 See docs/backends.md for how ``model_id`` is derived and what makes the llama.cpp backend reproducible.
+``python -m offchain.backends describe|generate SPEC`` (``__main__``) inspects a backend and runs one request.
 """
 
 from __future__ import annotations

@@ -32,9 +32,9 @@ from typing import Any
 import click
 
 from .. import clikit
+from ..amounts import format_opg, parse_opg
 from ..clikit import CliError, Style
 from ..daemon.settings import ConfigError
-from .amounts import format_opg, parse_opg
 from .settings import ClientSettings
 
 
@@ -599,7 +599,8 @@ only, --dev-account N; each option is also OPG_CLIENT_<OPTION>. Amounts are in O
 """
 
 
-def payer_command(name: str, help: str, examples: str, chat_options: bool = False) -> Callable[[Callable], Any]:
+def payer_command(name: str, help: str, examples: str, chat_options: bool = False,
+                  amount: bool = False) -> Callable[[Callable], Any]:
     """A payer command: the client settings as options (``--model`` only for chat), ``--json``, examples, and
     wallet / payment / RPC refusals as one line (exit 1)."""
 
@@ -626,14 +627,14 @@ def payer_command(name: str, help: str, examples: str, chat_options: bool = Fals
         command = clikit.settings_options(ClientSettings, config=False,
                                           skip=() if chat_options else ("model",))(command)
         return clikit.command(name, help=help, epilog=KEY_HELP + "\nexamples:\n" + examples + "\n" +
-                              clikit.EXIT_CODES)(command)
+                              clikit.EXIT_CODES, **({"context_settings": clikit.NEGATIVE_OK} if amount else {}))(command)
 
     return decorate
 
 
 @payer_command("deposit", "Buy credits: OPG from your wallet into the CreditEscrow (approve + deposit), or sign an "
                           "EIP-3009 authorisation and let the relayer submit it (--gasless, no ETH needed).",
-               "  opg deposit 10 --dev-account 4\n  opg deposit 2.5 --gasless --keystore me.json")
+               "  opg deposit 10 --dev-account 4\n  opg deposit 2.5 --gasless --keystore me.json", amount=True)
 @click.argument("amount")
 @click.option("--gasless", is_flag=True,
               help="sign an EIP-3009 ReceiveWithAuthorization and let the relayer submit it (no ETH needed)")
@@ -652,7 +653,7 @@ def balance(args: Any, settings: ClientSettings) -> int:
 @payer_command("withdraw", "Request a withdrawal of AMOUNT (or all) credits; without AMOUNT, complete the pending "
                            "one once thawed (the time left is shown while it thaws).",
                "  opg withdraw 5 --dev-account 4      # request\n  opg withdraw --dev-account 4        # complete"
-               "\n  opg withdraw all --wait --dev-account 4")
+               "\n  opg withdraw all --wait --dev-account 4", amount=True)
 @click.argument("amount", required=False)
 @click.option("--cancel", is_flag=True, help="cancel the pending withdrawal")
 @click.option("--wait", is_flag=True, help="wait for the thaw, then complete the withdrawal")

@@ -18,7 +18,7 @@ Modules, by what they hold:
   routes/       one APIRouter per resource (chat, models, payloads)
   service.py    the Node: the composition root wiring the above; supervises the outbox worker (backoff, health)
   api.py        the FastAPI application
-  cli.py        ``opg node run``
+  cli.py        ``opg node run|settle`` (click, options from NodeSettings; see offchain/clikit.py)
 
 See docs/node.md.
 """

@@ -122,7 +122,8 @@ def operator() -> None:
     pass
 
 
-def operator_command(name: str, extra: tuple[str, ...] = ()) -> Callable[[Callable[..., Result]], Any]:
+def operator_command(name: str, extra: tuple[str, ...] = (),
+                     amount: bool = False) -> Callable[[Callable[..., Result]], Any]:
     """An ``opg operator`` command: the body returns (JSON result, readable lines); this prints one of them, or
     the refusal as one line (with ``--json`` also ``{"ok": false, "error": ...}`` on stdout)."""
     short, description, examples = COMMANDS[name]
@@ -150,8 +151,8 @@ def operator_command(name: str, extra: tuple[str, ...] = ()) -> Callable[[Callab
 
         command = clikit.json_option(command)
         command = clikit.settings_options(OperatorSettings, section="operator", only=COMMON + extra)(command)
-        return operator.command(name, help=description, short_help=short,
-                                epilog="examples:\n" + examples)(command)
+        return operator.command(name, help=description, short_help=short, epilog="examples:\n" + examples,
+                                **({"context_settings": clikit.NEGATIVE_OK} if amount else {}))(command)
 
     return decorate
 
@@ -204,7 +205,7 @@ def register(settings: OperatorSettings, role: str, stake: str, endpoint: str) -
     return r, _with_txs(line, r)
 
 
-@operator_command("stake")
+@operator_command("stake", amount=True)
 @click.argument("amount", metavar="AMOUNT")
 def stake(settings: OperatorSettings, amount: str) -> Result:
     from .ops import fmt_opg, parse_opg, when
@@ -220,7 +221,7 @@ def stake(settings: OperatorSettings, amount: str) -> Result:
     return r, _with_txs(line, r)
 
 
-@operator_command("unbond")
+@operator_command("unbond", amount=True)
 @click.argument("amount", metavar="AMOUNT")
 def unbond(settings: OperatorSettings, amount: str) -> Result:
     from .ops import fmt_opg, parse_opg, when

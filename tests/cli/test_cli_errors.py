@@ -29,6 +29,8 @@ NO_CHAIN = ["--rpc-url", "http://127.0.0.1:9"]  # nothing listens there; every c
     (["operator", "register", "--role", "admin", "--stake", "1", "--endpoint", "http://x"], "opg operator register",
      "Invalid value for '--role': invalid choice: 'admin' (choose from inference, verifier)"),
     (["operator", "stake", "1x", *NO_CHAIN, "--dev-account", "1"], "opg operator stake", "is not a number of OPG"),
+    (["operator", "stake", "-3", *NO_CHAIN, "--dev-account", "1"], "opg operator stake", "positive number of OPG"),
+    (["deposit", "-3", *NO_CHAIN], "opg deposit", "-3"),
     (["season", "close", "--budget", "x"], "opg season close", "not an OPG amount: 'x'"),
     (["web"], "opg web", "give exactly one of --dev-account N, --keystore FILE or --payer ADDRESS"),
 ])
