@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from eth_utils import to_checksum_address
 
+from offchain.sdk.constants import ROLE_NAMES
+from offchain.sdk.contracts import BatchSettled
+
 OPG_UNIT = 10**18
-LOW_96 = 2**96 - 1
 
 
 def ape_init_extras(chain, project, accounts, networks):
@@ -71,17 +73,12 @@ def ape_init_extras(chain, project, accounts, networks):
         return credits(account)
 
     def paid_nodes(address: str) -> set[str]:
-        """The nodes ``address`` paid, from the packed ``BatchSettled`` logs (settled[i] = payer << 96 | delta in
-        claim order; runs[j] = node << 96 | the number of settled claims of that node's run)."""
-        payer_word = int(address, 16)
+        """The nodes ``address`` paid, from the ``BatchSettled`` logs (decoded by the SDK's ``BatchSettled``)."""
+        payer = to_checksum_address(address)
         nodes = set()
         for log in escrow.BatchSettled.range(deployment.start_block, chain.blocks.head.number + 1):
-            settled = iter(log.settled)
-            for run in log.runs:
-                node = to_checksum_address((run >> 96).to_bytes(20, "big"))
-                for _ in range(run & LOW_96):
-                    if next(settled) >> 96 == payer_word:
-                        nodes.add(node)
+            args = {k: getattr(log, k) for k in ("receipts_root", "submitter", "amount", "settled", "runs")}
+            nodes |= {c.node for c in BatchSettled.from_args(args).claims if c.payer == payer}
         return nodes
 
     def credits(payer):
@@ -103,7 +100,7 @@ def ape_init_extras(chain, project, accounts, networks):
         """Role, stake, warm stake, vote weight, unbonding, jail and endpoint of a registered account."""
         address = getattr(node, "address", node)
         n = staking.nodes(address)
-        role = {0: "none", 1: "inference", 2: "verifier"}[n.role]
+        role = ROLE_NAMES[n.role]
         # Fresh stake turns warm once older than the warm-up (NodeStaking._mature).
         now = chain.blocks.head.timestamp
         fresh = 0 if n.fresh == 0 or now >= n.fresh_since + staking.warmup() else n.fresh

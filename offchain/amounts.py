@@ -21,8 +21,9 @@ def parse_opg(text: str | int | Decimal) -> int:
     return int(wei)
 
 
-def format_opg(wei: int | str, places: int | None = None) -> str:
-    """wei -> ``"12.5"`` (trailing zeros dropped; ``places`` rounds down to that many decimals)."""
+def format_opg(wei: int | str, places: int | None = None, grouping: bool = False) -> str:
+    """wei -> ``"12.5"`` (trailing zeros dropped; ``places`` rounds down to that many decimals; ``grouping``
+    writes thousands as ``1,234.5``)."""
     wei = int(wei)
     sign = "-" if wei < 0 else ""
     whole, frac = divmod(abs(wei), WEI_PER_OPG)
@@ -33,4 +34,4 @@ def format_opg(wei: int | str, places: int | None = None) -> str:
     if not digits and places is not None and whole == 0 and frac:
         # a tiny non-zero amount would read as 0: show its significant digits instead
         digits = f"{frac:018d}".rstrip("0")
-    return f"{sign}{whole}" + (f".{digits}" if digits else "")
+    return sign + (f"{whole:,}" if grouping else str(whole)) + (f".{digits}" if digits else "")

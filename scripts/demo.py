@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from offchain.client import OpgClient, format_opg, payment_http_client  # noqa: E402
 from offchain.daemon.keys import anvil_key  # noqa: E402
 from offchain.devkit.system import OPG, Operator, System  # noqa: E402
+from offchain.sdk.relayer_client import RelayerClient, RelayerError  # noqa: E402
 
 PROMPTS = [
     "What is a payment channel?",
@@ -304,20 +305,19 @@ def run(system: System, args, state: Path) -> int:
 
 def relayer_counts(system: System) -> dict:
     out = {"pending": 0, "batches": 0, "verdicts": 0, "slashes": 0}
+    relayer = RelayerClient(system.relayer_url, timeout=5)
     try:
-        metrics = httpx.get(system.relayer_url + "/metrics", timeout=5).text
-        for line in metrics.splitlines():
+        for line in relayer.metrics().splitlines():
             if line.startswith("opg_relayer_pending_receipts "):
                 out["pending"] = int(float(line.split()[-1]))
             elif line.startswith("opg_relayer_verdicts_total{"):
                 out["verdicts"] += int(float(line.split()[-1]))
-        batches = httpx.get(system.relayer_url + "/batches", params={"status": "confirmed", "limit": 1000},
-                            timeout=5).json()
-        out["batches"] = len(batches)
-        out["slashes"] = len([s for s in httpx.get(system.relayer_url + "/slashes", timeout=5).json()
-                              if s["status"] == "confirmed"])
-    except (httpx.HTTPError, ValueError):
+        out["batches"] = len(relayer.batches(limit=1000, status="confirmed"))
+        out["slashes"] = len(relayer.slashes(status="confirmed"))
+    except RelayerError:
         pass
+    finally:
+        relayer.close()
     return out
 
 
@@ -356,16 +356,19 @@ def wait_settled(system: System, answers: list[Answer], timeout: float) -> None:
     """Until every credit receipt is settled or rejected and the relayer has no slash in flight."""
     ids = [a.receipt_id for a in answers if a.scheme == "opg-credit" and a.receipt_id]
     deadline = time.monotonic() + timeout
-    client = httpx.Client(base_url=system.relayer_url, timeout=10)
-    while time.monotonic() < deadline:
-        views = [client.get(f"/receipts/{i}").json() for i in ids]
-        done = all(v.get("status") in ("settled", "rejected") for v in views)
-        slashes = client.get("/slashes").json()
-        busy = any(s["status"] in ("queued", "sent") for s in slashes)
-        fraud = any(s["kind"] == "fraud" and s["status"] == "confirmed" for s in slashes)
-        if done and not busy and fraud:
-            return
-        time.sleep(1)
+    relayer = RelayerClient(system.relayer_url, timeout=10)
+    try:
+        while time.monotonic() < deadline:
+            views = [relayer.receipt(i) for i in ids]
+            done = all(v is not None and v.status in ("settled", "rejected") for v in views)
+            slashes = relayer.slashes()
+            busy = any(s.status in ("queued", "sent") for s in slashes)
+            fraud = any(s.kind == "fraud" and s.status == "confirmed" for s in slashes)
+            if done and not busy and fraud:
+                return
+            time.sleep(1)
+    finally:
+        relayer.close()
 
 
 if __name__ == "__main__":

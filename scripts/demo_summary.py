@@ -8,12 +8,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import httpx
 from web3.logs import DISCARD
 
 from offchain.client import format_opg
 from offchain.sdk.constants import slash_kind
 from offchain.sdk.contracts import BatchSettled, NodeRecord
+from offchain.sdk.relayer_client import RelayerClient, RelayerError
 
 
 def _logs(event, from_block: int = 0) -> list:
@@ -39,15 +39,17 @@ def summary(system, payers, answers) -> dict[str, Any]:
     esc, stk, dist, opg = chain.escrow.functions, chain.staking.functions, chain.distributor.functions, chain.opg
     per_channel, batches = settled_deltas(chain)
     # Requests each batch covered: the relayer's record of the batch with that transaction.
+    relayer = RelayerClient(system.relayer_url, timeout=10)
     try:
-        views = httpx.get(system.relayer_url + "/batches", params={"limit": 1000}, timeout=10).json()
-        by_tx = {(v.get("txHash") or "").lower().removeprefix("0x"): v for v in views}
-    except (httpx.HTTPError, ValueError):
+        by_tx = {(v.tx_hash or "").lower().removeprefix("0x"): v for v in relayer.batches(limit=1000)}
+    except RelayerError:
         by_tx = {}
+    finally:
+        relayer.close()
     for b in batches:
-        view = by_tx.get(b["tx"].lower().removeprefix("0x"), {})
-        b["requests"] = view.get("receiptCount")
-        b["id"] = view.get("id")
+        view = by_tx.get(b["tx"].lower().removeprefix("0x"))
+        b["requests"] = view.receipt_count if view else None
+        b["id"] = view.id if view else None
         b["gas_per_request"] = round(b["gas"] / b["requests"]) if b.get("requests") else None
     exact_gas = []
     for a in answers:

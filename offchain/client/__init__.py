@@ -12,7 +12,7 @@ transports and the x402 ``opg-credit`` scheme client. See docs/client.md.
   parse_opg, format_opg
 """
 
-from .amounts import format_opg, parse_opg
+from ..amounts import format_opg, parse_opg
 from .payer import ChannelConflict, Overcharged, Payer, PaymentOutcome, PaymentRefused, Reservation
 from .state import ChannelState, ClientState
 from .transport import (

@@ -33,6 +33,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from web3.exceptions import ContractLogicError
 
+from ..amounts import format_opg
 from ..chain import Chain
 from ..daemon.settings import ConfigError, DaemonSettings, load_settings
 from ..inference import input_hash, output_hash
@@ -42,7 +43,6 @@ from ..sdk.constants import ROLE_VERIFIER
 from ..sdk.contracts import NodeStaking
 from ..sdk.tx import TxFailed, TxManager, revert_message
 from ..sdk.wire import SignatureChecker, parse_receipt, receipt_json
-from .amounts import format_opg
 
 PROG = "opg dispute"
 

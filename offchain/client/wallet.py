@@ -28,6 +28,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
+from ..amounts import format_opg
 from ..chain import Chain
 from ..daemon.settings import ConfigError
 from ..deployments import Deployment
@@ -36,7 +37,6 @@ from ..sdk.clock import ProtocolClock
 from ..sdk.connect import chain_id_of, open_deployment, web3_of
 from ..sdk.relayer_client import RelayerClient, RelayerUnavailable
 from ..sdk.tx import TxFailed, TxManager, is_revert, revert_message
-from .amounts import format_opg
 from .payer import Payer
 from .state import ClientState
 

@@ -18,6 +18,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3Exception
 
+from ..amounts import format_opg
 from ..chain import Chain
 from ..daemon.settings import ConfigError
 from ..messages import Registration
@@ -58,16 +59,9 @@ def parse_opg(text: str, what: str = "amount") -> int:
     return int(wei)
 
 
-def opg_amount(wei: int, grouping: bool = False) -> str:
-    """``12500000000000000000`` -> ``"12.5"`` (exact, trailing zeros dropped): what ``parse_opg`` reads back."""
-    sign = "-" if wei < 0 else ""
-    whole, frac = divmod(abs(int(wei)), OPG)
-    return sign + (f"{whole:,}" if grouping else str(whole)) + (f".{frac:018d}".rstrip("0") if frac else "")
-
-
 def fmt_opg(wei: int) -> str:
     """``"1,234.5 OPG"``."""
-    return f"{opg_amount(wei, grouping=True)} OPG"
+    return f"{format_opg(wei, grouping=True)} OPG"
 
 
 def fmt_time(ts: int) -> str:
@@ -326,7 +320,7 @@ class Operator:
             raise OperatorError("jail not over: active stake must be back at "
                                 f"{fmt_opg(int(terms['restoreStake']))} (now {fmt_opg(node.stake)}); add "
                                 f"{fmt_opg(int(terms['missingStake']))} with `opg operator stake "
-                                f"{opg_amount(int(terms['missingStake']))}`", **terms)
+                                f"{format_opg(int(terms['missingStake']))}`", **terms)
         receipt = self.send(self.staking.functions.unjail(), "unjail")
         return {"address": self.address, "txs": [self.tx(receipt)]}
 

@@ -156,7 +156,7 @@ class RelayerClient:
     def batch(self, batch_id: int) -> BatchView | None:
         return self._get(f"/batches/{batch_id}", BatchView, missing_ok=True)
 
-    def slashes(self, limit: int = 200, **filters: str) -> list[SlashView]:
+    def slashes(self, limit: int = 100, **filters: str) -> list[SlashView]:
         return self._get_list("/slashes", SlashView, {"limit": limit, **filters})
 
     def channel(self, payer: str, node: str) -> ChannelView | None:
@@ -172,6 +172,13 @@ class RelayerClient:
 
     def node(self, address: str) -> NodeView | None:
         return self._get(f"/nodes/{address}", NodeView)
+
+    def metrics(self) -> str:
+        """The Prometheus text of ``/metrics``."""
+        res = self._request("GET", "/metrics")
+        if res.status_code != 200:
+            raise RelayerError(f"GET /metrics: HTTP {res.status_code}")
+        return res.text
 
     def health(self) -> Health | None:
         """The relayer's health, or None if it does not answer."""

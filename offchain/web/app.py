@@ -31,9 +31,9 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
+from ..amounts import parse_opg
 from ..chain import Chain
 from ..client import OpgClient, WalletError, payment_http_client
-from ..client.amounts import parse_opg
 from ..client.chat import sse_chunks
 from ..client.transport import payment_required_of
 from ..sdk.constants import ROLE_INFERENCE, ROLE_VERIFIER

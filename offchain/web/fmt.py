@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from decimal import Decimal
 
-from ..client.amounts import WEI_PER_OPG
+from ..amounts import WEI_PER_OPG
 
 
 def opg(wei: int | str | None, places: int = 6) -> str:

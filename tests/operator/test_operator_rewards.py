@@ -9,7 +9,7 @@ import time
 import pytest
 from operator_kit import OPG, dev, dev_address, keystore
 
-from offchain.client.amounts import format_opg
+from offchain.amounts import format_opg
 from offchain.daemon.keys import anvil_key
 from offchain.devkit.devchain import transact
 from offchain.devkit.devnet import Actor, ChannelSim, item, new_key, rand32, wait_until
