@@ -153,4 +153,5 @@ class Node:
             "outboxOldestAge": round(time.time() - oldest, 3) if oldest else None,
             "outboxError": outbox.last_error, "inFlight": self.channels.in_flight_requests(),
             "models": [m.name for m in self.catalog.list()], "lastError": last_error,
+            "workers": [h.as_json() for h in self.supervisor.health()],
         }
