@@ -30,6 +30,7 @@ class ProtocolClock:
         self._wall, self._mono = wall, monotonic
         self._lock = threading.Lock()
         self._seen: tuple[int, float] | None = None  # (block timestamp, monotonic time it was read)
+        self._reading = False
 
     @classmethod
     def of_web3(cls, w3, refresh: float = 1.0) -> ProtocolClock:
@@ -47,19 +48,30 @@ class ProtocolClock:
         self.observe(stamp)
         return stamp
 
+    def read_now(self) -> int:
+        """Read the latest block now and return ``max(its timestamp, wall clock)``."""
+        return self.observe(self._read())
+
     def chain_time(self) -> float | None:
         """The chain's clock: the last block read (re-read when older than ``refresh``) plus the seconds since;
-        None if the chain was never reachable."""
-        seen, mono = self._seen, self._mono()
-        if seen is None or mono - seen[1] > self.refresh:
+        None if the chain was never reachable. One thread reads at a time; the others use the last reading."""
+        with self._lock:
+            seen = self._seen
+            read_it = (seen is None or self._mono() - seen[1] > self.refresh) and not self._reading
+            if read_it:
+                self._reading = True
+        if read_it:
             try:
                 self.observe(self._read())
             except Exception:  # the chain unreachable: the last reading, if any
                 pass
+            finally:
+                with self._lock:
+                    self._reading = False
             seen = self._seen
         if seen is None:
             return None
-        return seen[0] + max(0.0, mono - seen[1])
+        return seen[0] + max(0.0, self._mono() - seen[1])
 
     def now_float(self) -> float:
         """``max(wall clock, chain clock)`` in seconds (the wall clock alone while the chain is unreachable)."""

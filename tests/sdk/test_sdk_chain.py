@@ -258,3 +258,32 @@ def test_tx_write_ahead_record_survives_a_restart(sdk_devnet, tmp_path):
     assert restarted.wait(recorded.tx_hash, 10)["status"] == 1
     assert d.opg.functions.allowance(account.address, d.escrow.address).call() == 11 * OPG
     assert restarted.resume() == [] and FileJournal(path).unconfirmed() == []
+
+
+def test_clock_has_one_reader_at_a_time(sdk_devnet):
+    """Threads asking for the time while the chain is being read use the last reading instead of reading too."""
+    w3 = connect(_settings(sdk_devnet), need_key=False).w3
+    reads, inflight, most = [], [0], [0]
+    lock = threading.Lock()
+
+    def slow_read() -> int:
+        with lock:
+            inflight[0] += 1
+            most[0] = max(most[0], inflight[0])
+        try:
+            time.sleep(0.2)
+            reads.append(1)
+            return int(w3.eth.get_block("latest")["timestamp"])
+        finally:
+            with lock:
+                inflight[0] -= 1
+
+    clock = ProtocolClock(slow_read, refresh=0.0)
+    clock.now()
+    threads = [threading.Thread(target=clock.now) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1 and len(reads) < 9
+    assert clock.read_now() >= sdk_devnet.chain_now()
