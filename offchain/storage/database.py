@@ -2,20 +2,21 @@
 server, its per-thread readers, its ``meta`` binding and its numbered migrations).
 
 Repositories are written against this seam only: they receive a connection (the writer's, inside a job, or a
-reader), spell statements with ``?`` placeholders and the portable forms ``INSERT ... ON CONFLICT (...) DO NOTHING``,
-``INSERT ... ON CONFLICT (...) DO UPDATE SET c = excluded.c`` and ``... RETURNING id`` (SQLite >= 3.35 and
-PostgreSQL spell these the same), and pass every statement through ``Dialect.sql`` before executing it. What differs
-between engines lives in the dialect:
+reader) and spell statements with ``?`` placeholders and the portable forms ``INSERT ... ON CONFLICT (...) DO
+NOTHING``, ``INSERT ... ON CONFLICT (...) DO UPDATE SET c = excluded.c`` and ``... RETURNING id`` (SQLite >= 3.35 and
+PostgreSQL spell these the same). What differs between engines lives in the dialect:
 
-  ``connect(readonly)``   a DB-API connection in autocommit mode whose rows read by column name (``row["col"]``)
-  ``sql(statement)``      placeholder translation (``?`` for SQLite, ``%s`` for psycopg)
+  ``connect(readonly)``   a connection in autocommit mode that runs the repositories' statements as written
+                          (``execute``/``executemany`` with ``?`` placeholders, ``rowcount``, ``fetchone``/``fetchall``)
+                          and whose rows read by column name and by index (``row["col"]``, ``row[0]``); a
+                          PostgreSQL dialect wraps psycopg's connection to translate ``?`` into ``%s``
   ``begin`` / ``durability(conn, durable)``  how a write transaction starts and whether its commit is flushed to disk
   ``columns(conn, table)``  the columns of a table (used by migrations that reconcile stores made before them)
   ``migration(m)``        the statements of a numbered migration for this engine (``Migration.sqlite`` / ``.postgresql``)
 
-A PostgreSQL implementation supplies a ``PostgresDialect`` with these five (psycopg 3: ``dict_row`` rows, ``%s``
-placeholders, ``BEGIN``, ``SET LOCAL synchronous_commit``, ``information_schema.columns``) and the ``postgresql``
-text of each migration; repositories and the group-commit writer stay as they are. The SQLite-only spellings a port
+A PostgreSQL implementation supplies a ``PostgresDialect`` with these five (psycopg 3 behind a small adapter: rows
+by name and index, ``?`` translated to ``%s``, ``BEGIN``, ``SET LOCAL synchronous_commit``,
+``information_schema.columns``) and the ``postgresql`` text of each migration; repositories and the group-commit writer stay as they are. The SQLite-only spellings a port
 must replace (each in one repository method): the relayer feed's ``seq`` is the receipts table's ``rowid`` (an
 identity column), ``AUTOINCREMENT`` ids (identity columns), ``group_concat`` and ``sum(status = 'pending')`` in
 ``relayer.store.Slashes.node_summary`` (``string_agg``, ``count(*) FILTER``), the scalar ``max(a, b)`` in
@@ -64,8 +65,6 @@ class Dialect(Protocol):
 
     def connect(self, readonly: bool) -> Any: ...
 
-    def sql(self, statement: str) -> str: ...
-
     def begin(self, conn: Any) -> None: ...
 
     def durability(self, conn: Any, durable: bool) -> None: ...
@@ -104,9 +103,6 @@ class SQLiteDialect:
         if readonly:
             conn.execute("PRAGMA query_only = 1")
         return conn
-
-    def sql(self, statement: str) -> str:
-        return statement
 
     def begin(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -147,10 +143,10 @@ class Database:
         return conn
 
     def read(self, statement: str, args: Sequence[Any] = ()) -> list[Any]:
-        return self.reader().execute(self.dialect.sql(statement), tuple(args)).fetchall()
+        return self.reader().execute(statement, tuple(args)).fetchall()
 
     def read_one(self, statement: str, args: Sequence[Any] = ()) -> Any:
-        return self.reader().execute(self.dialect.sql(statement), tuple(args)).fetchone()
+        return self.reader().execute(statement, tuple(args)).fetchone()
 
     def close(self) -> None:
         with self._lock:
@@ -175,20 +171,19 @@ class Database:
 
 def bind_meta(conn: Any, dialect: Dialect, expected: dict[str, str]) -> None:
     """Record ``expected`` in the store's ``meta`` table on first use; StoreMismatch if it holds other values."""
-    sql = dialect.sql
     conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    have = {r[0]: r[1] for r in conn.execute(sql("SELECT key, value FROM meta")).fetchall()}
+    have = {r[0]: r[1] for r in conn.execute("SELECT key, value FROM meta").fetchall()}
     for key, value in expected.items():
         if key in have and have[key] != str(value):
             raise StoreMismatch(f"store was made for {key} {have[key]}, not {value}: use another --store")
     dialect.begin(conn)
     for key, value in expected.items():
-        conn.execute(sql("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING"), (key, str(value)))
+        conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, str(value)))
     conn.execute("COMMIT")
 
 
 def read_meta(conn: Any, dialect: Dialect) -> dict[str, str]:
-    return {r[0]: r[1] for r in conn.execute(dialect.sql("SELECT key, value FROM meta")).fetchall()}
+    return {r[0]: r[1] for r in conn.execute("SELECT key, value FROM meta").fetchall()}
 
 
 def migrate(conn: Any, dialect: Dialect, migrations: Sequence[Migration]) -> list[int]:
@@ -217,7 +212,7 @@ def migrate(conn: Any, dialect: Dialect, migrations: Sequence[Migration]) -> lis
             else:
                 for statement in _statements(step):
                     conn.execute(statement)
-            conn.execute(dialect.sql("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)"),
+            conn.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                          (m.version, m.name, time.time()))
             conn.execute("COMMIT")
         except BaseException:

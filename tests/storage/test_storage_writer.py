@@ -35,14 +35,15 @@ def test_concurrent_writers_share_commits_and_every_result_arrives_after_its_com
     stats: list[CommitStats] = []
     db, writer = _open(tmp_path, on_commit=stats.append)
     seen_committed: list[bool] = []
-    probe = sqlite3.connect(tmp_path / "w.sqlite3", check_same_thread=False)
 
     def worker(t: int) -> None:
+        probe = sqlite3.connect(tmp_path / "w.sqlite3", isolation_level=None)  # its own snapshot per query
         for k in range(50):
             i = t * 1000 + k
             assert writer.call(_insert, i, f"t{t}") == i
             # visible to another connection as soon as the call returned: it was committed
-            seen_committed.append(probe.execute("SELECT 1 FROM items WHERE id = ?", (i,)).fetchone() is not None)
+            seen_committed.append(probe.execute("SELECT 1 FROM items WHERE id = ?", (i,)).fetchall() == [(1,)])
+        probe.close()
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(16)]
     for t in threads:
