@@ -6,7 +6,8 @@ and serving with graceful shutdown.
   keys      load_account (keystore, or an anvil dev key on chain 31337 only)
   metrics   Counter, Gauge, Histogram, Registry
   errors    ApiError, field_path, from_validation_error
-  app       create_app, operations_router, install_error_handlers
+  app       create_app (routers, lifespan, an OpenAPI extension), operations_router, install_error_handlers
+  limits    RequestGuard: the outermost ASGI bounds (body size, idle body, JSON depth, lone surrogates)
   serve     setup_logging, serve, build_daemon
   worker    Worker, Supervisor, Backoff, WorkerHealth: one supervised loop per worker (backoff, health, stop)
 """
