@@ -10,17 +10,18 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import httpx
 from web3 import Web3
 
 from ..chain import ROLE_INFERENCE, ROLE_VERIFIER, Chain
 from ..deployments import Deployment
+from ..sdk.clock import ProtocolClock
 
 T = TypeVar("T")
 SESSION_TTL = 5.0
 STATUS_TTL = 10.0
 VERIFIER_TTL = 10.0
 CLOCK_REFRESH = 1.0
-FUTURE_MARGIN = 240  # below NodeStaking.MAX_FUTURE (300 s)
 
 
 class ChainView:
@@ -33,7 +34,7 @@ class ChainView:
         self._sessions: dict[tuple[str, str], tuple[int, float]] = {}
         self._verifiers: dict[str, tuple[bool, float]] = {}
         self._status: tuple[dict, float] | None = None
-        self._clock: tuple[int, float] | None = None  # (block timestamp, monotonic time read)
+        self.clock = ProtocolClock(self._block_time, refresh=CLOCK_REFRESH)
 
     def chain(self) -> Chain:
         """A Chain with its own HTTP session for the calling thread."""
@@ -54,27 +55,25 @@ class ChainView:
         return value
 
     # Clock -------------------------------------------------------------------------------------------------------
+    def _block_time(self) -> int:
+        """The latest block's timestamp as one raw JSON-RPC call (a fraction of web3.py's cost on the request path)."""
+        client = getattr(self._local, "rpc", None)
+        if client is None:
+            client = self._local.rpc = httpx.Client(timeout=5)
+        answer = client.post(self.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByNumber",
+                                                 "params": ["latest", False]}).json()
+        return int(answer["result"]["timestamp"], 16)
+
     def chain_time(self) -> int:
-        """The chain's clock: the latest block's timestamp + the seconds since it was read (re-read every second);
-        the wall clock if the chain cannot be read."""
-        clock = self._clock
-        mono = time.monotonic()
-        if clock is None or mono - clock[1] > CLOCK_REFRESH:
-            try:
-                ts = int(self.chain().w3.eth.get_block("latest")["timestamp"])
-                clock = self._clock = (ts, mono)
-            except Exception:
-                if clock is None:
-                    return int(time.time())
-        return clock[0] + int(mono - clock[1])
+        """The chain's clock (``offchain.sdk.clock.ProtocolClock``: the latest block's timestamp + the seconds since
+        it was read, re-read every second); the wall clock if the chain cannot be read."""
+        chain = self.clock.chain_time()
+        return int(time.time()) if chain is None else int(chain)
 
     def now(self) -> int:
-        """A receipt's timestamp: ``max(wall clock, chain clock)`` (a devnet's clock may run ahead of the wall), but
-        never more than ``FUTURE_MARGIN`` s after the chain's clock: NodeStaking slashes a receipt dated more than
-        300 s after the block (``MAX_FUTURE``), so a node whose wall clock runs ahead of the chain's must not sign
-        one."""
-        chain = self.chain_time()
-        return min(max(int(time.time()), chain), chain + FUTURE_MARGIN)
+        """A receipt's timestamp: ``max(wall clock, chain clock)``, but never more than ``FUTURE_MARGIN`` s after the
+        chain's clock (NodeStaking slashes a receipt dated more than 300 s after the block, ``MAX_FUTURE``)."""
+        return self.clock.receipt_time()
 
     # Payers ------------------------------------------------------------------------------------------------------
     def spent(self, payer: str, fresh: bool = False) -> int:
