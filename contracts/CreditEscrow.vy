@@ -34,6 +34,13 @@
         the facilitator settles every claim it promised for those
         payers, so a payer cannot spend credits a node was promised
         by settling them to another node first.
+        A channel's settlement by proposal (a node settling its own
+        vouchers, whose receipts no verifier may have seen) holds the
+        channel's evidence mark for `dispute_window + MAX_FUTURE`:
+        until then a facilitator's settlement leaves the mark alone and
+        another proposal's claim on the channel is skipped (reason 6)
+        unless settled in the same second, so no later settlement of
+        the channel dates the self-settled range out of its window.
 """
 
 from ethereum.ercs import IERC20
@@ -88,6 +95,8 @@ interface IOPG:
 interface INodeStaking:
     def pay_capacity(node: address) -> uint256: view
     def record_pay(node: address, amount: uint256): nonpayable
+    def dispute_window() -> uint256: view
+    def MAX_FUTURE() -> uint256: view
 
 
 interface IRewardDistributor:
@@ -152,6 +161,7 @@ SKIP_NODE_NOT_PAYABLE: public(constant(uint8)) = 2
 SKIP_BAD_SIGNATURE: public(constant(uint8)) = 3
 SKIP_INSUFFICIENT_BALANCE: public(constant(uint8)) = 4
 SKIP_ALLOWANCE_EXCEEDED: public(constant(uint8)) = 5
+SKIP_CHANNEL_HELD: public(constant(uint8)) = 6
 
 
 # @dev Low 192 bits of a packed slot (amounts); the high 64 bits hold a time.
@@ -160,6 +170,15 @@ _LOW_MASK: constant(uint256) = 2**192 - 1
 
 # @dev Mask of a channel's `spent` (low 96 bits, more than the OPG supply) and of its `spent` before its last settlement.
 _SPENT_MASK: constant(uint256) = 2**96 - 1
+
+
+# @dev Bits 192..254 of a channel slot: the time of its mark (its last settlement, or its held self-settlement).
+_SETTLED_SHIFT: constant(uint256) = 192
+_SETTLED_MASK: constant(uint256) = 2**63 - 1
+
+
+# @dev Bit 255 of a channel slot: its mark was set by a settlement by proposal.
+_BY_PROPOSAL_SHIFT: constant(uint256) = 255
 
 
 # @dev Low 96 bits: the amount half of a `BatchSettled.settled` word.
@@ -191,8 +210,11 @@ balance_of: public(HashMap[address, uint256])
 
 
 # @dev A channel packed in one slot: what it has paid in total, ever
-# (low 96 bits, `spent`), its `spent` before its last settlement (next
-# 96 bits), and when it last settled (high 64 bits, `settled_at`).
+# (low 96 bits, `spent`), and its evidence mark: its `spent` before its
+# last settlement (next 96 bits), when it last settled (bits 192..254,
+# `settled_at`) and whether that settlement was by proposal (bit 255).
+# A mark set by proposal is held `dispute_window + MAX_FUTURE`: a
+# facilitator's settlement meanwhile moves only `spent`.
 _channel: HashMap[address, HashMap[address, uint256]]
 
 
@@ -505,13 +527,18 @@ def settle_batch(claims: DynArray[Claim, MAX_CLAIMS], receipts_root: bytes32) ->
             (a node settling its own vouchers) only a batch proposed
             with `propose_batch`, from its due time until it expires,
             once. Funds only ever go from the voucher's payer to the
-            voucher's node.
+            voucher's node. A claim settled through a proposal holds
+            its channel's evidence mark (`held_until`): until then a
+            facilitator's claim on the channel leaves the mark alone,
+            and another proposal's claim is skipped (reason 6) unless
+            it settles in the same second.
     @param claims The claims, `total <= max_cumulative` each.
     @param receipts_root Merkle root of the receipts the batch covers.
     @return DynArray The outcome of each claim (0 = settled).
     """
     assert len(claims) > 0, "CreditEscrow: empty batch"
-    if not self.is_facilitator[msg.sender]:
+    proposed: bool = not self.is_facilitator[msg.sender]
+    if proposed:
         self._consume_proposal(claims, receipts_root)
     outcomes: DynArray[uint8, MAX_CLAIMS] = []
     nodes: DynArray[address, MAX_CLAIMS] = []
@@ -532,7 +559,7 @@ def settle_batch(claims: DynArray[Claim, MAX_CLAIMS], receipts_root: bytes32) ->
             node_capacity = staticcall staking.pay_capacity(current_node)
         outcome: uint8 = SETTLED
         delta: uint256 = 0
-        outcome, delta = self._settle(claim, node_capacity)
+        outcome, delta = self._settle(claim, node_capacity, proposed)
         outcomes.append(outcome)
         if outcome == SETTLED:
             node_capacity -= delta
@@ -733,15 +760,17 @@ def settled_at(payer: address, node: address) -> uint256:
     @param node The node.
     @return uint256 The timestamp.
     """
-    return self._channel[payer][node] >> 192
+    return (self._channel[payer][node] >> _SETTLED_SHIFT) & _SETTLED_MASK
 
 
 @external
 @view
 def last_settlement(payer: address, node: address) -> (uint256, uint256):
     """
-    @dev When a channel last settled and its `spent` before that
-         settlement: charges at or below it were paid earlier
+    @dev A channel's evidence mark: when it last settled and its
+         `spent` before that settlement, or, while a settlement by
+         proposal is held (`held_until`), that settlement's time and
+         spent before it. Charges at or below it were paid earlier
          (NodeStaking dates their evidence from the receipt, not from
          this settlement).
     @param payer The payer.
@@ -749,7 +778,25 @@ def last_settlement(payer: address, node: address) -> (uint256, uint256):
     @return (uint256, uint256) The timestamp (0 if never) and the spent before.
     """
     packed: uint256 = self._channel[payer][node]
-    return packed >> 192, (packed >> 96) & _SPENT_MASK
+    return (packed >> _SETTLED_SHIFT) & _SETTLED_MASK, (packed >> _AMOUNT_BITS) & _SPENT_MASK
+
+
+@external
+@view
+def held_until(payer: address, node: address) -> uint256:
+    """
+    @dev Until when (inclusive) a channel's settlement by proposal
+         holds its evidence mark: a proposal's claim on the channel
+         settling before then, and not in the same second, is skipped
+         (reason 6). 0 if its mark was not set by a proposal.
+    @param payer The payer.
+    @param node The node.
+    @return uint256 The last second of the hold, or 0.
+    """
+    packed: uint256 = self._channel[payer][node]
+    if packed >> _BY_PROPOSAL_SHIFT == 0:
+        return 0
+    return self._held_until(packed)
 
 
 @external
@@ -815,16 +862,48 @@ def voucher_signer(payer: address, node: address, max_cumulative: uint256, r: by
 
 
 @internal
-def _settle(claim: Claim, node_capacity: uint256) -> (uint8, uint256):
+@view
+def _held_until(packed: uint256) -> uint256:
     """
-    @dev Settles one claim or says why it is skipped.
+    @dev The last second a channel's mark is held: its time plus
+         NodeStaking's `dispute_window + MAX_FUTURE` (a receipt it
+         dates stays provable that long).
+    @param packed The channel slot.
+    @return uint256 The last second of the hold.
+    """
+    return (
+        ((packed >> _SETTLED_SHIFT) & _SETTLED_MASK)
+        + (staticcall staking.dispute_window())
+        + (staticcall staking.MAX_FUTURE())
+    )
+
+
+@internal
+def _settle(claim: Claim, node_capacity: uint256, proposed: bool) -> (uint8, uint256):
+    """
+    @dev Settles one claim or says why it is skipped. A settlement
+         moves the channel's evidence mark to `(spent before it, now,
+         proposed)` unless a settlement by proposal holds the mark
+         (`held_until`): then the mark stays, and a proposal's claim
+         is skipped unless it settles in the same second as the mark.
+    @param claim The claim.
+    @param node_capacity What the node may still be paid.
+    @param proposed Whether the batch is settled through a proposal.
     @return (uint8, uint256) The outcome and the amount paid.
     """
     packed: uint256 = self._channel[claim.payer][claim.node]
     previous: uint256 = packed & _SPENT_MASK
+    mark: uint256 = (
+        block.timestamp << _SETTLED_SHIFT | convert(proposed, uint256) << _BY_PROPOSAL_SHIFT | previous << _AMOUNT_BITS
+    )
+    held: bool = packed >> _BY_PROPOSAL_SHIFT != 0 and block.timestamp <= self._held_until(packed)
+    if held:
+        mark = (packed >> _AMOUNT_BITS) << _AMOUNT_BITS
     reason: uint8 = SETTLED
     if claim.total <= previous or claim.total > _SPENT_MASK:
         reason = SKIP_STALE
+    elif held and proposed and (packed >> _SETTLED_SHIFT) & _SETTLED_MASK != block.timestamp:
+        reason = SKIP_CHANNEL_HELD
     elif claim.total - previous > node_capacity:
         reason = SKIP_NODE_NOT_PAYABLE
     else:
@@ -850,7 +929,7 @@ def _settle(claim: Claim, node_capacity: uint256) -> (uint8, uint256):
                     self._signer[claim.payer][signer] = key - delta
         if reason == SETTLED:
             self.balance_of[claim.payer] = balance - delta
-            self._channel[claim.payer][claim.node] = block.timestamp << 192 | previous << 96 | claim.total
+            self._channel[claim.payer][claim.node] = mark | claim.total
             return SETTLED, delta
     log ClaimSkipped(payer=claim.payer, node=claim.node, total=claim.total, reason=reason)
     return reason, 0

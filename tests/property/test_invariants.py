@@ -84,7 +84,7 @@ LOW_MASK = 2**192 - 1
 SPENT_MASK = 2**96 - 1  # a channel's `spent` (low 96 bits of its slot; the next 96 hold its spent before settling)
 
 ROLE_NONE, ROLE_INFERENCE, ROLE_VERIFIER = 0, 1, 2
-SETTLED, SKIP_STALE, SKIP_NOT_PAYABLE, SKIP_BAD_SIGNATURE, SKIP_BALANCE, SKIP_ALLOWANCE = 0, 1, 2, 3, 4, 5
+SETTLED, SKIP_STALE, SKIP_NOT_PAYABLE, SKIP_BAD_SIGNATURE, SKIP_BALANCE, SKIP_ALLOWANCE, SKIP_HELD = 0, 1, 2, 3, 4, 5, 6
 KIND_EQUIVOCATION, KIND_FRAUD, KIND_LAZY, KIND_INVALID, KIND_DOUBLE_VOTE, KIND_FALSE_ACCUSER = 1, 2, 3, 4, 5, 6
 
 EXAMPLES = int(os.environ.get("OPG_PROPERTY_EXAMPLES", "40"))
@@ -395,6 +395,7 @@ class Model:
     spent: dict[tuple, int] = field(default_factory=dict)
     settled_at: dict[tuple, int] = field(default_factory=dict)
     spent_before: dict[tuple, int] = field(default_factory=dict)  # a channel's spent before its last settlement
+    by_proposal: dict[tuple, bool] = field(default_factory=dict)  # its mark was set through a proposal (held)
     node_settled_at: dict[str, int] = field(default_factory=dict)
     voided: dict[tuple, int] = field(default_factory=dict)
     refunded: dict[tuple, int] = field(default_factory=dict)
@@ -598,6 +599,10 @@ class ProtocolMachine(RuleBasedStateMachine):
             m.max_key_signed[ch] = max(m.max_key_signed.get(ch, 0), mx)
         m.vouchers.setdefault(ch, []).append((mx, sig, signer))
         return sig
+
+    def held(self, ch: tuple) -> bool:
+        """CreditEscrow: a channel whose mark a settlement by proposal set holds it dispute_window + MAX_FUTURE."""
+        return self.m.by_proposal.get(ch, False) and self.now <= self.m.settled_at[ch] + WINDOW + MAX_FUTURE
 
     def admissible(self, r: Receipt) -> bool:
         ch = (r.payer, r.node)  # a later settlement reopens only what it paid (second review, finding 1)
@@ -914,15 +919,18 @@ class ProtocolMachine(RuleBasedStateMachine):
                 self._settle_call(claims, sender)
             return []
         expected, runs, cur, run_amount, run_count = [], [], None, 0, 0
-        node_capacity = 0
+        node_capacity, proposed = 0, sender is not RELAYER
         for i, (payer, node, _mx, _sig, signer, total) in enumerate(claims):
             ch = (payer.address, node.address)
             if node is not cur:
                 cur, node_capacity = node, self.capacity(node.address)
             prev = m.spent.get(ch, 0)
             outcome, key = SETTLED, None
+            held = self.held(ch)  # a settlement by proposal holds the channel's mark (late self-settled fraud)
             if total <= prev:
                 outcome = SKIP_STALE
+            elif held and proposed and m.settled_at[ch] != now:
+                outcome = SKIP_HELD
             elif total - prev > node_capacity:
                 outcome = SKIP_NOT_PAYABLE
             else:
@@ -945,9 +953,9 @@ class ProtocolMachine(RuleBasedStateMachine):
                             m.key_charged[ch] = m.key_charged.get(ch, 0) + delta
                 if outcome == SETTLED:
                     m.credits[payer.address] -= delta
-                    m.spent_before[ch] = prev
                     m.spent[ch] = total
-                    m.settled_at[ch] = now
+                    if not held:
+                        m.spent_before[ch], m.settled_at[ch], m.by_proposal[ch] = prev, now, proposed
                     node_capacity -= delta
                     run_amount += delta
                     run_count += 1
@@ -1118,6 +1126,44 @@ class ProtocolMachine(RuleBasedStateMachine):
         m.unaccepted.add((ch, mx))
         outcomes = self.settle_as_other([(payer, ACCOMPLICE, mx, sig, payer, mx)], ACCOMPLICE, "R1 attack")
         _note(f"R1 attack: the accomplice's claim {'settled (what was left)' if outcomes == [SETTLED] else f'skipped (reason {outcomes[0]})'}")
+
+    @rule(p=st.integers(0, 2), amount=amounts, variant=st.sampled_from(["same_batch", "relayer_follows", "proposal"]))
+    def attack_late_self_settled_fraud(self, p, amount, variant):
+        """Second review of v3 (high): the cheating node keeps a fraudulent receipt and a 1-wei one after it from the
+        relayer, settles them itself more than a dispute window later, and moves the channel's mark past the
+        fraudulent range at once: both claims in one proposed batch, the 1 wei by the relayer after the payer's fresh
+        request, or the 1 wei by a second proposal (skipped, reason 6). Safety: the range a settlement by proposal
+        paid stays provable (model and chain: an honest verifier's flag is admitted) after any of them."""
+        m, payer = self.m, PAYERS[p]
+        ch = (payer.address, CHEAT.address)
+        self.serve(1, p, amount, False, "fraud")
+        fraud, first = m.receipts[-1], m.served_cum.get(ch, 0)
+        if fraud.node is not CHEAT or fraud.receipt.cumulative != first:
+            return  # /verify refused it
+        self.serve(1, p, 1, False, "none")
+        if m.served_cum[ch] != first + 1:
+            return
+        sigs = {mx: sig for mx, sig, signer in m.vouchers[ch] if signer is payer}
+        m.unaccepted |= {(ch, first), (ch, first + 1)}  # withheld: no verifier samples them
+        self.time_travel(WINDOW + 1, False)
+        c1, c2 = ((payer, CHEAT, t, sigs[t], payer, t) for t in (first, first + 1))
+        if variant == "same_batch":
+            outcomes = self.settle_as_other([c1, c2], CHEAT, "late self-settlement")
+        else:
+            outcomes = self.settle_as_other([c1], CHEAT, "late self-settlement")
+            if outcomes == [SETTLED] and variant == "relayer_follows":
+                m.unaccepted.discard((ch, first + 1))
+                self.relayer_settle()
+            elif outcomes == [SETTLED]:
+                assert self.settle_as_other([c2], CHEAT, "second proposal") == [SKIP_HELD]
+        if outcomes[0] != SETTLED:
+            return
+        assert self.admissible(fraud.receipt), "the self-settled fraudulent range is already too old"
+        v = HONEST_V[0]
+        if self.active_as(v.address, ROLE_VERIFIER) and fraud.h not in m.fraud_proven:
+            with boa.env.anchor():  # the chain agrees: the receipt is still admissible
+                self.sys.staking.flag(fraud.receipt.as_tuple(), fraud.sig, sender=v.address)
+        _note(f"late self-settled fraud ({variant}): still provable")
 
     @rule(keep=st.sampled_from([1, 10**18, 100 * OPG]), wait=st.sampled_from([0, 3_600, 86_400]))
     def attack_cheater_exits_then_settles(self, keep, wait):
@@ -1803,7 +1849,11 @@ def _check_views(system: System, m: Model) -> None:
         for n in NODES:
             assert esc.spent(p.address, n.address) == snap["spent"][(p.address, n.address)]
             assert esc.voided(p.address, n.address) == snap["voided"][(p.address, n.address)]
-            assert esc.settled_at(p.address, n.address) == m.settled_at.get((p.address, n.address), 0)
+            ch = (p.address, n.address)
+            assert esc.settled_at(*ch) == m.settled_at.get(ch, 0)
+            assert tuple(esc.last_settlement(*ch)) == (m.settled_at.get(ch, 0), m.spent_before.get(ch, 0))
+            held = m.settled_at[ch] + WINDOW + MAX_FUTURE if m.by_proposal.get(ch) else 0
+            assert esc.held_until(*ch) == held
         k = (p.address, KEYS[PAYERS.index(p)].address)
         assert tuple(esc.signer_of(*k)) == m.keys.get(k, (0, 0))
     for a in STAKERS:
