@@ -777,13 +777,6 @@ class Store:
             Batches.ended(conn, batch_id, "skipped", "every claim was skipped at simulation", now, claims)
 
     @staticmethod
-    def job_tx_recorded(conn: Any, kind: str, ref: str, tx_hash: str, nonce: int, raw: str, now: float) -> None:
-        """Write-ahead record of a signed transaction, before it is broadcast (and its subject marked sent)."""
-        tx = SentTx(kind, ref, tx_hash, nonce, raw, max_fee=0, tip=0, gas=0, sent_at=now)  # fees unknown: NULL
-        journal.record(conn, tx)
-        Store.mark_sent(conn, tx)
-
-    @staticmethod
     def mark_sent(conn: Any, tx: SentTx) -> None:
         """A signed transaction's subject is ``sent`` (in the commit that records the transaction)."""
         kind, ref, tx_hash, nonce, now = tx.kind, tx.ref, tx.tx_hash, tx.nonce, tx.sent_at

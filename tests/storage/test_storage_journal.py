@@ -53,7 +53,6 @@ def test_the_relayer_journal_marks_the_subject_sent_in_the_same_commit(tmp_path)
     assert (batch["status"], batch["tx_hash"], batch["nonce"], batch["attempts"]) == ("sent", "0xaa", 9, 1)
     [rec] = store.transactions("batch", str(bid))
     assert (rec["tx_hash"], rec["nonce"], rec["max_fee"], rec["gas"]) == ("0xaa", 9, 30, 21_000)
-    store.call(Store.job_tx_recorded, "slash", "1", "0xbb", 10, "0xraw", 2.0)  # the relayer's own sender: no fees
-    assert [t.tx_hash for t in store.tx_journal().unconfirmed()] == ["0xaa", "0xbb"]
-    assert store.tx_journal().unconfirmed()[1].max_fee == 0
+    store.tx_journal().done("0xaa")  # mined: out of the journal; the batcher confirms the batch itself
+    assert store.tx_journal().unconfirmed() == [] and store.batch(bid)["status"] == "sent"
     store.close()

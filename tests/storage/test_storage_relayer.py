@@ -14,6 +14,7 @@ from offchain.messages import Domain, Receipt, SignedReceipt, SignedVoucher, Vou
 from offchain.relayer.ledger import Ledger
 from offchain.relayer.rules import ClaimResult
 from offchain.relayer.store import Store, ValidReceipt
+from offchain.sdk.tx import SentTx
 
 DOMAIN = Domain(name="OPG", chain_id=31337, verifying_contract="0x" + "5" * 40)
 ESCROW, STAKING = "0x" + "e" * 40, "0x" + "5" * 40
@@ -77,7 +78,7 @@ def test_batches_are_built_sent_confirmed_failed_and_rejected(tmp_path):
     claim = {"payer": PAYER.address, "node": NODE.address, "total": "40"}
     bid = store.call(Store.job_build_batch, store.ledger, [claim], "0x" + "00" * 32, {key: ids}, [], {}, 1.0)
     assert store.inflight_batch()["id"] == bid and store.unbatched_summary()[0] == 0
-    store.call(Store.job_tx_recorded, "batch", str(bid), "0xaa", 7, "0xraw", 2.0)
+    store.tx_journal().record(SentTx("batch", str(bid), "0xaa", 7, "0xraw", max_fee=9, tip=1, gas=90_000, sent_at=2.0))
     [tx] = store.transactions("batch", str(bid))
     assert (tx["tx_hash"], tx["nonce"], tx["raw"]) == ("0xaa", 7, "0xraw") and store.batch(bid)["status"] == "sent"
     store.call(Store.job_batch_failed, store.ledger, bid, "reverted", 3.0)  # back to the queue
@@ -120,7 +121,7 @@ def test_verdicts_slashes_withholding_and_exact_payments_round_trip(tmp_path):
     assert store.node_summary(NODE.address)["reports"] == 1
     assert store.call(Store.job_exact_new, "k", PAYER.address, NODE.address, 9, {"a": 1}, 5.0) is None
     assert store.call(Store.job_exact_new, "k", PAYER.address, NODE.address, 9, {"a": 1}, 5.0)["status"] == "new"
-    store.call(Store.job_tx_recorded, "exact", "k", "0xcc", 1, "0xraw", 6.0)
+    store.tx_journal().record(SentTx("exact", "k", "0xcc", 1, "0xraw", max_fee=9, tip=1, gas=90_000, sent_at=6.0))
     assert store.exact_payment("k")["tx_hash"] == "0xcc" and len(store.exact_in_flight()) == 1
     store.call(Store.job_exact_update, "k", "failed", None, "reverted", 7.0)
     assert store.call(Store.job_exact_new, "k", PAYER.address, NODE.address, 9, {"a": 2}, 8.0) is None  # re-claimed
