@@ -54,12 +54,16 @@ $(ANVIL): package.json package-lock.json
 	npm install --no-audit --no-fund --loglevel=error
 	@test -x $(ANVIL) && touch $(ANVIL)
 
-# Two pytest processes: the tests on ape's own test chain (contracts, wallets, console, property), then the
-# end-to-end tests of the daemons on private anvil chains. In one process, with every daemon test collected, ape's
-# per-test chain isolation stopped working part-way through the contract tests (state leaked between tests); each
-# group passes on its own. The second list names every directory and module that starts its own chains.
+# Two pytest processes: the tests on ape's own test chain (tests/contracts, console, deploy, devkit, property), then
+# the end-to-end tests of the daemons, each on private anvil chains: E2E_TESTS names every directory that starts its
+# own chains (add new ones here). In one process the contract tests' per-test isolation broke part-way (state leaked
+# between tests). The likely cause: ape keeps what it learns about a fixture (its scope, whether it touches the chain)
+# by fixture NAME for the whole session (ape/pytest/fixtures.py), and the end-to-end conftests reuse contract fixture
+# names with other meanings (`system` is a whole devnet in tests/fuzz and the ape deployment in tests/conftest.py,
+# `relayer` a daemon with chain_isolation=False). Each group passes on its own; the second process costs one ape
+# start-up (seconds) in a run of many minutes, so it stays.
 E2E_TESTS := tests/backends tests/client tests/node tests/operator tests/relayer tests/verifier \
-	tests/test_ape_devnet.py tests/test_demo.py tests/seasons tests/newcomer tests/web tests/fuzz tests/sdk tests/schemes tests/cli
+	tests/devnet tests/demo tests/seasons tests/newcomer tests/web tests/fuzz tests/sdk tests/schemes tests/cli
 
 test: install
 	ape compile --force

@@ -191,15 +191,14 @@ IsolationManager.set_snapshot = _set_snapshot
 # on private anvil chains of its own (relayer, node, client, verifier, operator, backends, demo). In a full run with
 # the daemon tests first, the contract tests saw state leak between tests (a deposit counted twice); they pass alone
 # and in any order among themselves. Keeping the chains apart in time keeps the run as it was before the daemons.
-OWN_CHAIN_DIRS = {"backends", "client", "node", "operator", "relayer", "verifier"}
-OWN_CHAIN_MODULES = {"test_demo.py", "test_ape_devnet.py"}
+OWN_CHAIN_DIRS = {"backends", "client", "node", "operator", "relayer", "verifier", "demo", "devnet"}
 TESTS = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(session, config, items):
     def own_chain(item) -> int:
         rel = Path(str(item.fspath)).resolve().relative_to(TESTS)
-        return int(rel.parts[0] in OWN_CHAIN_DIRS or rel.name in OWN_CHAIN_MODULES)
+        return int(rel.parts[0] in OWN_CHAIN_DIRS)
 
     items.sort(key=own_chain)  # stable: the order within each group is pytest's
 

@@ -1,6 +1,6 @@
 """The protocol contracts' ABIs, committed as ``<Name>.json`` beside this file: all a daemon needs to talk to the
 contracts (no compiler at run time). ``opg abi`` regenerates them from ``contracts/`` (``offchain.devkit.compiler``)
-and ``tests/contracts/test_abi_export.py`` checks they match the sources."""
+and ``tests/devkit/test_abi_export.py`` checks they match the sources."""
 
 from __future__ import annotations
 

@@ -43,18 +43,13 @@ def queue_call(escrow, owner, signature: str, types: list[str], values: list) ->
     return escrow.ChangeQueued.from_receipt(tx)[0].eta
 
 
+# The node's extra stake (R10) comes from conftest.py, run after this module's session fixtures.
+pytestmark = pytest.mark.usefixtures("_node_stake_backs_the_pay")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _session_fixtures_first(system, opg, escrow, staking, params, deployer, make_actor, payer, node, escrow_domain):
     """Instantiate the session fixtures before this module's own (ape's snapshots need that order)."""
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _node_stake_backs_the_pay(_session_fixtures_first, opg, staking, node, treasury):
-    """R10: settlement pays a node at most its active stake / fraud_multiplier per dispute window (pay_capacity):
-    the node stakes enough more for this module's amounts (up to 1,000 OPG a channel)."""
-    opg.transfer(node.address, 90_000 * OPG, sender=treasury)
-    opg.approve(staking, 90_000 * OPG, sender=node.account)
-    staking.add_stake(90_000 * OPG, sender=node.account)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,10 @@
-"""Plain helpers of the NodeStaking v3 attack tests (fixtures live in tests/conftest.py)."""
+"""Plain helpers of the NodeStaking tests: receipts, verdicts, proofs, settlement, governance calldata
+(fixtures live in conftest.py here and in tests/conftest.py)."""
 
 from __future__ import annotations
 
+import ape
+from eth_abi import encode
 from eth_utils import keccak
 
 from offchain.messages import Claim, Receipt, Verdict, Voucher
@@ -99,3 +102,77 @@ def relive(chain, staking, distributor, actors) -> None:
     epoch = distributor.epoch_now()
     while distributor.epoch_now() == epoch:
         wait(chain, 600)
+
+
+KIND_FRAUD = 2
+
+
+def rhash(receipt: Receipt) -> bytes:
+    return receipt.struct_hash()
+
+
+def verdict_sig(receipt: Receipt, valid: bool, verifier, domain) -> bytes:
+    return sig(Verdict(receipt_hash="0x" + rhash(receipt).hex(), valid=valid), verifier.key, domain)
+
+
+def prove_fraud_by(staking, receipt, node, voters, challenger, domain):
+    """Submit `slash_fraud` for `receipt` (signed by `node`) with `Verdict(valid=false)` from `voters`."""
+    return staking.slash_fraud(
+        receipt.as_tuple(), sig(receipt, node.key, domain), verdicts(receipt, voters, domain), sender=challenger.account
+    )
+
+
+def prove_valid_by(staking, receipt, node, voters, sender, domain):
+    return staking.prove_valid(
+        receipt.as_tuple(), sig(receipt, node.key, domain), verdicts(receipt, voters, domain, True), sender=sender.account
+    )
+
+
+def deposit_and_settle(opg, escrow, escrow_domain, payer, node_address, total, deposit_amount=0, sender=None):
+    """Deposit for ``payer`` (if asked), sign a voucher for ``total`` and settle it through ``settle_batch``."""
+    if deposit_amount:
+        deposit(opg, escrow, payer, deposit_amount)
+    claim = claim_for(payer, node_address, total, escrow_domain)
+    # The escrow's facilitator submits it whoever ``sender`` names (a node's own settlement would propose first and
+    # wait the claim delay: tests/contracts/credit_escrow/test_settlement_priority.py).
+    return escrow.settle_batch([claim], ZERO_ROOT, sender=ape.accounts.test_accounts[2])
+
+
+def by_weight(staking, verifiers):
+    """The ``verifiers`` fixture ordered by stake: (500, 1,000, 1,500 OPG); quorum 6,667 bps needs the two largest."""
+    return sorted(verifiers, key=lambda v: staking.nodes(v.address).stake)
+
+
+def dispute(opg, staking, receipt, node, payer, domain):
+    opg.approve(staking, receipt.amount, sender=payer.account)
+    return staking.flag(receipt.as_tuple(), sig(receipt, node.key, domain), sender=payer.account)
+
+
+ZERO_ADDRESS = "0x" + "00" * 20
+
+
+NOT_OWNER = "ownable: caller is not the owner"
+
+
+MAX_MIN_STAKE = 10_000_000 * OPG
+
+
+def stake_of(staking, account) -> int:
+    return staking.nodes(account).stake
+
+
+def is_active(staking, account) -> bool:
+    return staking.is_active_as(account, staking.nodes(account).role)
+
+
+def call_data(signature: str, types: list[str], args: list) -> bytes:
+    """A setter's calldata: what ``queue_change`` takes and the setter call must repeat."""
+    return keccak(text=signature)[:4] + encode(types, args)
+
+
+SETTERS = {
+    "set_min_stake": ("set_min_stake(uint8,uint256)", ["uint8", "uint256"]),
+    "set_periods": ("set_periods(uint256,uint256,uint256)", ["uint256"] * 3),
+    "set_slashing": ("set_slashing(uint256,uint256,uint256,uint256,uint256)", ["uint256"] * 5),
+    "set_delay": ("set_delay(uint256)", ["uint256"]),
+}

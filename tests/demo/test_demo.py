@@ -15,7 +15,7 @@ from pathlib import Path
 from offchain.client import format_opg
 from offchain.devkit.devchain import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _ports(n: int) -> list[int]:

@@ -11,7 +11,7 @@ from eth_utils import keccak
 from offchain.deployments import save_deployment
 from offchain.messages import Claim, Receipt, Voucher
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OPG = 10**18
 ZERO_ROOT = b"\x00" * 32
 

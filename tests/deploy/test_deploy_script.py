@@ -12,7 +12,7 @@ from offchain.chain import Chain
 from offchain.deployments import CONTRACT_NAMES, Params, load_deployment
 from offchain.devkit.devchain import Anvil
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DAY = 86_400
 
 

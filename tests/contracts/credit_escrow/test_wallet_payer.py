@@ -8,7 +8,6 @@ its ERC-1271 ``isValidSignature`` is never consulted, so it cannot repudiate a v
 from __future__ import annotations
 
 import os
-from types import SimpleNamespace
 
 import ape
 import pytest
@@ -40,30 +39,19 @@ def outcomes(tx) -> list[int]:
     return list(tx.return_value)
 
 
+# The node's extra stake (R10) comes from conftest.py, run after this module's session fixtures.
+pytestmark = pytest.mark.usefixtures("_node_stake_backs_the_pay")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _session_fixtures_first(system, opg, escrow, params, deployer, make_actor, node, escrow_domain, chain_id):
     """Instantiate the session fixtures before this module's own (ape's snapshots need that order)."""
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _node_stake_backs_the_pay(_session_fixtures_first, opg, staking, node, treasury):
-    """R10: settlement pays a node at most its active stake / fraud_multiplier per dispute window (pay_capacity):
-    the node stakes enough more for this module's amounts (up to 1,000 OPG a channel)."""
-    opg.transfer(node.address, 90_000 * OPG, sender=treasury)
-    opg.approve(staking, 90_000 * OPG, sender=node.account)
-    staking.add_stake(90_000 * OPG, sender=node.account)
 
 
 @pytest.fixture(scope="module")
 def owner(make_actor):
     """The EOA owning the wallet."""
     return make_actor()
-
-
-@pytest.fixture(scope="module")
-def relayer(facilitator):
-    """The escrow's facilitator (TEST_PARAMS.facilitators): gas only; submits batches and gasless deposits."""
-    return SimpleNamespace(account=facilitator, address=facilitator.address, key=facilitator.private_key)
 
 
 @pytest.fixture(scope="module")
