@@ -160,10 +160,10 @@ class GroupCommitWriter:
             except Exception:
                 pass
             log.critical("store commit failed", exc_info=True)
+            if self.on_failure is not None:  # first: a store that exits here answers nobody
+                self.on_failure(exc)
             for job in jobs:
                 job.future.set_exception(exc)
-            if self.on_failure is not None:
-                self.on_failure(exc)
             return
         self.commits += 1
         self.jobs_committed += len(jobs)
