@@ -3,7 +3,7 @@ they drive and are imported only when used). The framework (exit codes, one-line
 settings classes, ``--json`` rendering) is :mod:`offchain.clikit`.
 
 A new command: write it in its role's ``cli.py`` with ``clikit.command`` (or add it to the role's group), then,
-if it is a new top-level name, add one line to ``COMMANDS`` below (and to ``HELP``); ``tests/cli/`` checks every command's ``--help``.
+if it is a new top-level name, add one line to ``COMMANDS`` below; ``tests/cli/`` checks every command's ``--help``.
 """
 
 from __future__ import annotations
@@ -12,40 +12,25 @@ import sys
 
 from . import clikit
 
-COMMANDS = {
+COMMANDS = {  # name: (where it lives, its summary in `opg --help`)
     # payers (offchain/client/cli.py)
-    "deposit": "offchain.client.cli:deposit",
-    "balance": "offchain.client.cli:balance",
-    "withdraw": "offchain.client.cli:withdraw",
-    "session": "offchain.client.cli:session",
-    "chat": "offchain.client.cli:chat",
-    "dispute": "offchain.client.cli:dispute",
+    "deposit": ("offchain.client.cli:deposit", "buy credits: OPG into the escrow (--gasless: no ETH needed)"),
+    "balance": ("offchain.client.cli:balance", "wallet, credits, pending withdrawal, session key, channels"),
+    "withdraw": ("offchain.client.cli:withdraw", "request a withdrawal, or complete it after the thaw"),
+    "session": ("offchain.client.cli:session", "authorise a session key (expiry, allowance) for chats"),
+    "chat": ("offchain.client.cli:chat", "ask a node: one prompt, or an interactive session"),
+    "dispute": ("offchain.client.cli:dispute", "dispute an answer: post the bond, hand it to the verifiers"),
     # operators, seasons, daemons, web
-    "operator": "offchain.operator.cli:operator",
-    "season": "offchain.seasons.cli:season",
-    "relayer": "offchain.relayer.cli:relayer",
-    "node": "offchain.node.cli:node",
-    "verifier": "offchain.verifier.cli:verifier",
-    "web": "offchain.web.cli:web",
+    "operator": ("offchain.operator.cli:operator", "register, stake, unbond, claim, status of a staked account"),
+    "season": ("offchain.seasons.cli:season", "season usage, standing and rewards; the operator's season steps"),
+    "relayer": ("offchain.relayer.cli:relayer", "run the settlement relayer"),
+    "node": ("offchain.node.cli:node", "run an inference node; settle its vouchers itself"),
+    "verifier": ("offchain.verifier.cli:verifier", "run a verifier"),
+    "web": ("offchain.web.cli:web", "serve the payer's local web app"),
 }
 
-HELP = """The command line of OPG Settlement: pay for inference with credits, run the daemons, operate a stake.
-
-\b
-Payers:
-  opg deposit AMOUNT [--gasless]     buy credits (OPG into the escrow)
-  opg balance                        credits, pending withdrawal, channels
-  opg withdraw [AMOUNT]              request a withdrawal, or complete it after the thaw
-  opg session                        authorise a session key (expiry, allowance) for chats
-  opg chat ["PROMPT"]                ask a node (one prompt, or an interactive session)
-  opg dispute RECEIPT_ID             dispute an answer you got: post the bond, hand it to verifiers
-\b
-Operators and seasons:
-  opg operator register|stake|unbond|withdraw|claim|status|set-endpoint|unjail|heartbeat
-  opg season status|usage|claim|deploy|close|build|propose|accept
-\b
-Daemons and tools:
-  opg relayer run | opg node run|settle | opg verifier run | opg web | opg abi
+HELP = """The command line of OPG Settlement: pay for inference with credits (deposit, chat, balance, withdraw),
+operate a staked account (operator, season), run the daemons (relayer, node, verifier) and the payer's web app.
 
 Run `opg COMMAND --help` for each command's options and examples."""
 
@@ -57,6 +42,7 @@ def opg() -> None:
 
 
 @clikit.command("abi", help="Regenerate offchain/abi/*.json from contracts/ (prints each file written).",
+                short_help="regenerate offchain/abi/*.json from contracts/",
                 epilog="example:\n  opg abi")
 def abi() -> None:
     from .devkit.compiler import export_abis

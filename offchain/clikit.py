@@ -94,15 +94,25 @@ class Command(click.Command):
 
 
 class Group(click.Group):
-    """A group whose sub-commands are imported when used (``lazy={"name": "module:attribute"}``), so ``opg chat``
-    never imports the relayer; help lists them with their one-line summaries, in the order given."""
+    """A group whose sub-commands are imported when used (``lazy={"name": ("module:attribute", "summary")}``), so
+    ``opg chat`` never imports the relayer and ``opg --help`` imports none; help lists them with their summaries, in
+    the order given."""
 
     command_class = Command
 
-    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]] | None = None, **kwargs: Any):
         kwargs.setdefault("context_settings", CONTEXT)
         super().__init__(*args, **kwargs)
-        self.lazy = dict(lazy or {})
+        self.lazy = {name: target for name, (target, _) in (lazy or {}).items()}
+        self.summaries = {name: summary for name, (_, summary) in (lazy or {}).items()}
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The lazy commands by their summaries (the help imports nothing), then the others."""
+        rows = [(name, self.summaries[name]) for name in self.lazy]
+        rows += [(name, cmd.get_short_help_str(80)) for name, cmd in self.commands.items() if name not in self.lazy]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.lazy) + [name for name in self.commands if name not in self.lazy]

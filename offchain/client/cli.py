@@ -26,6 +26,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -696,14 +697,64 @@ def chat(args: Any, settings: ClientSettings) -> int:
     return _chat(args, settings)
 
 
-@clikit.command("dispute", help="Dispute an answer you got: post the bond, hand your prompt and answer to the "
-                                "verifiers (options: `opg dispute --help`).", add_help_option=False,
-                context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
-def dispute(argv: tuple[str, ...]) -> int:
-    from .dispute import main
+DISPUTE_EXAMPLES = """\
+examples:
+  opg dispute 0x<receipt id> --dev-account 4 --wait 60       # the request and answer stored when it was answered
+  opg dispute 0x<receipt id> --payload answer.json --keystore me.json --verifier http://127.0.0.1:8404 --json
 
+exit codes: 0 the dispute is open and at least one verifier took the payload (or it is already decided), 1 refused or
+failed (no verifier took it), 2 bad usage or configuration, 130 interrupted.
+"""
+
+
+@clikit.command("dispute", help="Dispute an answer you got: check that your request and answer hash to the node's "
+                                "receipt, post the bond (the receipt's amount) with staking.flag, hand your prompt "
+                                "and answer to every active verifier (or --verifier URLs) and, with --wait, wait for "
+                                "the outcome on-chain.", epilog=KEY_HELP + "\n" + DISPUTE_EXAMPLES)
+@click.argument("receipt_id", metavar="RECEIPT_ID")
+@click.option("--payload", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="JSON {receipt, request, output} instead of the stored request")
+@click.option("--verifier", "verifiers", multiple=True, metavar="URL",
+              help="send to this verifier URL (repeatable; default: every active verifier's endpoint)")
+@click.option("--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for the outcome")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="HTTP timeout per verifier (s)")
+@clikit.json_option
+@clikit.settings_options(ClientSettings, config=False,
+                         only=("rpc_url", "deployment", "state_dir", "keystore", "password_file", "dev_account"))
+def dispute(settings: ClientSettings, receipt_id: str, payload: Path | None, verifiers: tuple[str, ...], wait: float,
+            timeout: float, as_json: bool) -> int:
+    from .dispute import DisputeError, connect_payer
+    from .dispute import dispute as open_and_hand_over
+
+    rid = receipt_id.lower()
+    if not (rid.startswith("0x") and len(rid) == 66 and all(c in "0123456789abcdef" for c in rid[2:])):
+        raise CliError(f"not a receipt id (0x + 64 hex digits): {receipt_id}", clikit.USAGE)
     try:
-        return main(list(argv))
-    except SystemExit as exc:  # its --help (0) or a usage error (2, one line printed)
-        return int(exc.code or 0)
+        chain, account = connect_payer(settings)
+    except (ConfigError, OSError, ValueError) as exc:
+        raise CliError(clikit.one_line(exc), clikit.USAGE) from None
+    except Exception as exc:  # the RPC did not answer
+        raise CliError(f"cannot reach the chain at {settings.rpc_url}: {exc.__class__.__name__}", clikit.USAGE) from None
+    try:
+        summary = open_and_hand_over(chain, account, rid, payload, settings.state_dir, list(verifiers), timeout, wait)
+    except DisputeError as exc:
+        raise CliError(str(exc), clikit.FAILED) from None
+    clikit.emit(summary, as_json, dispute_lines(summary, waited=wait > 0))
+    if summary["dispute"]["state"] in ("fraud_proven", "proven_valid"):
+        return clikit.OK
+    if not summary["verifiers"]:
+        raise CliError("no active verifier to hand the payload to", clikit.FAILED)
+    return clikit.OK if summary["accepted"] else clikit.FAILED
+
+
+def dispute_lines(summary: dict, waited: bool) -> list[str]:
+    opened = summary["dispute"]
+    state = {"opened": f"dispute opened, bond {format_opg(opened['bond'])} OPG posted ({opened.get('tx')})",
+             "already_disputed": "already disputed", "fraud_proven": "fraud already proven",
+             "proven_valid": "already proven valid"}[opened["state"]]
+    lines = [f"receipt {summary['receiptId']} of node {summary['node']}: {state}"]
+    lines += [f"  {'ok  ' if r['accepted'] else 'FAIL'} {r['url']}" + ("" if r["accepted"] else f": {r['detail']}")
+              for r in summary["verifiers"]]
+    if waited:
+        lines.append(f"outcome: {summary['outcome']}")
+    return lines

@@ -14,28 +14,21 @@
    URLs given: they re-execute your request and vote, so a node that withholds its payloads is judged anyway.
 4. With ``--wait``, waits that long for the outcome on-chain (fraud proven / proven valid).
 
-Settings also come from ``OPG_CLIENT_*`` environment variables (``OPG_CLIENT_RPC_URL``, ``OPG_CLIENT_DEPLOYMENT``,
-``OPG_CLIENT_STATE_DIR``, ``OPG_CLIENT_KEYSTORE``, ``OPG_CLIENT_PASSWORD``, ``OPG_CLIENT_DEV_ACCOUNT``). Exit codes: 0 the
-dispute is open and at least one verifier took the payload, 1 refused or failed, 2 bad usage or configuration.
+The command (its options, output and exit codes) is ``offchain.client.cli.dispute``; this module is what it does.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 from web3.exceptions import ContractLogicError
 
 from ..amounts import format_opg
 from ..chain import Chain
-from ..daemon.settings import ConfigError, DaemonSettings, load_settings
 from ..inference import input_hash, output_hash
 from ..messages import InvalidSignature, Receipt, SignedReceipt
 from ..sdk.connect import connect
@@ -43,14 +36,6 @@ from ..sdk.constants import ROLE_VERIFIER
 from ..sdk.contracts import NodeStaking
 from ..sdk.tx import TxFailed, TxManager, revert_message
 from ..sdk.wire import SignatureChecker, parse_receipt, receipt_json
-
-PROG = "opg dispute"
-
-
-class DisputeSettings(DaemonSettings):
-    model_config = SettingsConfigDict(env_prefix="OPG_CLIENT_", extra="ignore", validate_default=True)
-
-    state_dir: Path = Field(Path("~/.opg"), description="the client's state directory")
 
 
 class DisputeError(Exception):
@@ -203,79 +188,30 @@ def wait_outcome(chain: Chain, receipt: SignedReceipt, seconds: float) -> str:
         time.sleep(0.5)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Dispute an answer: post the bond, hand your prompt and "
-                                                       "answer to the verifiers.")
-    p.add_argument("receipt_id", metavar="RECEIPT_ID", help="the receipt id (0x + 64 hex) of the answer")
-    p.add_argument("--payload", type=Path, help="JSON {receipt, request, output} instead of the stored request")
-    p.add_argument("--state-dir", dest="state_dir", help="the client's state directory [env OPG_CLIENT_STATE_DIR]")
-    p.add_argument("--verifier", action="append", default=[], metavar="URL",
-                   help="send to this verifier URL (repeatable; default: every active verifier's endpoint)")
-    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for the outcome")
-    p.add_argument("--timeout", type=float, default=30.0, help="HTTP timeout per verifier (s)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--rpc-url", dest="rpc_url", help="JSON-RPC endpoint [env OPG_CLIENT_RPC_URL]")
-    p.add_argument("--deployment", help="deployment file [env OPG_CLIENT_DEPLOYMENT]")
-    p.add_argument("--keystore", help="the payer's keystore [env OPG_CLIENT_KEYSTORE; password in OPG_CLIENT_PASSWORD]")
-    p.add_argument("--password-file", dest="password_file", help="file holding the keystore password")
-    p.add_argument("--dev-account", dest="dev_account", help="anvil development account (chain 31337 only)")
-    return p
+def connect_payer(settings: Any) -> tuple[Chain, Any]:
+    """The chain and the payer's key from client settings (``rpc_url``, ``deployment``, the key fields)."""
+    conn = connect(settings, timeout=30)
+    return Chain(w3=conn.w3, deployment=conn.deployment), conn.account
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    rid = args.receipt_id.lower()
-    if not (rid.startswith("0x") and len(rid) == 66 and all(c in "0123456789abcdef" for c in rid[2:])):
-        print(f"{PROG}: error: not a receipt id (0x + 64 hex digits): {args.receipt_id}", file=sys.stderr)
-        return 2
-    flags = {k: getattr(args, k) for k in ("rpc_url", "deployment", "keystore", "password_file", "dev_account",
-                                           "state_dir")}
-    try:
-        settings = load_settings(DisputeSettings, flags)
-        conn = connect(settings, timeout=30)
-        chain, account = Chain(w3=conn.w3, deployment=conn.deployment), conn.account
-    except ConfigError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, ValueError) as exc:
-        print(f"{PROG}: error: {str(exc).splitlines()[0] if str(exc) else exc!r}", file=sys.stderr)
-        return 2
-    try:
-        payload = load_payload(rid, args.payload, settings.state_dir)
-        receipt = _receipt(payload.pop("receipt"))
-        check_payload(payload, receipt, chain, rid)
-        if receipt.payer != account.address:
-            raise DisputeError(f"only the receipt's payer {receipt.payer} can dispute it (this key is "
-                               f"{account.address})")
-        opened = open_dispute(chain, account, receipt)
-        if opened["state"] in ("fraud_proven", "proven_valid"):
-            verifiers, results = [], []
-        else:
-            verifiers = [(url, url) for url in args.verifier] or active_verifiers(chain)
-            results = hand_over(payload, receipt, verifiers, args.timeout)
-        outcome = wait_outcome(chain, receipt, args.wait) if args.wait > 0 else None
-    except DisputeError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    accepted = sum(r["accepted"] for r in results)
-    summary = {"receiptId": rid, "receiptHash": "0x" + Receipt(**receipt.model_dump(exclude={"signature"}))
-               .struct_hash().hex(), "node": receipt.node, "dispute": opened, "verifiers": results,
-               "accepted": accepted, "outcome": outcome or opened["state"]}
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        state = {"opened": f"dispute opened, bond {format_opg(opened['bond'])} OPG posted ({opened['tx']})",
-                 "already_disputed": "already disputed", "fraud_proven": "fraud already proven",
-                 "proven_valid": "already proven valid"}[opened["state"]]
-        print(f"receipt {rid} of node {receipt.node}: {state}")
-        for r in results:
-            print(f"  {'ok  ' if r['accepted'] else 'FAIL'} {r['url']}"
-                  + ("" if r["accepted"] else f": {r['detail']}"))
-        if outcome:
-            print(f"outcome: {outcome}")
+def dispute(chain: Chain, account: Any, receipt_id: str, payload_file: Path | None, state_dir: Path,
+            verifier_urls: list[str], timeout: float, wait: float) -> dict:
+    """Check the payload, open the dispute (bond), hand the payload to the verifiers and, with ``wait``, wait for the
+    outcome: the summary ``{receiptId, receiptHash, node, dispute, verifiers, accepted, outcome}``. DisputeError
+    for a refusal."""
+    rid = receipt_id.lower()
+    payload = load_payload(rid, payload_file, state_dir)
+    receipt = _receipt(payload.pop("receipt"))
+    check_payload(payload, receipt, chain, rid)
+    if receipt.payer != account.address:
+        raise DisputeError(f"only the receipt's payer {receipt.payer} can dispute it (this key is {account.address})")
+    opened = open_dispute(chain, account, receipt)
     if opened["state"] in ("fraud_proven", "proven_valid"):
-        return 0
-    if not results:
-        print(f"{PROG}: error: no active verifier to hand the payload to", file=sys.stderr)
-        return 1
-    return 0 if accepted else 1
+        results: list[dict] = []
+    else:
+        results = hand_over(payload, receipt, [(url, url) for url in verifier_urls] or active_verifiers(chain),
+                            timeout)
+    outcome = wait_outcome(chain, receipt, wait) if wait > 0 else None
+    return {"receiptId": rid, "receiptHash": "0x" + Receipt(**receipt.model_dump(exclude={"signature"}))
+            .struct_hash().hex(), "node": receipt.node, "dispute": opened, "verifiers": results,
+            "accepted": sum(r["accepted"] for r in results), "outcome": outcome or opened["state"]}

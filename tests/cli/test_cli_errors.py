@@ -32,6 +32,8 @@ NO_CHAIN = ["--rpc-url", "http://127.0.0.1:9"]  # nothing listens there; every c
     (["operator", "stake", "-3", *NO_CHAIN, "--dev-account", "1"], "opg operator stake", "positive number of OPG"),
     (["deposit", "-3", *NO_CHAIN], "opg deposit", "-3"),
     (["season", "close", "--budget", "x"], "opg season close", "not an OPG amount: 'x'"),
+    (["dispute", "0x1234"], "opg dispute", "not a receipt id (0x + 64 hex digits): 0x1234"),
+    (["dispute", "0x" + "ab" * 32, "--dev-account", "x"], "opg dispute", "invalid setting dev_account"),
     (["web"], "opg web", "give exactly one of --dev-account N, --keystore FILE or --payer ADDRESS"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, prog, message):

@@ -24,7 +24,7 @@ from verifier_kit import (
     wait_check,
 )
 
-from offchain.client.dispute import main as dispute_main
+from offchain.cli import main as opg
 from offchain.devkit.devchain import transact
 from offchain.devkit.devnet import OPG, item, wait_until
 from offchain.messages import PayloadWithheld, Verdict
@@ -146,7 +146,7 @@ def test_payers_dispute_of_a_wrong_answer_proves_fraud_and_returns_the_bond(devn
     payload = workdir / "dispute-payload.json"
     payload.write_text(json.dumps(dispute_body(s)))
     monkeypatch.setenv("OPG_CLIENT_PASSWORD", "test-password")
-    code = dispute_main([s["id"], "--payload", str(payload), "--rpc-url", devnet.url, "--deployment",
+    code = opg(["dispute", s["id"], "--payload", str(payload), "--rpc-url", devnet.url, "--deployment",
                          str(devnet.deployment_file), "--keystore", str(keystore(payer, workdir)), "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0, out
@@ -207,7 +207,7 @@ def test_flag_only_accuser_of_a_valid_answer_is_slashed_as_false_accuser(devnet,
     payload = workdir / "honest-payload.json"
     payload.write_text(json.dumps(dispute_body(s)))
     monkeypatch.setenv("OPG_CLIENT_PASSWORD", "test-password")
-    assert dispute_main([s["id"], "--payload", str(payload), "--rpc-url", devnet.url, "--deployment",
+    assert opg(["dispute", s["id"], "--payload", str(payload), "--rpc-url", devnet.url, "--deployment",
                          str(devnet.deployment_file), "--keystore", str(keystore(payer, workdir)),
                          "--verifier", verifier.url]) == 0
     assert "dispute opened" in capsys.readouterr().out
