@@ -35,7 +35,8 @@ from .metrics import Metrics
 from .policy import BatchPolicy, RevertStreak
 from .proposals import TOPIC_PROPOSED, Reservations, decode_proposal
 from .rpc import ChainFacts
-from .store import ClaimResult, Store
+from .rules import ClaimResult
+from .store import Store
 
 log = logging.getLogger("opg.relayer.batcher")
 
