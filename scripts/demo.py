@@ -49,7 +49,6 @@ PROMPTS = [
     "What is the dispute window?",
 ]
 MODES = ("sdk", "sdk-stream", "openai", "openai-stream", "exact")
-SLASH_KIND_FRAUD = 2
 
 
 @dataclass

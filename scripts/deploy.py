@@ -34,6 +34,7 @@ from ape.cli import ConnectedProviderCommand, network_option
 from offchain.ape_deploy import DEPLOY_HINT, deploy_system, missing_code, private_chain_reason, started_by_ape
 from offchain.daemon.keys import DEVNET_CHAIN_ID
 from offchain.deployments import Params, save_deployment
+from offchain.sdk.constants import MIN_GOVERNANCE_DELAY
 
 
 def fail(message: str) -> None:
@@ -55,7 +56,7 @@ def delay_floor(params: Params, is_devnet: bool = True) -> int:
     """The least governance delay the contracts accept for these periods (off the devnet at least 7 days, the
     timelock's ``MIN_DELAY``)."""
     floor = max(params.thaw_period, params.unbonding_period, params.warmup, params.epoch_length) + 86_400
-    return floor if is_devnet else max(floor, 7 * 86_400)
+    return floor if is_devnet else max(floor, MIN_GOVERNANCE_DELAY)
 
 
 def with_facilitators(params: Params) -> Params:

@@ -18,20 +18,18 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3Exception
 
-from ..amounts import format_opg
+from ..amounts import WEI_PER_OPG, format_opg
 from ..chain import Chain
 from ..daemon.settings import ConfigError
 from ..messages import Registration
 from ..sdk.clock import ProtocolClock
 from ..sdk.connect import connect
-from ..sdk.constants import ROLE_INFERENCE, ROLE_NAMES, ROLE_VERIFIER, SLASH_KINDS
+from ..sdk.constants import MAX_ENDPOINT_LENGTH, ROLE_INFERENCE, ROLE_NAMES, ROLE_VERIFIER, SLASH_KINDS
 from ..sdk.contracts import NodeRecord
 from ..sdk.tx import BroadcastError, TxFailed, TxManager, revert_message
 from .settings import OperatorSettings
 
-OPG = 10**18
 ROLES = {"inference": ROLE_INFERENCE, "verifier": ROLE_VERIFIER}
-MAX_ENDPOINT_LENGTH = 256
 LOG_CHUNK = 10_000  # blocks per eth_getLogs (many public RPCs refuse larger ranges)
 
 
@@ -53,7 +51,7 @@ def parse_opg(text: str, what: str = "amount") -> int:
         raise OperatorError(f"{what} {text!r} is not a number of OPG (e.g. 100 or 0.5)", 2) from None
     if not value.is_finite() or value <= 0:
         raise OperatorError(f"{what} must be a positive number of OPG, not {text!r}", 2)
-    wei = value * OPG
+    wei = value * WEI_PER_OPG
     if wei != wei.to_integral_value():
         raise OperatorError(f"{what} {text!r} has more than 18 decimals", 2)
     return int(wei)

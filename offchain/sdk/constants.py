@@ -14,8 +14,17 @@ ROLE_INFERENCE = 1  # NodeStaking.ROLE_INFERENCE
 ROLE_VERIFIER = 2  # NodeStaking.ROLE_VERIFIER
 ROLE_NAMES = {ROLE_NONE: "none", ROLE_INFERENCE: "inference", ROLE_VERIFIER: "verifier"}
 # NodeStaking._KIND_*: the ``kind`` of a ``Slashed`` event (display forms replace "_" by " ")
-SLASH_KINDS = {1: "equivocation", 2: "fraud", 3: "lazy_verifier", 4: "invalid_receipt", 5: "double_vote",
-               6: "false_accuser"}
+KIND_EQUIVOCATION = 1
+KIND_FRAUD = 2
+KIND_LAZY_VERIFIER = 3
+KIND_INVALID_RECEIPT = 4
+KIND_DOUBLE_VOTE = 5
+KIND_FALSE_ACCUSER = 6
+SLASH_KINDS = {KIND_EQUIVOCATION: "equivocation", KIND_FRAUD: "fraud", KIND_LAZY_VERIFIER: "lazy_verifier",
+               KIND_INVALID_RECEIPT: "invalid_receipt", KIND_DOUBLE_VOTE: "double_vote",
+               KIND_FALSE_ACCUSER: "false_accuser"}
+NODE_OFFENCE_KINDS = (KIND_EQUIVOCATION, KIND_FRAUD, KIND_INVALID_RECEIPT)  # prove a node's work dishonest
+MAX_ENDPOINT_LENGTH = 256  # NodeStaking._MAX_ENDPOINT_LENGTH
 
 
 def slash_kind(kind: int) -> str:
@@ -43,6 +52,9 @@ SKIP_REASONS = {
     SKIP_ALLOWANCE_EXCEEDED: "session key allowance exceeded",
     SKIP_CHANNEL_HELD: "channel held by a recent settlement through a proposal (see held_until)",
 }
+
+# Governance (modules/timelock.vy) ---------------------------------------------------------------------------------
+MIN_GOVERNANCE_DELAY = 7 * 86_400  # timelock.MIN_DELAY: the least delay of a parameter change off the devnet
 
 # RewardDistributor ------------------------------------------------------------------------------------------------
 BPS = 10_000  # RewardDistributor.BPS (and NodeStaking._BPS): basis-point denominator

@@ -24,6 +24,7 @@ from ..daemon.settings import ConfigError
 from ..deployments import DeployedContract, Deployment, deployment_path, save_deployment
 from ..devkit.devchain import deploy_contract
 from ..sdk.connect import chain_id_of, open_deployment, web3_of
+from ..sdk.constants import MIN_GOVERNANCE_DELAY
 from ..sdk.tx import TxManager
 from .usage import (
     BPS,
@@ -41,7 +42,7 @@ NAME = "SeasonDistributor"
 DEFAULT_ROOT_DELAY = 86_400
 DEFAULT_EXPIRY_SEASONS = 4
 DEFAULT_SEASON_LENGTH = 30 * 86_400  # off the devnet; on it (chain 31337) the default is the root delay
-DEFAULT_GOVERNANCE_DELAY = 7 * 86_400  # the treasury change's timelock (the floor off the devnet)
+DEFAULT_GOVERNANCE_DELAY = MIN_GOVERNANCE_DELAY  # the treasury change's timelock (the floor off the devnet)
 
 
 class SeasonError(Exception):

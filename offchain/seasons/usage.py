@@ -36,12 +36,12 @@ from eth_utils import event_abi_to_log_topic, keccak, to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..abi import abi
-from ..sdk.constants import BPS
+from ..sdk.constants import BPS, NODE_OFFENCE_KINDS, slash_kind
 from ..sdk.contracts import BatchSettled
 from .merkle import MerkleTree
 
 # NodeStaking slash kinds that prove a node's work dishonest (the others punish verifiers).
-NODE_OFFENCES = {1: "equivocation", 2: "fraud", 4: "invalid receipt"}
+NODE_OFFENCES = {kind: slash_kind(kind) for kind in NODE_OFFENCE_KINDS}
 # Contracts of a deployment whose events the table never reads.
 IGNORED = {"OPG", "SeasonDistributor"}
 TABLE_VERSION = 1

@@ -41,3 +41,7 @@ def test_constants_match_the_contracts(sdk_devnet):
     assert constants.ROLE_NONE == _source_constant("NodeStaking", "_ROLE_NONE")
     for kind, name in constants.SLASH_KINDS.items():
         assert _source_constant("NodeStaking", f"_KIND_{name.upper()}") == kind
+        assert getattr(constants, f"KIND_{name.upper()}") == kind
+    assert constants.MAX_ENDPOINT_LENGTH == _source_constant("NodeStaking", "_MAX_ENDPOINT_LENGTH")
+    assert constants.MIN_GOVERNANCE_DELAY == dist.MIN_DELAY().call() == _source_constant("modules/timelock",
+                                                                                          "MIN_DELAY")
