@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..storage import CommitStats, Database, GroupCommitWriter, Migration, StoreMismatch, journal
+from ..storage import CommitStats, Database, GroupCommitWriter, Migration, journal
 from ..storage.database import read_meta
 
-__all__ = ["NodeStore", "StoreMismatch", "StoredReceipt", "OutboxItem", "MIGRATIONS"]
+__all__ = ["NodeStore", "StoredReceipt", "OutboxItem", "MIGRATIONS"]
 
 MIGRATIONS = [Migration(1, "initial schema", """
 CREATE TABLE IF NOT EXISTS receipts (

@@ -40,9 +40,9 @@ def relayer() -> None:
                  epilog=EPILOG)
 @clikit.settings_options(RelayerSettings, section="relayer", prog=PROG)
 def run(settings: RelayerSettings) -> int:
+    from ..storage import StoreMismatch
     from .keccak import use_fast_keccak
     from .service import Relayer
-    from .store import StoreMismatch
 
     use_fast_keccak()
     return _serve(clikit.start_daemon(PROG, Relayer, settings, (StoreMismatch,)))

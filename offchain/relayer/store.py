@@ -31,7 +31,7 @@ from typing import Any
 
 from ..messages import SignedReceipt, SignedVoucher
 from ..sdk.tx import SentTx
-from ..storage import Database, GroupCommitWriter, Migration, StoreMismatch, add_missing_columns, journal
+from ..storage import Database, GroupCommitWriter, Migration, add_missing_columns, journal
 from ..storage.journal import SqlTxJournal
 from ..storage.writer import CommitStats
 from .ledger import Ledger
@@ -39,7 +39,7 @@ from .rules import ChannelState, ClaimResult, after_receipt, resolve_claim
 
 log = logging.getLogger("opg.relayer.store")
 
-__all__ = ["Store", "StoreMismatch", "ValidReceipt", "AcceptOutcome", "MIGRATIONS"]
+__all__ = ["Store", "ValidReceipt", "AcceptOutcome", "MIGRATIONS"]
 
 _RECEIPT_COLUMNS = """
     struct_hash TEXT NOT NULL,
