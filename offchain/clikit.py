@@ -27,19 +27,19 @@ import typing
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from pydantic_settings import BaseSettings
 
-from .daemon.settings import SECRET_FIELDS, ConfigError, env_prefix, load_settings
+if TYPE_CHECKING:  # pydantic-settings is imported by the commands that use it: `opg --help` stays light
+    from pydantic_settings import BaseSettings
 
 OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
 EXIT_CODES = """\
 exit codes: 0 done, 1 refused or failed (the chain, the relayer or a node said no), 2 bad usage or configuration,
 130 interrupted. Errors are one line on stderr: "<command>: error: <why>"."""
 
-S = TypeVar("S", bound=BaseSettings)
+S = TypeVar("S", bound="BaseSettings")
 F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 118}
 
@@ -159,6 +159,8 @@ METAVARS = {int: "INT", float: "NUMBER", Decimal: "OPG", Path: "PATH", str: "TEX
 def option_for(cls: type[BaseSettings], name: str) -> Callable[[F], F]:
     """The ``--flag`` of one settings field: its description, environment variable and default in the help. Values
     are passed on as text (booleans as flags with a ``--no-`` form) and validated by the settings class."""
+    from .daemon.settings import env_prefix
+
     info = cls.model_fields[name]
     flag = "--" + name.replace("_", "-")
     default = info.get_default(call_default_factory=False)
@@ -176,6 +178,8 @@ def settings_options(cls: type[S], section: str = "", only: Iterable[str] | None
     """Decorator: one option per field of ``cls`` (secrets, ``skip`` excepted; ``only`` if given), plus ``--config``
     (TOML or JSON, also ``<PREFIX>CONFIG``) when ``config``; the command receives ``settings=`` (flags >
     environment > config file > defaults) instead of the fields. A bad value is a usage error (exit 2)."""
+    from .daemon.settings import SECRET_FIELDS, ConfigError, env_prefix, load_settings
+
     names = [n for n in cls.model_fields if n not in SECRET_FIELDS and n not in set(skip)
              and (only is None or n in set(only))]
     prefix = env_prefix(cls)
@@ -270,6 +274,7 @@ def start_daemon(prog: str, factory: Any, settings: Any, refusals: tuple[type[Ba
     """Logging at the settings' level, then ``factory(settings)``; any start-up refusal (configuration, store, key,
     unreachable chain) is one line and exit 2."""
     from .daemon.serve import build_daemon, setup_logging
+    from .daemon.settings import ConfigError
 
     setup_logging(settings.log_level)
     try:
