@@ -196,6 +196,14 @@ _HALF_BITS: constant(uint256) = 128
 _HALF_MASK: constant(uint256) = 2**128 - 1
 
 
+# @dev Bits of a pay bucket's index below its length in the top 64 bits of `_pay_window`.
+_INDEX_BITS: constant(uint256) = 40
+
+
+# @dev Mask of a pay bucket's index.
+_INDEX_MASK: constant(uint256) = 2**40 - 1
+
+
 # @dev `Slashed.kind` values.
 _KIND_EQUIVOCATION: constant(uint8) = 1
 _KIND_FRAUD: constant(uint8) = 2
@@ -322,7 +330,8 @@ refunded: public(HashMap[address, HashMap[address, uint256]])
 _void_range: HashMap[address, HashMap[address, uint256]]
 
 
-# @dev What settlement paid a node: `window << 192 | previous << 96 | current`, by window of `dispute_window + MAX_FUTURE`.
+# @dev What settlement paid a node: `(length << 40 | index) << 192 | previous << 96 | current`, by bucket of
+# `length` seconds (`dispute_window + MAX_FUTURE` when recorded); bucket `index` ends at `(index + 1) * length`.
 _pay_window: HashMap[address, uint256]
 
 
@@ -713,17 +722,30 @@ def record_pay(node: address, amount: uint256):
     """
     @dev Records what one settlement batch paid `node`, so later claims
          in the same two dispute windows stay within `pay_capacity`.
+         Buckets keep the length they were recorded with; after a
+         `dispute_window` change the first record folds what is still
+         counted into one bucket of the new length that ends no
+         earlier than the last recorded bucket.
     @notice Only the escrow, once per node run of a batch.
     @param node The node.
     @param amount The amount settled to it.
     """
     self._require(msg.sender == self.escrow.address, "NodeStaking: caller is not the escrow")
-    window: uint256 = block.timestamp // (self.dispute_window + MAX_FUTURE)
+    length: uint256 = self.dispute_window + MAX_FUTURE
+    window: uint256 = block.timestamp // length
     packed: uint256 = self._pay_window[node]
-    last: uint256 = packed >> 192
+    last: uint256 = (packed >> 192) & _INDEX_MASK
+    recorded: uint256 = packed >> (192 + _INDEX_BITS)
     previous: uint256 = 0
     current: uint256 = 0
-    if last == window:
+    if recorded != length and recorded != 0:
+        # The window changed since the last record (`set_periods`): what is still counted becomes the current
+        # bucket of the new length, one that ends no earlier than the last recorded bucket.
+        window = max(window, ((last + 1) * recorded - 1) // length)
+        current = self._paid_in_window(node)
+        self._pay_older[node] = 0
+    elif last >= window:
+        window = last
         previous = (packed >> _AMOUNT_BITS) & _AMOUNT_MASK
         current = packed & _AMOUNT_MASK
     elif last + 1 == window:
@@ -735,7 +757,7 @@ def record_pay(node: address, amount: uint256):
         self._pay_older[node] = 0
     current += amount
     self._require(current <= _AMOUNT_MASK, "NodeStaking: amount out of bounds")
-    self._pay_window[node] = window << 192 | previous << _AMOUNT_BITS | current
+    self._pay_window[node] = ((length << _INDEX_BITS | window) << 192) | previous << _AMOUNT_BITS | current
 
 
 # ---------------------------------------------------------------------
@@ -1397,23 +1419,30 @@ def _is_active_as(account: address, role: uint8) -> bool:
 @view
 def _paid_in_window(node: address) -> uint256:
     """
-    @dev What `node` was paid in the current and the two previous
-         windows of `dispute_window + MAX_FUTURE`: at least the last
-         two dispute windows plus `MAX_FUTURE`, as long as a flagged
-         receipt stays provable after its settlement.
+    @dev What `node` was paid in buckets that ended less than two
+         windows of `dispute_window + MAX_FUTURE` ago: the current
+         and the two previous buckets, at least the last two dispute
+         windows plus `MAX_FUTURE`, as long as a flagged receipt stays
+         provable after its settlement. Each bucket's end is read from
+         its stored index and length, so a `dispute_window` change
+         forgets no pay that is still provable.
     @param node The node.
     @return uint256 The amount.
     """
     packed: uint256 = self._pay_window[node]
-    last: uint256 = packed >> 192
-    window: uint256 = block.timestamp // (self.dispute_window + MAX_FUTURE)
-    if last == window:
-        return self._pay_older[node] + ((packed >> _AMOUNT_BITS) & _AMOUNT_MASK) + (packed & _AMOUNT_MASK)
-    if last + 1 == window:
-        return ((packed >> _AMOUNT_BITS) & _AMOUNT_MASK) + (packed & _AMOUNT_MASK)
-    if last + 2 == window:
-        return packed & _AMOUNT_MASK
-    return 0
+    recorded: uint256 = packed >> (192 + _INDEX_BITS)
+    # a bucket counts while `now < its end + 2 windows`; `end` is the previous bucket's (the current one's start)
+    end: uint256 = ((packed >> 192) & _INDEX_MASK) * recorded
+    horizon: uint256 = block.timestamp + 1
+    length: uint256 = self.dispute_window + MAX_FUTURE
+    paid: uint256 = 0
+    if end + length * 2 >= horizon + recorded:
+        paid = self._pay_older[node]
+    if end + length * 2 >= horizon:
+        paid += (packed >> _AMOUNT_BITS) & _AMOUNT_MASK
+    if end + recorded + length * 2 >= horizon:
+        paid += packed & _AMOUNT_MASK
+    return paid
 
 
 @internal
