@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from relayer_faults import FAULT_EXIT_CODE
+from web3.exceptions import TransactionNotFound
 
 from offchain.devkit.devnet import OPG, ChannelSim, RelayerProc, wait_until
 
@@ -44,6 +45,14 @@ def assert_paid_exactly_once(devnet, channels, before):
     for payer, balance in before.items():
         paid = sum(ch.cumulative for ch in channels if ch.payer.address == payer)
         assert devnet.balance(next(ch.payer for ch in channels if ch.payer.address == payer)) == balance - paid
+
+
+def mined(devnet, tx_hash: str):
+    """The transaction's receipt, or None while it is recorded as sent but not yet broadcast or mined."""
+    try:
+        return devnet.w3.eth.get_transaction_receipt(tx_hash)
+    except TransactionNotFound:
+        return None
 
 
 def test_sigkill_with_batch_pending_in_mempool(devnet, channels, tmp_path):
@@ -110,7 +119,7 @@ def test_sigkill_while_waiting_for_confirmations(devnet, channels, tmp_path):
     try:
         ids = submit(relayer, channels, rounds=1)
         sent = wait_until(lambda: relayer.get("/batches", params={"status": "sent"}).json(), what="a sent batch")
-        wait_until(lambda: devnet.w3.eth.get_transaction_receipt(sent[0]["txHash"]), what="mined")
+        wait_until(lambda: mined(devnet, sent[0]["txHash"]), what="mined")
         relayer.kill9()
         assert_paid_exactly_once(devnet, channels, before)  # paid on-chain already, not yet confirmed
         relayer.start()
