@@ -699,8 +699,8 @@ def chat(args: Any, settings: ClientSettings) -> int:
 
 DISPUTE_EXAMPLES = """\
 examples:
-  opg dispute 0x<receipt id> --dev-account 4 --wait 60       # the request and answer stored when it was answered
-  opg dispute 0x<receipt id> --payload answer.json --keystore me.json --verifier http://127.0.0.1:8404 --json
+  opg dispute 0xRECEIPT_ID --dev-account 4 --wait 60       # the request and answer stored when it was answered
+  opg dispute 0xRECEIPT_ID --payload answer.json --keystore me.json --verifier http://127.0.0.1:8404 --json
 
 exit codes: 0 the dispute is open and at least one verifier took the payload (or it is already decided), 1 refused or
 failed (no verifier took it), 2 bad usage or configuration, 130 interrupted.

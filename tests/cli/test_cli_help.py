@@ -56,3 +56,35 @@ def test_backends_module_help():
 def test_the_exit_code_table_is_the_frameworks():
     assert (clikit.OK, clikit.FAILED, clikit.USAGE, clikit.INTERRUPTED) == (0, 1, 2, 130)
     assert "130 interrupted" in clikit.EXIT_CODES
+
+
+def example_lines(epilog: str) -> list[str]:
+    """The ``opg ...`` command lines of a help's examples (continuations joined, comments and env assignments off)."""
+    joined = epilog.replace("\\\n", " ")
+    out = []
+    for line in joined.splitlines():
+        line = line.split(" # ")[0].strip()
+        words = line.split()
+        while words and "=" in words[0] and not words[0].startswith("-"):
+            words.pop(0)  # OPG_NODE_PASSWORD=... opg node run ...
+        if words[:1] == ["opg"] and "..." not in words:
+            out.append(" ".join(words))
+    return out
+
+
+@pytest.mark.parametrize("path", [p for p in COMMAND_PATHS], ids=" ".join)
+def test_every_example_in_a_help_parses(path):
+    """The examples teach commands that exist with options that exist (parsed, not run)."""
+    import shlex
+
+    command = root
+    for name in path:
+        command = command.get_command(click.Context(command), name)
+    lines = example_lines(command.epilog or "")
+    assert lines or isinstance(command, click.Group), "no example parsed"
+    for line in lines:
+        ctx = root.make_context("opg", shlex.split(line)[1:])  # a UsageError for an unknown option or a bad value
+        command = root
+        while isinstance(command, click.Group):
+            name, command, rest = command.resolve_command(ctx, [*ctx.protected_args, *ctx.args])
+            ctx = command.make_context(name, rest, parent=ctx)
