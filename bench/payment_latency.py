@@ -426,7 +426,8 @@ def breakdown(tmp: Path, w3: Web3, system: Any, node_url: str, relayer_url: str,
     state_file = tmp / "fsync-probe" / "channel.json"
     record = json.loads(Path(next((Path(spec["state"]) / "channels").rglob("*.json"))).read_text())
     fsync = timed_n(lambda: _atomic_write(state_file, record), 50)
-    from offchain.client.payer import ChainClock
+    from offchain.client.payer import RpcBlockTime
+    from offchain.sdk.clock import ProtocolClock
 
     key = spec["key"]
     chain_id = w3.eth.chain_id
@@ -461,9 +462,9 @@ def breakdown(tmp: Path, w3: Web3, system: Any, node_url: str, relayer_url: str,
                                      "rename); prepare does one, complete two (channel file, request record)"},
         "httpx_client_creation": {**timed_n(lambda: httpx.Client().close(), 20),
                                   "what": "httpx.Client() and close (it builds an SSL context): what each module-level "
-                                          "httpx.post/get of the SDK pays (ChainClock every 5 s, relayer look-ups)"},
-        "sdk_chain_clock_refresh": {**timed_n(lambda: ChainClock(spec["rpc_url"]).now(), 20),
-                                    "what": "the SDK's ChainClock read (httpx.post eth_getBlockByNumber to the RPC); "
+                                          "httpx.post/get of the SDK pays (the chain clock every 5 s, relayer look-ups)"},
+        "sdk_chain_clock_refresh": {**timed_n(lambda: ProtocolClock(RpcBlockTime(spec["rpc_url"])).now(), 20),
+                                    "what": "the SDK's chain clock read (httpx.post eth_getBlockByNumber to the RPC); "
                                             "a Payer does it on its first receipt check and then every 5 s"},
         "voucher_sign": timed_n(lambda: voucher.sign_with(key, escrow_domain), 100),
         "signature_recover": timed_n(lambda: recover_signer(voucher.fast_digest(escrow_domain), vsig), 100),

@@ -42,6 +42,7 @@ from ..messages import (
     recover_signer,
 )
 from ..schemes import registry
+from ..sdk.clock import ProtocolClock
 from .state import ChannelState, ClientState, InFlight
 
 log = logging.getLogger("opg.client")
@@ -153,20 +154,15 @@ class PaymentOutcome:
         }
 
 
-class ChainClock:
-    """max(wall clock, latest block timestamp + time since it was read): chain time as the contracts will see it
-    (devnets move the chain clock ahead). Without an RPC URL, the wall clock.
+class RpcBlockTime:
+    """The latest block's timestamp from ``rpc_url`` (one raw ``eth_getBlockByNumber``): what the SDK's
+    :class:`~offchain.sdk.clock.ProtocolClock` reads for a payer. ``client``: the (thread-safe) ``httpx.Client`` to
+    read with, or a callable returning it (a Payer passes its own); by default one is made on first use and kept."""
 
-    ``client``: the (thread-safe) ``httpx.Client`` to read the RPC with, or a callable returning it (a Payer passes
-    its own); by default the clock makes one on first use and keeps it. While one thread refreshes the reading, the
-    others use the previous one instead of waiting for the RPC."""
-
-    def __init__(self, rpc_url: str | None, refresh: float = 5.0, client: Any = None):
-        self.rpc_url, self.refresh = rpc_url, refresh
+    def __init__(self, rpc_url: str | None, client: Any = None):
+        self.rpc_url = rpc_url
         self._client = client
-        self._read: tuple[int, float] | None = None
         self._lock = threading.Lock()
-        self._refreshing = False
 
     def _http(self) -> httpx.Client:
         client = self._client
@@ -177,30 +173,12 @@ class ChainClock:
                 client = self._client
         return client() if callable(client) and not isinstance(client, httpx.Client) else client
 
-    def _estimate(self, wall: int, mono: float) -> int:
-        return wall if self._read is None else max(wall, self._read[0] + int(mono - self._read[1]))
-
-    def now(self) -> int:
-        wall = int(time.time())
+    def __call__(self) -> int:
         if not self.rpc_url:
-            return wall
-        with self._lock:
-            mono = time.monotonic()
-            fresh = self._read is not None and mono - self._read[1] <= self.refresh
-            if fresh or (self._refreshing and self._read is not None):
-                return self._estimate(wall, mono)
-            self._refreshing = True
-        try:
-            answer = self._http().post(self.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByNumber",
-                                                           "params": ["latest", False]}, timeout=5).json()
-            reading = (int(answer["result"]["timestamp"], 16), mono)
-        except Exception:
-            reading = None
-        with self._lock:
-            self._refreshing = False
-            if reading is not None and (self._read is None or reading[1] >= self._read[1]):
-                self._read = reading
-            return self._estimate(int(time.time()), time.monotonic())
+            raise LookupError("no RPC URL: the wall clock")
+        answer = self._http().post(self.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByNumber",
+                                                       "params": ["latest", False]}, timeout=5).json()
+        return int(answer["result"]["timestamp"], 16)
 
 
 class Payer:
@@ -234,7 +212,10 @@ class Payer:
         self.http_timeout = http_timeout
         self._http_client: httpx.Client | None = None
         self._http_lock = threading.Lock()
-        self.clock = ChainClock(rpc_url, client=self.http)
+        # chain time as the contracts will see it: max(wall clock, latest block + time since it was read, re-read
+        # every 5 s by one thread at a time); the wall clock without an RPC URL
+        self.block_time = RpcBlockTime(rpc_url, client=self.http)
+        self.clock = ProtocolClock(self.block_time, refresh=5.0)
         self.chain_id = deployment.chainId
         self.network = f"eip155:{self.chain_id}"
         self.token = deployment.address("OPG")

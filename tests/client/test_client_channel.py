@@ -202,7 +202,7 @@ def test_a_paid_request_fsyncs_nothing_on_its_path_and_a_block_with_its_evidence
 def test_one_http_client_per_payer_for_the_relayer_and_the_clock(deployment, tmp_path):
     p = Payer.from_key("0x" + secrets.token_hex(32), deployment, state=tmp_path / "s", rpc_url="http://127.0.0.1:9")
     client = p.http()
-    assert p.http() is client and p.clock._http() is client
+    assert p.http() is client and p.block_time._http() is client
     assert abs(p.now() - time.time()) <= 1  # an unreachable RPC: the wall clock
     p.close()
     assert p.http() is not client
