@@ -76,7 +76,17 @@ def run(command: click.Command, argv: list[str] | None, prog: str) -> int:
     return result if isinstance(result, int) else OK
 
 
-class Command(click.Command):
+class VerbatimEpilog:
+    """Help epilogs (examples) printed as written: click would re-wrap them."""
+
+    epilog: str | None
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        if self.epilog:
+            formatter.write("\n" + self.epilog.rstrip() + "\n")
+
+
+class Command(VerbatimEpilog, click.Command):
     """A command whose errors name its path (``opg operator register: error: ...``) and whose examples print
     verbatim."""
 
@@ -88,12 +98,8 @@ class Command(click.Command):
                 exc.prog = ctx.command_path  # type: ignore[attr-defined]
             raise
 
-    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        if self.epilog:  # examples keep their layout (click would re-wrap them)
-            formatter.write("\n" + self.epilog.rstrip() + "\n")
 
-
-class Group(click.Group):
+class Group(VerbatimEpilog, click.Group):
     """A group whose sub-commands are imported when used (``lazy={"name": ("module:attribute", "summary")}``), so
     ``opg chat`` never imports the relayer and ``opg --help`` imports none; help lists them with their summaries, in
     the order given."""
@@ -124,10 +130,6 @@ class Group(click.Group):
             module, _, attr = self.lazy[name].partition(":")
             self.commands[name] = getattr(importlib.import_module(module), attr)
         return self.commands.get(name)
-
-    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        if self.epilog:
-            formatter.write("\n" + self.epilog.rstrip() + "\n")
 
 
 NEGATIVE_OK = {**CONTEXT, "ignore_unknown_options": True}  # "-3" reaches an AMOUNT argument (and is refused there)
