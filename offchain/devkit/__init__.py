@@ -4,6 +4,7 @@
   devchain  Anvil (a private anvil process), free_port, send/transact (web3), deploy_contract, deploy_web3
   compiler  compiled(name): ABI + bytecode from contracts/ with the pinned vyper, cached; export_abis (``opg abi``)
   devnet    the end-to-end test kit: Devnet (anvil + deployed system), Actor, ChannelSim, RelayerProc, DaemonProc
+  fixtures  devnet, relayer: the end-to-end tests' module fixtures (a conftest imports them)
   system    System/Operator: the whole system as processes (``make demo``, ``make devnet``, the browser tests)
   params    TEST_PARAMS, the protocol parameters of the ape tests and the property tests
   traces    called_addresses (anvil's callTracer)

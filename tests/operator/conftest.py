@@ -1,27 +1,14 @@
-"""Operator CLI fixtures: a private anvil + deployment per test module (the relayer where a module needs one)."""
+"""Operator CLI fixtures: a private anvil + deployment per test module (the relayer where a module needs one):
+``devnet`` and ``relayer`` from ``offchain.devkit.fixtures``."""
 
 from __future__ import annotations
 
 import pytest
 from operator_kit import OperatorCli
 
-from offchain.devkit.devnet import Devnet, RelayerProc
+from offchain.devkit.fixtures import devnet, relayer  # noqa: F401
 
 
 @pytest.fixture(scope="module")
-def devnet(tmp_path_factory) -> Devnet:
-    d = Devnet(tmp_path_factory.mktemp("devnet"))
-    yield d
-    d.close()
-
-
-@pytest.fixture(scope="module")
-def cli(devnet) -> OperatorCli:
+def cli(devnet) -> OperatorCli:  # noqa: F811 (the devnet fixture imported above)
     return OperatorCli(devnet)
-
-
-@pytest.fixture(scope="module")
-def relayer(devnet, tmp_path_factory) -> RelayerProc:
-    proc = RelayerProc(devnet, tmp_path_factory.mktemp("relayer") / "relayer.sqlite3", dev_account=1).start()
-    yield proc
-    proc.stop()

@@ -1,9 +1,8 @@
-"""Relayer end-to-end fixtures: a private anvil + deployment per test module and the relayer as a real subprocess.
-The kit itself lives in ``offchain/devkit/devnet.py`` (shared with the node, verifier, client and demo tests)."""
+"""Relayer end-to-end fixtures: a private anvil + deployment per test module and the relayer as a real subprocess
+(``offchain.devkit.fixtures``). The kit itself lives in ``offchain/devkit/devnet.py`` (shared with the node,
+verifier, client and demo tests)."""
 
 from __future__ import annotations
-
-import pytest
 
 from offchain.devkit.devnet import (  # noqa: F401  (re-exported for the relayer tests' ``from conftest import ...``)
     OPG,
@@ -19,17 +18,4 @@ from offchain.devkit.devnet import (  # noqa: F401  (re-exported for the relayer
     rand32,
     wait_until,
 )
-
-
-@pytest.fixture(scope="module")
-def devnet(tmp_path_factory) -> Devnet:
-    d = Devnet(tmp_path_factory.mktemp("devnet"))
-    yield d
-    d.close()
-
-
-@pytest.fixture(scope="module")
-def relayer(devnet, tmp_path_factory) -> RelayerProc:
-    proc = RelayerProc(devnet, tmp_path_factory.mktemp("relayer") / "relayer.sqlite3", dev_account=1).start()
-    yield proc
-    proc.stop()
+from offchain.devkit.fixtures import devnet, relayer  # noqa: F401
