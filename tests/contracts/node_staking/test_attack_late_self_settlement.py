@@ -41,11 +41,15 @@ def propose_and_settle(escrow, chain, node, claims) -> object:
     return escrow.settle_batch(claims, ZERO_ROOT, sender=node.account)
 
 
-def prove_late_in_the_window(chain, staking, distributor, verifiers, settled_at) -> None:
-    """Move to the last epoch within a dispute window of ``settled_at`` with the verifiers live in it."""
+def refund_late_in_the_window(opg, staking, distributor, chain, verifiers, fraud, node, domain, settled_at) -> int:
+    """Prove ``fraud`` in the last epoch within a dispute window of ``settled_at`` (the verifiers live in it); returns
+    its payer's refund."""
     chain.pending_timestamp = settled_at + staking.dispute_window() - 2 * distributor.epoch_length()
     relive(chain, staking, distributor, verifiers)
     assert chain.pending_timestamp + 60 <= settled_at + staking.dispute_window()
+    before = opg.balanceOf(fraud.payer)
+    prove_fraud(staking, fraud, node, verifiers, verifiers[0].account, domain)
+    return opg.balanceOf(fraud.payer) - before
 
 
 def withheld_fraud(opg, escrow, chain, node, payer, staking, amount=10 * OPG):
@@ -72,10 +76,8 @@ def test_attack_late_self_settled_fraud_with_a_one_wei_claim_in_the_same_batch_s
     settled_at = escrow.settled_at(p.address, node.address)
     assert escrow.last_settlement(p.address, node.address) == (settled_at, 0)
     assert escrow.held_until(p.address, node.address) == settled_at + W + MAX_FUTURE
-    prove_late_in_the_window(chain, staking, distributor, verifiers, settled_at)
-    before = opg.balanceOf(p.address)
-    prove_fraud(staking, fraud, node, verifiers, make_actor(0).account, staking_domain)
-    assert opg.balanceOf(p.address) - before == 10 * OPG
+    assert refund_late_in_the_window(
+        opg, staking, distributor, chain, verifiers, fraud, node, staking_domain, settled_at) == 10 * OPG
 
 
 def test_attack_late_self_settled_fraud_followed_by_a_relayer_settlement_stays_provable(
@@ -94,10 +96,8 @@ def test_attack_late_self_settled_fraud_followed_by_a_relayer_settlement_stays_p
     assert skip_reasons(escrow, settle(escrow, escrow_domain, facilitator, p, node.address, 10 * OPG + 1)) == []
     assert escrow.spent(p.address, node.address) == 10 * OPG + 1
     assert escrow.last_settlement(p.address, node.address) == (self_settled_at, 0)
-    prove_late_in_the_window(chain, staking, distributor, verifiers, self_settled_at)
-    before = opg.balanceOf(p.address)
-    prove_fraud(staking, fraud, node, verifiers, make_actor(0).account, staking_domain)
-    assert opg.balanceOf(p.address) - before == 10 * OPG
+    assert refund_late_in_the_window(
+        opg, staking, distributor, chain, verifiers, fraud, node, staking_domain, self_settled_at) == 10 * OPG
 
 
 def test_attack_second_proposal_on_a_held_channel_is_skipped(
@@ -115,10 +115,8 @@ def test_attack_second_proposal_on_a_held_channel_is_skipped(
     assert skip_reasons(escrow, tx) == [SKIP_CHANNEL_HELD]
     assert escrow.spent(p.address, node.address) == 10 * OPG
     assert escrow.last_settlement(p.address, node.address) == (settled_at, 0)
-    prove_late_in_the_window(chain, staking, distributor, verifiers, settled_at)
-    before = opg.balanceOf(p.address)
-    prove_fraud(staking, fraud, node, verifiers, make_actor(0).account, staking_domain)
-    assert opg.balanceOf(p.address) - before == 10 * OPG
+    assert refund_late_in_the_window(
+        opg, staking, distributor, chain, verifiers, fraud, node, staking_domain, settled_at) == 10 * OPG
 
 
 def test_self_settled_range_is_too_old_a_window_after_its_settlement_and_the_channel_settles_again(
