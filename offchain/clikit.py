@@ -1,14 +1,15 @@
 """The one CLI framework of every ``opg`` command (click): exit codes, one-line errors, options generated from the
 pydantic settings classes, ``--json`` rendering and colour on a terminal only.
 
-Exit codes (every command, documented here only; ``opg --help`` prints this table):
+Exit codes (every command; ``opg --help`` prints them, docs/cli.md repeats them):
 
   0    done (an interactive chat: the person quit)
   1    refused or failed: the chain, the relayer, a node or a contract said no (the line says why)
   2    bad usage or configuration: an unknown option, a bad value, a bad settings file, no key
   130  interrupted (Ctrl-C)
 
-Errors are one line on stderr, ``<command path>: error: <message>``; nothing else is printed on failure.
+Errors are one line on stderr, ``<command path>: error: <message>`` (``opg operator ... --json`` also prints
+``{"ok": false, "error": ...}`` on stdout); a traceback means a bug, not a refusal.
 
 A command is a function that computes data; it renders it with :func:`emit` (``--json``: one JSON document;
 otherwise the human lines it is given). Daemon and client settings become options with :func:`settings_options`
