@@ -18,8 +18,9 @@ ANVIL := node_modules/.bin/anvil
 .PHONY: install test demo devnet deploy console lint bench clean
 
 CHROMIUM := /usr/bin/chromium
+PG_INITDB := /usr/lib/postgresql/15/bin/initdb
 
-install: $(STAMP) $(ANVIL) $(CHROMIUM)
+install: $(STAMP) $(ANVIL) $(CHROMIUM) $(PG_INITDB)
 
 # The browser tests of `opg web` (tests/web) drive Debian's chromium headless through Playwright's Python package
 # (pinned in requirements.lock); Playwright never downloads a browser of its own.
@@ -28,6 +29,14 @@ $(CHROMIUM):
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	else echo "make: chromium is missing and this user cannot apt-get install it: run 'apt-get install chromium' as root" >&2; exit 1; fi
+
+# The storage tests run every relayer repository on SQLite and on PostgreSQL: tests/storage/postgres_cluster.py starts
+# a throwaway cluster from Debian's server binaries (no service is enabled; the package's default cluster is unused).
+$(PG_INITDB):
+	@echo "== installing Debian's PostgreSQL server for the storage tests (apt-get)"
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else echo "make: postgresql is missing and this user cannot apt-get install it: run 'apt-get install postgresql' as root" >&2; exit 1; fi
 
 # llama-cpp-python is built from its sdist with these flags (portable AVX2 kernels, no llava): part of the llama.cpp
 # backends' model_id (offchain/backends/llama.py), so keep both in step. First build ~8 min on 2 cores; pip caches it.
