@@ -36,7 +36,7 @@ from ..messages import Domain, ReceiveWithAuthorization
 from ..sdk.clock import ProtocolClock
 from ..sdk.connect import chain_id_of, open_deployment, web3_of
 from ..sdk.relayer_client import RelayerClient, RelayerUnavailable
-from ..sdk.tx import TxFailed, TxManager, is_revert, revert_message
+from ..sdk.tx import FileJournal, TxFailed, TxManager, is_revert, revert_message
 from .payer import Payer
 from .state import ClientState
 
@@ -108,6 +108,7 @@ class OpgClient:
             raise WalletError(str(exc)) from None
         self.chain = Chain(w3=w3, deployment=deployment)
         self.clock = ProtocolClock(self._judged_block_time, refresh=0.0)
+        self._tx: TxManager | None = None
         self.deployment = deployment
         self.relayer_url = relayer_url.rstrip("/") if relayer_url else None
         self.state = state if isinstance(state, ClientState) else ClientState(state)
@@ -136,10 +137,19 @@ class OpgClient:
         return self.clock.now()
 
     # Transactions ---------------------------------------------------------------------------------------------
+    def _transactions(self) -> TxManager:
+        """The payer's transactions, written ahead to ``<state>/transactions/<chainId>/<payer>.jsonl``: a
+        transaction signed by a process that died before it was mined is broadcast again by the next one."""
+        if self._tx is None:
+            path = self.state.root / "transactions" / str(self.chain.chain_id) / f"{self.address.lower()}.jsonl"
+            self._tx = TxManager(self.w3, self.account, self.chain.chain_id, FileJournal(path))
+            self._tx.resume()
+        return self._tx
+
     def _send(self, fn: Any) -> str:
         if self.account is None:
             raise WalletError("this operation needs the payer's key (--dev-account or --keystore)")
-        tm = TxManager(self.w3, self.account, self.chain.chain_id)
+        tm = self._transactions()
         try:
             gas = tm.estimate(fn)
         except Exception as exc:
@@ -159,17 +169,18 @@ class OpgClient:
 
     # Reads ----------------------------------------------------------------------------------------------------
     def withdrawal(self) -> Withdrawal:
-        amount, ready_at = self.escrow.functions.withdrawal_of(self.address).call()
-        thaw = self.escrow.functions.thaw_period().call()
-        return Withdrawal(amount=amount, ready_at=ready_at, expires_at=ready_at + thaw if amount else 0,
-                          now=self.chain_now())
+        pending = self.escrow.withdrawal(self.address)
+        thaw = self.escrow.thaw_period()
+        return Withdrawal(amount=pending.amount, ready_at=pending.ready_at,
+                          expires_at=pending.ready_at + thaw if pending.amount else 0, now=self.chain_now())
 
     def session(self) -> dict | None:
         """The stored session key (without the private key) and its on-chain expiry and remaining allowance."""
         stored = self.state.load_session(self.chain.chain_id, self.deployment.address("CreditEscrow"), self.address)
         if not stored:
             return None
-        expiry, allowance = self.escrow.functions.signer_of(self.address, stored["address"]).call()
+        onchain = self.escrow.session_key(self.address, stored["address"])
+        expiry, allowance = onchain.expiry, onchain.allowance
         now = self.chain_now()
         return {"key": stored["address"], "expiry": expiry, "allowance": str(allowance), "inForce": expiry > now,
                 "secondsLeft": max(0, expiry - now), "file": str(self.state.session_path(
@@ -351,7 +362,8 @@ class OpgClient:
         now = self.chain_now()
         key, address = None, None
         if stored and not new_key:
-            expiry, remaining = self.escrow.functions.signer_of(self.address, stored["address"]).call()
+            onchain = self.escrow.session_key(self.address, stored["address"])
+            expiry, remaining = onchain.expiry, onchain.allowance
             if expiry > now:
                 key, address = stored["key"], stored["address"]
                 if allowance < remaining:
@@ -383,7 +395,7 @@ class OpgClient:
         if not stored:
             raise WalletError("no session key stored for this payer")
         tx = self._send(self.escrow.functions.revoke_signer(stored["address"]))
-        expiry, _ = self.escrow.functions.signer_of(self.address, stored["address"]).call()
+        expiry = self.escrow.session_key(self.address, stored["address"]).expiry
         self.state.delete_session(self.chain.chain_id, escrow_address, self.address)
         return {"key": stored["address"], "effectiveAt": expiry, "transaction": tx}
 
@@ -395,8 +407,8 @@ class OpgClient:
         stored = self.state.load_session(self.chain.chain_id, self.deployment.address("CreditEscrow"), self.address)
         if not stored:
             return None
-        expiry, _ = self.escrow.functions.signer_of(self.address, stored["address"]).call()
-        thaw = self.escrow.functions.thaw_period().call()
+        expiry = self.escrow.session_key(self.address, stored["address"]).expiry
+        thaw = self.escrow.thaw_period()
         now = self.chain_now()
         renew = ("renew it with `opg session --allowance OPG`, or sign with your main key (--no-session)")
         if expiry <= now:

@@ -1,9 +1,10 @@
 """The protocol SDK: one of each concept every role (relayer, node, verifier, client, operator, seasons, web) uses.
 
 - ``connect``: ``connect(settings) -> Connection``, the one start-up bootstrap (RPC, chain id, key, deployment, code
-  check, contracts, EIP-712 domains, clock).
+  check, contracts, EIP-712 domains, clock); ``open_deployment`` is its keyless part.
 - ``contracts``: typed web3 wrappers of OPG, CreditEscrow, NodeStaking, Evidence, RewardDistributor and
-  SeasonDistributor; reads return frozen dataclasses (NodeRecord, Withdrawal, Channel, SessionKey, BatchSettled).
+  SeasonDistributor; reads return frozen dataclasses (NodeRecord, Withdrawal, Channel, SessionKey, Dispute) and
+  ``BatchSettled`` is the one decoder of the packed settlement log.
 - ``tx``: ``TxManager``, the one transaction manager (nonces, EIP-1559 fees, write-ahead journal, replacement,
   receipt wait, retries), with ``TxJournal`` (the protocol a caller's store implements) and ``FileJournal``.
 - ``clock``: ``ProtocolClock``, the one protocol time (max of wall and chain clock; receipt dating).
