@@ -53,9 +53,13 @@ class ChainWorker:
 
     name = "chain"
 
-    def __init__(self, flags: FlagWatcher, heartbeat: Heartbeat | None, poll_interval: float):
-        self.flags, self.heartbeat, self.poll_interval = flags, heartbeat, poll_interval
+    def __init__(self, access: ChainAccess, flags: FlagWatcher, heartbeat: Heartbeat | None, poll_interval: float):
+        self.access, self.flags, self.heartbeat, self.poll_interval = access, flags, heartbeat, poll_interval
         self.next_heartbeat = 0.0
+
+    def startup(self) -> None:
+        """Transactions sent before a crash (in the store's write-ahead journal): done if mined, else rebroadcast."""
+        self.access.tx.resume()
 
     def tick(self) -> float:
         self.flags.follow()

@@ -81,7 +81,7 @@ class Verifier:
         self.trouble = Trouble(self.metrics)
         self.store = VerifierStore(settings.store)
         self.store.bind(self.chain_id, conn.contracts.staking.address, self.address)
-        self.access = ChainAccess(conn, TxManager(conn.w3, account, self.chain_id))
+        self.access = ChainAccess(conn, TxManager(conn.w3, account, self.chain_id, journal=self.store.tx_journal()))
         key = bytes(account.key)
 
         self.supervisor = Supervisor(on_error=self.trouble.error)
@@ -106,7 +106,7 @@ class Verifier:
         self.supervisor.add(FeedReader(self.relayer, self.store, self.intake, self.metrics, self.trouble, poll,
                                        settings.feed_batch),
                             backoff=Backoff(initial=min(10.0, poll * 2), maximum=10.0), quiet=(RelayerUnavailable,))
-        self.supervisor.add(ChainWorker(flags, heartbeat, poll), backoff=Backoff(initial=poll, maximum=10.0))
+        self.supervisor.add(ChainWorker(self.access, flags, heartbeat, poll), backoff=Backoff(initial=poll, maximum=10.0))
         self.supervisor.add(CheckDispatcher(checker, self.store, self._pool, settings.workers, self._check_wake.set,
                                             poll), wake=self._check_wake)
         self.supervisor.add(VerdictOutbox(self.relayer, self.store, self.address, self.metrics, self.trouble, poll),
