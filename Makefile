@@ -30,7 +30,7 @@ $(CHROMIUM):
 	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	else echo "make: chromium is missing and this user cannot apt-get install it: run 'apt-get install chromium' as root" >&2; exit 1; fi
 
-# The storage tests run every relayer repository on SQLite and on PostgreSQL: tests/storage/postgres_cluster.py starts
+# The storage tests run every relayer repository on SQLite and on PostgreSQL: offchain/devkit/postgres.py starts
 # a throwaway cluster from Debian's server binaries (no service is enabled; the package's default cluster is unused).
 $(PG_INITDB):
 	@echo "== installing Debian's PostgreSQL server for the storage tests (apt-get)"

@@ -8,6 +8,7 @@
   system    System/Operator: the whole system as processes (``make demo``, ``make devnet``, the browser tests)
   params    TEST_PARAMS, the protocol parameters of the ape tests and the property tests
   traces    called_addresses (anvil's callTracer)
+  postgres  PostgresCluster: a throwaway PostgreSQL server (Debian's binaries, temp dir, free port) for store tests
 
 Runtime pieces it builds on stay in the runtime package: ABIs in ``offchain.abi``, anvil's dev keys in
 ``offchain.daemon.keys``.

@@ -31,7 +31,7 @@ from typing import Any
 
 from ..messages import SignedReceipt, SignedVoucher
 from ..sdk.tx import SentTx
-from ..storage import Database, GroupCommitWriter, Migration, add_missing_columns, journal
+from ..storage import Database, Dialect, GroupCommitWriter, Migration, add_missing_columns, journal, postgres
 from ..storage.journal import SqlTxJournal
 from ..storage.writer import CommitStats
 from .ledger import Ledger
@@ -148,7 +148,7 @@ CREATE TABLE IF NOT EXISTS exact_payments (
     payer TEXT NOT NULL,
     payee TEXT NOT NULL,
     value TEXT NOT NULL,
-    authorization TEXT NOT NULL,
+    "authorization" TEXT NOT NULL,           -- quoted: a reserved word in PostgreSQL
     status TEXT NOT NULL,
     tx_hash TEXT,
     block_number INTEGER,
@@ -158,18 +158,31 @@ CREATE TABLE IF NOT EXISTS exact_payments (
 );
 """
 
+def _session_columns(conn: Any, d: Dialect) -> None:
+    add_missing_columns(conn, d, "channels", [("signer", "TEXT NOT NULL DEFAULT ''"),
+                                              ("payer_cap", "TEXT NOT NULL DEFAULT '0'"),
+                                              ("payer_signature", "TEXT NOT NULL DEFAULT ''")])
+
+
+def _journal_columns(conn: Any, d: Dialect) -> None:
+    add_missing_columns(conn, d, "transactions", journal.COLUMNS)
+    conn.execute("CREATE INDEX IF NOT EXISTS transactions_open ON transactions(nonce) WHERE done_at IS NULL")
+
+
 # Status columns: receipts pending | settled | rejected; batches built | sent | confirmed | failed | skipped;
 # slashes queued | sent | confirmed | skipped | failed; exact_payments new | sent | confirmed | failed.
 # transactions is written before broadcast; slashes.evidence names what the slash proves (unique).
+# PostgreSQL: the same schema in its spelling, plus the feed's order column (SQLite numbers rows by ``rowid``).
+_PG_FEED_ORDER = """
+ALTER TABLE receipts ADD COLUMN seq BIGINT GENERATED ALWAYS AS IDENTITY;
+CREATE UNIQUE INDEX IF NOT EXISTS receipts_seq ON receipts(seq);
+"""
+
 MIGRATIONS = [
-    Migration(1, "initial schema", _INITIAL),
-    Migration(2, "channels: session-signed best voucher and the payer's own best voucher", lambda conn, d: (
-        add_missing_columns(conn, d, "channels", [("signer", "TEXT NOT NULL DEFAULT ''"),
-                                                  ("payer_cap", "TEXT NOT NULL DEFAULT '0'"),
-                                                  ("payer_signature", "TEXT NOT NULL DEFAULT ''")]))),
-    Migration(3, "transactions: the SDK journal's fees, gas and mined mark", lambda conn, d: (
-        add_missing_columns(conn, d, "transactions", journal.COLUMNS),
-        conn.execute("CREATE INDEX IF NOT EXISTS transactions_open ON transactions(nonce) WHERE done_at IS NULL"))),
+    Migration(1, "initial schema", _INITIAL, postgres.ddl(_INITIAL) + _PG_FEED_ORDER),
+    Migration(2, "channels: session-signed best voucher and the payer's own best voucher", _session_columns,
+              _session_columns),
+    Migration(3, "transactions: the SDK journal's fees, gas and mined mark", _journal_columns, _journal_columns),
 ]
 
 _RECEIPT_FIELDS = ("id, struct_hash, request_id, payer, node, model_id, input_hash, output_hash, amount, cumulative,"
@@ -348,11 +361,13 @@ class Receipts:
             "SELECT id, payer, node FROM receipts WHERE batch_id = ? AND status = 'pending'", (batch_id,))]
 
     def feed(self, after: int, limit: int) -> list[dict]:
-        """Accepted receipts in acceptance order (``seq`` = the row's rowid, which only grows: receipts are never
-        deleted and the relayer never runs VACUUM), those after ``after``."""
+        """Accepted receipts in acceptance order (``seq`` = the dialect's row order: SQLite's rowid, which only grows
+        as receipts are never deleted and the relayer never runs VACUUM; PostgreSQL's identity column ``seq``),
+        those after ``after``."""
+        seq = self.db.dialect.row_order
         return _rows(self.db.read(
-            "SELECT rowid AS seq, id, struct_hash, request_id, payer, node, model_id, input_hash, output_hash, amount,"
-            " cumulative, timestamp, signature, accepted_at FROM receipts WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            f"SELECT {seq} AS seq, id, struct_hash, request_id, payer, node, model_id, input_hash, output_hash, amount,"
+            f" cumulative, timestamp, signature, accepted_at FROM receipts WHERE {seq} > ? ORDER BY {seq} LIMIT ?",
             (after, limit)))
 
 
@@ -439,7 +454,7 @@ class Batches:
 
     def totals(self) -> tuple[int, int]:
         row = self.db.read_one("SELECT coalesce(sum(gas_used), 0), count(*) FROM batches WHERE status = 'confirmed'")
-        return row[0], row[1]
+        return int(row[0]), row[1]  # PostgreSQL sums BIGINT as NUMERIC (a Decimal)
 
 
 class Slashes:
@@ -535,12 +550,16 @@ class Slashes:
     def node_summary(self, node: str) -> dict:
         """Counts about one node: receipts accepted (and pending), withholding reports, slashes by kind and status."""
         receipts, pending = self.db.read_one(
-            "SELECT count(*), coalesce(sum(status = 'pending'), 0) FROM receipts WHERE node = ?", (node,))
+            "SELECT count(*), count(*) FILTER (WHERE status = 'pending') FROM receipts WHERE node = ?", (node,))
         reports, withheld = self.db.read_one(
             "SELECT count(*), count(DISTINCT receipt_hash) FROM withholding_reports WHERE node = ?", (node,))
-        slashes = _rows(self.db.read(
-            "SELECT kind, status, count(*) AS n, group_concat(amount) AS amounts FROM slashes WHERE subject = ?"
-            " GROUP BY kind, status", (node,)))
+        groups: dict[tuple[str, str], list[str]] = {}  # (kind, status) -> amounts (no portable string aggregate)
+        for kind, status, amount in self.db.read("SELECT kind, status, amount FROM slashes WHERE subject = ?"
+                                                 " ORDER BY kind, status, id", (node,)):
+            groups.setdefault((kind, status), []).append(amount)
+        slashes = [{"kind": kind, "status": status, "n": len(amounts),
+                    "amounts": ",".join(a for a in amounts if a is not None) or None}
+                   for (kind, status), amounts in groups.items()]
         return {"receipts": receipts, "pending": pending, "reports": reports, "withheld": withheld,
                 "slashes": slashes}
 
@@ -559,9 +578,9 @@ class ExactPayments:
     def claim(conn: Any, key: str, payer: str, payee: str, value: int, authorization: dict, now: float) -> None:
         """(Re)claim an authorisation for settlement (status ``new``)."""
         conn.execute(
-            "INSERT INTO exact_payments (id, payer, payee, value, authorization, status, created_at, updated_at)"
+            "INSERT INTO exact_payments (id, payer, payee, value, \"authorization\", status, created_at, updated_at)"
             " VALUES (?,?,?,?,?, 'new', ?, ?) ON CONFLICT (id) DO UPDATE SET payer = excluded.payer,"
-            " payee = excluded.payee, value = excluded.value, authorization = excluded.authorization, status = 'new',"
+            " payee = excluded.payee, value = excluded.value, \"authorization\" = excluded.\"authorization\", status = 'new',"
             " tx_hash = NULL, block_number = NULL, error = NULL, created_at = excluded.created_at,"
             " updated_at = excluded.updated_at",
             (key, payer, payee, str(value), json.dumps(authorization), now, now))
@@ -606,11 +625,11 @@ def _exit_on_failure(exc: BaseException) -> None:
 class Store:
     """The relayer's database: its repositories, the shared group-commit writer, and the units of work below."""
 
-    def __init__(self, path: Path, ledger: Ledger, max_group: int = 1024):
-        self.path = Path(path)
+    def __init__(self, location: str | Path, ledger: Ledger, max_group: int = 1024):
+        """``location``: a SQLite file or a ``postgresql://`` URL (``Database.at``)."""
         self.ledger = ledger
         self.max_group = max_group
-        self.db = Database.sqlite(self.path)
+        self.db = Database.at(location)
         self.receipts, self.channels = Receipts(self.db), Channels(self.db)
         self.batches_repo = Batches(self.db)
         self.slashes_repo, self.exact = Slashes(self.db), ExactPayments(self.db)

@@ -14,16 +14,18 @@ PostgreSQL spell these the same). What differs between engines lives in the dial
   ``columns(conn, table)``  the columns of a table (used by migrations that reconcile stores made before them)
   ``migration(m)``        the statements of a numbered migration for this engine (``Migration.sqlite`` / ``.postgresql``)
 
-A PostgreSQL implementation supplies a ``PostgresDialect`` with these five (psycopg 3 behind a small adapter: rows
-by name and index, ``?`` translated to ``%s``, ``BEGIN``, ``SET LOCAL synchronous_commit``,
-``information_schema.columns``) and the ``postgresql`` text of each migration; repositories and the group-commit writer stay as they are. The SQLite-only spellings a port
-must replace (each in one repository method): the relayer feed's ``seq`` is the receipts table's ``rowid`` (an
-identity column), ``AUTOINCREMENT`` ids (identity columns), ``group_concat`` and ``sum(status = 'pending')`` in
-``relayer.store.Slashes.node_summary`` (``string_agg``, ``count(*) FILTER``), the scalar ``max(a, b)`` in
-``verifier.store._add_drift`` (``greatest``), ``BLOB`` (``bytea``) and the ``PRAGMA``s of ``SQLiteDialect``.
-Concurrency differs too: SQLite has one writer per file (this process's writer thread), so a read-check-write job
-is atomic; on PostgreSQL several processes write, so such jobs need ``SELECT ... FOR UPDATE`` or a unique constraint
-(the repositories already rely on ``ON CONFLICT`` for every insert that may race).
+  ``ddl(text)``           a schema statement or column declaration in this engine's spelling (SQLite's as written)
+  ``row_order``           the column that numbers a table's rows in insertion order (SQLite ``rowid``; PostgreSQL
+                          has none, so a table that needs it declares an identity column ``seq`` in its migration)
+
+``Database.at(location)`` picks the engine from one setting: a ``postgresql://`` URL is ``storage.postgres``'s
+``PostgresDialect`` (psycopg 3, imported only then), anything else a SQLite file. The relayer's repositories run on
+both (``tests/storage`` runs them against each); the node's and the verifier's stores are SQLite only (their
+migrations have no ``postgresql`` text: ``verifier.store._add_drift``'s scalar ``max(a, b)`` would be ``greatest``).
+Concurrency differs: SQLite has one writer per file (this process's writer thread), so a read-check-write job is
+atomic; on PostgreSQL several processes may write, so such jobs would need ``SELECT ... FOR UPDATE`` or a unique
+constraint (the repositories rely on ``ON CONFLICT`` for every insert that may race; several relayer processes on
+one database are not supported yet).
 
 Durability per commit: ``durability(conn, True)`` makes the commit reach stable storage before COMMIT returns;
 ``False`` lets it survive the process being killed but not necessarily a power loss (PostgreSQL:
@@ -41,6 +43,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 
+def is_postgres_url(location: object) -> bool:
+    """True for a PostgreSQL connection URL (a store location that is not a file path)."""
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
 class StoreMismatch(Exception):
     """The store belongs to another chain, deployment or identity."""
 
@@ -50,7 +57,7 @@ Step = str | Callable[[Any, "Dialect"], None]
 
 @dataclass(frozen=True)
 class Migration:
-    """One numbered schema change. ``sqlite`` (and, later, ``postgresql``) is a script or a function
+    """One numbered schema change. ``sqlite`` and ``postgresql`` (None: not available there) are scripts or functions
     ``step(conn, dialect)`` for changes that must look at the schema first (stores made before migrations were
     numbered carry some columns already)."""
 
@@ -71,7 +78,11 @@ class Dialect(Protocol):
 
     def columns(self, conn: Any, table: str) -> set[str]: ...
 
-    def migration(self, m: Migration) -> Step: ...
+    def migration(self, m: Migration) -> Step | None: ...
+
+    def ddl(self, text: str) -> str: ...
+
+    row_order: str
 
 
 class SQLiteDialect:
@@ -81,6 +92,7 @@ class SQLiteDialect:
     durable commit or checkpoint: a power loss may lose it)."""
 
     name = "sqlite"
+    row_order = "rowid"
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -113,8 +125,11 @@ class SQLiteDialect:
     def columns(self, conn: sqlite3.Connection, table: str) -> set[str]:
         return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
 
-    def migration(self, m: Migration) -> Step:
+    def migration(self, m: Migration) -> Step | None:
         return m.sqlite
+
+    def ddl(self, text: str) -> str:
+        return text
 
 
 class Database:
@@ -129,6 +144,15 @@ class Database:
     @classmethod
     def sqlite(cls, path: Path) -> Database:
         return cls(SQLiteDialect(path))
+
+    @classmethod
+    def at(cls, location: str | Path) -> Database:
+        """The store at ``location``: a ``postgresql://`` URL (PostgreSQL) or a file path (SQLite)."""
+        if is_postgres_url(location):
+            from .postgres import PostgresDialect  # psycopg is loaded only by a PostgreSQL store
+
+            return cls(PostgresDialect(location))
+        return cls.sqlite(Path(location))
 
     def connect(self, readonly: bool = False) -> Any:
         return self.dialect.connect(readonly)
@@ -192,8 +216,8 @@ def migrate(conn: Any, dialect: Dialect, migrations: Sequence[Migration]) -> lis
     versions = [m.version for m in migrations]
     if versions != sorted(set(versions)):
         raise ValueError(f"migrations must have increasing, distinct versions: {versions}")
-    conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
-                 " applied_at REAL NOT NULL)")
+    conn.execute(dialect.ddl("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+                             " name TEXT NOT NULL, applied_at REAL NOT NULL)"))
     done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations").fetchall()}
     newer = [v for v in done if v > max(versions, default=0)]
     if newer:
@@ -242,4 +266,4 @@ def add_missing_columns(conn: Any, dialect: Dialect, table: str, columns: Sequen
     have = dialect.columns(conn, table)
     for name, decl in columns:
         if name not in have:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {dialect.ddl(decl)}")

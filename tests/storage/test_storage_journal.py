@@ -43,8 +43,8 @@ def test_records_are_durable_before_broadcast_and_done_retires_a_nonce(tmp_path)
     node.close()
 
 
-def test_the_relayer_journal_marks_the_subject_sent_in_the_same_commit(tmp_path):
-    store = Store(tmp_path / "r.sqlite3", Ledger())
+def test_the_relayer_journal_marks_the_subject_sent_in_the_same_commit(store_location):
+    store = Store(store_location, Ledger())
     store.open(31337, ESCROW, STAKING)
     bid = store.call(Store.job_build_batch, store.ledger, [{"payer": "0xp", "node": "0xn", "total": "1"}],
                      "0x" + "00" * 32, {("0xp", "0xn"): []}, [], {}, 1.0)

@@ -118,3 +118,28 @@ def test_migrations_run_once_in_order_and_a_failing_one_leaves_nothing(tmp_path)
     with pytest.raises(ValueError):
         db.open([steps[1], steps[0]])
     assert db.read_one("SELECT x FROM a")[0] == 2
+
+
+def test_relayer_store_on_postgresql_has_the_sqlite_schema_and_is_bound_to_its_deployment(tmp_path, postgres_cluster):
+    url = postgres_cluster.database()
+    Store(tmp_path / "fresh.sqlite3", Ledger()).open(31337, ESCROW, STAKING)
+    Store(url, Ledger()).open(31337, ESCROW, STAKING)
+    db = Database.at(url)
+    assert db.dialect.name == "postgresql"
+    conn = db.connect()
+    try:
+        tables = [r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables"
+                                             " WHERE table_schema = current_schema()")]
+        schema = {t: db.dialect.columns(conn, t) for t in tables}
+    finally:
+        conn.close()
+    sqlite_schema = _schema(tmp_path / "fresh.sqlite3")
+    del sqlite_schema["indexes"]
+    schema["receipts"].remove("seq")  # the feed's order: SQLite's rowid
+    assert schema == sqlite_schema
+    assert [r[0] for r in db.read("SELECT version FROM schema_migrations ORDER BY version")] == \
+        [m.version for m in RELAYER]
+    assert db.open(RELAYER, {"chain_id": "31337"}) == []  # reopened: nothing to apply
+    with pytest.raises(StoreMismatch):
+        Store(url, Ledger()).open(1, ESCROW, STAKING)
+    db.close()

@@ -1,4 +1,4 @@
-"""The relayer's repositories and units of work on a real SQLite file: accepting receipts moves the ledger and the
+"""The relayer's repositories and units of work, each test on a SQLite file and on a PostgreSQL database: accepting receipts moves the ledger and the
 stored channel together, a duplicate is answered as before and an equivocation kept as evidence with a slash queued;
 batches are built, confirmed, failed and rejected; the transaction journal, verdicts and exact payments round-trip;
 a reopened store rebuilds the same ledger."""
@@ -35,14 +35,14 @@ def _valid(cumulative: int, cap: int, request_id: str | None = None, signer=PAYE
                         voucher_signer=signer.address)
 
 
-def _open(path, ledger=None) -> Store:
-    store = Store(path, ledger or Ledger())
+def _open(location, ledger=None) -> Store:
+    store = Store(location, ledger or Ledger())
     store.open(31337, ESCROW, STAKING)
     return store
 
 
-def test_accept_moves_ledger_and_channel_together_and_answers_duplicates_and_equivocations(tmp_path):
-    store = _open(tmp_path / "r.sqlite3")
+def test_accept_moves_ledger_and_channel_together_and_answers_duplicates_and_equivocations(store_location):
+    store = _open(store_location)
     a, b = _valid(10, 100), _valid(20, 150)
     out = asyncio.run(store.accept([a, b]))
     assert [o.status for o in out] == ["pending", "pending"]
@@ -62,14 +62,14 @@ def test_accept_moves_ledger_and_channel_together_and_answers_duplicates_and_equ
     assert slash["kind"] == "equivocation" and slash["subject"] == NODE.address
     assert store.pending_of_channel(PAYER.address, NODE.address) and len(store.feed(0, 10)) == 3
     store.close()
-    again = _open(tmp_path / "r.sqlite3")  # the ledger is rebuilt from the database
+    again = _open(store_location)  # the ledger is rebuilt from the database
     ch2 = again.ledger.get(PAYER.address, NODE.address)
     assert (ch2.charged, ch2.cap, ch2.signer, ch2.payer_cap, ch2.pending) == (30, 300, SESSION.address, 150, 3)
     again.close()
 
 
-def test_batches_are_built_sent_confirmed_failed_and_rejected(tmp_path):
-    store = _open(tmp_path / "r.sqlite3")
+def test_batches_are_built_sent_confirmed_failed_and_rejected(store_location):
+    store = _open(store_location)
     items = [_valid(10 * (i + 1), 100) for i in range(4)]
     asyncio.run(store.accept(items))
     key = (PAYER.address, NODE.address)
@@ -104,8 +104,8 @@ def test_batches_are_built_sent_confirmed_failed_and_rejected(tmp_path):
     store.close()
 
 
-def test_verdicts_slashes_withholding_and_exact_payments_round_trip(tmp_path):
-    store = _open(tmp_path / "r.sqlite3")
+def test_verdicts_slashes_withholding_and_exact_payments_round_trip(store_location):
+    store = _open(store_location)
     h, verifier = _b32(), Account.create().address
     assert store.call(Store.job_verdict, h, verifier, True, "0x01", 1.0)
     assert not store.call(Store.job_verdict, h, verifier, True, "0x01", 1.0)
