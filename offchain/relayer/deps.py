@@ -20,7 +20,7 @@ def install(app: Any, **components: Any) -> None:
 
 
 def _component(name: str) -> Callable[[Request], Any]:
-    def dependency(request: Request) -> Any:
+    async def dependency(request: Request) -> Any:  # async: FastAPI runs a plain def in its thread pool
         return getattr(request.app.state, name)
 
     dependency.__name__ = name
