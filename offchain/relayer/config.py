@@ -7,11 +7,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from ..daemon.settings import ConfigError, DaemonSettings
 from ..daemon.settings import load_settings as _load
+from ..storage.database import is_postgres_url
 
 ENV_PREFIX = "OPG_RELAYER_"
 
@@ -26,7 +27,8 @@ class RelayerSettings(DaemonSettings):
     # Chain
     confirmations: int = Field(1, ge=1, le=10_000, description="blocks a batch needs to count as confirmed")
     # Store
-    store: Path = Field(Path("var/relayer.sqlite3"), description="SQLite database file")
+    store: Path | str = Field(Path("var/relayer.sqlite3"),
+                              description="SQLite database file, or a postgresql://user@host:port/db URL")
     # Batching
     batch_size: int = Field(100, ge=1, le=1_000_000, description="flush once this many receipts are pending")
     batch_age: float = Field(5.0, gt=0, le=86_400, description="flush once the oldest pending receipt is this old (s)")
@@ -51,6 +53,11 @@ class RelayerSettings(DaemonSettings):
     resend_after: float = Field(60.0, gt=0, description="re-broadcast with higher fees a tx pending this long (s)")
     exact_timeout: float = Field(30.0, gt=0, description="how long POST /settle waits for an exact transfer (s)")
     # (and the skeleton's: rpc_url, deployment, host, keystore, password, dev_account, log_level)
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _store(cls, value: Any) -> Path | str:
+        return value if is_postgres_url(value) else Path(value)
 
 
 def load_settings(flags: dict[str, Any] | None = None, config_file: Path | None = None) -> RelayerSettings:
