@@ -19,7 +19,8 @@ The R1 defence (issue 13: only a facilitator settles at once; anyone else propos
 facilitator check on the relayer's path (the cost of its storage read, from the trace of a 1-claim batch: per
 batch, nothing per claim or per channel), and a node's own settlement without the relayer (``propose_batch`` plus the
 extra of ``settle_batch`` through a proposal), per claim, beside x402's batch contract (119,475 gas to open a
-channel).
+channel). Last, the runtime bytecode size of each deployed contract (``eth_getCode``, immutables included) against
+the 24,576-byte limit (EIP-170).
 
     .venv/bin/python bench/gas.py          # prints a table, writes bench/results/gas.json
 """
@@ -376,6 +377,7 @@ def main() -> int:
         exact = bench.exact_payments()
         breakdown = {"existing": bench.breakdown(existing=True), "new": bench.breakdown(existing=False)}
         hardfork = w3.provider.make_request("anvil_nodeInfo", []).get("result", {}).get("hardFork")
+        sizes = {name: len(w3.eth.get_code(c.address)) for name, c in bench.system.deployment.contracts.items()}
 
     main_layout = layouts["100_payers_x_1_node"]
 
@@ -423,6 +425,8 @@ def main() -> int:
                 "same batch settled by the facilitator) / claims: a node's own settlement without the relayer",
             },
         },
+        "runtime_bytecode_bytes": sizes,
+        "bytecode_limit_bytes": 24_576,
         "settle_batch_gas": layouts,
         "exact_payment_variants": exact,
         "exact_payment_reference_from_issue": list(EXACT_PAYMENT_REFERENCE),
@@ -490,6 +494,9 @@ def main() -> int:
            f"{v / REQUESTS_PER_CLAIM:,.1f}") for n, v in r1["self_settlement_extra_gas_per_claim"].items()],
         ("x402 batch contract: open one channel", "-", "-", f"{X402_BATCH_CHANNEL_OPEN:,}", "-"),
     ], ("path", "gas/batch", "gas/claim", "gas/channel", f"gas/request ({REQUESTS_PER_CLAIM}/claim)")))
+    print()
+    print("runtime bytecode (EIP-170 limit 24,576 bytes)")
+    print(table([(k, f"{v:,}", f"{24_576 - v:,}") for k, v in sizes.items()], ("contract", "bytes", "headroom")))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {RESULTS.relative_to(ROOT)} in {results['environment']['runtime_s']} s")
