@@ -27,8 +27,8 @@ from ..abi import abi
 from ..chain import Chain
 from ..messages import _address_of as address_of
 from ..messages import compact_signature, merkle_root
+from ..sdk.clock import ProtocolClock
 from ..sdk.tx import BroadcastError, PreparedCall, TxManager, is_revert, is_transient, revert_message
-from .clock import ProtocolClock
 from .events import Events
 from .ledger import Ledger
 from .metrics import Metrics
@@ -235,7 +235,7 @@ class Batcher:
                 self._urgent &= self._pending_payers()
             return set(self._urgent)
         self._next_scan = now + SCAN_INTERVAL
-        clock = int(self.clock.now())
+        clock = self.clock.now()
         proposed_nodes = self.reservations.proposed_nodes(clock)
         proposed_payers = self.reservations.proposed_payers(clock)
         if proposed_nodes or proposed_payers:
@@ -323,7 +323,7 @@ class Batcher:
             return 0
         if claim.signer.lower() != claim.payer.lower():
             expiry = int(self.sender.retry(lambda: esc.signer_of(claim.payer, claim.signer).call())[0])
-            if expiry <= int(self.clock.now()):
+            if expiry <= self.clock.now():
                 return 0
         spent = int(self.sender.retry(lambda: esc.spent(claim.payer, claim.node).call()))
         balance = int(self.sender.retry(lambda: esc.balance_of(claim.payer).call()))

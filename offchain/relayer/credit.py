@@ -25,8 +25,8 @@ from ..chain import ROLE_INFERENCE
 from ..daemon.errors import ApiError, from_validation_error
 from ..messages import InvalidSignature, SignedReceipt, recover_signer
 from ..schemes import SCHEME_CREDIT, registry
+from ..sdk.clock import ProtocolClock
 from ..sdk.wire import SignatureChecker
-from .clock import ProtocolClock
 from .events import Events
 from .ledger import Ledger
 from .metrics import Metrics
@@ -181,10 +181,13 @@ class CreditScheme:
         return self._thaw[0]
 
     def chain_now(self) -> int:
-        return self.clock.chain_now()
+        """Read the latest block now: max(its timestamp, wall clock)."""
+        return self.clock.read_now()
 
     def clock_now(self) -> float:
-        return self.clock.now()
+        """max(wall clock, the chain's clock estimated from a block read at most 2 s ago): what receipt timestamps
+        are judged against (a devnet's chain clock may run ahead after ``evm_increaseTime``)."""
+        return self.clock.now_float()
 
     def session_key(self, payer: str, key: str) -> tuple[int, int]:
         """escrow.signer_of(payer, key): (expiry, remaining allowance)."""
@@ -196,7 +199,7 @@ class CreditScheme:
         payer whose expiry is at least ``margin`` seconds away (so the relayer can settle its vouchers in time)."""
         (expiry, _allowance), stamp = self.retry(lambda: self.reads.many(
             [self.reads.signer_of(payer, key), self.reads.latest_timestamp()]))
-        now = self.clock.saw_block(stamp)
+        now = self.clock.observe(stamp)
         if expiry <= now:
             return (f"signed by {key}, which is neither the payer nor one of its session keys in force "
                     "(or signed for another chain or escrow)")
@@ -359,7 +362,7 @@ class CreditScheme:
         allowance = None
         if session:
             expiry, allowance = next(results)
-            now = self.clock.saw_block(int(next(results)))
+            now = self.clock.observe(int(next(results)))
             if thaw_stale:
                 self._thaw = (int(next(results)), started + 30)
         if not active:

@@ -13,9 +13,9 @@ from web3 import Web3
 from ..chain import Chain
 from ..daemon.worker import Backoff, Supervisor
 from ..deployments import load_deployment
+from ..sdk.clock import ProtocolClock
 from ..sdk.tx import TxManager, TxPolicy
 from .batcher import Batcher, BatcherConfig
-from .clock import ProtocolClock
 from .config import ConfigError, RelayerSettings
 from .credit import CreditConfig, CreditScheme
 from .events import Events
@@ -76,7 +76,8 @@ class Relayer:
         sender = TxManager(w3, account, chain_id, store.tx_journal(), policy, rpc.count_error,
                            after_record=events.tx_recorded.publish)
         reads = RawReader(settings.rpc_url, facts.escrow, facts.staking)
-        clock = ProtocolClock(reads, rpc.retry)
+        # Protocol time: max(wall clock, the chain's clock from a block read at most 2 s ago), read through the raw reader.
+        clock = ProtocolClock(lambda: int(rpc.retry(lambda: reads.one(reads.latest_timestamp()))), refresh=2.0)
         ctx = CreditConfig.of(settings).context(facts)
         pool = ValidationPool(settings.validation_workers, ctx)
         credit = CreditScheme(facts, ctx, ledger, reservations, store, metrics, reads, clock, rpc.retry, pool, events)

@@ -52,6 +52,12 @@ class ProtocolClock:
         """Read the latest block now and return ``max(its timestamp, wall clock)``."""
         return self.observe(self._read())
 
+    def stale(self) -> bool:
+        """Whether ``chain_time`` would read the chain now (never read, or the last reading older than ``refresh``):
+        an event loop calls ``now_float`` from a thread then."""
+        seen = self._seen
+        return seen is None or self._mono() - seen[1] > self.refresh
+
     def chain_time(self) -> float | None:
         """The chain's clock: the last block read (re-read when older than ``refresh``) plus the seconds since;
         None if the chain was never reachable. One thread reads at a time; the others use the last reading."""
