@@ -3,7 +3,7 @@ runs the repositories' statements as written.
 
 ``Database.at("postgresql://...")`` picks this dialect; a file path picks SQLite. The adapter (``PgConnection``)
 gives what the repositories use of ``sqlite3``: ``execute``/``executemany`` with ``?`` placeholders (translated once
-per statement into ``%s``, outside quoted literals; a literal ``%`` is escaped), cursors with ``rowcount``,
+per statement into ``%s`` outside quoted literals; every ``%`` is escaped), cursors with ``rowcount``,
 ``fetchone``/``fetchall`` and iteration, and rows readable by column name and by index (``Row``; ``dict(row)`` works).
 Connections are in autocommit mode: a write transaction is the writer's explicit ``BEGIN`` ... ``COMMIT`` with a
 savepoint per job, exactly as on SQLite.
@@ -16,7 +16,8 @@ under the ``C`` collation: create the database with ``LC_COLLATE 'C'`` (the test
 
 Durability: ``durability(conn, durable)`` sets the writer session's ``synchronous_commit`` (``on``: the commit is
 flushed to the WAL on disk before COMMIT returns; ``off``: it survives the client process being killed but a server
-crash may lose the last commits). It is a session setting (the writer calls it before ``BEGIN``), not ``SET LOCAL``.
+crash may lose the last commits). It is a session setting (the writer calls it before ``BEGIN``), not ``SET LOCAL``,
+sent only when it changes.
 
 Readers are connections with ``default_transaction_read_only``; each read is its own transaction.
 """
@@ -65,10 +66,15 @@ def _row_factory(cursor: Any) -> Any:
 _LITERAL = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?|%")
 
 
+def _translate(m: re.Match[str]) -> str:
+    token = m.group(0)
+    return "%s" if token == "?" else token.replace("%", "%%")  # psycopg reads '%' even inside quoted text
+
+
 @functools.lru_cache(maxsize=1024)
 def placeholders(statement: str) -> str:
-    """``?`` -> ``%s`` and ``%`` -> ``%%`` outside quoted literals and identifiers."""
-    return _LITERAL.sub(lambda m: {"?": "%s", "%": "%%"}.get(m.group(0), m.group(0)), statement)
+    """``?`` -> ``%s`` outside quoted literals and identifiers; every ``%`` -> ``%%``."""
+    return _LITERAL.sub(_translate, statement)
 
 
 class PgConnection:
@@ -76,6 +82,7 @@ class PgConnection:
 
     def __init__(self, raw: psycopg.Connection):
         self.raw = raw
+        self.synchronous_commit: bool | None = None  # the session's setting, as last SET by ``durability``
 
     def execute(self, statement: str, args: Sequence[Any] = ()) -> psycopg.Cursor:
         cur = self.raw.cursor(row_factory=_row_factory)
@@ -135,7 +142,9 @@ class PostgresDialect:
         conn.execute("BEGIN")
 
     def durability(self, conn: PgConnection, durable: bool) -> None:
-        conn.execute("SET synchronous_commit = on" if durable else "SET synchronous_commit = off")
+        if conn.synchronous_commit is not durable:  # one round trip only when the policy changes
+            conn.execute("SET synchronous_commit = on" if durable else "SET synchronous_commit = off")
+            conn.synchronous_commit = durable
 
     def columns(self, conn: PgConnection, table: str) -> set[str]:
         return {r[0] for r in conn.execute(

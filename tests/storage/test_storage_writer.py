@@ -1,6 +1,6 @@
-"""The shared group-commit writer on a real SQLite file: many concurrent writers share commits, a failing job is
-undone alone, callbacks see every commit, close drains the queue, and a process killed mid-stream loses nothing it
-had reported committed."""
+"""The shared group-commit writer on a real SQLite file and on a real PostgreSQL database: many concurrent writers
+share commits, a failing job is undone alone, callbacks see every commit, close drains the queue, a commit failure
+fails its group; and (SQLite) a process killed mid-stream loses nothing it had reported committed."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ import threading
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from offchain.storage import CommitStats, Database, GroupCommitWriter, Migration, WriterClosed
 
-TABLE = [Migration(1, "items", "CREATE TABLE items (id INTEGER PRIMARY KEY, who TEXT NOT NULL);")]
+_ITEMS = "CREATE TABLE items (id INTEGER PRIMARY KEY, who TEXT NOT NULL);"
+TABLE = [Migration(1, "items", _ITEMS, _ITEMS)]
 
 
 def _insert(conn, i: int, who: str) -> int:
@@ -25,24 +27,29 @@ def _insert(conn, i: int, who: str) -> int:
     return i
 
 
-def _open(tmp_path: Path, **kw) -> tuple[Database, GroupCommitWriter]:
-    db = Database.sqlite(tmp_path / "w.sqlite3")
+def _open(location: str | Path, **kw) -> tuple[Database, GroupCommitWriter]:
+    db = Database.at(location)
     db.open(TABLE)
     return db, GroupCommitWriter(db, **kw)
 
 
-def test_concurrent_writers_share_commits_and_every_result_arrives_after_its_commit(tmp_path):
+def _integrity_error(db: Database) -> type[Exception]:
+    return sqlite3.IntegrityError if db.dialect.name == "sqlite" else psycopg.IntegrityError
+
+
+def test_concurrent_writers_share_commits_and_every_result_arrives_after_its_commit(store_location):
     stats: list[CommitStats] = []
-    db, writer = _open(tmp_path, on_commit=stats.append)
+    db, writer = _open(store_location, on_commit=stats.append)
     seen_committed: list[bool] = []
 
     def worker(t: int) -> None:
-        probe = sqlite3.connect(tmp_path / "w.sqlite3", isolation_level=None)  # its own snapshot per query
+        probe = db.connect(readonly=True)  # another connection, autocommit: its own snapshot per query
         for k in range(50):
             i = t * 1000 + k
             assert writer.call(_insert, i, f"t{t}") == i
             # visible to another connection as soon as the call returned: it was committed
-            seen_committed.append(probe.execute("SELECT 1 FROM items WHERE id = ?", (i,)).fetchall() == [(1,)])
+            seen_committed.append([tuple(r) for r in probe.execute("SELECT 1 FROM items WHERE id = ?", (i,))]
+                                  == [(1,)])
         probe.close()
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(16)]
@@ -58,8 +65,8 @@ def test_concurrent_writers_share_commits_and_every_result_arrives_after_its_com
     assert all(s.durable for s in stats)
 
 
-def test_a_failing_job_is_undone_alone_and_its_caller_gets_the_error(tmp_path):
-    db, writer = _open(tmp_path)
+def test_a_failing_job_is_undone_alone_and_its_caller_gets_the_error(store_location):
+    db, writer = _open(store_location)
 
     def half_then_fail(conn):
         conn.execute("INSERT INTO items (id, who) VALUES (1, 'half')")
@@ -70,14 +77,14 @@ def test_a_failing_job_is_undone_alone_and_its_caller_gets_the_error(tmp_path):
     assert futures[0].result() == 10 and futures[2].result() == 11
     with pytest.raises(ValueError, match="refused"):
         futures[1].result()
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(_integrity_error(db)):
         futures[3].result()
     writer.close()
     assert [tuple(r) for r in db.read("SELECT id, who FROM items ORDER BY id")] == [(10, "a"), (11, "b")]
 
 
-def test_close_drains_the_queue_and_then_refuses(tmp_path):
-    db, writer = _open(tmp_path)
+def test_close_drains_the_queue_and_then_refuses(store_location):
+    db, writer = _open(store_location)
     gate = threading.Event()
     first = writer.submit(lambda conn: gate.wait(5))  # hold the writer while the queue fills
     futures = [writer.submit(_insert, i, "q", durable=False) for i in range(200)]
@@ -91,25 +98,27 @@ def test_close_drains_the_queue_and_then_refuses(tmp_path):
         writer.submit(_insert, 999, "late")
 
 
-def test_a_commit_failure_fails_the_group_and_reports_it(tmp_path):
+def test_a_commit_failure_fails_the_group_and_reports_it(store_location):
     failures: list[BaseException] = []
-    db, writer = _open(tmp_path, on_failure=failures.append)
+    db, writer = _open(store_location, on_failure=failures.append)
+    integrity = _integrity_error(db)
 
     def poison(conn):  # leaves the transaction unable to commit: COMMIT fails for the whole group
         conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
         conn.execute("CREATE TABLE child (p INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)")
         conn.execute("INSERT INTO child (p) VALUES (42)")
 
-    writer._conn.execute("PRAGMA foreign_keys = ON")  # outside a transaction (a job's PRAGMA would be ignored)
+    if db.dialect.name == "sqlite":  # PostgreSQL always checks foreign keys
+        writer._conn.execute("PRAGMA foreign_keys = ON")  # outside a transaction (a job's PRAGMA would be ignored)
     gate = threading.Event()
     writer.submit(lambda conn: gate.wait(5))
     a, b = writer.submit(_insert, 1, "a"), writer.submit(poison)
     gate.set()
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(integrity):
         a.result()
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(integrity):
         b.result()
-    assert failures and isinstance(failures[0], sqlite3.IntegrityError)
+    assert failures and isinstance(failures[0], integrity)
     assert writer.call(_insert, 2, "after") == 2  # the writer goes on
     writer.close()
     assert [r[0] for r in db.read("SELECT id FROM items")] == [2]
