@@ -4,6 +4,8 @@ Layout (all JSON, written atomically; secrets mode 0600)::
 
     <root>/channels/<chainId>/<escrow>/<payer>-<node>.json   channel view: charged, highest cap signed, in flight,
                                                             over-charge block (+ a .lock file for flock)
+    <root>/channels/<chainId>/<escrow>/<payer>-<node>.block  the over-charge block alone, fsynced, replaced by
+                                                            rename (never written in place): it wins on load
     <root>/sessions/<chainId>/<escrow>/<payer>.json         session key (private key, expiry, allowance), 0600
     <root>/requests/<receiptId>.json                        each answered request: request as sent, answer text,
                                                             signed receipt, payment response, checks
@@ -54,14 +56,44 @@ def _atomic_write(path: Path, data: Any, private: bool = False, durable: bool = 
 def _overwrite(path: Path, data: Any) -> None:
     """Write ``data`` over ``path`` in place (call under the file's exclusive lock), not fsynced: no rename over an
     existing file, which ext4 (``auto_da_alloc``) flushes to disk as if fsynced. Readers take the shared lock
-    (:func:`_read_locked`); a crash in the middle leaves a torn file, read as absent (recovered from the relayer)."""
+    (:func:`_read_locked`). Tear-proof against an interruption between the write and the truncation: a shorter text
+    is padded with spaces to the old length first, so the file parses at every step. A crash in the middle of the
+    write itself (power cut) leaves a torn file, read as absent: the channel is recovered from the relayer and its
+    over-charge block from its own ``.block`` file."""
     raw = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        os.pwrite(fd, raw, 0)
-        os.ftruncate(fd, len(raw))
+        old = os.fstat(fd).st_size
+        padded = raw + b" " * (old - len(raw)) if old > len(raw) else raw
+        if os.pwrite(fd, padded, 0) != len(padded):
+            raise OSError(f"short write of {path}")
+        if old > len(raw):
+            os.ftruncate(fd, len(raw))
     finally:
         os.close(fd)
+
+
+def _save_block(path: Path, state: ChannelState) -> None:
+    """The over-charge block of ``state`` to its own file, fsynced and renamed into place (directory fsynced)."""
+    _atomic_write(path, _block_of(state), durable=True)
+    dirfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+
+
+def _block_of(state: ChannelState) -> dict:
+    return {"blocked": state.blocked, "blocked_receipt": state.blocked_receipt, "blocked_at": state.blocked_at}
+
+
+def _merge_block(state: ChannelState, block: dict | None) -> ChannelState:
+    """The ``.block`` file, when there is one, is the truth about the over-charge block (a torn or lost channel file
+    never forgets it)."""
+    if block is not None:
+        state.blocked, state.blocked_receipt = block.get("blocked"), block.get("blocked_receipt")
+        state.blocked_at = block.get("blocked_at")
+    return state
 
 
 def _read_locked(path: Path) -> dict | None:
@@ -221,8 +253,15 @@ class ClientState:
         return self.root / "channels" / str(chain_id) / escrow.lower() / f"{payer.lower()}-{node.lower()}.json"
 
     def load_channel(self, chain_id: int, escrow: str, payer: str, node: str) -> ChannelState | None:
-        data = _read_locked(self.channel_path(chain_id, escrow, payer, node))
-        return ChannelState.from_json(data) if data else None
+        """The channel's view, None if this state has none; a torn channel file with an over-charge block on record
+        reads as a fresh view that keeps the block."""
+        path = self.channel_path(chain_id, escrow, payer, node)
+        data, block = _read_locked(path), _read(path.with_suffix(".block"))
+        if data:
+            return _merge_block(ChannelState.from_json(data), block)
+        if block is not None and block.get("blocked"):
+            return _merge_block(ChannelState(chain_id=chain_id, escrow=escrow, payer=payer, node=node), block)
+        return None
 
     @contextmanager
     def channel(self, chain_id: int, escrow: str, payer: str, node: str,
@@ -238,13 +277,16 @@ class ClientState:
             with open(path.with_suffix(".lock"), "a") as lockfile:
                 fcntl.flock(lockfile, fcntl.LOCK_EX)
                 try:
-                    data = _read(path)
-                    state = (ChannelState.from_json(data) if data
-                             else ChannelState(chain_id=chain_id, escrow=escrow, payer=payer, node=node))
-                    blocked = state.blocked
+                    data = _read(path)  # None when absent or torn: the caller recovers the view from the relayer
+                    state = _merge_block(ChannelState.from_json(data) if data
+                                         else ChannelState(chain_id=chain_id, escrow=escrow, payer=payer, node=node),
+                                         _read(path.with_suffix(".block")))
+                    block = _block_of(state)
                     yield state, data is not None
                     state.updated_at = time.time()
-                    if durable or state.blocked != blocked:
+                    if _block_of(state) != block:
+                        _save_block(path.with_suffix(".block"), state)
+                    if durable or _block_of(state) != block:
                         _atomic_write(path, state.to_json(), durable=True)
                     else:
                         _overwrite(path, state.to_json())
@@ -257,7 +299,7 @@ class ClientState:
         for path in sorted(folder.glob(f"{payer.lower()}-*.json")):
             data = _read_locked(path)
             if data:
-                out.append(ChannelState.from_json(data))
+                out.append(_merge_block(ChannelState.from_json(data), _read(path.with_suffix(".block"))))
         return out
 
     # Session keys --------------------------------------------------------------------------------------------

@@ -194,7 +194,7 @@ def test_a_paid_request_fsyncs_nothing_on_its_path_and_a_block_with_its_evidence
     assert len(calls) == 0
     bad = payer.prepare(requirement(payer, node, charged=3))
     assert not payer.complete(bad, receipt(payer, node, CAP + 1, CAP + 4)).ok
-    assert len(calls) == 2  # a block is: the channel file, then the record (the evidence)
+    assert len(calls) == 4  # a block is: its own file (and its folder), the channel file, then the record (evidence)
     st = payer.channel_state(node.address)
     assert st.blocked and st.charged == 3 and st.inflight == {}
 
