@@ -416,8 +416,8 @@ def breakdown(tmp: Path, w3: Web3, system: Any, node_url: str, relayer_url: str,
            "params": [{"to": escrow.address, "data": call._encode_transaction_data()}, "latest"]}
     chain_read_raw = timed_n(lambda: rpc.post(spec["rpc_url"], json=raw).json(), 50)
     rpc.close()
-    from offchain.chain import ROLE_INFERENCE
     from offchain.relayer.reads import RawReader
+    from offchain.sdk.constants import ROLE_INFERENCE
 
     reader = RawReader(spec["rpc_url"], escrow.address, system.staking.address)
     batch = [reader.is_active_as(node_address, ROLE_INFERENCE), reader.spent(address, node_address),

@@ -26,8 +26,7 @@ import httpx
 from eth_account import Account
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT))  # the checkout's offchain package (scripts/, this file's folder, is on it already)
 
 from offchain.client import OpgClient, format_opg, payment_http_client  # noqa: E402
 from offchain.daemon.keys import anvil_key  # noqa: E402
@@ -288,7 +287,7 @@ def run(system: System, args, state: Path) -> int:
     for name in sorted(stats.jailed):
         system.say(f"   {name} was jailed during the run and refused new requests from then on (402 node_not_active)")
     wait_settled(system, answers, args.timeout)
-    from demo_summary import reconcile, summary  # noqa: E402  (scripts/demo_summary.py)
+    from demo_summary import reconcile, summary  # scripts/demo_summary.py (next to this script)
 
     report = summary(system, payers, answers)
     problems = reconcile(system, payers, answers, report) + stats.failed

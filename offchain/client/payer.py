@@ -34,21 +34,16 @@ from eth_account import Account
 from eth_utils import to_checksum_address
 
 from ..deployments import Deployment, load_deployment
-from ..messages import (
-    Domain,
-    InvalidSignature,
-    Receipt,
-    SignedReceipt,
-    recover_signer,
-)
+from ..messages import Domain, InvalidSignature, SignedReceipt
 from ..schemes import registry
 from ..sdk.clock import ProtocolClock
+from ..sdk.constants import MAX_FUTURE
+from ..sdk.wire import SignatureChecker, parse_receipt, receipt_json
 from .state import ChannelState, ClientState, InFlight
 
 log = logging.getLogger("opg.client")
 
 PAYER_HEADER = "X-OPG-Payer"
-MAX_FUTURE = 300  # NodeStaking.MAX_FUTURE: a receipt dated further ahead is invalid (and slashable)
 DEFAULT_TIMEOUT = 300  # s: a request in flight longer than this (or the requirement's maxTimeoutSeconds) has ended
 
 
@@ -90,18 +85,6 @@ def decode_b64_json(value: str) -> dict:
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     return data
-
-
-def receipt_from_wire(data: dict) -> SignedReceipt:
-    """A signed receipt with EIP-712 (camelCase) or attribute (snake_case) names."""
-    names = {eip: attr for eip, _t, attr in Receipt.FIELDS}
-    return SignedReceipt(**{names.get(k, k): v for k, v in data.items()})
-
-
-def receipt_to_wire(receipt: SignedReceipt) -> dict:
-    data = receipt.model_dump(mode="json")
-    names = {attr: eip for eip, _t, attr in Receipt.FIELDS}
-    return {names.get(k, k): v for k, v in data.items()}
 
 
 @dataclass
@@ -223,6 +206,7 @@ class Payer:
         self.staking = deployment.address("NodeStaking")
         self.escrow_domain = Domain.escrow(self.chain_id, self.escrow)
         self.staking_domain = Domain.staking(self.chain_id, self.staking)
+        self._receipts = SignatureChecker(self.staking_domain)
         self.token_domain = Domain.token(self.chain_id, self.token)
         self._listeners: list[Any] = []
         # every registered scheme's client side (offchain.schemes), in preference order
@@ -381,13 +365,13 @@ class Payer:
             self._notify(outcome)
             return outcome
         try:
-            receipt = receipt_from_wire(wire)
+            receipt = parse_receipt(wire)
         except Exception as exc:
             receipt = None
             problem = f"malformed receipt: {str(exc).splitlines()[0]}"
         if receipt is not None:
-            outcome.receipt_id = "0x" + receipt.fast_digest(self.staking_domain).hex()
-            outcome.receipt = receipt_to_wire(receipt)
+            outcome.receipt_id = "0x" + self._receipts.digest(receipt).hex()
+            outcome.receipt = receipt_json(receipt)
             outcome.cost, outcome.cumulative = receipt.amount, receipt.cumulative
             problem = self._receipt_problem(res, receipt, outcome.checks)
             if problem is None:
@@ -403,7 +387,7 @@ class Payer:
     def _receipt_problem(self, res: Reservation, r: SignedReceipt, checks: dict) -> str | None:
         """The first reason ``r`` is unacceptable on its own (signature, parties, amounts, time), or None."""
         try:
-            signer = recover_signer(r.fast_digest(self.staking_domain), r.signature)
+            signer = self._receipts.signer(r, r.signature)
         except InvalidSignature as exc:
             signer, why = None, str(exc)
         else:

@@ -12,11 +12,12 @@ from typing import Any, TypeVar
 
 import httpx
 from eth_utils import keccak
-from web3 import Web3
 
-from ..chain import ROLE_INFERENCE, ROLE_VERIFIER, Chain
 from ..deployments import Deployment
 from ..sdk.clock import ProtocolClock
+from ..sdk.connect import Connection, web3_of
+from ..sdk.constants import ROLE_INFERENCE, ROLE_VERIFIER
+from ..sdk.contracts import Contracts
 
 T = TypeVar("T")
 SPENT_SELECTOR = keccak(text="spent(address,address)")[:4]
@@ -31,6 +32,8 @@ class ChainView:
         self.rpc_url, self.deployment, self.node = rpc_url, deployment, node
         self.settled_ttl = settled_ttl
         self._local = threading.local()
+        self._conn = Connection(rpc_url=rpc_url, w3=web3_of(rpc_url), chain_id=deployment.chainId,
+                                deployment=deployment, account=None)
         self._lock = threading.Lock()
         self._spent: dict[str, tuple[int, float]] = {}
         self._sessions: dict[tuple[str, str], tuple[int, float]] = {}
@@ -39,13 +42,9 @@ class ChainView:
         self.clock = ProtocolClock(self._block_time, refresh=CLOCK_REFRESH)
         self._escrow = deployment.address("CreditEscrow")
 
-    def chain(self) -> Chain:
-        """A Chain with its own HTTP session for the calling thread."""
-        chain = getattr(self._local, "chain", None)
-        if chain is None:
-            w3 = Web3(Web3.HTTPProvider(self.rpc_url, request_kwargs={"timeout": 15}))
-            chain = self._local.chain = Chain(w3=w3, deployment=self.deployment)
-        return chain
+    def chain(self) -> Contracts:
+        """The deployment's contracts on an HTTP session of the calling thread's own."""
+        return self._conn.thread_contracts()
 
     @staticmethod
     def _cached(cache: dict, key, ttl: float, read: Callable[[], T], fresh: bool = False) -> T:
@@ -94,15 +93,15 @@ class ChainView:
     def session_expiry(self, payer: str, key: str) -> int:
         """``escrow.signer_of(payer, key)`` expiry (0: not a session key of the payer)."""
         return self._cached(self._sessions, (payer, key), SESSION_TTL,
-                            lambda: int(self.chain().escrow.functions.signer_of(payer, key).call()[0]))
+                            lambda: self.chain().escrow.session_key(payer, key).expiry)
 
     def session_allowance(self, payer: str, key: str) -> int:
         """``escrow.signer_of(payer, key)`` remaining allowance, read now."""
-        return int(self.chain().escrow.functions.signer_of(payer, key).call()[1])
+        return self.chain().escrow.session_key(payer, key).allowance
 
     def available(self, payer: str) -> int:
         """``escrow.available_of(payer)`` (balance less a pending withdrawal), read now."""
-        return int(self.chain().escrow.functions.available_of(payer).call())
+        return self.chain().escrow.available_of(payer)
 
     # Accounts ----------------------------------------------------------------------------------------------------
     def is_active_verifier(self, account: str) -> bool:
@@ -111,7 +110,7 @@ class ChainView:
         hit = self._verifiers.get(account)
         if hit is not None and hit[1] > time.monotonic():
             return False
-        active = bool(self.chain().staking.functions.is_active_as(account, ROLE_VERIFIER).call())
+        active = self.chain().staking.is_active_as(account, ROLE_VERIFIER)
         if active:
             self._verifiers.pop(account, None)
         else:
@@ -123,15 +122,15 @@ class ChainView:
         now = time.monotonic()
         if not fresh and self._status is not None and self._status[1] > now:
             return self._status[0]
-        staking = self.chain().staking.functions
-        record = staking.nodes(self.node).call()
+        staking = self.chain().staking
+        record = staking.node(self.node)
         value = {
-            "registered": int(record[0]) == ROLE_INFERENCE,
-            "active": bool(staking.is_active_as(self.node, ROLE_INFERENCE).call()),
-            "payable": bool(staking.is_payable(self.node).call()),
-            "jailed": bool(record[1]),
-            "stake": str(int(record[2])),
-            "endpoint": str(staking.endpoint(self.node).call()),
+            "registered": record.is_inference,
+            "active": staking.is_active_as(self.node, ROLE_INFERENCE),
+            "payable": staking.is_payable(self.node),
+            "jailed": record.jailed,
+            "stake": str(record.stake),
+            "endpoint": staking.endpoint(self.node),
         }
         self._status = (value, now + STATUS_TTL)
         return value

@@ -21,7 +21,7 @@ from eth_account.signers.local import LocalAccount
 from pydantic import ValidationError
 from x402.schemas import AssetAmount, PaymentPayload, PaymentRequirements
 
-from ..messages import Domain, Receipt, SignedVoucher
+from ..messages import Domain
 from ..schemes import registry
 from ..sdk.relayer_client import RelayerClient
 from .chainview import ChainView
@@ -147,19 +147,6 @@ class SchemeServer:
 
     def release(self, adm: Admission) -> None:
         adm.done = True
-
-
-def receipt_json(receipt: Receipt, signature: str) -> dict[str, Any]:
-    """A signed receipt with its EIP-712 (camelCase) names; big integers as decimal strings."""
-    return {"requestId": receipt.request_id, "payer": receipt.payer, "node": receipt.node,
-            "modelId": receipt.model_id, "inputHash": receipt.input_hash, "outputHash": receipt.output_hash,
-            "amount": str(receipt.amount), "cumulative": str(receipt.cumulative), "timestamp": receipt.timestamp,
-            "signature": signature}
-
-
-def voucher_json(voucher: SignedVoucher) -> dict[str, Any]:
-    return {"payer": voucher.payer, "node": voucher.node, "maxCumulative": str(voucher.max_cumulative),
-            "signature": voucher.signature}
 
 
 class Payments:

@@ -27,8 +27,8 @@ from typing import NoReturn
 import click
 
 from .. import clikit
+from ..daemon.keys import DEVNET_CHAIN_ID
 
-DEVNET_CHAIN_ID = 31337
 PROG = "opg web"
 
 

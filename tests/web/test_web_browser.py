@@ -31,10 +31,9 @@ from web3.logs import DISCARD
 
 from offchain.daemon.keys import anvil_key
 from offchain.devkit.devchain import free_port
+from offchain.devkit.system import OPG, Operator, System
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-from offchain.devkit.system import OPG, Operator, System  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -48,6 +48,7 @@ from ...client.payer import (
 )
 from ...client.state import InFlight
 from ...messages import SignedReceipt, Voucher
+from ...sdk.wire import voucher_fields_json
 from ..registry import registry
 from .payload import SCHEME
 
@@ -126,7 +127,7 @@ class OpgCreditClient:
                                           deadline=deadline, started=now)
             st.max_signed = max(st.max_signed, max_cumulative)
         payload = {"x402Version": 2, "accepted": req, "payload": {
-            "voucher": {"payer": p.address, "node": node, "maxCumulative": str(max_cumulative)},
+            "voucher": voucher_fields_json(voucher),
             "signature": signature}}
         if resource:
             payload["resource"] = resource

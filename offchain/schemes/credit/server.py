@@ -29,11 +29,12 @@ from x402.schemas import PaymentPayload, PaymentRequirements
 from ...amounts import format_opg
 from ...daemon.errors import ApiError
 from ...inference import canonical_json, input_hash, output_hash, tokens_hash
-from ...messages import InvalidSignature, Receipt, SignedVoucher, recover_signer
+from ...messages import InvalidSignature, Receipt, SignedVoucher
 from ...node.channels import Channel
-from ...node.payments import Admission, SchemeServer, Served, receipt_json, voucher_json
+from ...node.payments import Admission, SchemeServer, Served
 from ...node.x402 import PaymentRefused, Quote
 from ...sdk.relayer_client import RelayerUnavailable
+from ...sdk.wire import SignatureChecker, receipt_json, voucher_json
 from ..registry import registry
 from .payload import SCHEME, CreditPayload
 
@@ -61,6 +62,8 @@ class CreditServer(SchemeServer):
         self._trusted: dict[str, float] = {}  # payer -> monotonic time until which /verify may run with the model
         self._trusted_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="credit-verify")
+        self._vouchers = SignatureChecker(ctx.escrow_domain)
+        self._receipts = SignatureChecker(ctx.staking_domain)
 
     def enhance_payment_requirements(self, requirements: PaymentRequirements, supported_kind: object,
                                      extensions: list[str]) -> PaymentRequirements:
@@ -91,7 +94,7 @@ class CreditServer(SchemeServer):
                                  payer)
         signed = p.signed_voucher()
         try:
-            signer = recover_signer(signed.voucher.fast_digest(ctx.escrow_domain), p.signature)
+            signer = self._vouchers.signer(signed.voucher, p.signature)
         except InvalidSignature as exc:
             raise PaymentRefused("invalid_signature", f"voucher signature: {exc}", payer) from None
         if signer != payer and ctx.chain.session_expiry(payer, signer) <= ctx.chain.chain_time():
@@ -223,7 +226,7 @@ class CreditServer(SchemeServer):
                 input_hash=input_hash(served.request), output_hash=served.output_hash or output_hash(served.text),
                 amount=amount, cumulative=cumulative, timestamp=ctx.chain.now())
             signature = receipt.sign_with(ctx.account.key, ctx.staking_domain)
-            rid = "0x" + receipt.fast_digest(ctx.staking_domain).hex()
+            rid = "0x" + self._receipts.digest(receipt).hex()
             signed = receipt_json(receipt, signature)
             item = canonical_json({"receipt": signed, "voucher": voucher_json(best)})
             payload = {

@@ -8,6 +8,7 @@ import time
 
 from ...client.payer import Payer, PaymentOutcome, PaymentRefused, Reservation
 from ...messages import TransferWithAuthorization
+from ...sdk.wire import authorization_json
 from ..registry import registry
 from .payload import SCHEME
 
@@ -47,9 +48,7 @@ class ExactClient:
                                          nonce="0x" + secrets.token_hex(32))
         signature = auth.sign_with(owner_key, p.token_domain)
         payload = {"x402Version": 2, "accepted": req, "payload": {
-            "authorization": {"from": auth.owner, "to": auth.to, "value": str(auth.value),
-                              "validAfter": str(auth.valid_after), "validBefore": str(auth.valid_before),
-                              "nonce": auth.nonce},
+            "authorization": authorization_json(auth),
             "signature": signature}}
         if resource:
             payload["resource"] = resource
