@@ -199,8 +199,10 @@ def test_attack_authorize_signer_cannot_lower_allowance_of_a_key_in_force(
         escrow.authorize_signer(authorized.address, now + 30 * DAY - 1, 100 * OPG, sender=funded.account)
     assert escrow.signer_of(funded.address, authorized.address) == (now + 30 * DAY, 100 * OPG)
     # The only way down is revocation, effective one thaw period later; afterwards any new grant applies.
-    escrow.revoke_signer(authorized.address, sender=funded.account)
-    chain.pending_timestamp = now + 1 + params.thaw_period
+    revoked = escrow.revoke_signer(authorized.address, sender=funded.account)
+    revoked_at = chain.provider.get_block(revoked.block_number).timestamp
+    assert escrow.signer_of(funded.address, authorized.address)[0] == revoked_at + params.thaw_period
+    chain.pending_timestamp = revoked_at + params.thaw_period  # the first second the key is out of force
     escrow.authorize_signer(authorized.address, now + 2 * DAY, 5 * OPG, sender=funded.account)
     assert escrow.signer_of(funded.address, authorized.address) == (now + 2 * DAY, 5 * OPG)
 
