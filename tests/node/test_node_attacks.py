@@ -269,6 +269,30 @@ def test_attack_known_payer_refused_by_the_relayer_while_the_model_ran_gets_402_
     assert owner.charged(body) == charged
 
 
+def test_attack_one_paid_answer_buys_no_burst_of_unfunded_generations(node, devnet):
+    """Review F1 (issue 15, item 7): once trusted, a payer fires many requests at once with a voucher no credits stand
+    behind (free to sign); the node's local checks pass, but none may run the model before the relayer refuses it."""
+    owner = Payer(devnet.new_payer(deposit=OPG), node.url)
+    body = chat_body("Pay once, then ask for free many times", max_tokens=24)
+    assert owner.pay(body).status_code == 200  # the relayer accepted this payer: it is trusted a while
+    charged = owner.charged(body)
+    req = requirement(owner.challenge(body), "opg-credit")
+    n = 12
+    header = voucher_header(req, owner.actor, charged + 2 * OPG + n * int(req["extra"]["priceCap"]))  # 1 OPG credits
+    ran = generations(node)
+
+    def ask(_: int) -> httpx.Response:
+        return httpx.post(node.url + "/v1/chat/completions", json=body, headers={"PAYMENT-SIGNATURE": header},
+                          timeout=60)
+
+    with ThreadPoolExecutor(n) as pool:
+        answers = list(pool.map(ask, range(n)))
+    assert {error_of(res) for res in answers} == {"insufficient_balance"}
+    assert generations(node) == ran  # no model ran for any of them
+    assert owner.charged(body) == charged
+    assert owner.pay(body).status_code == 200  # an honest voucher of the same payer is still served
+
+
 def test_attack_session_key_past_its_allowance_is_refused_while_the_relayer_is_down(offline, devnet):
     owner = Payer(devnet.new_payer(deposit=10 * OPG), offline.url)
     session = Account.create()

@@ -6,10 +6,13 @@ counts.
 Admission: local checks (the voucher's signature recovers to the payer or one of its session keys in force per
 ``escrow.signer_of``, it names this node, its ``maxCumulative`` covers the channel's charge + the caps in flight + this
 request's cap, the payer's unsettled exposure stays under ``max_unsettled``), the cap reserved on the channel, then
-the relayer's ``/verify`` (credits, allowances, the node's stake). For a payer the relayer accepted within the last
-``TRUST_SECONDS``, ``/verify`` runs while the model does and is joined before anything is charged or streamed
-(``confirm``: a refusal is still a 402 and charges nothing); a payer not seen valid lately is verified before the model
-runs, so a key without credits cannot make the node generate.
+the relayer's ``/verify`` (credits, allowances, the node's stake). A request skips the wait for ``/verify`` (which then
+runs while the model does and is joined before anything is charged or streamed: ``confirm``, a refusal is still a 402
+and charges nothing) only if the relayer accepted its payer within the last ``TRUST_SECONDS``, that answer's credits
+(balance - outstanding, less what this channel charged since) cover the voucher's ``maxCumulative`` (so every cap in
+flight on the channel), and fewer than ``SPECULATIVE_MAX`` requests of the payer are already waiting on the relayer
+this way; any other request is verified before the model runs, so vouchers without credits behind them cannot make
+the node generate (one paid answer buys at most ``SPECULATIVE_MAX`` unpaid generations before the refusal).
 Charge: ``amount = min(cost(tokens used), cap)``, ``cumulative += amount`` under the channel's lock, a Receipt signed
 with a fresh random ``requestId``, committed to the store with its payload and the channel's best voucher, then
 released; the outbox hands it to the relayer.
@@ -39,7 +42,23 @@ from ..registry import registry
 from .payload import SCHEME, CreditPayload
 
 log = logging.getLogger("opg.node.payments")
-TRUST_SECONDS = 30.0  # a payer the relayer accepted this recently is verified while its model runs
+TRUST_SECONDS = 30.0  # a payer the relayer accepted this recently may be verified while its model runs
+SPECULATIVE_MAX = 2  # requests of one payer (any signer) whose /verify runs with the model at once
+
+
+@dataclass
+class _Trust:
+    """The relayer's last acceptance of a payer's voucher (its /verify ``extra``)."""
+
+    until: float  # monotonic time until which a request may skip the wait
+    balance: int  # the payer's credits
+    outstanding: int  # charged but unsettled over all its channels
+    known: int  # what this channel had charged as far as the relayer knew
+
+    def covers(self, max_cumulative: int) -> bool:
+        """The relayer would accept ``max_cumulative`` on this channel as far as its answer tells (it also counts
+        other channels' caps, so this is necessary, not sufficient)."""
+        return max_cumulative - self.known <= self.balance - self.outstanding
 
 
 @dataclass
@@ -59,7 +78,8 @@ class CreditServer(SchemeServer):
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        self._trusted: dict[str, float] = {}  # payer -> monotonic time until which /verify may run with the model
+        self._trusted: dict[str, _Trust] = {}  # payer -> its last acceptance by the relayer
+        self._speculating: dict[str, int] = {}  # payer -> requests admitted before the relayer answered, unanswered
         self._trusted_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="credit-verify")
         self._vouchers = SignatureChecker(ctx.escrow_domain)
@@ -112,10 +132,9 @@ class CreditServer(SchemeServer):
         adm = CreditAdmission(scheme=SCHEME, payer=payer, quote=quote, channel=channel, reservation=key,
                               voucher=signed, signer=signer, spent=spent)
         body = self.relayer_body(payload, self.requirement(quote, channel.charged - quote.cap))
-        with self._trusted_lock:
-            trusted = self._trusted.get(payer, 0.0) > time.monotonic()
-        if trusted:
+        if self._speculate(adm):
             adm.pending = self._pool.submit(self._verify, adm, body, channel)
+            adm.pending.add_done_callback(lambda _f: self._answered(payer))
             return adm
         try:
             self._verify(adm, body, channel)
@@ -123,6 +142,26 @@ class CreditServer(SchemeServer):
             self.release(adm)
             raise
         return adm
+
+    def _speculate(self, adm: CreditAdmission) -> bool:
+        """May ``adm`` run its model before the relayer answers (then counted until it does)?"""
+        assert adm.voucher is not None
+        with self._trusted_lock:
+            trust = self._trusted.get(adm.payer)
+            if trust is None or trust.until <= time.monotonic() or not trust.covers(adm.voucher.max_cumulative):
+                return False
+            if self._speculating.get(adm.payer, 0) >= SPECULATIVE_MAX:
+                return False
+            self._speculating[adm.payer] = self._speculating.get(adm.payer, 0) + 1
+            return True
+
+    def _answered(self, payer: str) -> None:
+        with self._trusted_lock:
+            left = self._speculating.get(payer, 0) - 1
+            if left > 0:
+                self._speculating[payer] = left
+            else:
+                self._speculating.pop(payer, None)
 
     def confirm(self, adm: Admission) -> None:
         """Blocking: the relayer's verdict on a payment verified while the model ran (PaymentRefused, ApiError)."""
@@ -168,12 +207,17 @@ class CreditServer(SchemeServer):
             raise PaymentRefused(str(answer.get("invalidReason") or "invalid_payment"),
                                  str(answer.get("invalidMessage") or "refused by the relayer's /verify"), adm.payer)
         ctx.metrics.verify.inc(1, SCHEME, "valid")
-        adm.verified = answer.get("extra") or {}
-        now = time.monotonic()
+        adm.verified = extra = answer.get("extra") or {}
+        try:
+            trust = _Trust(time.monotonic() + TRUST_SECONDS, int(extra["balance"]), int(extra["outstanding"]),
+                           int(extra["charged"]))
+        except (KeyError, TypeError, ValueError):
+            return  # an answer without its credits: no request skips the wait on it
         with self._trusted_lock:
             if len(self._trusted) > 4096:
-                self._trusted = {p: t for p, t in self._trusted.items() if t > now}
-            self._trusted[adm.payer] = now + TRUST_SECONDS
+                now = time.monotonic()
+                self._trusted = {p: t for p, t in self._trusted.items() if t.until > now}
+            self._trusted[adm.payer] = trust
 
     def _verify_on_chain(self, adm: CreditAdmission, channel: Channel, why: str) -> None:
         """The relayer is unreachable: check the payer's credits on the escrow alone (the exposure limit bounds the
