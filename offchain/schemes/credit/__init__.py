@@ -5,6 +5,6 @@
   server.py   the node's side: the offer, the admission (local checks + the relayer's /verify), the charge (receipt)
 """
 
-from .payload import SCHEME, CreditPayload, PayloadReceipt, VoucherFields
+from .payload import SCHEME, CreditPayload, VoucherFields
 
-__all__ = ["SCHEME", "CreditPayload", "PayloadReceipt", "VoucherFields"]
+__all__ = ["SCHEME", "CreditPayload", "VoucherFields"]

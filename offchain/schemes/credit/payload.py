@@ -6,7 +6,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from ...messages import SignedReceipt, SignedVoucher, Voucher
+from ...messages import SignedVoucher, Voucher
+from ...sdk.wire import WireReceipt
 from ...types import Signature
 from ..registry import registry
 
@@ -19,12 +20,6 @@ class VoucherFields(Voucher):
     model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
 
 
-class PayloadReceipt(SignedReceipt):
-    """A node's signed Receipt (NodeStaking EIP-712 domain), camelCase on the wire."""
-
-    model_config = ConfigDict(alias_generator=to_camel, serialize_by_alias=True)
-
-
 class CreditPayload(BaseModel):
     """``paymentPayload.payload`` of the opg-credit scheme."""
 
@@ -33,7 +28,7 @@ class CreditPayload(BaseModel):
 
     voucher: VoucherFields
     signature: Signature
-    receipt: PayloadReceipt | None = Field(None, description="the node's signed receipt (the relayer's POST /settle "
+    receipt: WireReceipt | None = Field(None, description="the node's signed receipt (the relayer's POST /settle "
                                                              "only)")
 
     def signed_voucher(self) -> SignedVoucher:
