@@ -76,6 +76,11 @@ class PostgresCluster:
         self.started_in = time.perf_counter() - started
         return self
 
+    def restart(self) -> None:
+        """Stop the server at once (every connection is cut) and start it again on the same port."""
+        self._run("pg_ctl", "restart", "-D", str(self.data), "-l", str(self.log), "-m", "immediate", "-w", "-t", "30",
+                  "-s")  # -l: the server must not inherit our pipes (pg_ctl keeps the start options, not the log)
+
     def database(self) -> str:
         """A new empty database; its URL."""
         import psycopg

@@ -15,6 +15,7 @@ PostgreSQL spell these the same). What differs between engines lives in the dial
   ``migration(m)``        the statements of a numbered migration for this engine (``Migration.sqlite`` / ``.postgresql``)
 
   ``ddl(text)``           a schema statement or column declaration in this engine's spelling (SQLite's as written)
+  ``broken(conn)``        whether a connection was lost (a server restarted): a reader reconnects and reads again
   ``row_order``           the column that numbers a table's rows in insertion order (SQLite ``rowid``; PostgreSQL
                           has none, so a table that needs it declares an identity column ``seq`` in its migration)
 
@@ -82,6 +83,8 @@ class Dialect(Protocol):
 
     def ddl(self, text: str) -> str: ...
 
+    def broken(self, conn: Any) -> bool: ...
+
     row_order: str
 
 
@@ -131,6 +134,9 @@ class SQLiteDialect:
     def ddl(self, text: str) -> str:
         return text
 
+    def broken(self, conn: sqlite3.Connection) -> bool:
+        return False  # a file: nothing to lose
+
 
 class Database:
     """One store: its dialect, a read connection per thread, the ``meta`` binding and the migrations."""
@@ -167,10 +173,31 @@ class Database:
         return conn
 
     def read(self, statement: str, args: Sequence[Any] = ()) -> list[Any]:
-        return self.reader().execute(statement, tuple(args)).fetchall()
+        return self._read(statement, args).fetchall()
 
     def read_one(self, statement: str, args: Sequence[Any] = ()) -> Any:
-        return self.reader().execute(statement, tuple(args)).fetchone()
+        return self._read(statement, args).fetchone()
+
+    def _read(self, statement: str, args: Sequence[Any]) -> Any:
+        """Run a read; once more on a new connection if this thread's was lost (reads are idempotent)."""
+        conn = self.reader()
+        try:
+            return conn.execute(statement, tuple(args))
+        except Exception:
+            if not self.dialect.broken(conn):
+                raise
+            self._drop(conn)
+            return self.reader().execute(statement, tuple(args))
+
+    def _drop(self, conn: Any) -> None:
+        with self._lock:
+            if conn in self._readers:
+                self._readers.remove(conn)
+        self._local.conn = None
+        try:
+            conn.close()
+        except Exception:
+            pass
 
     def close(self) -> None:
         with self._lock:

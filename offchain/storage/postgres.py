@@ -19,7 +19,9 @@ flushed to the WAL on disk before COMMIT returns; ``off``: it survives the clien
 crash may lose the last commits). It is a session setting (the writer calls it before ``BEGIN``), not ``SET LOCAL``,
 sent only when it changes.
 
-Readers are connections with ``default_transaction_read_only``; each read is its own transaction.
+Readers are connections with ``default_transaction_read_only``; each read is its own transaction; a read on a
+connection the server dropped (a restart) is retried once on a new one (``Database``). The writer's connection is
+not replaced: a lost one fails the group's commit, and the relayer exits (``on_failure``) to be restarted.
 """
 
 from __future__ import annotations
@@ -153,6 +155,9 @@ class PostgresDialect:
 
     def ddl(self, text: str) -> str:
         return ddl(text)
+
+    def broken(self, conn: PgConnection) -> bool:
+        return bool(conn.raw.closed or conn.raw.broken)
 
     def migration(self, m: Migration) -> Step | None:
         return m.postgresql

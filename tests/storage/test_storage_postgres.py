@@ -38,3 +38,13 @@ def test_rows_literals_identity_ids_and_durability_on_a_real_server(postgres_clu
     assert reader.execute("SHOW default_transaction_read_only").fetchone()[0] == "on"
     writer.close()
     db.close()
+
+
+def test_readers_reconnect_after_the_server_restarts(postgres_cluster):
+    db = Database.at(postgres_cluster.database())
+    db.open([Migration(1, "t", "CREATE TABLE t (x INTEGER);", "CREATE TABLE t (x BIGINT);")])
+    first = db.reader()
+    assert db.read("SELECT count(*) FROM t") == [(0,)]
+    postgres_cluster.restart()  # every connection is cut
+    assert db.read("SELECT count(*) FROM t") == [(0,)] and db.reader() is not first
+    db.close()
