@@ -5,22 +5,18 @@ but never far enough ahead of the chain's clock to be slashable as future-dated)
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
-
-import httpx
-from eth_utils import keccak
+from typing import TypeVar
 
 from ..deployments import Deployment
+from ..relayer.reads import RawReader
 from ..sdk.clock import ProtocolClock
 from ..sdk.connect import Connection, web3_of
 from ..sdk.constants import ROLE_INFERENCE, ROLE_VERIFIER
 from ..sdk.contracts import Contracts
 
 T = TypeVar("T")
-SPENT_SELECTOR = keccak(text="spent(address,address)")[:4]
 SESSION_TTL = 5.0
 STATUS_TTL = 10.0
 VERIFIER_TTL = 10.0
@@ -31,16 +27,15 @@ class ChainView:
     def __init__(self, rpc_url: str, deployment: Deployment, node: str, settled_ttl: float):
         self.rpc_url, self.deployment, self.node = rpc_url, deployment, node
         self.settled_ttl = settled_ttl
-        self._local = threading.local()
         self._conn = Connection(rpc_url=rpc_url, w3=web3_of(rpc_url), chain_id=deployment.chainId,
                                 deployment=deployment, account=None)
-        self._lock = threading.Lock()
         self._spent: dict[str, tuple[int, float]] = {}
         self._sessions: dict[tuple[str, str], tuple[int, float]] = {}
         self._verifiers: dict[str, tuple[bool, float]] = {}
         self._status: tuple[dict, float] | None = None
-        self.clock = ProtocolClock(self._block_time, refresh=CLOCK_REFRESH)
-        self._escrow = deployment.address("CreditEscrow")
+        # raw JSON-RPC for the reads on the request path (a fraction of web3.py's cost); typed web3 reads elsewhere
+        self._reads = RawReader(rpc_url, deployment.address("CreditEscrow"), deployment.address("NodeStaking"))
+        self.clock = ProtocolClock(lambda: self._reads.one(RawReader.latest_timestamp()), refresh=CLOCK_REFRESH)
 
     def chain(self) -> Contracts:
         """The deployment's contracts on an HTTP session of the calling thread's own."""
@@ -57,19 +52,6 @@ class ChainView:
         return value
 
     # Clock -------------------------------------------------------------------------------------------------------
-    def _rpc(self, method: str, params: list) -> Any:
-        """One raw JSON-RPC call (a fraction of web3.py's cost: these reads sit on the request path)."""
-        client = getattr(self._local, "rpc", None)
-        if client is None:
-            client = self._local.rpc = httpx.Client(timeout=15)
-        answer = client.post(self.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).json()
-        if "error" in answer:
-            raise RuntimeError(f"{method}: {answer['error']}")
-        return answer["result"]
-
-    def _block_time(self) -> int:
-        return int(self._rpc("eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
-
     def chain_time(self) -> int:
         """The chain's clock (``offchain.sdk.clock.ProtocolClock``: the latest block's timestamp + the seconds since
         it was read, re-read every second); the wall clock if the chain cannot be read."""
@@ -84,11 +66,8 @@ class ChainView:
     # Payers ------------------------------------------------------------------------------------------------------
     def spent(self, payer: str, fresh: bool = False) -> int:
         """``escrow.spent(payer, this node)``: what the channel has been paid on-chain (cached ``settled_ttl``)."""
-        def read() -> int:
-            data = SPENT_SELECTOR + bytes(12) + bytes.fromhex(payer[2:]) + bytes(12) + bytes.fromhex(self.node[2:])
-            return int(self._rpc("eth_call", [{"to": self._escrow, "data": "0x" + data.hex()}, "latest"]), 16)
-
-        return self._cached(self._spent, payer, self.settled_ttl, read, fresh)
+        return self._cached(self._spent, payer, self.settled_ttl,
+                            lambda: self._reads.one(self._reads.spent(payer, self.node)), fresh)
 
     def session_expiry(self, payer: str, key: str) -> int:
         """``escrow.signer_of(payer, key)`` expiry (0: not a session key of the payer)."""
