@@ -32,7 +32,7 @@ from ..sdk.tx import BroadcastError, PreparedCall, TxManager, is_revert, is_tran
 from .events import Events
 from .ledger import Ledger
 from .metrics import Metrics
-from .policy import BatchPolicy, RevertStreak
+from .policy import BatchPolicy, RevertStreak, culprits
 from .proposals import TOPIC_PROPOSED, Reservations, decode_proposal
 from .rpc import ChainFacts
 from .rules import ClaimResult
@@ -162,6 +162,10 @@ class SimulationReverted(Exception):
     pass
 
 
+class SettlementBlocked(Exception):
+    """settle_batch reverts for a reason no claim causes (the relayer is no facilitator...): receipts stay pending."""
+
+
 @dataclass(frozen=True)
 class BatcherConfig:
     """What the batcher is told: batch bounds, confirmation depth, when to replace a pending transaction."""
@@ -196,6 +200,10 @@ class Batcher:
         self._log_block: int | None = None
         self._key_expiry: dict[tuple[str, str], tuple[int, float]] = {}
         self._reverts = RevertStreak()  # of the batch being built or re-simulated (policy.BatchPolicy.give_up)
+        self.blocked: str | None = None  # why settle_batch reverts whatever the claims (None: it does not)
+        metrics.gauge("opg_relayer_settlement_blocked", "1 while settle_batch reverts for a reason no claim causes "
+                      "(e.g. the relayer is no facilitator): receipts stay pending.",
+                      lambda: {(): float(self.blocked is not None)})
 
     # The worker's entry point ----------------------------------------------------------------------------------
     def tick(self) -> None:
@@ -357,14 +365,17 @@ class Batcher:
         root = root_of([i for v in ids.values() for i in v])
         try:
             go, skipped, gas = self._simulate(claims, root)
-        except SimulationReverted as exc:  # never expected: retried with the worker's backoff, then given up
-            if not self._reverted(str(exc)):
-                raise
-            batch_id = self.store.call(Store.job_build_batch, self.ledger, claims, "0x" + root.hex(), ids, [], {},
-                                       time.time())
+        except SimulationReverted as exc:  # never expected: see _culprits
+            culprits = self._culprits(claims, str(exc))
+            bad = [c for c in claims if (c["payer"], c["node"]) in culprits]
+            bad_ids = {k: v for k, v in ids.items() if k in culprits}
+            batch_id = self.store.call(Store.job_build_batch, self.ledger, bad,
+                                       "0x" + root_of([i for v in bad_ids.values() for i in v]).hex(), bad_ids, [],
+                                       {}, time.time())
             if batch_id is not None:
                 self._reject(batch_id, str(exc))
             return
+        self._unblock()
         self._reverts = RevertStreak()
         go_ids = {(c["payer"], c["node"]): ids[(c["payer"], c["node"])] for c in go}
         skipped_ids = {(s.payer, s.node): ids[(s.payer, s.node)] for s in skipped}
@@ -379,11 +390,62 @@ class Batcher:
         log.info("built batch %d: %d claims, %d receipts", batch_id, len(go), sum(len(v) for v in go_ids.values()))
         self._send(batch_id, go, root, gas=gas)
 
-    def _reverted(self, reason: str) -> bool:
-        """Count a simulation revert; whether the policy gives the batch up now."""
+    def _culprits(self, claims: list[dict], reason: str) -> set[tuple[str, str]]:
+        """After settle_batch's simulation reverted as a whole (never expected: it skips bad claims one by one), the
+        channels whose claims revert on their own, to be rejected; raises to keep every receipt pending otherwise.
+
+        A revert about who calls or how the escrow is set up (the relayer is no facilitator: "batch not proposed")
+        blocks settlement (``SettlementBlocked``: /healthz not ok with the reason, ``opg_relayer_settlement_blocked``
+        1) until it goes away, e.g. the account is made a facilitator again; the receipts are never rejected for it.
+        A revert the relayer is authorised for counts towards the policy's streak (``BatchPolicy.give_up``; until
+        then ``SimulationReverted`` is retried with the worker's backoff), then the batch is bisected
+        (``policy.culprits``) for the channels that revert alone; none found (only a combination reverts) also blocks.
+        """
+        me = self.sender.address
+        if not self.sender.retry(lambda: self.escrow.functions.is_facilitator(me).call()):
+            self._block(f"the relayer account {me} is not a facilitator of the escrow; receipts kept pending "
+                        f"(settle_batch reverts: {reason})")
         self._reverts = self._reverts.after(reason)
         log.warning("batch simulation reverted (%d in a row): %s", self._reverts.count, reason)
-        return self.policy.give_up(self._reverts)
+        if not self.policy.give_up(self._reverts):
+            raise SimulationReverted(reason)
+        channels = list(dict.fromkeys((c["payer"], c["node"]) for c in claims))
+        found = set(culprits(channels, lambda keys: self._reverts_alone([c for c in claims
+                                                                         if (c["payer"], c["node"]) in keys])))
+        if not found:
+            self._block(f"settle_batch reverts with no claim to blame; receipts kept pending: {reason}")
+        return found
+
+    def _reverts_alone(self, claims: list[dict]) -> bool:
+        """Whether settle_batch(claims) reverts as a whole (a simulation; transient errors raise)."""
+        call = settle_call(self.chain.w3, self.escrow.address, claims, bytes(32))
+        try:
+            self.sender.retry(lambda: call.call({"from": self.sender.address}))
+        except Exception as exc:
+            if is_revert(exc):
+                return True
+            raise
+        return False
+
+    def _block(self, reason: str) -> None:
+        if self.blocked != reason:
+            log.error("settlement blocked: %s", reason)
+        self.blocked = reason
+        self._reverts = RevertStreak()
+        raise SettlementBlocked(reason)
+
+    def _unblock(self) -> None:
+        if self.blocked is not None:
+            log.warning("settlement unblocked (was: %s)", self.blocked)
+        self.blocked = None
+        self._reverts = RevertStreak()
+
+    def _retire(self, batch_id: int) -> None:
+        """Mark the batch's journal records done: its transaction was mined (a replacement retired the others of
+        its nonce), or the batch ended without one that can still matter (re-simulated, nothing left to pay)."""
+        if self.sender.journal is not None:
+            for tx in self.store.transactions("batch", str(batch_id)):
+                self.sender.journal.done(tx["tx_hash"])
 
     def _reject(self, batch_id: int, reason: str) -> None:
         """Reject a batch whose simulation keeps reverting, and its receipts, recording the reason."""
@@ -392,7 +454,7 @@ class Batcher:
         self._reverts = RevertStreak()
         self.metrics.batches.inc(1, "rejected")
         self.metrics.receipts_resolved.inc(receipts, "rejected")
-        log.error("batch %d rejected with its receipts after %d simulation reverts: %s", batch_id,
+        log.error("batch %d rejected with its %d receipts after %d simulation reverts: %s", batch_id, receipts,
                   self.policy.reject_after, reason)
 
     def _count_skipped(self, skipped: list[ClaimResult], ids: dict | None, per_claim: dict | None = None) -> None:
@@ -511,11 +573,13 @@ class Batcher:
         try:
             go, skipped, gas = self._simulate(claims, root)
         except SimulationReverted as exc:
-            if not self._reverted(str(exc)):
-                raise
-            self._reject(batch_id, str(exc))
+            self._culprits(claims, str(exc))  # raises unless some claim alone reverts
+            # Released to be batched again: the next build bisects them and rejects only the reverting claims.
+            self.store.call(Store.job_batch_failed, self.ledger, batch_id, f"simulation reverted: {exc}", time.time())
+            self._retire(batch_id)
+            self.metrics.batches.inc(1, "failed")
             return
-        self._reverts = RevertStreak()
+        self._unblock()
         go_ids = {(c["payer"], c["node"]): ids[(c["payer"], c["node"])] for c in go}
         if skipped:
             root = root_of([i for v in go_ids.values() for i in v])
@@ -523,6 +587,7 @@ class Batcher:
         self.store.call(Store.job_rebuild_batch, self.ledger, batch_id, go, "0x" + root.hex(), skipped, time.time())
         self._count_skipped(skipped, None, counts)
         if not go:
+            self._retire(batch_id)
             self.metrics.batches.inc(1, "skipped")
             log.info("batch %d: nothing left to settle", batch_id)
             return
@@ -534,6 +599,7 @@ class Batcher:
             log.warning("batch %d: %s reverted; its receipts go back to the queue", batch_id, tx_hash)
             self.store.call(Store.job_batch_failed, self.ledger, batch_id, f"transaction {tx_hash} reverted",
                             time.time())
+            self._retire(batch_id)
             self.metrics.batches.inc(1, "failed")
             return
         depth = self.sender.block_number() - receipt["blockNumber"] + 1
@@ -564,6 +630,7 @@ class Batcher:
         latencies = self.store.call(Store.job_batch_confirmed, self.ledger, batch_id, tx_hash,
                                     receipt["blockNumber"], receipt["gasUsed"], gas_price, results, amount,
                                     time.time())
+        self._retire(batch_id)
         m = self.metrics
         m.batches.inc(1, "confirmed")
         m.gas_used.inc(receipt["gasUsed"], "batch")

@@ -12,18 +12,23 @@ it is full (``batch_size`` receipts) or when its oldest receipt has waited ``bat
 sets from what the batch should save (the demo waits most of its run; production minutes to hours, always well
 below the thaw period, the bound the withdrawal trigger relies on).
 
-A batch whose simulation reverts (which settle_batch's per-claim skips should make impossible: a revert means the
-whole call is refused, e.g. the relayer is no facilitator) is retried with the worker's backoff, and given up once
-it reverted ``reject_after`` times in a row for the same reason: its receipts are rejected with that reason rather
-than retried for ever.
+A batch whose simulation reverts as a whole (which settle_batch's per-claim skips should make impossible) is never
+given up for a reason no claim causes: when the relayer is no facilitator (a wrong key, a facilitator rotated out by
+the owner) the batcher stops, keeps every receipt pending and says why in /healthz until the account is a
+facilitator again. A revert the relayer is authorised for is retried with the worker's backoff and, once it reverted
+``reject_after`` times in a row for the same reason, the batch's channels are bisected (``culprits``) and only those
+whose claims revert on their own are rejected; if no channel reverts alone, settlement blocks as above.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-REJECT_AFTER = 5  # consecutive simulation reverts with the same reason that reject a batch
+T = TypeVar("T")
+
+REJECT_AFTER = 5  # consecutive simulation reverts with the same reason after which a batch is bisected
 
 
 @dataclass(frozen=True)
@@ -38,8 +43,8 @@ class BatchPolicy:
         return cls(batch_size=int(settings.batch_size), batch_age=float(settings.batch_age))
 
     def give_up(self, streak: RevertStreak) -> bool:
-        """Whether a batch whose simulation reverted ``streak.count`` times in a row for ``streak.reason`` is
-        rejected now (its receipts with it) instead of simulated again."""
+        """Whether a batch whose simulation reverted ``streak.count`` times in a row for ``streak.reason`` (the
+        relayer being a facilitator) is bisected now, its reverting claims rejected, instead of simulated again."""
         return streak.count >= self.reject_after
 
     def reason(self, pending: int, oldest_age: float, urgent: bool) -> str | None:
@@ -66,3 +71,16 @@ class RevertStreak:
     def after(self, reason: str) -> RevertStreak:
         """The streak once the simulation reverted again, for ``reason``."""
         return RevertStreak(reason, self.count + 1 if reason == self.reason else 1)
+
+
+def culprits(items: Sequence[T], reverts: Callable[[list[T]], bool]) -> list[T]:
+    """The items that make ``reverts`` true on their own, found by bisection (``reverts(items)`` for halves, down
+    to single items): about 2k log(n) calls for k culprits among n. Items that revert only together are not found
+    (a caller that finds none must not blame anyone)."""
+    items = list(items)
+    if not items or not reverts(items):
+        return []
+    if len(items) == 1:
+        return items
+    mid = len(items) // 2
+    return culprits(items[:mid], reverts) + culprits(items[mid:], reverts)

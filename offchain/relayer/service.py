@@ -15,7 +15,7 @@ from ..daemon.worker import Backoff, Supervisor
 from ..deployments import load_deployment
 from ..sdk.clock import ProtocolClock
 from ..sdk.tx import TxManager, TxPolicy
-from .batcher import Batcher, BatcherConfig
+from .batcher import Batcher, BatcherConfig, SettlementBlocked
 from .config import ConfigError, RelayerSettings
 from .credit import CreditConfig, CreditScheme
 from .events import Events
@@ -90,7 +90,7 @@ class Relayer:
         # The chain workers: the batcher and the slasher tick every poll_interval, exact payments left in flight are
         # reconciled every EXACT_RECONCILE_EVERY s; a failing tick backs off 0.5 s doubling up to 10 s.
         worker = Supervisor(idle=settings.poll_interval, backoff=Backoff(0.5, 10.0))
-        worker.add(batcher)
+        worker.add(batcher, quiet=(SettlementBlocked,))  # a blocked settlement is reported, not a crash
         worker.add(slasher)
         worker.add(ExactReconciler(exact, older_than=settings.exact_timeout + 5))
         metrics.gauge("opg_relayer_pending_receipts", "Receipts accepted and not yet settled or rejected.",
@@ -133,8 +133,8 @@ class Relayer:
             store_ok = False
         inflight = self.store.inflight_batch() if store_ok else None
         alive = self.worker.alive
-        last_error = next((h.last_error for h in self.worker.health() if h.last_error), None)
-        return Health(ok=chain_ok and store_ok and alive, chain_ok=chain_ok, store_ok=store_ok,
+        last_error = self.batcher.blocked or next((h.last_error for h in self.worker.health() if h.last_error), None)
+        return Health(ok=chain_ok and store_ok and alive and self.batcher.blocked is None, chain_ok=chain_ok, store_ok=store_ok,
                       chain_id=self.facts.chain_id, last_block=last_block, pending_receipts=self.ledger.pending,
                       inflight_batch=inflight["id"] if inflight else None, relayer=self.facts.relayer,
                       worker_alive=alive, last_error=last_error)

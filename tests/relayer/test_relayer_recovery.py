@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from relayer_faults import FAULT_EXIT_CODE
+from test_relayer_rejection import unconfirmed_transactions
 from web3.exceptions import TransactionNotFound
 
 from offchain.devkit.devnet import OPG, ChannelSim, RelayerProc, wait_until
@@ -108,6 +109,8 @@ def test_exit_right_after_recording_sent(devnet, channels, tmp_path):
         assert again.status_code == 200
         relayer.wait_receipts([again.json()["id"]])
         assert_paid_exactly_once(devnet, channels, before)
+        # The journal reflects the chain: every record (the retried one and any it replaced) is marked done.
+        wait_until(lambda: unconfirmed_transactions(store) == 0, what="every journal record marked done")
     finally:
         relayer.stop()
 
