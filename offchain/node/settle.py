@@ -12,7 +12,11 @@ Only the escrow's facilitators (the relayers) settle at once. Any other account 
 (``propose_batch``), waits the escrow's ``claim_delay`` (an eighth of the thaw period by default) and then settles
 exactly that batch; meanwhile the relayer settles the claims it accepted for those payers (a payer cannot spend
 credits promised to one node by settling them to another first). The outcomes are simulated (from a facilitator's
-address) before proposing and again before settling.
+address) before proposing and again before settling. A channel settled through a proposal is held until
+``escrow.held_until(payer, node)`` (protocol.md deviation 36): a proposal's claim settling by then is skipped (reason
+6), so a channel held at least ``claim_delay`` from now is left out of the proposal and reported "held until T"
+(a facilitator's claim is not held: a facilitator node settles it). A channel has one claim, so all of a channel's
+receipts go into one proposal.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 
 from ..messages import Claim, merkle_root
 from ..sdk.connect import Connection, connect
-from ..sdk.constants import SKIP_REASONS
+from ..sdk.constants import SKIP_CHANNEL_HELD, SKIP_REASONS
 from ..sdk.tx import TxFailed, TxManager, hex_hash
 from .config import ConfigError, NodeSettings
 from .store import NodeStore
@@ -41,7 +45,7 @@ class ChannelClaim:
     total: int
     receipts: list[str]
     claim: Claim
-    outcome: int | None = None
+    held_until: int = 0  # a proposal made now would be skipped: the channel is held until then (chain time)
 
 
 def plan(settings: NodeSettings) -> tuple[Connection, list[ChannelClaim]]:
@@ -55,6 +59,9 @@ def plan(settings: NodeSettings) -> tuple[Connection, list[ChannelClaim]]:
     if meta.get("chain_id") != str(chain_id):
         raise ConfigError(f"store {settings.store} was made for chain {meta.get('chain_id')}, not {chain_id}")
     claims = []
+    # A proposal made now settles at the earliest claim_delay from now; a channel held until then would be skipped.
+    held_from = 0 if escrow.is_facilitator(account.address) else (
+        conn.clock.block_time() + int(escrow.functions.claim_delay().call()))
     try:
         for payer, cumulative, voucher in store.channels():
             if voucher is None:
@@ -65,7 +72,9 @@ def plan(settings: NodeSettings) -> tuple[Connection, list[ChannelClaim]]:
                 continue
             claim = Claim(payer=payer, node=account.address, max_cumulative=int(voucher["maxCumulative"]),
                           signature=voucher["signature"], total=total)
-            claims.append(ChannelClaim(payer, spent, total, store.receipt_ids_above(payer, spent), claim))
+            held = int(escrow.functions.held_until(payer, account.address).call()) if held_from else 0
+            claims.append(ChannelClaim(payer, spent, total, store.receipt_ids_above(payer, spent), claim,
+                                       held if held >= held_from else 0))
     finally:
         store.close()
     return conn, claims
@@ -103,12 +112,22 @@ def propose_and_wait(conn: Connection, tx: TxManager, claims: list[tuple], root:
                 pass
 
 
+def _result(c: ChannelClaim, outcome: int, sent: str | None, dry_run: bool) -> dict:
+    result = SKIP_REASONS.get(outcome, str(outcome))
+    if c.held_until:
+        result = f"held until {c.held_until} (chain time) by a settlement through a proposal: not proposed"
+    return {"payer": c.payer, "spent": str(c.spent), "total": str(c.total), "receipts": len(c.receipts),
+            "outcome": outcome, "result": result, "heldUntil": c.held_until or None, "transaction": sent,
+            "dryRun": dry_run}
+
+
 def settle(settings: NodeSettings, dry_run: bool, log=None) -> list[dict]:
-    conn, claims = plan(settings)
+    conn, planned = plan(settings)
     account, escrow = conn.account, conn.contracts.escrow
     assert account is not None
     tx = TxManager(conn.w3, account, conn.chain_id)
-    results = []
+    results = [_result(c, SKIP_CHANNEL_HELD, None, dry_run) for c in planned if c.held_until]
+    claims = [c for c in planned if not c.held_until]
     facilitator = escrow.is_facilitator(account.address)
     # The outcomes a settlement would have now, asked as a facilitator would (no proposal needed for the call).
     simulate_from = account.address if facilitator else (conn.deployment.params.facilitators or [account.address])[0]
@@ -127,9 +146,5 @@ def settle(settings: NodeSettings, dry_run: bool, log=None) -> list[dict]:
             # below what paying it takes: never go under a generous static bound (unused gas is not paid).
             estimate = conn.w3.eth.estimate_gas(fn.build_transaction({"from": account.address}))
             sent = _send(tx, fn, "settle_batch", max(2 * estimate, GAS_FLOOR + GAS_PER_CLAIM * len(part)))
-        for c, outcome in zip(part, outcomes, strict=True):
-            results.append({"payer": c.payer, "spent": str(c.spent), "total": str(c.total),
-                            "receipts": len(c.receipts), "outcome": int(outcome),
-                            "result": SKIP_REASONS.get(int(outcome), str(outcome)),
-                            "transaction": sent, "dryRun": dry_run})
+        results += [_result(c, int(outcome), sent, dry_run) for c, outcome in zip(part, outcomes, strict=True)]
     return results
