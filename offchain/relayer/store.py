@@ -8,7 +8,10 @@ reader): ``Receipts`` (accepted receipts and the equivocation evidence of ``conf
 ``Slashes`` (slashes, verdicts, withholding reports), ``ExactPayments``. Amounts are decimal text (uint256 does
 not fit SQL integers).
 
-Durability: every relayer write is durable (``synchronous=FULL``) before it is acknowledged. An accepted receipt is
+Engines: ``Store(location)`` is a SQLite file (the embedded default) or a ``postgresql://`` database
+(``storage.postgres``); one relayer process per database (the writer's read-check-write jobs assume they are the only
+writer). Durability: every relayer write is durable (SQLite ``synchronous=FULL``, PostgreSQL
+``synchronous_commit=on``) before it is acknowledged. An accepted receipt is
 on disk before ``/settle`` answers (the node then marks it delivered and will not resend it); a signed transaction
 is in the journal before it is broadcast (a restart finds and reconciles every transaction that may be mined); batch,
 slash and exact-payment state changes are on disk before the next step acts on them. A crash loses only requests
