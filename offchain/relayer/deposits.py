@@ -79,6 +79,8 @@ def deposits_router(*, sender: Any, chain: Callable[[], Any], transactions: Call
         if receipt is None:
             return 202, DepositAnswer(success=False, status="pending", transaction=tx_hash, payer=a.from_,
                                       amount=str(a.value)).model_dump(by_alias=True)
+        if sender.journal is not None:  # mined: the journal record (and the others of its nonce) are done
+            sender.journal.done(tx_hash)
         if receipt["status"] != 1:
             raise ApiError(409, "deposit_failed", None, f"transaction {tx_hash} reverted")
         balance = retry(lambda: c.escrow.functions.balance_of(a.from_).call())

@@ -299,6 +299,8 @@ class ExactScheme:
             reason = (self._revert_reason(existing, receipt["blockNumber"]) if receipt["status"] != 1
                       else "the transaction did not transfer the authorised value")
         if existing is None or existing["status"] != status:
+            if self.sender.journal is not None:  # mined: the journal record (and the others of its nonce) are done
+                self.sender.journal.done(tx_hash)
             self.store.call(Store.job_exact_update, key, status, receipt["blockNumber"], reason, time.time())
             self.metrics.exact.inc(1, status)
             self.metrics.gas_used.inc(receipt["gasUsed"], "exact")

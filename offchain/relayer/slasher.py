@@ -235,6 +235,8 @@ class Slasher:
         self.metrics.slashes.inc(1, slash["kind"], "sent")
 
     def _mined(self, slash: dict, tx_hash: str, receipt: Any) -> None:
+        if self.sender.journal is not None:  # mined: the journal record (and the others of its nonce) are done
+            self.sender.journal.done(tx_hash)
         if receipt["status"] != 1:
             self.store.call(Store.job_slash_update, slash["id"], "failed", None, f"transaction {tx_hash} reverted",
                             None, time.time())
