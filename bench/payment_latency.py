@@ -59,7 +59,7 @@ from web3 import Web3  # noqa: E402
 
 from offchain.daemon.keys import anvil_key  # noqa: E402
 from offchain.deployments import Params, save_deployment  # noqa: E402
-from offchain.devkit.devchain import Anvil, deploy_web3, free_port, send, transact  # noqa: E402
+from offchain.devkit.devchain import Anvil, deploy_web3, free_port, send, stop_process, transact  # noqa: E402
 from offchain.messages import Domain, Registration  # noqa: E402
 
 OPG = 10**18
@@ -477,16 +477,6 @@ def start_process(args: list[str], log: Path) -> subprocess.Popen:
                             stdin=subprocess.DEVNULL)
 
 
-def stop_process(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 # Main ---------------------------------------------------------------------------------------------------------------
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-unpaid-node":
@@ -616,7 +606,7 @@ def main() -> int:
             healths = {"node": httpx.get(node_url + "/healthz", timeout=10).json()}
         finally:
             for proc in reversed(procs):
-                stop_process(proc)
+                stop_process(proc, timeout=20)
 
     results_json = build_results(args, records, first, parts, metrics_before, metrics_after, warm, healths, cpu,
                                  plan, load_before, load_start, load_end, time.monotonic() - began)

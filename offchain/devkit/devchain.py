@@ -27,6 +27,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen | None, timeout: float = 15) -> int | None:
+    """SIGTERM a child process, wait ``timeout`` s, then SIGKILL it; its exit code (None: no process)."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 def anvil_binary() -> str:
     local = PROJECT_ROOT / "node_modules" / ".bin" / "anvil"
     found = str(local) if local.exists() else shutil.which("anvil")
@@ -64,12 +78,7 @@ class Anvil:
         raise RuntimeError("anvil did not start within 30 s")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process, timeout=5)
         self.process = None
 
     def __enter__(self) -> Anvil:

@@ -25,7 +25,7 @@ from web3 import Web3
 
 from offchain.daemon.keys import anvil_key
 from offchain.deployments import PROJECT_ROOT, Params, save_deployment
-from offchain.devkit.devchain import Anvil, deploy_web3, free_port, send, transact
+from offchain.devkit.devchain import Anvil, deploy_web3, free_port, send, stop_process, transact
 from offchain.messages import Domain, Receipt, Registration, SignedReceipt, SignedVoucher, Voucher
 
 OPG = 10**18
@@ -226,16 +226,10 @@ class DaemonProc:
 
     def stop(self, timeout: float = 15) -> int | None:
         """SIGTERM, then wait (SIGKILL after ``timeout``); returns the exit code."""
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        code = stop_process(self.process, timeout)
         if getattr(self, "_logfile", None):
             self._logfile.close()
-        return self.process.returncode if self.process else None
+        return code
 
     def logs(self) -> str:
         return self.log.read_text() if self.log.exists() else ""

@@ -30,7 +30,7 @@ from eth_account import Account
 from web3.logs import DISCARD
 
 from offchain.daemon.keys import anvil_key
-from offchain.devkit.devchain import free_port
+from offchain.devkit.devchain import free_port, stop_process
 from offchain.devkit.system import OPG, Operator, System
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,20 +90,11 @@ def start_web(system, who: list[str], state_dir: Path, name: str):
         time.sleep(0.2)
 
 
-def stop_web(proc) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.fixture(scope="module")
 def web(system):
     proc, url = start_web(system, ["--dev-account", str(WEB_PAYER)], system.tmp / "web-client", "web")
     yield url
-    stop_web(proc)
+    stop_process(proc)
 
 
 @pytest.fixture(scope="module")
@@ -345,7 +336,7 @@ def test_an_app_holding_only_the_session_key_says_so_and_pays_with_it(system, pa
         assert refused.status_code == 400 and "only the session key" in refused.json()["reason"]
         shot(page, "session-key-answer")
     finally:
-        stop_web(proc)
+        stop_process(proc)
 
 
 def test_attack_cross_site_request_to_spend_the_payers_credits_is_refused(system, web):
