@@ -575,8 +575,8 @@ class Batcher:
         except SimulationReverted as exc:
             self._culprits(claims, str(exc))  # raises unless some claim alone reverts
             # Released to be batched again: the next build bisects them and rejects only the reverting claims.
-            self.store.call(Store.job_batch_failed, self.ledger, batch_id, f"simulation reverted: {exc}", time.time())
             self._retire(batch_id)
+            self.store.call(Store.job_batch_failed, self.ledger, batch_id, f"simulation reverted: {exc}", time.time())
             self.metrics.batches.inc(1, "failed")
             return
         self._unblock()
@@ -584,10 +584,11 @@ class Batcher:
         if skipped:
             root = root_of([i for v in go_ids.values() for i in v])
         counts = {k: len(v) for k, v in ids.items()}
+        if not go:
+            self._retire(batch_id)
         self.store.call(Store.job_rebuild_batch, self.ledger, batch_id, go, "0x" + root.hex(), skipped, time.time())
         self._count_skipped(skipped, None, counts)
         if not go:
-            self._retire(batch_id)
             self.metrics.batches.inc(1, "skipped")
             log.info("batch %d: nothing left to settle", batch_id)
             return
@@ -597,9 +598,9 @@ class Batcher:
         batch_id = batch["id"]
         if receipt["status"] != 1:
             log.warning("batch %d: %s reverted; its receipts go back to the queue", batch_id, tx_hash)
+            self._retire(batch_id)  # done first: whoever sees the batch ended sees its journal settled too
             self.store.call(Store.job_batch_failed, self.ledger, batch_id, f"transaction {tx_hash} reverted",
                             time.time())
-            self._retire(batch_id)
             self.metrics.batches.inc(1, "failed")
             return
         depth = self.sender.block_number() - receipt["blockNumber"] + 1
@@ -627,10 +628,10 @@ class Batcher:
                     spent = self.sender.retry(lambda p=payer, n=node: self.escrow.functions.spent(p, n).call())
                 results.append(ClaimResult(payer, node, reason, int(channel_claims_[-1]["total"]), spent))
         gas_price = int(receipt.get("effectiveGasPrice", 0))
+        self._retire(batch_id)  # done first: whoever sees the batch confirmed sees its journal settled too
         latencies = self.store.call(Store.job_batch_confirmed, self.ledger, batch_id, tx_hash,
                                     receipt["blockNumber"], receipt["gasUsed"], gas_price, results, amount,
                                     time.time())
-        self._retire(batch_id)
         m = self.metrics
         m.batches.inc(1, "confirmed")
         m.gas_used.inc(receipt["gasUsed"], "batch")
