@@ -28,10 +28,8 @@ Modules, by what they hold:
   slasher.py      equivocation, fraud, lazy-verifier ... slashing (a supervised worker)
   metrics.py      Prometheus metrics
   deps.py         the HTTP layer's FastAPI dependencies (components from app.state)
-  routes/         the routers, one per resource (x402, receipts, batches, slashing)
-  pending.py      GET /payers/{payer}/pending
-  feed.py         the verifiers' receipt feed, withholding reports, node views
-  deposits.py     POST /deposits (gasless deposits)
+  routes/         the routers, one per resource (x402, receipts, batches, slashing, payers, feed, deposits)
+  deposits.py     gasless deposits (POST /deposits's checks and transaction), a component of the deposits route
   api.py          the app on the daemons' factory, the /settle fast lane, the ASGI stack
   keccak.py       the fast keccak backend
   cli.py          ``opg relayer run``

@@ -26,11 +26,9 @@ from ..daemon.app import operations_router
 from ..daemon.errors import ApiError
 from ..daemon.limits import RequestGuard
 from . import deps
-from .deposits import deposits_router
-from .feed import feed_router
+from .deposits import Deposits
 from .models import BulkSettle, BulkSettleAnswer, ErrorBody, SettleAnswer, SettleItem
-from .pending import pending_router
-from .routes import batches, receipts, slashing, x402
+from .routes import batches, deposits, feed, payers, receipts, slashing, x402
 
 if TYPE_CHECKING:
     from .service import Relayer
@@ -117,11 +115,9 @@ def create_app(relayer: Relayer) -> FastAPI:
     settings, store = relayer.settings, relayer.store
     routers = [
         x402.router, receipts.router, batches.router, slashing.router,
-        pending_router(store),  # H2 (issue 13): pending receipts with their voucher's cap
-        feed_router(store, relayer.facts.staking_domain, lambda v: relayer.rpc.retry(
-            lambda: relayer.rpc.chain().is_active_verifier(v))),  # verifiers' feed, withholding reports, node views
-        deposits_router(sender=relayer.sender, chain=relayer.rpc.chain, transactions=store.transactions,
-                        retry=relayer.rpc.retry, timeout=settings.exact_timeout),  # gasless deposits
+        payers.router,  # H2 (issue 13): pending receipts with their voucher's cap
+        feed.router,  # verifiers' feed, withholding reports, node views
+        deposits.router,  # gasless deposits
         operations_router(health, relayer.metrics),
     ]
     app = create_daemon_app("OPG settlement relayer", __doc__, routers, lifespan,
@@ -129,7 +125,9 @@ def create_app(relayer: Relayer) -> FastAPI:
                             extra_errors={"503": "the chain RPC did not answer"})
     deps.install(app, facts=relayer.facts, rpc=relayer.rpc, metrics=relayer.metrics, events=relayer.events,
                  store=store, ledger=relayer.ledger, facilitators=relayer.facilitators, intake=relayer.intake,
-                 slasher=relayer.slasher)
+                 slasher=relayer.slasher,
+                 deposits=Deposits(sender=relayer.sender, chain=relayer.rpc.chain, transactions=store.transactions,
+                                   retry=relayer.rpc.retry, timeout=settings.exact_timeout))
     return app
 
 

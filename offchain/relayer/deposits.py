@@ -18,84 +18,56 @@ Answer: 200 ``{success: true, status: "confirmed", transaction, payer, amount, b
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
-from pydantic import Field
-
 from ..daemon.errors import ApiError
 from ..messages import Domain, InvalidSignature, ReceiveWithAuthorization, recover_signer
-from ..sdk.tx import BroadcastError, is_revert, revert_message
-from ..types import Address, Bytes32, Signature, Uint256
-from .models import ApiModel
+from ..sdk.tx import BroadcastError, TxManager, is_revert, revert_message
+from .models import DepositAnswer, DepositAuthorization, DepositIn
 
 KIND = "deposit"
 
 
-class DepositAuthorization(ApiModel):
-    """EIP-3009 ``ReceiveWithAuthorization`` fields (OPG domain), x402's naming."""
-
-    from_: Address = Field(alias="from", description="the payer (token owner and signer)")
-    to: Address = Field(description="must be the CreditEscrow")
-    value: Uint256 = Field(description="OPG amount in wei")
-    valid_after: Uint256
-    valid_before: Uint256
-    nonce: Bytes32
-
-
-class DepositIn(ApiModel):
-    authorization: DepositAuthorization
-    signature: Signature
-
-
-class DepositAnswer(ApiModel):
-    success: bool
-    status: str = Field(description="confirmed | pending")
-    transaction: str
-    payer: Address
-    amount: str
-    balance: str | None = Field(None, description="the payer's escrow credits after the deposit")
-
-
-def deposits_router(*, sender: Any, chain: Callable[[], Any], transactions: Callable[[str, str], list[dict]],
-                    retry: Callable[[Callable[[], Any]], Any], timeout: float, min_amount: int = 10**18,
-                    min_validity: int = 60) -> APIRouter:
-    """The ``/deposits`` route. ``sender``: the relayer's TxManager; ``chain()``: a Chain for the calling thread;
+class Deposits:
+    """Submits gasless deposits. ``sender``: the relayer's TxManager; ``chain()``: a Chain for the calling thread;
     ``transactions(kind, ref)``: the store's write-ahead records; ``retry``: RPC retry wrapper; ``timeout``: how
     long to wait for the transaction (s)."""
-    router = APIRouter(tags=["deposits"])
-    locks: dict[str, threading.Lock] = {}
-    guard = threading.Lock()
 
-    def _mined(tx_hash: str, wait: float) -> Any | None:
-        return sender.wait(tx_hash, wait) if wait > 0 else sender.receipt(tx_hash)
+    def __init__(self, *, sender: TxManager, chain: Callable[[], Any],
+                 transactions: Callable[[str, str], list[dict]], retry: Callable[[Callable[[], Any]], Any],
+                 timeout: float, min_amount: int = 10**18, min_validity: int = 60):
+        self.sender, self.chain, self.transactions, self.retry = sender, chain, transactions, retry
+        self.timeout, self.min_amount, self.min_validity = timeout, min_amount, min_validity
+        self.locks: dict[str, threading.Lock] = {}
+        self.guard = threading.Lock()
 
-    def _answer(c: Any, a: DepositAuthorization, tx_hash: str, receipt: Any | None) -> tuple[int, dict]:
+    def _mined(self, tx_hash: str, wait: float) -> Any | None:
+        return self.sender.wait(tx_hash, wait) if wait > 0 else self.sender.receipt(tx_hash)
+
+    def _answer(self, c: Any, a: DepositAuthorization, tx_hash: str, receipt: Any | None) -> tuple[int, dict]:
         if receipt is None:
             return 202, DepositAnswer(success=False, status="pending", transaction=tx_hash, payer=a.from_,
                                       amount=str(a.value)).model_dump(by_alias=True)
-        if sender.journal is not None:  # mined: the journal record (and the others of its nonce) are done
-            sender.journal.done(tx_hash)
+        if self.sender.journal is not None:  # mined: the journal record (and the others of its nonce) are done
+            self.sender.journal.done(tx_hash)
         if receipt["status"] != 1:
             raise ApiError(409, "deposit_failed", None, f"transaction {tx_hash} reverted")
-        balance = retry(lambda: c.escrow.functions.balance_of(a.from_).call())
+        balance = self.retry(lambda: c.escrow.functions.balance_of(a.from_).call())
         return 200, DepositAnswer(success=True, status="confirmed", transaction=tx_hash, payer=a.from_,
                                   amount=str(a.value), balance=str(balance)).model_dump(by_alias=True)
 
-    def handle(body: DepositIn) -> tuple[int, dict]:
-        c = chain()
+    def handle(self, body: DepositIn) -> tuple[int, dict]:
+        c = self.chain()
         a = body.authorization
         escrow = c.deployment.address("CreditEscrow")
         if a.to != escrow:
             raise ApiError(400, "invalid_field", "authorization.to", f"must be the CreditEscrow {escrow}")
-        if a.value < min_amount:
+        if a.value < self.min_amount:
             raise ApiError(400, "amount_too_small", "authorization.value",
-                           f"gasless deposits start at {min_amount} wei (the relayer pays the gas)")
+                           f"gasless deposits start at {self.min_amount} wei (the relayer pays the gas)")
         auth = ReceiveWithAuthorization(owner=a.from_, to=a.to, value=a.value, valid_after=a.valid_after,
                                         valid_before=a.valid_before, nonce=a.nonce)
         token_domain = Domain.token(c.chain_id, c.deployment.address("OPG"))
@@ -107,26 +79,26 @@ def deposits_router(*, sender: Any, chain: Callable[[], Any], transactions: Call
             raise ApiError(400, "invalid_signature", "signature",
                            "not signed by authorization.from over OPG's EIP-712 domain on this chain")
         key = f"{a.from_}:{a.nonce}"
-        with guard:
-            lock = locks.setdefault(key, threading.Lock())
+        with self.guard:
+            lock = self.locks.setdefault(key, threading.Lock())
         with lock:
-            for tx in reversed(transactions(KIND, key)):
-                receipt = _mined(tx["tx_hash"], 0)
+            for tx in reversed(self.transactions(KIND, key)):
+                receipt = self._mined(tx["tx_hash"], 0)
                 if receipt is not None and receipt["status"] == 1:
-                    return _answer(c, a, tx["tx_hash"], receipt)
-                if receipt is None and sender.known(tx["tx_hash"]):
-                    return _answer(c, a, tx["tx_hash"], _mined(tx["tx_hash"], timeout))
+                    return self._answer(c, a, tx["tx_hash"], receipt)
+                if receipt is None and self.sender.known(tx["tx_hash"]):
+                    return self._answer(c, a, tx["tx_hash"], self._mined(tx["tx_hash"], self.timeout))
             nonce = bytes.fromhex(a.nonce[2:])
-            if retry(lambda: c.opg.functions.authorizationState(a.from_, nonce).call()):
+            if self.retry(lambda: c.opg.functions.authorizationState(a.from_, nonce).call()):
                 raise ApiError(409, "authorization_used", "authorization.nonce",
                                "this authorization was already used or canceled")
-            now = max(int(time.time()), int(retry(lambda: c.w3.eth.get_block("latest"))["timestamp"]))
+            now = max(int(time.time()), int(self.retry(lambda: c.w3.eth.get_block("latest"))["timestamp"]))
             if a.valid_after > now:
                 raise ApiError(400, "not_yet_valid", "authorization.validAfter", "the authorization is not valid yet")
-            if a.valid_before < now + min_validity:
+            if a.valid_before < now + self.min_validity:
                 raise ApiError(400, "expired", "authorization.validBefore",
-                               f"the authorization must stay valid for at least {min_validity} s")
-            balance = retry(lambda: c.opg.functions.balanceOf(a.from_).call())
+                               f"the authorization must stay valid for at least {self.min_validity} s")
+            balance = self.retry(lambda: c.opg.functions.balanceOf(a.from_).call())
             if balance < a.value:
                 raise ApiError(400, "insufficient_balance", "authorization.value",
                                f"the payer holds {balance} wei of OPG, less than {a.value}")
@@ -134,23 +106,13 @@ def deposits_router(*, sender: Any, chain: Callable[[], Any], transactions: Call
             fn = c.escrow.functions.deposit_with_authorization(a.from_, a.value, a.valid_after, a.valid_before,
                                                                nonce, sig[64], sig[:32], sig[32:64])
             try:
-                retry(lambda: fn.call({"from": sender.address}))
+                self.retry(lambda: fn.call({"from": self.sender.address}))
             except Exception as exc:
                 if not is_revert(exc):
                     raise
                 raise ApiError(400, "simulation_failed", None, revert_message(exc)) from None
             try:
-                tx_hash = sender.send(fn, KIND, key).tx_hash
+                tx_hash = self.sender.send(fn, KIND, key).tx_hash
             except BroadcastError as exc:
                 raise ApiError(502, "broadcast_failed", None, str(exc)[:300]) from None
-            return _answer(c, a, tx_hash, _mined(tx_hash, timeout))
-
-    @router.post("/deposits", response_model=DepositAnswer, status_code=200,
-                 responses={202: {"model": DepositAnswer, "description": "sent, not mined yet: post again"},
-                            400: {"description": "refused authorisation"}, 409: {"description": "nonce used"}})
-    async def deposit(body: DepositIn) -> Any:
-        """Submit a gasless deposit: the payer's EIP-3009 ReceiveWithAuthorization to the escrow."""
-        status, answer = await asyncio.to_thread(handle, body)
-        return JSONResponse(answer, status_code=status)
-
-    return router
+            return self._answer(c, a, tx_hash, self._mined(tx_hash, self.timeout))

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import Request
 
-COMPONENTS = ("facts", "rpc", "metrics", "events", "store", "ledger", "facilitators", "intake", "slasher")
+COMPONENTS = ("facts", "rpc", "metrics", "events", "store", "ledger", "facilitators", "intake", "slasher", "deposits")
 
 
 def install(app: Any, **components: Any) -> None:
@@ -29,5 +29,5 @@ def _component(name: str) -> Callable[[Request], Any]:
 
 # One dependency per component (routes annotate the type: ``store: Annotated[Store, Depends(deps.store)]``).
 facts, rpc, metrics, events = (_component(n) for n in ("facts", "rpc", "metrics", "events"))
-store, ledger, facilitators, intake, slasher = (_component(n) for n in ("store", "ledger", "facilitators", "intake",
-                                                                         "slasher"))
+store, ledger, facilitators, intake, slasher, deposits = (
+    _component(n) for n in ("store", "ledger", "facilitators", "intake", "slasher", "deposits"))

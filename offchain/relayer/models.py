@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from ..messages import SignedReceipt, SignedVerdict, SignedVoucher
-from ..types import Address
+from ..types import Address, Bytes32, Signature, Uint256
 
 
 class ApiModel(BaseModel):
@@ -178,3 +178,79 @@ class Health(ApiModel):
     relayer: str
     worker_alive: bool
     last_error: str | None
+
+
+# The verifiers' feed, withholding reports and node views (routes/feed.py) ---------------------------------------
+class FeedReceipt(ReceiptIn):
+    """A node's signed Receipt with its EIP-712 (camelCase) field names, as the verifiers' feed serves it."""
+
+
+class FeedItem(ApiModel):
+    seq: int = Field(description="acceptance order; pass the last one seen as `after`")
+    id: str = Field(description="the receipt id: its EIP-712 digest (NodeStaking domain)")
+    receipt_hash: str = Field(description="the receipt's EIP-712 struct hash, what verdicts sign")
+    receipt: dict[str, Any] = Field(description="the signed receipt: requestId, payer, node, modelId, inputHash, "
+                                                "outputHash, amount, cumulative (decimal strings), timestamp, signature")
+    accepted_at: float
+
+
+class FeedPage(ApiModel):
+    receipts: list[FeedItem]
+    next: int = Field(description="the cursor for the next page (the last seq returned, or `after`)")
+
+
+class WithholdingReport(ApiModel):
+    """A verifier's signed report that the receipt's node withheld its payload."""
+
+    receipt_hash: Bytes32 = Field(description="the receipt's struct hash")
+    verifier: Address
+    signature: Signature = Field(description="the verifier's PayloadWithheld(receiptHash, node) signature (not a "
+                                             "verdict: never counted as a vote)")
+    receipt: FeedReceipt | None = Field(None, description="the signed receipt, if the relayer may not hold it")
+    reason: str | None = Field(None, max_length=200)
+
+
+class WithholdingAnswer(ApiModel):
+    receipt_hash: str
+    node: str
+    verifier: str
+    stored: bool
+    reports: int = Field(description="reports on this node so far")
+
+
+class NodeView(ApiModel):
+    address: str
+    receipts: int = Field(description="receipts of the node accepted by this relayer")
+    pending_receipts: int
+    withheld: int = Field(description="distinct receipts verifiers reported withheld")
+    withholding_reports: int
+    slashes: int = Field(description="confirmed slashes of this account")
+    slashed: str = Field(description="OPG (wei) taken by confirmed slashes")
+    slashes_by_kind: dict[str, int] = Field(description="confirmed slashes per kind")
+    slash_submissions: dict[str, int] = Field(description="slash submissions per status")
+
+
+# Gasless deposits (deposits.py, routes/deposits.py) ----------------------------------------------------------------
+class DepositAuthorization(ApiModel):
+    """EIP-3009 ``ReceiveWithAuthorization`` fields (OPG domain), x402's naming."""
+
+    from_: Address = Field(alias="from", description="the payer (token owner and signer)")
+    to: Address = Field(description="must be the CreditEscrow")
+    value: Uint256 = Field(description="OPG amount in wei")
+    valid_after: Uint256
+    valid_before: Uint256
+    nonce: Bytes32
+
+
+class DepositIn(ApiModel):
+    authorization: DepositAuthorization
+    signature: Signature
+
+
+class DepositAnswer(ApiModel):
+    success: bool
+    status: str = Field(description="confirmed | pending")
+    transaction: str
+    payer: Address
+    amount: str
+    balance: str | None = Field(None, description="the payer's escrow credits after the deposit")

@@ -1,5 +1,4 @@
-"""The one client of the relayer's HTTP API, typed by the relayer's own models (``offchain.relayer.models`` and
-``offchain.relayer.feed``): every answer is validated against the model the relayer serves it with, so a change of
+"""The one client of the relayer's HTTP API, typed by the relayer's own models (``offchain.relayer.models``): every answer is validated against the model the relayer serves it with, so a change of
 the API fails here loudly instead of showing wrong numbers.
 
 Failures are :class:`RelayerError`; its subclass :class:`RelayerUnavailable` is the transient kind (unreachable, 5xx,
@@ -16,8 +15,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from ..relayer.feed import FeedPage, NodeView
-from ..relayer.models import BatchView, ChannelView, Health, ReceiptView, SlashView
+from ..relayer.models import BatchView, ChannelView, FeedPage, Health, NodeView, ReceiptView, SlashView
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -4,5 +4,7 @@
   receipts.py  GET /receipts/{id}, GET /channels/{payer}/{node}
   batches.py   GET /batches, GET /batches/{id}
   slashing.py  POST /verdicts, GET /slashes
-(``relayer.pending``, ``relayer.feed`` and ``relayer.deposits`` hold the payer, verifier-feed and deposit routers.)
+  payers.py    GET /payers/{payer}/pending
+  feed.py      GET /feed/receipts, POST /reports/withholding, GET /nodes/{address}
+  deposits.py  POST /deposits (the work: relayer.deposits.Deposits)
 """
