@@ -416,8 +416,8 @@ def breakdown(tmp: Path, w3: Web3, system: Any, node_url: str, relayer_url: str,
            "params": [{"to": escrow.address, "data": call._encode_transaction_data()}, "latest"]}
     chain_read_raw = timed_n(lambda: rpc.post(spec["rpc_url"], json=raw).json(), 50)
     rpc.close()
-    from offchain.relayer.reads import RawReader
     from offchain.sdk.constants import ROLE_INFERENCE
+    from offchain.sdk.reads import RawReader
 
     reader = RawReader(spec["rpc_url"], escrow.address, system.staking.address)
     batch = [reader.is_active_as(node_address, ROLE_INFERENCE), reader.spent(address, node_address),
@@ -455,7 +455,7 @@ def breakdown(tmp: Path, w3: Web3, system: Any, node_url: str, relayer_url: str,
         "chain_read_raw_json_rpc": {**chain_read_raw, "what": "the same eth_call as raw JSON-RPC on a keep-alive "
                                                               "httpx client: the part anvil and HTTP take"},
         "chain_reads_raw_batch": {**reads_batch, "what": "is_active_as, spent and available_of as one JSON-RPC batch "
-                                                        "through offchain.relayer.reads.RawReader (keep-alive "
+                                                        "through offchain.sdk.reads.RawReader (keep-alive "
                                                         "requests.Session, hand-rolled ABI): what a /verify cache "
                                                         "miss reads"},
         "client_state_write_fsync": {**fsync, "what": "the SDK's _atomic_write of a channel file (write, fsync, "

@@ -45,11 +45,11 @@ sys.path.insert(0, str(ROOT))
 from eth_account import Account  # noqa: E402
 from web3 import Web3  # noqa: E402
 
-from offchain.chain import ROLE_INFERENCE, ROLE_VERIFIER  # noqa: E402
 from offchain.daemon.keys import anvil_key  # noqa: E402
 from offchain.deployments import Params, save_deployment  # noqa: E402
 from offchain.devkit.devchain import Anvil, deploy_web3, free_port, send, transact  # noqa: E402
 from offchain.messages import Domain, Registration  # noqa: E402
+from offchain.sdk.constants import ROLE_INFERENCE, ROLE_VERIFIER  # noqa: E402
 
 OPG = 10**18
 RESULTS = ROOT / "bench" / "results" / "soak.json"

@@ -12,12 +12,10 @@ from pathlib import Path
 
 from .abi import abi
 from .sdk.connect import open_deployment
-from .sdk.constants import ROLE_INFERENCE, ROLE_VERIFIER, SKIP_REASONS
+from .sdk.constants import ROLE_VERIFIER
 from .sdk.contracts import Contracts
 
-# ROLE_*/SKIP_REASONS re-exported only for offchain/relayer/{rules,credit,routes/slashing}.py and bench/soak.py: drop
-# them once those import offchain.sdk.constants (every other importer does)
-__all__ = ["Chain", "ROLE_INFERENCE", "ROLE_VERIFIER", "SKIP_REASONS"]
+__all__ = ["Chain"]
 
 
 class Chain(Contracts):

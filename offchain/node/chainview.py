@@ -10,11 +10,11 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from ..deployments import Deployment
-from ..relayer.reads import RawReader
 from ..sdk.clock import ProtocolClock
 from ..sdk.connect import Connection, web3_of
 from ..sdk.constants import ROLE_INFERENCE, ROLE_VERIFIER
 from ..sdk.contracts import Contracts
+from ..sdk.reads import RawReader
 
 T = TypeVar("T")
 SESSION_TTL = 5.0

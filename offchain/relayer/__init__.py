@@ -10,7 +10,6 @@ Modules, by what they hold:
   config.py       settings (file < environment < flags) and the configuration error
   signer.py       the relayer's transaction key (keystore or anvil development key)
   rpc.py          ChainFacts (this deployment, read once) and Rpc (a web3 connection per thread, retries)
-  reads.py        raw eth_call JSON-RPC batches for the request path (no web3.py)
   events.py       the event hub through which components learn what another saw (no reaching into siblings)
   plugins.py      test plug-ins installed from OPG_RELAYER_PLUGINS (fault injection), no production switch
   models.py       pydantic models of the HTTP API's bodies and answers

@@ -1,7 +1,7 @@
 """The ``opg-credit`` scheme: verifying a payer's voucher before a request, validating a node's receipts after.
 
 Stateless checks (shapes, signatures, amounts) run locally; what only the chain knows (session signers behind a
-voucher, whether a node is active, balances) is read with raw ``eth_call`` JSON-RPC (``reads.RawReader``: one
+voucher, whether a node is active, balances) is read with raw ``eth_call`` JSON-RPC (``offchain.sdk.reads.RawReader``: one
 batch request per ``/verify``, no web3.py in the request path) and cached where that is safe (see ``CreditScheme.verify``
 and ``_judge`` for what ``/verify`` caches and why; a node's payable status briefly, a voucher signature the escrow
 accepted).
@@ -21,18 +21,18 @@ from pydantic import ValidationError
 from x402.schemas import PaymentPayload, PaymentRequirements, SettleResponse, VerifyResponse
 
 from ..amounts import format_opg
-from ..chain import ROLE_INFERENCE
 from ..daemon.errors import ApiError, from_validation_error
 from ..messages import InvalidSignature, SignedReceipt, recover_signer
 from ..schemes import SCHEME_CREDIT, registry
 from ..sdk.clock import ProtocolClock
+from ..sdk.constants import ROLE_INFERENCE
+from ..sdk.reads import RawReader
 from ..sdk.wire import SignatureChecker
 from .events import Events
 from .ledger import Ledger
 from .metrics import Metrics
 from .models import BulkItemResult, BulkSettleAnswer, SettleItem
 from .proposals import Reservations, node_reserved, reserved_with
-from .reads import RawReader
 from .receipts import CheckContext, Checked, Slashable, ValidationPool, check_bulk, check_item, unpack
 from .rpc import ChainFacts
 from .store import AcceptOutcome, Store, ValidReceipt

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..chain import SKIP_REASONS
+from ..sdk.constants import SKIP_REASONS
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from ..chain import Chain
 from ..daemon.worker import Backoff, Supervisor
 from ..deployments import load_deployment
 from ..sdk.clock import ProtocolClock
+from ..sdk.reads import RawReader
 from ..sdk.tx import TxManager, TxPolicy
 from .batcher import Batcher, BatcherConfig, SettlementBlocked
 from .config import ConfigError, RelayerSettings
@@ -28,7 +29,6 @@ from .models import Health
 from .plugins import install_plugins
 from .policy import BatchPolicy
 from .proposals import Reservations
-from .reads import RawReader
 from .receipts import ValidationPool
 from .rpc import ChainFacts, Rpc
 from .signer import load_account

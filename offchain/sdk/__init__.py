@@ -11,6 +11,8 @@
 - ``wire``: the one JSON form of signed receipts, vouchers and authorisations, and ``SignatureChecker`` (precomputed
   domain separator + coincurve recovery).
 - ``constants``: protocol constants mirrored from the contracts (checked against them in ``tests/sdk``).
+- ``reads``: ``RawReader``, raw ``eth_call`` JSON-RPC batches for request paths (the relayer's ``/verify``, the
+  node's exposure check and chain clock) without web3.py's per-call cost.
 - ``relayer_client``: ``RelayerClient``, the one typed client of the relayer's HTTP API.
 
 The signed messages themselves (EIP-712 types, digests, signing) are ``offchain.messages``.

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from ...chain import ROLE_VERIFIER
 from ...daemon.errors import ApiError
 from ...messages import InvalidSignature, recover_signer
+from ...sdk.constants import ROLE_VERIFIER
 from .. import deps
 from ..events import Events
 from ..metrics import Metrics
