@@ -18,7 +18,7 @@ from ..sdk.wire import parse_receipt
 from .intake import Intake
 from .metrics import Metrics
 from .payloads import dispute_problem
-from .store import VerifierStore
+from .store import Check, VerifierStore
 
 if TYPE_CHECKING:
     from .service import Verifier
@@ -42,16 +42,15 @@ class DisputeIn(BaseModel):
     finish_reason: Literal["stop", "length"] | None = Field(None, alias="finishReason")
 
 
-def check_view(row: dict) -> dict:
+def check_view(row: Check) -> dict:
     return {
-        "receiptId": row["id"], "receiptHash": row["receipt_hash"], "node": row["node"], "source": row["source"],
-        "status": row["status"], "valid": None if row["valid"] is None else bool(row["valid"]),
-        "reason": row["reason"], "withheld": bool(row["withheld"]),
-        "reported": {1: "stored", -1: "refused"}.get(row["reported"], "pending") if row["withheld"] else None,
-        "attempts": row["attempts"],
-        "lastError": row["last_error"], "posted": {1: "stored", -1: "refused"}.get(row["posted"], "pending")
-        if row["valid"] is not None else None, "flag": row["flag_state"], "flagTx": row["flag_tx"],
-        "seconds": row["seconds"], "createdAt": row["created_at"], "decidedAt": row["decided_at"],
+        "receiptId": row.id, "receiptHash": row.receipt_hash, "node": row.node, "source": row.source,
+        "status": row.status, "valid": row.valid, "reason": row.reason, "withheld": row.withheld,
+        "reported": {1: "stored", -1: "refused"}.get(row.reported, "pending") if row.withheld else None,
+        "attempts": row.attempts,
+        "lastError": row.last_error, "posted": {1: "stored", -1: "refused"}.get(row.posted, "pending")
+        if row.valid is not None else None, "flag": row.flag_state, "flagTx": row.flag_tx,
+        "seconds": row.seconds, "createdAt": row.created_at, "decidedAt": row.decided_at,
     }
 
 
@@ -104,9 +103,9 @@ def routes(intake: Intake, store: VerifierStore, metrics: Metrics) -> APIRouter:
         """Teacher-forced statistics per node: receipts and tokens scored, tokens beyond the drift margin, the largest
         margin, and whether the binomial test flagged the node (then all its receipts are sampled)."""
         rows = await asyncio.to_thread(store.drift)
-        return {"nodes": [{"node": r["node"], "receipts": r["receipts"], "scored": r["scored"],
-                           "drifted": r["drifted"], "maxMargin": r["max_margin"],
-                           "flagged": r["flagged_at"] is not None, "flaggedAt": r["flagged_at"]} for r in rows]}
+        return {"nodes": [{"node": r.node, "receipts": r.receipts, "scored": r.scored,
+                           "drifted": r.drifted, "maxMargin": r.max_margin,
+                           "flagged": r.flagged_at is not None, "flaggedAt": r.flagged_at} for r in rows]}
 
     return router
 

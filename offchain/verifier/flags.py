@@ -4,7 +4,6 @@ and then sharing its evidence (the node's payload) with every other active verif
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -82,33 +81,33 @@ class FlagWatcher:
         except Exception as exc:  # a flag sent through a contract: fall back to what this verifier has seen
             log.debug("cannot decode flag transaction: %s", exc)
         row = self.store.receipt_by_hash(h)
-        return parse_receipt(row["receipt"]) if row else None
+        return parse_receipt(row.receipt) if row else None
 
     def send(self) -> None:
         """Flag on-chain the receipts this verifier's sampling found fraudulent (unless decided or flagged already)."""
         st = self.access.chain().staking.functions
         for row in self.store.pending_flags():
-            h = row["receipt_hash"]
+            h = row.receipt_hash
             if self.store.flagged_by_others(h, self.address):
-                self.store.set_flag_state(row["id"], "skipped")
+                self.store.set_flag_state(row.id, "skipped")
                 continue
             hb = bytes.fromhex(h[2:])
             if st.fraud_proven_at(hb).call() or st.valid_proven_at(hb).call() or st.flagged_by(hb, self.address).call():
-                self.store.set_flag_state(row["id"], "skipped")
+                self.store.set_flag_state(row.id, "skipped")
                 continue
-            receipt = parse_receipt(self.store.receipt(row["id"])["receipt"])
+            receipt = parse_receipt(self.store.receipt(row.id).receipt)
             try:
                 tx = self.access.transact(st.flag(plain(receipt).as_tuple(), bytes.fromhex(receipt.signature[2:])),
                                           "flag", h)
             except ContractLogicError as exc:
-                self.store.set_flag_state(row["id"], "failed")
+                self.store.set_flag_state(row.id, "failed")
                 self.metrics.flags.inc(1, "refused")
                 log.warning("flag of %s refused: %s", h, revert_message(exc))
                 continue
-            self.store.set_flag_state(row["id"], "sent", tx)
+            self.store.set_flag_state(row.id, "sent", tx)
             self.metrics.flags.inc(1, "sent")
             log.info("flagged receipt %s of node %s on-chain (%s)", h, receipt.node, tx)
-            self.on_flagged(row["id"])
+            self.on_flagged(row.id)
 
 
 class EvidenceSharer:
@@ -125,12 +124,12 @@ class EvidenceSharer:
     def share(self, rid: str, attempts: int = 20, pause: float = 1.0) -> int:
         """Returns how many verifiers took the evidence of receipt ``rid``."""
         check = self.store.check(rid)
-        if not check or not check["payload"]:
+        if not check or check.payload is None:
             return 0
-        payload = json.loads(check["payload"])
+        payload = check.payload
         body = {k: payload[k] for k in ("request", "output", "tokens", "pricing", "usage", "finishReason")
                 if payload.get(k) is not None}
-        body["receipt"] = self.store.receipt(rid)["receipt"]
+        body["receipt"] = self.store.receipt(rid).receipt
         try:
             st = self.access.chain().staking
             seen: list[str] = []

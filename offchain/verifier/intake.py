@@ -27,7 +27,7 @@ class Drift:
 
     def __init__(self, store: VerifierStore, metrics: Metrics):
         self.store, self.metrics = store, metrics
-        self.nodes = {d["node"] for d in store.drift() if d["flagged_at"]}
+        self.nodes = {d.node for d in store.drift() if d.flagged_at}
         self._lock = threading.Lock()
 
     def __contains__(self, node: str) -> bool:
@@ -36,14 +36,14 @@ class Drift:
     def note(self, node: str, scored: int, drifted: int, max_margin: float) -> None:
         totals = self.store.add_drift(node, scored, drifted, max_margin)
         with self._lock:
-            if node in self.nodes or not drifting(totals["scored"], totals["drifted"]):
+            if node in self.nodes or not drifting(totals.scored, totals.drifted):
                 return
             self.nodes.add(node)
         self.store.flag_drift(node)
         self.metrics.drift_flags.inc()
         log.warning("node %s drifts from its claimed model: %d of %d tokens beyond the drift margin over %d "
-                    "receipts; sampling all its receipts", node, totals["drifted"], totals["scored"],
-                    totals["receipts"])
+                    "receipts; sampling all its receipts", node, totals.drifted, totals.scored,
+                    totals.receipts)
 
 
 class Intake:

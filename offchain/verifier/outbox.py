@@ -27,9 +27,9 @@ class VerdictOutbox:
 
     def flush(self) -> None:
         for row in self.store.unposted():
-            if row["valid"] is not None and row["posted"] == 0:
-                body = {"receiptHash": row["receipt_hash"], "valid": bool(row["valid"]), "verifier": self.address,
-                        "signature": row["signature"]}
+            if row.valid is not None and row.posted == 0:
+                body = {"receiptHash": row.receipt_hash, "valid": row.valid, "verifier": self.address,
+                        "signature": row.signature}
                 try:
                     status, answer = self.relayer.verdict(body)
                 except RelayerUnavailable as exc:
@@ -37,29 +37,29 @@ class VerdictOutbox:
                     self.trouble.error("outbox", exc)
                     return
                 if status == 200:
-                    self.store.mark_posted(row["id"], 1)
-                    self.metrics.verdicts.inc(1, str(bool(row["valid"])).lower())
+                    self.store.mark_posted(row.id, 1)
+                    self.metrics.verdicts.inc(1, str(row.valid).lower())
                 elif 400 <= status < 500:
-                    self.store.mark_posted(row["id"], -1, _text(answer))
-                    log.warning("relayer refused the verdict on %s: %s", row["id"], _text(answer))
+                    self.store.mark_posted(row.id, -1, _text(answer))
+                    log.warning("relayer refused the verdict on %s: %s", row.id, _text(answer))
                 else:
                     return
-            if row["withheld"] and row["reported"] == 0 and row["report_signature"]:
-                receipt = self.store.receipt(row["id"])["receipt"]
-                body = {"receiptHash": row["receipt_hash"], "verifier": self.address,
-                        "signature": row["report_signature"], "receipt": receipt,
-                        "reason": (row["reason"] or "")[:200]}
+            if row.withheld and row.reported == 0 and row.report_signature:
+                receipt = self.store.receipt(row.id).receipt
+                body = {"receiptHash": row.receipt_hash, "verifier": self.address,
+                        "signature": row.report_signature, "receipt": receipt,
+                        "reason": (row.reason or "")[:200]}
                 try:
                     status, answer = self.relayer.withholding(body)
                 except RelayerUnavailable as exc:
                     self.trouble.error("outbox", exc)
                     return
                 if status == 200:
-                    self.store.mark_reported(row["id"], 1)
+                    self.store.mark_reported(row.id, 1)
                     self.metrics.reports.inc()
                 elif 400 <= status < 500:
-                    self.store.mark_reported(row["id"], -1)
-                    log.warning("relayer refused the withholding report on %s: %s", row["id"], _text(answer))
+                    self.store.mark_reported(row.id, -1)
+                    log.warning("relayer refused the withholding report on %s: %s", row.id, _text(answer))
 
 
 def _text(answer: object) -> str:

@@ -24,10 +24,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..storage import Database, GroupCommitWriter, Migration, add_missing_columns, journal
+from ..storage import Database, GroupCommitWriter, Migration, add_missing_columns, journal, typed_row
 from ..storage.database import bind_meta
 
 MIGRATIONS = [
@@ -89,6 +90,81 @@ CREATE INDEX IF NOT EXISTS checks_hash ON checks(receipt_hash);
     Migration(3, "transactions: the write-ahead journal of the verifier's transactions (flags)", journal.TABLE),
 ]
 
+
+
+def _json_or_none(text: str | None) -> Any:
+    return json.loads(text) if text is not None else None
+
+
+def _bool_or_none(value: int | None) -> bool | None:
+    return None if value is None else bool(value)
+
+
+@dataclass(frozen=True)
+class SeenReceipt:
+    """A signed receipt this verifier has seen (``receipt``: the signed receipt's JSON, camelCase)."""
+    id: str
+    receipt_hash: str
+    node: str
+    model_id: str
+    receipt: dict
+    seq: int | None
+    seen_at: float
+
+    @classmethod
+    def from_row(cls, row: Any) -> SeenReceipt:
+        return typed_row(cls, row, receipt=json.loads)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One receipt to judge and what became of it (see the module docstring): ``valid`` is the verdict (None until
+    decided, and for ever on a withheld check); ``posted``/``reported`` are 0 to send, 1 stored, -1 refused."""
+    id: str
+    receipt_hash: str
+    node: str
+    source: str
+    status: str
+    payload: dict | None
+    attempts: int
+    first_attempt_at: float | None
+    next_at: float
+    last_error: str | None
+    valid: bool | None
+    reason: str | None
+    withheld: bool
+    signature: str | None
+    report_signature: str | None
+    seconds: float | None
+    posted: int
+    post_error: str | None
+    reported: int
+    flag_state: str | None
+    flag_tx: str | None
+    created_at: float
+    decided_at: float | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Check:
+        return typed_row(cls, row, payload=_json_or_none, valid=_bool_or_none, withheld=bool)
+
+
+@dataclass(frozen=True)
+class DriftTotals:
+    """A node's teacher-forced totals: receipts and tokens scored, tokens beyond the drift margin, the largest
+    margin, and when the binomial test flagged it (None if not)."""
+    node: str
+    receipts: int
+    scored: int
+    drifted: int
+    max_margin: float
+    flagged_at: float | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> DriftTotals:
+        return typed_row(cls, row)
+
+
 _ADD_RECEIPT = ("INSERT INTO receipts (id, receipt_hash, node, model_id, receipt, seq, seen_at) VALUES (?,?,?,?,?,?,?)"
                 " ON CONFLICT DO NOTHING")
 
@@ -135,11 +211,11 @@ def _execute(c: Any, statement: str, args: tuple) -> int:
     return c.execute(statement, args).rowcount
 
 
-def _add_drift(c: Any, node: str, scored: int, drifted: int, max_margin: float) -> dict:
+def _add_drift(c: Any, node: str, scored: int, drifted: int, max_margin: float) -> DriftTotals:
     c.execute("INSERT INTO drift (node) VALUES (?) ON CONFLICT DO NOTHING", (node,))
     c.execute("UPDATE drift SET receipts = receipts + 1, scored = scored + ?, drifted = drifted + ?,"
               " max_margin = max(max_margin, ?) WHERE node = ?", (scored, drifted, max_margin, node))
-    return dict(c.execute("SELECT * FROM drift WHERE node = ?", (node,)).fetchone())
+    return DriftTotals.from_row(c.execute("SELECT * FROM drift WHERE node = ?", (node,)).fetchone())
 
 
 class VerifierStore:
@@ -189,11 +265,13 @@ class VerifierStore:
     def add_receipt(self, it: dict) -> None:
         self._update(_ADD_RECEIPT, *_receipt_values(it, time.time()))
 
-    def receipt(self, rid: str) -> dict | None:
-        return _receipt_row(self.db.read_one("SELECT * FROM receipts WHERE id = ?", (rid,)))
+    def receipt(self, rid: str) -> SeenReceipt | None:
+        row = self.db.read_one("SELECT * FROM receipts WHERE id = ?", (rid,))
+        return SeenReceipt.from_row(row) if row else None
 
-    def receipt_by_hash(self, receipt_hash: str) -> dict | None:
-        return _receipt_row(self.db.read_one("SELECT * FROM receipts WHERE receipt_hash = ? LIMIT 1", (receipt_hash,)))
+    def receipt_by_hash(self, receipt_hash: str) -> SeenReceipt | None:
+        row = self.db.read_one("SELECT * FROM receipts WHERE receipt_hash = ? LIMIT 1", (receipt_hash,))
+        return SeenReceipt.from_row(row) if row else None
 
     def add_flag(self, receipt_hash: str, flagger: str, block: int, bond: int) -> bool:
         return self._update("INSERT INTO flags (receipt_hash, flagger, block, bond) VALUES (?,?,?,?)"
@@ -217,14 +295,14 @@ class VerifierStore:
         but not decided is attached to it and the check is made due at once."""
         return self._write(_queue_check, it, source, payload, skip_reason, time.time())
 
-    def check(self, rid: str) -> dict | None:
+    def check(self, rid: str) -> Check | None:
         row = self.db.read_one("SELECT * FROM checks WHERE id = ?", (rid,))
-        return dict(row) if row else None
+        return Check.from_row(row) if row else None
 
-    def due_checks(self, now: float, exclude: set[str], limit: int) -> list[dict]:
+    def due_checks(self, now: float, exclude: set[str], limit: int) -> list[Check]:
         rows = self.db.read("SELECT * FROM checks WHERE status = 'queued' AND next_at <= ? ORDER BY next_at LIMIT ?",
                             (now, limit + len(exclude)))
-        return [dict(r) for r in rows if r["id"] not in exclude][:limit]
+        return [Check.from_row(r) for r in rows if r["id"] not in exclude][:limit]
 
     def attempt_failed(self, rid: str, error: str, first_attempt_at: float, next_at: float) -> None:
         self._update("UPDATE checks SET attempts = attempts + 1, first_attempt_at = coalesce(first_attempt_at, ?),"
@@ -250,8 +328,8 @@ class VerifierStore:
             " attempts = attempts + 1, decided_at = ? WHERE id = ? AND valid IS NULL AND status = 'queued'",
             reason[:500], report_signature, time.time(), rid) == 1
 
-    def unposted(self, limit: int = 100) -> list[dict]:
-        return [dict(r) for r in self.db.read(
+    def unposted(self, limit: int = 100) -> list[Check]:
+        return [Check.from_row(r) for r in self.db.read(
             "SELECT * FROM checks WHERE (valid IS NOT NULL AND posted = 0)"
             " OR (withheld = 1 AND reported = 0 AND report_signature IS NOT NULL)"
             " ORDER BY decided_at LIMIT ?", (limit,))]
@@ -262,32 +340,24 @@ class VerifierStore:
     def mark_reported(self, rid: str, reported: int) -> None:
         self._update("UPDATE checks SET reported = ? WHERE id = ?", reported, rid)
 
-    def pending_flags(self) -> list[dict]:
-        return [dict(r) for r in self.db.read("SELECT * FROM checks WHERE flag_state = 'pending' ORDER BY decided_at")]
+    def pending_flags(self) -> list[Check]:
+        return [Check.from_row(r) for r in self.db.read("SELECT * FROM checks WHERE flag_state = 'pending' ORDER BY decided_at")]
 
     def set_flag_state(self, rid: str, state: str, tx: str | None = None) -> None:
         self._update("UPDATE checks SET flag_state = ?, flag_tx = coalesce(?, flag_tx) WHERE id = ?", state, tx, rid)
 
-    def add_drift(self, node: str, scored: int, drifted: int, max_margin: float) -> dict:
+    def add_drift(self, node: str, scored: int, drifted: int, max_margin: float) -> DriftTotals:
         """Add one receipt's teacher-forced statistics to its node's; returns the node's totals."""
         return self._write(_add_drift, node, scored, drifted, max_margin)
 
     def flag_drift(self, node: str) -> None:
         self._update("UPDATE drift SET flagged_at = coalesce(flagged_at, ?) WHERE node = ?", time.time(), node)
 
-    def drift(self) -> list[dict]:
-        return [dict(r) for r in self.db.read("SELECT * FROM drift ORDER BY node")]
+    def drift(self) -> list[DriftTotals]:
+        return [DriftTotals.from_row(r) for r in self.db.read("SELECT * FROM drift ORDER BY node")]
 
     def counts(self) -> dict[str, int]:
         return {r[0]: r[1] for r in self.db.read("SELECT status, count(*) FROM checks GROUP BY status")}
 
     def ping(self) -> bool:
         return self.db.read_one("SELECT 1")[0] == 1
-
-
-def _receipt_row(row: Any) -> dict | None:
-    if row is None:
-        return None
-    out = dict(row)
-    out["receipt"] = json.loads(out["receipt"])
-    return out

@@ -222,10 +222,10 @@ def test_a_receipt_gets_one_verdict_ever(tmp_path):
     assert not store.decide(it["id"], True, "changed my mind", "0x" + "22" * 65, 0.1, flag=False)
     assert not store.withheld(it["id"], "withheld: late", "0x" + "33" * 65)  # a decided check stays decided
     row = store.check(it["id"])
-    assert row["valid"] == 0 and row["source"] == "sample" and row["flag_state"] == "pending"
+    assert row.valid == 0 and row.source == "sample" and row.flag_state == "pending"
     store.close()
     reopened = VerifierStore(tmp_path / "v.sqlite3")
-    assert reopened.check(it["id"])["signature"] == "0x" + "11" * 65  # durable across restarts
+    assert reopened.check(it["id"]).signature == "0x" + "11" * 65  # durable across restarts
 
 
 def test_withheld_payload_is_a_report_not_a_verdict_and_a_payers_payload_reopens_it(tmp_path):
@@ -237,18 +237,18 @@ def test_withheld_payload_is_a_report_not_a_verdict_and_a_payers_payload_reopens
     store.queue_check(it, "sample")
     assert store.withheld(it["id"], "withheld: no payload within 2 s", "0x" + "44" * 65)
     row = store.check(it["id"])
-    assert row["status"] == "withheld" and row["valid"] is None and row["signature"] is None
-    assert row["flag_state"] is None and row["report_signature"] == "0x" + "44" * 65
+    assert row.status == "withheld" and row.valid is None and row.signature is None
+    assert row.flag_state is None and row.report_signature == "0x" + "44" * 65
     [out] = store.unposted()  # only the report is to be sent, no verdict
-    assert out["valid"] is None and out["withheld"] == 1 and out["reported"] == 0
+    assert out.valid is None and out.withheld == 1 and out.reported == 0
     store.mark_reported(it["id"], 1)
     assert store.unposted() == []
     # The payer's dispute brings its own copy: the check is judged after all, on that payload.
     assert not store.queue_check(it, "dispute", payload={"request": payload["request"], "output": payload["output"]})
     row = store.check(it["id"])
-    assert row["status"] == "queued" and row["payload"] is not None
+    assert row.status == "queued" and row.payload is not None
     assert store.decide(it["id"], False, "fraud", "0x" + "55" * 65, 0.1, flag=False)
-    assert store.check(it["id"])["withheld"] == 1
+    assert store.check(it["id"]).withheld == 1
 
 
 def test_store_is_bound_to_one_verifier(tmp_path):
