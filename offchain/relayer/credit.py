@@ -541,12 +541,11 @@ class CreditScheme:
         except (ValidationError, TypeError, ValueError):
             return None
         rid = "0x" + r.fast_digest(self.staking_domain).hex()
-        row = self.store.receipt(rid)
-        if row is None or str(row["signature"]).lower() != r.signature.lower():
+        row = self.store.receipts.get(rid)
+        if row is None or row.signature.lower() != r.signature.lower():
             return None
         self.metrics.receipts_duplicate.inc()
-        return AcceptOutcome(id=rid, status=row["status"], reason=row["reason"], batch_id=row["batch_id"],
-                             duplicate=True)
+        return AcceptOutcome(id=rid, status=row.status, reason=row.reason, batch_id=row.batch_id, duplicate=True)
 
     async def accept(self, prefix: str, item: Any, started: float) -> tuple[Any, AcceptOutcome]:
         """Validate and durably store one receipt item; an equivocating one is stored as evidence, answered 409."""

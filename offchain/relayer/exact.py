@@ -31,7 +31,7 @@ from ..schemes.exact import ExactPayload
 from ..sdk.tx import BroadcastError, PreparedCall, TxManager, is_revert, revert_message
 from .metrics import Metrics
 from .rpc import ChainFacts, Rpc
-from .store import Store
+from .store import ExactPayment, Store
 
 log = logging.getLogger("opg.relayer.exact")
 
@@ -233,13 +233,13 @@ class ExactScheme:
         verdict = self._check_signed(paid, reqs, payload)
         if verdict is not None:
             return refused(verdict.invalid_reason, verdict.invalid_message)
-        existing = self.store.exact_payment(key)
-        if existing is not None and existing["status"] != "failed":
+        existing = self.store.exact.get(key)
+        if existing is not None and existing.status != "failed":
             if not self._same_authorization(existing, payload):
                 return refused(x402c.ERR_NONCE_ALREADY_USED,
                                "another authorisation with this nonce is already being settled or settled")
-            if existing["status"] in ("sent", "confirmed") and existing["tx_hash"]:
-                return self._await(key, existing["tx_hash"], existing["payer"], int(existing["value"]))
+            if existing.status in ("sent", "confirmed") and existing.tx_hash:
+                return self._await(key, existing.tx_hash, existing.payer, existing.value)
         verdict = self._check_payable(payload)
         if not verdict.is_valid:
             return refused(verdict.invalid_reason, verdict.invalid_message)
@@ -249,8 +249,8 @@ class ExactScheme:
             if not self._same_authorization(claimed, payload):
                 return refused(x402c.ERR_NONCE_ALREADY_USED,
                                "another authorisation with this nonce is already being settled or settled")
-            if claimed.get("tx_hash"):
-                return self._await(key, claimed["tx_hash"], claimed["payer"], int(claimed["value"]))
+            if claimed.tx_hash:
+                return self._await(key, claimed.tx_hash, claimed.payer, claimed.value)
             return SettleResponse(success=False, error_reason=x402c.ERR_SETTLEMENT_PENDING, payer=a.from_,
                                   transaction="", network=self.network)
         chain = self.sender_chain
@@ -272,11 +272,11 @@ class ExactScheme:
         return self._await(key, tx_hash, a.from_, a.value)
 
     @staticmethod
-    def _same_authorization(row: dict, payload: ExactPayload) -> bool:
+    def _same_authorization(row: ExactPayment, payload: ExactPayload) -> bool:
         """Whether a stored record holds this very authorisation (every signed field; the signature may differ only
         if it is another valid signature of the same payer over the same fields, already checked)."""
         try:
-            stored = json.loads(row["authorization"])["authorization"]
+            stored = row.authorization["authorization"]
         except (KeyError, TypeError, ValueError):
             return False
         mine = json.loads(payload.model_dump_json(by_alias=True))["authorization"]
@@ -293,12 +293,12 @@ class ExactScheme:
     def _finish(self, key: str, tx_hash: str, receipt: Any, payer: str, value: int) -> SettleResponse:
         ok = receipt["status"] == 1 and self._transfer_logged(receipt, payer, value)
         status = "confirmed" if ok else "failed"
-        existing = self.store.exact_payment(key)
+        existing = self.store.exact.get(key)
         reason = None
         if not ok:
             reason = (self._revert_reason(existing, receipt["blockNumber"]) if receipt["status"] != 1
                       else "the transaction did not transfer the authorised value")
-        if existing is None or existing["status"] != status:
+        if existing is None or existing.status != status:
             if self.sender.journal is not None:  # mined: the journal record (and the others of its nonce) are done
                 self.sender.journal.done(tx_hash)
             self.store.call(Store.job_exact_update, key, status, receipt["blockNumber"], reason, time.time())
@@ -313,18 +313,18 @@ class ExactScheme:
                                   payer=payer, transaction=tx_hash, network=self.network)
         return SettleResponse(success=True, payer=payer, transaction=tx_hash, network=self.network, amount=str(value))
 
-    def _revert_reason(self, row: dict | None, block: int) -> str:
+    def _revert_reason(self, row: ExactPayment | None, block: int) -> str:
         """Why a mined transferWithAuthorization reverted: the same call replayed on the state and clock of its
         block (a reverted transaction changed nothing), e.g. ``eip3009: authorization is expired``."""
         if row is None:
             return "transaction reverted"
         try:
-            payload = registry.parse(SCHEME_EXACT, json.loads(row["authorization"]))
+            payload = registry.parse(SCHEME_EXACT, row.authorization)
             self._simulate(payload, self.sender_chain, block)
         except Exception as exc:
             if is_revert(exc):
                 return f"transaction reverted: {revert_message(exc)}"
-            log.debug("replaying %s failed: %r", row.get("id"), exc)
+            log.debug("replaying %s failed: %r", row.id, exc)
         return "transaction reverted"
 
     def _transfer_logged(self, receipt: Any, payer: str, value: int) -> bool:
@@ -336,16 +336,16 @@ class ExactScheme:
     def reconcile(self, older_than: float = 0.0) -> None:
         """Settle the fate of exact payments left in flight (by a crash, or a client that stopped waiting)."""
         now = time.time()
-        for row in self.store.exact_in_flight():
-            if row["updated_at"] > now - older_than:
+        for row in self.store.exact.in_flight():
+            if row.updated_at > now - older_than:
                 continue
-            key, tx_hash = row["id"], row["tx_hash"]
-            if row["status"] == "new" or not tx_hash:
+            key, tx_hash = row.id, row.tx_hash
+            if row.status == "new" or not tx_hash:
                 self.store.call(Store.job_exact_update, key, "failed", None, "not sent before a restart", now)
                 continue
             receipt = self.sender.receipt(tx_hash)
             if receipt is not None:
-                self._finish(key, tx_hash, receipt, row["payer"], int(row["value"]))
+                self._finish(key, tx_hash, receipt, row.payer, row.value)
             elif not self.sender.known(tx_hash) and tx_hash not in self.sender.broadcast_this_run:
                 self.store.call(Store.job_exact_update, key, "failed", None, "transaction lost before a restart", now)
 

@@ -20,7 +20,6 @@ another reason ends ``failed`` with the revert reason. States: queued -> sent ->
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -28,27 +27,19 @@ from typing import Any
 from web3.logs import DISCARD
 
 from ..chain import Chain
-from ..messages import Receipt, SignedReceipt
+from ..messages import SignedReceipt
 from ..sdk.tx import BroadcastError, TxManager, is_revert, revert_message
 from ..types import b32
 from .events import Events
 from .metrics import Metrics
 from .rpc import ChainFacts
-from .store import Store
+from .store import Slash, Store, StoredReceipt
 
 log = logging.getLogger("opg.relayer.slasher")
 
 MAX_VERDICTS = 16
 RECHECK_AFTER = 5.0
 UNKNOWN_GRACE = 3.0
-
-
-def receipt_from_row(row: dict) -> Receipt:
-    return Receipt(
-        request_id=row["request_id"], payer=row["payer"], node=row["node"], model_id=row["model_id"],
-        input_hash=row["input_hash"], output_hash=row["output_hash"], amount=int(row["amount"]),
-        cumulative=int(row["cumulative"]), timestamp=row["timestamp"],
-    )
 
 
 class Slasher:
@@ -86,31 +77,31 @@ class Slasher:
     # The worker's entry point ----------------------------------------------------------------------------------
     def tick(self) -> None:
         now = time.monotonic()
-        for receipt_hash in self.store.fraud_candidates():
+        for receipt_hash in self.store.slashes.fraud_candidates():
             if self._recheck.get(("fraud", receipt_hash), 0) <= now:
                 self._queue_proof(receipt_hash, valid=False)
-        for receipt_hash in self.store.verdict_candidates(True, "valid"):
+        for receipt_hash in self.store.slashes.verdict_candidates(True, "valid"):
             if self._recheck.get(("valid", receipt_hash), 0) <= now:
                 self._queue_proof(receipt_hash, valid=True)
         for proof, valid, kind in (("fraud", True, "lazy"), ("valid", False, "false_accuser")):
-            for v in self.store.contrary_candidates(proof, valid, kind):
+            for v in self.store.slashes.contrary_candidates(proof, valid, kind):
                 self.store.call(Store.job_queue_slash, "lazy_verifier" if kind == "lazy" else kind,
-                                f"{kind}:{v['receipt_hash']}:{v['verifier']}", v["verifier"],
-                                {"receipt_hash": v["receipt_hash"], "verifier": v["verifier"],
-                                 "signature": v["signature"]}, time.time())
-        for proof in self.store.proofs_done("prove_valid", time.time() - self.facts.dispute_window):
-            self._queue_flag_accusers(proof["evidence"].split(":", 1)[1])
-        for v in self.store.double_votes():
-            self.store.call(Store.job_queue_slash, "double_vote", f"double:{v['receipt_hash']}:{v['verifier']}",
-                            v["verifier"], {"receipt_hash": v["receipt_hash"], "verifier": v["verifier"],
-                                            "sig_true": v["sig_true"], "sig_false": v["sig_false"]}, time.time())
-        for slash in self.store.open_slashes():
+                                f"{kind}:{v.receipt_hash}:{v.verifier}", v.verifier,
+                                {"receipt_hash": v.receipt_hash, "verifier": v.verifier, "signature": v.signature},
+                                time.time())
+        for proof in self.store.slashes.proofs_done("prove_valid", time.time() - self.facts.dispute_window):
+            self._queue_flag_accusers(proof.evidence.split(":", 1)[1])
+        for d in self.store.slashes.double_votes():
+            self.store.call(Store.job_queue_slash, "double_vote", f"double:{d.receipt_hash}:{d.verifier}",
+                            d.verifier, {"receipt_hash": d.receipt_hash, "verifier": d.verifier,
+                                         "sig_true": d.sig_true, "sig_false": d.sig_false}, time.time())
+        for slash in self.store.slashes.open():
             self._advance(slash)
 
     # Queueing proofs -------------------------------------------------------------------------------------------
     def _queue_proof(self, receipt_hash: str, valid: bool) -> None:
         """Queue ``slash_fraud`` (valid=False) or ``prove_valid`` (valid=True) once the verdicts' weight is a quorum."""
-        row = self.store.receipt_by_struct_hash(receipt_hash)
+        row = self.store.receipts.by_struct_hash(receipt_hash)
         if row is None:
             return
         kind, prefix = ("prove_valid", "valid") if valid else ("fraud", "fraud")
@@ -126,10 +117,10 @@ class Slasher:
             self._record_skipped(kind, evidence, row, "the opposite outcome is proven on-chain", status="failed")
             return
         verdicts, weight = [], 0
-        for v in self.store.verdicts(receipt_hash, valid=valid):
-            w = int(self.sender.retry(lambda v=v: self.staking.functions.vote_weight(v["verifier"]).call()))
+        for sv in self.store.slashes.verdicts(receipt_hash, valid=valid):
+            w = int(self.sender.retry(lambda sv=sv: self.staking.functions.vote_weight(sv.verifier).call()))
             if w > 0:
-                verdicts.append({"verifier": v["verifier"], "signature": v["signature"], "weight": w})
+                verdicts.append({"verifier": sv.verifier, "signature": sv.signature, "weight": w})
                 weight += w
         total = self.total_vote_weight()
         # Heaviest first up to MAX_VERDICTS, then ascending verifier order (what the contract requires).
@@ -142,8 +133,8 @@ class Slasher:
             return
         self._arrivals.pop(receipt_hash, None)
         verdicts.sort(key=lambda v: int(v["verifier"], 16))
-        self.store.call(Store.job_queue_slash, kind, evidence, row["node"],
-                        {"receipt_id": row["id"], "verdicts": [{"verifier": v["verifier"], "signature": v["signature"]}
+        self.store.call(Store.job_queue_slash, kind, evidence, row.node,
+                        {"receipt_id": row.id, "verdicts": [{"verifier": v["verifier"], "signature": v["signature"]}
                                                                for v in verdicts]}, time.time())
         log.info("%s quorum reached for receipt %s (%d verdicts, weight %d of %d)", prefix, receipt_hash,
                  len(verdicts), weight, total)
@@ -163,11 +154,12 @@ class Slasher:
                                 {"receipt_hash": receipt_hash, "verifier": v, "signature": "0x"}, time.time())
         self._flags_read.add(receipt_hash)
 
-    def _record_skipped(self, kind: str, evidence: str, row: dict, reason: str, status: str = "skipped") -> None:
-        self.store.call(Store.job_queue_slash, kind, evidence, row["node"], {"receipt_id": row["id"], "verdicts": []},
+    def _record_skipped(self, kind: str, evidence: str, row: StoredReceipt, reason: str,
+                        status: str = "skipped") -> None:
+        self.store.call(Store.job_queue_slash, kind, evidence, row.node, {"receipt_id": row.id, "verdicts": []},
                         time.time())
-        slash = self.store.slash_by_evidence(evidence)
-        self.store.call(Store.job_slash_update, slash["id"], status, None, reason, None, time.time())
+        slash = self.store.slashes.by_evidence(evidence)
+        self.store.call(Store.job_slash_update, slash.id, status, None, reason, None, time.time())
         self.metrics.slashes.inc(1, kind, status)
 
     def total_vote_weight(self) -> int:
@@ -177,23 +169,23 @@ class Slasher:
         return int(self.sender.retry(lambda: self.staking.functions.total_weight_in(epoch).call()))
 
     # Sending and following -------------------------------------------------------------------------------------
-    def _function(self, slash: dict) -> Any:
-        args = json.loads(slash["args"])
-        if slash["kind"] == "equivocation":
-            a, b = self.store.receipt(args["a"]), self.store.receipt(args["b"])
+    def _function(self, slash: Slash) -> Any:
+        args = slash.args
+        if slash.kind == "equivocation":
+            a, b = self.store.receipts.get(args["a"]), self.store.receipts.get(args["b"])
             return self.staking.functions.slash_equivocation(
-                receipt_from_row(a).as_tuple(), bytes.fromhex(a["signature"][2:]),
-                receipt_from_row(b).as_tuple(), bytes.fromhex(b["signature"][2:]))
-        if slash["kind"] in ("fraud", "prove_valid"):
-            row = self.store.receipt(args["receipt_id"])
+                a.message().as_tuple(), bytes.fromhex(a.signature[2:]),
+                b.message().as_tuple(), bytes.fromhex(b.signature[2:]))
+        if slash.kind in ("fraud", "prove_valid"):
+            row = self.store.receipts.get(args["receipt_id"])
             verdicts = [(v["verifier"], bytes.fromhex(v["signature"][2:])) for v in args["verdicts"]]
-            fn = self.staking.functions.slash_fraud if slash["kind"] == "fraud" else self.staking.functions.prove_valid
-            return fn(receipt_from_row(row).as_tuple(), bytes.fromhex(row["signature"][2:]), verdicts)
-        if slash["kind"] == "invalid_receipt":
+            fn = self.staking.functions.slash_fraud if slash.kind == "fraud" else self.staking.functions.prove_valid
+            return fn(row.message().as_tuple(), bytes.fromhex(row.signature[2:]), verdicts)
+        if slash.kind == "invalid_receipt":
             receipt = SignedReceipt.model_validate(args["receipt"])
             return self.staking.functions.slash_invalid_receipt(receipt.as_tuple(),
                                                                 bytes.fromhex(receipt.signature[2:]))
-        if slash["kind"] == "double_vote":
+        if slash.kind == "double_vote":
             return self.staking.functions.slash_double_vote(
                 b32(args["receipt_hash"]), args["verifier"], bytes.fromhex(args["sig_true"][2:]),
                 bytes.fromhex(args["sig_false"][2:]))
@@ -201,20 +193,20 @@ class Slasher:
         return self.staking.functions.slash_verifier(
             b32(args["receipt_hash"]), args["verifier"], bytes.fromhex(args["signature"][2:]))
 
-    def _advance(self, slash: dict) -> None:
-        if slash["status"] == "sent":
-            txs = self.store.transactions("slash", str(slash["id"]))
+    def _advance(self, slash: Slash) -> None:
+        if slash.status == "sent":
+            txs = self.store.tx_journal().of("slash", str(slash.id))
             for tx in reversed(txs):
-                receipt = self.sender.receipt(tx["tx_hash"])
+                receipt = self.sender.receipt(tx.tx_hash)
                 if receipt is not None:
-                    self._mined(slash, tx["tx_hash"], receipt)
+                    self._mined(slash, tx.tx_hash, receipt)
                     return
             latest = txs[-1] if txs else None
-            if latest is not None and (self.sender.known(latest["tx_hash"]) or (
-                    latest["tx_hash"] in self.sender.broadcast_this_run
-                    and time.time() - latest["sent_at"] < UNKNOWN_GRACE)):
+            if latest is not None and (self.sender.known(latest.tx_hash) or (
+                    latest.tx_hash in self.sender.broadcast_this_run
+                    and time.time() - latest.sent_at < UNKNOWN_GRACE)):
                 return
-            log.warning("slash %d: transaction unknown to the node; simulating again", slash["id"])
+            log.warning("slash %d: transaction unknown to the node; simulating again", slash.id)
         fn = self._function(slash)
         try:
             self.sender.retry(lambda: fn.call({"from": self.sender.address}))
@@ -223,30 +215,30 @@ class Slasher:
                 raise
             message = revert_message(exc)
             status = "skipped" if "already used" in message or "already proven" in message else "failed"
-            self.store.call(Store.job_slash_update, slash["id"], status, None, message, None, time.time())
-            self.metrics.slashes.inc(1, slash["kind"], status)
-            log.warning("slash %d (%s on %s) %s: %s", slash["id"], slash["kind"], slash["subject"], status, message)
+            self.store.call(Store.job_slash_update, slash.id, status, None, message, None, time.time())
+            self.metrics.slashes.inc(1, slash.kind, status)
+            log.warning("slash %d (%s on %s) %s: %s", slash.id, slash.kind, slash.subject, status, message)
             return
         try:
-            self.sender.send(fn, "slash", str(slash["id"]))
+            self.sender.send(fn, "slash", str(slash.id))
         except BroadcastError as exc:
-            log.warning("slash %d: %s", slash["id"], exc)
+            log.warning("slash %d: %s", slash.id, exc)
             return
-        self.metrics.slashes.inc(1, slash["kind"], "sent")
+        self.metrics.slashes.inc(1, slash.kind, "sent")
 
-    def _mined(self, slash: dict, tx_hash: str, receipt: Any) -> None:
+    def _mined(self, slash: Slash, tx_hash: str, receipt: Any) -> None:
         if self.sender.journal is not None:  # mined: the journal record (and the others of its nonce) are done
             self.sender.journal.done(tx_hash)
         if receipt["status"] != 1:
-            self.store.call(Store.job_slash_update, slash["id"], "failed", None, f"transaction {tx_hash} reverted",
+            self.store.call(Store.job_slash_update, slash.id, "failed", None, f"transaction {tx_hash} reverted",
                             None, time.time())
-            self.metrics.slashes.inc(1, slash["kind"], "failed")
+            self.metrics.slashes.inc(1, slash.kind, "failed")
             return
         events = self.staking.events.Slashed().process_receipt(receipt, errors=DISCARD)
         amount = sum(e["args"]["amount"] for e in events)
-        self.store.call(Store.job_slash_update, slash["id"], "confirmed", amount, None, None, time.time())
-        self.metrics.slashes.inc(1, slash["kind"], "confirmed")
+        self.store.call(Store.job_slash_update, slash.id, "confirmed", amount, None, None, time.time())
+        self.metrics.slashes.inc(1, slash.kind, "confirmed")
         self.metrics.gas_used.inc(receipt["gasUsed"], "slash")
-        self.events.node_slashed.publish(slash["subject"])
-        log.info("slash %d (%s on %s) confirmed: %d slashed (%s)", slash["id"], slash["kind"], slash["subject"],
+        self.events.node_slashed.publish(slash.subject)
+        log.info("slash %d (%s on %s) confirmed: %d slashed (%s)", slash.id, slash.kind, slash.subject,
                  amount, tx_hash)

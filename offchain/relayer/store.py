@@ -6,7 +6,12 @@ Repositories (SQL only, one per aggregate; writes take the writer's connection i
 reader): ``Receipts`` (accepted receipts and the equivocation evidence of ``conflicting_receipts``), ``Channels``
 (charged, best vouchers, settled), ``Batches``, the ``transactions`` journal (``storage.journal``),
 ``Slashes`` (slashes, verdicts, withholding reports), ``ExactPayments``. Amounts are decimal text (uint256 does
-not fit SQL integers).
+not fit SQL integers). ``Store`` holds them as attributes (``store.receipts``, ``store.slashes``, ``store.exact``,
+...): components read through the repository, e.g. ``store.receipts.get(id)``. Reads return frozen dataclasses
+defined here, one per row shape, each built by ``from_row`` (amounts as ints, JSON columns as dicts):
+``StoredReceipt``, ``PendingEntry``, ``FeedEntry``, ``NodeSummary``/``SlashGroup``, ``Slash``, ``StoredVerdict``,
+``DoubleVote``, ``ExactPayment``; batch reads (``Store.batch``, ``batches``, ``inflight_batch``, ``unbatched``,
+``transactions``) still return dicts.
 
 Engines: ``Store(location)`` is a SQLite file (the embedded default) or a ``postgresql://`` database
 (``storage.postgres``); one relayer process per database (the writer's read-check-write jobs assume they are the only
@@ -32,9 +37,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..messages import SignedReceipt, SignedVoucher
+from ..messages import Receipt, SignedReceipt, SignedVoucher
 from ..sdk.tx import SentTx
-from ..storage import Database, Dialect, GroupCommitWriter, Migration, add_missing_columns, journal, postgres
+from ..storage import Database, Dialect, GroupCommitWriter, Migration, add_missing_columns, journal, postgres, typed_row
 from ..storage.journal import SqlTxJournal
 from ..storage.writer import CommitStats
 from .ledger import Ledger
@@ -42,7 +47,8 @@ from .rules import ChannelState, ClaimResult, after_receipt, resolve_claim
 
 log = logging.getLogger("opg.relayer.store")
 
-__all__ = ["Store", "ValidReceipt", "AcceptOutcome", "MIGRATIONS"]
+__all__ = ["Store", "ValidReceipt", "AcceptOutcome", "StoredReceipt", "PendingEntry", "FeedEntry", "NodeSummary",
+           "SlashGroup", "Slash", "StoredVerdict", "DoubleVote", "ExactPayment", "MIGRATIONS"]
 
 _RECEIPT_COLUMNS = """
     struct_hash TEXT NOT NULL,
@@ -224,6 +230,186 @@ class PendingReceipt:
     accepted_at: float
 
 
+def _int_or_none(text: str | None) -> int | None:
+    return None if text is None else int(text)
+
+
+@dataclass(frozen=True)
+class ReceiptRow:
+    """A stored receipt's id, struct hash, the fields its node signed, the signature and when it was accepted (what
+    ``StoredReceipt`` and ``FeedEntry`` share)."""
+
+    id: str
+    struct_hash: str
+    request_id: str
+    payer: str
+    node: str
+    model_id: str
+    input_hash: str
+    output_hash: str
+    amount: int
+    cumulative: int
+    timestamp: int
+    signature: str
+    accepted_at: float
+
+    def message(self) -> Receipt:
+        """The receipt the node signed (without its signature), as the contracts take it."""
+        return Receipt(request_id=self.request_id, payer=self.payer, node=self.node, model_id=self.model_id,
+                       input_hash=self.input_hash, output_hash=self.output_hash, amount=self.amount,
+                       cumulative=self.cumulative, timestamp=self.timestamp)
+
+
+@dataclass(frozen=True)
+class StoredReceipt(ReceiptRow):
+    """A stored receipt: accepted (``conflicts_with`` None), or kept as equivocation evidence (``conflicts_with`` the
+    accepted one, ``status`` rejected), with its batch's transaction and status if it is in one."""
+
+    voucher_cap: int
+    voucher_signature: str
+    status: str  # pending | settled | rejected
+    reason: str | None
+    batch_id: int | None
+    settled_at: float | None
+    batch_tx: str | None
+    batch_status: str | None
+    conflicts_with: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> StoredReceipt:
+        return typed_row(cls, row, amount=int, cumulative=int, voucher_cap=int)
+
+
+@dataclass(frozen=True)
+class PendingEntry:
+    """A pending receipt as a payer's or a channel's view lists it."""
+
+    id: str
+    node: str
+    amount: int
+    cumulative: int
+    voucher_cap: int
+    timestamp: int
+    accepted_at: float
+    batch_id: int | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> PendingEntry:
+        return typed_row(cls, row, amount=int, cumulative=int, voucher_cap=int)
+
+
+@dataclass(frozen=True)
+class FeedEntry(ReceiptRow):
+    """An accepted receipt as the verifiers' feed gives it, with ``seq`` (its place in acceptance order)."""
+
+    seq: int
+
+    @classmethod
+    def from_row(cls, row: Any) -> FeedEntry:
+        return typed_row(cls, row, amount=int, cumulative=int)
+
+
+@dataclass(frozen=True)
+class SlashGroup:
+    """A node's slashes of one kind and status: how many, and the amounts slashed (confirmed ones)."""
+
+    kind: str
+    status: str
+    n: int
+    amounts: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class NodeSummary:
+    """What the relayer holds about one node (or verifier): receipts accepted and pending, withholding reports
+    (and on how many receipts), its slashes by kind and status."""
+
+    receipts: int
+    pending: int
+    reports: int
+    withheld: int
+    slashes: tuple[SlashGroup, ...]
+
+
+@dataclass(frozen=True)
+class Slash:
+    """A slashing submission: ``evidence`` names what it proves (unique), ``args`` what the contract call takes,
+    ``amount`` what the chain slashed once confirmed."""
+
+    id: int
+    kind: str  # equivocation | fraud | prove_valid | invalid_receipt | lazy_verifier | false_accuser | double_vote
+    evidence: str
+    subject: str
+    args: dict
+    status: str  # queued | sent | confirmed | skipped | failed
+    tx_hash: str | None
+    amount: int | None
+    error: str | None
+    attempts: int
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: Any) -> Slash:
+        return typed_row(cls, row, args=json.loads, amount=_int_or_none)
+
+
+@dataclass(frozen=True)
+class StoredVerdict:
+    """A verifier's signed verdict on a receipt (by its struct hash)."""
+
+    receipt_hash: str
+    verifier: str
+    valid: bool
+    signature: str
+    received_at: float
+
+    @classmethod
+    def from_row(cls, row: Any) -> StoredVerdict:
+        return typed_row(cls, row, valid=bool)
+
+
+@dataclass(frozen=True)
+class DoubleVote:
+    """A verifier's two signatures, one for each verdict, on one receipt."""
+
+    receipt_hash: str
+    verifier: str
+    sig_true: str
+    sig_false: str
+
+    @classmethod
+    def from_row(cls, row: Any) -> DoubleVote:
+        return typed_row(cls, row)
+
+
+@dataclass(frozen=True)
+class ExactPayment:
+    """An EIP-3009 authorisation claimed for settlement (``id`` = ``payer:nonce``; ``authorization``: the x402
+    payload as received) and its outcome."""
+
+    id: str
+    payer: str
+    payee: str
+    value: int
+    authorization: dict
+    status: str  # new | sent | confirmed | failed
+    tx_hash: str | None
+    block_number: int | None
+    error: str | None
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: Any) -> ExactPayment:
+        return typed_row(cls, row, value=int, authorization=json.loads)
+
+
+_STORED = ("SELECT r.*, b.tx_hash AS batch_tx, b.status AS batch_status, NULL AS conflicts_with FROM receipts r"
+           " LEFT JOIN batches b ON b.id = r.batch_id")
+_PENDING = "SELECT id, node, amount, cumulative, voucher_cap, timestamp, accepted_at, batch_id FROM receipts"
+
+
 def _rows(cursor: Any) -> list[dict]:
     return [dict(r) for r in cursor]
 
@@ -317,29 +503,28 @@ class Receipts:
             "SELECT payer, node, count(*) FROM receipts WHERE status = 'pending' GROUP BY payer, node")]
 
     # Reads
-    def get(self, receipt_id: str) -> dict | None:
+    def get(self, receipt_id: str) -> StoredReceipt | None:
         """A stored receipt (accepted, or kept as equivocation evidence) with its batch's transaction."""
         rid = receipt_id.lower()
-        row = self.db.read_one("SELECT r.*, b.tx_hash AS batch_tx, b.status AS batch_status FROM receipts r"
-                               " LEFT JOIN batches b ON b.id = r.batch_id WHERE r.id = ?", (rid,))
+        row = self.db.read_one(_STORED + " WHERE r.id = ?", (rid,))
         if row is None:
             row = self.db.read_one("SELECT *, NULL AS batch_tx, NULL AS batch_status FROM conflicting_receipts"
                                    " WHERE id = ?", (rid,))
-        return _row(row)
+        return StoredReceipt.from_row(row) if row is not None else None
 
-    def by_struct_hash(self, struct_hash: str) -> dict | None:
-        return _row(self.db.read_one("SELECT * FROM receipts WHERE struct_hash = ? ORDER BY accepted_at LIMIT 1",
-                                     (struct_hash,)))
+    def by_struct_hash(self, struct_hash: str) -> StoredReceipt | None:
+        """The first accepted receipt with this struct hash."""
+        row = self.db.read_one(_STORED + " WHERE r.struct_hash = ? ORDER BY r.accepted_at LIMIT 1", (struct_hash,))
+        return StoredReceipt.from_row(row) if row is not None else None
 
-    def pending_of_channel(self, payer: str, node: str, limit: int = 100) -> list[dict]:
-        return _rows(self.db.read(
-            "SELECT id, cumulative, amount, batch_id, accepted_at FROM receipts WHERE payer = ? AND node = ?"
-            " AND status = 'pending' ORDER BY accepted_at LIMIT ?", (payer, node, limit)))
+    def pending_of_channel(self, payer: str, node: str, limit: int = 100) -> list[PendingEntry]:
+        return [PendingEntry.from_row(r) for r in self.db.read(
+            _PENDING + " WHERE payer = ? AND node = ? AND status = 'pending' ORDER BY accepted_at LIMIT ?",
+            (payer, node, limit))]
 
-    def pending_of_payer(self, payer: str, limit: int) -> list[dict]:
-        return _rows(self.db.read(
-            "SELECT id, node, amount, cumulative, voucher_cap, timestamp, accepted_at, batch_id FROM receipts"
-            " WHERE payer = ? AND status = 'pending' ORDER BY accepted_at LIMIT ?", (payer, limit)))
+    def pending_of_payer(self, payer: str, limit: int) -> list[PendingEntry]:
+        return [PendingEntry.from_row(r) for r in self.db.read(
+            _PENDING + " WHERE payer = ? AND status = 'pending' ORDER BY accepted_at LIMIT ?", (payer, limit))]
 
     def unbatched_summary(self) -> tuple[int, float | None]:
         row = self.db.read_one("SELECT count(*), min(accepted_at) FROM receipts WHERE status = 'pending'"
@@ -363,15 +548,15 @@ class Receipts:
         return [(r[0], r[1], r[2]) for r in self.db.read(
             "SELECT id, payer, node FROM receipts WHERE batch_id = ? AND status = 'pending'", (batch_id,))]
 
-    def feed(self, after: int, limit: int) -> list[dict]:
+    def feed(self, after: int, limit: int) -> list[FeedEntry]:
         """Accepted receipts in acceptance order (``seq`` = the dialect's row order: SQLite's rowid, which only grows
         as receipts are never deleted and the relayer never runs VACUUM; PostgreSQL's identity column ``seq``),
         those after ``after``."""
         seq = self.db.dialect.row_order
-        return _rows(self.db.read(
+        return [FeedEntry.from_row(r) for r in self.db.read(
             f"SELECT {seq} AS seq, id, struct_hash, request_id, payer, node, model_id, input_hash, output_hash, amount,"
             f" cumulative, timestamp, signature, accepted_at FROM receipts WHERE {seq} > ? ORDER BY {seq} LIMIT ?",
-            (after, limit)))
+            (after, limit))]
 
 
 class Channels:
@@ -501,28 +686,31 @@ class Slashes:
             (receipt_hash, node, verifier, signature, reason, now)).rowcount == 1
 
     # Reads
-    def list(self, status: str | None = None, limit: int = 100) -> list[dict]:
+    def list(self, status: str | None = None, limit: int = 100) -> list[Slash]:
         sql, args = "SELECT * FROM slashes", []
         if status:
             sql, args = sql + " WHERE status = ?", [status]
-        return _rows(self.db.read(sql + " ORDER BY id DESC LIMIT ?", args + [limit]))
+        return [Slash.from_row(r) for r in self.db.read(sql + " ORDER BY id DESC LIMIT ?", args + [limit])]
 
-    def open(self) -> list[dict]:
-        return _rows(self.db.read("SELECT * FROM slashes WHERE status IN ('queued', 'sent') ORDER BY id"))
+    def open(self) -> list[Slash]:
+        return [Slash.from_row(r) for r in self.db.read(
+            "SELECT * FROM slashes WHERE status IN ('queued', 'sent') ORDER BY id")]
 
-    def proofs_done(self, kind: str, since: float) -> list[dict]:
+    def proofs_done(self, kind: str, since: float) -> list[Slash]:
         """Proof submissions of ``kind`` (fraud | prove_valid) confirmed or found done on-chain since ``since``."""
-        return _rows(self.db.read("SELECT * FROM slashes WHERE kind = ? AND status IN ('confirmed', 'skipped')"
-                                  " AND updated_at >= ?", (kind, since)))
+        return [Slash.from_row(r) for r in self.db.read(
+            "SELECT * FROM slashes WHERE kind = ? AND status IN ('confirmed', 'skipped') AND updated_at >= ?",
+            (kind, since))]
 
-    def by_evidence(self, evidence: str) -> dict | None:
-        return _row(self.db.read_one("SELECT * FROM slashes WHERE evidence = ?", (evidence,)))
+    def by_evidence(self, evidence: str) -> Slash | None:
+        row = self.db.read_one("SELECT * FROM slashes WHERE evidence = ?", (evidence,))
+        return Slash.from_row(row) if row is not None else None
 
-    def verdicts(self, receipt_hash: str, valid: bool | None = None) -> list[dict]:
+    def verdicts(self, receipt_hash: str, valid: bool | None = None) -> list[StoredVerdict]:
         sql, args = "SELECT * FROM verdicts WHERE receipt_hash = ?", [receipt_hash]
         if valid is not None:
             sql, args = sql + " AND valid = ?", args + [int(valid)]
-        return _rows(self.db.read(sql + " ORDER BY verifier", args))
+        return [StoredVerdict.from_row(r) for r in self.db.read(sql + " ORDER BY verifier", args)]
 
     def verdict_candidates(self, valid: bool, prefix: str) -> list[str]:
         """Receipt hashes with verdicts of ``valid``, held here, without a ``prefix:<hash>`` submission yet."""
@@ -532,39 +720,41 @@ class Slashes:
             " AND NOT EXISTS (SELECT 1 FROM slashes s WHERE s.evidence = ? || ':' || v.receipt_hash)",
             (int(valid), prefix))]
 
-    def contrary_candidates(self, proof: str, valid: bool, kind: str) -> list[dict]:
+    def fraud_candidates(self) -> list[str]:
+        """Receipt hashes with valid=false verdicts, held here, without a fraud submission yet."""
+        return self.verdict_candidates(False, "fraud")
+
+    def contrary_candidates(self, proof: str, valid: bool, kind: str) -> list[StoredVerdict]:
         """Verdicts of ``valid`` on receipts whose ``proof`` submission (fraud | valid) is done, without a ``kind``
         slash yet: valid=true after fraud (lazy), valid=false after validity (false accuser)."""
-        return _rows(self.db.read(
+        return [StoredVerdict.from_row(r) for r in self.db.read(
             "SELECT v.* FROM verdicts v JOIN slashes s ON s.evidence = ? || ':' || v.receipt_hash"
             " AND s.status IN ('confirmed', 'skipped')"
             " WHERE v.valid = ? AND NOT EXISTS"
             " (SELECT 1 FROM slashes l WHERE l.evidence = ? || ':' || v.receipt_hash || ':' || v.verifier)",
-            (proof, int(valid), kind)))
+            (proof, int(valid), kind))]
 
-    def double_votes(self) -> list[dict]:
+    def double_votes(self) -> list[DoubleVote]:
         """Verifiers that signed both verdicts on one receipt, without a double-vote slash yet."""
-        return _rows(self.db.read(
+        return [DoubleVote.from_row(r) for r in self.db.read(
             "SELECT t.receipt_hash, t.verifier, t.signature AS sig_true, f.signature AS sig_false FROM verdicts t"
             " JOIN verdicts f ON f.receipt_hash = t.receipt_hash AND f.verifier = t.verifier AND f.valid = 0"
             " WHERE t.valid = 1 AND NOT EXISTS (SELECT 1 FROM slashes s"
-            " WHERE s.evidence = 'double:' || t.receipt_hash || ':' || t.verifier)"))
+            " WHERE s.evidence = 'double:' || t.receipt_hash || ':' || t.verifier)")]
 
-    def node_summary(self, node: str) -> dict:
+    def node_summary(self, node: str) -> NodeSummary:
         """Counts about one node: receipts accepted (and pending), withholding reports, slashes by kind and status."""
         receipts, pending = self.db.read_one(
             "SELECT count(*), count(*) FILTER (WHERE status = 'pending') FROM receipts WHERE node = ?", (node,))
         reports, withheld = self.db.read_one(
             "SELECT count(*), count(DISTINCT receipt_hash) FROM withholding_reports WHERE node = ?", (node,))
-        groups: dict[tuple[str, str], list[str]] = {}  # (kind, status) -> amounts (no portable string aggregate)
+        groups: dict[tuple[str, str], list[str | None]] = {}  # (kind, status) -> amounts
         for kind, status, amount in self.db.read("SELECT kind, status, amount FROM slashes WHERE subject = ?"
                                                  " ORDER BY kind, status, id", (node,)):
             groups.setdefault((kind, status), []).append(amount)
-        slashes = [{"kind": kind, "status": status, "n": len(amounts),
-                    "amounts": ",".join(a for a in amounts if a is not None) or None}
-                   for (kind, status), amounts in groups.items()]
-        return {"receipts": receipts, "pending": pending, "reports": reports, "withheld": withheld,
-                "slashes": slashes}
+        slashes = tuple(SlashGroup(kind, status, len(amounts), tuple(int(a) for a in amounts if a is not None))
+                        for (kind, status), amounts in groups.items())
+        return NodeSummary(receipts, pending, reports, withheld, slashes)
 
 
 class ExactPayments:
@@ -574,8 +764,9 @@ class ExactPayments:
         self.db = db
 
     @staticmethod
-    def find(conn: Any, key: str) -> dict | None:
-        return _row(conn.execute("SELECT * FROM exact_payments WHERE id = ?", (key,)).fetchone())
+    def find(conn: Any, key: str) -> ExactPayment | None:
+        row = conn.execute("SELECT * FROM exact_payments WHERE id = ?", (key,)).fetchone()
+        return ExactPayment.from_row(row) if row is not None else None
 
     @staticmethod
     def claim(conn: Any, key: str, payer: str, payee: str, value: int, authorization: dict, now: float) -> None:
@@ -598,11 +789,13 @@ class ExactPayments:
         conn.execute("UPDATE exact_payments SET status = 'sent', tx_hash = ?, updated_at = ? WHERE id = ?",
                      (tx_hash, now, key))
 
-    def get(self, key: str) -> dict | None:
-        return _row(self.db.read_one("SELECT * FROM exact_payments WHERE id = ?", (key,)))
+    def get(self, key: str) -> ExactPayment | None:
+        row = self.db.read_one("SELECT * FROM exact_payments WHERE id = ?", (key,))
+        return ExactPayment.from_row(row) if row is not None else None
 
-    def in_flight(self) -> list[dict]:
-        return _rows(self.db.read("SELECT * FROM exact_payments WHERE status IN ('new', 'sent')"))
+    def in_flight(self) -> list[ExactPayment]:
+        return [ExactPayment.from_row(r) for r in self.db.read(
+            "SELECT * FROM exact_payments WHERE status IN ('new', 'sent')")]
 
 
 # The store -----------------------------------------------------------------------------------------------------------
@@ -635,7 +828,7 @@ class Store:
         self.db = Database.at(location)
         self.receipts, self.channels = Receipts(self.db), Channels(self.db)
         self.batches_repo = Batches(self.db)
-        self.slashes_repo, self.exact = Slashes(self.db), ExactPayments(self.db)
+        self.slashes, self.exact = Slashes(self.db), ExactPayments(self.db)
         self.writer: GroupCommitWriter | None = None
         self.journal: SqlTxJournal | None = None
         self.on_commit: Callable[[float, float, int], None] | None = None  # (work s, fsync s, jobs)
@@ -843,23 +1036,15 @@ class Store:
 
     @staticmethod
     def job_exact_new(conn: Any, key: str, payer: str, payee: str, value: int, authorization: dict,
-                      now: float) -> dict | None:
+                      now: float) -> ExactPayment | None:
         """Claim the authorisation for settlement; returns the existing record if there already is one in flight."""
         row = ExactPayments.find(conn, key)
-        if row is not None and row["status"] != "failed":
+        if row is not None and row.status != "failed":
             return row
         ExactPayments.claim(conn, key, payer, payee, value, authorization, now)
         return None
 
     # Reads (the names the components use; each is one repository read) --------------------------------------------
-    def receipt(self, receipt_id: str) -> dict | None:
-        return self.receipts.get(receipt_id)
-
-    def receipt_by_struct_hash(self, struct_hash: str) -> dict | None:
-        return self.receipts.by_struct_hash(struct_hash)
-
-    def pending_of_channel(self, payer: str, node: str, limit: int = 100) -> list[dict]:
-        return self.receipts.pending_of_channel(payer, node, limit)
 
     def unbatched_summary(self) -> tuple[int, float | None]:
         return self.receipts.unbatched_summary()
@@ -869,9 +1054,6 @@ class Store:
 
     def batch_receipt_ids(self, batch_id: int) -> list[tuple[str, str, str]]:
         return self.receipts.of_batch(batch_id)
-
-    def feed(self, after: int, limit: int) -> list[dict]:
-        return self.receipts.feed(after, limit)
 
     def inflight_batch(self) -> dict | None:
         return self.batches_repo.inflight()
@@ -889,39 +1071,5 @@ class Store:
         """The journal's records of one subject, oldest first, as dicts (``tx_hash``, ``nonce``, ``sent_at``, ...)."""
         return [asdict(t) for t in self.tx_journal().of(kind, ref)]
 
-    def slashes(self, status: str | None = None, limit: int = 100) -> list[dict]:
-        return self.slashes_repo.list(status, limit)
 
-    def open_slashes(self) -> list[dict]:
-        return self.slashes_repo.open()
 
-    def proofs_done(self, kind: str, since: float) -> list[dict]:
-        return self.slashes_repo.proofs_done(kind, since)
-
-    def slash_by_evidence(self, evidence: str) -> dict | None:
-        return self.slashes_repo.by_evidence(evidence)
-
-    def verdicts(self, receipt_hash: str, valid: bool | None = None) -> list[dict]:
-        return self.slashes_repo.verdicts(receipt_hash, valid)
-
-    def verdict_candidates(self, valid: bool, prefix: str) -> list[str]:
-        return self.slashes_repo.verdict_candidates(valid, prefix)
-
-    def fraud_candidates(self) -> list[str]:
-        """Receipt hashes with valid=false verdicts, held here, without a fraud submission yet."""
-        return self.slashes_repo.verdict_candidates(False, "fraud")
-
-    def contrary_candidates(self, proof: str, valid: bool, kind: str) -> list[dict]:
-        return self.slashes_repo.contrary_candidates(proof, valid, kind)
-
-    def double_votes(self) -> list[dict]:
-        return self.slashes_repo.double_votes()
-
-    def node_summary(self, node: str) -> dict:
-        return self.slashes_repo.node_summary(node)
-
-    def exact_payment(self, key: str) -> dict | None:
-        return self.exact.get(key)
-
-    def exact_in_flight(self) -> list[dict]:
-        return self.exact.in_flight()

@@ -57,10 +57,10 @@ def test_accept_moves_ledger_and_channel_together_and_answers_duplicates_and_equ
     twin = _valid(40, 300, request_id=a.receipt.request_id)
     [eq] = asyncio.run(store.accept([twin]))
     assert eq.status == "rejected" and eq.conflicts_with == a.id and "equivocation" in eq.reason
-    assert store.receipt(twin.id)["conflicts_with"] == a.id
-    [slash] = store.open_slashes()
-    assert slash["kind"] == "equivocation" and slash["subject"] == NODE.address
-    assert store.pending_of_channel(PAYER.address, NODE.address) and len(store.feed(0, 10)) == 3
+    assert store.receipts.get(twin.id).conflicts_with == a.id
+    [slash] = store.slashes.open()
+    assert slash.kind == "equivocation" and slash.subject == NODE.address
+    assert store.receipts.pending_of_channel(PAYER.address, NODE.address) and len(store.receipts.feed(0, 10)) == 3
     store.close()
     again = _open(store_location)  # the ledger is rebuilt from the database
     ch2 = again.ledger.get(PAYER.address, NODE.address)
@@ -90,7 +90,7 @@ def test_batches_are_built_sent_confirmed_failed_and_rejected(store_location):
     assert store.batch(bid2)["status"] == "confirmed" and '"outcome": 0' in store.batch(bid2)["claims"]
     ch = store.ledger.get(*key)
     assert (ch.settled, ch.pending, store.ledger.pending) == (40, 0, 0)
-    assert {store.receipt(i)["status"] for i in ids} == {"settled"}
+    assert {store.receipts.get(i).status for i in ids} == {"settled"}
     # A batch whose simulation keeps reverting: its receipts are rejected for good, the ledger follows.
     more = [_valid(50, 100), _valid(60, 100)]
     asyncio.run(store.accept(more))
@@ -98,7 +98,7 @@ def test_batches_are_built_sent_confirmed_failed_and_rejected(store_location):
                       [], {}, 11.0)
     store.call(Store.job_reject_batch, store.ledger, bid3, "ClaimTooLarge", 12.0)
     assert store.batch(bid3)["status"] == "failed" and store.inflight_batch() is None
-    assert {store.receipt(m.id)["reason"] for m in more} == {"batch simulation reverted: ClaimTooLarge"}
+    assert {store.receipts.get(m.id).reason for m in more} == {"batch simulation reverted: ClaimTooLarge"}
     assert (store.ledger.get(*key).pending, store.ledger.pending, store.unbatched_summary()[0]) == (0, 0, 0)
     assert store.batch_counts() == {"failed": 2, "confirmed": 1}
     store.close()
@@ -110,21 +110,21 @@ def test_verdicts_slashes_withholding_and_exact_payments_round_trip(store_locati
     assert store.call(Store.job_verdict, h, verifier, True, "0x01", 1.0)
     assert not store.call(Store.job_verdict, h, verifier, True, "0x01", 1.0)
     assert store.call(Store.job_verdict, h, verifier, False, "0x02", 1.0)
-    [double] = store.double_votes()
-    assert (double["sig_true"], double["sig_false"]) == ("0x01", "0x02")
+    [double] = store.slashes.double_votes()
+    assert (double.sig_true, double.sig_false) == ("0x01", "0x02")
     assert store.call(Store.job_queue_slash, "double_vote", f"double:{h}:{verifier}", verifier, {"x": 1}, 2.0)
-    assert store.double_votes() == []
-    slash = store.slash_by_evidence(f"double:{h}:{verifier}")
-    store.call(Store.job_slash_update, slash["id"], "confirmed", 5, None, None, 3.0)
-    assert store.slashes("confirmed")[0]["amount"] == "5" and store.open_slashes() == []
+    assert store.slashes.double_votes() == []
+    slash = store.slashes.by_evidence(f"double:{h}:{verifier}")
+    store.call(Store.job_slash_update, slash.id, "confirmed", 5, None, None, 3.0)
+    assert store.slashes.list("confirmed")[0].amount == 5 and store.slashes.open() == []
     assert store.call(Store.job_withholding_report, h, NODE.address, verifier, "0x03", "late", 4.0)
-    assert store.node_summary(NODE.address)["reports"] == 1
+    assert store.slashes.node_summary(NODE.address).reports == 1
     assert store.call(Store.job_exact_new, "k", PAYER.address, NODE.address, 9, {"a": 1}, 5.0) is None
-    assert store.call(Store.job_exact_new, "k", PAYER.address, NODE.address, 9, {"a": 1}, 5.0)["status"] == "new"
+    assert store.call(Store.job_exact_new, "k", PAYER.address, NODE.address, 9, {"a": 1}, 5.0).status == "new"
     store.tx_journal().record(SentTx("exact", "k", "0xcc", 1, "0xraw", max_fee=9, tip=1, gas=90_000, sent_at=6.0))
-    assert store.exact_payment("k")["tx_hash"] == "0xcc" and len(store.exact_in_flight()) == 1
+    assert store.exact.get("k").tx_hash == "0xcc" and len(store.exact.in_flight()) == 1
     store.call(Store.job_exact_update, "k", "failed", None, "reverted", 7.0)
     assert store.call(Store.job_exact_new, "k", PAYER.address, NODE.address, 9, {"a": 2}, 8.0) is None  # re-claimed
-    row = store.exact_payment("k")
-    assert (row["status"], row["tx_hash"], row["error"]) == ("new", None, None)
+    row = store.exact.get("k")
+    assert (row.status, row.tx_hash, row.error) == ("new", None, None)
     store.close()

@@ -26,19 +26,19 @@ from ...messages import InvalidSignature, PayloadWithheld, Receipt, recover_sign
 from .. import deps
 from ..models import FeedItem, FeedPage, NodeView, WithholdingAnswer, WithholdingReport
 from ..rpc import ChainFacts, Rpc
-from ..store import Store
+from ..store import FeedEntry, Store
 
 FEED_MAX = 1000
 WAIT_MAX = 30.0
 router = APIRouter(tags=["verifiers"])
 
 
-def feed_receipt(row: dict) -> dict[str, Any]:
-    """A stored receipt row as the signed receipt with camelCase names (big integers as decimal strings)."""
+def feed_receipt(row: FeedEntry) -> dict[str, Any]:
+    """A feed entry as the signed receipt with camelCase names (big integers as decimal strings)."""
     return {
-        "requestId": row["request_id"], "payer": row["payer"], "node": row["node"], "modelId": row["model_id"],
-        "inputHash": row["input_hash"], "outputHash": row["output_hash"], "amount": str(row["amount"]),
-        "cumulative": str(row["cumulative"]), "timestamp": row["timestamp"], "signature": row["signature"],
+        "requestId": row.request_id, "payer": row.payer, "node": row.node, "modelId": row.model_id,
+        "inputHash": row.input_hash, "outputHash": row.output_hash, "amount": str(row.amount),
+        "cumulative": str(row.cumulative), "timestamp": row.timestamp, "signature": row.signature,
     }
 
 
@@ -48,13 +48,13 @@ async def feed(store: Annotated[Store, Depends(deps.store)], after: int = Query(
     """Accepted receipts after the cursor ``after``, in acceptance order (at most ``limit``)."""
     deadline = time.monotonic() + wait
     while True:
-        rows = await asyncio.to_thread(store.feed, after, limit)
+        rows = await asyncio.to_thread(store.receipts.feed, after, limit)
         if rows or time.monotonic() >= deadline:
             break
         await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
-    items = [FeedItem(seq=r["seq"], id=r["id"], receipt_hash=r["struct_hash"], receipt=feed_receipt(r),
-                      accepted_at=r["accepted_at"]) for r in rows]
-    return FeedPage(receipts=items, next=rows[-1]["seq"] if rows else after)
+    items = [FeedItem(seq=r.seq, id=r.id, receipt_hash=r.struct_hash, receipt=feed_receipt(r),
+                      accepted_at=r.accepted_at) for r in rows]
+    return FeedPage(receipts=items, next=rows[-1].seq if rows else after)
 
 @router.post("/reports/withholding", response_model=WithholdingAnswer,
              responses={400: {"description": "refused"}, 404: {"description": "unknown receipt"}})
@@ -74,10 +74,10 @@ async def report_withholding(body: WithholdingReport, store: Annotated[Store, De
             raise ApiError(400, "invalid_signature", "receipt.signature", "not the node's signature")
         node = plain.node
     else:
-        row = await asyncio.to_thread(store.receipt_by_struct_hash, body.receipt_hash)
+        row = await asyncio.to_thread(store.receipts.by_struct_hash, body.receipt_hash)
         if row is None:
             raise ApiError(404, "not_found", "receiptHash", "no such receipt here; include the signed receipt")
-        node = row["node"]
+        node = row.node
     digest = PayloadWithheld(receipt_hash=body.receipt_hash, node=node).fast_digest(facts.staking_domain)
     try:
         signer = recover_signer(digest, body.signature)
@@ -91,23 +91,23 @@ async def report_withholding(body: WithholdingReport, store: Annotated[Store, De
     stored = await asyncio.wrap_future(store.submit(
         Store.job_withholding_report, body.receipt_hash, node, body.verifier, body.signature, body.reason,
         time.time()))
-    summary = await asyncio.to_thread(store.node_summary, node)
+    summary = await asyncio.to_thread(store.slashes.node_summary, node)
     return WithholdingAnswer(receipt_hash=body.receipt_hash, node=node, verifier=body.verifier, stored=stored,
-                             reports=summary["reports"])
+                             reports=summary.reports)
 
 @router.get("/nodes/{address}", response_model=NodeView)
 async def node_view(store: Annotated[Store, Depends(deps.store)], address: str = Path(pattern=r"^0x[0-9a-fA-F]{40}$")) -> Any:
     """What this relayer knows about a node (or verifier): receipts, withholding reports, slashes."""
     account = to_checksum_address(address)
-    s = await asyncio.to_thread(store.node_summary, account)
+    s = await asyncio.to_thread(store.slashes.node_summary, account)
     by_kind: dict[str, int] = {}
     by_status: dict[str, int] = {}
     slashed = 0
-    for row in s["slashes"]:
-        by_status[row["status"]] = by_status.get(row["status"], 0) + row["n"]
-        if row["status"] == "confirmed":
-            by_kind[row["kind"]] = by_kind.get(row["kind"], 0) + row["n"]
-            slashed += sum(int(a) for a in (row["amounts"] or "").split(",") if a)
-    return NodeView(address=account, receipts=s["receipts"], pending_receipts=s["pending"],
-                    withheld=s["withheld"], withholding_reports=s["reports"], slashes=sum(by_kind.values()),
+    for group in s.slashes:
+        by_status[group.status] = by_status.get(group.status, 0) + group.n
+        if group.status == "confirmed":
+            by_kind[group.kind] = by_kind.get(group.kind, 0) + group.n
+            slashed += sum(group.amounts)
+    return NodeView(address=account, receipts=s.receipts, pending_receipts=s.pending,
+                    withheld=s.withheld, withholding_reports=s.reports, slashes=sum(by_kind.values()),
                     slashed=str(slashed), slashes_by_kind=by_kind, slash_submissions=by_status)

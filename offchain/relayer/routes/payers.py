@@ -28,6 +28,6 @@ async def payer_pending(store: Annotated[Store, Depends(deps.store)],
     payer = to_checksum_address(payer)
     rows = store.receipts.pending_of_payer(payer, limit)
     return {"payer": payer, "receipts": [
-        {"id": r["id"], "node": r["node"], "amount": str(r["amount"]), "cumulative": str(r["cumulative"]),
-         "voucherCap": str(r["voucher_cap"]), "timestamp": int(r["timestamp"]), "acceptedAt": r["accepted_at"],
-         "batchId": r["batch_id"]} for r in rows]}
+        {"id": r.id, "node": r.node, "amount": str(r.amount), "cumulative": str(r.cumulative),
+         "voucherCap": str(r.voucher_cap), "timestamp": r.timestamp, "acceptedAt": r.accepted_at,
+         "batchId": r.batch_id} for r in rows]}

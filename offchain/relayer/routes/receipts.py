@@ -23,14 +23,14 @@ router = APIRouter(tags=["relayer"])
 async def receipt(store: Annotated[Store, Depends(deps.store)],
                   receipt_id: str = Path(pattern=r"^0x[0-9a-fA-F]{64}$")) -> Any:
     """A receipt by id (its EIP-712 digest): pending, settled or rejected, with its batch and transaction."""
-    row = store.receipt(receipt_id)
+    row = store.receipts.get(receipt_id)
     if row is None:
         raise ApiError(404, "not_found", "id", "no such receipt")
     return ReceiptView(
-        id=row["id"], status=row["status"], reason=row["reason"], batch_id=row["batch_id"], tx=row["batch_tx"],
-        batch_status=row["batch_status"], request_id=row["request_id"], payer=row["payer"], node=row["node"],
-        amount=row["amount"], cumulative=row["cumulative"], timestamp=row["timestamp"],
-        receipt_hash=row["struct_hash"], accepted_at=row["accepted_at"], settled_at=row["settled_at"],
+        id=row.id, status=row.status, reason=row.reason, batch_id=row.batch_id, tx=row.batch_tx,
+        batch_status=row.batch_status, request_id=row.request_id, payer=row.payer, node=row.node,
+        amount=str(row.amount), cumulative=str(row.cumulative), timestamp=row.timestamp,
+        receipt_hash=row.struct_hash, accepted_at=row.accepted_at, settled_at=row.settled_at,
     )
 
 
@@ -42,11 +42,11 @@ async def channel(store: Annotated[Store, Depends(deps.store)], ledger: Annotate
     payer, node = to_checksum_address(payer), to_checksum_address(node)
     spent = await asyncio.to_thread(lambda: rpc.retry(lambda: rpc.chain().escrow.functions.spent(payer, node).call()))
     ch = ledger.get(payer, node)
-    pending = store.pending_of_channel(payer, node, limit=100)
+    pending = store.receipts.pending_of_channel(payer, node, limit=100)
     return ChannelView(
         payer=payer, node=node, charged=str(ch.charged if ch else 0), settled=str(spent),
         settled_known=str(ch.settled if ch else 0), voucher_cap=str(ch.cap if ch else 0),
         pending_receipts=ch.pending if ch else 0,
-        pending=[{"id": p["id"], "amount": p["amount"], "cumulative": p["cumulative"], "batchId": p["batch_id"]}
+        pending=[{"id": p.id, "amount": str(p.amount), "cumulative": str(p.cumulative), "batchId": p.batch_id}
                  for p in pending],
     )

@@ -52,8 +52,8 @@ async def verdicts(body: VerdictIn, facts: Annotated[ChainFacts, Depends(deps.fa
     quorum = await asyncio.to_thread(slasher.fraud_quorum_bps)
     return VerdictAnswer(
         receipt_hash=body.receipt_hash, verifier=body.verifier, valid=body.valid, stored=stored,
-        receipt_known=store.receipt_by_struct_hash(body.receipt_hash) is not None,
-        invalid_verdicts=len(store.verdicts(body.receipt_hash, valid=False)), fraud_quorum_bps=quorum,
+        receipt_known=store.receipts.by_struct_hash(body.receipt_hash) is not None,
+        invalid_verdicts=len(store.slashes.verdicts(body.receipt_hash, valid=False)), fraud_quorum_bps=quorum,
     )
 
 
@@ -63,5 +63,7 @@ async def slashes(store: Annotated[Store, Depends(deps.store)],
                   limit: int = Query(100, ge=1, le=1000)) -> Any:
     """Slashing submissions (equivocation, fraud, lazy_verifier, prove_valid, false_accuser, double_vote), newest
     first."""
-    return [SlashView(**{k: v for k, v in s.items() if k not in ("args", "attempts")})
-            for s in store.slashes(status, limit)]
+    return [SlashView(id=s.id, kind=s.kind, evidence=s.evidence, subject=s.subject, status=s.status, tx_hash=s.tx_hash,
+                      amount=None if s.amount is None else str(s.amount), error=s.error, created_at=s.created_at,
+                      updated_at=s.updated_at)
+            for s in store.slashes.list(status, limit)]
