@@ -272,11 +272,19 @@ class RelayerProc(DaemonProc):
         assert res.status_code == 200, res.text
         return res.json()
 
+    def _view_or_unknown(self, receipt_id: str) -> dict:
+        res = self.get(f"/receipts/{receipt_id}")
+        if res.status_code == 404:
+            return {"id": receipt_id, "status": "unknown to the relayer"}
+        assert res.status_code == 200, res.text
+        return res.json()
+
     def wait_receipts(self, ids: list[str], statuses: tuple[str, ...] = ("settled",), timeout: float = 30) -> list[dict]:
-        """Poll until every receipt has one of ``statuses``; returns their views."""
+        """Poll until every receipt has one of ``statuses``; returns their views. A receipt the relayer does not know
+        yet counts as not there yet (nodes hand receipts over from their outbox, after answering the payer)."""
         deadline = time.monotonic() + timeout
         while True:
-            views = [self.receipt_status(i) for i in ids]
+            views = [self._view_or_unknown(i) for i in ids]
             if all(v["status"] in statuses for v in views):
                 return views
             if time.monotonic() > deadline:
