@@ -73,12 +73,9 @@ def served(job: Job, gen: Generation, billed: int | None = None, cut_short: bool
 
 
 def run_to_completion(job: Job, adm: Admission, payments: Payments, metrics: Any) -> tuple[Generation, dict]:
-    """Blocking: generate, then charge. ModelFailed: nothing charged. A payment check left running with the model
-    (``adm.pending``) that fails stops the generation at the next token: the answer is a 402 anyway."""
-    pending = adm.pending
+    """Blocking: generate, then charge. ModelFailed: nothing charged."""
     try:
-        gen = generate(job, None if pending is None else
-                       (lambda _piece: not (pending.done() and pending.exception() is not None)), metrics)
+        gen = generate(job, None, metrics)
         return gen, payments.complete(adm, served(job, gen))
     except BaseException:
         payments.release(adm)  # nothing charged (a no-op once complete() charged)
