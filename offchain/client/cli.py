@@ -232,14 +232,22 @@ def _withdraw(args: Any, settings: ClientSettings) -> int:
                 raise CliError(f"still thawing after the wait: {w.seconds_left} s left by the chain's clock "
                                f"(ready at {w.ready_at}); run `opg withdraw` later")
             time.sleep(min(2.0, max(0.5, w.seconds_left)))
-    try:
-        done = client.withdraw()
-    except WalletError as exc:
-        w = client.withdrawal()
-        if args.json:
-            _print_json({"withdrawn": False, "reason": str(exc), **w.as_dict()})
-            return 1
-        raise CliError(str(exc)) from None
+    # with --wait, the chain's own refusal "still thawing" (its next block can stamp a second or two behind the clock
+    # this side reads) means wait a little more, for at most a minute
+    retry_until = time.monotonic() + 60 if args.wait else 0.0
+    while True:
+        try:
+            done = client.withdraw()
+            break
+        except WalletError as exc:
+            if "still thawing" in str(exc) and time.monotonic() < retry_until:
+                time.sleep(1.0)
+                continue
+            w = client.withdrawal()
+            if args.json:
+                _print_json({"withdrawn": False, "reason": str(exc), **w.as_dict()})
+                return 1
+            raise CliError(str(exc)) from None
     _emit(args, {"withdrawn": True, **done},
           f"withdrew {format_opg(done['amount'])} OPG (tx {done['transaction']}); credits {format_opg(done['credits'])} OPG")
     return 0
