@@ -1,7 +1,8 @@
 """The one transaction manager: every role's transactions go through :class:`TxManager`.
 
 - **Nonces**: one lock orders the account's nonces within the process; the next nonce is ``max(the last used + 1,
-  the node's pending count)``, so a failed broadcast (reset to the node's count) leaves no gap.
+  the node's pending count)``, so a failed broadcast (reset to the node's count) leaves no gap; a nonce whose
+  transaction left the node's mempool (dropped) is used again, or every later transaction would wait forever.
 - **Fees**: EIP-1559, ``maxFeePerGas = 2 x base fee + tip``; a replacement raises both by 25 % per ``bump``
   (nodes require >= 10 %), optionally capped (``TxPolicy.max_fee_gwei``).
 - **Write-ahead record**: each transaction is signed, handed to the caller's :class:`TxJournal` (kind, reference,
@@ -190,6 +191,7 @@ class TxManager:
         self.after_record = after_record  # a test's crash point: runs between the record and the broadcast
         self.lock = threading.RLock()
         self._next_nonce: int | None = None
+        self._sent_at_nonce: dict[int, str] = {}  # the last transaction broadcast with each recent nonce
         self.broadcast_this_run: set[str] = set()
 
     def retry(self, fn: Callable[[], T]) -> T:
@@ -217,7 +219,15 @@ class TxManager:
 
     def next_nonce(self) -> int:
         pending = self.retry(lambda: self.w3.eth.get_transaction_count(self.address, "pending"))
-        return pending if self._next_nonce is None else max(self._next_nonce, pending)
+        if self._next_nonce is None or pending >= self._next_nonce:
+            return pending
+        # The node counts fewer than this process used: it lags behind our broadcasts, or the transaction it would
+        # count next left its mempool (dropped, evicted): that nonce is free again, or every later one waits forever.
+        ours = self._sent_at_nonce.get(pending)
+        if ours is not None and not self.known(ours):
+            log.warning("nonce %d is free again (%s left the node's mempool); reusing it", pending, ours)
+            return pending
+        return self._next_nonce
 
     # Sending -----------------------------------------------------------------------------------------------------
     def estimate(self, fn: Any) -> int:
@@ -259,6 +269,9 @@ class TxManager:
                 self._next_nonce = None
                 raise BroadcastError(f"{sent.kind} {sent.ref}: node refused {sent.tx_hash}: {exc}") from exc
         self.broadcast_this_run.add(sent.tx_hash)
+        self._sent_at_nonce[sent.nonce] = sent.tx_hash
+        if len(self._sent_at_nonce) > 1024:
+            del self._sent_at_nonce[min(self._sent_at_nonce)]
 
     def transact(self, fn: Any, kind: str = "tx", ref: str = "", timeout: float = 120,
                  replace_after: float | None = None, max_bumps: int = 5, value: int = 0,
