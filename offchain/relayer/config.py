@@ -29,6 +29,9 @@ class RelayerSettings(DaemonSettings):
     # Store
     store: Path | str = Field(Path("var/relayer.sqlite3"),
                               description="SQLite database file, or a postgresql://user@host:port/db URL")
+    shared_store: bool = Field(False, description="other relayer processes use this SQLite file too (a PostgreSQL "
+                                                  "store is always shared): they follow each other's channels and "
+                                                  "/verify promises")
     # Batching
     batch_size: int = Field(100, ge=1, le=1_000_000, description="flush once this many receipts are pending")
     batch_age: float = Field(5.0, gt=0, le=86_400, description="flush once the oldest pending receipt is this old (s)")

@@ -326,8 +326,7 @@ class CreditScheme:
             funds = None
         session = signer != payer
         thaw_stale = session and self._thaw_stale()
-        node_others, node_this, node_token = node_reserved(self.ledger, self.reservations, node, payer,
-                                                           int(self.clock_now()))
+        node_token = node_reserved(self.ledger, self.reservations, node, payer, int(self.clock_now()))[2]
         capacity: int | None = None
         cached_cap = None if fresh else self._capacity.get(node)
         if cached_cap is not None and cached_cap[0] > started and cached_cap[1] == node_token:
@@ -377,10 +376,29 @@ class CreditScheme:
             if expiry < now + thaw:
                 return (SESSION_EXPIRING, f"session key {signer} expires in {expiry - now} s, sooner than "
                         f"the thaw period ({thaw} s)"), {}, used_cache
+
+        def decide() -> tuple[tuple[str, str] | None, dict, tuple[str, str, int, str] | None]:
+            return self._decide(payer, node, signer, max_cumulative, price, spent, available, capacity, allowance)
+
+        if self.store.shared:  # other relayers promise and accept too: decide on what they committed, under a lock
+            refusal, extra = self.store.call(self.store.job_promise, decide)
+            return refusal, extra, used_cache
+        refusal, extra, promise = decide()
+        if promise is not None:
+            self.reservations.promise(*promise)
+        return refusal, extra, used_cache
+
+    def _decide(self, payer: str, node: str, signer: str, max_cumulative: int, price: int, spent: int,
+                available: int, capacity: int, allowance: int | None
+                ) -> tuple[tuple[str, str] | None, dict, tuple[str, str, int, str] | None]:
+        """/verify's verdict on the ledger and the reservations (after the chain reads of ``_judge``): (refusal or
+        None, the valid answer's extra, the promise to make ``(payer, node, cap, signer)`` or None). On a shared
+        store it runs inside ``Store.job_promise``, which holds the intake lock and has caught up with every
+        relayer first."""
         channel = self.ledger.get(payer, node)
         charged = max(channel.charged if channel else 0, spent)
         if max_cumulative < charged + price:
-            return (CAP_EXCEEDED, f"maxCumulative {max_cumulative} < charged {charged} + price {price}"), {}, used_cache
+            return (CAP_EXCEEDED, f"maxCumulative {max_cumulative} < charged {charged} + price {price}"), {}, None
         # Credits for a new request: what the payer can still use (withdrawal requests excluded) less what its other
         # accepted vouchers still let nodes charge; this channel needs its new cap less what it has paid.
         # Reserved: the ledger's accepted caps, raised to what /verify promised and what live proposals claim
@@ -391,25 +409,27 @@ class CreditScheme:
         need = max(max_cumulative, channel.cap if channel else 0, this_cap) - spent
         if available < reserved + need:
             return (INSUFFICIENT_BALANCE, f"available credits {format_opg(available)} OPG < {format_opg(reserved)} OPG reserved "
-                    f"by other channels + {format_opg(need)} OPG this voucher allows (maxCumulative - spent)"), {}, used_cache
+                    f"by other channels + {format_opg(need)} OPG this voucher allows (maxCumulative - spent)"), {}, None
         if allowance is not None:
             key_need = max(max_cumulative, this_key_cap) - max(spent, channel.payer_cap if channel else 0)
             if allowance < key_reserved + key_need:
                 return (ALLOWANCE_EXCEEDED, f"session key allowance {allowance} < reserved {key_reserved} by "
-                        f"its other channels + {key_need} this voucher allows"), {}, used_cache
+                        f"its other channels + {key_need} this voucher allows"), {}, None
         # The node's pay capacity (R10): settlement pays it at most pay_capacity(node) more, so what this voucher
         # lets it charge, plus what its other channels may still be paid (accepted receipts, live promises, live
         # proposals: proposals.node_reserved), must fit, or a 1-wei proposal settled first leaves a promised claim
         # short and skipped (reason 2) while its payer withdraws (security.md v3, capacity grief).
+        node_others, node_this, _settled = node_reserved(self.ledger, self.reservations, node, payer,
+                                                         int(self.clock_now()))
         node_need = max(max_cumulative, charged, node_this) - spent
         if capacity < node_others + node_need:
             return (NODE_CAPACITY, f"node {node} pay capacity {format_opg(capacity)} OPG < {format_opg(node_others)} OPG its "
                     f"other channels may still be paid + {format_opg(node_need)} OPG this voucher allows (maxCumulative - "
-                    "spent)"), {}, used_cache
+                    "spent)"), {}, None
         outstanding = self.ledger.outstanding(payer)
-        self.reservations.promise(payer, node, max_cumulative, signer if allowance is not None else "")
         return None, {"charged": str(charged), "outstanding": str(outstanding), "balance": str(available),
-                      "maxCumulative": str(max_cumulative)}, used_cache
+                      "maxCumulative": str(max_cumulative)}, (payer, node, max_cumulative,
+                                                               signer if allowance is not None else "")
 
     def _prune_funds(self, now: float) -> None:
         for key, entry in list(self._funds.items()):

@@ -80,7 +80,9 @@ class Reservations:
     """Proposed claims (until they expire, chain time) and /verify promises (until their receipts arrive or
     PROMISE_TTL), per channel, indexed by payer and by node (``/verify`` looks at one payer's and one node's
     channels, never at all of them). Thread-safe; memory only (a restarted relayer re-reads recent proposals from
-    the chain; promises made before a restart are covered once their receipts arrive)."""
+    the chain; promises made before a restart are covered once their receipts arrive). On a store shared by several
+    relayer processes the promises are also rows of the store (``Store.job_promise`` writes one under the intake
+    lock, ``Store.catch_up`` loads every relayer's: ``load_promise``), so each relayer counts the others'."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -123,16 +125,25 @@ class Reservations:
                                                     max(claim.spent, old.spent if old else 0))
                 self._index(key)
 
-    def promise(self, payer: str, node: str, cap: int, signer: str) -> None:
+    def promise(self, payer: str, node: str, cap: int, signer: str) -> tuple[int, str, float]:
+        """Promise the channel ``cap`` (kept if higher) for PROMISE_TTL; returns the promise (cap, signer, seconds
+        it lasts)."""
         now = time.monotonic()
         with self._lock:
             old = self._promised.get((payer, node))
-            self._promised[(payer, node)] = (max(cap, old[0] if old else 0), signer, now + PROMISE_TTL)
+            entry = self._promised[(payer, node)] = (max(cap, old[0] if old else 0), signer, now + PROMISE_TTL)
             self._index((payer, node))
             self._promises_since_prune += 1
             if self._promises_since_prune >= 4096:  # expired promises of channels nobody asks about any more
                 self._promises_since_prune = 0
                 self._prune_promises(now)
+        return entry[0], entry[1], PROMISE_TTL
+
+    def load_promise(self, payer: str, node: str, cap: int, signer: str, remaining: float) -> None:
+        """A promise as the shared store holds it (made by this relayer or another): it lasts ``remaining`` s more."""
+        with self._lock:
+            self._promised[(payer, node)] = (cap, signer, time.monotonic() + remaining)
+            self._index((payer, node))
 
     # Reading -------------------------------------------------------------------------------------------------------
     def channels(self, payer: str, chain_now: int) -> dict[str, tuple[int, str]]:

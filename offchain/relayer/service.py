@@ -62,7 +62,7 @@ class Relayer:
             start_block=deployment.start_block)
         is_facilitator = bool(sender_chain.escrow.functions.is_facilitator(account.address).call())
         metrics, events, ledger, reservations = Metrics(), Events(), Ledger(), Reservations()
-        store = Store(settings.store, ledger)
+        store = Store(settings.store, ledger, reservations=reservations, shared=settings.shared_store or None)
         store.on_commit = lambda work, sync, jobs: (metrics.commit_work.observe(work), metrics.commit_sync.observe(sync),
                                                     metrics.commit_jobs.observe(jobs))
         store.open(chain_id, facts.escrow, facts.staking)

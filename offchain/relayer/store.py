@@ -31,6 +31,8 @@ import concurrent.futures
 import json
 import logging
 import os
+import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -40,9 +42,11 @@ from typing import Any
 from ..messages import Receipt, SignedReceipt, SignedVoucher
 from ..sdk.tx import SentTx
 from ..storage import Database, Dialect, GroupCommitWriter, Migration, add_missing_columns, journal, postgres, typed_row
+from ..storage.database import is_postgres_url
 from ..storage.journal import SqlTxJournal
 from ..storage.writer import CommitStats
 from .ledger import Ledger
+from .proposals import Reservations
 from .rules import ChannelState, ClaimResult, after_receipt, resolve_claim
 
 log = logging.getLogger("opg.relayer.store")
@@ -187,11 +191,27 @@ ALTER TABLE receipts ADD COLUMN seq BIGINT GENERATED ALWAYS AS IDENTITY;
 CREATE UNIQUE INDEX IF NOT EXISTS receipts_seq ON receipts(seq);
 """
 
+def _shared_intake(conn: Any, d: Dialect) -> None:
+    """Several relayer processes on one store: each channel row carries its pending count and a change ``version``
+    (what a process's ledger catches up on), and /verify promises live in ``promises`` (every relayer counts them)."""
+    add_missing_columns(conn, d, "channels", [("pending", "INTEGER NOT NULL DEFAULT 0"),
+                                              ("version", "INTEGER NOT NULL DEFAULT 0")])
+    conn.execute("UPDATE channels SET pending = (SELECT count(*) FROM receipts r WHERE r.payer = channels.payer"
+                 " AND r.node = channels.node AND r.status = 'pending')")
+    conn.execute("CREATE INDEX IF NOT EXISTS channels_version ON channels(version)")
+    conn.execute(d.ddl("CREATE TABLE IF NOT EXISTS promises (payer TEXT NOT NULL, node TEXT NOT NULL,"
+                       " cap TEXT NOT NULL, signer TEXT NOT NULL, until REAL NOT NULL,"
+                       " version INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (payer, node))"))
+    conn.execute("CREATE INDEX IF NOT EXISTS promises_version ON promises(version)")
+
+
 MIGRATIONS = [
     Migration(1, "initial schema", _INITIAL, postgres.ddl(_INITIAL) + _PG_FEED_ORDER),
     Migration(2, "channels: session-signed best voucher and the payer's own best voucher", _session_columns,
               _session_columns),
     Migration(3, "transactions: the SDK journal's fees, gas and mined mark", _journal_columns, _journal_columns),
+    Migration(4, "channels: pending count and change version; /verify promises shared by every relayer",
+              _shared_intake, _shared_intake),
 ]
 
 _RECEIPT_FIELDS = ("id, struct_hash, request_id, payer, node, model_id, input_hash, output_hash, amount, cumulative,"
@@ -497,11 +517,6 @@ class Receipts:
         return conn.execute("SELECT count(*) FROM receipts WHERE batch_id = ? AND status = 'pending'",
                             (batch_id,)).fetchone()[0]
 
-    @staticmethod
-    def pending_counts(conn: Any) -> list[tuple[str, str, int]]:
-        return [(r[0], r[1], r[2]) for r in conn.execute(
-            "SELECT payer, node, count(*) FROM receipts WHERE status = 'pending' GROUP BY payer, node")]
-
     # Reads
     def get(self, receipt_id: str) -> StoredReceipt | None:
         """A stored receipt (accepted, or kept as equivocation evidence) with its batch's transaction."""
@@ -559,31 +574,85 @@ class Receipts:
             (after, limit))]
 
 
+@dataclass(frozen=True)
+class ChannelRow:
+    """A ``channels`` row: the rules' state of the channel and how many of its receipts are pending."""
+
+    state: ChannelState
+    pending: int
+
+    @classmethod
+    def from_row(cls, r: Any) -> ChannelRow:
+        return cls(ChannelState(r["payer"], r["node"], int(r["charged"]), int(r["cap"]), r["voucher_signature"],
+                                int(r["settled"]), r["signer"], int(r["payer_cap"]), r["payer_signature"]),
+                   int(r["pending"]))
+
+
+def _on_postgres(conn: Any) -> bool:
+    return not isinstance(conn, sqlite3.Connection)
+
+
+def _version(conn: Any, table: str) -> str:
+    """The SQL of a row's change version, what ``Store.catch_up`` follows: on SQLite a counter (one writer at a time
+    over every process, so versions grow in commit order); on PostgreSQL the writing transaction's id (transactions
+    commit out of id order: ``_changed`` reads from the oldest one still running)."""
+    if _on_postgres(conn):
+        return "pg_current_xact_id()::text::bigint"
+    return f"(SELECT coalesce(max(version), 0) + 1 FROM {table})"
+
+
+def _changed(conn: Any, table: str, seen: int) -> tuple[list[Any], int]:
+    """The rows of ``table`` changed since the cursor ``seen``, and the cursor for next time. SQLite: the highest
+    version read. PostgreSQL: the oldest transaction still running when the read began (``pg_snapshot_xmin``): every
+    transaction below it had ended, so what it wrote is in this read; rows of transactions at or above it are read
+    again next time (an absolute state, applied twice to no effect)."""
+    if _on_postgres(conn):
+        horizon = int(conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").fetchone()[0])
+        return conn.execute(f"SELECT * FROM {table} WHERE version >= ?", (seen,)).fetchall(), horizon
+    rows = conn.execute(f"SELECT * FROM {table} WHERE version > ?", (seen,)).fetchall()
+    return rows, max([seen] + [int(r["version"]) for r in rows])
+
+
 class Channels:
-    """``channels``: per (payer, node) what was charged, the best vouchers and what was paid on-chain."""
+    """``channels``: per (payer, node) what was charged, the best vouchers, what was paid on-chain, how many receipts
+    are pending, and the change ``version`` other relayer processes catch up on."""
 
     def __init__(self, db: Database):
         self.db = db
 
     @staticmethod
-    def save(conn: Any, ch: ChannelState) -> None:
-        conn.execute(
+    def read(conn: Any, payer: str, node: str) -> ChannelRow | None:
+        """The committed row (inside a job: with this transaction's own changes)."""
+        row = conn.execute("SELECT * FROM channels WHERE payer = ? AND node = ?", (payer, node)).fetchone()
+        return ChannelRow.from_row(row) if row is not None else None
+
+    @staticmethod
+    def save(conn: Any, ch: ChannelState, new_pending: int) -> ChannelRow:
+        """Store what a receipt made of the channel (not ``settled``: the batcher's) with ``new_pending`` more
+        pending receipts; returns the row as stored."""
+        v = _version(conn, "channels")
+        return ChannelRow.from_row(conn.execute(
             "INSERT INTO channels (payer, node, charged, cap, voucher_signature, settled, signer, payer_cap,"
-            " payer_signature) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (payer, node) DO UPDATE SET"
-            " charged = excluded.charged, cap = excluded.cap, voucher_signature = excluded.voucher_signature,"
-            " signer = excluded.signer, payer_cap = excluded.payer_cap, payer_signature = excluded.payer_signature",
+            f" payer_signature, pending, version) VALUES (?,?,?,?,?,?,?,?,?,?, {v}) ON CONFLICT (payer, node) DO UPDATE"
+            " SET charged = excluded.charged, cap = excluded.cap, voucher_signature = excluded.voucher_signature,"
+            " signer = excluded.signer, payer_cap = excluded.payer_cap, payer_signature = excluded.payer_signature,"
+            f" pending = channels.pending + excluded.pending, version = {v} RETURNING *",
             (ch.payer, ch.node, str(ch.charged), str(ch.cap), ch.voucher_signature, str(ch.settled), ch.signer,
-             str(ch.payer_cap), ch.payer_signature))
+             str(ch.payer_cap), ch.payer_signature, new_pending)).fetchone())
 
     @staticmethod
-    def set_settled(conn: Any, payer: str, node: str, settled: int) -> None:
-        conn.execute("UPDATE channels SET settled = ? WHERE payer = ? AND node = ?", (str(settled), payer, node))
+    def set_settled(conn: Any, payer: str, node: str, settled: int, resolved: int) -> ChannelRow | None:
+        """The channel was paid up to ``settled``; ``resolved`` of its receipts are no longer pending."""
+        row = conn.execute(f"UPDATE channels SET settled = ?, pending = pending - ?, version = {_version(conn, 'channels')}"
+                           " WHERE payer = ? AND node = ? RETURNING *", (str(settled), resolved, payer, node)).fetchone()
+        return ChannelRow.from_row(row) if row is not None else None
 
     @staticmethod
-    def all(conn: Any) -> list[ChannelState]:
-        return [ChannelState(r["payer"], r["node"], int(r["charged"]), int(r["cap"]), r["voucher_signature"],
-                             int(r["settled"]), r["signer"], int(r["payer_cap"]), r["payer_signature"])
-                for r in conn.execute("SELECT * FROM channels")]
+    def resolved(conn: Any, payer: str, node: str, n: int) -> ChannelRow | None:
+        """``n`` of the channel's receipts are no longer pending (rejected)."""
+        row = conn.execute(f"UPDATE channels SET pending = pending - ?, version = {_version(conn, 'channels')}"
+                           " WHERE payer = ? AND node = ? RETURNING *", (n, payer, node)).fetchone()
+        return ChannelRow.from_row(row) if row is not None else None
 
 
 class Batches:
@@ -769,15 +838,17 @@ class ExactPayments:
         return ExactPayment.from_row(row) if row is not None else None
 
     @staticmethod
-    def claim(conn: Any, key: str, payer: str, payee: str, value: int, authorization: dict, now: float) -> None:
-        """(Re)claim an authorisation for settlement (status ``new``)."""
-        conn.execute(
+    def claim(conn: Any, key: str, payer: str, payee: str, value: int, authorization: dict, now: float) -> bool:
+        """Claim an authorisation for settlement (status ``new``), or re-claim one whose settlement failed; False if
+        it is claimed already (by this relayer or another on the same store: the row is the one claim, its key
+        unique; a concurrent claim waits for the first one's commit and then finds it)."""
+        return conn.execute(
             "INSERT INTO exact_payments (id, payer, payee, value, \"authorization\", status, created_at, updated_at)"
             " VALUES (?,?,?,?,?, 'new', ?, ?) ON CONFLICT (id) DO UPDATE SET payer = excluded.payer,"
             " payee = excluded.payee, value = excluded.value, \"authorization\" = excluded.\"authorization\", status = 'new',"
             " tx_hash = NULL, block_number = NULL, error = NULL, created_at = excluded.created_at,"
-            " updated_at = excluded.updated_at",
-            (key, payer, payee, str(value), json.dumps(authorization), now, now))
+            " updated_at = excluded.updated_at WHERE exact_payments.status = 'failed'",
+            (key, payer, payee, str(value), json.dumps(authorization), now, now)).rowcount == 1
 
     @staticmethod
     def update(conn: Any, key: str, status: str, block: int | None, error: str | None, now: float) -> None:
@@ -798,19 +869,57 @@ class ExactPayments:
             "SELECT * FROM exact_payments WHERE status IN ('new', 'sent')")]
 
 
+class Promises:
+    """``promises``: what ``/verify`` promised on a channel (the highest voucher cap, its signer, until when: wall
+    clock), written by the relayer that promised it and counted by every relayer on the store."""
+
+    @staticmethod
+    def save(conn: Any, payer: str, node: str, cap: int, signer: str, until: float) -> None:
+        v = _version(conn, "promises")
+        conn.execute(f"INSERT INTO promises (payer, node, cap, signer, until, version) VALUES (?,?,?,?,?, {v})"
+                     " ON CONFLICT (payer, node) DO UPDATE SET cap = excluded.cap, signer = excluded.signer,"
+                     f" until = excluded.until, version = {v}", (payer, node, str(cap), signer, until))
+
+    @staticmethod
+    def prune(conn: Any, before: float) -> None:
+        conn.execute("DELETE FROM promises WHERE until < ?", (before,))
+
+
 # The store -----------------------------------------------------------------------------------------------------------
+INTAKE_LOCK = 0x6F70675F696E74  # the PostgreSQL advisory lock of the transactions that decide on channels
+
+
+def lock_intake(conn: Any) -> None:
+    """Serialise, over every relayer process on the store, the transactions that decide on channels or promise
+    credits (accepting receipts, resolving claims, /verify's promises on a shared store): each then reads what the
+    others committed and decides on it. PostgreSQL: a transaction-scoped advisory lock, taken before any channel row
+    is written (one lock, so two relayers' groups never wait for each other's rows in opposite orders; it also keeps
+    the feed's ``seq`` in commit order). SQLite: the writer's ``BEGIN IMMEDIATE`` already holds the file's one write
+    lock over every process."""
+    if _on_postgres(conn):
+        conn.execute("SELECT pg_advisory_xact_lock(?)", (INTAKE_LOCK,))
+
+
 def _state(ch: Any) -> ChannelState:
     return ChannelState(ch.payer, ch.node, ch.charged, ch.cap, ch.voucher_signature, ch.settled, ch.signer,
                         ch.payer_cap, ch.payer_signature)
 
 
-def _mirror(ledger: Ledger, state: ChannelState) -> Any:
-    """Copy a channel's stored state into the ledger (in the job that stores it); returns the ledger's channel."""
+def _mirror(ledger: Ledger, row: ChannelRow) -> Any:
+    """Copy a channel's stored row into the ledger (in the job that stores or reads it); returns the ledger's
+    channel."""
+    state = row.state
     ch = ledger.channel(state.payer, state.node)
     ch.charged, ch.cap, ch.voucher_signature, ch.settled = state.charged, state.cap, state.voucher_signature, \
         state.settled
     ch.signer, ch.payer_cap, ch.payer_signature = state.signer, state.payer_cap, state.payer_signature
+    if ch.pending != row.pending:
+        ledger.pending += row.pending - ch.pending
+        ch.pending = row.pending
     return ch
+
+
+FOLLOW_INTERVAL = 0.25  # s between two catch-ups with the other relayers on a shared store
 
 
 def _exit_on_failure(exc: BaseException) -> None:
@@ -821,10 +930,20 @@ def _exit_on_failure(exc: BaseException) -> None:
 class Store:
     """The relayer's database: its repositories, the shared group-commit writer, and the units of work below."""
 
-    def __init__(self, location: str | Path, ledger: Ledger, max_group: int = 1024):
-        """``location``: a SQLite file or a ``postgresql://`` URL (``Database.at``)."""
-        self.ledger = ledger
+    def __init__(self, location: str | Path, ledger: Ledger, max_group: int = 1024,
+                 reservations: Reservations | None = None, shared: bool | None = None,
+                 follow_interval: float = FOLLOW_INTERVAL):
+        """``location``: a SQLite file or a ``postgresql://`` URL (``Database.at``). ``shared``: other relayer
+        processes write to the store too (None: on PostgreSQL, not on SQLite); this process then follows their
+        changes into ``ledger`` and ``reservations`` (``catch_up``) and /verify promises go through the store."""
+        self.ledger, self.reservations = ledger, reservations
         self.max_group = max_group
+        self.shared = is_postgres_url(str(location)) if shared is None else shared
+        self.follow_interval = follow_interval
+        self._seen = {"channels": -1, "promises": -1}  # catch_up's cursors (the writer thread's)
+        self._stop = threading.Event()
+        self._follower: threading.Thread | None = None
+        self._pruned = 0.0
         self.db = Database.at(location)
         self.receipts, self.channels = Receipts(self.db), Channels(self.db)
         self.batches_repo = Batches(self.db)
@@ -838,21 +957,78 @@ class Store:
         self.db.open(MIGRATIONS, {"chain_id": str(chain_id), "escrow": escrow, "staking": staking})
         conn = self.db.connect(readonly=True)
         try:
-            for state in Channels.all(conn):
-                _mirror(self.ledger, state)
-            for payer, node, n in Receipts.pending_counts(conn):
-                self.ledger.add_pending(payer, node, n)
+            self.catch_up(conn)
         finally:
             conn.close()
         self.writer = GroupCommitWriter(self.db, max_group=self.max_group, on_commit=self._observe,
                                         on_failure=_exit_on_failure)
         self.journal = SqlTxJournal(self.db, self.writer, also=Store.mark_sent)
+        if self.shared:
+            self._follower = threading.Thread(target=self._follow, name="store-follower", daemon=True)
+            self._follower.start()
+
+    # Several processes on one store ----------------------------------------------------------------------------
+    def catch_up(self, conn: Any) -> int:
+        """Apply what was committed to channels (and, shared, to promises) since the last catch-up to the ledger
+        (and the reservations): incremental (``_changed``), absolute values, so applying a row twice does nothing.
+        Run at open and then, shared, as a writer job (``_follow``, ``job_promise``, ``sync``): the ledger changes
+        only in the writer thread, and a job's read sees every commit before it and this transaction's own writes,
+        so the ledger never goes back. Returns how many channel rows were applied."""
+        rows, self._seen["channels"] = _changed(conn, "channels", self._seen["channels"])
+        for r in rows:
+            _mirror(self.ledger, ChannelRow.from_row(r))
+        if self.shared and self.reservations is not None:
+            promised, self._seen["promises"] = _changed(conn, "promises", self._seen["promises"])
+            now = time.time()
+            for p in promised:
+                self.reservations.load_promise(p["payer"], p["node"], int(p["cap"]), p["signer"], p["until"] - now)
+        return len(rows)
+
+    def _follow(self) -> None:
+        """Shared: catch up with the other processes every ``follow_interval`` (the backstop of the catch-ups
+        done under the intake lock and before each batch is built)."""
+        while not self._stop.wait(self.follow_interval):
+            try:
+                self.sync()
+            except Exception as exc:  # the writer closed (shutting down) or the store unreachable: try again
+                if self._stop.is_set():
+                    return
+                log.warning("catching up with the shared store failed: %r", exc)
+
+    def sync(self) -> int:
+        """Catch up now (blocking: not from the event loop), pruning expired promises once a minute."""
+        now = time.time()
+        prune = self.shared and now - self._pruned > 60
+        if prune:
+            self._pruned = now
+        return self.submit_job(self._job_sync, prune, now, durable=prune).result()
+
+    def _job_sync(self, conn: Any, prune: bool, now: float) -> int:
+        if prune:
+            Promises.prune(conn, now - 60)
+        return self.catch_up(conn)
+
+    def job_promise(self, conn: Any, decide: Callable[[], tuple[Any, Any, tuple[str, str, int, str] | None]]
+                    ) -> tuple[Any, Any]:
+        """/verify on a shared store: under the intake lock, catch up with every relayer's channels and promises,
+        run ``decide`` (the verdict on what is now committed) and store the promise it makes, ``(payer, node, cap,
+        signer)``, for every relayer to count; returns ``decide``'s (refusal, extra)."""
+        lock_intake(conn)
+        self.catch_up(conn)
+        refusal, extra, promise = decide()
+        if promise is not None and self.reservations is not None:
+            cap, signer, remaining = self.reservations.promise(*promise)
+            Promises.save(conn, promise[0], promise[1], cap, signer, time.time() + remaining)
+        return refusal, extra
 
     def _observe(self, stats: CommitStats) -> None:
         if self.on_commit is not None:
             self.on_commit(stats.work, stats.sync, stats.jobs)
 
     def close(self) -> None:
+        self._stop.set()
+        if self._follower is not None:
+            self._follower.join(5)
         if self.writer is not None:
             self.writer.close()
         self.db.close()
@@ -873,9 +1049,13 @@ class Store:
     # Writing -------------------------------------------------------------------------------------------------------
     def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
         """Queue a unit of work ``fn(conn, *args)``; its future resolves once it is committed (durably)."""
+        return self.submit_job(fn, *args)
+
+    def submit_job(self, fn: Callable[..., Any], *args: Any, durable: bool = True) -> concurrent.futures.Future:
+        """``submit`` with the commit's durability (``durable=False``: survives the process, not a power loss)."""
         if self.writer is None:
             raise RuntimeError("the relayer store is not open")
-        return self.writer.submit(fn, *args)
+        return self.writer.submit(fn, *args, durable=durable)
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a unit of work and wait for its commit (from a thread that is not the event loop)."""
@@ -898,8 +1078,12 @@ class Store:
         return AcceptOutcome(item.id, "rejected", reason, conflicts_with=other)
 
     @staticmethod
-    def job_accept(conn: Any, ledger: Ledger, items: list[ValidReceipt], now: float) -> list[AcceptOutcome]:
-        """Store new receipts (pending), answer duplicates as before, reject and record equivocations."""
+    def job_accept(conn: Any, ledger: Ledger, items: list[ValidReceipt], now: float,
+                   shared: bool) -> list[AcceptOutcome]:
+        """Store new receipts (pending), answer duplicates as before, reject and record equivocations. ``shared``:
+        the channels are read from the store under the intake lock (another relayer may have changed them), not
+        from this process's ledger; the ledger then mirrors what was read and written."""
+        lock_intake(conn)
         out: list[AcceptOutcome] = []
         touched: dict[tuple[str, str], tuple[ChannelState, int]] = {}  # channel -> (new state, new pending)
         for item in items:
@@ -911,22 +1095,22 @@ class Store:
             key = (r.payer, r.node)
             if key in touched:
                 state, n = touched[key]
+            elif shared:
+                stored = Channels.read(conn, *key)
+                state, n = (stored.state if stored else ChannelState(*key)), 0
             else:
                 ch = ledger.get(*key)
                 state, n = (_state(ch) if ch else ChannelState(*key)), 0
             touched[key] = (after_receipt(state, r.cumulative, v.max_cumulative, v.signature, item.voucher_signer),
                             n + 1)
             out.append(AcceptOutcome(item.id, "pending"))
-        for state, _n in touched.values():
-            Channels.save(conn, state)
         for state, n in touched.values():
-            _mirror(ledger, state)
-            ledger.add_pending(state.payer, state.node, n)
+            _mirror(ledger, Channels.save(conn, state, n))
         return out
 
     async def accept(self, items: list[ValidReceipt]) -> list[AcceptOutcome]:
         """Store receipts (job_accept) and wait, without blocking the event loop, for the commit."""
-        return await asyncio.wrap_future(self.submit(self.job_accept, self.ledger, items, time.time()))
+        return await asyncio.wrap_future(self.submit(self.job_accept, self.ledger, items, time.time(), self.shared))
 
     # Units of work: batches ----------------------------------------------------------------------------------------
     @staticmethod
@@ -938,6 +1122,7 @@ class Store:
         long the receipts settled by this batch waited since acceptance (for the latency metric)."""
         if not results:
             return []
+        lock_intake(conn)
         accepted_at: dict[str, float] = {}
         if receipt_ids is None:
             receipt_ids = {}
@@ -950,8 +1135,8 @@ class Store:
             ids = receipt_ids.get((res.payer, res.node), [])
             if not ids:
                 continue
-            ch = ledger.channel(res.payer, res.node)
-            fate = resolve_claim(res, _state(ch))
+            stored = Channels.read(conn, res.payer, res.node)
+            fate = resolve_claim(res, stored.state if stored else ChannelState(res.payer, res.node))
             if fate.release_above is not None:
                 cumulative = Receipts.pending_cumulatives(conn, res.payer, res.node)
                 above = {i for i in ids if cumulative.get(i, 0) > fate.release_above and i in cumulative}
@@ -962,10 +1147,9 @@ class Store:
                 latencies += [now - accepted_at[i] for i in ids if i in accepted_at]
             settled_at = now if fate.status == "settled" else None
             updates += [(fate.status, fate.reason, batch_id if fate.in_batch else None, settled_at, i) for i in ids]
-            Channels.set_settled(conn, res.payer, res.node, fate.settled)
-            ch.settled = fate.settled
-            ch.pending -= len(ids)
-            ledger.pending -= len(ids)
+            row = Channels.set_settled(conn, res.payer, res.node, fate.settled, len(ids))
+            if row is not None:
+                _mirror(ledger, row)
         Receipts.resolve(conn, updates)
         return latencies
 
@@ -1022,9 +1206,11 @@ class Store:
     def job_reject_batch(conn: Any, ledger: Ledger, batch_id: int, error: str, now: float) -> None:
         """The batch can never go through (its simulation keeps reverting): reject its receipts for good and end
         the batch as failed. The batch policy decides when; this only records it."""
+        lock_intake(conn)
         for payer, node, n in Receipts.reject_batch(conn, batch_id, f"batch simulation reverted: {error}"):
-            ledger.channel(payer, node).pending -= n
-            ledger.pending -= n
+            row = Channels.resolved(conn, payer, node, n)
+            if row is not None:
+                _mirror(ledger, row)
         Batches.ended(conn, batch_id, "failed", error, now)
 
     # Units of work: slashing, verdicts, exact payments -------------------------------------------------------------
@@ -1037,12 +1223,11 @@ class Store:
     @staticmethod
     def job_exact_new(conn: Any, key: str, payer: str, payee: str, value: int, authorization: dict,
                       now: float) -> ExactPayment | None:
-        """Claim the authorisation for settlement; returns the existing record if there already is one in flight."""
-        row = ExactPayments.find(conn, key)
-        if row is not None and row.status != "failed":
-            return row
-        ExactPayments.claim(conn, key, payer, payee, value, authorization, now)
-        return None
+        """Claim the authorisation for settlement (None); returns the existing record if it is claimed already and
+        its settlement did not fail (by this relayer or another one on the store: ``ExactPayments.claim``)."""
+        if ExactPayments.claim(conn, key, payer, payee, value, authorization, now):
+            return None
+        return ExactPayments.find(conn, key)
 
     # Reads (the names the components use; each is one repository read) --------------------------------------------
 
@@ -1050,7 +1235,12 @@ class Store:
         return self.receipts.unbatched_summary()
 
     def unbatched(self, limit: int, first: list[str] | None = None) -> list[dict]:
-        return self.receipts.unbatched(limit, first)
+        """The oldest unbatched receipts (``Receipts.unbatched``). Shared: the ledger then catches up, so the
+        channels of every receipt returned (possibly accepted by another relayer) are known as committed with it."""
+        rows = self.receipts.unbatched(limit, first)
+        if self.shared and rows:
+            self.sync()
+        return rows
 
     def batch_receipt_ids(self, batch_id: int) -> list[tuple[str, str, str]]:
         return self.receipts.of_batch(batch_id)
