@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import platform
-import secrets
 import statistics
 import subprocess
 import sys
@@ -35,241 +34,38 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from eth_account import Account  # noqa: E402
+from loadgen import (  # noqa: E402  (bench/loadgen.py: this script's directory is on sys.path)
+    Workload,
+    bulk_bodies,
+    encode,
+    interleave,
+    open_connections,
+    percentile,
+    receipt_id,
+    run_bulk,
+    run_single,
+    settle_latencies,
+    wait_settled,
+)
 from web3 import Web3  # noqa: E402
 
 from offchain.daemon.keys import anvil_key  # noqa: E402
 from offchain.deployments import Params, save_deployment  # noqa: E402
-from offchain.devkit.devchain import Anvil, deploy_web3, free_port, send, transact  # noqa: E402
-from offchain.messages import Domain, Receipt, Registration, Voucher  # noqa: E402
+from offchain.devkit.devchain import Anvil, deploy_web3, free_port  # noqa: E402
 
 OPG = 10**18
 RESULTS = ROOT / "bench" / "results" / "relayer.json"
 TARGETS = {"receipts_per_s_bulk": 5_000, "receipts_per_s_single": 1_000, "p99_ack_ms": 50}
 
 
-# Signing (in worker processes, before any timing) -------------------------------------------------------------------
-def _sign(digest: bytes, key: str) -> str:
-    """The same signature as ``TypedMessage.sign_with`` (tested), from the precomputed EIP-712 digest."""
-    return "0x" + bytes(Account.unsafe_sign_hash(digest, key).signature).hex()
-
-
-def _sign_channel(args: tuple) -> list[dict]:
-    """Receipts for one channel: per receipt a voucher (cap = charged + price cap) and the node's receipt."""
-    payer_key, node_key, escrow_domain, staking_domain, count, start_cumulative, amount, ts = args
-    escrow_domain, staking_domain = Domain(**escrow_domain), Domain(**staking_domain)
-    payer, node = Account.from_key(payer_key).address, Account.from_key(node_key).address
-    out, cumulative = [], start_cumulative
-    for _ in range(count):
-        voucher = Voucher(payer=payer, node=node, max_cumulative=cumulative + 10 * amount)
-        vsig = _sign(voucher.fast_digest(escrow_domain), payer_key)
-        cumulative += amount
-        receipt = Receipt(request_id="0x" + secrets.token_hex(32), payer=payer, node=node, model_id="0x" + "11" * 32,
-                          input_hash="0x" + secrets.token_hex(32), output_hash="0x" + secrets.token_hex(32),
-                          amount=amount, cumulative=cumulative, timestamp=ts)
-        rsig = _sign(receipt.fast_digest(staking_domain), node_key)
-        out.append({"receipt": {**receipt.model_dump(mode="json"), "signature": rsig},
-                    "voucher": {**voucher.model_dump(mode="json"), "signature": vsig}})
-    return out
-
-
-def encode(item: dict) -> bytes:
-    return json.dumps(item, separators=(",", ":")).encode()
-
-
-class Workload:
-    def __init__(self, w3: Web3, system, deployer: str, payers: int, nodes: int):
-        self.w3, self.system, self.deployer = w3, system, deployer
-        self.escrow_domain = Domain.escrow(w3.eth.chain_id, system.escrow.address)
-        self.staking_domain = Domain.staking(w3.eth.chain_id, system.staking.address)
-        self.payers = [Account.create() for _ in range(payers)]
-        self.nodes = [Account.create() for _ in range(nodes)]
-        self.cumulative: dict[tuple[str, str], int] = {}
-        params = system.deployment.params
-        for acct in self.payers + self.nodes:
-            send(w3, deployer, {"to": acct.address, "value": 10**19, "gas": 21_000})
-        for acct in self.payers:
-            key = "0x" + bytes(acct.key).hex()
-            transact(w3, deployer, system.opg.functions.transfer(acct.address, 1_000_000 * OPG))
-            transact(w3, key, system.opg.functions.approve(system.escrow.address, 1_000_000 * OPG))
-            transact(w3, key, system.escrow.functions.deposit(1_000_000 * OPG))
-        for acct in self.nodes:
-            key = "0x" + bytes(acct.key).hex()
-            stake = params.min_inference_stake * 2
-            transact(w3, deployer, system.opg.functions.transfer(acct.address, stake))
-            transact(w3, key, system.opg.functions.approve(system.staking.address, stake))
-            proof = Registration(account=acct.address).sign_with(key, self.staking_domain)
-            transact(w3, key, system.staking.functions.register(1, stake, "http://bench.invalid",
-                                                                bytes.fromhex(proof[2:])))
-
-    def sign(self, total: int, pool: ProcessPoolExecutor) -> list[list[dict]]:
-        """About ``total`` receipts spread evenly over every (payer, node) channel: one list per channel, in order,
-        each receipt with the voucher its payer signed just before the request."""
-        channels = [(p, n) for p in self.payers for n in self.nodes]
-        per = -(-total // len(channels))
-        amount = OPG // 1000
-        jobs = []
-        for p, n in channels:
-            key = (p.address, n.address)
-            start = self.cumulative.get(key, 0)
-            self.cumulative[key] = start + per * amount
-            jobs.append(("0x" + bytes(p.key).hex(), "0x" + bytes(n.key).hex(), self.escrow_domain.model_dump(),
-                         self.staking_domain.model_dump(), per, start, amount, int(time.time())))
-        return list(pool.map(_sign_channel, jobs, chunksize=4))
-
-    def check_paid(self) -> bool:
-        escrow = self.system.escrow
-        return all(escrow.functions.spent(p, n).call() == c for (p, n), c in self.cumulative.items())
-
-
 # Load generation ----------------------------------------------------------------------------------------------------
-class RawConnection:
-    """A minimal HTTP/1.1 keep-alive client connection (asyncio streams) for the high-rate single-receipt phases.
-
-    httpx's async client costs ~1-3 ms of CPU per request here (more than the relayer spends on a receipt), so on
-    two shared cores it, not the relayer, would set the pace; this one costs tens of microseconds."""
-
-    def __init__(self, host: str, port: int):
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def open(self) -> RawConnection:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        return self
-
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        assert self.reader is not None and self.writer is not None
-        self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-                          b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host.encode(), len(body), body))
-        status = int((await self.reader.readline()).split()[1])
-        length = 0
-        while True:
-            line = await self.reader.readline()
-            if line in (b"\r\n", b"\n", b""):
-                break
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        return status, await self.reader.readexactly(length)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-async def _connections(url: str, count: int) -> list[RawConnection]:
-    host, port = url.removeprefix("http://").split(":")
-    return [await RawConnection(host, int(port)).open() for _ in range(count)]
-
-
-def interleave(channels: list[list[dict]]) -> list[dict]:
-    """Receipts in arrival order: round-robin over the channels."""
-    return [ch[i] for i in range(max(len(c) for c in channels)) for ch in channels if i < len(ch)]
-
-
-def bulk_bodies(channels: list[list[dict]], size: int, newest_voucher: bool) -> list[bytes]:
-    """Bulk /settle bodies of ``size`` receipts.
-
-    newest_voucher=False: receipts from every node mixed, each with its own voucher.
-    newest_voucher=True: what a node does: it submits its own receipts, pairing each with the newest voucher it
-    holds for that channel (the one its payer signed last; it covers every earlier receipt of the channel)."""
-    if not newest_voucher:
-        items = interleave(channels)
-        return [b'{"receipts":[' + b",".join(encode(x) for x in items[i:i + size]) + b"]}"
-                for i in range(0, len(items), size)]
-    by_node: dict[str, list[list[dict]]] = {}
-    for ch in channels:
-        by_node.setdefault(ch[0]["receipt"]["node"], []).append(ch)
-    per_node = [interleave(chs) for chs in by_node.values()]
-    bodies_per_node = []
-    for items in per_node:
-        bodies = []
-        for i in range(0, len(items), size):
-            chunk = items[i:i + size]
-            newest = {}
-            for x in chunk:
-                newest[x["receipt"]["payer"]] = x["voucher"]
-            bodies.append(b'{"receipts":[' + b",".join(
-                encode({"receipt": x["receipt"], "voucher": newest[x["receipt"]["payer"]]}) for x in chunk) + b"]}")
-        bodies_per_node.append(bodies)
-    # the nodes submit concurrently: interleave their requests
-    return [b[i] for i in range(max(len(b) for b in bodies_per_node)) for b in bodies_per_node if i < len(b)]
-
-
-async def run_bulk(url: str, bodies: list[bytes], concurrency: int) -> dict:
-    queue = list(reversed(bodies))
-    latencies: list[float] = []
-    accepted = 0
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal accepted
-        while queue:
-            body = queue.pop()
-            t0 = time.perf_counter()
-            res = await client.post("/settle", content=body, headers={"content-type": "application/json"})
-            latencies.append(time.perf_counter() - t0)
-            if res.status_code != 200:
-                raise RuntimeError(f"bulk settle failed: {res.status_code} {res.text[:300]}")
-            accepted += res.json()["accepted"]
-
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        await client.get("/healthz")
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-    return {"receipts": accepted, "seconds": elapsed, "rate": accepted / elapsed, "requests": len(bodies),
-            "p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * percentile(latencies, 99)}
-
-
-async def run_single(url: str, items: list[bytes], concurrency: int, client: str = "raw") -> dict:
-    """One receipt per request, ``concurrency`` connections each sending its next request on the last answer."""
-    queue = list(reversed(items))
-    latencies: list[float] = []
-
-    async def raw_worker(conn: RawConnection) -> None:
-        while queue:
-            body = queue.pop()
-            t0 = time.perf_counter()
-            status, answer = await conn.post("/settle", body)
-            latencies.append(time.perf_counter() - t0)
-            if status != 200:
-                raise RuntimeError(f"settle failed: {status} {answer[:300]!r}")
-
-    async def httpx_worker(http: httpx.AsyncClient) -> None:
-        while queue:
-            body = queue.pop()
-            t0 = time.perf_counter()
-            res = await http.post("/settle", content=body, headers={"content-type": "application/json"})
-            latencies.append(time.perf_counter() - t0)
-            if res.status_code != 200:
-                raise RuntimeError(f"settle failed: {res.status_code} {res.text[:300]}")
-
-    if client == "raw":
-        conns = await _connections(url, concurrency)
-        start = time.perf_counter()
-        await asyncio.gather(*(raw_worker(c) for c in conns))
-        elapsed = time.perf_counter() - start
-        for c in conns:
-            c.close()
-    else:
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
-            await http.get("/healthz")
-            start = time.perf_counter()
-            await asyncio.gather(*(httpx_worker(http) for _ in range(concurrency)))
-            elapsed = time.perf_counter() - start
-    return {"receipts": len(items), "seconds": elapsed, "rate": len(items) / elapsed, "client": client,
-            "p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * percentile(latencies, 99)}
-
-
 async def run_open_loop(url: str, items: list[bytes], rate: float, connections: int) -> dict:
     """Offer ``rate`` requests/s on a fixed schedule regardless of answers (open loop); latency per request is
     measured from its scheduled send time, so waiting for a free connection counts against the relayer too."""
     latencies: list[float] = []
     errors = 0
     pool: asyncio.Queue = asyncio.Queue()
-    conns = await _connections(url, connections)
+    conns = await open_connections(url, connections)
     for c in conns:
         pool.put_nowait(c)
 
@@ -321,29 +117,6 @@ def recovery_rate(count: int = 20_000) -> dict:
             "samples": count}
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
-
-
-def wait_settled(client: httpx.Client, timeout: float = 300) -> float:
-    start = time.monotonic()
-    while client.get("/healthz").json()["pendingReceipts"] > 0:
-        if time.monotonic() - start > timeout:
-            raise RuntimeError("receipts still pending")
-        time.sleep(0.2)
-    return time.monotonic() - start
-
-
-def settle_latencies(client: httpx.Client, ids: list[str]) -> list[float]:
-    out = []
-    for rid in ids:
-        view = client.get(f"/receipts/{rid}").json()
-        if view["status"] == "settled" and view["settledAt"]:
-            out.append(view["settledAt"] - view["acceptedAt"])
-    return out
-
-
 # Main ---------------------------------------------------------------------------------------------------------------
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -369,7 +142,7 @@ def main() -> int:
         system = deploy_web3(w3, anvil_key(0), params=params)
         deployment_file = save_deployment(system.deployment, tmp)
         t = time.perf_counter()
-        load = Workload(w3, system, anvil_key(0), args.payers, args.nodes)
+        load = Workload(w3, system, anvil_key(0), args.payers, args.nodes, deposit=1_000_000 * OPG)
         print(f"funded {args.payers} payers and {args.nodes} nodes in {time.perf_counter() - t:.1f}s", flush=True)
 
         def sign(count: int) -> list[list[dict]]:
@@ -426,9 +199,7 @@ def main() -> int:
                   flush=True)
             wait_settled(client)
             load_after = os.getloadavg()
-            sample = [x["receipt"] for x in open_items[:: max(1, len(open_items) // 300)]]
-            ids = ["0x" + Receipt(**{k: v for k, v in r.items() if k != "signature"}).fast_digest(
-                load.staking_domain).hex() for r in sample]
+            ids = [receipt_id(x, load.staking_domain) for x in open_items[:: max(1, len(open_items) // 300)]]
             latencies = settle_latencies(client, ids)
             paid_exactly = load.check_paid()
             batches = client.get("/batches", params={"status": "confirmed", "limit": 1000}).json()

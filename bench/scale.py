@@ -1,0 +1,429 @@
+"""Scale benchmark: 100 inference nodes and 1,000 payers against 1 to 3 relayer processes sharing one database, on
+SQLite (several processes on one file) and on PostgreSQL, for a bounded time per configuration.
+
+Set-up (``offchain.devkit``): a ``Devnet`` (anvil with the system deployed), the nodes registered and staked and the
+payers credited in the escrow (``loadgen.fund_population``); each payer pays ``--nodes-per-payer`` nodes. The chain is
+snapshotted once funded and reverted before every configuration, so each starts from the same chain state, a fresh
+database and fresh relayer processes (``opg relayer run``, real HTTP). The payers and nodes are simulated in this
+process: their vouchers and receipts are signed with the SDK's signing and wire code (``loadgen.sign_channel``)
+before the timed parts, so the client only sends pre-encoded bodies.
+
+Per configuration (backend x relayer count), after a warm-up of one receipt per channel (not timed):
+  bulk     ``--seconds``/2 of node-style bulk ``POST /settle`` (100 receipts per request, each node pairing its receipts
+           with the newest voucher of the channel), 4 concurrent requests per relayer
+  single   ``--seconds``/2 of one receipt per ``POST /settle``, 16 connections per relayer (a lean HTTP/1.1 client)
+  recovery the machine's raw signature-recovery rate measured just before, in this process, one thread: receipts'
+           signers recovered per second with the relayer's own code (``offchain.sdk.wire.SignatureChecker``); every
+           throughput is also given as a ratio to it (the absolute figures depend on the machine and its load)
+  lag      a receipt's acceptance to its batch's confirmation on-chain (the relayer's ``settledAt - acceptedAt``),
+           p50/p99 over a sample of the receipts sent, once every channel is paid on-chain
+  memory   each relayer's RSS at the end of the load (and its peak, and its validation worker processes')
+and at the end that every channel was paid on-chain exactly the highest cumulative the relayers accepted.
+
+Load is spread round-robin over the relayers (as a load balancer would). With several relayers, every process accepts
+receipts and the one holding the lease sends the transactions. The client, the relayers, anvil (and PostgreSQL) share
+this machine's cores, as does whatever else runs on it: the results say how many and the load average.
+
+    python bench/scale.py [--quick] [--seconds 20] [--relayers 1,2,3] [--backends sqlite,postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from loadgen import (  # noqa: E402  (bench/loadgen.py: this script's directory is on sys.path)
+    OPG,
+    Workload,
+    bulk_body,
+    bulk_chunks,
+    encode,
+    interleave,
+    percentile,
+    receipt_id,
+    run_bulk,
+    run_single,
+    settle_latencies,
+)
+
+from offchain.devkit.devnet import DaemonProc, Devnet  # noqa: E402
+from offchain.devkit.postgres import PostgresCluster, PostgresMissing  # noqa: E402
+from offchain.relayer.config import RelayerSettings  # noqa: E402
+from offchain.sdk.wire import SignatureChecker, parse_receipt  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "scale.json"
+BULK_SIZE, BULK_CONCURRENCY, SINGLE_CONCURRENCY = 100, 4, 16  # the last two per relayer
+RELAYER_ACCOUNT = 1  # every relayer process signs with the same facilitator account (only the lease holder sends)
+GUESS = {"bulk": 1_500.0, "single": 600.0}  # receipts/s assumed before a phase was measured (sizes the signing)
+
+
+# Processes ----------------------------------------------------------------------------------------------------------
+def relayers_supported(count: int) -> str | None:
+    """Why ``count`` relayer processes cannot share a database with this relayer (None: they can)."""
+    if count > 1 and "instance" not in RelayerSettings.model_fields:
+        return ("the relayer has no --instance setting yet (the leadership lease that lets several processes share "
+                "one database is not in this tree)")
+    return None
+
+
+def start_relayers(devnet: Devnet, store: str, count: int, log_dir: Path, batch_size: int,
+                   batch_age: float) -> list[DaemonProc]:
+    procs: list[DaemonProc] = []
+    try:
+        for i in range(count):
+            instance = ["--instance", f"relayer-{i + 1}"] if count > 1 else []
+            procs.append(DaemonProc(f"relayer-{i + 1}", [
+                "relayer", "run", "--rpc-url", devnet.url, "--deployment", str(devnet.deployment_file),
+                "--store", store, "--batch-size", str(batch_size), "--batch-age", str(batch_age),
+                "--confirmations", "1", "--dev-account", str(RELAYER_ACCOUNT), "--poll-interval", "0.1",
+                "--log-level", "warning", *instance], log_dir).start())
+    except Exception:
+        for p in procs:
+            p.stop()
+        raise
+    return procs
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out + [g for c in out for g in _children(c)]
+
+
+def _status_mib(pid: int, key: str) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its live descendants (the relayer's validation workers)."""
+    total = 0
+    for p in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except OSError:
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def memory(proc: DaemonProc) -> dict:
+    assert proc.process is not None
+    pid = proc.process.pid
+    return {"relayer": proc.name, "rss_mib": round(_status_mib(pid, "VmRSS"), 1),
+            "peak_rss_mib": round(_status_mib(pid, "VmHWM"), 1),
+            "workers_rss_mib": round(sum(_status_mib(c, "VmRSS") for c in _children(pid)), 1)}
+
+
+# Measurements -------------------------------------------------------------------------------------------------------
+def recovery_rate(items: list[dict], checker: SignatureChecker, count: int) -> float:
+    """Receipts' signers recovered per second, one thread, with the relayer's ``SignatureChecker`` (best of 3)."""
+    receipts = [parse_receipt(x["receipt"]) for x in items[:count]]
+    best = 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        for r in receipts:
+            checker.signer(r, r.signature)
+        best = max(best, len(receipts) / (time.perf_counter() - start))
+    return best
+
+
+class Run:
+    """One configuration's load: the channels' accepted cumulatives, the sample of receipt ids for the lag."""
+
+    def __init__(self, load: Workload, pool: ProcessPoolExecutor, urls: list[str], pids: list[int]):
+        self.load, self.pool, self.urls, self.pids = load, pool, urls, pids
+        self.accepted: dict[tuple[str, str], int] = {}
+        self.sample: list[str] = []
+
+    def sign(self, total: int) -> list[list[dict]]:
+        t0 = time.perf_counter()
+        channels = self.load.sign(total, self.pool)
+        n = sum(len(c) for c in channels)
+        print(f"    (pre-signed {n:,} receipts and vouchers in {time.perf_counter() - t0:.1f}s)", flush=True)
+        return channels
+
+    def _sent(self, items: list[dict], samples: int) -> None:
+        for x in items:
+            r = x["receipt"]
+            key = (r["payer"], r["node"])
+            self.accepted[key] = max(self.accepted.get(key, 0), int(r["cumulative"]))
+        if samples and items:
+            self.sample += [receipt_id(x, self.load.staking_domain) for x in items[:: max(1, len(items) // samples)]]
+
+    def phase(self, kind: str, receipts: int, seconds: float | None, samples: int = 0, recovery: int = 0) -> dict:
+        """Sign ``receipts``, measure the recovery rate on ``recovery`` of them, then send them (bulk or single) for
+        at most ``seconds``; the measured figures."""
+        channels = self.sign(receipts)
+        rec = recovery_rate(interleave(channels), SignatureChecker(self.load.staking_domain), recovery) \
+            if recovery else None
+        if kind == "bulk":
+            chunks = bulk_chunks(channels, BULK_SIZE, newest_voucher=True)
+            bodies = [bulk_body(c) for c in chunks]
+        else:
+            items = interleave(channels)
+            bodies = [encode(x) for x in items]
+        del channels
+        cpu0, client0 = [cpu_seconds(p) for p in self.pids], time.process_time()
+        if kind == "bulk":
+            res = asyncio.run(run_bulk(self.urls, bodies, BULK_CONCURRENCY * len(self.urls), seconds))
+            sent = [x for c in chunks[:res["sent"]] for x in c]
+        else:
+            res = asyncio.run(run_single(self.urls, bodies, SINGLE_CONCURRENCY * len(self.urls), seconds=seconds))
+            sent = items[:res["sent"]]
+        client_cpu = time.process_time() - client0
+        relayer_cpu = sum(cpu_seconds(p) - c for p, c in zip(self.pids, cpu0, strict=True))
+        self._sent(sent, samples)
+        return {**{k: round(v, 2) if isinstance(v, float) else v for k, v in res.items()},
+                "recovery_per_s": round(rec) if rec else None,
+                "receipts_sent": len(sent), "rejected": len(sent) - res["receipts"],
+                "exhausted": res["sent"] == len(bodies) and seconds is not None,
+                "relayer_cpu_s": round(relayer_cpu, 2),
+                "receipts_per_relayer_cpu_s": round(res["receipts"] / relayer_cpu, 1) if relayer_cpu else None,
+                "client_cpu_share": round(client_cpu / res["seconds"], 3)}
+
+
+def wait_paid(load: Workload, expected: dict[tuple[str, str], int], timeout: float) -> tuple[float, int]:
+    """Wait until every channel is paid on-chain what was accepted; (seconds waited, channels still differing)."""
+    start = time.monotonic()
+    while True:
+        unpaid = load.unpaid(expected)
+        if not unpaid or time.monotonic() - start > timeout:
+            return time.monotonic() - start, len(unpaid)
+        time.sleep(0.5)
+
+
+def lag(client: httpx.Client, ids: list[str], timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        latencies = settle_latencies(client, ids)
+        if len(latencies) == len(ids) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    return {"p50": round(statistics.median(latencies), 3) if latencies else None,
+            "p99": round(percentile(latencies, 99), 3) if latencies else None,
+            "max": round(max(latencies), 3) if latencies else None,
+            "sampled": len(ids), "unsettled": len(ids) - len(latencies)}
+
+
+def configuration(devnet: Devnet, load: Workload, pool: ProcessPoolExecutor, backend: str, store: str, count: int,
+                  args: argparse.Namespace, best: dict[str, float], log_dir: Path) -> dict:
+    relayers = start_relayers(devnet, store, count, log_dir, args.batch_size, args.batch_age)
+    try:
+        urls = [r.url for r in relayers]
+        pids = [r.process.pid for r in relayers if r.process is not None]
+        run = Run(load, pool, urls, pids)
+        warm = run.phase("bulk", len(load.channels), None)  # one receipt per channel: connections, caches, rows
+        phase_s = args.seconds / 2
+        out: dict[str, Any] = {"backend": backend, "relayers": count, "measured": True,
+                               "load_average_before": round(os.getloadavg()[0], 2)}
+        for kind in ("bulk", "single"):
+            budget = int(max(GUESS[kind], 1.5 * best.get(kind, 0.0)) * phase_s)
+            print(f"  {kind}: up to {budget:,} receipts for {phase_s:.0f}s", flush=True)
+            res = run.phase(kind, budget, phase_s, samples=args.lag_samples // 2, recovery=args.recovery_samples)
+            best[kind] = max(best.get(kind, 0.0), res["rate"])
+            rec = res["recovery_per_s"]
+            res["ratio_to_recovery"] = round(res["rate"] / rec, 4)
+            res["per_relayer_per_s"] = round(res["rate"] / count, 1)
+            res["per_relayer_ratio_to_recovery"] = round(res["rate"] / count / rec, 4)
+            out[kind] = res
+            print(f"  {kind}: {res['rate']:8,.0f} receipts/s ({res['receipts']:,} in {res['seconds']:.1f}s; "
+                  f"{res['ratio_to_recovery']:.3f} of {rec:,} recoveries/s)", flush=True)
+        out["memory"] = [memory(r) for r in relayers]
+        out["load_average_after"] = round(os.getloadavg()[0], 2)
+        waited, unpaid = wait_paid(load, run.accepted, args.settle_timeout)
+        out["drain_s"] = round(waited, 2)
+        out["channels"] = len(run.accepted)
+        out["channels_not_paid_exactly"] = unpaid
+        out["paid_exactly"] = unpaid == 0 and warm["rejected"] == 0 and all(
+            out[k]["rejected"] == 0 for k in ("bulk", "single"))
+        out["settlement_lag_s"] = lag(relayers[0].client, run.sample)
+        print(f"  lag p50 {out['settlement_lag_s']['p50']} s, p99 {out['settlement_lag_s']['p99']} s; "
+              f"RSS {', '.join(str(m['rss_mib']) for m in out['memory'])} MiB; paid exactly: {out['paid_exactly']}",
+              flush=True)
+        return out
+    finally:
+        for r in relayers:
+            r.stop()
+
+
+# Main ---------------------------------------------------------------------------------------------------------------
+def curve(configs: list[dict]) -> dict:
+    """Per backend and relayer count: receipts/s (bulk, single), their ratios to the recovery rate, and each as a
+    multiple of the same backend's one-relayer figure; PostgreSQL over SQLite at each relayer count."""
+    out: dict[str, Any] = {}
+    measured = {(c["backend"], c["relayers"]): c for c in configs if c.get("measured")}
+    for (backend, n), c in sorted(measured.items()):
+        one = measured.get((backend, 1))
+        row = {}
+        for kind in ("bulk", "single"):
+            row[f"{kind}_per_s"] = round(c[kind]["rate"])
+            row[f"{kind}_ratio_to_recovery"] = c[kind]["ratio_to_recovery"]
+            row[f"{kind}_vs_one_relayer"] = round(c[kind]["rate"] / one[kind]["rate"], 3) if one else None
+        out.setdefault(backend, {})[str(n)] = row
+    for n in sorted({n for _, n in measured}):
+        sq, pg = measured.get(("sqlite", n)), measured.get(("postgresql", n))
+        if sq and pg:
+            out.setdefault("postgresql_over_sqlite", {})[str(n)] = {
+                kind: round(pg[kind]["ratio_to_recovery"] / sq[kind]["ratio_to_recovery"], 3)
+                for kind in ("bulk", "single")}
+    return out
+
+
+def print_table(configs: list[dict]) -> None:
+    print()
+    head = (f"{'backend':<11}{'relayers':>8} {'bulk/s':>8} {'/relayer':>9} {'/recov':>7} {'single/s':>9} "
+            f"{'/relayer':>9} {'/recov':>7} {'recov/s':>8} {'lag p50':>8} {'lag p99':>8}  RSS MiB each  exact")
+    print(head)
+    print("-" * len(head))
+    for c in configs:
+        if not c.get("measured"):
+            print(f"{c['backend']:<11}{c['relayers']:>8}  not measured: {c['reason'][:100]}")
+            continue
+        b, s, lag_ = c["bulk"], c["single"], c["settlement_lag_s"]
+        rss = "/".join(f"{m['rss_mib']:.0f}" for m in c["memory"])
+        print(f"{c['backend']:<11}{c['relayers']:>8} {b['rate']:>8,.0f} {b['per_relayer_per_s']:>9,.0f} "
+              f"{b['ratio_to_recovery']:>7.3f} {s['rate']:>9,.0f} {s['per_relayer_per_s']:>9,.0f} "
+              f"{s['ratio_to_recovery']:>7.3f} {b['recovery_per_s']:>8,} {lag_['p50']!s:>8} {lag_['p99']!s:>8}  "
+              f"{rss:<12}  {'yes' if c['paid_exactly'] else 'NO'}")
+    print("(/recov: receipts/s over the raw recovery rate measured just before the phase, one thread; lag in s)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 10 nodes, 50 payers, 4 s per configuration, 1 and 2 relayers")
+    parser.add_argument("--seconds", type=float, help="load per configuration, half bulk, half single (default 20)")
+    parser.add_argument("--nodes", type=int)
+    parser.add_argument("--payers", type=int)
+    parser.add_argument("--nodes-per-payer", type=int, default=3)
+    parser.add_argument("--relayers", default=None, help="relayer counts, e.g. 1,2,3 (default; --quick: 1,2)")
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--batch-age", type=float, default=1.0)
+    parser.add_argument("--settle-timeout", type=float, default=120.0)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    quick = args.quick
+    args.seconds = args.seconds or (4.0 if quick else 20.0)
+    args.nodes = args.nodes or (10 if quick else 100)
+    args.payers = args.payers or (50 if quick else 1000)
+    args.relayers = [int(x) for x in (args.relayers or ("1,2" if quick else "1,2,3")).split(",")]
+    backends = args.backends.split(",")
+    args.recovery_samples = 1_000 if quick else 3_000
+    args.lag_samples = 100 if quick else 400
+
+    tmp = Path(tempfile.mkdtemp(prefix="opg-bench-scale-"))
+    print(f"work dir {tmp}", flush=True)
+    configs: list[dict] = []
+    best: dict[str, float] = {}
+    started = time.monotonic()
+    devnet = Devnet(tmp)
+    cluster: PostgresCluster | None = None
+    try:
+        t0 = time.perf_counter()
+        load = Workload(devnet.w3, devnet.system, devnet.deployer, args.payers, args.nodes, deposit=10_000 * OPG,
+                        nodes_per_payer=args.nodes_per_payer)
+        print(f"funded {args.payers} payers and staked {args.nodes} nodes ({len(load.channels)} channels) in "
+              f"{time.perf_counter() - t0:.1f}s", flush=True)
+        snapshot = devnet.rpc("evm_snapshot")
+        postgres_missing = None
+        if "postgresql" in backends:
+            try:
+                cluster = PostgresCluster().start()
+            except PostgresMissing as exc:
+                postgres_missing = str(exc)
+        with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            for backend in backends:
+                for count in args.relayers:
+                    print(f"{backend}, {count} relayer(s)", flush=True)
+                    reason = relayers_supported(count) or (postgres_missing if backend == "postgresql" else None)
+                    if reason:
+                        configs.append({"backend": backend, "relayers": count, "measured": False, "reason": reason})
+                        print(f"  not measured: {reason}", flush=True)
+                        continue
+                    devnet.rpc("evm_revert", snapshot)  # the funded chain, as before the first configuration
+                    snapshot = devnet.rpc("evm_snapshot")
+                    load.cumulative.clear()
+                    if backend == "sqlite":
+                        store = str(tmp / f"relayer-{count}.sqlite3")
+                    else:
+                        assert cluster is not None
+                        store = cluster.database()
+                    try:
+                        configs.append(configuration(devnet, load, pool, backend, store, count, args, best, tmp))
+                    except Exception as exc:  # recorded as not measured, with the reason; the others still run
+                        traceback.print_exc()
+                        reason = f"{type(exc).__name__}: {str(exc)[-600:]}"
+                        configs.append({"backend": backend, "relayers": count, "measured": False, "reason": reason})
+                        print(f"  failed: {reason}", flush=True)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        devnet.close()
+
+    results = {
+        "configurations": configs,
+        "curve": curve(configs),
+        "definitions": {
+            "rate": "receipts accepted per second by all the relayers together, closed loop, for the phase's time",
+            "per_relayer_per_s": "rate / relayer processes",
+            "ratio_to_recovery": "rate / recovery_per_s: receipts' signers recovered per second by one thread of this "
+                                 "process with offchain.sdk.wire.SignatureChecker (the relayer's code), measured just "
+                                 "before the phase; each receipt costs the relayer at least one such recovery (the "
+                                 "node's), plus one per voucher it does not know",
+            "settlement_lag_s": "the relayer's settledAt - acceptedAt of a sample of the receipts sent: acceptance to "
+                                "the batch's confirmation (1 block) on anvil (automine), batch-size / batch-age below",
+            "memory": "VmRSS of each relayer process at the end of the load, its peak (VmHWM) and the RSS of its "
+                      "validation worker processes",
+            "paid_exactly": "every channel's escrow.spent equals the highest cumulative the relayers accepted, and no "
+                            "receipt sent was refused",
+        },
+        "setup": {
+            "cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine(),
+            "nodes": args.nodes, "payers": args.payers, "nodes_per_payer": args.nodes_per_payer,
+            "channels": len(load.channels), "seconds_per_configuration": args.seconds,
+            "bulk": {"receipts_per_request": BULK_SIZE, "concurrency_per_relayer": BULK_CONCURRENCY},
+            "single": {"concurrency_per_relayer": SINGLE_CONCURRENCY},
+            "batch_size": args.batch_size, "batch_age_s": args.batch_age, "confirmations": 1, "quick": quick,
+            "postgresql": "offchain.devkit.postgres.PostgresCluster (fsync off, on this machine)",
+            "wall_clock_s": round(time.monotonic() - started, 1),
+            "note": "The client (this process), the relayers, their validation workers, anvil and PostgreSQL share "
+                    "this machine's cores with whatever else runs on it (load_average_before / _after per "
+                    "configuration): compare the ratios, measured side by side, more than the absolute rates.",
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(configs)
+    print(f"written {args.out}")
+    return 0 if all(c.get("paid_exactly", True) for c in configs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
