@@ -15,6 +15,10 @@ tick, e.g. a final flush). The :class:`Supervisor` runs each worker on its own t
 
 A ``startup()`` that raises is logged and recorded like a failed tick; the loop then starts anyway (a worker whose
 start-up work must succeed repeats it from ``tick``).
+
+:class:`Gated` wraps a worker that may run only while a condition holds (the relayer's senders: only while this
+process holds the sending lease): a closed gate's tick is idle (healthy, not failing), and the worker's ``startup()``
+runs each time the gate opens, before its first tick then (a new leader resumes what the store says is in flight).
 """
 
 from __future__ import annotations
@@ -36,6 +40,36 @@ class Worker(Protocol):
     name: str
 
     def tick(self) -> float | None: ...
+
+
+class Gated:
+    """``worker`` run only while ``is_open()``; a tick ended by one of the ``closed`` exceptions (the gate closed
+    during it) is idle too. ``startup()`` runs whenever the gate opens; ``shutdown()`` if it was open."""
+
+    def __init__(self, worker: Worker, is_open: Callable[[], bool], closed: tuple[type[BaseException], ...] = ()):
+        self.worker, self.is_open, self.closed = worker, is_open, closed
+        self.name = worker.name
+        self._open = False
+
+    def tick(self) -> float | None:
+        if not self.is_open():
+            self._open = False
+            return None
+        try:
+            if not self._open:
+                startup = getattr(self.worker, "startup", None)
+                if callable(startup):
+                    startup()
+                self._open = True
+            return self.worker.tick()
+        except self.closed as exc:
+            log.warning("%s: %s", self.name, exc)
+            return None
+
+    def shutdown(self) -> None:
+        shutdown = getattr(self.worker, "shutdown", None)
+        if self._open and callable(shutdown):
+            shutdown()
 
 
 @dataclass(frozen=True)

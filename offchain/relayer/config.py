@@ -4,6 +4,7 @@ The machinery is the daemon skeleton's (``offchain.daemon.settings``)."""
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,12 @@ ENV_PREFIX = "OPG_RELAYER_"
 __all__ = ["ConfigError", "RelayerSettings", "load_settings", "ENV_PREFIX"]
 
 
+def default_instance() -> str:
+    """A relayer process's default name in the sending lease: ``<hostname>-<pid>`` (``relayer.lease`` reads it back
+    to take at once a lease whose holder's process on this host is gone)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 class RelayerSettings(DaemonSettings):
     """Everything ``opg relayer run`` can be told (each field is also ``--flag`` and ``OPG_RELAYER_FIELD``)."""
 
@@ -29,9 +36,16 @@ class RelayerSettings(DaemonSettings):
     # Store
     store: Path | str = Field(Path("var/relayer.sqlite3"),
                               description="SQLite database file, or a postgresql://user@host:port/db URL")
+    store_reserve_mb: float = Field(64.0, ge=0, description="refuse new receipts (503 store_full) while a SQLite "
+                                    "store's disk has less free space than this (MiB; 0: never)")
     shared_store: bool = Field(False, description="other relayer processes use this SQLite file too (a PostgreSQL "
                                                   "store is always shared): they follow each other's channels and "
                                                   "/verify promises")
+    # Several relayers on one store (relayer.lease): one sends transactions at a time
+    instance: str = Field(default_factory=default_instance, min_length=1, max_length=200,
+                          description="this process's name in the sending lease (default: <hostname>-<pid>)")
+    lease_ttl: float = Field(10.0, ge=0.5, le=600,
+                             description="the sending lease lapses this long after its holder's last renewal (s)")
     # Batching
     batch_size: int = Field(100, ge=1, le=1_000_000, description="flush once this many receipts are pending")
     batch_age: float = Field(5.0, gt=0, le=86_400, description="flush once the oldest pending receipt is this old (s)")

@@ -9,7 +9,9 @@ Checks before any gas is spent: shape, ``to`` is this deployment's escrow, the a
 the payer's ECDSA signature over OPG's domain on this chain (EOA only: ``deposit_with_authorization`` takes v, r, s),
 the nonce unused, the payer's OPG balance, and a simulation (``eth_call``). The transaction goes through the relayer's
 one nonce sequence with a write-ahead record (kind ``deposit``, keyed by ``payer:nonce``), so the same authorisation
-posted again answers with the same transaction instead of a second one.
+posted again answers with the same transaction instead of a second one. Of several relayer processes on one store
+only the lease holder sends (``relayer.lease``): a follower answers a new authorisation 503 ``not_sender`` (post it
+again; nothing was sent) and a known one from the record.
 
 Answer: 200 ``{success: true, status: "confirmed", transaction, payer, amount, balance}`` once mined; 202 with
 ``status: "pending"`` if the transaction is not mined within ``timeout`` (post the same body again to follow it);
@@ -25,7 +27,7 @@ from typing import Any
 
 from ..daemon.errors import ApiError
 from ..messages import Domain, InvalidSignature, ReceiveWithAuthorization, recover_signer
-from ..sdk.tx import BroadcastError, TxManager, is_revert, revert_message
+from ..sdk.tx import BroadcastError, NotSender, TxManager, is_revert, revert_message
 from .models import DepositAnswer, DepositAuthorization, DepositIn
 
 KIND = "deposit"
@@ -115,4 +117,6 @@ class Deposits:
                 tx_hash = self.sender.send(fn, KIND, key).tx_hash
             except BroadcastError as exc:
                 raise ApiError(502, "broadcast_failed", None, str(exc)[:300]) from None
+            except NotSender as exc:
+                raise ApiError(503, "not_sender", None, f"{exc}; post it again") from None
             return self._answer(c, a, tx_hash, self._mined(tx_hash, self.timeout))

@@ -3,7 +3,9 @@
 Verification follows x402's EVM exact facilitator (its payload types, EIP-712 hashing and reason codes are reused)
 with the relayer's own chain access, so that the relayer's one nonce sequence and write-ahead records cover these
 transfers too. An authorisation is settled at most once: ``(payer, nonce)`` keys its record, and a repeated
-``/settle`` answers with the transaction already sent.
+``/settle`` answers with the transaction already sent. Of several relayer processes on one store only the lease
+holder sends (``relayer.lease``): a follower answers a new authorisation ``transaction_failed`` (``NOT_SENDER``,
+nothing claimed, so the same payment posted again, to the leader, settles) and a known one from its record.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ IS_VALID_SIGNATURE_ABI = [{
     "inputs": [{"name": "hash", "type": "bytes32"}, {"name": "signature", "type": "bytes"}],
     "outputs": [{"name": "", "type": "bytes4"}],
 }]
+NOT_SENDER = ("not sent: this relayer is a follower (another relayer process holds the sending lease); post the "
+              "same payment again")
 EXACT_RECONCILE_EVERY = 5.0  # s between reconciliations of exact payments left in flight
 EXPIRY_MARGIN = 6  # s an authorisation must outlive the chain's next block by (model run, mining)
 TRANSFER_BYTES_SELECTOR = keccak(
@@ -243,6 +247,9 @@ class ExactScheme:
         verdict = self._check_payable(payload)
         if not verdict.is_valid:
             return refused(verdict.invalid_reason, verdict.invalid_message)
+        if not self.sender.sending():  # several relayers: only the lease holder sends (relayer.lease)
+            return SettleResponse(success=False, error_reason=x402c.ERR_TRANSACTION_FAILED, payer=a.from_,
+                                  error_message=NOT_SENDER, transaction="", network=self.network)
         claimed = self.store.call(Store.job_exact_new, key, a.from_, a.to, a.value,
                                     json.loads(payload.model_dump_json(by_alias=True)), time.time())
         if claimed is not None:  # another request is settling the same authorisation

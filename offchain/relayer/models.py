@@ -167,6 +167,15 @@ class VerdictAnswer(ApiModel):
     fraud_quorum_bps: int = Field(description="share of the live verifier weight (bps) that proves fraud or validity")
 
 
+class LeaseHealth(ApiModel):
+    """The sending lease (relayer.lease): this process's role, its instance id, the holder and epoch."""
+
+    role: str = Field(description="leader (this process sends the transactions) or follower")
+    instance: str
+    holder: str | None = Field(description="the lease's holder as last read (None: nobody took it yet)")
+    epoch: int = Field(description="the holder's fencing epoch (one more per change of holder)")
+
+
 class Health(ApiModel):
     ok: bool
     chain_ok: bool
@@ -178,6 +187,7 @@ class Health(ApiModel):
     relayer: str
     worker_alive: bool
     last_error: str | None
+    lease: LeaseHealth
 
 
 # The verifiers' feed, withholding reports and node views (routes/feed.py) ---------------------------------------

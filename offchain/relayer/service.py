@@ -1,6 +1,8 @@
 """The relayer's composition root: ``Relayer(settings)`` connects, loads the key, opens the store and creates every
 component with what it uses; ``Relayer.start()``/``stop()`` run and stop the chain worker and
-the validation processes. No component receives the root: each gets the chain facts, the store, the ledger, the
+the validation processes. Several relayer processes may share one store: the sending lease (``lease.py``) lets one
+of them send transactions at a time (its batcher, slasher and exact reconciler run gated on it; the others idle and
+keep answering HTTP). No component receives the root: each gets the chain facts, the store, the ledger, the
 transaction sender, the event hub ... it needs, and components learn of each other's findings through the hub
 (``events.py``)."""
 
@@ -11,11 +13,11 @@ import logging
 from web3 import Web3
 
 from ..chain import Chain
-from ..daemon.worker import Backoff, Supervisor
+from ..daemon.worker import Backoff, Gated, Supervisor
 from ..deployments import load_deployment
 from ..sdk.clock import ProtocolClock
 from ..sdk.reads import RawReader
-from ..sdk.tx import TxManager, TxPolicy
+from ..sdk.tx import NotSender, TxManager, TxPolicy
 from .batcher import Batcher, BatcherConfig, SettlementBlocked
 from .config import ConfigError, RelayerSettings
 from .credit import CreditConfig, CreditScheme
@@ -23,9 +25,10 @@ from .events import Events
 from .exact import ExactReconciler, ExactScheme
 from .facilitators import Facilitators
 from .intake import Intake
+from .lease import Lease, LeaseKeeper
 from .ledger import Ledger
 from .metrics import Metrics
-from .models import Health
+from .models import Health, LeaseHealth
 from .plugins import install_plugins
 from .policy import BatchPolicy
 from .proposals import Reservations
@@ -73,8 +76,13 @@ class Relayer:
         rpc = Rpc(settings.rpc_url, deployment, settings.rpc_retries, metrics)
         policy = TxPolicy(gas_multiplier=settings.gas_multiplier, gas_margin=10_000, rpc_retries=settings.rpc_retries,
                           priority_fee_gwei=settings.priority_fee_gwei, max_fee_gwei=settings.max_fee_gwei)
-        sender = TxManager(w3, account, chain_id, store.tx_journal(), policy, rpc.count_error,
-                           after_record=events.tx_recorded.publish)
+        # One sender among the processes sharing the store: the lease gates the senders and fences each record.
+        lease = Lease(store.db, settings.instance, settings.lease_ttl)
+        journal = store.tx_journal()
+        journal.fence = lease.fence
+        sender = TxManager(w3, account, chain_id, journal, policy, rpc.count_error,
+                           after_record=events.tx_recorded.publish, may_send=lease.may_send)
+        keeper = LeaseKeeper(lease, sender.takeover)
         reads = RawReader(settings.rpc_url, facts.escrow, facts.staking)
         # Protocol time: max(wall clock, the chain's clock from a block read at most 2 s ago), read through the raw reader.
         clock = ProtocolClock(lambda: int(rpc.retry(lambda: reads.one(reads.latest_timestamp()))), refresh=2.0)
@@ -89,20 +97,31 @@ class Relayer:
         intake = Intake(facts, credit, facilitators, settings.max_bulk)
         # The chain workers: the batcher and the slasher tick every poll_interval, exact payments left in flight are
         # reconciled every EXACT_RECONCILE_EVERY s; a failing tick backs off 0.5 s doubling up to 10 s.
+        # The senders run only while this process holds the lease (a follower's idle); the keeper renews it every
+        # lease_ttl / 3 s (retrying a failed renewal well within the TTL).
         worker = Supervisor(idle=settings.poll_interval, backoff=Backoff(0.5, 10.0))
-        worker.add(batcher, quiet=(SettlementBlocked,))  # a blocked settlement is reported, not a crash
-        worker.add(slasher)
-        worker.add(ExactReconciler(exact, older_than=settings.exact_timeout + 5))
+        worker.add(keeper, backoff=Backoff(0.1, settings.lease_ttl / 4))
+        worker.add(Gated(batcher, lease.may_send, (NotSender,)), quiet=(SettlementBlocked,))  # blocked: reported
+        worker.add(Gated(slasher, lease.may_send, (NotSender,)))
+        worker.add(Gated(ExactReconciler(exact, older_than=settings.exact_timeout + 5), lease.may_send, (NotSender,)))
         metrics.gauge("opg_relayer_pending_receipts", "Receipts accepted and not yet settled or rejected.",
                       lambda: {(): ledger.pending})
         metrics.gauge("opg_relayer_batches", "Batches by status.",
                       lambda: {(k,): v for k, v in store.batch_counts().items()}, ("status",))
         metrics.gauge("opg_relayer_store_commits", "SQLite group commits so far.", lambda: {(): store.commits})
+        metrics.gauge("opg_relayer_lease_leader", "1 while this process holds the sending lease (it sends the "
+                      "transactions), 0 as a follower.", lambda: {(): float(lease.may_send())})
+        metrics.gauge("opg_relayer_lease_epoch", "The sending lease's fencing epoch (this process's while it leads, "
+                      "else the holder's as last read).", lambda: {(): lease.state().epoch})
+        metrics.gauge("opg_relayer_lease_fenced", "Transaction records the lease's fence refused (a lost lease).",
+                      lambda: {(): lease.fenced})
+        metrics.gauge("opg_relayer_tx_broadcast", "Transactions this process broadcast since it started.",
+                      lambda: {(): len(sender.broadcast_this_run)})
         install_plugins(events)
         self.facts, self.rpc, self.metrics, self.events, self.ledger = facts, rpc, metrics, events, ledger
         self.reservations, self.store, self.sender, self.clock, self.pool = reservations, store, sender, clock, pool
         self.credit, self.exact, self.batcher, self.slasher, self.worker = credit, exact, batcher, slasher, worker
-        self.facilitators, self.intake = facilitators, intake
+        self.facilitators, self.intake, self.lease, self.keeper = facilitators, intake, lease, keeper
 
     @property
     def address(self) -> str:
@@ -114,6 +133,10 @@ class Relayer:
 
     def start(self) -> None:
         self.pool.start()
+        try:  # a single relayer (or the first of several) leads before it serves its first request
+            self.keeper.tick()
+        except Exception as exc:
+            log.warning("lease: not taken at start (%s); the keeper retries", exc)
         self.worker.start()
 
     def stop(self) -> None:
@@ -137,4 +160,5 @@ class Relayer:
         return Health(ok=chain_ok and store_ok and alive and self.batcher.blocked is None, chain_ok=chain_ok, store_ok=store_ok,
                       chain_id=self.facts.chain_id, last_block=last_block, pending_receipts=self.ledger.pending,
                       inflight_batch=inflight["id"] if inflight else None, relayer=self.facts.relayer,
-                      worker_alive=alive, last_error=last_error)
+                      worker_alive=alive, last_error=last_error,
+                      lease=LeaseHealth(**self.lease.state().as_json()))

@@ -11,6 +11,11 @@
 - **Replacement**: ``transact(..., replace_after=s)`` re-signs a transaction not mined after ``s`` seconds with the
   same nonce and higher fees (a stuck transaction).
 - **Retries**: RPC connection failures are retried with exponential backoff; reverts are not.
+- **One sender among several processes** (the relayer's lease, ``relayer.lease``): ``may_send()`` false refuses to
+  sign (``NotSender``); the journal's record may refuse too (its fence), and then nothing is broadcast. A process that
+  becomes the sender calls ``takeover()``: the journal's unconfirmed transactions are re-broadcast first (same signed
+  bytes; a mined one is marked done), then nonces continue from ``max(the node's pending count, the highest nonce
+  still waiting + 1)``.
 """
 
 from __future__ import annotations
@@ -43,6 +48,11 @@ GWEI = 10**9
 
 class BroadcastError(Exception):
     """The node did not take a signed transaction (it stays in the journal; ``resume`` retries it)."""
+
+
+class NotSender(Exception):
+    """This process may not send transactions now (another holds the sending lease): nothing was signed, recorded
+    or broadcast."""
 
 
 class TxFailed(Exception):
@@ -180,7 +190,8 @@ class TxManager:
 
     def __init__(self, w3: Web3, account: LocalAccount, chain_id: int, journal: TxJournal | None = None,
                  policy: TxPolicy | None = None, on_rpc_error: Callable[[BaseException], None] | None = None,
-                 after_record: Callable[[SentTx], None] | None = None):
+                 after_record: Callable[[SentTx], None] | None = None,
+                 may_send: Callable[[], bool] | None = None):
         self.w3 = w3
         self.account = account
         self.address = account.address
@@ -189,10 +200,15 @@ class TxManager:
         self.policy = policy or TxPolicy()
         self.on_rpc_error = on_rpc_error
         self.after_record = after_record  # a test's crash point: runs between the record and the broadcast
+        self.may_send = may_send  # None: always (one process); else false while another process is the sender
         self.lock = threading.RLock()
         self._next_nonce: int | None = None
         self._sent_at_nonce: dict[int, str] = {}  # the last transaction broadcast with each recent nonce
         self.broadcast_this_run: set[str] = set()
+
+    def sending(self) -> bool:
+        """Whether this process may send now (it holds the sending lease, or no lease is kept)."""
+        return self.may_send is None or self.may_send()
 
     def retry(self, fn: Callable[[], T]) -> T:
         return with_retries(fn, self.policy.rpc_retries, self.on_rpc_error)
@@ -240,6 +256,8 @@ class TxManager:
         """Sign ``fn``'s transaction (a web3 contract function or :class:`PreparedCall`), record it in the journal,
         broadcast it. ``nonce`` given = a replacement of an earlier transaction (fees raised by ``bump``)."""
         with self.lock:
+            if not self.sending():
+                raise NotSender(f"{kind} {ref}: not sent: another process holds the sending lease")
             gas = gas or self.estimate(fn)
             use_nonce = self.next_nonce() if nonce is None else nonce
             max_fee, tip = self.fees(bump)
@@ -328,6 +346,19 @@ class TxManager:
                     continue
             waiting.append(sent)
         return waiting
+
+    def takeover(self) -> list[SentTx]:
+        """This process becomes the account's sender (another may have sent until now): re-broadcast the journal's
+        unconfirmed transactions (``resume``), then continue nonces from ``max(the node's pending count, the highest
+        nonce still waiting + 1)``. Returns the transactions still waiting."""
+        with self.lock:
+            waiting = self.resume()
+            pending = self.retry(lambda: self.w3.eth.get_transaction_count(self.address, "pending"))
+            self._next_nonce = max([pending] + [t.nonce + 1 for t in waiting])
+            if waiting:
+                log.warning("takeover: %d journaled transaction(s) re-broadcast and waiting (nonces %s); next nonce "
+                            "%d", len(waiting), sorted({t.nonce for t in waiting}), self._next_nonce)
+            return waiting
 
     # Reading back ------------------------------------------------------------------------------------------------
     def confirmed_nonce(self) -> int:

@@ -1,0 +1,156 @@
+"""The relayer's sending lease (``offchain.relayer.lease``) on a real database, SQLite and PostgreSQL: one holder at
+a time, a lapsed lease moves with a new epoch, and a holder fenced out by a newer epoch gets its write-ahead
+transaction record refused (nothing recorded, so nothing broadcast) even though it still thinks it leads."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from offchain.relayer.lease import Fenced, Lease
+from offchain.relayer.ledger import Ledger
+from offchain.relayer.store import Store
+from offchain.sdk.tx import SentTx
+from offchain.storage import Database
+
+ESCROW, STAKING = "0x" + "e" * 40, "0x" + "5" * 40
+TTL = 0.4
+
+
+def _tx(h: str, nonce: int) -> SentTx:
+    return SentTx(kind="slash", ref="1", tx_hash=h, nonce=nonce, raw="0x02" + h[2:], max_fee=30, tip=2, gas=21_000,
+                  sent_at=time.time())
+
+
+def _wait(predicate, timeout: float = 5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def _recorded(store: Store) -> list[str]:
+    return [r["tx_hash"] for r in store.db.read("SELECT tx_hash FROM transactions ORDER BY nonce")]
+
+
+@pytest.fixture()
+def relayer_store(store_location):
+    store = Store(store_location, Ledger())
+    store.open(31337, ESCROW, STAKING)
+    yield store
+    store.close()
+
+
+def test_one_holder_at_a_time_and_a_lapsed_lease_moves_with_a_new_epoch(relayer_store, store_location):
+    a = Lease(relayer_store.db, "relayer-a", TTL)
+    b = Lease(Database.at(store_location), "relayer-b", TTL)
+    assert a.try_take() and a.is_leader and a.epoch >= 1
+    first = a.epoch
+    assert not b.try_take() and not b.is_leader  # held and not expired
+    assert b.state().as_json() == {"role": "follower", "instance": "relayer-b", "holder": "relayer-a", "epoch": first}
+    assert a.renew() and not b.try_take()
+    _wait(lambda: b.try_take(), timeout=TTL * 10)  # a stopped renewing: the lease lapses by the database's clock
+    assert b.epoch == first + 1 and b.state().role == "leader" and b.state().holder == "relayer-b"
+    assert not a.renew() and not a.is_leader  # the old holder finds out it is a follower, with no error
+    assert a.read()[:2] == ("relayer-b", first + 1)
+    assert a.state().as_json() == {"role": "follower", "instance": "relayer-a", "holder": "relayer-b",
+                                   "epoch": first + 1}
+    b.release()  # a graceful stop: the other takes it at once, with the next epoch
+    assert a.try_take() and a.epoch == first + 2
+    a.close()
+    b.close()
+
+
+def test_a_fenced_out_holder_records_nothing_while_the_new_holder_records(relayer_store, store_location):
+    other_store = Store(store_location, Ledger())
+    other_store.open(31337, ESCROW, STAKING)
+    try:
+        a = Lease(relayer_store.db, "relayer-a", TTL)
+        b = Lease(other_store.db, "relayer-b", TTL)
+        journal_a, journal_b = relayer_store.tx_journal(), other_store.tx_journal()
+        journal_a.fence, journal_b.fence = a.fence, b.fence
+        with pytest.raises(Fenced):  # never held: refused
+            journal_a.record(_tx("0x0a", 0))
+        assert a.try_take()
+        journal_a.record(_tx("0x01", 1))  # the holder records
+        with pytest.raises(Fenced):  # the follower does not
+            journal_b.record(_tx("0x0b", 2))
+        _wait(lambda: b.try_take(), timeout=TTL * 10)
+        assert a.epoch and a.epoch < b.epoch  # a still believes it holds its epoch: only the database says no
+        with pytest.raises(Fenced) as refused:
+            journal_a.record(_tx("0x02", 2))
+        assert refused.value.holder == "relayer-b" and refused.value.epoch == b.epoch and not a.is_leader
+        assert a.fenced == 2  # both refusals counted (opg_relayer_lease_fenced)
+        journal_b.record(_tx("0x03", 2))
+        assert _recorded(relayer_store) == ["0x01", "0x03"]
+        a.close()
+        b.close()
+    finally:
+        other_store.close()
+
+
+def test_on_postgresql_a_take_waits_for_a_record_in_flight_and_sees_it(relayer_store, store_location):
+    """The fence's ``FOR SHARE``: a record checked just before the lease lapses commits before a contender's take,
+    so the new leader's takeover finds it in the journal (and re-broadcasts it)."""
+    if not str(store_location).startswith("postgresql://"):
+        pytest.skip("SQLite: the writer holds the file's write lock for the record's whole transaction")
+    a = Lease(relayer_store.db, "relayer-a", TTL)
+    b = Lease(Database.at(store_location), "relayer-b", TTL)
+    assert a.try_take()
+    conn = relayer_store.db.connect()
+    conn.execute("BEGIN")
+    a.fence(conn)  # the record's check passed; its commit is still to come
+    conn.execute("INSERT INTO transactions (tx_hash, kind, ref, nonce, raw, sent_at) VALUES ('0x77', 'slash', '1',"
+                 " 7, '0x02', 0)")
+    taken = threading.Event()
+    threading.Thread(target=lambda: (_wait(lambda: b.try_take(), timeout=TTL * 20), taken.set()), daemon=True).start()
+    time.sleep(TTL * 2.5)  # lapsed by now, but the row is locked by the record's transaction
+    assert not taken.is_set()
+    conn.execute("COMMIT")
+    assert taken.wait(5)
+    assert "0x77" in _recorded(relayer_store)
+    conn.close()
+    a.close()
+    b.close()
+
+
+def test_concurrent_first_starts_create_the_lease_once_and_a_dead_local_holder_is_taken_at_once(store_location):
+    store = Store(store_location, Ledger())
+    store.open(31337, ESCROW, STAKING)
+    try:
+        leases = [Lease(Database.at(store_location), f"r{i}", 30) for i in range(4)]
+        errors: list[BaseException] = []
+
+        def start(lease: Lease) -> None:
+            try:
+                lease.try_take()
+            except BaseException as exc:  # noqa: BLE001 - the test reports it
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start, args=(lease,)) for lease in leases]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors and sum(lease.is_leader for lease in leases) == 1
+        # A holder named by the default instance id (<host>-<pid>) whose process is gone is taken at once, whatever
+        # its TTL left (a single relayer restarted after a crash does not wait it out).
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout.strip()
+        crashed = Lease(Database.at(store_location), f"{socket.gethostname()}-{dead}", 30)
+        winner = next(lease for lease in leases if lease.is_leader)
+        winner.release()
+        assert crashed._run("UPDATE relayer_lease SET holder = ?, expires_at = expires_at + 3600 WHERE name = ?"
+                            " RETURNING epoch", (crashed.instance, crashed.name))
+        restarted = Lease(Database.at(store_location), f"{socket.gethostname()}-{os.getpid()}", 30)
+        assert restarted.try_take() and restarted.is_leader
+        for lease in [*leases, crashed, restarted]:
+            lease.close()
+    finally:
+        store.close()
