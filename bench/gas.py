@@ -22,17 +22,31 @@ extra of ``settle_batch`` through a proposal), per claim, beside x402's batch co
 channel). Last, the runtime bytecode size of each deployed contract (``eth_getCode``, immutables included) against
 the 24,576-byte limit (EIP-170).
 
-    .venv/bin/python bench/gas.py          # prints a table, writes bench/results/gas.json
+Then it prices the figures (``price()``): per operation and per settled request (the marginal gas of one claim over
+the requests it covers), in ETH, in OPG and in USD, on Base (L2 execution gas at ``--gas-price-gwei``, 0.01 gwei by
+default, plus Base's L1 data fee) beside the same gas on an L1-style chain (``--l1-gas-price-gwei``, 20 gwei). The
+L1 data fee is the OP stack's Fjord formula applied to the signed transactions the bench actually sent
+(``eth_getRawTransactionByHash``): their FastLZ-compressed size (``flz_compress_len``, op-geth's algorithm) through
+Fjord's linear size estimate, times ``16 x baseFeeScalar x l1BaseFee + blobBaseFeeScalar x blobBaseFee`` / 1e12.
+Every price is an ASSUMPTION with a flag (ETH in USD; OPG in USD, since OPG has no market price; the L1 base fee, the
+blob base fee and Base's two scalars: read yours from the GasPriceOracle predeploy
+0x420000000000000000000000000000000000000F); every cost is linear in each.
+
+    .venv/bin/python bench/gas.py          # prints the tables, writes bench/results/gas.json
+    .venv/bin/python bench/gas.py --reprice --gas-price-gwei 0.005 --eth-usd 2500 --opg-usd 0.5
+                                           # prices the stored gas.json again at other assumptions (no chain)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import subprocess
 import sys
 import time
 from collections import defaultdict
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +70,139 @@ X402_BATCH_CHANNEL_OPEN = 119_475  # issue 13: gas of opening one channel in x40
 REQUESTS_PER_CLAIM = 100  # a voucher covers this many requests in the gas-per-request figure
 SIZES = (1, 10, 100)
 PRICE = 10**15  # 0.001 OPG per request
+GWEI = 10**9
+
+
+@dataclass(frozen=True)
+class Prices:
+    """The assumptions the gas is priced at (each a flag of ``main``; every cost is linear in each)."""
+
+    gas_price_gwei: float = 0.01  # Base L2 execution gas price (base fee + tip)
+    l1_gas_price_gwei: float = 20.0  # an L1-style chain's gas price, and the L1 base fee in Base's data fee
+    blob_base_fee_gwei: float = 1.0  # the L1 blob base fee in Base's data fee (often ~1 wei; 1 gwei: a busy market)
+    base_fee_scalar: int = 2_269  # Base's GasPriceOracle baseFeeScalar (assumed)
+    blob_base_fee_scalar: int = 1_055_762  # Base's GasPriceOracle blobBaseFeeScalar (assumed)
+    eth_usd: float = 3_000.0  # ETH in USD (assumed)
+    opg_usd: float = 0.10  # OPG in USD (assumed: OPG has no market price yet)
+
+
+def flz_compress_len(data: bytes) -> int:
+    """Length of ``data`` compressed with FastLZ (level 1) as the OP stack's Fjord L1 fee counts it (op-geth's
+    ``FlzCompressLen``, after solady's ``flzCompress``; its match-length quirk kept so that the sizes agree)."""
+    n = 0
+    table_ = [0] * 8192
+
+    def u24(i: int) -> int:
+        return data[i] | (data[i + 1] << 8) | (data[i + 2] << 16)
+
+    def hash24(v: int) -> int:
+        return ((2654435769 * v) >> 19) & 0x1FFF
+
+    def literals(r: int) -> int:
+        return 0x21 * (r // 0x20) + (r % 0x20 + 1 if r % 0x20 else 0)
+
+    def common(p: int, q: int, end: int) -> int:
+        length, end = 0, end - q
+        while length < end:
+            if data[p + length] != data[q + length]:
+                end = 0
+            length += 1
+        return length
+
+    anchor = 0
+    limit = len(data) - 13 if len(data) >= 13 else 0
+    ip = 2
+    while ip < limit:
+        while True:
+            seq = u24(ip)
+            h = hash24(seq)
+            ref = table_[h]
+            table_[h] = ip
+            distance = ip - ref
+            if ip >= limit:
+                break
+            ip += 1
+            if distance <= 0x1FFF and seq == u24(ref):
+                break
+        if ip >= limit:
+            break
+        ip -= 1
+        if ip > anchor:
+            n += literals(ip - anchor)
+        length = common(ref + 3, ip + 3, limit + 9)
+        n += 3 * ((length - 1) // 262) + (3 if (length - 1) % 262 >= 6 else 2)
+        ip += length
+        for _ in range(2):  # hash the two positions after the match
+            table_[hash24(u24(ip))] = ip
+            ip += 1
+        anchor = ip
+    return n + literals(len(data) - anchor)
+
+
+def l1_data_fee_wei(fastlz_size: int, prices: Prices) -> int:
+    """Base's L1 data fee of a transaction whose signed bytes FastLZ-compress to ``fastlz_size`` (Fjord)."""
+    estimated_size = max(100 * 10**6, -42_585_600 + 836_500 * fastlz_size)  # bytes x 1e6
+    fee_scaled = (prices.base_fee_scalar * 16 * round(prices.l1_gas_price_gwei * GWEI)
+                  + prices.blob_base_fee_scalar * round(prices.blob_base_fee_gwei * GWEI))
+    return estimated_size * fee_scaled // 10**12
+
+
+def price(results: dict, prices: Prices) -> dict:
+    """Each operation's cost on Base and on an L1-style chain, in ETH, OPG and USD, from the measured gas and the
+    sizes of the signed transactions (``results["tx_bytes"]``)."""
+    sizes = results["tx_bytes"]
+    existing = results["settle_batch_gas"]["100_payers_x_1_node"]["existing"]
+    new = results["settle_batch_gas"]["100_payers_x_1_node"]["new"]
+
+    def data_fee(label: str) -> int:
+        return l1_data_fee_wei(sizes[label]["fastlz"], prices)
+
+    claim_fee = (data_fee("settle_100") - data_fee("settle_1")) / 99  # the L1 data fee of one more claim
+    new_claim_gas = (new["100"] - new["1"]) / 99
+    operations = [
+        ("x402 exact payment (one request)", results["exact_payment_gas"], data_fee("exact")),
+        ("settle_batch, 1 claim", existing["1"], data_fee("settle_1")),
+        ("settle_batch, 100 claims", existing["100"], data_fee("settle_100")),
+        ("one more claim (existing channel)", results["marginal_gas_per_claim"], claim_fee),
+        ("one more claim (new channel)", new_claim_gas, claim_fee),
+        (f"settled request ({REQUESTS_PER_CLAIM} per claim, existing channel)",
+         results["marginal_gas_per_claim"] / REQUESTS_PER_CLAIM, claim_fee / REQUESTS_PER_CLAIM),
+        (f"settled request ({REQUESTS_PER_CLAIM} per claim, new channel)",
+         new_claim_gas / REQUESTS_PER_CLAIM, claim_fee / REQUESTS_PER_CLAIM),
+    ]
+    rows = []
+    for name, gas, fee in operations:
+        base_eth = (gas * prices.gas_price_gwei * GWEI + fee) / 10**18
+        l1_eth = gas * prices.l1_gas_price_gwei * GWEI / 10**18
+        rows.append({
+            "operation": name,
+            "gas": round(gas, 1),
+            "base_l1_data_fee_eth": fee / 10**18,
+            "base_eth": base_eth,
+            "base_opg": base_eth * prices.eth_usd / prices.opg_usd,
+            "base_usd": base_eth * prices.eth_usd,
+            "l1_eth": l1_eth,
+            "l1_opg": l1_eth * prices.eth_usd / prices.opg_usd,
+            "l1_usd": l1_eth * prices.eth_usd,
+        })
+    return {"assumptions": asdict(prices), "operations": rows}
+
+
+def print_prices(priced: dict) -> None:
+    p = priced["assumptions"]
+    print(f"priced at ASSUMED prices (each a flag): Base = L2 gas at {p['gas_price_gwei']} gwei + L1 data fee (L1 base "
+          f"fee {p['l1_gas_price_gwei']} gwei, blob base fee {p['blob_base_fee_gwei']} gwei, scalars "
+          f"{p['base_fee_scalar']:,} / {p['blob_base_fee_scalar']:,}); L1 = the same gas at "
+          f"{p['l1_gas_price_gwei']} gwei, no data fee; ETH ${p['eth_usd']:,}, OPG ${p['opg_usd']}")
+
+    def amount(x: float) -> str:
+        return f"{x:,.2f}" if x >= 100 else f"{x:.3g}"
+
+    print(table([(r["operation"], f"{r['gas']:,.0f}", amount(r["base_l1_data_fee_eth"]), amount(r["base_eth"]),
+                  amount(r["base_opg"]), "$" + amount(r["base_usd"]), amount(r["l1_eth"]), amount(r["l1_opg"]),
+                  "$" + amount(r["l1_usd"])) for r in priced["operations"]],
+                ("operation", "gas", "Base: L1 data ETH", "Base ETH", "Base OPG", "Base USD", "L1 ETH", "L1 OPG",
+                 "L1 USD")))
 
 
 def key_of(label: str) -> str:
@@ -80,6 +227,7 @@ class Bench:
         self.verifier = key_of("verifier")
         self.warmup_payer = key_of("warmup-payer")
         self._sig_cache: dict[tuple, bytes] = {}
+        self.tx_bytes: dict[str, dict] = {}  # label -> sizes of a signed transaction sent (for Base's L1 data fee)
 
     # ---- set-up ------------------------------------------------------------------------------------------
 
@@ -110,6 +258,12 @@ class Bench:
         self.settle([self.claim(self.warmup_payer, node, PRICE) for node in self.nodes])
 
     # ---- helpers -----------------------------------------------------------------------------------------
+
+    def record_tx(self, label: str, receipt: dict) -> None:
+        """Keep the size of the signed transaction behind ``receipt``: raw and FastLZ-compressed."""
+        raw = self.w3.provider.make_request("eth_getRawTransactionByHash", [receipt["transactionHash"].to_0x_hex()])
+        data = bytes.fromhex(raw["result"][2:])
+        self.tx_bytes[label] = {"raw": len(data), "fastlz": flz_compress_len(data)}
 
     def snapshot(self) -> str:
         return self.w3.provider.make_request("evm_snapshot", [])["result"]
@@ -187,7 +341,10 @@ class Bench:
         self.settle([self.claim(p, k, 100 * PRICE) for p, k in chans])
         for n in SIZES:
             snap = self.snapshot()
-            result["existing"][str(n)] = self.settle([self.claim(p, k, 200 * PRICE) for p, k in chans[:n]])["gasUsed"]
+            receipt = self.settle([self.claim(p, k, 200 * PRICE) for p, k in chans[:n]])
+            result["existing"][str(n)] = receipt["gasUsed"]
+            if layout == "100x1":
+                self.record_tx(f"settle_{n}", receipt)
             self.revert(snap)
         self.revert(base)
         return result
@@ -272,6 +429,8 @@ class Bench:
                 )
                 receipt = send(self.w3, self.relayer, {"to": self.opg.address, "data": "0x" + data.hex()})
             assert self.opg.functions.authorizationState(payer, nonce).call()
+            if label == "vrs_to_funded_payee":
+                self.record_tx("exact", receipt)
             out[label] = receipt["gasUsed"]
             self.revert(snap)
         self.revert(base)
@@ -361,7 +520,41 @@ def table(rows: list[tuple], headers: tuple) -> str:
     return "\n".join([line(headers), line(tuple("-" * w for w in widths)), *(line(r) for r in rows)])
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reprice", action="store_true",
+                        help=f"price the stored {RESULTS.relative_to(ROOT)} at these assumptions; measure nothing")
+    defaults = Prices()
+    helps = {
+        "gas_price_gwei": "Base L2 execution gas price, gwei",
+        "l1_gas_price_gwei": "an L1-style chain's gas price and the L1 base fee in Base's data fee, gwei",
+        "blob_base_fee_gwei": "L1 blob base fee in Base's data fee, gwei",
+        "base_fee_scalar": "Base GasPriceOracle baseFeeScalar",
+        "blob_base_fee_scalar": "Base GasPriceOracle blobBaseFeeScalar",
+        "eth_usd": "USD per ETH",
+        "opg_usd": "USD per OPG",
+    }
+    for field in fields(Prices):
+        default = getattr(defaults, field.name)
+        parser.add_argument("--" + field.name.replace("_", "-"), type=type(default), default=default,
+                            help=f"{helps[field.name]} (assumed default: {default})")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    prices = Prices(**{f.name: getattr(args, f.name) for f in fields(Prices)})
+    if args.reprice:
+        results = json.loads(RESULTS.read_text())
+        if "tx_bytes" not in results:
+            sys.exit(f"gas: {RESULTS.relative_to(ROOT)} predates the transaction sizes; run bench/gas.py once")
+        print_prices(price(results, prices))
+        return 0
+    return measure(prices)
+
+
+def measure(prices: Prices) -> int:
     started = time.monotonic()
     anvil_version = subprocess.run([anvil_binary(), "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     with Anvil(extra=["--gas-limit", "60000000", "--hardfork", "prague", "--steps-tracing"]) as anvil:
@@ -426,6 +619,7 @@ def main() -> int:
             },
         },
         "runtime_bytecode_bytes": sizes,
+        "tx_bytes": bench.tx_bytes,
         "bytecode_limit_bytes": 24_576,
         "settle_batch_gas": layouts,
         "exact_payment_variants": exact,
@@ -497,6 +691,13 @@ def main() -> int:
     print()
     print("runtime bytecode (EIP-170 limit 24,576 bytes)")
     print(table([(k, f"{v:,}", f"{24_576 - v:,}") for k, v in sizes.items()], ("contract", "bytes", "headroom")))
+    results["pricing"] = price(results, prices)
+    results["definitions"]["pricing"] = (
+        "cost at ASSUMED prices (pricing.assumptions): base_* = gas x gas_price_gwei + Base's L1 data fee (Fjord, from "
+        "the FastLZ size of the signed transaction, tx_bytes); l1_* = gas x l1_gas_price_gwei; OPG and USD at eth_usd "
+        f"and opg_usd; a settled request = the marginal claim / {REQUESTS_PER_CLAIM} requests")
+    print()
+    print_prices(results["pricing"])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {RESULTS.relative_to(ROOT)} in {results['environment']['runtime_s']} s")
