@@ -381,7 +381,7 @@ class CreditScheme:
             return self._decide(payer, node, signer, max_cumulative, price, spent, available, capacity, allowance)
 
         if self.store.shared:  # other relayers promise and accept too: decide on what they committed, under a lock
-            refusal, extra = self.store.call(self.store.job_promise, decide)
+            refusal, extra = self.store.submit_job(self.store.job_promise, decide, durable=False).result()
             return refusal, extra, used_cache
         refusal, extra, promise = decide()
         if promise is not None:

@@ -14,8 +14,13 @@ defined here, one per row shape, each built by ``from_row`` (amounts as ints, JS
 ``transactions``) still return dicts.
 
 Engines: ``Store(location)`` is a SQLite file (the embedded default) or a ``postgresql://`` database
-(``storage.postgres``); one relayer process per database (the writer's read-check-write jobs assume they are the only
-writer). Durability: every relayer write is durable (SQLite ``synchronous=FULL``, PostgreSQL
+(``storage.postgres``). Several relayer processes may share one store (always assumed on PostgreSQL; on one SQLite
+file with ``shared=True``, ``--shared-store``): every job that decides on channels (accepting receipts, resolving
+claims, /verify's promise: ``job_promise``) takes the intake lock (``lock_intake``) and reads the channels it decides
+on from the store, so it decides on what every process committed; each process's ledger and reservations follow the
+others' changes incrementally (``catch_up``: channel and promise rows whose ``version`` is newer than the last one
+seen), under the intake lock, before a batch is built and every ``FOLLOW_INTERVAL`` as a backstop. The single-process
+default keeps its promises in memory and decides on its ledger (exact there: it is the only writer). Durability: every relayer write is durable (SQLite ``synchronous=FULL``, PostgreSQL
 ``synchronous_commit=on``) before it is acknowledged. An accepted receipt is
 on disk before ``/settle`` answers (the node then marks it delivered and will not resend it); a signed transaction
 is in the journal before it is broadcast (a restart finds and reconciles every transaction that may be mined); batch,

@@ -14,7 +14,9 @@ PostgreSQL cluster (``offchain.devkit.postgres``) and one anvil; each test perfo
 from __future__ import annotations
 
 import concurrent.futures
+import sqlite3
 import time
+from pathlib import Path
 
 import ape
 import psycopg
@@ -32,15 +34,18 @@ def database() -> str:
     cluster.stop()
 
 
-@ape.fixture(scope="module", chain_isolation=False)
-def pair(devnet: Devnet, database: str, tmp_path_factory) -> tuple[RelayerProc, RelayerProc]:
-    """Relayers A and B (accounts 1 and 2, both facilitators) on the one database."""
-    logs = tmp_path_factory.mktemp("shared-store")
-    procs = [RelayerProc(devnet, logs / f"{name}.sqlite3", account, "--store", database, "--validation-workers", "0")
-             for name, account in (("a", 1), ("b", 2))]
+@ape.fixture(scope="module", chain_isolation=False, params=["postgresql", "sqlite"])
+def pair(request, devnet: Devnet, database: str, tmp_path_factory) -> tuple[RelayerProc, RelayerProc, str]:
+    """Relayers A and B (accounts 1 and 2, both facilitators) on one PostgreSQL database, or as two processes on one
+    SQLite file (``--shared-store``); and the store's location."""
+    logs = tmp_path_factory.mktemp(f"shared-{request.param}")
+    store = database if request.param == "postgresql" else str(logs / "shared.sqlite3")
+    extra = ("--store", store) if request.param == "postgresql" else ("--shared-store",)
+    procs = [RelayerProc(devnet, logs / f"{name}.sqlite3" if request.param == "postgresql" else Path(store), account,
+                         *extra, "--validation-workers", "0") for name, account in (("a", 1), ("b", 2))]
     for p in procs:
         p.start()
-    yield procs[0], procs[1]
+    yield procs[0], procs[1], store
     for p in procs:
         p.stop()
 
@@ -59,16 +64,23 @@ def _verify(relayer: RelayerProc, devnet: Devnet, ch: ChannelSim, cap: int, pric
     return res.json()
 
 
-def _rows(database: str, sql: str, args: tuple = ()) -> list[tuple]:
-    with psycopg.connect(database) as conn:
+def _rows(store: str, sql: str, args: tuple = ()) -> list[tuple]:
+    """Rows of ``sql`` (``?`` placeholders) read straight from the shared store."""
+    if store.startswith("postgresql://"):
+        with psycopg.connect(store) as conn:
+            return conn.execute(sql.replace("?", "%s"), args).fetchall()
+    conn = sqlite3.connect(store)
+    try:
         return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
 
 
 def test_one_balance_is_promised_once_across_relayers(pair, devnet):
     """The double spend of one balance through two relayers: the payer's 10 OPG asked for by four nodes at once,
     two through A and two through B, each for all of it. Exactly one is promised; then A's promise to node X counts
     at B: node Y is refused even 1 OPG there."""
-    a, b = pair
+    a, b, store = pair
     payer = devnet.new_payer(10 * OPG)
     nodes = [devnet.new_node() for _ in range(4)]
     channels = [ChannelSim(devnet, payer, n) for n in nodes]
@@ -87,14 +99,14 @@ def test_one_balance_is_promised_once_across_relayers(pair, devnet):
     assert _verify(other, devnet, x, 10 * OPG)["isValid"] is True
 
 
-def test_a_channel_split_between_relayers_is_settled_once_as_accepted(pair, devnet, database):
+def test_a_channel_split_between_relayers_is_settled_once_as_accepted(pair, devnet):
     """Receipts of one channel handed over to A and B, the later one first: B stores the channel's best voucher (cap
     13 OPG, cumulative 3), then A accepts the earlier receipt (cumulative 1 on a voucher capped at exactly 1 OPG). A
     relayer deciding on its own view (A never saw the channel) would write charged 1 and cap 1 back over B's, and the
     batch would claim 3 OPG on a 1 OPG voucher and be skipped, its receipts rejected; decided under the intake lock on
     what is committed, the channel keeps B's voucher, and every receipt (more follow, alternately and concurrently)
     is settled once: spent equals the highest cumulative accepted, the payer paid exactly that."""
-    a, b = pair
+    a, b, store = pair
     payer, node = devnet.new_payer(100 * OPG), devnet.new_node()
     before = devnet.balance(payer)
     ch = ChannelSim(devnet, payer, node)
@@ -105,7 +117,7 @@ def test_a_channel_split_between_relayers_is_settled_once_as_accepted(pair, devn
     assert res.status_code == 200 and res.json()["status"] == "pending", res.text
     res = a.post("/settle", first)
     assert res.status_code == 200 and res.json()["status"] == "pending", res.text
-    [(cap, charged)] = _rows(database, "SELECT cap, charged FROM channels WHERE payer = %s AND node = %s",
+    [(cap, charged)] = _rows(store, "SELECT cap, charged FROM channels WHERE payer = ? AND node = ?",
                              (payer.address, node.address))
     assert (int(cap), int(charged)) == (13 * OPG, 3 * OPG)
     # More of the channel, alternately, concurrently.
@@ -113,29 +125,29 @@ def test_a_channel_split_between_relayers_is_settled_once_as_accepted(pair, devn
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         results = list(pool.map(lambda i: (a, b)[i % 2].post("/settle", more[i]), range(6)))
     assert all(r.status_code == 200 for r in results), [r.text for r in results]
-    ids = [_rows(database, "SELECT id FROM receipts WHERE request_id = %s", (it["receipt"]["request_id"],))[0][0]
+    ids = [_rows(store, "SELECT id FROM receipts WHERE request_id = ?", (it["receipt"]["request_id"],))[0][0]
            for it in [first, second, *more]]
     views = a.wait_receipts(ids)
     assert all(v["status"] == "settled" for v in views)
     assert devnet.spent(payer, node) == ch.cumulative == 9 * OPG
     assert devnet.balance(payer) == before - ch.cumulative
-    [(cap, charged, settled, pending)] = _rows(database, "SELECT cap, charged, settled, pending FROM channels"
-                                               " WHERE payer = %s AND node = %s", (payer.address, node.address))
+    [(cap, charged, settled, pending)] = _rows(store, "SELECT cap, charged, settled, pending FROM channels"
+                                               " WHERE payer = ? AND node = ?", (payer.address, node.address))
     assert (int(cap), int(charged), int(settled), pending) == (ch.best_cap, ch.cumulative, ch.cumulative, 0)
     # Each receipt is in exactly one confirmed batch; both relayers' views agree.
-    batches = {bid for (bid,) in _rows(database, "SELECT DISTINCT batch_id FROM receipts WHERE payer = %s",
+    batches = {bid for (bid,) in _rows(store, "SELECT DISTINCT batch_id FROM receipts WHERE payer = ?",
                                        (payer.address,))}
-    assert all(_rows(database, "SELECT status FROM batches WHERE id = %s", (bid,)) == [("confirmed",)]
+    assert all(_rows(store, "SELECT status FROM batches WHERE id = ?", (bid,)) == [("confirmed",)]
                for bid in batches)
     for relayer in (a, b):
         wait_until(lambda r=relayer: r.get(f"/channels/{payer.address}/{node.address}").json()["settled"]
                    == str(ch.cumulative), timeout=10, what="both relayers see the channel settled")
 
 
-def test_one_receipt_resent_to_both_relayers_at_once_is_stored_once(pair, devnet, database):
+def test_one_receipt_resent_to_both_relayers_at_once_is_stored_once(pair, devnet):
     """A node (or an attacker replaying its traffic) sends one receipt to A and B concurrently, many times: every
     answer is the same receipt, exactly one of them stores it, and it is in the database once."""
-    a, b = pair
+    a, b, store = pair
     payer, node = devnet.new_payer(100 * OPG), devnet.new_node()
     ch = ChannelSim(devnet, payer, node)
     it = ch.next(amount=OPG)
@@ -145,14 +157,14 @@ def test_one_receipt_resent_to_both_relayers_at_once_is_stored_once(pair, devnet
     bodies = [r.json() for r in results]
     assert len({body["id"] for body in bodies}) == 1
     assert sum(1 for body in bodies if not body["duplicate"]) == 1, bodies
-    assert _rows(database, "SELECT count(*) FROM receipts WHERE id = %s", (bodies[0]["id"],)) == [(1,)]
+    assert _rows(store, "SELECT count(*) FROM receipts WHERE id = ?", (bodies[0]["id"],)) == [(1,)]
     a.wait_receipts([bodies[0]["id"]])
 
 
 def test_a_receipt_accepted_by_one_relayer_is_seen_by_the_other(pair, devnet):
     """B accepts; A answers ``/receipts/{id}`` and its feed with it at once, and its channel view within a
     catch-up."""
-    a, b = pair
+    a, b, store = pair
     payer, node = devnet.new_payer(100 * OPG), devnet.new_node()
     ch = ChannelSim(devnet, payer, node)
     after = a.get("/feed/receipts", params={"after": 0, "limit": 1000}).json()
