@@ -11,7 +11,6 @@ Modules, by what they hold:
   signer.py       the relayer's transaction key (keystore or anvil development key)
   rpc.py          ChainFacts (this deployment, read once) and Rpc (a web3 connection per thread, retries)
   events.py       the event hub through which components learn what another saw (no reaching into siblings)
-  plugins.py      test plug-ins installed from OPG_RELAYER_PLUGINS (fault injection), no production switch
   models.py       pydantic models of the HTTP API's bodies and answers
   store.py        the database: repositories, migrations, units of work (storage owner's)
   rules.py        settlement rules as plain functions (storage owner's)
