@@ -9,6 +9,8 @@
   params    TEST_PARAMS, the protocol parameters of the ape tests and the property tests
   traces    called_addresses (anvil's callTracer)
   postgres  PostgresCluster: a throwaway PostgreSQL server (Debian's binaries, temp dir, free port) for store tests
+  cluster   RelayerCluster: several relayers on one PostgreSQL database behind a round-robin front, their faults
+            (exit after signing / after broadcast / mid-write, database cut, SIGSTOP), reconcile (store vs chain)
 
 Runtime pieces it builds on stay in the runtime package: ABIs in ``offchain.abi``, anvil's dev keys in
 ``offchain.daemon.keys``.
