@@ -10,6 +10,8 @@ import pydantic_core
 from pydantic import ValidationError
 from x402.schemas import SettleRequest
 
+from ..daemon.disk import DiskReserve
+from ..daemon.disk import DiskReserve
 from ..daemon.errors import ApiError, from_validation_error
 from .credit import CreditScheme
 from .facilitators import Facilitators, run_scheme, x402_dump
@@ -18,12 +20,16 @@ from .rpc import ChainFacts
 
 
 class Intake:
-    def __init__(self, facts: ChainFacts, credit: CreditScheme, facilitators: Facilitators, max_bulk: int):
+    def __init__(self, facts: ChainFacts, credit: CreditScheme, facilitators: Facilitators, max_bulk: int,
+                 reserve: DiskReserve | None = None):
         self.network, self.credit, self.facilitators, self.max_bulk = facts.network, credit, facilitators, max_bulk
+        self.reserve = reserve  # 503 store_full while the store's disk is nearly full (daemon.disk)
 
     async def handle(self, raw: bytes) -> tuple[int, dict]:
         """(status, JSON body) of ``POST /settle``; refusals raise ApiError."""
         started = time.perf_counter()
+        if self.reserve is not None:
+            self.reserve.check()
         try:
             data = pydantic_core.from_json(raw)
         except ValueError as exc:

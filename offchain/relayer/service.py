@@ -13,7 +13,8 @@ import logging
 from web3 import Web3
 
 from ..chain import Chain
-from ..daemon.plugins import install_plugins
+from ..daemon.disk import DiskReserve
+from ..daemon.disk import DiskReserve
 from ..daemon.worker import Backoff, Gated, Supervisor
 from ..deployments import load_deployment
 from ..sdk.clock import ProtocolClock
@@ -30,6 +31,7 @@ from .lease import Lease, LeaseKeeper
 from .ledger import Ledger
 from .metrics import Metrics
 from .models import Health, LeaseHealth
+from .plugins import install_plugins
 from .policy import BatchPolicy
 from .proposals import Reservations
 from .receipts import ValidationPool
@@ -94,7 +96,8 @@ class Relayer:
                           sender, sender_chain, metrics, clock, events)
         slasher = Slasher(facts, store, sender, sender_chain, metrics, events)
         facilitators = Facilitators([credit, exact])  # the x402 schemes this relayer verifies and settles
-        intake = Intake(facts, credit, facilitators, settings.max_bulk)
+        intake = Intake(facts, credit, facilitators, settings.max_bulk,
+                        DiskReserve.of(settings.store, settings.store_reserve_mb))
         # The chain workers: the batcher and the slasher tick every poll_interval, exact payments left in flight are
         # reconciled every EXACT_RECONCILE_EVERY s; a failing tick backs off 0.5 s doubling up to 10 s.
         # The senders run only while this process holds the lease (a follower's idle); the keeper renews it every
@@ -117,7 +120,7 @@ class Relayer:
                       lambda: {(): lease.fenced})
         metrics.gauge("opg_relayer_tx_broadcast", "Transactions this process broadcast since it started.",
                       lambda: {(): len(sender.broadcast_this_run)})
-        install_plugins(events, "relayer")
+        install_plugins(events)
         self.facts, self.rpc, self.metrics, self.events, self.ledger = facts, rpc, metrics, events, ledger
         self.reservations, self.store, self.sender, self.clock, self.pool = reservations, store, sender, clock, pool
         self.credit, self.exact, self.batcher, self.slasher, self.worker = credit, exact, batcher, slasher, worker
