@@ -12,4 +12,6 @@ and serving with graceful shutdown.
   disk      DiskReserve: 503 store_full for new work while a local store's disk is nearly full
   serve     setup_logging, serve, build_daemon
   worker    Worker, Supervisor, Backoff, WorkerHealth: one supervised loop per worker (backoff, health, stop)
+  events    Signal: one typed event of a daemon's hub (relayer/node/verifier events.py)
+  plugins   install_plugins: test plug-ins from OPG_<ROLE>_PLUGINS (fault injection), no production switch
 """

@@ -38,10 +38,6 @@ class RelayerSettings(DaemonSettings):
                               description="SQLite database file, or a postgresql://user@host:port/db URL")
     store_reserve_mb: float = Field(64.0, ge=0, description="refuse new receipts (503 store_full) while a SQLite "
                                     "store's disk has less free space than this (MiB; 0: never)")
-    store_reserve_mb: float = Field(64.0, ge=0, description="refuse new receipts (503 store_full) while a SQLite "
-                                    "store's disk has less free space than this (MiB; 0: never)")
-    store_reserve_mb: float = Field(64.0, ge=0, description="refuse new receipts (503 store_full) while a SQLite "
-                                    "store's disk has less free space than this (MiB; 0: never)")
     shared_store: bool = Field(False, description="other relayer processes use this SQLite file too (a PostgreSQL "
                                                   "store is always shared): they follow each other's channels and "
                                                   "/verify promises")

@@ -11,7 +11,6 @@ from pydantic import ValidationError
 from x402.schemas import SettleRequest
 
 from ..daemon.disk import DiskReserve
-from ..daemon.disk import DiskReserve
 from ..daemon.errors import ApiError, from_validation_error
 from .credit import CreditScheme
 from .facilitators import Facilitators, run_scheme, x402_dump

@@ -14,7 +14,7 @@ from web3 import Web3
 
 from ..chain import Chain
 from ..daemon.disk import DiskReserve
-from ..daemon.disk import DiskReserve
+from ..daemon.plugins import install_plugins
 from ..daemon.worker import Backoff, Gated, Supervisor
 from ..deployments import load_deployment
 from ..sdk.clock import ProtocolClock
@@ -31,7 +31,6 @@ from .lease import Lease, LeaseKeeper
 from .ledger import Ledger
 from .metrics import Metrics
 from .models import Health, LeaseHealth
-from .plugins import install_plugins
 from .policy import BatchPolicy
 from .proposals import Reservations
 from .receipts import ValidationPool
@@ -120,7 +119,7 @@ class Relayer:
                       lambda: {(): lease.fenced})
         metrics.gauge("opg_relayer_tx_broadcast", "Transactions this process broadcast since it started.",
                       lambda: {(): len(sender.broadcast_this_run)})
-        install_plugins(events)
+        install_plugins(events, "relayer")
         self.facts, self.rpc, self.metrics, self.events, self.ledger = facts, rpc, metrics, events, ledger
         self.reservations, self.store, self.sender, self.clock, self.pool = reservations, store, sender, clock, pool
         self.credit, self.exact, self.batcher, self.slasher, self.worker = credit, exact, batcher, slasher, worker
