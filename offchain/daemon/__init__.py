@@ -9,7 +9,6 @@ and serving with graceful shutdown.
   app       create_app (routers, lifespan, an OpenAPI extension), operations_router, install_error_handlers
   limits    RequestGuard: the outermost ASGI bounds (body size, idle body, JSON depth, lone surrogates)
   disk      DiskReserve: 503 store_full for new work while a local store's disk is nearly full
-  disk      DiskReserve: 503 store_full for new work while a local store's disk is nearly full
   serve     setup_logging, serve, build_daemon
   worker    Worker, Supervisor, Backoff, WorkerHealth: one supervised loop per worker (backoff, health, stop)
   events    Signal: one typed event of a daemon's hub (relayer/node/verifier events.py)
