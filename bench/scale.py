@@ -12,9 +12,10 @@ Per configuration (backend x relayer count), after a warm-up of one receipt per 
   bulk     ``--seconds``/2 of node-style bulk ``POST /settle`` (100 receipts per request, each node pairing its receipts
            with the newest voucher of the channel), 4 concurrent requests per relayer
   single   ``--seconds``/2 of one receipt per ``POST /settle``, 16 connections per relayer (a lean HTTP/1.1 client)
-  recovery the machine's raw signature-recovery rate measured just before, in this process, one thread: receipts'
-           signers recovered per second with the relayer's own code (``offchain.sdk.wire.SignatureChecker``); every
-           throughput is also given as a ratio to it (the absolute figures depend on the machine and its load)
+  recovery the machine's raw signature-recovery rate, measured just before and just after each phase (the mean), in
+           this process, one thread: receipts' signers recovered per second with the relayer's own code
+           (``offchain.sdk.wire.SignatureChecker``); every throughput is also given as a ratio to it (the absolute
+           figures depend on the machine and its load)
   lag      a receipt's acceptance to its batch's confirmation on-chain (the relayer's ``settledAt - acceptedAt``),
            p50/p99 over a sample of the receipts sent, once every channel is paid on-chain
   memory   each relayer's RSS at the end of the load (and its peak, and its validation worker processes')
@@ -62,37 +63,45 @@ from loadgen import (  # noqa: E402  (bench/loadgen.py: this script's directory 
     settle_latencies,
 )
 
-from offchain.devkit.devnet import DaemonProc, Devnet  # noqa: E402
+from offchain.devkit.devnet import Devnet, RelayerProc  # noqa: E402
 from offchain.devkit.postgres import PostgresCluster, PostgresMissing  # noqa: E402
+from offchain.messages import SignedReceipt  # noqa: E402
 from offchain.relayer.config import RelayerSettings  # noqa: E402
 from offchain.sdk.wire import SignatureChecker, parse_receipt  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "scale.json"
 BULK_SIZE, BULK_CONCURRENCY, SINGLE_CONCURRENCY = 100, 4, 16  # the last two per relayer
 RELAYER_ACCOUNT = 1  # every relayer process signs with the same facilitator account (only the lease holder sends)
+LEASE_TTL = 5.0  # several relayers: the sending lease's TTL (s)
 GUESS = {"bulk": 1_500.0, "single": 600.0}  # receipts/s assumed before a phase was measured (sizes the signing)
 
 
 # Processes ----------------------------------------------------------------------------------------------------------
 def relayers_supported(count: int) -> str | None:
     """Why ``count`` relayer processes cannot share a database with this relayer (None: they can)."""
-    if count > 1 and "instance" not in RelayerSettings.model_fields:
-        return ("the relayer has no --instance setting yet (the leadership lease that lets several processes share "
-                "one database is not in this tree)")
+    fields = RelayerSettings.model_fields
+    if count > 1 and not ("instance" in fields and "shared_store" in fields):
+        return ("the relayer has no --instance (leadership lease) or --shared-store (intake across processes) "
+                "setting in this tree: several processes cannot share one database yet")
     return None
 
 
 def start_relayers(devnet: Devnet, store: str, count: int, log_dir: Path, batch_size: int,
-                   batch_age: float) -> list[DaemonProc]:
-    procs: list[DaemonProc] = []
+                   batch_age: float) -> list[RelayerProc]:
+    """``count`` relayers on ``store`` (a SQLite file or a PostgreSQL URL), all with the same key, each its own
+    ``--instance``; the first alone (it migrates the empty database), then the others."""
+    shared = ["--instance", "relayer-{}", "--lease-ttl", str(LEASE_TTL)] if count > 1 else []
+    if count > 1 and not store.startswith("postgresql://"):
+        shared.append("--shared-store")
+    procs: list[RelayerProc] = []
     try:
         for i in range(count):
-            instance = ["--instance", f"relayer-{i + 1}"] if count > 1 else []
-            procs.append(DaemonProc(f"relayer-{i + 1}", [
-                "relayer", "run", "--rpc-url", devnet.url, "--deployment", str(devnet.deployment_file),
-                "--store", store, "--batch-size", str(batch_size), "--batch-age", str(batch_age),
-                "--confirmations", "1", "--dev-account", str(RELAYER_ACCOUNT), "--poll-interval", "0.1",
-                "--log-level", "warning", *instance], log_dir).start())
+            extra = [a.format(i + 1) for a in shared]
+            # the kit passes its --store <file> first (and names the log after it); a later --store wins
+            procs.append(RelayerProc(devnet, log_dir / f"relayer-{i + 1}.sqlite3", RELAYER_ACCOUNT, "--store", store,
+                                     "--log-level", "warning", *extra, batch_age=batch_age,
+                                     batch_size=batch_size).start())
+            procs[-1].name = f"relayer-{i + 1}"
     except Exception:
         for p in procs:
             p.stop()
@@ -132,7 +141,7 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def memory(proc: DaemonProc) -> dict:
+def memory(proc: RelayerProc) -> dict:
     assert proc.process is not None
     pid = proc.process.pid
     return {"relayer": proc.name, "rss_mib": round(_status_mib(pid, "VmRSS"), 1),
@@ -141,9 +150,8 @@ def memory(proc: DaemonProc) -> dict:
 
 
 # Measurements -------------------------------------------------------------------------------------------------------
-def recovery_rate(items: list[dict], checker: SignatureChecker, count: int) -> float:
+def recovery_rate(receipts: list[SignedReceipt], checker: SignatureChecker) -> float:
     """Receipts' signers recovered per second, one thread, with the relayer's ``SignatureChecker`` (best of 3)."""
-    receipts = [parse_receipt(x["receipt"]) for x in items[:count]]
     best = 0.0
     for _ in range(3):
         start = time.perf_counter()
@@ -177,11 +185,12 @@ class Run:
             self.sample += [receipt_id(x, self.load.staking_domain) for x in items[:: max(1, len(items) // samples)]]
 
     def phase(self, kind: str, receipts: int, seconds: float | None, samples: int = 0, recovery: int = 0) -> dict:
-        """Sign ``receipts``, measure the recovery rate on ``recovery`` of them, then send them (bulk or single) for
-        at most ``seconds``; the measured figures."""
+        """Sign ``receipts``, then send them (bulk or single) for at most ``seconds``; the measured figures. With
+        ``recovery``: the recovery rate on that many of them just before and just after the load."""
         channels = self.sign(receipts)
-        rec = recovery_rate(interleave(channels), SignatureChecker(self.load.staking_domain), recovery) \
-            if recovery else None
+        checker, probe = SignatureChecker(self.load.staking_domain), [
+            parse_receipt(x["receipt"]) for x in interleave(channels)[:recovery]]
+        before = recovery_rate(probe, checker) if probe else None
         if kind == "bulk":
             chunks = bulk_chunks(channels, BULK_SIZE, newest_voucher=True)
             bodies = [bulk_body(c) for c in chunks]
@@ -198,9 +207,11 @@ class Run:
             sent = items[:res["sent"]]
         client_cpu = time.process_time() - client0
         relayer_cpu = sum(cpu_seconds(p) - c for p, c in zip(self.pids, cpu0, strict=True))
+        after = recovery_rate(probe, checker) if probe else None
         self._sent(sent, samples)
         return {**{k: round(v, 2) if isinstance(v, float) else v for k, v in res.items()},
-                "recovery_per_s": round(rec) if rec else None,
+                "recovery_per_s": round((before + after) / 2) if before and after else None,
+                "recovery_before_after_per_s": [round(before), round(after)] if before and after else None,
                 "receipts_sent": len(sent), "rejected": len(sent) - res["receipts"],
                 "exhausted": res["sent"] == len(bodies) and seconds is not None,
                 "relayer_cpu_s": round(relayer_cpu, 2),
@@ -311,7 +322,8 @@ def print_table(configs: list[dict]) -> None:
               f"{b['ratio_to_recovery']:>7.3f} {s['rate']:>9,.0f} {s['per_relayer_per_s']:>9,.0f} "
               f"{s['ratio_to_recovery']:>7.3f} {b['recovery_per_s']:>8,} {lag_['p50']!s:>8} {lag_['p99']!s:>8}  "
               f"{rss:<12}  {'yes' if c['paid_exactly'] else 'NO'}")
-    print("(/recov: receipts/s over the raw recovery rate measured just before the phase, one thread; lag in s)")
+    print("(/recov: receipts/s over the raw recovery rate, one thread, measured around the bulk phase (recov/s) and "
+          "around the single phase; lag in s)")
 
 
 def main() -> int:
@@ -370,13 +382,15 @@ def main() -> int:
                     devnet.rpc("evm_revert", snapshot)  # the funded chain, as before the first configuration
                     snapshot = devnet.rpc("evm_snapshot")
                     load.cumulative.clear()
+                    work = tmp / f"{backend}-{count}"  # the relayers' logs (and the SQLite store)
+                    work.mkdir()
                     if backend == "sqlite":
-                        store = str(tmp / f"relayer-{count}.sqlite3")
+                        store = str(work / "store.sqlite3")
                     else:
                         assert cluster is not None
                         store = cluster.database()
                     try:
-                        configs.append(configuration(devnet, load, pool, backend, store, count, args, best, tmp))
+                        configs.append(configuration(devnet, load, pool, backend, store, count, args, best, work))
                     except Exception as exc:  # recorded as not measured, with the reason; the others still run
                         traceback.print_exc()
                         reason = f"{type(exc).__name__}: {str(exc)[-600:]}"
@@ -394,8 +408,8 @@ def main() -> int:
             "rate": "receipts accepted per second by all the relayers together, closed loop, for the phase's time",
             "per_relayer_per_s": "rate / relayer processes",
             "ratio_to_recovery": "rate / recovery_per_s: receipts' signers recovered per second by one thread of this "
-                                 "process with offchain.sdk.wire.SignatureChecker (the relayer's code), measured just "
-                                 "before the phase; each receipt costs the relayer at least one such recovery (the "
+                                 "process with offchain.sdk.wire.SignatureChecker (the relayer's code): the mean of "
+                                 "two measurements, just before and just after the phase; each receipt costs the relayer at least one such recovery (the "
                                  "node's), plus one per voucher it does not know",
             "settlement_lag_s": "the relayer's settledAt - acceptedAt of a sample of the receipts sent: acceptance to "
                                 "the batch's confirmation (1 block) on anvil (automine), batch-size / batch-age below",
