@@ -15,7 +15,16 @@ PostgreSQL spell these the same). What differs between engines lives in the dial
   ``migration(m)``        the statements of a numbered migration for this engine (``Migration.sqlite`` / ``.postgresql``)
 
   ``ddl(text)``           a schema statement or column declaration in this engine's spelling (SQLite's as written)
-  ``broken(conn)``        whether a connection was lost (a server restarted): a reader reconnects and reads again
+  ``broken(conn)``        whether a connection was lost (a server restarted): a reader reconnects and reads again, the
+                          writer fails that group and opens a new connection for the next
+  ``schema_lock(conn)``   held around ``Database.open`` (meta binding and migrations): several processes opening one
+                          database at once apply each migration exactly once (PostgreSQL: a session advisory lock;
+                          SQLite: each migration re-checks its record inside its ``BEGIN IMMEDIATE`` transaction,
+                          which holds the file's one write lock)
+  ``notify(conn, channel, payload)``  inside a write job: listeners hear it once the transaction commits (PostgreSQL
+                          ``pg_notify``; SQLite nothing: a file has no listeners, pollers catch up, ``storage.notify``)
+  ``reads()``             a context manager lending a read-only connection: SQLite this thread's own, PostgreSQL one
+                          of a ``psycopg_pool`` pool
   ``row_order``           the column that numbers a table's rows in insertion order (SQLite ``rowid``; PostgreSQL
                           has none, so a table that needs it declares an identity column ``seq`` in its migration)
 
@@ -23,10 +32,10 @@ PostgreSQL spell these the same). What differs between engines lives in the dial
 ``PostgresDialect`` (psycopg 3, imported only then), anything else a SQLite file. The relayer's repositories run on
 both (``tests/storage`` runs them against each); the node's and the verifier's stores are SQLite only (their
 migrations have no ``postgresql`` text: ``verifier.store._add_drift``'s scalar ``max(a, b)`` would be ``greatest``).
-Concurrency differs: SQLite has one writer per file (this process's writer thread), so a read-check-write job is
-atomic; on PostgreSQL several processes may write, so such jobs would need ``SELECT ... FOR UPDATE`` or a unique
-constraint (the repositories rely on ``ON CONFLICT`` for every insert that may race; several relayer processes on
-one database are not supported yet).
+Concurrency: a SQLite file has one write transaction at a time (across processes too: ``BEGIN IMMEDIATE`` waits
+for the file's write lock), so a read-check-write job is atomic; on PostgreSQL several processes write at once, so
+such jobs need ``SELECT ... FOR UPDATE`` or a unique constraint (``ON CONFLICT``), and an order that readers follow
+(a feed) must be commit order: ``storage.postgres.commit_ordered`` stamps a table's order column just before commit.
 
 Durability per commit: ``durability(conn, True)`` makes the commit reach stable storage before COMMIT returns;
 ``False`` lets it survive the process being killed but not necessarily a power loss (PostgreSQL:
@@ -35,10 +44,12 @@ Durability per commit: ``durability(conn, True)`` makes the commit reach stable 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,6 +58,14 @@ from typing import Any, Protocol
 def is_postgres_url(location: object) -> bool:
     """True for a PostgreSQL connection URL (a store location that is not a file path)."""
     return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+def close_quietly(conn: Any) -> None:
+    """Close a connection that may already be lost (or belong to another thread): a failure to close is moot."""
+    try:
+        conn.close()
+    except Exception:
+        pass
 
 
 class StoreMismatch(Exception):
@@ -85,6 +104,14 @@ class Dialect(Protocol):
 
     def broken(self, conn: Any) -> bool: ...
 
+    def schema_lock(self, conn: Any) -> AbstractContextManager[None]: ...
+
+    def notify(self, conn: Any, channel: str, payload: str) -> None: ...
+
+    def reads(self) -> AbstractContextManager[Any]: ...
+
+    def close(self) -> None: ...
+
     row_order: str
 
 
@@ -99,6 +126,9 @@ class SQLiteDialect:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
 
     def connect(self, readonly: bool) -> sqlite3.Connection:
         if readonly:
@@ -137,15 +167,35 @@ class SQLiteDialect:
     def broken(self, conn: sqlite3.Connection) -> bool:
         return False  # a file: nothing to lose
 
+    def schema_lock(self, conn: sqlite3.Connection) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()  # ``migrate`` re-checks each migration under the file's write lock
+
+    def notify(self, conn: sqlite3.Connection, channel: str, payload: str) -> None:
+        """Nothing: a SQLite file has no listeners (``storage.notify.Listener`` polls it)."""
+
+    @contextlib.contextmanager
+    def reads(self) -> Iterator[sqlite3.Connection]:
+        """This thread's read-only connection (opened on first use, closed by ``close``)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.connect(True)
+            with self._lock:
+                self._readers.append(conn)
+        yield conn
+
+    def close(self) -> None:
+        with self._lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            close_quietly(conn)  # another thread's connection: closing it may be refused; it dies with the process
+        self._local = threading.local()
+
 
 class Database:
-    """One store: its dialect, a read connection per thread, the ``meta`` binding and the migrations."""
+    """One store: its dialect (which lends read connections), the ``meta`` binding and the migrations."""
 
     def __init__(self, dialect: Dialect):
         self.dialect = dialect
-        self._local = threading.local()
-        self._readers: list[Any] = []
-        self._lock = threading.Lock()
 
     @classmethod
     def sqlite(cls, path: Path) -> Database:
@@ -164,58 +214,49 @@ class Database:
         return self.dialect.connect(readonly)
 
     def reader(self) -> Any:
-        """This thread's read-only connection (opened on first use, closed by ``close``)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self.dialect.connect(True)
-            with self._lock:
-                self._readers.append(conn)
-        return conn
+        """This thread's own read-only SQLite connection (a PostgreSQL store lends a pooled connection per read:
+        use ``read``/``read_one``)."""
+        if not isinstance(self.dialect, SQLiteDialect):
+            raise TypeError("only a SQLite store keeps a reader per thread: use read() or read_one()")
+        with self.dialect.reads() as conn:
+            return conn
 
     def read(self, statement: str, args: Sequence[Any] = ()) -> list[Any]:
-        return self._read(statement, args).fetchall()
+        return self._read(statement, args, False)
 
     def read_one(self, statement: str, args: Sequence[Any] = ()) -> Any:
-        return self._read(statement, args).fetchone()
+        return self._read(statement, args, True)
 
-    def _read(self, statement: str, args: Sequence[Any]) -> Any:
-        """Run a read; once more on a new connection if this thread's was lost (reads are idempotent)."""
-        conn = self.reader()
+    def _read(self, statement: str, args: Sequence[Any], one: bool) -> Any:
+        """Run a read; once more on another connection if the first was lost (reads are idempotent)."""
+        conn = None
         try:
-            return conn.execute(statement, tuple(args))
+            with self.dialect.reads() as conn:
+                cur = conn.execute(statement, tuple(args))
+                return cur.fetchone() if one else cur.fetchall()
         except Exception:
-            if not self.dialect.broken(conn):
+            if conn is None or not self.dialect.broken(conn):
                 raise
-            self._drop(conn)
-            return self.reader().execute(statement, tuple(args))
+        with self.dialect.reads() as conn:  # the dialect dropped the lost connection
+            cur = conn.execute(statement, tuple(args))
+            return cur.fetchone() if one else cur.fetchall()
 
-    def _drop(self, conn: Any) -> None:
-        with self._lock:
-            if conn in self._readers:
-                self._readers.remove(conn)
-        self._local.conn = None
-        try:
-            conn.close()
-        except Exception:
-            pass
+    def notify(self, conn: Any, channel: str, payload: str = "") -> None:
+        """Inside a write job on ``conn``: tell ``channel``'s listeners ``payload`` once this transaction commits
+        (PostgreSQL ``pg_notify``; a rolled-back job or group tells nobody; SQLite: nothing)."""
+        self.dialect.notify(conn, channel, payload)
 
     def close(self) -> None:
-        with self._lock:
-            readers, self._readers = self._readers, []
-        for conn in readers:
-            try:
-                conn.close()
-            except Exception:  # another thread's connection: closing it may be refused; it dies with the process
-                pass
-        self._local = threading.local()
+        self.dialect.close()
 
     def open(self, migrations: Sequence[Migration], meta: dict[str, str] | None = None) -> list[int]:
         """Bind the store (``meta``) and bring its schema up to date; returns the migrations applied now."""
         conn = self.connect()
         try:
-            if meta:
-                bind_meta(conn, self.dialect, meta)
-            return migrate(conn, self.dialect, migrations)
+            with self.dialect.schema_lock(conn):  # several processes may open one database at once
+                if meta:
+                    bind_meta(conn, self.dialect, meta)
+                return migrate(conn, self.dialect, migrations)
         finally:
             conn.close()
 
@@ -258,6 +299,9 @@ def migrate(conn: Any, dialect: Dialect, migrations: Sequence[Migration]) -> lis
             raise RuntimeError(f"migration {m.version} ({m.name}) has no {dialect.name} form")
         dialect.begin(conn)
         try:
+            if conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (m.version,)).fetchone():
+                conn.execute("ROLLBACK")  # another process applied it since we looked
+                continue
             if callable(step):
                 step(conn, dialect)
             else:

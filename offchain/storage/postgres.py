@@ -19,24 +19,49 @@ flushed to the WAL on disk before COMMIT returns; ``off``: it survives the clien
 crash may lose the last commits). It is a session setting (the writer calls it before ``BEGIN``), not ``SET LOCAL``,
 sent only when it changes.
 
-Readers are connections with ``default_transaction_read_only``; each read is its own transaction; a read on a
-connection the server dropped (a restart) is retried once on a new one (``Database``). The writer's connection is
-not replaced: a lost one fails the group's commit, and the relayer exits (``on_failure``) to be restarted.
+Readers come from a ``psycopg_pool`` pool (``reads()``; ``pool_size`` connections at most, opened on the first
+read) with ``default_transaction_read_only``; each read is its own transaction; a read on a connection the server
+dropped (``pg_terminate_backend``, a restart) is retried once on another (``Database``), after the pool has checked
+its idle connections. The writer's connection (``storage.writer``): a lost one fails that group's jobs (its
+``on_failure`` is told; a COMMIT cut off by the loss may or may not have been applied) and the next group runs on a
+new connection. Every connection sends TCP keepalives, so a server that vanishes without closing the socket fails
+a waiting call within about half a minute instead of hanging it.
+
+Several processes on one database (``docs/architecture.md`` "Several relayers"):
+  ``schema_lock``        ``Database.open`` runs under the session advisory lock ``LOCK_MIGRATIONS``: concurrent
+                         starts apply each migration exactly once
+  ``notify``             ``pg_notify`` inside the writer's transaction, delivered to ``LISTEN``ers on commit
+                         (``storage.notify.Listener``)
+  ``commit_ordered``     a migration step that makes a table's order column follow commit order, so a reader
+                         paging ``WHERE seq > ?`` never skips a row committed late with a lower number
+Advisory lock keys are pairs ``(LOCK_SPACE, n)``; ``n`` 1 is the migrations, 2 the commit order, and other
+components of this project take theirs from the same space (pick the next free ``n`` and list it here).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .database import Migration, Step
 
 if TYPE_CHECKING:
     import psycopg
+    import psycopg_pool
 
-__all__ = ["PostgresDialect", "PgConnection", "Row", "ddl", "placeholders"]
+__all__ = ["PostgresDialect", "PgConnection", "Row", "ddl", "placeholders", "commit_ordered", "LOCK_SPACE",
+           "LOCK_MIGRATIONS", "LOCK_COMMIT_ORDER"]
+
+LOCK_SPACE = 0x4F5047  # 'OPG': the first half of every advisory lock key this project takes
+LOCK_MIGRATIONS = (LOCK_SPACE, 1)
+LOCK_COMMIT_ORDER = (LOCK_SPACE, 2)
+
+# Every connection: keepalives so that a peer gone silent fails a blocked call instead of wedging its thread.
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 
 
 class Row(tuple):
@@ -118,27 +143,117 @@ def ddl(text: str) -> str:
     return text
 
 
+def commit_ordered(table: str, key: str, column: str = "seq") -> Step:
+    """A migration step: ``table``'s identity column ``column`` follows commit order.
+
+    An identity value is drawn at INSERT, but concurrent transactions commit in any order: a reader paging
+    ``WHERE seq > after`` could read 8, move past it, and then see 7 commit. Here a deferred constraint trigger
+    re-draws the value of each row inserted (``SET column = DEFAULT``) when its transaction commits, under the
+    transaction advisory lock ``LOCK_COMMIT_ORDER`` held until the commit is visible: a transaction draws its
+    numbers only after every transaction that drew lower ones is visible. The lock is the last one a transaction
+    takes (deferred triggers run at COMMIT), so it cannot deadlock; it serialises only the commits of transactions
+    that inserted into ``table``. Rows inserted by a job that was rolled back to its savepoint fire nothing."""
+    function = f"opg_commit_order_{table}"
+    body = f"""
+CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $body$
+BEGIN
+    PERFORM pg_advisory_xact_lock({LOCK_COMMIT_ORDER[0]}, {LOCK_COMMIT_ORDER[1]});
+    UPDATE {table} SET {column} = DEFAULT WHERE {key} = NEW.{key};
+    RETURN NULL;
+END
+$body$;
+DROP TRIGGER IF EXISTS {table}_commit_order ON {table};
+CREATE CONSTRAINT TRIGGER {table}_commit_order AFTER INSERT ON {table} DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION {function}();
+"""
+
+    def step(conn: Any, dialect: Any) -> None:
+        conn.execute(body)  # one simple-protocol script (no parameters): the function body holds semicolons
+
+    return step
+
+
+def _read_only(raw: psycopg.Connection) -> None:
+    raw.execute("SET default_transaction_read_only = on")
+
+
 class PostgresDialect:
     """PostgreSQL through psycopg 3 (see the module docstring)."""
 
     name = "postgresql"
     row_order = "seq"  # the identity column a table declares where SQLite would use its rowid
 
-    def __init__(self, url: str, connect_timeout: float = 10):
+    def __init__(self, url: str, connect_timeout: float = 10, pool_size: int = 8):
         self.url = url
         self.connect_timeout = connect_timeout
+        self.pool_size = pool_size
+        self._pool: psycopg_pool.ConnectionPool | None = None
+        self._pool_lock = threading.Lock()
 
     def __repr__(self) -> str:  # never print a password
         return f"PostgresDialect({re.sub(r'//[^@/]*@', '//***@', self.url)})"
 
-    def connect(self, readonly: bool) -> PgConnection:
+    def _kwargs(self, application_name: str) -> dict[str, Any]:
+        return {"autocommit": True, "connect_timeout": int(self.connect_timeout),
+                "application_name": application_name, **_KEEPALIVES}
+
+    def raw_connection(self, application_name: str) -> psycopg.Connection:
+        """A plain psycopg connection in autocommit mode (the listener's, ``storage.notify``)."""
         import psycopg  # loaded by the first connection: the relayer imports this module for ``ddl`` alone
 
-        raw = psycopg.connect(self.url, autocommit=True, connect_timeout=int(self.connect_timeout),
-                              application_name="opg-reader" if readonly else "opg-writer")
+        return psycopg.connect(self.url, **self._kwargs(application_name))
+
+    def connect(self, readonly: bool) -> PgConnection:
+        raw = self.raw_connection("opg-reader" if readonly else "opg-writer")
         if readonly:
-            raw.execute("SET default_transaction_read_only = on")
+            _read_only(raw)
         return PgConnection(raw)
+
+    def _reader_pool(self) -> psycopg_pool.ConnectionPool:
+        with self._pool_lock:
+            if self._pool is None:
+                from psycopg_pool import ConnectionPool
+
+                self._pool = ConnectionPool(self.url, kwargs=self._kwargs("opg-reader"), min_size=1,
+                                            max_size=self.pool_size, configure=_read_only, open=True,
+                                            timeout=self.connect_timeout, num_workers=2, name="opg-readers")
+            return self._pool
+
+    @contextlib.contextmanager
+    def reads(self) -> Iterator[PgConnection]:
+        """A pooled read-only connection for the block; a lost one is discarded and the pool's idle ones checked."""
+        pool = self._pool or self._reader_pool()
+        lost = False
+        try:
+            with pool.connection() as raw:
+                conn = PgConnection(raw)
+                try:
+                    yield conn
+                except BaseException:
+                    lost = self.broken(conn)
+                    raise
+        finally:
+            if lost:  # a restart cuts every connection: drop the pool's other dead ones before the retry
+                pool.check()
+
+    def close(self) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    @contextlib.contextmanager
+    def schema_lock(self, conn: PgConnection) -> Iterator[None]:
+        """The session advisory lock ``LOCK_MIGRATIONS`` on ``conn`` (released with it if the connection dies)."""
+        conn.execute("SELECT pg_advisory_lock(?, ?)", LOCK_MIGRATIONS)
+        try:
+            yield
+        finally:
+            if not self.broken(conn):
+                conn.execute("SELECT pg_advisory_unlock(?, ?)", LOCK_MIGRATIONS)
+
+    def notify(self, conn: PgConnection, channel: str, payload: str) -> None:
+        conn.execute("SELECT pg_notify(?, ?)", (channel, payload))
 
     def begin(self, conn: PgConnection) -> None:
         conn.execute("BEGIN")

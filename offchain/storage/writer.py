@@ -11,8 +11,12 @@ only ``durable=False`` jobs is committed with ``synchronous=NORMAL``: it survive
 is in the OS page cache) and reaches the disk at the next durable commit or checkpoint, so a power loss or kernel
 crash may lose it. Stores choose per write what a crash must not lose (see each store's module docstring).
 
-A commit that fails (disk full, I/O error) fails every future of its group and calls ``on_failure``; the relayer
-exits there (its in-memory ledger was changed by the jobs), the node and verifier report the error to the caller.
+A commit that fails (disk full, I/O error, a lost connection) fails every future of its group and calls
+``on_failure``; the relayer exits there (its in-memory ledger was changed by the jobs), the node and verifier report
+the error to the caller. The writer itself goes on: a connection the dialect reports lost (``broken``: the server
+terminated it or restarted) is closed, and the next group opens a new one (a group that cannot connect fails the same
+way); no failure leaves the thread stuck or later jobs hanging. A COMMIT cut off by a lost connection may have been
+applied: its callers hear a failure, so an idempotent job is safe to resubmit, others must check.
 ``close`` stops taking jobs and drains the queue: everything submitted before it is committed.
 """
 
@@ -28,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .database import Database
+from .database import Database, close_quietly
 
 log = logging.getLogger("opg.storage.writer")
 
@@ -71,7 +75,7 @@ class GroupCommitWriter:
         self.jobs_committed = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
-        self._conn = db.connect()
+        self._conn: Any = db.connect()  # None after it was lost, until the next group connects
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -117,17 +121,18 @@ class GroupCommitWriter:
         return jobs, False
 
     def _loop(self) -> None:
-        conn, dialect = self._conn, self.db.dialect
+        dialect = self.db.dialect
         try:
             while True:
                 jobs, stop = self._take()
                 if jobs:
-                    self._commit(conn, dialect, jobs)
+                    self._commit(dialect, jobs)
                 if stop:
                     break
         finally:
             self._closed = True
-            conn.close()
+            if self._conn is not None:
+                self._conn.close()
             while True:  # whatever was queued after a stop or a fatal failure is refused, never left hanging
                 try:
                     job = self._queue.get_nowait()
@@ -136,11 +141,14 @@ class GroupCommitWriter:
                 if job is not _STOP:
                     job.future.set_exception(WriterClosed("the store is closed"))
 
-    def _commit(self, conn: Any, dialect: Any, jobs: list[_Job]) -> None:
+    def _commit(self, dialect: Any, jobs: list[_Job]) -> None:
         durable = any(j.durable for j in jobs)
         results: list[tuple[bool, Any]] = []
         started = time.perf_counter()
+        conn = self._conn
         try:
+            if conn is None:  # the last one was lost
+                conn = self._conn = self.db.connect()
             dialect.durability(conn, durable)
             dialect.begin(conn)
             for job in jobs:
@@ -154,11 +162,15 @@ class GroupCommitWriter:
                     results.append((False, exc))
             work = time.perf_counter()
             conn.execute("COMMIT")
-        except BaseException as exc:  # the commit itself failed: nothing of this group is stored
-            try:
-                conn.execute("ROLLBACK")
-            except Exception:
-                pass
+        except BaseException as exc:  # the group failed: undone (a COMMIT cut off with its connection: maybe not)
+            if conn is not None and dialect.broken(conn):
+                self._conn = None  # the next group connects again
+                close_quietly(conn)
+            elif conn is not None:
+                try:
+                    conn.execute("ROLLBACK")
+                except Exception:
+                    pass
             log.critical("store commit failed", exc_info=True)
             if self.on_failure is not None:  # first: a store that exits here answers nobody
                 self.on_failure(exc)

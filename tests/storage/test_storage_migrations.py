@@ -122,8 +122,10 @@ def test_migrations_run_once_in_order_and_a_failing_one_leaves_nothing(tmp_path)
 
 def test_relayer_store_on_postgresql_has_the_sqlite_schema_and_is_bound_to_its_deployment(tmp_path, postgres_cluster):
     url = postgres_cluster.database()
-    Store(tmp_path / "fresh.sqlite3", Ledger()).open(31337, ESCROW, STAKING)
-    Store(url, Ledger()).open(31337, ESCROW, STAKING)
+    for location in (tmp_path / "fresh.sqlite3", url):
+        store = Store(location, Ledger())
+        store.open(31337, ESCROW, STAKING)
+        store.close()  # a store left open would outlive the test's server
     db = Database.at(url)
     assert db.dialect.name == "postgresql"
     conn = db.connect()

@@ -1,9 +1,15 @@
 """What the PostgreSQL adapter adds to psycopg, on a real cluster: ``?`` placeholders become ``%s`` outside quoted
 literals (a ``%`` survives, in quoted text too), rows read by index, by name and as a dict, SQLite's schema spelling is
-translated, and the writer's durability policy reaches the session (``synchronous_commit``) of each group."""
+translated, and the writer's durability policy reaches the session (``synchronous_commit``) of each group; a
+connection the server kills (``pg_terminate_backend``) or a restart costs a read a retry and the writer the one group
+it was running, never its thread."""
 
 from __future__ import annotations
 
+import psycopg
+import pytest
+
+from offchain.devkit.postgres import PostgresCluster
 from offchain.storage import Database, GroupCommitWriter, Migration
 from offchain.storage.postgres import ddl, placeholders
 
@@ -34,17 +40,65 @@ def test_rows_literals_identity_ids_and_durability_on_a_real_server(postgres_clu
 
     assert writer.call(setting, durable=False) == "off"
     assert writer.call(setting) == "on"
-    reader = db.reader()
-    assert reader.execute("SHOW default_transaction_read_only").fetchone()[0] == "on"
+    assert db.read_one("SHOW default_transaction_read_only")[0] == "on"  # readers: pooled, read-only
+    with pytest.raises(TypeError):
+        db.reader()  # a thread keeps a reader only on SQLite
     writer.close()
     db.close()
 
 
-def test_readers_reconnect_after_the_server_restarts(postgres_cluster):
-    db = Database.at(postgres_cluster.database())
+def _terminate(url: str, application: str) -> int:
+    """``pg_terminate_backend`` every connection of ``application`` to the database at ``url``; how many."""
+    with psycopg.connect(url, autocommit=True) as admin:
+        return len(admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s"
+                                 " AND datname = current_database()", (application,)).fetchall())
+
+
+def _count(conn) -> int:
+    return conn.execute("SELECT count(*) FROM t").fetchone()[0]
+
+
+def test_killed_connections_retry_reads_and_fail_one_write_group_never_the_writer(postgres_cluster):
+    url = postgres_cluster.database()
+    db = Database.at(url)
     db.open([Migration(1, "t", "CREATE TABLE t (x INTEGER);", "CREATE TABLE t (x BIGINT);")])
-    first = db.reader()
+    failures: list[BaseException] = []
+    writer = GroupCommitWriter(db, on_failure=failures.append)
+
+    def insert(conn, x: int) -> int:
+        conn.execute("INSERT INTO t (x) VALUES (?)", (x,))
+        return x
+
+    assert writer.call(insert, 1) == 1 and db.read("SELECT count(*) FROM t") == [(1,)]
+    assert _terminate(url, "opg-reader") >= 1 and _terminate(url, "opg-writer") == 1
+    assert db.read("SELECT count(*) FROM t") == [(1,)]  # the read is retried on a new pooled connection
+    lost = writer.submit(insert, 2)
+    with pytest.raises(psycopg.OperationalError):
+        lost.result(10)  # the one group on the killed connection fails, and says so
+    assert len(failures) == 1 and isinstance(failures[0], psycopg.OperationalError)
+    assert writer.submit(insert, 3).result(10) == 3  # the next group runs on a new connection
+    assert db.read("SELECT x FROM t ORDER BY x") == [(1,), (3,)]
+    writer.close()
+    db.close()
+
+
+def test_reads_and_the_writer_recover_after_the_server_restarts():
+    with PostgresCluster() as cluster:  # its own: a restart cuts every connection of the cluster
+        _restart_under(cluster)
+
+
+def _restart_under(cluster: PostgresCluster) -> None:
+    db = Database.at(cluster.database())
+    db.open([Migration(1, "t", "CREATE TABLE t (x INTEGER);", "CREATE TABLE t (x BIGINT);")])
+    writer = GroupCommitWriter(db)
+    assert writer.call(_count) == 0 and db.read("SELECT count(*) FROM t") == [(0,)]
+    cluster.restart()  # every connection is cut
     assert db.read("SELECT count(*) FROM t") == [(0,)]
-    postgres_cluster.restart()  # every connection is cut
-    assert db.read("SELECT count(*) FROM t") == [(0,)] and db.reader() is not first
+    first = writer.submit(_count)
+    try:  # the writer's connection was cut: this group fails (or, had it noticed earlier, succeeds)
+        first.result(10)
+    except psycopg.OperationalError:
+        pass
+    assert writer.submit(_count).result(10) == 0
+    writer.close()
     db.close()
