@@ -9,6 +9,7 @@ Modules, by what they hold:
   service.py      the composition root: Relayer(settings) builds every component with what it uses, start/stop
   config.py       settings (file < environment < flags) and the configuration error
   signer.py       the relayer's transaction key (keystore or anvil development key)
+  lease.py        the sending lease: one of several relayer processes on a store sends (epoch, fence, takeover)
   rpc.py          ChainFacts (this deployment, read once) and Rpc (a web3 connection per thread, retries)
   events.py       the event hub through which components learn what another saw (no reaching into siblings)
   models.py       pydantic models of the HTTP API's bodies and answers
