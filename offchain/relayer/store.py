@@ -217,6 +217,7 @@ MIGRATIONS = [
     Migration(3, "transactions: the SDK journal's fees, gas and mined mark", _journal_columns, _journal_columns),
     Migration(4, "channels: pending count and change version; /verify promises shared by every relayer",
               _shared_intake, _shared_intake),
+    Migration(5, "receipts: the feed's seq follows commit order", "", postgres.commit_ordered("receipts", "id")),
 ]
 
 _RECEIPT_FIELDS = ("id, struct_hash, request_id, payer, node, model_id, input_hash, output_hash, amount, cumulative,"

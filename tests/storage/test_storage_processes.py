@@ -9,6 +9,8 @@ import random
 import threading
 import time
 
+from offchain.relayer.ledger import Ledger
+from offchain.relayer.store import Receipts, Store
 from offchain.storage import Database, GroupCommitWriter, Migration, postgres
 
 FORK = multiprocessing.get_context("fork")  # children inherit the imports: a start costs milliseconds
@@ -151,3 +153,28 @@ def test_a_row_committed_after_a_higher_one_was_read_is_not_skipped(postgres_clu
         a.close()
         b.close()
         db.close()
+
+
+def _receipt(n: int) -> tuple:
+    """A receipts row as ``Receipts.insert`` takes it (the feed only orders rows: nothing here need verify)."""
+    return (f"0x{n:064x}", f"0xs{n}", f"0xr{n}", "0xpayer", "0xnode", "m", "0xi", "0xo", "1", str(n), n, "0xsig",
+            "100", "0xvsig", float(n))
+
+
+def test_the_relayer_feed_on_postgresql_follows_commit_order(postgres_cluster):
+    """The same steps on the relayer's own receipts table and feed read (its migrations make ``seq`` commit-ordered)."""
+    store = Store(postgres_cluster.database(), Ledger())
+    store.open(31337, "0x" + "e" * 40, "0x" + "5" * 40)
+    a, b = store.db.connect(), store.db.connect()
+    try:
+        for conn in (a, b):
+            conn.execute("BEGIN")
+        assert Receipts.insert(a, _receipt(1)) and Receipts.insert(b, _receipt(2))
+        b.execute("COMMIT")
+        [second] = store.receipts.feed(0, 10)
+        a.execute("COMMIT")
+        assert second.cumulative == 2 and [e.cumulative for e in store.receipts.feed(second.seq, 10)] == [1]
+    finally:
+        a.close()
+        b.close()
+        store.close()
