@@ -51,9 +51,9 @@ class System:
                 "verifier": self.folder / "verifier.sqlite3"}
 
 
-# Tables a daemon's own loop writes whatever requests arrive (the verifier's chain cursor and heartbeat bookkeeping):
-# not compared.
-BACKGROUND_TABLES = {"state"}
+# Tables a daemon's own loop writes whatever requests arrive (the verifier's chain cursor and heartbeat bookkeeping,
+# the relayer's sending lease renewed every --lease-ttl / 3 s): not compared.
+BACKGROUND_TABLES = {"state", "relayer_lease"}
 
 
 def snapshot(path: Path) -> dict[str, list]:
