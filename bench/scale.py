@@ -6,7 +6,8 @@ payers credited in the escrow (``loadgen.fund_population``); each payer pays ``-
 snapshotted once funded and reverted before every configuration, so each starts from the same chain state, a fresh
 database and fresh relayer processes (``opg relayer run``, real HTTP). The payers and nodes are simulated in this
 process: their vouchers and receipts are signed with the SDK's signing and wire code (``loadgen.sign_channel``)
-before the timed parts, so the client only sends pre-encoded bodies.
+before the timed parts, so the client only sends pre-encoded bodies; the configurations with the same relayer count
+send the same pre-signed receipts.
 
 Per configuration (backend x relayer count), after a warm-up of one receipt per channel (not timed):
   bulk     ``--seconds``/2 of node-style bulk ``POST /settle`` (100 receipts per request, each node pairing its receipts
@@ -73,7 +74,7 @@ RESULTS = ROOT / "bench" / "results" / "scale.json"
 BULK_SIZE, BULK_CONCURRENCY, SINGLE_CONCURRENCY = 100, 4, 16  # the last two per relayer
 RELAYER_ACCOUNT = 1  # every relayer process signs with the same facilitator account (only the lease holder sends)
 LEASE_TTL = 5.0  # several relayers: the sending lease's TTL (s)
-GUESS = {"bulk": 1_500.0, "single": 600.0}  # receipts/s assumed before a phase was measured (sizes the signing)
+GUESS = {"bulk": 2_000.0, "single": 800.0}  # receipts/s assumed before a phase was measured (sizes the signing)
 
 
 # Processes ----------------------------------------------------------------------------------------------------------
@@ -151,9 +152,10 @@ def memory(proc: RelayerProc) -> dict:
 
 # Measurements -------------------------------------------------------------------------------------------------------
 def recovery_rate(receipts: list[SignedReceipt], checker: SignatureChecker) -> float:
-    """Receipts' signers recovered per second, one thread, with the relayer's ``SignatureChecker`` (best of 3)."""
+    """Receipts' signers recovered per second, one thread, with the relayer's ``SignatureChecker``: the best of 5
+    short runs (on a shared machine, the runs that got a core to themselves)."""
     best = 0.0
-    for _ in range(3):
+    for _ in range(5):
         start = time.perf_counter()
         for r in receipts:
             checker.signer(r, r.signature)
@@ -161,20 +163,27 @@ def recovery_rate(receipts: list[SignedReceipt], checker: SignatureChecker) -> f
     return best
 
 
+def presign(load: Workload, pool: ProcessPoolExecutor, budgets: dict[str, int]) -> dict[str, list[list[dict]]]:
+    """Receipts for each phase (``budgets``: phase -> receipts), each phase's continuing the channels' cumulatives
+    where the previous phase's end. Every configuration starts from the same chain state and an empty database, so
+    the configurations of one relayer count send the same receipts (signed once, minutes before, well within the
+    relayer's receipt age limit)."""
+    load.cumulative.clear()
+    t0 = time.perf_counter()
+    out = {kind: load.sign(total, pool) for kind, total in budgets.items()}
+    n = sum(len(c) for chs in out.values() for c in chs)
+    print(f"  (pre-signed {n:,} receipts and vouchers in {time.perf_counter() - t0:.1f}s: "
+          f"{', '.join(f'{k} {v:,}' for k, v in budgets.items())})", flush=True)
+    return out
+
+
 class Run:
     """One configuration's load: the channels' accepted cumulatives, the sample of receipt ids for the lag."""
 
-    def __init__(self, load: Workload, pool: ProcessPoolExecutor, urls: list[str], pids: list[int]):
-        self.load, self.pool, self.urls, self.pids = load, pool, urls, pids
+    def __init__(self, load: Workload, urls: list[str], pids: list[int]):
+        self.load, self.urls, self.pids = load, urls, pids
         self.accepted: dict[tuple[str, str], int] = {}
         self.sample: list[str] = []
-
-    def sign(self, total: int) -> list[list[dict]]:
-        t0 = time.perf_counter()
-        channels = self.load.sign(total, self.pool)
-        n = sum(len(c) for c in channels)
-        print(f"    (pre-signed {n:,} receipts and vouchers in {time.perf_counter() - t0:.1f}s)", flush=True)
-        return channels
 
     def _sent(self, items: list[dict], samples: int) -> None:
         for x in items:
@@ -184,10 +193,10 @@ class Run:
         if samples and items:
             self.sample += [receipt_id(x, self.load.staking_domain) for x in items[:: max(1, len(items) // samples)]]
 
-    def phase(self, kind: str, receipts: int, seconds: float | None, samples: int = 0, recovery: int = 0) -> dict:
-        """Sign ``receipts``, then send them (bulk or single) for at most ``seconds``; the measured figures. With
-        ``recovery``: the recovery rate on that many of them just before and just after the load."""
-        channels = self.sign(receipts)
+    def phase(self, kind: str, channels: list[list[dict]], seconds: float | None, samples: int = 0,
+              recovery: int = 0) -> dict:
+        """Send the pre-signed receipts of ``channels`` (bulk or single) for at most ``seconds``; the measured
+        figures. With ``recovery``: the recovery rate on that many of them just before and just after the load."""
         checker, probe = SignatureChecker(self.load.staking_domain), [
             parse_receipt(x["receipt"]) for x in interleave(channels)[:recovery]]
         before = recovery_rate(probe, checker) if probe else None
@@ -197,7 +206,6 @@ class Run:
         else:
             items = interleave(channels)
             bodies = [encode(x) for x in items]
-        del channels
         cpu0, client0 = [cpu_seconds(p) for p in self.pids], time.process_time()
         if kind == "bulk":
             res = asyncio.run(run_bulk(self.urls, bodies, BULK_CONCURRENCY * len(self.urls), seconds))
@@ -242,30 +250,29 @@ def lag(client: httpx.Client, ids: list[str], timeout: float = 20) -> dict:
             "sampled": len(ids), "unsettled": len(ids) - len(latencies)}
 
 
-def configuration(devnet: Devnet, load: Workload, pool: ProcessPoolExecutor, backend: str, store: str, count: int,
-                  args: argparse.Namespace, best: dict[str, float], log_dir: Path) -> dict:
+def configuration(devnet: Devnet, load: Workload, signed: dict[str, list[list[dict]]], backend: str, store: str,
+                  count: int, args: argparse.Namespace, log_dir: Path) -> dict:
     relayers = start_relayers(devnet, store, count, log_dir, args.batch_size, args.batch_age)
     try:
         urls = [r.url for r in relayers]
         pids = [r.process.pid for r in relayers if r.process is not None]
-        run = Run(load, pool, urls, pids)
-        warm = run.phase("bulk", len(load.channels), None)  # one receipt per channel: connections, caches, rows
-        phase_s = args.seconds / 2
+        run = Run(load, urls, pids)
+        warm = run.phase("bulk", signed["warm"], None)  # one receipt per channel: connections, caches, rows
         out: dict[str, Any] = {"backend": backend, "relayers": count, "measured": True,
                                "load_average_before": round(os.getloadavg()[0], 2)}
         for kind in ("bulk", "single"):
-            budget = int(max(GUESS[kind], 1.5 * best.get(kind, 0.0)) * phase_s)
-            print(f"  {kind}: up to {budget:,} receipts for {phase_s:.0f}s", flush=True)
-            res = run.phase(kind, budget, phase_s, samples=args.lag_samples // 2, recovery=args.recovery_samples)
-            best[kind] = max(best.get(kind, 0.0), res["rate"])
+            res = run.phase(kind, signed[kind], args.seconds / 2, samples=args.lag_samples // 2,
+                            recovery=args.recovery_samples)
             rec = res["recovery_per_s"]
             res["ratio_to_recovery"] = round(res["rate"] / rec, 4)
             res["per_relayer_per_s"] = round(res["rate"] / count, 1)
             res["per_relayer_ratio_to_recovery"] = round(res["rate"] / count / rec, 4)
             out[kind] = res
-            print(f"  {kind}: {res['rate']:8,.0f} receipts/s ({res['receipts']:,} in {res['seconds']:.1f}s; "
-                  f"{res['ratio_to_recovery']:.3f} of {rec:,} recoveries/s)", flush=True)
+            print(f"  {kind}: {res['rate']:8,.0f} receipts/s ({res['receipts']:,} in {res['seconds']:.1f}s"
+                  f"{', all sent' if res['exhausted'] else ''}; {res['ratio_to_recovery']:.3f} of {rec:,} "
+                  "recoveries/s)", flush=True)
         out["memory"] = [memory(r) for r in relayers]
+        out["lease_roles"] = [(r.get("/healthz").json().get("lease") or {}).get("role") for r in relayers]
         out["load_average_after"] = round(os.getloadavg()[0], 2)
         waited, unpaid = wait_paid(load, run.accepted, args.settle_timeout)
         out["drain_s"] = round(waited, 2)
@@ -347,7 +354,7 @@ def main() -> int:
     args.payers = args.payers or (50 if quick else 1000)
     args.relayers = [int(x) for x in (args.relayers or ("1,2" if quick else "1,2,3")).split(",")]
     backends = args.backends.split(",")
-    args.recovery_samples = 1_000 if quick else 3_000
+    args.recovery_samples = 500 if quick else 1_000
     args.lag_samples = 100 if quick else 400
 
     tmp = Path(tempfile.mkdtemp(prefix="opg-bench-scale-"))
@@ -371,17 +378,21 @@ def main() -> int:
             except PostgresMissing as exc:
                 postgres_missing = str(exc)
         with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-            for backend in backends:
-                for count in args.relayers:
+            for count in args.relayers:
+                signed: dict[str, list[list[dict]]] = {}
+                for backend in backends:
                     print(f"{backend}, {count} relayer(s)", flush=True)
                     reason = relayers_supported(count) or (postgres_missing if backend == "postgresql" else None)
                     if reason:
                         configs.append({"backend": backend, "relayers": count, "measured": False, "reason": reason})
                         print(f"  not measured: {reason}", flush=True)
                         continue
+                    if not signed:
+                        signed = presign(load, pool, {"warm": len(load.channels), **{
+                            kind: int(max(GUESS[kind], 1.3 * best.get(kind, 0.0)) * args.seconds / 2)
+                            for kind in ("bulk", "single")}})
                     devnet.rpc("evm_revert", snapshot)  # the funded chain, as before the first configuration
                     snapshot = devnet.rpc("evm_snapshot")
-                    load.cumulative.clear()
                     work = tmp / f"{backend}-{count}"  # the relayers' logs (and the SQLite store)
                     work.mkdir()
                     if backend == "sqlite":
@@ -390,12 +401,17 @@ def main() -> int:
                         assert cluster is not None
                         store = cluster.database()
                     try:
-                        configs.append(configuration(devnet, load, pool, backend, store, count, args, best, work))
+                        config = configuration(devnet, load, signed, backend, store, count, args, work)
                     except Exception as exc:  # recorded as not measured, with the reason; the others still run
                         traceback.print_exc()
                         reason = f"{type(exc).__name__}: {str(exc)[-600:]}"
-                        configs.append({"backend": backend, "relayers": count, "measured": False, "reason": reason})
+                        config = {"backend": backend, "relayers": count, "measured": False, "reason": reason}
                         print(f"  failed: {reason}", flush=True)
+                    configs.append(config)
+                    for kind in ("bulk", "single"):
+                        if config.get("measured"):
+                            best[kind] = max(best.get(kind, 0.0), config[kind]["rate"])
+        configs.sort(key=lambda c: (backends.index(c["backend"]), c["relayers"]))
     finally:
         if cluster is not None:
             cluster.stop()
@@ -409,8 +425,9 @@ def main() -> int:
             "per_relayer_per_s": "rate / relayer processes",
             "ratio_to_recovery": "rate / recovery_per_s: receipts' signers recovered per second by one thread of this "
                                  "process with offchain.sdk.wire.SignatureChecker (the relayer's code): the mean of "
-                                 "two measurements, just before and just after the phase; each receipt costs the relayer at least one such recovery (the "
-                                 "node's), plus one per voucher it does not know",
+                                 "two measurements, just before and just after the phase; each receipt costs the "
+                                 "relayer at least one such recovery (the node's), plus one per voucher it does not "
+                                 "know",
             "settlement_lag_s": "the relayer's settledAt - acceptedAt of a sample of the receipts sent: acceptance to "
                                 "the batch's confirmation (1 block) on anvil (automine), batch-size / batch-age below",
             "memory": "VmRSS of each relayer process at the end of the load, its peak (VmHWM) and the RSS of its "
