@@ -3,8 +3,8 @@
 (comma-separated, importable from ``PYTHONPATH``) whose ``install(events)`` is called with the daemon's event hub
 (``relayer/events.py``, ``node/events.py``, ``verifier/events.py``) once it is built. The fault tests' plug-ins
 subscribe to a step and exit the process hard there (tests/relayer/relayer_faults.py after a batch is recorded as
-sent; tests/node/node_faults.py, tests/verifier/verifier_faults.py at the step named in ``OPG_FAULT_STEP``). Unset,
-nothing is imported and nothing subscribes."""
+sent; ``offchain.devkit.faults`` at any step named in ``OPG_FAULT_STEP``). Unset, nothing is imported and nothing
+subscribes."""
 
 from __future__ import annotations
 

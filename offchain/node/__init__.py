@@ -13,6 +13,7 @@ Modules, by what they hold:
   engine.py     running a request on its backend, to completion or streamed with delivery accounting
   store.py      receipts + payloads + outbox state, best vouchers, exact claims, tx journal (offchain.storage)
   outbox.py     the worker (offchain.daemon.worker) that hands stored receipts to the relayer, byte for byte
+  events.py     NodeEvents: a receipt's steps (stored, answered, handed over), where fault plug-ins subscribe
   payloads.py   challenge nonces and payload release to verifiers and payers
   metrics.py    Prometheus metrics
   routes/       one APIRouter per resource (chat, models, payloads)

@@ -41,7 +41,7 @@ def create_app(node: Node) -> FastAPI:
         return await asyncio.to_thread(node.health)
 
     routers = [
-        chat_router(node.catalog, node.payments, node.metrics),
+        chat_router(node.catalog, node.payments, node.metrics, node.events.answered.publish),
         models_router(node.catalog, node.address),
         payloads_router(node.payloads),
         operations_router(health, node.metrics),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from ..sdk.relayer_client import RelayerClient, RelayerUnavailable
 from .store import NodeStore, OutboxItem
@@ -24,9 +25,10 @@ class Outbox:
 
     name = "outbox"
 
-    def __init__(self, store: NodeStore, relayer: RelayerClient, batch: int, metrics=None, flush_timeout: float = 5.0):
+    def __init__(self, store: NodeStore, relayer: RelayerClient, batch: int, metrics=None, flush_timeout: float = 5.0,
+                 handed_over: Callable[[list[str]], None] = lambda ids: None):
         self.store, self.relayer, self.batch, self.metrics = store, relayer, batch, metrics
-        self.flush_timeout = flush_timeout
+        self.flush_timeout, self.handed_over = flush_timeout, handed_over
 
     def tick(self) -> float | None:
         """Hand over one batch: at once again if it resolved any, else idle until a new receipt wakes it."""
@@ -54,6 +56,10 @@ class Outbox:
             if self.metrics is not None:
                 self.metrics.outbox.inc(len(items), "retry")
             raise
+        by_seq = {i.seq: i.id for i in items}
+        delivered = [by_seq[seq] for seq, state, _status, _error in results if state == "delivered"]
+        if delivered:
+            self.handed_over(delivered)
         self.store.outbox_done(results)
         if self.metrics is not None:
             for _seq, state, _status, _error in results:

@@ -76,7 +76,7 @@ class NodeContext:
     max_unsettled: int
     require_relayer: bool
     metrics: Any
-    on_receipt: Callable[[], None]
+    on_receipt: Callable[[str], None]  # a receipt (its id) was committed
 
     @property
     def node(self) -> str:
@@ -157,7 +157,7 @@ class Payments:
                                store=store, channels=channels, escrow_domain=escrow_domain,
                                staking_domain=staking_domain, max_unsettled=max_unsettled,
                                require_relayer=require_relayer, metrics=metrics,
-                               on_receipt=on_receipt or (lambda: None))
+                               on_receipt=on_receipt or (lambda rid: None))
         self.node, self.network, self.offer, self.channels = account.address, network, offer, channels
         self.metrics = metrics
         # every registered scheme with a node side, in preference order

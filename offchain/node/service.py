@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from ..backends import load_backend
+from ..daemon.plugins import install_plugins
 from ..daemon.worker import Backoff, Supervisor
 from ..messages import SignedVoucher
 from ..sdk.connect import connect
@@ -19,6 +20,7 @@ from .catalog import Catalog, ServedModel
 from .chainview import ChainView
 from .channels import Channels
 from .config import ConfigError, NodeSettings, load_pricing_file, parse_backends
+from .events import NodeEvents
 from .metrics import NodeMetrics
 from .outbox import Outbox
 from .payloads import PayloadDesk
@@ -67,7 +69,7 @@ class Node:
         self.opg_address = contracts.opg.address
         domain = contracts.opg.functions.eip712Domain().call()
         self.escrow_domain, self.staking_domain = conn.escrow_domain, conn.staking_domain
-        self.metrics = NodeMetrics()
+        self.metrics, self.events = NodeMetrics(), NodeEvents()
         self.store = NodeStore(settings.store)
         self.store.on_commit = self.metrics.store_commit.observe
         self.store.open(self.chain_id, self.escrow_address, self.staking_address, self.address)
@@ -81,7 +83,8 @@ class Node:
         self.relayer = RelayerClient(settings.relayer_url, settings.relayer_timeout,
                                      settle_timeout=settings.exact_timeout + 5, user_agent="opg-node")
         self.supervisor = Supervisor()
-        wake_outbox = self.supervisor.add(Outbox(self.store, self.relayer, settings.outbox_batch, self.metrics),
+        wake_outbox = self.supervisor.add(Outbox(self.store, self.relayer, settings.outbox_batch, self.metrics,
+                                                 handed_over=self.events.handed_over.publish),
                                           backoff=Backoff(0.25, settings.outbox_max_backoff),
                                           quiet=(RelayerUnavailable,))
         self.offer = Offer(network=self.network, node=self.address, asset=self.opg_address,
@@ -91,7 +94,8 @@ class Node:
             account=self.account, network=self.network, offer=self.offer, chain=self.chain, relayer=self.relayer,
             store=self.store, channels=self.channels, escrow_domain=self.escrow_domain,
             staking_domain=self.staking_domain, max_unsettled=settings.max_unsettled_wei,
-            require_relayer=settings.require_relayer_verify, metrics=self.metrics, on_receipt=wake_outbox.set)
+            require_relayer=settings.require_relayer_verify, metrics=self.metrics, on_receipt=self._on_receipt)
+        self._wake_outbox = wake_outbox
         self.payloads = PayloadDesk(self.address, self.store, self.chain, self.staking_domain, self.metrics)
         self.metrics.gauge("opg_node_outbox_backlog", "Receipts not yet handed to the relayer.",
                            lambda: {(): self.store.outbox_counts().get("pending", 0)})
@@ -99,8 +103,14 @@ class Node:
                            lambda: {(): self.store.outbox_counts().get("refused", 0)})
         self.metrics.gauge("opg_node_requests_in_flight", "Paid opg-credit requests running now.",
                            lambda: {(): self.channels.in_flight_requests()})
+        install_plugins(self.events, "node")
         log.info("node %s on chain %d: %d channel(s) restored, %d receipt(s) to hand over", self.address,
                  self.chain_id, len(self.channels.all()), self.store.outbox_counts().get("pending", 0))
+
+    def _on_receipt(self, receipt_id: str) -> None:
+        """A receipt was committed: announce it, wake the outbox."""
+        self.events.receipt_stored.publish(receipt_id)
+        self._wake_outbox.set()
 
     def start(self) -> None:
         self.supervisor.start()

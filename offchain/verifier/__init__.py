@@ -13,6 +13,7 @@ payers' disputes so a stake quorum can form; heartbeats every epoch. See docs/ve
   flags      FlagWatcher (Flagged events in, this verifier's flags out), EvidenceSharer (payloads to other verifiers)
   heartbeat  Heartbeat (once per epoch), ChainWorker (worker "chain": flags + heartbeat, the one sender)
   outbox     VerdictOutbox (worker "outbox"): verdicts and withholding reports to the relayer
+  events     VerifierEvents: a verdict's steps (signed, posted, reported, flagged, tx recorded) for fault plug-ins
   onchain    ChainAccess: per-thread contracts, endpoint cache, transactions through the SDK's TxManager
   metrics    Metrics (Prometheus), Trouble (last error, relayer reachability)
   store      VerifierStore (offchain.storage: cursor, receipts seen, flags, checks and verdicts, tx journal)

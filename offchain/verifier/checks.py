@@ -43,9 +43,10 @@ class CheckPolicy:
 class Checker:
     def __init__(self, signer: Signer, store: VerifierStore, judge: ReceiptJudge, payloads: PayloadClient,
                  endpoint: Callable[[str], str], drift: Drift, metrics: Metrics, trouble: Trouble,
-                 policy: CheckPolicy, decided: Callable[[], None]):
+                 policy: CheckPolicy, decided: Callable[[], None], signed: Callable[[str], None] = lambda rid: None):
         self.signer, self.store, self.judge, self.payloads, self.endpoint = signer, store, judge, payloads, endpoint
         self.drift, self.metrics, self.trouble, self.policy, self.decided = drift, metrics, trouble, policy, decided
+        self.signed = signed  # a verdict on this receipt id was signed, not yet stored
 
     def run(self, row: Check) -> None:
         rid = row.id
@@ -118,6 +119,7 @@ class Checker:
     def decide(self, row: Check, valid: bool, reason: str, seconds: float | None = None) -> bool:
         h = row.receipt_hash
         signature = Verdict(receipt_hash=h, valid=valid).sign_with(self.signer.key, self.signer.domain)
+        self.signed(row.id)
         flag = (not valid and self.policy.flag_fraud and row.source == "sample"
                 and not self.store.flagged_by_others(h, self.signer.address))
         if not self.store.decide(row.id, valid, reason, signature, seconds, flag):

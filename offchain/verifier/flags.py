@@ -31,9 +31,11 @@ RECEIPT_FIELDS = ("request_id", "payer", "node", "model_id", "input_hash", "outp
 
 class FlagWatcher:
     def __init__(self, access: ChainAccess, store: VerifierStore, intake: Intake, metrics: Metrics,
-                 stopping: threading.Event, start_block: int, on_flagged: Callable[[str], Any]):
+                 stopping: threading.Event, start_block: int, on_flagged: Callable[[str], Any],
+                 flag_mined: Callable[[str], None] = lambda rid: None):
         self.access, self.store, self.intake, self.metrics = access, store, intake, metrics
         self.stopping, self.start_block, self.on_flagged = stopping, start_block, on_flagged
+        self.flag_mined = flag_mined  # this verifier's flag of this receipt id was mined, not yet recorded
         self.address = access.address
 
     def follow(self) -> None:
@@ -85,14 +87,18 @@ class FlagWatcher:
 
     def send(self) -> None:
         """Flag on-chain the receipts this verifier's sampling found fraudulent (unless decided or flagged already)."""
-        st = self.access.chain().staking.functions
+        staking = self.access.chain().staking
+        st = staking.functions
         for row in self.store.pending_flags():
             h = row.receipt_hash
+            hb = bytes.fromhex(h[2:])
+            if st.flagged_by(hb, self.address).call():  # sent before a crash kept it from being recorded
+                self._sent(row.id, h, self._flag_tx(staking, hb), "recovered")
+                continue
             if self.store.flagged_by_others(h, self.address):
                 self.store.set_flag_state(row.id, "skipped")
                 continue
-            hb = bytes.fromhex(h[2:])
-            if st.fraud_proven_at(hb).call() or st.valid_proven_at(hb).call() or st.flagged_by(hb, self.address).call():
+            if st.fraud_proven_at(hb).call() or st.valid_proven_at(hb).call():
                 self.store.set_flag_state(row.id, "skipped")
                 continue
             receipt = parse_receipt(self.store.receipt(row.id).receipt)
@@ -104,10 +110,25 @@ class FlagWatcher:
                 self.metrics.flags.inc(1, "refused")
                 log.warning("flag of %s refused: %s", h, revert_message(exc))
                 continue
-            self.store.set_flag_state(row.id, "sent", tx)
-            self.metrics.flags.inc(1, "sent")
-            log.info("flagged receipt %s of node %s on-chain (%s)", h, receipt.node, tx)
-            self.on_flagged(row.id)
+            self.flag_mined(row.id)
+            self._sent(row.id, h, tx, "sent")
+
+    def _sent(self, rid: str, receipt_hash: str, tx: str | None, how: str) -> None:
+        """This verifier's flag of ``rid`` is on-chain: record it, then share the evidence."""
+        self.store.set_flag_state(rid, "sent", tx)
+        self.metrics.flags.inc(1, "sent")
+        log.info("flagged receipt %s on-chain (%s, %s)", receipt_hash, tx, how)
+        self.on_flagged(rid)
+
+    def _flag_tx(self, staking: Any, receipt_hash: bytes) -> str | None:
+        """The transaction of this verifier's ``Flagged`` event on the receipt (None if the chain cannot tell)."""
+        try:
+            events = staking.events.Flagged().get_logs(
+                from_block=self.start_block, argument_filters={"receipt_hash": receipt_hash, "flagger": self.address})
+        except Exception as exc:
+            log.warning("cannot read the Flagged event of %s: %s", "0x" + receipt_hash.hex(), exc)
+            return None
+        return "0x" + bytes(events[0]["transactionHash"]).hex() if events else None
 
 
 class EvidenceSharer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
 from ..sdk.relayer_client import RelayerClient, RelayerUnavailable
 from .metrics import Metrics, Trouble
@@ -17,9 +18,11 @@ class VerdictOutbox:
     name = "outbox"
 
     def __init__(self, relayer: RelayerClient, store: VerifierStore, address: str, metrics: Metrics, trouble: Trouble,
-                 poll_interval: float):
+                 poll_interval: float, posted: Callable[[str], None] = lambda rid: None,
+                 reported: Callable[[str], None] = lambda rid: None):
         self.relayer, self.store, self.address, self.metrics = relayer, store, address, metrics
         self.trouble, self.poll_interval = trouble, poll_interval
+        self.posted, self.reported = posted, reported  # the relayer took it; not yet recorded
 
     def tick(self) -> float:
         self.flush()
@@ -37,6 +40,7 @@ class VerdictOutbox:
                     self.trouble.error("outbox", exc)
                     return
                 if status == 200:
+                    self.posted(row.id)
                     self.store.mark_posted(row.id, 1)
                     self.metrics.verdicts.inc(1, str(row.valid).lower())
                 elif 400 <= status < 500:
@@ -55,6 +59,7 @@ class VerdictOutbox:
                     self.trouble.error("outbox", exc)
                     return
                 if status == 200:
+                    self.reported(row.id)
                     self.store.mark_reported(row.id, 1)
                     self.metrics.reports.inc()
                 elif 400 <= status < 500:

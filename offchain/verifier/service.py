@@ -25,6 +25,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ..daemon.plugins import install_plugins
 from ..daemon.settings import ConfigError
 from ..daemon.worker import Backoff, Supervisor
 from ..sdk.connect import connect
@@ -33,6 +34,7 @@ from ..sdk.relayer_client import RelayerClient, RelayerUnavailable
 from ..sdk.tx import TxManager
 from .checks import CheckDispatcher, Checker, CheckPolicy, Signer
 from .config import VerifierSettings
+from .events import VerifierEvents
 from .feed import FeedReader
 from .flags import EvidenceSharer, FlagWatcher
 from .heartbeat import ChainWorker, Heartbeat
@@ -81,7 +83,9 @@ class Verifier:
         self.trouble = Trouble(self.metrics)
         self.store = VerifierStore(settings.store)
         self.store.bind(self.chain_id, conn.contracts.staking.address, self.address)
-        self.access = ChainAccess(conn, TxManager(conn.w3, account, self.chain_id, journal=self.store.tx_journal()))
+        self.events = events = VerifierEvents()
+        self.access = ChainAccess(conn, TxManager(conn.w3, account, self.chain_id, journal=self.store.tx_journal(),
+                                                  after_record=events.tx_recorded.publish))
         key = bytes(account.key)
 
         self.supervisor = Supervisor(on_error=self.trouble.error)
@@ -96,11 +100,11 @@ class Verifier:
         checker = Checker(Signer(self.address, key, self.domain), self.store, self.judge, self.payloads,
                           self.access.endpoint, drift, self.metrics, self.trouble,
                           CheckPolicy(settings.payload_deadline, settings.payload_retry, settings.flag_fraud),
-                          self._decided.set)
+                          self._decided.set, events.verdict_signed.publish)
         evidence = EvidenceSharer(self.access, self.store, self.metrics, self.trouble, stopping)
         start = settings.from_block if settings.from_block is not None else self.deployment.start_block
         flags = FlagWatcher(self.access, self.store, self.intake, self.metrics, stopping, start,
-                            lambda rid: self._pool.submit(evidence.share, rid))
+                            lambda rid: self._pool.submit(evidence.share, rid), events.flag_sent.publish)
         heartbeat = Heartbeat(self.access, conn.clock, self.store, self.metrics, warmup) if settings.heartbeat else None
         poll = settings.poll_interval
         self.supervisor.add(FeedReader(self.relayer, self.store, self.intake, self.metrics, self.trouble, poll,
@@ -109,12 +113,14 @@ class Verifier:
         self.supervisor.add(ChainWorker(self.access, flags, heartbeat, poll), backoff=Backoff(initial=poll, maximum=10.0))
         self.supervisor.add(CheckDispatcher(checker, self.store, self._pool, settings.workers, self._check_wake.set,
                                             poll), wake=self._check_wake)
-        self.supervisor.add(VerdictOutbox(self.relayer, self.store, self.address, self.metrics, self.trouble, poll),
+        self.supervisor.add(VerdictOutbox(self.relayer, self.store, self.address, self.metrics, self.trouble, poll,
+                                          events.verdict_posted.publish, events.report_sent.publish),
                             wake=self._decided)
         self.metrics.gauge("opg_verifier_feed_cursor", "The last feed seq read.",
                            lambda: {(): int(self.store.get_state("feed_cursor", "0"))})
         self.metrics.gauge("opg_verifier_checks", "Checks by status.",
                            lambda: {(k,): v for k, v in self.store.counts().items()}, ("status",))
+        install_plugins(events, "verifier")
 
     # Lifecycle ---------------------------------------------------------------------------------------------------
     def start(self) -> None:

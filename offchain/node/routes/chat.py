@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
+from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 
 from ...daemon.app import ErrorBody
@@ -65,7 +67,9 @@ class RunStream(StreamingResponse):
             self.run.close(self.run.finished)
 
 
-def chat_router(catalog: Catalog, payments: Payments, metrics: Any) -> APIRouter:
+def chat_router(catalog: Catalog, payments: Payments, metrics: Any,
+                answered: Callable[[dict], None] = lambda payment: None) -> APIRouter:
+    """``answered(payment)`` runs once a paid answer's last byte was handed to the server."""
     router = APIRouter(tags=["chat"])
 
     def payment_required(quote: Quote, payer: str | None, error: str, reason: str) -> JSONResponse:
@@ -122,7 +126,8 @@ def chat_router(catalog: Catalog, payments: Payments, metrics: Any) -> APIRouter
             content = oa.completion(cid, created, job.model.name, gen.text, gen.finish_reason, gen.prompt_tokens,
                                     gen.output_tokens, payment, fingerprint)
             return JSONResponse(content, headers={PAYMENT_RESPONSE_HEADER: encode_header(payment),
-                                                  "Access-Control-Expose-Headers": EXPOSE})
+                                                  "Access-Control-Expose-Headers": EXPOSE},
+                                background=BackgroundTask(answered, payment))
 
         run = StreamRun(job, adm, payments, metrics, asyncio.get_running_loop())
         asyncio.get_running_loop().run_in_executor(None, run.work)
@@ -173,6 +178,8 @@ def chat_router(catalog: Catalog, payments: Payments, metrics: Any) -> APIRouter
                                                 gen.output_tokens, value))
                     yield oa.sse("[DONE]")
                     run.finished = True
+                    if value.get("success"):
+                        answered(value)  # [DONE] was sent: the server asked for more
                     return
                 elif kind == "error":
                     metrics.requests.inc(1, adm.scheme, mode, "model_error")

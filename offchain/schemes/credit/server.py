@@ -294,7 +294,7 @@ class CreditServer(SchemeServer):
                 channel.best = new_best
         ctx.metrics.charged.inc(amount, SCHEME)
         ctx.metrics.receipts.inc()
-        ctx.on_receipt()
+        ctx.on_receipt(rid)
         result = self._result(adm, rid, signed, amount, cumulative)
         if served.tokens is not None:  # what the payer needs to check (and dispute) a token-committed outputHash
             result["tokensHash"] = tokens_hash(served.tokens)
