@@ -1,10 +1,20 @@
-"""A relayer plug-in (``OPG_RELAYER_PLUGINS=relayer_faults``, see offchain/relayer/plugins.py) for crash-recovery
-tests: the relayer process exits hard right after a batch's transaction is recorded as sent, before its broadcast."""
+"""A relayer plug-in (``OPG_RELAYER_PLUGINS=relayer_faults``: the daemons' plug-in hook) injecting faults at the
+moment a transaction is recorded as sent, before its broadcast. ``OPG_RELAYER_FAULT`` picks the fault:
+
+- ``exit`` (the default): the relayer process exits hard right after a batch's transaction is recorded (crash
+  recovery tests);
+- ``steal_nonce``: while the file named by ``OPG_RELAYER_FAULT_ARM`` exists (the test creates it, the fault removes
+  it), another process takes the batch's nonce first: an ``eth_sendTransaction`` from the relayer's own (anvil
+  unlocked) account to ``OPG_RELAYER_FAULT_RPC``, mined before the relayer broadcasts its transaction."""
 
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
+
+import httpx
+from eth_account import Account
 
 from offchain.relayer.events import Events
 from offchain.sdk.tx import SentTx
@@ -20,5 +30,21 @@ def _exit_after_batch_recorded(tx: SentTx) -> None:
         os._exit(FAULT_EXIT_CODE)
 
 
+def _steal_nonce(tx: SentTx) -> None:
+    arm = Path(os.environ["OPG_RELAYER_FAULT_ARM"])
+    if tx.kind != "batch" or not arm.exists():
+        return
+    arm.unlink()
+    sender = Account.recover_transaction(tx.raw)
+    answer = httpx.post(os.environ["OPG_RELAYER_FAULT_RPC"], timeout=10, json={
+        "jsonrpc": "2.0", "id": 1, "method": "eth_sendTransaction",
+        "params": [{"from": sender, "to": sender, "value": "0x0", "nonce": hex(tx.nonce)}]}).json()
+    log.warning("relayer_faults: nonce %d of %s taken by another sender before batch %s: %s", tx.nonce, sender,
+                tx.ref, answer)
+
+
+FAULTS = {"exit": _exit_after_batch_recorded, "steal_nonce": _steal_nonce}
+
+
 def install(events: Events) -> None:
-    events.tx_recorded.subscribe(_exit_after_batch_recorded)
+    events.tx_recorded.subscribe(FAULTS[os.environ.get("OPG_RELAYER_FAULT", "exit")])
