@@ -1,5 +1,9 @@
-"""Deploy and wire the four contracts with ape (used by ``scripts/deploy.py`` and the test fixtures), and the checks
-that keep ``ape run deploy`` and ``ape console`` on the chain that actually runs.
+"""Deploy and wire the four contracts with ape (used by ``scripts/deploy.py`` and the test fixtures), hand them to
+their governance and check the result against the chain; and the checks that keep ``ape run deploy`` and
+``ape console`` on the chain that actually runs.
+
+Off the devnet the deployer, the owner, the treasury and the facilitators must not be one of anvil's public
+development accounts (``dev_accounts_among``: the first 100 accounts of its mnemonic, whose keys everyone has).
 
 ape-config's ``foundry: host: auto`` makes ape start a private anvil of its own for every command (what ``ape test``
 needs); only ``APE_FOUNDRY_HOST`` points ape at a running one, and if nothing runs at that local URL ape-foundry
@@ -15,10 +19,16 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
+from eth_account import Account
+from eth_account.hdaccount import key_from_seed, seed_from_mnemonic
+from eth_utils import to_checksum_address
+
+from .daemon.keys import ANVIL_MNEMONIC
 from .deployments import DeployedContract, Deployment, Params, constructor_args
 
 DEVNET_URL = "http://127.0.0.1:8545"
@@ -37,11 +47,12 @@ class System:
     deployment: Deployment
 
 
-def deploy_system(deployer, treasury: str | None = None, params: Params | None = None, project=None) -> System:
+def deploy_system(deployer, treasury: str | None = None, params: Params | None = None, project=None,
+                  opg: str | None = None) -> System:
     """Deploy OPG, RewardDistributor, NodeStaking and CreditEscrow from ``deployer`` and wire them together.
 
-    The whole OPG supply goes to ``treasury`` (the deployer by default). Returns the instances and the
-    deployment record (not yet written to disk).
+    The whole OPG supply goes to ``treasury`` (the deployer by default); with ``opg`` (an address) that existing
+    token is used instead of a new one. Returns the instances and the deployment record (not yet written to disk).
     """
     if project is None:
         from ape import project
@@ -49,7 +60,11 @@ def deploy_system(deployer, treasury: str | None = None, params: Params | None =
 
     params = params or Params()
     treasury = treasury or deployer.address
-    opg = project.OPG.deploy(*constructor_args("OPG", params, treasury=treasury), sender=deployer)
+    first_block = chain.blocks.height + 1
+    if opg is None:
+        opg = project.OPG.deploy(*constructor_args("OPG", params, treasury=treasury), sender=deployer)
+    else:
+        opg = project.OPG.at(opg)
     distributor = project.RewardDistributor.deploy(
         *constructor_args("RewardDistributor", params, opg=opg.address, treasury=treasury), sender=deployer
     )
@@ -70,6 +85,8 @@ def deploy_system(deployer, treasury: str | None = None, params: Params | None =
     staking.connect(escrow, sender=deployer)
 
     def record(instance) -> DeployedContract:
+        if instance.txn_hash is None:  # the existing OPG: readers start at this deployment's first block
+            return DeployedContract(address=instance.address, block=first_block)
         receipt = chain.provider.get_receipt(instance.txn_hash)
         return DeployedContract(address=instance.address, block=receipt.block_number)
 
@@ -85,6 +102,105 @@ def deploy_system(deployer, treasury: str | None = None, params: Params | None =
         params=params,
     )
     return System(opg=opg, escrow=escrow, staking=staking, distributor=distributor, deployment=deployment)
+
+
+def hand_over(system: System, owner: str, deployer) -> list[str]:
+    """Offer every ownable contract to ``owner`` (ownable-2step ``transfer_ownership``: ``owner`` must call
+    ``accept_ownership()`` on each before it governs them). Nothing to do when the deployer is the owner. Returns the
+    names of the contracts offered."""
+    if to_checksum_address(owner) == to_checksum_address(deployer.address):
+        return []
+    offered = []
+    for name, contract in (("CreditEscrow", system.escrow), ("NodeStaking", system.staking),
+                           ("RewardDistributor", system.distributor)):
+        contract.transfer_ownership(owner, sender=deployer)
+        offered.append(name)
+    return offered
+
+
+def verify_system(system: System, project, get_code: Callable[[str], Any], treasury: str, owner: str,
+                  deployer: str, new_opg: bool = True) -> list[str]:
+    """Everything wrong with a deployed system, read back from the chain: each contract's code is the compiled
+    runtime code (plus its immutables), every contract points at the others, every parameter is the one asked for,
+    and ownership is with the deployer and offered to ``owner`` (or with ``owner`` when it deployed)."""
+    problems = []
+    deployment = system.deployment
+    for name, record in deployment.contracts.items():
+        code = bytes(get_code(record.address) or b"")
+        runtime = getattr(project, name).contract_type.runtime_bytecode.bytecode
+        compiled = bytes.fromhex(runtime.removeprefix("0x"))
+        if not code:
+            problems.append(f"{name} has no code at {record.address}")
+        elif not code.startswith(compiled):
+            problems.append(f"{name} at {record.address} is not this project's compiled {name}")
+    if problems:
+        return problems
+    p = deployment.params
+    opg, escrow, staking, distributor = system.opg, system.escrow, system.staking, system.distributor
+    evidence = deployment.address("Evidence")
+    expected: list[tuple[str, Any, Any]] = [
+        ("CreditEscrow.token", escrow.token(), opg.address),
+        ("CreditEscrow.staking", escrow.staking(), staking.address),
+        ("CreditEscrow.distributor", escrow.distributor(), distributor.address),
+        ("NodeStaking.token", staking.token(), opg.address),
+        ("NodeStaking.distributor", staking.distributor(), distributor.address),
+        ("NodeStaking.evidence", staking.evidence(), evidence),
+        ("NodeStaking.escrow", staking.escrow(), escrow.address),
+        ("RewardDistributor.token", distributor.token(), opg.address),
+        ("RewardDistributor.escrow", distributor.escrow(), escrow.address),
+        ("RewardDistributor.staking", distributor.staking(), staking.address),
+        ("RewardDistributor.treasury", distributor.treasury(), treasury),
+        ("CreditEscrow.thaw_period", escrow.thaw_period(), p.thaw_period),
+        ("NodeStaking.dispute_window", staking.dispute_window(), p.dispute_window),
+        ("NodeStaking.unbonding_period", staking.unbonding_period(), p.unbonding_period),
+        ("NodeStaking.warmup", staking.warmup(), p.warmup),
+        ("NodeStaking.min_stake(inference)", staking.min_stake(1), p.min_inference_stake),
+        ("NodeStaking.min_stake(verifier)", staking.min_stake(2), p.min_verifier_stake),
+        ("NodeStaking.equivocation_slash_bps", staking.equivocation_slash_bps(), p.equivocation_slash_bps),
+        ("NodeStaking.fraud_slash_bps", staking.fraud_slash_bps(), p.fraud_slash_bps),
+        ("NodeStaking.challenger_reward_bps", staking.challenger_reward_bps(), p.challenger_reward_bps),
+        ("NodeStaking.fraud_multiplier", staking.fraud_multiplier(), p.fraud_multiplier),
+        ("NodeStaking.fraud_quorum_bps", staking.fraud_quorum_bps(), p.fraud_quorum_bps),
+        ("RewardDistributor.protocol_fee_bps", distributor.protocol_fee_bps(), p.protocol_fee_bps),
+        ("RewardDistributor.verifier_fee_bps", distributor.verifier_fee_bps(), p.verifier_fee_bps),
+        ("RewardDistributor.max_emission_per_fee_bps", distributor.max_emission_per_fee_bps(),
+         p.max_emission_per_fee_bps),
+        ("RewardDistributor.epoch_length", distributor.epoch_length(), p.epoch_length),
+        ("RewardDistributor.emission_per_epoch", distributor.emission_per_epoch(), p.emission_per_epoch),
+        *((f"CreditEscrow.is_facilitator({f})", escrow.is_facilitator(f), True) for f in p.facilitators),
+    ]
+    handed = to_checksum_address(owner) != to_checksum_address(deployer)
+    for name, contract in (("CreditEscrow", escrow), ("NodeStaking", staking), ("RewardDistributor", distributor)):
+        expected.append((f"{name}.delay", contract.delay(), p.delay))
+        expected.append((f"{name}.owner", contract.owner(), deployer if handed else owner))
+        if handed:
+            expected.append((f"{name}.pending_owner", contract.pending_owner(), owner))
+    if new_opg:
+        expected.append(("OPG.balanceOf(treasury)", opg.balanceOf(treasury), opg.totalSupply()))
+    for what, actual, wanted in expected:
+        if isinstance(wanted, str):
+            actual, wanted = to_checksum_address(str(actual)), to_checksum_address(wanted)
+        if actual != wanted:
+            problems.append(f"{what} is {actual}, not {wanted}")
+    return problems
+
+
+@cache
+def _anvil_dev_addresses(count: int = 100) -> frozenset[str]:
+    seed = seed_from_mnemonic(ANVIL_MNEMONIC, "")
+    return frozenset(Account.from_key(key_from_seed(seed, f"m/44'/60'/0'/0/{i}")).address for i in range(count))
+
+
+def dev_accounts_among(addresses: Iterable[str]) -> list[str]:
+    """The addresses that are one of anvil's public development accounts (the first 100 of its mnemonic, which
+    ape's test accounts share) or the zero address: never a deployer, owner, treasury or facilitator off the
+    devnet."""
+    found = []
+    for address in addresses:
+        checksummed = to_checksum_address(address)
+        if checksummed in _anvil_dev_addresses() or int(checksummed, 16) == 0:
+            found.append(checksummed)
+    return found
 
 
 # Which chain ape is on ---------------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .types import Address
 
@@ -19,6 +20,8 @@ class DeployedContract(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     address: Address
+    # The block it was deployed in; for an OPG token that already existed, the block of the deployment's first
+    # transaction (where readers start scanning: nothing of this deployment happened before it).
     block: int = Field(ge=0)
 
 
@@ -70,6 +73,41 @@ class Params(BaseModel):
             # anvil's public development accounts 1 (the docs' and tests' relayer) and 9 (the demo's relayer)
             facilitators=["0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720"],
         )
+
+
+class DeployConfig(BaseModel):
+    """What a production deployment is told, all of it explicitly (``ape run deploy --config FILE``, a JSON file):
+    who governs, where fees go, which OPG token, and every protocol parameter. Nothing here has a default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Governance: every ownable contract (CreditEscrow, NodeStaking, RewardDistributor) is handed to it with
+    # ownable-2step's transfer_ownership, so it becomes owner when it calls accept_ownership() (a Safe, a timelock).
+    owner: Address
+    # RewardDistributor's protocol-fee treasury, and the holder of the whole supply of a new OPG.
+    treasury: Address
+    # "new" deploys a new OPG (the whole supply minted to the treasury); an address uses that OPG token, which must
+    # be this project's OPG contract (its code is checked before anything is sent).
+    opg: Address | Literal["new"]
+    params: Params
+
+    @classmethod
+    def load(cls, path: str | Path) -> DeployConfig:
+        """Read and check a config file; ValueError with one line naming every missing or invalid field."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read deploy config {path}: {exc}") from None
+        try:
+            config = cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(file)'}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"deploy config {path}: {problems}") from None
+        missing = [name for name in Params.model_fields if name not in config.params.model_fields_set]
+        if missing:
+            raise ValueError(f"deploy config {path}: give every parameter explicitly; missing params."
+                             f"{', params.'.join(missing)} (governance_delay may be null: the least allowed)")
+        return config
 
 
 class Deployment(BaseModel):
