@@ -174,7 +174,7 @@ def test_production_deploy_on_a_base_chain_id_is_wired_checked_and_handed_to_the
     assert f"Ownership offered to {r.owner.address}" in out.stdout
 
 
-def test_anvil_development_key_is_refused_as_deployer_on_base(rehearsals):
+def test_attack_anvil_development_key_as_deployer_is_refused_on_base(rehearsals):
     r = rehearsals["base:mainnet"]
     out = r.refused
     assert out.returncode == 1
