@@ -23,8 +23,8 @@ PostgreSQL spell these the same). What differs between engines lives in the dial
                           which holds the file's one write lock)
   ``notify(conn, channel, payload)``  inside a write job: listeners hear it once the transaction commits (PostgreSQL
                           ``pg_notify``; SQLite nothing: a file has no listeners, pollers catch up, ``storage.notify``)
-  ``reads()``             a context manager lending a read-only connection: SQLite this thread's own, PostgreSQL one
-                          of a ``psycopg_pool`` pool
+  ``reads()``             a context manager lending a read-only connection: SQLite this thread's own (``reader()``,
+                          which ``Database`` calls directly: the hot path), PostgreSQL one of a ``psycopg_pool`` pool
   ``row_order``           the column that numbers a table's rows in insertion order (SQLite ``rowid``; PostgreSQL
                           has none, so a table that needs it declares an identity column ``seq`` in its migration)
 
@@ -173,15 +173,18 @@ class SQLiteDialect:
     def notify(self, conn: sqlite3.Connection, channel: str, payload: str) -> None:
         """Nothing: a SQLite file has no listeners (``storage.notify.Listener`` polls it)."""
 
-    @contextlib.contextmanager
-    def reads(self) -> Iterator[sqlite3.Connection]:
+    def reader(self) -> sqlite3.Connection:
         """This thread's read-only connection (opened on first use, closed by ``close``)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = self.connect(True)
             with self._lock:
                 self._readers.append(conn)
-        yield conn
+        return conn
+
+    @contextlib.contextmanager
+    def reads(self) -> Iterator[sqlite3.Connection]:
+        yield self.reader()
 
     def close(self) -> None:
         with self._lock:
@@ -196,6 +199,8 @@ class Database:
 
     def __init__(self, dialect: Dialect):
         self.dialect = dialect
+        # A dialect whose readers are kept per thread (SQLite) lends them without a context manager: the hot path.
+        self._thread_reader: Callable[[], Any] | None = getattr(dialect, "reader", None)
 
     @classmethod
     def sqlite(cls, path: Path) -> Database:
@@ -216,10 +221,9 @@ class Database:
     def reader(self) -> Any:
         """This thread's own read-only SQLite connection (a PostgreSQL store lends a pooled connection per read:
         use ``read``/``read_one``)."""
-        if not isinstance(self.dialect, SQLiteDialect):
+        if self._thread_reader is None:
             raise TypeError("only a SQLite store keeps a reader per thread: use read() or read_one()")
-        with self.dialect.reads() as conn:
-            return conn
+        return self._thread_reader()
 
     def read(self, statement: str, args: Sequence[Any] = ()) -> list[Any]:
         return self._read(statement, args, False)
@@ -229,6 +233,9 @@ class Database:
 
     def _read(self, statement: str, args: Sequence[Any], one: bool) -> Any:
         """Run a read; once more on another connection if the first was lost (reads are idempotent)."""
+        if self._thread_reader is not None:  # SQLite: a file, no connection to lose
+            cur = self._thread_reader().execute(statement, tuple(args))
+            return cur.fetchone() if one else cur.fetchall()
         conn = None
         try:
             with self.dialect.reads() as conn:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from offchain.node.store import MIGRATIONS as NODE
@@ -104,20 +105,28 @@ def test_node_and_verifier_stores_made_before_numbered_migrations_upgrade_in_pla
     assert _versions(tmp_path / "v.sqlite3") == [m.version for m in VERIFIER]
 
 
-def test_migrations_run_once_in_order_and_a_failing_one_leaves_nothing(tmp_path):
-    db = Database.sqlite(tmp_path / "m.sqlite3")
-    steps = [Migration(1, "a", "CREATE TABLE a (x INTEGER);"),
-             Migration(2, "b", lambda conn, d: conn.execute("INSERT INTO a (x) VALUES (2)"))]
+def test_migrations_run_once_in_order_and_a_failing_one_leaves_nothing(store_location):
+    db = Database.at(store_location)
+    steps = [Migration(1, "a", "CREATE TABLE a (x INTEGER);", "CREATE TABLE a (x BIGINT);"),
+             Migration(2, "b", lambda conn, d: conn.execute("INSERT INTO a (x) VALUES (2)"),
+                       lambda conn, d: conn.execute("INSERT INTO a (x) VALUES (2)"))]
     assert db.open(steps) == [1, 2] and db.open(steps) == []
-    broken = steps + [Migration(3, "c", "CREATE TABLE c (y INTEGER);\nINSERT INTO nowhere VALUES (1);")]
-    with pytest.raises(sqlite3.OperationalError):
+    failing = "CREATE TABLE c (y INTEGER);\nINSERT INTO nowhere VALUES (1);"
+    broken = steps + [Migration(3, "c", failing, failing)]
+    with pytest.raises((sqlite3.OperationalError, psycopg.errors.UndefinedTable)):
         db.open(broken)
-    assert "c" not in _schema(tmp_path / "m.sqlite3") and _versions(tmp_path / "m.sqlite3") == [1, 2]
+    conn = db.connect()
+    try:
+        assert db.dialect.columns(conn, "c") == set()  # the migration's first statement was undone with it
+    finally:
+        conn.close()
+    assert [r[0] for r in db.read("SELECT version FROM schema_migrations ORDER BY version")] == [1, 2]
     with pytest.raises(StoreMismatch, match="newer"):
         db.open(steps[:1])  # this version knows only migration 1; the store has 2
     with pytest.raises(ValueError):
         db.open([steps[1], steps[0]])
     assert db.read_one("SELECT x FROM a")[0] == 2
+    db.close()
 
 
 def test_relayer_store_on_postgresql_has_the_sqlite_schema_and_is_bound_to_its_deployment(tmp_path, postgres_cluster):
