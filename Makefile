@@ -71,7 +71,7 @@ $(ANVIL): package.json package-lock.json
 # names with other meanings (`system` is a whole devnet in tests/fuzz and the ape deployment in tests/conftest.py,
 # `relayer` a daemon with chain_isolation=False). Each group passes on its own; the second process costs one ape
 # start-up (seconds) in a run of many minutes, so it stays.
-E2E_TESTS := tests/backends tests/client tests/node tests/operator tests/relayer tests/verifier \
+E2E_TESTS := tests/backends tests/client tests/node tests/operator tests/relayer tests/verifier tests/faults \
 	tests/devnet tests/demo tests/seasons tests/newcomer tests/web tests/fuzz tests/sdk tests/schemes tests/cli
 
 test: install
