@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from offchain.daemon.worker import Backoff, Supervisor, Worker
+from offchain.daemon.worker import Backoff, Gated, Supervisor, Worker
 
 
 def wait_until(predicate, timeout: float = 5.0) -> None:
@@ -237,3 +237,44 @@ def test_names_are_unique_and_a_stopped_supervisor_takes_no_workers():
     sup.stop()
     with pytest.raises(RuntimeError, match="stopped"):
         sup.add(Flaky("b", 0))
+
+
+def test_a_gated_worker_idles_healthy_while_closed_and_starts_up_each_time_it_opens():
+    """``Gated``: the relayer's senders on a follower (the gate: this process holds the sending lease)."""
+    open_ = threading.Event()
+
+    class Lost(Exception):
+        pass
+
+    worker = Flaky("sender", fail=0, delay=0.01)
+    lose_next = threading.Event()
+    tick = worker.tick
+
+    def ticking() -> float | None:
+        if lose_next.is_set():
+            lose_next.clear()
+            open_.clear()
+            raise Lost("the gate closed during the tick")
+        return tick()
+
+    worker.tick = ticking
+    sup = Supervisor([Gated(worker, open_.is_set, (Lost,))], idle=0.01)
+    sup.start()
+    try:
+        time.sleep(0.1)
+        health = sup.worker_health("sender")
+        assert worker.times == [] and worker.events == [] and health.ticks > 3 and health.failures == 0
+        open_.set()
+        wait_until(lambda: len(worker.times) >= 3)
+        assert worker.events == ["startup"]
+        lose_next.set()  # closed mid-tick: an idle tick, not a failure
+        wait_until(lambda: not lose_next.is_set())
+        seen = len(worker.times)
+        time.sleep(0.05)
+        assert len(worker.times) == seen and sup.worker_health("sender").failures == 0
+        open_.set()
+        wait_until(lambda: len(worker.times) > seen)
+        assert worker.events == ["startup", "startup"]  # opened again: started up again
+    finally:
+        sup.stop()
+    assert worker.events == ["startup", "startup", "shutdown"]
