@@ -271,14 +271,18 @@ class Database:
 def bind_meta(conn: Any, dialect: Dialect, expected: dict[str, str]) -> None:
     """Record ``expected`` in the store's ``meta`` table on first use; StoreMismatch if it holds other values."""
     conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    have = {r[0]: r[1] for r in conn.execute("SELECT key, value FROM meta").fetchall()}
-    for key, value in expected.items():
-        if key in have and have[key] != str(value):
-            raise StoreMismatch(f"store was made for {key} {have[key]}, not {value}: use another --store")
-    dialect.begin(conn)
-    for key, value in expected.items():
-        conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, str(value)))
-    conn.execute("COMMIT")
+    dialect.begin(conn)  # read and write in one transaction: a process binding at the same moment is seen
+    try:
+        have = {r[0]: r[1] for r in conn.execute("SELECT key, value FROM meta").fetchall()}
+        for key, value in expected.items():
+            if key in have and have[key] != str(value):
+                raise StoreMismatch(f"store was made for {key} {have[key]}, not {value}: use another --store")
+        for key, value in expected.items():
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, str(value)))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def read_meta(conn: Any, dialect: Dialect) -> dict[str, str]:

@@ -31,14 +31,14 @@ STEPS = [
 ]
 
 
-def _open_at_once(location: str, barrier, errors) -> None:
+def _open_at_once(location: str, barrier, errors, chain_id: str = "31337") -> None:
     try:
         barrier.wait(10)
         db = Database.at(location)
-        db.open(STEPS, {"chain_id": "31337"})
+        db.open(STEPS, {"chain_id": chain_id})
         db.close()
     except BaseException as exc:  # reported to the parent, which fails the test with it
-        errors.put(f"{exc.__class__.__name__}: {exc}")
+        errors.put(f"{chain_id} {exc.__class__.__name__}")
         raise
 
 
@@ -58,6 +58,22 @@ def test_processes_starting_at_once_apply_each_migration_exactly_once(store_loca
     assert sorted(r[0] for r in db.read("SELECT what FROM applied")) == ["1", "2"]
     assert [tuple(r) for r in db.read("SELECT key, value FROM meta")] == [("chain_id", "31337")]
     assert db.open(STEPS) == []
+    db.close()
+
+
+def test_processes_binding_one_database_to_two_deployments_at_once_leave_one_and_refuse_the_other(store_location):
+    n = 6
+    barrier, errors = FORK.Barrier(n), FORK.Queue()
+    procs = [FORK.Process(target=_open_at_once, args=(str(store_location), barrier, errors, str(1 + i % 2)))
+             for i in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    db = Database.at(store_location)
+    [(bound,)] = db.read("SELECT value FROM meta WHERE key = 'chain_id'")
+    other = "2" if bound == "1" else "1"
+    assert sorted(errors.get() for _ in range(errors.qsize())) == [f"{other} StoreMismatch"] * (n // 2)
     db.close()
 
 
