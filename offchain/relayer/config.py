@@ -43,7 +43,8 @@ class RelayerSettings(DaemonSettings):
                                                   "/verify promises")
     # Several relayers on one store (relayer.lease): one sends transactions at a time
     instance: str = Field(default_factory=default_instance, min_length=1, max_length=200,
-                          description="this process's name in the sending lease (default: <hostname>-<pid>)")
+                          description="this process's name in the sending lease, unique among the relayers of one "
+                          "store (default: <hostname>-<pid>)")
     lease_ttl: float = Field(10.0, ge=0.5, le=600,
                              description="the sending lease lapses this long after its holder's last renewal (s)")
     # Batching

@@ -1,8 +1,8 @@
 """Leadership among relayer processes sharing one store: a lease with a fencing epoch in the database, so that
 exactly one process sends transactions at a time (issue 20).
 
-The lease is one row of ``relayer_lease`` (created here on first use, idempotently, under a lock: PostgreSQL's
-transaction-scoped advisory lock, SQLite's write lock): ``holder`` (the instance id, ``--instance``, default
+The lease is one row of ``relayer_lease`` (created here on first use, idempotently, under the storage layer's
+schema lock: PostgreSQL's advisory lock, SQLite's write lock): ``holder`` (the instance id, ``--instance``, default
 ``<hostname>-<pid>``), ``epoch`` (incremented on every take, so each leadership has its own number) and
 ``expires_at``, all judged by the **database's** clock (PostgreSQL ``clock_timestamp()``; SQLite, one host, the
 host's clock read by SQLite), never by a contender's own clock.
@@ -37,7 +37,6 @@ import os
 import socket
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +47,6 @@ from ..storage import Database
 log = logging.getLogger("opg.relayer.lease")
 
 NAME = "relayer"  # the one lease of a relayer database: who sends its account's transactions
-_LOCK_KEY = zlib.crc32(b"opg relayer_lease") & 0x7FFFFFFF  # the advisory lock that serialises the table's creation
 _TABLE = """CREATE TABLE IF NOT EXISTS relayer_lease (
     name TEXT PRIMARY KEY,
     holder TEXT NOT NULL,
@@ -145,18 +143,19 @@ class Lease:
                 pass
 
     def _create(self, conn: Any) -> None:
-        """The table and its one row, idempotently; concurrent first starts serialise on a lock."""
-        self.db.dialect.begin(conn)
-        try:
-            if self.dialect == "postgresql":
-                conn.execute("SELECT pg_advisory_xact_lock(?)", (_LOCK_KEY,))
-            conn.execute(_TABLE)
-            conn.execute("INSERT INTO relayer_lease (name, holder, epoch, expires_at, renewed_at)"
-                         " VALUES (?, '', 0, 0, 0) ON CONFLICT (name) DO NOTHING", (self.name,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        """The table and its one row, idempotently; concurrent first starts serialise on the storage layer's schema
+        lock (PostgreSQL's advisory lock; SQLite's write lock, taken by ``begin``)."""
+        dialect = self.db.dialect
+        with dialect.schema_lock(conn):
+            dialect.begin(conn)
+            try:
+                conn.execute(_TABLE)
+                conn.execute("INSERT INTO relayer_lease (name, holder, epoch, expires_at, renewed_at)"
+                             " VALUES (?, '', 0, 0, 0) ON CONFLICT (name) DO NOTHING", (self.name,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
 
     def _run(self, statement: str, args: tuple) -> Any:
         """One statement in its own (autocommit) transaction; the connection is dropped if the server lost it."""
