@@ -25,7 +25,10 @@ dropped (``pg_terminate_backend``, a restart) is retried once on another (``Data
 its idle connections. The writer's connection (``storage.writer``): a lost one fails that group's jobs (its
 ``on_failure`` is told; a COMMIT cut off by the loss may or may not have been applied) and the next group runs on a
 new connection. Every connection sends TCP keepalives, so a server that vanishes without closing the socket fails
-a waiting call within about half a minute instead of hanging it.
+a waiting call within about half a minute instead of hanging it. A writing connection whose transaction waits on its
+client longer than ``idle_in_transaction`` seconds (the process was paused, SIGSTOP, or its thread is stuck between
+statements) is ended by the server, so its row locks never stall the other processes' writers; its own next
+statement then fails like any lost connection.
 
 Several processes on one database (``docs/architecture.md`` "Several relayers"):
   ``schema_lock``        ``Database.open`` runs under the session advisory lock ``LOCK_MIGRATIONS``: concurrent
@@ -183,10 +186,11 @@ class PostgresDialect:
     name = "postgresql"
     row_order = "seq"  # the identity column a table declares where SQLite would use its rowid
 
-    def __init__(self, url: str, connect_timeout: float = 10, pool_size: int = 8):
+    def __init__(self, url: str, connect_timeout: float = 10, pool_size: int = 8, idle_in_transaction: float = 15):
         self.url = url
         self.connect_timeout = connect_timeout
         self.pool_size = pool_size
+        self.idle_in_transaction = idle_in_transaction  # seconds a writer's open transaction may wait on its client
         self._pool: psycopg_pool.ConnectionPool | None = None
         self._pool_lock = threading.Lock()
 
@@ -207,6 +211,8 @@ class PostgresDialect:
         raw = self.raw_connection("opg-reader" if readonly else "opg-writer")
         if readonly:
             _read_only(raw)
+        else:  # a writer process paused or wedged mid-transaction must not hold its row locks over the others
+            raw.execute(f"SET idle_in_transaction_session_timeout = {int(self.idle_in_transaction * 1000)}")
         return PgConnection(raw)
 
     def _reader_pool(self) -> psycopg_pool.ConnectionPool:

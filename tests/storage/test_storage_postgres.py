@@ -6,12 +6,14 @@ it was running, never its thread."""
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 import pytest
 
 from offchain.devkit.postgres import PostgresCluster
 from offchain.storage import Database, GroupCommitWriter, Migration
-from offchain.storage.postgres import ddl, placeholders
+from offchain.storage.postgres import PostgresDialect, ddl, placeholders
 
 
 def test_placeholders_are_translated_outside_quoted_text():
@@ -102,3 +104,37 @@ def _restart_under(cluster: PostgresCluster) -> None:
     assert writer.submit(_count).result(10) == 0
     writer.close()
     db.close()
+
+
+def test_a_writer_stalled_inside_its_transaction_is_ended_and_releases_its_locks(postgres_cluster):
+    """One process's writer stops between statements while holding a row lock (a paused process); another process's
+    writer waiting for that row goes on once the server ends the stalled session (``idle_in_transaction``)."""
+    url = postgres_cluster.database()
+    stalled_db = Database(PostgresDialect(url, idle_in_transaction=0.5))
+    stalled_db.open([Migration(1, "t", "CREATE TABLE t (x INTEGER PRIMARY KEY);",
+                               "CREATE TABLE t (x BIGINT PRIMARY KEY);")])
+    other_db = Database.at(url)
+    stalled, other = GroupCommitWriter(stalled_db), GroupCommitWriter(other_db)
+
+    def insert_then_stall(conn) -> None:
+        conn.execute("INSERT INTO t (x) VALUES (1)")
+        time.sleep(1.5)  # idle in transaction: the server ends the session after 0.5 s
+        conn.execute("SELECT 1")
+
+    def insert(conn, x: int) -> int:
+        conn.execute("INSERT INTO t (x) VALUES (?) ON CONFLICT DO NOTHING", (x,))
+        return x
+
+    first = stalled.submit(insert_then_stall)
+    time.sleep(0.2)
+    started = time.monotonic()
+    assert other.submit(insert, 1).result(10) == 1  # it waited for the stalled row lock, not for ever
+    assert time.monotonic() - started < 5
+    with pytest.raises(psycopg.OperationalError):
+        first.result(10)
+    assert stalled.submit(insert, 2).result(10) == 2  # and the stalled writer goes on, on a new connection
+    assert [r[0] for r in other_db.read("SELECT x FROM t ORDER BY x")] == [1, 2]
+    for writer in (stalled, other):
+        writer.close()
+    stalled_db.close()
+    other_db.close()
