@@ -5,7 +5,8 @@ every mismatch at once (the relayer's own journal against the chain: ``reconcile
 - ``reconcile_node``: what a node signed (its store) against what the relayer holds (its store) and what the escrow
   paid (``BatchSettled`` events and ``spent``): every receipt handed over and settled, each channel's receipts one
   chain of cumulatives (no receipt signed twice for one request, no two receipts for one cumulative), no conflicting
-  receipt at the relayer, and each channel paid exactly its last cumulative, once.
+  receipt at the relayer, and each channel paid exactly its last cumulative, once; every ``exact`` payment settled
+  or failed, as the token's ``authorizationState`` says.
 - ``reconcile_verifier``: what a verifier decided (its store) against the relayer's verdicts and withholding reports
   and the chain's flags: every decision delivered with the signature stored, none the verifier does not hold, no two
   verdicts on one receipt, every flag it sent recorded as sent, nothing left pending.
@@ -75,7 +76,7 @@ def settled_on_chain(escrow: Any, from_block: int = 0) -> dict[tuple[str, str], 
     return dict(paid)
 
 
-def reconcile_node(node_db: Database, relayer_db: Database, node: str, escrow: Any,
+def reconcile_node(node_db: Database, relayer_db: Database, node: str, escrow: Any, opg: Any,
                    from_block: int = 0) -> list[str]:
     """The problems between a node's store, the relayer's store and the chain (see the module docstring)."""
     node = node.lower()
@@ -115,6 +116,13 @@ def reconcile_node(node_db: Database, relayer_db: Database, node: str, escrow: A
         if sum(on_chain) != cumulative or spent != cumulative:
             problems.append(f"channel {payer}: the node signed up to {cumulative}, BatchSettled paid {on_chain} "
                             f"(sum {sum(on_chain)}), spent() is {spent}")
+    for row in node_db.read("SELECT key, status FROM exact_payments"):
+        payer, nonce = row["key"].split(":")
+        used = bool(opg.functions.authorizationState(payer_address(payer), bytes.fromhex(nonce[2:])).call())
+        if row["status"] not in ("settled", "failed"):
+            problems.append(f"exact payment {row['key']} is {row['status']} in the node's store (used on-chain: {used})")
+        elif used != (row["status"] == "settled"):
+            problems.append(f"exact payment {row['key']} is {row['status']} in the node's store, used on-chain: {used}")
     return problems
 
 

@@ -77,6 +77,7 @@ class NodeContext:
     require_relayer: bool
     metrics: Any
     on_receipt: Callable[[str], None]  # a receipt (its id) was committed
+    on_exact_settled: Callable[[str], None]  # the relayer made an exact transfer (its key), not yet recorded
 
     @property
     def node(self) -> str:
@@ -152,12 +153,14 @@ class SchemeServer:
 class Payments:
     def __init__(self, *, account: LocalAccount, network: str, offer: Offer, chain: ChainView, relayer: RelayerClient,
                  store: NodeStore, channels: Channels, escrow_domain: Domain, staking_domain: Domain,
-                 max_unsettled: int, require_relayer: bool, metrics: Any, on_receipt: Any = None):
+                 max_unsettled: int, require_relayer: bool, metrics: Any, on_receipt: Any = None,
+                 on_exact_settled: Any = None):
         self.ctx = NodeContext(account=account, network=network, offer=offer, chain=chain, relayer=relayer,
                                store=store, channels=channels, escrow_domain=escrow_domain,
                                staking_domain=staking_domain, max_unsettled=max_unsettled,
                                require_relayer=require_relayer, metrics=metrics,
-                               on_receipt=on_receipt or (lambda rid: None))
+                               on_receipt=on_receipt or (lambda rid: None),
+                               on_exact_settled=on_exact_settled or (lambda key: None))
         self.node, self.network, self.offer, self.channels = account.address, network, offer, channels
         self.metrics = metrics
         # every registered scheme with a node side, in preference order

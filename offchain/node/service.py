@@ -10,6 +10,8 @@ import logging
 import time
 from typing import Any
 
+from web3 import Web3
+
 from ..backends import load_backend
 from ..daemon.plugins import install_plugins
 from ..daemon.worker import Backoff, Supervisor
@@ -94,7 +96,8 @@ class Node:
             account=self.account, network=self.network, offer=self.offer, chain=self.chain, relayer=self.relayer,
             store=self.store, channels=self.channels, escrow_domain=self.escrow_domain,
             staking_domain=self.staking_domain, max_unsettled=settings.max_unsettled_wei,
-            require_relayer=settings.require_relayer_verify, metrics=self.metrics, on_receipt=self._on_receipt)
+            require_relayer=settings.require_relayer_verify, metrics=self.metrics, on_receipt=self._on_receipt,
+            on_exact_settled=self.events.exact_settled.publish)
         self._wake_outbox = wake_outbox
         self.payloads = PayloadDesk(self.address, self.store, self.chain, self.staking_domain, self.metrics)
         self.metrics.gauge("opg_node_outbox_backlog", "Receipts not yet handed to the relayer.",
@@ -113,7 +116,27 @@ class Node:
         self._wake_outbox.set()
 
     def start(self) -> None:
+        self.resolve_exact()
         self.supervisor.start()
+
+    def resolve_exact(self) -> None:
+        """Before serving: each exact authorization a previous run claimed and never recorded settled or failed is
+        settled if the token says it was used (the relayer made the transfer), else released (nothing moved; the
+        payer's retry of it pays its request). Unreadable chain: left for the next start."""
+        for key in self.store.exact_unresolved():
+            payer, nonce = key.split(":")
+            try:
+                used = self.chain.chain().opg.functions.authorizationState(
+                    Web3.to_checksum_address(payer), bytes.fromhex(nonce[2:])).call(block_identifier="pending")
+            except Exception as exc:
+                log.warning("exact payment %s: cannot read its authorization state (%s); left as it is", key, exc)
+                continue
+            if used:
+                self.store.exact_update(key, "settled", None, "found used on-chain after a restart")
+            else:
+                self.store.exact_release(key)
+            log.warning("exact payment %s left unresolved by the last run: %s", key,
+                        "used on-chain, recorded settled" if used else "not used on-chain, released")
 
     def stop(self, grace: float = 5.0) -> None:
         """After the HTTP server stopped: let requests still generating finish (``grace`` s), hand over what the

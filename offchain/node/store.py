@@ -124,7 +124,7 @@ def _exact_claim(conn: Any, key: str, payer: str, value: int, now: float) -> dic
 
 
 def _exact_release(conn: Any, key: str) -> None:
-    conn.execute("DELETE FROM exact_payments WHERE key = ? AND status = 'claimed'", (key,))
+    conn.execute("DELETE FROM exact_payments WHERE key = ? AND status IN ('claimed', 'unknown')", (key,))
 
 
 def _exact_update(conn: Any, key: str, status: str, tx_hash: str | None, error: str | None, now: float) -> None:
@@ -237,8 +237,15 @@ class NodeStore:
         return self._write(_exact_claim, key, payer, value, time.time())
 
     def exact_release(self, key: str) -> None:
-        """Forget a claim whose request was never served (model error): the authorisation may be used again."""
+        """Forget a claim whose request was never served (model error), or whose transfer was never made (found at a
+        restart): the authorisation may be used again."""
         self._write(_exact_release, key)
 
     def exact_update(self, key: str, status: str, tx_hash: str | None, error: str | None) -> None:
         self._write(_exact_update, key, status, tx_hash, error, time.time())
+
+    def exact_unresolved(self) -> list[str]:
+        """Keys of the exact authorizations claimed but never recorded settled or failed (the node stopped, or the
+        relayer did not answer, in between)."""
+        return [r["key"] for r in self.db.read("SELECT key FROM exact_payments WHERE status IN ('claimed', 'unknown')"
+                                               " ORDER BY created_at")]

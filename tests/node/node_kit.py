@@ -200,6 +200,17 @@ def payment_of(res: httpx.Response) -> dict:
     return unb64(res.headers["PAYMENT-RESPONSE"])
 
 
+def x402_exact_client(devnet, actor: Actor, sync: bool = False):
+    """A stock x402 client paying ``exact`` with ``actor``'s key, OPG allow-listed by the spend controls."""
+    from x402 import x402Client, x402ClientSync
+    from x402.mechanisms.evm.exact import ExactEvmScheme
+
+    client = (x402ClientSync if sync else x402Client)()
+    client.register(devnet.network, ExactEvmScheme(signer=Account.from_key(actor.key)))
+    client.set_spend_controls({"allowed_assets": [{"network": devnet.network, "asset": devnet.opg.address}]})
+    return client
+
+
 # Payloads ---------------------------------------------------------------------------------------------------------
 def ask_payload(node_url: str, node: str, receipt_id: str, requester: Actor, domain: Domain, *,
                 signer_key: str | None = None, nonce: str | None = None) -> tuple[httpx.Response, dict]:

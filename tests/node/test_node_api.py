@@ -33,6 +33,7 @@ from node_kit import (
     wait_receipts_settled,
     wait_relayer_idle,
     wei,
+    x402_exact_client,
 )
 
 from offchain.backends import BuiltinBackend
@@ -418,17 +419,6 @@ def test_eight_parallel_requests_on_one_channel_are_each_charged_once(node, devn
 
 
 # exact ------------------------------------------------------------------------------------------------------------
-def x402_exact_client(devnet, actor: Actor, sync: bool = False):
-    """A stock x402 client paying ``exact`` with ``actor``'s key, OPG allow-listed by the spend controls."""
-    from x402 import x402Client, x402ClientSync
-    from x402.mechanisms.evm.exact import ExactEvmScheme
-
-    client = (x402ClientSync if sync else x402Client)()
-    client.register(devnet.network, ExactEvmScheme(signer=Account.from_key(actor.key)))
-    client.set_spend_controls({"allowed_assets": [{"network": devnet.network, "asset": devnet.opg.address}]})
-    return client
-
-
 def test_exact_is_paid_by_the_stock_x402_client(node, devnet, node_actor):
     from x402.http.clients import x402HttpxClient
 

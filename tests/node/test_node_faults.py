@@ -3,14 +3,17 @@ of a paid request: the receipt committed (before the answer leaves), the answer 
 relayer (before the outbox records it). After each it restarts on the same store, serves the payer again, and a
 reconciliation (``offchain.devkit.reconcile_stores.reconcile_node``) compares the node's store, the relayer's store and
 the chain's ``BatchSettled`` events: every receipt handed over and settled, paid exactly once, no request signed twice,
-no two receipts for one cumulative, nothing left pending. The steps share one devnet, relayer, node and payer."""
+no two receipts for one cumulative, nothing left pending. An ``exact`` payment whose transfer the relayer made while
+the node died before recording it is found settled on-chain at the restart, not left claimed. The steps share one devnet, relayer, node and payer."""
 
 from __future__ import annotations
+
+import base64
 
 import ape
 import httpx
 import pytest
-from node_kit import NodeProc, Payer, chat_body, payment_of
+from node_kit import NodeProc, Payer, chat_body, payment_of, x402_exact_client
 
 from offchain.devkit.devnet import OPG
 from offchain.devkit.faults import FAULT_EXIT_CODE, fault_env
@@ -38,7 +41,8 @@ def payer(devnet, node):
 
 
 def problems(devnet, relayer, node) -> list[str]:
-    return reconcile_node(Database.sqlite(node.store), Database.sqlite(relayer.store), node.address, devnet.escrow)
+    return reconcile_node(Database.sqlite(node.store), Database.sqlite(relayer.store), node.address, devnet.escrow,
+                          devnet.opg)
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -65,4 +69,28 @@ def test_a_node_killed_at_each_step_pays_every_receipt_exactly_once(step, devnet
         paid, again = payment_of(answer), payment_of(after)
         assert int(again["cumulative"]) == int(paid["cumulative"]) + int(again["cost"])
     assert until_consistent(lambda: problems(devnet, relayer, node)) == []
+    node.stop()
+
+
+def test_a_node_killed_after_an_exact_transfer_finds_it_settled_at_the_restart(devnet, relayer, node):
+    from x402.schemas import PaymentRequired
+
+    actor = devnet.new_payer(deposit=0, extra_opg=10 * OPG)
+    body = chat_body("The node dies once the transfer is made", max_tokens=8)
+    node.env.update(fault_env("node", "exact_settled"))
+    node.start()
+    required = PaymentRequired.model_validate(node.client.post("/v1/chat/completions", json=body).json())
+    payload = x402_exact_client(devnet, actor, sync=True).create_payment_payload(required)
+    header = base64.b64encode(payload.model_dump_json(by_alias=True, exclude_none=True).encode()).decode()
+    with pytest.raises(httpx.TransportError):
+        node.client.post("/v1/chat/completions", json=body, headers={"PAYMENT-SIGNATURE": header})
+    assert node.process.wait(timeout=30) == FAULT_EXIT_CODE, node.logs()[-2000:]
+    node.stop()
+    for key in fault_env("node", "exact_settled"):
+        node.env.pop(key)
+    node.start()
+    assert until_consistent(lambda: problems(devnet, relayer, node)) == []
+    again = node.client.post("/v1/chat/completions", json=body, headers={"PAYMENT-SIGNATURE": header})
+    assert again.status_code == 402 and again.json()["error"] == "invalid_exact_evm_nonce_already_used", again.text
+    assert devnet.opg.functions.balanceOf(actor.address).call() == 10 * OPG - int(payload.accepted.amount)
     node.stop()

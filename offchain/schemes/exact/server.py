@@ -101,6 +101,7 @@ class ExactServer(SchemeServer):
                     "errorMessage": str(exc)[:300], "status": "failed"}
         if status == 200 and isinstance(answer, dict) and answer.get("success"):
             tx = str(answer.get("transaction") or "")
+            ctx.on_exact_settled(adm.exact_key)
             ctx.store.exact_update(adm.exact_key, "settled", tx, None)
             ctx.metrics.charged.inc(amount, SCHEME)
             return {**base, "success": True, "transaction": tx, "status": "settled"}
