@@ -93,3 +93,36 @@ def test_full_disk_refuses_new_receipts_with_503_settles_the_accepted_ones_and_r
         reconcile(devnet.w3, devnet.escrow, relayer.address, relayer.store).assert_ok()
     finally:
         relayer.stop()
+
+
+def test_without_a_reserve_a_failed_commit_exits_and_a_restart_loses_nothing_acknowledged(devnet, small_disk):
+    """``--store-reserve-mb 0``: the disk fills up under a large submission, its commit fails, the relayer exits (70)
+    rather than answer it; nothing it acknowledged is lost, and restarted once space returns it settles the
+    acknowledged receipts and the resubmitted ones exactly once."""
+    node = devnet.new_node()
+    channels = [ChannelSim(devnet, devnet.new_payer(20 * OPG), node) for _ in range(2)]
+    relayer = RelayerProc(devnet, small_disk / "relayer.sqlite3", 7, "--store-reserve-mb", "0").start()
+    try:
+        accepted = submit(relayer, channels)
+        relayer.wait_receipts(accepted)
+        filler = fill(small_disk, leave=64 * 1024)
+        before = [ch.cumulative for ch in channels]
+        with pytest.raises(httpx.TransportError):  # never answered: the process exits on the failed commit
+            for _ in range(50):
+                submit(relayer, channels, count=250)
+        assert relayer.wait_exit() == 70
+        assert "store commit failed" in relayer.logs()
+        relayer.stop()
+        for ch, cumulative in zip(channels, before, strict=True):  # unanswered: their node offers them again
+            ch.cumulative = cumulative
+        filler.unlink()
+        relayer.start()
+        for view in relayer.wait_receipts(accepted):
+            assert view["status"] == "settled"
+        again = submit(relayer, channels)
+        relayer.wait_receipts(again)
+        for ch in channels:
+            assert devnet.spent(ch.payer, ch.node) == ch.cumulative
+        reconcile(devnet.w3, devnet.escrow, relayer.address, relayer.store).assert_ok()
+    finally:
+        relayer.stop()
