@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from offchain.devkit.cluster import in_parallel
 from offchain.relayer.lease import Fenced, Lease
 from offchain.relayer.ledger import Ledger
 from offchain.relayer.store import Store
@@ -125,20 +126,8 @@ def test_concurrent_first_starts_create_the_lease_once_and_a_dead_local_holder_i
     store.open(31337, ESCROW, STAKING)
     try:
         leases = [Lease(Database.at(store_location), f"r{i}", 30) for i in range(4)]
-        errors: list[BaseException] = []
-
-        def start(lease: Lease) -> None:
-            try:
-                lease.try_take()
-            except BaseException as exc:  # noqa: BLE001 - the test reports it
-                errors.append(exc)
-
-        threads = [threading.Thread(target=start, args=(lease,)) for lease in leases]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors and sum(lease.is_leader for lease in leases) == 1
+        in_parallel(Lease.try_take, leases)  # each creates the table on its first connection, then contends
+        assert sum(lease.is_leader for lease in leases) == 1
         # A holder named by the default instance id (<host>-<pid>) whose process is gone is taken at once, whatever
         # its TTL left (a single relayer restarted after a crash does not wait it out).
         dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
