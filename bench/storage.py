@@ -4,6 +4,7 @@ Measures, for durable commits (``synchronous=FULL``: fsync before the caller hea
 ones (``synchronous=NORMAL``: no fsync on the request path):
   single_ms        one writer thread, one job at a time: p50 / p99 latency of ``call`` (one commit per job)
   concurrent       N threads submitting at once: jobs per second, mean jobs per commit, p50 / p99 latency
+  read_us          ``Database.read_one`` of one row by key from this thread's reader: p50 / p99 microseconds
 
 Everything shares the machine's cores and disk; the numbers are what this machine did in this run.
 
@@ -66,6 +67,11 @@ def run(folder: Path, durable: bool, jobs: int, threads: int) -> dict:
         t.join()
     elapsed = time.perf_counter() - started
     writer.close()
+    reads = []
+    for i in range(jobs * 2):
+        t = time.perf_counter()
+        db.read_one("SELECT body FROM rows WHERE id = ?", (i % (jobs // 4),))
+        reads.append(time.perf_counter() - t)
     db.close()
     return {
         "durable": durable,
@@ -73,6 +79,8 @@ def run(folder: Path, durable: bool, jobs: int, threads: int) -> dict:
         "concurrent": {"threads": threads, "jobs": len(latencies), "jobs_per_s": round(len(latencies) / elapsed),
                        "jobs_per_commit": round(sum(s.jobs for s in stats) / max(len(stats), 1), 1),
                        "p50_ms": round(_pct(latencies, 50), 3), "p99_ms": round(_pct(latencies, 99), 3)},
+        "read_us": {"p50": round(_pct(reads, 50) * 1000, 2), "p99": round(_pct(reads, 99) * 1000, 2),
+                    "reads": len(reads)},
     }
 
 
@@ -84,11 +92,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         results = [run(Path(tmp), durable, args.jobs, args.threads) for durable in (True, False)]
     print(f"{'commit':<10} {'single p50':>11} {'single p99':>11} {'jobs/s':>8} {'jobs/commit':>12} "
-          f"{'conc p50':>9} {'conc p99':>9}")
+          f"{'conc p50':>9} {'conc p99':>9} {'read p50':>9} {'read p99':>9}")
     for r in results:
-        s, c = r["single_ms"], r["concurrent"]
+        s, c, rd = r["single_ms"], r["concurrent"], r["read_us"]
         print(f"{'fsync' if r['durable'] else 'no fsync':<10} {s['p50']:>9.3f}ms {s['p99']:>9.3f}ms "
-              f"{c['jobs_per_s']:>8} {c['jobs_per_commit']:>12} {c['p50_ms']:>7.3f}ms {c['p99_ms']:>7.3f}ms")
+              f"{c['jobs_per_s']:>8} {c['jobs_per_commit']:>12} {c['p50_ms']:>7.3f}ms {c['p99_ms']:>7.3f}ms "
+              f"{rd['p50']:>7.2f}us {rd['p99']:>7.2f}us")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                    "results": results}, indent=2) + "\n")
