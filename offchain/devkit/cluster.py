@@ -2,11 +2,12 @@
 the reconciliation of a relayer's store with the chain.
 
 - ``RelayerCluster``: two or three ``ClusterRelayer`` processes (``opg relayer run``) on one ``PostgresCluster``
-  database, with the same relayer key, each its own port and ``--instance`` name and a short ``--lease-ttl``; a
+  database, with the same relayer key, each its own port, ``--instance`` name and database role (named after the
+  instance: its backends and its right to log in can be told apart) and a short ``--lease-ttl``; a
   ``RoundRobinFront`` (one loopback address forwarding to the relayers in turn, the next one when a relayer does not
   answer or answers 5xx) that the nodes use as their relayer; and helpers to find the leader (``/healthz``'s
-  ``lease``), SIGKILL, SIGSTOP/SIGCONT and restart one, and cut one's database connections while it runs
-  (``cut_database``: its PostgreSQL backends terminated, found by the process's own TCP ports, for a while).
+  ``lease``), SIGKILL, SIGSTOP/SIGCONT and restart one, and cut one from the database while it runs
+  (``cut_database``: its role refused logins and its backends terminated, for a while).
 - Faults at exact steps: each relayer runs this module as its plug-in (``OPG_RELAYER_PLUGINS``, see
   ``offchain.daemon.plugins``); ``ClusterRelayer.arm(fault)`` writes the fault's name into the relayer's fault file,
   and the plug-in exits the process hard (``os._exit(137)``) at that step: ``EXIT_AFTER_SIGN`` (a batch transaction
@@ -26,6 +27,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -40,7 +42,7 @@ from .devnet import Devnet, RelayerProc, wait_until
 from .postgres import PostgresCluster
 
 __all__ = ["EXIT_AFTER_BROADCAST", "EXIT_AFTER_SIGN", "EXIT_MID_WRITE", "FAULT_EXIT_CODE", "ClusterRelayer", "Lease",
-           "Reconciliation", "RelayerCluster", "RoundRobinFront", "install", "reconcile"]
+           "Reconciliation", "RelayerCluster", "RoundRobinFront", "in_parallel", "install", "reconcile"]
 
 log = logging.getLogger("opg.devkit.cluster")
 
@@ -114,29 +116,6 @@ class Lease:
     epoch: int
 
 
-def _process_ports(pid: int, remote_port: int) -> set[int]:
-    """The local TCP ports of process ``pid``'s connections to ``remote_port`` (its sockets in /proc)."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    ports = set()
-    for table in ("tcp", "tcp6"):
-        try:
-            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
-        except FileNotFoundError:
-            continue
-        for line in lines:
-            cols = line.split()
-            if cols[9] in inodes and int(cols[2].rsplit(":", 1)[1], 16) == remote_port:
-                ports.add(int(cols[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
 class ClusterRelayer(RelayerProc):
     """One relayer process of a ``RelayerCluster``: its instance name, lease TTL and fault file."""
 
@@ -194,8 +173,6 @@ class ClusterRelayer(RelayerProc):
         self.process.send_signal(signal.SIGCONT)
         self.paused = False
 
-    def database_ports(self, database_port: int) -> set[int]:
-        return _process_ports(self.process.pid, database_port) if self.alive else set()
 
 
 # The front: one address for the nodes, the relayers behind it --------------------------------------------------------
@@ -290,25 +267,35 @@ class RelayerCluster:
                  batch_age: float = 0.3):
         self.devnet, self.lease_ttl = devnet, lease_ttl
         self.postgres = PostgresCluster().start()
-        self.database = self.postgres.database()
-        self.members = [ClusterRelayer(devnet, self.database, workdir, f"relayer-{chr(ord('a') + i)}", dev_account,
-                                       lease_ttl, batch_age) for i in range(size)]
+        self.database = self.postgres.database()  # as the postgres superuser (the test's own reads)
+        self.members = [ClusterRelayer(devnet, self._role(name), workdir, name, dev_account, lease_ttl, batch_age)
+                        for name in (f"relayer-{chr(ord('a') + i)}" for i in range(size))]
         self.front = RoundRobinFront([m.url for m in self.members])
         self.address = self.members[0].address
 
     def start(self) -> RelayerCluster:
-        """The first relayer alone (it migrates the empty database), then the others together."""
+        """The first relayer alone (it migrates the empty database), then the others together (a caller with more
+        processes to start does the same with its own: ``in_parallel``)."""
         self.members[0].start()
-        start_all(self.members[1:])
+        in_parallel(ClusterRelayer.start, self.members[1:])
         return self
 
     def stop(self) -> None:
         for m in self.members:
             if m.paused:
                 self.resume(m)
-            m.stop()
+        in_parallel(ClusterRelayer.stop, self.members)
         self.front.stop()
         self.postgres.stop()
+
+    def _role(self, instance: str) -> str:
+        """A login role named after the instance (so its backends and its right to connect can be told apart); the
+        database's URL as that role."""
+        import psycopg
+
+        with psycopg.connect(self.postgres.url, autocommit=True) as conn:
+            conn.execute(f'CREATE ROLE "{instance}" LOGIN SUPERUSER')
+        return self.database.replace("postgresql://postgres@", f"postgresql://{instance}@", 1)
 
     def member(self, instance: str) -> ClusterRelayer:
         return next(m for m in self.members if m.instance == instance)
@@ -365,22 +352,34 @@ class RelayerCluster:
         member.disarm()
         return code
 
-    def cut_database(self, member: ClusterRelayer, seconds: float) -> int:
-        """Terminate every PostgreSQL backend of ``member``'s process, again and again for ``seconds`` s (so its
-        reconnections die too) while the process itself runs on; the number of backends terminated."""
+    def cut_database(self, member: ClusterRelayer, seconds: float, keep_writer: bool = False) -> int:
+        """Cut ``member`` from the database for ``seconds`` s while its process runs on: its role may not log in
+        (``NOLOGIN``) and its backends are terminated (again and again, for connections under way); then it may log
+        in again. The number of backends terminated.
+
+        ``keep_writer``: spare the store's group-commit writer (the role's longest-lived ``opg-writer`` connection:
+        opened when the store opens and never replaced; the relayer exits when it is lost), so the process stays
+        alive and able to write while it loses everything else: its lease connection, readers and listener (a
+        zombie that may still try to record a transaction)."""
         import psycopg
 
         cut = 0
         deadline = time.monotonic() + seconds
         with psycopg.connect(self.postgres.url, autocommit=True) as conn:
-            while time.monotonic() < deadline:
-                ports = sorted(member.database_ports(self.postgres.port))
-                if ports:
-                    rows = conn.execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE client_port = ANY(%s)"
-                        " AND pid <> pg_backend_pid()", (ports,)).fetchall()
+            writer = None
+            if keep_writer:
+                row = conn.execute("SELECT pid FROM pg_stat_activity WHERE usename = %s AND application_name ="
+                                   " 'opg-writer' ORDER BY backend_start LIMIT 1", (member.instance,)).fetchone()
+                writer = row[0] if row else None
+            conn.execute(f'ALTER ROLE "{member.instance}" NOLOGIN')
+            try:
+                while time.monotonic() < deadline:
+                    rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s"
+                                        " AND pid IS DISTINCT FROM %s", (member.instance, writer)).fetchall()
                     cut += sum(1 for (ok,) in rows if ok)
-                time.sleep(0.02)
+                    time.sleep(0.02)
+            finally:
+                conn.execute(f'ALTER ROLE "{member.instance}" LOGIN')
         return cut
 
     def reconcile(self, from_block: int = 0, quiescent: bool = True) -> Reconciliation:
@@ -515,17 +514,18 @@ def reconcile(w3: Web3, escrow: Any, account: str, store: str | Path, from_block
     return Reconciliation(chain=chain, journal=journal, spent=spent, problems=problems)
 
 
-def start_all(procs: list[Any]) -> None:
-    """``proc.start()`` for each, in parallel threads (a daemon takes seconds to come up); the first error raised."""
+def in_parallel(fn: Callable[[Any], Any], items: list[Any]) -> None:
+    """``fn(item)`` for each item in its own thread (daemons take seconds to start or stop); the first error is
+    raised in the caller's thread once all are done."""
     errors: list[BaseException] = []
 
-    def start(proc: Any) -> None:
+    def run(item: Any) -> None:
         try:
-            proc.start()
-        except BaseException as exc:  # noqa: BLE001  (re-raised below, in the caller's thread)
+            fn(item)
+        except BaseException as exc:  # noqa: BLE001  (re-raised below)
             errors.append(exc)
 
-    threads = [threading.Thread(target=start, args=(p,)) for p in procs]
+    threads = [threading.Thread(target=run, args=(i,)) for i in items]
     for t in threads:
         t.start()
     for t in threads:
