@@ -123,6 +123,9 @@ def test_a_zombie_leader_sends_nothing_after_the_takeover_which_rebroadcasts_its
         assert "sent batch" not in a.logs()[log_mark:]
         # The chain: every transaction of the shared account since is in the journal, each mined once, and the
         # channels are paid exactly their receipts.
+        # The account's nonce moved after the takeover only by the new leader: one nonce per transaction B
+        # broadcast, starting with the one A recorded.
+        assert devnet.w3.eth.get_transaction_count(a.address) == nonce + _metric(b, "opg_relayer_tx_broadcast")
         mined = _account_txs(devnet, a.address, first_block)
         journal = {h for (h,) in _stored(database, "SELECT tx_hash FROM transactions")}
         assert mined and len(mined) == len(set(mined)) and set(mined) <= journal
