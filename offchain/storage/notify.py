@@ -12,7 +12,9 @@ which runs it on its own thread, backs off after a failed tick (a refused connec
 tick connects if it has no connection (its own dedicated psycopg connection, ``application_name`` ``opg-listener``,
 then ``LISTEN`` and ``catch_up``), then waits at most ``wait`` seconds for notifications, calling ``on_notify(channel,
 payload)`` for each, and calls ``catch_up`` when the poll interval has passed. A lost connection
-(``pg_terminate_backend``, a server restart) fails the tick; the next one reconnects and catches up. Callbacks run on
+(``pg_terminate_backend``, a server restart) or an ``on_notify`` that raises fails the tick and drops the connection
+(what a failed callback left unhandled is not lost: the next tick reconnects and catches up); a ``catch_up`` that
+raises is called again on the next tick. Callbacks run on
 the listener's thread: an asyncio consumer hands them over with ``loop.call_soon_threadsafe``.
 """
 
