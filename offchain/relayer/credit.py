@@ -65,6 +65,10 @@ NODE_INACTIVE_TTL = 1.0
 # that *accept* a voucher use cached values: a refusal reached with any cached value is checked again with fresh
 # reads. Why this is safe: see CreditScheme._judge.
 VERIFY_CACHE_TTL = 2.0
+# /verify's verdict when the ledger recorded a settlement of the payer after its balance was read (``_judge`` then
+# reads again, fresh, up to STALE_RETRIES times, and answers 503 if the payer's channels keep settling meanwhile).
+STALE_FUNDS = ("stale_funds", "a settlement was recorded after the payer's balance was read")
+STALE_RETRIES = 3
 
 
 class CreditSettled(SettleResponse):
@@ -271,7 +275,7 @@ class CreditScheme:
         return sum(channels[(payer, n)].settled for n in list(self.ledger.by_payer.get(payer, ())))
 
     def _judge(self, payer: str, node: str, signer: str, max_cumulative: int, price: int,
-               fresh: bool) -> tuple[tuple[str, str] | None, dict, bool]:
+               fresh: bool, attempt: int = 0) -> tuple[tuple[str, str] | None, dict, bool]:
         """The chain-dependent checks of POST /verify, in the documented order: (refusal (invalidReason, message)
         or None, the valid answer's extra, whether a cached value was used).
 
@@ -284,7 +288,8 @@ class CreditScheme:
           receipts), and unbonding stake stays slashable until withdrawn, after an unbonding period (so receipts
           paid are still backed by stake). This relayer's own slashes drop the entry (``forget_node``).
         - ``(spent(payer, node), available_of(payer))``, read together in one batch (one consistent snapshot) and
-          reused only while the ledger records no settlement of any channel of the payer (``_settled_token``) and
+          reused only while the ledger records no settlement of any channel of the payer (``_settled_token``; the
+          token is checked again where the verdict is made, after a shared store's catch-up, ``decide``) and
           no ``WithdrawalRequested`` of the payer was seen (``forget_payer``, from the batcher's scan, every 1 s while
           receipts are pending; otherwise the TTL alone bounds it). The
           check is ``available >= reserved (sum over the other channels of cap - ledger settled) + max(voucher,
@@ -378,14 +383,24 @@ class CreditScheme:
                         f"the thaw period ({thaw} s)"), {}, used_cache
 
         def decide() -> tuple[tuple[str, str] | None, dict, tuple[str, str, int, str] | None]:
+            if self._settled_token(payer) != token:  # see below
+                return STALE_FUNDS, {}, None
             return self._decide(payer, node, signer, max_cumulative, price, spent, available, capacity, allowance)
 
         if self.store.shared:  # other relayers promise and accept too: decide on what they committed, under a lock
             refusal, extra = self.store.submit_job(self.store.job_promise, decide, durable=False).result()
-            return refusal, extra, used_cache
-        refusal, extra, promise = decide()
-        if promise is not None:
-            self.reservations.promise(*promise)
+        else:
+            refusal, extra, promise = decide()
+            if promise is not None:
+                self.reservations.promise(*promise)
+        if refusal is STALE_FUNDS:
+            # The ledger recorded a settlement of the payer after ``available`` was read (on a shared store the
+            # catch-up in job_promise applies another relayer's): the new ledger with the old balance would overstate
+            # the credits by the amount settled. Read again, fresh.
+            if attempt >= STALE_RETRIES:
+                raise ApiError(503, "settling", "paymentPayload.payload.voucher.payer",
+                               "the payer's channels are being settled; retry shortly")
+            return self._judge(payer, node, signer, max_cumulative, price, True, attempt + 1)
         return refusal, extra, used_cache
 
     def _decide(self, payer: str, node: str, signer: str, max_cumulative: int, price: int, spent: int,

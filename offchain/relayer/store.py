@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..daemon.errors import ApiError
 from ..messages import Receipt, SignedReceipt, SignedVoucher
 from ..sdk.tx import SentTx
 from ..storage import Database, Dialect, GroupCommitWriter, Migration, add_missing_columns, journal, postgres, typed_row
@@ -210,6 +211,17 @@ def _shared_intake(conn: Any, d: Dialect) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS promises_version ON promises(version)")
 
 
+def _version_counter(conn: Any, d: Dialect) -> None:
+    """Change versions from a counter that never falls (``_version``), starting above every version stored."""
+    top = ("(SELECT max(v) FROM (SELECT coalesce(max(version), 0) AS v FROM channels"
+           " UNION ALL SELECT coalesce(max(version), 0) FROM promises) AS t)")
+    if _on_postgres(conn):
+        conn.execute("CREATE SEQUENCE IF NOT EXISTS change_version")
+        conn.execute(f"SELECT setval('change_version', greatest(1, {top}))")
+        return
+    conn.execute(f"INSERT INTO meta (key, value) VALUES ('change_version', {top}) ON CONFLICT (key) DO NOTHING")
+
+
 MIGRATIONS = [
     Migration(1, "initial schema", _INITIAL, postgres.ddl(_INITIAL) + _PG_FEED_ORDER),
     Migration(2, "channels: session-signed best voucher and the payer's own best voucher", _session_columns,
@@ -218,6 +230,7 @@ MIGRATIONS = [
     Migration(4, "channels: pending count and change version; /verify promises shared by every relayer",
               _shared_intake, _shared_intake),
     Migration(5, "receipts: the feed's seq follows commit order", "", postgres.commit_ordered("receipts", "id")),
+    Migration(6, "change versions from a counter that never falls", _version_counter, _version_counter),
 ]
 
 _RECEIPT_FIELDS = ("id, struct_hash, request_id, payer, node, model_id, input_hash, output_hash, amount, cumulative,"
@@ -494,8 +507,11 @@ class Receipts:
 
     @staticmethod
     def assign(conn: Any, batch_id: int | None, ids: list[str]) -> None:
-        """Put pending receipts in a batch (``None``: back in the queue)."""
-        conn.executemany("UPDATE receipts SET batch_id = ? WHERE id = ? AND status = 'pending'",
+        """Put pending receipts that are in no batch into a batch (``None``: back in the queue). The guard keeps a
+        receipt in the batch it is in: a stale builder (a leader that just lost the lease) cannot move it out of
+        the batch the new leader sent."""
+        guard = " AND batch_id IS NULL" if batch_id is not None else ""
+        conn.executemany(f"UPDATE receipts SET batch_id = ? WHERE id = ? AND status = 'pending'{guard}",
                          [(batch_id, i) for i in ids])
 
     @staticmethod
@@ -598,24 +614,30 @@ def _on_postgres(conn: Any) -> bool:
     return not isinstance(conn, sqlite3.Connection)
 
 
-def _version(conn: Any, table: str) -> str:
-    """The SQL of a row's change version, what ``Store.catch_up`` follows: on SQLite a counter (one writer at a time
-    over every process, so versions grow in commit order); on PostgreSQL the writing transaction's id (transactions
-    commit out of id order: ``_changed`` reads from the oldest one still running)."""
+def _version(conn: Any) -> str:
+    """The SQL of a row's next change version, what ``Store.catch_up`` follows. Every write of a channel or promise
+    row holds the intake lock (``lock_intake``; SQLite: the file's write lock) until it commits, so versions drawn
+    under it grow in commit order. They come from a counter that never falls, shared by both tables: a PostgreSQL
+    sequence, on SQLite the ``meta`` row ``change_version`` (bumped here), never from the rows themselves (pruning
+    expired promises would lower a ``max(version) + 1`` and hide new rows from the other processes' cursors)."""
     if _on_postgres(conn):
-        return "pg_current_xact_id()::text::bigint"
-    return f"(SELECT coalesce(max(version), 0) + 1 FROM {table})"
+        return "nextval('change_version')"
+    return str(int(conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'change_version'"
+                                " RETURNING value").fetchone()[0]))
 
 
-def _changed(conn: Any, table: str, seen: int) -> tuple[list[Any], int]:
-    """The rows of ``table`` changed since the cursor ``seen``, and the cursor for next time. SQLite: the highest
-    version read. PostgreSQL: the oldest transaction still running when the read began (``pg_snapshot_xmin``): every
-    transaction below it had ended, so what it wrote is in this read; rows of transactions at or above it are read
-    again next time (an absolute state, applied twice to no effect)."""
+def _clock(conn: Any) -> str:
+    """The SQL of the database's clock (seconds since the epoch): promises' ``until`` is written and compared with
+    it, so relayers on several hosts agree on when a promise ends whatever their own clocks say (SQLite: one host)."""
     if _on_postgres(conn):
-        horizon = int(conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").fetchone()[0])
-        return conn.execute(f"SELECT * FROM {table} WHERE version >= ?", (seen,)).fetchall(), horizon
-    rows = conn.execute(f"SELECT * FROM {table} WHERE version > ?", (seen,)).fetchall()
+        return "extract(epoch from clock_timestamp())::float8"
+    return "((julianday('now') - 2440587.5) * 86400.0)"
+
+
+def _changed(conn: Any, table: str, seen: int, columns: str = "*") -> tuple[list[Any], int]:
+    """The rows of ``table`` changed since the cursor ``seen`` (the highest version read before), and the cursor for
+    next time. Versions are drawn in commit order (``_version``), so a row committed later never has a lower one."""
+    rows = conn.execute(f"SELECT {columns} FROM {table} WHERE version > ?", (seen,)).fetchall()
     return rows, max([seen] + [int(r["version"]) for r in rows])
 
 
@@ -636,7 +658,7 @@ class Channels:
     def save(conn: Any, ch: ChannelState, new_pending: int) -> ChannelRow:
         """Store what a receipt made of the channel (not ``settled``: the batcher's) with ``new_pending`` more
         pending receipts; returns the row as stored."""
-        v = _version(conn, "channels")
+        v = _version(conn)
         return ChannelRow.from_row(conn.execute(
             "INSERT INTO channels (payer, node, charged, cap, voucher_signature, settled, signer, payer_cap,"
             f" payer_signature, pending, version) VALUES (?,?,?,?,?,?,?,?,?,?, {v}) ON CONFLICT (payer, node) DO UPDATE"
@@ -649,14 +671,14 @@ class Channels:
     @staticmethod
     def set_settled(conn: Any, payer: str, node: str, settled: int, resolved: int) -> ChannelRow | None:
         """The channel was paid up to ``settled``; ``resolved`` of its receipts are no longer pending."""
-        row = conn.execute(f"UPDATE channels SET settled = ?, pending = pending - ?, version = {_version(conn, 'channels')}"
+        row = conn.execute(f"UPDATE channels SET settled = ?, pending = pending - ?, version = {_version(conn)}"
                            " WHERE payer = ? AND node = ? RETURNING *", (str(settled), resolved, payer, node)).fetchone()
         return ChannelRow.from_row(row) if row is not None else None
 
     @staticmethod
     def resolved(conn: Any, payer: str, node: str, n: int) -> ChannelRow | None:
         """``n`` of the channel's receipts are no longer pending (rejected)."""
-        row = conn.execute(f"UPDATE channels SET pending = pending - ?, version = {_version(conn, 'channels')}"
+        row = conn.execute(f"UPDATE channels SET pending = pending - ?, version = {_version(conn)}"
                            " WHERE payer = ? AND node = ? RETURNING *", (n, payer, node)).fetchone()
         return ChannelRow.from_row(row) if row is not None else None
 
@@ -876,23 +898,37 @@ class ExactPayments:
 
 
 class Promises:
-    """``promises``: what ``/verify`` promised on a channel (the highest voucher cap, its signer, until when: wall
-    clock), written by the relayer that promised it and counted by every relayer on the store."""
+    """``promises``: what ``/verify`` promised on a channel (the highest voucher cap, its signer, until when: the
+    database's clock, ``_clock``), written by the relayer that promised it and counted by every relayer on the
+    store."""
 
     @staticmethod
-    def save(conn: Any, payer: str, node: str, cap: int, signer: str, until: float) -> None:
-        v = _version(conn, "promises")
-        conn.execute(f"INSERT INTO promises (payer, node, cap, signer, until, version) VALUES (?,?,?,?,?, {v})"
+    def save(conn: Any, payer: str, node: str, cap: int, signer: str, remaining: float) -> None:
+        """Store the promise, lasting ``remaining`` s from now by the database's clock."""
+        v, now = _version(conn), _clock(conn)
+        conn.execute(f"INSERT INTO promises (payer, node, cap, signer, until, version) VALUES (?,?,?,?, {now} + ?, {v})"
                      " ON CONFLICT (payer, node) DO UPDATE SET cap = excluded.cap, signer = excluded.signer,"
-                     f" until = excluded.until, version = {v}", (payer, node, str(cap), signer, until))
+                     f" until = excluded.until, version = {v}", (payer, node, str(cap), signer, remaining))
 
     @staticmethod
-    def prune(conn: Any, before: float) -> None:
-        conn.execute("DELETE FROM promises WHERE until < ?", (before,))
+    def changed(conn: Any, seen: int) -> tuple[list[Any], int]:
+        """Promises changed since ``seen`` with ``remaining``: seconds they still last by the database's clock."""
+        return _changed(conn, "promises", seen, f"*, until - {_clock(conn)} AS remaining")
+
+    @staticmethod
+    def prune(conn: Any, grace: float) -> None:
+        """Delete the promises that ended more than ``grace`` s ago by the database's clock."""
+        conn.execute(f"DELETE FROM promises WHERE until < {_clock(conn)} - ?", (grace,))
 
 
 # The store -----------------------------------------------------------------------------------------------------------
 INTAKE_LOCK = 0x6F70675F696E74  # the PostgreSQL advisory lock of the transactions that decide on channels
+INTAKE_LOCK_WAIT = 5.0  # s a job waits for the intake lock before it is refused (IntakeBusy)
+
+
+class IntakeBusy(ApiError):
+    """The intake lock stayed held by another relayer's transaction (frozen or stuck) for ``INTAKE_LOCK_WAIT``: the
+    job is undone and its request answered 503 with this reason."""
 
 
 def lock_intake(conn: Any) -> None:
@@ -902,8 +938,19 @@ def lock_intake(conn: Any) -> None:
     is written (one lock, so two relayers' groups never wait for each other's rows in opposite orders; it also keeps
     the feed's ``seq`` in commit order). SQLite: the writer's ``BEGIN IMMEDIATE`` already holds the file's one write
     lock over every process."""
-    if _on_postgres(conn):
+    if not _on_postgres(conn) or conn.execute("SELECT pg_try_advisory_xact_lock(?)", (INTAKE_LOCK,)).fetchone()[0]:
+        return
+    # Held by another relayer's transaction: wait at most INTAKE_LOCK_WAIT (a relayer frozen mid-transaction holds it
+    # until the server ends its session, idle_in_transaction_session_timeout), then refuse with 503 (the job undone).
+    conn.execute(f"SET LOCAL lock_timeout = {int(INTAKE_LOCK_WAIT * 1000)}")
+    try:
         conn.execute("SELECT pg_advisory_xact_lock(?)", (INTAKE_LOCK,))
+    except Exception as exc:
+        if getattr(exc, "sqlstate", None) == "55P03":  # lock_not_available
+            raise IntakeBusy(503, "store_busy", None, f"another relayer has held the store's intake lock for over "
+                             f"{INTAKE_LOCK_WAIT:g} s; retry shortly") from None
+        raise
+    conn.execute("SET LOCAL lock_timeout = DEFAULT")
 
 
 def _state(ch: Any) -> ChannelState:
@@ -984,10 +1031,9 @@ class Store:
         for r in rows:
             _mirror(self.ledger, ChannelRow.from_row(r))
         if self.shared and self.reservations is not None:
-            promised, self._seen["promises"] = _changed(conn, "promises", self._seen["promises"])
-            now = time.time()
+            promised, self._seen["promises"] = Promises.changed(conn, self._seen["promises"])
             for p in promised:
-                self.reservations.load_promise(p["payer"], p["node"], int(p["cap"]), p["signer"], p["until"] - now)
+                self.reservations.load_promise(p["payer"], p["node"], int(p["cap"]), p["signer"], p["remaining"])
         return len(rows)
 
     def _follow(self) -> None:
@@ -1007,11 +1053,11 @@ class Store:
         prune = self.shared and now - self._pruned > 60
         if prune:
             self._pruned = now
-        return self.submit_job(self._job_sync, prune, now, durable=prune).result()
+        return self.submit_job(self._job_sync, prune, durable=prune).result()
 
-    def _job_sync(self, conn: Any, prune: bool, now: float) -> int:
+    def _job_sync(self, conn: Any, prune: bool) -> int:
         if prune:
-            Promises.prune(conn, now - 60)
+            Promises.prune(conn, 60)
         return self.catch_up(conn)
 
     def job_promise(self, conn: Any, decide: Callable[[], tuple[Any, Any, tuple[str, str, int, str] | None]]
@@ -1024,7 +1070,7 @@ class Store:
         refusal, extra, promise = decide()
         if promise is not None and self.reservations is not None:
             cap, signer, remaining = self.reservations.promise(*promise)
-            Promises.save(conn, promise[0], promise[1], cap, signer, time.time() + remaining)
+            Promises.save(conn, promise[0], promise[1], cap, signer, remaining)
         return refusal, extra
 
     def _observe(self, stats: CommitStats) -> None:
@@ -1164,6 +1210,7 @@ class Store:
                         receipt_ids: dict[tuple[str, str], list[str]], skipped: list[ClaimResult],
                         skipped_ids: dict[tuple[str, str], list[str]], now: float) -> int | None:
         """Record a built batch (its receipts point to it) and resolve the claims simulation skipped."""
+        lock_intake(conn)  # first, as every job touching channels and receipts (one lock order: no deadlock)
         cls._resolve_claims(conn, ledger, None, skipped, skipped_ids, now)
         if not claims:
             return None
@@ -1175,6 +1222,7 @@ class Store:
     def job_rebuild_batch(cls, conn: Any, ledger: Ledger, batch_id: int, claims: list[dict], root: str,
                           skipped: list[ClaimResult], now: float) -> None:
         """A re-simulated batch: drop the claims now skipped (resolving their receipts), keep the rest."""
+        lock_intake(conn)
         cls._resolve_claims(conn, ledger, batch_id, skipped, None, now)
         if claims:
             Batches.rebuilt(conn, batch_id, claims, root, Receipts.pending_count_of_batch(conn, batch_id))
@@ -1196,6 +1244,7 @@ class Store:
     def job_batch_confirmed(cls, conn: Any, ledger: Ledger, batch_id: int, tx_hash: str, block: int, gas_used: int,
                             gas_price: int, results: list[ClaimResult], settled_amount: int,
                             now: float) -> list[float]:
+        lock_intake(conn)
         latencies = cls._resolve_claims(conn, ledger, batch_id, results, None, now)
         by_key = {(r.payer, r.node): r.outcome for r in results}
         claims = [{**c, "outcome": by_key.get((c["payer"], c["node"]))} for c in Batches.claims(conn, batch_id)]
@@ -1205,6 +1254,7 @@ class Store:
     @staticmethod
     def job_batch_failed(conn: Any, ledger: Ledger, batch_id: int, error: str, now: float) -> None:
         """The batch's transaction reverted: record it and release the receipts to be batched again."""
+        lock_intake(conn)
         Batches.ended(conn, batch_id, "failed", error, now)
         Receipts.release_batch(conn, batch_id)
 
