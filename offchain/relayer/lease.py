@@ -249,15 +249,14 @@ class Lease:
 class LeaseKeeper:
     """The supervised worker (``daemon.worker``) keeping the lease: a follower tries to take it, the leader renews
     it, every ``ttl / 3`` s. On taking it, ``takeover()`` runs before the senders are let go (re-broadcast the
-    journal's unconfirmed transactions, allocate nonces above them); ``on_change(state)`` is told each change of
-    role. A database error leaves the role to the local deadline (a leader that cannot renew stops sending once its
-    TTL has passed on its own clock) and is retried with the supervisor's backoff."""
+    journal's unconfirmed transactions, allocate nonces above them); each change of role is logged. A database
+    error leaves the role to the local deadline (a leader that cannot renew stops sending once its TTL has passed
+    on its own clock) and is retried with the supervisor's backoff."""
 
     name = "lease"
 
-    def __init__(self, lease: Lease, takeover: Callable[[], None], on_change: Callable[[LeaseState], None]
-                 | None = None):
-        self.lease, self.takeover, self.on_change = lease, takeover, on_change
+    def __init__(self, lease: Lease, takeover: Callable[[], None]):
+        self.lease, self.takeover = lease, takeover
         self._was_leader = False
 
     def tick(self) -> float:
@@ -288,8 +287,6 @@ class LeaseKeeper:
             if not leader:
                 log.warning("lease: %s is a follower now (holder %s, epoch %d)", self.lease.instance,
                             self.lease.holder, self.lease.held_epoch)
-            if self.on_change is not None:
-                self.on_change(self.lease.state())
 
     def shutdown(self) -> None:
         try:
