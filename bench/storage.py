@@ -6,9 +6,14 @@ ones (``synchronous=NORMAL``: no fsync on the request path):
   concurrent       N threads submitting at once: jobs per second, mean jobs per commit, p50 / p99 latency
   read_us          ``Database.read_one`` of one row by key from this thread's reader: p50 / p99 microseconds
 
+With ``--postgres`` the same rows follow for a throwaway PostgreSQL cluster (``offchain.devkit.postgres``, fsync off:
+the server's own WAL flush is measured, not the disk's) with ``synchronous_commit`` on and off, plus ``feed``: the
+table's order column drawn at commit (``storage.postgres.commit_ordered``, the relayer's receipts on PostgreSQL), whose
+cost is the ratio to the plain durable row in the same run.
+
 Everything shares the machine's cores and disk; the numbers are what this machine did in this run.
 
-    python bench/storage.py [--jobs N] [--threads N]
+    python bench/storage.py [--jobs N] [--threads N] [--postgres]
 """
 
 from __future__ import annotations
@@ -21,10 +26,21 @@ import threading
 import time
 from pathlib import Path
 
-from offchain.storage import CommitStats, Database, GroupCommitWriter, Migration
+from offchain.storage import CommitStats, Database, GroupCommitWriter, Migration, postgres
 
 RESULTS = Path(__file__).parent / "results" / "storage.json"
-TABLE = [Migration(1, "rows", "CREATE TABLE rows (id INTEGER PRIMARY KEY, body TEXT NOT NULL);")]
+_ROWS = "CREATE TABLE rows (id INTEGER PRIMARY KEY, body TEXT NOT NULL);"
+TABLE = [Migration(1, "rows", _ROWS, postgres.ddl(_ROWS))]
+
+
+def _feed_rows(conn, dialect) -> None:
+    conn.execute(postgres.ddl(_ROWS))
+    conn.execute("ALTER TABLE rows ADD COLUMN seq BIGINT GENERATED ALWAYS AS IDENTITY")
+    conn.execute("CREATE UNIQUE INDEX rows_seq ON rows(seq)")
+    postgres.commit_ordered("rows", "id")(conn, dialect)
+
+
+FEED_TABLE = [Migration(1, "rows", _ROWS, _feed_rows)]
 
 
 def _insert(conn, i: int) -> None:
@@ -35,9 +51,9 @@ def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] * 1000 if len(values) > 1 else values[0] * 1000
 
 
-def run(folder: Path, durable: bool, jobs: int, threads: int) -> dict:
-    db = Database.sqlite(folder / f"bench-{durable}.sqlite3")
-    db.open(TABLE)
+def run(location: str | Path, durable: bool, jobs: int, threads: int, feed: bool = False) -> dict:
+    db = Database.at(location)
+    db.open(FEED_TABLE if feed else TABLE)
     stats: list[CommitStats] = []
     writer = GroupCommitWriter(db, on_commit=stats.append)
     single = []
@@ -74,6 +90,8 @@ def run(folder: Path, durable: bool, jobs: int, threads: int) -> dict:
         reads.append(time.perf_counter() - t)
     db.close()
     return {
+        "engine": db.dialect.name,
+        "feed": feed,
         "durable": durable,
         "single_ms": {"p50": round(_pct(single, 50), 3), "p99": round(_pct(single, 99), 3), "jobs": len(single)},
         "concurrent": {"threads": threads, "jobs": len(latencies), "jobs_per_s": round(len(latencies) / elapsed),
@@ -88,14 +106,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=4000)
     parser.add_argument("--threads", type=int, default=32)
+    parser.add_argument("--postgres", action="store_true", help="also a throwaway PostgreSQL cluster")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        results = [run(Path(tmp), durable, args.jobs, args.threads) for durable in (True, False)]
-    print(f"{'commit':<10} {'single p50':>11} {'single p99':>11} {'jobs/s':>8} {'jobs/commit':>12} "
+        results = [run(Path(tmp) / f"bench-{durable}.sqlite3", durable, args.jobs, args.threads)
+                   for durable in (True, False)]
+    if args.postgres:
+        from offchain.devkit.postgres import PostgresCluster
+
+        with PostgresCluster() as cluster:
+            results += [run(cluster.database(), durable, args.jobs, args.threads, feed)
+                        for durable, feed in ((True, False), (False, False), (True, True))]
+    print(f"{'engine':<11} {'commit':<14} {'single p50':>11} {'single p99':>11} {'jobs/s':>8} {'jobs/commit':>12} "
           f"{'conc p50':>9} {'conc p99':>9} {'read p50':>9} {'read p99':>9}")
     for r in results:
         s, c, rd = r["single_ms"], r["concurrent"], r["read_us"]
-        print(f"{'fsync' if r['durable'] else 'no fsync':<10} {s['p50']:>9.3f}ms {s['p99']:>9.3f}ms "
+        commit = ("fsync" if r["durable"] else "no fsync") + (" feed" if r["feed"] else "")
+        print(f"{r['engine']:<11} {commit:<14} {s['p50']:>9.3f}ms {s['p99']:>9.3f}ms "
               f"{c['jobs_per_s']:>8} {c['jobs_per_commit']:>12} {c['p50_ms']:>7.3f}ms {c['p99_ms']:>7.3f}ms "
               f"{rd['p50']:>7.2f}us {rd['p99']:>7.2f}us")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
