@@ -20,7 +20,7 @@ from offchain.sdk import constants
 from offchain.sdk.clock import ProtocolClock
 from offchain.sdk.connect import connect
 from offchain.sdk.contracts import BatchSettled, Channel, NodeRecord, Withdrawal
-from offchain.sdk.tx import BroadcastError, FileJournal, TxFailed, TxManager
+from offchain.sdk.tx import BroadcastError, FileJournal, NotSender, TxFailed, TxManager
 
 
 def _settings(devnet: Devnet, **kw) -> DaemonSettings:
@@ -226,6 +226,46 @@ def test_tx_write_ahead_record_survives_a_restart(sdk_devnet, tmp_path):
     assert d.opg.functions.allowance(account.address, d.escrow.address).call() == 11 * OPG
     assert restarted.resume() == [] and FileJournal(path).unconfirmed() == []
 
+
+
+def test_tx_takeover_rebroadcasts_the_journal_then_continues_above_it_and_a_non_sender_signs_nothing(sdk_devnet,
+                                                                                                    tmp_path):
+    """Another process becomes the account's sender (relayer.lease): a transaction the old one broadcast and one it
+    only recorded are both re-broadcast (same hashes) and the next nonce comes after them; while it may not send,
+    nothing is signed or recorded."""
+    d = sdk_devnet
+    account = _funded(d)
+    path = tmp_path / "journal.jsonl"
+
+    class Crash(Exception):
+        pass
+
+    def crash(sent):
+        if sent.ref == "2":
+            raise Crash
+
+    old = TxManager(d.w3, account, d.chain_id, FileJournal(path), after_record=crash)
+    d.rpc("evm_setAutomine", False)
+    try:
+        first = old.send(d.opg.functions.approve(d.escrow.address, 1), "approve", "1")
+        with pytest.raises(Crash):  # recorded, never broadcast
+            old.send(d.opg.functions.approve(d.escrow.address, 2), "approve", "2")
+        sending = threading.Event()
+        new = TxManager(d.w3, account, d.chain_id, FileJournal(path), may_send=sending.is_set)
+        with pytest.raises(NotSender):
+            new.send(d.opg.functions.approve(d.escrow.address, 3), "approve", "3")
+        assert len(FileJournal(path).unconfirmed()) == 2  # the refused one was never signed
+        sending.set()
+        waiting = new.takeover()
+        assert [(t.nonce, t.ref) for t in waiting] == [(first.nonce, "1"), (first.nonce + 1, "2")]
+        assert all(new.known(t.tx_hash) for t in waiting)
+        third = new.send(d.opg.functions.approve(d.escrow.address, 3), "approve", "3")
+        assert third.nonce == first.nonce + 2
+        d.rpc("evm_mine")
+    finally:
+        d.rpc("evm_setAutomine", True)
+    assert [new.wait(t.tx_hash, 10)["status"] for t in [*waiting, third]] == [1, 1, 1]
+    assert d.opg.functions.allowance(account.address, d.escrow.address).call() == 3
 
 def test_clock_has_one_reader_at_a_time(sdk_devnet):
     """Threads asking for the time while the chain is being read use the last reading instead of reading too."""
