@@ -9,14 +9,17 @@ process: their vouchers and receipts are signed with the SDK's signing and wire 
 before the timed parts, so the client only sends pre-encoded bodies; the configurations with the same relayer count
 send the same pre-signed receipts.
 
-Per configuration (backend x relayer count), after a warm-up of one receipt per channel (not timed):
+Per configuration (backend x relayer count), after a warm-up (not timed) of a receipt or two per channel (connections,
+caches, channel rows, the relayers' validation workers):
   bulk     ``--seconds``/2 of node-style bulk ``POST /settle`` (100 receipts per request, each node pairing its receipts
            with the newest voucher of the channel), 4 concurrent requests per relayer
   single   ``--seconds``/2 of one receipt per ``POST /settle``, 16 connections per relayer (a lean HTTP/1.1 client)
   recovery the machine's raw signature-recovery rate, measured just before and just after each phase (the mean), in
-           this process, one thread: receipts' signers recovered per second with the relayer's own code
+           this process, one thread: receipts' signers recovered per CPU-second with the relayer's own code
            (``offchain.sdk.wire.SignatureChecker``); every throughput is also given as a ratio to it (the absolute
            figures depend on the machine and its load)
+  cost     the relayer processes' CPU time (with their validation workers) per accepted receipt, in recoveries: what
+           the relayer spends on a receipt beyond checking its signatures, nearly independent of the machine's load
   lag      a receipt's acceptance to its batch's confirmation on-chain (the relayer's ``settledAt - acceptedAt``),
            p50/p99 over a sample of the receipts sent, once every channel is paid on-chain
   memory   each relayer's RSS at the end of the load (and its peak, and its validation worker processes')
@@ -74,7 +77,7 @@ RESULTS = ROOT / "bench" / "results" / "scale.json"
 BULK_SIZE, BULK_CONCURRENCY, SINGLE_CONCURRENCY = 100, 4, 16  # the last two per relayer
 RELAYER_ACCOUNT = 1  # every relayer process signs with the same facilitator account (only the lease holder sends)
 LEASE_TTL = 5.0  # several relayers: the sending lease's TTL (s)
-GUESS = {"bulk": 2_000.0, "single": 800.0}  # receipts/s assumed before a phase was measured (sizes the signing)
+GUESS = {"bulk": 1_500.0, "single": 600.0}  # receipts/s assumed before a phase was measured (sizes the signing)
 
 
 # Processes ----------------------------------------------------------------------------------------------------------
@@ -152,14 +155,14 @@ def memory(proc: RelayerProc) -> dict:
 
 # Measurements -------------------------------------------------------------------------------------------------------
 def recovery_rate(receipts: list[SignedReceipt], checker: SignatureChecker) -> float:
-    """Receipts' signers recovered per second, one thread, with the relayer's ``SignatureChecker``: the best of 5
-    short runs (on a shared machine, the runs that got a core to themselves)."""
+    """Receipts' signers recovered per CPU-second of this thread with the relayer's ``SignatureChecker`` (best of 5
+    short runs): timed on the thread's CPU clock, so the other processes sharing the cores do not count."""
     best = 0.0
     for _ in range(5):
-        start = time.perf_counter()
+        start = time.thread_time()
         for r in receipts:
             checker.signer(r, r.signature)
-        best = max(best, len(receipts) / (time.perf_counter() - start))
+        best = max(best, len(receipts) / max(time.thread_time() - start, 1e-6))
     return best
 
 
@@ -257,7 +260,7 @@ def configuration(devnet: Devnet, load: Workload, signed: dict[str, list[list[di
         urls = [r.url for r in relayers]
         pids = [r.process.pid for r in relayers if r.process is not None]
         run = Run(load, urls, pids)
-        warm = run.phase("bulk", signed["warm"], None)  # one receipt per channel: connections, caches, rows
+        warm = run.phase("bulk", signed["warm"], None)  # not timed: connections, caches, rows, validation workers
         out: dict[str, Any] = {"backend": backend, "relayers": count, "measured": True,
                                "load_average_before": round(os.getloadavg()[0], 2)}
         for kind in ("bulk", "single"):
@@ -267,6 +270,8 @@ def configuration(devnet: Devnet, load: Workload, signed: dict[str, list[list[di
             res["ratio_to_recovery"] = round(res["rate"] / rec, 4)
             res["per_relayer_per_s"] = round(res["rate"] / count, 1)
             res["per_relayer_ratio_to_recovery"] = round(res["rate"] / count / rec, 4)
+            per_cpu = res["receipts_per_relayer_cpu_s"]
+            res["cpu_per_receipt_in_recoveries"] = round(rec / per_cpu, 2) if per_cpu else None
             out[kind] = res
             print(f"  {kind}: {res['rate']:8,.0f} receipts/s ({res['receipts']:,} in {res['seconds']:.1f}s"
                   f"{', all sent' if res['exhausted'] else ''}; {res['ratio_to_recovery']:.3f} of {rec:,} "
@@ -316,7 +321,8 @@ def curve(configs: list[dict]) -> dict:
 def print_table(configs: list[dict]) -> None:
     print()
     head = (f"{'backend':<11}{'relayers':>8} {'bulk/s':>8} {'/relayer':>9} {'/recov':>7} {'single/s':>9} "
-            f"{'/relayer':>9} {'/recov':>7} {'recov/s':>8} {'lag p50':>8} {'lag p99':>8}  RSS MiB each  exact")
+            f"{'/relayer':>9} {'/recov':>7} {'recov/s':>8} {'cost b/s':>9} {'lag p50':>8} {'lag p99':>8}  RSS MiB each  "
+            "exact")
     print(head)
     print("-" * len(head))
     for c in configs:
@@ -325,12 +331,13 @@ def print_table(configs: list[dict]) -> None:
             continue
         b, s, lag_ = c["bulk"], c["single"], c["settlement_lag_s"]
         rss = "/".join(f"{m['rss_mib']:.0f}" for m in c["memory"])
+        cost = f"{b['cpu_per_receipt_in_recoveries']}/{s['cpu_per_receipt_in_recoveries']}"
         print(f"{c['backend']:<11}{c['relayers']:>8} {b['rate']:>8,.0f} {b['per_relayer_per_s']:>9,.0f} "
               f"{b['ratio_to_recovery']:>7.3f} {s['rate']:>9,.0f} {s['per_relayer_per_s']:>9,.0f} "
-              f"{s['ratio_to_recovery']:>7.3f} {b['recovery_per_s']:>8,} {lag_['p50']!s:>8} {lag_['p99']!s:>8}  "
+              f"{s['ratio_to_recovery']:>7.3f} {b['recovery_per_s']:>8,} {cost:>9} {lag_['p50']!s:>8} {lag_['p99']!s:>8}  "
               f"{rss:<12}  {'yes' if c['paid_exactly'] else 'NO'}")
-    print("(/recov: receipts/s over the raw recovery rate, one thread, measured around the bulk phase (recov/s) and "
-          "around the single phase; lag in s)")
+    print("(/recov: receipts/s over one core's recovery rate (recov/s: per CPU-second, around the bulk phase); cost: "
+          "the relayers' CPU per accepted receipt in recoveries, bulk/single; lag in s)")
 
 
 def main() -> int:
@@ -388,8 +395,8 @@ def main() -> int:
                         print(f"  not measured: {reason}", flush=True)
                         continue
                     if not signed:
-                        signed = presign(load, pool, {"warm": len(load.channels), **{
-                            kind: int(max(GUESS[kind], 1.3 * best.get(kind, 0.0)) * args.seconds / 2)
+                        signed = presign(load, pool, {"warm": max(len(load.channels), 20 * len(load.nodes)), **{
+                            kind: int(max(GUESS[kind], 1.5 * best.get(kind, 0.0)) * args.seconds / 2)
                             for kind in ("bulk", "single")}})
                     devnet.rpc("evm_revert", snapshot)  # the funded chain, as before the first configuration
                     snapshot = devnet.rpc("evm_snapshot")
@@ -423,11 +430,16 @@ def main() -> int:
         "definitions": {
             "rate": "receipts accepted per second by all the relayers together, closed loop, for the phase's time",
             "per_relayer_per_s": "rate / relayer processes",
-            "ratio_to_recovery": "rate / recovery_per_s: receipts' signers recovered per second by one thread of this "
-                                 "process with offchain.sdk.wire.SignatureChecker (the relayer's code): the mean of "
-                                 "two measurements, just before and just after the phase; each receipt costs the "
-                                 "relayer at least one such recovery (the node's), plus one per voucher it does not "
-                                 "know",
+            "recovery_per_s": "receipts' signers recovered per CPU-second by one thread of this process with "
+                              "offchain.sdk.wire.SignatureChecker (the relayer's code), timed on the thread's CPU "
+                              "clock (best of 5 short runs): the mean of two measurements, just before and just after "
+                              "the phase; each receipt costs the relayer at least one such recovery (the node's), plus "
+                              "one per voucher it does not know",
+            "ratio_to_recovery": "rate / recovery_per_s (wall-clock throughput over one core's recovery rate)",
+            "cpu_per_receipt_in_recoveries": "recovery_per_s / receipts_per_relayer_cpu_s: the CPU the relayer "
+                                             "processes (with their validation workers) spent per accepted receipt, "
+                                             "in recoveries; unlike the wall-clock rates it hardly depends on what "
+                                             "else runs on the machine",
             "settlement_lag_s": "the relayer's settledAt - acceptedAt of a sample of the receipts sent: acceptance to "
                                 "the batch's confirmation (1 block) on anvil (automine), batch-size / batch-age below",
             "memory": "VmRSS of each relayer process at the end of the load, its peak (VmHWM) and the RSS of its "
