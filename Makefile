@@ -72,7 +72,8 @@ $(ANVIL): package.json package-lock.json
 # `relayer` a daemon with chain_isolation=False). Each group passes on its own; the second process costs one ape
 # start-up (seconds) in a run of many minutes, so it stays.
 E2E_TESTS := tests/backends tests/client tests/node tests/operator tests/relayer tests/verifier tests/faults \
-	tests/devnet tests/demo tests/seasons tests/newcomer tests/web tests/fuzz tests/sdk tests/schemes tests/cli
+	tests/devnet tests/demo tests/seasons tests/newcomer tests/web tests/fuzz tests/sdk tests/schemes tests/cli \
+	tests/failover
 
 test: install
 	ape compile --force

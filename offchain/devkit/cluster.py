@@ -13,7 +13,10 @@ the reconciliation of a relayer's store with the chain.
   and the plug-in exits the process hard (``os._exit(137)``) at that step: ``EXIT_AFTER_SIGN`` (a batch transaction
   signed and recorded in the journal, not broadcast), ``EXIT_AFTER_BROADCAST`` (the node has the transaction, the
   relayer has not seen it mined: turn the chain's automine off first), ``EXIT_MID_WRITE`` (inside the group commit
-  that records a mined batch as confirmed, before its COMMIT: the database rolls the whole group back).
+  that records a mined batch as confirmed, before its COMMIT: the database rolls the whole group back); and
+  ``STOP_BEFORE_RECORD``: the process stops itself (SIGSTOP) with a batch transaction signed, just before its
+  write-ahead record, so that woken (``RelayerCluster.resume``) after another relayer took the lease it records with
+  a stale epoch at once (the record's fence must refuse it).
 - ``reconcile``: the relayer account's transactions on the chain against the store's journal (``transactions``) and
   batches, the escrow's ``BatchSettled`` logs against the confirmed batches, and each channel's ``spent`` against
   the highest accepted receipt; a list of problems, empty when they agree. It reads any relayer store (SQLite file or
@@ -41,14 +44,16 @@ from ..storage.database import Database
 from .devnet import Devnet, RelayerProc, wait_until
 from .postgres import PostgresCluster
 
-__all__ = ["EXIT_AFTER_BROADCAST", "EXIT_AFTER_SIGN", "EXIT_MID_WRITE", "FAULT_EXIT_CODE", "ClusterRelayer", "Lease",
-           "Reconciliation", "RelayerCluster", "RoundRobinFront", "in_parallel", "install", "reconcile"]
+__all__ = ["EXIT_AFTER_BROADCAST", "EXIT_AFTER_SIGN", "EXIT_MID_WRITE", "FAULT_EXIT_CODE", "STOP_BEFORE_RECORD",
+           "ClusterRelayer", "Lease", "Reconciliation", "RelayerCluster", "RoundRobinFront", "in_parallel", "install",
+           "reconcile"]
 
 log = logging.getLogger("opg.devkit.cluster")
 
 FAULT_EXIT_CODE = 137
 FAULT_FILE_ENV, FAULT_RPC_ENV = "OPG_FAULT_FILE", "OPG_FAULT_RPC_URL"
 EXIT_AFTER_SIGN, EXIT_AFTER_BROADCAST, EXIT_MID_WRITE = "exit-after-sign", "exit-after-broadcast", "exit-mid-write"
+STOP_BEFORE_RECORD = "stop-before-record"
 PLUGIN = __name__  # the module each cluster relayer installs as its plug-in
 
 
@@ -92,8 +97,20 @@ def _on_tx_recorded(tx: Any) -> None:
 def install(events: Any) -> None:
     """The plug-in entry point (``offchain.daemon.plugins``): subscribe to the steps a fault may be armed at."""
     from ..relayer.store import Store
+    from ..storage.journal import SqlTxJournal
 
     events.tx_recorded.subscribe(_on_tx_recorded)
+    record = SqlTxJournal.record
+
+    def stop_then_record(journal: SqlTxJournal, tx: Any) -> None:
+        if tx.kind == "batch" and _armed(STOP_BEFORE_RECORD):
+            Path(os.environ[FAULT_FILE_ENV]).unlink(missing_ok=True)  # once: woken, it records
+            log.warning("fault plug-in: stopping (SIGSTOP) before recording batch %s (%s, nonce %d)", tx.ref,
+                        tx.tx_hash, tx.nonce)
+            os.kill(os.getpid(), signal.SIGSTOP)
+        record(journal, tx)
+
+    SqlTxJournal.record = stop_then_record  # type: ignore[method-assign]
     confirm = Store.__dict__["job_batch_confirmed"].__func__
 
     def job_batch_confirmed(cls: type, conn: Any, *args: Any) -> Any:
@@ -150,7 +167,8 @@ class ClusterRelayer(RelayerProc):
 
     # Faults --------------------------------------------------------------------------------------------------------
     def arm(self, fault: str) -> None:
-        """Exit hard at ``fault``'s step (EXIT_AFTER_SIGN, EXIT_AFTER_BROADCAST, EXIT_MID_WRITE), next time there."""
+        """Exit hard (or stop) at ``fault``'s step (EXIT_AFTER_SIGN, EXIT_AFTER_BROADCAST, EXIT_MID_WRITE,
+        STOP_BEFORE_RECORD), next time there."""
         self.fault_file.write_text(fault)
 
     def disarm(self) -> None:
@@ -172,6 +190,20 @@ class ClusterRelayer(RelayerProc):
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
         self.paused = False
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the process is stopped (SIGSTOP, e.g. by its STOP_BEFORE_RECORD fault)."""
+        if not self.alive:
+            return False
+        return Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+    def metric(self, name: str) -> float:
+        """A metric's value from ``/metrics`` (the first sample of that name)."""
+        for line in self.client.get("/metrics").text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        raise KeyError(name)
 
 
 
@@ -341,6 +373,12 @@ class RelayerCluster:
         """SIGSTOP ``member``; the front leaves it out of the rotation (as a failed health check would)."""
         self.front.down.add(member.url)
         member.pause()
+
+    def wait_stopped(self, member: ClusterRelayer, timeout: float = 30) -> None:
+        """Wait for an armed member to stop itself (STOP_BEFORE_RECORD); the front leaves it out."""
+        wait_until(lambda: member.stopped, timeout=timeout, interval=0.02, what=f"{member.instance} stopped")
+        self.front.down.add(member.url)
+        member.paused = True
 
     def resume(self, member: ClusterRelayer) -> None:
         member.resume()
