@@ -14,9 +14,12 @@ from pathlib import Path
 
 import ape
 import psycopg
+from eth_account import Account
 from lease_faults import PAUSE_FILE
 
-from offchain.devkit.devnet import OPG, ChannelSim, Devnet, RelayerProc, wait_until
+from offchain.client import OpgClient
+from offchain.devkit.devchain import transact
+from offchain.devkit.devnet import OPG, ChannelSim, Devnet, RelayerProc, new_key, wait_until
 from offchain.devkit.postgres import PostgresCluster
 
 TTL = 1.5
@@ -84,6 +87,17 @@ def test_a_zombie_leader_sends_nothing_after_the_takeover_which_rebroadcasts_its
         assert health["ok"] and health["lease"] == {"role": "follower", "instance": "relayer-b",
                                                     "holder": "relayer-a", "epoch": 1}
         assert _metric(b, "opg_relayer_lease_leader") == 0 and _metric(a, "opg_relayer_lease_leader") == 1
+        # A gasless deposit: the follower sends nothing (503 not_sender, post it again); the leader sends it; then
+        # either answers it from the record.
+        depositor = new_key()
+        transact(devnet.w3, devnet.deployer, devnet.opg.functions.transfer(depositor.address, 10 * OPG))
+        body = OpgClient(Account.from_key(depositor.key), devnet.url, devnet.deployment_file,
+                         relayer_url=b.url).sign_deposit_authorization(5 * OPG)
+        refused = b.post("/deposits", body)
+        assert refused.status_code == 503 and refused.json()["error"] == "not_sender", refused.text
+        sent = a.post("/deposits", body)
+        assert sent.status_code == 200, sent.text
+        assert b.post("/deposits", body).json()["transaction"] == sent.json()["transaction"]
         payer = devnet.new_payer(100 * OPG)
         first = ChannelSim(devnet, payer, devnet.new_node())
         a.wait_receipts(_settle(a, first, 3))  # the leader settles
