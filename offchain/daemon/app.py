@@ -18,8 +18,10 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTex
 from pydantic import BaseModel, Field
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from web3.exceptions import Web3RPCError
 
 from .. import __version__
+from ..sdk.tx import is_transient
 from .errors import ApiError, field_path
 from .metrics import CONTENT_TYPE, Registry
 
@@ -85,6 +87,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(requests.exceptions.RequestException)
     async def _chain_down(_request: Request, exc: Exception) -> JSONResponse:
         return _error(503, "chain_unavailable", None, f"the chain RPC did not answer: {exc.__class__.__name__}")
+
+    @app.exception_handler(Web3RPCError)
+    async def _chain_busy(_request: Request, exc: Web3RPCError) -> JSONResponse:
+        if not is_transient(exc):  # a refusal of the call itself is no outage: the server error it was
+            raise exc
+        return _error(503, "chain_unavailable", None, f"the chain RPC is busy: {exc.message}")
 
     # Hostile input that got past validation must still be answered 4xx, not 500:
     @app.exception_handler(RecursionError)

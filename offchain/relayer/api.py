@@ -25,6 +25,7 @@ from ..daemon.app import create_app as create_daemon_app
 from ..daemon.app import operations_router
 from ..daemon.errors import ApiError
 from ..daemon.limits import RequestGuard
+from ..sdk.tx import is_transient
 from . import deps
 from .deposits import Deposits
 from .models import BulkSettle, BulkSettleAnswer, ErrorBody, SettleAnswer, SettleItem
@@ -53,12 +54,13 @@ class FastLane:
             status, payload = await self.app.state.intake.handle(body)
         except ApiError as exc:
             status, payload = exc.status, exc.body()
-        except requests.exceptions.RequestException as exc:
-            status, payload = 503, {"error": "chain_unavailable", "field": None,
-                                    "reason": f"the chain RPC did not answer: {exc.__class__.__name__}"}
-        except Exception:
-            log.exception("POST /settle failed")
-            status, payload = 500, {"error": "internal_error", "field": None, "reason": "see the relayer log"}
+        except Exception as exc:
+            if isinstance(exc, requests.exceptions.RequestException) or is_transient(exc):
+                status, payload = 503, {"error": "chain_unavailable", "field": None,
+                                        "reason": f"the chain RPC did not answer: {exc.__class__.__name__}"}
+            else:
+                log.exception("POST /settle failed")
+                status, payload = 500, {"error": "internal_error", "field": None, "reason": "see the relayer log"}
         body = pydantic_core.to_json(payload)
         await send({"type": "http.response.start", "status": status, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})

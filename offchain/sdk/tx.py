@@ -39,6 +39,7 @@ from web3.exceptions import (
     ContractPanicError,
     TimeExhausted,
     TransactionNotFound,
+    Web3RPCError,
 )
 
 log = logging.getLogger("opg.tx")
@@ -68,10 +69,18 @@ def is_revert(exc: BaseException) -> bool:
     return isinstance(exc, (ContractLogicError, ContractCustomError, ContractPanicError))
 
 
+# JSON-RPC errors of a node too busy to run the call, not refusing it: EIP-1474's "limit exceeded" (a provider's rate
+# limit) and "resource unavailable". Not -32603 "internal error": anvil answers an eth_call out of gas with it.
+RPC_BUSY_CODES = frozenset({-32005, -32002})
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Connection trouble worth retrying (not a revert, not a refusal by the node)."""
+    """Connection trouble, or the node too busy to answer, worth retrying (not a revert, not a refusal)."""
     if is_revert(exc):
         return False
+    if isinstance(exc, Web3RPCError):
+        error = (exc.rpc_response or {}).get("error")
+        return isinstance(error, dict) and error.get("code") in RPC_BUSY_CODES
     return isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError,
                             TimeoutError, TimeExhausted))
 
