@@ -33,10 +33,11 @@ from .events import Events
 from .ledger import Ledger
 from .metrics import Metrics
 from .policy import BatchPolicy, RevertStreak, culprits
-from .proposals import TOPIC_PROPOSED, Reservations, decode_proposal
+from .proposals import Reservations
 from .rpc import ChainFacts
 from .rules import ClaimResult
 from .store import Store
+from .watch import SCAN_INTERVAL, ChainWatch
 
 log = logging.getLogger("opg.relayer.batcher")
 
@@ -57,10 +58,7 @@ SETTLE_SELECTOR = function_abi_to_4byte_selector(_abi_item("function", "settle_b
 SETTLE_TYPES = ["(address,address,uint256,bytes32,bytes32,uint256)[]", "bytes32"]
 TOPIC_SKIPPED = event_abi_to_log_topic(_abi_item("event", "ClaimSkipped"))
 TOPIC_BATCH = event_abi_to_log_topic(_abi_item("event", "BatchSettled"))
-TOPIC_WITHDRAWAL = event_abi_to_log_topic(_abi_item("event", "WithdrawalRequested"))
-SCAN_INTERVAL = 1.0  # s between scans for withdrawal requests and expiring session keys
 SESSION_FLUSH_MARGIN = 120  # settle a session key's channels once it expires sooner than this (s)
-WITHDRAWAL_LOOKBACK = 10_000  # blocks scanned for withdrawal requests at start
 AMOUNT_BITS = 96
 AMOUNT_MASK = (1 << AMOUNT_BITS) - 1
 
@@ -188,16 +186,15 @@ class Batcher:
 
     def __init__(self, config: BatcherConfig, policy: BatchPolicy, facts: ChainFacts, store: Store, ledger: Ledger,
                  reservations: Reservations, sender: TxManager, chain: Chain, metrics: Metrics, clock: ProtocolClock,
-                 events: Events):
+                 events: Events, watch: ChainWatch):
         self.settings, self.policy, self.facts = config, policy, facts
+        self.watch = watch  # every process's scan of withdrawal requests and proposals: its urgent payers
         self.store, self.ledger, self.reservations = store, ledger, reservations
         self.sender, self.chain, self.metrics, self.clock, self.events = sender, chain, metrics, clock, events
         self.escrow = self.chain.escrow
         self._block_gas: tuple[int, float] | None = None
         self._urgent: set[str] = set()
         self._next_scan = 0.0
-        self._next_log_scan = 0.0
-        self._log_block: int | None = None
         self._key_expiry: dict[tuple[str, str], tuple[int, float]] = {}
         self._reverts = RevertStreak()  # of the batch being built or re-simulated (policy.BatchPolicy.give_up)
         self.blocked: str | None = None  # why settle_batch reverts whatever the claims (None: it does not)
@@ -209,10 +206,6 @@ class Batcher:
     def tick(self) -> None:
         """One step: scan for urgency, follow the batch in flight or build one when the policy says so (None: sleep
         the supervisor's idle interval)."""
-        now = time.monotonic()
-        if now >= self._next_log_scan:
-            self._next_log_scan = now + SCAN_INTERVAL
-            self._poll_withdrawals()
         batch = self.store.inflight_batch()
         if batch is not None:
             self._advance(batch)
@@ -237,6 +230,7 @@ class Batcher:
           receipts arriving while the proposal is live included;
         - a payer whose channel's best voucher is a session key's that expires within ``SESSION_FLUSH_MARGIN``
           (the escrow refuses an expired key's vouchers)."""
+        self._urgent |= self.watch.take_urgent()  # withdrawal requests and proposals (watch.py)
         now = time.monotonic()
         if now < self._next_scan:
             if self._urgent:
@@ -276,67 +270,6 @@ class Batcher:
 
     def _pending_payers(self) -> set[str]:
         return {ch.payer for ch in list(self.ledger.channels.values()) if ch.pending}
-
-    def _poll_withdrawals(self) -> None:
-        latest = int(self.sender.block_number())
-        if self._log_block is None:
-            self._log_block = max(self.chain.deployment.start_block, latest - WITHDRAWAL_LOOKBACK)
-        if latest < self._log_block:
-            return
-        logs = self.sender.retry(lambda: self.chain.w3.eth.get_logs({
-            "address": self.escrow.address, "topics": [[TOPIC_WITHDRAWAL, TOPIC_PROPOSED]],
-            "fromBlock": self._log_block, "toBlock": latest}))
-        self._log_block = latest + 1
-        for entry in logs:
-            if bytes(entry["topics"][0]) == TOPIC_PROPOSED:
-                self._proposed(entry)
-                continue
-            payer = _topic_address(entry["topics"][1])
-            self.events.payer_funds_changed.publish(payer)  # /verify re-reads its available_of
-            if payer in self.ledger.by_payer:
-                log.info("payer %s requested a withdrawal: settling its channels now", payer)
-                self._urgent.add(payer)
-
-    def _proposed(self, entry: dict) -> None:
-        """``BatchProposed``: reserve its claims for /verify until it expires, and settle what this relayer holds for
-        its payers now (before the proposal is due)."""
-        due, expires, claims = decode_proposal(entry, self.facts.escrow_domain)
-        proposer = _topic_address(entry["topics"][2])
-        if proposer == self.sender.address:
-            return
-        for claim in claims:
-            claim.backed = self._backed(claim)
-            self.reservations.add_proposed(claim)
-            self.events.payer_funds_changed.publish(claim.payer)
-            if claim.payer in self.ledger.by_payer:
-                log.info("batch proposed by %s claims %s from %s (due at %d): settling its channels now", proposer,
-                         claim.total, claim.payer, due)
-                self._urgent.add(claim.payer)
-            # The claim uses up the node's pay capacity when due: settle what this relayer holds for the node first.
-            for payer in list(self.ledger.by_node.get(claim.node, ())):
-                ch = self.ledger.get(payer, claim.node)
-                if ch is not None and ch.pending and payer not in self._urgent:
-                    log.info("batch proposed by %s pays node %s (due at %d): settling %s's channels now", proposer,
-                             claim.node, due, payer)
-                    self._urgent.add(payer)
-
-    def _backed(self, claim: Any) -> int:
-        """What a proposed claim can take from its node's pay capacity, as /verify counts it: ``spent`` + the payer's
-        balance now, at most its total; 0 if its voucher's signer is neither the payer nor a session key in force
-        (the escrow skips it). Without this bound anyone could hold a node's capacity with free proposals of
-        unfunded or unsigned claims. Credits deposited later may raise what it takes, but only by pay the node then
-        receives from that payer (and the relayer settles the node's receipts at once meanwhile)."""
-        esc = self.escrow.functions
-        if not claim.signer:
-            return 0
-        if claim.signer.lower() != claim.payer.lower():
-            expiry = int(self.sender.retry(lambda: esc.signer_of(claim.payer, claim.signer).call())[0])
-            if expiry <= self.clock.now():
-                return 0
-        spent = int(self.sender.retry(lambda: esc.spent(claim.payer, claim.node).call()))
-        balance = int(self.sender.retry(lambda: esc.balance_of(claim.payer).call()))
-        claim.spent = spent
-        return min(claim.total, spent + balance)
 
     def _promised_first(self, claims: list[dict]) -> list[dict]:
         """Claims ordered by node, except that the claims of channels /verify promised credits to go before those of

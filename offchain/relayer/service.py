@@ -38,6 +38,7 @@ from .rpc import ChainFacts, Rpc
 from .signer import load_account
 from .slasher import Slasher
 from .store import Store
+from .watch import ChainWatch
 
 log = logging.getLogger("opg.relayer")
 
@@ -91,8 +92,11 @@ class Relayer:
         pool = ValidationPool(settings.validation_workers, ctx)
         credit = CreditScheme(facts, ctx, ledger, reservations, store, metrics, reads, clock, rpc.retry, pool, events)
         exact = ExactScheme(facts, rpc, sender, sender_chain, store, metrics, settings.exact_timeout)
+        # Every process follows withdrawal requests and proposals (its /verify counts them); the leader's batcher
+        # settles the payers they make urgent.
+        watch = ChainWatch(facts, sender_chain, rpc.retry, ledger, reservations, clock, events)
         batcher = Batcher(BatcherConfig.of(settings), BatchPolicy.of(settings), facts, store, ledger, reservations,
-                          sender, sender_chain, metrics, clock, events)
+                          sender, sender_chain, metrics, clock, events, watch)
         slasher = Slasher(facts, store, sender, sender_chain, metrics, events)
         facilitators = Facilitators([credit, exact])  # the x402 schemes this relayer verifies and settles
         intake = Intake(facts, credit, facilitators, settings.max_bulk,
@@ -103,6 +107,7 @@ class Relayer:
         # lease_ttl / 3 s (retrying a failed renewal well within the TTL).
         worker = Supervisor(idle=settings.poll_interval, backoff=Backoff(0.5, 10.0))
         worker.add(keeper, backoff=Backoff(0.1, settings.lease_ttl / 4))
+        worker.add(watch)
         worker.add(Gated(batcher, lease.may_send, (NotSender,)), quiet=(SettlementBlocked,))  # blocked: reported
         worker.add(Gated(slasher, lease.may_send, (NotSender,)))
         worker.add(Gated(ExactReconciler(exact, older_than=settings.exact_timeout + 5), lease.may_send, (NotSender,)))
