@@ -24,6 +24,7 @@ Modules, by what they hold:
   intake.py       POST /settle's body to its handler (x402 settle, bulk, single receipt)
   policy.py       the batch policy (when to cut a batch, when to give a reverting batch up): pure, no I/O
   batcher.py      batch building, simulation, sending, confirmation, reconciliation (a supervised worker)
+  watch.py        every process's scan of withdrawal requests and proposals (its /verify counts them)
   slasher.py      equivocation, fraud, lazy-verifier ... slashing (a supervised worker)
   metrics.py      Prometheus metrics
   deps.py         the HTTP layer's FastAPI dependencies (components from app.state)

@@ -290,8 +290,8 @@ class CreditScheme:
         - ``(spent(payer, node), available_of(payer))``, read together in one batch (one consistent snapshot) and
           reused only while the ledger records no settlement of any channel of the payer (``_settled_token``; the
           token is checked again where the verdict is made, after a shared store's catch-up, ``decide``) and
-          no ``WithdrawalRequested`` of the payer was seen (``forget_payer``, from the batcher's scan, every 1 s while
-          receipts are pending; otherwise the TTL alone bounds it). The
+          no ``WithdrawalRequested`` of the payer was seen (``forget_payer``, from every process's log scan, ``watch.py``,
+          every 1 s; otherwise the TTL alone bounds it). The
           check is ``available >= reserved (sum over the other channels of cap - ledger settled) + max(voucher,
           cap) - spent``. What moves these values on-chain, and what a snapshot up to 2 s old does:
             * settlement by this relayer (balance and spent fall/rise by the same delta): until the ledger records

@@ -8,30 +8,50 @@ PostgreSQL cluster (``offchain.devkit.postgres``) and one anvil; each test perfo
   overwrites the other's view of the channel, and every receipt is settled once, exactly as accepted;
 - one receipt resent to A and B concurrently is stored once;
 - a receipt B accepted is at once in A's ``/receipts/{id}``, feed and channel view;
-- two stores on the database claim one ``exact`` authorisation concurrently: one claim.
+- two stores on the database claim one ``exact`` authorisation concurrently: one claim;
+- the follower (not the lease holder) counts live proposals and never mixes a settlement it caught up on with a
+  balance read before it;
+- store-level attacks on the catch-up (versions after a prune, an open transaction elsewhere, a skewed clock) and on
+  the intake lock (a relayer frozen holding it), on both engines where they apply.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
 import ape
 import psycopg
+from test_relayer_priority import drain_claim, propose
 
 from offchain.devkit.devnet import OPG, ChannelSim, Devnet, RelayerProc, item, wait_until
 from offchain.devkit.postgres import PostgresCluster
 from offchain.relayer.ledger import Ledger
-from offchain.relayer.store import Store
+from offchain.relayer.proposals import PROMISE_TTL, Reservations
+from offchain.relayer.rules import ChannelState
+from offchain.relayer.store import INTAKE_LOCK_WAIT, Channels, IntakeBusy, Promises, Receipts, Store, lock_intake
 
 
 @ape.fixture(scope="module", chain_isolation=False)
-def database() -> str:
-    cluster = PostgresCluster().start()
-    yield cluster.database()
-    cluster.stop()
+def cluster() -> PostgresCluster:
+    c = PostgresCluster().start()
+    yield c
+    c.stop()
+
+
+@ape.fixture(scope="module", chain_isolation=False)
+def database(cluster: PostgresCluster) -> str:
+    """The relayer processes' database."""
+    return cluster.database()
+
+
+@ape.fixture(scope="module", chain_isolation=False)
+def stores_database(cluster: PostgresCluster) -> str:
+    """A database of the store-level tests' own (no relayer process on it: their rows and locks stay theirs)."""
+    return cluster.database()
 
 
 @ape.fixture(scope="module", chain_isolation=False, params=["postgresql", "sqlite"])
@@ -198,3 +218,198 @@ def test_an_exact_authorisation_is_claimed_once_by_two_stores(devnet, database):
     finally:
         for s in stores:
             s.close()
+
+
+# The follower: the relayer that does not hold the sending lease -----------------------------------------------------
+def _roles(pair) -> tuple[RelayerProc, RelayerProc]:
+    """(leader, follower) of the pair, once one of them holds the lease."""
+    a, b, _store = pair
+    wait_until(lambda: any(p.get("/healthz").json()["lease"]["role"] == "leader" for p in (a, b)), timeout=20,
+               what="a lease holder")
+    leader = a if a.get("/healthz").json()["lease"]["role"] == "leader" else b
+    return leader, (b if leader is a else a)
+
+
+def test_attack_live_proposal_credits_are_not_promised_by_the_follower(pair, devnet):
+    """R1 through the relayer that does not send: a colluding node proposes a batch draining 8 of the payer's 10 OPG;
+    the follower must count the live proposal too (every process scans BatchProposed, relayer/watch.py), so 3 OPG
+    for another node are refused there, as at the leader."""
+    leader, follower = _roles(pair)
+    payer, node, colluder = devnet.new_payer(10 * OPG), devnet.new_node(), devnet.new_node()
+    propose(devnet, colluder, [drain_claim(devnet, payer, colluder, 8 * OPG)])
+    ch = ChannelSim(devnet, payer, node)  # one channel: the follower's own promises on it never reserve more
+    refused = wait_until(lambda: not (ans := _verify(follower, devnet, ch, 3 * OPG))["isValid"] and ans, timeout=8,
+                         what="the follower counts the live proposal")
+    assert refused["invalidReason"] == "insufficient_balance", refused
+    wait_until(lambda: not _verify(leader, devnet, ch, 3 * OPG)["isValid"], timeout=8,
+               what="the leader counts it too")
+
+
+def test_attack_follower_never_promises_credits_a_settlement_already_took(pair, devnet):
+    """The follower's /verify caches (spent, available_of) for 2 s; its catch-up in job_promise then applies the
+    leader's settlement of another channel (less reserved) to its ledger: decided with the balance read before the
+    settlement, the credits would be overstated by the amount paid. A payer's 6 OPG receipt is settled by the leader
+    right after the follower cached the balance; asked for the whole 10 OPG again at once, the follower must refuse
+    (4 OPG are left)."""
+    leader, follower = _roles(pair)
+    for _round in range(2):
+        payer, n1, n2 = devnet.new_payer(10 * OPG), devnet.new_node(), devnet.new_node()
+        first = ChannelSim(devnet, payer, n1)
+        assert _verify(leader, devnet, first, 6 * OPG, price=6 * OPG)["isValid"] is True
+        res = leader.post("/settle", item(first.receipt(6 * OPG), first.voucher(6 * OPG)))
+        assert res.status_code == 200, res.text
+        rid = res.json()["id"]
+        second = ChannelSim(devnet, payer, n2)
+        assert _verify(follower, devnet, second, 4 * OPG)["isValid"] is True  # fills the follower's cache
+        wait_until(lambda r=rid: leader.receipt_status(r)["status"] == "settled", timeout=20, interval=0.003,
+                   what="the leader settles the first channel")
+        ans = _verify(follower, devnet, second, 10 * OPG)
+        assert devnet.escrow.functions.available_of(payer.address).call() == 4 * OPG
+        assert ans["isValid"] is False and ans["invalidReason"] == "insufficient_balance", ans
+
+
+# The store: catch-up and the intake lock ----------------------------------------------------------------------------
+@ape.fixture(scope="module", chain_isolation=False, params=["postgresql", "sqlite"])
+def location(request, stores_database: str, tmp_path_factory) -> str:
+    """The store-level tests' shared store: their PostgreSQL database, or one SQLite file."""
+    if request.param == "postgresql":
+        return stores_database
+    return str(tmp_path_factory.mktemp("shared-stores") / "stores.sqlite3")
+
+
+def _store(location: str, devnet: Devnet) -> Store:
+    s = Store(location, Ledger(), reservations=Reservations(), shared=True, follow_interval=3600)
+    s.open(devnet.chain_id, devnet.escrow.address, devnet.staking.address)
+    return s
+
+
+def _promise(store: Store, payer: str, node: str, cap: int) -> None:
+    store.submit_job(store.job_promise, lambda: (None, {}, (payer, node, cap, "")), durable=False).result()
+
+
+def _address(n: int) -> str:
+    return f"0x{n:040x}"
+
+
+def test_attack_a_promise_made_after_every_promise_was_pruned_is_counted_by_the_other_relayer(location, devnet):
+    """Versions drawn as max(version) + 1 of the promises table fall when expired promises are pruned: the next
+    promises get versions the other relayer's cursor already passed, it never sees them and promises the same
+    credits again. The counter never falls: after a prune, A's new promise of the whole balance counts at B."""
+    a, b = _store(location, devnet), _store(location, devnet)
+    try:
+        payer = _address(time.time_ns())
+        for i in range(5):
+            _promise(a, payer, _address(i + 1), 10)
+        b.sync()
+        assert b.reservations.promised_cap(payer, _address(5)) == 10
+        a.call(lambda conn: Promises.prune(conn, -1e12))  # every promise ended (an idle night), pruned
+        assert _rows(location, "SELECT count(*) FROM promises") == [(0,)]
+        _promise(a, payer, _address(0xCC), 1000)
+        b.sync()
+        assert b.reservations.promised_cap(payer, _address(0xCC)) == 1000
+    finally:
+        a.close()
+        b.close()
+
+
+def test_attack_a_skewed_clock_neither_ignores_nor_deletes_the_other_relayers_promises(location, devnet, monkeypatch):
+    """Promises end by the database's clock, not each relayer's: B, whose wall clock runs an hour ahead, prunes and
+    catches up; A's fresh promise is still stored and B counts it for its whole time."""
+    a, b = _store(location, devnet), _store(location, devnet)
+    try:
+        payer, node = _address(time.time_ns()), _address(0xDD)
+        _promise(a, payer, node, 77)
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() + 3600)
+        b.sync()  # prunes (first sync) and catches up
+        monkeypatch.undo()
+        assert b.reservations.promised_cap(payer, node) == 77
+        [(until,)] = _rows(location, "SELECT until FROM promises WHERE payer = ?", (payer,))
+        assert abs(until - (time.time() + PROMISE_TTL)) < 30
+    finally:
+        a.close()
+        b.close()
+
+
+def test_attack_an_open_transaction_elsewhere_does_not_make_every_catch_up_reread_everything(stores_database, devnet):
+    """PostgreSQL: a cursor at the oldest running transaction (pg_snapshot_xmin) is pinned by any transaction left
+    open on the cluster (a long import, an idle session): every catch-up, each /verify's among them, re-reads every
+    channel changed since. Versions from a sequence drawn under the intake lock keep it incremental."""
+    a, b = _store(stores_database, devnet), _store(stores_database, devnet)
+    other = psycopg.connect(stores_database, autocommit=False)
+    try:
+        other.execute("SELECT pg_current_xact_id()")  # an open transaction holding an xid
+        b.sync()
+        tag = time.time_ns()
+        a.call(_save_channels, tag, 300)
+        assert b.sync() == 300
+        assert [b.sync() for _ in range(3)] == [0, 0, 0]
+    finally:
+        other.rollback()
+        other.close()
+        a.close()
+        b.close()
+
+
+def _save_channels(conn, tag: int, n: int) -> None:
+    lock_intake(conn)
+    for i in range(n):
+        Channels.save(conn, ChannelState(_address(tag + i), "0x" + "bb" * 20, 5, 10, "0x", 0), 1)
+
+
+def test_attack_a_relayer_frozen_holding_the_intake_lock_gets_others_a_503_not_a_hang(stores_database, devnet):
+    """PostgreSQL: relayer A frozen (SIGSTOP, a VM pause) inside its writer's group after taking the intake lock
+    holds it until the server ends its session (idle_in_transaction_session_timeout). Meanwhile B's /verify and
+    /settle jobs wait INTAKE_LOCK_WAIT at most and are refused 503 store_busy (never a hang, never a 500); once A's
+    transaction ends, B goes on."""
+    a, b = _store(stores_database, devnet), _store(stores_database, devnet)
+    frozen, release = threading.Event(), threading.Event()
+
+    def freeze(conn) -> None:
+        lock_intake(conn)
+        frozen.set()
+        release.wait(30)
+
+    try:
+        a.submit(freeze)
+        assert frozen.wait(10)
+        started = time.monotonic()
+        payer, node = _address(time.time_ns()), _address(0xEE)
+        try:
+            _promise(b, payer, node, 5)
+            raise AssertionError("B promised while A held the intake lock")
+        except IntakeBusy as exc:
+            assert exc.status == 503 and exc.error == "store_busy", exc
+        assert INTAKE_LOCK_WAIT <= time.monotonic() - started < INTAKE_LOCK_WAIT + 3
+        release.set()
+        _promise(b, payer, node, 5)
+        assert b.reservations.promised_cap(payer, node) == 5
+    finally:
+        release.set()
+        a.close()
+        b.close()
+
+
+def test_attack_a_stale_batch_builder_cannot_move_receipts_out_of_the_sent_batch(location, devnet):
+    """A leader that just lost the lease may still finish a batcher tick: its batch build must not move receipts
+    the new leader already put in the batch it sent (``Receipts.assign`` only takes receipts in no batch)."""
+    s = _store(location, devnet)
+    try:
+        tag = time.time_ns()
+        ids = [f"0x{tag:x}{i:02x}" for i in range(3)]
+
+        def insert(conn) -> None:
+            for i, rid in enumerate(ids):
+                Receipts.insert(conn, (rid, rid, f"r{tag}-{i}", _address(1), _address(tag), "m", "0x", "0x", "1",
+                                       str(i + 1), 0, "0x", "9", "0x", time.time()))
+
+        s.call(insert)
+        sent = s.call(Store.job_build_batch, s.ledger, [{"payer": _address(1)}], "0x", {("p", "n"): ids}, [], {},
+                      time.time())
+        stale = s.call(Store.job_build_batch, s.ledger, [{"payer": _address(1)}], "0x", {("p", "n"): ids}, [], {},
+                       time.time())
+        assert stale != sent
+        assert [r[0] for r in _rows(location, "SELECT DISTINCT batch_id FROM receipts WHERE id IN (?, ?, ?)",
+                                    tuple(ids))] == [sent]
+    finally:
+        s.close()
