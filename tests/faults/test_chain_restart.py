@@ -132,7 +132,7 @@ def test_chain_unreachable_then_restarted_every_daemon_answers_and_everything_se
     relayer_db, node_db, verifier_db = (Database.sqlite(store_of(p)) for p in (relayer, node, verifier))
 
     def problems() -> list[str]:
-        return (reconcile_node(node_db, relayer_db, trio.node_actor.address, devnet.escrow)
+        return (reconcile_node(node_db, relayer_db, trio.node_actor.address, devnet.escrow, devnet.opg)
                 + reconcile_verifier(verifier_db, relayer_db, trio.verifier_actor.address, devnet.staking)
                 + reconcile(devnet.w3, devnet.escrow, relayer.address, relayer.store).problems)
 
