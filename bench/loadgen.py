@@ -286,30 +286,44 @@ Post = Callable[[bytes], Awaitable[tuple[int, bytes]]]
 
 
 async def _closed_loop(posts: list[tuple[str, Post]], bodies: list[bytes], seconds: float | None,
-                       accepted: Callable[[bytes], int]) -> dict:
+                       accepted: Callable[[bytes], int], answered: list[int] | None) -> dict:
     """One worker per ``(url, post)`` sending the next body on the last answer, until the bodies run out or the
-    ``seconds`` are up (requests in flight finish); ``accepted(answer)``: receipts an answer accepted."""
-    queue = list(reversed(bodies))
+    ``seconds`` are up (requests in flight finish); ``accepted(answer)``: receipts an answer accepted.
+
+    A 503 (the relayer is busy or its store or chain is unavailable: retry later) puts the body back to be sent
+    again, after a pause of that worker, as a node's outbox would; ``unavailable`` counts them by error code.
+    ``answered`` (if given) receives the indices of the bodies answered 200."""
+    queue = list(reversed(range(len(bodies))))
     latencies: list[float] = []
+    answered = [] if answered is None else answered
+    unavailable: dict[str, int] = {}
     per_url = dict.fromkeys((url for url, _ in posts), 0)
 
     async def worker(url: str, post: Post, until: float) -> None:
         while queue and time.perf_counter() < until:
-            body = queue.pop()
+            index = queue.pop()
             t0 = time.perf_counter()
-            status, answer = await post(body)
+            status, answer = await post(bodies[index])
+            if status == 503:
+                code = str(json.loads(answer).get("error")) if answer[:1] == b"{" else "503"
+                unavailable[code] = unavailable.get(code, 0) + 1
+                queue.append(index)
+                await asyncio.sleep(0.2)
+                continue
             latencies.append(time.perf_counter() - t0)
             if status != 200:
                 raise RuntimeError(f"settle failed: {status} {answer[:300]!r}")
             per_url[url] += accepted(answer)
+            answered.append(index)
 
     start, until = time.perf_counter(), _until(seconds)
     await asyncio.gather(*(worker(url, post, until) for url, post in posts))
     elapsed = time.perf_counter() - start
     done = sum(per_url.values())
     return {"receipts": done, "seconds": elapsed, "rate": done / elapsed, "requests": len(latencies),
-            "sent": len(bodies) - len(queue), "per_url": per_url,
-            "p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * percentile(latencies, 99)}
+            "unavailable": unavailable, "per_url": per_url,
+            "p50_ms": 1000 * statistics.median(latencies) if latencies else None,
+            "p99_ms": 1000 * percentile(latencies, 99) if latencies else None}
 
 
 def _httpx_post(client: httpx.AsyncClient, url: str) -> Post:
@@ -320,23 +334,25 @@ def _httpx_post(client: httpx.AsyncClient, url: str) -> Post:
     return post
 
 
-async def run_bulk(urls: str | list[str], bodies: list[bytes], concurrency: int, seconds: float | None = None) -> dict:
+async def run_bulk(urls: str | list[str], bodies: list[bytes], concurrency: int, seconds: float | None = None,
+                   answered: list[int] | None = None) -> dict:
     """``concurrency`` workers (spread round-robin over the relayers ``urls``) each sending the next bulk body on the
     last answer, until the bodies run out or, with ``seconds``, that time is up (requests in flight finish).
-    ``sent``: how many bodies were sent (the first ``sent`` of the list); ``per_url``: receipts accepted by each."""
+    ``answered`` (if given) receives the indices of the bodies answered; ``per_url``: receipts accepted by each
+    relayer; 503 answers as in ``_closed_loop``."""
     urls = _urls(urls)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         for url in urls:
             await client.get(f"{url}/healthz")
         posts = [(urls[i % len(urls)], _httpx_post(client, urls[i % len(urls)])) for i in range(concurrency)]
-        return await _closed_loop(posts, bodies, seconds, lambda answer: json.loads(answer)["accepted"])
+        return await _closed_loop(posts, bodies, seconds, lambda answer: json.loads(answer)["accepted"], answered)
 
 
 async def run_single(urls: str | list[str], items: list[bytes], concurrency: int, client: str = "raw",
-                     seconds: float | None = None) -> dict:
+                     seconds: float | None = None, answered: list[int] | None = None) -> dict:
     """One receipt per request, ``concurrency`` connections (spread round-robin over the relayers ``urls``) each
-    sending its next request on the last answer, until the items run out or ``seconds`` are up; ``sent`` as in
+    sending its next request on the last answer, until the items run out or ``seconds`` are up; ``answered`` as in
     :func:`run_bulk`. ``client``: "raw" (:class:`RawConnection`) or "httpx"."""
     urls = _urls(urls)
     targets = [urls[i % len(urls)] for i in range(concurrency)]
@@ -344,7 +360,7 @@ async def run_single(urls: str | list[str], items: list[bytes], concurrency: int
         conns = [(await open_connections(url, 1))[0] for url in targets]
         try:
             posts = [(url, functools.partial(c.post, "/settle")) for url, c in zip(targets, conns, strict=True)]
-            res = await _closed_loop(posts, items, seconds, lambda _: 1)
+            res = await _closed_loop(posts, items, seconds, lambda _: 1, answered)
         finally:
             for c in conns:
                 c.close()
@@ -353,7 +369,8 @@ async def run_single(urls: str | list[str], items: list[bytes], concurrency: int
         async with httpx.AsyncClient(timeout=60, limits=limits) as http:
             for url in urls:
                 await http.get(f"{url}/healthz")
-            res = await _closed_loop([(url, _httpx_post(http, url)) for url in targets], items, seconds, lambda _: 1)
+            res = await _closed_loop([(url, _httpx_post(http, url)) for url in targets], items, seconds,
+                                     lambda _: 1, answered)
     return {**res, "client": client}
 
 
