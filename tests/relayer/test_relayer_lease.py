@@ -16,11 +16,13 @@ import ape
 import psycopg
 from eth_account import Account
 from lease_faults import PAUSE_FILE
+from test_relayer_verify import authorization, exact_request
 
 from offchain.client import OpgClient
 from offchain.devkit.devchain import transact
 from offchain.devkit.devnet import OPG, ChannelSim, Devnet, RelayerProc, new_key, wait_until
 from offchain.devkit.postgres import PostgresCluster
+from offchain.relayer.exact import NOT_SENDER
 
 TTL = 1.5
 ACCOUNT = 6  # both relayers sign with this facilitator account: one nonce sequence, one sender at a time
@@ -98,6 +100,17 @@ def test_a_zombie_leader_sends_nothing_after_the_takeover_which_rebroadcasts_its
         sent = a.post("/deposits", body)
         assert sent.status_code == 200, sent.text
         assert b.post("/deposits", body).json()["transaction"] == sent.json()["transaction"]
+        # An exact payment likewise: the follower claims and sends nothing; the leader settles it; then either
+        # answers the same transfer.
+        merchant = new_key().address
+        payload = authorization(devnet, depositor, merchant, 2 * OPG)
+        exact = exact_request(devnet, payload, merchant, 2 * OPG)
+        refused = b.post("/settle", exact).json()
+        assert refused["success"] is False and refused["errorReason"] == "transaction_failed"
+        assert refused["errorMessage"] == NOT_SENDER and refused["transaction"] == ""
+        paid = a.post("/settle", exact).json()
+        assert paid["success"] is True and b.post("/settle", exact).json()["transaction"] == paid["transaction"]
+        assert devnet.opg.functions.balanceOf(merchant).call() == 2 * OPG
         payer = devnet.new_payer(100 * OPG)
         first = ChannelSim(devnet, payer, devnet.new_node())
         a.wait_receipts(_settle(a, first, 3))  # the leader settles
