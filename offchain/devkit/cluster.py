@@ -469,32 +469,39 @@ def reconcile(w3: Web3, escrow: Any, account: str, store: str | Path, from_block
     """Compare relayer ``account``'s transactions and the settlement by ``escrow`` (a web3 contract) with the relayer
     store at ``store``.
 
+    ``from_block``: only what happened from that block on (a test's scenario after earlier ones): the nonces from
+    the account's count before it, batches mined from it, ``spent`` as it grew since.
+
     Problems found (each a line of ``Reconciliation.problems``):
-    - the account's mined nonces are not 0..n-1, or (``quiescent``) a transaction of it still waits in the mempool;
+    - the account's mined nonces are not contiguous (from its count before ``from_block``), or (``quiescent``) a
+      transaction of it still waits in the mempool;
     - a mined transaction the journal never recorded (sent outside the write-ahead record), or a journal row
       (``quiescent``) not marked done;
     - with a journal ``epoch`` column: a mined transaction whose epoch is below an earlier nonce's (a deposed
       leader's transaction mined after its successor's);
     - a batch with two mined successful transactions, a ``BatchSettled`` transaction no confirmed batch names, a
       confirmed batch whose transaction is not a mined successful one of the account;
-    - a channel whose ``spent`` differs from what the account's ``BatchSettled`` logs paid it (settled twice), from
-      the highest cumulative of its settled receipts, or (``quiescent``) that still has pending receipts.
+    - a channel whose ``spent`` grew by other than what the account's ``BatchSettled`` logs paid it (settled twice),
+      or differs from the highest cumulative of its settled receipts, or (``quiescent``) that still has pending
+      receipts.
     """
     db = Database.at(store)
     try:
         journal = [dict(zip(r.keys(), r, strict=True)) for r in db.read("SELECT * FROM transactions ORDER BY nonce")]
-        batches = [dict(zip(r.keys(), r, strict=True)) for r in db.read("SELECT id, status, tx_hash FROM batches")]
+        batches = [dict(zip(r.keys(), r, strict=True))
+                   for r in db.read("SELECT id, status, tx_hash, block_number FROM batches")]
         receipts = db.read("SELECT payer, node, status, cumulative FROM receipts")
     finally:
         db.close()
     chain = _account_txs(w3, account, from_block)
     problems: list[str] = []
+    first = w3.eth.get_transaction_count(account, from_block - 1) if from_block > 0 else 0
     nonces = [t.nonce for t in chain]
-    if nonces != list(range(len(nonces))):
-        problems.append(f"the account's mined nonces are not contiguous from 0: {nonces}")
+    if nonces != list(range(first, first + len(nonces))):
+        problems.append(f"the account's mined nonces are not contiguous from {first}: {nonces}")
     pending = w3.eth.get_transaction_count(account, "pending")
-    if quiescent and pending != len(nonces):
-        problems.append(f"{pending - len(nonces)} transaction(s) of the account still wait in the mempool")
+    if quiescent and pending != first + len(nonces):
+        problems.append(f"{pending - first - len(nonces)} transaction(s) of the account still wait in the mempool")
     rows = {r["tx_hash"]: r for r in journal}
     for t in chain:
         if t.tx_hash not in rows:
@@ -519,8 +526,9 @@ def reconcile(w3: Web3, escrow: Any, account: str, store: str | Path, from_block
             mined_by_batch.setdefault(r["ref"], []).append(r["tx_hash"])
     problems += [f"batch {ref} mined twice: {hashes}" for ref, hashes in mined_by_batch.items() if len(hashes) > 1]
     confirmed = {b["tx_hash"]: b["id"] for b in batches if b["status"] == "confirmed"}
-    problems += [f"confirmed batch {bid}'s transaction {h} is not a successful one of the account"
-                 for h, bid in confirmed.items() if h not in ok]
+    problems += [f"confirmed batch {b['id']}'s transaction {b['tx_hash']} is not a successful one of the account"
+                 for b in batches if b["status"] == "confirmed" and b["block_number"] >= from_block
+                 and b["tx_hash"] not in ok]
     paid: dict[tuple[str, str], int] = {}
     for event in escrow.events.BatchSettled().get_logs(from_block=from_block):
         settled = BatchSettled.from_event(event)
@@ -542,9 +550,11 @@ def reconcile(w3: Web3, escrow: Any, account: str, store: str | Path, from_block
             waiting[key] = waiting.get(key, 0) + 1
     spent = {}
     for key in sorted(set(highest) | set(paid) | set(waiting)):
-        spent[key] = int(escrow.functions.spent(*map(Web3.to_checksum_address, key)).call())
-        if spent[key] != paid.get(key, 0):
-            problems.append(f"channel {key}: spent {spent[key]} != BatchSettled paid {paid.get(key, 0)}")
+        spent_of = escrow.functions.spent(*map(Web3.to_checksum_address, key))
+        spent[key] = int(spent_of.call())
+        grew = spent[key] - (int(spent_of.call(block_identifier=from_block - 1)) if from_block > 0 else 0)
+        if grew != paid.get(key, 0):
+            problems.append(f"channel {key}: spent grew by {grew}, BatchSettled paid {paid.get(key, 0)}")
         if spent[key] != highest.get(key, 0):
             problems.append(f"channel {key}: spent {spent[key]} != highest settled receipt {highest.get(key, 0)}")
         if quiescent and waiting.get(key):

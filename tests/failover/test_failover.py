@@ -6,9 +6,10 @@ connections cut while the process lives on; the process stopped (SIGSTOP) just b
 and woken once another relayer leads.
 
 After each: a survivor took the lease with a higher epoch (takeover time printed, asserted loosely), every payer was
-answered 200 and no survivor answered 5xx, each channel's ``spent`` equals the highest receipt the node charged, the
-relayer account's nonces are contiguous with every mined transaction in the journal and no batch mined twice
-(``cluster.reconcile``), the deposed leader sent nothing after losing its lease, and it comes back as a follower.
+answered 200 and no survivor answered 5xx, each channel's ``spent`` equals the highest receipt the node charged and
+every receipt the node signed is settled once (``reconcile_node``), the relayer account's nonces are contiguous with
+every mined transaction in the journal and no batch mined twice (``cluster.reconcile``), the deposed leader sent
+nothing after losing its lease, and it comes back as a follower.
 
 The scenarios run in sequence on one devnet and one cluster (module fixtures), each starting from a quiet cluster.
 """
@@ -35,6 +36,7 @@ from offchain.devkit.cluster import (
     RelayerCluster,
 )
 from offchain.devkit.devnet import Actor, Devnet, wait_until
+from offchain.devkit.reconcile_stores import reconcile_node, until_consistent
 from offchain.storage.database import Database
 
 TAKEOVERS: dict[str, float] = {}
@@ -89,20 +91,30 @@ def sends_after(relayer: ClusterRelayer, wall: float) -> list[str]:
     return out
 
 
-def settled(devnet: Devnet, cluster: RelayerCluster, payers: list[Actor], nodes: list[NodeProc]) -> None:
+def settled(devnet: Devnet, cluster: RelayerCluster, payers: list[Actor], nodes: list[NodeProc],
+            from_block: int) -> None:
     """Wait until every channel's ``spent`` is what its node charged (the 402 challenge's ``charged``) and the store
-    is quiet (no receipt pending, no journal row open), then reconcile the store with the chain."""
+    is quiet (no receipt pending, no journal row open); then each node's store agrees with the relayers' and the
+    chain (``reconcile_node``), and the relayers' store with the chain since ``from_block`` (``cluster.reconcile``:
+    what an earlier scenario left is that scenario's failure, not this one's)."""
     channels = [(Payer(p, n.url), n) for p in payers for n in nodes]
     wait_until(lambda: all(devnet.spent(c.actor, n.actor) == c.charged() for c, n in channels), timeout=30,
                what="every channel settled up to what its node charged")
-    db = Database.at(cluster.database)
+    relayer_db = Database.at(cluster.database)
     try:
-        wait_until(lambda: db.read_one("SELECT (SELECT count(*) FROM receipts WHERE status = 'pending')"
-                                       " + (SELECT count(*) FROM transactions WHERE done_at IS NULL)")[0] == 0,
+        wait_until(lambda: relayer_db.read_one("SELECT (SELECT count(*) FROM receipts WHERE status = 'pending')"
+                                               " + (SELECT count(*) FROM transactions WHERE done_at IS NULL)")[0] == 0,
                    timeout=15, what="no receipt pending, no transaction open")
+        for node in nodes:
+            node_db = Database.at(node.store)
+            try:
+                assert until_consistent(lambda db=node_db, n=node: reconcile_node(
+                    db, relayer_db, n.address, devnet.escrow, devnet.opg), timeout=15) == []
+            finally:
+                node_db.close()
     finally:
-        db.close()
-    cluster.reconcile().assert_ok()
+        relayer_db.close()
+    cluster.reconcile(from_block).assert_ok()
 
 
 def failover(name: str, devnet: Devnet, cluster: RelayerCluster, nodes: list[NodeProc], payers: list[Actor],
@@ -113,6 +125,7 @@ def failover(name: str, devnet: Devnet, cluster: RelayerCluster, nodes: list[Nod
     every invariant of the module docstring checked."""
     old, lease = cluster.leader()
     survivors = cluster.followers(old)
+    start_block = devnet.w3.eth.block_number + 1
     mark = len(cluster.front.answers)
     with Traffic(payers, nodes) as traffic:
         lost = fault(old) or time.monotonic()
@@ -131,7 +144,7 @@ def failover(name: str, devnet: Devnet, cluster: RelayerCluster, nodes: list[Nod
           + ", ".join(f"{k} {v:.2f} s" for k, v in TAKEOVERS.items()))
     assert traffic.statuses and set(traffic.statuses) == {200}, traffic.statuses
     assert cluster.front.failures([s.url for s in survivors], since=mark) == []
-    settled(devnet, cluster, payers, nodes)
+    settled(devnet, cluster, payers, nodes, start_block)
     if restart is not None:
         restart.join()
     # The deposed leader sent nothing after its successor's takeover; back, it follows the new leader.
