@@ -924,6 +924,7 @@ class Promises:
 # The store -----------------------------------------------------------------------------------------------------------
 INTAKE_LOCK = 0x6F70675F696E74  # the PostgreSQL advisory lock of the transactions that decide on channels
 INTAKE_LOCK_WAIT = 5.0  # s a job waits for the intake lock before it is refused (IntakeBusy)
+_intake_stalled_until = 0.0  # monotonic: until then a job finding the intake lock taken is refused without waiting
 
 
 class IntakeBusy(ApiError):
@@ -938,8 +939,13 @@ def lock_intake(conn: Any) -> None:
     is written (one lock, so two relayers' groups never wait for each other's rows in opposite orders; it also keeps
     the feed's ``seq`` in commit order). SQLite: the writer's ``BEGIN IMMEDIATE`` already holds the file's one write
     lock over every process."""
+    global _intake_stalled_until
     if not _on_postgres(conn) or conn.execute("SELECT pg_try_advisory_xact_lock(?)", (INTAKE_LOCK,)).fetchone()[0]:
         return
+    busy = IntakeBusy(503, "store_busy", None, f"another relayer has held the store's intake lock for over "
+                      f"{INTAKE_LOCK_WAIT:g} s; retry shortly")
+    if time.monotonic() < _intake_stalled_until:  # a wait just timed out: the jobs queued behind it fail at once
+        raise busy
     # Held by another relayer's transaction: wait at most INTAKE_LOCK_WAIT (a relayer frozen mid-transaction holds it
     # until the server ends its session, idle_in_transaction_session_timeout), then refuse with 503 (the job undone).
     conn.execute(f"SET LOCAL lock_timeout = {int(INTAKE_LOCK_WAIT * 1000)}")
@@ -947,8 +953,8 @@ def lock_intake(conn: Any) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(?)", (INTAKE_LOCK,))
     except Exception as exc:
         if getattr(exc, "sqlstate", None) == "55P03":  # lock_not_available
-            raise IntakeBusy(503, "store_busy", None, f"another relayer has held the store's intake lock for over "
-                             f"{INTAKE_LOCK_WAIT:g} s; retry shortly") from None
+            _intake_stalled_until = time.monotonic() + INTAKE_LOCK_WAIT
+            raise busy from None
         raise
     conn.execute("SET LOCAL lock_timeout = DEFAULT")
 

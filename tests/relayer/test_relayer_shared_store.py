@@ -25,6 +25,7 @@ from pathlib import Path
 
 import ape
 import psycopg
+import pytest
 from test_relayer_priority import drain_claim, propose
 
 from offchain.devkit.devnet import OPG, ChannelSim, Devnet, RelayerProc, item, wait_until
@@ -32,7 +33,16 @@ from offchain.devkit.postgres import PostgresCluster
 from offchain.relayer.ledger import Ledger
 from offchain.relayer.proposals import PROMISE_TTL, Reservations
 from offchain.relayer.rules import ChannelState
-from offchain.relayer.store import INTAKE_LOCK_WAIT, Channels, IntakeBusy, Promises, Receipts, Store, lock_intake
+from offchain.relayer.store import (
+    INTAKE_LOCK,
+    INTAKE_LOCK_WAIT,
+    Channels,
+    IntakeBusy,
+    Promises,
+    Receipts,
+    Store,
+    lock_intake,
+)
 
 
 @ape.fixture(scope="module", chain_isolation=False)
@@ -70,16 +80,19 @@ def pair(request, devnet: Devnet, database: str, tmp_path_factory) -> tuple[Rela
         p.stop()
 
 
-def _verify(relayer: RelayerProc, devnet: Devnet, ch: ChannelSim, cap: int, price: int = OPG) -> dict:
+def _verify_body(devnet: Devnet, ch: ChannelSim, cap: int, price: int = OPG) -> dict:
     v = ch.voucher(cap)
     requirements = {"scheme": "opg-credit", "network": devnet.network, "asset": devnet.opg.address,
                     "amount": str(price), "payTo": ch.node.address, "maxTimeoutSeconds": 60,
                     "extra": {"escrow": devnet.escrow.address, "staking": devnet.staking.address}}
-    body = {"x402Version": 2, "paymentRequirements": requirements, "paymentPayload": {
+    return {"x402Version": 2, "paymentRequirements": requirements, "paymentPayload": {
         "x402Version": 2, "accepted": requirements,
         "payload": {"voucher": {"payer": ch.payer.address, "node": ch.node.address, "maxCumulative": str(cap)},
                     "signature": v.signature}}}
-    res = relayer.post("/verify", body)
+
+
+def _verify(relayer: RelayerProc, devnet: Devnet, ch: ChannelSim, cap: int, price: int = OPG) -> dict:
+    res = relayer.post("/verify", _verify_body(devnet, ch, cap, price))
     assert res.status_code == 200, res.text
     return res.json()
 
@@ -371,7 +384,7 @@ def test_attack_a_relayer_frozen_holding_the_intake_lock_gets_others_a_503_not_a
         release.wait(30)
 
     try:
-        a.submit(freeze)
+        held = a.submit(freeze)
         assert frozen.wait(10)
         started = time.monotonic()
         payer, node = _address(time.time_ns()), _address(0xEE)
@@ -382,12 +395,39 @@ def test_attack_a_relayer_frozen_holding_the_intake_lock_gets_others_a_503_not_a
             assert exc.status == 503 and exc.error == "store_busy", exc
         assert INTAKE_LOCK_WAIT <= time.monotonic() - started < INTAKE_LOCK_WAIT + 3
         release.set()
+        held.result(10)  # A thawed: its transaction commits
         _promise(b, payer, node, 5)
         assert b.reservations.promised_cap(payer, node) == 5
     finally:
         release.set()
         a.close()
         b.close()
+
+
+def test_attack_the_intake_lock_held_by_a_frozen_relayer_answers_503_over_http(pair, devnet):
+    """PostgreSQL, end to end: while another session (a frozen relayer) holds the intake lock, a relayer's
+    ``/verify`` and ``/settle`` answer 503 ``store_busy`` with a reason within INTAKE_LOCK_WAIT, never a 500 or a
+    hang; once it is released, both are served."""
+    a, _b, store = pair
+    if not store.startswith("postgresql://"):
+        pytest.skip("the intake lock is PostgreSQL's advisory lock (SQLite: the file's write lock)")
+    payer, node = devnet.new_payer(10 * OPG), devnet.new_node()
+    ch = ChannelSim(devnet, payer, node)
+    it = ch.next(amount=OPG)
+    with psycopg.connect(store, autocommit=False) as frozen:
+        frozen.execute("SELECT pg_advisory_xact_lock(%s)", (INTAKE_LOCK,))
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            started = time.monotonic()
+            verify = pool.submit(a.post, "/verify", _verify_body(devnet, ch, 2 * OPG))
+            settle = pool.submit(a.post, "/settle", it)
+            answers = [verify.result(), settle.result()]
+        assert time.monotonic() - started < INTAKE_LOCK_WAIT + 5
+        for res in answers:
+            assert res.status_code == 503 and res.json()["error"] == "store_busy", res.text
+        frozen.rollback()
+    assert _verify(a, devnet, ch, 2 * OPG)["isValid"] is True
+    res = a.post("/settle", it)
+    assert res.status_code == 200 and res.json()["status"] == "pending", res.text
 
 
 def test_attack_a_stale_batch_builder_cannot_move_receipts_out_of_the_sent_batch(location, devnet):
