@@ -19,12 +19,13 @@ from ..storage.database import is_postgres_url
 from .errors import ApiError
 
 MIB = 2**20
+FREE_SPACE_TTL = 0.5  # s a reading of the free space is reused
 
 
 class DiskReserve:
     """Free space of the file system holding ``path``, read at most every ``ttl`` seconds, against ``reserve`` bytes."""
 
-    def __init__(self, path: Path, reserve: int, ttl: float = 0.5):
+    def __init__(self, path: Path, reserve: int, ttl: float = FREE_SPACE_TTL):
         self.path, self.reserve, self.ttl = path, reserve, ttl
         self._read_at, self._free = float("-inf"), 0
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from offchain.daemon.disk import FREE_SPACE_TTL
 from offchain.devkit.cluster import reconcile
 from offchain.devkit.devnet import OPG, ChannelSim, RelayerProc, wait_until
 
@@ -74,6 +76,7 @@ def test_full_disk_refuses_new_receipts_with_503_settles_the_accepted_ones_and_r
     try:
         accepted = submit(relayer, channels)
         filler = fill(small_disk, leave=RESERVE_MB * MIB // 2)
+        time.sleep(FREE_SPACE_TTL + 0.1)  # the relayer's last reading of the free space is out of date
         refused = offer(relayer, channels)
         assert refused.status_code == 503, refused.text
         body = refused.json()
