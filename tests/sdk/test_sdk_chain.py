@@ -202,20 +202,26 @@ def test_tx_transact_bumps_until_mined(sdk_devnet, tmp_path):
             d.rpc("evm_setAutomine", True)
 
 
+class Crash(Exception):
+    """The process dying between a transaction's write-ahead record and its broadcast."""
+
+
+def crash_after_record(ref: str | None = None):
+    """A TxManager ``after_record`` hook raising ``Crash`` after the record of ``ref`` (of any, if None)."""
+
+    def crash(sent) -> None:
+        if ref is None or sent.ref == ref:
+            raise Crash
+
+    return crash
+
 def test_tx_write_ahead_record_survives_a_restart(sdk_devnet, tmp_path):
     """A crash between the record and the broadcast: the next process finds the signed transaction in the journal
     and broadcasts it (same hash, same nonce), never signing a second one."""
     d = sdk_devnet
     account = _funded(d)
     path = tmp_path / "journal.jsonl"
-
-    class Crash(Exception):
-        pass
-
-    def crash(_sent):
-        raise Crash
-
-    tm = TxManager(d.w3, account, d.chain_id, FileJournal(path), after_record=crash)
+    tm = TxManager(d.w3, account, d.chain_id, FileJournal(path), after_record=crash_after_record())
     with pytest.raises(Crash):
         tm.send(d.opg.functions.approve(d.escrow.address, 11 * OPG), "approve", "11")
     (recorded,) = FileJournal(path).unconfirmed()
@@ -236,15 +242,7 @@ def test_tx_takeover_rebroadcasts_the_journal_then_continues_above_it_and_a_non_
     d = sdk_devnet
     account = _funded(d)
     path = tmp_path / "journal.jsonl"
-
-    class Crash(Exception):
-        pass
-
-    def crash(sent):
-        if sent.ref == "2":
-            raise Crash
-
-    old = TxManager(d.w3, account, d.chain_id, FileJournal(path), after_record=crash)
+    old = TxManager(d.w3, account, d.chain_id, FileJournal(path), after_record=crash_after_record("2"))
     d.rpc("evm_setAutomine", False)
     try:
         first = old.send(d.opg.functions.approve(d.escrow.address, 1), "approve", "1")
