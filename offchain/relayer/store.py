@@ -189,7 +189,7 @@ def _journal_columns(conn: Any, d: Dialect) -> None:
 
 
 # Status columns: receipts pending | settled | rejected; batches built | sent | confirmed | failed | skipped;
-# slashes queued | sent | confirmed | skipped | failed; exact_payments new | sent | confirmed | failed.
+# slashes queued | sent | confirmed | skipped | failed; exact_payments queued | new | sent | confirmed | failed.
 # transactions is written before broadcast; slashes.evidence names what the slash proves (unique).
 # PostgreSQL: the same schema in its spelling, plus the feed's order column (SQLite numbers rows by ``rowid``).
 _PG_FEED_ORDER = """
@@ -866,17 +866,25 @@ class ExactPayments:
         return ExactPayment.from_row(row) if row is not None else None
 
     @staticmethod
-    def claim(conn: Any, key: str, payer: str, payee: str, value: int, authorization: dict, now: float) -> bool:
-        """Claim an authorisation for settlement (status ``new``), or re-claim one whose settlement failed; False if
-        it is claimed already (by this relayer or another on the same store: the row is the one claim, its key
-        unique; a concurrent claim waits for the first one's commit and then finds it)."""
+    def claim(conn: Any, key: str, payer: str, payee: str, value: int, authorization: dict, now: float,
+              status: str = "new") -> bool:
+        """Claim an authorisation for settlement (status ``new``; ``queued``: a follower hands it to the leader), or
+        re-claim one whose settlement failed; False if it is claimed already (by this relayer or another on the same
+        store: the row is the one claim, its key unique; a concurrent claim waits for the first one's commit and then
+        finds it)."""
         return conn.execute(
             "INSERT INTO exact_payments (id, payer, payee, value, \"authorization\", status, created_at, updated_at)"
-            " VALUES (?,?,?,?,?, 'new', ?, ?) ON CONFLICT (id) DO UPDATE SET payer = excluded.payer,"
-            " payee = excluded.payee, value = excluded.value, \"authorization\" = excluded.\"authorization\", status = 'new',"
-            " tx_hash = NULL, block_number = NULL, error = NULL, created_at = excluded.created_at,"
-            " updated_at = excluded.updated_at WHERE exact_payments.status = 'failed'",
-            (key, payer, payee, str(value), json.dumps(authorization), now, now)).rowcount == 1
+            " VALUES (?,?,?,?,?,?, ?, ?) ON CONFLICT (id) DO UPDATE SET payer = excluded.payer,"
+            " payee = excluded.payee, value = excluded.value, \"authorization\" = excluded.\"authorization\","
+            " status = excluded.status, tx_hash = NULL, block_number = NULL, error = NULL,"
+            " created_at = excluded.created_at, updated_at = excluded.updated_at WHERE exact_payments.status = 'failed'",
+            (key, payer, payee, str(value), json.dumps(authorization), status, now, now)).rowcount == 1
+
+    @staticmethod
+    def take(conn: Any, key: str, now: float) -> bool:
+        """The leader takes a ``queued`` authorisation to send it (``new``); False if another take got it first."""
+        return conn.execute("UPDATE exact_payments SET status = 'new', updated_at = ? WHERE id = ? AND"
+                            " status = 'queued'", (now, key)).rowcount == 1
 
     @staticmethod
     def update(conn: Any, key: str, status: str, block: int | None, error: str | None, now: float) -> None:
@@ -895,6 +903,11 @@ class ExactPayments:
     def in_flight(self) -> list[ExactPayment]:
         return [ExactPayment.from_row(r) for r in self.db.read(
             "SELECT * FROM exact_payments WHERE status IN ('new', 'sent')")]
+
+    def queued(self) -> list[ExactPayment]:
+        """Authorisations a follower handed to the leader, oldest first."""
+        return [ExactPayment.from_row(r) for r in self.db.read(
+            "SELECT * FROM exact_payments WHERE status = 'queued' ORDER BY created_at")]
 
 
 class Promises:
@@ -1281,13 +1294,14 @@ class Store:
     job_slash_update = staticmethod(Slashes.update)
     job_withholding_report = staticmethod(Slashes.add_withholding_report)
     job_exact_update = staticmethod(ExactPayments.update)
+    job_exact_take = staticmethod(ExactPayments.take)
 
     @staticmethod
     def job_exact_new(conn: Any, key: str, payer: str, payee: str, value: int, authorization: dict,
-                      now: float) -> ExactPayment | None:
+                      now: float, status: str = "new") -> ExactPayment | None:
         """Claim the authorisation for settlement (None); returns the existing record if it is claimed already and
         its settlement did not fail (by this relayer or another one on the store: ``ExactPayments.claim``)."""
-        if ExactPayments.claim(conn, key, payer, payee, value, authorization, now):
+        if ExactPayments.claim(conn, key, payer, payee, value, authorization, now, status):
             return None
         return ExactPayments.find(conn, key)
 
