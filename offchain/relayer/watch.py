@@ -34,6 +34,7 @@ TOPIC_WITHDRAWAL = event_abi_to_log_topic(next(x for x in abi("CreditEscrow")
                                                if x["type"] == "event" and x["name"] == "WithdrawalRequested"))
 SCAN_INTERVAL = 1.0  # s between scans for withdrawal requests, proposals (and, the batcher's, expiring session keys)
 WITHDRAWAL_LOOKBACK = 10_000  # blocks scanned for withdrawal requests and proposals at start
+URGENT_BOUND = 10_000  # payers kept to settle at once before those with nothing pending are dropped
 
 
 def topic_address(topic: bytes) -> str:
@@ -68,6 +69,12 @@ class ChainWatch:
     def _flag(self, payer: str) -> None:
         with self._lock:
             self._urgent.add(payer)
+            if len(self._urgent) > URGENT_BOUND:  # a follower's set, nobody taking it: keep payers still pending
+                self._urgent = {p for p in self._urgent if self._pending(p)}
+
+    def _pending(self, payer: str) -> bool:
+        return any((ch := self.ledger.get(payer, node)) is not None and ch.pending
+                   for node in list(self.ledger.by_payer.get(payer, ())))
 
     def scan(self) -> None:
         """Read the new ``WithdrawalRequested`` and ``BatchProposed`` logs up to the latest block."""
