@@ -4,8 +4,10 @@ Verification follows x402's EVM exact facilitator (its payload types, EIP-712 ha
 with the relayer's own chain access, so that the relayer's one nonce sequence and write-ahead records cover these
 transfers too. An authorisation is settled at most once: ``(payer, nonce)`` keys its record, and a repeated
 ``/settle`` answers with the transaction already sent. Of several relayer processes on one store only the lease
-holder sends (``relayer.lease``): a follower answers a new authorisation ``transaction_failed`` (``NOT_SENDER``,
-nothing claimed, so the same payment posted again, to the leader, settles) and a known one from its record.
+holder sends (``relayer.lease``): a follower claims a new authorisation ``queued`` and hands it to the leader
+(``relayer.handover``), whose exact worker sends it (``send_queued``); the follower waits for that transaction and
+answers as the leader would have (the same transaction), or, after ``timeout``, ``settlement_pending`` with the row
+left queued or sent, so the same payment posted again answers its final outcome.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ..messages import InvalidSignature, recover_signer
 from ..schemes import SCHEME_EXACT, registry
 from ..schemes.exact import ExactPayload
 from ..sdk.tx import BroadcastError, PreparedCall, TxManager, is_revert, revert_message
+from .handover import QUEUED, SENT, Handover
 from .metrics import Metrics
 from .rpc import ChainFacts, Rpc
 from .store import ExactPayment, Store
@@ -44,8 +47,8 @@ IS_VALID_SIGNATURE_ABI = [{
     "inputs": [{"name": "hash", "type": "bytes32"}, {"name": "signature", "type": "bytes"}],
     "outputs": [{"name": "", "type": "bytes4"}],
 }]
-NOT_SENDER = ("not sent: this relayer is a follower (another relayer process holds the sending lease); post the "
-              "same payment again")
+HANDED_OVER = ("handed to the sending relayer, not sent within the settle timeout; post the same payment again for "
+               "its outcome")
 EXACT_RECONCILE_EVERY = 5.0  # s between reconciliations of exact payments left in flight
 EXPIRY_MARGIN = 6  # s an authorisation must outlive the chain's next block by (model run, mining)
 TRANSFER_BYTES_SELECTOR = keccak(
@@ -60,11 +63,11 @@ class ExactScheme:
     caip_family = "eip155:*"
 
     def __init__(self, facts: ChainFacts, rpc: Rpc, sender: TxManager, sender_chain: Chain, store: Store,
-                 metrics: Metrics, timeout: float):
+                 metrics: Metrics, timeout: float, handover: Handover):
         """``rpc``: reads from request threads; ``sender``/``sender_chain``: the relayer's transactions;
-        ``timeout``: how long POST /settle waits for a transfer (s)."""
+        ``timeout``: how long POST /settle waits for a transfer (s); ``handover``: a follower's work to the leader."""
         self.facts, self.rpc, self.sender, self.sender_chain = facts, rpc, sender, sender_chain
-        self.store, self.metrics, self.timeout = store, metrics, timeout
+        self.store, self.metrics, self.timeout, self.handover = store, metrics, timeout, handover
         self.network = facts.network
         self.token = facts.opg
         self.token_name, self.token_version = facts.opg_domain
@@ -244,22 +247,75 @@ class ExactScheme:
                                "another authorisation with this nonce is already being settled or settled")
             if existing.status in ("sent", "confirmed") and existing.tx_hash:
                 return self._await(key, existing.tx_hash, existing.payer, existing.value)
+            if existing.status == QUEUED:  # handed over (by this relayer or another): follow it
+                return self._follow(key, a.from_, self.timeout)
         verdict = self._check_payable(payload)
         if not verdict.is_valid:
             return refused(verdict.invalid_reason, verdict.invalid_message)
-        if not self.sender.sending():  # several relayers: only the lease holder sends (relayer.lease)
-            return SettleResponse(success=False, error_reason=x402c.ERR_TRANSACTION_FAILED, payer=a.from_,
-                                  error_message=NOT_SENDER, transaction="", network=self.network)
-        claimed = self.store.call(Store.job_exact_new, key, a.from_, a.to, a.value,
-                                    json.loads(payload.model_dump_json(by_alias=True)), time.time())
+        # Several relayers: only the lease holder sends (relayer.lease); a follower hands the payment over.
+        leader = self.sender.sending()
+        claimed = self.store.call(self._claim, key, a.from_, a.to, a.value,
+                                  json.loads(payload.model_dump_json(by_alias=True)), time.time(),
+                                  "new" if leader else QUEUED)
         if claimed is not None:  # another request is settling the same authorisation
             if not self._same_authorization(claimed, payload):
                 return refused(x402c.ERR_NONCE_ALREADY_USED,
                                "another authorisation with this nonce is already being settled or settled")
             if claimed.tx_hash:
                 return self._await(key, claimed.tx_hash, claimed.payer, claimed.value)
+            if claimed.status == QUEUED:
+                return self._follow(key, a.from_, self.timeout)
             return SettleResponse(success=False, error_reason=x402c.ERR_SETTLEMENT_PENDING, payer=a.from_,
                                   transaction="", network=self.network)
+        if not leader:
+            return self._follow(key, a.from_, self.timeout)
+        sent = self._send(key, payload)
+        return self._await(key, sent, a.from_, a.value) if isinstance(sent, str) else sent
+
+    def _claim(self, conn: Any, key: str, payer: str, payee: str, value: int, authorization: dict, now: float,
+               status: str) -> ExactPayment | None:
+        """``Store.job_exact_new``; a ``queued`` claim also tells the leader (once it commits)."""
+        claimed = Store.job_exact_new(conn, key, payer, payee, value, authorization, now, status)
+        if claimed is None and status == QUEUED:
+            self.handover.tell(conn, QUEUED, key)
+        return claimed
+
+    def _follow(self, key: str, payer: str, timeout: float) -> SettleResponse:
+        """A follower's answer for a handed-over authorisation: wait (at most ``timeout`` s) until the leader sent
+        it, then for its transaction as the leader would; ``settlement_pending`` if it is still queued then (the
+        row stays: posted again, the payment answers its outcome, never a second transfer)."""
+        deadline = time.monotonic() + timeout
+        row = self.handover.wait_for(
+            lambda: r if (r := self.store.exact.get(key)) is not None and r.status != QUEUED else None, timeout)
+        if row is None:
+            return SettleResponse(success=False, error_reason=x402c.ERR_SETTLEMENT_PENDING, payer=payer,
+                                  error_message=HANDED_OVER, transaction="", network=self.network)
+        if row.tx_hash:
+            return self._await(key, row.tx_hash, row.payer, row.value, max(0.0, deadline - time.monotonic()))
+        if row.status == "failed":
+            return SettleResponse(success=False, error_reason=x402c.ERR_TRANSACTION_FAILED, error_message=row.error,
+                                  payer=payer, transaction="", network=self.network)
+        return SettleResponse(success=False, error_reason=x402c.ERR_SETTLEMENT_PENDING, payer=payer,
+                              error_message=HANDED_OVER, transaction="", network=self.network)
+
+    def send_queued(self) -> int:
+        """The leader's worker: take each authorisation a follower handed over (one taker each) and send it under
+        this process's fence, then tell the waiting follower. Returns how many were taken."""
+        taken = 0
+        for row in self.store.exact.queued():
+            if not self.sender.sending():
+                break
+            if not self.store.call(Store.job_exact_take, row.id, time.time()):
+                continue  # taken by another run
+            taken += 1
+            self._send(row.id, registry.parse(SCHEME_EXACT, row.authorization))  # its row: sent, or failed
+            self.store.call(self.handover.tell, SENT, row.id)
+        return taken
+
+    def _send(self, key: str, payload: ExactPayload) -> str | SettleResponse:
+        """Send the claimed (``new``) authorisation: its transaction hash, or the answer to a refusal before
+        broadcast (which fails the row: it may be claimed again)."""
+        a = payload.authorization
         chain = self.sender_chain
         try:
             tx_hash = self.sender.send(self._call(payload, chain.w3, chain.opg), "exact", key).tx_hash
@@ -276,7 +332,7 @@ class ExactScheme:
             log.warning("exact %s refused before broadcast: %s", key, revert_message(exc))
             return SettleResponse(success=False, error_reason=reason, error_message=revert_message(exc),
                                   payer=a.from_, transaction="", network=self.network)
-        return self._await(key, tx_hash, a.from_, a.value)
+        return tx_hash
 
     @staticmethod
     def _same_authorization(row: ExactPayment, payload: ExactPayload) -> bool:
@@ -290,8 +346,8 @@ class ExactScheme:
         fields = ("from", "to", "value", "validAfter", "validBefore", "nonce")
         return all(str(stored.get(f)).lower() == str(mine.get(f)).lower() for f in fields)
 
-    def _await(self, key: str, tx_hash: str, payer: str, value: int) -> SettleResponse:
-        receipt = self.sender.wait(tx_hash, self.timeout)
+    def _await(self, key: str, tx_hash: str, payer: str, value: int, timeout: float | None = None) -> SettleResponse:
+        receipt = self.sender.wait(tx_hash, self.timeout if timeout is None else timeout)
         if receipt is None:
             return SettleResponse(success=False, error_reason=x402c.ERR_SETTLEMENT_PENDING, payer=payer,
                                   transaction=tx_hash, network=self.network)
@@ -365,10 +421,17 @@ class ExactReconciler:
 
     def __init__(self, exact: ExactScheme, older_than: float):
         self.exact, self.older_than = exact, older_than
+        self._next_reconcile = 0.0
 
     def startup(self) -> None:
         self.exact.reconcile()
+        self._next_reconcile = time.monotonic() + EXACT_RECONCILE_EVERY
 
     def tick(self) -> float:
-        self.exact.reconcile(older_than=self.older_than)
+        """Send what followers handed over (woken at once by ``relayer.handover``), and reconcile every
+        EXACT_RECONCILE_EVERY s."""
+        self.exact.send_queued()
+        if time.monotonic() >= self._next_reconcile:
+            self.exact.reconcile(older_than=self.older_than)
+            self._next_reconcile = time.monotonic() + EXACT_RECONCILE_EVERY
         return EXACT_RECONCILE_EVERY

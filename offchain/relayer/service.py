@@ -26,6 +26,7 @@ from .credit import CreditConfig, CreditScheme
 from .events import Events
 from .exact import ExactReconciler, ExactScheme
 from .facilitators import Facilitators
+from .handover import Handover
 from .intake import Intake
 from .lease import Lease, LeaseKeeper
 from .ledger import Ledger
@@ -91,7 +92,9 @@ class Relayer:
         ctx = CreditConfig.of(settings).context(facts)
         pool = ValidationPool(settings.validation_workers, ctx)
         credit = CreditScheme(facts, ctx, ledger, reservations, store, metrics, reads, clock, rpc.retry, pool, events)
-        exact = ExactScheme(facts, rpc, sender, sender_chain, store, metrics, settings.exact_timeout)
+        # A follower hands exact payments to the leader through the store; the listener wakes both sides.
+        handover = Handover(store.db)
+        exact = ExactScheme(facts, rpc, sender, sender_chain, store, metrics, settings.exact_timeout, handover)
         # Every process follows withdrawal requests and proposals (its /verify counts them); the leader's batcher
         # settles the payers they make urgent.
         watch = ChainWatch(facts, sender_chain, rpc.retry, ledger, reservations, clock, events)
@@ -110,7 +113,9 @@ class Relayer:
         worker.add(watch)
         worker.add(Gated(batcher, lease.may_send, (NotSender,)), quiet=(SettlementBlocked,))  # blocked: reported
         worker.add(Gated(slasher, lease.may_send, (NotSender,)))
-        worker.add(Gated(ExactReconciler(exact, older_than=settings.exact_timeout + 5), lease.may_send, (NotSender,)))
+        handover.wake_sender = worker.add(Gated(ExactReconciler(exact, older_than=settings.exact_timeout + 5),
+                                                lease.may_send, (NotSender,))).set
+        worker.add(handover.listener())
         metrics.gauge("opg_relayer_pending_receipts", "Receipts accepted and not yet settled or rejected.",
                       lambda: {(): ledger.pending})
         metrics.gauge("opg_relayer_batches", "Batches by status.",
