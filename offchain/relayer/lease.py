@@ -13,6 +13,10 @@ host's clock read by SQLite), never by a contender's own clock.
   the TTL; a graceful stop releases the lease (expiry set to 0) for the same reason.
 - **Renew** (as the leader, every ``ttl / 3`` s): ``UPDATE ... WHERE holder = me AND epoch = mine AND expires_at >
   now``; no row means the lease was lost (expired, or taken): the process becomes a follower, with no error.
+- **Never blocked**: the lease's own connection (a writer session: ``idle_in_transaction_session_timeout``) runs
+  take and renew with ``lock_timeout`` ``ttl / 3``: a leader frozen inside a fence transaction (its ``FOR SHARE``
+  row lock held) makes a contender's take fail fast and retry at its next heartbeat, never hang, until the server
+  ends the frozen transaction.
 - **Locally**, ``is_leader`` is also false once ``ttl`` has passed on this process's monotonic clock since the last
   renewal began (a process paused past the TTL stops its senders before it even asks the database).
 - **Fencing** (``fence(conn)``): every write-ahead transaction record (``storage.journal.SqlTxJournal``) runs this
@@ -46,6 +50,7 @@ from ..storage import Database
 
 log = logging.getLogger("opg.relayer.lease")
 
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL: lock_timeout expired
 NAME = "relayer"  # the one lease of a relayer database: who sends its account's transactions
 _TABLE = """CREATE TABLE IF NOT EXISTS relayer_lease (
     name TEXT PRIMARY KEY,
@@ -132,6 +137,8 @@ class Lease:
         if self._conn is None:
             self._conn = self.db.connect()
             self._create(self._conn)
+            if self.dialect == "postgresql":  # a take or renewal never waits on a frozen leader's fence (FOR SHARE)
+                self._conn.execute(f"SET lock_timeout = {max(100, int(self.ttl * 1000 / 3))}")
         return self._conn
 
     def _close(self) -> None:
@@ -182,11 +189,17 @@ class Lease:
         current = self.read()
         force = current is not None and bool(current[0]) and current[2] > 0 and _host_process_gone(current[0])
         started = time.monotonic()
-        row = self._run(
-            f"UPDATE relayer_lease SET holder = ?, epoch = epoch + 1, expires_at = {self.now} + ?,"
-            f" renewed_at = {self.now} WHERE name = ? AND (expires_at <= {self.now} OR holder = ? OR holder = ?)"
-            " RETURNING epoch", (self.instance, self.ttl, self.name, self.instance,
-                                 current[0] if force and current else self.instance))
+        try:
+            row = self._run(
+                f"UPDATE relayer_lease SET holder = ?, epoch = epoch + 1, expires_at = {self.now} + ?,"
+                f" renewed_at = {self.now} WHERE name = ? AND (expires_at <= {self.now} OR holder = ? OR holder = ?)"
+                " RETURNING epoch", (self.instance, self.ttl, self.name, self.instance,
+                                     current[0] if force and current else self.instance))
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
+            log.info("lease: a record of the holder's is in flight (row locked past lock_timeout): not taken yet")
+            return False
         if row is None:
             return False
         self.epoch = self.held_epoch = int(row[0])

@@ -113,6 +113,13 @@ def test_on_postgresql_a_take_waits_for_a_record_in_flight_and_sees_it(relayer_s
     threading.Thread(target=lambda: (_wait(lambda: b.try_take(), timeout=TTL * 20), taken.set()), daemon=True).start()
     time.sleep(TTL * 2.5)  # lapsed by now, but the row is locked by the record's transaction
     assert not taken.is_set()
+    # A take never hangs on it (lock_timeout ttl / 3): it fails fast and is retried at the next heartbeat.
+    c = Lease(Database.at(store_location), "relayer-c", TTL)
+    c.read()  # connected
+    started = time.monotonic()
+    assert not c.try_take()
+    assert time.monotonic() - started < 1
+    c.close()
     conn.execute("COMMIT")
     assert taken.wait(5)
     assert "0x77" in _recorded(relayer_store)
