@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+import ape.exceptions
 import pytest
+from ape.exceptions import TransactionError
 from ape.pytest.fixtures import IsolationManager
 
 from offchain.ape_deploy import deploy_system
@@ -184,6 +186,28 @@ def _set_snapshot(self, scope):
 
 
 IsolationManager.set_snapshot = _set_snapshot
+
+
+# Ape builds a contract source traceback for every reverted transaction as it raises the error (ContractLogicError's
+# `set_ape_traceback` defaults to True, and ape-vyper's error enrichment reads the `# dev:` message from it): it
+# fetches the mined transaction's struct-log trace from anvil and maps every pc to a Vyper AST node. That was 61 % of
+# the time of the revert-heavy contract tests (py-spy), and nothing here uses it: every `ape.reverts(...)` checks the
+# revert string, which ape takes from replaying the failed transaction on the chain (`eth_call`), never from the
+# traceback, and no test asserts a `dev_message` or a compiler runtime-error class (IntegerOverflow, ...; the bare
+# `ape.reverts()` accepts any ContractLogicError either way). So the session skips it; when a test FAILS with a
+# transaction error, the contract source traceback is built then and added to its report.
+_ape_traceback_from_tx = ape.exceptions._get_ape_traceback_from_tx
+ape.exceptions._get_ape_traceback_from_tx = lambda txn: None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    error = call.excinfo.value if report.failed and call.excinfo is not None else None
+    while error is not None and not (isinstance(error, TransactionError) and error.txn is not None):
+        error = error.__cause__ or error.__context__
+    if error is not None and (source := _ape_traceback_from_tx(error.txn)):
+        report.sections.append(("contract source traceback", source.format()))
 
 
 # Order: the tests on ape's own test chain (contracts, wallets, console, property) run first, inside ape's snapshot
