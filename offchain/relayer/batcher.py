@@ -42,9 +42,11 @@ from .watch import SCAN_INTERVAL, ChainWatch
 log = logging.getLogger("opg.relayer.batcher")
 
 SETTLED, STALE = 0, 1
-# Static gas bound of settle_batch (EOA payers): measured ~19k per claim on average; these leave room for first
-# settlements (cold, zero-to-nonzero slots) and the per-node fee forwarding. Larger needs fall back to estimation.
-GAS_BASE, GAS_PER_CLAIM, GAS_PER_NODE = 150_000, 45_000, 60_000
+# Static gas bound of settle_batch (EOA payers): bench/results/gas.json measures ~238k for the batch itself (a one-claim
+# batch costs 257k on an existing channel, 274k on a new one) and 19k (existing) to 36k (new) per further claim; these
+# leave room for first settlements (cold, zero-to-nonzero slots), an epoch's first settlement and the per-node fee
+# forwarding. Larger needs fall back to estimation. (GAS_BASE was 150k: every one-claim batch ran out of gas once.)
+GAS_BASE, GAS_PER_CLAIM, GAS_PER_NODE = 260_000, 45_000, 60_000
 UNKNOWN_GRACE = 3.0  # seconds a transaction this process broadcast may stay unknown to the node
 
 
