@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from eth_abi import decode as abi_decode
 from eth_utils import event_abi_to_log_topic, function_abi_to_4byte_selector
@@ -36,7 +37,7 @@ from .policy import BatchPolicy, RevertStreak, culprits
 from .proposals import Reservations
 from .rpc import ChainFacts
 from .rules import ClaimResult
-from .store import Store
+from .store import Store, lock_intake
 from .watch import SCAN_INTERVAL, ChainWatch
 
 log = logging.getLogger("opg.relayer.batcher")
@@ -181,6 +182,23 @@ class BatcherConfig:
                    confirmations=int(settings.confirmations), resend_after=float(settings.resend_after))
 
 
+T = TypeVar("T")
+
+
+def fenced(job: Callable[..., T], fence: Callable[[Any], None] | None) -> Callable[..., T]:
+    """A batch job that first checks, in its own transaction and after the intake lock (one lock order), that this
+    process still holds the sending lease (``lease.fence``): a zombie leader's last build, rebuild, failure or
+    rejection raises ``Fenced`` and changes nothing (it cannot move receipts out of the new leader's batch)."""
+    if fence is None:
+        return job
+
+    def run(conn: Any, *args: Any) -> T:
+        lock_intake(conn)
+        fence(conn)
+        return job(conn, *args)
+    return run
+
+
 class Batcher:
     """The worker (``offchain.daemon.worker``) building, sending and following batches."""
 
@@ -188,8 +206,9 @@ class Batcher:
 
     def __init__(self, config: BatcherConfig, policy: BatchPolicy, facts: ChainFacts, store: Store, ledger: Ledger,
                  reservations: Reservations, sender: TxManager, chain: Chain, metrics: Metrics, clock: ProtocolClock,
-                 events: Events, watch: ChainWatch):
+                 events: Events, watch: ChainWatch, fence: Callable[[Any], None] | None = None):
         self.settings, self.policy, self.facts = config, policy, facts
+        self.fence = fence  # the sending lease's (lease.fence): every batch job checks it in its transaction
         self.watch = watch  # every process's scan of withdrawal requests and proposals: its urgent payers
         self.store, self.ledger, self.reservations = store, ledger, reservations
         self.sender, self.chain, self.metrics, self.clock, self.events = sender, chain, metrics, clock, events
@@ -304,7 +323,7 @@ class Batcher:
             culprits = self._culprits(claims, str(exc))
             bad = [c for c in claims if (c["payer"], c["node"]) in culprits]
             bad_ids = {k: v for k, v in ids.items() if k in culprits}
-            batch_id = self.store.call(Store.job_build_batch, self.ledger, bad,
+            batch_id = self.store.call(fenced(Store.job_build_batch, self.fence), self.ledger, bad,
                                        "0x" + root_of([i for v in bad_ids.values() for i in v]).hex(), bad_ids, [],
                                        {}, time.time())
             if batch_id is not None:
@@ -316,7 +335,7 @@ class Batcher:
         skipped_ids = {(s.payer, s.node): ids[(s.payer, s.node)] for s in skipped}
         if skipped:
             root = root_of([i for v in go_ids.values() for i in v])
-        batch_id = self.store.call(Store.job_build_batch, self.ledger, go, "0x" + root.hex(), go_ids, skipped,
+        batch_id = self.store.call(fenced(Store.job_build_batch, self.fence), self.ledger, go, "0x" + root.hex(), go_ids, skipped,
                                    skipped_ids, time.time())
         self._count_skipped(skipped, skipped_ids)
         if batch_id is None:
@@ -385,7 +404,7 @@ class Batcher:
     def _reject(self, batch_id: int, reason: str) -> None:
         """Reject a batch whose simulation keeps reverting, and its receipts, recording the reason."""
         receipts = len(self.store.batch_receipt_ids(batch_id))
-        self.store.call(Store.job_reject_batch, self.ledger, batch_id, reason, time.time())
+        self.store.call(fenced(Store.job_reject_batch, self.fence), self.ledger, batch_id, reason, time.time())
         self._reverts = RevertStreak()
         self.metrics.batches.inc(1, "rejected")
         self.metrics.receipts_resolved.inc(receipts, "rejected")
@@ -511,7 +530,7 @@ class Batcher:
             self._culprits(claims, str(exc))  # raises unless some claim alone reverts
             # Released to be batched again: the next build bisects them and rejects only the reverting claims.
             self._retire(batch_id)
-            self.store.call(Store.job_batch_failed, self.ledger, batch_id, f"simulation reverted: {exc}", time.time())
+            self.store.call(fenced(Store.job_batch_failed, self.fence), self.ledger, batch_id, f"simulation reverted: {exc}", time.time())
             self.metrics.batches.inc(1, "failed")
             return
         self._unblock()
@@ -521,7 +540,7 @@ class Batcher:
         counts = {k: len(v) for k, v in ids.items()}
         if not go:
             self._retire(batch_id)
-        self.store.call(Store.job_rebuild_batch, self.ledger, batch_id, go, "0x" + root.hex(), skipped, time.time())
+        self.store.call(fenced(Store.job_rebuild_batch, self.fence), self.ledger, batch_id, go, "0x" + root.hex(), skipped, time.time())
         self._count_skipped(skipped, None, counts)
         if not go:
             self.metrics.batches.inc(1, "skipped")
@@ -534,7 +553,7 @@ class Batcher:
         if receipt["status"] != 1:
             log.warning("batch %d: %s reverted; its receipts go back to the queue", batch_id, tx_hash)
             self._retire(batch_id)  # done first: whoever sees the batch ended sees its journal settled too
-            self.store.call(Store.job_batch_failed, self.ledger, batch_id, f"transaction {tx_hash} reverted",
+            self.store.call(fenced(Store.job_batch_failed, self.fence), self.ledger, batch_id, f"transaction {tx_hash} reverted",
                             time.time())
             self.metrics.batches.inc(1, "failed")
             return

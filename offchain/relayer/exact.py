@@ -285,8 +285,9 @@ class ExactScheme:
         it, then for its transaction as the leader would; ``settlement_pending`` if it is still queued then (the
         row stays: posted again, the payment answers its outcome, never a second transfer)."""
         deadline = time.monotonic() + timeout
-        row = self.handover.wait_for(
-            lambda: r if (r := self.store.exact.get(key)) is not None and r.status != QUEUED else None, timeout)
+        row = self.handover.wait_for(  # queued, then new (taken by the leader), then sent or failed
+            lambda: r if (r := self.store.exact.get(key)) is not None and r.status not in (QUEUED, "new") else None,
+            timeout)
         if row is None:
             return SettleResponse(success=False, error_reason=x402c.ERR_SETTLEMENT_PENDING, payer=payer,
                                   error_message=HANDED_OVER, transaction="", network=self.network)

@@ -4,6 +4,7 @@ transaction record refused (nothing recorded, so nothing broadcast) even though 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -12,10 +13,13 @@ import threading
 import time
 
 import pytest
+from test_storage_relayer import NODE, PAYER, _valid
 
 from offchain.devkit.cluster import in_parallel
+from offchain.relayer.batcher import fenced
 from offchain.relayer.lease import Fenced, Lease
 from offchain.relayer.ledger import Ledger
+from offchain.relayer.rules import ClaimResult
 from offchain.relayer.store import Store
 from offchain.sdk.tx import SentTx
 from offchain.storage import Database
@@ -150,3 +154,45 @@ def test_concurrent_first_starts_create_the_lease_once_and_a_dead_local_holder_i
             lease.close()
     finally:
         store.close()
+
+
+def test_attack_a_zombie_leaders_batch_jobs_change_nothing(relayer_store, store_location):
+    """A leader that lost the lease may still finish one batcher tick: its batch build, rebuild, failure and
+    rejection jobs (``batcher.fenced``: the lease's fence in their transaction) are refused and change no receipt or
+    batch, so it can neither move receipts out of the new leader's batch nor reject them."""
+    other_store = Store(store_location, Ledger())
+    other_store.open(31337, ESCROW, STAKING)
+    try:
+        a = Lease(relayer_store.db, "relayer-a", TTL)
+        b = Lease(other_store.db, "relayer-b", TTL)
+        items = [_valid(10 * (i + 1), 100) for i in range(3)]
+        asyncio.run(relayer_store.accept(items))
+        ids = [i.id for i in items]
+        claim = {"payer": PAYER.address, "node": NODE.address, "total": "30"}
+        key = (PAYER.address, NODE.address)
+        assert a.try_take()
+        bid = relayer_store.call(fenced(Store.job_build_batch, a.fence), relayer_store.ledger, [claim],
+                                 "0x" + "00" * 32, {key: ids}, [], {}, 1.0)
+        held = a.epoch
+        _wait(lambda: b.try_take(), timeout=TTL * 10)  # a lost the lease; it still believes it leads
+
+        def state() -> list[dict]:
+            return other_store.db.read("SELECT id, batch_id, status, reason FROM receipts ORDER BY id") + \
+                other_store.db.read("SELECT id, status, error FROM batches ORDER BY id")
+
+        before = state()
+        zombie = [(Store.job_rebuild_batch, (bid, [], "0x" + "11" * 32, [ClaimResult(*key, 0, 0)], 2.0)),
+                  (Store.job_batch_failed, (bid, "reverted", 2.0)),
+                  (Store.job_reject_batch, (bid, "ClaimTooLarge", 2.0)),
+                  (Store.job_build_batch, ([claim], "0x" + "22" * 32, {key: ids}, [], {}, 2.0))]
+        for job, args in zombie:
+            a.epoch = held  # as the zombie believes: each job's fence asks the database, not this local view
+            with pytest.raises(Fenced):
+                relayer_store.call(fenced(job, a.fence), relayer_store.ledger, *args)
+        assert state() == before and a.fenced == len(zombie)
+        other_store.call(fenced(Store.job_batch_failed, b.fence), other_store.ledger, bid, "reverted", 3.0)
+        assert other_store.batch(bid)["status"] == "failed"  # the new leader's job goes through
+        a.close()
+        b.close()
+    finally:
+        other_store.close()
