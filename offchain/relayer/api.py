@@ -27,7 +27,6 @@ from ..daemon.errors import ApiError
 from ..daemon.limits import RequestGuard
 from ..sdk.tx import is_transient
 from . import deps
-from .deposits import Deposits
 from .models import BulkSettle, BulkSettleAnswer, ErrorBody, SettleAnswer, SettleItem
 from .routes import batches, deposits, feed, payers, receipts, slashing, x402
 
@@ -127,9 +126,7 @@ def create_app(relayer: Relayer) -> FastAPI:
                             extra_errors={"503": "the chain RPC did not answer"})
     deps.install(app, facts=relayer.facts, rpc=relayer.rpc, metrics=relayer.metrics, events=relayer.events,
                  store=store, ledger=relayer.ledger, facilitators=relayer.facilitators, intake=relayer.intake,
-                 slasher=relayer.slasher,
-                 deposits=Deposits(sender=relayer.sender, chain=relayer.rpc.chain, transactions=store.transactions,
-                                   retry=relayer.rpc.retry, timeout=settings.exact_timeout))
+                 slasher=relayer.slasher, deposits=relayer.deposits)
     return app
 
 

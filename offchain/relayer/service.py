@@ -23,6 +23,7 @@ from ..sdk.tx import NotSender, TxManager, TxPolicy
 from .batcher import Batcher, BatcherConfig, SettlementBlocked
 from .config import ConfigError, RelayerSettings
 from .credit import CreditConfig, CreditScheme
+from .deposits import Deposits, DepositSender
 from .events import Events
 from .exact import ExactReconciler, ExactScheme
 from .facilitators import Facilitators
@@ -95,6 +96,8 @@ class Relayer:
         # A follower hands exact payments to the leader through the store; the listener wakes both sides.
         handover = Handover(store.db)
         exact = ExactScheme(facts, rpc, sender, sender_chain, store, metrics, settings.exact_timeout, handover)
+        deposits = Deposits(sender=sender, chain=rpc.chain, transactions=store.transactions, retry=rpc.retry,
+                            timeout=settings.exact_timeout, handover=handover, run=store.call)
         # Every process follows withdrawal requests and proposals (its /verify counts them); the leader's batcher
         # settles the payers they make urgent.
         watch = ChainWatch(facts, sender_chain, rpc.retry, ledger, reservations, clock, events)
@@ -113,8 +116,10 @@ class Relayer:
         worker.add(watch)
         worker.add(Gated(batcher, lease.may_send, (NotSender,)), quiet=(SettlementBlocked,))  # blocked: reported
         worker.add(Gated(slasher, lease.may_send, (NotSender,)))
-        handover.wake_sender = worker.add(Gated(ExactReconciler(exact, older_than=settings.exact_timeout + 5),
-                                                lease.may_send, (NotSender,))).set
+        wake_exact = worker.add(Gated(ExactReconciler(exact, older_than=settings.exact_timeout + 5), lease.may_send,
+                                      (NotSender,)))
+        wake_deposits = worker.add(Gated(DepositSender(deposits), lease.may_send, (NotSender,)))
+        handover.wake_sender = lambda: (wake_exact.set(), wake_deposits.set())
         worker.add(handover.listener())
         metrics.gauge("opg_relayer_pending_receipts", "Receipts accepted and not yet settled or rejected.",
                       lambda: {(): ledger.pending})
@@ -134,6 +139,7 @@ class Relayer:
         self.reservations, self.store, self.sender, self.clock, self.pool = reservations, store, sender, clock, pool
         self.credit, self.exact, self.batcher, self.slasher, self.worker = credit, exact, batcher, slasher, worker
         self.facilitators, self.intake, self.lease, self.keeper = facilitators, intake, lease, keeper
+        self.deposits = deposits
 
     @property
     def address(self) -> str:

@@ -51,6 +51,7 @@ from ..storage import Database, Dialect, GroupCommitWriter, Migration, add_missi
 from ..storage.database import is_postgres_url
 from ..storage.journal import SqlTxJournal
 from ..storage.writer import CommitStats
+from .handover import HANDOVERS
 from .ledger import Ledger
 from .proposals import Reservations
 from .rules import ChannelState, ClaimResult, after_receipt, resolve_claim
@@ -231,6 +232,8 @@ MIGRATIONS = [
               _shared_intake, _shared_intake),
     Migration(5, "receipts: the feed's seq follows commit order", "", postgres.commit_ordered("receipts", "id")),
     Migration(6, "change versions from a counter that never falls", _version_counter, _version_counter),
+    Migration(7, "handovers: work a follower hands to the sending relayer (gasless deposits)", HANDOVERS,
+              postgres.ddl(HANDOVERS)),
 ]
 
 _RECEIPT_FIELDS = ("id, struct_hash, request_id, payer, node, model_id, input_hash, output_hash, amount, cumulative,"

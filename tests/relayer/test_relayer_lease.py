@@ -1,6 +1,7 @@
 """Several relayer processes on one PostgreSQL database, one sender at a time (``offchain/relayer/lease.py``): the
-first takes the lease at start, the other follows; a leader frozen (SIGSTOP) between a batch's write-ahead record and
-its broadcast loses the lease after the TTL, the new leader re-broadcasts that journaled-but-unsent transaction
+first takes the lease at start, the other follows and hands a gasless deposit and an exact payment posted to it to
+the leader through the store (``offchain/relayer/handover.py``), answering the leader's one transaction; a leader
+frozen (SIGSTOP) between a batch's write-ahead record and its broadcast loses the lease after the TTL, the new leader re-broadcasts that journaled-but-unsent transaction
 (same signed bytes) and sends what comes next, and the zombie, resumed (SIGCONT), comes back as a follower and sends
 nothing: every transaction of the shared account on the chain is one the journal holds, each mined once."""
 
@@ -88,17 +89,19 @@ def test_a_zombie_leader_sends_nothing_after_the_takeover_which_rebroadcasts_its
         assert health["ok"] and health["lease"] == {"role": "follower", "instance": "relayer-b",
                                                     "holder": "relayer-a", "epoch": 1}
         assert _metric(b, "opg_relayer_lease_leader") == 0 and _metric(a, "opg_relayer_lease_leader") == 1
-        # A gasless deposit: the follower sends nothing (503 not_sender, post it again); the leader sends it; then
-        # either answers it from the record.
+        # A gasless deposit posted to the follower: it queues it for the leader through the store, the leader sends
+        # it once, and the follower answers that transaction; then either answers it from the record.
         depositor = new_key()
         transact(devnet.w3, devnet.deployer, devnet.opg.functions.transfer(depositor.address, 10 * OPG))
         body = OpgClient(Account.from_key(depositor.key), devnet.url, devnet.deployment_file,
                          relayer_url=b.url).sign_deposit_authorization(5 * OPG)
-        refused = b.post("/deposits", body)
-        assert refused.status_code == 503 and refused.json()["error"] == "not_sender", refused.text
-        sent = a.post("/deposits", body)
-        assert sent.status_code == 200, sent.text
+        sent = b.post("/deposits", body)
+        assert sent.status_code == 200 and sent.json()["status"] == "confirmed", sent.text
+        assert int(sent.json()["balance"]) == 5 * OPG
+        assert a.post("/deposits", body).json()["transaction"] == sent.json()["transaction"]
         assert b.post("/deposits", body).json()["transaction"] == sent.json()["transaction"]
+        assert _stored(database, "SELECT tx_hash FROM transactions WHERE kind = 'deposit'") == \
+            [(sent.json()["transaction"],)]
         # An exact payment posted to the follower: it hands the payment to the leader through the store, the leader
         # sends it once, and the follower answers that transfer; then either answers the same one.
         merchant = new_key().address
