@@ -5,7 +5,9 @@ moment a transaction is recorded as sent, before its broadcast. ``OPG_RELAYER_FA
   recovery tests);
 - ``steal_nonce``: while the file named by ``OPG_RELAYER_FAULT_ARM`` exists (the test creates it, the fault removes
   it), another process takes the batch's nonce first: an ``eth_sendTransaction`` from the relayer's own (anvil
-  unlocked) account to ``OPG_RELAYER_FAULT_RPC``, mined before the relayer broadcasts its transaction."""
+  unlocked) account to ``OPG_RELAYER_FAULT_RPC``, mined before the relayer broadcasts its transaction;
+- ``exit_after_build``: the relayer process exits hard once its first batch is built (committed to the store, its
+  receipts pointing to it) and before that batch's transaction is signed (the batcher's ``_send``)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 import httpx
 from eth_account import Account
 
+from offchain.relayer.batcher import Batcher
 from offchain.relayer.events import Events
 from offchain.sdk.tx import SentTx
 
@@ -43,8 +46,22 @@ def _steal_nonce(tx: SentTx) -> None:
                 tx.ref, answer)
 
 
+def _exit_after_build(events: Events) -> None:
+    def exit_before_signing(self: Batcher, batch_id: int, *args: object, **kwargs: object) -> None:
+        log.warning("relayer_faults: exiting hard after building batch %s, before signing it", batch_id)
+        logging.shutdown()
+        os._exit(FAULT_EXIT_CODE)
+
+    Batcher._send = exit_before_signing  # type: ignore[method-assign]
+
+
 FAULTS = {"exit": _exit_after_batch_recorded, "steal_nonce": _steal_nonce}
+PATCHES = {"exit_after_build": _exit_after_build}
 
 
 def install(events: Events) -> None:
-    events.tx_recorded.subscribe(FAULTS[os.environ.get("OPG_RELAYER_FAULT", "exit")])
+    fault = os.environ.get("OPG_RELAYER_FAULT", "exit")
+    if fault in PATCHES:
+        PATCHES[fault](events)
+    else:
+        events.tx_recorded.subscribe(FAULTS[fault])

@@ -86,6 +86,31 @@ def test_sigkill_with_batch_pending_in_mempool(devnet, channels, tmp_path):
         relayer.stop()
 
 
+def test_exit_after_building_a_batch_before_signing_it(devnet, channels, tmp_path):
+    """The relayer dies with a batch built (committed: its receipts point to it) and nothing signed for it: the
+    restarted relayer sends that batch (or rebuilds it) and every accepted receipt is paid exactly once."""
+    before = balances(devnet, channels)
+    store = tmp_path / "r.sqlite3"
+    crashing = RelayerProc(devnet, store, 5, env={**FAULTS, "OPG_RELAYER_FAULT": "exit_after_build"}).start()
+    ids = submit(crashing, channels, rounds=2)
+    assert crashing.wait_exit() == FAULT_EXIT_CODE
+    crashing.stop()
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as conn:
+        built = conn.execute("SELECT id FROM batches WHERE status = 'built'").fetchall()
+        assert built, "the crash came after a batch was built"
+        assert conn.execute("SELECT count(*) FROM transactions").fetchone()[0] == 0, "nothing was signed"
+    assert all(devnet.spent(ch.payer, ch.node) == 0 for ch in channels)
+    relayer = RelayerProc(devnet, store, 5).start()
+    try:
+        views = relayer.wait_receipts(ids)
+        assert all(v["status"] == "settled" for v in views), views
+        assert_paid_exactly_once(devnet, channels, before)
+        assert {relayer.get(f"/batches/{v['batchId']}").json()["status"] for v in views} == {"confirmed"}
+        wait_until(lambda: unconfirmed_transactions(store) == 0, what="every journal record marked done")
+    finally:
+        relayer.stop()
+
+
 def test_exit_right_after_recording_sent(devnet, channels, tmp_path):
     """The relayer dies after recording the batch as sent and before broadcasting it: the transaction is unknown
     to the chain on restart, so the restarted relayer, taking the sending lease, re-broadcasts the journaled
