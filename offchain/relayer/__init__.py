@@ -30,6 +30,7 @@ Modules, by what they hold:
   deps.py         the HTTP layer's FastAPI dependencies (components from app.state)
   routes/         the routers, one per resource (x402, receipts, batches, slashing, payers, feed, deposits)
   deposits.py     gasless deposits (POST /deposits's checks and transaction), a component of the deposits route
+  handover.py     a follower's exact payments and deposits handed to the lease holder through the store (NOTIFY)
   api.py          the app on the daemons' factory, the /settle fast lane, the ASGI stack
   keccak.py       the fast keccak backend
   cli.py          ``opg relayer run``

@@ -1,9 +1,9 @@
 """Several relayer processes on one PostgreSQL database, one sender at a time (``offchain/relayer/lease.py``): the
 first takes the lease at start, the other follows and hands a gasless deposit and an exact payment posted to it to
 the leader through the store (``offchain/relayer/handover.py``), answering the leader's one transaction; a leader
-frozen (SIGSTOP) between a batch's write-ahead record and its broadcast loses the lease after the TTL, the new leader re-broadcasts that journaled-but-unsent transaction
-(same signed bytes) and sends what comes next, and the zombie, resumed (SIGCONT), comes back as a follower and sends
-nothing: every transaction of the shared account on the chain is one the journal holds, each mined once."""
+frozen (SIGSTOP) between a batch's write-ahead record and its broadcast loses the lease after the TTL, the new
+leader re-broadcasts that journaled-but-unsent transaction (same signed bytes) and sends what comes next, and the
+zombie, resumed (SIGCONT), comes back as a follower and sends nothing: every transaction of the shared account on the chain is one the journal holds, each mined once."""
 
 from __future__ import annotations
 
