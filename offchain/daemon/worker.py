@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
@@ -44,10 +45,13 @@ class Worker(Protocol):
 
 class Gated:
     """``worker`` run only while ``is_open()``; a tick ended by one of the ``closed`` exceptions (the gate closed
-    during it) is idle too. ``startup()`` runs whenever the gate opens; ``shutdown()`` if it was open."""
+    during it) is idle too. ``startup()`` runs whenever the gate opens; ``shutdown()`` if it was open. ``scope()``, if
+    given, is entered around each open tick (the relayer's ``Lease.tick``: the tick's sends are granted only under
+    the lease epoch it began in)."""
 
-    def __init__(self, worker: Worker, is_open: Callable[[], bool], closed: tuple[type[BaseException], ...] = ()):
-        self.worker, self.is_open, self.closed = worker, is_open, closed
+    def __init__(self, worker: Worker, is_open: Callable[[], bool], closed: tuple[type[BaseException], ...] = (),
+                 scope: Callable[[], AbstractContextManager[object]] = nullcontext):
+        self.worker, self.is_open, self.closed, self.scope = worker, is_open, closed, scope
         self.name = worker.name
         self._open = False
 
@@ -56,12 +60,13 @@ class Gated:
             self._open = False
             return None
         try:
-            if not self._open:
-                startup = getattr(self.worker, "startup", None)
-                if callable(startup):
-                    startup()
-                self._open = True
-            return self.worker.tick()
+            with self.scope():
+                if not self._open:
+                    startup = getattr(self.worker, "startup", None)
+                    if callable(startup):
+                        startup()
+                    self._open = True
+                return self.worker.tick()
         except self.closed as exc:
             log.warning("%s: %s", self.name, exc)
             return None

@@ -19,13 +19,17 @@ host's clock read by SQLite), never by a contender's own clock.
   ends the frozen transaction.
 - **Locally**, ``is_leader`` is also false once ``ttl`` has passed on this process's monotonic clock since the last
   renewal began (a process paused past the TTL stops its senders before it even asks the database).
-- **Fencing** (``fence(conn)``): every write-ahead transaction record (``storage.journal.SqlTxJournal``) runs this
-  check in its own database transaction, before it is written: the lease row must still say holder = me, epoch =
-  mine, not expired (PostgreSQL: ``SELECT ... FOR SHARE``, so a take waits for the record's commit and a new leader's
-  takeover reads it; SQLite: the writer already holds the file's write lock). Otherwise it raises ``Fenced`` and the
+- **Fencing** (``fence(conn, epoch)``): every write-ahead transaction record (``storage.journal.SqlTxJournal``) runs
+  this check in its own database transaction, before it is written: the lease row must still say holder = me, epoch
+  = the one the send was granted under (``permit()``, read when ``TxManager.send`` decided to send and chose its
+  nonce; within a gated worker's tick, the epoch the tick began in: ``tick()``), not expired (PostgreSQL:
+  ``SELECT ... FOR SHARE``, so a take waits for the record's commit and a new leader's takeover reads it; SQLite:
+  the writer already holds the file's write lock). Otherwise it raises ``Fenced`` and the
   transaction is neither recorded nor broadcast: a zombie leader (alive, lease lost) sends nothing new. Records made
   before the take are in the journal, which the new leader re-broadcasts first (same signed bytes) and allocates
-  nonces above (``TxManager.takeover``).
+  nonces above (``TxManager.takeover``). The granted epoch, not the one held when the record is written: a send
+  that stalled (a slow RPC) across two changes of leadership (A epoch 1, B epoch 2 sends the same batch, A epoch 3)
+  would otherwise pass as A's new leadership and put a second transaction for the same subject on the chain.
 
 Why not an advisory lock alone: a session advisory lock lives as long as its connection. When the holder's
 connection is cut (network, ``pg_terminate_backend``, a server-side idle timeout) the lock is released at once and
@@ -41,7 +45,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +120,7 @@ class Lease:
         self._deadline = 0.0  # monotonic time until which this process may act as the leader
         self.fenced = 0  # transaction records refused by the fence
         self.sending = threading.Event()  # set by the keeper once a takeover is done, cleared when the lease is lost
+        self._local = threading.local()  # .epoch: the epoch the current thread's gated tick began in (``tick()``)
 
     # This process's view ---------------------------------------------------------------------------------------
     @property
@@ -122,8 +128,30 @@ class Lease:
         return self.epoch > 0 and time.monotonic() < self._deadline
 
     def may_send(self) -> bool:
-        """The senders' gate (``TxManager.may_send``, the gated workers): leader, and its takeover done."""
-        return self.sending.is_set() and self.is_leader
+        """The gated workers' gate: leader, and its takeover done."""
+        return self.permit() > 0
+
+    def permit(self) -> int:
+        """The epoch a send decided now is granted under (``TxManager``'s ``may_send``; the journal's fence then
+        requires the lease row to hold exactly it), or 0: not the leader, takeover not done, or this thread runs a
+        tick that began under another epoch (``tick()``)."""
+        epoch = self.epoch
+        if not (epoch and self.sending.is_set() and time.monotonic() < self._deadline):
+            return 0
+        pinned = getattr(self._local, "epoch", None)
+        return epoch if pinned is None or pinned == epoch else 0
+
+    @contextmanager
+    def tick(self) -> Iterator[None]:
+        """One gated worker's tick (``daemon.worker.Gated``): its sends are granted only under the epoch it began in
+        (its reading of the store predates any later leader's sends), so a tick that straddles a change of
+        leadership sends nothing once the epoch moved, even when this process leads again."""
+        previous = getattr(self._local, "epoch", None)
+        self._local.epoch = self.permit()
+        try:
+            yield
+        finally:
+            self._local.epoch = previous
 
     def state(self) -> LeaseState:
         leader = self.is_leader
@@ -240,23 +268,29 @@ class Lease:
             self._close()
 
     # Fencing ---------------------------------------------------------------------------------------------------
-    def fence(self, conn: Any) -> None:
+    def fence(self, conn: Any, epoch: int | None = None) -> None:
         """In the writer's transaction that records a transaction: refuse (``Fenced``) unless the lease row says
-        this holder, this epoch, not expired. PostgreSQL locks the row until that transaction ends."""
-        epoch = self.epoch
-        if not epoch:  # never held (or given up): nothing to check
+        this holder, ``epoch`` (the one the send was granted under, ``permit()``; default: the epoch held now), not
+        expired. PostgreSQL locks the row until that transaction ends. A send granted under an earlier epoch of this
+        same process is refused too (its decision predates another leader's sends), without giving up the lease it
+        holds now."""
+        current = self.epoch
+        granted = current if epoch is None else epoch
+        if not granted or (epoch is not None and not self.sending.is_set()):  # never held, given up, taking over
             self.fenced += 1
-            raise Fenced(self.instance, 0, self.holder, self.held_epoch)
+            raise Fenced(self.instance, granted, self.holder, self.held_epoch)
         lock = " FOR SHARE" if self.dialect == "postgresql" else ""
         row = conn.execute(f"SELECT holder, epoch, expires_at > {self.now} FROM relayer_lease WHERE name = ?{lock}",
                            (self.name,)).fetchone()
-        if row is not None and row[0] == self.instance and int(row[1]) == epoch and bool(row[2]):
+        held = row is not None and row[0] == self.instance and bool(row[2])
+        if held and int(row[1]) == granted:
             return
         self.fenced += 1
         if row is not None:
             self.holder, self.held_epoch = row[0] or None, int(row[1])
-        self.lose()
-        raise Fenced(self.instance, epoch, row[0] if row else None, int(row[1]) if row else None)
+        if not (held and int(row[1]) == current):  # the lease itself is lost, not just this send's grant
+            self.lose()
+        raise Fenced(self.instance, granted, row[0] if row else None, int(row[1]) if row else None)
 
 
 class LeaseKeeper:

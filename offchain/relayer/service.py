@@ -85,7 +85,7 @@ class Relayer:
         journal = store.tx_journal()
         journal.fence = lease.fence
         sender = TxManager(w3, account, chain_id, journal, policy, rpc.count_error,
-                           after_record=events.tx_recorded.publish, may_send=lease.may_send)
+                           after_record=events.tx_recorded.publish, may_send=lease.permit)
         keeper = LeaseKeeper(lease, sender.takeover)
         reads = RawReader(settings.rpc_url, facts.escrow, facts.staking)
         # Protocol time: max(wall clock, the chain's clock from a block read at most 2 s ago), read through the raw reader.
@@ -114,11 +114,12 @@ class Relayer:
         worker = Supervisor(idle=settings.poll_interval, backoff=Backoff(0.5, 10.0))
         worker.add(keeper, backoff=Backoff(0.1, settings.lease_ttl / 4))
         worker.add(watch)
-        worker.add(Gated(batcher, lease.may_send, (NotSender,)), quiet=(SettlementBlocked,))  # blocked: reported
-        worker.add(Gated(slasher, lease.may_send, (NotSender,)))
+        worker.add(Gated(batcher, lease.may_send, (NotSender,), lease.tick),
+                   quiet=(SettlementBlocked,))  # blocked: reported
+        worker.add(Gated(slasher, lease.may_send, (NotSender,), lease.tick))
         wake_exact = worker.add(Gated(ExactReconciler(exact, older_than=settings.exact_timeout + 5), lease.may_send,
-                                      (NotSender,)))
-        wake_deposits = worker.add(Gated(DepositSender(deposits), lease.may_send, (NotSender,)))
+                                      (NotSender,), lease.tick))
+        wake_deposits = worker.add(Gated(DepositSender(deposits), lease.may_send, (NotSender,), lease.tick))
         handover.wake_sender = lambda: (wake_exact.set(), wake_deposits.set())
         worker.add(handover.listener())
         metrics.gauge("opg_relayer_pending_receipts", "Receipts accepted and not yet settled or rejected.",

@@ -12,7 +12,9 @@
   same nonce and higher fees (a stuck transaction).
 - **Retries**: RPC connection failures are retried with exponential backoff; reverts are not.
 - **One sender among several processes** (the relayer's lease, ``relayer.lease``): ``may_send()`` false refuses to
-  sign (``NotSender``); the journal's record may refuse too (its fence), and then nothing is broadcast. A process that
+  sign (``NotSender``); else it is the lease epoch granted, which the journal's record gets: its fence refuses the
+  record unless the lease still holds exactly that epoch (a send stalled across changes of leadership), and then
+  nothing is broadcast. A process that
   becomes the sender calls ``takeover()``: the journal's unconfirmed transactions are re-broadcast first (same signed
   bytes; a mined one is marked done), then nonces continue from ``max(the node's pending count, the highest nonce
   still waiting + 1)``.
@@ -136,8 +138,9 @@ class SentTx:
 class TxJournal(Protocol):
     """Where the caller keeps its write-ahead record (the relayer's store, a file, ...)."""
 
-    def record(self, tx: SentTx) -> None:
-        """Durably keep ``tx`` before it is broadcast."""
+    def record(self, tx: SentTx, epoch: int | None = None) -> None:
+        """Durably keep ``tx`` before it is broadcast; ``epoch``: the sending lease's epoch the send was granted
+        under (``may_send()``), for a journal that fences its records (None: the epoch held now)."""
 
     def unconfirmed(self) -> list[SentTx]:
         """The recorded transactions not yet marked done (for ``TxManager.resume`` after a restart)."""
@@ -160,7 +163,7 @@ class FileJournal:
             f.flush()
             os.fsync(f.fileno())
 
-    def record(self, tx: SentTx) -> None:
+    def record(self, tx: SentTx, epoch: int | None = None) -> None:  # one process: no lease, no fence
         self._append({"sent": asdict(tx)})
 
     def done(self, tx_hash: str) -> None:
@@ -200,7 +203,7 @@ class TxManager:
     def __init__(self, w3: Web3, account: LocalAccount, chain_id: int, journal: TxJournal | None = None,
                  policy: TxPolicy | None = None, on_rpc_error: Callable[[BaseException], None] | None = None,
                  after_record: Callable[[SentTx], None] | None = None,
-                 may_send: Callable[[], bool] | None = None):
+                 may_send: Callable[[], int] | None = None):
         self.w3 = w3
         self.account = account
         self.address = account.address
@@ -209,7 +212,9 @@ class TxManager:
         self.policy = policy or TxPolicy()
         self.on_rpc_error = on_rpc_error
         self.after_record = after_record  # a test's crash point: runs between the record and the broadcast
-        self.may_send = may_send  # None: always (one process); else false while another process is the sender
+        # None: always (one process); else 0/False while another process is the sender, or the epoch of the lease
+        # the send is granted under (handed to the journal's record: its fence requires exactly that epoch)
+        self.may_send = may_send
         self.lock = threading.RLock()
         self._next_nonce: int | None = None
         self._sent_at_nonce: dict[int, str] = {}  # the last transaction broadcast with each recent nonce
@@ -217,7 +222,7 @@ class TxManager:
 
     def sending(self) -> bool:
         """Whether this process may send now (it holds the sending lease, or no lease is kept)."""
-        return self.may_send is None or self.may_send()
+        return bool(self.may_send is None or self.may_send())
 
     def retry(self, fn: Callable[[], T]) -> T:
         return with_retries(fn, self.policy.rpc_retries, self.on_rpc_error)
@@ -265,7 +270,8 @@ class TxManager:
         """Sign ``fn``'s transaction (a web3 contract function or :class:`PreparedCall`), record it in the journal,
         broadcast it. ``nonce`` given = a replacement of an earlier transaction (fees raised by ``bump``)."""
         with self.lock:
-            if not self.sending():
+            epoch = None if self.may_send is None else int(self.may_send())  # the decision, and its epoch
+            if epoch == 0:
                 raise NotSender(f"{kind} {ref}: not sent: another process holds the sending lease")
             gas = gas or self.estimate(fn)
             use_nonce = self.next_nonce() if nonce is None else nonce
@@ -279,7 +285,7 @@ class TxManager:
                           raw="0x" + bytes(signed.raw_transaction).hex(), max_fee=max_fee, tip=tip, gas=gas,
                           sent_at=time.time())
             if self.journal is not None:
-                self.journal.record(sent)
+                self.journal.record(sent, epoch)
             if self.after_record is not None:
                 self.after_record(sent)
             if nonce is None:

@@ -5,9 +5,10 @@
 nothing a crash could make the store forget; ``also(conn, tx)`` lets the owning store change the transaction's
 subject in the same commit (the relayer marks a batch, slash or exact payment ``sent``). ``done`` marks the mined
 transaction and every other record of its nonce (the replacements it retired); ``unconfirmed`` is what
-``TxManager.resume`` re-broadcasts or retires after a restart (or a takeover). ``fence(conn)``, when set, runs first
-in the record's own database transaction and raises to refuse it (the relayer's sending lease, ``relayer.lease``:
-a process that lost the lease records, and so broadcasts, nothing). ``TABLE`` is the migration that creates the table in
+``TxManager.resume`` re-broadcasts or retires after a restart (or a takeover). ``fence(conn, epoch)``, when set, runs
+first in the record's own database transaction and raises to refuse it (the relayer's sending lease,
+``relayer.lease``: a process that lost the lease, or whose send was granted under an earlier epoch than the lease
+holds now, records, and so broadcasts, nothing). ``TABLE`` is the migration that creates the table in
 a store that has none (the relayer's predates it and gains the new columns by its own migration).
 """
 
@@ -69,18 +70,19 @@ class SqlTxJournal:
     """``TxJournal`` on a store's ``transactions`` table."""
 
     def __init__(self, db: Database, writer: GroupCommitWriter,
-                 also: Callable[[Any, SentTx], None] | None = None, fence: Callable[[Any], None] | None = None):
+                 also: Callable[[Any, SentTx], None] | None = None,
+                 fence: Callable[[Any, int | None], None] | None = None):
         self.db, self.writer, self.also, self.fence = db, writer, also, fence
 
-    def _record(self, conn: Any, tx: SentTx) -> None:
+    def _record(self, conn: Any, tx: SentTx, epoch: int | None) -> None:
         if self.fence is not None:
-            self.fence(conn)
+            self.fence(conn, epoch)
         record(conn, tx)
         if self.also is not None:
             self.also(conn, tx)
 
-    def record(self, tx: SentTx) -> None:
-        self.writer.call(self._record, tx)
+    def record(self, tx: SentTx, epoch: int | None = None) -> None:
+        self.writer.call(self._record, tx, epoch)
 
     def done(self, tx_hash: str) -> None:
         self.writer.call(_done, tx_hash, time.time())
