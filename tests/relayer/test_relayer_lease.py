@@ -74,6 +74,8 @@ def _account_txs(devnet: Devnet, address: str, first_block: int) -> list[str]:
 
 def test_a_zombie_leader_sends_nothing_after_the_takeover_which_rebroadcasts_its_journaled_transaction(
         devnet: Devnet, database: str, tmp_path: Path):
+    """End to end; the zombie's own deadline closes ``may_send()`` before its fence is asked: the fence itself is
+    attacked at the storage level (``tests/storage/test_storage_fence.py``, ``test_storage_lease.py``)."""
     pause = tmp_path / "pause"
     common = ("--store", database, "--lease-ttl", str(TTL))
     started = time.monotonic()
