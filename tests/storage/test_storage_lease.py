@@ -17,6 +17,7 @@ from test_storage_relayer import NODE, PAYER, _valid
 
 from offchain.devkit.cluster import in_parallel
 from offchain.relayer.batcher import fenced
+from offchain.relayer.handover import Handover
 from offchain.relayer.lease import Fenced, Lease
 from offchain.relayer.ledger import Ledger
 from offchain.relayer.rules import ClaimResult
@@ -195,4 +196,44 @@ def test_attack_a_zombie_leaders_batch_jobs_change_nothing(relayer_store, store_
         a.close()
         b.close()
     finally:
+        other_store.close()
+
+
+def test_handed_over_work_is_taken_once_and_its_notifications_wake_the_leader_and_the_follower(relayer_store,
+                                                                                              store_location):
+    """``relayer.handover``: a follower's queued deposit is taken by one leader only (a second take, or a take after
+    the end, gets nothing), a dead leader's take is queued again, and on PostgreSQL the queue and the end are heard
+    by a ``Listener`` at once (SQLite: its poll)."""
+    other_store = Store(store_location, Ledger())
+    other_store.open(31337, ESCROW, STAKING)
+    follower, leader = Handover(relayer_store.db), Handover(other_store.db)
+    woken = threading.Event()
+    leader.wake_sender = woken.set
+    listener = leader.listener()
+    try:
+        listener.tick()  # connects and catches up (the poll wakes the sender): start from quiet
+        woken.clear()
+        assert relayer_store.call(follower.job_queue, "deposit", "0xp:1", "{}", 1.0)
+        assert not relayer_store.call(follower.job_queue, "deposit", "0xp:1", "{}", 1.0)  # queued already
+        if str(store_location).startswith("postgresql://"):
+            listener.tick()
+            assert woken.is_set()  # heard, not polled
+        assert [h.ref for h in leader.queued("deposit")] == ["0xp:1"]
+        assert other_store.call(Handover.job_take, "deposit", "0xp:1", 2.0)
+        assert not relayer_store.call(Handover.job_take, "deposit", "0xp:1", 2.0)  # one taker
+        assert other_store.call(Handover.job_requeue_taken, "deposit", 3.0) == 1  # its taker died: queued again
+        assert relayer_store.call(Handover.job_take, "deposit", "0xp:1", 4.0)
+        ended = threading.Thread(target=lambda: time.sleep(0.2) or relayer_store.call(
+            follower.job_end, "deposit", "0xp:1", "failed", '{"status": 400}', 5.0))
+        ended.start()
+        started = time.monotonic()
+        waited = follower.wait_for(lambda: r if (r := follower.get("deposit", "0xp:1")).status == "failed" else None,
+                                   timeout=5)
+        assert waited is not None and waited.error == '{"status": 400}' and time.monotonic() - started < 1
+        ended.join()
+        assert not other_store.call(Handover.job_take, "deposit", "0xp:1", 6.0)  # ended: nothing to take
+        assert relayer_store.call(follower.job_queue, "deposit", "0xp:1", "{}", 7.0)  # failed: may be posted again
+        assert follower.wait_for(lambda: None, timeout=0.3) is None  # a bounded wait
+    finally:
+        listener.shutdown()
         other_store.close()
