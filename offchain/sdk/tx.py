@@ -2,7 +2,9 @@
 
 - **Nonces**: one lock orders the account's nonces within the process; the next nonce is ``max(the last used + 1,
   the node's pending count)``, so a failed broadcast (reset to the node's count) leaves no gap; a nonce whose
-  transaction left the node's mempool (dropped) is used again, or every later transaction would wait forever.
+  transaction left the node's mempool (dropped) is used again, or every later transaction would wait forever: at
+  once by the same subject (kind, ref) sent again, by another only after ``TxPolicy.unknown_grace`` s unknown (one node's
+  answer may come from a lagging backend of a load-balanced provider, and the transaction still be pending).
 - **Fees**: EIP-1559, ``maxFeePerGas = 2 x base fee + tip``; a replacement raises both by 25 % per ``bump``
   (nodes require >= 10 %), optionally capped (``TxPolicy.max_fee_gwei``).
 - **Write-ahead record**: each transaction is signed, handed to the caller's :class:`TxJournal` (kind, reference,
@@ -47,6 +49,9 @@ from web3.exceptions import (
 log = logging.getLogger("opg.tx")
 T = TypeVar("T")
 GWEI = 10**9
+# What nodes answer to a transaction they already hold (geth "already known", anvil/reth "transaction already
+# imported"): the broadcast of the same signed bytes again (a resume, a takeover) is harmless.
+ALREADY_KNOWN = ("already known", "already imported")
 
 
 class BroadcastError(Exception):
@@ -195,6 +200,9 @@ class TxPolicy:
     priority_fee_gwei: float | None = None  # None: the node's eth_maxPriorityFeePerGas (1 gwei if unavailable)
     max_fee_gwei: float | None = None  # cap on maxFeePerGas (None: none)
     rpc_retries: int = 3
+    # How long a transaction of ours must stay unknown to the node before its nonce goes to another subject: behind
+    # a load-balanced provider a lagging backend may not know a transaction another backend took a moment ago.
+    unknown_grace: float = 30.0
 
 
 class TxManager:
@@ -217,7 +225,9 @@ class TxManager:
         self.may_send = may_send
         self.lock = threading.RLock()
         self._next_nonce: int | None = None
-        self._sent_at_nonce: dict[int, str] = {}  # the last transaction broadcast with each recent nonce
+        # the last transaction broadcast with each recent nonce, and its subject (kind, ref)
+        self._sent_at_nonce: dict[int, tuple[str, tuple[str, str]]] = {}
+        self._unknown_since: dict[str, float] = {}  # our transactions the node said it does not know, since when
         self.broadcast_this_run: set[str] = set()
 
     def sending(self) -> bool:
@@ -247,15 +257,27 @@ class TxManager:
             tip = min(tip, max_fee)
         return max_fee, tip
 
-    def next_nonce(self) -> int:
+    def next_nonce(self, subject: tuple[str, str] = ("tx", "")) -> int:
+        """The nonce for a new transaction of ``subject`` (kind, ref)."""
         pending = self.retry(lambda: self.w3.eth.get_transaction_count(self.address, "pending"))
         if self._next_nonce is None or pending >= self._next_nonce:
             return pending
         # The node counts fewer than this process used: it lags behind our broadcasts, or the transaction it would
         # count next left its mempool (dropped, evicted): that nonce is free again, or every later one waits forever.
+        # One answer may come from a lagging backend (a load-balanced provider): the nonce goes at once only to the
+        # same subject (with a reference) sent again: whichever of the two is mined, the subject is settled once; to
+        # another subject only once our transaction has stayed unknown for ``policy.unknown_grace`` s.
         ours = self._sent_at_nonce.get(pending)
-        if ours is not None and not self.known(ours):
-            log.warning("nonce %d is free again (%s left the node's mempool); reusing it", pending, ours)
+        if ours is None:
+            return self._next_nonce
+        tx_hash, sent_for = ours
+        if self.known(tx_hash):
+            self._unknown_since.pop(tx_hash, None)
+            return self._next_nonce
+        since = self._unknown_since.setdefault(tx_hash, time.monotonic())
+        if (sent_for == subject and subject[1]) or time.monotonic() - since >= self.policy.unknown_grace:
+            log.warning("nonce %d is free again (%s %s left the node's mempool); reusing it for %s %s", pending,
+                        tx_hash, sent_for, *subject)
             return pending
         return self._next_nonce
 
@@ -274,7 +296,7 @@ class TxManager:
             if epoch == 0:
                 raise NotSender(f"{kind} {ref}: not sent: another process holds the sending lease")
             gas = gas or self.estimate(fn)
-            use_nonce = self.next_nonce() if nonce is None else nonce
+            use_nonce = self.next_nonce((kind, ref)) if nonce is None else nonce
             max_fee, tip = self.fees(bump)
             fields = {"from": self.address, "nonce": use_nonce, "gas": gas, "chainId": self.chain_id,
                       "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip}
@@ -298,13 +320,15 @@ class TxManager:
         try:
             self.retry(lambda: self.w3.eth.send_raw_transaction(sent.raw))
         except Exception as exc:
-            if "already known" not in str(exc).lower():
+            if not any(said in str(exc).lower() for said in ALREADY_KNOWN):
                 self._next_nonce = None
                 raise BroadcastError(f"{sent.kind} {sent.ref}: node refused {sent.tx_hash}: {exc}") from exc
         self.broadcast_this_run.add(sent.tx_hash)
-        self._sent_at_nonce[sent.nonce] = sent.tx_hash
+        self._sent_at_nonce[sent.nonce] = (sent.tx_hash, (sent.kind, sent.ref))
         if len(self._sent_at_nonce) > 1024:
             del self._sent_at_nonce[min(self._sent_at_nonce)]
+        if len(self._unknown_since) > 1024:
+            self._unknown_since.clear()
 
     def transact(self, fn: Any, kind: str = "tx", ref: str = "", timeout: float = 120,
                  replace_after: float | None = None, max_bumps: int = 5, value: int = 0,

@@ -20,7 +20,7 @@ from offchain.sdk import constants
 from offchain.sdk.clock import ProtocolClock
 from offchain.sdk.connect import connect
 from offchain.sdk.contracts import BatchSettled, Channel, NodeRecord, Withdrawal
-from offchain.sdk.tx import BroadcastError, FileJournal, NotSender, TxFailed, TxManager
+from offchain.sdk.tx import BroadcastError, FileJournal, NotSender, TxFailed, TxManager, TxPolicy
 
 
 def _settings(devnet: Devnet, **kw) -> DaemonSettings:
@@ -264,6 +264,53 @@ def test_tx_takeover_rebroadcasts_the_journal_then_continues_above_it_and_a_non_
         d.rpc("evm_setAutomine", True)
     assert [new.wait(t.tx_hash, 10)["status"] for t in [*waiting, third]] == [1, 1, 1]
     assert d.opg.functions.allowance(account.address, d.escrow.address).call() == 3
+
+def test_tx_a_dropped_nonce_goes_at_once_only_to_the_same_subject_sent_again(sdk_devnet, tmp_path):
+    """A transaction unknown to the node (dropped here; behind a load-balanced provider, maybe only a lagging
+    backend's answer): its nonce goes at once to the same subject sent again, to another subject only after
+    ``TxPolicy.unknown_grace`` s (meanwhile it takes the next nonce), so a lagging answer never has two subjects
+    signed at one nonce."""
+    d = sdk_devnet
+    account = _funded(d)
+    tm = TxManager(d.w3, account, d.chain_id, FileJournal(tmp_path / "journal.jsonl"))
+    d.rpc("evm_setAutomine", False)
+    try:
+        first = tm.send(d.opg.functions.approve(d.escrow.address, 1), "approve", "a")
+        d.rpc("anvil_dropTransaction", first.tx_hash)
+        other = tm.send(d.opg.functions.transfer(d.escrow.address, 0), "transfer", "b")
+        assert other.nonce == first.nonce + 1  # another subject: not at the nonce the node forgot (yet)
+        again = tm.send(d.opg.functions.approve(d.escrow.address, 1), "approve", "a")
+        assert again.nonce == first.nonce  # the same subject: at once
+        tm.policy = TxPolicy(unknown_grace=0.0)
+        third = tm.send(d.opg.functions.approve(d.escrow.address, 3), "approve", "c")
+        d.rpc("anvil_dropTransaction", third.tx_hash)
+        fourth = tm.send(d.opg.functions.approve(d.escrow.address, 4), "approve", "d")
+        assert fourth.nonce == third.nonce  # unknown past the grace: free for another subject
+        d.rpc("evm_mine")
+    finally:
+        d.rpc("evm_setAutomine", True)
+    assert [tm.wait(t.tx_hash, 10)["status"] for t in (again, other, fourth)] == [1, 1, 1]
+    assert d.opg.functions.allowance(account.address, d.escrow.address).call() == 4
+
+
+def test_tx_the_same_signed_bytes_broadcast_again_are_already_known(sdk_devnet, tmp_path):
+    """A re-broadcast of a transaction the node holds (a resume, a takeover) is harmless: whatever the node calls it
+    ("already known", anvil/reth "transaction already imported"), no ``BroadcastError``, the nonce sequence kept."""
+    d = sdk_devnet
+    account = _funded(d)
+    tm = TxManager(d.w3, account, d.chain_id, FileJournal(tmp_path / "journal.jsonl"))
+    d.rpc("evm_setAutomine", False)
+    try:
+        sent = tm.send(d.opg.functions.approve(d.escrow.address, 5), "approve", "5")
+        with pytest.raises(Exception, match="already"):  # the node does refuse the bytes a second time
+            d.w3.eth.send_raw_transaction(sent.raw)
+        tm._broadcast(sent)
+        assert tm.send(d.opg.functions.approve(d.escrow.address, 6), "approve", "6").nonce == sent.nonce + 1
+        d.rpc("evm_mine")
+    finally:
+        d.rpc("evm_setAutomine", True)
+    assert tm.wait(sent.tx_hash, 10)["status"] == 1
+
 
 def test_clock_has_one_reader_at_a_time(sdk_devnet):
     """Threads asking for the time while the chain is being read use the last reading instead of reading too."""
