@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -265,16 +267,24 @@ def test_tx_takeover_rebroadcasts_the_journal_then_continues_above_it_and_a_non_
     assert [new.wait(t.tx_hash, 10)["status"] for t in [*waiting, third]] == [1, 1, 1]
     assert d.opg.functions.allowance(account.address, d.escrow.address).call() == 3
 
+@contextmanager
+def _manager_without_automine(d: Devnet, tmp_path: Path) -> Iterator[TxManager]:
+    """A TxManager of a funded account with a file journal; blocks mined only by ``evm_mine`` meanwhile."""
+    tm = TxManager(d.w3, _funded(d), d.chain_id, FileJournal(tmp_path / "journal.jsonl"))
+    d.rpc("evm_setAutomine", False)
+    try:
+        yield tm
+    finally:
+        d.rpc("evm_setAutomine", True)
+
+
 def test_tx_a_dropped_nonce_goes_at_once_only_to_the_same_subject_sent_again(sdk_devnet, tmp_path):
     """A transaction unknown to the node (dropped here; behind a load-balanced provider, maybe only a lagging
     backend's answer): its nonce goes at once to the same subject sent again, to another subject only after
     ``TxPolicy.unknown_grace`` s (meanwhile it takes the next nonce), so a lagging answer never has two subjects
     signed at one nonce."""
     d = sdk_devnet
-    account = _funded(d)
-    tm = TxManager(d.w3, account, d.chain_id, FileJournal(tmp_path / "journal.jsonl"))
-    d.rpc("evm_setAutomine", False)
-    try:
+    with _manager_without_automine(d, tmp_path) as tm:
         first = tm.send(d.opg.functions.approve(d.escrow.address, 1), "approve", "a")
         d.rpc("anvil_dropTransaction", first.tx_hash)
         other = tm.send(d.opg.functions.transfer(d.escrow.address, 0), "transfer", "b")
@@ -287,28 +297,21 @@ def test_tx_a_dropped_nonce_goes_at_once_only_to_the_same_subject_sent_again(sdk
         fourth = tm.send(d.opg.functions.approve(d.escrow.address, 4), "approve", "d")
         assert fourth.nonce == third.nonce  # unknown past the grace: free for another subject
         d.rpc("evm_mine")
-    finally:
-        d.rpc("evm_setAutomine", True)
     assert [tm.wait(t.tx_hash, 10)["status"] for t in (again, other, fourth)] == [1, 1, 1]
-    assert d.opg.functions.allowance(account.address, d.escrow.address).call() == 4
+    assert d.opg.functions.allowance(tm.address, d.escrow.address).call() == 4
 
 
 def test_tx_the_same_signed_bytes_broadcast_again_are_already_known(sdk_devnet, tmp_path):
     """A re-broadcast of a transaction the node holds (a resume, a takeover) is harmless: whatever the node calls it
     ("already known", anvil/reth "transaction already imported"), no ``BroadcastError``, the nonce sequence kept."""
     d = sdk_devnet
-    account = _funded(d)
-    tm = TxManager(d.w3, account, d.chain_id, FileJournal(tmp_path / "journal.jsonl"))
-    d.rpc("evm_setAutomine", False)
-    try:
+    with _manager_without_automine(d, tmp_path) as tm:
         sent = tm.send(d.opg.functions.approve(d.escrow.address, 5), "approve", "5")
         with pytest.raises(Exception, match="already"):  # the node does refuse the bytes a second time
             d.w3.eth.send_raw_transaction(sent.raw)
         tm._broadcast(sent)
         assert tm.send(d.opg.functions.approve(d.escrow.address, 6), "approve", "6").nonce == sent.nonce + 1
         d.rpc("evm_mine")
-    finally:
-        d.rpc("evm_setAutomine", True)
     assert tm.wait(sent.tx_hash, 10)["status"] == 1
 
 
