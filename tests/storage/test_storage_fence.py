@@ -4,8 +4,9 @@ tick, the epoch the tick began in), and the journal's record refuses it unless t
 that epoch. Without it, a send stalled across two changes of leadership (A epoch 1, B epoch 2 sends the same batch,
 A epoch 3) passed as A's new leadership: one batch, two nonces, both mined.
 
-Real ``TxManager``, ``LeaseKeeper``, ``Gated`` worker, journal and fence on one SQLite store (two ``Store`` objects,
-one per relayer), a real anvil; the one artificial piece is a gas estimate that answers late (a slow RPC)."""
+Real ``TxManager``, ``LeaseKeeper``, ``Gated`` worker, journal and fence on one store (SQLite and PostgreSQL; two
+``Store`` objects, one per relayer), a real anvil; the one artificial piece is a gas estimate that answers late (a
+slow RPC)."""
 
 from __future__ import annotations
 
@@ -75,9 +76,9 @@ class Relayer:
 
 
 @pytest.fixture()
-def relayers(tmp_path, w3, request):
+def relayers(store_location, w3, request):
     key = request.param
-    pair = [Relayer(tmp_path / "r.sqlite3", name, w3, key) for name in ("relayer-a", "relayer-b")]
+    pair = [Relayer(store_location, name, w3, key) for name in ("relayer-a", "relayer-b")]
     yield pair
     for r in pair:
         r.store.close()
