@@ -102,13 +102,13 @@ def install(events: Any) -> None:
     events.tx_recorded.subscribe(_on_tx_recorded)
     record = SqlTxJournal.record
 
-    def stop_then_record(journal: SqlTxJournal, tx: Any) -> None:
+    def stop_then_record(journal: SqlTxJournal, tx: Any, epoch: Any = None) -> None:
         if tx.kind == "batch" and _armed(STOP_BEFORE_RECORD):
             Path(os.environ[FAULT_FILE_ENV]).unlink(missing_ok=True)  # once: woken, it records
             log.warning("fault plug-in: stopping (SIGSTOP) before recording batch %s (%s, nonce %d)", tx.ref,
                         tx.tx_hash, tx.nonce)
             os.kill(os.getpid(), signal.SIGSTOP)
-        record(journal, tx)
+        record(journal, tx, epoch)
 
     SqlTxJournal.record = stop_then_record  # type: ignore[method-assign]
     confirm = Store.__dict__["job_batch_confirmed"].__func__
