@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import ape
@@ -130,11 +131,22 @@ def test_a_zombie_leader_sends_nothing_after_the_takeover_which_rebroadcasts_its
         [(tx_hash, nonce)] = _stored(database, "SELECT tx_hash, nonce FROM transactions WHERE kind = 'batch' AND"
                                                " done_at IS NULL")
         assert devnet.w3.eth.get_transaction_count(a.address, "pending") == nonce  # never broadcast
-        # B takes over after the TTL with the next epoch, re-broadcasts the journaled transaction and follows its batch.
-        wait_until(lambda: _lease(b)["role"] == "leader", timeout=TTL * 6, what="B leading")
-        assert _lease(b) == {"role": "leader", "instance": "relayer-b", "holder": "relayer-b", "epoch": 2}
-        views = b.wait_receipts(ids)
-        assert {v["tx"] for v in views} == {tx_hash}  # the very bytes A signed, mined once
+        # An exact payment posted to the follower while the leader is frozen stays queued in the store; B answers it
+        # once it leads and its own exact worker has sent it (after re-broadcasting A's transaction).
+        late_merchant = new_key().address
+        late = exact_request(devnet, authorization(devnet, depositor, late_merchant, OPG), late_merchant, OPG)
+        with ThreadPoolExecutor(1) as pool:
+            handed = pool.submit(b.post, "/settle", late)
+            # B takes over after the TTL with the next epoch, re-broadcasts the journaled transaction and follows its
+            # batch.
+            wait_until(lambda: _lease(b)["role"] == "leader", timeout=TTL * 6, what="B leading")
+            assert _lease(b) == {"role": "leader", "instance": "relayer-b", "holder": "relayer-b", "epoch": 2}
+            views = b.wait_receipts(ids)
+            assert {v["tx"] for v in views} == {tx_hash}  # the very bytes A signed, mined once
+            late_paid = handed.result(timeout=30).json()
+        assert late_paid["success"] is True and devnet.opg.functions.balanceOf(late_merchant).call() == OPG, late_paid
+        [(late_nonce,)] = _stored(database, f"SELECT nonce FROM transactions WHERE tx_hash = '{late_paid['transaction']}'")
+        assert late_nonce > nonce  # sent by B, above the transaction A recorded
         third = ChannelSim(devnet, payer, devnet.new_node())
         b.wait_receipts(_settle(b, third, 2))  # and B sends what comes next
 
