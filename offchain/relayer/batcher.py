@@ -185,16 +185,21 @@ class BatcherConfig:
 T = TypeVar("T")
 
 
-def fenced(job: Callable[..., T], fence: Callable[[Any], None] | None) -> Callable[..., T]:
+def fenced(job: Callable[..., T], fence: Callable[..., None] | None, granted: int | None = None) -> Callable[..., T]:
     """A batch job that first checks, in its own transaction and after the intake lock (one lock order), that this
     process still holds the sending lease (``lease.fence``): a zombie leader's last build, rebuild, failure or
-    rejection raises ``Fenced`` and changes nothing (it cannot move receipts out of the new leader's batch)."""
+    rejection raises ``Fenced`` and changes nothing (it cannot move receipts out of the new leader's batch).
+    ``granted``: the epoch the calling tick was granted (``lease.permit()``, read on the tick's thread when the job
+    is made): a tick that began before another leader's sends is refused even if this process leads again."""
     if fence is None:
         return job
 
     def run(conn: Any, *args: Any) -> T:
         lock_intake(conn)
-        fence(conn)
+        if granted is None:
+            fence(conn)
+        else:
+            fence(conn, granted)
         return job(conn, *args)
     return run
 
@@ -206,9 +211,11 @@ class Batcher:
 
     def __init__(self, config: BatcherConfig, policy: BatchPolicy, facts: ChainFacts, store: Store, ledger: Ledger,
                  reservations: Reservations, sender: TxManager, chain: Chain, metrics: Metrics, clock: ProtocolClock,
-                 events: Events, watch: ChainWatch, fence: Callable[[Any], None] | None = None):
+                 events: Events, watch: ChainWatch, fence: Callable[..., None] | None = None,
+                 permit: Callable[[], int] | None = None):
         self.settings, self.policy, self.facts = config, policy, facts
         self.fence = fence  # the sending lease's (lease.fence): every batch job checks it in its transaction
+        self.permit = permit  # lease.permit: the epoch this tick is granted (0: none), checked by each job's fence
         self.watch = watch  # every process's scan of withdrawal requests and proposals: its urgent payers
         self.store, self.ledger, self.reservations = store, ledger, reservations
         self.sender, self.chain, self.metrics, self.clock, self.events = sender, chain, metrics, clock, events
@@ -222,6 +229,11 @@ class Batcher:
         metrics.gauge("opg_relayer_settlement_blocked", "1 while settle_batch reverts for a reason no claim causes "
                       "(e.g. the relayer is no facilitator): receipts stay pending.",
                       lambda: {(): float(self.blocked is not None)})
+
+    def _granted(self) -> int | None:
+        """The epoch this tick's batch jobs are fenced under (``lease.permit()`` on the tick's thread), or None
+        (one process, no lease: the fence checks the epoch held now)."""
+        return self.permit() if self.permit is not None else None
 
     # The worker's entry point ----------------------------------------------------------------------------------
     def tick(self) -> None:
@@ -323,7 +335,7 @@ class Batcher:
             culprits = self._culprits(claims, str(exc))
             bad = [c for c in claims if (c["payer"], c["node"]) in culprits]
             bad_ids = {k: v for k, v in ids.items() if k in culprits}
-            batch_id = self.store.call(fenced(Store.job_build_batch, self.fence), self.ledger, bad,
+            batch_id = self.store.call(fenced(Store.job_build_batch, self.fence, self._granted()), self.ledger, bad,
                                        "0x" + root_of([i for v in bad_ids.values() for i in v]).hex(), bad_ids, [],
                                        {}, time.time())
             if batch_id is not None:
@@ -335,7 +347,7 @@ class Batcher:
         skipped_ids = {(s.payer, s.node): ids[(s.payer, s.node)] for s in skipped}
         if skipped:
             root = root_of([i for v in go_ids.values() for i in v])
-        batch_id = self.store.call(fenced(Store.job_build_batch, self.fence), self.ledger, go, "0x" + root.hex(), go_ids, skipped,
+        batch_id = self.store.call(fenced(Store.job_build_batch, self.fence, self._granted()), self.ledger, go, "0x" + root.hex(), go_ids, skipped,
                                    skipped_ids, time.time())
         self._count_skipped(skipped, skipped_ids)
         if batch_id is None:
@@ -404,7 +416,7 @@ class Batcher:
     def _reject(self, batch_id: int, reason: str) -> None:
         """Reject a batch whose simulation keeps reverting, and its receipts, recording the reason."""
         receipts = len(self.store.batch_receipt_ids(batch_id))
-        self.store.call(fenced(Store.job_reject_batch, self.fence), self.ledger, batch_id, reason, time.time())
+        self.store.call(fenced(Store.job_reject_batch, self.fence, self._granted()), self.ledger, batch_id, reason, time.time())
         self._reverts = RevertStreak()
         self.metrics.batches.inc(1, "rejected")
         self.metrics.receipts_resolved.inc(receipts, "rejected")
@@ -530,7 +542,7 @@ class Batcher:
             self._culprits(claims, str(exc))  # raises unless some claim alone reverts
             # Released to be batched again: the next build bisects them and rejects only the reverting claims.
             self._retire(batch_id)
-            self.store.call(fenced(Store.job_batch_failed, self.fence), self.ledger, batch_id, f"simulation reverted: {exc}", time.time())
+            self.store.call(fenced(Store.job_batch_failed, self.fence, self._granted()), self.ledger, batch_id, f"simulation reverted: {exc}", time.time())
             self.metrics.batches.inc(1, "failed")
             return
         self._unblock()
@@ -540,7 +552,7 @@ class Batcher:
         counts = {k: len(v) for k, v in ids.items()}
         if not go:
             self._retire(batch_id)
-        self.store.call(fenced(Store.job_rebuild_batch, self.fence), self.ledger, batch_id, go, "0x" + root.hex(), skipped, time.time())
+        self.store.call(fenced(Store.job_rebuild_batch, self.fence, self._granted()), self.ledger, batch_id, go, "0x" + root.hex(), skipped, time.time())
         self._count_skipped(skipped, None, counts)
         if not go:
             self.metrics.batches.inc(1, "skipped")
@@ -553,7 +565,7 @@ class Batcher:
         if receipt["status"] != 1:
             log.warning("batch %d: %s reverted; its receipts go back to the queue", batch_id, tx_hash)
             self._retire(batch_id)  # done first: whoever sees the batch ended sees its journal settled too
-            self.store.call(fenced(Store.job_batch_failed, self.fence), self.ledger, batch_id, f"transaction {tx_hash} reverted",
+            self.store.call(fenced(Store.job_batch_failed, self.fence, self._granted()), self.ledger, batch_id, f"transaction {tx_hash} reverted",
                             time.time())
             self.metrics.batches.inc(1, "failed")
             return

@@ -102,7 +102,8 @@ class Relayer:
         # settles the payers they make urgent.
         watch = ChainWatch(facts, sender_chain, rpc.retry, ledger, reservations, clock, events)
         batcher = Batcher(BatcherConfig.of(settings), BatchPolicy.of(settings), facts, store, ledger, reservations,
-                          sender, sender_chain, metrics, clock, events, watch, fence=lease.fence)
+                          sender, sender_chain, metrics, clock, events, watch, fence=lease.fence,
+                          permit=lease.permit)
         slasher = Slasher(facts, store, sender, sender_chain, metrics, events)
         facilitators = Facilitators([credit, exact])  # the x402 schemes this relayer verifies and settles
         intake = Intake(facts, credit, facilitators, settings.max_bulk,

@@ -199,6 +199,40 @@ def test_attack_a_zombie_leaders_batch_jobs_change_nothing(relayer_store, store_
         other_store.close()
 
 
+def test_attack_a_batch_job_of_a_tick_begun_before_two_leader_changes_changes_nothing(relayer_store, store_location):
+    """A batcher tick granted epoch 1 that runs on after another leader (epoch 2) and this process's own re-take
+    (epoch 3): its batch jobs are fenced under the epoch the tick was granted (``Batcher._granted``, passed to
+    ``batcher.fenced``), so they are refused although this process leads again; a job of a fresh tick goes through."""
+    other_store = Store(store_location, Ledger())
+    other_store.open(31337, ESCROW, STAKING)
+    try:
+        a = Lease(relayer_store.db, "relayer-a", TTL)
+        b = Lease(other_store.db, "relayer-b", TTL)
+        items = [_valid(10 * (i + 1), 100) for i in range(3)]
+        asyncio.run(relayer_store.accept(items))
+        claim = {"payer": PAYER.address, "node": NODE.address, "total": "30"}
+        key = (PAYER.address, NODE.address)
+        assert a.try_take()
+        a.sending.set()  # the keeper's takeover is done
+        stale = a.permit()
+        assert stale == a.epoch
+        _wait(lambda: b.try_take(), timeout=TTL * 10)
+        b.close()
+        _wait(lambda: a.try_take(), timeout=TTL * 10)
+        assert a.epoch > stale + 1 and a.permit() == a.epoch
+        before = other_store.db.read("SELECT id, batch_id, status FROM receipts ORDER BY id")
+        with pytest.raises(Fenced):
+            relayer_store.call(fenced(Store.job_build_batch, a.fence, stale), relayer_store.ledger, [claim],
+                               "0x" + "00" * 32, {key: [i.id for i in items]}, [], {}, 1.0)
+        assert other_store.db.read("SELECT id, batch_id, status FROM receipts ORDER BY id") == before
+        bid = relayer_store.call(fenced(Store.job_build_batch, a.fence, a.permit()), relayer_store.ledger, [claim],
+                                 "0x" + "00" * 32, {key: [i.id for i in items]}, [], {}, 2.0)
+        assert bid is not None and relayer_store.batch(bid)["status"] == "built"
+        a.close()
+    finally:
+        other_store.close()
+
+
 def test_handed_over_work_is_taken_once_and_its_notifications_wake_the_leader_and_the_follower(relayer_store,
                                                                                               store_location):
     """``relayer.handover``: a follower's queued deposit is taken by one leader only (a second take, or a take after
