@@ -157,80 +157,73 @@ def test_concurrent_first_starts_create_the_lease_once_and_a_dead_local_holder_i
         store.close()
 
 
-def test_attack_a_zombie_leaders_batch_jobs_change_nothing(relayer_store, store_location):
+@pytest.fixture()
+def two_leases(relayer_store, store_location):
+    """Relayers A (``relayer_store``) and B (a second store on the same database), each with its lease, and three
+    accepted receipts of one channel: (other_store, a, b, ids, claim, key)."""
+    other_store = Store(store_location, Ledger())
+    other_store.open(31337, ESCROW, STAKING)
+    a = Lease(relayer_store.db, "relayer-a", TTL)
+    b = Lease(other_store.db, "relayer-b", TTL)
+    items = [_valid(10 * (i + 1), 100) for i in range(3)]
+    asyncio.run(relayer_store.accept(items))
+    claim = {"payer": PAYER.address, "node": NODE.address, "total": "30"}
+    yield other_store, a, b, [i.id for i in items], claim, (PAYER.address, NODE.address)
+    a.close()
+    b.close()
+    other_store.close()
+
+
+def test_attack_a_zombie_leaders_batch_jobs_change_nothing(relayer_store, two_leases):
     """A leader that lost the lease may still finish one batcher tick: its batch build, rebuild, failure and
     rejection jobs (``batcher.fenced``: the lease's fence in their transaction) are refused and change no receipt or
     batch, so it can neither move receipts out of the new leader's batch nor reject them."""
-    other_store = Store(store_location, Ledger())
-    other_store.open(31337, ESCROW, STAKING)
-    try:
-        a = Lease(relayer_store.db, "relayer-a", TTL)
-        b = Lease(other_store.db, "relayer-b", TTL)
-        items = [_valid(10 * (i + 1), 100) for i in range(3)]
-        asyncio.run(relayer_store.accept(items))
-        ids = [i.id for i in items]
-        claim = {"payer": PAYER.address, "node": NODE.address, "total": "30"}
-        key = (PAYER.address, NODE.address)
-        assert a.try_take()
-        bid = relayer_store.call(fenced(Store.job_build_batch, a.fence), relayer_store.ledger, [claim],
-                                 "0x" + "00" * 32, {key: ids}, [], {}, 1.0)
-        held = a.epoch
-        _wait(lambda: b.try_take(), timeout=TTL * 10)  # a lost the lease; it still believes it leads
+    other_store, a, b, ids, claim, key = two_leases
+    assert a.try_take()
+    bid = relayer_store.call(fenced(Store.job_build_batch, a.fence), relayer_store.ledger, [claim],
+                             "0x" + "00" * 32, {key: ids}, [], {}, 1.0)
+    held = a.epoch
+    _wait(lambda: b.try_take(), timeout=TTL * 10)  # a lost the lease; it still believes it leads
 
-        def state() -> list[dict]:
-            return other_store.db.read("SELECT id, batch_id, status, reason FROM receipts ORDER BY id") + \
-                other_store.db.read("SELECT id, status, error FROM batches ORDER BY id")
+    def state() -> list[dict]:
+        return other_store.db.read("SELECT id, batch_id, status, reason FROM receipts ORDER BY id") + \
+            other_store.db.read("SELECT id, status, error FROM batches ORDER BY id")
 
-        before = state()
-        zombie = [(Store.job_rebuild_batch, (bid, [], "0x" + "11" * 32, [ClaimResult(*key, 0, 0)], 2.0)),
-                  (Store.job_batch_failed, (bid, "reverted", 2.0)),
-                  (Store.job_reject_batch, (bid, "ClaimTooLarge", 2.0)),
-                  (Store.job_build_batch, ([claim], "0x" + "22" * 32, {key: ids}, [], {}, 2.0))]
-        for job, args in zombie:
-            a.epoch = held  # as the zombie believes: each job's fence asks the database, not this local view
-            with pytest.raises(Fenced):
-                relayer_store.call(fenced(job, a.fence), relayer_store.ledger, *args)
-        assert state() == before and a.fenced == len(zombie)
-        other_store.call(fenced(Store.job_batch_failed, b.fence), other_store.ledger, bid, "reverted", 3.0)
-        assert other_store.batch(bid)["status"] == "failed"  # the new leader's job goes through
-        a.close()
-        b.close()
-    finally:
-        other_store.close()
+    before = state()
+    zombie = [(Store.job_rebuild_batch, (bid, [], "0x" + "11" * 32, [ClaimResult(*key, 0, 0)], 2.0)),
+              (Store.job_batch_failed, (bid, "reverted", 2.0)),
+              (Store.job_reject_batch, (bid, "ClaimTooLarge", 2.0)),
+              (Store.job_build_batch, ([claim], "0x" + "22" * 32, {key: ids}, [], {}, 2.0))]
+    for job, args in zombie:
+        a.epoch = held  # as the zombie believes: each job's fence asks the database, not this local view
+        with pytest.raises(Fenced):
+            relayer_store.call(fenced(job, a.fence), relayer_store.ledger, *args)
+    assert state() == before and a.fenced == len(zombie)
+    other_store.call(fenced(Store.job_batch_failed, b.fence), other_store.ledger, bid, "reverted", 3.0)
+    assert other_store.batch(bid)["status"] == "failed"  # the new leader's job goes through
 
 
-def test_attack_a_batch_job_of_a_tick_begun_before_two_leader_changes_changes_nothing(relayer_store, store_location):
+def test_attack_a_batch_job_of_a_tick_begun_before_two_leader_changes_changes_nothing(relayer_store, two_leases):
     """A batcher tick granted epoch 1 that runs on after another leader (epoch 2) and this process's own re-take
     (epoch 3): its batch jobs are fenced under the epoch the tick was granted (``Batcher._granted``, passed to
     ``batcher.fenced``), so they are refused although this process leads again; a job of a fresh tick goes through."""
-    other_store = Store(store_location, Ledger())
-    other_store.open(31337, ESCROW, STAKING)
-    try:
-        a = Lease(relayer_store.db, "relayer-a", TTL)
-        b = Lease(other_store.db, "relayer-b", TTL)
-        items = [_valid(10 * (i + 1), 100) for i in range(3)]
-        asyncio.run(relayer_store.accept(items))
-        claim = {"payer": PAYER.address, "node": NODE.address, "total": "30"}
-        key = (PAYER.address, NODE.address)
-        assert a.try_take()
-        a.sending.set()  # the keeper's takeover is done
-        stale = a.permit()
-        assert stale == a.epoch
-        _wait(lambda: b.try_take(), timeout=TTL * 10)
-        b.close()
-        _wait(lambda: a.try_take(), timeout=TTL * 10)
-        assert a.epoch > stale + 1 and a.permit() == a.epoch
-        before = other_store.db.read("SELECT id, batch_id, status FROM receipts ORDER BY id")
-        with pytest.raises(Fenced):
-            relayer_store.call(fenced(Store.job_build_batch, a.fence, stale), relayer_store.ledger, [claim],
-                               "0x" + "00" * 32, {key: [i.id for i in items]}, [], {}, 1.0)
-        assert other_store.db.read("SELECT id, batch_id, status FROM receipts ORDER BY id") == before
-        bid = relayer_store.call(fenced(Store.job_build_batch, a.fence, a.permit()), relayer_store.ledger, [claim],
-                                 "0x" + "00" * 32, {key: [i.id for i in items]}, [], {}, 2.0)
-        assert bid is not None and relayer_store.batch(bid)["status"] == "built"
-        a.close()
-    finally:
-        other_store.close()
+    other_store, a, b, ids, claim, key = two_leases
+    assert a.try_take()
+    a.sending.set()  # the keeper's takeover is done
+    stale = a.permit()
+    assert stale == a.epoch
+    _wait(lambda: b.try_take(), timeout=TTL * 10)
+    b.close()
+    _wait(lambda: a.try_take(), timeout=TTL * 10)
+    assert a.epoch > stale + 1 and a.permit() == a.epoch
+    before = other_store.db.read("SELECT id, batch_id, status FROM receipts ORDER BY id")
+    with pytest.raises(Fenced):
+        relayer_store.call(fenced(Store.job_build_batch, a.fence, stale), relayer_store.ledger, [claim],
+                           "0x" + "00" * 32, {key: ids}, [], {}, 1.0)
+    assert other_store.db.read("SELECT id, batch_id, status FROM receipts ORDER BY id") == before
+    bid = relayer_store.call(fenced(Store.job_build_batch, a.fence, a.permit()), relayer_store.ledger, [claim],
+                             "0x" + "00" * 32, {key: ids}, [], {}, 2.0)
+    assert bid is not None and relayer_store.batch(bid)["status"] == "built"
 
 
 def test_handed_over_work_is_taken_once_and_its_notifications_wake_the_leader_and_the_follower(relayer_store,
