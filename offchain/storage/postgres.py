@@ -264,6 +264,10 @@ class PostgresDialect:
     def begin(self, conn: PgConnection) -> None:
         conn.execute("BEGIN")
 
+    def script(self, conn: PgConnection, statements: Sequence[str]) -> None:
+        """Parameterless statements in order, in one round trip (one simple-protocol query)."""
+        conn.execute("; ".join(statements))
+
     def durability(self, conn: PgConnection, durable: bool) -> None:
         if conn.synchronous_commit is not durable:  # one round trip only when the policy changes
             conn.execute("SET synchronous_commit = on" if durable else "SET synchronous_commit = off")
