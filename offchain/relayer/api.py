@@ -123,7 +123,10 @@ def create_app(relayer: Relayer) -> FastAPI:
     ]
     app = create_daemon_app("OPG settlement relayer", __doc__, routers, lifespan,
                             openapi_extend=_extend_openapi(settings.max_bulk),
-                            extra_errors={"503": "the chain RPC did not answer"})
+                            extra_errors={"503": "not now, post again: chain_unavailable (the chain RPC did not answer), "
+                                          "store_busy (another relayer holds the store's intake lock), store_full "
+                                          "(the store's disk reserve), settling (the payer's channels are being "
+                                          "settled)"})
     deps.install(app, facts=relayer.facts, rpc=relayer.rpc, metrics=relayer.metrics, events=relayer.events,
                  store=store, ledger=relayer.ledger, facilitators=relayer.facilitators, intake=relayer.intake,
                  slasher=relayer.slasher, deposits=relayer.deposits)
