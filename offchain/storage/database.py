@@ -139,7 +139,7 @@ class SQLiteDialect:
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._wal(conn)
             if str(mode).lower() != "wal":
                 conn.close()
                 raise RuntimeError(f"SQLite refused WAL mode for {self.path} (got {mode})")
@@ -150,6 +150,23 @@ class SQLiteDialect:
         if readonly:
             conn.execute("PRAGMA query_only = 1")
         return conn
+
+    @staticmethod
+    def _wal(conn: sqlite3.Connection, patience: float = 30.0) -> str:
+        """Switch ``conn``'s database to WAL mode. The switch needs the file's exclusive lock and SQLite does not wait
+        for it through the busy timeout: when several processes open a new file at once (relayers started together
+        on one ``--shared-store`` file) all but one get "database is locked" at once. Retry with a short backoff
+        instead, for up to ``patience`` seconds."""
+        deadline, pause = time.monotonic() + patience, 0.01
+        while True:
+            try:
+                return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    conn.close()
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.2)
 
     def begin(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
