@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -65,7 +66,9 @@ def compiled(name: str) -> dict:
     abi_line, bytecode = out.stdout.strip().splitlines()[-2:]
     artifact = {"abi": json.loads(abi_line), "bytecode": bytecode.strip()}
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(artifact))
+    partial = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")  # another process may read the cache meanwhile
+    partial.write_text(json.dumps(artifact))
+    os.replace(partial, cache)
     return artifact
 
 
