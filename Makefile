@@ -63,31 +63,22 @@ $(ANVIL): package.json package-lock.json
 	npm install --no-audit --no-fund --loglevel=error
 	@test -x $(ANVIL) && touch $(ANVIL)
 
-# Two pytest processes: the tests on ape's own test chain (tests/contracts, console, deploy, devkit, property,
-# storage), and the end-to-end tests of the daemons, each on private anvil chains: E2E_TESTS names every directory
-# that starts its own chains (add new ones here). In one process the contract tests' per-test isolation broke part-way
-# (state leaked between tests). The likely cause: ape keeps what it learns about a fixture (its scope, whether it
-# touches the chain) by fixture NAME for the whole session (ape/pytest/fixtures.py), and the end-to-end conftests
-# reuse contract fixture names with other meanings (`system` is a whole devnet in tests/fuzz and the ape deployment in
-# tests/conftest.py, `relayer` a daemon with chain_isolation=False). The two run side by side: the end-to-end tests
-# spend much of their time waiting for blocks, processes and time-outs, so the first group (lower CPU priority, its
-# output shown when both are done) fits in their gaps; the devkit's contract cache is filled once first. Each exits
-# with its own status; `make test` fails if either does.
+# Two pytest processes: the tests on ape's own test chain (tests/contracts, console, deploy, devkit, property), then
+# the end-to-end tests of the daemons, each on private anvil chains: E2E_TESTS names every directory that starts its
+# own chains (add new ones here). In one process the contract tests' per-test isolation broke part-way (state leaked
+# between tests). The likely cause: ape keeps what it learns about a fixture (its scope, whether it touches the chain)
+# by fixture NAME for the whole session (ape/pytest/fixtures.py), and the end-to-end conftests reuse contract fixture
+# names with other meanings (`system` is a whole devnet in tests/fuzz and the ape deployment in tests/conftest.py,
+# `relayer` a daemon with chain_isolation=False). Each group passes on its own; the second process costs one ape
+# start-up (seconds) in a run of many minutes, so it stays.
 E2E_TESTS := tests/backends tests/client tests/node tests/operator tests/relayer tests/verifier tests/faults \
 	tests/devnet tests/demo tests/seasons tests/newcomer tests/web tests/fuzz tests/sdk tests/schemes tests/cli \
 	tests/failover
 
 test: install
 	ape compile --force
-	$(PY) -c "from offchain.devkit.compiler import SOURCES, compiled; [compiled(n) for n in SOURCES]"
-	@mkdir -p .cache
-	@echo "== the contract, property and storage tests run beside the end-to-end tests (their output: .cache/test-chain.log, shown at the end)"
-	@nice -n 10 ape test --network ethereum:local:foundry $(addprefix --ignore=,$(E2E_TESTS)) > .cache/test-chain.log 2>&1 & chain=$$!; \
-	ape test --network ethereum:local:foundry $(E2E_TESTS); e2e=$$?; \
-	wait $$chain; first=$$?; \
-	echo "== the contract, property and storage tests (exit $$first):"; cat .cache/test-chain.log; \
-	echo "== end-to-end tests: exit $$e2e; contract, property and storage tests: exit $$first"; \
-	test $$e2e = 0 && test $$first = 0
+	ape test --network ethereum:local:foundry $(addprefix --ignore=,$(E2E_TESTS))
+	ape test --network ethereum:local:foundry $(E2E_TESTS)
 
 demo: install
 	ape compile
