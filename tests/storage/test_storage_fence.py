@@ -21,6 +21,7 @@ from web3 import Web3
 from offchain.daemon.keys import anvil_key
 from offchain.daemon.worker import Gated
 from offchain.devkit.devchain import Anvil
+from offchain.devkit.devnet import wait_until
 from offchain.relayer.lease import Fenced, Lease, LeaseKeeper
 from offchain.relayer.ledger import Ledger
 from offchain.relayer.store import Store
@@ -41,13 +42,6 @@ class SlowCall(PreparedCall):
         self.entered.set()
         assert self.release.wait(30)
         return super().estimate_gas(tx)
-
-
-def _wait(predicate: Callable[[], bool], timeout: float = TTL * 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +65,7 @@ class Relayer:
 
     def take(self, epoch: int) -> None:
         """Tick the keeper until this relayer leads under ``epoch`` (its takeover done)."""
-        _wait(lambda: (self.keeper.tick(), self.lease.may_send())[1])
+        wait_until(lambda: (self.keeper.tick(), self.lease.may_send())[1], timeout=TTL * 10, interval=0.02)
         assert self.lease.epoch == epoch
 
 
@@ -115,7 +109,7 @@ def test_attack_a_send_spanning_two_leader_changes_is_fenced(relayers, w3):
     b.take(2)  # A's lease lapsed (no renewal): B leads, finds batch 9 built and sends it
     b.tm.send(PreparedCall(w3, to, b""), "batch", "9")
     retake = _in_thread(lambda: a.take(3), errors)  # B died; A's keeper takes again, takeover waits for the lock
-    _wait(lambda: a.lease.epoch == 3)
+    wait_until(lambda: a.lease.epoch == 3, timeout=TTL * 10, interval=0.02)
     release.set()  # the slow RPC answers
     sending.join(30)
     retake.join(30)

@@ -16,6 +16,7 @@ import pytest
 from test_storage_relayer import NODE, PAYER, _valid
 
 from offchain.devkit.cluster import in_parallel
+from offchain.devkit.devnet import wait_until
 from offchain.relayer.batcher import fenced
 from offchain.relayer.handover import Handover
 from offchain.relayer.lease import Fenced, Lease
@@ -32,13 +33,6 @@ TTL = 0.4
 def _tx(h: str, nonce: int) -> SentTx:
     return SentTx(kind="slash", ref="1", tx_hash=h, nonce=nonce, raw="0x02" + h[2:], max_fee=30, tip=2, gas=21_000,
                   sent_at=time.time())
-
-
-def _wait(predicate, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def _recorded(store: Store) -> list[str]:
@@ -61,7 +55,7 @@ def test_one_holder_at_a_time_and_a_lapsed_lease_moves_with_a_new_epoch(relayer_
     assert not b.try_take() and not b.is_leader  # held and not expired
     assert b.state().as_json() == {"role": "follower", "instance": "relayer-b", "holder": "relayer-a", "epoch": first}
     assert a.renew() and not b.try_take()
-    _wait(lambda: b.try_take(), timeout=TTL * 10)  # a stopped renewing: the lease lapses by the database's clock
+    wait_until(lambda: b.try_take(), timeout=TTL * 10)  # a stopped renewing: the lease lapses by the database's clock
     assert b.epoch == first + 1 and b.state().role == "leader" and b.state().holder == "relayer-b"
     assert not a.renew() and not a.is_leader  # the old holder finds out it is a follower, with no error
     assert a.read()[:2] == ("relayer-b", first + 1)
@@ -87,7 +81,7 @@ def test_a_fenced_out_holder_records_nothing_while_the_new_holder_records(relaye
         journal_a.record(_tx("0x01", 1))  # the holder records
         with pytest.raises(Fenced):  # the follower does not
             journal_b.record(_tx("0x0b", 2))
-        _wait(lambda: b.try_take(), timeout=TTL * 10)
+        wait_until(lambda: b.try_take(), timeout=TTL * 10)
         assert a.epoch and a.epoch < b.epoch  # a still believes it holds its epoch: only the database says no
         with pytest.raises(Fenced) as refused:
             journal_a.record(_tx("0x02", 2))
@@ -115,7 +109,7 @@ def test_on_postgresql_a_take_waits_for_a_record_in_flight_and_sees_it(relayer_s
     conn.execute("INSERT INTO transactions (tx_hash, kind, ref, nonce, raw, sent_at) VALUES ('0x77', 'slash', '1',"
                  " 7, '0x02', 0)")
     taken = threading.Event()
-    threading.Thread(target=lambda: (_wait(lambda: b.try_take(), timeout=TTL * 20), taken.set()), daemon=True).start()
+    threading.Thread(target=lambda: (wait_until(lambda: b.try_take(), timeout=TTL * 20), taken.set()), daemon=True).start()
     time.sleep(TTL * 2.5)  # lapsed by now, but the row is locked by the record's transaction
     assert not taken.is_set()
     # A take never hangs on it (lock_timeout ttl / 3): it fails fast and is retried at the next heartbeat.
@@ -183,7 +177,7 @@ def test_attack_a_zombie_leaders_batch_jobs_change_nothing(relayer_store, two_le
     bid = relayer_store.call(fenced(Store.job_build_batch, a.fence), relayer_store.ledger, [claim],
                              "0x" + "00" * 32, {key: ids}, [], {}, 1.0)
     held = a.epoch
-    _wait(lambda: b.try_take(), timeout=TTL * 10)  # a lost the lease; it still believes it leads
+    wait_until(lambda: b.try_take(), timeout=TTL * 10)  # a lost the lease; it still believes it leads
 
     def state() -> list[dict]:
         return other_store.db.read("SELECT id, batch_id, status, reason FROM receipts ORDER BY id") + \
@@ -212,9 +206,9 @@ def test_attack_a_batch_job_of_a_tick_begun_before_two_leader_changes_changes_no
     a.sending.set()  # the keeper's takeover is done
     stale = a.permit()
     assert stale == a.epoch
-    _wait(lambda: b.try_take(), timeout=TTL * 10)
+    wait_until(lambda: b.try_take(), timeout=TTL * 10)
     b.close()
-    _wait(lambda: a.try_take(), timeout=TTL * 10)
+    wait_until(lambda: a.try_take(), timeout=TTL * 10)
     assert a.epoch > stale + 1 and a.permit() == a.epoch
     before = other_store.db.read("SELECT id, batch_id, status FROM receipts ORDER BY id")
     with pytest.raises(Fenced):
