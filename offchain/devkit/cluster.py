@@ -107,7 +107,8 @@ def install(events: Any) -> None:
             Path(os.environ[FAULT_FILE_ENV]).unlink(missing_ok=True)  # once: woken, it records
             log.warning("fault plug-in: stopping (SIGSTOP) before recording batch %s (%s, nonce %d)", tx.ref,
                         tx.tx_hash, tx.nonce)
-            os.kill(os.getpid(), signal.SIGSTOP)
+            # Thread-directed: a process-directed SIGSTOP may be taken by another thread while this one runs on.
+            signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
         record(journal, tx, epoch)
 
     SqlTxJournal.record = stop_then_record  # type: ignore[method-assign]

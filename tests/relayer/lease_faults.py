@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 
 from offchain.relayer.events import Events
 from offchain.sdk.tx import SentTx
@@ -22,7 +23,10 @@ def _pause_after_batch_recorded(tx: SentTx) -> None:
         os.unlink(path)
         log.warning("lease_faults: stopping (SIGSTOP) after recording batch %s (%s), before its broadcast", tx.ref,
                     tx.tx_hash)
-        os.kill(os.getpid(), signal.SIGSTOP)
+        # Directed at this thread, not the process: a process-directed SIGSTOP may be taken by another thread, and
+        # this one could run on past its syscall and broadcast before the group stop reaches it. A signal pending
+        # on the calling thread is handled on its return from the syscall, so it stops before another instruction.
+        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
 
 
 def install(events: Events) -> None:
