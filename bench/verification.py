@@ -17,6 +17,7 @@ and after is recorded.
 
     python bench/verification.py [--quick] [--receipts N] [--smollm2-receipts N] [--samples N]
     python bench/verification.py --calibration [--calibration-prompts N] [--calibration-tokens N]
+        [--calibration-cheat-prompts N] [--calibration-workers N] [--cost-prompts N]
 
 ``--calibration`` runs only the teacher-forcing calibration (bench/teacher_forcing.py: honest perturbations, cheats'
 detection rates by length, the drift test, cost) and stores it under ``teacher_forcing`` in the same JSON, keeping
@@ -197,7 +198,11 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="the measured verifier's --workers")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--calibration", action="store_true", help="only the teacher-forcing calibration")
-    parser.add_argument("--calibration-prompts", type=int, default=32, help="prompts (receipts per perturbation)")
+    parser.add_argument("--calibration-prompts", type=int, default=300, help="prompts (receipts per perturbation)")
+    parser.add_argument("--calibration-cheat-prompts", type=int, default=None,
+                        help="receipts per Q4_0 / Q2_K substitute (default: as many as --calibration-prompts)")
+    parser.add_argument("--calibration-workers", type=int, default=2, help="worker processes of the calibration")
+    parser.add_argument("--cost-prompts", type=int, default=32, help="answers timed in the calibration's cost phase")
     parser.add_argument("--calibration-tokens", type=int, default=48, help="max_tokens of the calibration answers")
     args = parser.parse_args()
     if args.calibration:
@@ -239,7 +244,9 @@ def calibrate(args) -> int:
     load_before = load_avg()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="opg-bench-tf-") as tmp:
-        tf = teacher_forcing.run(args.calibration_prompts, args.calibration_tokens, Path(tmp))
+        tf = teacher_forcing.run(args.calibration_prompts, args.calibration_tokens, Path(tmp),
+                                 workers=args.calibration_workers, cheat_prompts=args.calibration_cheat_prompts,
+                                 cost_prompts=args.cost_prompts)
     tf["setup"].update({"cpus": os.cpu_count(), "load_avg_before": load_before, "load_avg_after": load_avg(),
                         "seconds": round(time.perf_counter() - started, 1)})
     results = json.loads(args.out.read_text()) if args.out.exists() else {}

