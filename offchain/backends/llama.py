@@ -199,6 +199,7 @@ class LlamaBackend:
             path.name, str(path.name))
         self._scored: list[int] = []  # the ids whose KV the last score() left in the cache (prefix reuse)
         self.reuse_prefix = True  # score() starts from the prefix it shares with the last scored sequence
+        self.last_reused = 0  # positions the last score() took from the cache
         # llama.cpp may pad the context (to 256 cells); llama-cpp-python's token buffers hold the requested n_ctx
         self.context_length = min(int(n_ctx), llm.n_ctx())
         self.deterministic = True
@@ -272,27 +273,25 @@ class LlamaBackend:
         end-of-generation token's margin (any EOG token ends an answer).
 
         ``reuse_prefix`` (default: the backend's ``reuse_prefix`` attribute, True): the KV cache of the last scored
-        sequence is kept, and the part of the prompt it shares with
-        this one (the chat template's system header, the earlier turns of a conversation) is not evaluated again.
-        A reused prefix was computed in another batch split, so its values differ from a fresh pass in the last
-        bits: drift the margins tolerate (bench/teacher_forcing.py measures both schedules). Generation never
-        reuses it (it clears the cache: bit-exact answers need the fresh split)."""
+        sequence is kept, and the part of the prompt it shares with this one (the chat template's system header, the
+        earlier turns of a conversation) is not evaluated again. A reused prefix was computed in another batch
+        split, so its values may differ from a fresh pass in the last bits (on ggml's CPU kernels they did not):
+        drift the margins tolerate (bench/teacher_forcing.py measures both schedules). If the cache turns out not
+        to hold the prefix (a decode error), the pass is repeated from an empty cache. Generation never reuses it
+        (it clears the cache: bit-exact answers need the fresh split)."""
         import numpy as np
 
         if self.vocab_only:
             raise BackendError("a vocab-only model cannot score tokens")
-        llm, llama_cpp = self._llm, self._llama_cpp
         ids = list(prompt_ids) + list(output_ids)
         if len(ids) + 1 > self.context_length:
             raise PromptTooLong(len(ids), self.context_length)
         if not prompt_ids:
             raise ValueError("an empty prompt cannot be scored")
-        n_vocab = llm.n_vocab()
         first = len(prompt_ids) - 1  # the logits at position i predict token i + 1
         last = len(ids) - 1 if with_eos else len(ids) - 2
         t = float(temperature) if temperature else 1.0
         eog = np.array(sorted(self._eog), dtype=np.int64) if self._eog else np.array([self.eos])
-        out: list[dict] = []
         with self._lock:
             reuse = self.reuse_prefix if reuse_prefix is None else reuse_prefix
             begin = self._reusable(ids, first) if reuse else 0
@@ -300,37 +299,54 @@ class LlamaBackend:
                 self._clear_kv()
             self._scored = []
             try:
-                batch = llm._batch
-                n_batch = llm.n_batch
-                for start in range(begin, len(ids), n_batch):
-                    chunk = ids[start:start + n_batch]
-                    batch.set_batch(chunk, n_past=start, logits_all=False)
-                    wanted = [j for j in range(len(chunk)) if first <= start + j <= last]
-                    for j in range(len(chunk)):
-                        batch.batch.logits[j] = 1 if j in wanted else 0
-                    rc = llama_cpp.llama_decode(llm.ctx, batch.batch)
-                    if rc != 0:
-                        raise BackendError(f"llama.cpp decode failed ({rc})")
-                    for j in wanted:
-                        pos = start + j
-                        row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, j), shape=(n_vocab,))
-                        top = float(row.max())
-                        z = row.astype(np.float64) / t
-                        lse = float(np.log(np.exp(z - z.max()).sum()) + z.max())
-                        if pos + 1 < len(ids):
-                            claimed = ids[pos + 1]
-                            c = float(row[claimed])
-                            out.append({"token": claimed, "margin": top - c, "rank": int((row > c).sum()),
-                                        "logprob": c / t - lse})
-                        else:  # the end of the answer: the best end-of-generation token
-                            c = float(row[eog].max())
-                            out.append({"token": "eos", "margin": top - c, "rank": int((row > c).sum()),
-                                        "logprob": float(np.log(np.exp(row[eog].astype(np.float64) / t - lse)
-                                                                .sum()))})
+                try:
+                    out = self._forward(ids, begin, first, last, t, eog)
+                except BackendError:
+                    if begin == 0:
+                        raise
+                    self._clear_kv()  # a cache that did not hold what it should: score from scratch
+                    begin = 0
+                    out = self._forward(ids, 0, first, last, t, eog)
             except BaseException:
                 self._clear_kv()
                 raise
-            self._scored = ids
+            self._scored, self.last_reused = ids, begin
+        return out
+
+    def _forward(self, ids: list[int], begin: int, first: int, last: int, t: float, eog) -> list[dict]:
+        """Decode ``ids[begin:]`` (the cache holds ``ids[:begin]``) in ``n_batch`` chunks with logits only at the
+        positions ``first..last``, and score each (see :meth:`score`)."""
+        import numpy as np
+
+        llm, llama_cpp = self._llm, self._llama_cpp
+        n_vocab = llm.n_vocab()
+        batch = llm._batch
+        n_batch = llm.n_batch
+        out: list[dict] = []
+        for start in range(begin, len(ids), n_batch):
+            chunk = ids[start:start + n_batch]
+            batch.set_batch(chunk, n_past=start, logits_all=False)
+            wanted = [j for j in range(len(chunk)) if first <= start + j <= last]
+            for j in range(len(chunk)):
+                batch.batch.logits[j] = 1 if j in wanted else 0
+            rc = llama_cpp.llama_decode(llm.ctx, batch.batch)
+            if rc != 0:
+                raise BackendError(f"llama.cpp decode failed ({rc})")
+            for j in wanted:
+                pos = start + j
+                row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, j), shape=(n_vocab,))
+                top = float(row.max())
+                z = row.astype(np.float64) / t
+                lse = float(np.log(np.exp(z - z.max()).sum()) + z.max())
+                if pos + 1 < len(ids):
+                    claimed = ids[pos + 1]
+                    c = float(row[claimed])
+                    out.append({"token": claimed, "margin": top - c, "rank": int((row > c).sum()),
+                                "logprob": c / t - lse})
+                else:  # the end of the answer: the best end-of-generation token
+                    c = float(row[eog].max())
+                    out.append({"token": "eos", "margin": top - c, "rank": int((row > c).sum()),
+                                "logprob": float(np.log(np.exp(row[eog].astype(np.float64) / t - lse).sum()))})
         return out
 
     def _reusable(self, ids: list[int], first: int) -> int:
@@ -344,8 +360,12 @@ class LlamaBackend:
             common += 1
         if common == 0:
             return 0
-        mem = self._llama_cpp.llama_get_memory(self._llm.ctx)
-        if mem is None or not self._llama_cpp.llama_memory_seq_rm(mem, 0, common, -1):
+        lib = self._llama_cpp
+        mem = lib.llama_get_memory(self._llm.ctx)
+        if mem is None or not lib.llama_memory_seq_rm(mem, 0, common, -1):
+            return 0
+        # the cache must hold exactly positions 0..common-1 (llama.cpp decodes over a gap without complaint)
+        if lib.llama_memory_seq_pos_min(mem, 0) != 0 or lib.llama_memory_seq_pos_max(mem, 0) != common - 1:
             return 0
         return common
 

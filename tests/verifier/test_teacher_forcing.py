@@ -253,3 +253,47 @@ def test_generation_commits_to_text_and_ids(verifier_model):
     assert commitment == output_hash(g.text, tokens_hash(tokens)) != output_hash(g.text)
     assert verifier_model.detokenize(g.output_ids) == g.text
     assert DRIFT_MARGIN < GREEDY_SLASH_MARGIN
+
+
+def test_scoring_that_reuses_the_last_receipts_prompt_prefix_gives_the_margins_of_a_fresh_pass(verifier_model):
+    a, b = gen(verifier_model, PROMPTS[0]), gen(verifier_model, PROMPTS[1])
+    fresh = verifier_model.score(b.prompt_ids, b.output_ids, with_eos=False, reuse_prefix=False)
+    verifier_model.score(a.prompt_ids, a.output_ids, with_eos=False)  # leaves a's KV: the template header is shared
+    reused = verifier_model.score(b.prompt_ids, b.output_ids, with_eos=False)
+    # only the common header came from the cache; b's own prompt was evaluated
+    assert 0 < verifier_model.last_reused < len(b.prompt_ids) - 1
+    assert b.prompt_ids[:verifier_model.last_reused] == a.prompt_ids[:verifier_model.last_reused]
+    assert [x["token"] for x in reused] == [x["token"] for x in fresh]
+    assert max(abs(x["margin"] - y["margin"]) for x, y in zip(reused, fresh, strict=True)) < 0.05
+
+
+def test_scoring_starts_from_an_empty_cache_when_the_cache_no_longer_holds_the_shared_prefix(verifier_model):
+    a = gen(verifier_model, PROMPTS[4])
+    fresh = verifier_model.score(a.prompt_ids, a.output_ids, with_eos=False, reuse_prefix=False)
+    import llama_cpp
+
+    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(verifier_model._llm.ctx), True)  # behind score's back
+    again = verifier_model.score(a.prompt_ids, a.output_ids, with_eos=False)
+    assert verifier_model.last_reused == 0 and [x["margin"] for x in again] == [x["margin"] for x in fresh]
+
+
+def test_generation_after_scoring_starts_from_an_empty_cache_and_is_unchanged(verifier_model):
+    before = gen(verifier_model, PROMPTS[2])
+    verifier_model.score(before.prompt_ids, before.output_ids, with_eos=False)
+    after = gen(verifier_model, PROMPTS[2])
+    assert (after.text, after.output_ids) == (before.text, before.output_ids)
+    assert verifier_model._scored == []  # generation dropped the scored cache
+
+
+def test_attack_answer_of_a_different_model_retokenised_is_invalid(verifier_model):
+    from offchain.backends import load_backend
+
+    gemma = load_backend("gemma3", n_threads=1)
+    assert gemma.open_weights_id != verifier_model.open_weights_id
+    params = GenParams(max_tokens=32)
+    g = gen(verifier_model, PROMPTS[3])
+    other = gemma.generate([ChatMessage(role="user", content=PROMPTS[3])], params)
+    ids = verifier_model.tokenize_text(other.text)[:32]  # what a proxy node claiming SmolLM2 commits to
+    j = judge(*receipt_for(verifier_model, PROMPTS[3], g, params, text=verifier_model.detokenize(ids), output_ids=ids,
+                           finish="length"), verifier_model)
+    assert not j.valid and "below the model's top choice" in j.reason

@@ -5,8 +5,10 @@ judges the proxy receipts by teacher forcing.
 
 - An honest proxy node whose upstream runs the claimed weights with other batch and thread settings than the
   verifier is never slashed over 100 sampled receipts (short answers).
-- A proxy node whose upstream runs another model than it claims (a Q2_K requantisation of SmolLM2, a cheaper
-  substitute, made here with ``llama_model_quantize``) is slashed for fraud and jailed.
+- A proxy node whose upstream runs another model than it claims is slashed for fraud and jailed: a genuinely
+  different model (Gemma 3 270M, its text split by SmolLM2's tokenizer as the node commits to it) on its first
+  answer; a Q2_K requantisation of SmolLM2 (a cheaper substitute of the same model, made here with
+  ``llama_model_quantize``) within a few answers.
 - An honest llama.cpp node (the pinned build) is still judged bit-exact by re-execution.
 
 Weights: the verifier holds all of the live verifier stake, so its verdicts alone are a quorum.
@@ -36,7 +38,7 @@ from verifier_kit import (
     wait_receipts,
 )
 
-from offchain.backends.llama import smollm2_path
+from offchain.backends.llama import gemma3_path, smollm2_path
 from offchain.devkit.devchain import free_port
 from offchain.devkit.devnet import OPG, wait_until
 
@@ -92,13 +94,17 @@ def setup(devnet, relayer, workdir):
     live(devnet, [v])
     honest_up = Upstream(smollm2_path(), workdir, "--n_batch", "64", "--n_ubatch", "64", "--n_threads", "1")
     cheap_up = Upstream(quantize_q2k(workdir), workdir, "--n_threads", "1")
-    actors = {"honest": devnet.new_node(), "cheat": devnet.new_node(), "llama": devnet.new_node()}
+    gemma_up = Upstream(gemma3_path(), workdir, "--n_threads", "1", "--chat_format", "gemma")
+    actors = {"honest": devnet.new_node(), "cheat": devnet.new_node(), "gemma": devnet.new_node(),
+              "llama": devnet.new_node()}
     spec = "proxy:{}#smollm2?weights=smollm2&name=smollm2"
     nodes = {
         "honest": node_proc(devnet, relayer, actors["honest"], workdir, name="proxy-honest",
                             backend=spec.format(honest_up.url)),
         "cheat": node_proc(devnet, relayer, actors["cheat"], workdir, name="proxy-cheat",
                            backend=spec.format(cheap_up.url)),
+        "gemma": node_proc(devnet, relayer, actors["gemma"], workdir, name="proxy-gemma",
+                           backend=spec.format(gemma_up.url)),
         "llama": node_proc(devnet, relayer, actors["llama"], workdir, name="llama", backend="smollm2"),
     }
     verifier = verifier_proc(devnet, relayer, v, workdir, sample_rate=1.0, deadline=10.0, backends="smollm2")
@@ -111,6 +117,7 @@ def setup(devnet, relayer, workdir):
         stop_all(verifier, *nodes.values())
         honest_up.stop()
         cheap_up.stop()
+        gemma_up.stop()
 
 
 def test_models_endpoint_names_the_weights_and_where_to_get_them(setup):
@@ -163,6 +170,19 @@ def test_attack_proxy_node_serving_another_model_is_slashed(devnet, relayer, set
             break
     assert proven is not None, "no answer of the substitute model was judged invalid"
     wait_until(lambda: fraud_proven(devnet, receipt_hash_of(proven["receipt"])), timeout=60, what="fraud proven")
+    stake_after, jailed = devnet.stake(node)
+    assert jailed and stake_after < stake_before
+
+
+def test_attack_proxy_node_serving_a_different_model_is_slashed_on_its_first_answer(devnet, relayer, setup):
+    node, verifier = setup["actors"]["gemma"], setup["verifier"]
+    stake_before = devnet.stake(node)[0]
+    s = pay_chat(devnet, setup["nodes"]["gemma"].url, setup["payer"], "Write two sentences about bridges.",
+                 max_tokens=32, model="smollm2", timeout=120)
+    assert s["payment"].get("tokensHash")  # the node committed to ids: SmolLM2's split of Gemma's text
+    decided = wait_check(verifier, s["receiptId"], timeout=120)
+    assert decided["valid"] is False and "below the model's top choice" in decided["reason"], decided
+    wait_until(lambda: fraud_proven(devnet, receipt_hash_of(s["receipt"])), timeout=60, what="fraud proven")
     stake_after, jailed = devnet.stake(node)
     assert jailed and stake_after < stake_before
 
