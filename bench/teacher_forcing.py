@@ -38,13 +38,10 @@ verifier, peak RSS.
 from __future__ import annotations
 
 import ctypes
-import os
 import random
 import resource
 import secrets
 import statistics
-import subprocess
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -188,42 +185,6 @@ def judge_task(cases: list[dict], reuse_prefix: bool = True) -> list[dict]:
 
 
 # -- driver -----------------------------------------------------------------------------------------------------------
-class Upstream:
-    """``python -m llama_cpp.server`` (an OpenAI-compatible server with its own batch and thread settings)."""
-
-    def __init__(self, model: str, folder: Path, *args: str):
-        import httpx
-
-        from offchain.devkit.devchain import free_port
-        from offchain.devkit.devnet import wait_until
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.log = open(folder / f"upstream-{self.port}.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", model, "--host",
-                                      "127.0.0.1", "--port", str(self.port), "--verbose", "false", *args],
-                                     stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
-
-        def up() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited {self.proc.returncode}")
-            try:
-                return httpx.get(f"{self.url}/models", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(up, timeout=120, interval=0.3, what="llama_cpp.server up")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-
-
 def _chunks(items: list, n: int) -> list[list]:
     size = max(1, -(-len(items) // n))
     return [items[k:k + size] for k in range(0, len(items), size)]
@@ -237,6 +198,7 @@ def _run(pool: ProcessPoolExecutor, fn, parts: list[list], *args) -> list:
 def run(n_prompts: int, max_tokens: int, folder: Path, workers: int = 2, cheat_prompts: int | None = None,
         cost_prompts: int = 32, log=print) -> dict:
     from offchain.backends.llama import _import_llama_cpp, smollm2_path
+    from offchain.devkit.upstream import LlamaServer
     from offchain.verifier.judge import (
         DRIFT_MARGIN,
         GREEDY_SLASH_MARGIN,
@@ -251,7 +213,7 @@ def run(n_prompts: int, max_tokens: int, folder: Path, workers: int = 2, cheat_p
     n_cheat = min(cheat_prompts or n_prompts, n_prompts)
     indexed = list(enumerate(ps))
     files = {name: quantize(src, folder, name) for name in ("Q8_0", "Q4_0", "Q2_K")}
-    upstream = Upstream(src, folder, "--n_batch", "64", "--n_ubatch", "64", "--n_threads", "1")
+    upstream = LlamaServer(src, folder, "--n_batch", "64", "--n_ubatch", "64", "--n_threads", "1")
     sources = {
         "threads=1": (("llama", src, (("n_threads", 1),)), None, n_prompts),
         "threads=2": (("llama", src, (("n_threads", 2),)), None, n_prompts),

@@ -200,6 +200,7 @@ class LlamaBackend:
         self._scored: list[int] = []  # the ids whose KV the last score() left in the cache (prefix reuse)
         self.reuse_prefix = True  # score() starts from the prefix it shares with the last scored sequence
         self.last_reused = 0  # positions the last score() took from the cache
+        self._pieces: dict[str, int | None] | None = None  # token text -> id (ids_of_pieces), built on first use
         # llama.cpp may pad the context (to 256 cells); llama-cpp-python's token buffers hold the requested n_ctx
         self.context_length = min(int(n_ctx), llm.n_ctx())
         self.deterministic = True
@@ -255,6 +256,23 @@ class LlamaBackend:
         if any(not 0 <= t < n_vocab for t in ids):
             raise ValueError(f"token id out of range (vocabulary of {n_vocab})")
         return self._llm.detokenize(list(ids), special=False).decode("utf-8", errors="replace")
+
+    def ids_of_pieces(self, pieces: list[str]) -> list[int] | None:
+        """The ids of an answer given as its tokens' texts (an OpenAI-compatible server's ``logprobs.content[].token``:
+        the engine's own split), or None when a piece is not exactly one token of this vocabulary (a piece that is
+        part of a UTF-8 character, two tokens with the same text, another model's token)."""
+        if self._pieces is None:
+            table: dict[str, int | None] = {}
+            for t in range(self._llm.n_vocab()):
+                try:
+                    text = self._llm.detokenize([t], special=False).decode("utf-8")
+                except UnicodeDecodeError:
+                    continue
+                if text:
+                    table[text] = None if text in table else t  # None: ambiguous
+            self._pieces = table
+        ids = [self._pieces.get(p) for p in pieces]
+        return None if any(i is None for i in ids) else ids  # type: ignore[return-value]
 
     def is_eog(self, token: int) -> bool:
         return token in self._eog

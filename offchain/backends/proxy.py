@@ -20,9 +20,13 @@ Then ``model_id`` is the weights' identity (``open_weights_descriptor``: sha256 
 tokenizer, and of its chat template), the same for every node serving those weights through any engine, and
 verifiers holding them judge the answer's TEXT by teacher forcing (docs/verifier.md). The node loads only the GGUF's
 vocabulary (no weights in memory): prompt token ids are the model's own chat template rendered and tokenised; output
-token ids are the answer's text tokenised with the model's own tokenizer (the OpenAI API gives no token ids; this is
-the canonical split, which is what honest models produce almost always); token counts (and so the charge) are these
-ids' counts, not the upstream's ``usage``. A request without ``temperature`` is sent with ``temperature: 0``
+token ids are the engine's own tokens when the upstream reports them (the request asks for ``logprobs``, whose
+``content[].token`` are the generated tokens' texts: llama.cpp's server, llama-cpp-python's, vLLM), mapped to ids
+through the model's vocabulary, provided each is exactly one token and they join to the answer's text; otherwise
+(an upstream without logprobs, a token that is part of a UTF-8 character, a text cut locally at a stop sequence) the
+answer's text tokenised with the model's own tokenizer (the canonical split, which is what honest models produce
+almost always). ``splits`` counts which was used. Token counts (and so the charge) are these ids' counts, not the
+upstream's ``usage``. A request without ``temperature`` is sent with ``temperature: 0``
 (greedy, the protocol's default) so that the upstream's own default cannot make an honest answer look sampled, and
 every request pins the penalties off (:data:`PINNED_SAMPLER`): verifiers score the model's raw distribution.
 """
@@ -68,6 +72,7 @@ class ProxyBackend:
         self.context_length = context_length
         self.deterministic = False
         self.tokenizer = None
+        self.splits = {"engine": 0, "tokenizer": 0}  # answers whose ids are the engine's tokens / the tokenizer's split
         if weights:
             from .llama import GEMMA3_TEMPLATE, LlamaBackend, gemma3_path, smollm2_path
 
@@ -96,12 +101,21 @@ class ProxyBackend:
             return self.tokenizer.count_prompt_tokens(messages)
         return estimate_prompt_tokens(messages)
 
-    def _with_ids(self, gen: Generation, messages: list[ChatMessage], params: GenParams) -> Generation:
-        """Open weights: the prompt and answer as the model's own tokenizer splits them, counts from those ids."""
+    def _with_ids(self, gen: Generation, messages: list[ChatMessage], params: GenParams,
+                  pieces: list[str | None] | None = None) -> Generation:
+        """Open weights: the prompt as the model's template and tokenizer render it; the answer's ids as the engine
+        produced them when the upstream reported its tokens (``logprobs``) and each is one token of the model's
+        vocabulary whose texts join to the answer, else the answer's text split by the model's tokenizer. Counts come
+        from those ids."""
         if self.tokenizer is None:
             return gen
         prompt_ids = self.tokenizer.prompt_tokens(messages)
-        output_ids = self.tokenizer.tokenize_text(gen.text)
+        output_ids = self.tokenizer.ids_of_pieces(pieces) if pieces else None
+        if output_ids is not None and self.tokenizer.detokenize(output_ids) != gen.text:
+            output_ids = None  # the text was cut locally (a stop sequence) or the pieces are not the answer
+        self.splits["engine" if output_ids is not None else "tokenizer"] += 1  # whose split receipts commit to
+        if output_ids is None:
+            output_ids = self.tokenizer.tokenize_text(gen.text)
         return Generation(text=gen.text, prompt_tokens=len(prompt_ids),
                           output_tokens=min(len(output_ids), params.max_tokens), finish_reason=gen.finish_reason,
                           prompt_ids=prompt_ids, output_ids=output_ids)
@@ -119,6 +133,9 @@ class ProxyBackend:
             body["temperature"] = 0.0  # the protocol's default is greedy; never the upstream's own default
         if self.tokenizer is not None:  # the model's own distribution: no penalties (llama.cpp/Ollama default 1.1)
             body.update(PINNED_SAMPLER)
+            # the engine's own tokens (their texts), so the receipt commits to its split (llama-cpp-python's server
+            # reports them only when top_logprobs is set)
+            body.update(logprobs=True, top_logprobs=1)
         if params.seed is not None:
             body["seed"] = params.seed
         if params.stop:
@@ -137,9 +154,12 @@ class ProxyBackend:
     def generate(self, messages: list[ChatMessage], params: GenParams, on_token: OnToken | None = None) -> Generation:
         url = f"{self.base_url}/chat/completions"
         try:
+            pieces: list[str | None] = []
             if on_token is None:
-                return self._with_ids(self._complete(url, messages, params), messages, params)
-            return self._with_ids(self._stream(url, messages, params, on_token), messages, params)
+                gen = self._complete(url, messages, params, pieces)
+            else:
+                gen = self._stream(url, messages, params, on_token, pieces)
+            return self._with_ids(gen, messages, params, pieces)
         except httpx.HTTPError as exc:
             raise BackendError(f"upstream {self.base_url} failed: {type(exc).__name__}: {exc}") from exc
 
@@ -157,7 +177,19 @@ class ProxyBackend:
             output = fallback_output
         return prompt, min(output, params.max_tokens)
 
-    def _complete(self, url: str, messages: list[ChatMessage], params: GenParams) -> Generation:
+    @staticmethod
+    def _pieces(choice: dict, into: list[str | None]) -> None:
+        """Collect a choice's ``logprobs.content[].token`` (an upstream that sends none leaves ``into`` empty; a
+        malformed entry empties it: the answer is then split by the tokenizer)."""
+        content = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
+        if not isinstance(content, list):
+            return
+        for entry in content:
+            token = entry.get("token") if isinstance(entry, dict) else None
+            into.append(token if isinstance(token, str) else None)  # None matches no token: the tokenizer splits
+
+    def _complete(self, url: str, messages: list[ChatMessage], params: GenParams,
+                  pieces: list[str | None] | None = None) -> Generation:
         resp = self._http.post(url, json=self._body(messages, params, stream=False))
         if resp.status_code >= 400:
             raise self._fail(resp)
@@ -166,6 +198,8 @@ class ProxyBackend:
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
             reason = choice.get("finish_reason")
+            if pieces is not None:
+                self._pieces(choice, pieces)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise BackendError(f"upstream {self.base_url} sent a malformed chat.completion: {exc}") from exc
         out = Assembler(params.stop, None)  # enforce stop sequences even if the upstream ignored them
@@ -175,7 +209,8 @@ class ProxyBackend:
         finish = "stop" if hit else self._finish(reason)
         return Generation(text=text, prompt_tokens=prompt, output_tokens=output, finish_reason=finish)
 
-    def _stream(self, url: str, messages: list[ChatMessage], params: GenParams, on_token: OnToken) -> Generation:
+    def _stream(self, url: str, messages: list[ChatMessage], params: GenParams, on_token: OnToken,
+                pieces: list[str | None] | None = None) -> Generation:
         out = Assembler(params.stop, on_token)
         chunks = 0
         usage = None
@@ -201,6 +236,8 @@ class ProxyBackend:
                 if event.get("usage"):
                     usage = event["usage"]
                 for choice in event.get("choices") or []:
+                    if pieces is not None and isinstance(choice, dict):
+                        self._pieces(choice, pieces)
                     delta = choice.get("delta") or {}
                     content = delta.get("content")
                     if content:

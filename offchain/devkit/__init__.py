@@ -11,6 +11,7 @@
   postgres  PostgresCluster: a throwaway PostgreSQL server (Debian's binaries, temp dir, free port) for store tests
   faults    the fault tests' crash plug-in (OPG_<ROLE>_PLUGINS): exit hard at a daemon's step, fault_env
   reconcile_stores  a node's and a verifier's store against the relayer's and the chain (after a fault)
+  upstream  LlamaServer: llama-cpp-python's OpenAI-compatible server as a child process (the proxy's upstream)
   cluster   RelayerCluster: several relayers on one PostgreSQL database behind a round-robin front, their faults
             (exit after signing / after broadcast / mid-write, database cut, SIGSTOP), reconcile (store vs chain)
 

@@ -17,11 +17,8 @@ Weights: the verifier holds all of the live verifier stake, so its verdicts alon
 from __future__ import annotations
 
 import ctypes
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 from verifier_kit import (
     check,
@@ -39,41 +36,12 @@ from verifier_kit import (
 )
 
 from offchain.backends.llama import gemma3_path, smollm2_path
-from offchain.devkit.devchain import free_port
 from offchain.devkit.devnet import OPG, wait_until
+from offchain.devkit.upstream import LlamaServer
 
 HONEST_RECEIPTS = 100
 PROMPTS = ["Name a colour.", "Say hello.", "Name a fruit.", "Count to three.", "Name an animal.", "Say a number.",
            "Name a city.", "Name a planet.", "Say goodbye.", "Name a tree."]
-
-
-class Upstream:
-    """``python -m llama_cpp.server`` as a child process (an OpenAI-compatible server, like a GPU node's)."""
-
-    def __init__(self, model: str, folder, *args: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.log = open(folder / f"upstream-{self.port}.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", model, "--host",
-                                      "127.0.0.1", "--port", str(self.port), "--verbose", "false", *args],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        wait_until(self._up, timeout=120, interval=0.3, what="llama_cpp.server up")
-
-    def _up(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"llama_cpp.server exited {self.proc.returncode}")
-        try:
-            return httpx.get(f"{self.url}/models", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 def quantize_q2k(folder) -> str:
@@ -92,9 +60,9 @@ def quantize_q2k(folder) -> str:
 def setup(devnet, relayer, workdir):
     v = devnet.new_verifier(3 * devnet.params.min_verifier_stake)
     live(devnet, [v])
-    honest_up = Upstream(smollm2_path(), workdir, "--n_batch", "64", "--n_ubatch", "64", "--n_threads", "1")
-    cheap_up = Upstream(quantize_q2k(workdir), workdir, "--n_threads", "1")
-    gemma_up = Upstream(gemma3_path(), workdir, "--n_threads", "1", "--chat_format", "gemma")
+    honest_up = LlamaServer(smollm2_path(), workdir, "--n_batch", "64", "--n_ubatch", "64", "--n_threads", "1")
+    cheap_up = LlamaServer(quantize_q2k(workdir), workdir, "--n_threads", "1")
+    gemma_up = LlamaServer(gemma3_path(), workdir, "--n_threads", "1", "--chat_format", "gemma")
     actors = {"honest": devnet.new_node(), "cheat": devnet.new_node(), "gemma": devnet.new_node(),
               "llama": devnet.new_node()}
     spec = "proxy:{}#smollm2?weights=smollm2&name=smollm2"
