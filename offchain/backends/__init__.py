@@ -12,8 +12,8 @@ spec                               backend
 
 ``load_backend(spec, **options)``; options (``None`` values are ignored, unknown ones are a ``ValueError``):
 
-- every spec: ``name`` (the model name served and expected in requests), ``cheat_rate`` / ``cheat_seed`` (wrap in
-  :class:`CheatingBackend` when ``cheat_rate > 0``);
+- every spec: ``name`` (the model name served and expected in requests), ``cheat_rate`` / ``cheat_seed`` /
+  ``cheat_mode`` (wrap in :class:`CheatingBackend` when ``cheat_rate > 0``; mode ``text`` or ``ids``);
 - builtin: ``context_length``, ``token_delay``;
 - smollm2 / gemma3 / llama: ``n_ctx``, ``n_batch``, ``n_ubatch`` (output-relevant, part of model_id), ``n_threads`` (not);
 - proxy: ``timeout``, ``api_key`` (else env ``OPG_PROXY_API_KEY``), ``context_length``.
@@ -75,10 +75,11 @@ def load_backend(spec: str, **options) -> Backend:
     options = {k: v for k, v in options.items() if v is not None}
     cheat_rate = float(options.pop("cheat_rate", 0) or 0)
     cheat_seed = int(options.pop("cheat_seed", 0) or 0)
+    cheat_mode = str(options.pop("cheat_mode", "text") or "text")
     try:
         backend = _build(spec.strip(), options)
     except TypeError as exc:  # an option this backend does not take
         raise ValueError(f"backend {spec!r}: {exc}") from exc
     if cheat_rate > 0:
-        backend = CheatingBackend(backend, cheat_rate, cheat_seed)
+        backend = CheatingBackend(backend, cheat_rate, cheat_seed, cheat_mode)
     return backend

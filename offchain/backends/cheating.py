@@ -6,6 +6,10 @@ model. For a request whose cheat decision is true it streams a corrupted answer:
 replaced by other plausible words (the first word always, then each word with probability 1/3), with the honest token
 counts. The decision is ``keccak(canonical_json({"messages", "params"}) || seed) < rate`` (as a fraction of 2**256),
 so it is deterministic per request and seed and is taken for a fraction ``rate`` of distinct requests.
+
+``mode="ids"`` (``cheat_mode=ids``; backends with token ids only) lies in the token commitment instead: the honest
+text, with output ids padded to ``max_tokens`` by repeating the answer's own ids, and billed for them (a node
+overcharging through ids that do not detokenise to the text it delivered).
 """
 
 from __future__ import annotations
@@ -84,9 +88,12 @@ class _Corrupter:
 class CheatingBackend:
     """Wraps ``inner``; for a fraction ``rate`` (0..1) of requests returns a wrong answer. ``seed`` varies which."""
 
-    def __init__(self, inner: Backend, rate: float, seed: int = 0):
+    def __init__(self, inner: Backend, rate: float, seed: int = 0, mode: str = "text"):
         if not 0 <= rate <= 1:
             raise ValueError("cheat rate must be between 0 and 1")
+        if mode not in ("text", "ids"):
+            raise ValueError("cheat mode must be 'text' or 'ids'")
+        self.mode = mode
         self.inner = inner
         self.rate = float(rate)
         self.seed = int(seed)
@@ -115,6 +122,14 @@ class CheatingBackend:
     def generate(self, messages: list[ChatMessage], params: GenParams, on_token: OnToken | None = None) -> Generation:
         if not self.cheats(messages, params):
             return self.inner.generate(messages, params, on_token)
+        if self.mode == "ids":
+            honest = self.inner.generate(messages, params, on_token)
+            ids = list(honest.output_ids or [])
+            if not ids:
+                raise ValueError("cheat_mode=ids needs a backend that commits to token ids")
+            padded = (ids * (params.max_tokens // len(ids) + 1))[: max(params.max_tokens, len(ids) + 1)]
+            return honest.model_copy(update={"output_ids": padded, "output_tokens": min(len(padded),
+                                                                                        params.max_tokens)})
         corrupter = _Corrupter(self._fingerprint(messages, params), on_token)
         consumed: list[str] = []
 

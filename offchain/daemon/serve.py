@@ -40,8 +40,8 @@ def build_daemon(factory: Any, settings: Any, refusals: tuple[type[BaseException
     refusals as they are, missing files and bad values by their first line, an unreachable chain by name."""
     import requests
 
-    from .settings import ConfigError
     from ..storage import StoreMismatch
+    from .settings import ConfigError
 
     try:
         return factory(settings)

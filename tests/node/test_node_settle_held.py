@@ -16,7 +16,6 @@ from offchain.devkit.devnet import OPG, ChannelSim, rand32
 from offchain.node.store import NodeStore
 from offchain.sdk.constants import SKIP_CHANNEL_HELD
 
-
 NOT_ALL_SETTLED = 1  # opg node settle's exit code when a claim neither settled nor was already paid
 
 
