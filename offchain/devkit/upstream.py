@@ -23,11 +23,15 @@ class LlamaServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.log = open(Path(folder) / f"upstream-{self.port}.log", "ab")
-        # ggml's threads wait passively as in the daemons (offchain.backends.llama): the server shares the cores
-        self.proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", model, "--host",
-                                      "127.0.0.1", "--port", str(self.port), "--verbose", "false", *args],
-                                     stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+        try:
+            # ggml's threads wait passively as in the daemons (offchain.backends.llama): the server shares the cores
+            self.proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", model, "--host",
+                                          "127.0.0.1", "--port", str(self.port), "--verbose", "false", *args],
+                                         stdout=self.log, stderr=subprocess.STDOUT,
+                                         env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+        except BaseException:
+            self.log.close()
+            raise
         try:
             wait_until(self._up, timeout=timeout, interval=0.3, what="llama_cpp.server up")
         except BaseException:

@@ -119,3 +119,12 @@ def test_gemma3_backend_is_another_model_with_its_own_turn_template_and_weights_
     assert len({gemma.model_id, gemma.open_weights_id, smol.model_id, smol.open_weights_id}) == 4
     answer = gemma.generate(QUESTION, GenParams(max_tokens=12))
     assert answer.output_tokens > 0 and answer.prompt_ids == gemma.prompt_tokens(QUESTION)
+    # Google's template: a system message is folded into the first user turn
+    assert gemma._format(messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+                         ).prompt.endswith("<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n")
+    # byte tokens share their text with ordinary ones: an engine's piece maps to the token the tokenizer produces
+    assert gemma.ids_of_pieces([".", ",", "\n", " the"]) == [gemma.tokenize_text(p)[0] for p in (".", ",", "\n", " the")]
+    # sliding-window attention: scoring never reuses a trimmed cache (it gave other margins than a fresh pass)
+    gemma.score(answer.prompt_ids, answer.output_ids, with_eos=False)
+    gemma.score(answer.prompt_ids, answer.output_ids, with_eos=False)
+    assert gemma.last_reused == 0

@@ -18,6 +18,7 @@ from eth_account import Account
 
 from offchain.backends.llama import LlamaBackend, smollm2_path
 from offchain.inference import (
+    BackendError,
     ChatMessage,
     Generation,
     GenParams,
@@ -297,3 +298,22 @@ def test_attack_answer_of_a_different_model_retokenised_is_invalid(verifier_mode
     j = judge(*receipt_for(verifier_model, PROMPTS[3], g, params, text=verifier_model.detokenize(ids), output_ids=ids,
                            finish="length"), verifier_model)
     assert not j.valid and "below the model's top choice" in j.reason
+
+
+def test_scoring_repeats_the_pass_from_an_empty_cache_after_a_decode_error_on_the_reused_prefix(verifier_model,
+                                                                                                 monkeypatch):
+    a, b = gen(verifier_model, PROMPTS[5]), gen(verifier_model, PROMPTS[6])
+    fresh = verifier_model.score(b.prompt_ids, b.output_ids, with_eos=False, reuse_prefix=False)
+    verifier_model.score(a.prompt_ids, a.output_ids, with_eos=False)
+    forward, calls = type(verifier_model)._forward, []
+
+    def failing_once(self, ids, begin, *rest):
+        calls.append(begin)
+        if begin > 0:
+            raise BackendError("llama.cpp decode failed (-1)")
+        return forward(self, ids, begin, *rest)
+
+    monkeypatch.setattr(type(verifier_model), "_forward", failing_once)
+    again = verifier_model.score(b.prompt_ids, b.output_ids, with_eos=False)
+    assert calls[0] > 0 and calls[1:] == [0] and verifier_model.last_reused == 0
+    assert [x["margin"] for x in again] == [x["margin"] for x in fresh]
