@@ -139,8 +139,13 @@ def generate_task(batch: list[tuple[int, str]], key: tuple, max_tokens: int, tem
             out.append({"i": i, "text": g.text, "prompt_ids": prompt_ids, "ids": ids, "finish": g.finish_reason,
                         "seconds": seconds})
         else:
-            out.append({"i": i, "text": g.text, "prompt_ids": list(g.prompt_ids), "ids": list(g.output_ids),
-                        "finish": g.finish_reason, "seconds": seconds})
+            row = {"i": i, "text": g.text, "prompt_ids": list(g.prompt_ids), "ids": list(g.output_ids),
+                   "finish": g.finish_reason, "seconds": seconds}
+            if key[0] == "proxy":  # the node's ids: the engine's tokens or (no logprobs) the tokenizer's split
+                row["canonical_ids"] = verifier.tokenize_text(g.text)
+                row["engine_split"] = model.tokenizer.ids_of_pieces(model.last_pieces) == row["ids"] \
+                    if model.last_pieces else False
+            out.append(row)
     return out
 
 
@@ -196,7 +201,9 @@ def _run(pool: ProcessPoolExecutor, fn, parts: list[list], *args) -> list:
 
 
 def run(n_prompts: int, max_tokens: int, folder: Path, workers: int = 2, cheat_prompts: int | None = None,
-        cost_prompts: int = 32, log=print) -> dict:
+        cost_prompts: int = 32, only: set[str] | None = None, log=print) -> dict:
+    """The calibration; ``only``: the honest rows and cheats to run (their names in the result; the answers they
+    need are generated), the others are left out of the result (the caller keeps an earlier run's)."""
     from offchain.backends.llama import _import_llama_cpp, smollm2_path
     from offchain.devkit.upstream import LlamaServer
     from offchain.verifier.judge import (
@@ -228,6 +235,15 @@ def run(n_prompts: int, max_tokens: int, folder: Path, workers: int = 2, cheat_p
         "Q2_K": (("llama", files["Q2_K"], (("n_threads", 1),)), None, n_cheat),
         "gemma-3-270m": (("gemma3",), None, n_prompts),
     }
+    tokenizer_split = "proxy, tokenizer split"  # the proxy's answers committed by the tokenizer's split instead
+    needs = {"another_prompts_answer": "threads=1", "made_up": "threads=1", "truncated_billed_complete": "threads=1",
+             "swapped_prompt": "threads=1", "fresh prefill schedule": "threads=1", tokenizer_split: "proxy"}
+    wanted = None if only is None else {needs.get(name, name) for name in only}
+    sources = {k: v for k, v in sources.items() if wanted is None or k in wanted}
+
+    def selected(name: str) -> bool:
+        return only is None or name in only
+
     answers: dict[str, dict[int, dict]] = {}
     gen_seconds: dict[str, float] = {}
     out: dict = {"honest": {}, "cheats": {}, "thresholds": {
@@ -243,14 +259,22 @@ def run(n_prompts: int, max_tokens: int, folder: Path, workers: int = 2, cheat_p
                 log(f"  generated {name}: {len(rows)} answers in {gen_seconds[name]:.1f} s")
             upstream.stop()
             upstream = None
+            if "proxy" in answers:
+                answers[tokenizer_split] = {i: dict(a, ids=a["canonical_ids"]) for i, a in answers["proxy"].items()}
+                out["proxy_engine_split"] = {"answers": len(answers["proxy"]), "engine_tokens": sum(
+                    1 for a in answers["proxy"].values() if a["engine_split"]), "canonical_differs": sum(
+                    1 for a in answers["proxy"].values() if a["canonical_ids"] != a["ids"])}
+                log(f"  proxy ids: {out['proxy_engine_split']}")
 
             def case(i: int, a: dict, **extra) -> dict:
                 return {"i": i, "prompt": ps[i], "prompt_ids": a["prompt_ids"], "text": a["text"], "ids": a["ids"],
                         "finish": a["finish"], "max_tokens": max_tokens, **extra}
 
-            honest = [name for name in sources if name not in ("Q4_0", "Q2_K", "gemma-3-270m")]
+            honest = [name for name in answers if name not in ("Q4_0", "Q2_K", "gemma-3-270m")]
             schedules = [(name, name, True) for name in honest] + [("fresh prefill schedule", "threads=1", False)]
             for label, name, reuse in schedules:
+                if not selected(label) or name not in answers:
+                    continue
                 temperature = SAMPLED_TEMPERATURE if "temperature" in name else None
                 cases = [case(i, a, temperature=temperature) for i, a in sorted(answers[name].items())]
                 started = time.perf_counter()
@@ -305,6 +329,8 @@ def run(n_prompts: int, max_tokens: int, folder: Path, workers: int = 2, cheat_p
 
             verifier_texts = _texts(folder)
             for name in ("Q4_0", "Q2_K", "gemma-3-270m"):
+                if not selected(name):
+                    continue
                 cases = []
                 for i, a in sorted(answers[name].items()):
                     ids = a["ids"][:max_tokens]
@@ -323,15 +349,16 @@ def run(n_prompts: int, max_tokens: int, folder: Path, workers: int = 2, cheat_p
                     1 for r in rows if not r["valid"])}
                 out["cheats"][name] = entry
 
-            base = answers["threads=1"]
+            base = answers.get("threads=1", {})
             order = sorted(base)
             others = []
-            for k, i in enumerate(order):
+            for k, i in enumerate(order if selected("another_prompts_answer") else []):
                 o = base[order[(k + 1) % len(order)]]
                 c = case(i, base[i], margins=True)
                 c.update(ids=o["ids"][:max_tokens], text=verifier_texts(o["ids"][:max_tokens]), finish="length")
                 others.append(c)
-            out["cheats"]["another_prompts_answer"] = by_length("another prompt's answer", others)[0]
+            if others:
+                out["cheats"]["another_prompts_answer"] = by_length("another prompt's answer", others)[0]
 
             lorem = verifier_texts(None, "lorem " * (max_tokens // 2))
             made_up, truncated, swapped = [], [], []
@@ -346,6 +373,8 @@ def run(n_prompts: int, max_tokens: int, folder: Path, workers: int = 2, cheat_p
                 swapped.append(case(i, o) | {"prompt": ps[i]})
             for label, cases in (("made_up", made_up), ("truncated_billed_complete", truncated),
                                  ("swapped_prompt", swapped)):
+                if not selected(label):
+                    continue
                 rows = _run(pool, judge_task, _chunks(cases, workers))
                 missed = [r for r in rows if r["valid"]]
                 out["cheats"][label] = {"receipts": len(rows), "detected": len(rows) - len(missed)}

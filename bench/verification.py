@@ -203,6 +203,9 @@ def main() -> int:
                         help="receipts per Q4_0 / Q2_K substitute (default: as many as --calibration-prompts)")
     parser.add_argument("--calibration-workers", type=int, default=2, help="worker processes of the calibration")
     parser.add_argument("--cost-prompts", type=int, default=32, help="answers timed in the calibration's cost phase")
+    parser.add_argument("--calibration-only", default=None,
+                        help="comma-separated rows to run again (e.g. 'proxy,proxy, tokenizer split,Q4_0'); the "
+                             "other rows of the stored result are kept, marked with the run they come from")
     parser.add_argument("--calibration-tokens", type=int, default=48, help="max_tokens of the calibration answers")
     args = parser.parse_args()
     if args.calibration:
@@ -244,18 +247,45 @@ def calibrate(args) -> int:
     load_before = load_avg()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="opg-bench-tf-") as tmp:
+        only = None
+        if args.calibration_only:
+            only = {name.strip() for name in args.calibration_only.split(";" if ";" in args.calibration_only
+                                                                          else ",")}
         tf = teacher_forcing.run(args.calibration_prompts, args.calibration_tokens, Path(tmp),
                                  workers=args.calibration_workers, cheat_prompts=args.calibration_cheat_prompts,
-                                 cost_prompts=args.cost_prompts)
-    tf["setup"].update({"cpus": os.cpu_count(), "load_avg_before": load_before, "load_avg_after": load_avg(),
-                        "seconds": round(time.perf_counter() - started, 1)})
+                                 cost_prompts=args.cost_prompts, only=only)
+    run_id = {"commit": _commit(), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "seconds": round(time.perf_counter() - started, 1), "load_avg_before": load_before,
+              "load_avg_after": load_avg(), "only": sorted(only) if only else None}
+    tf["setup"].update({"cpus": os.cpu_count(), "load_avg_before": load_before, "load_avg_after": run_id[
+        "load_avg_after"], "seconds": run_id["seconds"]})
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    old = results.get("teacher_forcing") if only else None
+    for section in ("honest", "cheats"):
+        for row in tf[section].values():
+            row["run"] = run_id["at"]
+        if old:  # rows not run again keep the earlier run's figures (each row says which run it comes from)
+            for name, row in old.get(section, {}).items():
+                tf[section].setdefault(name, {**row, "run": row.get("run", old["setup"].get("run", "earlier"))})
+    tf["setup"]["run"] = run_id["at"]
+    tf["runs"] = [*((old or {}).get("runs") or ([{"at": "earlier", **{k: old["setup"].get(k) for k in (
+        "seconds", "load_avg_before", "load_avg_after")}}] if old else [])), run_id]
     results["teacher_forcing"] = tf
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     teacher_forcing.print_table(tf)
     print(f"written {args.out}")
     return 0
+
+
+def _commit() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 def print_table(r: dict) -> None:

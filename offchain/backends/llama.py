@@ -285,6 +285,10 @@ class LlamaBackend:
         ids = [self._pieces.get(p) for p in pieces]
         return None if any(i is None for i in ids) else ids  # type: ignore[return-value]
 
+    def token_bytes(self, ids: list[int]) -> bytes:
+        """The bytes of token ids joined (no UTF-8 decoding: a character split across tokens stays whole)."""
+        return self._llm.detokenize(list(ids), special=False)
+
     def is_eog(self, token: int) -> bool:
         return token in self._eog
 
@@ -298,8 +302,8 @@ class LlamaBackend:
         """Teacher forcing: one prefill pass over ``prompt + output`` with logits at every output position. For each
         claimed output token (and the end-of-sequence after the last one when ``with_eos``): ``margin`` = top logit -
         the claimed token's logit (0 when it is the argmax), ``rank`` (tokens with a higher logit), ``logprob`` of
-        the claimed token at ``temperature`` (natural log; 1.0 when greedy), and for the end position the best
-        end-of-generation token's margin (any EOG token ends an answer).
+        the claimed token at ``temperature`` (natural log; 1.0 when greedy), ``top`` (the model's own choice), and for
+        the end position the best end-of-generation token's margin (any EOG token ends an answer).
 
         ``reuse_prefix`` (default: the backend's ``reuse_prefix`` attribute, True): the KV cache of the last scored
         sequence is kept, and the part of the prompt it shares with this one (the chat template's system header, the
@@ -364,17 +368,18 @@ class LlamaBackend:
             for j in wanted:
                 pos = start + j
                 row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, j), shape=(n_vocab,))
-                top = float(row.max())
+                best = int(row.argmax())
+                top = float(row[best])
                 z = row.astype(np.float64) / t
                 lse = float(np.log(np.exp(z - z.max()).sum()) + z.max())
                 if pos + 1 < len(ids):
                     claimed = ids[pos + 1]
                     c = float(row[claimed])
                     out.append({"token": claimed, "margin": top - c, "rank": int((row > c).sum()),
-                                "logprob": c / t - lse})
+                                "logprob": c / t - lse, "top": best})
                 else:  # the end of the answer: the best end-of-generation token
                     c = float(row[eog].max())
-                    out.append({"token": "eos", "margin": top - c, "rank": int((row > c).sum()),
+                    out.append({"token": "eos", "top": best, "margin": top - c, "rank": int((row > c).sum()),
                                 "logprob": float(np.log(np.exp(row[eog].astype(np.float64) / t - lse).sum()))})
         return out
 

@@ -73,6 +73,7 @@ class ProxyBackend:
         self.deterministic = False
         self.tokenizer = None
         self.splits = {"engine": 0, "tokenizer": 0}  # answers whose ids are the engine's tokens / the tokenizer's split
+        self.last_pieces: list[str | None] | None = None  # the last answer's token texts from the upstream, if any
         if weights:
             from .llama import GEMMA3_TEMPLATE, LlamaBackend, gemma3_path, smollm2_path
 
@@ -114,6 +115,7 @@ class ProxyBackend:
         if output_ids is not None and self.tokenizer.detokenize(output_ids) != gen.text:
             output_ids = None  # the text was cut locally (a stop sequence) or the pieces are not the answer
         self.splits["engine" if output_ids is not None else "tokenizer"] += 1  # whose split receipts commit to
+        self.last_pieces = pieces
         if output_ids is None:
             output_ids = self.tokenizer.tokenize_text(gen.text)
         return Generation(text=gen.text, prompt_tokens=len(prompt_ids),

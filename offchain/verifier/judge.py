@@ -253,6 +253,17 @@ def _ends_with_stop(full: str, text: str, stops: list[str] | None) -> bool:
     return any(rest.startswith(s) for s in stops or [])
 
 
+def _same_text_other_split(scorer: Any, ids: list[int], i: int, top: int | None) -> bool:
+    """Whether the model's own choice at output position ``i`` spells the start of the claimed text from there on:
+    the claimed ids then only split the same text otherwise than the model would (a proxy node whose upstream
+    reports no tokens commits to the tokenizer's canonical split of the text, docs/backends.md). Not evidence of
+    another model, so never slashed; still counted as drift."""
+    if top is None or not hasattr(scorer, "token_bytes"):
+        return False
+    own = scorer.token_bytes([top])
+    return bool(own) and top != ids[i] and scorer.token_bytes(ids[i:]).startswith(own)
+
+
 def judge_teacher_forced(receipt: Receipt, payload: dict, scorer: Any) -> Judgement:
     """One prefill pass over prompt + claimed output with the verifier's copy of the weights; slashable only on
     evidence any honest verifier reproduces (docs/verifier.md, "Teacher forcing")."""
@@ -310,8 +321,13 @@ def judge_teacher_forced(receipt: Receipt, payload: dict, scorer: Any) -> Judgem
                                         else x["logprob"] + credit < SAMPLED_DRIFT_LOGPROB))
     j = dict(deterministic=False, seconds=seconds, expected_cost=cost, scored=len(scores), drifted=drifted,
              max_margin=worst["margin"])
+    resplit = 0
     for i, x in enumerate(scores):
         where = "the end of sequence" if x["token"] == "eos" else f"output token {i} ({x['token']})"
+        beyond = x["margin"] > GREEDY_SLASH_MARGIN if greedy else x["logprob"] + credit < SAMPLED_SLASH_LOGPROB
+        if beyond and x["token"] != "eos" and _same_text_other_split(scorer, out_ids, i, x.get("top")):
+            resplit += 1  # the model's own token spells the same text: a split, not evidence (drift only)
+            continue
         if greedy and x["margin"] > GREEDY_SLASH_MARGIN:
             what = ("the model would not end the answer here: " if x["token"] == "eos" else "") + \
                 f"{where} is {x['margin']:.2f} logits below the model's top choice (rank {x['rank']}); greedy " \
@@ -320,8 +336,9 @@ def judge_teacher_forced(receipt: Receipt, payload: dict, scorer: Any) -> Judgem
         if not greedy and x["logprob"] + credit < SAMPLED_SLASH_LOGPROB:
             return Judgement(False, f"{where} has log-probability {x['logprob']:.1f} at temperature "
                                     f"{params.temperature:g}: no honest sampler draws it", **j)
+    split = f", {resplit} split otherwise than the model would" if resplit else ""
     return Judgement(True, f"teacher-forced: {len(scores)} tokens plausible (largest margin {worst['margin']:.2f}, "
-                           f"{drifted} beyond the drift margin {DRIFT_MARGIN:g})", **j)
+                           f"{drifted} beyond the drift margin {DRIFT_MARGIN:g}{split})", **j)
 
 
 class ReceiptJudge(Protocol):

@@ -317,3 +317,13 @@ def test_scoring_repeats_the_pass_from_an_empty_cache_after_a_decode_error_on_th
     again = verifier_model.score(b.prompt_ids, b.output_ids, with_eos=False)
     assert calls[0] > 0 and calls[1:] == [0] and verifier_model.last_reused == 0
     assert [x["margin"] for x in again] == [x["margin"] for x in fresh]
+
+
+def test_honest_answer_committed_by_the_tokenizers_split_is_valid_where_the_model_split_otherwise(verifier_model):
+    prompt, params = "Write a short poem about castles.", GenParams(max_tokens=48)
+    g = verifier_model.generate([ChatMessage(role="user", content=prompt)], params)
+    canon = verifier_model.tokenize_text(g.text)  # what a proxy node whose upstream reports no tokens commits to
+    assert canon != g.output_ids  # the model wrote "\n", "\n" where the tokenizer has one "\n\n" token
+    j = judge(*receipt_for(verifier_model, prompt, g, params, output_ids=canon), verifier_model)
+    assert j.valid, j.reason
+    assert "1 split otherwise than the model would" in j.reason and j.max_margin > GREEDY_SLASH_MARGIN
