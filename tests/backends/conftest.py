@@ -36,7 +36,7 @@ def start_upstream(tmp_path: Path, token_delay: float = 0.0):
         stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # a loaded 2-core machine (CI) can take long to import FastAPI
     while True:
         try:
             if httpx.get(f"{base}/v1/models", timeout=1).status_code == 200:
