@@ -253,15 +253,25 @@ def _ends_with_stop(full: str, text: str, stops: list[str] | None) -> bool:
     return any(rest.startswith(s) for s in stops or [])
 
 
-def _same_text_other_split(scorer: Any, ids: list[int], i: int, top: int | None) -> bool:
-    """Whether the model's own choice at output position ``i`` spells the start of the claimed text from there on:
-    the claimed ids then only split the same text otherwise than the model would (a proxy node whose upstream
-    reports no tokens commits to the tokenizer's canonical split of the text, docs/backends.md). Not evidence of
-    another model, so never slashed; still counted as drift."""
-    if top is None or not hasattr(scorer, "token_bytes"):
-        return False
-    own = scorer.token_bytes([top])
-    return bool(own) and top != ids[i] and scorer.token_bytes(ids[i:]).startswith(own)
+def _byte_offsets(scorer: Any, ids: list[int]) -> list[int]:
+    """The byte offset at which each claimed token starts in the answer's text."""
+    out, at = [], 0
+    for t in ids:
+        out.append(at)
+        at += len(scorer.token_bytes([t]))
+    return out
+
+
+def _same_text_other_split(scorer: Any, ids: list[int], i: int, top: int | None) -> int:
+    """The length in bytes of the model's own choice at output position ``i`` when it spells the start of the
+    claimed text from there on (or the whole rest of it, where the answer was cut inside that token), else 0: the
+    claimed ids then only split the same text otherwise than the model would (a proxy node whose upstream reports
+    no tokens commits to the tokenizer's canonical split of the text, docs/backends.md). Not evidence of another
+    model, so never slashed; still counted as drift."""
+    if top is None or top == ids[i]:
+        return 0
+    own, rest = scorer.token_bytes([top]), scorer.token_bytes(ids[i:])
+    return len(own) if own and (rest.startswith(own) or own.startswith(rest)) else 0
 
 
 def judge_teacher_forced(receipt: Receipt, payload: dict, scorer: Any) -> Judgement:
@@ -321,13 +331,20 @@ def judge_teacher_forced(receipt: Receipt, payload: dict, scorer: Any) -> Judgem
                                         else x["logprob"] + credit < SAMPLED_DRIFT_LOGPROB))
     j = dict(deterministic=False, seconds=seconds, expected_cost=cost, scored=len(scores), drifted=drifted,
              max_margin=worst["margin"])
-    resplit = 0
+    resplit, cover, offsets = 0, -1, None
     for i, x in enumerate(scores):
         where = "the end of sequence" if x["token"] == "eos" else f"output token {i} ({x['token']})"
         beyond = x["margin"] > GREEDY_SLASH_MARGIN if greedy else x["logprob"] + credit < SAMPLED_SLASH_LOGPROB
-        if beyond and x["token"] != "eos" and _same_text_other_split(scorer, out_ids, i, x.get("top")):
-            resplit += 1  # the model's own token spells the same text: a split, not evidence (drift only)
-            continue
+        if beyond and x["token"] != "eos" and hasattr(scorer, "token_bytes"):
+            if offsets is None:
+                offsets = _byte_offsets(scorer, out_ids)
+            span = 0 if offsets[i] < cover else _same_text_other_split(scorer, out_ids, i, x.get("top"))
+            if offsets[i] < cover or span:
+                # the model's own token spells the same text from here (a split, not evidence: drift only); the
+                # claimed tokens that start inside its span are pieces of that text too
+                cover = max(cover, offsets[i] + span)
+                resplit += 1
+                continue
         if greedy and x["margin"] > GREEDY_SLASH_MARGIN:
             what = ("the model would not end the answer here: " if x["token"] == "eos" else "") + \
                 f"{where} is {x['margin']:.2f} logits below the model's top choice (rank {x['rank']}); greedy " \
