@@ -131,6 +131,7 @@ def generate_task(batch: list[tuple[int, str]], key: tuple, max_tokens: int, tem
         messages = [ChatMessage(role="user", content=p)]
         params = GenParams(max_tokens=max_tokens, temperature=temperature,
                            seed=i if temperature else None)
+        engine_before = model.splits["engine"] if key[0] == "proxy" else 0
         started = time.perf_counter()
         g = model.generate(messages, params)
         seconds = time.perf_counter() - started
@@ -143,8 +144,7 @@ def generate_task(batch: list[tuple[int, str]], key: tuple, max_tokens: int, tem
                    "finish": g.finish_reason, "seconds": seconds}
             if key[0] == "proxy":  # the node's ids: the engine's tokens or (no logprobs) the tokenizer's split
                 row["canonical_ids"] = verifier.tokenize_text(g.text)
-                row["engine_split"] = model.tokenizer.ids_of_pieces(model.last_pieces) == row["ids"] \
-                    if model.last_pieces else False
+                row["engine_split"] = model.splits["engine"] > engine_before
             out.append(row)
     return out
 

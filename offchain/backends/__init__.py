@@ -43,16 +43,12 @@ SPECS = ("builtin", "smollm2", "gemma3", "llama:/path/model.gguf", "proxy:http:/
 def _build(spec: str, options: dict) -> Backend:
     if spec == "builtin":
         return BuiltinBackend(**options)
-    if spec == "smollm2":
-        from .llama import LlamaBackend, smollm2_path
+    if spec in ("smollm2", "gemma3"):
+        from .llama import LlamaBackend, named_weights
 
-        options.setdefault("name", "smollm2-135m-instruct")
-        return LlamaBackend(smollm2_path(), **options)
-    if spec == "gemma3":
-        from .llama import GEMMA3_TEMPLATE, LlamaBackend, gemma3_path
-
-        options.setdefault("name", "gemma-3-270m")
-        return LlamaBackend(gemma3_path(), chat_template=GEMMA3_TEMPLATE, **options)
+        path, template = named_weights(spec)
+        options.setdefault("name", {"smollm2": "smollm2-135m-instruct", "gemma3": "gemma-3-270m"}[spec])
+        return LlamaBackend(path, chat_template=template, **options)
     if spec.startswith("llama:"):
         from .llama import LlamaBackend
 

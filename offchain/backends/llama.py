@@ -124,6 +124,16 @@ def gemma3_path() -> str:
     return str(target)
 
 
+def named_weights(name: str) -> tuple[str, str | None]:
+    """The GGUF path and chat template (None: the GGUF's own) of weights named ``smollm2`` or ``gemma3`` (the
+    packaged ones), or of a GGUF file path given as the name."""
+    if name == "smollm2":
+        return smollm2_path(), None
+    if name == "gemma3":
+        return gemma3_path(), GEMMA3_TEMPLATE
+    return name, None
+
+
 def _import_llama_cpp():
     # ggml's OpenMP workers spin while waiting by default: on a shared machine (node, verifier, tests on 2 cores) that
     # makes generation many times slower. Sleeping waits do not change any result. Read once, when libgomp loads.

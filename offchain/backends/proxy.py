@@ -73,14 +73,13 @@ class ProxyBackend:
         self.deterministic = False
         self.tokenizer = None
         self.splits = {"engine": 0, "tokenizer": 0}  # answers whose ids are the engine's tokens / the tokenizer's split
-        self.last_pieces: list[str | None] | None = None  # the last answer's token texts from the upstream, if any
         if weights:
-            from .llama import GEMMA3_TEMPLATE, LlamaBackend, gemma3_path, smollm2_path
+            from .llama import LlamaBackend, named_weights
 
-            template = GEMMA3_TEMPLATE if weights == "gemma3" else None
-            path = {"smollm2": smollm2_path, "gemma3": gemma3_path}.get(weights, lambda: weights)()
+            path, template = named_weights(weights)
             self.tokenizer = LlamaBackend(path, vocab_only=True, weights_source=weights_source,
                                           chat_template=template)
+            self.tokenizer.ids_of_pieces([])  # its vocabulary table now, at start, not on the first paid request
             self.descriptor = dict(self.tokenizer.open_weights)
             self.context_length = context_length or self.tokenizer.context_length
         else:
@@ -115,7 +114,6 @@ class ProxyBackend:
         if output_ids is not None and self.tokenizer.detokenize(output_ids) != gen.text:
             output_ids = None  # the text was cut locally (a stop sequence) or the pieces are not the answer
         self.splits["engine" if output_ids is not None else "tokenizer"] += 1  # whose split receipts commit to
-        self.last_pieces = pieces
         if output_ids is None:
             output_ids = self.tokenizer.tokenize_text(gen.text)
         return Generation(text=gen.text, prompt_tokens=len(prompt_ids),
@@ -182,7 +180,7 @@ class ProxyBackend:
     @staticmethod
     def _pieces(choice: dict, into: list[str | None]) -> None:
         """Collect a choice's ``logprobs.content[].token`` (an upstream that sends none leaves ``into`` empty; a
-        malformed entry empties it: the answer is then split by the tokenizer)."""
+        malformed entry adds None, which maps to no token: the answer is then split by the tokenizer)."""
         content = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
         if not isinstance(content, list):
             return
