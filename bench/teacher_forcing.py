@@ -20,6 +20,10 @@ reused):
 Reported: false-positive verdicts, receipts, the largest honest margin (greedy) or the lowest credited
 log-probability (sampled), tokens beyond the drift margin.
 
+Every row, honest or cheat, is judged twice (``--calibration-scorings``, default both): by the verifier scoring on
+the packed weights (the Q4_1 file itself), and by one scoring on their F32 expansion (``LlamaBackend(...,
+scoring="f32")``, rows marked ``[F32 verifier]``): the same answers, so the two columns differ only by the verifier.
+
 Cheats: answers of Q4_0 and Q2_K substitutes of the claimed weights (SmolLM2's 576-wide tensors are not divisible
 by 256, so llama.cpp falls back to Q4_0 for most of the Q2_K file), of Gemma 3 270M (its text split by the claimed
 tokenizer: what a proxy node claiming SmolLM2 in front of a Gemma server commits to), another prompt's answer, a
@@ -31,8 +35,10 @@ each substitute). How many 32-token receipts the drift test needs to flag each s
 
 Cost (in the main process, after the pools, on ``--cost-prompts`` answers): teacher-forced verification time /
 generation time for the same answers, with the node and the verifier at 1 thread and at 2 threads; also against the
-engine's bare decode loop (llama.cpp's ``eval`` per token without llama-cpp-python's sampler); receipts/s per
-verifier, peak RSS.
+engine's bare decode loop (llama.cpp's ``eval`` per token without llama-cpp-python's sampler); each with the
+verifier scoring on the packed weights and on the F32 expansion; and each side at its fastest thread count (a tiny
+model's token-by-token decode gets slower with a second thread, its prefill faster); receipts/s per verifier, peak
+RSS.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ TOPICS = ("the moon", "bread", "a bicycle", "rain", "chess", "volcanoes", "the o
 FORMS = ("Tell me one fact about {}.", "Describe {} in two sentences.", "Why do people like {}?",
          "Write a short poem about {}.", "What is the history of {}?", "Explain {} to a child.")
 SAMPLED_TEMPERATURE = 0.8
+F32_MARK = "[F32 verifier]"  # rows judged by a verifier scoring on the F32 expansion (LlamaBackend scoring="f32")
 
 _cache: dict = {}  # per worker process: loaded models
 
@@ -98,7 +105,7 @@ def quantize(src: str, folder: Path, name: str) -> str:
 def _model(key: tuple):
     """A model this worker process keeps: ("llama", path, kwargs...) or ("gemma3",) or ("proxy", url)."""
     if key not in _cache:
-        for other in [k for k in _cache if k != _verifier_key()]:
+        for other in [k for k in _cache if k not in (_verifier_key(), _verifier_key("f32"))]:
             del _cache[other]  # one generator at a time besides the verifier's copy
         from offchain.backends import load_backend
         from offchain.backends.llama import LlamaBackend
@@ -113,14 +120,19 @@ def _model(key: tuple):
     return _cache[key]
 
 
-def _verifier_key() -> tuple:
+def _verifier_key(scoring: str = "native") -> tuple:
     from offchain.backends.llama import smollm2_path
 
-    return ("llama", smollm2_path(), (("n_threads", 1),))
+    return ("llama", smollm2_path(), (("n_threads", 1),) + ((("scoring", scoring),) if scoring != "native" else ()))
 
 
-def _verifier():
-    return _model(_verifier_key())
+def _verifier(scoring: str = "native"):
+    return _model(_verifier_key(scoring))
+
+
+def _label(name: str, scoring: str) -> str:
+    """A row's name in the result: the verifier scoring on the F32 expansion is marked."""
+    return name if scoring == "native" else f"{name} {F32_MARK}"
 
 
 def generate_task(batch: list[tuple[int, str]], key: tuple, max_tokens: int, temperature: float | None) -> list[dict]:
@@ -162,12 +174,13 @@ def receipt_for(verifier, prompt: str, prompt_ids: list[int], text: str, ids: li
     return receipt, {"request": request, "output": text, "tokens": tokens, "pricing": PRICING.wire()}
 
 
-def judge_task(cases: list[dict], reuse_prefix: bool = True) -> list[dict]:
+def judge_task(cases: list[dict], reuse_prefix: bool = True, scoring: str = "native") -> list[dict]:
     """``judge`` each case (prompt, prompt_ids, text, ids, finish, max_tokens, temperature) with the verifier's
-    SmolLM2; ``margins`` asks for the per-token margins too (a second, separate scoring pass)."""
+    SmolLM2 (scoring on the packed weights, or on their F32 expansion); ``margins`` asks for the per-token margins too
+    (a second, separate scoring pass)."""
     from offchain.verifier.judge import SAMPLED_DRIFT_CREDIT, judge
 
-    verifier = _verifier()
+    verifier = _verifier(scoring)
     verifier.reuse_prefix = reuse_prefix
     out = []
     for c in cases:
@@ -201,10 +214,12 @@ def _run(pool: ProcessPoolExecutor, fn, parts: list[list], *args) -> list:
 
 
 def run(n_prompts: int, max_tokens: int, folder: Path, workers: int = 2, cheat_prompts: int | None = None,
-        cost_prompts: int = 32, only: set[str] | None = None, log=print) -> dict:
-    """The calibration; ``only``: the honest rows and cheats to run (their names in the result; the answers they
-    need are generated), the others are left out of the result (the caller keeps an earlier run's)."""
-    from offchain.backends.llama import _import_llama_cpp, smollm2_path
+        cost_prompts: int = 32, only: set[str] | None = None, scorings: tuple[str, ...] = ("native", "f32"),
+        log=print) -> dict:
+    """The calibration; ``only``: the honest rows and cheats to run (their names in the result, a row of the F32
+    verifier with its mark; the answers they need are generated), the others are left out of the result (the caller
+    keeps an earlier run's); ``scorings``: the verifiers that judge every row (packed weights, F32 expansion)."""
+    from offchain.backends.llama import _import_llama_cpp, f32_expansion, smollm2_path
     from offchain.devkit.upstream import LlamaServer
     from offchain.verifier.judge import (
         DRIFT_MARGIN,
@@ -220,6 +235,8 @@ def run(n_prompts: int, max_tokens: int, folder: Path, workers: int = 2, cheat_p
     n_cheat = min(cheat_prompts or n_prompts, n_prompts)
     indexed = list(enumerate(ps))
     files = {name: quantize(src, folder, name) for name in ("Q8_0", "Q4_0", "Q2_K")}
+    if "f32" in scorings:
+        f32_expansion(src)  # once, before the workers load it
     upstream = LlamaServer(src, folder, "--n_batch", "64", "--n_ubatch", "64", "--n_threads", "1")
     sources = {
         "threads=1": (("llama", src, (("n_threads", 1),)), None, n_prompts),
@@ -238,11 +255,12 @@ def run(n_prompts: int, max_tokens: int, folder: Path, workers: int = 2, cheat_p
     tokenizer_split = "proxy, tokenizer split"  # the proxy's answers committed by the tokenizer's split instead
     needs = {"another_prompts_answer": "threads=1", "made_up": "threads=1", "truncated_billed_complete": "threads=1",
              "swapped_prompt": "threads=1", "fresh prefill schedule": "threads=1", tokenizer_split: "proxy"}
-    wanted = None if only is None else {needs.get(name, name) for name in only}
+    plain = None if only is None else {name.replace(F32_MARK, "").strip() for name in only}
+    wanted = None if plain is None else {needs.get(name, name) for name in plain}
     sources = {k: v for k, v in sources.items() if wanted is None or k in wanted}
 
-    def selected(name: str) -> bool:
-        return only is None or name in only
+    def selected(name: str, scoring: str = "native") -> bool:
+        return scoring in scorings and (only is None or _label(name, scoring) in only)
 
     answers: dict[str, dict[int, dict]] = {}
     gen_seconds: dict[str, float] = {}
@@ -272,19 +290,22 @@ def run(n_prompts: int, max_tokens: int, folder: Path, workers: int = 2, cheat_p
 
             honest = [name for name in answers if name not in ("Q4_0", "Q2_K", "gemma-3-270m")]
             schedules = [(name, name, True) for name in honest] + [("fresh prefill schedule", "threads=1", False)]
-            for label, name, reuse in schedules:
-                if not selected(label) or name not in answers:
+            for (row_name, name, reuse), scoring in [(x, sc) for sc in ("native", "f32") for x in schedules]:
+                label = _label(row_name, scoring)
+                if not selected(row_name, scoring) or name not in answers:
                     continue
                 temperature = SAMPLED_TEMPERATURE if "temperature" in name else None
                 cases = [case(i, a, temperature=temperature) for i, a in sorted(answers[name].items())]
                 started = time.perf_counter()
-                rows = _run(pool, judge_task, _chunks(cases, workers), reuse)
+                rows = _run(pool, judge_task, _chunks(cases, workers), reuse, scoring)
                 seconds = time.perf_counter() - started
                 fp = [r for r in rows if not r["valid"]]
                 entry = {"receipts": len(rows), "false_positives": len(fp),
                          "tokens_scored": sum(r["scored"] for r in rows),
                          "tokens_beyond_drift_margin": sum(r["drifted"] for r in rows),
                          "judge_s_per_receipt": round(seconds * workers / len(rows), 3)}
+                if scoring != "native":
+                    entry["verifier_scoring"] = scoring
                 if temperature:
                     entry["temperature"] = temperature
                     entry["lowest_credited_logprob"] = min(r["min_logprob"] for r in rows)
@@ -296,8 +317,8 @@ def run(n_prompts: int, max_tokens: int, folder: Path, workers: int = 2, cheat_p
                 log(f"  honest {label}: {len(fp)} false positives of {len(rows)}; {entry}")
 
             # substitutes, another prompt's answer: per-token margins of the longest answer, prefixes derived
-            def by_length(name: str, cases: list[dict]) -> dict:
-                rows = _run(pool, judge_task, _chunks(cases, workers))
+            def by_length(name: str, cases: list[dict], scoring: str) -> dict:
+                rows = _run(pool, judge_task, _chunks(cases, workers), True, scoring)
                 rates = {}
                 for length in LENGTHS:
                     eligible = [r for r in rows if len(r["margins"]) >= length]
@@ -324,12 +345,12 @@ def run(n_prompts: int, max_tokens: int, folder: Path, workers: int = 2, cheat_p
                              "median": statistics.median(needed) if needed else None,
                              "max": max(needed) if needed else None, "flagged_in_runs": len(needed), "runs": 50,
                              "receipts_available": len(per_receipt)}}
-                log(f"  {name}: {rates}; drift test {entry['drift_test_receipts_needed']}")
+                log(f"  {_label(name, scoring)}: {rates}; drift test {entry['drift_test_receipts_needed']}")
                 return entry, rows
 
             verifier_texts = _texts(folder)
-            for name in ("Q4_0", "Q2_K", "gemma-3-270m"):
-                if not selected(name):
+            for name, scoring in [(n, sc) for sc in ("native", "f32") for n in ("Q4_0", "Q2_K", "gemma-3-270m")]:
+                if not selected(name, scoring):
                     continue
                 cases = []
                 for i, a in sorted(answers[name].items()):
@@ -337,28 +358,30 @@ def run(n_prompts: int, max_tokens: int, folder: Path, workers: int = 2, cheat_p
                     c = case(i, a, margins=True)
                     c.update(ids=ids, text=verifier_texts(ids), finish="length")
                     cases.append(c)
-                entry, scored = by_length(name, cases)
+                entry, scored = by_length(name, cases, scoring)
                 # the shortcut is judge()'s rule: the 32-token prefixes of the first receipts, judged as receipts
                 shortcut = {r["i"]: max(r["margins"][:32]) > GREEDY_SLASH_MARGIN for r in scored
                             if len(r["margins"]) >= 32}
                 check = [dict(c, ids=c["ids"][:32], text=verifier_texts(c["ids"][:32]), margins=False)
                          for c in cases if c["i"] in shortcut][:16]
-                rows = _run(pool, judge_task, _chunks(check, workers))
+                rows = _run(pool, judge_task, _chunks(check, workers), True, scoring)
                 entry["judge_cross_check"] = {"receipts": len(rows), "agree": sum(
                     1 for r in rows if (not r["valid"]) == shortcut[r["i"]]), "judge_detected": sum(
                     1 for r in rows if not r["valid"])}
-                out["cheats"][name] = entry
+                out["cheats"][_label(name, scoring)] = entry
 
             base = answers.get("threads=1", {})
             order = sorted(base)
             others = []
-            for k, i in enumerate(order if selected("another_prompts_answer") else []):
+            for k, i in enumerate(order if any(selected("another_prompts_answer", sc) for sc in scorings) else []):
                 o = base[order[(k + 1) % len(order)]]
                 c = case(i, base[i], margins=True)
                 c.update(ids=o["ids"][:max_tokens], text=verifier_texts(o["ids"][:max_tokens]), finish="length")
                 others.append(c)
-            if others:
-                out["cheats"]["another_prompts_answer"] = by_length("another prompt's answer", others)[0]
+            for scoring in ("native", "f32"):
+                if others and selected("another_prompts_answer", scoring):
+                    out["cheats"][_label("another_prompts_answer", scoring)] = by_length(
+                        "another prompt's answer", others, scoring)[0]
 
             lorem = verifier_texts(None, "lorem " * (max_tokens // 2))
             made_up, truncated, swapped = [], [], []
@@ -371,11 +394,12 @@ def run(n_prompts: int, max_tokens: int, folder: Path, workers: int = 2, cheat_p
                     truncated.append(case(i, a) | {"ids": cut, "text": verifier_texts(cut), "finish": "stop"})
                 o = base[order[(k + 1) % len(order)]]
                 swapped.append(case(i, o) | {"prompt": ps[i]})
-            for label, cases in (("made_up", made_up), ("truncated_billed_complete", truncated),
-                                 ("swapped_prompt", swapped)):
-                if not selected(label):
+            for (name, cases), scoring in [(x, sc) for sc in ("native", "f32") for x in (
+                    ("made_up", made_up), ("truncated_billed_complete", truncated), ("swapped_prompt", swapped))]:
+                if not selected(name, scoring):
                     continue
-                rows = _run(pool, judge_task, _chunks(cases, workers))
+                label = _label(name, scoring)
+                rows = _run(pool, judge_task, _chunks(cases, workers), True, scoring)
                 missed = [r for r in rows if r["valid"]]
                 out["cheats"][label] = {"receipts": len(rows), "detected": len(rows) - len(missed)}
                 if missed:
@@ -386,10 +410,11 @@ def run(n_prompts: int, max_tokens: int, folder: Path, workers: int = 2, cheat_p
         if upstream is not None:
             upstream.stop()
 
-    out["cost"] = cost(ps[:cost_prompts], max_tokens)
+    out["cost"] = cost(ps[:cost_prompts], max_tokens, scorings)
     out["generation_seconds"] = {k: round(v, 1) for k, v in gen_seconds.items()}
     out["setup"] = {"prompts": n_prompts, "cheat_prompts": n_cheat, "max_tokens": max_tokens, "workers": workers,
                     "claimed": "SmolLM2-135M-Instruct Q4_1", "verifier": "1 thread, n_batch 512, prefix reuse",
+                    "verifier_scorings": list(scorings),
                     "q2k_note": "576-wide tensors fall back to Q4_0 in the Q2_K file",
                     "gemma_note": "gemma-3-270m is the base (pretrained) model, Q4_K_M"}
     return out
@@ -407,19 +432,21 @@ def _texts(folder: Path):
     return texts
 
 
-def cost(ps: list[str], max_tokens: int) -> dict:
+def cost(ps: list[str], max_tokens: int, scorings: tuple[str, ...] = ("native", "f32")) -> dict:
     """Verification (judge: prefill + scoring) against generation of the same answers, alternately (both see the same
     load), with node and verifier at 1 thread and at 2, for SmolLM2-135M and Gemma 3 270M (each judging its own
-    answers); and against llama.cpp's bare decode loop (``eval`` per token, no sampler)."""
+    answers), the verifier scoring on the packed weights and (``f32`` in ``scorings``) on their F32 expansion; and
+    against llama.cpp's bare decode loop (``eval`` per token, no sampler)."""
     from offchain.backends import load_backend
     from offchain.verifier.judge import judge
 
     out = {}
-    for spec, threads in (("smollm2", 1), ("smollm2", 2), ("gemma3", 1), ("gemma3", 2)):
-        model = load_backend(spec, n_threads=threads)
+    for spec, threads, scoring in [(m, t, sc) for m in ("smollm2", "gemma3") for sc in scorings for t in (1, 2)]:
+        model = load_backend(spec, n_threads=threads, scoring=scoring)
         llm = model._llm
         gen_s = verify_s = bare_s = 0.0
         tokens = 0
+        last = None
         for p in ps:
             messages = [ChatMessage(role="user", content=p)]
             started = time.perf_counter()
@@ -433,19 +460,31 @@ def cost(ps: list[str], max_tokens: int) -> dict:
             bare_s += time.perf_counter() - started
             model._clear_kv()
             receipt, payload = receipt_for(model, p, g.prompt_ids, g.text, g.output_ids, g.finish_reason, max_tokens)
-            if p == ps[0]:
-                judge(receipt, payload, model)  # warm the prefix cache as a running verifier has it
+            # the scoring cache as a running verifier has it: the last receipt judged (generation above emptied it
+            # where scoring shares the generation context)
+            judge(*(last or (receipt, payload)), model)
+            last = receipt, payload
             started = time.perf_counter()
             assert judge(receipt, payload, model).valid
             verify_s += time.perf_counter() - started
             tokens += g.output_tokens
-        out[f"{spec}, threads={threads}"] = {
+        out[f"{spec}, threads={threads}" + (f", scoring={scoring}" if scoring != "native" else "")] = {
             "receipts": len(ps), "output_tokens": tokens, "generation_s": round(gen_s, 2),
             "bare_decode_s": round(bare_s, 2), "verification_s": round(verify_s, 2),
             "verification_over_generation": round(verify_s / gen_s, 3),
             "verification_over_bare_decode": round(verify_s / bare_s, 3),
             "receipts_per_s_per_verifier": round(len(ps) / verify_s, 2)}
         del model, llm
+    # each side at its own fastest thread count (a tiny model's decode gets slower with more threads; prefill faster)
+    for spec in ("smollm2", "gemma3"):
+        for scoring in scorings:
+            rows = {k: v for k, v in out.items() if k.startswith(f"{spec},") and (
+                f"scoring={scoring}" in k if scoring != "native" else "scoring=" not in k)}
+            if rows:
+                key = f"{spec}, best thread counts" + (f", scoring={scoring}" if scoring != "native" else "")
+                out[key] = {"verification_over_generation": round(
+                    min(v["verification_s"] for v in rows.values()) / min(v["generation_s"] for v in rows.values()),
+                    3), "of": sorted(rows)}
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out
 
@@ -456,19 +495,27 @@ def print_table(tf: dict) -> None:
     for name, h in tf["honest"].items():
         worst = (f"largest margin {h['largest_margin']:.3f}" if "largest_margin" in h
                  else f"lowest logprob {h['lowest_credited_logprob']:.2f}")
-        print(f"  {name:<26} {h['false_positives']:>3} / {h['receipts']:<4} {worst:<24} drift tokens "
+        print(f"  {name:<42} {h['false_positives']:>3} / {h['receipts']:<4} {worst:<24} drift tokens "
               f"{h['tokens_beyond_drift_margin']}/{h['tokens_scored']}")
     print("cheats: detection rate per receipt by answer length (tokens)")
-    for name in ("gemma-3-270m", "Q4_0", "Q2_K", "another_prompts_answer"):
+    for name in [_label(n, sc) for sc in ("native", "f32") for n in (
+            "gemma-3-270m", "Q4_0", "Q2_K", "another_prompts_answer")]:
+        if name not in tf["cheats"]:
+            continue
         c = tf["cheats"][name]
         rates = ", ".join(f"{k}: {v['rate']} ({v['receipts']})" for k, v in c["by_length"].items())
         d = c["drift_test_receipts_needed"]
-        print(f"  {name:<26} {rates}; drift test flags after {d['median']} receipts (max {d['max']})")
-    for name in ("made_up", "truncated_billed_complete", "swapped_prompt"):
+        print(f"  {name:<42} {rates}; drift test flags after {d['median']} receipts (max {d['max']})")
+    for name in [_label(n, sc) for sc in ("native", "f32") for n in (
+            "made_up", "truncated_billed_complete", "swapped_prompt")]:
+        if name not in tf["cheats"]:
+            continue
         c = tf["cheats"][name]
-        print(f"  {name:<26} {c['detected']} / {c['receipts']}")
+        print(f"  {name:<42} {c['detected']} / {c['receipts']}")
     for k, c in tf["cost"].items():
-        if "threads" in k:
+        if "best thread counts" in k:
+            print(f"cost at {k}: verification / generation {c['verification_over_generation']}")
+        elif "threads" in k:
             print(f"cost at {k}: verification / generation {c['verification_over_generation']} "
                   f"({c['verification_s']} s vs {c['generation_s']} s; vs bare decode "
                   f"{c['verification_over_bare_decode']}), {c['receipts_per_s_per_verifier']} receipts/s")

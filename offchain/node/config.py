@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from ..backends import parse_spec
 from ..daemon.settings import ConfigError, DaemonSettings
 from ..inference import Pricing
 
@@ -153,15 +154,6 @@ class BackendSpec:
         return f"BackendSpec({self.spec!r}, {self.options!r})"
 
 
-def _option_value(text: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
-
-
 def parse_backends(value: str) -> list[BackendSpec]:
     """``"builtin,builtin?name=slow&token_delay=0.05"`` -> two BackendSpecs (ConfigError if malformed)."""
     out: list[BackendSpec] = []
@@ -169,15 +161,10 @@ def parse_backends(value: str) -> list[BackendSpec]:
         raw = raw.strip()
         if not raw:
             continue
-        spec, options = raw, {}
-        head, sep, tail = raw.rpartition("?")
-        if sep and tail and all("=" in part for part in tail.split("&")):
-            spec = head
-            for part in tail.split("&"):
-                key, _, val = part.partition("=")
-                if not key.strip():
-                    raise ConfigError(f"invalid setting backend: empty option name in {raw!r}")
-                options[key.strip()] = _option_value(val.strip())
+        try:
+            spec, options = parse_spec(raw)
+        except ValueError as exc:
+            raise ConfigError(f"invalid setting backend: {exc}") from None
         out.append(BackendSpec(spec, options))
     if not out:
         raise ConfigError("invalid setting backend: give at least one backend spec (e.g. builtin)")

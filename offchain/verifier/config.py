@@ -24,7 +24,9 @@ class VerifierSettings(DaemonSettings):
     relayer_url: str = Field("http://127.0.0.1:8402", description="the relayer (receipt feed, verdicts, reports)")
     store: Path = Field(Path("var/verifier.sqlite3"), description="SQLite database file (cursor, checks, verdicts)")
     backends: str = Field("builtin", description="comma-separated backend specs this verifier can run "
-                                                 "(builtin, smollm2, llama:/path.gguf, proxy:URL#model)")
+                                                 "(builtin, smollm2, llama:/path.gguf, proxy:URL#model), options "
+                                                 "as spec?key=value&... (smollm2?scoring=f32: teacher "
+                                                 "forcing on the F32 expansion, faster on CPU)")
     sample_rate: float = Field(0.1, ge=0, le=1, description="share of the feed's receipts re-executed (0..1)")
     payload_deadline: float = Field(30.0, gt=0, le=3_600, description="a node must release a sampled payload within "
                                                                       "this many seconds (retries until then)")

@@ -51,12 +51,15 @@ log = logging.getLogger("opg.verifier")
 
 
 def load_backends(specs: list[str]) -> list[Any]:
-    from ..backends import load_backend
+    """The judge's backends: each spec as ``load_backend`` takes it, with options as ``spec?key=value&...`` (e.g.
+    ``smollm2?scoring=f32``: teacher forcing on the F32 expansion of the weights)."""
+    from ..backends import load_backend, parse_spec
 
     out = []
     for spec in specs:
         try:
-            out.append(load_backend(spec))
+            name, options = parse_spec(spec)
+            out.append(load_backend(name, **options))
         except Exception as exc:
             raise ConfigError(f"cannot load backend {spec!r}: {str(exc).splitlines()[0] if str(exc) else exc!r}") \
                 from None
