@@ -396,6 +396,7 @@ class Reexecution:
     def describe(self) -> list[dict]:
         return [{"name": b.name, "modelId": m,
                  "deterministic": bool(b.deterministic) and m != getattr(b, "open_weights_id", None),
-                 "judgedBy": "teacher-forcing" if m == getattr(b, "open_weights_id", None) else "re-execution"}
+                 "judgedBy": "teacher-forcing" if m == getattr(b, "open_weights_id", None) else "re-execution",
+                 **({"scoring": b.scoring} if m == getattr(b, "open_weights_id", None) else {})}
                 for m, b in self.backends.items()]
 

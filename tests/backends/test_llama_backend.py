@@ -19,7 +19,7 @@ from backend_contract import (
 )
 
 from offchain.backends import load_backend
-from offchain.backends.llama import CMAKE_ARGS, smollm2_path, weights_sha256
+from offchain.backends.llama import CMAKE_ARGS, LlamaBackend, f32_expansion, smollm2_path, weights_sha256
 from offchain.inference import ChatMessage, GenParams, PromptTooLong
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,3 +128,30 @@ def test_gemma3_backend_is_another_model_with_its_own_turn_template_and_weights_
     gemma.score(answer.prompt_ids, answer.output_ids, with_eos=False)
     gemma.score(answer.prompt_ids, answer.output_ids, with_eos=False)
     assert gemma.last_reused == 0
+
+
+def test_f32_expansion_is_made_once_checked_and_made_anew_when_damaged(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPG_MODEL_CACHE", str(tmp_path))
+    path = Path(f32_expansion(smollm2_path()))
+    stamp = path.with_name(path.name + ".sha256")
+    assert path.parent == tmp_path and path.name.endswith(".f32.gguf")
+    assert stamp.read_text().strip() == weights_sha256(path)
+    made, size = path.stat().st_mtime_ns, path.stat().st_size
+    assert f32_expansion(smollm2_path()) == str(path) and path.stat().st_mtime_ns == made  # used again as it is
+    with path.open("r+b") as f:  # a damaged copy (a flipped byte in the tensor data)
+        f.seek(size - 4096)
+        byte = f.read(1)
+        f.seek(size - 4096)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    assert f32_expansion(smollm2_path()) == str(path)
+    assert stamp.read_text().strip() == weights_sha256(path) and path.stat().st_size == size
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no partial files left
+
+
+def test_scoring_is_native_or_f32_and_only_for_a_model_that_scores():
+    with pytest.raises(ValueError, match="scoring must be one of native, f32, not 'f16'"):
+        load_backend("smollm2", scoring="f16")
+    with pytest.raises(ValueError, match="a vocab-only model does not score"):
+        LlamaBackend(smollm2_path(), vocab_only=True, scoring="f32")
+    with pytest.raises(ValueError, match="scoring"):
+        load_backend("builtin", scoring="f32")

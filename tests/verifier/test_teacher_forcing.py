@@ -327,3 +327,53 @@ def test_honest_answer_committed_by_the_tokenizers_split_is_valid_where_the_mode
     j = judge(*receipt_for(verifier_model, prompt, g, params, output_ids=canon), verifier_model)
     assert j.valid, j.reason
     assert "1 split otherwise than the model would" in j.reason and j.max_margin > GREEDY_SLASH_MARGIN
+
+
+@pytest.fixture(scope="module")
+def f32_verifier():
+    """A verifier scoring on the F32 expansion of the weights (``smollm2?scoring=f32``)."""
+    return LlamaBackend(smollm2_path(), n_threads=2, scoring="f32")
+
+
+def test_verifier_on_the_f32_expansion_has_the_weights_identity_and_judges_honest_answers_valid(verifier_model,
+                                                                                                f32_verifier, models):
+    assert (f32_verifier.open_weights_id, f32_verifier.model_id) == (verifier_model.open_weights_id,
+                                                                     verifier_model.model_id)
+    largest = 0.0
+    for name in ("other-batch", "Q8_0"):
+        for prompt in PROMPTS[:4]:
+            g = gen(models[name], prompt)
+            j = judge(*receipt_for(verifier_model, prompt, g, GenParams(max_tokens=32)), f32_verifier)
+            assert j.valid, (name, prompt, j.reason)
+            largest = max(largest, j.max_margin)
+    assert largest < GREEDY_SLASH_MARGIN / 3
+
+
+def test_attack_substitute_models_are_caught_by_the_verifier_on_the_f32_expansion(verifier_model, f32_verifier,
+                                                                                   models):
+    from offchain.backends import load_backend
+
+    params = GenParams(max_tokens=32)
+    gemma = load_backend("gemma3", n_threads=1)
+    other = gemma.generate([ChatMessage(role="user", content=PROMPTS[3])], params)
+    ids = f32_verifier.tokenize_text(other.text)[:32]
+    g = gen(verifier_model, PROMPTS[3])
+    j = judge(*receipt_for(f32_verifier, PROMPTS[3], g, params, text=f32_verifier.detokenize(ids), output_ids=ids,
+                           finish="length"), f32_verifier)
+    assert not j.valid and "below the model's top choice" in j.reason
+    cheap = [0, 0]
+    for prompt in PROMPTS[:6]:
+        j = judge(*receipt_for(f32_verifier, prompt, gen(models["Q2_K"], prompt), params), f32_verifier)
+        cheap[0] += j.scored
+        cheap[1] += j.drifted
+    assert drifting(*cheap)
+
+
+def test_verifier_on_the_f32_expansion_generates_with_the_packed_weights_and_keeps_its_scoring_cache(
+        verifier_model, f32_verifier):
+    a = gen(f32_verifier, PROMPTS[6])
+    assert (a.text, a.output_ids) == (gen(verifier_model, PROMPTS[6]).text, gen(verifier_model, PROMPTS[6]).output_ids)
+    f32_verifier.score(a.prompt_ids, a.output_ids, with_eos=False)
+    b = gen(f32_verifier, PROMPTS[7])  # generation runs in its own context: the scoring cache is kept
+    f32_verifier.score(b.prompt_ids, b.output_ids, with_eos=False)
+    assert 0 < f32_verifier.last_reused < len(b.prompt_ids) - 1

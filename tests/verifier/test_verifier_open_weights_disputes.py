@@ -1,6 +1,7 @@
 """Open-weights receipts (teacher forcing) end to end beyond the sampled honest path: real anvil, relayer, node and
 verifier processes, llama.cpp servers (``python -m llama_cpp.server``) as the proxies' upstreams, the payer on the
-``opg`` CLI.
+``opg`` CLI. The verifier here scores on the F32 expansion of the weights (``--backends smollm2?scoring=f32``);
+test_verifier_proxy_open_weights' verifier scores on the packed weights.
 
 - A proxy node that commits to output ids which do not detokenise to the text it delivered (padded to max_tokens,
   to bill more tokens than it served: ``cheat_mode=ids``) is slashed.
@@ -49,7 +50,8 @@ def setup(devnet, relayer, workdir):
         "withholding": node_proc(devnet, relayer, actors["withholding"], workdir, name="proxy-gemma-withholding",
                                  endpoint=UNREACHABLE, backend=SPEC.format(gemma_up.url)),
     }
-    verifier = verifier_proc(devnet, relayer, v, workdir, sample_rate=1.0, deadline=10.0, backends="smollm2")
+    verifier = verifier_proc(devnet, relayer, v, workdir, sample_rate=1.0, deadline=10.0,
+                             backends="smollm2?scoring=f32")
     try:
         for proc in [*nodes.values(), verifier]:
             proc.start(timeout=120)
@@ -58,6 +60,11 @@ def setup(devnet, relayer, workdir):
         stop_all(verifier, *nodes.values())
         smol_up.stop()
         gemma_up.stop()
+
+
+def test_verifier_judges_the_open_weights_on_their_f32_expansion(setup):
+    backends = setup["verifier"].client.get("/healthz").json()["backends"]
+    assert [b["scoring"] for b in backends if b["judgedBy"] == "teacher-forcing"] == ["f32"]
 
 
 def test_attack_proxy_node_committing_to_ids_that_do_not_match_its_text_is_slashed(devnet, relayer, setup):

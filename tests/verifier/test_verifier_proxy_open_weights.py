@@ -97,6 +97,7 @@ def test_models_endpoint_names_the_weights_and_where_to_get_them(setup):
     assert proxy["descriptor"]["judged_by"] == "teacher-forcing"
     backends = setup["verifier"].client.get("/healthz").json()["backends"]
     assert {b["modelId"] for b in backends} == {llama["modelId"].lower(), proxy["modelId"].lower()}
+    assert [b["scoring"] for b in backends if b["judgedBy"] == "teacher-forcing"] == ["native"]
 
 
 def test_honest_proxy_node_is_never_slashed_over_100_sampled_receipts(devnet, relayer, setup):

@@ -278,3 +278,12 @@ def test_cli_refuses_bad_configuration_with_one_line(capsys):
     assert main(["verifier", "run", "--sample-rate", "7"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("opg verifier: error: invalid setting sample_rate")
+
+
+def test_verifier_backends_take_options_as_the_nodes_do():
+    from offchain.verifier.service import load_backends
+
+    fast, = load_backends(["builtin?name=fast&context_length=64"])
+    assert (fast.name, fast.context_length) == ("fast", 64)
+    with pytest.raises(ConfigError, match=r"^cannot load backend 'builtin\?colour=red': .*colour"):
+        load_backends(["builtin?colour=red"])
