@@ -77,8 +77,8 @@ E2E_TESTS := tests/backends tests/client tests/node tests/operator tests/relayer
 
 test: install
 	ape compile --force
-	ape test --network ethereum:local:foundry $(addprefix --ignore=,$(E2E_TESTS))
-	ape test --network ethereum:local:foundry $(E2E_TESTS)
+	ape test --network ethereum:local:foundry --durations=15 $(addprefix --ignore=,$(E2E_TESTS))
+	ape test --network ethereum:local:foundry --durations=40 $(E2E_TESTS)
 
 demo: install
 	ape compile
