@@ -213,6 +213,9 @@ def main() -> int:
     parser.add_argument("--calibration-tokens", type=int, default=48, help="max_tokens of the calibration answers")
     args = parser.parse_args()
     if args.calibration:
+        unknown = set(args.calibration_scorings.split(",")) - {"native", "f32"}
+        if unknown:
+            parser.error(f"--calibration-scorings: unknown {', '.join(sorted(unknown))} (native, f32)")
         return calibrate(args)
     n_builtin = args.receipts or (30 if args.quick else 200)
     n_small = args.smollm2_receipts or (3 if args.quick else 12)

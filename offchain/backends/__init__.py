@@ -68,7 +68,13 @@ def _build(spec: str, options: dict) -> Backend:
     raise ValueError(f"unknown backend spec {spec!r} (expected one of: {', '.join(SPECS)})")
 
 
-def _option_value(text: str):
+#: options whose values stay text (a key or a name of digits is not a number)
+TEXT_OPTIONS = frozenset({"name", "api_key", "weights", "weights_source", "scoring", "cheat_mode"})
+
+
+def _option_value(key: str, text: str):
+    if key in TEXT_OPTIONS:
+        return text
     for cast in (int, float):
         try:
             return cast(text)
@@ -78,18 +84,21 @@ def _option_value(text: str):
 
 
 def parse_spec(raw: str) -> tuple[str, dict]:
-    """``"smollm2?scoring=f32&n_threads=2"`` -> ``("smollm2", {"scoring": "f32", "n_threads": 2})`` (numbers and
-    true/false are converted); ``ValueError`` for an empty option name."""
+    """``"smollm2?scoring=f32&n_threads=2"`` -> ``("smollm2", {"scoring": "f32", "n_threads": 2})``: the options
+    follow the last ``?`` when each part is ``key=value`` and none holds a ``#`` (``proxy:URL?query#model`` keeps its
+    query); numbers and true/false are converted except in :data:`TEXT_OPTIONS`. ``ValueError`` for an empty option
+    name."""
     raw = raw.strip()
     head, sep, tail = raw.rpartition("?")
-    if not (sep and tail and all("=" in part for part in tail.split("&"))):
+    parts = [part for part in tail.split("&") if part]
+    if not (sep and parts and "#" not in tail and all("=" in part for part in parts)):
         return raw, {}
     options = {}
-    for part in tail.split("&"):
+    for part in parts:
         key, _, val = part.partition("=")
         if not key.strip():
             raise ValueError(f"empty option name in {raw!r}")
-        options[key.strip()] = _option_value(val.strip())
+        options[key.strip()] = _option_value(key.strip(), val.strip())
     return head, options
 
 

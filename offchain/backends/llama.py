@@ -136,39 +136,70 @@ def f32_expansion(path: str | os.PathLike) -> str:
     ``ALL_F32``): the same weights as numbers, in the format whose prompt kernels are fastest on CPU (a quantised
     matrix product first rounds the activations to 8 bits; an F32 one does not, so scores differ from the packed
     file's by drift the margins tolerate, bench/teacher_forcing.py measures it). Made once into
-    :func:`model_cache` as ``<stem>.<sha256[:16]>.f32.gguf`` and renamed into place; its own sha256 is kept beside it
-    (``.sha256``) and checked when it is used again, so a damaged copy is made anew."""
+    :func:`model_cache` as ``<stem>.<sha256[:16]>.f32.gguf`` and renamed into place, with a stamp beside it
+    (``.stamp.json``: the source's full sha256, the llama.cpp build that expanded it, the expansion's own sha256).
+    A process checks all three the first time it uses the file; anything else (no stamp, another source or build, a
+    damaged copy) is made anew. The cache must be writable by the verifier alone (docs/backends.md): whoever can
+    write it chooses the weights the verifier scores with. Partial files of processes that died are swept."""
     llama_cpp = _import_llama_cpp()
     import ctypes
+    import json
+    import tempfile
 
     src = Path(path).resolve()
+    source_sha = weights_sha256(src)
     folder = model_cache()
-    target = folder / f"{src.stem}.{weights_sha256(src)[:16]}.f32.gguf"
-    stamp = target.with_name(target.name + ".sha256")
+    target = folder / f"{src.stem}.{source_sha[:16]}.f32.gguf"
+    stamp = target.with_name(target.name + ".stamp.json")
+    expect = {"source_sha256": source_sha, "build": f"llama-cpp-python=={llama_cpp.__version__}", "ftype": "ALL_F32"}
     try:
-        if target.is_file() and stamp.is_file() and weights_sha256(target) == stamp.read_text().strip():
-            return str(target)
-    except OSError:
-        pass
-    folder.mkdir(parents=True, exist_ok=True)
-    tag = f"{os.getpid()}.{threading.get_ident()}"
-    partial, partial_stamp = folder / f".{target.name}.{tag}", folder / f".{stamp.name}.{tag}"
+        if target.is_file() and stamp.is_file():
+            held = json.loads(stamp.read_text())
+            if {k: held.get(k) for k in expect} == expect and held.get("sha256") == weights_sha256(target):
+                return str(target)
+    except (OSError, ValueError, AttributeError):
+        pass  # unreadable: made anew
+    prefix = f".{target.name}."
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _sweep_partials(folder, prefix)
+        fd, name = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", dir=folder)
+        os.close(fd)
+    except OSError as exc:
+        raise BackendError(f"cannot write the F32 expansion of {src.name} into {folder}: {exc}") from exc
+    partial = Path(name)
+    partial_stamp = partial.with_name(partial.name + ".stamp")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = llama_cpp.LLAMA_FTYPE_ALL_F32
     params.allow_requantize = True
     params.nthread = default_threads()
     try:
         if llama_cpp.llama_model_quantize(str(src).encode(), str(partial).encode(), ctypes.byref(params)) != 0:
-            raise BackendError(f"llama.cpp could not expand {src.name} to F32")
-        partial_stamp.write_text(weights_sha256(partial) + "\n")
+            raise BackendError(f"llama.cpp could not expand {src.name} to F32 in {folder} (it needs about 4 bytes "
+                               "per weight free: 540 MB for a 135M model)")
+        partial_stamp.write_text(json.dumps({**expect, "sha256": weights_sha256(partial)}) + "\n")
         os.replace(partial, target)
         os.replace(partial_stamp, stamp)
     except OSError as exc:
-        raise BackendError(f"could not write the F32 expansion of {src.name} into {folder}: {exc}") from exc
+        raise BackendError(f"cannot write the F32 expansion of {src.name} into {folder}: {exc}") from exc
     finally:
         partial.unlink(missing_ok=True)
         partial_stamp.unlink(missing_ok=True)
     return str(target)
+
+
+def _sweep_partials(folder: Path, prefix: str) -> None:
+    """Remove the partial files ``<prefix><pid>.*`` of processes that no longer run."""
+    for f in folder.glob(f"{prefix}*"):
+        pid = f.name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            f.unlink(missing_ok=True)
+        except OSError:
+            pass  # alive (another user's): not ours to remove
 
 
 def named_weights(name: str) -> tuple[str, str | None]:
@@ -243,8 +274,8 @@ class LlamaBackend:
                 raise BackendError(f"llama.cpp could not load {file}: {exc}") from exc
 
         self._llm = load(path, vocab_only)
-        # teacher forcing's context: the packed weights themselves, or their F32 expansion (scoring="f32": one
-        # prefill over prompt + answer runs about 1.6x faster at 1 thread on SmolLM2's Q4_1; docs/verifier.md)
+        # teacher forcing's context: the packed weights themselves, or their F32 expansion (scoring="f32": faster
+        # prompt kernels on CPU for Q4_1 and the like; docs/backends.md, the calibration in docs/verifier.md)
         self.scoring = scoring
         self._score_llm = self._llm if scoring == "native" else load(f32_expansion(path), False)
         self.load_seconds = time.monotonic() - started
@@ -277,8 +308,10 @@ class LlamaBackend:
         self.last_reused = 0  # positions the last score() took from the cache
         self._pieces: dict[str, int | None] | None = None  # token text -> id (ids_of_pieces), built on first use
         self._swa = bool(llama_cpp.llama_model_n_swa(llm.model))  # sliding-window attention: no prefix reuse
-        if self._score_llm.n_vocab() != llm.n_vocab():  # pragma: no cover - the expansion keeps the vocabulary
-            raise BackendError(f"the F32 expansion of {path.name} has another vocabulary")
+        if self._score_llm is not llm and (self._score_llm.n_vocab() != llm.n_vocab()
+                                            or self._score_llm.metadata.get("general.file_type") != "0"):
+            raise BackendError(f"the F32 expansion of {path.name} ({self._score_llm.model_path}) is not an all-F32 "
+                               "file of this vocabulary: remove it to have it made anew")
         # llama.cpp may pad the context (to 256 cells); llama-cpp-python's token buffers hold the requested n_ctx
         self.context_length = min(int(n_ctx), llm.n_ctx())
         self.deterministic = True
@@ -383,7 +416,8 @@ class LlamaBackend:
         split, so its values may differ from a fresh pass in the last bits (on ggml's CPU kernels they did not):
         drift the margins tolerate (bench/teacher_forcing.py measures both schedules). If the cache turns out not
         to hold the prefix (a decode error), the pass is repeated from an empty cache. Generation never reuses it
-        (it clears the cache: bit-exact answers need the fresh split)."""
+        (it clears its cache: bit-exact answers need the fresh split); with ``scoring="f32"`` scoring has a context
+        of its own, which generation leaves alone."""
         import numpy as np
 
         if self.vocab_only:

@@ -165,6 +165,9 @@ def parse_backends(value: str) -> list[BackendSpec]:
             spec, options = parse_spec(raw)
         except ValueError as exc:
             raise ConfigError(f"invalid setting backend: {exc}") from None
+        if "scoring" in options:
+            raise ConfigError(f"invalid setting backend: scoring is a verifier's option (what its teacher forcing runs "
+                              f"on), not a node's: {raw!r}")
         out.append(BackendSpec(spec, options))
     if not out:
         raise ConfigError("invalid setting backend: give at least one backend spec (e.g. builtin)")

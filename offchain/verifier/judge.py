@@ -397,6 +397,6 @@ class Reexecution:
         return [{"name": b.name, "modelId": m,
                  "deterministic": bool(b.deterministic) and m != getattr(b, "open_weights_id", None),
                  "judgedBy": "teacher-forcing" if m == getattr(b, "open_weights_id", None) else "re-execution",
-                 **({"scoring": b.scoring} if m == getattr(b, "open_weights_id", None) else {})}
+                 **({"scoring": getattr(b, "scoring", "native")} if m == getattr(b, "open_weights_id", None) else {})}
                 for m, b in self.backends.items()]
 

@@ -59,10 +59,13 @@ def load_backends(specs: list[str]) -> list[Any]:
     for spec in specs:
         try:
             name, options = parse_spec(spec)
+            cheat = sorted(k for k in options if k.startswith("cheat_"))
+            if cheat:
+                raise ValueError(f"{cheat[0]} is a test node's option, not a verifier's")
             out.append(load_backend(name, **options))
         except Exception as exc:
-            raise ConfigError(f"cannot load backend {spec!r}: {str(exc).splitlines()[0] if str(exc) else exc!r}") \
-                from None
+            first = str(exc).splitlines()[0] if str(exc) else repr(exc)
+            raise ConfigError(f"cannot load backend {spec!r}: {first}") from None
     return out
 
 

@@ -4,6 +4,7 @@ output-relevant setting and from nothing else, and the Backend contract."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -130,22 +131,62 @@ def test_gemma3_backend_is_another_model_with_its_own_turn_template_and_weights_
     assert gemma.last_reused == 0
 
 
-def test_f32_expansion_is_made_once_checked_and_made_anew_when_damaged(tmp_path, monkeypatch):
+def test_f32_expansion_is_made_once_and_made_anew_when_damaged_unstamped_or_of_another_source(tmp_path,
+                                                                                              monkeypatch):
     monkeypatch.setenv("OPG_MODEL_CACHE", str(tmp_path))
     path = Path(f32_expansion(smollm2_path()))
-    stamp = path.with_name(path.name + ".sha256")
+    stamp = path.with_name(path.name + ".stamp.json")
+    digest, size = weights_sha256(path), path.stat().st_size
+    held = json.loads(stamp.read_text())
     assert path.parent == tmp_path and path.name.endswith(".f32.gguf")
-    assert stamp.read_text().strip() == weights_sha256(path)
-    made, size = path.stat().st_mtime_ns, path.stat().st_size
+    assert held == {"source_sha256": weights_sha256(smollm2_path()), "build": "llama-cpp-python==0.3.36",
+                    "ftype": "ALL_F32", "sha256": digest}
+    made = path.stat().st_mtime_ns
     assert f32_expansion(smollm2_path()) == str(path) and path.stat().st_mtime_ns == made  # used again as it is
+
     with path.open("r+b") as f:  # a damaged copy (a flipped byte in the tensor data)
         f.seek(size - 4096)
         byte = f.read(1)
         f.seek(size - 4096)
         f.write(bytes([byte[0] ^ 0xFF]))
-    assert f32_expansion(smollm2_path()) == str(path)
-    assert stamp.read_text().strip() == weights_sha256(path) and path.stat().st_size == size
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no partial files left
+    assert weights_sha256(path) != digest
+    assert f32_expansion(smollm2_path()) == str(path) and weights_sha256(path) == digest  # the same bytes again
+
+    made = path.stat().st_mtime_ns
+    stamp.write_text(json.dumps({**held, "source_sha256": "00" * 32}))  # a stamp of another source
+    f32_expansion(smollm2_path())
+    assert path.stat().st_mtime_ns != made and json.loads(stamp.read_text()) == held
+
+    made = path.stat().st_mtime_ns
+    stamp.unlink()  # no stamp
+    f32_expansion(smollm2_path())
+    assert path.stat().st_mtime_ns != made and json.loads(stamp.read_text()) == held
+
+
+def test_f32_expansion_sweeps_partial_files_of_dead_processes_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPG_MODEL_CACHE", str(tmp_path))
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    path = Path(f32_expansion(smollm2_path()))
+    dead, alive = tmp_path / f".{path.name}.{proc.pid}.x1", tmp_path / f".{path.name}.{os.getpid()}.x2"
+    dead.write_bytes(b"half a file")
+    alive.write_bytes(b"being written")
+    path.with_name(path.name + ".stamp.json").unlink()
+    f32_expansion(smollm2_path())
+    assert not dead.exists() and alive.exists()
+
+
+def test_unwritable_model_cache_is_one_line_naming_the_folder(tmp_path, monkeypatch):
+    from offchain.daemon.settings import ConfigError
+    from offchain.verifier.service import load_backends
+
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("OPG_MODEL_CACHE", str(tmp_path / "file" / "models"))
+    with pytest.raises(ConfigError) as err:
+        load_backends(["smollm2?scoring=f32"])
+    assert str(err.value).startswith("cannot load backend 'smollm2?scoring=f32': cannot write the F32 expansion of "
+                                     f"SmolLM2-135M-Instruct.Q4_1.gguf into {tmp_path / 'file' / 'models'}: ")
+    assert "\n" not in str(err.value)
 
 
 def test_scoring_is_native_or_f32_and_only_for_a_model_that_scores():

@@ -72,6 +72,18 @@ def test_backend_specs_carry_options():
         parse_backends(" , ")
 
 
+def test_backend_spec_options_keep_keys_and_names_as_text_and_a_proxy_query_in_its_url():
+    spec, = parse_backends("proxy:https://gpu/v1?api-version=2024#gpt-4")  # a query of the upstream's URL
+    assert (spec.spec, spec.options) == ("proxy:https://gpu/v1?api-version=2024#gpt-4", {})
+    spec, = parse_backends("proxy:https://gpu/v1#m?api_key=00123&name=007&timeout=30&")
+    assert spec.options == {"api_key": "00123", "name": "007", "timeout": 30}
+
+
+def test_node_refuses_the_verifiers_scoring_option():
+    with pytest.raises(ConfigError, match="scoring is a verifier's option"):
+        parse_backends("smollm2?scoring=f32")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--price-base", "-1"], "invalid setting price_base"),
     (["--max-unsettled", "lots"], "invalid setting max_unsettled"),

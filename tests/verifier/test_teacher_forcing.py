@@ -339,6 +339,12 @@ def test_verifier_on_the_f32_expansion_has_the_weights_identity_and_judges_hones
                                                                                                 f32_verifier, models):
     assert (f32_verifier.open_weights_id, f32_verifier.model_id) == (verifier_model.open_weights_id,
                                                                      verifier_model.model_id)
+    assert f32_verifier._score_llm.model_path.endswith(".f32.gguf") and f32_verifier.scoring == "f32"
+    g = gen(verifier_model, PROMPTS[0])
+    packed = verifier_model.score(g.prompt_ids, g.output_ids, with_eos=False, reuse_prefix=False)
+    expanded = f32_verifier.score(g.prompt_ids, g.output_ids, with_eos=False, reuse_prefix=False)
+    diffs = [abs(x["logprob"] - y["logprob"]) for x, y in zip(packed, expanded, strict=True)]
+    assert 0 < max(diffs) < DRIFT_MARGIN  # other kernels (no 8-bit activations): drift, not another model
     largest = 0.0
     for name in ("other-batch", "Q8_0"):
         for prompt in PROMPTS[:4]:

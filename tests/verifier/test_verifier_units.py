@@ -287,3 +287,11 @@ def test_verifier_backends_take_options_as_the_nodes_do():
     assert (fast.name, fast.context_length) == ("fast", 64)
     with pytest.raises(ConfigError, match=r"^cannot load backend 'builtin\?colour=red': .*colour"):
         load_backends(["builtin?colour=red"])
+
+
+def test_verifier_backends_refuse_a_test_nodes_cheat_options():
+    from offchain.verifier.service import load_backends
+
+    with pytest.raises(ConfigError, match=r"^cannot load backend 'builtin\?cheat_rate=1': cheat_rate is a test node's "
+                                          r"option, not a verifier's$"):
+        load_backends(["builtin?cheat_rate=1"])
