@@ -43,7 +43,6 @@ RSS.
 
 from __future__ import annotations
 
-import ctypes
 import random
 import resource
 import secrets
@@ -89,16 +88,9 @@ def prompts(n: int) -> list[str]:
 
 
 def quantize(src: str, folder: Path, name: str) -> str:
-    import llama_cpp
+    from offchain.backends.llama import requantize
 
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{name}")
-    params.allow_requantize = True
-    params.nthread = 1
-    dst = str(folder / f"smollm2-{name}.gguf")
-    if llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params)) != 0:
-        raise RuntimeError(f"quantize {name} failed")
-    return dst
+    return requantize(src, folder / f"smollm2-{name}.gguf", name)
 
 
 # -- worker side ------------------------------------------------------------------------------------------------------
@@ -290,7 +282,7 @@ def run(n_prompts: int, max_tokens: int, folder: Path, workers: int = 2, cheat_p
 
             honest = [name for name in answers if name not in ("Q4_0", "Q2_K", "gemma-3-270m")]
             schedules = [(name, name, True) for name in honest] + [("fresh prefill schedule", "threads=1", False)]
-            for (row_name, name, reuse), scoring in [(x, sc) for sc in ("native", "f32") for x in schedules]:
+            for (row_name, name, reuse), scoring in [(x, sc) for sc in scorings for x in schedules]:
                 label = _label(row_name, scoring)
                 if not selected(row_name, scoring) or name not in answers:
                     continue
@@ -347,7 +339,7 @@ def run(n_prompts: int, max_tokens: int, folder: Path, workers: int = 2, cheat_p
                 return entry, rows
 
             verifier_texts = _texts(folder)
-            for name, scoring in [(n, sc) for sc in ("native", "f32") for n in ("Q4_0", "Q2_K", "gemma-3-270m")]:
+            for name, scoring in [(n, sc) for sc in scorings for n in ("Q4_0", "Q2_K", "gemma-3-270m")]:
                 if not selected(name, scoring):
                     continue
                 cases = []
@@ -376,7 +368,7 @@ def run(n_prompts: int, max_tokens: int, folder: Path, workers: int = 2, cheat_p
                 c = case(i, base[i], margins=True)
                 c.update(ids=o["ids"][:max_tokens], text=verifier_texts(o["ids"][:max_tokens]), finish="length")
                 others.append(c)
-            for scoring in ("native", "f32"):
+            for scoring in scorings:
                 if others and selected("another_prompts_answer", scoring):
                     out["cheats"][_label("another_prompts_answer", scoring)] = by_length(
                         "another prompt's answer", others, scoring)[0]
@@ -392,7 +384,7 @@ def run(n_prompts: int, max_tokens: int, folder: Path, workers: int = 2, cheat_p
                     truncated.append(case(i, a) | {"ids": cut, "text": verifier_texts(cut), "finish": "stop"})
                 o = base[order[(k + 1) % len(order)]]
                 swapped.append(case(i, o) | {"prompt": ps[i]})
-            for (name, cases), scoring in [(x, sc) for sc in ("native", "f32") for x in (
+            for (name, cases), scoring in [(x, sc) for sc in scorings for x in (
                     ("made_up", made_up), ("truncated_billed_complete", truncated), ("swapped_prompt", swapped))]:
                 if not selected(name, scoring):
                     continue
@@ -466,7 +458,7 @@ def cost(ps: list[str], max_tokens: int, scorings: tuple[str, ...] = ("native", 
             assert judge(receipt, payload, model).valid
             verify_s += time.perf_counter() - started
             tokens += g.output_tokens
-        out[f"{spec}, threads={threads}" + (f", scoring={scoring}" if scoring != "native" else "")] = {
+        out[_cost_key(spec, f"threads={threads}", scoring)] = {
             "receipts": len(ps), "output_tokens": tokens, "generation_s": round(gen_s, 2),
             "bare_decode_s": round(bare_s, 2), "verification_s": round(verify_s, 2),
             "verification_over_generation": round(verify_s / gen_s, 3),
@@ -489,14 +481,17 @@ def best_thread_counts(cost_rows: dict, scorings: tuple[str, ...] = ("native", "
             continue
         generation = min(v["generation_s"] for v in rows.values())
         for scoring in scorings:
-            mine = {k: v for k, v in rows.items()
-                    if (f"scoring={scoring}" in k if scoring != "native" else "scoring=" not in k)}
+            mine = [v["verification_s"] for t in (1, 2) if (v := rows.get(_cost_key(spec, f"threads={t}", scoring)))]
             if mine:
-                key = f"{spec}, best thread counts" + (f", scoring={scoring}" if scoring != "native" else "")
-                out[key] = {"verification_over_generation": round(
-                    min(v["verification_s"] for v in mine.values()) / generation, 3),
-                    "verification_s": min(v["verification_s"] for v in mine.values()), "generation_s": generation}
+                out[_cost_key(spec, "best thread counts", scoring)] = {
+                    "verification_over_generation": round(min(mine) / generation, 3), "verification_s": min(mine),
+                    "generation_s": generation}
     return out
+
+
+def _cost_key(spec: str, threads: str, scoring: str) -> str:
+    """A cost row's name: ``smollm2, threads=1`` for the packed weights, ``..., scoring=f32`` for the expansion."""
+    return f"{spec}, {threads}" + (f", scoring={scoring}" if scoring != "native" else "")
 
 
 def print_table(tf: dict) -> None:

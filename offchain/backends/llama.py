@@ -131,6 +131,22 @@ def model_cache() -> Path:
     return Path(os.environ.get("OPG_MODEL_CACHE") or Path.home() / ".cache" / "opg" / "models")
 
 
+def requantize(src: str | os.PathLike, dst: str | os.PathLike, ftype: str, nthread: int = 1) -> str:
+    """Write the GGUF ``src`` re-encoded as ``ftype`` (``F32`` for ``LLAMA_FTYPE_ALL_F32``, else a
+    ``LLAMA_FTYPE_MOSTLY_<ftype>`` name: ``Q8_0``, ``Q4_0``, ``Q2_K``, ...) to ``dst`` with llama.cpp's own quantiser
+    (requantising allowed); returns ``dst``. ``BackendError`` when llama.cpp refuses (a full disk among others)."""
+    llama_cpp = _import_llama_cpp()
+    import ctypes
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_ALL_F32 if ftype == "F32" else getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype}")
+    params.allow_requantize = True
+    params.nthread = nthread
+    if llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) != 0:
+        raise BackendError(f"llama.cpp could not write {Path(src).name} as {ftype} to {dst}")
+    return str(dst)
+
+
 def f32_expansion(path: str | os.PathLike) -> str:
     """The GGUF ``path`` with every tensor expanded to F32 by ggml's own dequantisation (``llama_model_quantize`` to
     ``ALL_F32``): the same weights as numbers, in the format whose prompt kernels are fastest on CPU (a quantised
@@ -142,7 +158,6 @@ def f32_expansion(path: str | os.PathLike) -> str:
     damaged copy) is made anew. The cache must be writable by the verifier alone (docs/backends.md): whoever can
     write it chooses the weights the verifier scores with. Partial files of processes that died are swept."""
     llama_cpp = _import_llama_cpp()
-    import ctypes
     import json
     import tempfile
 
@@ -169,14 +184,12 @@ def f32_expansion(path: str | os.PathLike) -> str:
         raise BackendError(f"cannot write the F32 expansion of {src.name} into {folder}: {exc}") from exc
     partial = Path(name)
     partial_stamp = partial.with_name(partial.name + ".stamp")
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = llama_cpp.LLAMA_FTYPE_ALL_F32
-    params.allow_requantize = True
-    params.nthread = default_threads()
     try:
-        if llama_cpp.llama_model_quantize(str(src).encode(), str(partial).encode(), ctypes.byref(params)) != 0:
+        try:
+            requantize(src, partial, "F32", nthread=default_threads())
+        except BackendError:
             raise BackendError(f"llama.cpp could not expand {src.name} to F32 in {folder} (it needs about 4 bytes "
-                               "per weight free: 540 MB for a 135M model)")
+                               "per weight free: 540 MB for a 135M model)") from None
         partial_stamp.write_text(json.dumps({**expect, "sha256": weights_sha256(partial)}) + "\n")
         os.replace(partial, target)
         os.replace(partial_stamp, stamp)

@@ -394,9 +394,11 @@ class Reexecution:
         return judge(receipt, payload, self.backends[receipt.model_id.lower()], self.tolerance)
 
     def describe(self) -> list[dict]:
-        return [{"name": b.name, "modelId": m,
-                 "deterministic": bool(b.deterministic) and m != getattr(b, "open_weights_id", None),
-                 "judgedBy": "teacher-forcing" if m == getattr(b, "open_weights_id", None) else "re-execution",
-                 **({"scoring": getattr(b, "scoring", "native")} if m == getattr(b, "open_weights_id", None) else {})}
-                for m, b in self.backends.items()]
+        out = []
+        for m, b in self.backends.items():
+            forced = m == str(getattr(b, "open_weights_id", "")).lower()
+            out.append({"name": b.name, "modelId": m, "deterministic": bool(b.deterministic) and not forced,
+                        "judgedBy": "teacher-forcing" if forced else "re-execution",
+                        **({"scoring": getattr(b, "scoring", "native")} if forced else {})})
+        return out
 

@@ -10,13 +10,12 @@ text and the ids)."""
 
 from __future__ import annotations
 
-import ctypes
 import secrets
 
 import pytest
 from eth_account import Account
 
-from offchain.backends.llama import LlamaBackend, smollm2_path
+from offchain.backends.llama import LlamaBackend, requantize, smollm2_path
 from offchain.inference import (
     BackendError,
     ChatMessage,
@@ -39,15 +38,7 @@ PROMPTS = [f"Tell me one fact about {t}." for t in
 
 
 def quantize(tmp, ftype_name: str) -> str:
-    import llama_cpp
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype_name}")
-    params.allow_requantize = True
-    params.nthread = 1
-    dst = str(tmp / f"smollm2-{ftype_name}.gguf")
-    assert llama_cpp.llama_model_quantize(smollm2_path().encode(), dst.encode(), ctypes.byref(params)) == 0
-    return dst
+    return requantize(smollm2_path(), tmp / f"smollm2-{ftype_name}.gguf", ftype_name)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ Weights: the verifier holds all of the live verifier stake, so its verdicts alon
 
 from __future__ import annotations
 
-import ctypes
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -35,7 +34,7 @@ from verifier_kit import (
     wait_receipts,
 )
 
-from offchain.backends.llama import gemma3_path, smollm2_path
+from offchain.backends.llama import gemma3_path, requantize, smollm2_path
 from offchain.devkit.devnet import OPG, wait_until
 from offchain.devkit.upstream import LlamaServer
 
@@ -45,15 +44,7 @@ PROMPTS = ["Name a colour.", "Say hello.", "Name a fruit.", "Count to three.", "
 
 
 def quantize_q2k(folder) -> str:
-    import llama_cpp
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q2_K
-    params.allow_requantize = True
-    params.nthread = 1
-    dst = str(folder / "smollm2-Q2_K.gguf")
-    assert llama_cpp.llama_model_quantize(smollm2_path().encode(), dst.encode(), ctypes.byref(params)) == 0
-    return dst
+    return requantize(smollm2_path(), folder / "smollm2-Q2_K.gguf", "Q2_K")
 
 
 @pytest.fixture(scope="module")
